@@ -3,7 +3,7 @@ beside the boolean circuit a pair (core/gmwrule.py `rule_circuit`), on the same 
 run.
 
     .venv/bin/python benchmarks/densearith.py [--records 400] [--partner-records 400]
-        [--population households|messy] [--seed 1] [--block-only]
+        [--population households|messy] [--seed 1] [--block-only] [--ripple | --depth N]
 
 Members A and B: the `--population`'s first `--records` and `--partner-records` people's
 records (benchmarks/twoserver_people.py), encoded under the shipped schema
@@ -17,14 +17,21 @@ Every pair of A's rows x B's rows goes through:
   shares;
 - the block path: C deals the block's daBits and matrix triples once, S1 and S2 convert and
   check them and compute every pair's H shares by matrix products (`block` below), then per
-  batch the same steps on core/gmwsum.py's circuit, whose input is those shares.
+  batch the same steps on core/gmwsum.py's circuit, whose input is those shares;
+- the block path with the rule's margin by arithmetic (core/densemargin.py, "margin"): the
+  same H shares, the records' popcounts turned into additive shares mod 2^64 once a record,
+  then per batch core/margincircuit.py's first circuit, the products and checks mod 2^64
+  (core/ring64.py), the second circuit on the tests' values (`--ripple`: its carries
+  rippled, fewer AND gates in more rounds; `--depth N`: rippled as far as leaves them N AND
+  levels deep, core/margincircuit.py `plan`).
 
 Printed: CPU µs a pair by role (this process's `process_time`, each role's own steps), bytes
 a pair by direction as `linkbit.Transcript` counts them, the ratios, and whether the two
 paths' output bits (every cut-off of every pair) are the same and the rule's in the clear
 (core/ruleform.py `rule_bounds` on the clear popcounts and distances), and the process's
-peak RSS. `--block-only`: the block path alone (a block of the CLI walk's size, 6,000 x
-1,600, without an hour of the boolean circuit beside it).
+peak RSS, and each path's AND gates and rounds a pair. `--block-only`: the block paths alone
+(a block of the CLI walk's size, 6,000 x 1,600, without an hour of the boolean circuit beside
+them).
 """
 
 from __future__ import annotations
@@ -46,8 +53,10 @@ from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy.graphcheck import upload_views
-from blindmatch.matcher.core import denseblock, linkbit, ruleform
+from blindmatch.matcher.core import denseblock, densemargin, linkbit, ruleform
 from blindmatch.matcher.core.gmwrule import rule_circuit
+from blindmatch.matcher.core.gmwsum import sum_rule_circuit
+from blindmatch.matcher.core.margincircuit import RIPPLE, plan
 from blindmatch.matcher.domain import Rule
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,8 +71,16 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--partner-records", type=int, default=400, help="member B's records")
     parser.add_argument("--population", choices=["households", "messy"], default="households")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--block-only", action="store_true",
-                        help="the block path alone (no boolean circuit beside it)")  # fmt: skip
+    parser.add_argument(
+        "--block-only",
+        action="store_true",
+        help="the block paths alone (no boolean circuit beside them)",
+    )
+    parser.add_argument(
+        "--ripple", action="store_true", help="the margin's second circuit with its carries rippled"
+    )
+    parser.add_argument("--depth", type=int, default=0,
+                        help="the margin's carries rippled to this AND-depth")  # fmt: skip
     return parser
 
 
@@ -143,13 +160,24 @@ def main() -> int:
     print(f"{args.population}, seed {args.seed}: {n_a:,} x {n_b:,} records ({pairs:,} pairs), "
           f"CLKs of {8 * rows[0].shape[1]:,} and {8 * rows[1].shape[1]:,} bits, rule "
           f"{rule.text()}, cut-offs {CUTOFFS}")  # fmt: skip
+    n1, n2 = 8 * rows[0].shape[1], 8 * rows[1].shape[1]
+    depth = RIPPLE if args.ripple else args.depth
+    margin_plan = plan(n1, n2, CUTOFFS, rule, depth)
+    circuits = {"boolean circuit": rule_circuit(n1, n2, CUTOFFS, rule),
+                "block": sum_rule_circuit(n1, n2, CUTOFFS, rule)}  # fmt: skip
+    gates = {label: (c.and_gates, c.rounds) for label, c in circuits.items()}
+    gates["margin"] = (margin_plan.and_gates, margin_plan.first.rounds
+                       + margin_plan.second.rounds + 2)  # fmt: skip
     figures = {}
-    for label in ("block",) if args.block_only else ("boolean circuit", "block"):
+    labels = ("boolean circuit", "block", "margin")
+    for label in labels[1:] if args.block_only else labels:
         clock: dict[str, float] = {}
         t = linkbit.Transcript()
         w0 = time.perf_counter()
         if label == "block":
             got = denseblock.compare(one, two, p1, p2, n_a, CUTOFFS, rule, t, clock)
+        elif label == "margin":
+            got = densemargin.compare(one, two, p1, p2, n_a, CUTOFFS, rule, t, clock, depth)
         else:
             got = boolean(one, two, p1, p2, n_a, n_b, rule, clock, t)
         wall = time.perf_counter() - w0
@@ -157,23 +185,34 @@ def main() -> int:
         by = ", ".join(f"{a}->{b} {v / pairs:,.1f}" for (a, b), v in sorted(t.sent.items()))
         us = ", ".join(f"{r} {1e6 * clock.get(r, 0.0) / pairs:.2f}" for r in ROLES)
         every = 1e6 * sum(clock.values()) / pairs
-        print(f"  {label:15s}: CPU µs a pair {us} (all {every:.2f}); bytes a pair "
+        print(f"  {label:15s}: {gates[label][0]:,} AND gates, {gates[label][1]} rounds a pair; "
+              f"CPU µs a pair {us} (all {every:.2f}); bytes a pair "
               f"{sum(t.sent.values()) / pairs:,.1f} ({by}); wall {wall:.1f} s")  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"  peak RSS of this process (the three roles, the data): {peak:,.0f} MiB")
     truth = clear(rows, n_a, rule)
-    new = figures["block"][0]
+    new, margin = figures["block"][0], figures["margin"][0]
+    same_margin = bool((margin == new).all())
+    print(f"  the margin's output bits the block path's: {same_margin}")
     if args.block_only:
         print(f"  output bits the rule in the clear's: {bool((new == truth).all())}")
-        return 0 if (new == truth).all() else 1
-    (old, c_old, s_old), (_, c_new, s_new) = figures["boolean circuit"], figures["block"]
-    ratios = ", ".join(f"{r} {c_old[r] / max(c_new[r], 1e-9):.1f}x" for r in ROLES)
-    print(f"  the block path's gain: CPU {ratios}, all "
-          f"{sum(c_old.values()) / sum(c_new.values()):.1f}x; bytes "
-          f"{sum(s_old.values()) / sum(s_new.values()):.1f}x")  # fmt: skip
-    print(f"  output bits the same: {bool((old == new).all())} ({int(new[0].sum()):,} pairs at "
+        return 0 if (new == truth).all() and same_margin else 1
+    old, c_old, s_old = figures["boolean circuit"]
+    for label in labels[1:]:
+        _, c_new, s_new = figures[label]
+        ratios = ", ".join(f"{r} {c_old[r] / max(c_new[r], 1e-9):.1f}x" for r in ROLES)
+        print(f"  the {label} path's gain over the boolean circuit: CPU {ratios}, all "
+              f"{sum(c_old.values()) / sum(c_new.values()):.1f}x; bytes "
+              f"{sum(s_old.values()) / sum(s_new.values()):.1f}x")  # fmt: skip
+    (_, c_b, s_b), (_, c_m, s_m) = figures["block"], figures["margin"]
+    ratios = ", ".join(f"{r} {c_b[r] / max(c_m[r], 1e-9):.1f}x" for r in ROLES)
+    print(f"  the margin's gain over the block path: CPU {ratios}, all "
+          f"{sum(c_b.values()) / sum(c_m.values()):.1f}x; bytes "
+          f"{sum(s_b.values()) / sum(s_m.values()):.1f}x")  # fmt: skip
+    same = bool((old == new).all() and same_margin)
+    print(f"  output bits the same: {same} ({int(new[0].sum()):,} pairs at "
           f"the threshold); the rule in the clear's: {bool((new == truth).all())}")  # fmt: skip
-    return 0 if (old == new).all() and (new == truth).all() else 1
+    return 0 if same and (new == truth).all() else 1
 
 
 if __name__ == "__main__":

@@ -14,7 +14,10 @@ higher), so the sweep and its plots are made too. Each of the two checkouts runs
 `python -m blindmatch evaluate --results R --truth T --member retail-bcrp --out-dir D` in a
 process of its own (os.wait4: that process's peak RSS); `--baseline REF` (default `main`)
 is `git archive`d into the work dir and run through PYTHONPATH. Printed: one line each, and
-whether stdout (the work dir's paths made equal) and sweep.csv are the same.
+whether stdout (the work dir's paths made equal) and sweep.csv are the same. `--entity`: also
+the truth file read as `client/tools/truth.py` `Truth` (what evaluate holds) in a process of
+its own, then again with its `Truth.entity` made (the (member, record id) -> entity dict the
+benchmarks ask for): each one's wall, CPU and peak RSS.
 """
 
 from __future__ import annotations
@@ -67,9 +70,24 @@ def write_files(folder: Path, records: list[int], population: int, seed: int,
 
 def measure(label: str, pythonpath: Path, truth: Path, results: Path, out: Path) -> str:
     """One `evaluate` in a process of its own: its stdout; prints wall, CPU and peak RSS."""
-    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     command = [sys.executable, "-m", "blindmatch", "evaluate", "--results", str(results),
                "--truth", str(truth), "--member", "retail-bcrp", "--out-dir", str(out)]  # fmt: skip
+    return run(label, pythonpath, command).replace(str(out), "OUT")
+
+
+# The truth file read as evaluate reads it, and (argv[2] "entity") `Truth.entity` made.
+READ_TRUTH = """
+import sys
+from blindmatch.client.tools.truth import read_truth
+truth = read_truth(sys.argv[1])
+rows = len(truth.entity) if sys.argv[2] == "entity" else 0
+print(rows or sum(len(r.ids) for r in truth.records.values()))
+"""
+
+
+def run(label: str, pythonpath: Path, command: list[str]) -> str:
+    """`command` in a process of its own: its stdout; prints wall, CPU and peak RSS."""
+    env = {**os.environ, "PYTHONPATH": str(pythonpath)}
     t0 = time.perf_counter()
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, cwd=pythonpath)
     assert proc.stdout is not None
@@ -78,11 +96,11 @@ def measure(label: str, pythonpath: Path, truth: Path, results: Path, out: Path)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
-        raise SystemExit(f"{label}: evaluate exited {proc.returncode}")
+        raise SystemExit(f"{label}: exited {proc.returncode}")
     cpu = usage.ru_utime + usage.ru_stime
     print(f"{label:<24} wall {wall:6.1f} s  CPU {cpu:6.1f} s  peak RSS "
           f"{usage.ru_maxrss / 1024:7,.0f} MiB", flush=True)  # fmt: skip
-    return printed.replace(str(out), "OUT")
+    return printed
 
 
 def main() -> None:
@@ -92,6 +110,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--scores", action="store_true", help="results with scores (a sweep)")
     ap.add_argument("--baseline", default="main", help="git ref to compare with (default main)")
+    ap.add_argument("--entity", action="store_true", help="also Truth read, and Truth.entity made")
     add_keep(ap)
     args = ap.parse_args()
     with work_dir("bm-evalmem-", keep=args.keep) as work:
@@ -114,6 +133,10 @@ def main() -> None:
                                         work / "out-now" / "sweep.csv", shallow=False)  # fmt: skip
         print("output the same byte for byte" if same else "OUTPUT DIFFERS")
         print(after, end="")
+        if args.entity:
+            for what in ("records", "entity"):
+                label = "Truth" if what == "records" else "Truth and Truth.entity"
+                run(label, ROOT, [sys.executable, "-c", READ_TRUTH, str(truth), what])
 
 
 if __name__ == "__main__":

@@ -53,9 +53,7 @@ from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.graph import (
     bit_similarity,
     collision_similarity,
-    known_pairs,
-    match_graphs,
-    score_matching,
+    scored_runs,
 )
 from blindmatch.client.tools.privacy.graphcheck import upload_views
 
@@ -172,11 +170,8 @@ def attack_table(args: argparse.Namespace) -> None:
                 _u, counts = np.unique(keys_v[:, band], return_counts=True)
                 pairs += int((counts * (counts - 1) // 2).sum())
             density = pairs / (n * (n - 1) / 2)  # collisions per pair, summed over bands
-        cells = []
-        for count in args.known:
-            known = known_pairs(v_people, a_people, count, seed=count)
-            scored = score_matching(match_graphs(sim_v, sim_a, known), v_people, a_people, known)
-            cells.append(f"{scored.rate:>7.1%} / {scored.precision:>6.1%}")
+        runs = scored_runs(sim_v, sim_a, v_people, a_people, args.known)
+        cells = [f"{scored.rate:>7.1%} / {scored.precision:>6.1%}" for _, scored in runs]
         print(
             f"{case.label:<40} {' '.join(f'{c:>16}' for c in cells)} {recall:>7.4f} "
             f"{density:>8.4f} {time.monotonic() - started:>5.0f}",

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -156,17 +157,34 @@ def crowd_cut(
 FIXES.update({"crowd 5": crowd(5), "crowd 10": crowd(10), "crowd 3": crowd(3)})
 
 
-def matcher_crowd(p: Pairs, lacking: npt.NDArray[np.bool_], big: npt.NDArray[np.bool_]) -> tuple:
+def matcher_crowd(
+    p: Pairs, lacking: npt.NDArray[np.bool_], big: npt.NDArray[np.bool_], links: bool = False
+) -> tuple:
     """The matcher's own lift (matcher/core/crowd.py), as a run applies it."""
     from blindmatch.matcher.core import crowd as crowd_
     from blindmatch.matcher.core.compare import Candidates
 
     k = len(p.r0)
     cands = Candidates(p.score, np.zeros(k, np.uint32), np.ones(k, np.uint32), p.r0, p.r1)
-    kept = crowd_.lifted(cands, 0.8, [len(lacking), len(big)], [lacking, big])
+    kept = crowd_.lifted(cands, 0.8, [len(lacking), len(big)], [lacking, big], links=links)
     key = p.r0.astype(np.int64) * (len(big) + 1) + p.r1
     accept = np.isin(key, kept.rec0.astype(np.int64) * (len(big) + 1) + kept.rec1)
     return accept, p.score, f"({k - len(kept)} pairs dropped)"
 
 
 FIXES["matcher crowd"] = matcher_crowd
+FIXES["matcher crowd, links"] = functools.partial(matcher_crowd, links=True)
+
+
+def matcher_crowd_unique(
+    p: Pairs, lacking: npt.NDArray[np.bool_], big: npt.NDArray[np.bool_]
+) -> tuple:
+    """The matcher's lift, but a pair under its cut is kept when it is the only candidate of
+    both its records (a record with one candidate is less often a namesake's)."""
+    accept, score, note = matcher_crowd(p, lacking, big)
+    one0 = np.bincount(p.r0, minlength=len(lacking))[p.r0] == 1
+    one1 = np.bincount(p.r1, minlength=len(big))[p.r1] == 1
+    return accept | (one0 & one1), score, note
+
+
+FIXES["matcher crowd, unique kept"] = matcher_crowd_unique

@@ -18,11 +18,7 @@ from benchmarks.graph_attack import band_keys, with_fallback
 from benchmarks.twoserver_views import candidates, protocol, sealed_view, two_hop
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.tools.privacy.graph import (
-    known_pairs,
-    match_graphs,
-    score_matching,
-)
+from blindmatch.client.tools.privacy.graph import known_pairs, scored_runs
 from blindmatch.client.tools.privacy.graphcheck import upload_views
 from blindmatch.client.tools.privacy.trilateration import (
     CombinerView,
@@ -105,11 +101,7 @@ def run(args: argparse.Namespace, loaded: Any, schema: Any) -> None:
         ).sum(1)
         victim = [two_hop(len(a), len(b), pairs, dice)]
         attacker = [two_hop(len(p), len(p), own_pairs, 2 * inter / total)]
-        for count in args.known:
-            known = known_pairs(a_people, p_people, count, seed=count)
-            scored = score_matching(
-                match_graphs(victim, attacker, known), a_people, p_people, known
-            )
+        for count, scored in scored_runs(victim, attacker, a_people, p_people, args.known):
             print(
                 f"graph matching on {whose}'s view, {count} known pairs: {scored.rate:.1%} of A's "
                 f"records (claim precision {scored.precision:.1%})",

@@ -45,8 +45,8 @@ records re-typed each time), `--count-measure` (what C's count of each single-re
 query's proposed pairs says of it) and `--s1-stream` (S1's view of single-record queries: on
 how many bands every two agree, the collision attack; with `--watches`, of single-record
 watches, which since 2026-12-05 send S1 their band keys only where it blocks them against the
-partner, as queries (`project_watch`'s `band_keys` default; `--watch-keys`: always, as before))
-are the views beyond one
+partner, as queries (`MatcherClient.watch`'s `band_keys` default; `--watch-keys`: always,
+as before)) are the views beyond one
 stream (benchmarks/twoserver_querymodes.py); `--fixed-keys`: the project's secret and the
 attacker's key from `--seed` (`twocheck.seeded_keys`), so that a mode's run and its baseline
 (`--repeats 1`, `--uploads 1`) differ only in the mode.
@@ -140,11 +140,11 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--watches", action="store_true",
                         help="with --s1-stream: the records as single-record watches, which "
                         "send S1 their band keys where S1 blocks them against the partner, "
-                        "as queries (client/remote/twoserver_realtime.py project_watch: "
+                        "as queries (MatcherClient.watch: "
                         "opened again with them)")  # fmt: skip
     parser.add_argument("--watch-keys", action="store_true",
                         help="with --watches: each opened with its band keys whatever the "
-                        "partner's size (project_watch's band_keys=True; before 2026-12-05 "
+                        "partner's size (MatcherClient.watch's band_keys=True; before 2026-12-05 "
                         "every watch)")  # fmt: skip
     parser.add_argument("--count-partners", type=int, default=1, metavar="P",
                         help="with --count-measure: the partner's records as P partners' "
@@ -340,7 +340,7 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
     # The band keys S1 receives: none where it compares a query whole against the partner
     # (the client sends them only once S1 refuses the query without: `query_sends_keys`); a
     # watch's likewise (opened without them, it is opened again with them where S1 blocks it
-    # against an upload) unless opened with them (`--watch-keys`, project_watch's band_keys).
+    # against an upload) unless opened with them (`--watch-keys`, MatcherClient.watch's band_keys).
     blocked = query_sends_keys(args.exhaustive_pairs, 1, len(b_rows))
     sends = blocked or (args.watches and (args.watch_keys or watch_sends_keys()))
     kind, kinds = ("watch", "watches") if args.watches else ("query", "queries")
@@ -370,11 +370,11 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
 
 
 def watch_sends_keys() -> bool:
-    """Whether `project_watch` sends S1 a watch's band keys when it opens (its `band_keys`
-    default: False since 2026-12-05)."""
-    from blindmatch.client.remote.twoserver_realtime import project_watch
+    """Whether `MatcherClient.watch` sends S1 a two-server watch's band keys when it opens
+    (its `band_keys` default: False since 2026-12-05)."""
+    from blindmatch.client.remote.client import MatcherClient
 
-    return bool(inspect.signature(project_watch).parameters["band_keys"].default)
+    return bool(inspect.signature(MatcherClient.watch).parameters["band_keys"].default)
 
 
 def main() -> int:

@@ -4,21 +4,20 @@ records, in one run (docs/realtime.md "Queries in a two-server project"):
     .venv/bin/python benchmarks/twoserver_query.py [--size 14286] [--seed 3] [--queries 40]
         [--partners 3] [--disclosure hits|mapping] [--roles here|processes] [--role-data]
 
-S2, S1 and a matcher that is their combiner (`serve --two-server-s1/-s2`'s set-up), all in
-this one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py). The
-partners (`--partners`, 1 to 3): south (south-police, ~35% of `--size` people, ~5,000 at the
-default), west (retail-bcrp of the same people, ~860) and east (south-police of another
-population, `--seed` + 1, ~5,000), each encoded with `encode --two-server`, each both a
-standing index (`index sync`) in a CLK project and an upload (`upload`) in a two-server
-project on the same matcher. The querier, north, asks about its own first `--queries`
-records, one person a query, alternately in each project: a CLK query (MatcherClient.query,
-the CLK to the matcher) and a two-server query (the record's shares and sealed band keys made
-as `encode --two-server` makes them, sent to S1 and S2 under a query ticket, the matcher
-asked: client/remote/twoserver_realtime.py `project_query`). Per query: wall seconds, and CPU
+S2, S1 and a matcher that is their combiner (`serve --two-server-s1/-s2`'s set-up), all in this
+one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py). The partners
+(`--partners`, 1 to 3): south (south-police, ~35% of `--size` people, ~5,000 at the default),
+west (retail-bcrp of the same people, ~860) and east (south-police of another population,
+`--seed` + 1, ~5,000), each encoded with `encode --two-server`, each both a standing index
+(`index sync`) in a CLK project and an upload (`upload`) in a two-server project on the same
+matcher. The querier, north, asks about its own first `--queries` records, one person a query,
+alternately in each project: a CLK query (MatcherClient.query, the CLK to the matcher) and a
+two-server query (the record's shares and sealed band keys made as `encode --two-server` makes
+them, sent to S1 and S2 under a query ticket, the matcher asked: `MatcherClient.query` with a
+`SharedUpload`, client/remote/twoserver_realtime.py `_query`). Per query: wall seconds, and CPU
 seconds of this process (client, matcher, S1 and S2 together, since all run here); the first
 query of each mode, then p50 and p99 of the rest, the two-server figure as a ratio of the CLK
-one;
-whether both answer the same (which partners hold each person); what each query sent S1 and
+one; whether both answer the same (which partners hold each person); what each query sent S1 and
 S2, and how many pairs S1 proposed (C learns each one's link bit).
 
 It runs on whichever tree it sits in (its folder's parent is put first on the path), so a
@@ -56,7 +55,6 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver_parts import upload_parts
-from blindmatch.client.remote.twoserver_realtime import project_query
 from blindmatch.matcher.core import exhaustive, tickets
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
@@ -195,7 +193,7 @@ def s1_sent(upload: Any, partner: int, caps: tuple[int, int] | None = None) -> i
     """The bytes a single-record query sends S1 against partners of at most `partner` records
     (S1 at `caps`, its `--exhaustive-pairs` and `--small-member-pairs`; None: its defaults):
     without band keys, and again with them where S1 blocks it
-    (client/remote/twoserver_realtime.py `project_query`)."""
+    (`MatcherClient.query` with a `SharedUpload`: client/remote/twoserver_realtime.py `_query`)."""
     keyless = sum(p.ByteSize() for p in upload_parts("q", "s1", upload, keys=False))
     if caps is None:
         needed = query_sends_keys(exhaustive.DEFAULT_PAIRS, 1, partner)
@@ -355,8 +353,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                         upload = sharing.shared_upload(
                             row[None, :], secret, sharing.plan_of(schema), asked.fallback_bits
                         )
-                        answer = project_query(
-                            b,
+                        answer = b.query(
                             "shares",
                             upload,
                             clk_bits=asked.clk_bits,

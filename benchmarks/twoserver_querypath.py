@@ -51,8 +51,8 @@ def query_cap(cap: int, records: int, partner: int) -> int:
 def query_sends_keys(cap: int, records: int, partner: int) -> bool:
     """Whether a query of `records` records against a partner's upload of `partner` sends S1
     its band keys (core/exhaustive.py `keys_needed`: S1 refuses it without them, and the
-    client sends them, client/remote/twoserver_realtime.py `project_query`), S1's own cap `cap` (and
-    its smaller-member cap, as shipped)."""
+    client sends them, `MatcherClient.query`), S1's own cap `cap` (and its smaller-member cap,
+    as shipped)."""
     return exhaustive.keys_needed([tickets.query_name("project", "north", "q"), PARTNER], cap,
                                   [records, partner], exhaustive.DEFAULT_SMALL_PAIRS)  # fmt: skip
 

@@ -9,18 +9,19 @@ S2, S1 and a matcher that is their combiner on loopback gRPC ports (S1 and S2 in
 or with `--roles processes` each a `blindmatch two-server role` process of its own, as
 benchmarks/twoserver_query.py starts them); the messy fixture (benchmarks/messy.py). North
 watches its own first `--watched` records (encoded as `encode --two-server` encodes them, sent
-to S1 and S2 under a query ticket: client/remote/twoserver_realtime.py `project_watch`); south
-(south-police, ~35% of `--size` people, ~5,000 at the default) then uploads its encoded folder
-`--uploads` times (`blindmatch upload`, each a new upload at S1 and S2). Per upload: the
-upload's wall seconds (the command), then from its return until the matcher has compared it
-with the watch (`TwoServerWatches.compared`) and until the watch's last event for it arrived
-at north's client; p50 and max; and how many events each upload gave (the watched records
-south holds, the same each time). Then `--uploads` uploads by west (retail-bcrp, ~860, of the
-same population: it holds a few of north's people), the same figures. With `--watches K` north
-holds K watches (each of `--watched` other records of its own), which each upload is compared
-with at once (`--at-once 1`: one after the other); the step timings are then summed over them.
+to S1 and S2 under a query ticket: `MatcherClient.watch` with a `SharedUpload`,
+client/remote/twoserver_realtime.py `_watch`); south (south-police, ~35% of `--size` people,
+~5,000 at the default) then uploads its encoded folder `--uploads` times (`blindmatch upload`,
+each a new upload at S1 and S2). Per upload: the upload's wall seconds (the command), then from
+its return until the matcher has compared it with the watch (`TwoServerWatches.compared`) and
+until the watch's last event for it arrived at north's client; p50 and max; and how many events
+each upload gave (the watched records south holds, the same each time). Then `--uploads` uploads
+by west (retail-bcrp, ~860, of the same population: it holds a few of north's people), the same
+figures. With `--watches K` north holds K watches (each of `--watched` other records of its
+own), which each upload is compared with at once (`--at-once 1`: one after the other); the step
+timings are then summed over them.
 
-The watches are sent without band keys (`project_watch`'s default since 2026-12-05;
+The watches are sent without band keys (`MatcherClient.watch`'s default since 2026-12-05;
 `--band-keys`: with them at once, as before); printed: how long a watch took to open (the
 records sent to S1 and S2 until the matcher registered it) and, with S1 here, the band-key
 bytes S1 received under the watches' names. `--exhaustive-pairs N` (S1 here): S1's caps (N and
@@ -56,7 +57,6 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import MatcherError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
-from blindmatch.client.remote.twoserver_realtime import project_watch
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.server import create_server
 
@@ -176,8 +176,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
 
         def follow(records: sharing.SharedUpload) -> None:
             t0 = time.perf_counter()
-            stream = project_watch(
-                north_client, "shares", records, clk_bits=asked.clk_bits,
+            stream = north_client.watch(
+                "shares", records, clk_bits=asked.clk_bits,
                 fingerprint=asked.fingerprint, purpose="bench",
                 schema_digest=asked.schema_digest, rule=asked.rule,
                 on_ready=lambda: opens.append(time.perf_counter() - t0),

@@ -109,7 +109,16 @@ class DataLoss(ServiceError):
 
 class Unavailable(ServiceError):
     """A part of the matcher a call needs (a look-up server holding shards of the standing
-    indexes) cannot answer now; the message names it. Never answered as "no match"."""
+    indexes, S1 or S2) cannot answer now, or the matcher is stopping (server.py `STOPPING`:
+    an open watch, run watch or query stream ended); the message names it. Never answered
+    as "no match".
+
+    Marked retryable on purpose, the stop too: the same call may succeed once that part (or
+    the matcher) is back, which is what each message tells the member to do, and what gRPC's
+    own UNAVAILABLE (a matcher not reached) means to every client (client/remote/retry.py
+    retries UNAVAILABLE marked or not; the mark decides only for RESOURCE_EXHAUSTED). Which
+    client opens a stream again after a stop is the client's choice, not the mark's:
+    `blindmatch run` does, a watch does not (docs/protocol.md "Retries")."""
 
     status_name = "UNAVAILABLE"
     retryable = True

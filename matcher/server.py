@@ -43,7 +43,7 @@ from blindmatch.matcher.placement import (
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.realtime.twoforget import RETRY_WAITS
 from blindmatch.matcher.rpc.auth import Authenticator, call_kinds
-from blindmatch.matcher.rpc.listen import add_port, cannot_listen
+from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.servicer import MatcherService
@@ -398,6 +398,7 @@ def _grpc_server(
             ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION),
             ("grpc.server_handshake_timeout_ms", HANDSHAKE_TIMEOUT_MS),
             ("grpc.max_connection_idle_ms", CONNECTION_IDLE_MS),
+            EXCLUSIVE_PORT,
         ],
     )
     pb_grpc.add_MatcherServicer_to_server(service, server)

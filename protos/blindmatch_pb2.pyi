@@ -953,20 +953,22 @@ class ShardDescribeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ShardState(_message.Message):
-    __slots__ = ("shard", "shards", "ready", "records", "started", "loaded")
+    __slots__ = ("shard", "shards", "ready", "records", "started", "loaded", "read_after_stop")
     SHARD_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     STARTED_FIELD_NUMBER: _ClassVar[int]
     LOADED_FIELD_NUMBER: _ClassVar[int]
+    READ_AFTER_STOP_FIELD_NUMBER: _ClassVar[int]
     shard: int
     shards: int
     ready: bool
     records: int
     started: str
     loaded: bool
-    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ...) -> None: ...
+    read_after_stop: str
+    def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ..., read_after_stop: _Optional[str] = ...) -> None: ...
 
 class SharedPart(_message.Message):
     __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking", "band_lo", "band_counts", "band_keys", "classes", "sealed", "seal_key", "rule", "band_keys_withheld")

@@ -472,6 +472,7 @@ def test_long_clks_upload_in_messages_under_the_size_limit(
 def test_no_protobuf_type_leaves_the_remote_side() -> None:
     import typing
 
+    from blindmatch.client.encoding.sharing import SharedUpload
     from blindmatch.client.remote import client, index, session
 
     def leaks(hint: object) -> list[str]:
@@ -485,11 +486,11 @@ def test_no_protobuf_type_leaves_the_remote_side() -> None:
         for name in dir(cls)
         if not name.startswith("_") and callable(getattr(cls, name))
     ] + [index.sync_index, index.add_to_index, index.remove_from_index]
+    # names the modules import for type checking only
+    type_checking_names = {"QuerySession": session.QuerySession, "SharedUpload": SharedUpload}
     found = {
         f.__qualname__: leaks(
-            typing.get_type_hints(f, {**f.__globals__, "QuerySession": session.QuerySession})[
-                "return"
-            ]
+            typing.get_type_hints(f, {**f.__globals__, **type_checking_names})["return"]
         )
         for f in public
     }

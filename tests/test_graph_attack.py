@@ -21,6 +21,7 @@ from blindmatch.client.tools.privacy.graph import (
     known_pairs,
     match_graphs,
     score_matching,
+    scored_runs,
 )
 from blindmatch.client.tools.privacy.graphcheck import graph_attacks
 from tests.support import NO_FALLBACK_SCHEMA, PERSON_SCHEMA
@@ -131,6 +132,7 @@ def test_blind_trials_shared_across_counts_of_known_pairs_give_the_same_matching
     v = [bit_similarity(encode_records(victim, clks, SECRET, NONE))]
     a = [bit_similarity(encode_records(attacker, clks, ATTACKER, NONE))]
     trials = BlindTrials()
+    scores = []
     for count in (0, 10, 50):
         pairs = known_pairs(v_people, a_people, count, seed=count)
         shared, fresh = match_graphs(v, a, pairs, trials=trials), match_graphs(v, a, pairs)
@@ -138,7 +140,11 @@ def test_blind_trials_shared_across_counts_of_known_pairs_give_the_same_matching
         assert shared.claims() == fresh.claims()
         assert np.array_equal(shared.attacker, fresh.attacker)
         assert np.array_equal(shared.score, fresh.score)
+        scores.append((count, score_matching(fresh, v_people, a_people, pairs)))
     assert trials.tried(), "no blind trial was run: the test checks nothing"
+    # What the benchmarks (graph_attack.py, twoserver_attacks.py) and privacy-check now share:
+    # every count of known pairs over one set of trials, scored, as fresh runs score.
+    assert list(scored_runs(v, a, v_people, a_people, (0, 10, 50))) == scores
 
 
 def test_known_pairs_are_true_pairs_and_left_out_of_the_score(tmp_path: Path) -> None:
@@ -215,3 +221,29 @@ def test_a_view_without_an_edge_gives_no_claim_not_an_arpack_error() -> None:
     empty = np.zeros((60, 60), np.float32)
     for victim, attacker in ((empty, other), (other, empty)):
         assert match_graphs([victim], [attacker]).claims() == {}
+
+
+def test_the_scores_and_margins_are_numpys_own_to_the_bit() -> None:
+    """The propagation rounds' z-scores and margins are computed with fewer passes than
+    numpy's `mean`/`std` and `partition` (docs/privacy.md, time on a field-level schema), and
+    must be those, bit for bit, ties included: the attack's figures rest on them."""
+    from blindmatch.client.tools.privacy import graph
+
+    rng = np.random.default_rng(5)
+    for shape in ((300, 300), (40, 70), (2, 2), (3, 1)):
+        for rounded in (False, True):  # (rounded: ties for best in rows and columns)
+            z = rng.standard_normal(shape).astype(np.float32)
+            z = np.round(z, 1) if rounded else z
+            rows = (z - z.mean(axis=1, keepdims=True)) / (z.std(axis=1, keepdims=True) + 1e-9)
+            cols = (z - z.mean(axis=0, keepdims=True)) / (z.std(axis=0, keepdims=True) + 1e-9)
+            assert np.array_equal(graph._zscores(z), (rows + cols).astype(np.float32))
+            best, mutual, margin = graph._best_and_margins(z)
+            assert np.array_equal(best, z.argmax(axis=1))
+            assert np.array_equal(mutual, z.argmax(axis=0)[best] == np.arange(len(z)))
+            if min(shape) < 2:
+                assert not margin.any()
+                continue
+            by_row, by_col = np.partition(z, -2, axis=1), np.partition(z, -2, axis=0)
+            expected = np.minimum(by_row[:, -1] - by_row[:, -2],
+                                  (by_col[-1, :] - by_col[-2, :])[best])  # fmt: skip
+            assert margin.dtype == np.float32 and np.array_equal(margin, expected)

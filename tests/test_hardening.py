@@ -357,6 +357,30 @@ def test_refusals_of_the_user_request_and_listing_calls_are_logged_and_counted(
     assert not any(pc1 in line or project.tokens["north"] in line for line in logged)
 
 
+def test_a_refused_call_naming_a_huge_project_is_logged_cut(
+    matcher: Matcher, project: ProjectTokens, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The project a refused call names is the client's: a 1 MB name, at the door (no valid
+    token) or past it (a member's token used in a project not its own), is logged cut to a
+    few hundred bytes, saying so, as the status message itself is cut (rpc/status.py)."""
+    huge = "p" * 1_000_000
+    caplog.set_level("WARNING", logger="blindmatch.matcher")
+    with grpc.insecure_channel(matcher.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        for token in ("bm_nobody", project.tokens["north"]):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.DescribeProject(pb.DescribeProjectRequest(project=huge), metadata=auth(token))
+            assert refused.value.code() in (
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.NOT_FOUND,
+            )
+    logged = [r.getMessage() for r in caplog.records if "refused DescribeProject" in r.getMessage()]
+    assert len(logged) == 2, logged
+    for line in logged:
+        assert len(line.encode()) < 2000, len(line)
+        assert "more characters left out" in line
+
+
 # -- 9e. a member cannot make the matcher fsync an audit entry per call without limit ---------
 
 

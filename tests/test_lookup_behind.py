@@ -5,6 +5,7 @@ rpc/lookup_load.py, storage/shard_source.py `behind_at_last_stop`)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -453,3 +454,36 @@ def test_servers_slow_to_describe_themselves_are_asked_at_once_not_one_after_ano
         assert answers(query(matcher, tokens["north"], asked)) == before  # the matcher's copy
         assert remote.behind() == [remote._name(0), remote._name(1)]
         assert met == [True, True]  # both Describes in flight at once
+
+
+def test_servers_that_read_their_shards_after_the_matcher_stopped_are_not_read_again(
+    sharded: Cluster, clks: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Data-dir servers at other addresses than the matcher's last run (new ports, say) were
+    every one asked to read their shards again at its start: one that had read them at its
+    own start, after that run stopped, read them twice. It now says so (pb.ShardState
+    `read_after_stop`) and is read once; one that read them before a change that run stored
+    (started early, never told of it) is still read again, and answers with the change."""
+    assert sharded.matcher is not None
+    tokens = project_of(sharded.matcher).tokens
+    put(sharded.matcher, tokens["south"], "south", clks[1], range(20))
+    asked = clks[0][0:20]
+    before = answered(sharded.matcher, tokens["north"], asked)
+    early = create_lookup_server(f"127.0.0.1:{free_port()}", sharded.data_dir, 1, 2, wait=True)
+    remove(sharded.matcher, tokens["south"], refs_of("south", range(10)))  # (early: not told)
+    sharded.stop()
+    reads: list[int] = []
+    read = Shards._read
+    monkeypatch.setattr(Shards, "_read", lambda self: (reads.append(self.shard), read(self))[1])
+    late = create_lookup_server(f"127.0.0.1:{free_port()}", sharded.data_dir, 0, 2, wait=True)
+    sharded.lookups = [late, early]  # (stopped by the fixture)
+    sharded.addresses = [f"127.0.0.1:{late.port}", f"127.0.0.1:{early.port}"]
+    matcher = sharded.start_matcher()
+    deadline = time.monotonic() + 60
+    while any(t.name == "blindmatch-load" for t in threading.enumerate()):  # the start's asking
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    current(matcher)
+    assert sorted(reads) == [0, 1]  # late's own read at its start, early's again (before: 0 twice)
+    expected = [[] if i < 10 else hits for i, hits in enumerate(before)]
+    assert answered(matcher, tokens["north"], asked) == expected

@@ -125,7 +125,9 @@ def test_upload_and_run_piped_print_progress_lines(
 
     assert main(["run", *server, "--token", project.tokens["north"]]) == 0
     out, err = capsys.readouterr()
-    assert "run: comparing" in err  # the stage's first line, at least
+    # the last stage's line at least: a run of five records can pass its comparing stage
+    # between two of the watch's looks on a loaded host (seen in CI: queued, then done)
+    assert "run: done" in err.splitlines() or "run: comparing" in err
     assert all(line.startswith(("Run ", "run: ")) for line in err.splitlines()), err
     assert out.startswith("Run ") and "run: " not in out
 

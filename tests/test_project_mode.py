@@ -66,3 +66,9 @@ def test_a_clk_project_on_a_matcher_without_s1_and_s2_says_what_it_exposes_and_t
     said = capsys.readouterr()
     assert "mode: clk;" in said.out and "CLK project" not in said.out
     assert "Note: other is a CLK project" in said.err
+    # -q: only results and errors, as everywhere (its own --help: "no progress, notes or
+    # data-quality reports"); before, the note was written all the same.
+    assert main(["project", "create", "quiet", "--members", "a,b", "-q", "--server",
+                 matcher.target]) == 0  # fmt: skip
+    said = capsys.readouterr()
+    assert "mode: clk;" in said.out and said.err == ""

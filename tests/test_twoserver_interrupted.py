@@ -23,7 +23,7 @@ from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.remote import twoserver, twoserver_realtime
+from blindmatch.client.remote import twoserver
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.matcher.core import tickets
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
@@ -102,7 +102,7 @@ def test_a_query_interrupted_while_its_records_are_sent_stops_at_once_and_they_a
         MatcherClient(world.target, two.tokens["north"]) as client,
         pytest.raises(KeyboardInterrupt),
     ):
-        twoserver_realtime.project_query(client, "shares", upload, **facts)  # type: ignore[arg-type]
+        client.query("shares", upload, **facts)  # type: ignore[arg-type]
     # The client did not wait for S2's upload (still held back) to end, nor will the process
     # at its exit (a daemon thread); let go, it finds its channel closed: S2 gets nothing.
     assert not interrupted.released.is_set() and not interrupted.waited_for.is_set()
@@ -135,7 +135,7 @@ def test_a_watch_interrupted_at_its_start_up_leaves_nothing_once_its_ticket_expi
         op.set_query_limits("shares", allow_watch=True)
     upload, facts = records(members["south"][1], [0])
     with MatcherClient(world.target, two.tokens["west"]) as client:
-        stream = twoserver_realtime.project_watch(client, "shares", upload, **facts)  # type: ignore[arg-type]
+        stream = client.watch("shares", upload, **facts)  # type: ignore[arg-type]
         with pytest.raises(KeyboardInterrupt):
             next(stream)  # the records are sent as the watch starts
     assert not interrupted.waited_for.is_set()
@@ -166,10 +166,23 @@ def test_the_records_of_a_watch_or_a_query_that_claimed_its_ticket_are_theirs_to
     # client's queries reach S1 and S2 over one channel to each, kept until it closes.
     upload, facts = records(south_folder, [2])
     with MatcherClient(world.target, two.tokens["north"]) as client:
-        twoserver_realtime.project_query(client, "shares", upload, **facts)  # type: ignore[arg-type]
+        client.query("shares", upload, **facts)  # type: ignore[arg-type]
         kept = dict(client._peers)
         assert unclaimed.pending == {} and watched_names(world) == NOTHING
-        twoserver_realtime.project_query(client, "shares", upload, **facts)  # type: ignore[arg-type]
+        client.query("shares", upload, **facts)  # type: ignore[arg-type]
         assert len(kept) == 2 and client._peers == kept
     assert client._peers == {}
     assert unclaimed.pending == {} and watched_names(world) == NOTHING
+
+
+def test_one_way_to_ask_or_watch_in_either_mode_whose_two_server_options_need_shares() -> None:
+    """`MatcherClient.query` and `.watch` are the one public way to ask and watch, CLKs in a
+    CLK project, a `SharedUpload` in a two-server one (`project_query`/`project_watch` are
+    gone); an option that goes with shares only is refused with CLKs, before anything is
+    sent (no matcher listens here)."""
+    facts = {"clk_bits": 1024, "fingerprint": b"f" * 32, "purpose": "case 24/118"}
+    with MatcherClient("127.0.0.1:1", "bm_nobody") as client:
+        with pytest.raises(ValueError, match="SharedUpload, not with CLKs"):
+            client.query("trial", bytes(128), s1="127.0.0.1:2", **facts)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="SharedUpload, not with CLKs"):
+            next(client.watch("trial", bytes(128), band_keys=True, **facts))  # type: ignore[arg-type]

@@ -148,6 +148,13 @@ def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
     assert not world.roles["s1"].service.held
     assert not [r for r in db_rows(world.data_dir, "uploads") if r[1] == "shares"]
     assert not [r for r in db_rows(world.data_dir, "audit") if r[3] == "project.describe"]
+    # `project show --encoded`, the check before an upload, says so too (before: "it may be
+    # uploaded", exit 0), and takes the folder encoded --two-server.
+    show = ("project", "show", "shares", "--encoded")
+    assert world.cli(*show, str(plain), token=project.tokens["north"]) == 1
+    assert "encoded without --two-server: `upload` refuses it" in capsys.readouterr().out
+    assert world.cli(*show, str(encoded["north"]), token=project.tokens["north"]) == 0
+    assert "nothing uploaded yet, so yours will set it" in capsys.readouterr().out
 
 
 def test_a_two_server_folder_goes_to_a_clk_project_only_with_clk(
@@ -158,6 +165,12 @@ def test_a_two_server_folder_goes_to_a_clk_project_only_with_clk(
     project = create(world, "clks", "clk")
     token = project.tokens["north"]
     capsys.readouterr()
+    # The check before an upload says what `upload` will (before: "nothing uploaded yet").
+    show = ("project", "show", "clks", "--encoded", str(encoded["north"]))
+    assert world.cli(*show, token=token) == 0
+    assert "encoded --two-server and clks is a CLK project: `upload` sends it only with --clk" in (
+        capsys.readouterr().out
+    )
     assert world.cli("upload", str(encoded["north"]), "--project", "clks", token=token) == 2
     err = capsys.readouterr().err
     assert f"{encoded['north']} was encoded --two-server, but clks is a CLK project" in err

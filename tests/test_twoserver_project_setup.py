@@ -81,7 +81,16 @@ def test_project_create_and_show_name_the_mode(
         assert "re-identify about 97%" in shown.err and "(--mode clk)" in shown.err
         assert world.cli("project", "create", "sc", "--members", "north,south", "--mode",
                          "two-server", "--disclose", "scores") == 3  # fmt: skip
-        assert "disclosure: scores, but a two-server project" in capsys.readouterr().err
+        refused = capsys.readouterr().err
+        assert "disclosure: scores, but a two-server project" in refused
+        assert "--mode clk" not in refused  # asked for two-server: nothing else to say
+        # Two-server by the matcher's default, not asked for: the refusal says how to get a
+        # CLK project, which can disclose scores (before: `--disclose scores`, the example of
+        # `project create --help`, failed on a matcher with S1 and S2 without a way on).
+        assert world.cli("project", "create", "sc", "--members", "north,south",
+                         "--disclose", "scores") == 3  # fmt: skip
+        refused = capsys.readouterr().err
+        assert "no mode was asked for" in refused and "`project create --mode clk`" in refused
         assert world.cli("project", "show", "shares", "--operator") == 0
     out = capsys.readouterr().out
     assert f"two-server mode: shares to S1 (127.0.0.1:{world.roles['s1'].port})" in out

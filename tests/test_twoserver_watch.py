@@ -31,7 +31,6 @@ from blindmatch.client.errors import RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
 from blindmatch.client.remote.twoserver import RoleClient, ticket
-from blindmatch.client.remote.twoserver_realtime import project_watch
 from blindmatch.matcher.core.querylimit import Limit, QueryLimits
 from blindmatch.matcher.realtime.watches import Watch
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
@@ -75,7 +74,7 @@ class Watching:
         token: str,
         folder: Path,
         rows: list[int],
-        **options: Any,  # project_watch's (on_notice)
+        **options: Any,  # MatcherClient.watch's (on_notice, band_keys)
     ) -> None:
         self.world = world
         self.events: list[WatchEvent] = []
@@ -88,8 +87,8 @@ class Watching:
         realtime = world.server.realtime
         before = realtime.watches.every()
         self.client = MatcherClient(world.target, token)
-        self.stream: Iterator[WatchEvent] = project_watch(
-            self.client, "shares", upload, clk_bits=encoded.clk_bits,
+        self.stream: Iterator[WatchEvent] = self.client.watch(
+            "shares", upload, clk_bits=encoded.clk_bits,
             fingerprint=encoded.fingerprint, purpose="case 24/118",
             schema_digest=encoded.schema_digest, rule=encoded.rule, **options,
         )  # fmt: skip

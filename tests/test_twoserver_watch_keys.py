@@ -1,11 +1,11 @@
-"""A two-server watch is keyless by default (client/remote/twoserver_realtime.py
-`project_watch`): its records go to S1 without their band keys, and a later upload S1
-compares it whole against is told without S1 ever holding one. Where S1 blocks the watch
-against a later upload (so needs the keys it lacks), the matcher ends the watch
-`band_keys_needed` naming the partner (matcher/realtime/twowatch.py), and the client opens it
-again with the keys and catches up on that upload with one query of the same records, its
-matches told as `caught_up` events; a catch-up that cannot be made is said, naming the
-partner. A real matcher, S1 and S2 on loopback; S1's caps set on its service."""
+"""A two-server watch is keyless by default (`MatcherClient.watch`, as
+client/remote/twoserver_realtime.py `_watch` makes it): its records go to S1 without their band
+keys, and a later upload S1 compares it whole against is told without S1 ever holding one. Where
+S1 blocks the watch against a later upload (so needs the keys it lacks), the matcher ends the
+watch `band_keys_needed` naming the partner (matcher/realtime/twowatch.py), and the client opens
+it again with the keys and catches up on that upload with one query of the same records, its
+matches told as `caught_up` events; a catch-up that cannot be made is said, naming the partner.
+A real matcher, S1 and S2 on loopback; S1's caps set on its service."""
 
 from __future__ import annotations
 

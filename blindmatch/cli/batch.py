@@ -235,9 +235,10 @@ def register(sub: Subcommands) -> None:
     p.add_argument(
         "--s1",
         metavar="HOST:PORT",
-        help="two-server projects: S1's address, if not the matcher's (a proxy)",
+        help="two-server projects: S1's address, in place of the one the matcher gives "
+        "(`project show` lists it; a proxy)",
     )
-    p.add_argument("--s2", metavar="HOST:PORT", help="two-server projects: S2's address")
+    p.add_argument("--s2", metavar="HOST:PORT", help="two-server projects: S2's address, likewise")
     p.add_argument(
         "--clk",
         action="store_true",

@@ -118,8 +118,9 @@ def register(sub: Subcommands) -> None:
         "a loopback port, matched, and each member's hits are checked against the truth. "
         "With --two-server, the project runs in two-server mode: S1, S2 and the matcher as "
         "their combiner start on loopback ports (in this one process for the demo only: a "
-        "deployment needs three independently operated hosts), the demo prints what each "
-        "party held and what the combiner learned, and runs the same encodings in a CLK "
+        "deployment needs three independently operated hosts), a member asks a real-time "
+        "query through S1 and S2, the demo prints what each party held and what the "
+        "combiner learned, and runs the same encodings in a CLK "
         "project beside it to compare the hits and each step's time.",
         example=["blindmatch demo --records 5000", "blindmatch demo --two-server"],
         handler=cmd_demo,

@@ -29,6 +29,7 @@ from blindmatch.cli.options import (
     unit_interval,
     when,
 )
+from blindmatch.cli.projectencoded import compare_encoded
 from blindmatch.cli.projectmode import clk_notice
 from blindmatch.client.errors import InputError
 
@@ -102,7 +103,9 @@ def cmd_create(args: argparse.Namespace) -> int:
             mode=args.mode or "",
         )
     # What a CLK project exposes, said as it is made (issue 18); stdout stays the reply's.
-    if notice := clk_notice(created, args.mode or ""):
+    # A note, so -q silences it as every command's notes (README "Commands"; encode's
+    # privacy warnings likewise).
+    if not args.quiet and (notice := clk_notice(created, args.mode or "")):
         print(notice, file=sys.stderr)
     # In the order --members gave them (the reply's map has none of its own).
     order = {member: i for i, member in enumerate(members)}
@@ -262,29 +265,6 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
     }  # fmt: skip
 
 
-def _compare_encoded(info: ProjectInfo, path: Path) -> int:
-    """Say whether an ENCODED folder may be uploaded to the project; 1 when it may not."""
-    from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.protos.wire import fingerprint_id
-
-    encoded = read_encoded(path, verify=False)
-    mine = fingerprint_id(encoded.fingerprint)
-    if not info.fingerprint_id:
-        print(f"{path}: fingerprint id {mine}; nothing uploaded yet, so yours will set it.")
-        return 0
-    same_bits = encoded.clk_bits == info.clk_bits or info.mode == "two-server"  # no CLKs there
-    if mine == info.fingerprint_id and same_bits:
-        print(f"{path}: fingerprint id {mine}, the project's: it may be uploaded.")
-        return 0
-    print(
-        f"{path}: fingerprint id {mine} ({encoded.clk_bits}-bit CLKs) differs from the "
-        f"project's {info.fingerprint_id} ({info.clk_bits}-bit, set by "
-        f"{info.fingerprint_from}): it was encoded with another schema or secret; do not upload "
-        "it. Compare your schema file's SHA-256 and your secret's id with that member's."
-    )
-    return 1
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     name = _name(args)
     token = None if args.operator else given_token(args)
@@ -299,7 +279,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(json.dumps(_as_dict(info)))
     else:
         _show(info)
-    return _compare_encoded(info, args.encoded) if args.encoded else 0
+    return compare_encoded(info, args.encoded) if args.encoded else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -350,8 +330,8 @@ def register(sub: Subcommands) -> None:
         "$BLINDMATCH_ADMIN_TOKEN). The disclosure level decides the most any member learns.",
         example=[
             "blindmatch project create burglary --members north,south,east --disclose hits",
-            "blindmatch project create study --members a,b --disclose scores --expires-in 30d "
-            "--json",
+            "blindmatch project create study --members a,b --disclose scores --mode clk "
+            "--expires-in 30d --json",
         ],
         handler=cmd_create,
         parents=[net],
@@ -467,7 +447,10 @@ def register(sub: Subcommands) -> None:
         "the latest run. With a member token (--token-file, --token or $BLINDMATCH_TOKEN) as "
         "that member sees it (audited); otherwise, or with --operator, the operator's view "
         "($BLINDMATCH_ADMIN_TOKEN). --encoded checks an ENCODED folder's fingerprint id "
-        "against the project's before you upload it (exit 1 when it differs).",
+        "against the project's before you upload it (exit 1 when it differs), and how it was "
+        "encoded against the project's mode, as `upload` does (exit 1 for a folder without "
+        "--two-server in a two-server project; a --two-server folder goes to a CLK project "
+        "only with `upload --clk`).",
         example=[
             "blindmatch project show burglary --token-file north.token --encoded north.encoded",
             "blindmatch project show burglary --operator",
@@ -485,6 +468,7 @@ def register(sub: Subcommands) -> None:
     ps.add_argument(
         "--encoded",
         type=Path,
-        help="an ENCODED folder to check against the project's fingerprint id before uploading",
+        help="an ENCODED folder to check against the project's fingerprint id and mode "
+        "before uploading",
     )
     ps.add_argument("--json", action="store_true", help="print the project as JSON")

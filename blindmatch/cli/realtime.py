@@ -264,11 +264,9 @@ def _two_server_query(
     secret: bytes,
 ) -> QueryAnswer:  # fmt: skip
     """A query in a two-server project: the records' shares to S1 and S2, the matcher asked."""
-    from blindmatch.client.remote.twoserver_realtime import project_query
-
     upload = shared_records(result, schema, secret)
-    return project_query(
-        client, args.project, upload, clk_bits=result.clk_bits, fingerprint=result.fingerprint,
+    return client.query(
+        args.project, upload, clk_bits=result.clk_bits, fingerprint=result.fingerprint,
         purpose=args.purpose, schema_digest=result.schema_digest, rule=result.rule,
     )  # fmt: skip
 

@@ -135,6 +135,9 @@ def register(sub: Subcommands) -> None:
             "blindmatch serve --data-dir /var/lib/blindmatch --listen 127.0.0.1:50051",
             "blindmatch serve --data-dir DIR --listen 0.0.0.0:50051 --tls-cert server.pem "
             "--tls-key server.key --client-ca ca.pem",
+            "blindmatch serve --data-dir DIR --listen 127.0.0.1:50051 --two-server-s1 "
+            "127.0.0.1:50071 --two-server-s2 127.0.0.1:50072 --two-server-key-file combiner.key "
+            "--two-server-member-key-file members.key",
         ],
         handler=cmd_serve,
     )

@@ -1,11 +1,11 @@
 """`blindmatch watch`: be told, as it happens, when a partner later holds a watched person.
 
 The people are given as `query` takes them (realtime.py `person_arguments`); the watch is
-`MatcherClient.watch` in a CLK project and `twoserver_realtime.project_watch` in a two-server one
-(docs/realtime.md, "Watching for later matches"). The stream is followed on a thread of
-its own, so that the main thread can stop it at Ctrl-C (or SIGTERM), after --count events or
-at --timeout: closing the connection ends the watch at the matcher (and, in a two-server
-project, has S1 and S2 forget the watched records).
+`MatcherClient.watch` in either mode (CLKs in a CLK project, a `SharedUpload` in a two-server
+one; docs/realtime.md, "Watching for later matches"). The stream is followed on a thread of its
+own, so that the main thread can stop it at Ctrl-C (or SIGTERM), after --count events or at
+--timeout: closing the connection ends the watch at the matcher (and, in a two-server project,
+has S1 and S2 forget the watched records).
 """
 
 from __future__ import annotations
@@ -116,10 +116,8 @@ def _stream(
     """The watch's events, by the project's mode (asked first: a two-server project's
     matcher never receives a CLK, as for `query`)."""
     if client.describe(args.project).mode == "two-server":
-        from blindmatch.client.remote.twoserver_realtime import project_watch
-
-        return project_watch(
-            client, args.project, shared_records(result, schema, secret),
+        return client.watch(
+            args.project, shared_records(result, schema, secret),
             clk_bits=result.clk_bits, fingerprint=result.fingerprint, purpose=args.purpose,
             schema_digest=result.schema_digest, rule=result.rule, on_ready=on_ready,
             on_notice=_notice,

@@ -48,6 +48,7 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from blindmatch.protos.wire import DIGEST_BYTES
 
 if TYPE_CHECKING:
+    from blindmatch.client.encoding.sharing import SharedUpload
     from blindmatch.client.remote.session import QuerySession
 
 # Bytes of whole CLKs per upload message: well under gRPC's 16 MiB message limit.
@@ -319,19 +320,36 @@ class MatcherClient(OperatorCalls):
     def query(
         self,
         project: str,
-        clks: bytes | Sequence[bytes],
+        clks: bytes | Sequence[bytes] | SharedUpload,
         *,
         clk_bits: int,
         fingerprint: bytes,
         purpose: str,
         fallback_bits: int = 0,
         rule: tuple[float, float, float] | None = None,
+        schema_digest: str = "",
+        s1: str = "",
+        s2: str = "",
     ) -> QueryAnswer:
         """Which partners hold each of `clks` (one CLK, or several), within disclosure.
 
         `purpose` (a case reference, say) is required and logged with the query. The matcher
         keeps nothing of the CLKs. `fallback_bits`/`rule`: the schema's (0: not said).
-        """
+
+        In a project in two-server mode `clks` is a `SharedUpload` of the query's CLKs
+        (`client.encoding.sharing.shared_upload`; its widths say the fallback's), sent to S1
+        and S2, never to the matcher (client/remote/twoserver_realtime.py `_query`);
+        `schema_digest`, and S1's and S2's addresses where the ticket's are not the ones to
+        use (`s1`, `s2`), go with it only."""
+        if not isinstance(clks, Sequence):  # (a SharedUpload)
+            from blindmatch.client.remote import twoserver_realtime as two
+
+            asked = two.two_server_records(
+                self, project, clks, clk_bits=clk_bits, fingerprint=fingerprint,
+                purpose=purpose, schema_digest=schema_digest, rule=rule, s1=s1, s2=s2,
+            )  # fmt: skip
+            return two._query(asked)
+        _clks_only(schema_digest, s1, s2)
         scoring = (fallback_bits, rule)  # checked against each index's
         request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
         with translate_errors(self.target):
@@ -371,7 +389,7 @@ class MatcherClient(OperatorCalls):
     def watch(
         self,
         project: str,
-        clks: bytes | Sequence[bytes],
+        clks: bytes | Sequence[bytes] | SharedUpload,
         *,
         clk_bits: int,
         fingerprint: bytes,
@@ -380,15 +398,46 @@ class MatcherClient(OperatorCalls):
         fallback_bits: int = 0,
         rule: tuple[float, float, float] | None = None,
         on_ready: Callable[[], None] | None = None,
+        schema_digest: str = "",
+        s1: str = "",
+        s2: str = "",
+        on_notice: Callable[[str], None] | None = None,
+        band_keys: bool = False,
     ) -> Iterator[WatchEvent]:
         """Events, as partners later index records matching `clks`; runs until closed.
 
         Only where the operator allows watching; the first event arrives once the watch
         is registered (it is not yielded: `on_ready` is called). Close the generator to
         stop watching.
+
+        In a project in two-server mode `clks` is a `SharedUpload`, as for `query`
+        (client/remote/twoserver_realtime.py `_watch`: a partner's later upload S1 blocks
+        against the watch has it opened again with the band keys, and caught up, said to
+        `on_notice`; `band_keys`: with them at once); those options go with it only.
         """
+        if not isinstance(clks, Sequence):  # (a SharedUpload)
+            from blindmatch.client.remote import twoserver_realtime as two
+
+            asked = two.two_server_records(
+                self, project, clks, clk_bits=clk_bits, fingerprint=fingerprint,
+                purpose=purpose, schema_digest=schema_digest, rule=rule, s1=s1, s2=s2,
+            )  # fmt: skip
+            yield from two._watch(asked, timeout=timeout, on_ready=on_ready, on_notice=on_notice,
+                                  band_keys=band_keys)  # fmt: skip
+            return
+        _clks_only(schema_digest, s1, s2, on_notice, band_keys)
         scoring = (fallback_bits, rule)  # as `query`
         request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
         with translate_errors(self.target):
             stream = self._stub.Watch(request, metadata=self._metadata(), timeout=timeout)
             yield from convert.watch_events(stream, on_ready)
+
+
+def _clks_only(*two_server_only: object) -> None:
+    """A query or watch of CLKs (a CLK project's): refused any option that goes with a
+    two-server project's `SharedUpload` only."""
+    if any(two_server_only):
+        raise ValueError(
+            "schema_digest, s1, s2, on_notice and band_keys go with a two-server project's "
+            "SharedUpload, not with CLKs"
+        )

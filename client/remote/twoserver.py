@@ -214,9 +214,9 @@ def ticket(
     query: bool = False,
 ) -> TwoServerTicket:
     """The matcher's ticket for this member's next upload to S1 and S2 (`query`: for a
-    query's records, twoserver_realtime.py `project_query`). `planned`: the header the upload
-    will carry, which the matcher checks against the project's uploads first (refused:
-    RejectedError, and nothing is sent anywhere)."""
+    query's records, `MatcherClient.query`: twoserver_realtime.py `_query`). `planned`: the
+    header the upload will carry, which the matcher checks against the project's uploads
+    first (refused: RejectedError, and nothing is sent anywhere)."""
     request = pb.TwoServerTicketRequest(project=project, upload=planned, query=query)
     reply = client._retrying(
         "two-server ticket",

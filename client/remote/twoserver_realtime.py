@@ -2,7 +2,8 @@
 "Queries in a two-server project", "Watching for later matches"): their shares sent to S1 and
 S2 under a query ticket (`send_records`; to S1 without band keys first where a query is
 concerned: docs/protocol.md "A query without band keys"), then the matcher asked
-(`project_query`) or watched (`project_watch`)."""
+(`_query`) or watched (`_watch`). Called as `MatcherClient.query` and `MatcherClient.watch`
+with a `SharedUpload` in place of CLKs: the one public way to ask or watch in either mode."""
 
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ def send_records(
 
 @dataclass(frozen=True)
 class _Records:
-    """A query's or a watch's records and the facts sent with them: what `project_query`
-    and `project_watch` share (and a re-opened watch's catch-up query is asked with)."""
+    """A query's or a watch's records and the facts sent with them (`two_server_records`): what
+    `_query` and `_watch` share (and a re-opened watch's catch-up query is asked with)."""
 
     client: MatcherClient
     project: str
@@ -116,8 +117,8 @@ class _Records:
         )  # fmt: skip
 
     def query(self, with_keys: bool, catch_up: str = "") -> QueryAnswer:
-        """`project_query` of these records (`catch_up`: the catch-up of the open watch under
-        that query ticket, QueryRequest.catch_up_ticket)."""
+        """`_query` of these records (`with_keys`: with their band keys at once; `catch_up`:
+        the catch-up of the open watch under that query ticket, QueryRequest.catch_up_ticket)."""
         client = self.client
         timeout = max(client.timeout, QUERY_SECONDS)
         for keys in (True,) if with_keys else (False, True):
@@ -135,7 +136,7 @@ class _Records:
         raise AssertionError("unreachable: the second try sends the keys")
 
 
-def project_query(
+def two_server_records(
     client: MatcherClient,
     project: str,
     upload: SharedUpload,
@@ -147,49 +148,46 @@ def project_query(
     rule: tuple[float, float, float] | None = None,
     s1: str = "",
     s2: str = "",
-    with_keys: bool = False,
-) -> QueryAnswer:
+) -> _Records:
+    """A two-server query's or watch's records (`upload`: `shared_upload` of their CLKs) and
+    facts, as `MatcherClient.query` and `MatcherClient.watch` ask or watch them (`_query`,
+    `_watch`)."""
+    return _Records(client, project, upload, clk_bits, fingerprint, purpose, schema_digest,
+                    rule, s1, s2)  # fmt: skip
+
+
+def _query(asked: _Records) -> QueryAnswer:
     """A query in a project in two-server mode (docs/realtime.md "Queries in a two-server
-    project"): the query's records, encoded as `encode --two-server` encodes an upload
-    (`upload`: `shared_upload` of their CLKs, `clk_bits` wide with the fallback), go to S1
-    and S2 under a query ticket (checked against the project's uploads first), then the
-    matcher answers which partners' current uploads hold each, and has S1 and S2 forget them.
-    The matcher receives no CLK: the header's facts (widths, fingerprint, rule) only.
+    project"; `MatcherClient.query` with a `SharedUpload`): the query's records, encoded as
+    `encode --two-server` encodes an upload (`shared_upload` of their CLKs, `clk_bits` wide
+    with the fallback), go to S1 and S2 under a query ticket (checked against the project's
+    uploads first), then the matcher answers which partners' current uploads hold each, and
+    has S1 and S2 forget them. The matcher receives no CLK: the header's facts (widths,
+    fingerprint, rule) only.
 
     The records go to S1 without their band keys first: where S1 blocks the query against a
     partner (an upload over its unblocked bound) the matcher refuses it `band_keys_needed`,
     costing nothing, and they go again with their keys under a fresh ticket (docs/protocol.md
-    "A query without band keys"); `with_keys`: with them at once (a re-opened watch's
-    catch-up, whose records S1 holds with their keys already)."""
-    records = _Records(client, project, upload, clk_bits, fingerprint, purpose, schema_digest,
-                       rule, s1, s2)  # fmt: skip
-    return records.query(with_keys)
+    "A query without band keys"); a re-opened watch's catch-up sends them at once
+    (`_Records.query`)."""
+    return asked.query(with_keys=False)
 
 
-def project_watch(
-    client: MatcherClient,
-    project: str,
-    upload: SharedUpload,
+def _watch(
+    asked: _Records,
     *,
-    clk_bits: int,
-    fingerprint: bytes,
-    purpose: str,
-    schema_digest: str = "",
-    rule: tuple[float, float, float] | None = None,
-    s1: str = "",
-    s2: str = "",
     timeout: float | None = None,
     on_ready: Callable[[], None] | None = None,
     on_notice: Callable[[str], None] | None = None,
     band_keys: bool = False,
 ) -> Iterator[WatchEvent]:
     """A watch in a project in two-server mode (docs/realtime.md "Watching in a two-server
-    project"): the watched records go to S1 and S2 as a query's first try does
-    (`project_query`: to S1 without their band keys), then the matcher's Watch stream tells
-    of each partner's later upload that holds one of them, as `MatcherClient.watch` does; S1
-    and S2 forget them when the watch ends. Runs until closed; the records are sent when the
-    generator is first advanced, and `on_ready` is called once the matcher has registered
-    the watch.
+    project"; `MatcherClient.watch` with a `SharedUpload`): the watched records go to S1 and
+    S2 as a query's first try does (`_query`: to S1 without their band keys), then the
+    matcher's Watch stream tells of each partner's later upload that holds one of them, as a
+    CLK project's watch does; S1 and S2 forget them when the watch ends. Runs until closed;
+    the records are sent when the generator is first advanced, and `on_ready` is called once
+    the matcher has registered the watch.
 
     Where S1 would block the watch against a partner's later upload (over its unblocked
     bound), the matcher ends it `band_keys_needed` naming the partner (in its trailing
@@ -203,9 +201,8 @@ def project_watch(
     not be made (a quota, a server down), which partner's upload was not compared. Re-opening
     refused, the generator raises, naming that partner's upload. `band_keys`: send them at
     once (as before 2026-12-05: S1 holds them whatever the partners' sizes; no re-opening)."""
+    client, records = asked.client, asked
     notice = on_notice or log.warning
-    records = _Records(client, project, upload, clk_bits, fingerprint, purpose, schema_digest,
-                       rule, s1, s2)  # fmt: skip
     told: set[tuple[int, str]] = set()  # (record, partner) matches told by this watch
     ticket = ""  # the open watch's query ticket (its catch-up query names it)
 
@@ -312,8 +309,7 @@ __all__ = [
     "blocked_partner",
     "caught_up",
     "needs_band_keys",
-    "project_query",
-    "project_watch",
     "send_records",
+    "two_server_records",
     "untold",
 ]

@@ -22,7 +22,6 @@ from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import ProjectTokens
-from blindmatch.client.remote.twoserver_realtime import project_query
 from blindmatch.client.tools.demo import (
     PROJECT,
     SCHEMA,
@@ -103,10 +102,10 @@ def ask(target: str, project: ProjectTokens, members: dict[str, Member]) -> None
                                    member.encoded.fallback_bits)  # fmt: skip
     started = time.monotonic()
     with MatcherClient(target, project.tokens[org]) as client:
-        answer = project_query(client, PROJECT, upload, clk_bits=member.encoded.clk_bits,
-                               fingerprint=member.encoded.fingerprint, purpose="demo query",
-                               schema_digest=member.encoded.schema_digest,
-                               rule=member.encoded.rule)  # fmt: skip
+        answer = client.query(PROJECT, upload, clk_bits=member.encoded.clk_bits,
+                              fingerprint=member.encoded.fingerprint, purpose="demo query",
+                              schema_digest=member.encoded.schema_digest,
+                              rule=member.encoded.rule)  # fmt: skip
     took = time.monotonic() - started
     names = local_names(member.csv)
     say(f"\nA real-time query in the two-server project: {org} asks about {len(asked)} "

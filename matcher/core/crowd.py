@@ -51,10 +51,13 @@ def band_cut(
     anchor: float = ANCHOR,
     width: float = WIDTH,
     evidence: int = EVIDENCE,
+    dominated: npt.NDArray[np.bool_] | None = None,
 ) -> float:
     """The cut for one kind of pair between two members: `scores` of its pairs (all at or
     above `threshold`), `chance` the sure-chance ones (anchored records' other candidates),
-    found in `exposure` comparisons, of `comparisons` of that kind in all."""
+    found in `exposure` comparisons, of `comparisons` of that kind in all. `dominated`: the
+    pairs with a record that has a better-scoring candidate (the solver links it there, not
+    here), left out of both the band's pairs and its estimated chance pairs."""
     cut = threshold
     if not exposure:
         return cut
@@ -63,7 +66,8 @@ def band_cut(
         band = (scores >= lo) & (scores < round(lo + width, 6))
         sure = int(np.count_nonzero(band & chance))
         expected = sure / exposure * comparisons  # the band's chance pairs, estimated
-        if sure < evidence or expected < 0.5 * int(np.count_nonzero(band)):
+        gone = int(np.count_nonzero(band & dominated)) if dominated is not None else 0
+        if sure < evidence or expected - gone < 0.5 * (int(np.count_nonzero(band)) - gone):
             break
         cut = round(lo + width, 6)
     return cut
@@ -84,10 +88,16 @@ def lifted(
     threshold: float,
     sizes: list[int],
     lacking: list[npt.NDArray[np.bool_]] | None = None,
+    *,
+    links: bool = False,
 ) -> Candidates:
     """`candidates` (all at or above `threshold`) without the pairs under a crowded band's
     cut (see the module docstring); `sizes`: each member's records; `lacking`: each
-    member's records lacking the fallback's left-out fields (None: no fallback CLK)."""
+    member's records lacking the fallback's left-out fields (None: no fallback CLK).
+    `links`: a variant that a run does not use (benchmarks/popfix.py measures it; it kept
+    more true pairs at lower precision: docs/evaluation.md, "The recall gap between the
+    CLI walk and popprec"): a band's pairs whose record has a better candidate are left out
+    of its count and its estimated chance pairs (`band_cut`'s `dominated`)."""
     if not len(candidates):
         return candidates
     lack = lacking or [np.zeros(n, dtype=bool) for n in sizes]
@@ -127,7 +137,16 @@ def lifted(
                     )
                 else:
                     exposure += len(anchored) * n_have[other]
-            cut = band_cut(candidates.sims[sel], chance, exposure, comparisons, threshold)
+            dominated = None
+            if links:
+                dominated = np.zeros(len(sel), dtype=bool)
+                for side in range(2):
+                    mine = np.flatnonzero(pair)
+                    best = np.zeros(int(r[side][mine].max()) + 1, dtype=np.float64)
+                    np.maximum.at(best, r[side][mine], candidates.sims[mine])
+                    dominated |= candidates.sims[sel] < best[r[side][sel]]
+            cut = band_cut(candidates.sims[sel], chance, exposure, comparisons, threshold,
+                           dominated=dominated)  # fmt: skip
             keep[sel[candidates.sims[sel] < cut]] = False
     if keep.all():
         return candidates

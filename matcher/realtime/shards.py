@@ -50,7 +50,7 @@ from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index
 from blindmatch.matcher.core.index import MemberIndex, as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.lookups import Answer, Lookups
-from blindmatch.matcher.storage.shard_source import ShardRecords, read_shards
+from blindmatch.matcher.storage.shard_source import ShardRecords, read_after_stop, read_shards
 
 log = logging.getLogger("blindmatch.matcher.lookupserver")
 
@@ -166,10 +166,17 @@ class Shards:
     # searches are refused from the moment one is asked.
     _asked: list[Fence | None] = field(default_factory=list)
     _asked_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The matcher's stop record found unchanged before the running or last read began
+    # (storage/shard_source.py `read_after_stop`; pb.ShardState `read_after_stop`): that
+    # read holds every change stored before it. The first read's is looked for here, before
+    # the server listens, so that a matcher starting beside it is told at once.
+    read_after_stop: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.shard < self.shards:
             raise ValueError(f"shard {self.shard} of {self.shards}: need 0 <= shard < shards")
+        if self.data_dir is not None:
+            self.read_after_stop = read_after_stop(self.data_dir)
 
     @property
     def ready(self) -> bool:
@@ -278,8 +285,11 @@ class Shards:
     def _read(self) -> None:
         assert self.data_dir is not None  # `reload` and `load` read only from a data dir
         while True:
+            seen = read_after_stop(self.data_dir)  # (before the read: `read_after_stop`)
             with self._lock:
                 wanted = self._wanted
+                if wanted > 1:  # a read asked for since the first (the first's is older)
+                    self.read_after_stop = seen
             started = time.perf_counter()
             try:
                 found, thresholds = read_shards(

@@ -27,7 +27,7 @@ silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
 flight) after BUSY_WAITS (RESOURCE_EXHAUSTED, retryable), S1 blocking the watch against an
 upload whose records it holds without their band keys (FAILED_PRECONDITION starting
 `band_keys_needed`, the partner named in the trailing metadata `blindmatch-blocked-partner`
-too: open it again with them; `project_watch` does, reading the partner there). S1 busy is
+too: open it again with them; `MatcherClient.watch` does, reading the partner there). S1 busy is
 asked again later, not waited for: the watches S1 was busy for are compared with that upload
 again after the next of BUSY_WAITS (`later`: a timer, which puts the comparison back on the
 comparing thread), while the comparing thread goes on with the other watches' comparisons
@@ -124,7 +124,7 @@ class TwoServerWatches:
             raise errors.InvalidArgument(
                 f"clks: project {project.name!r} runs in two-server mode: the matcher never "
                 "takes a CLK; a watch's records go to S1 and S2 under a query ticket "
-                "(client/remote/twoserver_realtime.py `project_watch`)"
+                "(`MatcherClient.watch` with a `SharedUpload`)"
             )
         name = twoquery.query_name(self.setup, project.name, member, ticket, time.time())
         with self._lock:

@@ -5,6 +5,12 @@ from __future__ import annotations
 
 import grpc
 
+# Each server's port its own: gRPC sets SO_REUSEPORT by default on Linux, so a second matcher,
+# look-up server or two-server role started on a port another of this user's processes
+# listens on started too, and the kernel shared the connections between the two (a client
+# reached either, at random). Without it the second is refused: `cannot_listen`.
+EXCLUSIVE_PORT = ("grpc.so_reuseport", 0)
+
 
 def add_port(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     """Bind `server` to `address`, with TLS when `credentials` are given: the port bound, or 0

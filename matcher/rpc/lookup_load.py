@@ -120,6 +120,9 @@ class ServerStates:
         everyone = set(range(len(self.addresses)))
         cause = NO_RECORD if last_stop is None else last_stop.cause(self.addresses)
         self._at_start = STALE_AT_START.format(cause=cause)
+        # The record this process started from (a server that read its shards after it, with
+        # index.sqlite unchanged, missed nothing: `_load_empty`)
+        self._stop_id = last_stop.id if last_stop is not None else ""
         for i in everyone if last_stop is None else last_stop.stale(self.addresses):
             self._behind[i] = self._at_start
 
@@ -149,11 +152,15 @@ class ServerStates:
                 state = call.result()
             except (grpc.RpcError, ValueError):  # not up, or the matcher is stopping
                 continue
-            if not state.loaded and (state.shard, state.shards) == (i, len(self.addresses)):
+            if (state.shard, state.shards) != (i, len(self.addresses)):
+                continue
+            if not state.loaded:
                 with self._lock:
                     if i not in self._loading:
                         log.info("%s holds nothing yet: loading it", self._name(i))
                         self._start_load(i, empty=True)
+            elif self._stop_id and state.read_after_stop == self._stop_id:
+                self._read_since_stop(i)
         for channel in self._asking:
             channel.close()
         with self._lock:
@@ -162,6 +169,22 @@ class ServerStates:
             log.warning("%s %s: asking them to read their shards again", ", ".join(
                 self._name(i) for i in stale), self._at_start)  # fmt: skip
             self._catch_up()
+
+    def _read_since_stop(self, i: int) -> None:
+        """Server i (a data dir's) began reading its shards after the matcher's previous
+        process stopped, nothing stored since (pb.ShardState `read_after_stop`: the record this
+        process started from): what it reads holds every change that process stored, so it
+        is not behind for what the record says (another server at its address then, servers
+        named otherwise) and is not asked to read them again. Unless this process has
+        forwarded a change already: one skipped for it, behind, may be missing from its read."""
+        with self._lock:
+            if self._behind.get(i) != self._at_start or self._seq:
+                return
+            if i in self._reloading or i in self._rereading or i in self._loading:
+                return
+            del self._behind[i]
+        log.info("%s read its shards after the matcher's last stop: not asked to read them "
+                 "again", self._name(i))  # fmt: skip
 
     def _catch_up(self, only: int | None = None) -> None:
         """Ask the servers behind to read their shards again (`LookupServers`)."""

@@ -41,7 +41,7 @@ from blindmatch.matcher.realtime.shards import (
     shard_of,
 )
 from blindmatch.matcher.rpc.auth import bearer_token
-from blindmatch.matcher.rpc.listen import add_port, cannot_listen
+from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -88,6 +88,7 @@ class LookupService(pb_grpc.LookupServerServicer):
             records=s.records,
             started=s.started,
             loaded=s.loaded,
+            read_after_stop=s.read_after_stop,
         )
 
     @_keyed
@@ -313,6 +314,7 @@ def create_lookup_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            EXCLUSIVE_PORT,
         ],
     )
     pb_grpc.add_LookupServerServicer_to_server(service, server)

@@ -4,7 +4,8 @@ Every call the matcher refuses with one of `COUNTED` passes through `Refusals.no
 
 - the server log gets one WARNING line (the RPC, the caller as far as it is known, with
   the named user whose token it used, if any, the peer's address, the status and the
-  message sent back; never a token, which no message carries), at most `LOG_BURST` lines
+  message sent back; never a token, which no message carries; each string the client
+  supplied, the project it named above all, cut to `MAX_LOGGED_BYTES`), at most `LOG_BURST` lines
   a minute: past that, one line says the rest of the minute is counted, not logged, and
   the next minute's first line says how many were not logged. A flood of bad tokens
   cannot fill the disk through the log;
@@ -40,8 +41,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from blindmatch.matcher.domain import AUTH_FAILURES_PER_MINUTE, REFUSED_REQUEST, QueryRecord
+from blindmatch.matcher.domain import (
+    AUTH_FAILURES_PER_MINUTE,
+    REFUSED_REQUEST,
+    QueryRecord,
+    valid_name,
+)
 from blindmatch.matcher.errors import Unauthenticated
+from blindmatch.matcher.rpc.status import MAX_LOGGED_BYTES, bounded
 from blindmatch.protos.wire import BAND_KEYS_NEEDED
 
 T = TypeVar("T")
@@ -58,7 +65,6 @@ LOG_BURST = 20  # log lines a minute
 LOG_WINDOW = 60.0
 FLUSH_SECONDS = 10.0
 MAX_KEYS = 10_000  # (project, caller, user, status) counts held between two writes
-MAX_MESSAGE = 300  # characters of the refusal's message logged
 UNKNOWN_CALLER = "(no valid token)"
 
 
@@ -116,13 +122,17 @@ class Refusals:
             return
         if BAND_KEYS_NEEDED in message:  # a query sent without band keys, sent again with them
             return
-        who = f"{project or '?'}/{member}" if member else UNKNOWN_CALLER
+        # What the client sent (the project named, the message quoting its fields) is cut
+        # for the log, each string to MAX_LOGGED_BYTES, saying so (`shown`).
+        who = f"{shown(project or '?')}/{shown(member)}" if member else UNKNOWN_CALLER
         if member and user:
-            who += f" (user {user})"
+            who += f" (user {shown(user)})"
         now = self._clock()
         with self._lock:
             key = (project, member or UNKNOWN_CALLER, user if member else "", status)
-            if project and (key in self._counts or len(self._counts) < MAX_KEYS):
+            # (a name no project can have is not counted: its count would be dropped anyway)
+            counted = project and valid_name(project)
+            if counted and (key in self._counts or len(self._counts) < MAX_KEYS):
                 self._counts[key] += 1
             unlogged = 0
             if now - self._window >= LOG_WINDOW:
@@ -141,9 +151,9 @@ class Refusals:
                 "refused %s from %s at %s: %s %s",
                 rpc,
                 who,
-                peer,
+                shown(peer),
                 status,
-                message[:MAX_MESSAGE],
+                shown(message),
             )
         elif burst_ends:
             log.warning(
@@ -172,6 +182,11 @@ class Refusals:
                 self._sink(records)
             except Exception:  # a full disk, say: the counts are lost, the log has the lines
                 log.exception("could not record %d refused requests", sum(counts.values()))
+
+
+def shown(text: str) -> str:
+    """A client-supplied string as a log line quotes it: cut to MAX_LOGGED_BYTES, saying so."""
+    return bounded(text, MAX_LOGGED_BYTES)
 
 
 # -- strangers ----------------------------------------------------------------------------------

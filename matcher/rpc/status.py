@@ -45,12 +45,18 @@ class Aborts(Protocol):
 MAX_DETAIL_BYTES = 2000
 
 
-def bounded(message: str) -> str:
-    """`message`, cut to MAX_DETAIL_BYTES (whole characters) and saying so where it was."""
+# The most of each client-supplied string a log line quotes (a project name as sent, a
+# refusal's message), in UTF-8 bytes: a refused call naming a 1 MB project made a 1 MB
+# WARNING line (refusals.py `Refusals.note`, `bounded(..., MAX_LOGGED_BYTES)`).
+MAX_LOGGED_BYTES = 300
+
+
+def bounded(message: str, limit: int = MAX_DETAIL_BYTES) -> str:
+    """`message`, cut to `limit` UTF-8 bytes (whole characters) and saying so where it was."""
     raw = message.encode("utf-8", "replace")
-    if len(raw) <= MAX_DETAIL_BYTES:
+    if len(raw) <= limit:
         return message
-    kept = raw[: MAX_DETAIL_BYTES - 60].decode("utf-8", "ignore")
+    kept = raw[: max(limit - 60, 0)].decode("utf-8", "ignore")
     return f"{kept}... ({len(message) - len(kept):,} more characters left out)"
 
 

@@ -59,7 +59,7 @@ from blindmatch.matcher.core.twoserver import (
     PairBatch,
 )
 from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE
-from blindmatch.matcher.rpc.listen import add_port, cannot_listen
+from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_blockcalls import batch_party, dense_inputs, s1_prepare
 from blindmatch.matcher.rpc.twoserver_blocks import kept_parts
 from blindmatch.matcher.rpc.twoserver_channel import MAX_MESSAGE_BYTES, channel_options
@@ -439,7 +439,7 @@ def create_role(
     warm(NAMES[role], shapes, [threshold] if threshold else ())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix=f"bm-{role}"),
-        options=channel_options(),
+        options=[*channel_options(), EXCLUSIVE_PORT],
     )
     adders = {"s1": pb_grpc.add_TwoServerBlockingServicer_to_server,
               "s2": pb_grpc.add_TwoServerSharesServicer_to_server,

@@ -19,7 +19,10 @@ earlier one's.
 
 `DIR/lookup.stopped` is what the matcher's process knew of its look-up servers when it
 stopped (`record_stop`): which had missed a change (behind). The next start reads it and
-removes it (`behind_at_last_stop`), so a process killed leaves none; a start that finds none
+removes it (`behind_at_last_stop`) before it stores anything, so a process killed leaves
+none, and a record that index.sqlite still matches means no process stored anything since
+(`read_after_stop`: a look-up server reading its shards then holds every change stored, and
+says so, pb.ShardState `read_after_stop`); a start that finds none
 (killed, stopped while a forward was in flight, or a data dir from before this record), or
 one left beside another index.sqlite (restored from a copy), knows nothing of what the
 servers missed, and has every one read its shards again (or loads it). A process without
@@ -189,6 +192,9 @@ class LastStop:
     behind: frozenset[int] = frozenset()
     # servers == (): why every server may have missed a change (NEVER_WITH_SERVERS, ...)
     why: str = field(default="", compare=False)
+    # The record's own id (`record_stop`): a server whose shards were read after it, with
+    # index.sqlite unchanged since, says so (`read_after_stop`); "" for none
+    id: str = field(default="", compare=False)
 
     def stale(self, addresses: Sequence[str]) -> set[int]:
         """Which of `addresses` (this process's servers) may have missed a change: those
@@ -220,7 +226,12 @@ def record_stop(data_dir: str | Path, servers: Sequence[str], behind: set[int]) 
     as it stops (DIR/lookup.stopped, written atomically)."""
     path = Path(data_dir) / LOOKUP_STOPPED_NAME
     index = _file_state(Path(data_dir) / INDEX_DB_NAME)
-    record = {"servers": list(servers), "behind": sorted(behind), "index": index}
+    record = {
+        "servers": list(servers),
+        "behind": sorted(behind),
+        "index": index,
+        "id": secrets.token_hex(8),
+    }
     _replace_private(path, json.dumps(record))
     fsync_path(path.parent)
 
@@ -276,6 +287,7 @@ def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
             record = LastStop(
                 tuple(str(a) for a in found["servers"]),
                 frozenset(int(i) for i in found["behind"]),
+                id=str(found.get("id", "")),
             )
             if found["index"] != _file_state(root / INDEX_DB_NAME):
                 record = LastStop((), why=INDEX_RESTORED)  # not the one it left
@@ -285,3 +297,20 @@ def behind_at_last_stop(data_dir: str | Path) -> LastStop | None:
             record = LastStop((), why=NEVER_WITH_SERVERS)
     forget_stop(root)
     return record
+
+
+def read_after_stop(data_dir: str | Path) -> str:
+    """The id of the matcher's stop record (`record_stop`) if the data dir holds one that its
+    index.sqlite still matches, else "". Such a record means no matcher process has stored
+    anything since it stopped (a process removes it before it stores anything, and a change
+    forwarded after it is written voids it): a read of the shards begun after this call holds
+    every change stored before that process stopped, and the next process, starting from
+    this record, need not have the server read them again (rpc/lookup_load.py)."""
+    root = Path(data_dir)
+    try:
+        found = json.loads((root / LOOKUP_STOPPED_NAME).read_text())
+        if found.get("without") is True or found["index"] != _file_state(root / INDEX_DB_NAME):
+            return ""
+        return str(found.get("id", ""))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none, or not ours
+        return ""

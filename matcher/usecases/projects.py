@@ -38,6 +38,13 @@ from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher")
 
+# Said where scores were refused in a project two-server only by the matcher's default.
+SCORES_NEED_CLK = (
+    "; no mode was asked for, and this matcher makes two-server projects by default (it has "
+    'S1 and S2): `project create --mode clk` (CreateProject mode "clk") makes a CLK '
+    "project, which discloses scores, and whose CLKs the matcher holds"
+)
+
 
 @dataclass(frozen=True)
 class ProjectRequest:
@@ -90,9 +97,11 @@ def create_project(
             "start it with `serve --two-server-s1 HOST:PORT --two-server-s2 HOST:PORT`"
         )
     if mode == TWO_SERVER and disclosure == Level.SCORES:
+        # Not asked for: the matcher's default since S1 and S2 (issue 18) says how to get one.
+        defaulted = "" if request.mode else SCORES_NEED_CLK
         raise InvalidArgument(
             "disclosure: scores, but a two-server project's run learns only whether a pair "
-            "links and its score bucket, never its Dice: count, hits or mapping"
+            f"links and its score bucket, never its Dice: count, hits or mapping{defaulted}"
         )
     threshold = request.threshold or DEFAULT_THRESHOLD
     if not MIN_THRESHOLD <= threshold <= 1.0:

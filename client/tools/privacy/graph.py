@@ -48,7 +48,7 @@ Everything is dense numpy over n x n matrices: meant for a few thousand records
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -184,9 +184,24 @@ def _orientations(ev: npt.NDArray[np.float64], ea: npt.NDArray[np.float64]) -> l
 
 
 def _zscores(g: Matrix) -> Matrix:
-    rows = (g - g.mean(axis=1, keepdims=True)) / (g.std(axis=1, keepdims=True) + 1e-9)
-    cols = (g - g.mean(axis=0, keepdims=True)) / (g.std(axis=0, keepdims=True) + 1e-9)
-    return (rows + cols).astype(np.float32)
+    """Each score z-scored in its row plus in its column. Each deviation is computed once
+    and serves its standard deviation too (numpy's `std` computes the mean and the deviations
+    again), in the order numpy's `mean` and `std` compute them: the same bits, in a third
+    less time (the propagation rounds' second largest cost, docs/privacy.md)."""
+    return np.add(_standardised(g, 1), _standardised(g, 0), out=None)
+
+
+def _standardised(g: Matrix, axis: int) -> Matrix:
+    """`(g - g.mean(axis)) / (g.std(axis) + 1e-9)`, to the bit, with one mean and one
+    subtraction (the deviations squared in place of a copy)."""
+    n = np.intp(g.shape[axis])
+    deviation = g - g.mean(axis=axis, keepdims=True)
+    squares = np.multiply(deviation, deviation)
+    spread = np.add.reduce(squares, axis=axis, keepdims=True)
+    np.true_divide(spread, n, out=spread, casting="unsafe")
+    np.sqrt(spread, out=spread)
+    spread += 1e-9
+    return np.true_divide(deviation, spread, out=deviation)
 
 
 def _normalised_rows(m: Matrix) -> Matrix:
@@ -217,10 +232,16 @@ def _best_and_margins(
     mutual = best_v[best_a] == rows
     if z.shape[1] < 2 or z.shape[0] < 2:
         return best_a, mutual, np.zeros(len(z), dtype=np.float32)
-    by_row = np.partition(z, -2, axis=1)
-    by_col = np.partition(z, -2, axis=0)
-    row_margin = by_row[:, -1] - by_row[:, -2]
-    col_margin = (by_col[-1, :] - by_col[-2, :])[best_a]
+    # Each row's and column's best less its runner-up: the best masked, the runner-up is the
+    # largest left (a tie for best: the best again), as np.partition(z, -2) has them, in a
+    # third of its time (it sorted a copy per axis: the attack's third largest cost).
+    cols = np.arange(z.shape[1])
+    masked = z.copy()
+    masked[rows, best_a] = -np.inf
+    row_margin = z[rows, best_a] - masked.max(axis=1)
+    masked[rows, best_a] = z[rows, best_a]
+    masked[best_v, cols] = -np.inf
+    col_margin = (z[best_v, cols] - masked.max(axis=0))[best_a]
     return best_a, mutual, np.minimum(row_margin, col_margin).astype(np.float32)
 
 
@@ -432,6 +453,23 @@ def known_pairs(
     return {shared[int(k)]: where[victim_people[shared[int(k)]]] for k in chosen}
 
 
+def scored_runs(
+    victim: Sequence[Matrix],
+    attacker: Sequence[Matrix],
+    victim_people: Sequence[object],
+    attacker_people: Sequence[object],
+    counts: Sequence[int],
+) -> Iterator[tuple[int, GraphScore]]:
+    """The attack with each count of known pairs (`known_pairs`, seeded by the count), scored
+    against the truth; the blind seeding's trials shared by every count (`BlindTrials`: the
+    same figures, the blind trials run once, not once a count)."""
+    trials = BlindTrials()
+    for count in counts:
+        known = known_pairs(victim_people, attacker_people, count, seed=count)
+        matching = match_graphs(victim, attacker, known, trials=trials)
+        yield count, score_matching(matching, victim_people, attacker_people, known)
+
+
 __all__ = [
     "CLAIM_MARGIN",
     "BlindTrials",
@@ -443,4 +481,5 @@ __all__ = [
     "match_graphs",
     "propagation_scores",
     "score_matching",
+    "scored_runs",
 ]

@@ -26,13 +26,7 @@ from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.attacks import AttackResult
-from blindmatch.client.tools.privacy.graph import (
-    BlindTrials,
-    bit_similarity,
-    known_pairs,
-    match_graphs,
-    score_matching,
-)
+from blindmatch.client.tools.privacy.graph import bit_similarity, scored_runs
 
 # The graph-matching attack: blind, and with this many pairs the attacker already knows.
 KNOWN_PAIRS = (0, 10, 50)
@@ -107,20 +101,17 @@ def graph_attacks(
     held = set(attacker_people)
     covered = sum(1 for p in victim_people if p in held) / max(len(victim_people), 1)
     results = []
-    trials = BlindTrials()  # the blind seeding's trials, shared by every count of known pairs
     overlapping = sum(1 for p in victim_people if p in held)
     for count in known:
-        if count and count >= overlapping:
-            if skipped is not None:
-                skipped.append(
-                    f"graph matching ({count} known): the attacker's plaintext covers "
-                    f"{overlapping} of the {len(victim_people)} records attacked, so {count} "
-                    "known pairs leave none to re-identify"
-                )
-            continue
-        pairs = known_pairs(victim_people, attacker_people, count, seed=count)
-        matching = match_graphs(victim, attacker, pairs, trials=trials)
-        scored = score_matching(matching, victim_people, attacker_people, pairs)
+        if count and count >= overlapping and skipped is not None:
+            skipped.append(
+                f"graph matching ({count} known): the attacker's plaintext covers "
+                f"{overlapping} of the {len(victim_people)} records attacked, so {count} "
+                "known pairs leave none to re-identify"
+            )
+    counts = [count for count in known if not count or count < overlapping]
+    # (the blind seeding's trials shared by every count of known pairs)
+    for count, scored in scored_runs(victim, attacker, victim_people, attacker_people, counts):
         label = "blind" if not count else f"{count} known"
         results.append(
             AttackResult(
