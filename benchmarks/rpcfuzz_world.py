@@ -134,10 +134,11 @@ def prepare(w: World) -> None:
     with grpc.insecure_channel(w.target("Matcher")) as ch:
         m = pb_grpc.MatcherStub(ch)
         admin = auth(ADMIN)
+        # (a matcher with S1 and S2 makes two-server projects unless asked: the CLK ones say so)
         for name, members, mode in (
-            ("trial", ["north", "south", "west"], ""),
-            ("runs", ["r1", "r2"], ""),
-            ("victim", ["v1", "v2"], ""),
+            ("trial", ["north", "south", "west"], "clk"),
+            ("runs", ["r1", "r2"], "clk"),
+            ("victim", ["v1", "v2"], "clk"),
             ("shares", ["north", "south"], "two-server"),
         ):
             reply = m.CreateProject(
