@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,13 @@ class Down:
         self.close(party, other)
 
     def restart(self) -> None:
-        assert self.stopped is not None and self.stopped.wait(30)
+        # (the run can fail, and its CLI return, while `server.stop` is still being called
+        # on the rounds' thread: `stopped` is set once that call returns)
+        deadline = time.monotonic() + 30
+        while self.stopped is None:
+            assert time.monotonic() < deadline, f"{self.role} was never stopped"
+            time.sleep(0.05)
+        assert self.stopped.wait(30)
         self.world.roles[self.role].service.close()
         self.world.restart()
 
