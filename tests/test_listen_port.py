@@ -8,7 +8,9 @@ running: `project create` was refused UNAUTHENTICATED by the other matcher, then
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,3 +32,38 @@ def test_a_second_server_on_a_port_in_use_is_refused(tmp_path: Path) -> None:
             create_lookup_server(taken, None, 0, 1, key="k" * 43).stop()
     finally:
         first.stop()
+
+
+@pytest.mark.parametrize(
+    ("role", "called"), [("s1", "S1 (blocking)"), ("s2", "S2 (shares)"), ("combiner", "combiner")]
+)
+def test_each_two_server_role_says_where_it_listens_in_one_plain_line(
+    role: str,
+    called: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`two-server role` started for real on a free port, and stopped at its ready cue (in
+    place of waiting for a signal). The combiner's line read "blindmatch two-server the
+    combiner listening on ..."."""
+    from blindmatch.cli.app import main
+    from blindmatch.matcher import server
+
+    def announce_then_stop(running: server.Stoppable, ready: Any = None) -> None:
+        ready()
+        running.stop(grace=None)
+
+    monkeypatch.setattr(server, "serve_forever", announce_then_stop)
+    keys = []
+    for name in ("key", "member"):
+        (tmp_path / name).write_text(name * 11)
+        (tmp_path / name).chmod(0o600)
+        keys.append(str(tmp_path / name))
+    peers = {"s1": ["--s2", "127.0.0.1:1"], "s2": [],
+             "combiner": ["--s1", "127.0.0.1:1", "--s2", "127.0.0.1:1"]}[role]  # fmt: skip
+    assert main(["two-server", "role", "--role", role, "--listen", "127.0.0.1:0", "--key-file",
+                 keys[0], "--member-key-file", keys[1], *peers]) == 0  # fmt: skip
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(rf"blindmatch two-server {re.escape(called)} listening on "
+                        r"127\.0\.0\.1:\d+", line), line  # fmt: skip

@@ -113,7 +113,8 @@ def cmd_role(args: argparse.Namespace) -> int:
     except StartupRefused as exc:
         raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
 
-    name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "the combiner"}[args.role]
+    # "blindmatch two-server combiner listening on ...", as "blindmatch matcher listening on".
+    name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "combiner"}[args.role]
     lowered = cap_warning(args)
 
     def announce() -> None:
