@@ -304,6 +304,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                         "clks",
                         "--ref-key",
                         str(work / f"{name}.refkey"),
+                        "--clk",  # encoded --two-server: its CLKs to the CLK project all the same
                         "--token",
                         clk.tokens[name],
                         *net,

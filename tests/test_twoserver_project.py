@@ -132,11 +132,7 @@ def test_a_clk_upload_to_a_two_server_project_is_refused_and_nothing_is_stored(
     # A folder encoded without --two-server: `upload` asks the project's settings first
     # (not audited) and sends nothing, saying to encode with --two-server. Before, it began
     # streaming the CLKs, which the matcher refused at the header (issue 18).
-    plain = world.folder / "plain.encoded"
-    for f in encoded["north"].iterdir():
-        if f.is_file():
-            (plain / f.name).parent.mkdir(exist_ok=True)
-            (plain / f.name).write_bytes(f.read_bytes())
+    plain = without_shares(encoded["north"], world.folder / "plain.encoded")
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(MatcherClient, "upload", lambda *a, **k: pytest.fail("CLKs sent"))
@@ -182,6 +178,51 @@ def test_a_two_server_folder_goes_to_a_clk_project_only_with_clk(
                      token=token) == 0  # fmt: skip
     assert "encodings to clks (upload" in capsys.readouterr().out
     assert [r[2] for r in db_rows(world.data_dir, "uploads") if r[1] == "clks"] == ["north"]
+
+
+def without_shares(folder: Path, plain: Path) -> Path:
+    """A copy of `folder` (encoded --two-server) as `encode` without --two-server makes it."""
+    plain.mkdir()
+    for f in folder.iterdir():
+        if f.is_file():
+            (plain / f.name).write_bytes(f.read_bytes())
+    return plain
+
+
+def test_index_sync_and_add_ask_the_projects_mode_first_and_make_no_ref_key_when_refused(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, `index sync` made the member's ref key ("Made a new ref key in ...") and then
+    sent a two-server project its CLKs, which the matcher refused; and it put a folder encoded
+    --two-server into a CLK project's index without a word, where `upload` asks for --clk."""
+    two, clk = create(world, "shares", "two-server"), create(world, "clks", "clk")
+    plain = without_shares(encoded["north"], world.folder / "plain.encoded")
+    key = world.folder / "north.refkey"
+    capsys.readouterr()
+    tokens = {"shares": two.tokens["north"], "clks": clk.tokens["north"]}
+    for verb in ("sync", "add"):
+        for folder, project in ((encoded["north"], "shares"), (plain, "shares"),
+                                (encoded["north"], "clks")):  # fmt: skip
+            assert world.cli("index", verb, str(folder), "--project", project, "--ref-key",
+                             str(key), token=tokens[project]) == 2  # fmt: skip
+            err = capsys.readouterr().err
+            assert "Nothing was sent" in err and "Made a new ref key" not in err
+            assert not key.exists()
+            if project == "shares":
+                assert "project 'shares' runs in two-server mode" in err
+                assert "`blindmatch query` works" in err
+                assert ("encoded without --two-server" in err) == (folder == plain)
+            else:
+                assert f"{folder} was encoded --two-server, but clks is a CLK project" in err
+                assert f"`blindmatch index {verb} {folder} --project clks --clk`" in err
+    with MatcherClient(world.target, clk.tokens["north"]) as north:
+        assert north.list_index("clks") == {}
+    assert world.cli("index", "sync", str(encoded["north"]), "--project", "clks", "--ref-key",
+                     str(key), "--clk", token=clk.tokens["north"]) == 0  # fmt: skip
+    assert "Made a new ref key" in capsys.readouterr().err and key.exists()
+    with MatcherClient(world.target, clk.tokens["north"]) as north:
+        assert len(north.list_index("clks")) == read_encoded(encoded["north"]).record_count
+    assert not [r for r in db_rows(world.data_dir, "audit") if r[3] == "project.describe"]
 
 
 def test_a_run_with_a_part_missing_is_refused(

@@ -141,6 +141,7 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
                 "clks",
                 "--ref-key",
                 str(world.folder / f"{name}.refkey"),
+                "--clk",  # a folder encoded --two-server: its CLKs to this CLK project
                 token=clk.tokens[name],
             )
             == 0

@@ -271,7 +271,8 @@ def test_three_partners_searched_at_once_answer_as_the_clk_project(
     for name, path in encoded.items():
         assert world.cli("upload", str(path), "--project", "shares", token=two.tokens[name]) == 0
         assert world.cli("index", "sync", str(path), "--project", "clks", "--ref-key",
-                         str(tmp_path / f"{name}.refkey"), token=clk.tokens[name]) == 0  # fmt: skip
+                         str(tmp_path / f"{name}.refkey"), "--clk",
+                         token=clk.tokens[name]) == 0  # fmt: skip
     # People of each partner (in its own layout), each maybe held by the others too.
     seen: set[str] = set()
     for name in ("south", "north", "west"):

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from blindmatch.cli.projectmode import PRIVACY_DOC, TWO_SERVER_DOC
+    from blindmatch.cli.projectmode import clk_refusal
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.encoding.sharing import SHARED_FOLDER
     from blindmatch.client.remote.convert import content_upload_id
@@ -39,15 +39,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
         if shared and _two_server_upload(args, client, encoded):
             return 0
         if shared and not args.clk:  # its CLKs were not meant for a matcher (issue 18)
-            raise InputError(
-                f"{args.encoded} was encoded --two-server, but {args.project} is a CLK "
-                f"project: its matcher would hold your CLKs, from which it (or anyone "
-                f"holding the uploads) can re-identify records by graph matching "
-                f"({PRIVACY_DOC}). Nothing was sent. Ask the operator for a project in "
-                f"two-server mode ({TWO_SERVER_DOC}), or, to send this CLK project your "
-                f"CLKs all the same, `blindmatch upload {args.encoded} --project "
-                f"{args.project} --clk`"
-            )
+            raise InputError(clk_refusal(args.encoded, args.project, "upload"))
         if not shared:  # asked first: a two-server project would refuse the CLKs once sent
             _refuse_clks_where_two_server(client, args)
         if args.s1 or args.s2:

@@ -5,9 +5,14 @@ mode")."""
 
 from __future__ import annotations
 
+import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindmatch.client.errors import InputError
+
 if TYPE_CHECKING:
+    from blindmatch.client.remote.client import MatcherClient
     from blindmatch.client.remote.model import ProjectTokens
 
 PRIVACY_DOC = "docs/privacy.md"
@@ -49,4 +54,51 @@ def bare_serve_line() -> str:
     return (
         f"no --two-server-s1/-s2: every project this matcher makes is a CLK project: {EXPOSURE}; "
         f"serving with S1 and S2 keeps the CLKs from the matcher ({TWO_SERVER_DOC})"
+    )
+
+
+def clk_refusal(folder: Path, project: str, command: str) -> str:
+    """Why a folder encoded --two-server is not sent to a CLK project without --clk (issue
+    18): `upload`'s words, and `index add`'s and `index sync`'s (`command`)."""
+    return (
+        f"{folder} was encoded --two-server, but {project} is a CLK project: its matcher "
+        f"would hold your CLKs, from which it (or anyone holding the uploads) can re-identify "
+        f"records by graph matching ({PRIVACY_DOC}). Nothing was sent. Ask the operator for a "
+        f"project in two-server mode ({TWO_SERVER_DOC}), or, to send this CLK project your "
+        f"CLKs all the same, `blindmatch {command} {folder} --project {project} --clk`"
+    )
+
+
+def refuse_index_folder(client: MatcherClient, args: argparse.Namespace, command: str) -> None:
+    """`index add` and `index sync` (`command`): refused before anything is sent, or made
+    (a new ref key), where the project takes no index of this folder: a two-server project
+    keeps no standing index, and a folder encoded --two-server goes to a CLK project's index
+    only with --clk, as to its upload. Its settings alone are asked: nothing audited."""
+    from blindmatch.client.encoding.sharing import SHARED_FOLDER
+
+    shared = (args.encoded / SHARED_FOLDER).is_dir()
+    if client.describe(args.project, settings_only=True).mode == "two-server":
+        encode = "" if shared else (
+            f"; {args.encoded} was encoded without --two-server: encode the same export with "
+            "`blindmatch encode ... --two-server` for that"
+        )  # fmt: skip
+        raise InputError(
+            f"project {args.project!r} runs in two-server mode: the matcher holds no CLKs, so "
+            "it keeps no standing index. Nothing was sent. `blindmatch query` works: it "
+            "searches the partners' latest two-server uploads at S1 and S2; keep yours "
+            f'current with `blindmatch upload`{encode} (docs/realtime.md, "Queries in a '
+            'two-server project")'
+        )
+    if shared and not args.clk:
+        raise InputError(clk_refusal(args.encoded, args.project, command))
+
+
+def index_clk_option(p: argparse.ArgumentParser) -> None:
+    """`index add`'s and `index sync`'s --clk (refuse_index_folder)."""
+    p.add_argument(
+        "--clk",
+        action="store_true",
+        help="a folder encoded --two-server: put its CLKs in this CLK project's index all the "
+        "same (without --clk refused, nothing sent: the matcher would hold them, as `upload "
+        "--clk`; docs/privacy.md)",
     )

@@ -18,6 +18,7 @@ from blindmatch.cli.options import (
     member_options,
     member_token,
 )
+from blindmatch.cli.projectmode import index_clk_option, refuse_index_folder
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -41,15 +42,20 @@ PERSON_OPTIONS = {
 }
 
 
-def _ref_key(args: argparse.Namespace, *, create: bool) -> bytes:
-    from blindmatch.client.encoding.refs import load_ref_key
-
-    path = args.ref_key or env("BLINDMATCH_REF_KEY")
+def _ref_key_path(args: argparse.Namespace) -> str:
+    """--ref-key or $BLINDMATCH_REF_KEY, refused when neither is given (before any call)."""
+    path: str | None = args.ref_key or env("BLINDMATCH_REF_KEY")
     if not path:
         raise InputError(
             "no ref key: pass --ref-key FILE or set BLINDMATCH_REF_KEY (a local file, made "
             "on first use, that turns local ids into opaque row references)"
         )
+    return path
+
+
+def _ref_key(path: str, *, create: bool) -> bytes:
+    from blindmatch.client.encoding.refs import load_ref_key
+
     key, created = load_ref_key(path, create=create)
     if created:
         print(f"Made a new ref key in {path}; keep it with the encoded data.", file=sys.stderr)
@@ -68,8 +74,10 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.index import add_to_index
 
     encoded = read_encoded(args.encoded)
-    key = _ref_key(args, create=True)
+    path = _ref_key_path(args)
     with connect(args, member_token(args)) as client:
+        refuse_index_folder(client, args, "index add")  # before a ref key is made
+        key = _ref_key(path, create=True)
         summary = add_to_index(client, args.project, encoded, key, args.id or None)
     print(_summary("Index updated", summary))
     return 0
@@ -78,7 +86,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 def cmd_index_remove(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.index import remove_from_index
 
-    key = _ref_key(args, create=False)
+    key = _ref_key(_ref_key_path(args), create=False)
     with connect(args, member_token(args)) as client:
         summary = remove_from_index(client, args.project, key, args.ids)
     print(_summary("Index updated", summary))
@@ -91,7 +99,7 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.index import sync_index
 
     encoded = read_encoded(args.encoded)
-    key = _ref_key(args, create=True)
+    path = _ref_key_path(args)
     parts = 0
     throttle, last = Throttle(), None  # a line a change could flood a log: as progress.py
 
@@ -111,6 +119,8 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
             _change_line(part)
 
     with connect(args, member_token(args)) as client:
+        refuse_index_folder(client, args, "index sync")  # before a ref key is made
+        key = _ref_key(path, create=True)
         try:
             _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
         finally:  # the last change stored, said even where it was held back or the sync cut
@@ -419,6 +429,7 @@ def register(sub: Subcommands) -> None:
     )
     ia.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
     ia.add_argument("--id", action="append", help="only the record with this local id (repeatable)")
+    index_clk_option(ia)
     ir = command(
         isub,
         "remove",
@@ -433,11 +444,17 @@ def register(sub: Subcommands) -> None:
         "sync",
         help="make the index hold exactly ENCODED's records (sends only the differences; "
         "large ones as several changes, each under the matcher's limit)",
+        description="Make this member's standing index hold exactly ENCODED's records, sending "
+        "only the differences (large ones as several changes, each under the matcher's limit). "
+        "The project's mode is asked first: a project in two-server mode keeps no index, and "
+        "a folder encoded --two-server goes to a CLK project only with --clk; refused, "
+        "nothing is sent and no ref key made.",
         example="blindmatch index sync north.encoded --project burglary --token-file north.token",
         handler=cmd_index_sync,
         parents=[net, member, ref_key],
     )
     isy.add_argument("encoded", type=Path, help="ENCODED folder from `blindmatch encode`")
+    index_clk_option(isy)
     command(
         isub,
         "show",
