@@ -154,11 +154,14 @@ def prepare(w: World) -> None:
         for i, member in enumerate(("north", "south")):
             change = [
                 pb.IndexChange(
-                    header=pb.IndexHeader(project="trial", clk_bits=1024, fingerprint=FP)
+                    header=pb.IndexHeader(
+                        project="trial", clk_bits=1024, fingerprint=FP, end_follows=True
+                    )
                 ),
                 pb.IndexChange(
                     put=pb.IndexPut(refs=[f"{member}{k}" for k in range(5)], clks=clks(5, 1))
                 ),
+                pb.IndexChange(end=pb.IndexEnd(put_refs=5)),
             ]
             m.ChangeIndex(iter(change), metadata=auth(w.tokens["trial", member]))
             m.Upload(

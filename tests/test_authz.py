@@ -176,9 +176,12 @@ CALLS: dict[str, Call] = {
         iter(
             [
                 pb.IndexChange(
-                    header=pb.IndexHeader(project=w.project, clk_bits=1024, fingerprint=bytes(32))
+                    header=pb.IndexHeader(
+                        project=w.project, clk_bits=1024, fingerprint=bytes(32), end_follows=True
+                    )
                 ),
                 pb.IndexChange(put=pb.IndexPut(refs=[uuid.uuid4().hex], clks=_clks(1))),
+                pb.IndexChange(end=pb.IndexEnd(put_refs=1)),
             ]
         ),
         metadata=md,

@@ -180,7 +180,9 @@ def rss(pid: int) -> int:
 def huge_change(project: str, mib: int) -> Iterator[pb.IndexChange]:
     """An index change of about `mib` MiB of puts (1,024-bit CLKs), made as it is sent."""
     yield pb.IndexChange(
-        header=pb.IndexHeader(project=project, clk_bits=1024, fingerprint=FINGERPRINT)
+        header=pb.IndexHeader(
+            project=project, clk_bits=1024, fingerprint=FINGERPRINT, end_follows=True
+        )
     )
     per_message = 4 * 1024**2 // 128
     clks = os.urandom(per_message * 128)

@@ -148,9 +148,12 @@ def test_a_commit_after_the_revocation_is_refused_inside_the_transaction(
     clks = os.urandom(128 * 10)
     header, body = upload_messages("trial", clks)
     index_header = pb.IndexChange(
-        header=pb.IndexHeader(project="trial", clk_bits=1024, fingerprint=FINGERPRINT)
+        header=pb.IndexHeader(
+            project="trial", clk_bits=1024, fingerprint=FINGERPRINT, end_follows=True
+        )
     )
     put = pb.IndexChange(put=pb.IndexPut(refs=["r1"], clks=clks[:128]))
+    end = pb.IndexChange(end=pb.IndexEnd(put_refs=1))
 
     def revoked_then(method: str, *rest: object):  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + 10
@@ -167,7 +170,7 @@ def test_a_commit_after_the_revocation_is_refused_inside_the_transaction(
 
     def change():  # type: ignore[no-untyped-def]
         yield index_header
-        yield from revoked_then("ChangeIndex", put)
+        yield from revoked_then("ChangeIndex", put, end)
 
     with pytest.raises(grpc.RpcError) as refused:
         stub(channel).Upload(upload(), metadata=auth(token))

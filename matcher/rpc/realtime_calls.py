@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from blindmatch.matcher.errors import InvalidArgument, PermissionDenied
-from blindmatch.matcher.realtime.engine import Realtime
+from blindmatch.matcher.realtime.engine import Realtime, takes_clks
 from blindmatch.matcher.rpc import convert
 from blindmatch.matcher.rpc.auth import (
     OPERATOR_ON_MEMBER_CALL,
@@ -24,6 +24,16 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.protos import blindmatch_pb2 as pb
 
 log = logging.getLogger("blindmatch.matcher")
+
+# Without `end_follows` the matcher cannot tell a stream cut short (a message over the size
+# limit, a cancel: gRPC ends it as it ends a finished one) from a whole change, and stored
+# what it read; since 2026-12-06 such a change is refused whole, before its puts are read.
+NO_END_FOLLOWS = (
+    "header.end_follows: required (this client leaves it unset, as clients from before "
+    "field 41 did): a change is stored only once its IndexEnd is read, so that a stream cut "
+    "short stores nothing. Upgrade blindmatch (every `blindmatch index` command sets it); "
+    "nothing was changed"
+)
 
 
 class RealtimeCalls:
@@ -49,6 +59,9 @@ class RealtimeCalls:
         self, request_iterator: Iterator[pb.IndexChange], context: Call
     ) -> pb.IndexChangeReply:
         header, member = self._stream_header(request_iterator, context, "an index change")
+        takes_clks(self.store.project(header.project))  # before its CLKs are read
+        if not header.end_follows:
+            raise InvalidArgument(NO_END_FOLLOWS)
         with self.held_changes.holding() as hold:  # until applied: it is held till then
             encoding, puts, removes = convert.index_change(header, request_iterator, hold)
             summary, replayed = self.realtime.change_index(
