@@ -72,11 +72,19 @@ def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> Non
     write_text(path, buf.getvalue())
 
 
-def write_text(path: str | Path, text: str) -> None:
-    """Write a text file atomically: the old file or the whole new one, never half."""
+def check_writable(path: str | Path) -> Path:
+    """`path`, refused as `write_text` would refuse it (a folder): called before a call to
+    the matcher whose answer is written there, so that none is asked (and audited, or
+    counted) for an answer that could not be kept."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give the name of a file to write")
+    return path
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically: the old file or the whole new one, never half."""
+    path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

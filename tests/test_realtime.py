@@ -183,6 +183,12 @@ def test_a_small_csv_is_queried_through_the_members_mapping(
     assert not out.exists()
     text = orgs["north"].csv.read_text(encoding="utf-8").replace("30/02/1970", "")
     orgs["north"].csv.write_text(text, encoding="utf-8")
+    # --out a folder: refused before the query is asked (before, asked, logged and counted,
+    # and then its answer could not be written).
+    assert main([*args[:-5], "--out", str(tmp_path), *args[-3:]]) == 2
+    assert f"{tmp_path}: is a folder; give the name" in capsys.readouterr().err
+    with matcher.operator() as op:
+        assert sum(v.queries + v.refused for v in op.query_report("trial")) == 0
     assert main(args) == 0
     lines = out.read_text().splitlines()
     assert lines == [

@@ -152,11 +152,12 @@ def _stage_label(status: RunProgress) -> str:
 
 def cmd_results(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.client.files import write_csv
+    from blindmatch.client.files import check_writable, write_csv
     from blindmatch.client.remote.twoserver import folder_sha256
     from blindmatch.client.results import HEADERS, join_results
 
     encoded = read_encoded(args.encoded, verify=False)
+    check_writable(args.out)  # before the fetch, which is audited
     with connect(args, member_token(args)) as client:
         results = client.results(args.project, purpose=args.purpose or "")
     also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""

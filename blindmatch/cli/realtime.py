@@ -283,10 +283,12 @@ def _two_server_query(
 
 def cmd_query(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.person import usable_fields
-    from blindmatch.client.files import write_csv
+    from blindmatch.client.files import check_writable, write_csv
 
     if not args.purpose or not args.purpose.strip():
         raise InputError("--purpose is required: say why you are asking (a case reference)")
+    if args.out:  # before the query, which is logged and counted
+        check_writable(args.out)
     result, labels, schema, secret = encode_query(args)
     with connect(args, member_token(args)) as client:
         # A two-server project's matcher never takes a CLK: asked first, so none is sent.
