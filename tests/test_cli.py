@@ -187,3 +187,28 @@ def test_erase_asks_at_a_terminal_and_does_nothing_without_a_yes(
     assert done.returncode == 0, done.stderr
     assert "Erased from trial" in done.stdout
     assert len([r for r in db_rows(matcher.data_dir, "audit") if r[3] == "erase"]) == 1
+
+
+def test_a_tokens_dir_that_is_a_file_is_refused_before_the_tokens_are_made(
+    matcher: Matcher,
+    project: ProjectTokens,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tokens are shown once: before, `project create` made the project and `rotate-token`
+    replaced north's token, and then neither could write the new tokens (nowhere to read
+    them: north locked out until rotated again)."""
+    from blindmatch.client import MatcherClient
+
+    taken = tmp_path / "tokens"
+    taken.write_text("not a folder\n")
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    net = ["--server", matcher.target, "--tokens-dir", str(taken)]
+    assert main(["project", "create", "fresh", "--members", "north,south", *net]) == 2
+    assert main(["project", "rotate-token", "trial", "--member", "north", *net]) == 2
+    assert capsys.readouterr().err.count(f"--tokens-dir {taken}: is a file; give a folder") == 2
+    with matcher.operator() as op:
+        assert [p.project for p in op.list_projects()] == ["trial"]
+    with MatcherClient(matcher.target, project.tokens["north"]) as north:
+        assert north.describe("trial").project == "trial"  # north's token still works

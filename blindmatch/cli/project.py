@@ -90,6 +90,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     name = _name(args)
     members = [m.strip() for m in args.members.split(",") if m.strip()]
     expires = parse_expiry(args.expires_in) if args.expires_in else 0
+    check_tokens_dir(args)
     with connect(args, admin_token()) as client:
         created = client.create_project(
             name,
@@ -139,6 +140,13 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_tokens_dir(args: argparse.Namespace) -> None:
+    """--tokens-dir that is a file: refused before the call, whose tokens are shown once (a
+    project made, or a token rotated, with nowhere to write them left them nowhere)."""
+    if args.tokens_dir and Path(args.tokens_dir).exists() and not Path(args.tokens_dir).is_dir():
+        raise InputError(f"--tokens-dir {args.tokens_dir}: is a file; give a folder")
+
+
 def write_tokens(folder: str, tokens: dict[str, str]) -> dict[str, str]:
     """Each member's token to FOLDER/MEMBER.token, owner-only (the folder too, if made here)."""
     from blindmatch.client.files import write_text
@@ -155,6 +163,7 @@ def write_tokens(folder: str, tokens: dict[str, str]) -> dict[str, str]:
 
 def cmd_rotate_token(args: argparse.Namespace) -> int:
     name = _name(args)
+    check_tokens_dir(args)
     with connect(args, admin_token()) as client:
         token = client.rotate_token(name, args.member)
     if args.tokens_dir:
