@@ -430,8 +430,8 @@ def serve_forever(running: Stoppable, ready: Callable[[], None] | None = None) -
     sets: the kernel may hand a process's SIGTERM to any of its threads (gRPC's, say, when
     the main thread is slow to wake under load), and CPython runs the handler only once
     the main thread runs Python code again, which a main thread asleep in a lock's
-    acquire never did: the server did not stop (1 run in about 200 under load; a SIGTERM
-    sent to another thread did it every time). The C handler writes the signal's number
+    acquire never did: the server did not stop (1 run in a few hundred under load; a
+    SIGTERM sent to another thread did it every time). The C handler writes the signal's number
     to the wakeup fd from whichever thread it runs on.
     SIGUSR1 writes every thread's stack to stderr (`faulthandler`, from C: even with the
     main thread stuck), for a server that does not stop: benchmarks/cliflow.py sends it

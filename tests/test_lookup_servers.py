@@ -984,7 +984,7 @@ def test_a_sigterm_another_thread_takes_stops_the_server(tmp_path: Path) -> None
     """The kernel may hand a process's SIGTERM to any of its threads (a gRPC thread, when
     the main thread is slow to wake under load): the server stops all the same. Before:
     the Python handler waited for the main thread, asleep in a lock's acquire for good, and
-    the server never stopped (the test above, 1 run in about 200 under load; here, always)."""
+    the server never stopped (the test above: 1 run in a few hundred under load; here: always)."""
     key_file = tmp_path / "lookup.key"
     key_file.write_text("bm_lookup_" + "k" * 43 + "\n")
     key_file.chmod(0o600)
