@@ -3,10 +3,12 @@ upload, run, results. Used by the Febrl4 benchmark and its end-to-end test."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -22,6 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 LOG_LINES = 10_000  # of the server's log kept in `Served.log`
+# How long a server is given to exit after SIGTERM; one still running then is asked for its
+# threads' stacks (SIGUSR1), killed, and reported with them.
+STOP_SECONDS = 30
 
 
 @dataclass
@@ -141,14 +146,27 @@ def _started(argv: list[str], admin: str, cpus: set[int] | None) -> Iterator[Ser
         yield served
     finally:
         proc.terminate()
+        hung = False
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            hung = True
+            # Every thread's stack (`serve_forever` registers SIGUSR1 with faulthandler),
+            # into the log the reader keeps, then the kill.
+            proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=2)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
             reader.join(timeout=10)  # the pipe's end: the server (and its children) exited
             err.close()
+        if hung:
+            raise RuntimeError(
+                f"blindmatch {what} did not exit within {STOP_SECONDS}s of SIGTERM (killed); "
+                "its log's end, with its threads' stacks:\n" + "".join(list(served.log)[-300:])
+            )
 
 
 def link(

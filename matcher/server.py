@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -426,18 +425,40 @@ def serve_forever(running: Stoppable, ready: Callable[[], None] | None = None) -
 
     `ready` is called once the signal handlers are in place (announce the
     server there: a SIGTERM sent on that cue then always stops it gracefully).
+
+    The main thread waits on the signal wakeup fd, not on an event the Python handler
+    sets: the kernel may hand a process's SIGTERM to any of its threads (gRPC's, say, when
+    the main thread is slow to wake under load), and CPython runs the handler only once
+    the main thread runs Python code again, which a main thread asleep in a lock's
+    acquire never did: the server did not stop (1 run in a few hundred under load; a
+    SIGTERM sent to another thread did it every time). The C handler writes the signal's number
+    to the wakeup fd from whichever thread it runs on.
+    SIGUSR1 writes every thread's stack to stderr (`faulthandler`, from C: even with the
+    main thread stuck), for a server that does not stop: benchmarks/cliflow.py sends it
+    to one that outlives its SIGTERM.
     """
+    import contextlib
+    import faulthandler
     import signal
+    import socket
 
-    stopped = threading.Event()
-
-    def _stop(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        stopped.set()
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
-    if ready is not None:
-        ready()
-    stopped.wait()
+    with contextlib.suppress(RuntimeError, ValueError, OSError):  # (no stderr: no stacks)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    stops = {int(signal.SIGINT), int(signal.SIGTERM)}
+    woken, waker = socket.socketpair()
+    waker.setblocking(False)
+    previous = signal.set_wakeup_fd(waker.fileno(), warn_on_full_buffer=False)
+    try:
+        for signum in stops:  # (a Python handler, so that the C one writes the wakeup fd)
+            signal.signal(signum, lambda _signum, _frame: None)
+        if ready is not None:
+            ready()
+        while (signum := woken.recv(1)[0]) not in stops:
+            pass  # (another signal with a Python handler)
+    finally:
+        signal.set_wakeup_fd(previous)
+        woken.close()
+        waker.close()
+    log.info("signal %d: stopping", signum)
     running.stop(grace=5)
+    log.info("stopped")

@@ -5,6 +5,7 @@ change, and refuses (UNAVAILABLE, naming the server) rather than answer without 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.cliflow import BLINDMATCH, ROOT, lookup_server, serve
+from benchmarks.cliflow import BLINDMATCH, ROOT, STOP_SECONDS, lookup_server, serve
 from benchmarks.erasure_start import Hung
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.cli import main
@@ -975,6 +976,32 @@ def test_serve_with_look_up_server_processes_without_a_data_dir(
         with lookup_server(tmp_path / "absent", "0/1", listen=address, key_file=key_file):
             south_indexed_north_answered(served.target, served.admin_token, clks)
     assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux threads in /proc")
+def test_a_sigterm_another_thread_takes_stops_the_server(tmp_path: Path) -> None:
+    """The kernel may hand a process's SIGTERM to any of its threads (a gRPC thread, when
+    the main thread is slow to wake under load): the server stops all the same. Before:
+    the Python handler waited for the main thread, asleep in a lock's acquire for good, and
+    the server never stopped (the test above: 1 run in a few hundred under load; here: always)."""
+    key_file = tmp_path / "lookup.key"
+    key_file.write_text("bm_lookup_" + "k" * 43 + "\n")
+    key_file.chmod(0o600)
+    with lookup_server(tmp_path / "absent", "0/1", key_file=key_file) as served:
+        pid = served.process.pid
+        for tid in sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid):
+            try:
+                os.kill(tid, signal.SIGTERM)  # (kill(2) given a thread's id: that thread takes it)
+                break
+            except ProcessLookupError:  # (that thread ended meanwhile)
+                continue
+        else:
+            pytest.fail("the server runs no thread but its main one")
+        # Before: TimeoutExpired, its main thread still waiting (cliflow's SIGTERM, to the
+        # process, then stopped it).
+        assert served.process.wait(timeout=STOP_SECONDS) == 0
+    assert "signal 15: stopping" in "".join(served.log)
 
 
 @pytest.mark.slow
