@@ -1316,6 +1316,10 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
     ("tsrun-before-every-upload", lambda c, u: c.stub.StartRun(
         pb.StartRunRequest(project="shares"), metadata=c.north), "FAILED_PRECONDITION",
      "waiting for south"),
+    ("tscreate-blocking", lambda c, u: c.stub.CreateProject(pb.CreateProjectRequest(
+        name="fresh", members=["a", "b"], mode="two-server", blocking=pb.BLOCKING_LSH),
+        metadata=c.admin), "INVALID_ARGUMENT",
+     "blocking: lsh, but a two-server project's pairs are proposed by S1"),
 ]  # fmt: skip
 
 

@@ -29,9 +29,10 @@ from blindmatch.cli.options import (
     unit_interval,
     when,
 )
-from blindmatch.cli.projectencoded import compare_encoded
+from blindmatch.cli.projectencoded import check_encoded, compare_encoded
 from blindmatch.cli.projectmode import clk_notice
 from blindmatch.client.errors import InputError
+from blindmatch.client.remote.model import said_blocking
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.model import MemberState, ProjectInfo
@@ -122,9 +123,10 @@ def cmd_create(args: argparse.Namespace) -> int:
     purpose = "; results need --purpose" if created.require_purpose else ""
     if created.require_users:
         purpose += "; results, requests, queries and watches need a user token"
+    blocking = said_blocking(created.mode, created.blocking)
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
-        f"threshold: {created.threshold}, blocking: {created.blocking}, mode: {created.mode}; "
+        f"threshold: {created.threshold}, blocking: {blocking}, mode: {created.mode}; "
         f"data deleted at {when(created.expires_unix)}{purpose})."
     )
     if args.tokens_dir:
@@ -192,7 +194,7 @@ def _show(info: ProjectInfo) -> None:
         who = "operator's view"
     print(
         f"Project {info.project} ({who}; disclosure {info.disclosure}, "
-        f"threshold {info.threshold}, blocking {info.blocking}, mode {info.mode})"
+        f"threshold {info.threshold}, blocking {info.blocking_said}, mode {info.mode})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
     if info.require_users:
@@ -245,7 +247,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "project": info.project,
         "disclosure": info.disclosure,
         "threshold": info.threshold,
-        "blocking": info.blocking,
+        "blocking": info.blocking_said,
         "mode": info.mode,
         "require_purpose": info.require_purpose,
         "require_users": info.require_users,
@@ -262,6 +264,9 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "latest_run": None if run is None else {
             "run_id": run.run_id, "state": run.state, "started": when(run.started_unix),
         },
+        # Where the shares go, as the text view says (walk2s: --json left them out).
+        **({"two_server": {"s1": info.two_server_s1, "s2": info.two_server_s2}}
+           if info.mode == "two-server" else {}),
     }  # fmt: skip
 
 
@@ -275,11 +280,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     with connect(args, token or admin_token()) as client:
         info = client.describe(name) if token else client.list_projects(name)[0]
-    if args.json:
-        print(json.dumps(_as_dict(info)))
-    else:
+    if not args.json:
         _show(info)
-    return compare_encoded(info, args.encoded) if args.encoded else 0
+        return compare_encoded(info, args.encoded) if args.encoded else 0
+    shown = _as_dict(info)
+    check = check_encoded(info, args.encoded) if args.encoded else None
+    if check is not None:  # one JSON object on stdout: the folder's verdict is a key of it
+        shown["encoded"] = check.as_dict()
+    print(json.dumps(shown))
+    return check.status if check is not None else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

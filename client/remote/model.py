@@ -62,6 +62,12 @@ class MemberState:
         return self.uploaded and not self.started_unix
 
 
+def said_blocking(mode: str, blocking: str) -> str:
+    """A project's blocking as the commands say it: in a two-server project S1 proposes the
+    pairs (compared whole, or blocked, by its own caps), whatever `blocking` holds."""
+    return "by S1" if mode == "two-server" else blocking
+
+
 @dataclass(frozen=True)
 class ProjectInfo:
     """A project as the asking member (`MatcherClient.describe`) or the operator
@@ -84,6 +90,12 @@ class ProjectInfo:
     mode: str = "clk"  # "two-server": CLKs never go to the matcher (two_server_s1/s2 do)
     two_server_s1: str = ""  # S1's address (two-server), where first shares go
     two_server_s2: str = ""  # S2's address, where second shares go
+
+    @property
+    def blocking_said(self) -> str:
+        """The blocking as `project show` and `report` say it: a two-server run's pairs are
+        S1's to propose (by its own caps), whatever `blocking` was left at."""
+        return said_blocking(self.mode, self.blocking)
 
 
 @dataclass(frozen=True)
