@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from blindmatch.cli.app import main
 from blindmatch.client.encoding.sharing import SHARED_FOLDER
+from blindmatch.client.tools.auditfiles import who_looked
 from tests import twoserver_world
 from tests.support import ADMIN_TOKEN
 from tests.twoserver_world import NAMES, World, create
@@ -82,3 +84,29 @@ def test_report_names_the_mode_and_s1s_blocking(
     html = page.read_text(encoding="utf-8")
     assert "<td>mode</td><td>two-server (S1 and S2 hold XOR shares" in html  # was no mode
     assert "<td>blocking</td><td>by S1</td>" in html  # was "auto"
+
+
+def test_audit_report_says_a_query_searched_partners_records_not_indexes() -> None:
+    """A two-server query searches partners' latest uploads at S1 and S2: the project has no
+    index, so `audit report` does not say it queried one (it did, in both modes)."""
+    entry = {"action": "query", "actor": "north", "member": "north", "time": 1796547959.0,
+             "purpose": "case 24/118", "disclosed": {"south": "hits"},
+             "detail": {"records": 5}}  # fmt: skip
+    (row,) = who_looked([entry])
+    assert row[3] == "queried partners' records"  # was "queried partners' indexes"
+
+
+def test_evaluate_of_hits_says_scores_come_from_a_clk_project_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`evaluate` of a two-server project's hits (no scores) pointed to `--disclose scores`,
+    which a two-server project refuses: it says a CLK project's, and `--mode clk`."""
+    (tmp_path / "hits.csv").write_text("record_id,partner\nN1,south\n")
+    (tmp_path / "truth.csv").write_text(
+        "member,record_id,entity_id\nnorth,N1,1\nnorth,N2,2\nsouth,S1,1\n"
+    )
+    assert main(["evaluate", "--results", str(tmp_path / "hits.csv"),
+                 "--truth", str(tmp_path / "truth.csv")]) == 0  # fmt: skip
+    said = capsys.readouterr().out
+    assert "no scores in these results: a CLK project created with `--disclose scores`" in said
+    assert "`--mode clk` on a matcher with S1 and S2" in said
