@@ -73,7 +73,7 @@ def test_blocking_is_s1s_in_a_two_server_project_refused_at_create_and_said_by_s
     assert "blocking by S1, mode two-server)" in capsys.readouterr().out  # was "blocking auto"
 
 
-def test_report_names_the_mode_and_s1s_blocking(
+def test_report_names_the_mode_and_s1s_blocking_and_show_the_earliest_upload_held(
     world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     project = create(world, "walk", "two-server")
@@ -84,6 +84,13 @@ def test_report_names_the_mode_and_s1s_blocking(
     html = page.read_text(encoding="utf-8")
     assert "<td>mode</td><td>two-server (S1 and S2 hold XOR shares" in html  # was no mode
     assert "<td>blocking</td><td>by S1</td>" in html  # was "auto"
+    # north uploads again: the fingerprint id is of the earliest upload held, south's now
+    # (it said "set by north's upload, the first" before and "set by south's ..." after).
+    assert world.cli("upload", str(encoded["north"]), "--project", "walk",
+                     token=project.tokens["north"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert world.cli("project", "show", "walk", token=project.tokens["north"]) == 0
+    assert "(of south's upload, the earliest held)" in capsys.readouterr().out
 
 
 def test_audit_report_says_a_query_searched_partners_records_not_indexes() -> None:

@@ -208,7 +208,7 @@ def _show(info: ProjectInfo) -> None:
         print(
             f"  encodings: fingerprint id {info.fingerprint_id} ("
             + (f"{info.clk_bits}-bit CLKs; " if info.clk_bits else "")
-            + f"set by {info.fingerprint_from}'s upload, the first)"
+            + f"of {info.fingerprint_from}'s upload, the earliest held)"
         )
     else:
         print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
@@ -366,7 +366,9 @@ def register(sub: Subcommands) -> None:
         metavar="METHOD",
         default="auto",
         help="compare every pair (exhaustive), only pairs LSH proposes (lsh), or choose by "
-        "size (auto, the default: LSH above 10^10 pairs per pair of members)",
+        "size (auto, the default: LSH above 10^10 pairs per pair of members); a CLK "
+        "project's: in a two-server project S1 proposes the pairs by its own caps, and "
+        "another method is refused",
     )
     pc.add_argument(
         "--mode",
@@ -480,4 +482,9 @@ def register(sub: Subcommands) -> None:
         help="an ENCODED folder to check against the project's fingerprint id and mode "
         "before uploading",
     )
-    ps.add_argument("--json", action="store_true", help="print the project as JSON")
+    ps.add_argument(
+        "--json",
+        action="store_true",
+        help="print the project as one JSON object (with --encoded, the folder's verdict "
+        'under "encoded")',
+    )

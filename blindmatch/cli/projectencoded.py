@@ -49,10 +49,10 @@ def check_encoded(info: ProjectInfo, path: Path) -> EncodedCheck:
         return EncodedCheck(
             str(path), mine, "refused",
             f"{path}: fingerprint id {mine} ({encoded.clk_bits}-bit CLKs) differs from the "
-            f"project's {info.fingerprint_id} ({info.clk_bits}-bit, set by "
-            f"{info.fingerprint_from}): it was encoded with another schema or secret; do not "
-            "upload it. Compare your schema file's SHA-256 and your secret's id with that "
-            "member's.",
+            f"project's {info.fingerprint_id} ({info.clk_bits}-bit, of "
+            f"{info.fingerprint_from}'s upload): it was encoded with another schema or "
+            "secret; do not upload it. Compare your schema file's SHA-256 and your secret's "
+            "id with that member's.",
             1,
         )  # fmt: skip
     refused = _refused_by_mode(info, path)  # as `upload` refuses it (issue 18)
