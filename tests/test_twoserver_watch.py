@@ -430,3 +430,7 @@ def test_at_mapping_a_watch_event_names_request_references_only_the_partner_reso
                      "--purpose", "answering case 24/118", token=tokens["south"]) == 0  # fmt: skip
     said = capsys.readouterr().out  # (was "a query's answer, `blindmatch query`" alone)
     assert "(a query's or a watch's answer, `blindmatch query` or `watch`; reference" in said
+    # `resolve` asked the project's mode alone (DescribeProject settings_only): south was not
+    # recorded looking at its partners' upload status (it was, once a resolve, walk2s).
+    with world.operator() as op:
+        assert not [e for e in op.audit("shares") if e["action"] == "project.describe"]
