@@ -31,11 +31,13 @@ from blindmatch.cli.options import (
 )
 from blindmatch.cli.projectencoded import check_encoded, compare_encoded
 from blindmatch.cli.projectmode import clk_notice
+from blindmatch.cli.projectstate import as_json as upload_json
+from blindmatch.cli.projectstate import unasked_line, upload_state
 from blindmatch.client.errors import InputError
 from blindmatch.client.remote.model import said_blocking
 
 if TYPE_CHECKING:
-    from blindmatch.client.remote.model import MemberState, ProjectInfo
+    from blindmatch.client.remote.model import ProjectInfo
 
 _DURATION = re.compile(r"(\d+)\s*([hdwy])")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -213,32 +215,16 @@ def _show(info: ProjectInfo) -> None:
     else:
         print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
     for m in info.members:
-        state = _upload_state(m)
+        state = upload_state(m)
         consent = f"; consents to {m.consent}" if m.consent else ""
         print(f"  {m.name}: {state}{consent}")
+    if unasked := unasked_line(info):
+        print(unasked)
     if info.latest_run is not None:
         run = info.latest_run
         print(f"  latest run {run.run_id}: {run.state} (started {when(run.started_unix)})")
     else:
         print("  no run yet")
-
-
-def _upload_state(m: MemberState) -> str:
-    """A member's upload as `show` says it: only a whole upload counts as held."""
-    if not m.started_unix:
-        return f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
-    earlier = (
-        f"; its earlier upload of {m.record_count} records is not counted as held (S1 or S2 "
-        "may hold the new one in its place)"
-        if m.uploaded
-        else ""
-    )
-    # The matcher issued a ticket and has not taken the upload's header: S1 and S2 check
-    # tickets themselves, so whether any share reached them is not known here.
-    return (
-        f"upload started, not finished (ticket issued {when(m.started_unix)}; nothing may "
-        f"have been sent, or its shares may be at S1 or S2 only; it uploads again){earlier}"
-    )
 
 
 def _as_dict(info: ProjectInfo) -> dict[str, object]:
@@ -255,10 +241,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "fingerprint_id": info.fingerprint_id,
         "fingerprint_from": info.fingerprint_from,
         "members": [
-            {"name": m.name, "record_count": m.record_count if m.whole else None,
-             "consent": m.consent,
-             "upload": "whole" if m.whole else "started" if m.started_unix else "none",
-             **({"upload_started": when(m.started_unix)} if m.started_unix else {})}
+            {"name": m.name, "consent": m.consent, **upload_json(m)}
             for m in info.members
         ],
         "latest_run": None if run is None else {
@@ -267,6 +250,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         # Where the shares go, as the text view says (walk2s: --json left them out).
         **({"two_server": {"s1": info.two_server_s1, "s2": info.two_server_s2}}
            if info.mode == "two-server" else {}),
+        **({"two_server_unasked": info.two_server_unasked} if info.two_server_unasked else {}),
     }  # fmt: skip
 
 

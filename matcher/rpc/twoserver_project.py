@@ -13,6 +13,7 @@ import grpc
 from blindmatch.matcher import errors
 from blindmatch.matcher.rpc.twoserver_channel import channel, channel_options
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers, peer_error
+from blindmatch.matcher.rpc.twoserver_holds import holds_at
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -148,7 +149,11 @@ def combiner_setup(
         to_s2 = FORGETTING.submit(forget_one, "S2", project, member)
         return [forget_one("S1", project, member), to_s2.result()]
 
-    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one)
+    def holds(who: str, names: list[str]) -> tuple[list[bool] | None, str]:
+        address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
+        return holds_at(address, who, key, credentials, names, c)
+
+    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds)
 
 
 __all__ = ["combiner_setup", "forget_at", "reachable"]
