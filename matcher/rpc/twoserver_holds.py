@@ -10,8 +10,10 @@ partner's shares are is no business of the member's."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -49,6 +51,27 @@ def answer(role: _Role, request: pb.HoldsRequest) -> pb.HoldsReply:
         return pb.HoldsReply(held=[name in role.held for name in names])
 
 
+@contextmanager
+def role_stub(
+    address: str, who: str, credentials: grpc.ChannelCredentials | None,
+    kept: grpc.Channel | None = None,
+) -> Iterator[Any]:  # fmt: skip
+    """`who`'s (S1's or S2's) stub over the `kept` channel (left open), or over a channel of
+    its own, closed after."""
+    channel = kept or (
+        grpc.insecure_channel(address, options=channel_options())
+        if credentials is None
+        else grpc.secure_channel(address, credentials, options=channel_options())
+    )
+    try:
+        yield (pb_grpc.TwoServerBlockingStub if who == "S1" else pb_grpc.TwoServerSharesStub)(
+            channel
+        )
+    finally:
+        if kept is None:
+            channel.close()
+
+
 def holds_at(
     address: str,
     who: str,
@@ -59,23 +82,15 @@ def holds_at(
 ) -> tuple[list[bool] | None, str]:
     """`who`'s (S1's or S2's) answer for `names` over the `kept` channel (None: one of its
     own); never raises: (None, why) where it cannot be reached in time or refuses."""
-    channel = kept or (
-        grpc.insecure_channel(address, options=channel_options())
-        if credentials is None
-        else grpc.secure_channel(address, credentials, options=channel_options())
-    )
-    stub = (pb_grpc.TwoServerBlockingStub if who == "S1" else pb_grpc.TwoServerSharesStub)(channel)
     try:
-        reply = stub.Holds(pb.HoldsRequest(names=names), timeout=HOLDS_SECONDS,
-                           metadata=(("authorization", f"Bearer {key}"),))  # fmt: skip
-        if len(reply.held) != len(names):
-            return None, f"{who} ({address}) answered for {len(reply.held)} of {len(names)}"
-        return list(reply.held), ""
+        with role_stub(address, who, credentials, kept) as stub:
+            reply = stub.Holds(pb.HoldsRequest(names=names), timeout=HOLDS_SECONDS,
+                               metadata=(("authorization", f"Bearer {key}"),))  # fmt: skip
     except grpc.RpcError as exc:
         return None, str(peer_error(f"{who} ({address})", exc))
-    finally:
-        if kept is None:
-            channel.close()
+    if len(reply.held) != len(names):
+        return None, f"{who} ({address}) answered for {len(reply.held)} of {len(names)}"
+    return list(reply.held), ""
 
 
 def where_started(setup: TwoServerSetup, store: Store, info: pb.ProjectInfo) -> None:
@@ -103,4 +118,4 @@ def where_started(setup: TwoServerSetup, store: Store, info: pb.ProjectInfo) -> 
                 setattr(m, field, _HELD[held[i]])
 
 
-__all__ = ["HOLDS_SECONDS", "MAX_NAMES", "answer", "holds_at", "where_started"]
+__all__ = ["HOLDS_SECONDS", "MAX_NAMES", "answer", "holds_at", "role_stub", "where_started"]
