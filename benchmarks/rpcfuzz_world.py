@@ -488,6 +488,8 @@ ROLES: dict[tuple[str, str], Seed] = {
     ("TwoServerBlocking", "PrepareBlocks"): lambda w: (block_deal(0), w.key),
     ("TwoServerShares", "PrepareBlocks"): lambda w: (_deal_parts(block_deal(1)), w.key),
     ("TwoServerShares", "BlockExchange"): _blocks_prepared,
+    ("TwoServerBlocking", "Holds"): lambda w: (pb.HoldsRequest(names=["p/gone/t"]), w.key),
+    ("TwoServerShares", "Holds"): lambda w: (pb.HoldsRequest(names=["p/gone/t"]), w.key),
     ("TwoServerCombiner", "Upload"): lambda w: (_parts(w, "combiner"), w.member_key),
     ("TwoServerCombiner", "Run"): lambda w: (pb.TwoServerRunRequest(threshold=0.8), w.key),
 }

@@ -29,6 +29,12 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_RUNNING: _ClassVar[RunState]
     RUN_STATE_DONE: _ClassVar[RunState]
     RUN_STATE_FAILED: _ClassVar[RunState]
+
+class StartedHeld(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STARTED_HELD_UNASKED: _ClassVar[StartedHeld]
+    STARTED_HELD_YES: _ClassVar[StartedHeld]
+    STARTED_HELD_NO: _ClassVar[StartedHeld]
 DISCLOSURE_UNSPECIFIED: Disclosure
 DISCLOSURE_COUNT: Disclosure
 DISCLOSURE_HITS: Disclosure
@@ -43,6 +49,9 @@ RUN_STATE_QUEUED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_DONE: RunState
 RUN_STATE_FAILED: RunState
+STARTED_HELD_UNASKED: StartedHeld
+STARTED_HELD_YES: StartedHeld
+STARTED_HELD_NO: StartedHeld
 
 class CreateProjectRequest(_message.Message):
     __slots__ = ("name", "members", "disclosure", "threshold", "blocking", "require_purpose", "expires_unix", "require_users", "mode")
@@ -106,21 +115,25 @@ class DescribeProjectRequest(_message.Message):
     def __init__(self, project: _Optional[str] = ..., settings_only: _Optional[bool] = ...) -> None: ...
 
 class MemberInfo(_message.Message):
-    __slots__ = ("name", "uploaded", "record_count", "consent", "upload_started_unix")
+    __slots__ = ("name", "uploaded", "record_count", "consent", "upload_started_unix", "started_at_s1", "started_at_s2")
     NAME_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
     CONSENT_FIELD_NUMBER: _ClassVar[int]
     UPLOAD_STARTED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_S1_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_S2_FIELD_NUMBER: _ClassVar[int]
     name: str
     uploaded: bool
     record_count: int
     consent: Disclosure
     upload_started_unix: int
-    def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ..., upload_started_unix: _Optional[int] = ...) -> None: ...
+    started_at_s1: StartedHeld
+    started_at_s2: StartedHeld
+    def __init__(self, name: _Optional[str] = ..., uploaded: _Optional[bool] = ..., record_count: _Optional[int] = ..., consent: _Optional[_Union[Disclosure, str]] = ..., upload_started_unix: _Optional[int] = ..., started_at_s1: _Optional[_Union[StartedHeld, str]] = ..., started_at_s2: _Optional[_Union[StartedHeld, str]] = ...) -> None: ...
 
 class ProjectInfo(_message.Message):
-    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from", "require_users", "user", "mode", "two_server_s1", "two_server_s2")
+    __slots__ = ("project", "member", "disclosure", "threshold", "members", "clk_bits", "latest_run", "blocking", "require_purpose", "expires_unix", "fingerprint_id", "fingerprint_from", "require_users", "user", "mode", "two_server_s1", "two_server_s2", "two_server_unasked")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +151,7 @@ class ProjectInfo(_message.Message):
     MODE_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_S1_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_S2_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_UNASKED_FIELD_NUMBER: _ClassVar[int]
     project: str
     member: str
     disclosure: Disclosure
@@ -155,7 +169,8 @@ class ProjectInfo(_message.Message):
     mode: str
     two_server_s1: str
     two_server_s2: str
-    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ..., require_users: _Optional[bool] = ..., user: _Optional[str] = ..., mode: _Optional[str] = ..., two_server_s1: _Optional[str] = ..., two_server_s2: _Optional[str] = ...) -> None: ...
+    two_server_unasked: str
+    def __init__(self, project: _Optional[str] = ..., member: _Optional[str] = ..., disclosure: _Optional[_Union[Disclosure, str]] = ..., threshold: _Optional[float] = ..., members: _Optional[_Iterable[_Union[MemberInfo, _Mapping]]] = ..., clk_bits: _Optional[int] = ..., latest_run: _Optional[_Union[RunStatus, _Mapping]] = ..., blocking: _Optional[_Union[Blocking, str]] = ..., require_purpose: _Optional[bool] = ..., expires_unix: _Optional[int] = ..., fingerprint_id: _Optional[str] = ..., fingerprint_from: _Optional[str] = ..., require_users: _Optional[bool] = ..., user: _Optional[str] = ..., mode: _Optional[str] = ..., two_server_s1: _Optional[str] = ..., two_server_s2: _Optional[str] = ..., two_server_unasked: _Optional[str] = ...) -> None: ...
 
 class ListProjectsRequest(_message.Message):
     __slots__ = ("project",)
@@ -1265,6 +1280,18 @@ class ForgetReply(_message.Message):
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     dropped: int
     def __init__(self, dropped: _Optional[int] = ...) -> None: ...
+
+class HoldsRequest(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class HoldsReply(_message.Message):
+    __slots__ = ("held",)
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    held: _containers.RepeatedScalarFieldContainer[bool]
+    def __init__(self, held: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class OutputShares(_message.Message):
     __slots__ = ("shares", "round_bytes_sent", "round_bytes_received", "rounds")

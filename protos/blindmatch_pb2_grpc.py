@@ -1589,6 +1589,11 @@ class TwoServerBlockingStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlocksReply.FromString,
                 _registered_method=True)
+        self.Holds = channel.unary_unary(
+                '/blindmatch.v1.TwoServerBlocking/Holds',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsReply.FromString,
+                _registered_method=True)
 
 
 class TwoServerBlockingServicer:
@@ -1666,6 +1671,14 @@ class TwoServerBlockingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Holds(self, request, context):
+        """Whether S1 holds each named upload (C calls it for `project show`, about the uploads
+        whose ticket it issued and whose header it has not taken); nothing else is said.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerBlockingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1703,6 +1716,11 @@ def add_TwoServerBlockingServicer_to_server(servicer, server):
                     servicer.PrepareBlocks,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockDeal.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlocksReply.SerializeToString,
+            ),
+            'Holds': grpc.unary_unary_rpc_method_handler(
+                    servicer.Holds,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1917,6 +1935,33 @@ class TwoServerBlocking:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Holds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerBlocking/Holds',
+            blindmatch_dot_protos_dot_blindmatch__pb2.HoldsRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.HoldsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class TwoServerSharesStub:
     """S2
@@ -1977,6 +2022,11 @@ class TwoServerSharesStub:
                 '/blindmatch.v1.TwoServerShares/BlockExchange',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.FromString,
+                _registered_method=True)
+        self.Holds = channel.unary_unary(
+                '/blindmatch.v1.TwoServerShares/Holds',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsReply.FromString,
                 _registered_method=True)
 
 
@@ -2059,6 +2109,13 @@ class TwoServerSharesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Holds(self, request, context):
+        """As S1's Holds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TwoServerSharesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -2111,6 +2168,11 @@ def add_TwoServerSharesServicer_to_server(servicer, server):
                     servicer.BlockExchange,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.SerializeToString,
+            ),
+            'Holds': grpc.unary_unary_rpc_method_handler(
+                    servicer.Holds,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.HoldsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2384,6 +2446,33 @@ class TwoServerShares:
             '/blindmatch.v1.TwoServerShares/BlockExchange',
             blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.BlockMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Holds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.TwoServerShares/Holds',
+            blindmatch_dot_protos_dot_blindmatch__pb2.HoldsRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.HoldsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1113,6 +1113,26 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "buckets: score buckets: cut-offs above the threshold"),
     ("run-own-buckets", lambda c: run(c, buckets=[0.9]), "INVALID_ARGUMENT",
      "): buckets: [0.9]; the circuit's cut-offs are fixed"),
+    # Holds (walk2s): whether a role holds named uploads, for `project show`.
+    ("s1holds-unkeyed", lambda c: c.s1.Holds(pb.HoldsRequest(names=["p/a/t"]), metadata=[]),
+     "UNAUTHENTICATED", "S1 answers Holds only with the combiner's key"),
+    ("s1holds-members-key", lambda c: c.s1.Holds(pb.HoldsRequest(names=["p/a/t"]),
+                                                 metadata=c.member),
+     "PERMISSION_DENIED", "S1 answers Holds only with the combiner's key, not with the members'"),
+    ("s1holds-no-names", lambda c: c.s1.Holds(pb.HoldsRequest(), metadata=c.key),
+     "INVALID_ARGUMENT", "names: 0; 1 to 1000 upload names"),
+    ("s1holds-too-many", lambda c: c.s1.Holds(pb.HoldsRequest(names=["p/a/t"] * 1001),
+                                              metadata=c.key),
+     "INVALID_ARGUMENT", "names: 1001; 1 to 1000 upload names"),
+    ("s2holds-query-name", lambda c: c.s2.Holds(pb.HoldsRequest(names=["p/a/t", "p/a@t/t"]),
+                                                metadata=c.key),
+     "INVALID_ARGUMENT", "names[1]: 'p/a@t/t' is not an upload's name (project/member/tag)"),
+    ("s2holds-not-a-name", lambda c: c.s2.Holds(pb.HoldsRequest(names=["p//t"]),
+                                                metadata=c.key),
+     "INVALID_ARGUMENT", "names[0]: 'p//t' is not an upload's name"),
+    ("s2holds-members-key", lambda c: c.s2.Holds(pb.HoldsRequest(names=["p/a/t"]),
+                                                 metadata=c.member),
+     "PERMISSION_DENIED", "S2 answers Holds only with the combiner's key, not with the members'"),
 ]  # fmt: skip
 
 
@@ -1131,6 +1151,7 @@ def test_every_two_server_rpc_has_bad_input_cases() -> None:
         "s1blocks": ("TwoServerBlocking", "PrepareBlocks"),
         "s2blocks": ("TwoServerShares", "PrepareBlocks"),
         "blockexchange": ("TwoServerShares", "BlockExchange"),
+        "s1holds": ("TwoServerBlocking", "Holds"), "s2holds": ("TwoServerShares", "Holds"),
     }  # fmt: skip
     rpcs = {(s, m.name) for s in ("TwoServerBlocking", "TwoServerShares", "TwoServerCombiner")
             for m in pb.DESCRIPTOR.services_by_name[s].methods}  # fmt: skip
@@ -1321,6 +1342,10 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
     ("tsrun-before-every-upload", lambda c, u: c.stub.StartRun(
         pb.StartRunRequest(project="shares"), metadata=c.north), "FAILED_PRECONDITION",
      "waiting for south"),
+    ("tscreate-blocking", lambda c, u: c.stub.CreateProject(pb.CreateProjectRequest(
+        name="fresh", members=["a", "b"], mode="two-server", blocking=pb.BLOCKING_LSH),
+        metadata=c.admin), "INVALID_ARGUMENT",
+     "blocking: lsh, but a two-server project's pairs are proposed by S1"),
 ]  # fmt: skip
 
 

@@ -411,7 +411,7 @@ def test_project_list_and_show_give_the_operator_status_without_tokens(
         out = capsys.readouterr().out
         assert "trial" in out and "done" in out
         assert not any(token in out for token in trio.tokens.values())
-    assert "operator's view" in out and "set by north's upload, the first" in out
+    assert "operator's view" in out and "of north's upload, the earliest held" in out
 
 
 def test_project_show_checks_an_encoded_folder_against_the_projects_fingerprint(

@@ -192,9 +192,13 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
         assert [d for n, d in digests.items() if "@" in n] == [""] * 4
     # Audited as any query: purpose, records, who was disclosed.
     with world.operator() as op:
-        entries = [e for e in op.audit("shares") if e["action"] == "query"]
+        audited = list(op.audit("shares"))
+    entries = [e for e in audited if e["action"] == "query"]
     assert len(entries) == 2
     assert entries[0]["member"] == "north" and "case 24/118" in json.dumps(entries[0])
+    # `query` asked the project's mode alone (DescribeProject settings_only): north was not
+    # recorded looking at its partners' upload status (it was, once a query, walk2s).
+    assert not [e for e in audited if e["action"] == "project.describe"]
 
 
 def test_s1_receives_a_querys_band_keys_only_where_it_blocks_the_query(

@@ -426,3 +426,11 @@ def test_at_mapping_a_watch_event_names_request_references_only_the_partner_reso
     ids = read_encoded(south_folder).read_ids()
     assert {i for r in resolved for i in r["record_ids"]} >= {ids[0], ids[1]}
     assert all(r["requester"] == "north" for r in resolved)
+    assert world.cli("resolve", refs[0], "--project", "shares", "--encoded", str(south_folder),
+                     "--purpose", "answering case 24/118", token=tokens["south"]) == 0  # fmt: skip
+    said = capsys.readouterr().out  # (was "a query's answer, `blindmatch query`" alone)
+    assert "(a query's or a watch's answer, `blindmatch query` or `watch`; reference" in said
+    # `resolve` asked the project's mode alone (DescribeProject settings_only): south was not
+    # recorded looking at its partners' upload status (it was, once a resolve, walk2s).
+    with world.operator() as op:
+        assert not [e for e in op.audit("shares") if e["action"] == "project.describe"]

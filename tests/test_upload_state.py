@@ -53,12 +53,15 @@ def test_show_names_a_two_server_upload_cut_after_s1_as_incomplete_and_counts_it
     north, south = (read_encoded(encoded[n], verify=False).record_count for n in NAMES[:2])
     assert f"  north: {north} records uploaded\n" in out
     assert "  south: upload started, not finished (ticket issued " in out
-    assert "its shares may be at S1 or S2 only; it uploads again); its earlier upload of " \
-        f"{south} records is not counted as held" in out  # fmt: skip
-    # west's ticket sent nothing: not called an incomplete upload (S1 and S2 check tickets
-    # themselves, so the matcher cannot say that nothing reached them), nor "not uploaded".
+    # Where the shares are, as S1 answered the matcher's Holds (S2, down, could not be
+    # asked: said, and the description goes on; walk2s).
+    assert "; its shares are at S1; S2 could not be asked; it uploads again); its earlier " \
+        f"upload of {south} records is not counted as held" in out  # fmt: skip
+    # west's ticket sent nothing: S1 holds none of it, S2 could not be asked.
     assert "  west: upload started, not finished (ticket issued " in out
-    assert "; nothing may have been sent, or its shares may be" in out
+    assert "; S1 holds none of it; S2 could not be asked; it uploads again)" in out
+    s2 = f"127.0.0.1:{world.roles['s2'].port}"
+    assert f"  (asked where the started uploads' shares are: S2 ({s2}) is unreachable" in out
     assert "upload incomplete" not in out and "west: not uploaded" not in out
     assert world.cli("project", "show", "shares", "--json",
                      token=project.tokens["north"]) == 0  # fmt: skip
@@ -72,6 +75,45 @@ def test_show_names_a_two_server_upload_cut_after_s1_as_incomplete_and_counts_it
     assert disclosed == [{"south": "upload status", "west": "upload status"}]
     assert world.cli("project", "list") == 0
     assert "shares  " in (listed := capsys.readouterr().out) and "  1  " in listed  # 1 whole
+
+
+def test_show_asks_s1_and_s2_whether_a_started_upload_reached_them(
+    world: World,
+    encoded: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A ticket whose upload sent nothing: S1 and S2 answer that they hold none of it, so
+    `project show` says so and counts the member's earlier upload, which is whole (it said
+    "nothing may have been sent, or its shares may be at S1 or S2 only" before, and counted
+    none). A partner's is not asked about: the member sees what it saw before."""
+    project = create(world, "shares", "two-server")
+    for name in NAMES[:2]:
+        assert world.cli("upload", str(encoded[name]), "--project", "shares",
+                         token=project.tokens[name]) == 0  # fmt: skip
+    for name in ("north", "west"):  # each asks for a ticket and sends nothing
+        with MatcherClient(world.target, project.tokens[name]) as member:
+            ticket(member, "shares")
+    capsys.readouterr()
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
+    assert world.cli("project", "show", "shares", "--operator") == 0
+    out = capsys.readouterr().out
+    north = read_encoded(encoded["north"], verify=False).record_count
+    assert f"  north: {north} records uploaded (an upload started, ticket issued " in out
+    assert "  west: not uploaded (an upload started, ticket issued " in out
+    assert "sent nothing: S1 and S2 hold none of it)" in out and "asked where" not in out
+    assert world.cli("project", "show", "shares", "--json", token=project.tokens["north"]) == 0
+    mine = json.loads(capsys.readouterr().out)["members"][0]
+    assert mine["upload"] == "whole" and mine["record_count"] == north
+    assert mine["started_at"] == {"s1": "not held", "s2": "not held"}
+    # north's earlier upload is whole, as shown: once west uploads, a run uses it.
+    assert world.cli("upload", str(encoded["west"]), "--project", "shares",
+                     token=project.tokens["west"]) == 0  # fmt: skip
+    assert world.cli("run", "--project", "shares", token=project.tokens["north"]) == 0
+    assert world.cli("project", "show", "shares", token=project.tokens["south"]) == 0
+    seen = capsys.readouterr().out  # south's view of north: not asked, as before
+    assert "  north: upload started, not finished (ticket issued " in seen
+    assert "nothing may have been sent, or its shares may be at S1 or S2 only" in seen
 
 
 def test_a_run_where_fewer_than_two_uploads_hold_a_record_is_refused_not_done(

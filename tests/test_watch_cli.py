@@ -39,6 +39,7 @@ from tests.support import (
     STRONG_SECRET,
     Matcher,
     Org,
+    db_rows,
     encode,
     index_all,
 )
@@ -352,6 +353,9 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
         assert sorted(r[1] for r in list(csv.reader(fh))[1:]) == sorted(watched)
     # Closed: the matcher holds no watch, S1 and S2 forget the watched records.
     until(lambda: len(realtime.watches) == 0 and not realtime.two_watches._names)
+    # `watch` asked the project's mode alone (DescribeProject settings_only): north was not
+    # recorded looking at its partners' upload status (it was, once a watch, walk2s).
+    assert not [r for r in db_rows(world.data_dir, "audit") if r[3] == "project.describe"]
     for role in ("s1", "s2"):
         until(lambda: not [n for n in world.roles[role].service.held if "@" in n])  # noqa: B023
     # A comparison that cannot be made ends the watch: here S1's own query limit (1 record a

@@ -29,12 +29,15 @@ from blindmatch.cli.options import (
     unit_interval,
     when,
 )
-from blindmatch.cli.projectencoded import compare_encoded
+from blindmatch.cli.projectencoded import check_encoded, compare_encoded
 from blindmatch.cli.projectmode import clk_notice
+from blindmatch.cli.projectstate import as_json as upload_json
+from blindmatch.cli.projectstate import unasked_line, upload_state
 from blindmatch.client.errors import InputError
+from blindmatch.client.remote.model import said_blocking
 
 if TYPE_CHECKING:
-    from blindmatch.client.remote.model import MemberState, ProjectInfo
+    from blindmatch.client.remote.model import ProjectInfo
 
 _DURATION = re.compile(r"(\d+)\s*([hdwy])")
 _UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
@@ -123,9 +126,10 @@ def cmd_create(args: argparse.Namespace) -> int:
     purpose = "; results need --purpose" if created.require_purpose else ""
     if created.require_users:
         purpose += "; results, requests, queries and watches need a user token"
+    blocking = said_blocking(created.mode, created.blocking)
     print(
         f"Project {created.project} created (disclosure: {created.disclosure}, "
-        f"threshold: {created.threshold}, blocking: {created.blocking}, mode: {created.mode}; "
+        f"threshold: {created.threshold}, blocking: {blocking}, mode: {created.mode}; "
         f"data deleted at {when(created.expires_unix)}{purpose})."
     )
     if args.tokens_dir:
@@ -201,7 +205,7 @@ def _show(info: ProjectInfo) -> None:
         who = "operator's view"
     print(
         f"Project {info.project} ({who}; disclosure {info.disclosure}, "
-        f"threshold {info.threshold}, blocking {info.blocking}, mode {info.mode})"
+        f"threshold {info.threshold}, blocking {info.blocking_said}, mode {info.mode})"
     )
     purpose = "; results need --purpose" if info.require_purpose else ""
     if info.require_users:
@@ -215,37 +219,21 @@ def _show(info: ProjectInfo) -> None:
         print(
             f"  encodings: fingerprint id {info.fingerprint_id} ("
             + (f"{info.clk_bits}-bit CLKs; " if info.clk_bits else "")
-            + f"set by {info.fingerprint_from}'s upload, the first)"
+            + f"of {info.fingerprint_from}'s upload, the earliest held)"
         )
     else:
         print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
     for m in info.members:
-        state = _upload_state(m)
+        state = upload_state(m)
         consent = f"; consents to {m.consent}" if m.consent else ""
         print(f"  {m.name}: {state}{consent}")
+    if unasked := unasked_line(info):
+        print(unasked)
     if info.latest_run is not None:
         run = info.latest_run
         print(f"  latest run {run.run_id}: {run.state} (started {when(run.started_unix)})")
     else:
         print("  no run yet")
-
-
-def _upload_state(m: MemberState) -> str:
-    """A member's upload as `show` says it: only a whole upload counts as held."""
-    if not m.started_unix:
-        return f"{m.record_count} records uploaded" if m.uploaded else "not uploaded"
-    earlier = (
-        f"; its earlier upload of {m.record_count} records is not counted as held (S1 or S2 "
-        "may hold the new one in its place)"
-        if m.uploaded
-        else ""
-    )
-    # The matcher issued a ticket and has not taken the upload's header: S1 and S2 check
-    # tickets themselves, so whether any share reached them is not known here.
-    return (
-        f"upload started, not finished (ticket issued {when(m.started_unix)}; nothing may "
-        f"have been sent, or its shares may be at S1 or S2 only; it uploads again){earlier}"
-    )
 
 
 def _as_dict(info: ProjectInfo) -> dict[str, object]:
@@ -254,7 +242,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "project": info.project,
         "disclosure": info.disclosure,
         "threshold": info.threshold,
-        "blocking": info.blocking,
+        "blocking": info.blocking_said,
         "mode": info.mode,
         "require_purpose": info.require_purpose,
         "require_users": info.require_users,
@@ -262,15 +250,16 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
         "fingerprint_id": info.fingerprint_id,
         "fingerprint_from": info.fingerprint_from,
         "members": [
-            {"name": m.name, "record_count": m.record_count if m.whole else None,
-             "consent": m.consent,
-             "upload": "whole" if m.whole else "started" if m.started_unix else "none",
-             **({"upload_started": when(m.started_unix)} if m.started_unix else {})}
+            {"name": m.name, "consent": m.consent, **upload_json(m)}
             for m in info.members
         ],
         "latest_run": None if run is None else {
             "run_id": run.run_id, "state": run.state, "started": when(run.started_unix),
         },
+        # Where the shares go, as the text view says (walk2s: --json left them out).
+        **({"two_server": {"s1": info.two_server_s1, "s2": info.two_server_s2}}
+           if info.mode == "two-server" else {}),
+        **({"two_server_unasked": info.two_server_unasked} if info.two_server_unasked else {}),
     }  # fmt: skip
 
 
@@ -284,11 +273,15 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     with connect(args, token or admin_token()) as client:
         info = client.describe(name) if token else client.list_projects(name)[0]
-    if args.json:
-        print(json.dumps(_as_dict(info)))
-    else:
+    if not args.json:
         _show(info)
-    return compare_encoded(info, args.encoded) if args.encoded else 0
+        return compare_encoded(info, args.encoded) if args.encoded else 0
+    shown = _as_dict(info)
+    check = check_encoded(info, args.encoded) if args.encoded else None
+    if check is not None:  # one JSON object on stdout: the folder's verdict is a key of it
+        shown["encoded"] = check.as_dict()
+    print(json.dumps(shown))
+    return check.status if check is not None else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -366,7 +359,9 @@ def register(sub: Subcommands) -> None:
         metavar="METHOD",
         default="auto",
         help="compare every pair (exhaustive), only pairs LSH proposes (lsh), or choose by "
-        "size (auto, the default: LSH above 10^10 pairs per pair of members)",
+        "size (auto, the default: LSH above 10^10 pairs per pair of members); a CLK "
+        "project's: in a two-server project S1 proposes the pairs by its own caps, and "
+        "another method is refused",
     )
     pc.add_argument(
         "--mode",
@@ -480,4 +475,9 @@ def register(sub: Subcommands) -> None:
         help="an ENCODED folder to check against the project's fingerprint id and mode "
         "before uploading",
     )
-    ps.add_argument("--json", action="store_true", help="print the project as JSON")
+    ps.add_argument(
+        "--json",
+        action="store_true",
+        help="print the project as one JSON object (with --encoded, the folder's verdict "
+        'under "encoded")',
+    )

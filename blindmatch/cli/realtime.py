@@ -292,7 +292,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     result, labels, schema, secret = encode_query(args)
     with connect(args, member_token(args)) as client:
         # A two-server project's matcher never takes a CLK: asked first, so none is sent.
-        if client.describe(args.project).mode == "two-server":
+        if client.describe(args.project, settings_only=True).mode == "two-server":
             answer = _two_server_query(client, args, result, schema, secret)
         else:
             answer = client.query(

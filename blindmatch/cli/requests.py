@@ -161,7 +161,13 @@ def cmd_resolve(args: argparse.Namespace) -> int:
         return 0
     for r, ids in found:
         yours = ("your records " if len(ids) > 1 else "your record ") + ", ".join(ids)
-        source = f"run {r.run_id}" if r.run_id else "a query's answer, `blindmatch query`"
+        # Issued with a two-server query's answer or a watch's event (walk2s: it named the
+        # query alone, so a watch's reference read as a query's).
+        source = (
+            f"run {r.run_id}"
+            if r.run_id
+            else "a query's or a watch's answer, `blindmatch query` or `watch`"
+        )
         print(
             f"{r.reference}: {r.requester}'s record matched {yours} "
             f"({source}; reference issued {when(r.issued_unix)})"

@@ -115,7 +115,7 @@ def _stream(
 ) -> Iterator[WatchEvent]:  # fmt: skip
     """The watch's events, by the project's mode (asked first: a two-server project's
     matcher never receives a CLK, as for `query`)."""
-    if client.describe(args.project).mode == "two-server":
+    if client.describe(args.project, settings_only=True).mode == "two-server":
         return client.watch(
             args.project, shared_records(result, schema, secret),
             clk_bits=result.clk_bits, fingerprint=result.fingerprint, purpose=args.purpose,

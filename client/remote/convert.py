@@ -42,6 +42,8 @@ from blindmatch.protos import blindmatch_pb2 as pb
 _LEVEL_NUMBERS = {"count": 1, "hits": 2, "mapping": 3, "scores": 4}
 _LEVEL_NAMES = {v: k for k, v in _LEVEL_NUMBERS.items()}
 _BLOCKING_NUMBERS = {"auto": 1, "exhaustive": 2, "lsh": 3}
+# Where a started two-server upload's shares are, as S1 or S2 answered ("": not asked)
+_STARTED_AT = {pb.STARTED_HELD_YES: "held", pb.STARTED_HELD_NO: "not held"}
 _BLOCKING_NAMES = {v: k for k, v in _BLOCKING_NUMBERS.items()} | {0: "auto"}
 
 
@@ -200,6 +202,8 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
                 m.record_count,
                 _LEVEL_NAMES.get(m.consent),
                 m.upload_started_unix,
+                _STARTED_AT.get(m.started_at_s1, ""),
+                _STARTED_AT.get(m.started_at_s2, ""),
             )
             for m in msg.members
         ],
@@ -215,6 +219,7 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
         mode=msg.mode or "clk",
         two_server_s1=msg.two_server_s1,
         two_server_s2=msg.two_server_s2,
+        two_server_unasked=msg.two_server_unasked,
     )
 
 

@@ -54,12 +54,24 @@ class MemberState:
     record_count: int
     consent: str | None  # the most it lets partners learn; None: no limit of its own
     started_unix: int = 0  # a two-server upload started and not finished (0: none)
+    # Where that upload's shares are, as S1 and S2 answered: "held", "not held" or "" (not
+    # asked: a partner's, or the role did not answer; ProjectInfo.two_server_unasked)
+    started_at_s1: str = ""
+    started_at_s2: str = ""
 
     @property
     def whole(self) -> bool:
         """Whether it holds an upload that is whole: at the matcher, and no later one cut
         part-way (a two-server upload's shares at S1 or S2 only)."""
-        return self.uploaded and not self.started_unix
+        return self.uploaded and (
+            not self.started_unix or self.started_at_s1 == self.started_at_s2 == "not held"
+        )  # (a started upload that reached neither S1 nor S2 left the earlier one whole)
+
+
+def said_blocking(mode: str, blocking: str) -> str:
+    """A project's blocking as the commands say it: in a two-server project S1 proposes the
+    pairs (compared whole, or blocked, by its own caps), whatever `blocking` holds."""
+    return "by S1" if mode == "two-server" else blocking
 
 
 @dataclass(frozen=True)
@@ -84,6 +96,13 @@ class ProjectInfo:
     mode: str = "clk"  # "two-server": CLKs never go to the matcher (two_server_s1/s2 do)
     two_server_s1: str = ""  # S1's address (two-server), where first shares go
     two_server_s2: str = ""  # S2's address, where second shares go
+    two_server_unasked: str = ""  # why S1 or S2 was not asked where a started upload is
+
+    @property
+    def blocking_said(self) -> str:
+        """The blocking as `project show` and `report` say it: a two-server run's pairs are
+        S1's to propose (by its own caps), whatever `blocking` was left at."""
+        return said_blocking(self.mode, self.blocking)
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,7 @@ def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -
     request names its rows by: the CLKs', or in a two-server project its two-server
     upload's (asked of the matcher only for a folder that has one)."""
     also = folder_sha256(encoded)
-    if not also or client.describe(project).mode != "two-server":
+    if not also or client.describe(project, settings_only=True).mode != "two-server":
         return encoded.sha256
     return also
 

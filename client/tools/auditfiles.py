@@ -32,7 +32,7 @@ COLUMNS = (
 # Consultations and disclosures: what the report of who looked at what lists.
 CONSULTATIONS = {
     "results.disclose": "fetched results",
-    "query": "queried partners' indexes",
+    "query": "queried partners' records",  # indexes, or in a two-server project uploads
     "watch": "opened a watch",
     "watch.notify": "was told of a watched match",
     "query.refused": "was refused a query (quota or rate limit)",

@@ -328,8 +328,10 @@ class Evaluation:
             )
         if not self.sweep:
             lines.append(
-                "  no scores in these results: a project created with `--disclose scores` "
-                "(and a low --threshold) gives a threshold sweep and plots"
+                "  no scores in these results: a CLK project created with `--disclose "
+                "scores` (and a low --threshold; `--mode clk` on a matcher with S1 and S2, "
+                "since a two-server project never discloses scores) gives a threshold sweep "
+                "and plots"
             )
         else:
             lines.append(f"  {'threshold':>10} {'precision':>9} {'recall':>7} {'F1':>7}")

@@ -106,6 +106,7 @@ class MemberReport:
     audit: list[dict[str, Any]] = field(default_factory=list)
     evaluation: EvaluationSummary | None = None
     purpose: str = ""
+    mode: str = "clk"  # the project's: clk or two-server
 
 
 # -- gathering ---------------------------------------------------------------------------
@@ -143,7 +144,8 @@ def gather_report(
         disclosure=info.disclosure,
         learnt=results.disclosure,
         threshold=info.threshold,
-        blocking=info.blocking,
+        blocking=info.blocking_said,
+        mode=info.mode,
         require_purpose=info.require_purpose,
         expires_unix=info.expires_unix,
         run_id=results.run_id,

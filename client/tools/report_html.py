@@ -120,6 +120,12 @@ def _handling_note(r: MemberReport) -> str:
     return f'<p class="note">What this page holds: {what}.</p>{lead}'
 
 
+_MODES = {
+    "clk": "clk (the matcher holds the members' CLKs)",
+    "two-server": "two-server (S1 and S2 hold XOR shares; the matcher, how many records)",
+}
+
+
 def _settings(r: MemberReport) -> str:
     rows = [
         ("project", r.project),
@@ -127,6 +133,7 @@ def _settings(r: MemberReport) -> str:
         ("project's disclosure level", r.disclosure),
         ("the most you learn about any partner", r.learnt),
         ("threshold", f"{r.threshold:g}"),
+        ("mode", _MODES.get(r.mode, r.mode)),
         ("blocking", r.blocking),
         ("results need a purpose", "yes" if r.require_purpose else "no"),
         ("purpose given for this report", r.purpose or "(none)"),

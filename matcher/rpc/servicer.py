@@ -43,6 +43,7 @@ from blindmatch.matcher.rpc.auth import (
 from blindmatch.matcher.rpc.realtime_calls import RealtimeCalls
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.streams import HeldChanges, MemberLimiter, QueryStreams, StreamGuard
+from blindmatch.matcher.rpc.twoserver_holds import where_started
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import (
     audit_access,
@@ -115,6 +116,11 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         if info.mode == TWO_SERVER and self.two_server is not None:
             info.two_server_s1, info.two_server_s2 = self.two_server.s1, self.two_server.s2
         return info
+
+    def _where_started(self, info: pb.ProjectInfo) -> None:
+        """Where a two-server project's started uploads' shares are (S1's and S2's Holds)."""
+        if info.mode == TWO_SERVER and self.two_server is not None:
+            where_started(self.two_server, self.store, info)
 
     def _member(self, context: Call, project: str) -> str:
         return require_member(context.caller, project, self.store)
@@ -210,7 +216,10 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
     @operator_call
     def ListProjects(self, request: pb.ListProjectsRequest, context: Call) -> pb.ProjectList:
         views = projects.list_projects(self.store, request.project)
-        return pb.ProjectList(projects=[self._parties(convert.project_info(v)) for v in views])
+        infos = [self._parties(convert.project_info(v)) for v in views]
+        if request.project:  # one project (`project show --operator`): its started uploads
+            self._where_started(infos[0])
+        return pb.ProjectList(projects=infos)
 
     @operator_call
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: Call) -> pb.VerifyAuditReply:
@@ -281,6 +290,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             view = projects.describe(self.store, request.project, member)
         info = convert.project_info(view)
         info.user = context.caller.user
+        if not request.settings_only:
+            self._where_started(info)
         return self._parties(info)
 
     @member_call

@@ -13,10 +13,10 @@ import grpc
 from blindmatch.matcher import errors
 from blindmatch.matcher.rpc.twoserver_channel import channel, channel_options
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers, peer_error
+from blindmatch.matcher.rpc.twoserver_holds import holds_at, role_stub
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb
-from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 REACH_SECONDS = 5.0  # how long StartRun waits for S1 and S2 to answer
 # ... or, where every connection to one fails (refused: nothing listens there), this long: past
@@ -88,24 +88,16 @@ def forget_at(
     upload of the project), with the combiner's `key` (over the `kept` channel, left open;
     None: a channel of its own); never raises: a server that cannot be reached in time, or
     refuses, is a `Forgot` saying why."""
-    channel = kept or (
-        grpc.insecure_channel(address, options=channel_options())
-        if credentials is None
-        else grpc.secure_channel(address, credentials, options=channel_options())
-    )
-    stub = (pb_grpc.TwoServerBlockingStub if who == "S1" else pb_grpc.TwoServerSharesStub)(channel)
     try:
-        reply = stub.Forget(
-            pb.ForgetRequest(project=project, member=member),
-            metadata=(("authorization", f"Bearer {key}"),),
-            timeout=FORGET_SECONDS,
-        )
+        with role_stub(address, who, credentials, kept) as stub:
+            reply = stub.Forget(
+                pb.ForgetRequest(project=project, member=member),
+                metadata=(("authorization", f"Bearer {key}"),),
+                timeout=FORGET_SECONDS,
+            )
         return Forgot(who, dropped=reply.dropped)
     except grpc.RpcError as exc:
         return Forgot(who, error=str(peer_error(f"{who} ({address})", exc)))
-    finally:
-        if kept is None:
-            channel.close()
 
 
 def combiner_setup(
@@ -148,7 +140,11 @@ def combiner_setup(
         to_s2 = FORGETTING.submit(forget_one, "S2", project, member)
         return [forget_one("S1", project, member), to_s2.result()]
 
-    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one)
+    def holds(who: str, names: list[str]) -> tuple[list[bool] | None, str]:
+        address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
+        return holds_at(address, who, key, credentials, names, c)
+
+    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds)
 
 
 __all__ = ["combiner_setup", "forget_at", "reachable"]

@@ -59,6 +59,7 @@ from blindmatch.matcher.core.twoserver import (
     PairBatch,
 )
 from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE
+from blindmatch.matcher.rpc import twoserver_holds as holds
 from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_blockcalls import batch_party, dense_inputs, s1_prepare
 from blindmatch.matcher.rpc.twoserver_blocks import kept_parts
@@ -288,6 +289,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
     @_from("combiner")
     def PrepareBlocks(self, request: pb.BlockDeal, context: Any) -> pb.BlocksReply:
         return s1_prepare(self, self.s2, request)
+
+    @_from("combiner")
+    def Holds(self, request: pb.HoldsRequest, context: Any) -> pb.HoldsReply:
+        return holds.answer(self, request)
 
     def _log_asked(self, proposal: Proposal, checked: Checked, members: list[str], clk: int,
                    reach: bool) -> None:  # fmt: skip

@@ -21,6 +21,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, triplecheck
 from blindmatch.matcher.core.batchkeep import Gone, unpack
 from blindmatch.matcher.core.twoserver import TOKEN_BYTES, Matched, ShareServer
+from blindmatch.matcher.rpc import twoserver_holds as holds
 from blindmatch.matcher.rpc.twoserver_blockcalls import (
     batch_party,
     dense_inputs,
@@ -268,6 +269,10 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 "or collected)"
             )
         return pb.OutputShares(shares=out)
+
+    @_from("combiner")
+    def Holds(self, request: pb.HoldsRequest, context: Any) -> pb.HoldsReply:
+        return holds.answer(self, request)
 
     @_from("combiner")
     def Forget(self, request: pb.ForgetRequest, context: Any) -> pb.ForgetReply:

@@ -63,5 +63,13 @@ class StartedUploads(StoreBase):
         )
         return {str(m): float(t) for m, t in rows}
 
+    def started_names(self, project: str) -> dict[str, str]:
+        """The members of `project` with an upload started and not taken: its name at S1
+        and S2 (project/member/tag), which `project show` asks them about."""
+        rows = self.db.query(
+            "SELECT member, name FROM twoserver_started WHERE project=?", (project,)
+        )
+        return {str(m): str(n) for m, n in rows}
+
 
 __all__ = ["SCHEMA", "StartedUploads", "settle"]

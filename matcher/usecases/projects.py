@@ -38,12 +38,15 @@ from blindmatch.protos.wire import fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher")
 
-# Said where scores were refused in a project two-server only by the matcher's default.
-SCORES_NEED_CLK = (
+# Said where scores (or a blocking method) were refused in a project two-server only by the
+# matcher's default.
+_CLK_BY_ASKING = (
     "; no mode was asked for, and this matcher makes two-server projects by default (it has "
     'S1 and S2): `project create --mode clk` (CreateProject mode "clk") makes a CLK '
-    "project, which discloses scores, and whose CLKs the matcher holds"
+    "project, which {}, and whose CLKs the matcher holds"
 )
+SCORES_NEED_CLK = _CLK_BY_ASKING.format("discloses scores")
+BLOCKING_NEEDS_CLK = _CLK_BY_ASKING.format("blocks as asked")
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,17 @@ def create_project(
         raise InvalidArgument(
             "disclosure: scores, but a two-server project's run learns only whether a pair "
             f"links and its score bucket, never its Dice: count, hits or mapping{defaulted}"
+        )
+    if mode == TWO_SERVER and request.blocking != "auto":
+        # S1 blocks a two-server run (its --exhaustive-pairs and --small-member-pairs caps
+        # decide which pairs of members it compares whole): a project's method would be
+        # recorded and shown but never used (walk2s, 2026-12-06).
+        defaulted = "" if request.mode else BLOCKING_NEEDS_CLK
+        raise InvalidArgument(
+            f"blocking: {request.blocking}, but a two-server project's pairs are proposed by "
+            "S1, which compares small pairs of members whole and blocks larger ones by its "
+            "own caps (`two-server role --exhaustive-pairs`, `--small-member-pairs`): leave "
+            f"blocking at auto{defaulted}"
         )
     threshold = request.threshold or DEFAULT_THRESHOLD
     if not MIN_THRESHOLD <= threshold <= 1.0:

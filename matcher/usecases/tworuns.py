@@ -90,6 +90,9 @@ class TwoServerSetup:
     reachable: Callable[[], None] = lambda: None
     forget: Forget = _unset
     forget_one: Callable[[str, str, str], Forgot] = _unset_one
+    # Whether "S1" or "S2" holds each named upload (None and why, where it did not answer):
+    # rpc/twoserver_holds.py, for `project show` of an upload started and not taken.
+    holds: Callable[[str, list[str]], tuple[list[bool] | None, str]] | None = None
 
 
 def not_set_up(what: str) -> FailedPrecondition:
