@@ -115,13 +115,10 @@ def batch_size(p: Plan, pairs: int) -> ring64.Size:
 
 
 @dataclass(frozen=True)
-class Deal:
+class Deal(linkbit.Deal):
     """C's messages for a batch: a server's setups of the first circuit, the arithmetic and
-    the second circuit, one after the other (S1's three seeds)."""
-
-    to_s1: bytes
-    to_s2: bytes
-    pairs: int
+    the second circuit, one after the other (S1's three seeds); a run's batch of a part's
+    blocks takes it where it would take a circuit's (core/tworun.py `proposed_links`)."""
 
 
 def deal(p: Plan, pairs: int) -> Deal:

@@ -1,0 +1,167 @@
+"""A two-server run's unblocked parts by the rule's margin (core/tworun.py `_dense` over
+core/twoinprocess.py, core/densemargin.py): the links and buckets of the same run by
+core/gmwsum.py's circuit on the blocks and by pairs, with fewer bytes between S1 and S2; a
+combiner dealing a record's popcount or a batch's values wrong is refused before any
+output, naming the dealer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from blindmatch.client.encoding import sharing
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import densemargin, linkbit, ring64, ruleform, tworun, twoserver
+from blindmatch.matcher.core.margincircuit import Plan
+from blindmatch.matcher.domain import Rule
+from tests.support import MESSY_SECRET, in_process_servers
+from tests.test_densearith import DEFAULT
+from tests.test_densemargin import _edges, _off
+from tests.test_twoserver import assert_same_links
+
+Bits = npt.NDArray[np.bool_]
+Clks = npt.NDArray[np.uint8]
+Uploads = list[sharing.SharedUpload]
+
+
+def _uploads(messy_members: tuple[list[Clks], int], sizes: tuple[int, int]) -> Uploads:
+    datasets, fallback_bits = messy_members
+    plan = sharing.BandPlan(bits=20, bands=30)
+    return [sharing.shared_upload(d[:n], MESSY_SECRET, plan, fallback_bits)
+            for d, n in zip(datasets, sizes, strict=False)]  # fmt: skip
+
+
+def _drive(uploads: Uploads, mode: str, rule: Rule,
+           cutoffs: tuple[float, ...] = (0.8,)) -> tworun.TwoServerResult:  # fmt: skip
+    """The run in process, every pair unblocked: `mode` "margin", "gmwsum" (its blocks by
+    the boolean circuit on the H shares) or "pairs"."""
+    s1, s2 = in_process_servers(uploads)
+    s1.exhaustive = 10**9
+    servers = tworun.InProcess(s1, s2)
+    servers.dense, servers.margin = mode != "pairs", mode == "margin"
+    combiner = twoserver.Combiner(None, cutoffs[0], clks=2, rule=rule, buckets=cutoffs[1:])
+    return tworun.drive(servers, combiner)
+
+
+@pytest.mark.parametrize("rule", [DEFAULT, Rule(0.3, 0.05, 0.0)])
+def test_an_unblocked_run_by_the_margin_has_the_links_of_the_circuit_and_of_pairs(
+    messy_members: tuple[list[Clks], int], rule: Rule
+) -> None:
+    """150 x 120 records, every pair, at four cut-offs (0.6 and its buckets): the same links and
+    buckets by the margin as by gmwsum's circuit on the blocks and by pairs, and fewer bytes
+    from S1 to S2 than gmwsum's (the margin was run: on the old code both were gmwsum's)."""
+    uploads = _uploads(messy_members, (150, 120))
+    cutoffs = (0.6, 0.7, 0.8, 0.9)
+    runs = {mode: _drive(uploads, mode, rule, cutoffs) for mode in ("margin", "gmwsum", "pairs")}
+    assert len(runs["margin"].links) > 20
+    assert len(set(runs["margin"].links.score.tolist())) > 1  # more than one bucket
+    for other in ("gmwsum", "pairs"):
+        assert runs[other].comparisons == runs["margin"].comparisons == 150 * 120
+        assert_same_links(runs["margin"].links, runs[other].links)
+    sent = {mode: r.transcript.sent[("S1", "S2")] for mode, r in runs.items()}
+    assert sent["margin"] < 0.8 * sent["gmwsum"]
+
+
+@pytest.mark.parametrize("what", ["popcount", "batch"])
+def test_a_combiner_dealing_the_margin_wrong_in_a_run_is_refused_naming_the_dealer(
+    messy_members: tuple[list[Clks], int], monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """A record's popcount daBit off (`pops_deal`), or a product of a batch's margin off
+    (`deal`): S1 and S2 refuse the part before any output share goes to C."""
+    if what == "popcount":
+        honest_pops = densemargin.pops_deal
+
+        def dishonest_pops(p: object, records: int, seeds: object = None) -> ring64.Deal:
+            d = honest_pops(p, records)  # type: ignore[arg-type]
+            return ring64.Deal(d.to_s1, _off(d.to_s2, d.size.dabits + 5, 2), d.size)
+
+        monkeypatch.setattr(densemargin, "pops_deal", dishonest_pops)
+    else:
+        honest = densemargin.deal
+
+        def dishonest(p: Plan, pairs: int) -> densemargin.Deal:
+            d = honest(p, pairs)
+            word = linkbit.dealt_rows(p.second) * linkbit.words_for(pairs) + 4
+            return densemargin.Deal(d.to_s1, _off(d.to_s2, word + 7, 1), pairs)
+
+        monkeypatch.setattr(densemargin, "deal", dishonest)
+    outputs = []
+    real_output = densemargin.Side.output
+
+    def output(self: densemargin.Side, *args: object) -> bytes:
+        outputs.append(self.role)
+        return real_output(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(densemargin.Side, "output", output)
+    with pytest.raises(errors.PermissionDenied, match="dealer"):
+        _drive(_uploads(messy_members, (24, 40)), "margin", DEFAULT)
+    assert not outputs
+
+
+def _pair(pa: int, pb: int, h: int, n: int) -> tuple[Clks, Clks] | None:
+    """Two n-bit CLKs of popcounts pa and pb, h bits apart (None where none are)."""
+    both = pa + pb - h
+    if both % 2 or not 0 <= both // 2 <= min(pa, pb) or pa + pb - both // 2 > n:
+        return None
+    a, b = np.zeros(n, bool), np.zeros(n, bool)
+    a[:pa] = True
+    b[: both // 2] = True
+    b[pa : pa + pb - both // 2] = True
+    return np.packbits(a), np.packbits(b)
+
+
+class _Seen(tworun.InProcess):
+    """S1 and S2 in process, keeping each margin batch's rows and the bits C reveals."""
+
+    def __init__(self, s1: twoserver.BlockingServer, s2: twoserver.ShareServer) -> None:
+        super().__init__(s1, s2)
+        self.seen: list[tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], Bits]] = []
+
+    def _margin(self, part: twoserver.PairBatch, circuit: linkbit.Circuit,
+                dealt: densemargin.Deal, transcript: linkbit.Transcript,
+                clock: dict[str, float], outputs: Any) -> tuple[bytes, bytes]:  # fmt: skip
+        o1, o2 = super()._margin(part, circuit, dealt, transcript, clock, outputs)
+        bits = linkbit.reveal(circuit, o1, o2, len(part), tagged=True)[: circuit.n_outputs]
+        self.seen.append((part.rows_a, part.rows_b, bits))
+        return o1, o2
+
+
+def test_a_runs_pairs_at_the_rules_edges_get_the_rule_in_the_clear() -> None:
+    """Records made so that pair (i, i) sits at the rule's edges (tests/test_densemargin.py
+    `_edges`: the floor test's bound +-1, the first cut-off's margin near 0, exact ties),
+    every pair of A x B unblocked through a run by the margin: each pair's bits are the
+    rule's in the clear (ruleform.py `rule_bounds`), ties at the cut-off included."""
+    n, cutoffs = 1024, (0.8, 0.85)
+    form = ruleform.integer_form(DEFAULT, cutoffs, n, n)
+    made: list[list[Clks]] = [[], []]
+    for pa1, pb1, h1, pa2, pb2, h2 in zip(*(c.tolist() for c in _edges(form, n, n, 2000)),
+                                          strict=True):  # fmt: skip
+        one, two = _pair(pa1, pb1, h1, n), _pair(pa2, pb2, h2, n)
+        if one is not None and two is not None and len(made[0]) < 160:
+            made[0].append(np.concatenate([one[0], two[0]]))
+            made[1].append(np.concatenate([one[1], two[1]]))
+    members = [np.vstack(m) for m in made]
+    plan = sharing.BandPlan(bits=20, bands=30)
+    uploads = [sharing.shared_upload(m, MESSY_SECRET, plan, n) for m in members]
+    s1, s2 = in_process_servers(uploads, lacking=False)
+    s1.exhaustive = 10**9
+    servers = _Seen(s1, s2)
+    tworun.drive(servers, twoserver.Combiner(None, 0.8, clks=2, rule=DEFAULT, buckets=(0.85,)))
+    rows_a = np.concatenate([s[0] for s in servers.seen]).astype(np.intp)
+    rows_b = np.concatenate([s[1] for s in servers.seen]).astype(np.intp)
+    got = np.hstack([s[2] for s in servers.seen])
+    assert len(rows_a) == len(members[0]) * len(members[1])  # every pair by the margin
+    cols = []
+    for clk in (0, 1):
+        bits = [np.unpackbits(m[:, clk * n // 8 : (clk + 1) * n // 8], axis=1).astype(bool)
+                for m in members]  # fmt: skip
+        pops = [b.sum(axis=1) for b in bits]
+        h = (bits[0][rows_a] != bits[1][rows_b]).sum(axis=1)
+        cols += [pops[0][rows_a], pops[1][rows_b], h]
+    want = ruleform.rule_bounds(form, n, *cols)
+    ties = (ruleform.integer_margin(form, 0, *cols) == 0) & want[0]
+    assert ties.sum() >= 5 and want[0].sum() > 50 and (~want[0]).sum() > 50
+    assert (got == want).all()
