@@ -1,11 +1,14 @@
-"""A two-server run's unblocked parts by the rule's margin (core/tworun.py `_dense` over
-core/twoinprocess.py, core/densemargin.py): the links and buckets of the same run by
+"""A two-server run's unblocked parts by the rule's margin (core/tworun.py `_dense`,
+core/densemargin.py), in process (core/twoinprocess.py) and over gRPC on loopback
+(rpc/twoserver_margin.py, core/marginrounds.py): the links and buckets of the same run by
 core/gmwsum.py's circuit on the blocks and by pairs, with fewer bytes between S1 and S2; a
-combiner dealing a record's popcount or a batch's values wrong is refused before any
-output, naming the dealer."""
+run's pairs at the rule's edges as the rule in the clear; a combiner dealing a record's
+popcount or a batch's values wrong is refused before any output, naming the dealer (and
+audited by S1 and S2 over gRPC)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +20,23 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import densemargin, linkbit, ring64, ruleform, tworun, twoserver
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_service import RunningRole
 from tests.support import MESSY_SECRET, in_process_servers
 from tests.test_densearith import DEFAULT
 from tests.test_densemargin import _edges, _off
 from tests.test_twoserver import assert_same_links
+from tests.test_twoserver_blocks import (  # noqa: F401 (fixtures)
+    KEY,
+    NAMES,
+    RULE,
+    SIZES,
+    THRESHOLD,
+    entries,
+    roles,
+    upload,
+    uploads,
+)
 
 Bits = npt.NDArray[np.bool_]
 Clks = npt.NDArray[np.uint8]
@@ -34,11 +50,11 @@ def _uploads(messy_members: tuple[list[Clks], int], sizes: tuple[int, int]) -> U
             for d, n in zip(datasets, sizes, strict=False)]  # fmt: skip
 
 
-def _drive(uploads: Uploads, mode: str, rule: Rule,
+def _drive(shared: Uploads, mode: str, rule: Rule,
            cutoffs: tuple[float, ...] = (0.8,)) -> tworun.TwoServerResult:  # fmt: skip
     """The run in process, every pair unblocked: `mode` "margin", "gmwsum" (its blocks by
     the boolean circuit on the H shares) or "pairs"."""
-    s1, s2 = in_process_servers(uploads)
+    s1, s2 = in_process_servers(shared)
     s1.exhaustive = 10**9
     servers = tworun.InProcess(s1, s2)
     servers.dense, servers.margin = mode != "pairs", mode == "margin"
@@ -53,9 +69,9 @@ def test_an_unblocked_run_by_the_margin_has_the_links_of_the_circuit_and_of_pair
     """150 x 120 records, every pair, at four cut-offs (0.6 and its buckets): the same links and
     buckets by the margin as by gmwsum's circuit on the blocks and by pairs, and fewer bytes
     from S1 to S2 than gmwsum's (the margin was run: on the old code both were gmwsum's)."""
-    uploads = _uploads(messy_members, (150, 120))
+    shared = _uploads(messy_members, (150, 120))
     cutoffs = (0.6, 0.7, 0.8, 0.9)
-    runs = {mode: _drive(uploads, mode, rule, cutoffs) for mode in ("margin", "gmwsum", "pairs")}
+    runs = {mode: _drive(shared, mode, rule, cutoffs) for mode in ("margin", "gmwsum", "pairs")}
     assert len(runs["margin"].links) > 20
     assert len(set(runs["margin"].links.score.tolist())) > 1  # more than one bucket
     for other in ("gmwsum", "pairs"):
@@ -65,12 +81,9 @@ def test_an_unblocked_run_by_the_margin_has_the_links_of_the_circuit_and_of_pair
     assert sent["margin"] < 0.8 * sent["gmwsum"]
 
 
-@pytest.mark.parametrize("what", ["popcount", "batch"])
-def test_a_combiner_dealing_the_margin_wrong_in_a_run_is_refused_naming_the_dealer(
-    messy_members: tuple[list[Clks], int], monkeypatch: pytest.MonkeyPatch, what: str
-) -> None:
-    """A record's popcount daBit off (`pops_deal`), or a product of a batch's margin off
-    (`deal`): S1 and S2 refuse the part before any output share goes to C."""
+def _dishonest(monkeypatch: pytest.MonkeyPatch, what: str) -> None:
+    """C dealing a record's popcount daBit off (`pops_deal`), or a product of a batch's
+    margin off (`deal`)."""
     if what == "popcount":
         honest_pops = densemargin.pops_deal
 
@@ -88,6 +101,15 @@ def test_a_combiner_dealing_the_margin_wrong_in_a_run_is_refused_naming_the_deal
             return densemargin.Deal(d.to_s1, _off(d.to_s2, word + 7, 1), pairs)
 
         monkeypatch.setattr(densemargin, "deal", dishonest)
+
+
+@pytest.mark.parametrize("what", ["popcount", "batch"])
+def test_a_combiner_dealing_the_margin_wrong_in_a_run_is_refused_naming_the_dealer(
+    messy_members: tuple[list[Clks], int], monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """A record's popcount daBit off (`pops_deal`), or a product of a batch's margin off
+    (`deal`): S1 and S2 refuse the part before any output share goes to C."""
+    _dishonest(monkeypatch, what)
     outputs = []
     real_output = densemargin.Side.output
 
@@ -145,8 +167,8 @@ def test_a_runs_pairs_at_the_rules_edges_get_the_rule_in_the_clear() -> None:
             made[1].append(np.concatenate([one[1], two[1]]))
     members = [np.vstack(m) for m in made]
     plan = sharing.BandPlan(bits=20, bands=30)
-    uploads = [sharing.shared_upload(m, MESSY_SECRET, plan, n) for m in members]
-    s1, s2 = in_process_servers(uploads, lacking=False)
+    shared = [sharing.shared_upload(m, MESSY_SECRET, plan, n) for m in members]
+    s1, s2 = in_process_servers(shared, lacking=False)
     s1.exhaustive = 10**9
     servers = _Seen(s1, s2)
     tworun.drive(servers, twoserver.Combiner(None, 0.8, clks=2, rule=DEFAULT, buckets=(0.85,)))
@@ -165,3 +187,63 @@ def test_a_runs_pairs_at_the_rules_edges_get_the_rule_in_the_clear() -> None:
     ties = (ruleform.integer_margin(form, 0, *cols) == 0) & want[0]
     assert ties.sum() >= 5 and want[0].sum() > 50 and (~want[0]).sum() > 50
     assert (got == want).all()
+
+
+def _over_grpc(running: dict[str, RunningRole], shared: Uploads,
+               margin: bool) -> tworun.TwoServerResult:  # fmt: skip
+    """tests/test_twoserver_blocks.py's run over S1 and S2 on loopback, by the margin or by
+    gmwsum's circuit on the blocks; each member uploaded again first (a fresh pair budget)."""
+    upload(running, shared)
+    bits = [8 * int(x.shape[1]) for x in shared[0].s1.shares]
+    servers = RemoteServers(f"127.0.0.1:{running['s1'].port}", f"127.0.0.1:{running['s2'].port}",
+                            KEY, NAMES, list(SIZES), bits)  # fmt: skip
+    servers.margin = margin
+    try:
+        return tworun.drive(servers, twoserver.Combiner(None, THRESHOLD, clks=2,
+                                                        rule=Rule(*RULE)))  # fmt: skip
+    finally:
+        servers.close()
+
+
+@pytest.mark.server
+def test_the_margin_over_grpc_gives_gmwsums_links_with_fewer_bytes(
+    tmp_path: Path,
+    roles: dict[str, RunningRole],  # noqa: F811
+    uploads: Uploads,  # noqa: F811
+) -> None:
+    """The record CLK's parts by the margin (BlockDeal.margin, CircuitBatch.margin: the
+    popcounts converted in BlockExchange, each batch's rounds core/marginrounds.py's): the
+    links and buckets of gmwsum's circuit on the same blocks, fewer bytes between S1 and S2
+    (on the old code both runs were gmwsum's: the same bytes)."""
+    got = _over_grpc(roles, uploads, margin=True)
+    want = _over_grpc(roles, uploads, margin=False)
+    assert len(want.links) > 20
+    assert_same_links(got.links, want.links)
+    assert got.comparisons == want.comparisons == 23_400
+    between = [r.transcript.sent[("S1", "S2")] + r.transcript.sent[("S2", "S1")]
+               for r in (got, want)]  # fmt: skip
+    assert between[0] < 0.85 * between[1], between
+    for role in ("s1", "s2"):
+        assert not entries(tmp_path, role, "twoserver.deal")
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("what", ["popcount", "batch"])
+def test_a_combiner_dealing_the_margin_wrong_over_grpc_is_refused_and_audited(
+    tmp_path: Path,
+    roles: dict[str, RunningRole],  # noqa: F811
+    uploads: Uploads,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    what: str,
+) -> None:
+    """A popcount daBit off (S1 and S2 refuse the part's blocks in BlockExchange) or a
+    product of a batch's margin (they refuse the batch between its circuits): refused
+    naming the dealer, a `twoserver.deal` entry at S1 and at S2, no output share to C."""
+    _dishonest(monkeypatch, what)
+    with pytest.raises(errors.PermissionDenied, match=r"the dealer \(the combiner\)") as refused:
+        _over_grpc(roles, uploads, margin=True)
+    assert ("part 0's blocks" in str(refused.value)) == (what == "popcount")
+    for role in ("s1", "s2"):
+        (deal,) = entries(tmp_path, role, "twoserver.deal")
+        assert deal["members"] == ["north", "south"], role
+        assert ("blocks" in deal) == (what == "popcount") and "mod 2^64" in str(deal["reason"])
