@@ -18,10 +18,12 @@ import pytest
 from blindmatch.client.encoding import sharing
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import densemargin, linkbit, ring64, ruleform, tworun, twoserver
-from blindmatch.matcher.core.margincircuit import Plan
+from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_margin import margin_batch
 from blindmatch.matcher.rpc.twoserver_service import RunningRole
+from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import MESSY_SECRET, in_process_servers
 from tests.test_densearith import DEFAULT
 from tests.test_densemargin import _edges, _off
@@ -247,3 +249,22 @@ def test_a_combiner_dealing_the_margin_wrong_over_grpc_is_refused_and_audited(
         (deal,) = entries(tmp_path, role, "twoserver.deal")
         assert deal["members"] == ["north", "south"], role
         assert ("blocks" in deal) == (what == "popcount") and "mod 2^64" in str(deal["reason"])
+
+
+def test_a_margin_batch_not_of_its_deals_size_or_not_the_proposals_is_refused() -> None:
+    """S1's and S2's checks of a `CircuitBatch.margin` before any party is built: C's setup
+    of the margin's size for the server (S1: three seeds), a batch of the proposal naming
+    its blocks (a reach batch is not)."""
+    m = pb.CircuitBatch(blocks="bk", proposed=True, count=10, clk=0, setup=bytes(31))
+    with pytest.raises(
+        errors.InvalidArgument, match="the margin: 31 bytes, S1's deal of 10 pairs is 96"
+    ):
+        margin_batch("s1", m, (1024, 1024), (0.8,), DEFAULT, 10)
+    p = plan(1024, 1024, (0.8,), DEFAULT)
+    m.setup = densemargin.deal(p, 10).to_s2
+    assert margin_batch("s2", m, (1024, 1024), (0.8,), DEFAULT, 10) is p.second
+    with pytest.raises(errors.InvalidArgument, match="S2's deal of 9 pairs is"):
+        margin_batch("s2", m, (1024, 1024), (0.8,), DEFAULT, 9)
+    m.reach = True
+    with pytest.raises(errors.InvalidArgument, match="a batch of the proposal naming its blocks"):
+        margin_batch("s2", m, (1024, 1024), (0.8,), DEFAULT, 10)
