@@ -8,6 +8,7 @@ audited by S1 and S2 over gRPC)."""
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,16 @@ import pytest
 
 from blindmatch.client.encoding import sharing
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import densemargin, linkbit, ring64, ruleform, tworun, twoserver
+from blindmatch.matcher.core import (
+    densearith,
+    denseblock,
+    densemargin,
+    linkbit,
+    ring64,
+    ruleform,
+    tworun,
+    twoserver,
+)
 from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
@@ -268,3 +278,32 @@ def test_a_margin_batch_not_of_its_deals_size_or_not_the_proposals_is_refused() 
     m.reach = True
     with pytest.raises(errors.InvalidArgument, match="a batch of the proposal naming its blocks"):
         margin_batch("s2", m, (1024, 1024), (0.8,), DEFAULT, 10)
+
+
+@pytest.mark.server
+def test_the_combiner_holds_one_blocks_deal_at_a_time_over_grpc(
+    roles: dict[str, RunningRole],  # noqa: F811
+    uploads: Uploads,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Parts cut into blocks of at most 32 rows (several a part): C makes each block's deal
+    (and its popcounts') as S2's stream reaches it, once, and lets it go before the next
+    (core/densearith.py `Lazy`); on the old code a part's deals were all made first."""
+    monkeypatch.setattr(denseblock, "ROWS", 32)
+    alive: weakref.WeakSet[densearith.BlockDeal] = weakref.WeakSet()
+    made, most = [0], [0]
+    honest = densearith.deal
+
+    def watched(s: densearith.Shape, seeds: tuple[bytes, bytes] | None = None
+                ) -> densearith.BlockDeal:  # fmt: skip
+        most[0] = max(most[0], len(alive))
+        d = honest(s, seeds)
+        alive.add(d)
+        made[0] += 1
+        return d
+
+    monkeypatch.setattr(densearith, "deal", watched)
+    got = _over_grpc(roles, uploads, margin=True)
+    assert len(got.links) > 20
+    blocks = sum(len(p.blocks) for p in got.proposed)
+    assert blocks > 2 * len(got.proposed) and made[0] == blocks and most[0] == 0

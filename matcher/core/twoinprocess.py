@@ -133,6 +133,9 @@ class InProcess:
         part = self.proposal.parts[index]
         if not isinstance(part, Cross) or not deals:
             raise ValueError(f"part {index} is not unblocked")
+        t0 = time.process_time()  # C's deals, made as they are read (core/densearith.py `Lazy`)
+        deals, pops = list(deals), list(pops)
+        clock["C"] = clock.get("C", 0.0) + time.process_time() - t0
         clks = (part.clk,) if len(deals[0].shape.widths) == 1 else (RECORD, FALLBACK)
         self._dense, self._pops = {}, {}
         sides = []

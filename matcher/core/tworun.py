@@ -183,10 +183,14 @@ def _dense(
     t0 = time.process_time()
     width2 = _width2(servers, combiner) if part.clk == RECORD else 0
     widths = (servers.bits(part.clk), width2) if width2 else (servers.bits(part.clk),)
-    deals = [densearith.deal(densearith.Shape(a, b, widths)) for a, b in part.blocks]
+    # Each block's deal made as the servers read it (over gRPC, as it streams to S2: C holds
+    # one block's at a time), its CPU C's.
+    shapes = [densearith.Shape(a, b, widths) for a, b in part.blocks]
+    deals = densearith.Lazy(len(shapes), lambda k, seeds: densearith.deal(shapes[k], seeds))
     margin = _margin(servers, combiner, widths)
     if margin is not None:  # and each block's records' popcounts to convert, once a block
-        pops = [densemargin.pops_deal(margin, a + b) for a, b in part.blocks]
+        pops = densearith.Lazy(len(shapes), lambda k, seeds: densemargin.pops_deal(
+            margin, shapes[k].records, seeds))  # fmt: skip
         clock["C"] += time.process_time() - t0
         prepare(index, deals, transcript, clock, pops=pops)
         return margin

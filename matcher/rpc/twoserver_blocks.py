@@ -246,11 +246,14 @@ def prepare_blocks(
     deals: Sequence[densearith.BlockDeal],
     transcript: linkbit.Transcript,
     pops: Sequence[ring64.Deal] = (),
+    clock: dict[str, float] | None = None,
 ) -> str:
     """C: part `index`'s blocks dealt to S2 (a stream) then S1, which converts and checks
     them with S2 (with `pops`, each block's records' popcounts' daBits after its deal: the
-    margin's, `BlockDeal.margin`); the blocks' id, for the part's batches. Bytes counted in
-    `transcript`."""
+    margin's, `BlockDeal.margin`); the blocks' id, for the part's batches. Each block's deal
+    is read from `deals` (and `pops`) as its turn in the stream comes and let go once sent
+    (core/densearith.py `Lazy`: C holds one block's at a time, its CPU into `clock`'s "C");
+    bytes counted in `transcript`."""
     from blindmatch.matcher.rpc.twoserver_client import CALL_SECONDS, _call, wire_rule
 
     p = remote._parts[index]
@@ -258,31 +261,40 @@ def prepare_blocks(
         blocks=secrets.token_hex(12), member_a=remote.members[p.member_a],
         member_b=remote.members[p.member_b], records_a=remote.records[p.member_a],
         records_b=remote.records[p.member_b], clk=p.clk, part=index,
-        rows_a=[d.shape.rows_a for d in deals], rows_b=[d.shape.rows_b for d in deals],
+        rows_a=[a for a, _ in p.blocks], rows_b=[b for _, b in p.blocks],
         cutoffs=remote._cutoffs, rule=wire_rule(remote._rule), margin=bool(pops),
     )  # fmt: skip
-    header, parts = m.ByteSize(), [0]
-    setups = [(d.to_s1, d.to_s2) for d in deals]
-    if pops:  # each block's popcounts' daBits after its deal
-        setups = [(d.to_s1 + q.to_s1, d.to_s2 + q.to_s2)
-                  for d, q in zip(deals, pops, strict=True)]  # fmt: skip
+    if len(deals) != len(p.blocks) or (pops and len(pops) != len(deals)):
+        raise ValueError(f"part {index}: a deal a block, {len(p.blocks)}")
+    counts, to_s1 = [m.ByteSize(), 0], bytearray()  # (C->S2 bytes, its parts), S1's seeds
 
     def s2_parts() -> Iterator[pb.BlockDeal]:
         yield m
-        for _, two in setups:  # each block's in parts (never the part's whole deal joined)
+        for k in range(len(deals)):  # each block's dealt, sent in parts, then let go
+            t0 = time.process_time()
+            d = deals[k]
+            one, two = d.to_s1, d.to_s2
+            if pops:  # its popcounts' daBits after its deal
+                q = pops[k]
+                one, two = one + q.to_s1, two + q.to_s2
+            if clock is not None:
+                clock["C"] = clock.get("C", 0.0) + time.process_time() - t0
+            to_s1.extend(one)
+            counts[0] += len(two)
             for data, _ in cut(two):
-                parts[0] += 1
+                counts[1] += 1
                 yield pb.BlockDeal(setup=data)
+            del d, two
 
     _call(remote.names[1], remote._s2.PrepareBlocks, s2_parts(), metadata=remote._metadata,
           timeout=CALL_SECONDS)  # fmt: skip
-    to_s1 = pb.BlockDeal()
-    to_s1.CopyFrom(m)
-    to_s1.setup = b"".join(one for one, _ in setups)
-    reply = _call(remote.names[0], remote._s1.PrepareBlocks, to_s1, metadata=remote._metadata,
+    to_s1_m = pb.BlockDeal()
+    to_s1_m.CopyFrom(m)
+    to_s1_m.setup = bytes(to_s1)
+    reply = _call(remote.names[0], remote._s1.PrepareBlocks, to_s1_m, metadata=remote._metadata,
                   timeout=CALL_SECONDS)  # fmt: skip
-    transcript.count("C", "S2", header + sum(len(two) for _, two in setups) + 8 * parts[0])
-    transcript.count("C", "S1", to_s1.ByteSize())
+    transcript.count("C", "S2", counts[0] + 8 * counts[1])
+    transcript.count("C", "S1", to_s1_m.ByteSize())
     transcript.count("S1", "S2", reply.round_bytes_sent)
     transcript.count("S2", "S1", reply.round_bytes_received)
     return m.blocks

@@ -442,7 +442,7 @@ class RemoteServers:
         """Part `index`'s blocks dealt, converted and checked (rpc/twoserver_blocks.py)."""
         from blindmatch.matcher.rpc.twoserver_blocks import prepare_blocks
 
-        self._blocks[index] = prepare_blocks(self, index, deals, transcript, pops)
+        self._blocks[index] = prepare_blocks(self, index, deals, transcript, pops, clock)
 
     def evaluate_part(
         self,
