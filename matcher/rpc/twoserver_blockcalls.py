@@ -49,9 +49,10 @@ class _Sides:
                  sides: list[tuple[Rows, Rows]], seeds: list[bytes]) -> None:  # fmt: skip
         self.role, self.held, self.m, self.sides = role, held, m, sides
         rule = part_rule(m, "blocks")
-        sizes = pops_bytes(m, held[0].bits, rule, role)  # the popcounts' (`margin`) last
-        self.seeds = [s[: len(s) - n] for s, n in zip(seeds, sizes, strict=True)]
-        self.pop_seeds = [s[len(s) - n :] for s, n in zip(seeds, sizes, strict=True)]
+        # Each block's setup, its popcounts' (`margin`) last: cut when the block's turn comes
+        # (`party`), so that no more than one block's is copied at a time.
+        self.seeds, self.pop_sizes = seeds, pops_bytes(m, held[0].bits, rule, role)
+        self.pop_seeds = [b""] * len(seeds)
         self.plan = None
         if m.margin:
             self.plan = margin_plan(held[0].bits, m.clk, m.cutoffs, rule, "blocks")
@@ -79,8 +80,11 @@ class _Sides:
         clks = (0, 1) if len(widths(held[0].bits, m.clk, part_rule(m, "blocks"))) == 2 else (m.clk,)
         shares = tuple([h.shares[c] for c in clks] for h in held)
         pops = tuple([h.popshares[c] for c in clks] for h in held)
+        setup, n = self.seeds[k], self.pop_sizes[k]
+        if n:
+            setup, self.pop_seeds[k] = setup[: len(setup) - n], setup[len(setup) - n :]
         try:
-            got = denseblock.side(self.role, shares, pops, [self.sides[k]], [self.seeds[k]],
+            got = denseblock.side(self.role, shares, pops, [self.sides[k]], [setup],
                                   [self.nonces[k][:SEED_BYTES]])  # fmt: skip
         except ValueError as exc:
             raise errors.InvalidArgument(f"setup: {exc}") from None
