@@ -1116,7 +1116,7 @@ class CandidatePairs(_message.Message):
     def __init__(self, member_a: _Optional[int] = ..., member_b: _Optional[int] = ..., clk: _Optional[int] = ..., last: _Optional[bool] = ..., pairs: _Optional[int] = ..., block_rows_a: _Optional[_Iterable[int]] = ..., block_rows_b: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class CircuitBatch(_message.Message):
-    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach", "acknowledged", "blocks")
+    __slots__ = ("batch", "member_a", "member_b", "records_a", "records_b", "clk", "rows_a", "rows_b", "setup", "cutoffs", "proposed", "part", "offset", "count", "rule", "reach", "acknowledged", "blocks", "margin")
     BATCH_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -1135,6 +1135,7 @@ class CircuitBatch(_message.Message):
     REACH_FIELD_NUMBER: _ClassVar[int]
     ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
     batch: str
     member_a: str
     member_b: str
@@ -1153,14 +1154,15 @@ class CircuitBatch(_message.Message):
     reach: bool
     acknowledged: _containers.RepeatedScalarFieldContainer[str]
     blocks: str
-    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ..., acknowledged: _Optional[_Iterable[str]] = ..., blocks: _Optional[str] = ...) -> None: ...
+    margin: bool
+    def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ..., acknowledged: _Optional[_Iterable[str]] = ..., blocks: _Optional[str] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class BlockDeal(_message.Message):
-    __slots__ = ("blocks", "member_a", "member_b", "records_a", "records_b", "clk", "part", "rows_a", "rows_b", "cutoffs", "rule", "setup")
+    __slots__ = ("blocks", "member_a", "member_b", "records_a", "records_b", "clk", "part", "rows_a", "rows_b", "cutoffs", "rule", "setup", "margin")
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -1173,6 +1175,7 @@ class BlockDeal(_message.Message):
     CUTOFFS_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     SETUP_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
     blocks: str
     member_a: str
     member_b: str
@@ -1185,7 +1188,8 @@ class BlockDeal(_message.Message):
     cutoffs: _containers.RepeatedScalarFieldContainer[float]
     rule: ScoreRule
     setup: bytes
-    def __init__(self, blocks: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., part: _Optional[int] = ..., rows_a: _Optional[_Iterable[int]] = ..., rows_b: _Optional[_Iterable[int]] = ..., cutoffs: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., setup: _Optional[bytes] = ...) -> None: ...
+    margin: bool
+    def __init__(self, blocks: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., part: _Optional[int] = ..., rows_a: _Optional[_Iterable[int]] = ..., rows_b: _Optional[_Iterable[int]] = ..., cutoffs: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., setup: _Optional[bytes] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class BlocksReply(_message.Message):
     __slots__ = ("round_bytes_sent", "round_bytes_received")

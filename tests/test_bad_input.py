@@ -1097,6 +1097,20 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("prepare-blocks-named-pairs", lambda c: c.s2.Prepare(circuit_batch(c, 1, blocks="bk"),
                                                           metadata=c.key),
      "INVALID_ARGUMENT", "blocks: a batch of the proposal's only"),
+    # The rule's margin (BlockDeal.margin, CircuitBatch.margin): only a part on clk 0 of
+    # uploads with a fallback CLK under a rule (these have one CLK, no rule), and a batch of
+    # the proposal naming its blocks (rpc/twoserver_margin.py).
+    ("s1blocks-margin-one-clk", lambda c: s1_blocks(c, margin=True), "INVALID_ARGUMENT",
+     "margin (blocks): a part on clk 0 of uploads with a fallback CLK, under a rule"),
+    ("s2blocks-margin-one-clk", lambda c: s2_blocks(c, margin=True), "INVALID_ARGUMENT",
+     "margin (blocks): a part on clk 0 of uploads with a fallback CLK, under a rule"),
+    ("evaluate-margin-by-pairs", lambda c: c.s1.Evaluate(circuit_batch(c, 0, margin=True),
+                                                         metadata=c.key),
+     "INVALID_ARGUMENT", "margin: a batch of the proposal naming its blocks only"),
+    ("prepare-margin-one-clk", lambda c: c.s2.Prepare(circuit_batch(
+        c, 1, proposed=True, part=0, offset=0, count=1, rows_a=b"", rows_b=b"", blocks="bk",
+        margin=True), metadata=c.key),
+     "INVALID_ARGUMENT", "margin (batch): a part on clk 0 of uploads with a fallback CLK"),
     ("run-unkeyed", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=auth("x")),
      "UNAUTHENTICATED", "the combiner answers Run only with the operator's key"),
     ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),

@@ -161,3 +161,34 @@ def test_index_sync_says_its_changes_as_throttled_lines(
         f"Change 1 of {parts}",
         f"Change {parts} of {parts}",
     ], said.err
+
+
+def test_a_runs_counted_stage_it_moved_on_from_ends_at_100(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch sees a run's progress at its looks: a two-server run's last batches, its
+    solving and its end can fall between two (seen: `run: comparing: 75% after 0s`, then
+    `run: done`). The stage a run moved on from, or ended in, is shown whole."""
+    from blindmatch.cli.batch import _follow
+    from blindmatch.client.remote.model import RunProgress
+
+    def status(state: str, stage: str, done: int = 0, total: int = 0) -> RunProgress:
+        return RunProgress("r1", state, stage, done, total, 0, "")
+
+    for last in ([status("running", "solve", 0, 1), status("done", "done")],
+                 [status("done", "")], [status("done", "compare", 3, 4)]):  # fmt: skip
+        stream = io.StringIO()
+        bar = Progress("", prefix="run", counts=False, stream=stream)
+        seen = [status("running", "block", 1, 1), status("running", "compare", 0, 4),
+                status("running", "compare", 3, 4), *last]  # fmt: skip
+        assert _follow(bar, seen) == seen[-1]
+        bar.close()
+        lines = stream.getvalue().splitlines()
+        comparing = [line for line in lines if line.startswith("run: comparing")]
+        assert comparing[-1].startswith("run: comparing: 100% after "), lines
+
+    stream = io.StringIO()  # a run that failed comparing: its count as it was
+    bar = Progress("", prefix="run", counts=False, stream=stream)
+    _follow(bar, [status("running", "compare", 3, 4), status("failed", "compare", 3, 4)])
+    bar.close()
+    assert stream.getvalue().splitlines()[-1].startswith("run: comparing: 75% after ")

@@ -19,7 +19,10 @@ from blindmatch.cli.options import (
 from blindmatch.client.errors import BlindmatchError, InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from blindmatch.client.encoding.encoded import Encoded
+    from blindmatch.client.progress import Progress
     from blindmatch.client.remote.client import MatcherClient
     from blindmatch.client.remote.model import RunProgress
 
@@ -114,20 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         shares = "{desc}{percentage:3.0f}% |{bar}| {elapsed}<{remaining}"
         bar = Progress("", prefix="run", counts=False, enabled=progress_wanted(args),
                        bar_format=shares)  # fmt: skip
-        final, shown = started, ""
         try:
-            for status in client.watch_run(args.project, started.run_id):
-                final = status
-                if not status.stage:
-                    continue
-                comparing = status.stage in ("compare", "fallback") and status.work_total
-                if status.stage != shown:
-                    bar.stage(_stage_label(status), status.work_total if comparing else None)
-                    shown = status.stage
-                else:
-                    bar.describe(_stage_label(status))
-                if comparing:
-                    bar.moveto(status.work_done, status.work_total)
+            final = _follow(bar, client.watch_run(args.project, started.run_id)) or started
         finally:
             bar.close()
     if final.state == "failed":
@@ -139,6 +130,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         print(f"Run {final.run_id} done; `blindmatch results` shows what you share.")
     return 0
+
+
+def _follow(bar: Progress, statuses: Iterable[RunProgress]) -> RunProgress | None:
+    """Each status of the run on `bar`; the last. The watch sees the run's progress at its
+    looks only, so a counted stage the run has moved on from (or ended in: done) is shown
+    complete: its last count seen may be short of it (a two-server run's last batches and
+    its solving between two looks ended on "comparing: 75% after 0s")."""
+    final, shown, counted = None, "", 0
+    for status in statuses:
+        final = status
+        ended = status.state == "done"
+        if counted and (ended or status.stage not in ("", shown)):
+            bar.moveto(counted, counted)
+            counted = 0
+        if not status.stage or (ended and status.stage == shown):
+            continue
+        comparing = status.stage in ("compare", "fallback") and status.work_total and not ended
+        if status.stage != shown:
+            bar.stage(_stage_label(status), status.work_total if comparing else None)
+            shown = status.stage
+        else:
+            bar.describe(_stage_label(status))
+        if comparing:
+            bar.moveto(status.work_done, status.work_total)
+            counted = status.work_total
+    return final
 
 
 def _stage_label(status: RunProgress) -> str:

@@ -51,14 +51,17 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core.linkbit import SEED_BYTES, prg
 from blindmatch.matcher.core.triplecheck import DealRefused
+
+T = TypeVar("T")
 
 U32 = npt.NDArray[np.uint32]
 REPS = 2  # the matrix triple's checks (and spare rows on each side)
@@ -179,6 +182,31 @@ def deal(s: Shape, seeds: tuple[bytes, bytes] | None = None) -> BlockDeal:
         explicit.append(matmul32(m_a, m_b).ravel() - z1)
     body = b"".join(np.ascontiguousarray(e, dtype="<u4").tobytes() for e in explicit)
     return BlockDeal(s1, s2 + body, s)
+
+
+class Lazy(Sequence[T]):
+    """C's deals of a part's blocks, each made when read and not kept: `make(k, seeds)` from
+    seeds drawn at once (read again, the same deal), so that C holds one block's deal at a
+    time while it streams them to S2 (rpc/twoserver_blocks.py `prepare_blocks`)."""
+
+    def __init__(self, count: int, make: Callable[[int, tuple[bytes, bytes]], T]) -> None:
+        self._make = make
+        self._seeds = [(secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
+                       for _ in range(count)]  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self._seeds)
+
+    @overload
+    def __getitem__(self, k: int) -> T: ...
+
+    @overload
+    def __getitem__(self, k: slice) -> Sequence[T]: ...
+
+    def __getitem__(self, k: int | slice) -> T | Sequence[T]:
+        if isinstance(k, slice):
+            return [self[i] for i in range(len(self))[k]]
+        return self._make(k, self._seeds[k])  # (IndexError past the last: iteration ends)
 
 
 def _digest(values: Sequence[U32]) -> bytes:
@@ -419,4 +447,4 @@ def _split(message: bytes, sizes: Sequence[int]) -> list[bytes]:
     return out
 
 
-__all__ = ["REPS", "BlockDeal", "Party", "Shape", "deal", "matmul32", "setup_bytes"]
+__all__ = ["REPS", "BlockDeal", "Lazy", "Party", "Shape", "deal", "matmul32", "setup_bytes"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -104,6 +104,9 @@ class Blocks:
     sides: list[tuple[Rows, Rows]]
     blocks: list[densearith.Party]
     pops: list[list[npt.NDArray[np.uint32]]]
+    # Prepared for the rule's margin (core/densemargin.py): the same popcounts' additive
+    # shares mod 2^64 (`convert_pops`), `arith[block][clk]`; none otherwise.
+    arith: list[list[npt.NDArray[np.uint64]]] = field(default_factory=list)
 
     def inputs(self, batch: PairBatch) -> tuple[U32, U32]:
         """This server's shares of each pair of `batch` (rows of the members, each pair in one

@@ -29,6 +29,7 @@ core/ring64.py's sacrifices. `compare` is the three roles on a whole block in th
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -115,13 +116,10 @@ def batch_size(p: Plan, pairs: int) -> ring64.Size:
 
 
 @dataclass(frozen=True)
-class Deal:
+class Deal(linkbit.Deal):
     """C's messages for a batch: a server's setups of the first circuit, the arithmetic and
-    the second circuit, one after the other (S1's three seeds)."""
-
-    to_s1: bytes
-    to_s2: bytes
-    pairs: int
+    the second circuit, one after the other (S1's three seeds); a run's batch of a part's
+    blocks takes it where it would take a circuit's (core/tworun.py `proposed_links`)."""
 
 
 def deal(p: Plan, pairs: int) -> Deal:
@@ -132,11 +130,22 @@ def deal(p: Plan, pairs: int) -> Deal:
     return Deal(one.to_s1 + arith.to_s1 + two.to_s1, one.to_s2 + arith.to_s2 + two.to_s2, pairs)
 
 
-def _split_setup(p: Plan, role: int, pairs: int, setup: bytes) -> list[bytes]:
+# A server's nonces: the first circuit's, the arithmetic's, the second circuit's.
+NONCE_BYTES = 3 * linkbit.SEED_BYTES
+
+
+def setup_sizes(p: Plan, role: int, pairs: int) -> list[int]:
+    """Server `role`'s setup of a batch of `pairs` pairs (`deal`): its first circuit's, its
+    arithmetic's and its second circuit's lengths."""
     words = linkbit.words_for(pairs)
     sizes = [linkbit.SEED_BYTES + (8 * linkbit.dealt_rows(c) * words if role else 0)
              for c in (p.first, p.second)]  # fmt: skip
     sizes.insert(1, batch_size(p, pairs).setup_bytes[role])
+    return sizes
+
+
+def _split_setup(p: Plan, role: int, pairs: int, setup: bytes) -> list[bytes]:
+    sizes = setup_sizes(p, role, pairs)
     if len(setup) != sum(sizes):
         raise ValueError("the margin: a setup that does not fit the batch")
     return [setup[sum(sizes[:k]) : sum(sizes[: k + 1])] for k in range(3)]
@@ -154,21 +163,31 @@ class Side:
     each; `setup` C's (`deal`). `exchange` drives it."""
 
     def __init__(self, role: int, p: Plan, h: tuple[Ints, Ints], xor_pops: Sequence[Ints],
-                 pops: Sequence[U64], setup: bytes) -> None:  # fmt: skip
+                 pops: Sequence[U64], setup: bytes, nonce: bytes | None = None,
+                 ) -> None:  # fmt: skip
         self.role, self.plan, self.pairs = role, p, len(h[0])
         if len(pops) != 4 or any(len(x) != self.pairs for x in (*xor_pops, *pops, h[1])):
             raise ValueError("the margin: H1, H2 and four popcounts a pair")
+        if nonce is not None and len(nonce) != NONCE_BYTES:
+            raise ValueError(f"the margin: a nonce of {NONCE_BYTES} bytes")
+        nonces = [None] * 3 if nonce is None else [nonce[k : k + 32] for k in (0, 32, 64)]
         first, arith, self._setup2 = _split_setup(p, role, self.pairs, setup)
         l1, l2 = p.levels
         diffs = (addends(role, h[0], l1), addends(role, h[1], l2))
-        self.first = linkbit.Party(role, p.first, diffs, first, list(xor_pops))
-        self.arith = ring64.Party(role, batch_size(p, self.pairs), arith)
+        self.first = linkbit.Party(role, p.first, diffs, first, list(xor_pops), nonces[0])
+        self.arith = ring64.Party(role, batch_size(p, self.pairs), arith, nonces[1])
+        self._nonce2 = nonces[2] or secrets.token_bytes(linkbit.SEED_BYTES)
         self._h = [np.asarray(x, dtype=np.uint64) & np.uint64((1 << lv) - 1)
                    for x, lv in zip(h, (l1, l2), strict=True)]  # fmt: skip
         self._pops = [np.asarray(x, dtype=np.uint64) for x in pops]
         self._pos: npt.NDArray[np.uint32] | None = None
         self._values: tuple[U64, ...] = ()
         self.second: linkbit.Party | None = None
+
+    def nonce(self) -> bytes:
+        """This server's nonces of the first circuit, the arithmetic and the second circuit
+        (fixed by `nonce` where given: a batch run again on what it was kept with)."""
+        return self.first.nonce() + self.arith.nonce() + self._nonce2
 
     def convert(self) -> bytes:
         """After the first circuit: the masked bits to convert and the checks' pads, for the
@@ -218,7 +237,8 @@ class Side:
             parts += [own, np.zeros_like(own)] if self.role == 0 else [np.zeros_like(own), own]
         diffs = np.hstack(parts)
         assert self._pos is not None
-        self.second = linkbit.Party(self.role, p.second, diffs, self._setup2, [self._pos])
+        self.second = linkbit.Party(self.role, p.second, diffs, self._setup2, [self._pos],
+                                    self._nonce2)  # fmt: skip
         self._values = ()
 
     def output(self, tags: linkbit.Words | None = None, keep: linkbit.Words | None = None,

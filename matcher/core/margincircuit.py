@@ -114,7 +114,8 @@ def slot(width: int) -> int:
     return 8 * ((width + 7) // 8)
 
 
-def _second(widths: tuple[int, ...], cutoffs: tuple[float, ...], depth: int) -> Circuit:
+def _second(widths: tuple[int, ...], cutoffs: tuple[float, ...], depth: int,
+            rule: Rule) -> Circuit:  # fmt: skip
     inputs = 2 * sum(slot(w) for w in widths)
     b = _Builder(2 + inputs + 1)
     pos = 2 + inputs
@@ -135,7 +136,7 @@ def _second(widths: tuple[int, ...], cutoffs: tuple[float, ...], depth: int) -> 
     for cols, top in margins:
         carry = prefix.carry_in(b, cols, depth, f)
         outputs.append(b.xor_all([f, b.and_(f, b.xor_all(top)), carry]))
-    return b.compile(inputs, cutoffs, pop_wires, outputs)
+    return b.compile(inputs, cutoffs, pop_wires, outputs, rule=rule)  # its outputs: the rule's
 
 
 def margin_terms(plan_form: IntegerRule, n_bits: int, n_bits2: int,
@@ -173,7 +174,7 @@ def plan(n_bits: int, n_bits2: int, cutoffs: tuple[float, ...], rule: Rule,
     if max(widths) > 63:
         raise ValueError(f"the rule's margin needs {max(widths)} bits: more than 2^64 holds")
     first, names = _first(n_bits, n_bits2, floor.pre, floor.dice)
-    second = _second(widths, cutoffs, depth)
+    second = _second(widths, cutoffs, depth, rule)
     return Plan(n_bits, n_bits2, form, floor.pre, floor.dice, widths, first, second, names)
 
 

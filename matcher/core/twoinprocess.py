@@ -9,13 +9,22 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import densearith, denseblock, exhaustive, linkbit, triplecheck
+from blindmatch.matcher.core import (
+    densearith,
+    denseblock,
+    densemargin,
+    exhaustive,
+    linkbit,
+    ring64,
+    triplecheck,
+)
 from blindmatch.matcher.core.crosspart import Cross
+from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.core.proposal import Part, Proposal
 from blindmatch.matcher.core.rowledger import RowLedger
 from blindmatch.matcher.core.twoserver import (
@@ -29,6 +38,8 @@ from blindmatch.matcher.core.twoserver import (
     fallback_split,
 )
 from blindmatch.matcher.domain import NO_RULE, Rule
+
+U64 = npt.NDArray[np.uint64]
 
 
 def _with_blocks(described: Proposed, part: Part) -> Proposed:
@@ -49,7 +60,12 @@ class InProcess:
         # Unblocked parts by arithmetic sharing (core/densearith.py): C told their blocks
         # (`Proposed.blocks`), S1's and S2's sides of the part `prepare_part` ran last.
         self.dense = True
+        # And a part's blocks on both CLKs under the gap rule by the rule's margin
+        # (core/densemargin.py: C deals their records' popcounts' daBits too, `prepare_part`'s
+        # `pops`, and each batch's margin deal); False: core/gmwsum.py's circuit.
+        self.margin = True
         self._dense: dict[int, tuple[denseblock.Blocks, denseblock.Blocks]] = {}
+        self._pops: dict[int, tuple[list[list[U64]], list[list[U64]]]] = {}
         self._part: int | None = None  # the part `evaluate_part` is running
 
     def block(
@@ -105,18 +121,23 @@ class InProcess:
         return [_with_blocks(d, p) for d, p in zip(described, self.proposal.parts, strict=True)]
 
     def prepare_part(self, index: int, deals: Sequence[densearith.BlockDeal],
-                     transcript: linkbit.Transcript, clock: dict[str, float]) -> None:  # fmt: skip
+                     transcript: linkbit.Transcript, clock: dict[str, float],
+                     pops: Sequence[ring64.Deal] = ()) -> None:  # fmt: skip
         """S1 and S2 on unblocked part `index`'s blocks (`Proposed.blocks`, C's deal a
         block): the daBits' conversion, D opened, C's deal checked (refused as a batch's
         triples are), every pair's H shares; its batches then take them
-        (core/denseblock.py)."""
+        (core/denseblock.py). With `pops` (C's deal a block, `margin`), the blocks' records'
+        popcounts to additive shares (core/densemargin.py `convert_pops`), checked too."""
         if self.proposal is None:
             raise ValueError("S1 has proposed no run")
         part = self.proposal.parts[index]
         if not isinstance(part, Cross) or not deals:
             raise ValueError(f"part {index} is not unblocked")
+        t0 = time.process_time()  # C's deals, made as they are read (core/densearith.py `Lazy`)
+        deals, pops = list(deals), list(pops)
+        clock["C"] = clock.get("C", 0.0) + time.process_time() - t0
         clks = (part.clk,) if len(deals[0].shape.widths) == 1 else (RECORD, FALLBACK)
-        self._dense = {}
+        self._dense, self._pops = {}, {}
         sides = []
         for role, server in enumerate((self.s1, self.s2)):
             who = ("S1", "S2")[role]
@@ -127,9 +148,61 @@ class InProcess:
         try:
             for b1, b2 in zip(sides[0].blocks, sides[1].blocks, strict=True):
                 denseblock.exchange(b1, b2, transcript, clock)
+            if pops:
+                self._pops[index] = self._convert_pops(sides, pops, transcript, clock)
         except triplecheck.DealRefused as exc:
             raise triplecheck.refused(f"{part.member_a}/{part.member_b}", exc) from None
         self._dense[index] = (sides[0], sides[1])
+
+    def _plan(self, circuit: linkbit.Circuit) -> Plan:
+        """The margin's plan at `circuit`'s cut-offs and rule (S1 checked them: the run's)."""
+        return plan(self.s1.bits(RECORD), self.s1.bits(FALLBACK), circuit.cutoffs,
+                    circuit.rule or NO_RULE)  # fmt: skip
+
+    def _convert_pops(self, sides: list[denseblock.Blocks], deals: Sequence[ring64.Deal],
+                      transcript: linkbit.Transcript, clock: dict[str, float],
+                      ) -> tuple[list[list[U64]], list[list[U64]]]:  # fmt: skip
+        """Each block's records' popcounts as additive shares mod 2^64, S1's and S2's."""
+        assert self.proposal is not None
+        p = plan(self.s1.bits(RECORD), self.s1.bits(FALLBACK), self.proposal.cutoffs,
+                 self.proposal.rule)  # fmt: skip
+        if len(deals) != len(sides[0].blocks):
+            raise ValueError("the margin: a popcount deal a block")
+        out: tuple[list[list[U64]], list[list[U64]]] = ([], [])
+        for k, d in enumerate(deals):
+            records = len(sides[0].pops[k][0])
+            parties = [ring64.Party(role, densemargin.pops_size(p, records),
+                                    transcript.send("C", who, "setup", (d.to_s1, d.to_s2)[role]))
+                       for role, who in enumerate(("S1", "S2"))]  # fmt: skip
+            got = densemargin.convert_pops(p, parties[0], parties[1],
+                                           (sides[0].pops[k], sides[1].pops[k]), transcript,
+                                           clock)  # fmt: skip
+            out[0].append(got[0])
+            out[1].append(got[1])
+        return out
+
+    def _margin(self, part: PairBatch, circuit: linkbit.Circuit, dealt: densemargin.Deal,
+                transcript: linkbit.Transcript, clock: dict[str, float],
+                outputs: Callable[[densemargin.Side], bytes]) -> tuple[bytes, bytes]:  # fmt: skip
+        """A batch of a part's blocks by the rule's margin (core/densemargin.py): each
+        server's side on its H and popcount shares, their exchange, `outputs` of each."""
+        index = self._part
+        if index is None or index not in self._pops:
+            raise ValueError("the margin: a batch of a part whose popcounts are not converted")
+        p, sides = self._plan(circuit), []
+        for role, who in enumerate(("S1", "S2")):
+            setup = transcript.send("C", who, "setup", (dealt.to_s1, dealt.to_s2)[role])
+            t0 = time.process_time()
+            inputs = densemargin.gather(self._dense[index][role], self._pops[index][role], part)
+            sides.append(densemargin.Side(role, p, *inputs, setup))
+            clock[who] = clock.get(who, 0.0) + time.process_time() - t0
+        densemargin.exchange(sides[0], sides[1], transcript, clock)
+        got = []
+        for side, who in zip(sides, ("S1", "S2"), strict=True):
+            t0 = time.process_time()
+            got.append(transcript.send(who, "C", "output", outputs(side)))
+            clock[who] = clock.get(who, 0.0) + time.process_time() - t0
+        return got[0], got[1]
 
     def _run(
         self,
@@ -142,12 +215,21 @@ class InProcess:
         drop: npt.NDArray[np.bool_] | None,
     ) -> tuple[bytes, bytes]:
         dense = self._dense.get(self._part) if self._part is not None else None
+        # S1's first message to S2 carries the batch's rows and the output pad's seed.
+        mask = secrets.token_bytes(linkbit.SEED_BYTES)
+        tags = linkbit.tags(part.rows_a, part.rows_b) if tagged else None
+        keep = linkbit.keep_row(drop) if drop is not None else None
+        if isinstance(dealt, densemargin.Deal):
+            transcript.count("S1", "S2", 8 * len(part) + len(mask))
+            try:
+                return self._margin(part, circuit, dealt, transcript, clock,
+                                    lambda side: side.output(tags, keep, mask))  # fmt: skip
+            except triplecheck.DealRefused as exc:
+                raise triplecheck.refused(f"{part.member_a}/{part.member_b}", exc) from None
         t1 = time.process_time()
         setup1 = transcript.send("C", "S1", "setup", dealt.to_s1)
         p1 = dense[0].party(part, circuit, setup1) if dense else self.s1.party(0, part, circuit,
                                                                                setup1)  # fmt: skip
-        # S1's first message to S2 carries the batch's rows and the output pad's seed.
-        mask = secrets.token_bytes(linkbit.SEED_BYTES)
         transcript.count("S1", "S2", 8 * len(part) + len(mask))
         t2 = time.process_time()
         setup2 = transcript.send("C", "S2", "setup", dealt.to_s2)
@@ -160,8 +242,6 @@ class InProcess:
             clk = f", CLK {part.clk}" if part.clk else ""
             raise triplecheck.refused(f"{part.member_a}/{part.member_b}{clk}", exc) from None
         t4 = time.process_time()
-        tags = linkbit.tags(part.rows_a, part.rows_b) if tagged else None
-        keep = linkbit.keep_row(drop) if drop is not None else None
         o1 = transcript.send("S1", "C", "output", p1.output(tags, keep, mask))
         t5 = time.process_time()
         o2 = transcript.send("S2", "C", "output", p2.output(tags, keep, mask))

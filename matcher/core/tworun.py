@@ -23,10 +23,11 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import densearith, denseblock, linkbit
+from blindmatch.matcher.core import densearith, denseblock, densemargin, linkbit, margincircuit
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.exhaustive import Part
+from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.core.outcomes import (
     Earlier,
     Journal,
@@ -92,7 +93,8 @@ class Servers(Protocol):
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
         """The circuit on pairs offset..offset + count of the proposal's part `index`, which
-        only S1 and S2 know: the output shares, the pairs' rows gated by their link bit."""
+        only S1 and S2 know: the output shares, the pairs' rows gated by their link bit (a
+        margin's deal, core/densemargin.py: `circuit` its second, the outputs')."""
         ...
 
     def evaluate(
@@ -168,22 +170,45 @@ def _dense(
     part: Proposed,
     transcript: linkbit.Transcript,
     clock: dict[str, float],
-) -> linkbit.Circuit | None:
+) -> linkbit.Circuit | Plan | None:
     """Where S1 and S2 run unblocked part `index` by arithmetic sharing (its `blocks` told, in
     process: core/twoinprocess.py `prepare_part`), C's deal of each block, their conversion
-    and checks, and the circuit its batches then run on the H shares (core/denseblock.py);
-    None otherwise."""
+    and checks, and what its batches then run on the H shares: the rule's margin by
+    arithmetic (core/densemargin.py's `Plan`) where the servers take it (`margin`) and the
+    part reads both CLKs under the gap rule, else core/gmwsum.py's circuit
+    (core/denseblock.py); None otherwise (by pairs)."""
     prepare = getattr(servers, "prepare_part", None)
     if not part.blocks or prepare is None:
         return None
     t0 = time.process_time()
     width2 = _width2(servers, combiner) if part.clk == RECORD else 0
     widths = (servers.bits(part.clk), width2) if width2 else (servers.bits(part.clk),)
+    # Each block's deal made as the servers read it (over gRPC, as it streams to S2: C holds
+    # one block's at a time), its CPU C's.
+    shapes = [densearith.Shape(a, b, widths) for a, b in part.blocks]
+    deals = densearith.Lazy(len(shapes), lambda k, seeds: densearith.deal(shapes[k], seeds))
+    margin = _margin(servers, combiner, widths)
+    if margin is not None:  # and each block's records' popcounts to convert, once a block
+        pops = densearith.Lazy(len(shapes), lambda k, seeds: densemargin.pops_deal(
+            margin, shapes[k].records, seeds))  # fmt: skip
+        clock["C"] += time.process_time() - t0
+        prepare(index, deals, transcript, clock, pops=pops)
+        return margin
     circuit = denseblock.circuit(widths, combiner.cutoffs, combiner.rule)
-    deals = [densearith.deal(densearith.Shape(a, b, widths)) for a, b in part.blocks]
     clock["C"] += time.process_time() - t0
     prepare(index, deals, transcript, clock)
     return circuit
+
+
+def _margin(servers: Servers, combiner: Combiner, widths: tuple[int, ...]) -> Plan | None:
+    """The rule's margin by arithmetic for a part's blocks on `widths`, where the servers
+    take it and it fits 2^64 (a rule of many decimals may not: core/margincircuit.py)."""
+    if len(widths) != 2 or not getattr(servers, "margin", False):
+        return None
+    try:
+        return margincircuit.plan(widths[0], widths[1], combiner.cutoffs, combiner.rule)
+    except ValueError:
+        return None
 
 
 def proposed_links(
@@ -204,7 +229,10 @@ def proposed_links(
     for offset in range(0, part.pairs, linkbit.BATCH):
         count = min(linkbit.BATCH, part.pairs - offset)
         t0 = time.process_time()
-        if dense is not None:
+        dealt: linkbit.Deal
+        if isinstance(dense, Plan):  # the margin's deal: both circuits, the arithmetic
+            circuit, dealt = dense.second, densemargin.deal(dense, count)
+        elif dense is not None:
             circuit, dealt = dense, combiner.triples(dense, count)
         else:
             circuit, dealt = combiner.deal_count(count, n_bits, part.clk,

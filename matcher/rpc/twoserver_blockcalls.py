@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import queue
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -28,11 +29,15 @@ from blindmatch.matcher.rpc.twoserver_client import (
     peer_error,
     to_rows,
 )
-from blindmatch.matcher.rpc.twoserver_role import Dense, Rows, _Role
+from blindmatch.matcher.rpc.twoserver_margin import Dense, Pops, Runner, margin_plan, pops_bytes
+from blindmatch.matcher.rpc.twoserver_margin import inputs as margin_inputs
+from blindmatch.matcher.rpc.twoserver_margin import party as margin_party
+from blindmatch.matcher.rpc.twoserver_role import Rows, _Role
 from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
 Side = tuple[list[np.ndarray], list[np.ndarray]]  # type: ignore[type-arg]
+T = TypeVar("T")
 
 
 class _Sides:
@@ -42,18 +47,45 @@ class _Sides:
 
     def __init__(self, role: int, held: list[Held], m: pb.BlockDeal,
                  sides: list[tuple[Rows, Rows]], seeds: list[bytes]) -> None:  # fmt: skip
-        self.role, self.held, self.m, self.sides, self.seeds = role, held, m, sides, seeds
-        self.nonces = [secrets.token_bytes(SEED_BYTES) for _ in sides]
+        self.role, self.held, self.m, self.sides = role, held, m, sides
+        rule = part_rule(m, "blocks")
+        # Each block's setup, its popcounts' (`margin`) last: cut when the block's turn comes
+        # (`party`), so that no more than one block's is copied at a time.
+        self.seeds, self.pop_sizes = seeds, pops_bytes(m, held[0].bits, rule, role)
+        self.pop_seeds = [b""] * len(seeds)
+        self.plan = None
+        if m.margin:
+            self.plan = margin_plan(held[0].bits, m.clk, m.cutoffs, rule, "blocks")
+        # A block's nonce; with `margin`, its popcounts' conversion's after it.
+        self.nonce_bytes = SEED_BYTES * (2 if m.margin else 1)
+        self.nonces = [secrets.token_bytes(self.nonce_bytes) for _ in sides]
         self.done = denseblock.Blocks([], [], [])
+
+    def pops(self, k: int, theirs: bytes) -> Pops | None:
+        """Block `k`'s popcounts' conversion (`margin`; None without), once its own steps
+        are done, agreed with the other's nonce of it."""
+        if self.plan is None:
+            return None
+        got = Pops(self.role, self.plan, self.done.pops[k], self.pop_seeds[k],
+                   self.nonces[k][SEED_BYTES:])  # fmt: skip
+        self.pop_seeds[k] = b""
+        try:
+            got.party.agree(theirs)
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"nonce: {exc}") from None
+        return got
 
     def party(self, k: int) -> densearith.Party:
         m, held = self.m, self.held
         clks = (0, 1) if len(widths(held[0].bits, m.clk, part_rule(m, "blocks"))) == 2 else (m.clk,)
         shares = tuple([h.shares[c] for c in clks] for h in held)
         pops = tuple([h.popshares[c] for c in clks] for h in held)
+        setup, n = self.seeds[k], self.pop_sizes[k]
+        if n:
+            setup, self.pop_seeds[k] = setup[: len(setup) - n], setup[len(setup) - n :]
         try:
-            got = denseblock.side(self.role, shares, pops, [self.sides[k]], [self.seeds[k]],
-                                  [self.nonces[k]])  # fmt: skip
+            got = denseblock.side(self.role, shares, pops, [self.sides[k]], [setup],
+                                  [self.nonces[k][:SEED_BYTES]])  # fmt: skip
         except ValueError as exc:
             raise errors.InvalidArgument(f"setup: {exc}") from None
         self.seeds[k] = b""  # (read: S2's explicit values in place, by the party)
@@ -70,6 +102,8 @@ def dense_inputs(role: _Role, m: pb.CircuitBatch, rows_a: Rows, rows_b: Rows, ru
         return None
     side = role.dense.side(m.blocks, m.member_a, m.member_b, m.part, run)
     try:
+        if m.margin:  # the rule's margin (rpc/twoserver_margin.py)
+            return margin_inputs(side, PairBatch(0, 1, m.clk, rows_a, rows_b))
         return side.inputs(PairBatch(0, 1, m.clk, rows_a, rows_b))
     except ValueError as exc:
         raise errors.InvalidArgument(f"rows_a/rows_b: {exc}") from None
@@ -78,13 +112,17 @@ def dense_inputs(role: _Role, m: pb.CircuitBatch, rows_a: Rows, rows_b: Rows, ru
 def batch_party(
     role: _Role, who: int, held: list[Held], circuit: linkbit.Circuit, m: pb.CircuitBatch,
     rows_a: Rows, rows_b: Rows, dense: Dense, nonce: bytes | None = None,
-) -> linkbit.Party:  # fmt: skip
+) -> Runner:  # fmt: skip
     """This server's party on batch `m`: on `dense` (`dense_inputs`, or kept) where it
-    names blocks, else on the pairs' CLK shares."""
+    names blocks (by the rule's margin where `margin`), else on the pairs' CLK shares."""
     if not m.blocks:
         return role.party(who, held, circuit, m.clk, rows_a, rows_b, m.setup, nonce)
     if dense is None:
         raise errors.FailedPrecondition(f"blocks: batch {m.batch!r}'s H shares are not kept")
+    if m.margin:
+        return margin_party(who, held[0].bits, circuit, dense, m.setup, nonce)
+    if len(dense) != 2:
+        raise errors.FailedPrecondition(f"blocks: batch {m.batch!r}'s kept shares are a margin's")
     w = widths(held[0].bits, m.clk, part_rule(m, "batch"))
     try:
         return denseblock.party_of(who, w, circuit, *dense, m.setup, nonce)
@@ -98,7 +136,7 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
     held = role.pair_held(m)
     rule = part_rule(m, "blocks")
     blocks = shapes(m, held[0].bits, rule)
-    seeds = setups(m, blocks, 0, m.setup)
+    seeds = setups(m, blocks, 0, m.setup, pops_bytes(m, held[0].bits, rule, 0))
     members = [m.member_a, m.member_b]
     with role.lock:
         proposal = role.proposals.of(m.member_a, m.member_b)
@@ -177,22 +215,33 @@ def _exchange(s2: ShareExchange, first: pb.BlockMessage,
             counts[1] += 0 if m is None else m.ByteSize()
             return m
 
-        got = nxt()
-        if got is None or len(got.nonce) != SEED_BYTES * len(side.sides):
+        got, n = nxt(), side.nonce_bytes
+        if got is None or len(got.nonce) != n * len(side.sides):
             raise errors.DataLoss(f"{s2.name}: no nonce for each block")
+
+        def checked(step: Callable[[bytes], T], what: str) -> T:
+            try:
+                return step(joined(nxt, what))
+            except triplecheck.DealRefused:
+                outbox.put(None)  # S2 finds it for itself (its refusal, its audit entry)
+                with contextlib.suppress(grpc.RpcError):
+                    nxt()
+                raise
+
         try:
             for k in range(len(side.sides)):
+                nonces = got.nonce[n * k : n * (k + 1)]
                 p = side.party(k)
-                p.agree(got.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
+                p.agree(nonces[:SEED_BYTES])
                 send(p.convert())
                 send(p.reconcile(joined(nxt, "a conversion")))
-                try:
-                    p.finish(joined(nxt, "an opening"))
-                except triplecheck.DealRefused:
-                    outbox.put(None)  # S2 finds it for itself (its refusal, its audit entry)
-                    with contextlib.suppress(grpc.RpcError):
-                        nxt()
-                    raise
+                checked(p.finish, "an opening")
+                pops = side.pops(k, nonces[SEED_BYTES:])
+                if pops is not None:  # the margin's: its records' popcounts converted
+                    send(pops.first())
+                    pops.converted(joined(nxt, "a popcount conversion"))
+                    send(pops.digest())
+                    side.done.arith.append(checked(pops.values, "a popcount check"))
             done = nxt()  # S2's own checks passed and its side is held
             if done is None or not done.last or done.data:
                 raise errors.DataLoss(f"{s2.name}: the block exchange ended unconfirmed")
@@ -212,7 +261,9 @@ def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
     if first is None or first.setup or not first.blocks:
         raise errors.InvalidArgument("blocks: the first message names them, without setup")
     held = role.pair_held(first)
-    blocks = shapes(first, held[0].bits, part_rule(first, "blocks"))
+    rule = part_rule(first, "blocks")
+    blocks = shapes(first, held[0].bits, rule)
+    pops = pops_bytes(first, held[0].bits, rule, 1)  # checked before any setup is read
     setup = bytearray()
     for n, m in enumerate(request, start=1):
         bare = pb.BlockDeal()
@@ -223,7 +274,7 @@ def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
         setup += m.setup
     whole = bytes(setup)
     del setup
-    setups(first, blocks, 1, whole)
+    setups(first, blocks, 1, whole, pops)
     role.dense.put(first, whole)
     return pb.PrepareReply()
 
@@ -262,18 +313,27 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
             )
         held = role.pair_held(m)
         blocks = shapes(m, held[0].bits, part_rule(m, "blocks"))
-        built = _Sides(1, held, m, _rows(first, m), setups(m, blocks, 1, kept.setup))
+        pops = pops_bytes(m, held[0].bits, part_rule(m, "blocks"), 1)
+        built = _Sides(1, held, m, _rows(first, m), setups(m, blocks, 1, kept.setup, pops))
         kept.setup = b""  # (S2's setups held once: each block's, read in place by its party)
-        if len(first.nonce) != SEED_BYTES * len(blocks):
-            raise errors.InvalidArgument(f"nonce: {SEED_BYTES} bytes a block")
+        n = built.nonce_bytes
+        if len(first.nonce) != n * len(blocks):
+            raise errors.InvalidArgument(f"nonce: {n} bytes a block")
         yield pb.BlockMessage(nonce=b"".join(built.nonces))
 
         def nxt() -> pb.BlockMessage | None:
             return next(request, None)
 
+        def refused(exc: triplecheck.DealRefused) -> errors.PermissionDenied:
+            role.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
+                     blocks=first.blocks, run=first.run, part=m.part,
+                     reason=str(exc))  # fmt: skip
+            return triplecheck.refused(f"{first.blocks} (part {m.part}'s blocks)", exc)
+
         for k in range(len(blocks)):
+            nonces = first.nonce[n * k : n * (k + 1)]
             p = built.party(k)
-            p.agree(first.nonce[SEED_BYTES * k : SEED_BYTES * (k + 1)])
+            p.agree(nonces[:SEED_BYTES])
             for data, last in cut(p.convert()):
                 yield pb.BlockMessage(data=data, last=last)
             try:
@@ -287,11 +347,24 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
             except ValueError as exc:
                 raise errors.InvalidArgument(f"data: {exc}") from None
             except triplecheck.DealRefused as exc:
-                role.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
-                         blocks=first.blocks, run=first.run, part=m.part,
-                         reason=str(exc))  # fmt: skip
-                raise triplecheck.refused(f"{first.blocks} (part {m.part}'s blocks)",
-                                          exc) from None  # fmt: skip
+                raise refused(exc) from None
+            conv = built.pops(k, nonces[SEED_BYTES:])
+            if conv is None:
+                continue
+            for data, last in cut(conv.first()):  # the margin's: the popcounts converted
+                yield pb.BlockMessage(data=data, last=last)
+            try:
+                conv.converted(joined(nxt, "a popcount conversion"))
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"data: {exc}") from None
+            for data, last in cut(conv.digest()):
+                yield pb.BlockMessage(data=data, last=last)
+            try:
+                built.done.arith.append(conv.values(joined(nxt, "a popcount check")))
+            except ValueError as exc:
+                raise errors.InvalidArgument(f"data: {exc}") from None
+            except triplecheck.DealRefused as exc:
+                raise refused(exc) from None
     except BaseException:
         role.dense.drop(first.blocks)
         raise

@@ -25,9 +25,10 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import densearith, denseblock, linkbit
+from blindmatch.matcher.core import densearith, denseblock, linkbit, ring64
 from blindmatch.matcher.core.proposal import Refused, run_cutoffs
 from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.rpc.twoserver_margin import Dense
 from blindmatch.protos import blindmatch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -81,10 +82,12 @@ def shapes(m: pb.BlockDeal, bits: Sequence[int], rule: Rule) -> list[densearith.
 
 
 def setups(m: pb.BlockDeal, blocks: Sequence[densearith.Shape], role: int,
-           setup: bytes) -> list[bytes]:  # fmt: skip
+           setup: bytes, pops: Sequence[int] = ()) -> list[bytes]:  # fmt: skip
     """C's setup for server `role` cut into the blocks' (`InvalidArgument` where it does not
-    fit them)."""
-    sizes = [densearith.setup_bytes(s, role) for s in blocks]
+    fit them); with `margin`, each block's followed by its popcounts' (`pops` bytes each,
+    rpc/twoserver_margin.py `pops_bytes`)."""
+    sizes = [densearith.setup_bytes(s, role) + (pops[k] if pops else 0)
+             for k, s in enumerate(blocks)]  # fmt: skip
     if len(setup) != sum(sizes):
         raise errors.InvalidArgument(
             f"setup: {len(setup):,} bytes for {len(blocks)} block(s) of {m.blocks!r}; their "
@@ -120,22 +123,25 @@ def _pairs(m: pb.BlockDeal) -> int:
     return sum(a * b for a, b in zip(m.rows_a, m.rows_b, strict=True))
 
 
-def kept_parts(dense: tuple[Rows, Rows] | None) -> tuple[bytes, ...]:
+def kept_parts(dense: Dense) -> tuple[bytes, ...]:
     """A batch's H and popcount shares (`_Role.dense_inputs`) as kept with its inputs (a
-    batch cut during its rounds runs again on them, its part's blocks held or not)."""
+    batch cut during its rounds runs again on them, its part's blocks held or not): two
+    arrays of 32-bit words, or a margin batch's three of 64-bit words."""
     if dense is None:
         return ()
-    return tuple(np.ascontiguousarray(a, dtype="<u4").tobytes() for a in dense)
+    word = "<u8" if len(dense) == 3 else "<u4"
+    return tuple(np.ascontiguousarray(a, dtype=word).tobytes() for a in dense)
 
 
-def from_kept(parts: Sequence[bytes], pairs: int) -> tuple[Rows, Rows] | None:
+def from_kept(parts: Sequence[bytes], pairs: int) -> Dense:
     """`kept_parts` back (None: a batch by pairs)."""
     if not parts:
         return None
-    if len(parts) != 2 or any(len(p) % (4 * pairs) for p in parts):
+    word = 8 if len(parts) == 3 else 4
+    if len(parts) not in (2, 3) or any(len(p) % (word * pairs) for p in parts):
         raise errors.DataLoss(f"a batch's kept H shares do not fit its {pairs} pairs")
-    h, pops = (np.frombuffer(p, "<u4").astype(np.uint32).reshape(-1, pairs) for p in parts)
-    return h, pops
+    kind = (np.uint64, "<u8") if word == 8 else (np.uint32, "<u4")
+    return tuple(np.frombuffer(p, kind[1]).astype(kind[0]).reshape(-1, pairs) for p in parts)
 
 
 @dataclass
@@ -239,9 +245,15 @@ def prepare_blocks(
     index: int,
     deals: Sequence[densearith.BlockDeal],
     transcript: linkbit.Transcript,
+    pops: Sequence[ring64.Deal] = (),
+    clock: dict[str, float] | None = None,
 ) -> str:
     """C: part `index`'s blocks dealt to S2 (a stream) then S1, which converts and checks
-    them with S2; the blocks' id, for the part's batches. Bytes counted in `transcript`."""
+    them with S2 (with `pops`, each block's records' popcounts' daBits after its deal: the
+    margin's, `BlockDeal.margin`); the blocks' id, for the part's batches. Each block's deal
+    is read from `deals` (and `pops`) as its turn in the stream comes and let go once sent
+    (core/densearith.py `Lazy`: C holds one block's at a time, its CPU into `clock`'s "C");
+    bytes counted in `transcript`."""
     from blindmatch.matcher.rpc.twoserver_client import CALL_SECONDS, _call, wire_rule
 
     p = remote._parts[index]
@@ -249,27 +261,40 @@ def prepare_blocks(
         blocks=secrets.token_hex(12), member_a=remote.members[p.member_a],
         member_b=remote.members[p.member_b], records_a=remote.records[p.member_a],
         records_b=remote.records[p.member_b], clk=p.clk, part=index,
-        rows_a=[d.shape.rows_a for d in deals], rows_b=[d.shape.rows_b for d in deals],
-        cutoffs=remote._cutoffs, rule=wire_rule(remote._rule),
+        rows_a=[a for a, _ in p.blocks], rows_b=[b for _, b in p.blocks],
+        cutoffs=remote._cutoffs, rule=wire_rule(remote._rule), margin=bool(pops),
     )  # fmt: skip
-    header, parts = m.ByteSize(), [0]
+    if len(deals) != len(p.blocks) or (pops and len(pops) != len(deals)):
+        raise ValueError(f"part {index}: a deal a block, {len(p.blocks)}")
+    counts, to_s1 = [m.ByteSize(), 0], bytearray()  # (C->S2 bytes, its parts), S1's seeds
 
     def s2_parts() -> Iterator[pb.BlockDeal]:
         yield m
-        for d in deals:  # each block's in parts (never the part's whole deal joined)
-            for data, _ in cut(d.to_s2):
-                parts[0] += 1
+        for k in range(len(deals)):  # each block's dealt, sent in parts, then let go
+            t0 = time.process_time()
+            d = deals[k]
+            one, two = d.to_s1, d.to_s2
+            if pops:  # its popcounts' daBits after its deal
+                q = pops[k]
+                one, two = one + q.to_s1, two + q.to_s2
+            if clock is not None:
+                clock["C"] = clock.get("C", 0.0) + time.process_time() - t0
+            to_s1.extend(one)
+            counts[0] += len(two)
+            for data, _ in cut(two):
+                counts[1] += 1
                 yield pb.BlockDeal(setup=data)
+            del d, two
 
     _call(remote.names[1], remote._s2.PrepareBlocks, s2_parts(), metadata=remote._metadata,
           timeout=CALL_SECONDS)  # fmt: skip
-    to_s1 = pb.BlockDeal()
-    to_s1.CopyFrom(m)
-    to_s1.setup = b"".join(d.to_s1 for d in deals)
-    reply = _call(remote.names[0], remote._s1.PrepareBlocks, to_s1, metadata=remote._metadata,
+    to_s1_m = pb.BlockDeal()
+    to_s1_m.CopyFrom(m)
+    to_s1_m.setup = bytes(to_s1)
+    reply = _call(remote.names[0], remote._s1.PrepareBlocks, to_s1_m, metadata=remote._metadata,
                   timeout=CALL_SECONDS)  # fmt: skip
-    transcript.count("C", "S2", header + sum(len(d.to_s2) for d in deals) + 8 * parts[0])
-    transcript.count("C", "S1", to_s1.ByteSize())
+    transcript.count("C", "S2", counts[0] + 8 * counts[1])
+    transcript.count("C", "S1", to_s1_m.ByteSize())
     transcript.count("S1", "S2", reply.round_bytes_sent)
     transcript.count("S2", "S1", reply.round_bytes_received)
     return m.blocks

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import batchresume, densearith, linkbit
+from blindmatch.matcher.core import batchresume, densearith, densemargin, linkbit, marginrounds
 from blindmatch.matcher.core.batchresume import BatchWatch
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Proposed, Rows, Shares
@@ -207,7 +207,8 @@ class ShareExchange:
         except grpc.RpcError as exc:
             raise peer_error(self.name, exc) from None
 
-    def exchange(self, first: pb.RoundMessage, party: linkbit.Party) -> tuple[int, int]:
+    def exchange(self, first: pb.RoundMessage,
+                 party: linkbit.Party | marginrounds.Rounds) -> tuple[int, int]:  # fmt: skip
         """Run `party` (S1's) through every round with S2's party of the batch `first` opens
         (its id, digest, rows, the output pad's seed, the pairs answered 0 and S1's nonce;
         S2 answers with its nonce, `linkbit.Party.agree`, and the two check C's triples with
@@ -290,8 +291,8 @@ class RemoteServers:
         self.resume_pairs: list[tuple[int, int]] = []  # Propose's `resume_pairs`
         self._unacked: list[str] = []  # answered, to acknowledge with the next batch
         self._query = any(QUERY_MARK in m for m in self.members)  # a query's: nothing kept
-        # Unblocked parts by arithmetic sharing (False: by pairs): the blocks S1 and S2 hold
-        self.dense, self._blocks = True, dict[int, str]()  # of part `index`, by id
+        # Unblocked parts by blocks (False: by pairs; `margin`: the rule's by its margin)
+        self.dense, self.margin, self._blocks = True, True, dict[int, str]()  # S1's, S2's by id
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
         """Journal each batch of the proposal with `watch`; S1 leaves out `resume_pairs`'."""
@@ -436,11 +437,12 @@ class RemoteServers:
                 log.info("%s kept batches %s unacknowledged: %s", who, list(batches), exc)
 
     def prepare_part(self, index: int, deals: Sequence[densearith.BlockDeal],
-                     transcript: linkbit.Transcript, clock: dict[str, float]) -> None:  # fmt: skip
+                     transcript: linkbit.Transcript, clock: dict[str, float],
+                     pops: Sequence[Any] = ()) -> None:  # fmt: skip
         """Part `index`'s blocks dealt, converted and checked (rpc/twoserver_blocks.py)."""
         from blindmatch.matcher.rpc.twoserver_blocks import prepare_blocks
 
-        self._blocks[index] = prepare_blocks(self, index, deals, transcript)
+        self._blocks[index] = prepare_blocks(self, index, deals, transcript, pops, clock)
 
     def evaluate_part(
         self,
@@ -455,8 +457,8 @@ class RemoteServers:
         p = self._parts[index]
         batch = secrets.token_hex(12)
         ref: dict[str, Any] = dict(proposed=True, part=index, offset=offset, count=count)
-        if index in self._blocks:  # on the H shares of its blocks
-            ref["blocks"] = self._blocks[index]
+        if index in self._blocks:  # on the H shares of its blocks (by the margin: its deal's)
+            ref.update(blocks=self._blocks[index], margin=isinstance(dealt, densemargin.Deal))
         made = [self._batch(batch, p.member_a, p.member_b, p.clk, setup, circuit.cutoffs, **ref)
                 for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
         return self._run(made[0], made[1], count, circuit, transcript, tagged=True,

@@ -33,6 +33,7 @@ from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_blocks import HeldBlocks, widths
 from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
+from blindmatch.matcher.rpc.twoserver_margin import Dense, Runner, margin_batch
 from blindmatch.matcher.rpc.twoserver_presort import Presorter
 from blindmatch.matcher.rpc.twoserver_proposals import Proposals
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
@@ -48,7 +49,6 @@ NAMES = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}
 F = TypeVar("F", bound=Callable[..., Any])
 Rows = npt.NDArray[np.uint32]
 Bools = npt.NDArray[np.bool_]
-Dense = tuple[Rows, Rows] | None  # a batch's H and popcount shares (rpc/twoserver_blocks.py)
 
 
 def _from(caller: str) -> Callable[[F], F]:
@@ -418,6 +418,8 @@ class _Role:
                     f"reach: the run at {list(cutoffs)} has no reach cut-off (no buckets)"
                 )
             cutoffs = (reach,)
+        if m.margin:  # the rule's margin on the blocks' shares (rpc/twoserver_margin.py)
+            return held, margin_batch(self.role, m, held[0].bits, cutoffs, rule, count), count
         try:
             if m.blocks:  # on the H shares of the part's blocks (rpc/twoserver_blocks.py)
                 if not m.proposed or m.reach:
@@ -476,7 +478,7 @@ class _Role:
 
 
 def _outputs(
-    party: linkbit.Party, tagged: bool, rows_a: Rows, rows_b: Rows, drop: Bools, mask: bytes
+    party: Runner, tagged: bool, rows_a: Rows, rows_b: Rows, drop: Bools, mask: bytes
 ) -> bytes:
     """A server's output shares: with `tagged` (a batch of the proposal) the rows gated by the
     link bit; 0 at `drop`; padded by `mask` (both servers the same pad)."""

@@ -34,6 +34,7 @@ from blindmatch.matcher.rpc.twoserver_client import (
     expanded_parts,
     to_rows,
 )
+from blindmatch.matcher.rpc.twoserver_margin import Runner
 from blindmatch.matcher.rpc.twoserver_resume import (
     acknowledge,
     drop_bits,
@@ -161,7 +162,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
             )
         return pb.CircuitBatch.FromString(raw_m), nonce, dense
 
-    def _start(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, linkbit.Party, Bools]:
+    def _start(self, first: pb.RoundMessage) -> tuple[pb.CircuitBatch, Runner, Bools]:
         """The batch S1's first message opens: C's prepared batch, checked to be the one S1
         checked, with S1's rows (a part of the proposal) or its own; S2's party. A `replay`:
         the batch and nonce S2 kept, nothing counted again."""
@@ -250,6 +251,12 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
                 party.close(message.masked)
             except ValueError as exc:
                 raise errors.InvalidArgument(f"masked (round {r}): {exc}") from None
+            except triplecheck.DealRefused as exc:  # a margin's checks between its circuits
+                self.inputs.drop(first.batch, "refused: its deal failed the margin's check")
+                self.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b],
+                         batch=first.batch, run=first.run, reason=str(exc))  # fmt: skip
+                yield pb.RoundMessage(masked=mine)  # S1 sees it for itself
+                raise triplecheck.refused(first.batch, exc) from None
             if r == rounds - 1:
                 out = _outputs(party, m.proposed, rows_a, rows_b, drop, first.mask)
                 keep_batch(self, m, len(rows_a), out)  # durably before S1 sees the round

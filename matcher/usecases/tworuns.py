@@ -201,6 +201,11 @@ class _Progress:
         """The servers' (core/tworun.py `_dense`: an unblocked part by blocks); None: by pairs."""
         return getattr(self.servers, "prepare_part", None)
 
+    @property
+    def margin(self) -> bool:
+        """Whether the servers take a part's blocks by the rule's margin (core/densemargin.py)."""
+        return bool(getattr(self.servers, "margin", False))
+
     def evaluate_part(
         self,
         index: int,
