@@ -138,7 +138,10 @@ def test_upload_and_run_piped_print_progress_lines(
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: the bar
     assert main(["run", *server, "--token", project.tokens["north"]]) == 0
     err = capsys.readouterr().err
-    assert "comparing" in err and "run: " not in err
+    # the bar names the stages the watch saw: on a loaded host a five-record run can pass its
+    # comparing stage between two looks (1 run in about 15), and the bar then shows only the last
+    assert any(stage in err for stage in ("comparing", "solve", "store")), err
+    assert "run: " not in err
     assert ": :" not in err  # was "comparing: :  50%": tqdm's {desc} ends in ": " already
 
 
