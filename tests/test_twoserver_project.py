@@ -215,6 +215,11 @@ def test_index_sync_and_add_ask_the_projects_mode_first_and_make_no_ref_key_when
             else:
                 assert f"{folder} was encoded --two-server, but clks is a CLK project" in err
                 assert f"`blindmatch index {verb} {folder} --project clks --clk`" in err
+    # `index show`: no "holds 0 records" (before 2026-12-06), but why there is no index.
+    assert world.cli("index", "show", "--project", "shares", token=tokens["shares"]) == 0
+    shown = capsys.readouterr().out
+    assert "project 'shares' runs in two-server mode" in shown and "holds 0" not in shown
+    assert "keeps no standing index. `blindmatch query` and `blindmatch watch` work" in shown
     with MatcherClient(world.target, clk.tokens["north"]) as north:
         assert north.list_index("clks") == {}
     assert world.cli("index", "sync", str(encoded["north"]), "--project", "clks", "--ref-key",

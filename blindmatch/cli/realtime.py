@@ -18,7 +18,7 @@ from blindmatch.cli.options import (
     member_options,
     member_token,
 )
-from blindmatch.cli.projectmode import index_clk_option, refuse_index_folder
+from blindmatch.cli.projectmode import index_clk_option, no_index_shown, refuse_index_folder
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -143,6 +143,9 @@ def _change_line(part: SyncPart) -> None:
 
 def cmd_index_show(args: argparse.Namespace) -> int:
     with connect(args, member_token(args)) as client:
+        if client.describe(args.project, settings_only=True).mode == "two-server":
+            print(no_index_shown(args.project))  # its settings alone asked: not audited
+            return 0
         listing = client.list_index(args.project)
     print(f"Your index in {args.project} holds {len(listing)} records.")
     return 0
