@@ -462,6 +462,11 @@ def test_a_two_server_upload_shows_the_megabytes_sent_to_s1_and_s2_unless_quiet(
     assert sent and max(sent) >= s1_file // 2**20 // 2, err  # the bulk of S1's part counted
     assert "waiting for S1 to store it" in err and "waiting for S2 to store it" in err
     assert err.index("waiting for S1") < err.index("S2 to store")  # S1's part goes first
+    # S2's part, under a megabyte here, is shown too (before 2026-12-06 it never was).
+    s2_file = (encoded["north"] / "twoserver" / "s2.npz").stat().st_size
+    s2_sent = [int(k) for k in re.findall(r"uploading to S2: (\d+) kB", err)]
+    assert s2_file < 2**20 and s2_sent and max(s2_sent) > 0, err
+    assert err.index("waiting for S1") < err.index("uploading to S2") < err.index("S2 to store")
     assert world.cli("upload", str(encoded["north"]), "--project", "progress", "--quiet",
                      token=token) == 0  # fmt: skip
     assert "uploading to" not in capsys.readouterr().err
