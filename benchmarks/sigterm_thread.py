@@ -7,7 +7,10 @@ later (then kills it). Side by side, alternating, in the same run:
 
 - `before`: the main thread waits for an event that the Python SIGTERM handler sets (what
   matcher/server.py `serve_forever` did before 2026-12-06);
-- `serve_forever`: the real `serve_forever`, over a server that stops at once.
+- `serve_forever`: the real `serve_forever`, over a server that stops at once;
+- `work_dir`: a benchmark's main thread asleep in a bare `Event.wait()` inside
+  benchmarks/workdir.py `work_dir` (whose SIGTERM handler, before 2026-12-06, was `before`'s
+  case: a handler the main thread never woke to run).
 
     nice -n 10 .venv/bin/python benchmarks/sigterm_thread.py --trials 60
 
@@ -28,7 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-MODES = ("before", "serve_forever")
+from benchmarks.workdir import add_keep
+
+MODES = ("before", "serve_forever", "work_dir")
 
 
 def _churn() -> None:
@@ -43,7 +48,7 @@ def _churn() -> None:
     threading.Thread(target=loop, daemon=True).start()
 
 
-def child(mode: str) -> None:
+def child(mode: str, keep: bool = False) -> None:
     """Wait for SIGTERM as `mode` does; say "ready" once waiting, exit 0 once stopped."""
     _churn()
     if mode == "before":
@@ -51,6 +56,12 @@ def child(mode: str) -> None:
         signal.signal(signal.SIGTERM, lambda _signum, _frame: stopped.set())
         print("ready", flush=True)
         stopped.wait()
+    elif mode == "work_dir":
+        from benchmarks.workdir import work_dir
+
+        with work_dir("bm-sigterm-", keep=keep):
+            print("ready", flush=True)
+            threading.Event().wait()
     else:
         from blindmatch.matcher.server import serve_forever
 
@@ -62,10 +73,12 @@ def child(mode: str) -> None:
     os._exit(0)
 
 
-def trial(mode: str, wait: float) -> bool:
+def trial(mode: str, wait: float, keep: bool = False) -> bool:
     """Whether a child waiting as `mode` does exits within `wait` s of its SIGTERM."""
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--child", mode], stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--child", mode, *(["--keep"] if keep else [])],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":
@@ -90,14 +103,15 @@ def main() -> None:
         "--wait", type=float, default=3.0, help="seconds after SIGTERM that count as hung"
     )
     p.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    add_keep(p)  # (the work_dir child's)
     args = p.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.keep)
         return
     hung = dict.fromkeys(MODES, 0)
     for _ in range(args.trials):
         for mode in MODES:
-            hung[mode] += not trial(mode, args.wait)
+            hung[mode] += not trial(mode, args.wait, args.keep)
     load = os.getloadavg()[0]
     print(
         f"{'mode':<15} {'trials':>6} {'hung':>5}   (load average {load:.1f}, {os.cpu_count()} CPUs)"

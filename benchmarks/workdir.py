@@ -12,8 +12,10 @@ filled the disk.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -25,22 +27,57 @@ from types import FrameType
 TERMINATED = 128 + signal.SIGTERM  # the exit status of a benchmark ended by SIGTERM
 
 
-def _terminated(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(TERMINATED)
+class _Terminate:
+    """The SIGTERM handler inside the block: SystemExit the first time, nothing after (a
+    second SIGTERM, or `_poke`'s, does not cut the deletion short)."""
+
+    def __init__(self) -> None:
+        self.raised = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if not self.raised:
+            self.raised = True
+            raise SystemExit(TERMINATED)
+
+
+def _poke(woken: socket.socket, handler: _Terminate) -> None:
+    """A thread beside the block: the kernel may hand the process's SIGTERM to any thread
+    (gRPC's), and CPython runs the Python handler only when the main thread runs Python
+    again, which a main thread asleep in a bare `join()` or `Event.wait()` never does. The C
+    handler writes the signal's number to the wakeup fd from whatever thread took it; this
+    sends SIGTERM once more to the main thread itself, which wakes it (EINTR) to run the
+    handler. Once: the poke writes the fd too (matcher/server.py `serve_forever` waits on
+    the fd the same way); not where the main thread took it and ran the handler."""
+    with contextlib.suppress(OSError):
+        while (got := woken.recv(1)) and got[0] != signal.SIGTERM:
+            pass
+        if got and not handler.raised:
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
 
 
 @contextmanager
 def _sigterm_exits() -> Iterator[None]:
-    """Inside the block, SIGTERM raises SystemExit (so `finally` blocks run); the handler
-    before it is put back after. Signal handlers belong to the main thread: elsewhere,
-    nothing changes."""
+    """Inside the block, SIGTERM raises SystemExit (so `finally` blocks run), once, whichever
+    thread the kernel hands it to (`_poke`); the handler and wakeup fd before it are put back
+    after. Signal handlers belong to the main thread: elsewhere, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, _terminated)
+    woken, waker = socket.socketpair()
+    waker.setblocking(False)
+    handler = _Terminate()
+    before = signal.signal(signal.SIGTERM, handler)
+    previous = signal.set_wakeup_fd(waker.fileno(), warn_on_full_buffer=False)
+    poker = threading.Thread(target=_poke, args=(woken, handler), name="sigterm-poke",
+                             daemon=True)  # fmt: skip
+    poker.start()
     try:
         yield
     finally:
+        signal.set_wakeup_fd(previous)
+        waker.close()  # the poke thread's recv ends (b"")
+        poker.join()  # before the old handler is back: a poke after it could kill
+        woken.close()
         signal.signal(signal.SIGTERM, before)
 
 

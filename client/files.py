@@ -73,12 +73,21 @@ def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> Non
 
 
 def check_writable(path: str | Path) -> Path:
-    """`path`, refused as `write_text` would refuse it (a folder): called before a call to
-    the matcher whose answer is written there, so that none is asked (and audited, or
-    counted) for an answer that could not be kept."""
+    """`path`, refused as `write_text` would refuse it: a folder, or a file whose folder
+    cannot be made or written in (a file where a folder is needed, no permission, a
+    read-only file system). Called before a call to the matcher (or S1, S2, the combiner)
+    whose answer is written there, so that none is asked (and audited, or counted, or
+    spent) for an answer that could not be kept."""
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{path}: is a folder; give the name of a file to write")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:  # made by `write_text`
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: {folder} is not a folder; give a file in a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write in {folder} (permission denied or read-only)")
     return path
 
 

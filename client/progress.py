@@ -37,7 +37,9 @@ class Progress:
     """One progress display: `update` by a count, `moveto` a count of a total, `stage` for
     a new step (with a new total, or keeping the count), `describe` for a new description
     of the same step, `close` at the end. `prefix` starts each line (not the bar);
-    `counts=False` shows shares only (work units that mean nothing to the reader)."""
+    `counts=False` shows shares only (work units that mean nothing to the reader);
+    `in_bytes=True` counts bytes, shown in MB (in kB under one: a part of less than a
+    megabyte is shown too, where a count in whole megabytes never moved)."""
 
     def __init__(
         self,
@@ -50,6 +52,7 @@ class Progress:
         counts: bool = True,
         bar_format: str | None = None,
         stream: IO[str] | None = None,
+        in_bytes: bool = False,
     ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         self._lines = enabled and not _is_terminal(self._stream)
@@ -57,11 +60,14 @@ class Progress:
         if enabled and not self._lines:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, desc=desc, unit=unit, file=self._stream,
-                             leave=False, dynamic_ncols=True, bar_format=bar_format)  # fmt: skip
+            scaled = {"unit": "B", "unit_scale": True, "unit_divisor": 1024} if in_bytes else {}
+            self._bar = tqdm(total=total, desc=desc, file=self._stream, leave=False,
+                             dynamic_ncols=True, bar_format=bar_format,
+                             **({"unit": unit} | scaled))  # fmt: skip
         self.desc, self.total, self.n = desc, total, 0
         self._unit = f" {unit.strip()}" if unit.strip() else ""
         self._prefix, self._counts = f"{prefix}: " if prefix else "", counts
+        self._in_bytes = in_bytes
         self._started = self._last_time = clock()
         self._last_n = 0
         self._waiting = self._lines  # its first line when its count first moves
@@ -133,6 +139,8 @@ class Progress:
             text += f": {self.n}/{self.total}{self._unit} ({100 * self.n // self.total}%)"
         elif self.total:
             text += f": {100 * self.n // self.total}%"
+        elif self.n and self._in_bytes:
+            text += f": {self.n >> 20} MB" if self.n >= 2**20 else f": {-(-self.n // 1024)} kB"
         elif self.n:
             text += f": {self.n}{self._unit}"
         now = clock()

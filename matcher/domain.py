@@ -356,6 +356,11 @@ QUERY, WATCH, NOTIFY = "query", "watch", "notify"
 # Requests refused for a bad token or bad input, counted in the query volume log (never
 # audited): `records` is how many, `refused` the status (matcher/rpc/refusals.py).
 REFUSED_REQUEST = "request"
+# A watch refused where the operator does not allow watching: the refusal's words, and its
+# `refused` in place of the status (FAILED_PRECONDITION) in the volume log, so that
+# `admin query-report` says it as such, not as a bad token or bad input.
+WATCHING_OFF = "watching is not allowed"
+WATCH_NOT_ALLOWED = "WATCH_NOT_ALLOWED"
 # How a query the matcher could not answer (UNAVAILABLE: a look-up server down, behind or
 # being loaded) is recorded: `refused` is this, then the reason naming the server. Audited
 # like any query, never counted against the quota, not the member's doing (not flagged).

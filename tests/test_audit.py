@@ -253,8 +253,19 @@ def test_audit_export_and_verify_from_the_cli(
 
     out = tmp_path / "north-audit.jsonl"
     member = ["--project", "trial", "--token", project.tokens["north"]]
+
+    # --out a folder: refused before the export, which is audited (before, exported and
+    # audited as `audit.export`, and then the file could not be written).
+    def north_exports() -> int:
+        with matcher.operator() as op:
+            return sum(e["action"] == "audit.export" and e["actor"] == "north" for e in op.audit())
+
+    assert cli(matcher, "audit", "export", *member, "--out", str(tmp_path)) == 2
+    assert f"{tmp_path}: is a folder; give the name" in capsys.readouterr().err
+    assert north_exports() == 0
     assert cli(matcher, "audit", "export", *member, "--after", "1", "--out", str(out)) == 0
     assert json.loads(out.read_text().splitlines()[0])["seq"] > 1
+    assert north_exports() == 1
 
     assert cli(matcher, "audit", "verify") == 0
     printed = capsys.readouterr().out

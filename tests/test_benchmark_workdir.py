@@ -128,3 +128,31 @@ def test_sigterm_inside_a_work_dir_ends_the_block_and_the_old_handler_comes_back
     thread.start()
     thread.join()
     assert inside == [before] and list(tmp_path.iterdir()) == []
+
+
+# The main thread asleep in a bare Event.wait() while another thread takes the SIGTERM
+# (the kernel hands it to any thread; gRPC's, say): before 2026-12-06 the handler never ran,
+# the benchmark never ended (benchmarks/sigterm_thread.py's case: 11 of 30 missed).
+ELSEWHERE = """
+import signal, sys, threading, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from benchmarks.workdir import work_dir
+with work_dir("bm-", parent=Path(sys.argv[1])) as work:
+    (work / "data").write_bytes(b"x")
+    def takes_it():
+        time.sleep(0.5)  # (the main thread asleep in its wait by then, not waiting for the GIL)
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    threading.Thread(target=takes_it).start()
+    threading.Event().wait()
+"""
+
+
+def test_a_sigterm_another_thread_takes_ends_a_main_thread_asleep_in_a_bare_wait(
+    tmp_path: Path,
+) -> None:
+    # (the timeout only ends a hang: the old code's, which never exited)
+    done = subprocess.run([sys.executable, "-c", ELSEWHERE, str(tmp_path), str(ROOT)],
+                          timeout=30, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == TERMINATED, done.stderr
+    assert list(tmp_path.iterdir()) == []

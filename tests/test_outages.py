@@ -92,3 +92,32 @@ def test_a_users_unanswered_queries_are_in_its_own_share() -> None:
     assert north.unanswered == 3
     (carol,) = north.users
     assert (carol.user, carol.unanswered, carol.queries, carol.refused) == ("carol", 2, 0, 0)
+
+
+def test_a_watch_refused_where_watching_is_off_is_reported_as_such_not_as_bad_input() -> None:
+    """`admin query-report` said a watch refused where the operator does not allow watching
+    was "refused for a bad token or bad input (FAILED_PRECONDITION 1)" (before 2026-12-06):
+    it is a refusal of its own, said as such (a user's share named)."""
+    from blindmatch.matcher.rpc.refusals import Refusals
+
+    got: list[QueryRecord] = []
+    refusals = Refusals(sink=got.extend)
+    off = "watching is not allowed in project 'trial'; the operator allows it with ..."
+    for rpc, status, message, user in (
+        ("Watch", "FAILED_PRECONDITION", off, ""),
+        ("Watch", "FAILED_PRECONDITION", off, "pc-1"),
+        ("Watch", "FAILED_PRECONDITION", off, "pc-1"),
+        ("Watch", "FAILED_PRECONDITION", "clks: another schema's fingerprint", ""),
+    ):
+        refusals.note(
+            method=f"/blindmatch.Matcher/{rpc}", status=status, message=message,
+            project="trial", member="north", peer="ipv4:127.0.0.1:1", user=user,
+        )  # fmt: skip
+    refusals.flush()
+    (north,) = volume_report(got, ["north"], {}, 24)
+    assert north.flags == (
+        "1 requests refused for a bad token or bad input (FAILED_PRECONDITION 1)",
+        "3 watches refused: watching is not allowed in this project (`admin query-limits "
+        "--allow-watch`); by user pc-1 2",
+    )
+    assert north.users == ()  # pc-1 refused nothing else: named in the flag alone

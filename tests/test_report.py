@@ -421,3 +421,25 @@ def test_the_charts_render_in_a_headless_browser(world: World, tmp_path: Path) -
     assert 100 <= invalid <= 108
     # The sections are in order: the overlap chart above the data-quality chart.
     assert max(rows) < min(present_rows) <= min(invalid_rows)
+
+
+def test_an_unwritable_out_is_refused_before_the_results_are_fetched(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--out a folder, or a file under a file: refused before the results are asked for
+    (before, the matcher disclosed them, audited as `results.disclose`, and then the page
+    could not be written)."""
+    project = world.projects["count"]
+    operator = Matcher(world.server, world.tmp / "data", ADMIN_TOKEN).operator
+
+    def disclosed() -> int:
+        with operator() as op:
+            return sum(e["action"] == "results.disclose" for e in op.audit(project.project))
+
+    before = disclosed()
+    (tmp_path / "a-file").write_text("")
+    under_a_file = tmp_path / "a-file" / "north.html"
+    for out, why in ((tmp_path, "is a folder"), (under_a_file, f"{under_a_file.parent} is not")):
+        assert report(world, project, out) == 2
+        assert f"{out}: {why}" in capsys.readouterr().err
+    assert disclosed() == before

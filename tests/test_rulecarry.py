@@ -358,3 +358,28 @@ def test_a_query_finds_out_an_index_that_lost_its_schemas_rule(
     assert cli(matcher, *query_args(matcher, tokens["north"], schema, weak_secret)) == 0
     answer_json = json.loads(capsys.readouterr().out)
     assert answer_json["results"][0]["matches"] == []
+
+
+def test_a_ref_key_made_for_an_index_change_the_matcher_refuses_is_removed(
+    matcher: Matcher, tmp_path: Path, weak_secret: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """North's first `index add`/`sync`, refused by the matcher (another schema's fingerprint
+    than south's index): the ref key made for it is gone, not said to be made
+    (before 2026-12-06 it was kept, "Made a new ref key"); a key north had is kept."""
+    tokens = project(matcher, "keyed")
+    south = encode(tmp_path, weak_secret, "south", TOBIAS, custom_schema(tmp_path))
+    assert cli(matcher, "index", "sync", str(south), "--project", "keyed", "--token",
+               tokens["south"], "--ref-key", str(tmp_path / "south.refkey")) == 0  # fmt: skip
+    north = encode(tmp_path, weak_secret, "north", THOMAS, PERSON_SCHEMA)
+    key = tmp_path / "north.refkey"
+    capsys.readouterr()
+    for verb in ("add", "sync"):
+        assert cli(matcher, "index", verb, str(north), "--project", "keyed", "--token",
+                   tokens["north"], "--ref-key", str(key)) == 3  # fmt: skip
+        err = capsys.readouterr().err
+        assert "south's index" in err and "Made a new ref key" not in err, err
+        assert not key.exists()
+    key.write_text("an older key of north's, 0123456789abcdef\n")
+    assert cli(matcher, "index", "add", str(north), "--project", "keyed", "--token",
+               tokens["north"], "--ref-key", str(key)) == 3  # fmt: skip
+    assert key.read_text() == "an older key of north's, 0123456789abcdef\n"

@@ -65,7 +65,13 @@ def test_erasure_ends_the_members_open_watch(matcher: Matcher, project: ProjectT
         north.erase("trial")
     ended = ended_with(watch)
     assert ended.code() is grpc.StatusCode.FAILED_PRECONDITION
-    assert "erased its data" in (ended.details() or "")
+    said = ended.details() or ""
+    assert (
+        "member 'north' erased its data in 'trial'; this watch, open before that, is "
+        "closed: no later match of its records is told" in said
+    )
+    assert "start `blindmatch watch` again" in said
+    assert "not acknowledged" not in said  # an upload's words (before 2026-12-06)
     assert other.is_active(), "a partner's watch goes on"
     other.cancel()
 
@@ -87,6 +93,7 @@ def test_a_named_users_streams_end_with_its_token(matcher: Matcher, project: Pro
     ended = ended_with(by_first)
     assert ended.code() is grpc.StatusCode.UNAUTHENTICATED
     assert "user 'pc-1'" in (ended.details() or "")
+    assert "this watch, open before that, is closed" in (ended.details() or "")
     assert counted(matcher, 2) == 2
 
     with matcher.operator() as op:

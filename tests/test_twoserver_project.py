@@ -215,6 +215,11 @@ def test_index_sync_and_add_ask_the_projects_mode_first_and_make_no_ref_key_when
             else:
                 assert f"{folder} was encoded --two-server, but clks is a CLK project" in err
                 assert f"`blindmatch index {verb} {folder} --project clks --clk`" in err
+    # `index show`: no "holds 0 records" (before 2026-12-06), but why there is no index.
+    assert world.cli("index", "show", "--project", "shares", token=tokens["shares"]) == 0
+    shown = capsys.readouterr().out
+    assert "project 'shares' runs in two-server mode" in shown and "holds 0" not in shown
+    assert "keeps no standing index. `blindmatch query` and `blindmatch watch` work" in shown
     with MatcherClient(world.target, clk.tokens["north"]) as north:
         assert north.list_index("clks") == {}
     assert world.cli("index", "sync", str(encoded["north"]), "--project", "clks", "--ref-key",
@@ -457,6 +462,11 @@ def test_a_two_server_upload_shows_the_megabytes_sent_to_s1_and_s2_unless_quiet(
     assert sent and max(sent) >= s1_file // 2**20 // 2, err  # the bulk of S1's part counted
     assert "waiting for S1 to store it" in err and "waiting for S2 to store it" in err
     assert err.index("waiting for S1") < err.index("S2 to store")  # S1's part goes first
+    # S2's part, under a megabyte here, is shown too (before 2026-12-06 it never was).
+    s2_file = (encoded["north"] / "twoserver" / "s2.npz").stat().st_size
+    s2_sent = [int(k) for k in re.findall(r"uploading to S2: (\d+) kB", err)]
+    assert s2_file < 2**20 and s2_sent and max(s2_sent) > 0, err
+    assert err.index("waiting for S1") < err.index("uploading to S2") < err.index("S2 to store")
     assert world.cli("upload", str(encoded["north"]), "--project", "progress", "--quiet",
                      token=token) == 0  # fmt: skip
     assert "uploading to" not in capsys.readouterr().err

@@ -240,6 +240,12 @@ def test_the_cli_encodes_uploads_and_runs_over_the_roles(
                      "--key-file", str(member_key_file)]) == 0  # fmt: skip
         assert f"the combiner (127.0.0.1:{roles['combiner'].port}) holds" in capsys.readouterr().out
     out = tmp_path / "links.csv"
+    # --out a folder with --force: refused before the run (before, S1 and S2 evaluated every
+    # pair, each once an upload, and then the CSV could not be written: the run below would
+    # have found its pairs spent).
+    assert main(["two-server", "run", addresses[2], "--key-file", str(key_file), "--threshold",
+                 "0.8", "--out", str(tmp_path), "--force", "--quiet"]) == 2  # fmt: skip
+    assert f"{tmp_path}: is a folder; give the name" in capsys.readouterr().err
     assert main(["two-server", "run", addresses[2], "--key-file", str(key_file),
                  "--threshold", "0.8", "--out", str(out), "--quiet"]) == 0  # fmt: skip
     with open(out, newline="", encoding="utf-8") as f:

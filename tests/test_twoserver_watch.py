@@ -230,6 +230,7 @@ def test_a_watch_ends_with_its_member_token_or_project_and_s1_and_s2_forget_it(
     assert world.cli("erase", "--project", "shares", "--yes", token=two.tokens["north"]) == 0
     watch.thread.join(30)
     assert isinstance(watch.error, RejectedError) and "erased" in str(watch.error)
+    assert "this watch, open before that, is closed" in str(watch.error)
     until(lambda: watched_names(world) == {"s1": [], "s2": []})
     watch.close()
     # South's token rotated: its watch ends (UNAUTHENTICATED), its records forgotten.
@@ -238,7 +239,10 @@ def test_a_watch_ends_with_its_member_token_or_project_and_s1_and_s2_forget_it(
     with world.operator() as op:
         op.rotate_token("shares", "south")
     watch.thread.join(30)
-    assert watch.error is not None and "was rotated; this stream is ended" in str(watch.error)
+    assert (
+        watch.error is not None
+        and "was rotated; this watch, open before that, is closed" in str(watch.error)
+    )
     until(lambda: watched_names(world) == {"s1": [], "s2": []})
     watch.close()
     # The project expires: west's watch ends (NOT_FOUND), its records forgotten.

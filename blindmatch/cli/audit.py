@@ -24,10 +24,16 @@ FORMATS = ("jsonl", "csv", "html")
 
 
 def _entries(args: argparse.Namespace) -> tuple[list[dict], str]:
-    """The entries the caller may see, and whose they are (for a page's heading)."""
+    """The entries the caller may see, and whose they are (for a page's heading). --out is
+    checked first: the export is audited (`audit.export`), so none is made for a file that
+    could not be written."""
     token = given_token(args)
     if token and not args.project:
         raise InputError("a member sees its own project's audit entries: pass --project")
+    if args.out:
+        from blindmatch.client.files import check_writable
+
+        check_writable(args.out)
     with connect(args, token or admin_token()) as client:
         entries = list(client.audit(args.project or "", after=args.after))
     scope = "project " + args.project if args.project else "every project"

@@ -194,9 +194,11 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from blindmatch.client.files import check_writable
     from blindmatch.client.tools.report import gather_report
     from blindmatch.client.tools.report_html import write_report
 
+    check_writable(args.out)  # before the results are fetched, which is audited
     with connect(args, member_token(args)) as client:
         report = gather_report(
             client,

@@ -69,6 +69,24 @@ def clk_refusal(folder: Path, project: str, command: str) -> str:
     )
 
 
+def no_index(project: str) -> str:
+    """Why a two-server project has no index: `index add`'s, `sync`'s and `show`'s words."""
+    return (
+        f"project {project!r} runs in two-server mode: the matcher holds no CLKs, so it keeps "
+        "no standing index"
+    )
+
+
+def no_index_shown(project: str) -> str:
+    """`index show`'s answer in a two-server project (it said "holds 0 records" before)."""
+    return (
+        f"{no_index(project)}. `blindmatch query` and `blindmatch watch` work: they search "
+        "the partners' two-server uploads at S1 and S2 (a watch, their later ones); keep "
+        'yours current with `blindmatch upload` (docs/realtime.md, "Queries in a two-server '
+        'project").'
+    )
+
+
 def refuse_index_folder(client: MatcherClient, args: argparse.Namespace, command: str) -> None:
     """`index add` and `index sync` (`command`): refused before anything is sent, or made
     (a new ref key), where the project takes no index of this folder: a two-server project
@@ -83,8 +101,7 @@ def refuse_index_folder(client: MatcherClient, args: argparse.Namespace, command
             "`blindmatch encode ... --two-server` for that"
         )  # fmt: skip
         raise InputError(
-            f"project {args.project!r} runs in two-server mode: the matcher holds no CLKs, so "
-            "it keeps no standing index. Nothing was sent. `blindmatch query` works: it "
+            f"{no_index(args.project)}. Nothing was sent. `blindmatch query` works: it "
             "searches the partners' latest two-server uploads at S1 and S2; keep yours "
             f'current with `blindmatch upload`{encode} (docs/realtime.md, "Queries in a '
             'two-server project")'

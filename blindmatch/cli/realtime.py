@@ -14,11 +14,11 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
-    env,
     member_options,
     member_token,
 )
-from blindmatch.cli.projectmode import index_clk_option, refuse_index_folder
+from blindmatch.cli.projectmode import index_clk_option, no_index_shown, refuse_index_folder
+from blindmatch.cli.refkey import existing_ref_key, ref_key_for_change, ref_key_path
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -42,26 +42,6 @@ PERSON_OPTIONS = {
 }
 
 
-def _ref_key_path(args: argparse.Namespace) -> str:
-    """--ref-key or $BLINDMATCH_REF_KEY, refused when neither is given (before any call)."""
-    path: str | None = args.ref_key or env("BLINDMATCH_REF_KEY")
-    if not path:
-        raise InputError(
-            "no ref key: pass --ref-key FILE or set BLINDMATCH_REF_KEY (a local file, made "
-            "on first use, that turns local ids into opaque row references)"
-        )
-    return path
-
-
-def _ref_key(path: str, *, create: bool) -> bytes:
-    from blindmatch.client.encoding.refs import load_ref_key
-
-    key, created = load_ref_key(path, create=create)
-    if created:
-        print(f"Made a new ref key in {path}; keep it with the encoded data.", file=sys.stderr)
-    return key
-
-
 def _summary(verb: str, s: IndexSummary) -> str:
     return (
         f"{verb}: {s.added} added, {s.replaced} replaced, {s.removed} removed; "
@@ -74,11 +54,11 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.index import add_to_index
 
     encoded = read_encoded(args.encoded)
-    path = _ref_key_path(args)
+    path = ref_key_path(args)
     with connect(args, member_token(args)) as client:
         refuse_index_folder(client, args, "index add")  # before a ref key is made
-        key = _ref_key(path, create=True)
-        summary = add_to_index(client, args.project, encoded, key, args.id or None)
+        with ref_key_for_change(path) as key:
+            summary = add_to_index(client, args.project, encoded, key, args.id or None)
     print(_summary("Index updated", summary))
     return 0
 
@@ -86,7 +66,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
 def cmd_index_remove(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.index import remove_from_index
 
-    key = _ref_key(_ref_key_path(args), create=False)
+    key = existing_ref_key(ref_key_path(args))
     with connect(args, member_token(args)) as client:
         summary = remove_from_index(client, args.project, key, args.ids)
     print(_summary("Index updated", summary))
@@ -99,7 +79,7 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.index import sync_index
 
     encoded = read_encoded(args.encoded)
-    path = _ref_key_path(args)
+    path = ref_key_path(args)
     parts = 0
     throttle, last = Throttle(), None  # a line a change could flood a log: as progress.py
 
@@ -120,12 +100,12 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
 
     with connect(args, member_token(args)) as client:
         refuse_index_folder(client, args, "index sync")  # before a ref key is made
-        key = _ref_key(path, create=True)
-        try:
-            _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
-        finally:  # the last change stored, said even where it was held back or the sync cut
-            if throttle.held and last is not None:
-                _change_line(last)
+        with ref_key_for_change(path, lambda: parts) as key:
+            try:
+                _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
+            finally:  # the last change stored, said even where held back or the sync cut
+                if throttle.held and last is not None:
+                    _change_line(last)
     print(_summary("Index synced" if parts <= 1 else f"Index synced in {parts} changes", summary))
     return 0
 
@@ -143,6 +123,9 @@ def _change_line(part: SyncPart) -> None:
 
 def cmd_index_show(args: argparse.Namespace) -> int:
     with connect(args, member_token(args)) as client:
+        if client.describe(args.project, settings_only=True).mode == "two-server":
+            print(no_index_shown(args.project))  # its settings alone asked: not audited
+            return 0
         listing = client.list_index(args.project)
     print(f"Your index in {args.project} holds {len(listing)} records.")
     return 0

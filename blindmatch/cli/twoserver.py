@@ -177,11 +177,16 @@ def cmd_upload(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from blindmatch.client.files import check_writable
+
     if args.out.exists() and not args.force:
         raise InputError(f"--out {args.out}: exists (--force to replace it)")
+    # Before the run, which spends each pair's evaluation at S1 and S2 (once an upload).
+    check_writable(args.out)
     with _client("combiner", args, read_key(args.key_file)) as client:
         links = client.run(args.threshold, args.member or (), args.bucket or ())
     tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.parent.mkdir(parents=True, exist_ok=True)  # as `write_text` makes it
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(["member", "row", "partner", "partner_row", "score"])

@@ -119,16 +119,15 @@ class RoleClient:
         records; 12 s for 6,000 on loopback), then a line while the role stores it."""
         from blindmatch.client.progress import Progress
 
-        bar = Progress(f"uploading to {self.party}", unit="MB", enabled=progress)
-        sent = [0]
+        # In bytes: S2's part (no band keys) is under a megabyte for a few thousand records,
+        # and a count in whole megabytes never showed it (before 2026-12-06).
+        bar = Progress(f"uploading to {self.party}", enabled=progress, in_bytes=True)
 
         def counted() -> Iterator[pb.SharedPart]:
             for part in upload_parts(member, self.role, upload, rule, keys):
                 yield part
-                sent[0] += sum(map(len, (part.shares, part.popcount_shares, part.sealed,
-                                         part.band_keys, part.classes)))  # fmt: skip
-                if sent[0] >> 20 > bar.n:
-                    bar.update((sent[0] >> 20) - bar.n)
+                bar.update(sum(map(len, (part.shares, part.popcount_shares, part.sealed,
+                                         part.band_keys, part.classes))))  # fmt: skip
             bar.stage(f"waiting for {self.party} to store it")
 
         try:

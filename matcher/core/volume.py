@@ -16,6 +16,7 @@ from blindmatch.matcher.domain import (
     DEFAULT_QUOTA,
     REFUSED_REQUEST,
     UNANSWERED,
+    WATCH_NOT_ALLOWED,
     QueryQuota,
     QueryRecord,
 )
@@ -73,18 +74,24 @@ def volume_report(
     requests refused for a bad token or bad input (`REFUSED_REQUEST` entries) are flagged
     on the caller's row (a token nobody holds has a row of its own). Queries the matcher
     could not answer (refused `UNANSWERED`) are counted apart, in `unanswered`, and not
-    flagged. Each named user's share of its member's row is in `users`, its unanswered
+    flagged. Watches refused where watching is not allowed (`WATCH_NOT_ALLOWED`) are
+    flagged as such, not as bad input (a user's share named in the flag alone). Each
+    named user's share of its member's row is in `users`, its unanswered
     queries included."""
     by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
     bad: dict[str, Counter[str]] = {}
     bad_users: dict[str, Counter[str]] = {}
     unanswered: Counter[str] = Counter()
+    off: dict[str, Counter[str]] = {}  # watches refused, not allowed: by user ("" none)
     unanswered_users: dict[str, Counter[str]] = {}
     for e in entries:
         if e.refused.startswith(UNANSWERED):
             unanswered[e.member] += 1
             if e.user:
                 unanswered_users.setdefault(e.member, Counter())[e.user] += 1
+            by_member.setdefault(e.member, [])
+        elif e.kind == REFUSED_REQUEST and e.refused == WATCH_NOT_ALLOWED:
+            off.setdefault(e.member, Counter())[e.user] += e.records
             by_member.setdefault(e.member, [])
         elif e.kind == REFUSED_REQUEST:
             bad.setdefault(e.member, Counter())[e.refused] += e.records
@@ -128,6 +135,8 @@ def volume_report(
                 f"{sum(bad[member].values())} requests refused for a bad token or bad "
                 f"input ({statuses}{by if users else ''})"
             )
+        if member in off:
+            flags.append(_watches_refused(off[member]))
         report.append(
             QueryVolume(
                 users=_users(
@@ -146,6 +155,14 @@ def volume_report(
             )
         )
     return report
+
+
+def _watches_refused(by_user: Counter[str]) -> str:
+    users = ", ".join(f"{u} {n}" for u, n in sorted(by_user.items()) if u)
+    return (
+        f"{sum(by_user.values())} watches refused: watching is not allowed in this project "
+        f"(`admin query-limits --allow-watch`){'; by user ' + users if users else ''}"
+    )
 
 
 def _users(

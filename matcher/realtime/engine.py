@@ -51,6 +51,7 @@ from blindmatch.matcher.domain import (
     QUERY,
     TWO_SERVER,
     WATCH,
+    WATCHING_OFF,
     Encoding,
     Level,
     Project,
@@ -394,7 +395,7 @@ class Realtime(Admission):
         try:
             if project.name not in self.index_store.allow_watch():
                 raise errors.FailedPrecondition(
-                    f"watching is not allowed in project {project.name!r}; the operator allows "
+                    f"{WATCHING_OFF} in project {project.name!r}; the operator allows "
                     "it with `blindmatch admin query-limits --allow-watch`"
                 )
             if watch is None:

@@ -44,6 +44,8 @@ from typing import TypeVar
 from blindmatch.matcher.domain import (
     AUTH_FAILURES_PER_MINUTE,
     REFUSED_REQUEST,
+    WATCH_NOT_ALLOWED,
+    WATCHING_OFF,
     QueryRecord,
     valid_name,
 )
@@ -122,6 +124,8 @@ class Refusals:
             return
         if BAND_KEYS_NEEDED in message:  # a query sent without band keys, sent again with them
             return
+        if rpc == "Watch" and status == "FAILED_PRECONDITION" and WATCHING_OFF in message:
+            status = WATCH_NOT_ALLOWED  # counted as what it is (core/volume.py)
         # What the client sent (the project named, the message quoting its fields) is cut
         # for the log, each string to MAX_LOGGED_BYTES, saying so (`shown`).
         who = f"{shown(project or '?')}/{shown(member)}" if member else UNKNOWN_CALLER

@@ -42,7 +42,13 @@ from blindmatch.matcher.rpc.auth import (
 )
 from blindmatch.matcher.rpc.realtime_calls import RealtimeCalls
 from blindmatch.matcher.rpc.refusals import Refusals
-from blindmatch.matcher.rpc.streams import HeldChanges, MemberLimiter, QueryStreams, StreamGuard
+from blindmatch.matcher.rpc.streams import (
+    HeldChanges,
+    MemberLimiter,
+    QueryStreams,
+    StreamGuard,
+    ended_because,
+)
 from blindmatch.matcher.rpc.twoserver_holds import where_started
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import (
@@ -204,9 +210,10 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         ended = self.streams.end_member(
             project,
             member,
-            Unauthenticated(
-                f"the token of {whose} of {project!r} was {what}{also}; this stream is "
-                "ended and nothing it sent that was not acknowledged is kept"
+            ended_because(
+                Unauthenticated,
+                f"the token of {whose} of {project!r} was {what}{also}",
+                "to go on watching, start `blindmatch watch` again with a token that holds",
             ),
             user,
         )
@@ -402,9 +409,11 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
     @member_call
     def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:
         member = self._member(context, request.project)
-        why = FailedPrecondition(
-            f"member {member!r} erased its data in {request.project!r}; this stream, open "
-            "before the erasure, is ended and nothing it sent that was not acknowledged is kept"
+        why = ended_because(
+            FailedPrecondition,
+            f"member {member!r} erased its data in {request.project!r}",
+            "an erasure ends every watch of the member's; to go on watching, start "
+            "`blindmatch watch` again (a new watch, logged with its purpose)",
         )
         two_server = self.store.project(request.project).mode == TWO_SERVER
         # Then S1 and S2 drop its shares; one that cannot does not undo the erasure here:

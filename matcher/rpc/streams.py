@@ -357,14 +357,19 @@ class StreamGuard:
             )
 
     def end_member(
-        self, project: str, member: str, why: ServiceError, user: str | None = None
+        self,
+        project: str,
+        member: str,
+        why: Callable[[OpenStream], ServiceError],
+        user: str | None = None,
     ) -> int:
         """End open streams of `member` of `project` now, with `why`; how many. `user`
         None: every one, opened with the member's token or any of its users' (its token
         revoked, which revokes its users; its data erased, which deletes them); "": those
-        of the member's own token (rotated); a name: that user's (revoked)."""
+        of the member's own token (rotated); a name: that user's (revoked). `why` a stream
+        ends with, by its kind (`ended_because`: a watch's words are not an upload's)."""
         key = (project, member)
-        return self._end(lambda s: s.key == key and (user is None or s.user == user), lambda s: why)
+        return self._end(lambda s: s.key == key and (user is None or s.user == user), why)
 
     def end_project(self, project: str, why: ServiceError) -> int:
         """End every open stream of the members of `project` now, with `why`; how many."""
@@ -412,6 +417,26 @@ class StreamGuard:
     def _loop(self) -> None:
         while not self._stopped.wait(min(1.0, self.idle_seconds / 4)):
             self.end_idle()
+
+
+def ended_because(
+    kind: type[ServiceError], what: str, watch: str
+) -> Callable[[OpenStream], ServiceError]:
+    """Why a member's stream is ended (`what` happened; `StreamGuard.end_member`): a watch
+    is told that it is closed and `watch` (what the member may do), any other stream that
+    nothing it sent that was not acknowledged is kept (before 2026-12-06 a watch was told
+    that too, an upload's words)."""
+
+    def why(s: OpenStream) -> ServiceError:
+        if s.method == "Watch":
+            return kind(
+                f"{what}; this watch, open before that, is closed: no later match of its "
+                f"records is told (in a two-server project S1 and S2 forget them); {watch}"
+            )
+        return kind(f"{what}; this stream is ended and nothing it sent that was not "
+                    "acknowledged is kept")  # fmt: skip
+
+    return why
 
 
 # -- what index changes hold --------------------------------------------------------------------
