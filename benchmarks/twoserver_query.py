@@ -3,6 +3,7 @@ records, in one run (docs/realtime.md "Queries in a two-server project"):
 
     .venv/bin/python benchmarks/twoserver_query.py [--size 14286] [--seed 3] [--queries 40]
         [--partners 3] [--disclosure hits|mapping] [--roles here|processes] [--role-data]
+        [--path auto|blocks|pairs] [--people 1]
 
 S2, S1 and a matcher that is their combiner (`serve --two-server-s1/-s2`'s set-up), all in this
 one process on loopback gRPC ports; the messy fixture (benchmarks/messy.py). The partners
@@ -37,7 +38,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import grpc
 import numpy as np
@@ -82,6 +83,12 @@ class Counted:
     def evaluate_part(self, index: int, offset: int, count: int, *args: Any) -> Any:
         self.evaluated.append(count)
         return self.servers.evaluate_part(index, offset, count, *args)
+
+    def prepare_part(self, *args: Any, **kwargs: Any) -> Any:
+        self.blocked.append(1)  # a part by blocks (C's deal of its blocks, BlockExchange)
+        return self.servers.prepare_part(*args, **kwargs)
+
+    blocked: ClassVar[list[int]] = []  # the parts run by blocks (`--path`), every query's
 
     def propose(self, *args: Any, **kwargs: Any) -> Any:
         t0, refused = time.perf_counter(), True
@@ -232,10 +239,26 @@ def main() -> int:
                     "blocks it against the others (its --exhaustive-pairs QUERY_STREAM x the "
                     "smallest's records, --small-member-pairs 0; with --roles here and 2 or 3 "
                     "--partners)")  # fmt: skip
+    ap.add_argument(
+        "--people",
+        type=int,
+        default=1,
+        help="people a query (north's next records; --queries queries)",
+    )
+    ap.add_argument("--path", choices=("auto", "blocks", "pairs"), default="auto",
+                    help="a query's unblocked parts: by the shape's cheaper path (the code's "
+                    "choice, realtime/twopartner.py by_blocks), always by blocks (the "
+                    "choice before 2026-12-06) or always by pairs")  # fmt: skip
     add_keep(ap)
     args = ap.parse_args()
     if args.mixed and (args.roles != "here" or args.partners < 2):
         ap.error("--mixed: with --roles here and --partners 2 or 3")
+    if args.path != "auto":  # C's choice of a query part's path (realtime/twopartner.py)
+        from blindmatch.matcher.realtime import twopartner
+
+        least = 0 if args.path == "blocks" else 1 << 62
+        twopartner.BLOCKS_MIN_PAIRS = least  # type: ignore[attr-defined,unused-ignore]
+        twopartner.BLOCKS_PAIRS_A_ROW = 0  # type: ignore[attr-defined,unused-ignore]
     if args.at_once:
         from blindmatch.matcher.realtime import twoquery
 
@@ -264,7 +287,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     schema = load_schema(args.schema)
     asked = encode_csv(north.csv, schema, load_mapping(north.mapping, schema), secret)
     width = asked.clk_bits // 8
-    clks = np.frombuffer(asked.clks, dtype=np.uint8).reshape(-1, width)[: args.queries]
+    every = np.frombuffer(asked.clks, dtype=np.uint8).reshape(-1, width)
+    clks = every[: args.queries * args.people].reshape(args.queries, args.people, width)
 
     partner_records = {p: read_encoded(encoded[p]).record_count for p in partners}
     caps = None
@@ -322,7 +346,8 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         load = os.getloadavg()[0]
         wall: dict[str, list[float]] = {"clk": [], "two-server": []}
         cpu: dict[str, list[float]] = {"clk": [], "two-server": []}
-        held: dict[str, list[list[str]]] = {"clk": [], "two-server": []}
+        # each query's people's partners
+        held: dict[str, list[list[list[str]]]] = {"clk": [], "two-server": []}
         pairs: list[int] = []
         spent: list[int] = []  # pairs evaluated a query
         s1_bytes: list[int] = []
@@ -343,7 +368,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                     if mode == "clk":
                         answer = a.query(
                             "clks",
-                            row.tobytes(),
+                            [r.tobytes() for r in row],  # the query's people's CLKs
                             clk_bits=asked.clk_bits,
                             fingerprint=asked.fingerprint,
                             purpose="bench",
@@ -352,7 +377,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                         )
                     else:
                         upload = sharing.shared_upload(
-                            row[None, :], secret, sharing.plan_of(schema), asked.fallback_bits
+                            row, secret, sharing.plan_of(schema), asked.fallback_bits
                         )
                         answer = b.query(
                             "shares",
@@ -367,7 +392,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                     cpu[mode].append(time.process_time() - c0)
                     if mode == "two-server":
                         roles_cpu.append(proc_cpu(pids) - r0)
-                    held[mode].append(sorted(m.partner for m in answer.results[0]))
+                    held[mode].append([sorted(m.partner for m in r) for r in answer.results])
                     if mode == "two-server":
                         pairs.append(sum(proposed))
                         spent.append(sum(evaluated))
@@ -383,7 +408,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     where = "with them" if args.roles == "here" else "each a process of its own"
     where += ", each with a data dir" if args.role_data else ""
     print(
-        f"\n{n} queries of one person (north's records) in each mode against "
+        f"\n{n} queries of {args.people} person(s) (north's records) in each mode against "
         f"{len(partners)} partner(s) ({sizes} records; messy fixture, seed {args.seed}); "
         f"client and matcher in one process, S1 and S2 {where}, on loopback; "
         f"load average {load:.1f} before, {load_after:.1f} after"
@@ -408,16 +433,18 @@ def bench(args: argparse.Namespace, work: Path) -> int:
               f" ms, mean {1000 * sum(roles_cpu[1:]) / max(1, n - 1):.1f} ms, p99 "
               f"{1000 * pct(roles_cpu[1:], 99):.0f} ms")  # fmt: skip
     same = sum(x == y for x, y in zip(held["clk"], held["two-server"], strict=True))
-    by = {p: sum(p in h for h in held["two-server"]) for p in partners}
+    by = {p: sum(p in h for q in held["two-server"] for h in q) for p in partners}
+    people = n * args.people
     print(
-        f"held (two-server): {', '.join(f'by {p} {k} of {n}' for p, k in by.items())}; the same "
-        f"answer as the CLK project's for {same} of {n}"
+        f"held (two-server): {', '.join(f'by {p} {k} of {people}' for p, k in by.items())}; "
+        f"the same answer as the CLK project's for {same} of {n}"
     )
     print(
         f"pairs S1 proposed a query, all partners: median {pct(pairs, 50):.0f}, max "
         f"{max(pairs)}; evaluated (C learns their link bits): median {pct(spent, 50):.0f}, "
         f"max {max(spent)}; sent a query: S1 {pct(s1_bytes, 50) / 1e3:.1f} "
-        f"kB, S2 {pct(s2_bytes, 50) / 1e3:.1f} kB"
+        f"kB, S2 {pct(s2_bytes, 50) / 1e3:.1f} kB; parts by blocks: {len(Counted.blocked)} "
+        f"in {n} queries (--path {args.path})"
     )
     if caps is not None:
         print_mixed(proposals, partner_records, s1_service, n)
