@@ -121,13 +121,9 @@ _PRG_CHUNK = bytes(1 << 16)  # zeros the stream encrypts a chunk at a time (in t
 
 
 def prg(seed: bytes, count: int) -> Words:
-    """`count` pseudo-random uint64 words: AES-256-CTR under `seed`, from counter 0.
-
-    Encrypted a 64 kB chunk of zeros at a time straight into the words' buffer (the same
-    stream as encrypting `8 * count` zero bytes at once): at the block deal's sizes (100 MB
-    and more) the one-shot form read as many zeros, wrote a new bytes object and copied it
-    into the array, several times AES's own cost (docs/performance.md "Where a two-server
-    run's CPU goes")."""
+    """`count` pseudo-random uint64 words: AES-256-CTR under `seed`, from counter 0 (64 kB of
+    zeros encrypted at a time into the words' own memory: the stream all at once, without its
+    copies; docs/performance.md "Where a two-server run's CPU goes")."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"link bits: a seed is {SEED_BYTES} bytes")
     stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
