@@ -452,3 +452,17 @@ def test_the_sacrifice_opens_t_equal_to_the_two_rows_errors(
     m = [triplecheck.message(used[r], spare[r], opened) for r in (0, 1)]  # type: ignore[arg-type]
     d = [triplecheck.digest(r, m[r], m[1 - r], used[r], spare[r]) for r in (0, 1)]
     assert (d[0] == d[1]) == (error == spare_error)
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 8191, 8192, 8193, 3 * 8192 + 5])
+def test_the_prg_is_aes_ctr_over_zeros_across_its_chunks(count: int) -> None:
+    """`prg` encrypts its zeros a 64 kB chunk (8,192 words) at a time into its words: the
+    same stream as encrypting them all at once, at and across a chunk's edge, and words a
+    caller may write to."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    seed = bytes(range(32))
+    whole = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor().update(bytes(8 * count))
+    got = linkbit.prg(seed, count)
+    assert got.shape == (count,) and got.dtype == np.uint64 and got.flags.writeable
+    assert got.tobytes() == whole

@@ -33,6 +33,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -151,6 +152,22 @@ def _split_setup(p: Plan, role: int, pairs: int, setup: bytes) -> list[bytes]:
     return [setup[sum(sizes[:k]) : sum(sizes[: k + 1])] for k in range(3)]
 
 
+@lru_cache(maxsize=16)
+def _slots(widths: tuple[int, ...], role: int) -> tuple[list[int], list[int], int]:
+    """The second circuit's input bytes a pair from each test's 8-byte value (tests side by
+    side, `widths` theirs): the value's bytes read (`src`), where they go (`dst`: this
+    server's slot of the test's two, S1's first), and the bytes a pair in all."""
+    src: list[int] = []
+    dst: list[int] = []
+    at = 0
+    for t, w in enumerate(widths):
+        k = slot(w) // 8
+        src += range(8 * t, 8 * t + k)
+        dst += range(at + role * k, at + (role + 1) * k)
+        at += 2 * k
+    return src, dst, at
+
+
 def _mod(v: U64, width: int) -> U64:
     out: U64 = v & np.uint64((1 << width) - 1)
     return out
@@ -228,14 +245,17 @@ class Side:
         ]
         f = p.form
         terms += [(0, [(f.a - f.b - c, prods[0]), (-f.a, prods[1]), (f.b, prods[2])]) for c in f.c]
-        parts = []
-        for (const, addends_), w in zip(terms, p.widths, strict=True):
+        values = np.empty((n, len(terms)), "<u8")  # each test's value, a column each
+        for t, ((const, addends_), w) in enumerate(zip(terms, p.widths, strict=True)):
             v = np.full(n, const % (1 << 64) if self.role == 0 else 0, np.uint64)
             for coef, x in addends_:
                 v = v + np.uint64(coef % (1 << 64)) * x
-            own = _mod(v, w).astype("<u8").view(np.uint8).reshape(n, 8)[:, : slot(w) // 8]
-            parts += [own, np.zeros_like(own)] if self.role == 0 else [np.zeros_like(own), own]
-        diffs = np.hstack(parts)
+            values[:, t] = _mod(v, w)
+        # Each test's low bytes in this server's slot of its two, the other's slot 0: the
+        # columns picked at once (`_slots`), not a narrow array a test stacked side by side.
+        src, dst, total = _slots(p.widths, self.role)
+        diffs = np.zeros((n, total), np.uint8)
+        diffs[:, dst] = values.view(np.uint8)[:, src]
         assert self._pos is not None
         self.second = linkbit.Party(self.role, p.second, diffs, self._setup2, [self._pos],
                                     self._nonce2)  # fmt: skip

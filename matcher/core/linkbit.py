@@ -117,12 +117,23 @@ def _slice_ints(values: npt.NDArray[np.int64], bits: int) -> Words:
     return out
 
 
+_PRG_CHUNK = bytes(1 << 16)  # zeros the stream encrypts a chunk at a time (in the cache)
+
+
 def prg(seed: bytes, count: int) -> Words:
-    """`count` pseudo-random uint64 words: AES-256-CTR under `seed`, from counter 0."""
+    """`count` pseudo-random uint64 words: AES-256-CTR under `seed`, from counter 0 (64 kB of
+    zeros encrypted at a time into the words' own memory: the stream all at once, without its
+    copies; docs/performance.md "Where a two-server run's CPU goes")."""
     if len(seed) != SEED_BYTES:
         raise ValueError(f"link bits: a seed is {SEED_BYTES} bytes")
     stream = Cipher(algorithms.AES(seed), modes.CTR(bytes(16))).encryptor()
-    return np.frombuffer(stream.update(bytes(8 * count)), dtype="<u8").astype(np.uint64)
+    out = np.empty(count + 2, dtype="<u8")  # (update_into wants a block less a byte spare)
+    raw, total, step = out.data.cast("B"), 8 * count, len(_PRG_CHUNK)
+    for at in range(0, total, step):
+        n = min(step, total - at)
+        stream.update_into(_PRG_CHUNK if n == step else _PRG_CHUNK[:n], raw[at : at + n + 15])
+    words: Words = out[:count]
+    return words
 
 
 def dealt_rows(c: Circuit) -> int:
