@@ -24,8 +24,9 @@ matcher (`serve --two-server-s1/-s2`, their combiner) as three processes on loop
 results and evaluate as above; `query` (one person, then the CSV); no `index add` and no
 `report`'s index (a two-server project keeps no standing index). Then a second project,
 `--mode clk`, on the same matcher with the same ENCODED folders (upload, run, results,
-evaluate), and whether each member's hits are the same in both. Each step prints S1's and
-S2's CPU and peak RSS beside the matcher's. `--big-population` then walks the two-server
+evaluate), and whether each member's hits are the same in both, and the pairs S1 proposed
+for the run (its `twoserver.run` audit entry). Each step prints S1's and S2's CPU and peak RSS
+beside the matcher's. `--big-population` then walks the two-server
 project of its largest and smallest organisation (encode, upload, run, results, evaluate)."""
 
 from __future__ import annotations
@@ -359,7 +360,9 @@ def _same_hits(work: Path, members: list[str]) -> str:
 
     def rows(path: Path) -> set[tuple[str, ...]]:
         with open(path, newline="", encoding="utf-8") as fh:
-            return {tuple(r) for r in csv.reader(fh)}
+            reader = csv.reader(fh)
+            next(reader, None)  # the header, not a hit: counted as `results` counts its rows
+            return {tuple(r) for r in reader}
 
     said = []
     for m in members:
@@ -367,6 +370,26 @@ def _same_hits(work: Path, members: list[str]) -> str:
         said.append(f"{m}: {'same' if two == clk else 'DIFFER'} ({len(two)} rows in "
                     f"two-server, {len(clk)} in CLK, {len(two & clk)} in both)")  # fmt: skip
     return "hits, two-server against CLK: " + "; ".join(said)
+
+
+def _proposed(work: Path, project: str) -> str:
+    """What S1's `twoserver.run` audit entry says of the batch run of `project` (queries' runs
+    name a member `PROJECT/MEMBER@...`): the pairs it proposed and the pairs of members it left
+    unblocked."""
+    import json
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{work / 's1-data' / 'twoserver-s1.sqlite'}?mode=ro", uri=True)
+    with contextlib.closing(db):
+        details = [json.loads(d) for (d,) in db.execute(
+            "SELECT detail FROM audit WHERE action = 'twoserver.run' ORDER BY seq")]  # fmt: skip
+    runs = [d for d in details if all(m.startswith(f"{project}/") and "@" not in m
+                                      for m in d["members"])]  # fmt: skip
+    if not runs:
+        return f"S1's audit log has no twoserver.run entry for {project}"
+    pairs = [" x ".join(m.split("/")[1] for m in p) for p in runs[-1].get("unblocked", [])]
+    return (f"S1 proposed {runs[-1]['pairs']:,} pairs for the run (its twoserver.run audit "
+            f"entry); not blocked: {', '.join(pairs) or 'none'}")  # fmt: skip
 
 
 def _two_server_walk(walk: Walk, args: argparse.Namespace, work: Path, script: str) -> None:
@@ -403,6 +426,7 @@ def _two_server_walk(walk: Walk, args: argparse.Namespace, work: Path, script: s
     print("\n" + _quality(f"two-server, {args.population:,} people", counts))
     print(_quality(f"CLK, {args.population:,} people", clk))
     print(same)
+    print(_proposed(work, "two"))
     if big:
         print(big)
 
