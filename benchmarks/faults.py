@@ -92,6 +92,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+PORT_TRIES = 5  # ports `Server.start` tries when the one picked was taken before the bind
+
+
+class PortTaken(RuntimeError):
+    """`serve` could not listen: another process took the port since it was picked."""
+
+
 class Server:
     """`blindmatch serve` as a child process on a fixed loopback port."""
 
@@ -111,6 +118,18 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        """Start `serve` and wait for its listening line. A port another process took since
+        `free_port` picked it (a parallel suite's clients draw local ports from the same range)
+        is refused by `serve` (no SO_REUSEPORT): a fresh port is tried, up to PORT_TRIES times;
+        `target` names the port it listens on."""
+        for _ in range(PORT_TRIES - 1):
+            try:
+                return self._start()
+            except PortTaken:
+                self.port = free_port()
+        return self._start()
+
+    def _start(self) -> None:
         log = open(self.log, "a")  # noqa: SIM115 - handed to the child process
         cmd = [
             sys.executable,
@@ -130,11 +149,16 @@ class Server:
             env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": self.admin_token},
         )
         assert self.process.stderr is not None
-        deadline = time.monotonic() + 60
+        deadline, taken = time.monotonic() + 60, False
         while time.monotonic() < deadline:
             line = self.process.stderr.readline()
             if not line and self.process.poll() is not None:
+                log.close()
+                self.process.stderr.close()
+                if self.process.returncode == 2 and taken:
+                    raise PortTaken(self.target)
                 raise RuntimeError(f"blindmatch serve exited {self.process.returncode}")
+            taken = taken or "could not listen on" in line
             log.write(line)
             if re.search(r"listening on [\d.]+:\d+", line):
                 break
