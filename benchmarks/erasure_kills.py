@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.faults import Server, free_port
+from benchmarks.faults import Server
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client import MatcherClient
@@ -52,7 +52,7 @@ def main() -> int:
 
 
 def _run(args: argparse.Namespace, tmp: Path) -> int:
-    served = Server(tmp / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    served = Server(tmp / "data", 0, "bm_admin_" + secrets.token_hex(8))
     served.start()
     rng = random.Random(args.seed)
     outcomes: list[str] = []

@@ -87,6 +87,11 @@ QUERY_THREADS = 2  # members querying partners' standing indexes during a mixed 
 
 
 def free_port() -> int:
+    """A loopback port free now, let go at once: another process can take it before it is
+    bound (serve listens without SO_REUSEPORT, so the bind then fails). Only for a port that
+    must be known before its server starts (a matcher naming look-up servers, S1 and S2 not
+    yet started); a server that can, listens on port 0 and reports the port it got. The one
+    copy the benchmarks and tests share."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -100,7 +105,9 @@ class PortTaken(RuntimeError):
 
 
 class Server:
-    """`blindmatch serve` as a child process on a fixed loopback port."""
+    """`blindmatch serve` as a child process on loopback. Port 0: `serve` listens
+    on a port the kernel picks, read from its listening line, so no other process can take it
+    first; a restart after `kill`/`stop` comes back on the same port."""
 
     def __init__(self, data_dir: Path, port: int, admin_token: str, workers: int = 2) -> None:
         self.data_dir, self.port, self.admin_token, self.workers = (
@@ -118,15 +125,16 @@ class Server:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        """Start `serve` and wait for its listening line. A port another process took since
-        `free_port` picked it (a parallel suite's clients draw local ports from the same range)
-        is refused by `serve` (no SO_REUSEPORT): a fresh port is tried, up to PORT_TRIES times;
-        `target` names the port it listens on."""
+        """Start `serve` and wait for its listening line; `port` and `target` then name the port
+        it listens on. A port another process took since it was picked (given by the caller, or
+        this server's own in the gap between a kill and the restart; a parallel suite's clients
+        draw local ports from the same range) is refused by `serve` (no SO_REUSEPORT): it then
+        listens on port 0, a port the kernel picks, up to PORT_TRIES times."""
         for _ in range(PORT_TRIES - 1):
             try:
                 return self._start()
             except PortTaken:
-                self.port = free_port()
+                self.port = 0
         return self._start()
 
     def _start(self) -> None:
@@ -160,7 +168,9 @@ class Server:
                 raise RuntimeError(f"blindmatch serve exited {self.process.returncode}")
             taken = taken or "could not listen on" in line
             log.write(line)
-            if re.search(r"listening on [\d.]+:\d+", line):
+            listening = re.search(r"listening on [\d.]+:(\d+)", line)
+            if listening:
+                self.port = int(listening[1])  # the one the kernel picked, for port 0
                 break
         else:
             self.kill()
@@ -275,7 +285,7 @@ class Trials:
         self.members = [f"m{i}" for i in range(members)]
         self.base = dict(zip(self.members, population(members, records, 0.3, seed), strict=True))
         self.log = log
-        self.server = Server(workdir / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+        self.server = Server(workdir / "data", 0, "bm_admin_" + secrets.token_hex(8))
         self.ledger = Ledger()
         self.summary = Summary()
         self.tokens: dict[str, str] = {}

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.faults import Server, free_port  # noqa: E402
+from benchmarks.faults import Server  # noqa: E402
 from benchmarks.knownclks import CLK_BYTES, expected_hits, hits_of, population, write  # noqa: E402
 from benchmarks.workdir import add_keep, work_dir  # noqa: E402
 from blindmatch.client import MatcherClient  # noqa: E402
@@ -109,7 +109,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
     }
     print(f"  made the members' encodings in {time.monotonic() - t:.1f}s")
 
-    server = Server(workdir / "data", free_port(), "bm_admin_load")
+    server = Server(workdir / "data", 0, "bm_admin_load")
     if args.workers:
         server.workers = args.workers
     else:

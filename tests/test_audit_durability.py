@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cliflow import BLINDMATCH
-from benchmarks.faults import Server, free_port
+from benchmarks.faults import Server
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.errors import BlindmatchError, RejectedError
@@ -73,7 +73,7 @@ def unaudited(data_dir: Path, answered: set[str], acknowledged: set[str]) -> lis
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[Server, dict[str, str]]]:
     """`blindmatch serve` (a process of its own, to be SIGKILLed), a project, north's index."""
-    server = Server(tmp_path / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    server = Server(tmp_path / "data", 0, "bm_admin_" + secrets.token_hex(8))
     server.start()
     try:
         with MatcherClient(server.target, server.admin_token) as op:

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cliflow import BLINDMATCH
-from benchmarks.faults import Server, free_port
+from benchmarks.faults import Server
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.client import MatcherClient
 from blindmatch.client.errors import BlindmatchError
@@ -68,7 +68,7 @@ def audit_actions(data_dir: Path) -> list[tuple[str, str, str, dict]]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    server = Server(tmp_path / "data", 0, "bm_admin_" + secrets.token_hex(8))
     server.start()
     try:
         yield server

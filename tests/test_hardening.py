@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from benchmarks.cliflow import BLINDMATCH, ROOT
-from benchmarks.faults import Server, free_port
+from benchmarks.faults import Server
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
@@ -63,7 +63,7 @@ def found_in_data_dir(data_dir: Path, clks: list[bytes]) -> list[str]:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    server = Server(tmp_path / "data", 0, "bm_admin_" + secrets.token_hex(8))
     server.start()
     try:
         yield server
@@ -153,7 +153,7 @@ def open_to_others(root: Path) -> list[str]:
 def test_the_data_dir_and_its_backup_are_owner_only_whatever_the_umask(
     loose_umask: None, tmp_path: Path
 ) -> None:
-    server = Server(tmp_path / "data", free_port(), "bm_admin_" + secrets.token_hex(8))
+    server = Server(tmp_path / "data", 0, "bm_admin_" + secrets.token_hex(8))
     server.start()
     try:
         with MatcherClient(server.target, server.admin_token) as op:
@@ -187,7 +187,7 @@ def test_serve_refuses_a_data_dir_others_can_read_and_says_how_to_fix_it(
     tmp_path: Path, loosen: str
 ) -> None:
     data = tmp_path / "data"
-    server = Server(data, free_port(), "bm_admin_" + secrets.token_hex(8))
+    server = Server(data, 0, "bm_admin_" + secrets.token_hex(8))
     server.start()
     server.stop()
     (data / loosen).chmod(0o755 if (data / loosen).is_dir() else 0o644)
@@ -516,3 +516,25 @@ def test_a_benchmark_server_whose_port_was_taken_since_it_was_picked_listens_on_
                 }
         finally:
             server.stop()
+
+
+def test_a_benchmark_server_on_port_0_names_the_port_it_got_and_restarts_on_it(
+    tmp_path: Path,
+) -> None:
+    """benchmarks/faults.py `Server` on port 0: `serve` listens on a port the kernel picks (no
+    window for another process to take it), `target` names it (not ":0"), and a restart after
+    a kill comes back on the same port."""
+    server = Server(tmp_path / "data", 0, "bm_admin_" + secrets.token_hex(8))
+    server.start()
+    try:
+        port = server.port
+        assert port != 0 and server.target == f"127.0.0.1:{port}"
+        with MatcherClient(server.target, server.admin_token) as op:
+            assert op.create_project("p", ["north", "south"]).tokens.keys() == {"north", "south"}
+        server.kill()
+        server.start()
+        assert server.port == port
+        with MatcherClient(server.target, server.admin_token) as op:
+            assert op.create_project("q", ["north", "south"]).tokens.keys() == {"north", "south"}
+    finally:
+        server.stop()
