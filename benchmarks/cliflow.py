@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.ports import PortTaken
+
 BLINDMATCH = [sys.executable, "-m", "blindmatch"]
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,12 +129,16 @@ def _started(argv: list[str], admin: str, cpus: set[int] | None) -> Iterator[Ser
     )
     assert proc.stderr is not None
     deadline = time.monotonic() + 60
-    port = None
+    port, taken = None, False
     what = " ".join(argv[len(BLINDMATCH) : len(BLINDMATCH) + 1])
     while port is None and time.monotonic() < deadline:
         line = proc.stderr.readline()
         if not line and proc.poll() is not None:
+            proc.stderr.close()
+            if taken and proc.returncode == 2:  # (benchmarks/ports.py `on_free_ports` retries)
+                raise PortTaken(f"blindmatch {what}: {' '.join(argv[len(BLINDMATCH) :])}")
             raise RuntimeError(f"blindmatch {what} exited {proc.returncode}")
+        taken = taken or "could not listen on" in line
         if m := re.search(r"listening on [\d.]+:(\d+)", line):
             port = int(m.group(1))
     if port is None:

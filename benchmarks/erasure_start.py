@@ -51,7 +51,7 @@ class Hung(grpc.GenericRpcHandler):
         self.events: list[tuple[str, str]] = []
         self.methods: list[str] = []  # each call's method, as it arrived
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), handlers=[self])
-        self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")  # (port 0: the one got)
         self.server.start()
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:

@@ -50,7 +50,6 @@ import os
 import random
 import re
 import secrets
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -74,6 +73,7 @@ from benchmarks.knownclks import (  # noqa: E402
     population,
     write,
 )
+from benchmarks.ports import PORT_TRIES, PortTaken  # noqa: E402
 from benchmarks.workdir import add_keep, work_dir  # noqa: E402
 from blindmatch.cli import main as cli_main  # noqa: E402
 from blindmatch.client import MatcherClient  # noqa: E402
@@ -84,24 +84,6 @@ PROJECT = "faults"
 PATIENT = RetryPolicy(attempts=12, initial_delay=0.05, max_delay=1.0)
 KINDS = ("upload", "run", "results", "index", "mixed")
 QUERY_THREADS = 2  # members querying partners' standing indexes during a mixed trial
-
-
-def free_port() -> int:
-    """A loopback port free now, let go at once: another process can take it before it is
-    bound (serve listens without SO_REUSEPORT, so the bind then fails). Only for a port that
-    must be known before its server starts (a matcher naming look-up servers, S1 and S2 not
-    yet started); a server that can, listens on port 0 and reports the port it got. The one
-    copy the benchmarks and tests share."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-PORT_TRIES = 5  # ports `Server.start` tries when the one picked was taken before the bind
-
-
-class PortTaken(RuntimeError):
-    """`serve` could not listen: another process took the port since it was picked."""
 
 
 class Server:

@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.ports import free_port
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.client import MatcherClient
@@ -45,12 +46,6 @@ PARTIES, MEMBERS, ADMIN = (
     "the members' key",
     "admin-token-x" * 3,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Hung(pb_grpc.TwoServerBlockingServicer):
@@ -102,7 +97,7 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         server.stop(grace=None)
         silent, hung = None, None
         if state == "down":
-            s1_at = f"127.0.0.1:{_free_port()}"
+            s1_at = f"127.0.0.1:{free_port()}"
         elif state == "silent":
             silent = socket.socket()
             silent.bind(("127.0.0.1", 0))

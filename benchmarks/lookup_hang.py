@@ -34,15 +34,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.erasure_start import Hung
-from benchmarks.lookupload import free_port
+from benchmarks.ports import on_free_ports
 from benchmarks.synthclks import CLK_BITS, members
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.errors import UnavailableError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.retry import NO_RETRY
 from blindmatch.matcher.rpc.lookup_client import LookupServers
-from blindmatch.matcher.rpc.lookup_service import create_lookup_server
-from blindmatch.matcher.server import create_server
+from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
+from blindmatch.matcher.server import RunningServer, create_server
 
 FINGERPRINT = b"lookup-hang benchmark fingerprint"[:32]
 NAMES = ("north", "south", "west")
@@ -50,9 +50,24 @@ NAMES = ("north", "south", "west")
 
 def run(folder: Path, rows: int, queries: int, changes_first: bool) -> None:
     admin = secrets.token_urlsafe(16)
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    matcher = create_server("127.0.0.1:0", folder, admin, workers=1, lookup_servers=addresses)
-    lookups = [create_lookup_server(a, folder, i, 2, wait=True) for i, a in enumerate(addresses)]
+
+    def started(ports: list[int]) -> tuple[list[str], RunningServer, list[RunningLookupServer]]:
+        """Ports picked before the matcher starts: it names its look-up servers, and makes
+        the data dir they read. A port taken meanwhile: all stopped, picked again."""
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        matcher = create_server("127.0.0.1:0", folder, admin, workers=1, lookup_servers=addresses)
+        lookups: list[RunningLookupServer] = []
+        try:
+            for i, address in enumerate(addresses):
+                lookups.append(create_lookup_server(address, folder, i, 2, wait=True))
+        except OSError:
+            for lookup in lookups:
+                lookup.stop(grace=None)
+            matcher.stop(grace=None)
+            raise
+        return addresses, matcher, lookups
+
+    addresses, matcher, lookups = on_free_ports(2, started)
     target = f"127.0.0.1:{matcher.port}"
     clks = members(len(NAMES), rows, overlap=0.2, seed=7)
     hole: Hung | None = None

@@ -32,20 +32,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import Served, lookup_server, serve
+from benchmarks.ports import on_free_addresses
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.client import MatcherClient
 
 FINGERPRINT = b"lookup-load benchmark fingerprint"[:32]
 PURPOSE = "benchmark"
 PUT_CHUNK = 50_000
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def answered(served: Served, token: str, clk: np.ndarray, lines: int) -> float:
@@ -127,18 +120,25 @@ def loaded(
     data: Path, tmp: Path, names: list[str], clks: list[np.ndarray], of: int
 ) -> tuple[np.ndarray, str]:
     """Index through a matcher whose servers have no data dir; time their loads."""
-    with ExitStack() as stack:
-        addresses = [f"127.0.0.1:{free_port()}" for _ in range(of)]
-        served = stack.enter_context(
+    key_file = tmp / "lookup.key"
+
+    def enter(group: ExitStack, addresses: list[str]) -> tuple[list[str], Served, list[Served]]:
+        served = group.enter_context(
             serve(data, *[a for address in addresses for a in ("--lookup-server", address)])
         )
-        key_file = tmp / "lookup.key"
         key_file.write_text((data / "lookup.key").read_text())
         key_file.chmod(0o600)
         servers = [
-            stack.enter_context(lookup_server(data, f"{i}/{of}", listen=address, key_file=key_file))
+            group.enter_context(lookup_server(data, f"{i}/{of}", listen=address, key_file=key_file))
             for i, address in enumerate(addresses)
         ]
+        return addresses, served, servers
+
+    with ExitStack() as stack:
+        # Ports picked before the matcher starts: it makes the lookup.key its servers need (one
+        # taken meanwhile: all stopped, picked again; a restart below comes back on the same
+        # port, after the kill).
+        addresses, served, servers = stack.enter_context(on_free_addresses(of, enter))
         with MatcherClient(served.target, served.admin_token) as op:
             tokens = op.create_project("bench", [*names, "asker"], disclosure="scores").tokens
             op.set_query_limits("bench", per_minute=1_000_000, per_day=1_000_000)
@@ -201,13 +201,17 @@ def loaded(
 def anchor(data: Path, asked: np.ndarray, token: str, of: int) -> None:
     """The same shards read from index.sqlite by servers on the matcher's machine, timed
     from their start to the first query answered."""
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(of)]
-    with ExitStack() as stack:
-        served = stack.enter_context(
+
+    def enter(group: ExitStack, addresses: list[str]) -> Served:
+        served = group.enter_context(
             serve(data, *[a for address in addresses for a in ("--lookup-server", address)])
         )
         for i, address in enumerate(addresses):
-            stack.enter_context(lookup_server(data, f"{i}/{of}", listen=address))
+            group.enter_context(lookup_server(data, f"{i}/{of}", listen=address))
+        return served
+
+    # Ports picked before the matcher starts (one taken meanwhile: all stopped, picked again).
+    with on_free_addresses(of, enter) as served:
         took = answered(served, token, asked, of)
         print(
             f"  anchor: {of} servers reading index.sqlite (--data-dir, the matcher's machine) "

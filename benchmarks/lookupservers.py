@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cliflow import Served, lookup_server, serve
+from benchmarks.ports import on_free_addresses
 from blindmatch.client import MatcherClient
 
 MEMBERS = ("m0", "m1", "m2")
@@ -50,14 +51,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def data(records: int, queries: int, size: int = 1_000_000) -> tuple[list[np.ndarray], np.ndarray]:
@@ -143,14 +136,18 @@ def measure(
 @contextmanager
 def configuration(data_dir: Path, servers: int) -> Iterator[tuple[Served, list[Served]]]:
     """The matcher on `data_dir` with `servers` look-up servers (0: in-process)."""
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(servers)]
-    extra = [a for address in addresses for a in ("--lookup-server", address)]
-    with ExitStack() as stack:
+
+    def enter(stack: ExitStack, addresses: list[str]) -> tuple[Served, list[Served]]:
+        extra = [a for address in addresses for a in ("--lookup-server", address)]
         served = stack.enter_context(serve(data_dir, *extra))
         lookups = [
             stack.enter_context(lookup_server(data_dir, f"{i}/{servers}", listen=address))
             for i, address in enumerate(addresses)
         ]
+        return served, lookups
+
+    # Ports picked before the matcher starts (one taken meanwhile: all stopped, picked again).
+    with on_free_addresses(servers, enter) as (served, lookups):
         yield served, lookups
 
 

@@ -32,19 +32,19 @@ import argparse
 import dataclasses
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, ClassVar
 
-import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cliflow import BLINDMATCH, _started
 from benchmarks.messy import write_exports
 from benchmarks.twoserver_querypath import query_sends_keys
 from benchmarks.workdir import add_keep, work_dir
@@ -103,12 +103,6 @@ class Counted:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.servers, name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_cpu(pids: list[int]) -> float:
@@ -170,24 +164,24 @@ def start_roles(
     for f in files:
         cli(["secret", "new", str(f)])
     key, member_key = (f.read_text().strip() for f in files)
-    at = {"s1": f"127.0.0.1:{free_port()}", "s2": f"127.0.0.1:{free_port()}"}
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = []
-    for role, extra in (("s2", []), ("s1", ["--s2", at["s2"]])):
+    # Each on a port the kernel picks (`--listen 127.0.0.1:0`, read from its listening line),
+    # S2 first: S1 names the port S2 got. No port picked and let go.
+    at: dict[str, str] = {}
+    procs: list[subprocess.Popen[str]] = []
+    roles = ExitStack()
+    for role in ("s2", "s1"):
+        extra = ["--s2", at["s2"]] if role == "s1" else []
         if data[role] is not None:
             extra = [*extra, "--data-dir", str(data[role])]
-        command = [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", role,
-                   "--listen", at[role], "--key-file", str(files[0]), "--member-key-file",
+        command = [*BLINDMATCH, "two-server", "role", "--role", role, "--listen",
+                   "127.0.0.1:0", "--key-file", str(files[0]), "--member-key-file",
                    str(files[1]), *extra]  # fmt: skip
-        procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL))  # fmt: skip
-        with grpc.insecure_channel(at[role]) as channel:
-            grpc.channel_ready_future(channel).result(timeout=60)
+        served = roles.enter_context(_started(command, "", None))
+        at[role] = served.target
+        procs.append(served.process)
 
     def stop_all() -> None:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=30)
+        roles.close()
 
     return at["s1"], at["s2"], key, member_key, stop_all, [p.pid for p in procs], None
 

@@ -30,17 +30,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 
+from benchmarks.cliflow import BLINDMATCH, _started
 from benchmarks.realclks import layout, realistic_pair
 from blindmatch.client.encoding import sharing
 from blindmatch.client.remote.twoserver import RoleClient, upload_parts
@@ -48,10 +49,8 @@ from blindmatch.matcher.core import exhaustive, tworun, twoserver
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 
 THRESHOLD = 0.8
-BLINDMATCH = str(Path(sys.executable).with_name("blindmatch"))
 # The roles run this tree's code (a copy of the tree, say, to measure code before a change),
 # not what the venv's `blindmatch` was installed from.
-ROLE_ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
 
 def role_usage(pid: int) -> tuple[float, float]:
@@ -61,24 +60,6 @@ def role_usage(pid: int) -> tuple[float, float]:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     hwm = next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
     return cpu, hwm / 1024
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"a role exited ({proc.returncode}) before listening on {port}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise SystemExit(f"nothing listening on {port} after {seconds} s")
 
 
 def fmt_bytes(sent: dict[str, int]) -> str:
@@ -127,7 +108,7 @@ def main() -> int:
     # A key a party, each role given the digests of the keys it answers (docs/operations.md).
     member_key = os.urandom(16).hex()
     own = {p: os.urandom(16).hex() for p in ("s1", "s2", "combiner", "operator")}
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: dict[str, subprocess.Popen[str]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         member_key_file = Path(tmp) / "members.key"
         files = {p: Path(tmp) / f"{p}.key" for p in own}
@@ -137,43 +118,36 @@ def main() -> int:
                           for r in own)):  # fmt: skip
             path.write_text(text)
             path.chmod(0o600)
-        ports = {r: free_port() for r in ("s1", "s2", "combiner")}
         answers = {"s2": ("s1", "combiner"), "s1": ("combiner",), "combiner": ("operator",)}
-        peers = {"s2": [], "s1": ["--s2", f"127.0.0.1:{ports['s2']}",
-                                  "--exhaustive-pairs", str(cap)],
-                 "combiner": ["--s1", f"127.0.0.1:{ports['s1']}",
-                              "--s2", f"127.0.0.1:{ports['s2']}"]}  # fmt: skip
-        for role, callers in answers.items():
-            peers[role] += [a for c in callers for a in ("--party-key", f"{c}={digests[c]}")]
-            peers[role] += ["--data-dir", str(Path(tmp) / role)]
-        try:
+        # Each role on a port the kernel picks (`--listen 127.0.0.1:0`, the port read from its
+        # listening line), started after the peers it names: no port picked and let go.
+        at: dict[str, str] = {}
+        with ExitStack() as stack:
             for role in ("s2", "s1", "combiner"):
-                procs.append(subprocess.Popen(
-                    [BLINDMATCH, "two-server", "role", "--role", role, "--listen",
-                     f"127.0.0.1:{ports[role]}", "--key-file", str(files[role]),
-                     "--member-key-file", str(member_key_file), *peers[role]],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ROLE_ENV,
+                named = {"s2": (), "s1": ("s2",), "combiner": ("s1", "s2")}[role]
+                peers = [a for peer in named for a in (f"--{peer}", at[peer])]
+                peers += ["--exhaustive-pairs", str(cap)] if role == "s1" else []
+                peers += [a for c in answers[role] for a in ("--party-key", f"{c}={digests[c]}")]
+                peers += ["--data-dir", str(Path(tmp) / role)]
+                served = stack.enter_context(_started(
+                    [*BLINDMATCH, "two-server", "role", "--role", role, "--listen", "127.0.0.1:0",
+                     "--key-file", str(files[role]), "--member-key-file", str(member_key_file),
+                     *peers], "", None,
                 ))  # fmt: skip
-                wait_listening(ports[role], procs[-1])
+                at[role], procs[role] = served.target, served.process
             w0 = time.perf_counter()
             sent = 0
             for name, up in zip(("a", "b"), uploads, strict=True):
-                for role, port in ports.items():
+                for role, target in at.items():
                     sent += sum(p.ByteSize() for p in upload_parts(name, role, up))
-                    with RoleClient(role, f"127.0.0.1:{port}", member_key) as rc:
+                    with RoleClient(role, target, member_key) as rc:
                         rc.upload(name, up)
             upload_wall = time.perf_counter() - w0
             w0 = time.perf_counter()
-            with RoleClient("combiner", f"127.0.0.1:{ports['combiner']}", own["operator"]) as rc:
+            with RoleClient("combiner", at["combiner"], own["operator"]) as rc:
                 remote = rc.run(THRESHOLD, ["a", "b"])
             run_wall = time.perf_counter() - w0
-            used = {role: role_usage(p.pid) for role, p in zip(("s2", "s1", "combiner"), procs,
-                                                               strict=True)}  # fmt: skip
-        finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(timeout=30)
+            used = {role: role_usage(p.pid) for role, p in procs.items()}
         logged = {}
         for role in answers:
             kept = RoleAudit(Path(tmp) / role, role)

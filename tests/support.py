@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -20,6 +19,7 @@ import grpc
 import numpy as np
 import pytest
 
+from benchmarks.ports import free_port as free_port
 from benchmarks.synthclks import CLK_BITS
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
@@ -279,13 +279,6 @@ def start(data_dir: Path, clock: Clock, sweep_interval: float = HOUR) -> Matcher
 MESSY_SECRET = b"the members' project secret"
 
 # -- raw RPCs, and what the matcher keeps ---------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (at the moment of asking)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def auth(token: str) -> list[tuple[str, str]]:

@@ -11,12 +11,14 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import grpc
 import pytest
 
-from benchmarks.cliflow import BLINDMATCH, ROOT
+from benchmarks import ports
+from benchmarks.cliflow import BLINDMATCH, ROOT, Served, lookup_server
 from benchmarks.faults import Server
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.cli import main
@@ -538,3 +540,33 @@ def test_a_benchmark_server_on_port_0_names_the_port_it_got_and_restarts_on_it(
             assert op.create_project("q", ["north", "south"]).tokens.keys() == {"north", "south"}
     finally:
         server.stop()
+
+
+def test_a_group_whose_picked_port_was_taken_before_it_listened_is_started_on_fresh_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """benchmarks/ports.py `on_free_addresses`: servers whose ports must be picked before they
+    start (a matcher naming its look-up servers) are started again, all of them, on fresh
+    ports where one was taken since it was picked; the process that could not listen there
+    says so (benchmarks/cliflow.py: `PortTaken`, not a bare exit 2). Here the first pick is
+    a port a socket of this test holds."""
+    key_file = tmp_path / "lookup.key"
+    key_file.write_text("bm_lookup_" + "k" * 43 + "\n")
+    key_file.chmod(0o600)
+    free = ports.free_port
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        picks = iter([holder.getsockname()[1]])
+        monkeypatch.setattr(ports, "free_port", lambda: next(picks, 0) or free())
+        tried: list[str] = []
+
+        def enter(stack: ExitStack, addresses: list[str]) -> Served:
+            tried.append(addresses[0])
+            return stack.enter_context(
+                lookup_server(tmp_path / "absent", "0/1", listen=addresses[0], key_file=key_file)
+            )
+
+        with ports.on_free_addresses(1, enter) as served:
+            assert tried[0] == f"127.0.0.1:{holder.getsockname()[1]}" and len(tried) == 2
+            assert served.target == tried[1] and served.process.poll() is None

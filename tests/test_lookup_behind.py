@@ -37,7 +37,7 @@ from blindmatch.matcher.storage.shard_source import (
     record_stop,
     record_without_servers,
 )
-from tests.support import PURPOSE, Matcher, free_port
+from tests.support import PURPOSE, Matcher
 from tests.test_lookup_servers import (
     ROWS,
     Cluster,
@@ -72,8 +72,8 @@ def test_a_change_to_a_resting_server_is_not_waited_for(monkeypatch: pytest.Monk
     monkeypatch.setattr(lookup_wire, "FORWARD_FLOOR_SECONDS", 0.3)  # (before: waited this)
     monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 0.05)  # probed, and not answered
     monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 0.2)  # in time
-    port = free_port()
-    hole = Hung(port)
+    hole = Hung(0)
+    port = hole.port
     remote = LookupServers([f"127.0.0.1:{port}"], "bm_lookup_" + "k" * 43)
     asked = np.zeros((2, CLK_BITS // 64), dtype=np.uint64)
     mine = [{"south": [("south-1", 0.9)]}, {"south": []}]
@@ -469,13 +469,13 @@ def test_servers_that_read_their_shards_after_the_matcher_stopped_are_not_read_a
     put(sharded.matcher, tokens["south"], "south", clks[1], range(20))
     asked = clks[0][0:20]
     before = answered(sharded.matcher, tokens["north"], asked)
-    early = create_lookup_server(f"127.0.0.1:{free_port()}", sharded.data_dir, 1, 2, wait=True)
+    early = create_lookup_server("127.0.0.1:0", sharded.data_dir, 1, 2, wait=True)
     remove(sharded.matcher, tokens["south"], refs_of("south", range(10)))  # (early: not told)
     sharded.stop()
     reads: list[int] = []
     read = Shards._read
     monkeypatch.setattr(Shards, "_read", lambda self: (reads.append(self.shard), read(self))[1])
-    late = create_lookup_server(f"127.0.0.1:{free_port()}", sharded.data_dir, 0, 2, wait=True)
+    late = create_lookup_server("127.0.0.1:0", sharded.data_dir, 0, 2, wait=True)
     sharded.lookups = [late, early]  # (stopped by the fixture)
     sharded.addresses = [f"127.0.0.1:{late.port}", f"127.0.0.1:{early.port}"]
     matcher = sharded.start_matcher()

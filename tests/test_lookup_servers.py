@@ -10,14 +10,16 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from benchmarks.cliflow import BLINDMATCH, ROOT, STOP_SECONDS, lookup_server, serve
+from benchmarks.cliflow import BLINDMATCH, ROOT, STOP_SECONDS, Served, lookup_server, serve
 from benchmarks.erasure_start import Hung
+from benchmarks.ports import on_free_addresses, on_free_ports
 from benchmarks.synthclks import CLK_BITS, members
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient, ProjectTokens
@@ -53,7 +55,6 @@ from tests.support import (
     Matcher,
     Org,
     encode,
-    free_port,
     index_all,
     person,
 )
@@ -123,12 +124,22 @@ def start_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded: bool)
     # forward's deadline as long as before, lest a slow apply read as a hung server (a test
     # of that sets its own).
     monkeypatch.setattr(lookup_wire, "FORWARD_FLOOR_SECONDS", 60.0)
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    found = Cluster(tmp_path / "data", addresses, [None, None], loaded=loaded)
-    found.start_matcher()  # makes the data dir; the servers read it (or its key)
-    for i in range(2):
-        found.start_lookup(i)
-    return found
+
+    def started(ports: list[int]) -> Cluster:
+        """Ports picked before the matcher starts: it names its servers, and makes the data
+        dir they read (or its key). A port taken meanwhile: all stopped, picked again."""
+        addresses = [f"127.0.0.1:{port}" for port in ports]
+        found = Cluster(tmp_path / "data", addresses, [None, None], loaded=loaded)
+        found.start_matcher()
+        try:
+            for i in range(2):
+                found.start_lookup(i)
+        except OSError:
+            found.stop()
+            raise
+        return found
+
+    return on_free_ports(2, started)
 
 
 @pytest.fixture
@@ -488,8 +499,8 @@ def test_a_change_made_during_a_load_is_acknowledged_at_once_and_replayed_after_
     # as the matcher's memory holds it: `stored`, below).
     monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 30.0)
     key = "bm_lookup_" + "k" * 43
-    address = f"127.0.0.1:{free_port()}"
-    server = create_lookup_server(address, None, 0, 1, key=key)
+    server = create_lookup_server("127.0.0.1:0", None, 0, 1, key=key)
+    address = f"127.0.0.1:{server.port}"
     remote = LookupServers([address], key)
     encoding = Encoding(CLK_BITS, FINGERPRINT)
     gathering, go_on = threading.Event(), threading.Event()
@@ -549,8 +560,8 @@ def test_an_erasure_to_a_server_behind_is_not_waited_for_under_the_writers_lock(
     it fails is named by `holding` (the erasure is retried: usecases/erasure_retry.py)."""
     monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 30.0)  # (the old wait: 30 s, not 2)
     key = "bm_lookup_" + "k" * 43
-    address = f"127.0.0.1:{free_port()}"
-    server = create_lookup_server(address, None, 0, 1, key=key)
+    server = create_lookup_server("127.0.0.1:0", None, 0, 1, key=key)
+    address = f"127.0.0.1:{server.port}"
     remote = LookupServers([address], key)
     entered, go_on = threading.Event(), threading.Event()
     applied = server.shards.apply
@@ -656,8 +667,8 @@ def test_a_change_is_not_held_up_by_asking_a_hung_server_to_read_its_shards_agai
     behind even had it been answered."""
     monkeypatch.setattr(lookup_wire, "FORWARD_FLOOR_SECONDS", 0.3)
     monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 60.0)
-    port = free_port()
-    hole = Hung(port)
+    hole = Hung(0)
+    port = hole.port
     remote = LookupServers([f"127.0.0.1:{port}"], "bm_lookup_" + "k" * 43)
     encoding = Encoding(CLK_BITS, FINGERPRINT)
     change = ShardChange("trial", "south", encoding, 0.8, [("south-0", b"x" * 128)])
@@ -695,8 +706,8 @@ def test_a_hung_server_rests_and_its_shards_are_searched_in_the_matchers_copy(
     monkeypatch.setattr(lookup_wire, "SEARCH_SECONDS", 0.5)
     monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 0.05)  # probed, and not answered ...
     monkeypatch.setattr(lookup_wire, "RELOAD_SECONDS", 0.2)  # ... in time, till it is stopped
-    port = free_port()
-    hole = Hung(port)
+    hole = Hung(0)
+    port = hole.port
     remote = LookupServers([f"127.0.0.1:{port}"], "bm_lookup_" + "k" * 43)
     asked = np.zeros((2, CLK_BITS // 64), dtype=np.uint64)
     mine = [{"south": [("south-1", 0.9), ("south-0", 0.85)]}, {"south": []}]
@@ -748,8 +759,8 @@ def test_a_late_forward_of_an_earlier_matcher_process_is_dropped_and_the_shards_
     shards again). Two `LookupServers` in turn, the second started after the first, and a
     real server without a data dir."""
     key = "bm_lookup_" + "k" * 43
-    address = f"127.0.0.1:{free_port()}"
-    server = create_lookup_server(address, None, 0, 1, key=key)
+    server = create_lookup_server("127.0.0.1:0", None, 0, 1, key=key)
+    address = f"127.0.0.1:{server.port}"
     server.shards.replace({}, {})  # (loaded: holds nothing yet)
     earlier = LookupServers([address], key)
     later = LookupServers([address], key)  # (the matcher restarted)
@@ -908,13 +919,15 @@ def test_a_look_up_server_in_the_wrong_place_is_refused(
 @pytest.mark.slow
 def test_serve_with_look_up_server_processes(tmp_path: Path, clks: list[np.ndarray]) -> None:
     data = tmp_path / "data"
-    addresses = [f"127.0.0.1:{free_port()}" for _ in range(2)]
-    lookups = [a for address in addresses for a in ("--lookup-server", address)]
-    with (
-        serve(data, *lookups) as served,
-        lookup_server(data, "0/2", listen=addresses[0]),
-        lookup_server(data, "1/2", listen=addresses[1]) as second,
-    ):
+
+    def enter(stack: ExitStack, addresses: list[str]) -> tuple[list[str], Served, Served]:
+        lookups = [a for address in addresses for a in ("--lookup-server", address)]
+        served = stack.enter_context(serve(data, *lookups))
+        stack.enter_context(lookup_server(data, "0/2", listen=addresses[0]))
+        second = stack.enter_context(lookup_server(data, "1/2", listen=addresses[1]))
+        return addresses, served, second
+
+    with on_free_addresses(2, enter) as (addresses, served, second):
         tokens = south_indexed_north_answered(served.target, served.admin_token, clks)
         second.process.kill()
         second.process.wait(timeout=30)
@@ -967,14 +980,20 @@ def test_serve_with_look_up_server_processes_without_a_data_dir(
     """`lookup-server --key-file` (a copy of the matcher's lookup.key, as on another
     machine): no data dir; the matcher loads it, and it answers."""
     data = tmp_path / "data"
-    address = f"127.0.0.1:{free_port()}"
     key_file = tmp_path / "elsewhere" / "lookup.key"
     key_file.parent.mkdir()
-    with serve(data, "--lookup-server", address) as served:
+
+    def enter(stack: ExitStack, addresses: list[str]) -> Served:
+        served = stack.enter_context(serve(data, "--lookup-server", addresses[0]))
         key_file.write_text((data / "lookup.key").read_text())
         key_file.chmod(0o600)
-        with lookup_server(tmp_path / "absent", "0/1", listen=address, key_file=key_file):
-            south_indexed_north_answered(served.target, served.admin_token, clks)
+        stack.enter_context(
+            lookup_server(tmp_path / "absent", "0/1", listen=addresses[0], key_file=key_file)
+        )
+        return served
+
+    with on_free_addresses(1, enter) as served:
+        south_indexed_north_answered(served.target, served.admin_token, clks)
     assert not (tmp_path / "absent").exists()
 
 
@@ -1045,26 +1064,36 @@ def test_look_up_servers_over_mutual_tls(tmp_path: Path, clks: list[np.ndarray])
     """The matcher reaches its look-up server over mutual TLS (certificates as `blindmatch
     certs` makes them); without its client certificate the server does not answer it."""
     files = make_certs(tmp_path / "certs", ["localhost"])
-    address = f"127.0.0.1:{free_port()}"
-    found = Cluster(tmp_path / "data", [address], [None])
     to_server = {"ca_cert": str(files.ca_cert)}
     with_client = tls.channel_credentials(
         **to_server, client_cert=str(files.client_cert), client_key=str(files.client_key)
     )
-    found.matcher = Matcher(
-        create_server(
-            "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
-            lookup_servers=[address], lookup_credentials=with_client,
-        ),
-        found.data_dir,
-        ADMIN_TOKEN,
-    )  # fmt: skip
     server_tls = tls.server_credentials(
         cert=str(files.server_cert), key=str(files.server_key), client_ca=str(files.ca_cert)
     )
-    found.lookups[0] = create_lookup_server(
-        address, found.data_dir, 0, 1, credentials=server_tls, wait=True
-    )
+
+    def started(ports: list[int]) -> Cluster:
+        address = f"127.0.0.1:{ports[0]}"
+        found = Cluster(tmp_path / "data", [address], [None])
+        found.matcher = Matcher(
+            create_server(
+                "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
+                lookup_servers=[address], lookup_credentials=with_client,
+            ),
+            found.data_dir,
+            ADMIN_TOKEN,
+        )  # fmt: skip
+        try:
+            found.lookups[0] = create_lookup_server(
+                address, found.data_dir, 0, 1, credentials=server_tls, wait=True
+            )
+        except OSError:
+            found.stop()
+            raise
+        return found
+
+    found = on_free_ports(1, started)
+    address = found.addresses[0]
     try:
         tokens = project_of(found.matcher).tokens
         put(found.matcher, tokens["south"], "south", clks[1], range(100))

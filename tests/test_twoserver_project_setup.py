@@ -228,7 +228,7 @@ def test_serve_warns_at_start_when_s1_or_s2_does_not_answer(
     import argparse
     import time
 
-    from benchmarks.faults import free_port
+    from benchmarks.ports import free_port
     from blindmatch.cli import twoserveropts
 
     keys = []

@@ -12,7 +12,6 @@ import json
 import re
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import time
@@ -25,7 +24,6 @@ import numpy.typing as npt
 import pytest
 
 from benchmarks.cliflow import BLINDMATCH
-from benchmarks.faults import free_port
 from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.errors import RejectedError
@@ -419,20 +417,22 @@ def test_a_killed_role_process_holds_every_acknowledged_upload_when_started_agai
     for name, text in files.items():
         (tmp_path / f"{name}.key").write_text(text + "\n")
         (tmp_path / f"{name}.key").chmod(0o600)
-    port = free_port()
     command = [*BLINDMATCH, "two-server", "role", "--role", "s2", "--listen",
-               f"127.0.0.1:{port}", "--key-file", str(tmp_path / "parties.key"),
+               "127.0.0.1:0", "--key-file", str(tmp_path / "parties.key"),
                "--member-key-file", str(tmp_path / "members.key"),
                "--data-dir", str(data)]  # fmt: skip
 
-    def started() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def started() -> tuple[subprocess.Popen[bytes], int]:
+        """The role on a port the kernel picks (each start its own), read from its log's
+        listening line: no port picked and let go before it listens."""
+        log = tmp_path / f"s2-{secrets.token_hex(4)}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert proc.poll() is None, "the role exited"
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    return proc
+            if listening := re.search(r"listening on [\d.]+:(\d+)", log.read_text()):
+                return proc, int(listening[1])
             time.sleep(0.1)
         proc.kill()
         raise AssertionError("the role never listened")
@@ -440,7 +440,7 @@ def test_a_killed_role_process_holds_every_acknowledged_upload_when_started_agai
     ups = [client.shared_upload(np.random.default_rng(n).integers(0, 256, (5, 128), np.uint8),
                                 b"s", client.BandPlan(4, 4)) for n in range(2)]  # fmt: skip
     names = ["p/north/0000000a", "p/south/0000000b"]
-    proc = started()
+    proc, port = started()
     try:
         for name, up in zip(names, ups, strict=True):
             ticket = tickets.issue(MEMBER_KEY, name, int(time.time()) + 600)
@@ -449,7 +449,7 @@ def test_a_killed_role_process_holds_every_acknowledged_upload_when_started_agai
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    proc = started()
+    proc, port = started()
     try:
         with sqlite3.connect(f"file:{data / 'twoserver-s2.sqlite'}?mode=ro", uri=True) as conn:
             rows = conn.execute("SELECT detail FROM audit WHERE action = 'twoserver.restored'")

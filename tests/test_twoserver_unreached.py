@@ -8,12 +8,12 @@ an UNAVAILABLE of its own (S2 down behind it), prefixed with S1's name."""
 from __future__ import annotations
 
 import secrets
-import socket
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
+from benchmarks.ports import free_port
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
@@ -27,14 +27,6 @@ pytestmark = pytest.mark.server
 MEMBER_KEY = "the members' key"
 THRESHOLD = 0.8
 RECORDS = 4
-
-
-def free_port() -> int:
-    """A loopback port nobody listens at (bound once by the OS, then let go)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 @pytest.fixture
