@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -1072,17 +1073,21 @@ def test_look_up_servers_over_mutual_tls(tmp_path: Path, clks: list[np.ndarray])
         cert=str(files.server_cert), key=str(files.server_key), client_ca=str(files.ca_cert)
     )
 
+    def matcher(address: str, credentials: grpc.ChannelCredentials) -> Matcher:
+        data_dir = tmp_path / "data"
+        return Matcher(
+            create_server(
+                "127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=1,
+                lookup_servers=[address], lookup_credentials=credentials,
+            ),
+            data_dir,
+            ADMIN_TOKEN,
+        )  # fmt: skip
+
     def started(ports: list[int]) -> Cluster:
         address = f"127.0.0.1:{ports[0]}"
         found = Cluster(tmp_path / "data", [address], [None])
-        found.matcher = Matcher(
-            create_server(
-                "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
-                lookup_servers=[address], lookup_credentials=with_client,
-            ),
-            found.data_dir,
-            ADMIN_TOKEN,
-        )  # fmt: skip
+        found.matcher = matcher(address, with_client)
         try:
             found.lookups[0] = create_lookup_server(
                 address, found.data_dir, 0, 1, credentials=server_tls, wait=True
@@ -1103,14 +1108,7 @@ def test_look_up_servers_over_mutual_tls(tmp_path: Path, clks: list[np.ndarray])
         ]
         found.matcher.server.stop(grace=None)
         no_client_cert = tls.channel_credentials(**to_server, client_cert=None, client_key=None)
-        found.matcher = Matcher(
-            create_server(
-                "127.0.0.1:0", found.data_dir, ADMIN_TOKEN, workers=1,
-                lookup_servers=[address], lookup_credentials=no_client_cert,
-            ),
-            found.data_dir,
-            ADMIN_TOKEN,
-        )  # fmt: skip
+        found.matcher = matcher(address, no_client_cert)
         with pytest.raises(UnavailableError, match=f"look-up server {address}"):
             query(found.matcher, tokens["north"], asked)
     finally:
