@@ -27,12 +27,11 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.workdir import add_keep, work_dir
+from benchmarks.workdir import add_keep, baseline_tree, work_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -116,13 +115,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{args.population}, members of {args.records} records, seed {args.seed}")
     with work_dir("bm-joinmem-", keep=args.keep) as work:
-        base = work / "baseline"
-        base.mkdir()
-        archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, check=True,
-                                 capture_output=True).stdout  # fmt: skip
-        (work / "baseline.tar").write_bytes(archive)
-        with tarfile.open(work / "baseline.tar") as tar:
-            tar.extractall(base, filter="data")
+        base = baseline_tree(args.baseline, work, ROOT)
         before = measure(f"baseline ({args.baseline})", base, args, work)
         after = measure("this checkout", ROOT, args, work)
         print("the same pairs of tokens" if before["tokens"] == after["tokens"] else "DIFFERENT")
