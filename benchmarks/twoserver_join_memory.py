@@ -17,7 +17,8 @@ pairs of tokens streamed, their bytes (32 a pair), the peak of bytes traced (tra
 the stream above what S1 held before it, and how much its resident file pages grew (RssFile:
 each upload's tokens are mapped from an unlinked file in the work dir, as S1 holds an upload
 past 64 MiB, rpc/twoserver_uploads.py `Spool`; the stream reads most of their pages, which
-then count in S1's RSS and peak RSS, VmHWM, though the kernel can drop them).
+then count in S1's RSS and peak RSS, VmHWM, though the kernel can drop them), and the peak
+RSS over the stream above the RSS before it (VmHWM, reset first: /proc/self/clear_refs).
 """
 
 from __future__ import annotations
@@ -77,7 +78,11 @@ for member in s1._bands:
         clk.presort()
 def rss_file():
     return int(re.search(r"RssFile:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) << 10
-file0 = rss_file()
+def status(field):
+    return int(re.search(field + r":\\s+(\\d+) kB", open("/proc/self/status").read())[1]) << 10
+file0, rss0 = rss_file(), status("VmRSS")
+with open("/proc/self/clear_refs", "w") as fh:  # VmHWM from here
+    fh.write("5")
 tracemalloc.start()
 held, _ = tracemalloc.get_traced_memory()
 tokens = 0
@@ -85,6 +90,7 @@ for msg in matches_parts(pb.ProposeRequest(), s1.join(2)):
     tokens += len(msg.tokens_a) // 16
 _, peak = tracemalloc.get_traced_memory()
 print(json.dumps({"tokens": tokens, "peak": peak - held, "file": rss_file() - file0,
+                  "hwm": status("VmHWM") - rss0,
                   "sealed": sum(s.sealed.nbytes for m in s1._bands for s in m)}))
 """
 
@@ -101,7 +107,8 @@ def measure(label: str, tree: Path, args: argparse.Namespace, folder: Path) -> d
     mib = {k: v / 2**20 for k, v in got.items()}
     print(f"{label:<22} pairs of tokens {pairs:>12,} ({32 * pairs / 2**20:,.0f} MiB); peak "
           f"traced over the stream {mib['peak']:,.0f} MiB; mapped tokens {mib['sealed']:,.0f} "
-          f"MiB, RssFile +{mib['file']:,.0f} MiB", flush=True)  # fmt: skip
+          f"MiB, RssFile +{mib['file']:,.0f} MiB after it; peak RSS (VmHWM) over it "
+          f"+{mib['hwm']:,.0f} MiB", flush=True)  # fmt: skip
     return got
 
 

@@ -6,8 +6,11 @@ Counted (objects alive, bytes traced), not timed."""
 from __future__ import annotations
 
 import gc
+import mmap
+import re
 import tracemalloc
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -85,3 +88,40 @@ def test_a_join_holds_under_twice_the_tokens_it_returns(
     returned = matched.tokens_a.nbytes + matched.tokens_b.nbytes
     assert len(matched) > 100_000
     assert peak < 2 * returned, (peak, returned)
+
+
+def _rss_file() -> int:
+    """The process's resident pages mapped from files, in bytes (Linux)."""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"RssFile:\s+(\d+) kB", status)[1]) << 10  # type: ignore[index]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc")
+def test_a_join_drops_the_mapped_tokens_it_read(
+    messy_members: tuple[list[npt.NDArray[np.uint8]], int], tmp_path: Path
+) -> None:
+    """Each upload's tokens mapped from a file, as S1 holds them: after the stream to S2 the
+    process's resident file pages have not grown by the tokens the joins read (they did by
+    all of them: the pages stayed in S1's RSS to the end of the run)."""
+    datasets, bits = messy_members
+    ups = uploads(datasets, bits, client.BandPlan(bits=12, bands=200))
+    s1 = twoserver.BlockingServer([u.s1.bands for u in ups], [u.s1.shares for u in ups], b"")
+    for _ in twoserver_client.matches_parts(pb.ProposeRequest(), s1.join(2)):
+        pass  # (warm: the code's own pages resident first)
+    mapped = []
+    for k, u in enumerate(ups):
+        member = []
+        for c, b in enumerate(u.s1.bands):
+            path = tmp_path / f"tokens{k}.{c}"
+            path.write_bytes(np.ascontiguousarray(b.sealed).tobytes())
+            with open(path, "rb") as fh:
+                tokens = np.frombuffer(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ), np.uint8)
+            member.append(twoblocking.Sealed(b.counts, b.keys, b.classes, tokens))
+        mapped.append(member)
+    s1 = twoserver.BlockingServer(mapped, [u.s1.shares for u in ups], b"")
+    size = sum(c.sealed.nbytes for m in mapped for c in m)
+    before = _rss_file()
+    for _ in twoserver_client.matches_parts(pb.ProposeRequest(), s1.join(2)):
+        pass
+    assert size > 8 << 20
+    assert _rss_file() - before < size // 4, (_rss_file() - before, size)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import mmap
 import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -237,6 +238,21 @@ class Sealed:
     def tokens(self) -> Shares:
         """(tokens, TOKEN_BYTES)."""
         return self.sealed.reshape(-1, TOKEN_BYTES)
+
+    def drop_tokens(self) -> None:
+        """Drop the tokens' pages from the process's memory where they are mapped from a file
+        (S1's upload, rpc/twoserver_uploads.py `Spool`): they stay in the file, read again when
+        next used. A join reads nearly every page; kept, they counted in S1's RSS to the end
+        (docs/performance.md "S1's memory at a run's start (2026-12-06)"). Else nothing."""
+        base: Any = self.sealed
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        base = base.obj if isinstance(base, memoryview) else base
+        if not isinstance(base, mmap.mmap) or not self.sealed.nbytes or base.closed:
+            return
+        lo = self.sealed.ctypes.data - np.frombuffer(base, np.uint8, 1).ctypes.data
+        page = lo - lo % mmap.PAGESIZE
+        base.madvise(mmap.MADV_DONTNEED, page, lo + self.sealed.nbytes - page)
 
 
 @dataclass(frozen=True)

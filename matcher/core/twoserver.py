@@ -252,8 +252,16 @@ class BlockingServer(ShareServer):
         for x, y, clk in joins:  # refused here, not when S2 takes the first (`matched_keys`)
             if len(self._bands[x][clk].counts) != len(self._bands[y][clk].counts):
                 raise ValueError("sealed band keys with different numbers of bands")
-        return (join(x, y, clk, self._bands[x][clk], self._bands[y][clk], dummies=self.dummies)
-                for x, y, clk in joins)  # fmt: skip
+        return self._joined(joins)
+
+    def _joined(self, joins: list[tuple[int, int, int]]) -> Iterator[Matched]:
+        for x, y, clk in joins:  # the tokens' mapped pages dropped once read (`drop_tokens`)
+            a, b = self._bands[x][clk], self._bands[y][clk]
+            m = join(x, y, clk, a, b, dummies=self.dummies)
+            a.drop_tokens()
+            b.drop_tokens()
+            yield m
+            del m
 
     def propose(self, expanded: Sequence[PairBatch]) -> list[PairBatch]:
         """The pairs to compare from S2's expansion, by the fallback's rule on the records
