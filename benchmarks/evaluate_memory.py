@@ -28,13 +28,12 @@ import os
 import random
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.workdir import add_keep, work_dir
+from benchmarks.workdir import add_keep, baseline_tree, work_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 MEMBERS = (("north-police", "NP"), ("retail-bcrp", "RB"))
@@ -118,13 +117,7 @@ def main() -> None:
                                      args.scores)  # fmt: skip
         print(f"truth: {sum(args.records):,} rows ({truth.stat().st_size / 2**20:.0f} MiB); "
               f"results: {results.read_text().count(chr(10)) - 1:,} rows", flush=True)  # fmt: skip
-        base = work / "baseline"
-        base.mkdir()
-        archive = subprocess.run(["git", "archive", args.baseline], cwd=ROOT, check=True,
-                                 capture_output=True).stdout  # fmt: skip
-        (work / "baseline.tar").write_bytes(archive)
-        with tarfile.open(work / "baseline.tar") as tar:
-            tar.extractall(base, filter="data")
+        base = baseline_tree(args.baseline, work, ROOT)
         before = measure(f"baseline ({args.baseline})", base, truth, results, work / "out-base")
         after = measure("this checkout", ROOT, truth, results, work / "out-now")
         same = before == after

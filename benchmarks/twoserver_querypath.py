@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ class RecordingS2(ShareServer):
         super().__init__(*args, **kwargs)
         self.opened: list[np.ndarray] = []
 
-    def expand(self, matched: Sequence[Matched], clks: int = 1) -> list[PairBatch]:
+    def expand(self, matched: Iterable[Matched], clks: int = 1) -> list[PairBatch]:
+        matched = list(matched)  # S1's join, one at a time (read twice here)
         records = self.records()
         seal = (self._seal[0], self._seal[1])
         self.opened.extend(expanded_pairs(m, seal, (records[0], records[1])) for m in matched)

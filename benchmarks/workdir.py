@@ -16,7 +16,9 @@ import contextlib
 import shutil
 import signal
 import socket
+import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -107,4 +109,17 @@ def add_keep(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-__all__ = ["add_keep", "work_dir"]
+def baseline_tree(ref: str, work: Path, repo: Path) -> Path:
+    """`repo`'s tree at git `ref`, `git archive`d into `work`/baseline (a baseline's code, run
+    through PYTHONPATH)."""
+    base = work / "baseline"
+    base.mkdir()
+    archive = subprocess.run(["git", "archive", ref], cwd=repo, check=True,
+                             capture_output=True).stdout  # fmt: skip
+    (work / "baseline.tar").write_bytes(archive)
+    with tarfile.open(work / "baseline.tar") as tar:
+        tar.extractall(base, filter="data")
+    return base
+
+
+__all__ = ["add_keep", "baseline_tree", "work_dir"]

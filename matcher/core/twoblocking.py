@@ -23,9 +23,11 @@ Pure: arrays in, arrays out.
 from __future__ import annotations
 
 import functools
+import itertools
+import mmap
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,6 +47,7 @@ BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a
 # A join looks a's keys up band by band, with no sort of b's, where a holds at most this
 # share of b's keys in a band range (`matched_keys`: a query's few records).
 LOOKUP_SHARE = 1 / 16
+JOIN_PAIRS = 1 << 18  # pairs of tokens a join makes at a time (`join`; ~20 MB of arrays)
 
 
 @dataclass(frozen=True)
@@ -236,6 +239,21 @@ class Sealed:
         """(tokens, TOKEN_BYTES)."""
         return self.sealed.reshape(-1, TOKEN_BYTES)
 
+    def drop_tokens(self) -> None:
+        """Drop the tokens' pages from the process's memory where they are mapped from a file
+        (S1's upload, rpc/twoserver_uploads.py `Spool`): they stay in the file, read again when
+        next used. A join reads nearly every page; kept, they counted in S1's RSS to the end
+        (docs/performance.md "S1's memory at a run's start (2026-12-06)"). Else nothing."""
+        base: Any = self.sealed
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        base = base.obj if isinstance(base, memoryview) else base
+        if not isinstance(base, mmap.mmap) or not self.sealed.nbytes or base.closed:
+            return
+        lo = self.sealed.ctypes.data - np.frombuffer(base, np.uint8, 1).ctypes.data
+        page = lo - lo % mmap.PAGESIZE
+        base.madvise(mmap.MADV_DONTNEED, page, lo + self.sealed.nbytes - page)
+
 
 @dataclass(frozen=True)
 class Matched:
@@ -353,22 +371,33 @@ def join(x: int, y: int, clk: int, a: Sealed, b: Sealed, *, dummies: float = 0.0
     Measured, not the default (docs/privacy-design.md "S2's counts of shared bands: dummy
     pairs and other band plans")."""
     ia, ib = matched_keys(a, b)
-    sa, sb = slots(a.classes[ia]), slots(b.classes[ib])
-    ca, cb = copies(a.classes[ia]), copies(b.classes[ib])
-    per = sa * sb
+    per = slots(a.classes[ia]) * slots(b.classes[ib])
     total = int(per.sum())
-    key = np.repeat(np.arange(len(per)), per)
-    within = np.arange(total) - np.repeat(np.cumsum(per) - per, per)
-    s, t = within // sb[key], within % sb[key]
-    at_a = a.token_offsets()[ia][key] + s * ca[key] + t % ca[key]
-    at_b = b.token_offsets()[ib][key] + t * cb[key] + s % cb[key]
     rng = np.random.default_rng(secrets.randbits(128))
     extra = round(dummies * total) if len(a.sealed) and len(b.sealed) else 0
+    # Each pair's two token indexes side by side (4 bytes each where the tokens are fewer
+    # than 2^32), made about JOIN_PAIRS at a time (whole keys) and shuffled in place: a join
+    # held about 140 bytes a pair of tokens at its peak, 4.4 times the 32 it returns.
+    kind = np.uint32 if max(len(a.sealed), len(b.sealed)) // TOKEN_BYTES < 1 << 32 else np.int64
+    at = np.empty(total + extra, [("a", kind), ("b", kind)])
+    off_a, off_b, done = a.token_offsets(), b.token_offsets(), 0
+    cuts = np.searchsorted(np.cumsum(per), np.arange(JOIN_PAIRS, total, JOIN_PAIRS), "right")
+    for lo, hi in itertools.pairwise([0, *np.unique(cuts).tolist(), len(per)]):
+        ka, kb, p = ia[lo:hi], ib[lo:hi], per[lo:hi]
+        n = int(p.sum())
+        key = np.repeat(np.arange(len(p)), p)
+        within = np.arange(n) - np.repeat(np.cumsum(p) - p, p)
+        sb = slots(b.classes[kb])[key]
+        s, t = within // sb, within % sb
+        ca, cb = copies(a.classes[ka])[key], copies(b.classes[kb])[key]
+        at["a"][done : done + n] = off_a[ka][key] + s * ca + t % ca
+        at["b"][done : done + n] = off_b[kb][key] + t * cb + s % cb
+        done += n
     if extra:
-        at_a = np.concatenate([at_a, rng.integers(0, len(a.tokens()), extra)])
-        at_b = np.concatenate([at_b, rng.integers(0, len(b.tokens()), extra)])
-    order = rng.permutation(total + extra)
-    return Matched(x, y, clk, a.tokens()[at_a[order]], b.tokens()[at_b[order]])
+        at["a"][total:] = rng.integers(0, len(a.tokens()), extra)
+        at["b"][total:] = rng.integers(0, len(b.tokens()), extra)
+    rng.shuffle(at)
+    return Matched(x, y, clk, a.tokens()[at["a"]], b.tokens()[at["b"]])
 
 
 def open_tokens(
@@ -432,7 +461,7 @@ def fallback_split(
 
 
 def expand(
-    matched: Sequence[Matched], seal_keys: Sequence[bytes], records: Sequence[int], clks: int = 1
+    matched: Iterable[Matched], seal_keys: Sequence[bytes], records: Sequence[int], clks: int = 1
 ) -> list[PairBatch]:
     """S2's expansion of what S1 matched: per pair of members and CLK (the first `clks`;
     every pair of members and CLK listed, with pairs or none), the pairs sharing a key in at

@@ -56,7 +56,7 @@ S2 each candidate's count of shared bands (core/twoblocking.py); C those pairs' 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,7 +138,7 @@ class ShareServer:
         """Each member's number of records."""
         return [len(m[0]) for m in self._shares]
 
-    def expand(self, matched: Sequence[Matched], clks: int = 1) -> list[PairBatch]:
+    def expand(self, matched: Iterable[Matched], clks: int = 1) -> list[PairBatch]:
         """The pairs of rows sharing a key in at least one band, from what S1 matched
         (core/twoblocking.py `expand`)."""
         if not self._seal:
@@ -238,20 +238,30 @@ class BlockingServer(ShareServer):
 
     def join(
         self, clks: int | None = None, pairs: Collection[tuple[int, int]] | None = None
-    ) -> list[Matched]:
+    ) -> Iterator[Matched]:
         """Per pair of members (those in `pairs`, the first lower; None: every one) and CLK
         (the first `clks`; None: every one), the keys both hold in a band with their sealed
-        rows, shuffled, with the server's dummy pairs of tokens (core/twoblocking.py `join`)."""
-        out = []
+        rows, shuffled, with the server's dummy pairs of tokens (core/twoblocking.py `join`).
+        Each joined when the one before it has been taken: S1 streams each to S2 as it is
+        made and holds one at a time (a list held every one's tokens, 32 bytes a pair of
+        them, to the last: docs/performance.md "S1's memory at a run's start (2026-12-06)")."""
         members = len(self._bands)
-        for x in range(members):
-            for y in range(x + 1, members):
-                if pairs is not None and (x, y) not in pairs:
-                    continue
-                for clk in range(len(self._bands[x]) if clks is None else clks):
-                    out.append(join(x, y, clk, self._bands[x][clk], self._bands[y][clk],
-                                    dummies=self.dummies))  # fmt: skip
-        return out
+        joins = [(x, y, clk) for x in range(members) for y in range(x + 1, members)
+                 if pairs is None or (x, y) in pairs
+                 for clk in range(len(self._bands[x]) if clks is None else clks)]  # fmt: skip
+        for x, y, clk in joins:  # refused here, not when S2 takes the first (`matched_keys`)
+            if len(self._bands[x][clk].counts) != len(self._bands[y][clk].counts):
+                raise ValueError("sealed band keys with different numbers of bands")
+        return self._joined(joins)
+
+    def _joined(self, joins: list[tuple[int, int, int]]) -> Iterator[Matched]:
+        for x, y, clk in joins:  # the tokens' mapped pages dropped once read (`drop_tokens`)
+            a, b = self._bands[x][clk], self._bands[y][clk]
+            m = join(x, y, clk, a, b, dummies=self.dummies)
+            a.drop_tokens()
+            b.drop_tokens()
+            yield m
+            del m
 
     def propose(self, expanded: Sequence[PairBatch]) -> list[PairBatch]:
         """The pairs to compare from S2's expansion, by the fallback's rule on the records

@@ -17,7 +17,7 @@ import logging
 import queue
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -140,15 +140,15 @@ def _call(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 MATCHES_PART = 1 << 17  # pairs of tokens a SealedMatches message (4 MiB)
 
 
-def matches_parts(run: pb.ProposeRequest, matched: Sequence[Matched]) -> Iterator[pb.SealedMatches]:
-    """What S1 streams to S2's Expand: the run first, then the matched keys in parts."""
+def matches_parts(run: pb.ProposeRequest, matched: Iterable[Matched]) -> Iterator[pb.SealedMatches]:
+    """What S1 streams to S2's Expand: the run first, then each of `matched` in parts."""
     yield pb.SealedMatches(run=run)
     for m in matched:
-        for part in m.split(MATCHES_PART):
-            yield pb.SealedMatches(
-                member_a=part.member_a, member_b=part.member_b, clk=part.clk,
-                tokens_a=part.tokens_a.tobytes(), tokens_b=part.tokens_b.tobytes(),
-            )  # fmt: skip
+        for lo in range(0, len(m), MATCHES_PART):
+            a, b = (t[lo : lo + MATCHES_PART].tobytes() for t in (m.tokens_a, m.tokens_b))
+            yield pb.SealedMatches(member_a=m.member_a, member_b=m.member_b, clk=m.clk,
+                                   tokens_a=a, tokens_b=b)  # fmt: skip
+        del m  # S1's join makes the next when it is taken: S1 holds one at a time
 
 
 EXPANDED_PART = 1 << 20  # pairs an ExpandedPairs message (8 MiB)
@@ -198,7 +198,7 @@ class ShareExchange:
         self._metadata = (("authorization", f"Bearer {key}"),)
 
     def expand(
-        self, run: pb.ProposeRequest, matched: Sequence[Matched]
+        self, run: pb.ProposeRequest, matched: Iterable[Matched]
     ) -> Iterator[pb.ExpandedPairs]:
         """S2's pairs sharing a key, from the keys S1 matched (S2 opens the tokens)."""
         try:
