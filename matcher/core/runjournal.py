@@ -34,7 +34,35 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-class Watched:
+class Forwarding:
+    """`servers` (core/tworun.py `Servers`) passed through: the calls a wrapper of them
+    (`Watched` here, usecases/tworuns.py `_Progress`) leaves as they are."""
+
+    servers: Servers
+
+    def bits(self, clk: int) -> int:
+        return self.servers.bits(clk)
+
+    @property
+    def prepare_part(self) -> Callable[..., None] | None:
+        """The servers' (core/tworun.py `_dense`: an unblocked part by blocks); None: by pairs."""
+        return getattr(self.servers, "prepare_part", None)
+
+    @property
+    def margin(self) -> bool:
+        """Whether the servers take a part's blocks by the rule's margin (core/densemargin.py)."""
+        return bool(getattr(self.servers, "margin", False))
+
+    def block(
+        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
+    ) -> Sequence[Part]:
+        return self.servers.block(lacking, cutoffs)
+
+    def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
+        return self.servers.messages(batch)
+
+
+class Watched(Forwarding):
     """`servers` telling `ledger` of each batch (core/tworun.py `Servers`)."""
 
     def __init__(self, servers: Servers, ledger: Ledger) -> None:
@@ -63,19 +91,6 @@ class Watched:
         self._parts = self.servers.propose(lacking, cutoffs, rule, only=only)
         self.ledger.proposed([(p.member_a, p.member_b) for p in self._parts])
         return self._parts
-
-    def bits(self, clk: int) -> int:
-        return self.servers.bits(clk)
-
-    @property
-    def prepare_part(self) -> Callable[..., None] | None:
-        """The servers' (core/tworun.py `_dense`: an unblocked part by blocks); None: by pairs."""
-        return getattr(self.servers, "prepare_part", None)
-
-    @property
-    def margin(self) -> bool:
-        """Whether the servers take a part's blocks by the rule's margin (core/densemargin.py)."""
-        return bool(getattr(self.servers, "margin", False))
 
     def evaluate_part(
         self,
@@ -114,13 +129,5 @@ class Watched:
                            lambda: self.servers.evaluate_reach(part, circuit, dealt, transcript,
                                                                clock))  # fmt: skip
 
-    def block(
-        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
-    ) -> Sequence[Part]:
-        return self.servers.block(lacking, cutoffs)
 
-    def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
-        return self.servers.messages(batch)
-
-
-__all__ = ["Watched"]
+__all__ = ["Forwarding", "Watched"]

@@ -29,8 +29,8 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import audit, linkbit, tickets, tworun
 from blindmatch.matcher.core.circuitwarm import Shape, warm
-from blindmatch.matcher.core.exhaustive import Part
 from blindmatch.matcher.core.outcomes import Earlier
+from blindmatch.matcher.core.runjournal import Forwarding
 from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
@@ -169,7 +169,7 @@ def forget(
     return forgot
 
 
-class _Progress:
+class _Progress(Forwarding):
     """S1 and S2 as `drive` sees them, counting the proposed pairs through the circuit as
     the run's "compare" progress (the links' extras, after, are part of "solve")."""
 
@@ -192,19 +192,6 @@ class _Progress:
         if not self.total:
             self.report("solve", 0, 1)
         return described
-
-    def bits(self, clk: int) -> int:
-        return self.servers.bits(clk)
-
-    @property
-    def prepare_part(self) -> Callable[..., None] | None:
-        """The servers' (core/tworun.py `_dense`: an unblocked part by blocks); None: by pairs."""
-        return getattr(self.servers, "prepare_part", None)
-
-    @property
-    def margin(self) -> bool:
-        """Whether the servers take a part's blocks by the rule's margin (core/densemargin.py)."""
-        return bool(getattr(self.servers, "margin", False))
 
     def evaluate_part(
         self,
@@ -243,14 +230,6 @@ class _Progress:
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
         return self.servers.evaluate_reach(part, circuit, dealt, transcript, clock)
-
-    def block(
-        self, lacking: list[npt.NDArray[np.bool_]] | None, cutoffs: tuple[float, ...] = ()
-    ) -> Sequence[Part]:
-        return self.servers.block(lacking, cutoffs)
-
-    def messages(self, batch: PairBatch) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-        return self.servers.messages(batch)
 
 
 def run(
