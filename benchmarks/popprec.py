@@ -47,6 +47,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -63,6 +64,10 @@ from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.kernel import dice_candidates
 from blindmatch.matcher.core.solve import dice, links_from_groups, solve
 from blindmatch.matcher.domain import NO_RULE, Rule
+
+if TYPE_CHECKING:
+    from benchmarks.quality_errors import Member as EncodedMember
+    from blindmatch.client.tools.truth import Hit
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "person-uk.json"
@@ -268,23 +273,30 @@ def classify(
     return "\n".join(f"    {k}: {v}" for k, v in sorted(out.items()))
 
 
-def ab(spec: str, cache: Path) -> str:
-    """One grid cell (GENERATOR:SEED:PEOPLE[:CORRUPTION]) in process: a run's hits
-    (`match`, default settings, every member) with the lift and without it (`crowd.lifted`
-    left out), on the same encodings; F1 (P/R) over all members' hits."""
+def ab_cell(spec: str, cache: Path) -> tuple[list[EncodedMember], set[Hit]]:
+    """A grid cell (GENERATOR:SEED:PEOPLE[:CORRUPTION]) written once under `cache` and
+    encoded under `--ab`'s secret: its members and its true (record, partner) hits."""
     from benchmarks.quality import GENERATORS
-    from benchmarks.quality_errors import encoded, linked
+    from benchmarks.quality_errors import encoded
     from blindmatch.client.tools.evaluate import read_truth
-    from blindmatch.matcher.usecases import runs
 
     gen, seed, people, *rest = spec.split(":")
     corruption = float(rest[0]) if rest else 1.0
     folder = cache / f"{gen}-{seed}-{people}-{corruption}"
     if not (folder / "truth.csv").exists():
         GENERATORS[gen].write(folder, int(seed), int(people), corruption)
-    truth = read_truth(folder / "truth.csv")
-    actual = truth.true_hits()
-    members = encoded(folder, gen, SCHEMA, hashlib.sha256(f"popprec {spec}".encode()).digest())
+    actual = read_truth(folder / "truth.csv").true_hits()
+    return encoded(folder, gen, SCHEMA, hashlib.sha256(f"popprec {spec}".encode()).digest()), actual
+
+
+def ab(spec: str, cache: Path) -> str:
+    """One grid cell (GENERATOR:SEED:PEOPLE[:CORRUPTION]) in process: a run's hits
+    (`match`, default settings, every member) with the lift and without it (`crowd.lifted`
+    left out), on the same encodings; F1 (P/R) over all members' hits."""
+    from benchmarks.quality_errors import linked
+    from blindmatch.matcher.usecases import runs
+
+    members, actual = ab_cell(spec, cache)
     out = []
     lifted = runs.crowd.lifted
     for name, lift in (("lifted (now)", lifted), ("not lifted (before)", None)):
