@@ -286,7 +286,12 @@ def ab_cell(spec: str, cache: Path) -> tuple[list[EncodedMember], set[Hit]]:
     if not (folder / "truth.csv").exists():
         GENERATORS[gen].write(folder, int(seed), int(people), corruption)
     actual = read_truth(folder / "truth.csv").true_hits()
-    return encoded(folder, gen, SCHEMA, hashlib.sha256(f"popprec {spec}".encode()).digest()), actual
+    return encoded(folder, gen, SCHEMA, ab_secret(spec)), actual
+
+
+def ab_secret(spec: str) -> bytes:
+    """The secret a `--ab` cell is encoded under (fixed by the cell)."""
+    return hashlib.sha256(f"popprec {spec}".encode()).digest()
 
 
 def ab(spec: str, cache: Path) -> str:

@@ -2,7 +2,7 @@
 would give (issues 18 and 21), in process, on the same encodings as `popprec.py --ab`.
 
     nice -n 10 .venv/bin/python benchmarks/twoserver_lift.py households:7:50000 \
-        [households:7:20000 ...] [--cache /tmp/blindmatch-popprec]
+        [households:7:20000 ...] [--cache /tmp/blindmatch-popprec] [--two-server]
 
 Each GENERATOR:SEED:PEOPLE[:CORRUPTION] cell is written and encoded as `popprec.py --ab`
 does it (the same secret), then put through `match` (default settings, every member) once a
@@ -25,6 +25,10 @@ variants floor the candidates' Dice to cut-offs before the solver sees them:
   0.01 ... + 0.09 (crowd.py's bands) in the circuit, so C would learn each candidate's
   Dice to 0.01 up to threshold + 0.1.
 
+`--two-server`: first a two-server run in process on the cell (S1, S2 and C as plain
+objects, `two_server`), the row the simulated `two-server, not lifted` stands for (1.3 GB at
+5,000 people; S1's and S2's shares grow with the records, about 143 kB a record).
+
 Then what those extras would tell C, from the CLK run's candidates: how many candidates lie
 under threshold + 0.1 (their Dice told to 0.01 rather than 0.05), the bits of a candidate's
 bucket with either set of cut-offs (entropy over the run's candidates), and the records
@@ -35,19 +39,25 @@ would need told, the anchored records of the fallback kind, how many lack them).
 from __future__ import annotations
 
 import argparse
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.popprec import THRESHOLD, ab_cell, fmt, prf
+from benchmarks.popprec import THRESHOLD, ab_cell, ab_secret, fmt, prf
 from blindmatch.matcher.core import crowd
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.twoserver import default_buckets
+
+if TYPE_CHECKING:
+    from benchmarks.quality_errors import Member as EncodedMember
+    from blindmatch.client.tools.truth import Hit
 
 Lacking = list[npt.NDArray[np.bool_]] | None
 Variant = Callable[[Candidates, float, list[int], Lacking], Candidates]
@@ -139,14 +149,47 @@ def extras(c: Candidates, t: float, sizes: list[int], lack: Lacking) -> str:
     return "; ".join(out)
 
 
-def cell(spec: str, cache: Path) -> list[str]:
-    """One grid cell (as `popprec.py --ab`): each variant's F1 (P/R), then the extras."""
+def two_server(spec: str, members: list[EncodedMember]) -> set[Hit]:
+    """The cell's hits from a two-server run in process (`tworun.run`: S1 with its shipped
+    caps and who lacks the fallback's fields, C without popcounts, as `blindmatch serve`
+    and its roles run it; link bits, the default buckets, the schema's rule)."""
+    from blindmatch.client.encoding import sharing
+    from blindmatch.matcher.core import exhaustive, tworun, twoserver
+
+    ups = [sharing.shared_upload(m.clks, ab_secret(spec), fallback_bits=m.fallback_bits)
+           for m in members]  # fmt: skip
+    key = secrets.token_bytes(32)
+    lacking = [u.s1.lacking for u in ups]
+    s1 = twoserver.BlockingServer(
+        [u.s1.bands for u in ups], [u.s1.shares for u in ups], key,
+        [u.s1.popcounts for u in ups], [x for x in lacking if x is not None] or None,
+        exhaustive=exhaustive.or_default(None), small_member=exhaustive.small_or_default(None),
+    )  # fmt: skip
+    s2 = twoserver.ShareServer([u.s2.shares for u in ups], key, [u.s2.popcounts for u in ups],
+                               [u.s2.seal_key for u in ups])  # fmt: skip
+    del ups
+    rule = {m.rule for m in members}.pop()
+    links = tworun.run(s1, s2, twoserver.Combiner(None, THRESHOLD, clks=2, rule=rule)).links
+    return {(members[d].name, members[d].ids[r], members[p].name)
+            for d, r, p in zip(links.dset.tolist(), links.row.tolist(), links.partner.tolist(),
+                               strict=True)}  # fmt: skip
+
+
+def cell(spec: str, cache: Path, run_two: bool = False) -> list[str]:
+    """One grid cell (as `popprec.py --ab`): each variant's F1 (P/R), then the extras;
+    `run_two`: first the hits of a two-server run in process (`two_server`)."""
     from benchmarks.quality_errors import linked
     from blindmatch.matcher.usecases import runs
 
     members, actual = ab_cell(spec, cache)
-    original = runs.crowd.lifted
     lines: list[str] = []
+    if run_two:
+        found = two_server(spec, members)
+        tp = len(found & actual)
+        lines.append(f"{spec} a two-server run (S1, S2, C in process): "
+                     f"{fmt(*prf(tp, len(found), len(actual)))}")  # fmt: skip
+        print(lines[-1], flush=True)
+    original = runs.crowd.lifted
     seen: list[str] = []
     for name, variant in variants(original).items():
 
@@ -172,9 +215,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cells", nargs="+", metavar="GEN:SEED:PEOPLE[:CORRUPTION]")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/blindmatch-popprec"))
+    parser.add_argument(
+        "--two-server", action="store_true", help="also a two-server run in process, first"
+    )
     args = parser.parse_args()
     for spec in args.cells:
-        cell(spec, args.cache)
+        cell(spec, args.cache, args.two_server)
     return 0
 
 
