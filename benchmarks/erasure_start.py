@@ -32,6 +32,7 @@ from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding.sharing import BandPlan, shared_upload
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import RoleClient, ticket
+from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
@@ -50,8 +51,15 @@ class Hung(grpc.GenericRpcHandler):
         self.stop, self.lock = threading.Event(), threading.Lock()
         self.events: list[tuple[str, str]] = []
         self.methods: list[str] = []  # each call's method, as it arrived
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), handlers=[self])
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")  # (port 0: the one got)
+        # Its port its own, as the real servers' (matcher/rpc/listen.py `EXCLUSIVE_PORT`):
+        # with gRPC's default SO_REUSEPORT, a second server on the port (another hole, or a
+        # gRPC server of a parallel run) listened too and took some of the calls.
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=64), handlers=[self],
+                                  options=[EXCLUSIVE_PORT])  # fmt: skip
+        address = f"127.0.0.1:{port}"
+        self.port = add_port(self.server, address, None)  # (port 0: the one got)
+        if not self.port:  # (benchmarks/ports.py `taken` says so)
+            raise cannot_listen(address)
         self.server.start()
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from blindmatch.matcher.rpc.twoserver_channel import channel_options
-from blindmatch.matcher.rpc.twoserver_client import CALL_SECONDS
+from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS
 from blindmatch.protos import blindmatch_pb2 as pb
 
 

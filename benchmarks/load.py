@@ -51,22 +51,50 @@ def rss_kib(pid: int, key: str = "VmRSS") -> int:
 
 @dataclass
 class MemorySampler:
+    """The peak resident memory of process `pid` in each phase of the load.
+
+    Sampled every 0.1 s, and once more as a phase begins and as its peak is read: a phase
+    shorter than 0.1 s (uploads of 500 CLKs a member) has a peak all the same, where before
+    it had none and `peak` raised KeyError.
+    """
+
     pid: int
     phase: str = "start"
     peaks: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
+        self.sample()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
         while not self._stop.wait(0.1):
             try:
-                kib = rss_kib(self.pid)
+                self.sample()
             except OSError:
                 return
+
+    def sample(self) -> None:
+        """Counts the process's memory now towards the current phase's peak."""
+        kib = rss_kib(self.pid)
+        with self._lock:
             self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), kib)
+
+    def begin(self, phase: str) -> None:
+        """Starts `phase`, its peak at least the memory as it begins."""
+        with self._lock:
+            self.phase = phase
+        self.sample()
+
+    def peak(self, phase: str) -> int:
+        """`phase`'s peak in KiB (the current phase sampled once more first)."""
+        if phase == self.phase:
+            with contextlib.suppress(OSError):
+                self.sample()
+        with self._lock:
+            return self.peaks[phase]
 
     def stop(self) -> None:
         self._stop.set()
@@ -125,7 +153,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
         with MatcherClient(server.target, server.admin_token) as op:
             tokens = op.create_project(PROJECT, names).tokens
 
-        memory.phase = "upload"
+        memory.begin("upload")
         barrier = threading.Barrier(len(names))
 
         def upload(name: str) -> tuple[str, float]:
@@ -144,7 +172,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
         print(
             f"  upload: {len(acks)} concurrent uploads acknowledged in {up_s:.1f}s "
             f"({total / up_s:,.0f} CLKs/s, {total * CLK_BYTES / up_s / 2**20:.0f} MiB/s; "
-            f"slowest member {slowest:.1f}s); server peak RSS {mib(memory.peaks['upload'])}"
+            f"slowest member {slowest:.1f}s); server peak RSS {mib(memory.peak('upload'))}"
         )
         with MatcherClient(server.target, tokens[names[0]]) as c:
             shown = {m.name: m.record_count for m in c.describe(PROJECT).members}
@@ -154,7 +182,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
         if args.no_run:
             return 0 if ok else 1
 
-        memory.phase = "run"
+        memory.begin("run")
         t = time.monotonic()
         with MatcherClient(server.target, tokens[names[0]]) as c:
             run = c.start_run(PROJECT)
@@ -165,11 +193,11 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
         print(
             f"  run: {final.state} in {run_s:.1f}s, {pairs:,} comparisons "
             f"({pairs / run_s / 1e6:,.0f} M/s), {final.groups} shared subjects; "
-            f"server peak RSS {mib(memory.peaks['run'])}"
+            f"server peak RSS {mib(memory.peak('run'))}"
         )
         ok &= final.state == "done"
 
-        memory.phase = "results"
+        memory.begin("results")
 
         def fetch(name: str) -> tuple[str, set[tuple[int, str]]]:
             with MatcherClient(server.target, tokens[name], retry=PATIENT) as c:
@@ -185,7 +213,7 @@ def bench(args: argparse.Namespace, workdir: Path) -> int:
         print(
             f"  results: {len(names)} concurrent fetches, {hits:,} hits in {res_s:.1f}s; "
             f"{len(names) - len(wrong)} members' results match the truth, {len(wrong)} do not; "
-            f"server peak RSS {mib(memory.peaks['results'])}"
+            f"server peak RSS {mib(memory.peak('results'))}"
         )
         ok &= not wrong
     finally:

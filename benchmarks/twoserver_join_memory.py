@@ -10,7 +10,7 @@ shipped schema (a record-level and a fallback CLK) and made into `encode --two-s
 uploads under one secret (the `--seed`'s). S1 (core/twoserver.py `BlockingServer`) holds
 them, every upload's keys sorted first (as S1 sorts them when it takes an upload), then
 makes what it streams to S2's Expand for a run blocking every pair of members on both CLKs
-(rpc/twoserver_client.py `matches_parts` over `BlockingServer.join`, as `Propose` does;
+(rpc/twoserver_peers.py `matches_parts` over `BlockingServer.join`, as `Propose` does;
 each message made and dropped, as gRPC sends it). Printed for each checkout, in a process of
 its own (`--baseline REF` `git archive`d into the work dir, run through PYTHONPATH): the
 pairs of tokens streamed, their bytes (32 a pair), the peak of bytes traced (tracemalloc) over
@@ -48,7 +48,7 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy.graphcheck import upload_views
 from blindmatch.matcher.core.twoblocking import Sealed
 from blindmatch.matcher.core.twoserver import BlockingServer
-from blindmatch.matcher.rpc.twoserver_client import matches_parts
+from blindmatch.matcher.rpc.twoserver_peers import matches_parts
 from blindmatch.protos import blindmatch_pb2 as pb
 a = json.loads(sys.argv[1])
 schema = load_schema(Path("schemas") / "person-uk.json")

@@ -324,3 +324,15 @@ def test_the_deal_flip_benchmark_finds_a_flipped_gate_that_keeps_the_link_bit() 
     assert ": link bit as honest, output " in done.stdout  # a near miss, links untouched
     assert ": the link bit marks " in done.stdout  # the link bit's cut-off moved
     assert "leaving the link bit as honest" in done.stdout
+
+
+def test_the_load_benchmark_reports_the_peak_of_a_phase_shorter_than_a_sample() -> None:
+    """benchmarks/load.py at its smallest: every phase ends inside the sampler's first 0.1 s.
+    Each phase's peak once raised KeyError 'upload' there (none sampled in the phase)."""
+    done = subprocess.run(
+        [sys.executable, "benchmarks/load.py", "--members", "2", "--records", "10"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 concurrent uploads acknowledged" in done.stdout
+    assert done.stdout.count("server peak RSS") == 4  # upload, run, results, VmHWM

@@ -98,3 +98,21 @@ def test_a_change_with_its_end_is_stored(matcher: Matcher, project: ProjectToken
     assert (reply.added, reply.record_count) == (3, 3)
     with matcher.member(project.tokens["north"]) as north:
         assert sorted(north.list_index("trial")) == ["r1", "r2", "r3"]
+
+
+def test_a_change_read_without_its_end_is_refused_whatever_its_header_says() -> None:
+    """`convert.index_change` read a change whose header left `end_follows` unset to the
+    stream's end and returned it, cut short or not (a branch ChangeIndex no longer reaches:
+    it refuses such a header first). A change without its end is refused, whatever its header
+    says; with it, it is read."""
+    from blindmatch.matcher.errors import InvalidArgument
+    from blindmatch.matcher.rpc import convert
+
+    for follows in (True, False):
+        bare = pb.IndexHeader(project="trial", clk_bits=1024, fingerprint=bytes(32),
+                              end_follows=follows)  # fmt: skip
+        with pytest.raises(InvalidArgument, match="stream ended without an end"):
+            convert.index_change(bare, iter([put(["r1"])]), lambda n: None)
+        whole = [put(["r1"]), pb.IndexChange(end=pb.IndexEnd(put_refs=1))]
+        _, puts, removes = convert.index_change(bare, iter(whole), lambda n: None)
+        assert len(puts) == 1 and removes == []

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks import ports
+from benchmarks.erasure_start import Hung
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
@@ -32,6 +34,19 @@ def test_a_second_server_on_a_port_in_use_is_refused(tmp_path: Path) -> None:
             create_lookup_server(taken, None, 0, 1, key="k" * 43).stop()
     finally:
         first.stop()
+
+
+def test_a_benchmarks_hung_server_on_a_port_in_use_is_refused() -> None:
+    """benchmarks/erasure_start.py `Hung` (a server that takes every call and answers none,
+    the tests' and benchmarks' stuck S2 or look-up server) bound with gRPC's default
+    SO_REUSEPORT: a second one on its port listened too. It binds as the servers do."""
+    first = Hung(0)
+    try:
+        with pytest.raises(OSError, match="could not listen on") as refused:
+            Hung(first.port).close()
+        assert ports.taken(refused.value)  # what a group started on picked ports retries on
+    finally:
+        first.close()
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,44 @@ def test_report_names_the_mode_and_s1s_blocking_and_show_the_earliest_upload_hel
     assert "(of south's upload, the earliest held)" in capsys.readouterr().out
 
 
+STAGES = ("block", "comparing", "solve", "store", "done")  # a two-server run's, in order
+
+
+def test_run_says_a_two_server_runs_stages_in_the_order_it_goes_through_them(
+    world: World,
+    encoded: dict[str, Path],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh two-server run was written as stage "compare" as it started, then "block"
+    once S1 was asked to propose: `run` said `run: comparing`, then `run: block`. Its stages
+    are written, and its lines said, in the order the run goes through them."""
+    from blindmatch.matcher.storage.run_store import RunStore
+
+    written: list[object] = []
+    update = RunStore.update_run
+
+    def watched(self: RunStore, run_id: str, **fields: object) -> bool:
+        if "stage" in fields and fields["stage"] not in written[-1:]:
+            written.append(fields["stage"])
+        return update(self, run_id, **fields)
+
+    monkeypatch.setattr(RunStore, "update_run", watched)
+    with world.operator() as op:
+        project = op.create_project("stages", ["north", "south"], mode="two-server")
+    for name in ("north", "south"):
+        assert world.cli("upload", str(encoded[name]), "--project", "stages",
+                         token=project.tokens[name]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert world.cli("run", "--project", "stages", token=project.tokens["north"]) == 0
+    assert written[:2] == ["block", "compare"], written  # was ["compare", "block", ...]
+    err = capsys.readouterr().err.splitlines()
+    lines = [line[len("run: ") :] for line in err if line.startswith("run: ")]
+    said = [next(i for i, s in enumerate(STAGES) if line.startswith(s)) for line in lines
+            if line.startswith(STAGES)]  # fmt: skip
+    assert said == sorted(said) and said, err  # the watch sees some stages, in order
+
+
 def test_audit_report_says_a_query_searched_partners_records_not_indexes() -> None:
     """A two-server query searches partners' latest uploads at S1 and S2: the project has no
     index, so `audit report` does not say it queried one (it did, in both modes)."""

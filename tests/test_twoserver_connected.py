@@ -1,4 +1,4 @@
-"""`connected` (rpc/twoserver_client.py), what the combiner asks before S1's batch goes: a
+"""`connected` (rpc/twoserver_peers.py), what the combiner asks before S1's batch goes: a
 real gRPC server on loopback, started, stopped and started again on its port. It reads the
 channel's state with gRPC's public `subscribe` only, returns at once on a connected channel,
 fails UNAVAILABLE (`evaluated` False) when none is made in time, and leaves no gRPC thread
@@ -16,7 +16,7 @@ import pytest
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.rpc.twoserver_channel import channel
-from blindmatch.matcher.rpc.twoserver_client import connected
+from blindmatch.matcher.rpc.twoserver_peers import connected
 
 pytestmark = pytest.mark.server
 

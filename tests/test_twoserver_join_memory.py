@@ -19,7 +19,7 @@ import pytest
 
 from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.core import twoblocking, twoserver
-from blindmatch.matcher.rpc import twoserver_client
+from blindmatch.matcher.rpc import twoserver_peers
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import MESSY_SECRET
 
@@ -56,7 +56,7 @@ def test_s1_streams_one_join_at_a_time_to_s2(
 
     monkeypatch.setattr(twoserver, "join", counted)
     sent: dict[tuple[int, int, int], int] = {}
-    for msg in twoserver_client.matches_parts(pb.ProposeRequest(), s1.join(2)):
+    for msg in twoserver_peers.matches_parts(pb.ProposeRequest(), s1.join(2)):
         if not msg.HasField("run"):
             key = (msg.member_a, msg.member_b, msg.clk)
             sent[key] = sent.get(key, 0) + len(msg.tokens_a) // twoblocking.TOKEN_BYTES
@@ -106,7 +106,7 @@ def test_a_join_drops_the_mapped_tokens_it_read(
     datasets, bits = messy_members
     ups = uploads(datasets, bits, client.BandPlan(bits=12, bands=200))
     s1 = twoserver.BlockingServer([u.s1.bands for u in ups], [u.s1.shares for u in ups], b"")
-    for _ in twoserver_client.matches_parts(pb.ProposeRequest(), s1.join(2)):
+    for _ in twoserver_peers.matches_parts(pb.ProposeRequest(), s1.join(2)):
         pass  # (warm: the code's own pages resident first)
     mapped = []
     for k, u in enumerate(ups):
@@ -121,7 +121,7 @@ def test_a_join_drops_the_mapped_tokens_it_read(
     s1 = twoserver.BlockingServer(mapped, [u.s1.shares for u in ups], b"")
     size = sum(c.sealed.nbytes for m in mapped for c in m)
     before = _rss_file()
-    for _ in twoserver_client.matches_parts(pb.ProposeRequest(), s1.join(2)):
+    for _ in twoserver_peers.matches_parts(pb.ProposeRequest(), s1.join(2)):
         pass
     assert size > 8 << 20
     assert _rss_file() - before < size // 4, (_rss_file() - before, size)

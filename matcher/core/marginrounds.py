@@ -1,5 +1,5 @@
 """A batch by the rule's margin (core/densemargin.py `Side`) as rounds of one message each way,
-the way S1 and S2 run a circuit's batch over gRPC (rpc/twoserver_client.py `ShareExchange.
+the way S1 and S2 run a circuit's batch over gRPC (rpc/twoserver_peers.py `ShareExchange.
 exchange`, rpc/twoserver_shares.py `Exchange`, rpc/twoserver_resume.py `rerun`): `Rounds`
 answers what they ask of a core/linkbit.py `Party` (`nonce`, `agree`, `check`, `verify`,
 `confirm`, `open`, `close`, `output`, `circuit.rounds`), so that a margin batch goes through the

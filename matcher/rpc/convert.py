@@ -130,9 +130,9 @@ def index_change(
 ) -> tuple[Encoding, IndexPuts, list[str]]:
     """An index change's encoding, puts (ref, CLK) and removes, read to the stream's end;
     `hold` is told each message's references and CLKs in bytes before they are kept (and
-    refuses past a limit). The stream's `end`, required when the header says `end_follows`,
-    must be its last message and count what came (gRPC ends the messages of a stream cut
-    short as it ends a finished one: only the end tells them apart)."""
+    refuses past a limit). The stream's `end` (its header says `end_follows`: ChangeIndex
+    refuses one that does not) must be its last message and count what came (gRPC ends the
+    messages of a stream cut short as it ends a finished one: only the end tells them apart)."""
     clk_bytes = max(header.clk_bits // 8, 1)
     puts = IndexPuts(clk_bytes)
     removes: list[str] = []
@@ -159,23 +159,22 @@ def index_change(
             removes.extend(message.remove.refs)
         else:
             raise InvalidArgument("header: only the first message may be a header")
-    _check_end(header, end, len(puts), len(removes))
+    _check_end(end, len(puts), len(removes))
     encoding = Encoding(
         header.clk_bits, header.fingerprint, header.fallback_bits, score_rule(header.rule)
     )
     return encoding, puts, removes
 
 
-def _check_end(header: pb.IndexHeader, end: pb.IndexEnd | None, put: int, removed: int) -> None:
-    """Refuses a change whose end is missing though its header says one follows, or whose
-    end counts other refs than were read."""
+def _check_end(end: pb.IndexEnd | None, put: int, removed: int) -> None:
+    """Refuses a change whose end is missing, or whose end counts other refs than were read.
+    (A header without `end_follows` is refused before its stream is read:
+    rpc/realtime_calls.py `NO_END_FOLLOWS`; a change without its end is never stored.)"""
     if end is None:
-        if header.end_follows:
-            raise InvalidArgument(
-                "end: the header says end_follows, but the stream ended without an end "
-                "(cut short?); nothing was changed"
-            )
-        return
+        raise InvalidArgument(
+            "end: the header says end_follows, but the stream ended without an end "
+            "(cut short?); nothing was changed"
+        )
     if (end.put_refs, end.remove_refs) != (put, removed):
         raise InvalidArgument(
             f"end: put_refs {end.put_refs} and remove_refs {end.remove_refs}, but the change "

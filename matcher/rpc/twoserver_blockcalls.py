@@ -22,16 +22,16 @@ from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.proposal import Refused
 from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc.twoserver_blocks import cut, joined, setups, shapes, widths
-from blindmatch.matcher.rpc.twoserver_client import (
+from blindmatch.matcher.rpc.twoserver_margin import Dense, Pops, Runner, margin_plan, pops_bytes
+from blindmatch.matcher.rpc.twoserver_margin import inputs as margin_inputs
+from blindmatch.matcher.rpc.twoserver_margin import party as margin_party
+from blindmatch.matcher.rpc.twoserver_peers import (
     CALL_SECONDS,
     ShareExchange,
     from_rows,
     peer_error,
     to_rows,
 )
-from blindmatch.matcher.rpc.twoserver_margin import Dense, Pops, Runner, margin_plan, pops_bytes
-from blindmatch.matcher.rpc.twoserver_margin import inputs as margin_inputs
-from blindmatch.matcher.rpc.twoserver_margin import party as margin_party
 from blindmatch.matcher.rpc.twoserver_role import Rows, _Role
 from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
 from blindmatch.protos import blindmatch_pb2 as pb

@@ -29,6 +29,7 @@ from blindmatch.matcher.core import densearith, denseblock, linkbit, ring64
 from blindmatch.matcher.core.proposal import Refused, run_cutoffs
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_margin import Dense
+from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, call_party, wire_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -254,8 +255,6 @@ def prepare_blocks(
     is read from `deals` (and `pops`) as its turn in the stream comes and let go once sent
     (core/densearith.py `Lazy`: C holds one block's at a time, its CPU into `clock`'s "C");
     bytes counted in `transcript`."""
-    from blindmatch.matcher.rpc.twoserver_client import CALL_SECONDS, _call, wire_rule
-
     p = remote._parts[index]
     m = pb.BlockDeal(
         blocks=secrets.token_hex(12), member_a=remote.members[p.member_a],
@@ -286,13 +285,13 @@ def prepare_blocks(
                 yield pb.BlockDeal(setup=data)
             del d, two
 
-    _call(remote.names[1], remote._s2.PrepareBlocks, s2_parts(), metadata=remote._metadata,
-          timeout=CALL_SECONDS)  # fmt: skip
+    call_party(remote.names[1], remote._s2.PrepareBlocks, s2_parts(),
+               metadata=remote._metadata, timeout=CALL_SECONDS)  # fmt: skip
     to_s1_m = pb.BlockDeal()
     to_s1_m.CopyFrom(m)
     to_s1_m.setup = bytes(to_s1)
-    reply = _call(remote.names[0], remote._s1.PrepareBlocks, to_s1_m, metadata=remote._metadata,
-                  timeout=CALL_SECONDS)  # fmt: skip
+    reply = call_party(remote.names[0], remote._s1.PrepareBlocks, to_s1_m,
+                       metadata=remote._metadata, timeout=CALL_SECONDS)  # fmt: skip
     transcript.count("C", "S2", counts[0] + 8 * counts[1])
     transcript.count("C", "S1", to_s1_m.ByteSize())
     transcript.count("S1", "S2", reply.round_bytes_sent)

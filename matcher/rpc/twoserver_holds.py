@@ -20,7 +20,7 @@ import grpc
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.rpc.twoserver_channel import channel_options
-from blindmatch.matcher.rpc.twoserver_client import peer_error
+from blindmatch.matcher.rpc.twoserver_peers import peer_error
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 

@@ -12,9 +12,10 @@ import grpc
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.rpc.twoserver_channel import channel, channel_options
-from blindmatch.matcher.rpc.twoserver_client import RemoteServers, peer_error
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_holds import holds_at, role_stub
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
+from blindmatch.matcher.rpc.twoserver_peers import peer_error
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.proposal import Proposal
 from blindmatch.matcher.core.rowledger import RowLedger
-from blindmatch.matcher.rpc.twoserver_client import CALL_SECONDS
+from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS
 
 MAX_PROPOSALS = 64  # runs and queries S1 holds proposals for at once
 IDLE_SECONDS = 2 * CALL_SECONDS  # a proposal unused this long may end to make room

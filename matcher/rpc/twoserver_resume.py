@@ -28,7 +28,7 @@ from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc.twoserver_blockcalls import batch_party
 from blindmatch.matcher.rpc.twoserver_blocks import from_kept
-from blindmatch.matcher.rpc.twoserver_client import ShareExchange, to_rows
+from blindmatch.matcher.rpc.twoserver_peers import ShareExchange, to_rows
 from blindmatch.matcher.rpc.twoserver_role import NAMES, Bools, _outputs, _Role
 from blindmatch.protos import blindmatch_pb2 as pb
 

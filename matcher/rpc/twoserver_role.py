@@ -31,9 +31,9 @@ from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cuto
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_blocks import HeldBlocks, widths
-from blindmatch.matcher.rpc.twoserver_client import to_rows
 from blindmatch.matcher.rpc.twoserver_keys import Keys
 from blindmatch.matcher.rpc.twoserver_margin import Dense, Runner, margin_batch
+from blindmatch.matcher.rpc.twoserver_peers import to_rows
 from blindmatch.matcher.rpc.twoserver_presort import Presorter
 from blindmatch.matcher.rpc.twoserver_proposals import Proposals
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries

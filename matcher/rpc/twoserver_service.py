@@ -64,8 +64,8 @@ from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_liste
 from blindmatch.matcher.rpc.twoserver_blockcalls import batch_party, dense_inputs, s1_prepare
 from blindmatch.matcher.rpc.twoserver_blocks import kept_parts
 from blindmatch.matcher.rpc.twoserver_channel import MAX_MESSAGE_BYTES, channel_options
-from blindmatch.matcher.rpc.twoserver_client import (
-    RemoteServers,
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_peers import (
     ShareExchange,
     from_rows,
     read_expanded,

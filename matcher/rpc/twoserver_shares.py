@@ -29,12 +29,12 @@ from blindmatch.matcher.rpc.twoserver_blockcalls import (
     s2_prepare,
 )
 from blindmatch.matcher.rpc.twoserver_blocks import from_kept, kept_parts
-from blindmatch.matcher.rpc.twoserver_client import (
+from blindmatch.matcher.rpc.twoserver_margin import Runner
+from blindmatch.matcher.rpc.twoserver_peers import (
     CALL_SECONDS,
     expanded_parts,
     to_rows,
 )
-from blindmatch.matcher.rpc.twoserver_margin import Runner
 from blindmatch.matcher.rpc.twoserver_resume import (
     acknowledge,
     drop_bits,

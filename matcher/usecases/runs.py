@@ -323,7 +323,10 @@ class RunManager:
         members = [m for m, _ in inputs]
         two_server = self.store.project(run.project).mode == TWO_SERVER  # no CLKs here
         datasets = [] if two_server else [self.store.verified_clks(u) for _, u in inputs]
-        self.store.update_run(run_id, state="running", stage="compare")
+        # A two-server run blocks first (S1 proposes the pairs, usecases/tworuns.py): its
+        # first stage is "block", not "compare" (which `blindmatch run` said before "block").
+        first = "block" if two_server else "compare"
+        self.store.update_run(run_id, state="running", stage=first)
         self._notify()
         last = [0.0]
         tasks = [0, 0]  # comparison tasks done, of this many: written with the progress
