@@ -1,4 +1,4 @@
-"""Which path a two-server query's unblocked part takes (realtime/twopartner.py `by_blocks`):
+"""Which path a two-server query's unblocked part takes (core/partpath.py `by_blocks`):
 a query of a few records by pairs, with no block deal, PrepareBlocks or BlockExchange (its
 blocks would convert every partner record for a pair or two a record), and the same links,
 buckets and rows as by blocks; many records a partner record by blocks (docs/performance.md
@@ -14,7 +14,7 @@ import pytest
 
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
-from blindmatch.matcher.core import linkbit, twoserver
+from blindmatch.matcher.core import linkbit, partpath, twoserver
 from blindmatch.matcher.core.twoserver import Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
@@ -72,8 +72,7 @@ def test_a_few_records_query_goes_by_pairs_with_no_block_calls_and_the_same_link
     got, by_pairs = query(roles, shares)
     for role in ("s1", "s2"):
         assert not entries(tmp_path, role, "twoserver.blocks"), role
-    monkeypatch.setattr(twopartner, "BLOCKS_MIN_PAIRS", 0)
-    monkeypatch.setattr(twopartner, "BLOCKS_PAIRS_A_ROW", 0)
+    monkeypatch.setattr(partpath, "PATH", "blocks")
     want, by_blocks = query(roles, shares)
     for role in ("s1", "s2"):  # the record CLK's part and the fallback's, if it has pairs
         assert entries(tmp_path, role, "twoserver.blocks"), role
@@ -89,11 +88,11 @@ def test_a_part_goes_by_blocks_where_its_pairs_amortise_them() -> None:
         blocks = tuple((a, min(1024, b - k)) for k in range(0, b, 1024))
         return Proposed(0, 1, 0, a * b, blocks)
 
-    assert not twopartner.by_blocks(part(1, 16_000))  # one record: a pair a row
-    assert not twopartner.by_blocks(part(3, 652))  # the demo's query
-    assert not twopartner.by_blocks(part(100, 4_000))  # 91 pairs a row converted
-    assert twopartner.by_blocks(part(400, 1_600))  # 320 pairs a row
-    assert twopartner.by_blocks(part(1_000, 16_000))  # a query of the most records
-    assert not twopartner.by_blocks(Proposed(0, 1, 0, 10**6))  # blocked: no blocks
+    assert not partpath.by_blocks(part(1, 16_000))  # one record: a pair a row
+    assert not partpath.by_blocks(part(3, 652))  # the demo's query
+    assert not partpath.by_blocks(part(100, 4_000))  # 91 pairs a row converted
+    assert partpath.by_blocks(part(400, 1_600))  # 320 pairs a row
+    assert partpath.by_blocks(part(1_000, 16_000))  # a query of the most records
+    assert not partpath.by_blocks(Proposed(0, 1, 0, 10**6))  # blocked: no blocks
     described = [part(1, 5_000), part(1_000, 5_000)]
-    assert [bool(p.blocks) for p in twopartner.by_shape(described)] == [False, True]
+    assert [bool(p.blocks) for p in partpath.by_shape(described)] == [False, True]
