@@ -78,6 +78,19 @@ def upload(roles: dict[str, RunningRole], uploads: list[client.SharedUpload]) ->
                 rc.upload(name, up, RULE)
 
 
+def remote(roles: dict[str, RunningRole], names: list[str],
+           shares: list[client.SharedUpload]) -> RemoteServers:  # fmt: skip
+    """Each of `names`' `shares` uploaded afresh to S1 and S2 (a fresh pair budget), then C's
+    servers over them."""
+    for name, up in zip(names, shares, strict=True):
+        for role, running in roles.items():
+            with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+                rc.upload(name, up, RULE)
+    bits = [8 * int(x.shape[1]) for x in shares[0].s1.shares]
+    return RemoteServers(f"127.0.0.1:{roles['s1'].port}", f"127.0.0.1:{roles['s2'].port}", KEY,
+                         names, [len(up.s1.shares[0]) for up in shares], bits)  # fmt: skip
+
+
 def drive(roles: dict[str, RunningRole], uploads: list[client.SharedUpload],
           dense: bool) -> tworun.TwoServerResult:  # fmt: skip
     """The combiner's run over S1 and S2 (by blocks, or by pairs where not `dense`)."""

@@ -13,15 +13,13 @@ import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing as client
-from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import linkbit, partpath, twoserver
 from blindmatch.matcher.core.twoserver import Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
-from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole
 from tests.support import MESSY_SECRET
-from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries, roles  # noqa: F401
+from tests.test_twoserver_blocks import RULE, THRESHOLD, entries, remote, roles  # noqa: F401
 
 pytestmark = pytest.mark.server
 Clks = npt.NDArray[np.uint8]
@@ -42,13 +40,7 @@ def query(
 ) -> tuple[list[tuple[int, int, float]], linkbit.Transcript]:
     """The query's records against south's upload, both uploaded afresh (a fresh pair
     budget): (links as rows and buckets, the calls' transcript)."""
-    for name, up in zip(NAMES, shares, strict=True):
-        for role, running in roles.items():
-            with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
-                rc.upload(name, up, RULE)
-    bits = [8 * int(x.shape[1]) for x in shares[0].s1.shares]
-    servers = RemoteServers(f"127.0.0.1:{roles['s1'].port}", f"127.0.0.1:{roles['s2'].port}",
-                            KEY, NAMES, [3, 90], bits)  # fmt: skip
+    servers = remote(roles, NAMES, shares)
     combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=Rule(*RULE))
     transcript = linkbit.Transcript()
     try:

@@ -8,44 +8,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing as client
-from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import partpath, tworun, twoserver
 from blindmatch.matcher.core.twoserver import Proposed
 from blindmatch.matcher.domain import Rule
-from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole
-from tests.support import MESSY_SECRET
-from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries, roles  # noqa: F401
+from tests.test_twoserver_blocks import RULE, THRESHOLD, entries, remote, roles, uploads  # noqa: F401
 
 pytestmark = pytest.mark.server
-Clks = npt.NDArray[np.uint8]
-NAMES = ["north", "south"]
-SIZES = (120, 90)  # one pair of members unblocked: 10,800 pairs on the two CLKs
-
-
-@pytest.fixture(scope="module")
-def shares(messy_members: tuple[list[Clks], int]) -> list[client.SharedUpload]:
-    datasets, fallback_bits = messy_members
-    plan = client.BandPlan(bits=20, bands=30)
-    return [client.shared_upload(d[:n], MESSY_SECRET, plan, fallback_bits)
-            for d, n in zip(datasets, SIZES, strict=False)]  # fmt: skip
+NAMES = ["north", "south"]  # the first two of tests/test_twoserver_blocks.py's uploads
 
 
 def run(roles: dict[str, RunningRole], shares: list[client.SharedUpload]  # noqa: F811
         ) -> tworun.TwoServerResult:  # fmt: skip
-    """Both members uploaded afresh (a fresh pair budget), then the combiner's run over S1 and
-    S2 as the matcher drives it (`tworun.drive` over `RemoteServers`)."""
-    for name, up in zip(NAMES, shares, strict=True):
-        for role, running in roles.items():
-            with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
-                rc.upload(name, up, RULE)
-    bits = [8 * int(x.shape[1]) for x in shares[0].s1.shares]
-    servers = RemoteServers(f"127.0.0.1:{roles['s1'].port}", f"127.0.0.1:{roles['s2'].port}",
-                            KEY, NAMES, list(SIZES), bits)  # fmt: skip
+    """North's 120 records and south's 90 uploaded afresh (a fresh pair budget), then the
+    combiner's run over S1 and S2 as the matcher drives it (`tworun.drive`)."""
+    servers = remote(roles, NAMES, shares[:2])
     try:
         return tworun.drive(servers, twoserver.Combiner(None, THRESHOLD, clks=2, rule=Rule(*RULE)))
     finally:
@@ -53,19 +33,19 @@ def run(roles: dict[str, RunningRole], shares: list[client.SharedUpload]  # noqa
 
 
 def test_a_small_runs_parts_go_by_pairs_with_no_block_calls_and_the_same_links(
-    tmp_path: Path, roles: dict[str, RunningRole], shares: list[client.SharedUpload],  # noqa: F811
+    tmp_path: Path, roles: dict[str, RunningRole], uploads: list[client.SharedUpload],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """120 x 90 records, every pair unblocked: by pairs, so C is told the parts without their
     blocks, deals none, and neither S1 nor S2 prepares one (no `twoserver.blocks` entry in
     either audit log); before, every unblocked part of a run went by blocks. Forced by
     blocks, the same links and buckets."""
-    got = run(roles, shares)
+    got = run(roles, uploads)
     assert got.comparisons == 120 * 90 and not any(p.blocks for p in got.proposed)
     for role in ("s1", "s2"):
         assert not entries(tmp_path, role, "twoserver.blocks"), role
     monkeypatch.setattr(partpath, "PATH", "blocks")
-    want = run(roles, shares)
+    want = run(roles, uploads)
     assert all(p.blocks for p in want.proposed if p.pairs)
     for role in ("s1", "s2"):
         assert entries(tmp_path, role, "twoserver.blocks"), role
