@@ -241,18 +241,16 @@ def main() -> int:
     )
     ap.add_argument("--path", choices=("auto", "blocks", "pairs"), default="auto",
                     help="a query's unblocked parts: by the shape's cheaper path (the code's "
-                    "choice, realtime/twopartner.py by_blocks), always by blocks (the "
+                    "choice, core/partpath.py by_blocks), always by blocks (the "
                     "choice before 2026-12-06) or always by pairs")  # fmt: skip
     add_keep(ap)
     args = ap.parse_args()
     if args.mixed and (args.roles != "here" or args.partners < 2):
         ap.error("--mixed: with --roles here and --partners 2 or 3")
-    if args.path != "auto":  # C's choice of a query part's path (realtime/twopartner.py)
-        from blindmatch.matcher.realtime import twopartner
+    if args.path != "auto":  # C's choice of an unblocked part's path (core/partpath.py)
+        from blindmatch.matcher.core import partpath
 
-        least = 0 if args.path == "blocks" else 1 << 62
-        twopartner.BLOCKS_MIN_PAIRS = least  # type: ignore[attr-defined,unused-ignore]
-        twopartner.BLOCKS_PAIRS_A_ROW = 0  # type: ignore[attr-defined,unused-ignore]
+        partpath.PATH = args.path  # type: ignore[attr-defined,unused-ignore]
     if args.at_once:
         from blindmatch.matcher.realtime import twoquery
 

@@ -1,5 +1,5 @@
 """A two-server query's unblocked part by pairs against by blocks, what each sends and calls
-(realtime/twopartner.py `by_blocks`; docs/performance.md "A two-server query by pairs or by
+(core/partpath.py `by_blocks`; docs/performance.md "A two-server query by pairs or by
 blocks (2026-12-06)"):
 
     .venv/bin/python benchmarks/twoserver_query_path.py [--partner-records 1000] [--people 1]
@@ -38,7 +38,7 @@ from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.remote.twoserver import RoleClient
-from blindmatch.matcher.core import linkbit, twoserver
+from blindmatch.matcher.core import linkbit, partpath, twoserver
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
@@ -105,8 +105,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                     for role, address in zip(("s1", "s2"), at, strict=True):
                         with RoleClient(role, address, member_key) as rc:
                             rc.upload(name, up, wire_rule)
-                least = (1 << 62) if path == "pairs" else 0
-                twopartner.BLOCKS_MIN_PAIRS, twopartner.BLOCKS_PAIRS_A_ROW = least, 0
+                partpath.PATH = path
                 calls = Calls()
                 channels = tuple(grpc.intercept_channel(grpc.insecure_channel(a), calls)
                                  for a in at)  # fmt: skip

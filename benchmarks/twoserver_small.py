@@ -3,7 +3,8 @@
 
     .venv/bin/python benchmarks/twoserver_small.py [--records 1000 2000 3000]
         [--population households|messy] [--seed 1] [--partner-records M]
-        [--exhaustive-pairs N --small-member-pairs N2] [--by-pairs]
+        [--exhaustive-pairs N --small-member-pairs N2] [--by-pairs] [--paths [--repeat R]]
+        [--schema schemas/person-uk.json]
 
 For each `--records` N: the `--population`'s first N people as members A and B (its first
 and second organisations' exports, benchmarks/twoserver_people.py), encoded under the shipped
@@ -18,7 +19,11 @@ second run under those caps of S1's (core/exhaustive.py `admits`; e.g. 1 and 64,
 pair unblocked by the smaller-member cap alone) rather than a cap of N x M. An unblocked part
 runs by blocks (core/densearith.py: its Hamming distances by arithmetic sharing, then the
 rule's circuit on them); `--by-pairs` adds a third run, unblocked as the second, by the
-boolean circuit a pair as before (`InProcess.dense` off), for the side-by-side.
+boolean circuit a pair as before (`InProcess.dense` off), for the side-by-side. `--paths
+[--repeat R]`: only the unblocked run, each part forced by blocks and by pairs
+(core/partpath.py `PATH`), alternately R times, in process and over gRPC
+(S1 and S2 `create_role` servers in this process on loopback, C's `RemoteServers`; CPU
+there is the whole process's: all three parties); the links must be the same every way.
 
 Printed per run: the pairs through the circuit, CPU seconds by role (S1: join or the cross
 product, and its side of the circuit; S2: expansion and its side; C: dealing, revealing,
@@ -51,13 +56,15 @@ from benchmarks import twoserver_people
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.remote.twoserver import upload_parts
+from blindmatch.client.remote.twoserver import RoleClient, upload_parts
 from blindmatch.client.tools.privacy.graphcheck import upload_views
-from blindmatch.matcher.core import linkbit
+from blindmatch.matcher.core import linkbit, partpath
 from blindmatch.matcher.core.solve import Links
 from blindmatch.matcher.core.tworun import InProcess, TwoServerResult, drive
 from blindmatch.matcher.core.twoserver import BlockingServer, Combiner, ShareServer
 from blindmatch.matcher.domain import NO_RULE, Rule
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.usecases.runs import match
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +85,12 @@ def arguments() -> argparse.ArgumentParser:
                         help="the second run's smaller-member cap (0: none)")  # fmt: skip
     parser.add_argument("--by-pairs", action="store_true",
                         help="a third run: unblocked, the boolean circuit a pair")  # fmt: skip
+    parser.add_argument("--paths", action="store_true",
+                        help="only the unblocked run, each part forced by blocks then by "
+                        "pairs (core/partpath.py), in process and over gRPC")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1, help="--paths: runs of each path")
+    parser.add_argument("--schema", type=Path, default=ROOT / "schemas" / "person-uk.json",
+                        help="e.g. schemas/person-uk-no-rule.json (no margin)")  # fmt: skip
     return parser
 
 
@@ -117,6 +130,62 @@ def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int, small: in
     return Run(result, wall, roles, dict(servers.blocking), dict(transcript.sent))
 
 
+def compare_paths(uploads: list[sharing.SharedUpload], rule: Rule, whole: tuple[int, int],
+                  repeat: int) -> bool:  # fmt: skip
+    """The unblocked run with every part by blocks, then by pairs, `repeat` times, in this
+    process and over gRPC: wall and CPU p50 of each, and whether all found the same links."""
+    wire_rule = (rule.gap, rule.offset, rule.reach) if rule.active else None
+    key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, member_key)
+    s1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{s2.port}",
+                     exhaustive=whole[0], small_member=whole[1])  # fmt: skip
+    at = [f"127.0.0.1:{r.port}" for r in (s1, s2)]
+    names = ["a", "b"]
+    records = [len(u.s1.shares[0]) for u in uploads]
+    bits = [8 * int(x.shape[1]) for x in uploads[0].s1.shares]
+    got: dict[tuple[str, str], dict[str, list[float]]] = {}
+    links: dict[tuple[str, str], Links] = {}
+    try:
+        for _ in range(repeat):
+            for path in ("blocks", "pairs"):
+                partpath.PATH = path
+                c0 = time.process_time()
+                run = one_run(uploads, rule, *whole)
+                out = got.setdefault(("in process", path), {"wall": [], "cpu": [], "S1+S2": []})
+                out["wall"].append(run.wall)
+                out["cpu"].append(time.process_time() - c0)
+                out["S1+S2"].append(run.roles["S1"] + run.roles["S2"])
+                links["in process", path] = run.result.links
+                for name, up in zip(names, uploads, strict=True):  # a fresh pair budget
+                    for role, address in zip(("s1", "s2"), at, strict=True):
+                        with RoleClient(role, address, member_key) as rc:
+                            rc.upload(name, up, wire_rule)
+                servers = RemoteServers(at[0], at[1], key, names, records, bits)
+                combiner = Combiner(None, THRESHOLD, clks=len(bits), rule=rule)
+                w0, c0 = time.perf_counter(), time.process_time()
+                try:
+                    result = drive(servers, combiner)
+                finally:
+                    servers.close()
+                out = got.setdefault(("over gRPC", path), {"wall": [], "cpu": []})
+                out["wall"].append(time.perf_counter() - w0)
+                out["cpu"].append(time.process_time() - c0)
+                links["over gRPC", path] = result.links
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    for (where, path), out in got.items():
+        roles = f", S1+S2 CPU {np.median(out['S1+S2']):.2f} s" if "S1+S2" in out else ""
+        print(f"  {where:10s} by {path:6s}: wall p50 {np.median(out['wall']):.2f} s, CPU p50 "
+              f"{np.median(out['cpu']):.2f} s (all parties){roles}; "
+              f"{len(links[where, path]):,} links")  # fmt: skip
+    want = links["in process", "blocks"]
+    same = all(differing(got_, want) == 0 and np.array_equal(got_.score, want.score)
+               for got_ in links.values())  # fmt: skip
+    print(f"  the same links and buckets every way: {'yes' if same else 'NO'}")
+    return same
+
+
 def _lacking(upload: sharing.SharedUpload) -> npt.NDArray[np.bool_]:
     if upload.s1.lacking is None:
         raise SystemExit("the shipped schema's uploads say who lacks the fallback's fields")
@@ -145,10 +214,10 @@ def differing(got: Links, want: Links) -> int:
 
 def main() -> int:
     args = arguments().parse_args()
-    schema = load_schema(ROOT / "schemas" / "person-uk.json")
+    schema = load_schema(args.schema)
     rule = Rule(*schema.rule) if schema.rule else NO_RULE
     plan = sharing.plan_of(schema)
-    print(f"{args.population}, seed {args.seed}, threshold {THRESHOLD}, the shipped schema "
+    print(f"{args.population}, seed {args.seed}, threshold {THRESHOLD}, {args.schema.name} "
           f"(plan {plan.bits} x {plan.bands}, rule {rule.text() or 'none'})")  # fmt: skip
     for n in args.records:
         people = argparse.Namespace(population=args.population, seed=args.seed, records=n,
@@ -175,6 +244,10 @@ def main() -> int:
               f"{len(oracle.links):,} links (F1 {f1(oracle.links, truth):.4f}) in "
               f"{oracle_cpu:.1f} s CPU")  # fmt: skip
         whole = (args.exhaustive_pairs or n * m, args.small_member_pairs)
+        if args.paths:
+            if not compare_paths(uploads, rule, whole, args.repeat):
+                return 1
+            continue
         runs = [("blocked", (0, 0), True), ("no blocking", whole, True)]
         if args.by_pairs:
             runs.append(("by pairs", whole, False))

@@ -11,7 +11,15 @@ import pytest
 
 from blindmatch.client.encoding import sharing
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import densearith, denseblock, linkbit, ruleform, tworun, twoserver
+from blindmatch.matcher.core import (
+    densearith,
+    denseblock,
+    linkbit,
+    partpath,
+    ruleform,
+    tworun,
+    twoserver,
+)
 from blindmatch.matcher.core.gmwcircuit import circuit
 from blindmatch.matcher.core.gmwrule import rule_circuit
 from blindmatch.matcher.core.gmwsum import sum_circuit, sum_rule_circuit
@@ -205,11 +213,13 @@ def test_a_party_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None
 
 @pytest.mark.parametrize("rule", [NO_RULE, DEFAULT])
 def test_an_unblocked_run_in_process_goes_by_blocks_with_the_same_links(
-    messy_members: tuple[list[Clks], int], rule: Rule
+    messy_members: tuple[list[Clks], int], rule: Rule, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """core/tworun.py over core/twoinprocess.py: every pair of two members of 150 and 120
-    records unblocked, by blocks (the default) and by the boolean circuit a pair: the same
-    links and buckets, fewer bytes between S1 and S2."""
+    records unblocked, by blocks (forced: core/partpath.py's rule takes a part this small by
+    pairs) and by the boolean circuit a pair: the same links and buckets, fewer bytes
+    between S1 and S2."""
+    monkeypatch.setattr(partpath, "PATH", "blocks")
     datasets, fallback_bits = messy_members
     plan = sharing.BandPlan(bits=20, bands=30)
     firsts = zip(datasets, (150, 120), strict=False)
@@ -235,7 +245,9 @@ def test_a_combiner_dealing_a_block_wrong_in_a_run_is_refused_before_any_output(
     encoded: list[list[Clks]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """C's block deal with one product off (as a dishonest dealer would send it): S1 and S2
-    refuse the part as a batch's bad triples are refused, naming the dealer."""
+    refuse the part as a batch's bad triples are refused, naming the dealer (by blocks,
+    forced: core/partpath.py's rule takes parts this small by pairs)."""
+    monkeypatch.setattr(partpath, "PATH", "blocks")
     plan = sharing.BandPlan(bits=20, bands=30)
     uploads = [sharing.shared_upload(np.hstack(m), MESSY_SECRET, plan, 8 * m[1].shape[1])
                for m in encoded]  # fmt: skip

@@ -15,7 +15,15 @@ import pytest
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import densearith, denseblock, exhaustive, linkbit, tworun, twoserver
+from blindmatch.matcher.core import (
+    densearith,
+    denseblock,
+    exhaustive,
+    linkbit,
+    partpath,
+    tworun,
+    twoserver,
+)
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
@@ -28,7 +36,8 @@ from tests.test_twoserver_project_rerun import run_hits
 from tests.test_twoserver_project_rerun import upload as project_upload
 from tests.test_twoserver_project_resume import Resumable, _hits, world  # noqa: F401
 
-pytestmark = pytest.mark.server
+# These tests' parts are small, which core/partpath.py's rule takes by pairs: forced by blocks.
+pytestmark = [pytest.mark.server, pytest.mark.usefixtures("every_part_by_blocks")]
 THRESHOLD = 0.8
 RULE = (0.25, 0.03, 0.01)  # the default schema's: the record part's blocks read both CLKs
 NAMES = ["north", "south", "west"]
@@ -43,6 +52,12 @@ def uploads(messy_members: tuple[list[Clks], int]) -> list[client.SharedUpload]:
     plan = client.BandPlan(bits=20, bands=30)
     return [client.shared_upload(d[:n], MESSY_SECRET, plan, fallback_bits)
             for d, n in zip(datasets, SIZES, strict=True)]  # fmt: skip
+
+
+@pytest.fixture
+def every_part_by_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every unblocked part by blocks, however few its pairs (core/partpath.py `by_blocks`)."""
+    monkeypatch.setattr(partpath, "PATH", "blocks")
 
 
 @pytest.fixture
@@ -61,6 +76,19 @@ def upload(roles: dict[str, RunningRole], uploads: list[client.SharedUpload]) ->
         for role, running in roles.items():
             with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
                 rc.upload(name, up, RULE)
+
+
+def remote(roles: dict[str, RunningRole], names: list[str],
+           shares: list[client.SharedUpload]) -> RemoteServers:  # fmt: skip
+    """Each of `names`' `shares` uploaded afresh to S1 and S2 (a fresh pair budget), then C's
+    servers over them."""
+    for name, up in zip(names, shares, strict=True):
+        for role, running in roles.items():
+            with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+                rc.upload(name, up, RULE)
+    bits = [8 * int(x.shape[1]) for x in shares[0].s1.shares]
+    return RemoteServers(f"127.0.0.1:{roles['s1'].port}", f"127.0.0.1:{roles['s2'].port}", KEY,
+                         names, [len(up.s1.shares[0]) for up in shares], bits)  # fmt: skip
 
 
 def drive(roles: dict[str, RunningRole], uploads: list[client.SharedUpload],

@@ -45,11 +45,14 @@ from tests.test_twoserver_blocks import (  # noqa: F401 (fixtures)
     SIZES,
     THRESHOLD,
     entries,
+    every_part_by_blocks,
     roles,
     upload,
     uploads,
 )
 
+# These tests' parts are small, which core/partpath.py's rule takes by pairs: forced by blocks.
+pytestmark = pytest.mark.usefixtures("every_part_by_blocks")
 Bits = npt.NDArray[np.bool_]
 Clks = npt.NDArray[np.uint8]
 Uploads = list[sharing.SharedUpload]

@@ -1,4 +1,4 @@
-"""Which path a two-server query's unblocked part takes (realtime/twopartner.py `by_blocks`):
+"""Which path a two-server query's unblocked part takes (core/partpath.py `by_blocks`):
 a query of a few records by pairs, with no block deal, PrepareBlocks or BlockExchange (its
 blocks would convert every partner record for a pair or two a record), and the same links,
 buckets and rows as by blocks; many records a partner record by blocks (docs/performance.md
@@ -13,15 +13,13 @@ import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing as client
-from blindmatch.client.remote.twoserver import RoleClient
-from blindmatch.matcher.core import linkbit, twoserver
+from blindmatch.matcher.core import linkbit, partpath, twoserver
 from blindmatch.matcher.core.twoserver import Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
-from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole
 from tests.support import MESSY_SECRET
-from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries, roles  # noqa: F401
+from tests.test_twoserver_blocks import RULE, THRESHOLD, entries, remote, roles  # noqa: F401
 
 pytestmark = pytest.mark.server
 Clks = npt.NDArray[np.uint8]
@@ -42,13 +40,7 @@ def query(
 ) -> tuple[list[tuple[int, int, float]], linkbit.Transcript]:
     """The query's records against south's upload, both uploaded afresh (a fresh pair
     budget): (links as rows and buckets, the calls' transcript)."""
-    for name, up in zip(NAMES, shares, strict=True):
-        for role, running in roles.items():
-            with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
-                rc.upload(name, up, RULE)
-    bits = [8 * int(x.shape[1]) for x in shares[0].s1.shares]
-    servers = RemoteServers(f"127.0.0.1:{roles['s1'].port}", f"127.0.0.1:{roles['s2'].port}",
-                            KEY, NAMES, [3, 90], bits)  # fmt: skip
+    servers = remote(roles, NAMES, shares)
     combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=Rule(*RULE))
     transcript = linkbit.Transcript()
     try:
@@ -72,8 +64,7 @@ def test_a_few_records_query_goes_by_pairs_with_no_block_calls_and_the_same_link
     got, by_pairs = query(roles, shares)
     for role in ("s1", "s2"):
         assert not entries(tmp_path, role, "twoserver.blocks"), role
-    monkeypatch.setattr(twopartner, "BLOCKS_MIN_PAIRS", 0)
-    monkeypatch.setattr(twopartner, "BLOCKS_PAIRS_A_ROW", 0)
+    monkeypatch.setattr(partpath, "PATH", "blocks")
     want, by_blocks = query(roles, shares)
     for role in ("s1", "s2"):  # the record CLK's part and the fallback's, if it has pairs
         assert entries(tmp_path, role, "twoserver.blocks"), role
@@ -89,11 +80,11 @@ def test_a_part_goes_by_blocks_where_its_pairs_amortise_them() -> None:
         blocks = tuple((a, min(1024, b - k)) for k in range(0, b, 1024))
         return Proposed(0, 1, 0, a * b, blocks)
 
-    assert not twopartner.by_blocks(part(1, 16_000))  # one record: a pair a row
-    assert not twopartner.by_blocks(part(3, 652))  # the demo's query
-    assert not twopartner.by_blocks(part(100, 4_000))  # 91 pairs a row converted
-    assert twopartner.by_blocks(part(400, 1_600))  # 320 pairs a row
-    assert twopartner.by_blocks(part(1_000, 16_000))  # a query of the most records
-    assert not twopartner.by_blocks(Proposed(0, 1, 0, 10**6))  # blocked: no blocks
+    assert not partpath.by_blocks(part(1, 16_000))  # one record: a pair a row
+    assert not partpath.by_blocks(part(3, 652))  # the demo's query
+    assert not partpath.by_blocks(part(100, 4_000))  # 91 pairs a row converted
+    assert partpath.by_blocks(part(400, 1_600))  # 320 pairs a row
+    assert partpath.by_blocks(part(1_000, 16_000))  # a query of the most records
+    assert not partpath.by_blocks(Proposed(0, 1, 0, 10**6))  # blocked: no blocks
     described = [part(1, 5_000), part(1_000, 5_000)]
-    assert [bool(p.blocks) for p in twopartner.by_shape(described)] == [False, True]
+    assert [bool(p.blocks) for p in partpath.by_shape(described)] == [False, True]

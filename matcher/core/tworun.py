@@ -23,7 +23,14 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import densearith, denseblock, densemargin, linkbit, margincircuit
+from blindmatch.matcher.core import (
+    densearith,
+    denseblock,
+    densemargin,
+    linkbit,
+    margincircuit,
+    partpath,
+)
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.exhaustive import Part
@@ -316,6 +323,9 @@ def drive(
     if combiner.reveal == "link-bit":
         only = earlier.only() if earlier is not None else None
         described = servers.propose(lacking, combiner.cutoffs, combiner.rule, only=only)
+        # Each unblocked part by blocks or by pairs, whichever its shape makes cheaper (a
+        # small pair of members by pairs: no block dealt or converted; core/partpath.py).
+        described = partpath.by_shape(described, combiner.rule)
         proposed: Sequence[Part] = []
     else:
         proposed = servers.block(lacking, combiner.cutoffs)

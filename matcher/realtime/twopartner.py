@@ -14,10 +14,10 @@ compared whole against every smaller partner.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit, tworun
+from blindmatch.matcher.core import linkbit, partpath, tworun
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import NO_RULE, Encoding, Rule, Upload
@@ -39,39 +39,13 @@ def query_links(
     return proposed_query_links(servers, combiner, described, transcript)
 
 
-# A query's unblocked part by blocks (core/densearith.py) only where its pairs amortise the
-# blocks' own cost: the deal and conversion of every row of both sides of each block (each
-# partner record a daBit a bit, its popcounts' too under the margin: the query's records
-# again in each of the partner's blocks) and the block calls (PrepareBlocks at S1 and S2,
-# the BlockExchange stream); by pairs (the boolean circuit a pair) otherwise. Over gRPC a
-# query of 1 record against 5,950 took 2.3 s by blocks and 0.12 s by pairs; 200 records
-# against 1,050 (145 pairs a row converted) about the same either way: docs/performance.md
-# "A two-server query by pairs or by blocks (2026-12-06)".
-BLOCKS_MIN_PAIRS = 200_000  # at fewer pairs a part by pairs
-BLOCKS_PAIRS_A_ROW = 200  # and at fewer pairs a row its blocks convert (a query of few: ~1)
-
-
-def by_blocks(part: tworun.Proposed) -> bool:
-    """Whether a query's part runs by blocks: an unblocked one (S1 told its blocks) with
-    at least BLOCKS_MIN_PAIRS pairs, BLOCKS_PAIRS_A_ROW a row its blocks convert."""
-    rows = sum(a + b for a, b in part.blocks)
-    return bool(part.blocks) and part.pairs >= max(BLOCKS_MIN_PAIRS, BLOCKS_PAIRS_A_ROW * rows)
-
-
-def by_shape(described: list[tworun.Proposed]) -> list[tworun.Proposed]:
-    """A query's parts, each on the path cheaper for its shape (`by_blocks`): a part by pairs
-    is told to C without its blocks, so C deals no block and S1 and S2 convert none (the
-    same link bits, buckets and rows: the circuit's outputs are the same either way)."""
-    return [p if not p.blocks or by_blocks(p) else replace(p, blocks=()) for p in described]
-
-
 def proposed_query_links(
     servers: tworun.Servers, combiner: Combiner, described: list[tworun.Proposed],
     transcript: linkbit.Transcript,
 ) -> tuple[Candidates, int]:  # fmt: skip
     """`query_links` once S1 has proposed (`described`), each part by blocks or by pairs
-    (`by_shape`)."""
-    found = _parts_links(servers, combiner, by_shape(described), transcript)
+    (core/partpath.py `by_shape`, as a run's)."""
+    found = _parts_links(servers, combiner, partpath.by_shape(described, combiner.rule), transcript)
     return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
 
 

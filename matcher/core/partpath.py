@@ -1,0 +1,67 @@
+"""Which path an unblocked part of S1's proposal takes, C's choice from what `Propose` tells
+it (its pairs and its blocks' sizes): by blocks (core/densearith.py, core/denseblock.py: every
+row of both sides of each block dealt and converted, then the circuit on the pairs' H shares)
+or by pairs (the boolean circuit on each pair's CLKs). One rule for a run's parts
+(core/tworun.py `drive`) and a query's or watch's (realtime/twopartner.py); the outputs are
+the same either way (link bits, buckets, the linking pairs' rows: docs/privacy-design.md
+"By pairs or by blocks")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from blindmatch.matcher.core.twoserver import RECORD, Proposed
+from blindmatch.matcher.domain import NO_RULE, Rule
+
+# A part by blocks only where its pairs amortise the blocks' own cost: the deal and
+# conversion of every row of both sides of each block (each record a daBit a bit, its
+# popcounts' too under the margin: a query's records again in each of the partner's blocks)
+# and the block calls (PrepareBlocks at S1 and S2, the BlockExchange stream); what blocks
+# save a pair is the circuit's AND gates a pair by pairs against on the blocks' H shares.
+# Without the gap rule (no rule, or the fallback CLK's part) that is the kernel's test, 1,248
+# against 259: over gRPC a query of 1 record against 5,950 took 2.3 s by blocks and 0.12 s by
+# pairs; 200 records against 1,050 (145 pairs a row converted) about the same either way
+# (docs/performance.md "A two-server query by pairs or by blocks (2026-12-06)"), and a run's
+# 100 x 1,000 (91 a row) 1.9 s of CPU by blocks, 1.3 by pairs.
+BLOCKS_MIN_PAIRS = 200_000  # at fewer pairs a part by pairs
+BLOCKS_PAIRS_A_ROW = 200  # and at fewer pairs a row its blocks convert (a query of few: ~1)
+# Under the rule (the record CLK's part) the rule's circuit, 3,945 AND gates a pair by pairs
+# against 474 by the margin on the blocks: blocks win from fewer pairs a row. A run over gRPC,
+# CPU by blocks against by pairs: 100 x 100 (50 a row) 0.47 s against 0.36, 150 x 150 (75 a
+# row) 0.58 against 1.06, 100 x 1,000 (91 a row) 3.4 against 4.9 (docs/performance.md "A
+# two-server run's parts by pairs or by blocks (2026-12-06)").
+RULED_PAIRS_A_ROW = 64
+# C's choice: by each part's shape ("shape"), or every unblocked part by "blocks" or by
+# "pairs" (the benchmarks' side-by-side, and tests of blocks on parts this rule takes by pairs).
+PATH = "shape"
+
+
+def by_blocks(part: Proposed, ruled: bool = False) -> bool:
+    """Whether an unblocked part (S1 told its blocks) runs by blocks: at least
+    BLOCKS_MIN_PAIRS pairs, BLOCKS_PAIRS_A_ROW a row its blocks convert; `ruled` (the record
+    CLK's part under the gap rule), RULED_PAIRS_A_ROW a row; or as `PATH` forces."""
+    if PATH != "shape":
+        return bool(part.blocks) and PATH == "blocks"
+    rows = sum(a + b for a, b in part.blocks)
+    if ruled:
+        return bool(part.blocks) and part.pairs >= RULED_PAIRS_A_ROW * rows
+    return bool(part.blocks) and part.pairs >= max(BLOCKS_MIN_PAIRS, BLOCKS_PAIRS_A_ROW * rows)
+
+
+def by_shape(described: Sequence[Proposed], rule: Rule = NO_RULE) -> list[Proposed]:
+    """The parts, each on the path cheaper for its shape (`by_blocks`, ruled where `rule` is
+    active and the part is the record CLK's): a part by pairs is told to C without its
+    blocks, so C deals no block and S1 and S2 convert none."""
+    return [p if not p.blocks or by_blocks(p, rule.active and p.clk == RECORD)
+            else replace(p, blocks=()) for p in described]  # fmt: skip
+
+
+__all__ = [
+    "BLOCKS_MIN_PAIRS",
+    "BLOCKS_PAIRS_A_ROW",
+    "PATH",
+    "RULED_PAIRS_A_ROW",
+    "by_blocks",
+    "by_shape",
+]
