@@ -259,6 +259,32 @@ def test_a_wrong_delimiter_is_noticed_from_the_header_with_the_fix(
 
 
 @pytest.mark.parametrize(
+    ("delimiter", "said"),
+    [("\t", 'looks tab-separated: add delimiter = "\\t" in map.toml'),
+     ("|", "looks '|'-separated: add delimiter = \"|\" in map.toml")],
+)  # fmt: skip
+def test_a_tab_or_pipe_delimiter_is_named_as_the_mapping_writes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], delimiter: str, said: str
+) -> None:
+    code = encode(tmp_path, NORTH_CSV.replace(",", delimiter), NORTH_MAP)
+    assert_refused(capsys, code, tmp_path / "out.encoded", "not in the header", said)
+
+
+def test_a_wrong_delimiter_is_suggested_beside_a_renamed_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The header splits under ';' into every mapped column but one: the delimiter is still
+    # the first fix, and the column left to rename is named.
+    renamed = NORTH_CSV.replace(",", ";").replace("Forenames", "First name", 1)
+    code = encode(tmp_path, renamed, NORTH_MAP)
+    assert_refused(
+        capsys, code, tmp_path / "out.encoded",
+        "the header looks ';'-separated: add delimiter = \";\" in map.toml "
+        "(then 'Forenames' still not in it)",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
     ("content", "what"),
     [("URN,Forenames,Surname,DOB,Sex,Postcode\n", "has a header but no records"), ("", "empty")],
 )

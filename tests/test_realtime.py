@@ -213,7 +213,10 @@ def test_a_query_reads_uk_dates_and_says_what_it_compared(
     query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
     peter = [*query, "--given-name", "Peter", "--surname", "Nowak", "--sex", "M"]
     # South holds Peter Nowak born 1979-08-14: a UK officer's 14/08/1979 is that date.
-    for dob in (["--dob", "14/08/1979"], ["--dob", "14.08.1979"], ["--dob", "1979-08-14"]):
+    # As many UK police systems show dates, the month in words between hyphens too (refused
+    # as unreadable before 2026-12-06).
+    written = ("14/08/1979", "14.08.1979", "1979-08-14", "14-AUG-1979", "14-August-1979")
+    for dob in (["--dob", day] for day in written):
         assert main([*peter, *dob]) == 0
         assert "query: held by south" in capsys.readouterr().out
     assert main([*peter, "--dob", "08/14/1979", "--dob-format", "%m/%d/%Y"]) == 0
