@@ -125,6 +125,20 @@ def test_a_cp1252_export_without_the_encoding_names_the_line_and_the_fix(
     )
 
 
+@pytest.mark.parametrize("name", ["utf-8-sig", "UTF-8-SIG", "utf-8"])
+def test_a_utf8_export_with_a_byte_order_mark_reads_under_any_utf8_name(
+    tmp_path: Path, name: str
+) -> None:
+    """Python's name for UTF-8 with a byte-order mark, utf-8-sig, was refused as an encoding
+    that does not write ASCII as ASCII ("save the export as UTF-8"; walk21, 2026-12-06)."""
+    data = tmp_path / "bom.csv"
+    data.write_bytes(b"\xef\xbb\xbf" + CP1252_ROWS.encode("utf-8"))
+    mapping = load_mapping(write(tmp_path, "m.toml", f'encoding = "{name}"\n' + NORTH_MAP), SCHEMA)
+    assert encode_csv(data, SCHEMA, mapping, b"k").clks == (
+        run_encode(tmp_path, CP1252_ROWS, NORTH_MAP).clks
+    )
+
+
 def test_an_encoding_that_is_not_ascii_compatible_is_refused(tmp_path: Path) -> None:
     for name, fragment in (("utf-16", "not supported"), ("klingon", "not a text encoding")):
         path = write(tmp_path, "m.toml", f'encoding = "{name}"\n' + NORTH_MAP)
