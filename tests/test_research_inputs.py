@@ -179,6 +179,24 @@ def test_privacy_check_of_an_export_without_records_offers_no_option_it_lacks(
     assert not (tmp_path / "c").exists()
 
 
+def test_privacy_check_refuses_an_unwritable_out_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder named privacy-check.png left privacy-check.json written and the PNG not, and
+    a file given as --out said `File exists`, each after the attacks had run (walk21,
+    2026-12-06). Both are refused first, and nothing is written."""
+    out = tmp_path / "check"
+    (out / "privacy-check.png").mkdir(parents=True)
+    args = ["privacy-check", "--mode", "two-server", "--sample", "100", "--out"]
+    assert main([*args, str(out)]) == 2
+    assert "privacy-check.png: is a folder" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["privacy-check.png"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert main([*args, str(a_file)]) == 2
+    assert f"{a_file}: is a file; --out names the folder" in capsys.readouterr().err
+
+
 def test_a_pass_without_the_graph_attack_says_what_it_does_not_cover() -> None:
     weak = AttackResult("frequency alignment", "record", "surname", "list", 5000, 5, 900, 5)
     verdict = CheckReport("x.csv", 5000, "none", [weak], []).verdict()
