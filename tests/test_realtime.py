@@ -260,6 +260,34 @@ def test_a_query_value_that_cannot_be_read_is_an_error_not_a_no(
     assert reason in captured.err and "nothing was queried" in captured.err
 
 
+@pytest.mark.parametrize(
+    ("person", "said", "not_said"),
+    [
+        # Every value blank once normalised: it was sent as an all-missing CLK, logged and
+        # counted, and answered "no partner match disclosed (compared on: nothing ...)".
+        ({"surname": "N/A", "postcode": "-"}, "no value given is usable (surname, postcode:",
+         "dates:"),
+        # A sex it cannot read was told how to write dates (walk21, 2026-12-06).
+        ({"surname": "Nowak", "sex": "Unknown gender"}, "sex: 'Unknown gender' is not one of",
+         "dates:"),
+        ({"surname": "Nowak", "dob": "02/13/1975"}, "dob: '02/13/1975' is not a date",
+         "no value given"),
+    ],
+)  # fmt: skip
+def test_a_person_with_nothing_usable_or_a_bad_value_is_refused_as_it_is(
+    person: dict[str, str], said: str, not_said: str
+) -> None:
+    from blindmatch.client.encoding.person import encode_person
+    from blindmatch.client.encoding.schema import load_schema
+    from blindmatch.client.errors import InputError
+
+    with pytest.raises(InputError) as refused:
+        encode_person(load_schema(PERSON_SCHEMA), b"s" * 32, person)
+    message = str(refused.value)
+    assert message.startswith("cannot read the person to query: ") and said in message
+    assert "nothing was queried" in message and not_said not in message
+
+
 # -- disclosure -----------------------------------------------------------------------------
 
 
