@@ -208,6 +208,9 @@ def test_ids_that_differ_only_in_case_are_two_records_and_a_warning_names_both_r
         ("given-first", "Cher", ("Cher", "")),
         ("surname-first", "SMITH Mary Jane", ("Mary Jane", "SMITH")),
         ("surname-first", "van der Berg Jan", ("Jan", "van der Berg")),
+        ("surname-first", "VAN DER BERG Jan", ("Jan", "VAN DER BERG")),  # docs/mapping.md
+        ("given-first", "Anna De Souza", ("Anna", "De Souza")),
+        ("given-first", "Anne-Marie Lloyd-Webber", ("Anne-Marie", "Lloyd-Webber")),
         ("surname, given", "O'Brien,  Élodie Anne", ("Élodie Anne", "O'Brien")),
     ],
 )
