@@ -176,3 +176,32 @@ def test_a_truth_file_names_its_first_bad_row_a_repeat_or_a_gap(tmp_path: Path) 
     truth.write_text(TRUTH + "north,,e7\nsouth,S1,e7\n")
     with pytest.raises(InputError, match="row 8: member, record_id and entity_id are required"):
         read_truth(truth)
+
+
+def test_a_truth_file_with_a_header_and_no_rows_is_refused(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was a traceback (`max() arg is an empty sequence`) while guessing whose the
+    results are (walk21, 2026-12-06)."""
+    empty = tmp_path / "empty-truth.csv"
+    empty.write_text("member,record_id,entity_id\n")
+    assert main(["evaluate", "--results", str(files["hits"]), "--truth", str(empty)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {empty}: a header and no rows; the truth file lists every")
+
+
+def test_an_unwritable_output_is_refused_before_anything_is_written(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A plot that cannot be written used to fail after sweep.csv was (a half-done --out-dir),
+    and a file given as --out-dir said only `File exists` (walk21, 2026-12-06)."""
+    args = ["evaluate", "--results", str(files["scores"]), "--truth", str(files["truth"])]
+    out_dir = tmp_path / "eval"
+    (out_dir / "scores.png").mkdir(parents=True)
+    assert main([*args, "--out-dir", str(out_dir)]) == 2
+    assert "scores.png: is a folder" in capsys.readouterr().err
+    assert [p.name for p in out_dir.iterdir()] == ["scores.png"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert main([*args, "--out-dir", str(a_file)]) == 2
+    assert f"{a_file}: is a file; --out-dir names the folder" in capsys.readouterr().err

@@ -125,6 +125,20 @@ def test_a_cp1252_export_without_the_encoding_names_the_line_and_the_fix(
     )
 
 
+@pytest.mark.parametrize("name", ["utf-8-sig", "UTF-8-SIG", "utf-8"])
+def test_a_utf8_export_with_a_byte_order_mark_reads_under_any_utf8_name(
+    tmp_path: Path, name: str
+) -> None:
+    """Python's name for UTF-8 with a byte-order mark, utf-8-sig, was refused as an encoding
+    that does not write ASCII as ASCII ("save the export as UTF-8"; walk21, 2026-12-06)."""
+    data = tmp_path / "bom.csv"
+    data.write_bytes(b"\xef\xbb\xbf" + CP1252_ROWS.encode("utf-8"))
+    mapping = load_mapping(write(tmp_path, "m.toml", f'encoding = "{name}"\n' + NORTH_MAP), SCHEMA)
+    assert encode_csv(data, SCHEMA, mapping, b"k").clks == (
+        run_encode(tmp_path, CP1252_ROWS, NORTH_MAP).clks
+    )
+
+
 def test_an_encoding_that_is_not_ascii_compatible_is_refused(tmp_path: Path) -> None:
     for name, fragment in (("utf-16", "not supported"), ("klingon", "not a text encoding")):
         path = write(tmp_path, "m.toml", f'encoding = "{name}"\n' + NORTH_MAP)
@@ -194,6 +208,9 @@ def test_ids_that_differ_only_in_case_are_two_records_and_a_warning_names_both_r
         ("given-first", "Cher", ("Cher", "")),
         ("surname-first", "SMITH Mary Jane", ("Mary Jane", "SMITH")),
         ("surname-first", "van der Berg Jan", ("Jan", "van der Berg")),
+        ("surname-first", "VAN DER BERG Jan", ("Jan", "VAN DER BERG")),  # docs/mapping.md
+        ("given-first", "Anna De Souza", ("Anna", "De Souza")),
+        ("given-first", "Anne-Marie Lloyd-Webber", ("Anne-Marie", "Lloyd-Webber")),
         ("surname, given", "O'Brien,  Élodie Anne", ("Élodie Anne", "O'Brien")),
     ],
 )
@@ -255,6 +272,32 @@ def test_a_wrong_delimiter_is_noticed_from_the_header_with_the_fix(
     assert_refused(
         capsys, code, tmp_path / "out.encoded", "export.csv", "not in the header",
         "the header looks ';'-separated: add delimiter = \";\" in map.toml",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("delimiter", "said"),
+    [("\t", 'looks tab-separated: add delimiter = "\\t" in map.toml'),
+     ("|", "looks '|'-separated: add delimiter = \"|\" in map.toml")],
+)  # fmt: skip
+def test_a_tab_or_pipe_delimiter_is_named_as_the_mapping_writes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], delimiter: str, said: str
+) -> None:
+    code = encode(tmp_path, NORTH_CSV.replace(",", delimiter), NORTH_MAP)
+    assert_refused(capsys, code, tmp_path / "out.encoded", "not in the header", said)
+
+
+def test_a_wrong_delimiter_is_suggested_beside_a_renamed_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The header splits under ';' into every mapped column but one: the delimiter is still
+    # the first fix, and the column left to rename is named.
+    renamed = NORTH_CSV.replace(",", ";").replace("Forenames", "First name", 1)
+    code = encode(tmp_path, renamed, NORTH_MAP)
+    assert_refused(
+        capsys, code, tmp_path / "out.encoded",
+        "the header looks ';'-separated: add delimiter = \";\" in map.toml "
+        "(then 'Forenames' still not in it)",
     )  # fmt: skip
 
 

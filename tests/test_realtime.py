@@ -213,7 +213,10 @@ def test_a_query_reads_uk_dates_and_says_what_it_compared(
     query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
     peter = [*query, "--given-name", "Peter", "--surname", "Nowak", "--sex", "M"]
     # South holds Peter Nowak born 1979-08-14: a UK officer's 14/08/1979 is that date.
-    for dob in (["--dob", "14/08/1979"], ["--dob", "14.08.1979"], ["--dob", "1979-08-14"]):
+    # As many UK police systems show dates, the month in words between hyphens too (refused
+    # as unreadable before 2026-12-06).
+    written = ("14/08/1979", "14.08.1979", "1979-08-14", "14-AUG-1979", "14-August-1979")
+    for dob in (["--dob", day] for day in written):
         assert main([*peter, *dob]) == 0
         assert "query: held by south" in capsys.readouterr().out
     assert main([*peter, "--dob", "08/14/1979", "--dob-format", "%m/%d/%Y"]) == 0
@@ -255,6 +258,34 @@ def test_a_query_value_that_cannot_be_read_is_an_error_not_a_no(
     assert code == 2 and captured.out == ""
     assert captured.err.startswith("Error: cannot read the person to query: dob: ")
     assert reason in captured.err and "nothing was queried" in captured.err
+
+
+@pytest.mark.parametrize(
+    ("person", "said", "not_said"),
+    [
+        # Every value blank once normalised: it was sent as an all-missing CLK, logged and
+        # counted, and answered "no partner match disclosed (compared on: nothing ...)".
+        ({"surname": "N/A", "postcode": "-"}, "no value given is usable (surname, postcode:",
+         "dates:"),
+        # A sex it cannot read was told how to write dates (walk21, 2026-12-06).
+        ({"surname": "Nowak", "sex": "Unknown gender"}, "sex: 'Unknown gender' is not one of",
+         "dates:"),
+        ({"surname": "Nowak", "dob": "02/13/1975"}, "dob: '02/13/1975' is not a date",
+         "no value given"),
+    ],
+)  # fmt: skip
+def test_a_person_with_nothing_usable_or_a_bad_value_is_refused_as_it_is(
+    person: dict[str, str], said: str, not_said: str
+) -> None:
+    from blindmatch.client.encoding.person import encode_person
+    from blindmatch.client.encoding.schema import load_schema
+    from blindmatch.client.errors import InputError
+
+    with pytest.raises(InputError) as refused:
+        encode_person(load_schema(PERSON_SCHEMA), b"s" * 32, person)
+    message = str(refused.value)
+    assert message.startswith("cannot read the person to query: ") and said in message
+    assert "nothing was queried" in message and not_said not in message
 
 
 # -- disclosure -----------------------------------------------------------------------------

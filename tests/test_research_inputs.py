@@ -179,12 +179,48 @@ def test_privacy_check_of_an_export_without_records_offers_no_option_it_lacks(
     assert not (tmp_path / "c").exists()
 
 
+def test_privacy_check_refuses_an_unwritable_out_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder named privacy-check.png left privacy-check.json written and the PNG not, and
+    a file given as --out said `File exists`, each after the attacks had run (walk21,
+    2026-12-06). Both are refused first, and nothing is written."""
+    out = tmp_path / "check"
+    (out / "privacy-check.png").mkdir(parents=True)
+    args = ["privacy-check", "--mode", "two-server", "--sample", "100", "--out"]
+    assert main([*args, str(out)]) == 2
+    assert "privacy-check.png: is a folder" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["privacy-check.png"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert main([*args, str(a_file)]) == 2
+    assert f"{a_file}: is a file; --out names the folder" in capsys.readouterr().err
+
+
 def test_a_pass_without_the_graph_attack_says_what_it_does_not_cover() -> None:
     weak = AttackResult("frequency alignment", "record", "surname", "list", 5000, 5, 900, 5)
     verdict = CheckReport("x.csv", 5000, "none", [weak], []).verdict()
     assert verdict.startswith("PASS") and "graph matching was not run" in verdict
     with_graph = CheckReport("x.csv", 5000, "none", [weak, graph(0, 5000)], []).verdict()
     assert with_graph.startswith("PASS") and "not run" not in with_graph
+
+
+def test_a_graph_attack_on_a_handful_of_records_decides_no_verdict() -> None:
+    """On 1,120 records with --graph-records 11 (walk21, 2026-12-06): 2 of 11 blind claims
+    right read LEAKS, and with --graph-records 3 a PASS said nothing of graph matching, which
+    re-identified 92.7% of the same export on 500 records. Under 1,000 records it counts as
+    the small-sample rule counts it: a leak from 10 people, else not run."""
+    weak = AttackResult("frequency alignment", "record", "surname", "list", 1120, 2, 900, 2)
+    lucky = CheckReport("x.csv", 1120, "none", [weak, graph(2, 11), graph(0, 1, "10 known")], [])
+    assert lucky.passed and lucky.verdict().startswith("PASS"), lucky.verdict()
+    assert "(worst: 0.18%, frequency alignment" in lucky.verdict()
+    assert "graph matching was run on only 11 records (--graph-records), too few" in (
+        lucky.verdict()
+    )
+    tiny = CheckReport("x.csv", 1120, "none", [weak, graph(0, 3)], [])
+    assert tiny.passed and "run on only 3 records" in tiny.verdict()
+    real = CheckReport("x.csv", 1120, "none", [weak, graph(417, 450)], [])
+    assert not real.passed and real.verdict().startswith("LEAKS: graph matching (blind)")
 
 
 def test_the_printed_sweep_spans_down_to_the_floor() -> None:

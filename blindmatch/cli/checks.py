@@ -36,11 +36,13 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
         DEFAULT_SCHEMA,
         check_csv,
         check_synthetic,
+        output_paths,
         seeded_secret,
         write_outputs,
     )
     from blindmatch.client.tools.privacy.frequencies import read_list
 
+    output_paths(args.out)  # before minutes of attacks, not after
     schema = load_schema(args.schema or DEFAULT_SCHEMA)
     hardening = {"schema": None, "recommended": RECOMMENDED, "none": NONE}[args.hardening]
     overrides = {}

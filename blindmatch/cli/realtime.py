@@ -381,7 +381,7 @@ def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument(
         "--date-format",
         help="how dates are written, e.g. %%m/%%d/%%Y (default: ISO 1975-11-02, 2 Nov 1975, "
-        "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975)",
+        "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975, 02-Nov-1975)",
     )
     p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
 

@@ -160,6 +160,8 @@ def _encoding(value: Any, problems: list[str]) -> str:
             '"cp1252", "latin-1")'
         )
         return "utf-8"
+    if name == "utf-8-sig":  # UTF-8 with a byte-order mark: UTF-8 reads it (the mark skipped)
+        return "utf-8"
     try:
         ascii_compatible = '\n\r,;\t|"'.encode(name) == b'\n\r,;\t|"'
     except (UnicodeError, LookupError):

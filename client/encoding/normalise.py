@@ -59,7 +59,11 @@ _UNAMBIGUOUS_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%
 DEFAULT_DATE_FORMATS = _UNAMBIGUOUS_DATE_FORMATS
 # Real-time queries (typed by a UK officer) also read the UK's day-first numeric dates:
 # 02/11/1975 is 2 November 1975. Month-first is never tried, so none of these conflict.
-QUERY_DATE_FORMATS = (*_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
+# And the month in words between hyphens, as many UK police and Oracle-based systems show
+# dates (02-NOV-1975, 2-November-1975): a month's name reads one way only.
+QUERY_DATE_FORMATS = (
+    *_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d-%b-%Y", "%d-%B-%Y"
+)  # fmt: skip
 
 
 # A time of day of exactly midnight after a date (" 00:00", " 00:00:00.000", "T00:00:00Z",

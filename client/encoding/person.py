@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,7 +74,13 @@ def encode_person(
         )
         result = encode_csv(path, schema, mapping, secret)
     result.report.source = "the command line"
-    refuse_unreadable(result, one_person=True, verb=verb)
+    refuse_unreadable(result, one_person=True, verb=verb, date_fields=date_fields)
+    if not result.present.any():  # '-', 'N/A', '?': given, but no value once normalised
+        raise InputError(
+            f"cannot read the person to {verb}: no value given is usable ({', '.join(fields)}: "
+            f"blank once normalised, as punctuation or a placeholder such as N/A is); "
+            f"{_nothing(verb)} (give at least one field with a value, e.g. --surname)"
+        )
     refuse_untiered(result, schema, one_person=True, verb=verb)
     return result
 
@@ -118,12 +124,16 @@ def refuse_unreadable(
     one_person: bool = False,
     verb: str = "query",
     mapping: Path | None = None,
+    date_fields: Collection[str] = (),
 ) -> None:
     """A query must not answer "not held" for a person it could not read: any invalid or
     ambiguous value is an error naming the field (and, for a CSV, the file, row and column,
-    and the fix there: the CSV's values and its `mapping`, not the one-person options)."""
+    and the fix there: the CSV's values and its `mapping`, not the one-person options; for
+    one person, how to give a date only where one of `date_fields` was unreadable)."""
     problems = []
+    dated = False
     for fr in result.report.fields:
+        dated = dated or (fr.field in date_fields and bool(fr.invalid_rows or fr.ambiguous_rows))
         for item in (*fr.invalid_rows, *fr.ambiguous_rows):
             if one_person:
                 problems.append(f"{fr.field}: {item['reason']}")
@@ -135,10 +145,13 @@ def refuse_unreadable(
     shown = "; ".join(problems[:10])
     more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
     if one_person:
-        raise InputError(
-            f"cannot read the person to {verb}: {shown}{more}; {_nothing(verb)} (dates: give "
-            "e.g. 02/11/1975 or 1975-11-02, or say how they are written with --dob-format)"
+        hint = (
+            " (dates: give e.g. 02/11/1975 or 1975-11-02, or say how they are written with "
+            "--dob-format)"
+            if dated
+            else ""
         )
+        raise InputError(f"cannot read the person to {verb}: {shown}{more}; {_nothing(verb)}{hint}")
     source = result.report.source
     in_mapping = f" in {mapping.name}" if mapping else " in the mapping"
     raise InputError(

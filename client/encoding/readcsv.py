@@ -59,21 +59,31 @@ SUGGEST_FROM = 200
 EXCEL_SEP = re.compile(r"^sep=([^\r\n])\r?\n?$")
 
 
-def _suggest_delimiter(header_line: str, mapping: Mapping) -> str:
-    """When mapped columns are missing: a delimiter under which the header has them all."""
+def _suggest_delimiter(header_line: str, mapping: Mapping, found: int) -> str:
+    """When mapped columns are missing: the delimiter under which the header has the most of
+    them, when that is more than the mapping's own finds (`found`), naming any still missing
+    (a wrong delimiter and a renamed column in one export)."""
     wanted = mapping.columns_used()
+    best: tuple[int, str, list[str]] | None = None
     for candidate in DELIMITERS:
         if candidate == mapping.delimiter:
             continue
         names = [h.strip() for h in next(csv.reader([header_line], delimiter=candidate), [])]
-        if len(names) > 1 and all(c in names for c in wanted):
-            shown = "\\t" if candidate == "\t" else candidate
-            verb = "change delimiter to" if mapping.delimiter != "," else "add"
-            return (
-                f'; the header looks {shown!r}-separated: {verb} delimiter = "{shown}" '
-                f"in {mapping.path.name}"
-            )
-    return ""
+        hits = sum(c in names for c in wanted)
+        if len(names) > 1 and hits > found and (best is None or hits > best[0]):
+            best = (hits, candidate, [c for c in wanted if c not in names])
+    if best is None:
+        return ""
+    _hits, candidate, still = best
+    shown = "tab" if candidate == "\t" else repr(candidate)
+    written = "\\t" if candidate == "\t" else candidate
+    verb = "change delimiter to" if mapping.delimiter != "," else "add"
+    named = ", ".join(f"'{c}'" for c in still)
+    missing = f" (then {named} still not in it)" if still else ""
+    return (
+        f'; the header looks {shown}-separated: {verb} delimiter = "{written}" '
+        f"in {mapping.path.name}{missing}"
+    )
 
 
 def _shared_whole(schema: LinkageSchema, mapping: Mapping) -> list[str]:
@@ -243,7 +253,11 @@ def read_rows(
         raise InputError(
             f"{csv_path}: column(s) {', '.join(described)} not in the header; "
             f"the header has: {', '.join(header)}"
-            + _suggest_delimiter(first_line[0] if first_line else "", mapping)
+            + _suggest_delimiter(
+                first_line[0] if first_line else "",
+                mapping,
+                len(mapping.columns_used()) - len(absent),
+            )
             + _suggest_case(absent, header, mapping)
         )
     _refuse_repeated_columns(csv_path, header, mapping, mapped_to)

@@ -13,7 +13,6 @@ them. Plain functions only; the plots live in `client.tools.plots`.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.client.errors import InputError
-from blindmatch.client.files import read_csv_lines
+from blindmatch.client.files import check_writable, read_csv_lines, write_csv
 from blindmatch.client.tools.truth import Hit, Truth, read_truth
 
 
@@ -354,6 +353,10 @@ class Evaluation:
         return "\n".join(lines)
 
 
+# What `evaluate` writes for scored results, in --out-dir.
+OUT_FILES = ("sweep.csv", "scores.png", "precision-recall.png")
+
+
 def _infer_member(scored_ids: set[str], truth: Truth, path: Path) -> str:
     if not scored_ids:
         raise InputError(
@@ -402,21 +405,25 @@ def evaluate_files(
         from blindmatch.client.tools.plots import precision_recall, score_histogram
 
         folder = Path(out_dir) if out_dir else results.with_name(f"{results.stem}-evaluation")
-        folder.mkdir(parents=True, exist_ok=True)
-        sweep_csv = folder / "sweep.csv"
-        with open(sweep_csv, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["threshold", "precision", "recall", "f1", "reported", "true"])
-            for p in points:
-                q = p.quality
-                writer.writerow(
-                    [f"{p.threshold:.6f}", f"{q.precision:.6f}", f"{q.recall:.6f}",
-                     f"{q.f1:.6f}", q.predicted, q.true_positives]
-                )  # fmt: skip
+        if folder.exists() and not folder.is_dir():
+            raise InputError(
+                f"{folder}: is a file; --out-dir names the folder to write sweep.csv and the "
+                "plots in"
+            )
+        sweep_csv, histogram, curve = (folder / n for n in OUT_FILES)
+        for path in (sweep_csv, histogram, curve):  # each checked before any is written
+            check_writable(path)
+        write_csv(  # whole or not at all, as each plot is written
+            sweep_csv,
+            ["threshold", "precision", "recall", "f1", "reported", "true"],
+            [[f"{p.threshold:.6f}", f"{p.quality.precision:.6f}", f"{p.quality.recall:.6f}",
+              f"{p.quality.f1:.6f}", str(p.quality.predicted), str(p.quality.true_positives)]
+             for p in points],
+        )  # fmt: skip
         files.append(sweep_csv)
         threshold = best.threshold if best else None
-        files.append(score_histogram(scored, truth, folder / "scores.png", recommended=threshold))
-        files.append(precision_recall(points, folder / "precision-recall.png", recommended=best))
+        files.append(score_histogram(scored, truth, histogram, recommended=threshold))
+        files.append(precision_recall(points, curve, recommended=best))
     return Evaluation(
         results, member, found_quality, points, best, files, partners,
         thin_evidence(points, best), at,

@@ -11,13 +11,12 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from blindmatch.client.files import write_bytes
 from blindmatch.client.tools.evaluate import Scored, SweepPoint, Truth
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    write_bytes(path, png_bytes(fig))  # the whole PNG or none: never half a file
     return path
 
 

@@ -174,6 +174,11 @@ def read_truth(path: str | Path) -> Truth:
         )
     if missing:
         raise InputError(f"{path}: row {missing}: member, record_id and entity_id are required")
+    if not names:  # nothing to judge against: every hit would read false, every member absent
+        raise InputError(
+            f"{path}: a header and no rows; the truth file lists every record of every member "
+            "(member,record_id,entity_id), the partners' too"
+        )
     return Truth(records, entity_ids)
 
 

@@ -60,7 +60,7 @@ from blindmatch.client.tools.privacy.graphcheck import (
     normalised_export,
     sample,
 )
-from blindmatch.client.tools.privacy.plot import plot, write_outputs
+from blindmatch.client.tools.privacy.plot import output_paths, plot, write_outputs
 from blindmatch.client.tools.privacy.qgram import qgram_alignment
 from blindmatch.client.tools.privacy.report import LIMIT, MIN_RECORDS, CheckReport
 
@@ -394,6 +394,7 @@ __all__ = [
     "check_synthetic",
     "field_segments",
     "load_schema",
+    "output_paths",
     "plot",
     "read_secret",
     "write_outputs",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from blindmatch.client.errors import InputError
+from blindmatch.client.files import check_writable, write_bytes, write_text
 
 if TYPE_CHECKING:
     from blindmatch.client.tools.privacy.report import CheckReport
@@ -52,14 +56,26 @@ def plot(report: CheckReport, path: Path) -> Path:
     if report.results:  # no attack run (a sample too small: NO VERDICT), no legend
         ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
     plt.close(fig)
+    write_bytes(path, buf.getvalue())  # the whole PNG or none
     return path
 
 
+def output_paths(out: Path) -> tuple[Path, Path]:
+    """privacy-check.json and .png in `out`, refused as they could not be written (`out` a
+    file, a folder of either name, no permission): checked before the attacks run, so a
+    check of minutes does not end in an error at the write, nor with one file of two."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; --out names the folder to write the results in")
+    paths = (out / "privacy-check.json", out / "privacy-check.png")
+    for path in paths:
+        check_writable(path)
+    return paths
+
+
 def write_outputs(report: CheckReport, out: Path) -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    json_path = out / "privacy-check.json"
-    json_path.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    return json_path, plot(report, out / "privacy-check.png")
+    json_path, png_path = output_paths(out)
+    write_text(json_path, json.dumps(report.to_dict(), indent=2))
+    return json_path, plot(report, png_path)
