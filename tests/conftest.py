@@ -16,6 +16,7 @@ minute and `make test` (what CI runs) runs all three:
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +58,22 @@ def _block_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
     tests of unblocked pairs set the cap (tests/test_twoserver_exhaustive.py)."""
     monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", 0)
     monkeypatch.setattr(exhaustive, "DEFAULT_SMALL_PAIRS", 0)  # and no smaller-member cap
+
+
+# Every FREEZE_EVERY tests a worker collects its garbage and moves what is still alive out of
+# the collector's generations (gc.freeze): what earlier tests left alive (imported modules,
+# session fixtures, caches) grows to millions of objects late in the suite, and every full
+# collection, automatic or a test's own, walked them all again (seconds each).
+FREEZE_EVERY = 50
+_finished = 0
+
+
+def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    global _finished
+    _finished += 1
+    if _finished % FREEZE_EVERY == 0:
+        gc.collect()
+        gc.freeze()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import socket
 import stat
 import subprocess
@@ -183,15 +184,32 @@ def test_the_data_dir_and_its_backup_are_owner_only_whatever_the_umask(
     assert open_to_others(server.data_dir) == []
 
 
+@pytest.fixture(scope="module")
+def served_data_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A data dir as `serve` leaves it when stopped (owner-only), and its operator token: made
+    once for the module; a test that loosens it works on its own copy (`copied_data_dir`)."""
+    token = "bm_admin_" + secrets.token_hex(8)
+    server = Server(tmp_path_factory.mktemp("served") / "data", 0, token)
+    server.start()
+    server.stop()
+    return server.data_dir, token
+
+
+def copied_data_dir(served: tuple[Path, str], to: Path) -> Server:
+    """A stopped `serve` over a copy of `served`'s data dir, modes and all (as `cp -a`)."""
+    source, token = served
+    shutil.copytree(source, to, symlinks=True)
+    return Server(to, 0, token)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("loosen", ["", "blindmatch.sqlite", "clks"])
 def test_serve_refuses_a_data_dir_others_can_read_and_says_how_to_fix_it(
-    tmp_path: Path, loosen: str
+    served_data_dir: tuple[Path, str], tmp_path: Path, loosen: str
 ) -> None:
     data = tmp_path / "data"
-    server = Server(data, 0, "bm_admin_" + secrets.token_hex(8))
-    server.start()
-    server.stop()
+    server = copied_data_dir(served_data_dir, data)  # one `serve` made it: owner-only
+    assert open_to_others(data) == []
     (data / loosen).chmod(0o755 if (data / loosen).is_dir() else 0o644)
     refused = subprocess.run(
         [*BLINDMATCH, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
