@@ -56,17 +56,41 @@ def allowed_cpus() -> set[int]:
     return set(range(os.cpu_count() or 1))
 
 
-def plan_placement(allowed: set[int], lookup_threads: int | None) -> Placement | None:
-    """Request handling on the lowest allowed CPU, look-ups on the rest.
+# Several matchers on one host (a test suite's workers, a matcher beside a look-up server)
+# each pin their request threads to one CPU; without this they all take the lowest.
+REQUEST_CPU_ENV = "BLINDMATCH_REQUEST_CPU"
+
+
+def request_cpu_from_env() -> int | None:
+    """The request CPU `BLINDMATCH_REQUEST_CPU` names, or None when it is unset or empty."""
+    value = os.environ.get(REQUEST_CPU_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{REQUEST_CPU_ENV}={value!r}: a CPU number (0, 1, ...)")
+    return int(value)
+
+
+def plan_placement(
+    allowed: set[int], lookup_threads: int | None, request_cpu: int | None = None
+) -> Placement | None:
+    """Request handling on `request_cpu` (default: the lowest allowed CPU), look-ups on
+    the rest.
 
     `lookup_threads` None picks one per remaining CPU (at most MAX_AUTO_THREADS); 0, or
     a single allowed CPU, means no placement: every thread goes where the OS puts it and
-    look-ups run on the thread that asks."""
+    look-ups run on the thread that asks. A `request_cpu` this process may not use is a
+    ValueError naming the CPUs it may."""
+    if request_cpu is not None and request_cpu not in allowed:
+        raise ValueError(
+            f"request CPU {request_cpu}: not one this process may run on "
+            f"(it may use CPU {_cpus(frozenset(allowed))})"
+        )
     if lookup_threads == 0 or len(allowed) < 2:
         return None
     if lookup_threads is not None and lookup_threads < 0:
         raise ValueError("lookup_threads: 0 or more")
-    first = min(allowed)
+    first = min(allowed) if request_cpu is None else request_cpu
     rest = frozenset(allowed - {first})
     threads = lookup_threads if lookup_threads is not None else min(len(rest), MAX_AUTO_THREADS)
     return Placement(frozenset({first}), rest, threads)

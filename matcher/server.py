@@ -37,6 +37,7 @@ from blindmatch.matcher.placement import (
     pin_this_thread,
     pinned,
     plan_placement,
+    request_cpu_from_env,
     start_lookups,
 )
 from blindmatch.matcher.realtime.engine import Realtime
@@ -167,6 +168,7 @@ def create_server(
     credentials: grpc.ServerCredentials | None = None,
     workers: int | None = None,
     lookup_threads: int | None = None,
+    request_cpu: int | None = None,
     streams_per_member: int = DEFAULT_STREAMS_PER_MEMBER,
     min_free_bytes: int = 0,
     clock: Callable[[], float] = time.time,
@@ -193,9 +195,10 @@ def create_server(
 
     `lookup_threads` is how many native threads run real-time look-ups, on the cores
     the request threads (kept on one) leave free; None: one per such core, 0: none, and
-    no thread is placed (matcher/placement.py). `streams_per_member` caps each member's
-    uploads, result fetches and run watches in flight; `min_free_bytes` is the disk
-    space uploads must leave free; a query stream that asks nothing for
+    no thread is placed (matcher/placement.py); `request_cpu` is the core the request
+    threads keep (None: `BLINDMATCH_REQUEST_CPU`, else the lowest). `streams_per_member`
+    caps each member's uploads, result fetches and run watches in flight;
+    `min_free_bytes` is the disk space uploads must leave free; a query stream that asks nothing for
     `query_stream_idle` seconds is ended. Every stream counts against `member_streams`
     (its member's, of any RPC) and `max_streams` (everyone's: at most RPC_THREADS -
     MIN_UNARY_THREADS, so that unary calls always find a thread); one whose client sends or
@@ -235,7 +238,9 @@ def create_server(
         raise ValueError("the stream idle limit and the index change limit must be positive")
     streams = StreamGuard(member_streams, max_streams, stream_idle)
     everywhere = frozenset(allowed_cpus())
-    placement = plan_placement(set(everywhere), lookup_threads)
+    if request_cpu is None:
+        request_cpu = request_cpu_from_env()
+    placement = plan_placement(set(everywhere), lookup_threads, request_cpu)
     if placement is not None and start_lookups(placement) == 0:
         placement = None  # no native kernel: look-ups stay on the request threads
     request_cpus = placement.request_cpus if placement is not None else None

@@ -17,6 +17,7 @@ minute and `make test` (what CI runs) runs all three:
 from __future__ import annotations
 
 import gc
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.matcher.core import exhaustive
+from blindmatch.matcher.placement import REQUEST_CPU_ENV
 from blindmatch.matcher.server import create_server
 from tests.support import (
     ADMIN_TOKEN,
@@ -58,6 +60,16 @@ def _block_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
     tests of unblocked pairs set the cap (tests/test_twoserver_exhaustive.py)."""
     monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", 0)
     monkeypatch.setattr(exhaustive, "DEFAULT_SMALL_PAIRS", 0)  # and no smaller-member cap
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each xdist worker's matchers (in this process and the `serve` processes it starts)
+    keep their request threads on a CPU of the worker's own: all on the lowest CPU, the
+    workers' matchers queued behind each other there (matcher/placement.py)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and hasattr(os, "sched_getaffinity"):
+        cpus = sorted(os.sched_getaffinity(0))
+        os.environ.setdefault(REQUEST_CPU_ENV, str(cpus[int(worker[2:]) % len(cpus)]))
 
 
 # Every FREEZE_EVERY tests a worker collects its garbage and moves what is still alive out of

@@ -11,11 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.cliflow import serve
 from benchmarks.synthclks import CLK_BITS, Population
+from blindmatch.cli.app import main
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.core import kernel, segment
 from blindmatch.matcher.core.index import MemberIndex, Segment, as_words, search_snapshots
-from blindmatch.matcher.placement import MAX_AUTO_THREADS, Placement, plan_placement, start_lookups
+from blindmatch.matcher.placement import (
+    MAX_AUTO_THREADS,
+    REQUEST_CPU_ENV,
+    Placement,
+    plan_placement,
+    request_cpu_from_env,
+    start_lookups,
+)
 from tests.support import Matcher, partner_indexes
 
 pytestmark = pytest.mark.skipif(
@@ -23,9 +32,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def cpus_of(thread_id: int) -> set[int]:
-    """The CPUs a thread of this process may run on, from /proc."""
-    status = Path(f"/proc/self/task/{thread_id}/status").read_text()
+def cpus_of(thread_id: int, pid: int | str = "self") -> set[int]:
+    """The CPUs a thread of this process (or of `pid`) may run on, from /proc."""
+    status = Path(f"/proc/{pid}/task/{thread_id}/status").read_text()
     listed = next(line for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
     cpus: set[int] = set()
     for part in listed.split(":")[1].strip().split(","):
@@ -47,9 +56,47 @@ def test_the_plan_keeps_one_core_for_requests_and_gives_the_rest_to_look_ups() -
         plan_placement({0, 1}, -1)
 
 
+def test_the_request_cpu_can_be_named_so_matchers_on_one_host_keep_apart() -> None:
+    # Two matchers on a 2-core host (a suite's two workers) each keep their own core.
+    assert plan_placement({0, 1}, None, 1) == Placement(frozenset({1}), frozenset({0}), 1)
+    assert plan_placement({2, 3, 4, 5}, None, 4) == Placement(
+        frozenset({4}), frozenset({2, 3, 5}), 3
+    )
+    with pytest.raises(ValueError, match=r"request CPU 7: .* may use CPU 0,1"):
+        plan_placement({0, 1}, None, 7)
+
+
+def test_serve_refuses_a_request_cpu_it_may_not_run_on_before_opening_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    outside = max(os.sched_getaffinity(0)) + 1
+    argv = ["serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"]
+    assert main([*argv, "--request-cpu", str(outside)]) == 2
+    assert f"--request-cpu {outside}: not a CPU this process may run on" in capsys.readouterr().err
+    monkeypatch.setenv(REQUEST_CPU_ENV, "first")
+    assert main(argv) == 2
+    assert f"{REQUEST_CPU_ENV}='first': a CPU number" in capsys.readouterr().err
+    assert not data.exists()  # nothing opened, nothing made
+
+
+def test_a_serve_keeps_its_request_threads_on_the_cpu_it_is_given(tmp_path: Path) -> None:
+    # In a process of its own: the look-up pool is one per process (start_lookups).
+    everywhere = sorted(os.sched_getaffinity(0))
+    if len(everywhere) < 2 or not kernel.NATIVE:
+        pytest.skip("placement needs two CPUs and the native kernel")
+    named = everywhere[-1]  # not the lowest, the default
+    with serve(tmp_path / "data", "--request-cpu", str(named)) as served:
+        pid = served.process.pid
+        threads = [cpus_of(int(t), pid) for t in os.listdir(f"/proc/{pid}/task")]
+    assert {named} in threads  # the request threads
+    assert set(everywhere) - {named} in threads  # the look-up pool, on the others
+    assert all(c in ({named}, set(everywhere) - {named}, set(everywhere)) for c in threads)
+
+
 @pytest.fixture
 def placed(matcher: Matcher) -> Placement:
-    placement = plan_placement(set(os.sched_getaffinity(0)), None)
+    placement = plan_placement(set(os.sched_getaffinity(0)), None, request_cpu_from_env())
     if placement is None or not kernel.NATIVE:
         pytest.skip("placement needs two CPUs and the native kernel")
     return placement

@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--max-auth-failures {args.max_auth_failures}: must be at least 1")
     if args.stream_idle_seconds <= 0:
         raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
+    request_cpu = _request_cpu(args.request_cpu)
     host, port = tls.listen_address(args.listen)
     address = tls.grpc_address(host, port)
     executor = daskopts.executor(args)
@@ -71,6 +72,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             credentials=credentials,
             workers=args.workers,
             lookup_threads=args.lookup_threads,
+            request_cpu=request_cpu,
             streams_per_member=args.max_streams_per_member,
             member_streams=args.max_member_streams,
             max_streams=args.max_streams,
@@ -121,6 +123,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _request_cpu(flag: int | None) -> int | None:
+    """`--request-cpu`, else BLINDMATCH_REQUEST_CPU: checked against the CPUs this process
+    may use before anything is opened."""
+    from blindmatch.matcher.placement import REQUEST_CPU_ENV, allowed_cpus, request_cpu_from_env
+
+    if flag is not None:
+        cpu, name = flag, f"--request-cpu {flag}"
+    else:
+        try:
+            cpu = request_cpu_from_env()
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        name = f"{REQUEST_CPU_ENV}={cpu}"
+    allowed = allowed_cpus()
+    if cpu is not None and cpu not in allowed:
+        raise InputError(
+            f"{name}: not a CPU this process may run on (it may use CPU "
+            f"{','.join(str(c) for c in sorted(allowed))})"
+        )
+    return cpu
+
+
 def register(sub: Subcommands) -> None:
     p = command(
         sub,
@@ -155,6 +179,13 @@ def register(sub: Subcommands) -> None:
         type=int,
         help="real-time look-up threads, run on the cores the request threads leave free; "
         "0: no placement, every thread anywhere (default: one per other core, at most 4)",
+    )
+    p.add_argument(
+        "--request-cpu",
+        type=int,
+        help="the CPU the request threads keep, the look-ups taking the others: give each "
+        "matcher on a host its own (default: BLINDMATCH_REQUEST_CPU, else the lowest CPU "
+        "this process may use)",
     )
     p.add_argument(
         "--audit-key",
