@@ -128,8 +128,9 @@ def _request_cpu(flag: int | None) -> int | None:
     may use before anything is opened."""
     from blindmatch.matcher.placement import REQUEST_CPU_ENV, allowed_cpus, request_cpu_from_env
 
+    cpu: int | None = flag
     if flag is not None:
-        cpu, name = flag, f"--request-cpu {flag}"
+        name = f"--request-cpu {flag}"
     else:
         try:
             cpu = request_cpu_from_env()
