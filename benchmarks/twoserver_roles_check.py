@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks import clk_baseline
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
@@ -104,8 +105,11 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
     t_check = time.process_time()
     report = check_members(loaded, shipped, secret,
                            lambda u, t, r: views(u, t, r, label, args.dummies), source=source,
-                           known=args.known, roles=args.roles)  # fmt: skip
+                           known=args.known, roles=args.roles,
+                           third=not args.two_members)  # fmt: skip
     print(report.render())
+    if args.clk_baseline:  # the same records' CLKs in a CLK project, attacked
+        clk_baseline.report(shipped, loaded[0], loaded[2], secret, args.known)
     if args.pad_to:
         decoy_report(seen[label], loaded, time.process_time() - t_check)
         for share in args.keep:
