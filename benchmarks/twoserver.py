@@ -8,7 +8,7 @@
         [--population synthetic|messy|households] [--bits 20 --bands 1600] [--dummies 0.5]
         [--plan 26 9357] [--s2-top 25000] [--s2-scale 2] [--pad-to 5000 [--shared-decoys]
         [--keep 1 0.5] [--decoys generator|client]] [--exhaustive-pairs N]
-        [--partner-records M] [--roles S2] [--clear]
+        [--partner-records M] [--roles S2] [--clear] [--clk-baseline] [--two-members] [--clk-tags]
 
 The protocol (docs/privacy-design.md, option b), simulated in one process:
 
@@ -80,6 +80,13 @@ first M people and A a random `--records` of them (a small member against a larg
 (roles): attack only those roles' views (the others' attacks cost as much against a large B);
 `--clear`: the roles' circuit outputs computed in the clear, as `privacy-check` computes them
 (the same views, tests/test_twoclear.py; minutes of the circuit's rounds saved on large members).
+`--clk-baseline` (roles): then the baseline in the same run, the graph-matching attack on A's
+CLKs as a CLK project would upload them (benchmarks/clk_baseline.py), the same secret and
+known pairs. `--two-members` (roles): A and B alone, without the third member M (whose
+records are in no attacked view; C's view then holds no extras or reach pairs, S1's join and
+memory are A's and B's alone: a large B's check within 4 GB). `--clk-tags` (roles): what the
+CLK of each pair in C's view (which C learns: each proposed part's CLK, and each reach or
+extras pair's that comes back 1) says of A's records (benchmarks/clk_tags.py).
 
 `--pad-to N` (messy/households): A and B each padded to N rows with decoy people, the
 generator's drawn with a seed of their own (each member's own, or with `--shared-decoys` the
@@ -274,11 +281,29 @@ def arguments() -> argparse.ArgumentParser:
         "--roles", nargs="+", choices=("C", "C*", "S1", "S2"),
         help="roles: attack only these roles' views (default: every one)",
     )  # fmt: skip
-    parser.add_argument(
-        "--clear", action="store_true",
-        help="roles: the circuit's outputs computed in the clear (matcher/core/twoclear.py, "
-        "as privacy-check runs it: the same views, tests/test_twoclear.py), not its rounds",
-    )  # fmt: skip
+    for flag, text in (
+        (
+            "--clear",
+            "the circuit's outputs computed in the clear (matcher/core/twoclear.py, as "
+            "privacy-check runs it: the same views, tests/test_twoclear.py), not its rounds",
+        ),
+        (
+            "--clk-baseline",
+            "also the graph-matching attack on A's CLKs as a CLK project uploads "
+            "them (the baseline), the same secret and --known",
+        ),
+        (
+            "--two-members",
+            "a project of A and B alone, no third member (C: no extras, no reach "
+            "pairs; S1's join of two members' keys)",
+        ),
+        (
+            "--clk-tags",
+            "what the CLK of each pair in C's view says of A's records (no attack "
+            "reads it: its entropy, information and a claim within its class)",
+        ),
+    ):
+        parser.add_argument(flag, action="store_true", help=f"roles: {text}")
     return parser
 
 

@@ -5,6 +5,7 @@
         [--known 0 50] [--exhaustive-pairs 16000000] [--check-path 20] [--fixed-keys]
         [--repeats 1 [--retype]] [--uploads 1 [--churn 0.05] [--by-row]]
         [--count-measure [--count-partners 1]] [--s1-stream [--watches [--watch-keys]]]
+        [--clk-baseline]
 
 A two-server query's records were always blocked against each partner's current upload
 (docs/realtime.md "Queries in a two-server project"), and still are against an upload over
@@ -49,7 +50,9 @@ partner, as queries (`MatcherClient.watch`'s `band_keys` default; `--watch-keys`
 as before)) are the views beyond one
 stream (benchmarks/twoserver_querymodes.py); `--fixed-keys`: the project's secret and the
 attacker's key from `--seed` (`twocheck.seeded_keys`), so that a mode's run and its baseline
-(`--repeats 1`, `--uploads 1`) differ only in the mode.
+(`--repeats 1`, `--uploads 1`) differ only in the mode. `--clk-baseline` (with `--s1-stream`):
+then the graph-matching attack on the queried records' CLKs as a CLK project uploads them
+(benchmarks/clk_baseline.py), the same secret and known pairs: the baseline in the same run.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import clk_baseline
 from benchmarks import twoserver_querymodes as modes
 from benchmarks.graph_attack import with_fallback
 from benchmarks.twoserver_people import generator_three
@@ -146,6 +150,9 @@ def arguments() -> argparse.ArgumentParser:
                         help="with --watches: each opened with its band keys whatever the "
                         "partner's size (MatcherClient.watch's band_keys=True; before 2026-12-05 "
                         "every watch)")  # fmt: skip
+    parser.add_argument("--clk-baseline", action="store_true",
+                        help="with --s1-stream: also the graph-matching attack on the queried "
+                        "records' CLKs as a CLK project uploads them (the baseline)")  # fmt: skip
     parser.add_argument("--count-partners", type=int, default=1, metavar="P",
                         help="with --count-measure: the partner's records as P partners' "
                         "uploads, C told each one's count")  # fmt: skip
@@ -366,6 +373,9 @@ def s1_stream_run(args: argparse.Namespace, schema: Any, secret: bytes, attacker
         print(f"  S1 {r.attack:<22} {r.record_share:>7.2%}  ({r.records_reidentified} of "
               f"{r.records}; {r.claims or 0} claims)")  # fmt: skip
     print(f"{time.process_time() - t0:.0f} CPU s", flush=True)
+    if args.clk_baseline:
+        clk_baseline.report(schema, (q_rows, q_people), (u_rows, u_people), secret, args.known,
+                            attacker)  # fmt: skip
     return 0
 
 
@@ -385,6 +395,8 @@ def main() -> int:
         raise SystemExit("--repeats and --uploads: 1 or more; --churn: 0 to 1")
     if args.watches and not args.s1_stream:
         raise SystemExit("--watches: with --s1-stream")
+    if args.clk_baseline and not args.s1_stream:
+        raise SystemExit("--clk-baseline: with --s1-stream")
     if args.watch_keys and not args.watches:
         raise SystemExit("--watch-keys: with --watches")
     shipped = load_schema(ROOT / "schemas" / "person-uk.json")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks import clk_baseline, clk_tags
 from blindmatch.client.encoding import sharing
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
     source = f"{args.population} ({args.records} people, seed {args.seed})"
     secret = secrets.token_bytes(32)
     seen: dict[str, tuple[Any, float]] = {}
+    lacking: dict[str, tuple[Any, Any]] = {}
 
     def views(uploads: Any, threshold: float, rule: Any, label: str, dummies: float) -> Any:
         t0 = time.process_time()
@@ -90,6 +92,7 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
             clear=args.clear,
         )
         seen[label] = (got, time.process_time() - t0)
+        lacking[label] = (uploads[0].s1.lacking, uploads[1].s1.lacking)
         pairs, counts = got["S2"]
         if args.s2_top and len(counts) > args.s2_top:
             top = np.argsort(-counts, kind="stable")[: args.s2_top]
@@ -104,8 +107,14 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
     t_check = time.process_time()
     report = check_members(loaded, shipped, secret,
                            lambda u, t, r: views(u, t, r, label, args.dummies), source=source,
-                           known=args.known, roles=args.roles)  # fmt: skip
+                           known=args.known, roles=args.roles,
+                           third=not args.two_members)  # fmt: skip
     print(report.render())
+    if args.clk_tags and lacking[label][0] is not None:  # what C's CLK of each pair tells
+        own = upload_views(shipped, loaded[2][0], secrets.token_bytes(32), NONE)
+        clk_tags.report(seen[label][0]["C"][0], *lacking[label], loaded[0][1], own, loaded[2][1])
+    if args.clk_baseline:  # the same records' CLKs in a CLK project, attacked
+        clk_baseline.report(shipped, loaded[0], loaded[2], secret, args.known)
     if args.pad_to:
         decoy_report(seen[label], loaded, time.process_time() - t_check)
         for share in args.keep:
