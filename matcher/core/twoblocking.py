@@ -48,6 +48,7 @@ BAND_STEP = 64  # bands S1 collides in one sort (memory: rows x this many keys a
 # share of b's keys in a band range (`matched_keys`: a query's few records).
 LOOKUP_SHARE = 1 / 16
 JOIN_PAIRS = 1 << 18  # pairs of tokens a join makes at a time (`join`; ~20 MB of arrays)
+OPENED_PAIRS = 1 << 20  # pairs S2's `expand` holds opened before it makes them distinct
 
 
 @dataclass(frozen=True)
@@ -467,22 +468,27 @@ def expand(
     every pair of members and CLK listed, with pairs or none), the pairs sharing a key in at
     least one band, once, in row order; ValueError for a token that does not open.
     `fallback_split` then applies the fallback's rule (whoever holds which records lack its
-    fields: S1)."""
+    fields: S1). Each part's pairs made distinct again once those added since reach those
+    kept (and OPENED_PAIRS): S2 holds about 8 bytes a distinct pair, not one a band shared."""
     got: dict[tuple[int, int, int], list[npt.NDArray[np.uint64]]] = {}
     members = len(records)
     for x in range(members):
         for y in range(x + 1, members):
             for clk in range(clks):
-                got[x, y, clk] = [np.empty(0, dtype=np.uint64)]
+                got[x, y, clk] = [np.empty(0, dtype=np.uint64)]  # the distinct, then added
     for m in matched:
         x, y = m.member_a, m.member_b
         if (x, y, m.clk) not in got:
             raise ValueError(f"member_a/member_b/clk: {x}, {y}, {m.clk} not of the run")
-        got[x, y, m.clk].append(expanded_pairs(m, (seal_keys[x], seal_keys[y]),
-                                               (records[x], records[y])))  # fmt: skip
+        parts = got[x, y, m.clk]
+        parts.append(expanded_pairs(m, (seal_keys[x], seal_keys[y]), (records[x], records[y])))
+        if sum(map(len, parts[1:])) >= max(len(parts[0]), OPENED_PAIRS):
+            codes, parts[:] = np.concatenate(parts), []  # (let go before the copy kept)
+            parts.append(distinct_codes(codes))
+            del codes
     out = []
-    for (x, y, clk), parts in sorted(got.items()):
-        codes = distinct_codes(np.concatenate(parts))
+    for x, y, clk in sorted(got):  # each let go once made distinct
+        codes = distinct_codes(np.concatenate(got.pop((x, y, clk))))
         rows_a = (codes >> np.uint64(32)).astype(np.uint32)
         rows_b = (codes & np.uint64(0xFFFFFFFF)).astype(np.uint32)
         out.append(PairBatch(x, y, clk, rows_a, rows_b))

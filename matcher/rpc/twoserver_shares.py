@@ -96,31 +96,10 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         members, held = self.run_held(first.run)
         if first.run.fallback and any(len(h.bits) != 2 for h in held):
             raise errors.InvalidArgument("run.fallback: an upload without a fallback CLK")
-        matched = []
-        for n, m in enumerate(request, start=1):
-            where = f"message {n}"
-            if m.HasField("run"):
-                raise errors.InvalidArgument(f"run ({where}): the first message's only")
-            if not m.member_a < m.member_b < len(members):
-                raise errors.InvalidArgument(
-                    f"member_a/member_b ({where}): {m.member_a} and {m.member_b}; two of the "
-                    f"run's {len(members)}, the first lower"
-                )
-            if m.clk >= len(held[0].bits):
-                raise errors.InvalidArgument(f"clk ({where}): {m.clk} of {len(held[0].bits)}")
-            if len(m.tokens_a) % TOKEN_BYTES or len(m.tokens_a) != len(m.tokens_b):
-                raise errors.InvalidArgument(
-                    f"tokens_a/tokens_b ({where}): {len(m.tokens_a)} and {len(m.tokens_b)} "
-                    f"bytes; as many, {TOKEN_BYTES} a token"
-                )
-            matched.append(Matched(
-                m.member_a, m.member_b, m.clk,
-                np.frombuffer(m.tokens_a, np.uint8).reshape(-1, TOKEN_BYTES),
-                np.frombuffer(m.tokens_b, np.uint8).reshape(-1, TOKEN_BYTES),
-            ))  # fmt: skip
         s2 = ShareServer([h.shares for h in held], b"", seal_keys=[h.seal_key for h in held])
-        try:
-            expanded = s2.expand(matched, 2 if first.run.fallback else 1)
+        try:  # each message checked and its tokens opened as it comes, then let go
+            expanded = s2.expand(_checked(request, len(members), len(held[0].bits)),
+                                 2 if first.run.fallback else 1)  # fmt: skip
         except ValueError as exc:
             raise errors.InvalidArgument(str(exc)) from None
         self.log("s1", "twoserver.expand", members=members,
@@ -306,6 +285,35 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         self, request: Iterator[pb.BlockMessage], context: Any
     ) -> Iterator[pb.BlockMessage]:
         yield from s2_exchange(self, request)
+
+
+def _checked(request: Iterator[pb.SealedMatches], members: int, clks: int) -> Iterator[Matched]:
+    """Expand's messages after the run's, each checked and yielded as it comes: S2 opens its
+    tokens (core/twoblocking.py `expand`) before it reads the next, so it holds 8 bytes a
+    pair of rows opened, not every message's 32 bytes a pair of tokens to the stream's end
+    (docs/performance.md "S2's Expand opens each message as it comes (2026-12-06)")."""
+    for n, m in enumerate(request, start=1):
+        where = f"message {n}"
+        if m.HasField("run"):
+            raise errors.InvalidArgument(f"run ({where}): the first message's only")
+        if not m.member_a < m.member_b < members:
+            raise errors.InvalidArgument(
+                f"member_a/member_b ({where}): {m.member_a} and {m.member_b}; two of the "
+                f"run's {members}, the first lower"
+            )
+        if m.clk >= clks:
+            raise errors.InvalidArgument(f"clk ({where}): {m.clk} of {clks}")
+        if len(m.tokens_a) % TOKEN_BYTES or len(m.tokens_a) != len(m.tokens_b):
+            raise errors.InvalidArgument(
+                f"tokens_a/tokens_b ({where}): {len(m.tokens_a)} and {len(m.tokens_b)} "
+                f"bytes; as many, {TOKEN_BYTES} a token"
+            )
+        yield Matched(
+            m.member_a, m.member_b, m.clk,
+            np.frombuffer(m.tokens_a, np.uint8).reshape(-1, TOKEN_BYTES),
+            np.frombuffer(m.tokens_b, np.uint8).reshape(-1, TOKEN_BYTES),
+        )  # fmt: skip
+        del m
 
 
 __all__ = ["MAX_PENDING", "STALE_SECONDS", "SharesService"]
