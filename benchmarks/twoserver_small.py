@@ -46,6 +46,7 @@ the CPU seconds are this process's.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import secrets
 import sys
 import time
@@ -155,7 +156,7 @@ def compare_paths(uploads: list[sharing.SharedUpload], rule: Rule, whole: tuple[
     bits = [8 * int(x.shape[1]) for x in uploads[0].s1.shares]
     got: dict[tuple[str, str], dict[str, list[float]]] = {}
     links: dict[tuple[str, str], Links] = {}
-    shipped = linkbit.BATCH, linkbit.BLOCK_BATCH
+    shipped = linkbit.BATCH, getattr(linkbit, "BLOCK_BATCH", linkbit.BATCH)  # (older code)
     ways = [("blocks", n) for n in sorted(batches)] or [("blocks", 0), ("pairs", 0)]
     try:
         for _ in range(repeat):
@@ -195,7 +196,7 @@ def compare_paths(uploads: list[sharing.SharedUpload], rule: Rule, whole: tuple[
         roles = f", S1+S2 CPU {np.median(out['S1+S2']):.2f} s" if "S1+S2" in out else ""
         print(f"  {where:10s} by {path:6s}: wall p50 {np.median(out['wall']):.2f} s, CPU p50 "
               f"{np.median(out['cpu']):.2f} s (all parties){roles}; "
-              f"{len(links[where, path]):,} links")  # fmt: skip
+              f"{len(links[where, path]):,} links ({_digest(links[where, path])})")  # fmt: skip
     if len(batches) > 1:
         _per_batch(got, sorted(batches), sum(records[:1]) * records[1])
     want = next(iter(links.values()))
@@ -203,6 +204,16 @@ def compare_paths(uploads: list[sharing.SharedUpload], rule: Rule, whole: tuple[
                for got_ in links.values())  # fmt: skip
     print(f"  the same links and buckets every way: {'yes' if same else 'NO'}")
     return same
+
+
+def _digest(links: Links) -> str:
+    """The links' and buckets' SHA-256 (first 12 hex digits), each pair once, sorted: runs
+    with the same links print the same."""
+    forward = links.dset < links.partner
+    cols = (links.dset, links.row, links.partner, links.partner_row, links.score)
+    rows = np.stack([np.asarray(c, dtype=np.float64)[forward] for c in cols], axis=1)
+    rows = rows[np.lexsort(rows.T[::-1])]
+    return hashlib.sha256(rows.tobytes()).hexdigest()[:12]
 
 
 def _per_batch(got: dict[tuple[str, str], dict[str, list[float]]], sizes: list[int],
