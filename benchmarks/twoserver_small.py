@@ -3,7 +3,8 @@
 
     .venv/bin/python benchmarks/twoserver_small.py [--records 1000 2000 3000]
         [--population households|messy] [--seed 1] [--partner-records M]
-        [--exhaustive-pairs N --small-member-pairs N2] [--by-pairs] [--paths [--repeat R]]
+        [--exhaustive-pairs N --small-member-pairs N2] [--by-pairs] [--paths [--repeat R]
+        [--batches PAIRS ...]]
         [--schema schemas/person-uk.json]
 
 For each `--records` N: the `--population`'s first N people as members A and B (its first
@@ -24,6 +25,10 @@ boolean circuit a pair as before (`InProcess.dense` off), for the side-by-side. 
 (core/partpath.py `PATH`), alternately R times, in process and over gRPC
 (S1 and S2 `create_role` servers in this process on loopback, C's `RemoteServers`; CPU
 there is the whole process's: all three parties); the links must be the same every way.
+`--paths --batches 4096 16384`: only the unblocked run by blocks over gRPC, once with each
+as linkbit.BATCH (C's batches and the roles' limit), and a line fitted through the runs'
+batch counts and CPU (and wall) p50: a batch's own cost (its rounds, the pair budget's
+commit, its kept inputs) beside the rest's, and the batches' share at each size.
 
 Printed per run: the pairs through the circuit, CPU seconds by role (S1: join or the cross
 product, and its side of the circuit; S2: expansion and its side; C: dealing, revealing,
@@ -41,6 +46,7 @@ the CPU seconds are this process's.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import secrets
 import sys
 import time
@@ -89,6 +95,9 @@ def arguments() -> argparse.ArgumentParser:
                         help="only the unblocked run, each part forced by blocks then by "
                         "pairs (core/partpath.py), in process and over gRPC")  # fmt: skip
     parser.add_argument("--repeat", type=int, default=1, help="--paths: runs of each path")
+    parser.add_argument("--batches", type=int, nargs="+", default=[], metavar="PAIRS",
+                        help="--paths: the unblocked run by blocks over gRPC alone, once a "
+                        "batch size (linkbit.BATCH, C's and the roles' limit)")  # fmt: skip
     parser.add_argument("--schema", type=Path, default=ROOT / "schemas" / "person-uk.json",
                         help="e.g. schemas/person-uk-no-rule.json (no margin)")  # fmt: skip
     return parser
@@ -131,9 +140,11 @@ def one_run(uploads: list[sharing.SharedUpload], rule: Rule, cap: int, small: in
 
 
 def compare_paths(uploads: list[sharing.SharedUpload], rule: Rule, whole: tuple[int, int],
-                  repeat: int) -> bool:  # fmt: skip
+                  repeat: int, batches: list[int]) -> bool:  # fmt: skip
     """The unblocked run with every part by blocks, then by pairs, `repeat` times, in this
-    process and over gRPC: wall and CPU p50 of each, and whether all found the same links."""
+    process and over gRPC: wall and CPU p50 of each, and whether all found the same links.
+    `batches`: over gRPC by blocks alone, once with each as linkbit.BATCH (C's batches and
+    the roles' limit), the smallest first."""
     wire_rule = (rule.gap, rule.offset, rule.reach) if rule.active else None
     key, member_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     s2 = create_role("s2", "127.0.0.1:0", key, member_key)
@@ -145,17 +156,23 @@ def compare_paths(uploads: list[sharing.SharedUpload], rule: Rule, whole: tuple[
     bits = [8 * int(x.shape[1]) for x in uploads[0].s1.shares]
     got: dict[tuple[str, str], dict[str, list[float]]] = {}
     links: dict[tuple[str, str], Links] = {}
+    shipped = linkbit.BATCH, getattr(linkbit, "BLOCK_BATCH", linkbit.BATCH)  # (older code)
+    ways = [("blocks", n) for n in sorted(batches)] or [("blocks", 0), ("pairs", 0)]
     try:
         for _ in range(repeat):
-            for path in ("blocks", "pairs"):
+            for path, size in ways:
                 partpath.PATH = path
-                c0 = time.process_time()
-                run = one_run(uploads, rule, *whole)
-                out = got.setdefault(("in process", path), {"wall": [], "cpu": [], "S1+S2": []})
-                out["wall"].append(run.wall)
-                out["cpu"].append(time.process_time() - c0)
-                out["S1+S2"].append(run.roles["S1"] + run.roles["S2"])
-                links["in process", path] = run.result.links
+                linkbit.BATCH, linkbit.BLOCK_BATCH = (size, size) if size else shipped
+                label = f"blocks, {size:,} a batch" if size else path
+                if not size:
+                    c0 = time.process_time()
+                    run = one_run(uploads, rule, *whole)
+                    out = got.setdefault(("in process", label),
+                                         {"wall": [], "cpu": [], "S1+S2": []})  # fmt: skip
+                    out["wall"].append(run.wall)
+                    out["cpu"].append(time.process_time() - c0)
+                    out["S1+S2"].append(run.roles["S1"] + run.roles["S2"])
+                    links["in process", label] = run.result.links
                 for name, up in zip(names, uploads, strict=True):  # a fresh pair budget
                     for role, address in zip(("s1", "s2"), at, strict=True):
                         with RoleClient(role, address, member_key) as rc:
@@ -167,23 +184,51 @@ def compare_paths(uploads: list[sharing.SharedUpload], rule: Rule, whole: tuple[
                     result = drive(servers, combiner)
                 finally:
                     servers.close()
-                out = got.setdefault(("over gRPC", path), {"wall": [], "cpu": []})
+                out = got.setdefault(("over gRPC", label), {"wall": [], "cpu": []})
                 out["wall"].append(time.perf_counter() - w0)
                 out["cpu"].append(time.process_time() - c0)
-                links["over gRPC", path] = result.links
+                links["over gRPC", label] = result.links
     finally:
+        linkbit.BATCH, linkbit.BLOCK_BATCH = shipped
         s1.stop(grace=None)
         s2.stop(grace=None)
     for (where, path), out in got.items():
         roles = f", S1+S2 CPU {np.median(out['S1+S2']):.2f} s" if "S1+S2" in out else ""
         print(f"  {where:10s} by {path:6s}: wall p50 {np.median(out['wall']):.2f} s, CPU p50 "
               f"{np.median(out['cpu']):.2f} s (all parties){roles}; "
-              f"{len(links[where, path]):,} links")  # fmt: skip
-    want = links["in process", "blocks"]
+              f"{len(links[where, path]):,} links ({_digest(links[where, path])})")  # fmt: skip
+    if len(batches) > 1:
+        _per_batch(got, sorted(batches), sum(records[:1]) * records[1])
+    want = next(iter(links.values()))
     same = all(differing(got_, want) == 0 and np.array_equal(got_.score, want.score)
                for got_ in links.values())  # fmt: skip
     print(f"  the same links and buckets every way: {'yes' if same else 'NO'}")
     return same
+
+
+def _digest(links: Links) -> str:
+    """The links' and buckets' SHA-256 (first 12 hex digits), each pair once, sorted: runs
+    with the same links print the same."""
+    forward = links.dset < links.partner
+    cols = (links.dset, links.row, links.partner, links.partner_row, links.score)
+    rows = np.stack([np.asarray(c, dtype=np.float64)[forward] for c in cols], axis=1)
+    rows = rows[np.lexsort(rows.T[::-1])]
+    return hashlib.sha256(rows.tobytes()).hexdigest()[:12]
+
+
+def _per_batch(got: dict[tuple[str, str], dict[str, list[float]]], sizes: list[int],
+               pairs: int) -> None:  # fmt: skip
+    """A line fitted through (batches, CPU p50) and (batches, wall p50): the cost a batch
+    beside the cost of the rest, and the batch's share at each size."""
+    count = np.array([-(-pairs // n) for n in sizes], dtype=float)
+    for what in ("cpu", "wall"):
+        y = np.array([np.median(got["over gRPC", f"blocks, {n:,} a batch"][what])
+                      for n in sizes])  # fmt: skip
+        slope, rest = np.polyfit(count, y, 1)
+        shares = ", ".join(f"{n:,}: {k:.0f} batches, {100 * slope * k / v:.0f}%"
+                           for n, k, v in zip(sizes, count, y, strict=True))  # fmt: skip
+        print(f"  {what} a batch {1e3 * slope:.1f} ms, the rest {rest:.1f} s; "
+              f"the batches' share at {shares}")  # fmt: skip
 
 
 def _lacking(upload: sharing.SharedUpload) -> npt.NDArray[np.bool_]:
@@ -245,7 +290,7 @@ def main() -> int:
               f"{oracle_cpu:.1f} s CPU")  # fmt: skip
         whole = (args.exhaustive_pairs or n * m, args.small_member_pairs)
         if args.paths:
-            if not compare_paths(uploads, rule, whole, args.repeat):
+            if not compare_paths(uploads, rule, whole, args.repeat, args.batches):
                 return 1
             continue
         runs = [("blocked", (0, 0), True), ("no blocking", whole, True)]

@@ -962,6 +962,18 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "rows_a/rows_b: none in a batch of S1's proposal (S1 holds its pairs)"),
     ("evaluate-part-no-count", lambda c: c.s1.Evaluate(after_propose(c, count=0), metadata=c.key),
      "INVALID_ARGUMENT", "count: 0; 1 to 16384"),
+    # A batch's most pairs (marginbatch): 16,384 by pairs, 65,536 on a part's blocks (what
+    # PrepareBlocks' `largest_batch` tells C), each role its own limit.
+    ("evaluate-part-over-batch", lambda c: c.s1.Evaluate(after_propose(c, count=16385),
+                                                         metadata=c.key),
+     "INVALID_ARGUMENT", "count: 16385; 1 to 16384"),
+    ("evaluate-blocks-over-batch", lambda c: c.s1.Evaluate(after_propose(
+        c, count=65537, blocks="bk", margin=True), metadata=c.key),
+     "INVALID_ARGUMENT", "count: 65537; 1 to 65536"),
+    ("prepare-blocks-over-batch", lambda c: c.s2.Prepare(circuit_batch(
+        c, 1, proposed=True, part=0, offset=0, count=65537, rows_a=b"", rows_b=b"",
+        blocks="bk"), metadata=c.key),
+     "INVALID_ARGUMENT", "count: 65537; 1 to 65536"),
     ("evaluate-other-cutoffs", lambda c: c.s1.Evaluate(after_propose(c, cutoffs=[0.9]),
                                                        metadata=c.key),
      "PERMISSION_DENIED", "cutoffs: [0.9], but the run's are [0.8] (fixed when S1 proposed)"),

@@ -30,6 +30,7 @@ from blindmatch.matcher.core import (
 )
 from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.rpc.twoserver_blocks import largest_batch
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_margin import margin_batch
 from blindmatch.matcher.rpc.twoserver_service import RunningRole
@@ -310,3 +311,45 @@ def test_the_combiner_holds_one_blocks_deal_at_a_time_over_grpc(
     assert len(got.links) > 20
     blocks = sum(len(p.blocks) for p in got.proposed)
     assert blocks > 2 * len(got.proposed) and made[0] == blocks and most[0] == 0
+
+
+@pytest.mark.server
+def test_batches_on_blocks_as_large_as_both_servers_take_give_the_same_links(
+    roles: dict[str, RunningRole],  # noqa: F811
+    uploads: Uploads,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batches of 2,048 pairs by pairs, and on a part's blocks as many as S1's and S2's
+    `PrepareBlocks` replies allow (`largest_batch`, 8,192 here; by the margin and by
+    gmwsum's circuit): the links and buckets of the run whose every batch has 2,048, in
+    fewer batches (on the old code every batch had at most linkbit.BATCH pairs)."""
+    sizes: list[int] = []
+    honest = RemoteServers.evaluate_part
+
+    def counted(self: RemoteServers, index: int, offset: int, count: int, *rest: Any
+                ) -> tuple[bytes, bytes]:  # fmt: skip
+        sizes.append(count)
+        return honest(self, index, offset, count, *rest)
+
+    monkeypatch.setattr(RemoteServers, "evaluate_part", counted)
+    monkeypatch.setattr(linkbit, "BATCH", 2048)
+    monkeypatch.setattr(linkbit, "BLOCK_BATCH", 2048, raising=False)
+    want = _over_grpc(roles, uploads, margin=True)
+    small, sizes[:] = list(sizes), []
+    monkeypatch.setattr(linkbit, "BLOCK_BATCH", 8192, raising=False)
+    got = _over_grpc(roles, uploads, margin=True)
+    parts = [p.pairs for p in got.proposed]
+    assert all(p.blocks for p in got.proposed) and max(parts) > 8192
+    assert small == [min(2048, n - k) for n in parts for k in range(0, n, 2048)]
+    assert sizes == [min(8192, n - k) for n in parts for k in range(0, n, 8192)]
+    assert len(want.links) > 20 and got.comparisons == want.comparisons == 23_400
+    assert_same_links(got.links, want.links)
+
+
+def test_a_role_leaving_largest_batch_unset_keeps_a_parts_batches_at_16384() -> None:
+    """C takes the least of its own limit and S1's and S2's `largest_batch`, a role older
+    than the field (unset, 0) counting as linkbit.BATCH, the limit it enforces."""
+    assert linkbit.BATCH == 16_384 and linkbit.BLOCK_BATCH == 65_536
+    assert largest_batch(0, 0) == largest_batch(65_536, 0) == largest_batch(0, 65_536) == 16_384
+    assert largest_batch(65_536, 32_768) == 32_768
+    assert largest_batch(65_536, 65_536) == largest_batch(1 << 20, 1 << 20) == 65_536

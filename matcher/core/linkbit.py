@@ -74,6 +74,7 @@ from blindmatch.matcher.core.kernelrule import rule as rule
 Words = npt.NDArray[np.uint64]
 SEED_BYTES = 32
 BATCH = 1 << 14  # pairs a circuit evaluation (memory: ~8 kB a pair a party at 1,024 bits)
+BLOCK_BATCH = 1 << 16  # on a part's blocks' H shares, as both servers allow (docs/protocol.md)
 ALL_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 

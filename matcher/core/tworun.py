@@ -226,15 +226,20 @@ def proposed_links(
     transcript: linkbit.Transcript,
     seconds: dict[str, float],
 ) -> Candidates:
-    """The links among part `index` of S1's proposal, in circuits of linkbit.BATCH pairs: C
+    """The links among part `index` of S1's proposal, in circuits of linkbit.BATCH pairs (on
+    its blocks, as many as `servers.batch_pairs` says, where it has it): C
     deals for a number of pairs it cannot name, and learns each pair's link bit, its bucket
     and, where it links, its rows (gated by the link bit in the circuit's output)."""
     found: list[Candidates] = []
     clock = {"S1": 0.0, "S2": 0.0, "C": 0.0}
     n_bits = servers.bits(part.clk)
     dense = _dense(servers, combiner, index, part, transcript, clock)
-    for offset in range(0, part.pairs, linkbit.BATCH):
-        count = min(linkbit.BATCH, part.pairs - offset)
+    # On its blocks' H shares larger batches where both servers take them (rpc/twoserver_
+    # blocks.py `largest_batch`): fewer batches' rounds, budget commits and kept inputs.
+    larger = getattr(servers, "batch_pairs", None)
+    most = larger(index) if dense is not None and larger is not None else linkbit.BATCH
+    for offset in range(0, part.pairs, most):
+        count = min(most, part.pairs - offset)
         t0 = time.process_time()
         dealt: linkbit.Deal
         if isinstance(dense, Plan):  # the margin's deal: both circuits, the arithmetic

@@ -186,7 +186,8 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
     kept.side, kept.run = built.done, run
     role.log("combiner", "twoserver.blocks", members=members, run=run, part=m.part,
              blocks=[list(s) for s in sizes], pairs=sum(a * b for a, b in sizes))  # fmt: skip
-    return pb.BlocksReply(round_bytes_sent=sent, round_bytes_received=received)
+    return pb.BlocksReply(round_bytes_sent=sent, round_bytes_received=received,
+                          largest_batch=linkbit.BLOCK_BATCH)  # fmt: skip
 
 
 def _exchange(s2: ShareExchange, first: pb.BlockMessage,
@@ -276,7 +277,7 @@ def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
     del setup
     setups(first, blocks, 1, whole, pops)
     role.dense.put(first, whole)
-    return pb.PrepareReply()
+    return pb.PrepareReply(largest_batch=linkbit.BLOCK_BATCH)
 
 
 def _rows(first: pb.BlockMessage, m: pb.BlockDeal) -> list[tuple[np.ndarray, np.ndarray]]:

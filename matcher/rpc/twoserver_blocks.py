@@ -248,13 +248,14 @@ def prepare_blocks(
     transcript: linkbit.Transcript,
     pops: Sequence[ring64.Deal] = (),
     clock: dict[str, float] | None = None,
-) -> str:
+) -> tuple[str, int]:
     """C: part `index`'s blocks dealt to S2 (a stream) then S1, which converts and checks
     them with S2 (with `pops`, each block's records' popcounts' daBits after its deal: the
     margin's, `BlockDeal.margin`); the blocks' id, for the part's batches. Each block's deal
     is read from `deals` (and `pops`) as its turn in the stream comes and let go once sent
     (core/densearith.py `Lazy`: C holds one block's at a time, its CPU into `clock`'s "C");
-    bytes counted in `transcript`."""
+    bytes counted in `transcript`. With the id, the most pairs a batch on them may have
+    (`largest_batch`)."""
     p = remote._parts[index]
     m = pb.BlockDeal(
         blocks=secrets.token_hex(12), member_a=remote.members[p.member_a],
@@ -285,8 +286,8 @@ def prepare_blocks(
                 yield pb.BlockDeal(setup=data)
             del d, two
 
-    call_party(remote.names[1], remote._s2.PrepareBlocks, s2_parts(),
-               metadata=remote._metadata, timeout=CALL_SECONDS)  # fmt: skip
+    at_s2 = call_party(remote.names[1], remote._s2.PrepareBlocks, s2_parts(),
+                       metadata=remote._metadata, timeout=CALL_SECONDS)  # fmt: skip
     to_s1_m = pb.BlockDeal()
     to_s1_m.CopyFrom(m)
     to_s1_m.setup = bytes(to_s1)
@@ -296,7 +297,13 @@ def prepare_blocks(
     transcript.count("C", "S1", to_s1_m.ByteSize())
     transcript.count("S1", "S2", reply.round_bytes_sent)
     transcript.count("S2", "S1", reply.round_bytes_received)
-    return m.blocks
+    return m.blocks, largest_batch(reply.largest_batch, at_s2.largest_batch)
+
+
+def largest_batch(*said: int) -> int:
+    """The most pairs C puts in a batch on a part's blocks: the least of its own limit and
+    what S1 and S2 said (`largest_batch`, unset by a role older than it: linkbit.BATCH)."""
+    return min(linkbit.BLOCK_BATCH, *(n or linkbit.BATCH for n in said))
 
 
 __all__ = [
@@ -307,5 +314,6 @@ __all__ = [
     "HeldBlocks",
     "from_kept",
     "kept_parts",
+    "largest_batch",
     "prepare_blocks",
 ]

@@ -74,6 +74,7 @@ class RemoteServers:
         self._query = any(QUERY_MARK in m for m in self.members)  # a query's: nothing kept
         # Unblocked parts by blocks (False: by pairs; `margin`: the rule's by its margin)
         self.dense, self.margin, self._blocks = True, True, dict[int, str]()  # S1's, S2's by id
+        self._batch_pairs: dict[int, int] = {}  # a part's batches on its blocks (`batch_pairs`)
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
         """Journal each batch of the proposal with `watch`; S1 leaves out `resume_pairs`'."""
@@ -118,7 +119,7 @@ class RemoteServers:
         self._parts = [Proposed(p.member_a, p.member_b, p.clk, p.pairs,
                                 tuple(zip(p.block_rows_a, p.block_rows_b, strict=True))
                                 if self.dense else ()) for p in parts]  # fmt: skip
-        self._blocks = {}
+        self._blocks, self._batch_pairs = {}, {}
         for p in self._parts:
             if not (p.member_a < p.member_b < len(self.members)) or p.clk >= len(self._bits):
                 raise errors.DataLoss(f"{self.names[0]} proposed a part of no such members/CLK")
@@ -225,7 +226,14 @@ class RemoteServers:
         """Part `index`'s blocks dealt, converted and checked (rpc/twoserver_blocks.py)."""
         from blindmatch.matcher.rpc.twoserver_blocks import prepare_blocks
 
-        self._blocks[index] = prepare_blocks(self, index, deals, transcript, pops, clock)
+        self._blocks[index], self._batch_pairs[index] = prepare_blocks(
+            self, index, deals, transcript, pops, clock
+        )
+
+    def batch_pairs(self, index: int) -> int:
+        """The most pairs a batch of part `index` may have (larger on its blocks where S1
+        and S2 both take it: rpc/twoserver_blocks.py `largest_batch`)."""
+        return self._batch_pairs.get(index, linkbit.BATCH)
 
     def evaluate_part(
         self,

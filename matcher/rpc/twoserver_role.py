@@ -382,9 +382,9 @@ class _Role:
                 raise errors.InvalidArgument(
                     "rows_a/rows_b: none in a batch of S1's proposal (S1 holds its pairs)"
                 )
-            count = m.count
-            if not 0 < count <= linkbit.BATCH:
-                raise errors.InvalidArgument(f"count: {count}; 1 to {linkbit.BATCH}")
+            count, most = m.count, linkbit.BLOCK_BATCH if m.blocks else linkbit.BATCH
+            if not 0 < count <= most:
+                raise errors.InvalidArgument(f"count: {count}; 1 to {most}")
         else:
             rows_a, rows_b = to_rows(m.rows_a, "rows_a"), to_rows(m.rows_b, "rows_b")
             if len(rows_a) != len(rows_b) or not 0 < len(rows_a) <= linkbit.BATCH:
