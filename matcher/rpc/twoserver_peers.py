@@ -89,18 +89,13 @@ def connected(channel: grpc.Channel, who: str, seconds: float = CONNECT_SECONDS)
     every time, did), and fail on its thread."""
     states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
     deadline = time.monotonic() + seconds
-    channel.subscribe(states.put, try_to_connect=False)
-    try:
-        if _ready(states, deadline, first=True):
-            return
-    finally:
-        channel.unsubscribe(states.put)
-    channel.subscribe(states.put, try_to_connect=True)
-    try:
-        if _ready(states, deadline, first=False):
-            return
-    finally:
-        channel.unsubscribe(states.put)
+    for first in (True, False):  # as it is; then, not connected, asked to connect
+        channel.subscribe(states.put, try_to_connect=not first)
+        try:
+            if _ready(states, deadline, first=first):
+                return
+        finally:
+            channel.unsubscribe(states.put)
     error = errors.Unavailable(
         f"{who} is unreachable (UNAVAILABLE: no connection in {seconds:g} s)"
     )
