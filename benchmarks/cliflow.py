@@ -119,12 +119,15 @@ def lookup_server(
 
 @contextmanager
 def _started(argv: list[str], admin: str, cpus: set[int] | None) -> Iterator[Served]:
+    env = {**os.environ, "BLINDMATCH_ADMIN_TOKEN": admin}
+    if cpus is not None:  # placed within `cpus` (a request CPU named outside them is refused)
+        env.pop("BLINDMATCH_REQUEST_CPU", None)
     proc = subprocess.Popen(
         argv,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": admin},
+        env=env,
         preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )
     assert proc.stderr is not None

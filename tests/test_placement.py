@@ -224,3 +224,16 @@ def test_a_forked_child_looks_up_without_the_pool(
     os.kill(pid, 9)
     os.waitpid(pid, 0)
     pytest.fail("the forked child's look-up hung (it waited for a pool it does not have)")
+
+
+def test_a_benchmark_serve_on_cpus_of_its_own_ignores_a_request_cpu_outside_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # benchmarks/realtime.py --matcher-cpus 0 under an environment naming another core (as
+    # the suite's second worker's does) places the matcher within the cores it was given.
+    everywhere = sorted(os.sched_getaffinity(0))
+    if len(everywhere) < 2:
+        pytest.skip("needs two CPUs")
+    monkeypatch.setenv(REQUEST_CPU_ENV, str(everywhere[-1]))
+    with serve(tmp_path / "data", cpus={everywhere[0]}) as served:
+        assert served.process.poll() is None
