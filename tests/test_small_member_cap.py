@@ -51,7 +51,26 @@ def test_a_query_sends_no_band_keys_against_an_upload_the_second_cap_unblocks() 
     query = ["p/north/t", "p/south@q/q"]
     assert not exhaustive.keys_needed(query, CAP, [20_000, 1], SMALL)
     assert exhaustive.keys_needed(query, CAP, [20_000, 1])  # without it: blocked, keys asked
-    assert exhaustive.keys_needed(query, CAP, [64_001, 1], SMALL)
+    assert exhaustive.keys_needed(query, CAP, [64_001, 200], SMALL)
+
+
+def test_a_small_query_is_whole_against_an_upload_over_the_bound_within_its_own_pairs() -> None:
+    """Issue 18 (b): a query of few records is compared whole against an upload over
+    max(cap, small) / QUERY_STREAM records where its own records times the upload's are at
+    most QUERY_WHOLE_PAIRS, so it sends S1 no band keys; over that, still blocked."""
+    query = ["p/north/t", "p/south@q/q"]
+    most = exhaustive.QUERY_WHOLE_PAIRS
+    assert most > SMALL // exhaustive.QUERY_STREAM  # past the bound the caps give
+    for records in ([most, 1], [64_001, 1]):
+        got = exhaustive.run_cap(query, CAP, records, SMALL)
+        assert exhaustive.small_pairs(records, got) == {(0, 1)}, records
+        assert not exhaustive.keys_needed(query, CAP, records, SMALL), records
+    for records in ([most + 1, 1], [most, 2]):
+        assert exhaustive.run_cap(query, CAP, records, SMALL) == 0, records
+        assert exhaustive.keys_needed(query, CAP, records, SMALL), records
+    # Without the smaller-member cap, or with S1 blocking every pair, blocked as before.
+    assert exhaustive.keys_needed(query, CAP, [64_001, 1])
+    assert exhaustive.keys_needed(query, 0, [64_001, 1], SMALL)
 
 
 def test_in_process_the_second_cap_unblocks_the_small_members_pairs(

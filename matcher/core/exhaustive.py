@@ -14,7 +14,8 @@ no join, and C decides every pair the exhaustive CLK run compares: none missed b
 (with C's Dice oracle the links are that run's exactly; with link bits C solves by bucket).
 Above the cap the pair is blocked as before. A query's (or watch's) records are compared whole
 against a partner's upload of at most cap / `QUERY_STREAM` records (16,000 under the shipped
-cap) and blocked against a larger one (`run_cap`).
+cap) and blocked against a larger one (`run_cap`; with the smaller-member cap, a query of few
+records also up to `QUERY_WHOLE_PAIRS` / its records).
 
 The cap, 16 million pairs by default (4,000 x 4,000), is where the measured leak and the cost
 meet (docs/performance.md "Small pairs of members without blocking", docs/privacy.md "Two-
@@ -61,6 +62,15 @@ QUERY_STREAM = MAX_QUERY_RECORDS
 SMALL_MEMBER = 4_000
 SHIPPED_SMALL_PAIRS = 64_000_000
 DEFAULT_SMALL_PAIRS = SHIPPED_SMALL_PAIRS  # S1's (the test suite sets it to 0: conftest.py)
+# Besides, where the smaller-member cap is not 0, a query's or watch's run whose OWN records
+# times the partner's are at most this many pairs is compared whole whatever the partner's
+# size (`run_cap`): blocked, a stream of single-record queries against a partner over 64,000
+# records showed S1 their band keys, which re-identified 1.8-3.6% with 50 known pairs
+# (docs/privacy-design.md "The views issue 18 still listed as unmeasured, measured", (b)).
+# Sized by CPU, about 5 s a query: a one-record query whole against 16,000 records took
+# 0.97-1.69 s of CPU over the three roles, p50 (60-106 us a pair; docs/performance.md "A
+# one-record query whole against a larger partner"), so 80,000 pairs 4.8 s at the lower.
+QUERY_WHOLE_PAIRS = 80_000
 
 Ends = tuple[int, int]
 Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
@@ -100,12 +110,13 @@ def lowered_cap_warning(pairs: int, small: int = SHIPPED_SMALL_PAIRS) -> str | N
     if pairs >= SHIPPED_PAIRS and small >= SHIPPED_SMALL_PAIRS:
         return None
     wider = max(pairs, small)  # a member under SMALL_MEMBER records, and a query (`admits`)
+    few = f" (or {QUERY_WHOLE_PAIRS:,} / the query's records, if more)" if small else ""
     if not pairs:
         which = "every pair of members and every query is blocked"
     else:
         which = (f"pairs of members over {pairs:,} pairs (with a member of under "
                  f"{SMALL_MEMBER:,} records: over {wider:,}), and queries against uploads "
-                 f"over {wider // QUERY_STREAM:,} records, are blocked")  # fmt: skip
+                 f"over {wider // QUERY_STREAM:,} records{few}, are blocked")  # fmt: skip
     lowered = " and ".join(
         f"--{flag} {value:,} is under the default {shipped:,}"
         for flag, value, shipped in (("exhaustive-pairs", pairs, SHIPPED_PAIRS),
@@ -134,13 +145,23 @@ def run_cap(
     against a larger upload costs its candidates, not its cross product. The cap returned
     admits every pair of the run's members (`small_pairs`). With the smaller-member cap
     `small` (a query is under `SMALL_MEMBER` records), against an upload of at most
-    max(cap, small) / QUERY_STREAM records (64,000 under the shipped `small`; 0: `cap`'s)."""
+    max(cap, small) / QUERY_STREAM records (64,000 under the shipped `small`; 0: `cap`'s);
+    and, where `small` is not 0, against an upload of any size where the query's own records
+    times the partners' are at most `QUERY_WHOLE_PAIRS` (a one-record query against up to
+    that many records: blocked, its band keys showed S1 a stream of such queries). So for a
+    given query, the larger the partner, the likelier blocked (realtime/twopartner.py
+    `first_proposed`)."""
     if not any(tickets.is_query(m) for m in members):
         return cap
     if records is None or len(records) != len(members):
         return 0
     partners = [r for m, r in zip(members, records, strict=True) if not tickets.is_query(m)]
-    if not partners or max(partners) * QUERY_STREAM > (max(cap, small) if cap else 0):
+    own = sum(r for m, r in zip(members, records, strict=True) if tickets.is_query(m))
+    if not partners or not cap:
+        return 0
+    if max(partners) * QUERY_STREAM > max(cap, small) and not (
+        small and own * sum(partners) <= QUERY_WHOLE_PAIRS
+    ):
         return 0
     return max(records) ** 2
 

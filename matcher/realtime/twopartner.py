@@ -6,7 +6,7 @@ query over every partner, realtime/twowatch.py a watch over each later upload).
 (refused `band_keys_needed` where S1 blocks the query and holds its records without band keys:
 `Opened.keys`), `searched_partner` runs the link-bit circuit on the proposal (`query_links`,
 its parts at once), and `first_proposed` proposes to the largest partner first, alone: S1
-blocks a query by the partner's records alone (core/exhaustive.py `run_cap`), so a query
+blocks a given query by the partner's records (core/exhaustive.py `run_cap`), so a query
 refused there is refused with nothing else proposed or counted, and one proposed there is
 compared whole against every smaller partner.
 """
@@ -222,8 +222,8 @@ def first_proposed(
     setup: TwoServerSetup, threshold: float, name: str, records: int, partners: list[Partner]
 ) -> tuple[list[Opened], list[Partner]]:
     """S1's proposal against the largest partner first, alone (the next largest where its
-    upload is not whole at S1 and S2): S1 blocks a query against a partner by the partner's
-    records alone (core/exhaustive.py `run_cap`), so a query it compares whole against the
+    upload is not whole at S1 and S2): S1 blocks a given query against a partner by the
+    partner's records (core/exhaustive.py `run_cap`), so a query it compares whole against the
     largest it compares whole against every one, and a query it refuses for want of band
     keys is refused here (`keys_needed`) with no other partner proposed to and nothing
     counted. (the partners opened, the largest proposed last; those left, largest first)"""

@@ -24,8 +24,8 @@ first) is realtime/twopartner.py's; its names are this module's too.
 A query's records come to S1 without their band keys first (SharedPart.band_keys_withheld;
 docs/protocol.md "A query without band keys"): S1 then proposes only where it compares the
 query unblocked against the partner, and refuses a partner it blocks (`band_keys_needed`,
-core/exhaustive.py `keys_needed`). Whether S1 blocks a query against a partner depends on
-the partner's records alone (over its bound: blocked), so the largest partner is proposed
+core/exhaustive.py `keys_needed`). Whether S1 blocks a given query against a partner
+depends on the partner's records (over a bound: blocked), so the largest partner is proposed
 to first, alone (`first_proposed`): refused, the query is refused FAILED_PRECONDITION
 starting `band_keys_needed` (costing the member nothing) with no other partner proposed to
 and nothing counted at S1 or S2, and the client sends the records again with their keys
