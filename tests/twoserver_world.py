@@ -9,6 +9,7 @@ import csv
 import secrets
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,13 +69,26 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
+    with started(tmp_path) as made:
+        yield made
+
+
+@contextmanager
+def started(
+    tmp_path: Path,
+    exhaustive: int | None = None,
+    small_member: int | None = None,
+    query_whole: int | None = None,
+) -> Iterator[World]:
+    """The world, S1 started with these caps (create_role's; None: S1's defaults)."""
     key = secrets.token_urlsafe(16)
     # As operations.md deploys them: each role keeps its uploads in a data dir of its own.
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
-                     data_dir=tmp_path / "s1-data")  # fmt: skip
-    roles = {"s1": s1, "s2": s2}
-    setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
+    s1_role = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                          data_dir=tmp_path / "s1-data", exhaustive=exhaustive,
+                          small_member=small_member, query_whole=query_whole)  # fmt: skip
+    roles = {"s1": s1_role, "s2": s2}
+    setup = combiner_setup(f"127.0.0.1:{s1_role.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
     data_dir, clock = tmp_path / "matcher-data", Ahead()
     server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup,
                            clock=clock)  # fmt: skip

@@ -85,7 +85,7 @@ def cmd_role(args: argparse.Namespace) -> int:
         raise InputError(f"--threshold: S1's alone (it fixes a run's cut-offs), not {args.role}'s")
     if args.threshold is not None and not MIN_THRESHOLD <= args.threshold <= 1:
         raise InputError(f"--threshold {args.threshold}: a Dice in {THRESHOLD_RANGE}")
-    exhaustive, small_member = caps(args)
+    exhaustive, small_member, query_whole = caps(args)
     query_limits = _query_limits(args)
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
@@ -105,7 +105,8 @@ def cmd_role(args: argparse.Namespace) -> int:
                               peer_credentials=peer, keys=keys,
                               data_dir=args.data_dir, threshold=args.threshold,
                               query_limits=query_limits,
-                              exhaustive=exhaustive, small_member=small_member)  # fmt: skip
+                              exhaustive=exhaustive, small_member=small_member,
+                              query_whole=query_whole)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:

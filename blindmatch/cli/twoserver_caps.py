@@ -1,6 +1,6 @@
 """S1's caps on the pairs of members it compares without blocking (`two-server role`'s
---exhaustive-pairs and --small-member-pairs; matcher/core/exhaustive.py): declared and
-checked here, beside cli/twoserver.py, which is at the 500-line bound.
+--exhaustive-pairs and --small-member-pairs, and a query's --query-whole-pairs;
+matcher/core/exhaustive.py): declared and checked here, beside cli/twoserver.py.
 
 Kept light as every command module is: nothing here imports numpy or gRPC at import."""
 
@@ -10,7 +10,7 @@ import argparse
 
 from blindmatch.client.errors import InputError
 
-FLAGS = ("exhaustive_pairs", "small_member_pairs")
+FLAGS = ("exhaustive_pairs", "small_member_pairs", "query_whole_pairs")
 
 
 def add_cap_options(p: argparse.ArgumentParser) -> None:
@@ -31,30 +31,42 @@ def add_cap_options(p: argparse.ArgumentParser) -> None:
         "(default 64,000,000: 500 records against up to 128,000; 0: --exhaustive-pairs "
         "alone); a query's records likewise against an upload of at most N / 1,000 records",
     )
+    p.add_argument(
+        "--query-whole-pairs",
+        type=int,
+        metavar="N",
+        help="S1: and a query (or watch) whose records times its partners' are at most N "
+        "pairs, against a partner of any size, so that S1 needs no band keys of it (default "
+        "80,000: one record against up to 80,000; 0: the bounds above alone; nothing while "
+        "either cap above is 0); each pair costs about 60-106 us of CPU over the three roles",
+    )
 
 
-def caps(args: argparse.Namespace) -> tuple[int | None, int | None]:
-    """`create_role`'s `exhaustive` and `small_member` (None: S1's defaults), checked: S1's
-    alone, pairs >= 0."""
+def caps(args: argparse.Namespace) -> tuple[int | None, int | None, int | None]:
+    """`create_role`'s `exhaustive`, `small_member` and `query_whole` (None: S1's defaults),
+    checked: S1's alone, pairs >= 0."""
     for flag in FLAGS:
         value = getattr(args, flag)
         if value is not None and (args.role != "s1" or value < 0):
             raise InputError(f"--{flag.replace('_', '-')} {value}: S1's, pairs >= 0")
-    return args.exhaustive_pairs, args.small_member_pairs
+    return args.exhaustive_pairs, args.small_member_pairs, args.query_whole_pairs
 
 
 def cap_warning(args: argparse.Namespace) -> str | None:
     """What S1 says at its start of an --exhaustive-pairs or --small-member-pairs under its
-    shipped cap (None: nothing; a flag not given is read at its shipped value)."""
-    if args.exhaustive_pairs is None and args.small_member_pairs is None:
+    shipped cap, and of a --query-whole-pairs other than its default (None: nothing; a flag
+    not given is read at its shipped value)."""
+    if all(getattr(args, flag) is None for flag in FLAGS):
         return None
     from blindmatch.matcher.core import exhaustive
 
-    pairs, small = args.exhaustive_pairs, args.small_member_pairs
-    return exhaustive.lowered_cap_warning(
-        exhaustive.SHIPPED_PAIRS if pairs is None else pairs,
-        exhaustive.SHIPPED_SMALL_PAIRS if small is None else small,
-    )
+    pairs, small, whole = args.exhaustive_pairs, args.small_member_pairs, args.query_whole_pairs
+    pairs = exhaustive.SHIPPED_PAIRS if pairs is None else pairs
+    small = exhaustive.SHIPPED_SMALL_PAIRS if small is None else small
+    whole = exhaustive.QUERY_WHOLE_PAIRS if whole is None else whole
+    said = [exhaustive.lowered_cap_warning(pairs, small, whole),
+            exhaustive.query_whole_warning(whole, pairs, small)]  # fmt: skip
+    return "\n".join(s for s in said if s) or None
 
 
 __all__ = ["add_cap_options", "cap_warning", "caps"]

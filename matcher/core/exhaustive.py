@@ -15,7 +15,7 @@ no join, and C decides every pair the exhaustive CLK run compares: none missed b
 Above the cap the pair is blocked as before. A query's (or watch's) records are compared whole
 against a partner's upload of at most cap / `QUERY_STREAM` records (16,000 under the shipped
 cap) and blocked against a larger one (`run_cap`; with the smaller-member cap, a query of few
-records also up to `QUERY_WHOLE_PAIRS` / its records).
+records also up to S1's per-query cap, `QUERY_WHOLE_PAIRS` as shipped, / its records).
 
 The cap, 16 million pairs by default (4,000 x 4,000), is where the measured leak and the cost
 meet (docs/performance.md "Small pairs of members without blocking", docs/privacy.md "Two-
@@ -70,7 +70,13 @@ DEFAULT_SMALL_PAIRS = SHIPPED_SMALL_PAIRS  # S1's (the test suite sets it to 0: 
 # Sized by CPU, about 5 s a query: a one-record query whole against 16,000 records took
 # 0.97-1.69 s of CPU over the three roles, p50 (60-106 us a pair; docs/performance.md "A
 # one-record query whole against a larger partner"), so 80,000 pairs 4.8 s at the lower.
+# S1's `two-server role --query-whole-pairs` sets it (`query_whole_or_default`; 0: the
+# bounds above alone).
 QUERY_WHOLE_PAIRS = 80_000
+DEFAULT_QUERY_WHOLE = QUERY_WHOLE_PAIRS  # S1's
+# CPU a pair of a query compared whole, over the three roles, p50 (microseconds; the same
+# measurement): what S1's warning of a raised `--query-whole-pairs` prices a query at.
+QUERY_PAIR_US = (60, 106)
 
 Ends = tuple[int, int]
 Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
@@ -88,6 +94,11 @@ def small_or_default(pairs: int | None) -> int:
     return DEFAULT_SMALL_PAIRS if pairs is None else check_cap(pairs, "small member pairs")
 
 
+def query_whole_or_default(pairs: int | None) -> int:
+    """The per-query cap `pairs` checked, or None: `DEFAULT_QUERY_WHOLE` (read when called)."""
+    return DEFAULT_QUERY_WHOLE if pairs is None else check_cap(pairs, "query whole pairs")
+
+
 def admits(a: int, b: int, cap: int, small: int = 0) -> bool:
     """Whether S1 compares members of `a` and `b` records without blocking: their product
     at most `cap`, or, where `cap` is not 0, at most the smaller-member cap `small` with the
@@ -102,7 +113,9 @@ def check_cap(pairs: int, what: str = "exhaustive pairs") -> int:
     return int(pairs)
 
 
-def lowered_cap_warning(pairs: int, small: int = SHIPPED_SMALL_PAIRS) -> str | None:
+def lowered_cap_warning(
+    pairs: int, small: int = SHIPPED_SMALL_PAIRS, whole: int = QUERY_WHOLE_PAIRS
+) -> str | None:
     """What S1 says at its start when `--exhaustive-pairs` (`pairs`) or
     `--small-member-pairs` (`small`) is under its shipped cap: the pairs of members and the
     queries it then blocks, and what S2's counts gave where they were blocked
@@ -110,7 +123,7 @@ def lowered_cap_warning(pairs: int, small: int = SHIPPED_SMALL_PAIRS) -> str | N
     if pairs >= SHIPPED_PAIRS and small >= SHIPPED_SMALL_PAIRS:
         return None
     wider = max(pairs, small)  # a member under SMALL_MEMBER records, and a query (`admits`)
-    few = f" (or {QUERY_WHOLE_PAIRS:,} / the query's records, if more)" if small else ""
+    few = f" (or {whole:,} / the query's records, if more)" if small and whole else ""
     if not pairs:
         which = "every pair of members and every query is blocked"
     else:
@@ -131,8 +144,47 @@ def lowered_cap_warning(pairs: int, small: int = SHIPPED_SMALL_PAIRS) -> str | N
     )
 
 
+def query_whole_warning(
+    whole: int, pairs: int = SHIPPED_PAIRS, small: int = SHIPPED_SMALL_PAIRS
+) -> str | None:
+    """What S1 says at its start of a `--query-whole-pairs` (`whole`) other than the shipped
+    `QUERY_WHOLE_PAIRS`, under its caps `pairs` and `small` (`run_cap`): lowered, which
+    queries it then blocks (S1 receives their band keys) and what those keys gave; raised,
+    the CPU a query may then cost (`QUERY_PAIR_US` a pair); where either cap is 0, that the
+    flag does nothing. None at the shipped value."""
+    if whole == QUERY_WHOLE_PAIRS:
+        return None
+    flag = f"--query-whole-pairs {whole:,}"
+    if not pairs or not small:
+        zero = "exhaustive-pairs" if not pairs else "small-member-pairs"
+        return (
+            f"Warning: {flag} does nothing while --{zero} is 0 (no query is compared whole "
+            "past the caps' bound then)"
+        )
+    if whole < QUERY_WHOLE_PAIRS:
+        return (
+            f"Warning: {flag} is under the default {QUERY_WHOLE_PAIRS:,}: a query whose "
+            f"records times its partners' are over {whole:,} pairs, against an upload over "
+            f"{max(pairs, small) // QUERY_STREAM:,} records, is blocked, so the client sends S1 "
+            "its band keys; a stream of single-record queries' keys re-identified 1.8-3.6% "
+            "with 50 known pairs (docs/privacy-design.md)"
+        )
+    low, high = (whole * us / 1e6 for us in QUERY_PAIR_US)
+    return (
+        f"Note: {flag} is over the default {QUERY_WHOLE_PAIRS:,}: a query is compared whole "
+        f"(every pair through the circuit) up to {whole:,} pairs, its records times its "
+        f"partners', at about {QUERY_PAIR_US[0]}-{QUERY_PAIR_US[1]} us of CPU a pair over the "
+        f'three roles: up to {low:,.1f}-{high:,.1f} s of CPU a query (docs/performance.md "A '
+        'one-record query whole against a larger partner")'
+    )
+
+
 def run_cap(
-    members: Sequence[str], cap: int, records: Sequence[int] | None = None, small: int = 0
+    members: Sequence[str],
+    cap: int,
+    records: Sequence[int] | None = None,
+    small: int = 0,
+    whole: int = QUERY_WHOLE_PAIRS,
 ) -> int:
     """S1's cap for a run of `members` (names at S1) of `records` each: `cap` for a run of
     members. A query's or a watch's run (a member is a query's records, core/tickets.py
@@ -147,8 +199,9 @@ def run_cap(
     `small` (a query is under `SMALL_MEMBER` records), against an upload of at most
     max(cap, small) / QUERY_STREAM records (64,000 under the shipped `small`; 0: `cap`'s);
     and, where `small` is not 0, against an upload of any size where the query's own records
-    times the partners' are at most `QUERY_WHOLE_PAIRS` (a one-record query against up to
-    that many records: blocked, its band keys showed S1 a stream of such queries). So for a
+    times the partners' are at most `whole` (S1's `--query-whole-pairs`, `QUERY_WHOLE_PAIRS`
+    as shipped: a one-record query against up to that many records; blocked, its band keys
+    showed S1 a stream of such queries; 0: the bounds before alone). So for a
     given query, the larger the partner, the likelier blocked (realtime/twopartner.py
     `first_proposed`)."""
     if not any(tickets.is_query(m) for m in members):
@@ -160,17 +213,22 @@ def run_cap(
     if not partners or not cap:
         return 0
     if max(partners) * QUERY_STREAM > max(cap, small) and not (
-        small and own * sum(partners) <= QUERY_WHOLE_PAIRS
+        small and own * sum(partners) <= whole
     ):
         return 0
     return max(records) ** 2
 
 
 def keys_needed(
-    members: Sequence[str], cap: int, records: Sequence[int] | None = None, small: int = 0
+    members: Sequence[str],
+    cap: int,
+    records: Sequence[int] | None = None,
+    small: int = 0,
+    whole: int = QUERY_WHOLE_PAIRS,
 ) -> bool:
-    """Whether S1 joins band keys in a run of `members` of `records` under its `cap` and
-    smaller-member cap `small` (the inputs `run_cap` takes, and its answer): where some pair
+    """Whether S1 joins band keys in a run of `members` of `records` under its `cap`,
+    smaller-member cap `small` and per-query cap `whole` (the inputs `run_cap` takes, and its
+    answer): where some pair
     of the members is over the run's caps. A query's records sent without band keys
     (SharedPart.band_keys_withheld) are compared where this is False and refused where it is
     True (`band_keys_needed`): the one place S1 decides whether a query needs its keys
@@ -178,7 +236,7 @@ def keys_needed(
     if records is None or len(records) != len(members):
         return True
     n = len(members)
-    run = run_cap(members, cap, records, small)
+    run = run_cap(members, cap, records, small, whole)
     return len(small_pairs(records, run, small=small)) < n * (n - 1) // 2
 
 
@@ -242,8 +300,11 @@ def propose(
 
 __all__ = [
     "DEFAULT_PAIRS",
+    "DEFAULT_QUERY_WHOLE",
     "DEFAULT_SMALL_PAIRS",
+    "QUERY_PAIR_US",
     "QUERY_STREAM",
+    "QUERY_WHOLE_PAIRS",
     "SHIPPED_PAIRS",
     "SHIPPED_SMALL_PAIRS",
     "SMALL_MEMBER",
@@ -256,6 +317,8 @@ __all__ = [
     "lowered_cap_warning",
     "or_default",
     "propose",
+    "query_whole_or_default",
+    "query_whole_warning",
     "run_cap",
     "small_or_default",
     "small_pairs",

@@ -111,6 +111,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         clock: Callable[[], float] = time.monotonic,
         exhaustive: int | None = None,
         small_member: int | None = None,
+        query_whole: int | None = None,
     ) -> None:
         super().__init__("s1", key, member_key, keys, clock)
         self.s2 = s2
@@ -120,6 +121,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         self.exhaustive = exhaustive_.or_default(exhaustive)
         # Over it, a pair whose smaller member is small, up to this many pairs (`admits`).
         self.small_member = exhaustive_.small_or_default(small_member)
+        # And a query whose records times its partners' are at most this (`run_cap`).
+        self.query_whole = exhaustive_.query_whole_or_default(query_whole)
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
@@ -154,7 +157,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
         # A query's run: whole against a small partner, blocked against a larger one.
         sizes = [h.records for h in held]
-        cap = exhaustive_.run_cap(members, self.exhaustive, sizes, self.small_member)
+        cap = exhaustive_.run_cap(members, self.exhaustive, sizes, self.small_member,
+                                  self.query_whole)  # fmt: skip
 
         def blocked(pairs: set[tuple[int, int]] | None) -> list[PairBatch]:
             """S1's join of `pairs` of members (None: every pair), expanded by S2."""
@@ -198,7 +202,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         keyless = [m for m, h in zip(members, held, strict=True) if not h.sealed]
         if keyless and exhaustive_.keys_needed(members, self.exhaustive,
                                                [h.records for h in held],
-                                               self.small_member):  # fmt: skip
+                                               self.small_member, self.query_whole):  # fmt: skip
             reason = (f"{BAND_KEYS_NEEDED}: {keyless[0]!r} came without band keys, but S1 "
                       f"blocks this run (an upload over the {self.exhaustive:,}-pair cap's "
                       "unblocked bound): send the records again with their band keys")  # fmt: skip
@@ -405,6 +409,7 @@ def create_role(
     query_limits: QueryLimits | None = None,
     exhaustive: int | None = None,
     small_member: int | None = None,
+    query_whole: int | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
@@ -417,14 +422,17 @@ def create_role(
     only (None: the combiner's); `exhaustive`: S1 compares a pair of members of at most this
     many pairs without blocking (core/exhaustive.py; None: `DEFAULT_PAIRS`, 0: blocks every
     pair); `small_member`: and a pair whose smaller member has under `SMALL_MEMBER` records
-    of up to this many (None: `DEFAULT_SMALL_PAIRS`, 0: none);
+    of up to this many (None: `DEFAULT_SMALL_PAIRS`, 0: none); `query_whole`: and a query
+    whose records times its partners' are at most this many (`run_cap`; None:
+    `DEFAULT_QUERY_WHOLE`, 0: none);
     `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults)."""
     service: _Role
     if role == "s1":
         if not s2:
             raise ValueError("S1 needs S2's address")
         service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys,
-                                  threshold, clock, exhaustive, small_member)  # fmt: skip
+                                  threshold, clock, exhaustive, small_member,
+                                  query_whole)  # fmt: skip
     elif role == "s2":
         service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":

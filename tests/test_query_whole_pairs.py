@@ -1,0 +1,131 @@
+"""S1's per-query cap, `two-server role --query-whole-pairs N` (matcher/core/exhaustive.py
+`run_cap`; `QUERY_WHOLE_PAIRS`, 80,000, as shipped): a query whose records times its
+partners' are at most N pairs is compared whole against a partner of any size, so the client
+sends S1 none of its band keys; over N (past the caps' bound) it is blocked, and S1 refuses its
+records sent without keys (`band_keys_needed`), as it always has. 0: the caps' bound alone."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks.exports import Export
+from blindmatch.cli.app import main
+from blindmatch.client.encoding.encoded import read_encoded
+from blindmatch.matcher.core import exhaustive
+from blindmatch.protos import blindmatch_pb2 as pb
+from tests import twoserver_world
+from tests.test_twoserver_project import create
+from tests.test_twoserver_query import held_by, members, person_csv, query  # noqa: F401
+
+pytestmark = pytest.mark.server
+
+CAP, SMALL = exhaustive.SHIPPED_PAIRS, exhaustive.SHIPPED_SMALL_PAIRS
+QUERY = ["p/north/t", "p/south@q/q"]
+
+
+def test_the_per_query_cap_is_s1s_to_set_raised_lowered_or_0() -> None:
+    # A one-record query against 100,000 records: blocked under the shipped 80,000 ...
+    assert exhaustive.keys_needed(QUERY, CAP, [100_000, 1], SMALL)
+    # ... compared whole with the cap raised to 100,000, not past it.
+    assert exhaustive.run_cap(QUERY, CAP, [100_000, 1], SMALL, 100_000) > 0
+    assert not exhaustive.keys_needed(QUERY, CAP, [100_000, 1], SMALL, 100_000)
+    assert exhaustive.keys_needed(QUERY, CAP, [100_001, 1], SMALL, 100_000)
+    # Lowered: a one-record query against 70,000 records blocked (whole as shipped).
+    assert not exhaustive.keys_needed(QUERY, CAP, [70_000, 1], SMALL)
+    assert exhaustive.keys_needed(QUERY, CAP, [70_000, 1], SMALL, 60_000)
+    # 0: the caps' bound alone (64,000 records under the shipped caps).
+    assert exhaustive.keys_needed(QUERY, CAP, [64_001, 1], SMALL, 0)
+    assert not exhaustive.keys_needed(QUERY, CAP, [64_000, 1], SMALL, 0)
+    # Nothing while the smaller-member cap or the cap is 0.
+    assert exhaustive.keys_needed(QUERY, CAP, [16_001, 1], 0, 10**9)
+    assert exhaustive.keys_needed(QUERY, 0, [2, 1], SMALL, 10**9)
+    assert exhaustive.query_whole_or_default(None) == 80_000
+    with pytest.raises(ValueError, match="query whole pairs: -1"):
+        exhaustive.query_whole_or_default(-1)
+
+
+def test_s1_says_at_its_start_what_a_per_query_cap_other_than_the_default_means() -> None:
+    assert exhaustive.query_whole_warning(exhaustive.QUERY_WHOLE_PAIRS) is None
+    raised = str(exhaustive.query_whole_warning(200_000))
+    assert "--query-whole-pairs 200,000 is over the default 80,000" in raised
+    assert "60-106 us of CPU a pair" in raised and "12.0-21.2 s of CPU a query" in raised
+    lowered = str(exhaustive.query_whole_warning(1_000))
+    assert "under the default 80,000" in lowered and "over 1,000 pairs" in lowered
+    assert "upload over 64,000 records" in lowered and "1.8-3.6%" in lowered
+    assert "does nothing while --small-member-pairs is 0" in str(
+        exhaustive.query_whole_warning(5, CAP, 0)
+    )
+    # The caps' own warning names the per-query cap it then applies.
+    assert "(or 200,000 / the query's records" in str(
+        exhaustive.lowered_cap_warning(4_000_000, SMALL, 200_000)
+    )
+    assert "the query's records" not in str(exhaustive.lowered_cap_warning(4_000_000, SMALL, 0))
+
+
+def test_the_flag_is_s1s_alone_and_not_negative(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = ["--listen", "127.0.0.1:0", "--key-file", str(tmp_path / "k"),
+              "--member-key-file", str(tmp_path / "m")]  # fmt: skip
+    for role in (["--role", "s2"], ["--role", "combiner", "--s1", "a:1", "--s2", "a:2"]):
+        assert main(["two-server", "role", *role, *common, "--query-whole-pairs", "9"]) == 2
+        assert "--query-whole-pairs 9: S1's" in capsys.readouterr().err
+    assert main(["two-server", "role", "--role", "s1", "--s2", "127.0.0.1:1", *common,
+                 "--query-whole-pairs", "-1"]) == 2  # fmt: skip
+    assert "--query-whole-pairs -1: S1's, pairs >= 0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def capped(
+    tmp_path: Path,
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+) -> Iterator[twoserver_world.World]:
+    """S1 whose caps' bound is 100 records (100,000 pairs each), its per-query cap south's
+    records: a query of one record is whole against south's upload, of two is not."""
+    south = read_encoded(members["south"][1]).record_count
+    assert south > 100
+    with twoserver_world.started(tmp_path, 100_000, 100_000, south) as world:
+        yield world
+
+
+def test_over_grpc_s1s_per_query_cap_decides_whether_a_query_sends_its_band_keys(
+    capped: twoserver_world.World,
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = capped
+    south = members["south"][0]
+    two = create(world, "shares", "two-server")
+    for name in ("north", "south"):
+        encoded = str(members[name][1])
+        assert world.cli("upload", encoded, "--project", "shares", token=two.tokens[name]) == 0
+    s1 = world.roles["s1"].service
+    assert s1.query_whole == read_encoded(members["south"][1]).record_count
+    received: list[tuple[int, bool]] = []  # S1's query uploads: band key bytes, withheld
+    upload = s1.upload
+
+    def seen(parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
+        got = list(parts)
+        keys = sum(len(p.band_counts) + len(p.band_keys) + len(p.sealed) for p in got)
+        received.append((keys, all(p.band_keys_withheld for p in got)))
+        return upload(iter(got), vouched)
+
+    monkeypatch.setattr(s1, "upload", seen)
+    ids = sorted(south.truth)
+    # One record x south's = the per-query cap: whole, past the caps' bound of 100 records;
+    # not one band key sent.
+    one = person_csv(south, ids[:1], world.folder / "one.csv")
+    assert held_by(query(world, "shares", two.tokens["north"], one, south, capsys)) == [["south"]]
+    assert received == [(0, True)]
+    # Two records: twice that, over it, blocked (whole under the shipped 80,000), so S1
+    # refuses the records without keys and the client sends them again with them.
+    received.clear()
+    pair = person_csv(south, ids[:2], world.folder / "two.csv")
+    answer = query(world, "shares", two.tokens["north"], pair, south, capsys)
+    assert held_by(answer) == [["south"], ["south"]]
+    assert received[0] == (0, True) and received[1][0] > 0 and not received[1][1]
+    assert len(received) == 2
