@@ -199,6 +199,42 @@ def test_a_small_csv_is_queried_through_the_members_mapping(
     ]
 
 
+def test_a_csv_row_with_nothing_usable_is_refused_before_anything_is_sent(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As one person with nothing usable is (`encode_person`): a CSV row whose every value is
+    blank once normalised was sent, counted and answered "compared on: nothing"; now the
+    query is refused, exit 2, naming the file and the rows (the first 10, then how many more),
+    and the matcher on loopback receives nothing."""
+    lines = orgs["north"].csv.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if not line.startswith("N3,")]  # its date is unreadable
+    blank = [f"E{i},N/A,-,,?," for i in range(12)]  # rows 6-17
+    people = tmp_path / "people.csv"
+    people.write_text("\n".join([*kept, *blank]) + "\n", encoding="utf-8")
+    args = ["query", str(people), "--mapping", str(orgs["north"].mapping), "--schema",
+            str(PERSON_SCHEMA), "--secret-file", str(secret_file), "--purpose", PURPOSE,
+            "--project", "trial", "--token", project.tokens["north"], "--server", matcher.target,
+            "--json"]  # fmt: skip
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert f"{people}: 12 record(s) to query have no usable value" in captured.err
+    assert "(row 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 and 2 more: every mapped column" in captured.err
+    assert "nothing was queried" in captured.err
+    with matcher.operator() as op:
+        assert sum(v.queries + v.refused for v in op.query_report("trial")) == 0
+        assert not [e for e in op.audit("trial") if str(e["action"]).startswith("query")]
+    # The rows left out, the rest is queried.
+    people.write_text("\n".join(kept) + "\n", encoding="utf-8")
+    assert main(args) == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 4
+
+
 def test_a_query_reads_uk_dates_and_says_what_it_compared(
     matcher: Matcher,
     project: ProjectTokens,

@@ -187,6 +187,7 @@ def encode_query(
     from blindmatch.client.encoding.mapping import load_mapping
     from blindmatch.client.encoding.person import (
         encode_person,
+        refuse_nothing_usable,
         refuse_unreadable,
         refuse_untiered,
     )
@@ -216,6 +217,7 @@ def encode_query(
             duplicate_hint=f"give each person in the CSV its own id to {verb}",
         )  # fmt: skip
         refuse_unreadable(result, verb=verb, mapping=Path(args.mapping))
+        refuse_nothing_usable(result, verb=verb)
         if len(result.ids) > MAX_QUERY_RECORDS:  # refused here, before any CLK is sent
             raise InputError(
                 f"{args.data}: {len(result.ids)} records; one {verb} takes at most "

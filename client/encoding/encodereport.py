@@ -43,6 +43,8 @@ class EncodeReport:
     blank_rows: int = 0  # blank lines and rows of empty cells, skipped (not in rows_read)
     header_rows: list[int] = dataclasses.field(default_factory=list)  # repeats, skipped
     empty_records: int = 0
+    # The first PRINT_LIMIT of those records' rows (a query's CSV refuses them by row).
+    empty_rows: list[int] = dataclasses.field(default_factory=list)
     few_fields_records: int = 0  # records with fewer than FEW_FIELDS usable fields
     field_level: bool = False
     # Rows whose record id repeats an earlier row's ({row, id, first_row}), kept or skipped

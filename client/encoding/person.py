@@ -161,6 +161,25 @@ def refuse_unreadable(
     )
 
 
+def refuse_nothing_usable(result: EncodeResult, *, verb: str = "query") -> None:
+    """A CSV of people with a record that has no usable value (every value blank once
+    normalised) is refused, as one person so is (`encode_person`): it would be sent, counted,
+    and answered "compared on: nothing". Names the file, the rows (the first `PRINT_LIMIT`,
+    then how many more) and why, before anything is sent."""
+    report = result.report
+    if not report.empty_records:
+        return
+    rows = ", ".join(map(str, report.empty_rows))
+    more = report.empty_records - len(report.empty_rows)
+    listed = f"{rows} and {more} more" if more > 0 else rows
+    raise InputError(
+        f"{report.source}: {report.empty_records} record(s) to {verb} have no usable value "
+        f"(row {listed}: every mapped column blank once normalised, as punctuation or a "
+        f"placeholder such as N/A is); {_nothing(verb)} (give each person at least one "
+        f"value, or leave those rows out)"
+    )
+
+
 @dataclass(frozen=True)
 class Usable:
     """What a queried record could be compared on, for the reply."""

@@ -380,6 +380,8 @@ def read_rows(
             tally[value] += 1
         if not usable:
             report.empty_records += 1
+            if len(report.empty_rows) < PRINT_LIMIT:
+                report.empty_rows.append(line_no)
         elif usable < min(FEW_FIELDS, len(plan)):
             report.few_fields_records += 1
         ids.append(local_id)
