@@ -136,6 +136,27 @@ def test_repeated_record_id(
     assert_refused(capsys, code, out, "row 7, column URN", "'N2' repeats row 3")
 
 
+def test_every_repeated_record_id_is_named_not_only_the_first(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--on-duplicate-id error` (the default) named only the first repeat, so a file with
+    many took as many runs to fix; now every repeated row (the first 10, then how many more),
+    still exit 2 and nothing written."""
+    with open(orgs["north"].csv, "a", encoding="utf-8") as fh:
+        fh.write("N2,Jim,Smith,17/11/1990,M,M1 2AB\n")  # row 7
+        fh.write("N4,Zoltán,Kovács,05/05/1965,M,CF10 1AA\n")  # row 8: as row 5, exactly
+        for i in range(11):  # rows 9-19
+            fh.write(f"N{1 + i % 2},Ann,Other,01/01/1990,F,M1 2AB\n")
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(
+        capsys, code, out, "north.csv: 13 rows repeat an earlier row's id (3 id(s)): "
+        "row 7, column URN: id 'N2' repeats row 3; row 8, column URN: id 'N4' is an exact "
+        "duplicate of row 5; row 9, column URN: id 'N1' repeats row 2; ",
+        "; row 16, column URN: id 'N2' repeats row 3; and 3 more; record ids must be unique",
+    )  # fmt: skip
+
+
 def test_schema_that_is_not_clkhash_v3(
     orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

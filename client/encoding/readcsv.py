@@ -194,6 +194,42 @@ def _numbered(reader: CsvReader, csv_path: Path) -> Iterator[tuple[int, list[str
         yield line_no, record
 
 
+class _Repeats:
+    """The rows whose record id repeats an earlier row's, under `--on-duplicate-id error`:
+    the first PRINT_LIMIT named, all counted, refused together once the file is read."""
+
+    def __init__(self) -> None:
+        self.named: list[tuple[int, str, int, bool]] = []  # (row, id, first row, exact)
+        self.rows = 0
+        self.ids: set[str] = set()
+
+    def add(self, row: int, local_id: str, first_row: int, exact: bool) -> None:
+        self.rows += 1
+        self.ids.add(local_id)
+        if len(self.named) < PRINT_LIMIT:
+            self.named.append((row, local_id, first_row, exact))
+
+    def refuse(self, csv_path: Path, column: str, hint: str | None) -> None:
+        """An InputError naming every repeated row (the first PRINT_LIMIT, then how many
+        more), or nothing where no id repeats."""
+        if not self.rows:
+            return
+        named = "; ".join(
+            f"row {row}, column {column}: id {rid!r} "
+            f"{'is an exact duplicate of' if exact else 'repeats'} row {first}"
+            for row, rid, first, exact in self.named
+        )
+        if self.rows > 1:
+            more = self.rows - len(self.named)
+            named = (f"{self.rows} rows repeat an earlier row's id ({len(self.ids)} id(s)): "
+                     f"{named}{f'; and {more} more' if more else ''}")  # fmt: skip
+        hint = hint or (
+            "or pass --on-duplicate-id keep-first to encode only the first row of each id, "
+            "keep-all to encode every row"
+        )
+        raise InputError(f"{csv_path}: {named}; record ids must be unique ({hint})")
+
+
 def read_rows(
     csv_path: Path,
     schema: LinkageSchema,
@@ -287,6 +323,7 @@ def read_rows(
     ]
     sources = {rule.name: i for i, rule in enumerate(schema.rules)}
     seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
+    repeats = _Repeats()  # under --on-duplicate-id error
     width = len(header)
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     data_rows = 0
@@ -316,16 +353,9 @@ def read_rows(
         if local_id in seen:
             first_row, first_cells = seen[local_id]
             exact = cells == first_cells
-            if on_duplicate_id == "error":
-                what = "is an exact duplicate of" if exact else "repeats"
-                hint = duplicate_hint or (
-                    "or pass --on-duplicate-id keep-first to encode only the first row of each "
-                    "id, keep-all to encode every row"
-                )
-                raise InputError(
-                    f"{csv_path}: row {line_no}, column {mapping.id_column}: id {local_id!r} "
-                    f"{what} row {first_row}; record ids must be unique ({hint})"
-                )
+            if on_duplicate_id == "error":  # refused once every row is read, naming them
+                repeats.add(line_no, local_id, first_row, exact)
+                continue
             report.duplicate_ids.append({"row": line_no, "id": local_id, "first_row": first_row})
             if exact:
                 report.exact_duplicates.append({"row": line_no, "same_as": first_row})
@@ -388,6 +418,7 @@ def read_rows(
         rows.append(values)
         if tick is not None and data_rows % TICK_ROWS == 0:
             tick(TICK_ROWS)
+    repeats.refuse(csv_path, mapping.id_column, duplicate_hint)
     report.rows_read = data_rows
     case_twins = _case_twins(seen)  # "a1" after "A1": two records, as written; said
     if case_twins:
