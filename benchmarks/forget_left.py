@@ -35,6 +35,7 @@ from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import RoleClient, ticket
+from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
@@ -54,6 +55,18 @@ class _Hung(pb_grpc.TwoServerBlockingServicer):
     def Forget(self, request: pb.ForgetRequest, context: grpc.ServicerContext) -> pb.ForgetReply:
         time.sleep(8.0)  # past the caller's deadline
         return pb.ForgetReply()
+
+
+def hung_s1() -> tuple[grpc.Server, int]:
+    """A started `_Hung` S1 on a free loopback port, its port its own as the real servers'
+    (matcher/rpc/listen.py `EXCLUSIVE_PORT`): the server and the port."""
+    hung = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=[EXCLUSIVE_PORT])
+    pb_grpc.add_TwoServerBlockingServicer_to_server(_Hung(), hung)
+    port = add_port(hung, "127.0.0.1:0", None)
+    if not port:
+        raise cannot_listen("127.0.0.1:0")
+    hung.start()
+    return hung, port
 
 
 def _left(held: Iterable[str]) -> int:
@@ -104,10 +117,8 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
             silent.listen(64)  # accepts (the kernel's backlog), never answers
             s1_at = f"127.0.0.1:{silent.getsockname()[1]}"
         elif state == "hung":
-            hung = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-            pb_grpc.add_TwoServerBlockingServicer_to_server(_Hung(), hung)
-            s1_at = f"127.0.0.1:{hung.add_insecure_port('127.0.0.1:0')}"
-            hung.start()
+            hung, port = hung_s1()
+            s1_at = f"127.0.0.1:{port}"
         t0 = time.perf_counter()
         setup = combiner_setup(s1_at, s2_at, PARTIES, MEMBERS)
         again = create_server("127.0.0.1:0", root / "matcher", ADMIN, workers=2, two_server=setup)

@@ -31,6 +31,8 @@ import grpc
 from grpc_health.v1 import _async as health_async
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
+
 
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -65,18 +67,25 @@ class Served:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         if kind == "threads":
-            self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+            # Its port its own, as the matcher's (matcher/rpc/listen.py `EXCLUSIVE_PORT`).
+            self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=32),
+                                      options=[EXCLUSIVE_PORT])  # fmt: skip
             health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), self.server)
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.port = add_port(self.server, "127.0.0.1:0", None)
+            if not self.port:
+                raise cannot_listen("127.0.0.1:0")
             self.server.start()
             return
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
         async def start() -> tuple[grpc.aio.Server, int]:
-            server = grpc.aio.server(migration_thread_pool=futures.ThreadPoolExecutor(8))
+            server = grpc.aio.server(migration_thread_pool=futures.ThreadPoolExecutor(8),
+                                     options=[EXCLUSIVE_PORT])  # fmt: skip
             health_pb2_grpc.add_HealthServicer_to_server(health_async.HealthServicer(), server)
             port = server.add_insecure_port("127.0.0.1:0")
+            if not port:
+                raise cannot_listen("127.0.0.1:0")
             await server.start()
             return server, port
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_channel import channel_options
 from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -88,10 +89,14 @@ class Proxy:
 
 def proxy(target: str, before: Callable[[str], None]) -> Proxy:
     """A started proxy to `target` (S2) on a free loopback port."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16), options=channel_options())
+    # Its port its own, as the real servers' (matcher/rpc/listen.py `EXCLUSIVE_PORT`).
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16),
+                         options=[*channel_options(), EXCLUSIVE_PORT])  # fmt: skip
     forward = _Forward(target, before)
     server.add_generic_rpc_handlers((forward,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = add_port(server, "127.0.0.1:0", None)
+    if not port:
+        raise cannot_listen("127.0.0.1:0")
     server.start()
     return Proxy(server, f"127.0.0.1:{port}", forward)
 
