@@ -71,6 +71,18 @@ def request_cpu_from_env() -> int | None:
     return int(value)
 
 
+def check_request_cpu(cpu: int, allowed: set[int], name: str = "") -> None:
+    """A ValueError where `cpu` is not one of `allowed` (the CPUs this process may use),
+    named `name` (default "request CPU N"; `serve` names its flag or the variable) and
+    naming the CPUs it may use: `serve`'s check before anything is opened, and
+    `plan_placement`'s."""
+    if cpu not in allowed:
+        raise ValueError(
+            f"{name or f'request CPU {cpu}'}: not a CPU this process may run on "
+            f"(it may use CPU {_cpus(frozenset(allowed))})"
+        )
+
+
 def plan_placement(
     allowed: set[int], lookup_threads: int | None, request_cpu: int | None = None
 ) -> Placement | None:
@@ -81,11 +93,8 @@ def plan_placement(
     a single allowed CPU, means no placement: every thread goes where the OS puts it and
     look-ups run on the thread that asks. A `request_cpu` this process may not use is a
     ValueError naming the CPUs it may."""
-    if request_cpu is not None and request_cpu not in allowed:
-        raise ValueError(
-            f"request CPU {request_cpu}: not one this process may run on "
-            f"(it may use CPU {_cpus(frozenset(allowed))})"
-        )
+    if request_cpu is not None:
+        check_request_cpu(request_cpu, allowed)
     if lookup_threads == 0 or len(allowed) < 2:
         return None
     if lookup_threads is not None and lookup_threads < 0:

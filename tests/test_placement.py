@@ -21,6 +21,7 @@ from blindmatch.matcher.placement import (
     MAX_AUTO_THREADS,
     REQUEST_CPU_ENV,
     Placement,
+    check_request_cpu,
     plan_placement,
     request_cpu_from_env,
     start_lookups,
@@ -64,6 +65,17 @@ def test_the_request_cpu_can_be_named_so_matchers_on_one_host_keep_apart() -> No
     )
     with pytest.raises(ValueError, match=r"request CPU 7: .* may use CPU 0,1"):
         plan_placement({0, 1}, None, 7)
+
+
+def test_one_check_says_whether_a_request_cpu_may_be_used_for_serve_and_the_plan() -> None:
+    """`serve`'s check (cli/serve.py) and `plan_placement`'s are one function, each naming
+    the CPU its own way."""
+    check_request_cpu(1, {0, 1})
+    with pytest.raises(ValueError, match=r"^request CPU 7: not a CPU this process may run on "
+                       r"\(it may use CPU 0,1\)$"):  # fmt: skip
+        check_request_cpu(7, {1, 0})
+    with pytest.raises(ValueError, match=r"^--request-cpu 7: not a CPU"):
+        check_request_cpu(7, {0}, "--request-cpu 7")
 
 
 def test_serve_refuses_a_request_cpu_it_may_not_run_on_before_opening_anything(

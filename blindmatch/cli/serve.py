@@ -126,7 +126,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _request_cpu(flag: int | None) -> int | None:
     """`--request-cpu`, else BLINDMATCH_REQUEST_CPU: checked against the CPUs this process
     may use before anything is opened."""
-    from blindmatch.matcher.placement import REQUEST_CPU_ENV, allowed_cpus, request_cpu_from_env
+    from blindmatch.matcher.placement import (
+        REQUEST_CPU_ENV,
+        allowed_cpus,
+        check_request_cpu,
+        request_cpu_from_env,
+    )
 
     cpu: int | None = flag
     if flag is not None:
@@ -137,12 +142,11 @@ def _request_cpu(flag: int | None) -> int | None:
         except ValueError as exc:
             raise InputError(str(exc)) from None
         name = f"{REQUEST_CPU_ENV}={cpu}"
-    allowed = allowed_cpus()
-    if cpu is not None and cpu not in allowed:
-        raise InputError(
-            f"{name}: not a CPU this process may run on (it may use CPU "
-            f"{','.join(str(c) for c in sorted(allowed))})"
-        )
+    if cpu is not None:
+        try:
+            check_request_cpu(cpu, allowed_cpus(), name)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
     return cpu
 
 
