@@ -163,7 +163,7 @@ def test_what_each_server_receives_is_padded_and_never_a_function_of_the_partner
     balanced bit for bit, C's explicit values too, and each query's openings are byte for
     byte the same against either partner (a different mask M_B): none is a function of
     M_B. The digest each receives is the one it computes."""
-    n, widths = 30, (64, 64)
+    n, widths = 200, (64, 64)
     queries = 2 * widths[0] + 5
     seen: dict[str, list[bytes]] = {}
     for fill in (0, 255):

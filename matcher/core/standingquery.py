@@ -48,7 +48,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import densemargin, linkbit, standing
-from blindmatch.matcher.core.densearith import _stream, matmul32
+from blindmatch.matcher.core.densearith import _stream
 from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.core.standing import Partner, Standing
@@ -103,7 +103,7 @@ def deal(s: Standing, rows: int, seeds: tuple[bytes, bytes] | None = None) -> Qu
     prods = [np.empty((2 * rows, s.records), np.uint32) for _ in s.widths]
     for piece, (start, stop) in enumerate(standing.chunks(s.records)):
         for c, mb in enumerate(s.mask(piece)):
-            prods[c][:, start:stop] = matmul32(both[c], mb)
+            prods[c][:, start:stop] = np.einsum("ij,kj->ki", mb, both[c])  # exact mod 2^32
     explicit = []
     for c in range(len(s.widths)):
         explicit.append(prods[c][:rows].ravel() - one[4 * c + 2])
@@ -208,7 +208,8 @@ class Query:
             d_mine, rho_mine = self._mine[c]
             d = (d_mine + d_other.reshape(rows, w)) & self._low(c)
             rho = rho_mine + rho_other.reshape(rows, w)
-            both = (self.partner.mask[c] @ np.vstack([d, rho]).T).T  # (2 rows, N) mod 2^32
+            # (2 rows, N) mod 2^32: einsum's integer loop, ~3x numpy's integer matmul here
+            both = np.einsum("ij,kj->ki", self.partner.mask[c], np.vstack([d, rho]))
             self._dm.append(both[:rows])
             self._mine[c] = (d, rho)
             tau = self._t * self._z[c] - self._z_[c] - both[rows:]
@@ -229,7 +230,7 @@ class Query:
         out = []
         for c, (d, _rho) in enumerate(self._mine):
             left = (d + self._m[c] if self.role == 0 else self._m[c]).astype(np.uint16)
-            md = (self.partner.d[c] @ left.T).T.astype(np.uint32)  # ([m] + D_Q) D_B^T mod 2^16
+            md = np.einsum("ij,kj->ki", self.partner.d[c], left).astype(np.uint32)  # mod 2^16
             inner = md + self._dm[c] + self._z[c]
             pq = self._q[c].sum(axis=1, dtype=np.uint32)
             h = pq[:, None] + self.partner.pops[c][None, :] - np.uint32(2) * inner
