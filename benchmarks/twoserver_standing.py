@@ -30,6 +30,7 @@ from the rule in the clear's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import resource
 import sys
@@ -51,6 +52,7 @@ from blindmatch.matcher.domain import Rule
 CUTOFFS = bench.CUTOFFS
 ROLES = ("S1", "S2", "C")
 BUDGET_S = 5.0  # the CPU a query is allowed, to size QUERY_WHOLE_PAIRS
+CANDIDATES = 1000  # A's records the queries are picked from
 Clks = npt.NDArray[np.uint8]
 Bits = npt.NDArray[np.bool_]
 Shares = tuple[list[Clks], list[Clks]]
@@ -106,13 +108,15 @@ def run(n: int, a: list[Clks], b_all: list[Clks], rule: Rule, args: argparse.Nam
     partners = standing.convert(s, p, shares, pops, t, clock)
     wall = time.perf_counter() - w0
     del shares
-    kept = [side.bytes_kept() / n for side in partners]
+    held = [side.bytes_kept() / n for side in partners]
     cpu = ", ".join(f"{r} {clock.get(r, 0.0):.2f}" for r in ROLES)
     print(f"\npartner of {n:,} records: the one-off conversion CPU s {cpu} (all "
           f"{sum(clock.values()):.2f}), wall {wall:.1f} s; bytes {_sent(t)} "
-          f"({sum(t.sent.values()) / n:,.0f} a record); kept a record: S1 {kept[0]:,.0f} B, "
-          f"S2 {kept[1]:,.0f} B; peak RSS so far {_peak():,.0f} MiB")  # fmt: skip
-    paths = ["standing", "pairs"] + ([] if args.no_blocks else ["blocks"])
+          f"({sum(t.sent.values()) / n:,.0f} a record); kept a record: S1 {held[0]:,.0f} B, "
+          f"S2 {held[1]:,.0f} B; peak RSS so far {_peak():,.0f} MiB")  # fmt: skip
+    kept = dataclasses.replace(s)
+    kept.keep()  # the same partner, C keeping M_B rather than regenerating it a query
+    paths = ["standing", "C keeps", "pairs"] + ([] if args.no_blocks else ["blocks"])
     totals: dict[str, list[float]] = {k: [0.0, 0.0] for k in paths}  # CPU s, bytes
     same = True
     for k in range(args.queries):
@@ -122,9 +126,11 @@ def run(n: int, a: list[Clks], b_all: list[Clks], rule: Rule, args: argparse.Nam
         for path in paths:
             t, clock = linkbit.Transcript(), dict[str, float]()
             w0 = time.perf_counter()
-            if path == "standing":
+            if path in ("standing", "C keeps"):
                 qs, qp = _split(q)
-                got[path] = standingquery.compare(s, partners, qs, qp, CUTOFFS, rule, t, clock)
+                dealer = s if path == "standing" else kept
+                got[path] = standingquery.compare(dealer, partners, qs, qp, CUTOFFS, rule, t,
+                                                  clock)  # fmt: skip
             elif path == "pairs":
                 rows = [np.vstack([x, y]) for x, y in zip(q, b, strict=True)]
                 sh, po = _split(rows)
@@ -135,22 +141,23 @@ def run(n: int, a: list[Clks], b_all: list[Clks], rule: Rule, args: argparse.Nam
             totals[path][0] += sum(clock.values())
             totals[path][1] += sum(t.sent.values())
             cpu = ", ".join(f"{r} {1e3 * clock.get(r, 0.0):,.0f}" for r in ROLES)
-            print(f"  query {k}, {path:8s}: CPU ms {cpu} (all {1e3 * sum(clock.values()):,.0f}, "
+            print(f"  query {k}, {path:9s}: CPU ms {cpu} (all {1e3 * sum(clock.values()):,.0f}, "
                   f"{1e6 * sum(clock.values()) / n:.2f} us a pair); bytes {_sent(t)} "
                   f"({sum(t.sent.values()) / n:,.0f} a pair); wall {wall:.2f} s")  # fmt: skip
             same = same and bool((got[path] == truth).all())
         print(f"  query {k}: {int(truth[0].sum())} pairs at the threshold; every path's bits "
               f"the rule in the clear's: {same}")  # fmt: skip
     per = {k: (v[0] / args.queries, v[1] / args.queries) for k, v in totals.items()}
-    us = 1e6 * per["standing"][0] / n
-    print(f"  a query against the standing partner, mean of {args.queries}: "
-          f"{1e3 * per['standing'][0]:,.0f} ms CPU ({us:.2f} us a pair), "
-          f"{per['standing'][1] / n:,.0f} bytes a pair; at {BUDGET_S:.0f} s of CPU a query: "
-          f"{BUDGET_S / (us * 1e-6):,.0f} pairs")  # fmt: skip
-    for path in paths[1:]:
-        print(f"  by {path} / standing: CPU {per[path][0] / per['standing'][0]:.1f}x, bytes "
-              f"{per[path][1] / per['standing'][1]:.1f}x; by {path} "
-              f"{1e6 * per[path][0] / n:.2f} us a pair")  # fmt: skip
+    for path in paths[:2]:
+        us = 1e6 * per[path][0] / n
+        print(f"  {path}, mean of {args.queries} queries: {1e3 * per[path][0]:,.0f} ms CPU "
+              f"({us:.2f} us a pair), {per[path][1] / n:,.0f} bytes a pair; at "
+              f"{BUDGET_S:.0f} s of CPU a query: {BUDGET_S / (us * 1e-6):,.0f} pairs")  # fmt: skip
+    for path in paths[2:]:
+        print(f"  by {path}: {1e6 * per[path][0] / n:.2f} us a pair; CPU / standing "
+              f"{per[path][0] / per['standing'][0]:.1f}x, / C keeps "
+              f"{per[path][0] / per['C keeps'][0]:.1f}x; bytes / standing "
+              f"{per[path][1] / per['standing'][1]:.1f}x")  # fmt: skip
     print(f"  peak RSS of this process: {_peak():,.0f} MiB")
     return same
 
@@ -160,9 +167,17 @@ def main() -> int:
     sizes = [int(x) for x in args.partner_records.split(",")]
     load = argparse.Namespace(records=args.queries, partner_records=max(sizes),
                               population=args.population, seed=args.seed)  # fmt: skip
+    load.records = max(args.queries, CANDIDATES)
     rows, rule = bench.members(load)
-    a = [r[: args.queries] for r in rows]
-    b = [r[args.queries :] for r in rows]
+    b = [r[load.records :] for r in rows]
+    a = [r[: load.records] for r in rows]
+    # The queries: A's first records that link (at the threshold, in the clear) with a record
+    # of the smallest partner, then A's first others.
+    n = min(sizes)
+    links = bench.clear([np.vstack([x, y[:n]]) for x, y in zip(a, b, strict=True)], len(a[0]),
+                        rule)[0].reshape(len(a[0]), n).any(axis=1)  # fmt: skip
+    order = np.concatenate([np.flatnonzero(links), np.flatnonzero(~links)])[: args.queries]
+    a = [np.ascontiguousarray(x[order]) for x in a]
     print(f"{args.population}, seed {args.seed}: one-record queries against standing partners "
           f"of {', '.join(f'{n:,}' for n in sizes)} records, CLKs of {8 * a[0].shape[1]:,} and "
           f"{8 * a[1].shape[1]:,} bits, rule {rule.text()}, cut-offs {CUTOFFS}; "

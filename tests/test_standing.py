@@ -64,7 +64,7 @@ def test_several_queries_against_one_standing_partner_are_the_rule_in_the_clear(
 ) -> None:
     """The partner converted once, then three queries (one record, three, two) against it:
     every cut-off of every pair the rule's in the clear, and the block path's
-    (core/densemargin.py) on the same pairs."""
+    (core/densemargin.py) on the same pairs; the last with C keeping M_B."""
     a, b = encoded
     t = linkbit.Transcript()
     s, partners = _partner(b, t)
@@ -74,6 +74,8 @@ def test_several_queries_against_one_standing_partner_are_the_rule_in_the_clear(
     linked = 0
     for rows in (slice(0, 1), slice(1, 4), slice(4, 6)):
         q = [x[rows] for x in a]
+        if rows.start == 4:
+            s.keep()  # the last query: C's M_B kept, not regenerated
         got = _query(s, partners, q)
         clear = _clear([np.vstack([x, y]) for x, y in zip(q, b, strict=True)], len(q[0]))
         assert (got == ruleform.rule_bounds(form, widths[0], *clear)).all()
@@ -211,3 +213,16 @@ def test_a_query_refuses_steps_out_of_order_and_setups_that_do_not_fit() -> None
         standing.deal(0, (64, 64))
     with pytest.raises(ValueError, match="share of each record"):
         standing.convert(s, plan(64, 64, CUTOFFS, DEFAULT), ([b[0]], [b[0]]), ([], []))
+
+
+def test_a_combiner_dealing_a_partner_bits_dabit_wrong_is_refused_before_anything_is_kept(
+    encoded: list[list[Clks]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-off conversion: a partner bit's daBit off (its [p]2) and S1 and S2 refuse it
+    before D_B is opened."""
+    b = [x[:5] for x in encoded[1]]
+    monkeypatch.setattr(ring64, "deal", _wrong_dabit(5 * 8 * sum(x.shape[1] for x in b), 1))
+    t = linkbit.Transcript(keep=True)
+    with pytest.raises(DealRefused):
+        _partner(b, t)
+    assert not [m for m in t.messages if m[2] == "open partner"]

@@ -64,22 +64,31 @@ def mask_share(seed: bytes, piece: int, rows: int, widths: Sequence[int]) -> lis
     return out
 
 
-@dataclass(frozen=True)
+@dataclass
 class Standing:
     """C's record of a standing partner: both servers' mask seeds (`to_s1`, `to_s2`: what it
-    sends each, once), the partner's records and CLK widths."""
+    sends each, once), the partner's records and CLK widths; with `keep`, M_B itself (4
+    bytes a bit at C, rather than both seeds' AES streams again each query)."""
 
     to_s1: bytes
     to_s2: bytes
     records: int
     widths: tuple[int, ...]
+    kept: dict[int, list[U32]] | None = None
 
     def mask(self, piece: int) -> list[U32]:
         """M_B on chunk `piece`, a CLK each (C alone can: it holds both seeds)."""
+        if self.kept is not None and piece in self.kept:
+            return self.kept[piece]
         start, stop = chunks(self.records)[piece]
         one = mask_share(self.to_s1, piece, stop - start, self.widths)
         two = mask_share(self.to_s2, piece, stop - start, self.widths)
         return [x + y for x, y in zip(one, two, strict=True)]
+
+    def keep(self) -> None:
+        """C keeps M_B between queries."""
+        self.kept = {}
+        self.kept = {k: self.mask(k) for k in range(len(chunks(self.records)))}
 
 
 def deal(records: int, widths: Sequence[int], seeds: tuple[bytes, bytes] | None = None,
