@@ -33,8 +33,16 @@ BLOCKS_PAIRS_A_ROW = 200  # and at fewer pairs a row its blocks convert (a query
 # two-server run's parts by pairs or by blocks (2026-12-06)").
 RULED_PAIRS_A_ROW = 64
 # C's choice: by each part's shape ("shape"), or every unblocked part by "blocks" or by
-# "pairs" (the benchmarks' side-by-side, and tests of blocks on parts this rule takes by pairs).
+# "pairs" (the benchmarks' side-by-side, and tests of blocks on parts this rule takes by pairs),
+# or a query's whole part by "standing" whatever its partner's size.
 PATH = "shape"
+# A query's part compared whole against a partner (its record CLK's, under the gap rule)
+# against the partner's bits converted once (core/standing.py; over gRPC
+# rpc/twoserver_standing.py) where the partner has at least this many records: the query then
+# pays its own records' conversion, two products and the margin a pair, not the rule's
+# circuit a pair; the conversion is paid once an upload (docs/performance.md "A query
+# against a standing partner over gRPC").
+STANDING_RECORDS = 4_000
 
 
 def by_blocks(part: Proposed, ruled: bool = False) -> bool:
@@ -57,11 +65,37 @@ def by_shape(described: Sequence[Proposed], rule: Rule = NO_RULE) -> list[Propos
             else replace(p, blocks=()) for p in described]  # fmt: skip
 
 
+def by_standing(part: Proposed, partner_records: int, ruled: bool) -> bool:
+    """Whether a query's part goes against its partner converted once: unblocked (compared
+    whole), the record CLK's under the gap rule (`ruled`), a partner of at least
+    STANDING_RECORDS records; every such part where `PATH` is "standing", none where it
+    forces pairs or blocks."""
+    if not ruled or not part.blocks or PATH in ("pairs", "blocks"):
+        return False
+    return PATH == "standing" or partner_records >= STANDING_RECORDS
+
+
+def for_query(described: Sequence[Proposed], records: Sequence[int], rule: Rule = NO_RULE,
+              standing: bool = True) -> list[Proposed]:  # fmt: skip
+    """A query's (or, not `standing`, a watch's) parts: those `by_standing` marked so (member
+    b of each the partner, `records[member]` each member's records), the others `by_shape`.
+    A watch compares a partner's upload once, so converting it would not pay."""
+    out = list(by_shape(described, rule))
+    for k, p in enumerate(described):
+        ruled = rule.active and p.clk == RECORD
+        if standing and by_standing(p, records[p.member_b], ruled):
+            out[k] = replace(p, standing=True)
+    return out
+
+
 __all__ = [
     "BLOCKS_MIN_PAIRS",
     "BLOCKS_PAIRS_A_ROW",
     "PATH",
     "RULED_PAIRS_A_ROW",
+    "STANDING_RECORDS",
     "by_blocks",
     "by_shape",
+    "by_standing",
+    "for_query",
 ]

@@ -185,6 +185,11 @@ def _dense(
     part reads both CLKs under the gap rule, else core/gmwsum.py's circuit
     (core/denseblock.py); None otherwise (by pairs)."""
     prepare = getattr(servers, "prepare_part", None)
+    stand = getattr(servers, "prepare_standing", None)
+    if part.standing and stand is not None:  # against its partner converted once
+        margin = _margin(servers, combiner, (servers.bits(RECORD), _width2(servers, combiner)))
+        if margin is not None and stand(index, margin, transcript, clock):
+            return margin
     if not part.blocks or prepare is None:
         return None
     t0 = time.process_time()

@@ -108,6 +108,9 @@ class Proposed:
     # it by arithmetic sharing (core/densearith.py; core/twoinprocess.py, rpc/twoserver_blocks.py):
     # their sizes, which C deals for (it can count them from the popcounts it holds).
     blocks: tuple[tuple[int, int], ...] = ()
+    # A query's unblocked part against its partner's bits converted once (core/partpath.py
+    # `for_query`; core/standing.py, rpc/twoserver_standing.py): C's choice, not S1's.
+    standing: bool = False
 
 
 class ShareServer:

@@ -41,11 +41,16 @@ def query_links(
 
 def proposed_query_links(
     servers: tworun.Servers, combiner: Combiner, described: list[tworun.Proposed],
-    transcript: linkbit.Transcript,
+    transcript: linkbit.Transcript, standing: bool = False,
 ) -> tuple[Candidates, int]:  # fmt: skip
     """`query_links` once S1 has proposed (`described`), each part by blocks or by pairs
-    (core/partpath.py `by_shape`, as a run's)."""
-    found = _parts_links(servers, combiner, partpath.by_shape(described, combiner.rule), transcript)
+    (core/partpath.py `by_shape`, as a run's), or a query's whole part against its partner
+    converted once where `standing` (`partpath.for_query`)."""
+    # (over gRPC, where the matcher keeps its conversions: rpc/twoserver_standdeal.py)
+    kept = getattr(servers, "conversions", None) is not None
+    parts = (partpath.for_query(described, servers.records, combiner.rule)  # type: ignore[attr-defined]
+             if standing and kept else partpath.by_shape(described, combiner.rule))  # fmt: skip
+    found = _parts_links(servers, combiner, parts, transcript)
     return (merge(found) if found else Candidates.empty()), sum(p.pairs for p in described)
 
 
@@ -133,6 +138,7 @@ class Opened:
     why: str = ""
     keys: str = ""
     closed: bool = False
+    standing: bool = False  # a query's (not a watch's): its whole part may go standing
 
     def close(self) -> None:
         """The servers' channels closed (once)."""
@@ -143,12 +149,14 @@ class Opened:
 
 
 def open_partner(
-    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner
-) -> Opened:
-    """S1's proposal between the query's records and partner `p`'s upload."""
+    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner,
+    standing: bool = False,
+) -> Opened:  # fmt: skip
+    """S1's proposal between the query's records and partner `p`'s upload (`standing`: a
+    query's, whose whole part may go against the partner converted once)."""
     combiner = Combiner(None, threshold, clks=len(p.bits), rule=p.rule)
     servers = setup.servers([name, p.name], [records, p.records], list(p.bits))
-    out = Opened(p, servers, combiner, name)
+    out = Opened(p, servers, combiner, name, standing=standing)
     try:
         out.described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
     except errors.FailedPrecondition as exc:
@@ -182,7 +190,11 @@ def searched_partner(opened: Opened) -> PartnerFound:
     try:
         if opened.described is not None:
             out.links, out.pairs = proposed_query_links(
-                opened.servers, opened.combiner, opened.described, out.transcript
+                opened.servers,
+                opened.combiner,
+                opened.described,
+                out.transcript,
+                opened.standing,
             )
     except errors.FailedPrecondition as exc:
         out.links, out.pairs = None, 0
@@ -193,10 +205,12 @@ def searched_partner(opened: Opened) -> PartnerFound:
 
 
 def search_partner(
-    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner
-) -> PartnerFound:
-    """One partner's upload searched for the query's records at S1 and S2."""
-    return searched_partner(open_partner(setup, threshold, name, records, p))
+    setup: TwoServerSetup, threshold: float, name: str, records: int, p: Partner,
+    standing: bool = False,
+) -> PartnerFound:  # fmt: skip
+    """One partner's upload searched for the query's records at S1 and S2 (`standing`: a
+    query's, not a watch's)."""
+    return searched_partner(open_partner(setup, threshold, name, records, p, standing))
 
 
 def keys_needed(opened: list[Opened]) -> None:
@@ -219,7 +233,12 @@ def keys_refusal(partner: str, why: str) -> errors.FailedPrecondition:
 
 
 def first_proposed(
-    setup: TwoServerSetup, threshold: float, name: str, records: int, partners: list[Partner]
+    setup: TwoServerSetup,
+    threshold: float,
+    name: str,
+    records: int,
+    partners: list[Partner],
+    standing: bool = False,
 ) -> tuple[list[Opened], list[Partner]]:
     """S1's proposal against the largest partner first, alone (the next largest where its
     upload is not whole at S1 and S2): S1 blocks a given query against a partner by the
@@ -231,7 +250,7 @@ def first_proposed(
     opened: list[Opened] = []
     try:
         for k, p in enumerate(ordered):
-            opened.append(open_partner(setup, threshold, name, records, p))
+            opened.append(open_partner(setup, threshold, name, records, p, standing))
             keys_needed(opened)
             if opened[-1].described is not None:
                 return opened, ordered[k + 1 :]

@@ -254,12 +254,12 @@ def _search(
     # else is proposed or counted (`first_proposed`). Then the partners at once
     # (PARTNERS_AT_ONCE at most): each the rest of its own proposal at S1 and its own
     # batches, so one partner's wait on S1 and S2 overlaps another's.
-    opened, rest = first_proposed(setup, project.threshold, name, records, partners)
+    opened, rest = first_proposed(setup, project.threshold, name, records, partners, True)
 
     def searched(item: Opened | Partner) -> PartnerFound:
         if isinstance(item, Opened):
             return searched_partner(item)
-        return search_partner(setup, project.threshold, name, records, item)
+        return search_partner(setup, project.threshold, name, records, item, True)
 
     items: list[Opened | Partner] = [*opened, *rest]
     got_by = {(o.partner.member if isinstance(o, Opened) else o.member): got

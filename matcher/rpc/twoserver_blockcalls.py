@@ -21,6 +21,7 @@ from blindmatch.matcher.core import densearith, denseblock, linkbit, triplecheck
 from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.proposal import Refused
 from blindmatch.matcher.core.twoserver import PairBatch
+from blindmatch.matcher.rpc import twoserver_standing as standing_calls
 from blindmatch.matcher.rpc.twoserver_blocks import cut, joined, setups, shapes, widths
 from blindmatch.matcher.rpc.twoserver_margin import Dense, Pops, Runner, margin_plan, pops_bytes
 from blindmatch.matcher.rpc.twoserver_margin import inputs as margin_inputs
@@ -132,7 +133,10 @@ def batch_party(
 
 def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
     """S1's `PrepareBlocks`: the deal checked against its proposal, then the blocks' exchange
-    with S2; S1 holds its side for the part's batches."""
+    with S2; S1 holds its side for the part's batches (a standing partner's deal:
+    rpc/twoserver_standing.py)."""
+    if m.standing:
+        return standing_calls.s1_prepare(role, s2, m)
     held = role.pair_held(m)
     rule = part_rule(m, "blocks")
     blocks = shapes(m, held[0].bits, rule)
@@ -261,6 +265,8 @@ def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
     first = next(request, None)
     if first is None or first.setup or not first.blocks:
         raise errors.InvalidArgument("blocks: the first message names them, without setup")
+    if first.standing:  # a standing partner's (rpc/twoserver_standing.py)
+        return standing_calls.s2_prepare(role, first, request)
     held = role.pair_held(first)
     rule = part_rule(first, "blocks")
     blocks = shapes(first, held[0].bits, rule)
@@ -305,6 +311,9 @@ def s2_exchange(role: _Role, request: Iterator[pb.BlockMessage]) -> Iterator[pb.
     if first is None:
         raise errors.InvalidArgument("a block exchange of no messages")
     kept = role.dense.take(first.blocks)
+    if kept.deal.standing:  # a standing partner's (rpc/twoserver_standing.py)
+        yield from standing_calls.s2_exchange(role, kept, first, request)
+        return
     try:
         m = kept.deal
         if first.checked != kept.checked:

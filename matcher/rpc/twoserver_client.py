@@ -75,6 +75,9 @@ class RemoteServers:
         # Unblocked parts by blocks (False: by pairs; `margin`: the rule's by its margin)
         self.dense, self.margin, self._blocks = True, True, dict[int, str]()  # S1's, S2's by id
         self._batch_pairs: dict[int, int] = {}  # a part's batches on its blocks (`batch_pairs`)
+        # C's standing partners (rpc/twoserver_standdeal.py), kept across queries by the
+        # matcher's set-up (rpc/twoserver_project.py); None: no part by the standing path
+        self.conversions: Any = None
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
         """Journal each batch of the proposal with `watch`; S1 leaves out `resume_pairs`'."""
@@ -229,6 +232,20 @@ class RemoteServers:
         self._blocks[index], self._batch_pairs[index] = prepare_blocks(
             self, index, deals, transcript, pops, clock
         )
+
+    def prepare_standing(self, index: int, plan: Any, transcript: linkbit.Transcript,
+                         clock: dict[str, float]) -> bool:  # fmt: skip
+        """Part `index` against its partner converted once (rpc/twoserver_standdeal.py), its
+        batches then on the query's H shares as on blocks; False where C keeps no
+        conversions (the part goes by its shape)."""
+        from blindmatch.matcher.rpc.twoserver_standdeal import prepare_standing
+
+        if self.conversions is None:
+            return False
+        self._blocks[index], self._batch_pairs[index] = prepare_standing(
+            self, self.conversions, index, plan, transcript, clock
+        )
+        return True
 
     def batch_pairs(self, index: int) -> int:
         """The most pairs a batch of part `index` may have (larger on its blocks where S1

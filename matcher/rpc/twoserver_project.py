@@ -16,6 +16,7 @@ from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_holds import holds_at, role_stub
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
 from blindmatch.matcher.rpc.twoserver_peers import peer_error
+from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -124,8 +125,14 @@ def combiner_setup(
     # project").
     kept = (channel(s1, credentials), channel(s2, credentials))
 
+    # The partners converted once for queries compared whole against them (their seeds:
+    # rpc/twoserver_standdeal.py), for the matcher's life; not kept across a restart.
+    conversions = Conversions()
+
     def servers(names: list[str], records: list[int], bits: list[int]) -> RemoteServers:
-        return RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept)
+        out = RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept)
+        out.conversions = conversions
+        return out
 
     def check() -> None:
         reachable(s1, "S1", credentials, kept[0])

@@ -37,6 +37,7 @@ from blindmatch.matcher.rpc.twoserver_peers import to_rows
 from blindmatch.matcher.rpc.twoserver_presort import Presorter
 from blindmatch.matcher.rpc.twoserver_proposals import Proposals
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
+from blindmatch.matcher.rpc.twoserver_standcache import Standings
 from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_upload
 from blindmatch.matcher.storage.dirowner import refuse_others
 from blindmatch.matcher.storage.role_store import RoleStore
@@ -113,6 +114,8 @@ class _Role:
         self.queries = RoleQueries(NAMES[role]) if role in ("s1", "s2") else None
         # S1, S2: unblocked parts' blocks, every pair's H shares (rpc/twoserver_blocks.py)
         self.dense = HeldBlocks(clock)
+        # S1, S2: standing partners converted once for queries (rpc/twoserver_standcache.py)
+        self.standing = Standings(clock=clock)
         # S1: each upload's band keys sorted as it arrives (rpc/twoserver_presort.py)
         self.presorter = Presorter() if role == "s1" else None
 
@@ -279,6 +282,7 @@ class _Role:
             self.batches.forget({member, *old})
             self.inputs.forget({member, *old})
             self.dense.forget({member, *old})
+            self.standing.forget({member, *old})
             self.end_proposals({member, *old})  # a run proposed over an earlier upload ends
 
     def forget(self, request: pb.ForgetRequest) -> list[str]:
@@ -310,6 +314,7 @@ class _Role:
             self.batches.forget(dropped)
             self.inputs.forget(dropped)
             self.dense.forget(set(dropped))
+            self.standing.forget(set(dropped))
             self.end_proposals(set(dropped))
             self.runs = {r for r in self.runs if not set(r[1:]) & set(dropped)}
             self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),

@@ -1,0 +1,132 @@
+"""What S1 and S2 keep of standing partners between queries (rpc/twoserver_standing.py; docs/
+privacy-design.md "A query against a standing partner over gRPC"): a cache in memory by C's
+id of each conversion, for the version of the partner's upload it converted (the upload held
+when piece 0 came: one replaced or forgotten drops it, `forget`), bounded by `MOST_BYTES`
+(the least recently used dropped), nothing kept across a restart. A query naming a
+conversion not held is refused FAILED_PRECONDITION with `STANDING_NEEDED`: C converts again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import standing
+from blindmatch.matcher.core.margincircuit import Plan
+from blindmatch.matcher.core.standingsteps import Converting
+from blindmatch.matcher.rpc.twoserver_uploads import Held as Upload
+from blindmatch.protos import blindmatch_pb2 as pb
+
+log = logging.getLogger("blindmatch.matcher.twoserver")
+
+STANDING_NEEDED = "standing_needed"  # a query's refusal: C converts the partner again
+# What S1 or S2 keeps of standing partners at once, the least recently used dropped past it:
+# 2 GiB, two partners of ~87,000 records (12,320 bytes a record with two 1,024-bit CLKs).
+MOST_BYTES = 2 << 30
+
+
+def terms(m: pb.BlockDeal) -> bytes:
+    """What a conversion's popcounts depend on beside the upload: the cut-offs and rule."""
+    bare = pb.BlockDeal(cutoffs=m.cutoffs, rule=m.rule if m.HasField("rule") else None)
+    return bare.SerializeToString(deterministic=True)
+
+
+@dataclass
+class Entry:
+    """A partner converted, or being converted, under C's id."""
+
+    member: str
+    upload: weakref.ReferenceType[Upload]
+    terms: bytes
+    conv: Converting
+    used: float
+    started: float
+
+
+class Standings:
+    """S1's or S2's standing partners by C's conversion id (a cache: `MOST_BYTES` at most,
+    least recently used dropped; gone on a restart). `conversions`: partners converted whole
+    (tests, the benchmark)."""
+
+    def __init__(self, most: int | None = None, clock: Callable[[], float] = time.monotonic):
+        self.most, self.clock = most, clock
+        self.conversions = 0
+        self._held: dict[str, Entry] = {}
+        self._lock = threading.Lock()
+
+    def bytes_kept(self) -> int:
+        with self._lock:
+            return sum(e.conv.bytes_kept() for e in self._held.values())
+
+    def piece(self, m: pb.BlockDeal, upload: Upload, p: Plan, widths: tuple[int, ...],
+              role: int) -> Entry:  # fmt: skip
+        """The conversion `m.standing` for its piece: piece 0 starts it (dropping any other of
+        the same partner); a later piece continues it (`FailedPrecondition` where it is
+        not held, for this version of the upload)."""
+        with self._lock:
+            if m.standing_piece == 0:
+                for k in [k for k, e in self._held.items() if e.member == m.member_b]:
+                    del self._held[k]
+                now = self.clock()
+                entry = Entry(m.member_b, weakref.ref(upload), terms(m),
+                              Converting(role, widths, p, m.standing_pieces), now, now)  # fmt: skip
+                self._held[m.standing] = entry
+                return entry
+            entry = self._find(m, upload)
+            if entry.conv.partner is not None or entry.conv.pieces != m.standing_pieces:
+                raise errors.InvalidArgument(
+                    f"standing_piece: {m.standing_piece} of {m.standing_pieces}, but "
+                    f"conversion {m.standing!r} is of {entry.conv.pieces} pieces, "
+                    f"{entry.conv.done} done"
+                )
+            return entry
+
+    def _find(self, m: pb.BlockDeal, upload: Upload) -> Entry:
+        entry = self._held.get(m.standing)
+        if entry is None or entry.member != m.member_b or entry.upload() is not upload or (
+            entry.terms != terms(m)
+        ):  # fmt: skip
+            raise errors.FailedPrecondition(
+                f"{STANDING_NEEDED}: conversion {m.standing!r} of {m.member_b!r}'s upload is "
+                "not held here (not converted, another version of the upload, other cut-offs "
+                "or rule, dropped for room, or the server restarted): convert it again"
+            )
+        entry.used = self.clock()
+        return entry
+
+    def partner(self, m: pb.BlockDeal, upload: Upload) -> standing.Partner:
+        """A query's partner: conversion `m.standing`, whole, of this version of member_b's
+        upload (`FailedPrecondition` naming it otherwise)."""
+        with self._lock:
+            entry = self._find(m, upload)
+            if entry.conv.partner is None:
+                raise errors.FailedPrecondition(
+                    f"{STANDING_NEEDED}: conversion {m.standing!r} of {m.member_b!r}'s upload "
+                    f"is {entry.conv.done} of {entry.conv.pieces} pieces: convert it again"
+                )
+            return entry.conv.partner
+
+    def bound(self) -> None:
+        """Drop the least recently used partners while over `MOST_BYTES` (read when called)."""
+        most = MOST_BYTES if self.most is None else self.most
+        with self._lock:
+            while len(self._held) > 1 and sum(e.conv.bytes_kept()
+                                               for e in self._held.values()) > most:  # fmt: skip
+                oldest = min(self._held, key=lambda k: self._held[k].used)
+                log.info("dropped standing partner %s (%s) for room", self._held[oldest].member,
+                         oldest)  # fmt: skip
+                del self._held[oldest]
+
+    def forget(self, names: set[str]) -> None:
+        """Drop the partners of any of `names` (uploads replaced or dropped)."""
+        with self._lock:
+            for k in [k for k, e in self._held.items() if e.member in names]:
+                del self._held[k]
+
+
+__all__ = ["MOST_BYTES", "STANDING_NEEDED", "Entry", "Standings", "terms"]

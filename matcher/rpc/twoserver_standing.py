@@ -1,0 +1,307 @@
+"""S1's and S2's side of a query compared whole against a standing partner over gRPC
+(docs/protocol.md "A query against a standing partner over gRPC"; core/standing.py,
+core/standingquery.py, core/standingsteps.py): the partners they hold converted
+(`Standings`, a cache in memory), and the `PrepareBlocks` / `BlockExchange` of a `BlockDeal`
+naming `standing` (rpc/twoserver_blockcalls.py hands them here).
+
+C converts a partner's upload once, `standing.CHUNK` records a deal (`standing_pieces`); S1
+and S2 keep what core/standing.py's `Partner` holds (~12 kB a record of two 1,024-bit CLKs)
+in memory under C's id of the conversion, for that version of the upload only (the upload
+held when piece 0 came: one replaced or forgotten drops it), the least recently used dropped
+past `MOST_BYTES`, nothing kept across a restart. A query then deals its own records alone;
+S1 and S2 hold its H shares as the part's one block (every query record x every partner
+record), and the part's margin batches run on them as on any part's blocks. A query naming a
+conversion a server does not hold (restarted, dropped, another version of the upload) is
+refused FAILED_PRECONDITION with `STANDING_NEEDED` and the conversion's id: C converts again.
+A deal that fails a check is refused by both servers, naming the dealer, and audited
+(`twoserver.deal`), before any output share; S1 checks every standing deal against its
+proposal (an unblocked part on clk 0 under the rule, the run's cut-offs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import time
+from collections.abc import Generator, Iterator
+
+import grpc
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import denseblock, linkbit, standing, standingsteps, triplecheck
+from blindmatch.matcher.core.margincircuit import Plan
+from blindmatch.matcher.core.proposal import Refused
+from blindmatch.matcher.core.standingsteps import Steps
+from blindmatch.matcher.rpc.twoserver_blocks import MAX_PAIRS, Held, cut, joined
+from blindmatch.matcher.rpc.twoserver_margin import margin_plan
+from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, ShareExchange, peer_error
+from blindmatch.matcher.rpc.twoserver_role import NAMES, _Role
+from blindmatch.matcher.rpc.twoserver_standcache import Entry
+from blindmatch.matcher.rpc.twoserver_uploads import Held as Upload
+from blindmatch.matcher.rpc.twoserver_uploads import part_rule
+from blindmatch.protos import blindmatch_pb2 as pb
+
+log = logging.getLogger("blindmatch.matcher.twoserver")
+
+
+def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
+    """A standing deal's uploads (member_a's records, the partner member_b), its margin plan
+    and, at S1, the run it belongs to: S1 checks it against its proposal (an unblocked part
+    of the two uploads on clk 0, the run's cut-offs and rule), refusing it PERMISSION_DENIED
+    (audited) otherwise. Both check its shape."""
+    held = role.pair_held(m)
+    rule = part_rule(m, "standing")
+    p = margin_plan(held[0].bits, m.clk, m.cutoffs, rule, "standing")
+    if m.standing_pieces:
+        if m.standing_pieces != len(standing.chunks(held[1].records)) or (
+            m.standing_piece >= m.standing_pieces or m.rows_a or m.rows_b
+        ):  # fmt: skip
+            raise errors.InvalidArgument(
+                f"standing_piece/standing_pieces: {m.standing_piece} of {m.standing_pieces}; a "
+                f"partner of {held[1].records} records converts in "
+                f"{len(standing.chunks(held[1].records))} pieces, without rows_a/rows_b"
+            )
+    elif list(m.rows_a) != [held[0].records] or list(m.rows_b) != [held[1].records]:
+        raise errors.InvalidArgument(
+            "rows_a/rows_b: a standing query is one block, every record of both uploads"
+        )
+    elif held[0].records * held[1].records > MAX_PAIRS:
+        raise errors.InvalidArgument(
+            f"rows_a/rows_b: {held[0].records} x {held[1].records} pairs; at most {MAX_PAIRS:,}"
+        )
+    if not m.standing or len(m.standing) > 64 or not m.blocks or len(m.blocks) > 64:
+        raise errors.InvalidArgument("standing/blocks: ids of 1 to 64 characters")
+    if role.role != "s1":
+        return held, p, ""
+    with role.lock:
+        proposal = role.proposals.of(m.member_a, m.member_b)
+        if proposal is None:
+            raise errors.FailedPrecondition(
+                "standing: S1 has proposed no run over these uploads (Propose first)"
+            )
+        if m.part >= len(proposal.parts):
+            raise errors.InvalidArgument(f"part: {m.part} of {len(proposal.parts)}")
+        part = proposal.parts[m.part]
+        names = (proposal.members[part.member_a], proposal.members[part.member_b])
+        try:
+            proposal.check_rule(rule)
+            if tuple(m.cutoffs) != proposal.cutoffs:
+                raise Refused(f"cutoffs: {list(m.cutoffs)}, not the run's {list(proposal.cutoffs)}")
+            if names != (m.member_a, m.member_b) or part.clk != 0 or not denseblock.part_blocks(
+                part
+            ):  # fmt: skip
+                raise Refused(
+                    f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}, not an "
+                    f"unblocked part of {m.member_a!r} x {m.member_b!r} on clk 0"
+                )
+        except Refused as exc:
+            role.log("combiner", "twoserver.refused", members=[m.member_a, m.member_b],
+                     reason=str(exc))  # fmt: skip
+            raise errors.PermissionDenied(str(exc)) from None
+        return held, p, proposal.id
+
+
+def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: bytes,
+           out: list[denseblock.Blocks]) -> tuple[Steps, Entry | None]:  # fmt: skip
+    """This server's steps on deal `m`: a conversion piece's (and its entry) or a query's
+    (its blocks into `out`); `InvalidArgument` for a setup that does not fit."""
+    who = 0 if role.role == "s1" else 1
+    b = held[1]
+    try:
+        if m.standing_pieces:
+            entry = role.standing.piece(m, b, p, b.bits, who)
+            start, stop = standing.chunks(b.records)[m.standing_piece]
+            sizes = standingsteps.piece_setup(stop - start, b.bits, p, who)
+            standingsteps.split(setup, sizes, "setup")
+            shares = [s[start:stop] for s in b.shares]
+            pops = [q[start:stop] for q in b.popshares]
+            return standingsteps.piece_steps(entry.conv, m.standing_piece, setup, shares,
+                                             pops), entry  # fmt: skip
+        partner = role.standing.partner(m, b)
+        a = held[0]
+        sizes = standingsteps.query_setup(a.records, b.records, b.bits, p, who)
+        standingsteps.split(setup, sizes, "setup")
+        return standingsteps.query_steps(partner, p, setup, a.shares, a.popshares, out), None
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"setup: {exc}") from None
+
+
+def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload], run: str,
+          actor: str) -> None:  # fmt: skip
+    """After a piece: the partner whole once its last piece is, logged with its records and
+    time, the cache bounded."""
+    if entry is None or entry.conv.done < entry.conv.pieces:
+        return
+    partner = entry.conv.finish(held[1].popshares)
+    seconds = round(time.monotonic() - entry.started, 3)
+    role.standing.conversions += 1
+    role.log(actor, "twoserver.standing", members=[m.member_a, m.member_b], run=run,
+             standing=m.standing, records=partner.records, seconds=seconds,
+             bytes=partner.bytes_kept())  # fmt: skip
+    log.info("%s converted %s's upload as a standing partner (%d records) in %.1f s, keeping "
+             "%.0f MB (conversion %s)", NAMES[role.role], m.member_b, partner.records, seconds,
+             partner.bytes_kept() / 1e6, m.standing)  # fmt: skip
+    role.standing.bound()
+
+
+def _refused(role: _Role, m: pb.BlockDeal, run: str, exc: triplecheck.DealRefused,
+             ) -> errors.PermissionDenied:  # fmt: skip
+    what = f"piece {m.standing_piece} of" if m.standing_pieces else "a query against"
+    role.log("combiner", "twoserver.deal", members=[m.member_a, m.member_b], blocks=m.blocks,
+             run=run, part=m.part, standing=m.standing, reason=str(exc))  # fmt: skip
+    return triplecheck.refused(f"{m.blocks} ({what} standing partner {m.standing})", exc)
+
+
+def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
+    """S1's `PrepareBlocks` of a standing deal: checked against its proposal, then the steps
+    with S2 over BlockExchange; a query's blocks held for the part's batches."""
+    held, p, run = _checked(role, m)
+    kept = role.dense.put(m)
+    out: list[denseblock.Blocks] = []
+    try:
+        steps, entry = _steps(role, m, held, p, m.setup, out)
+        first = pb.BlockMessage(blocks=m.blocks, checked=kept.checked, run=run)
+        try:
+            sent, received = _swaps(s2, first, steps)
+        except triplecheck.DealRefused as exc:
+            raise _refused(role, m, run, exc) from None
+    except BaseException:
+        role.dense.drop(m.blocks)
+        raise
+    if out:
+        kept.side, kept.run = out[0], run
+    else:
+        role.dense.drop(m.blocks)
+        _done(role, m, entry, held, run, "combiner")
+    return pb.BlocksReply(round_bytes_sent=sent, round_bytes_received=received,
+                          largest_batch=linkbit.BLOCK_BATCH)  # fmt: skip
+
+
+def _swaps(s2: ShareExchange, first: pb.BlockMessage, steps: Steps) -> tuple[int, int]:
+    """S1's side of the exchange: its first message, then each step's message each way
+    (S1's sent, then S2's read); bytes sent and received."""
+    outbox: queue.Queue[pb.BlockMessage | None] = queue.Queue()
+    counts = [first.ByteSize(), 0]
+
+    def requests() -> Iterator[pb.BlockMessage]:
+        while (m := outbox.get()) is not None:
+            yield m
+
+    outbox.put(first)
+    try:
+        replies = s2._stub.BlockExchange(requests(), metadata=s2._metadata,
+                                         timeout=CALL_SECONDS)  # fmt: skip
+
+        def nxt() -> pb.BlockMessage | None:
+            m = next(replies, None)
+            counts[1] += 0 if m is None else m.ByteSize()
+            return m
+
+        try:
+            mine = next(steps)
+            while True:
+                for part, last in cut(mine):
+                    counts[0] += len(part) + 8
+                    outbox.put(pb.BlockMessage(data=part, last=last))
+                theirs = joined(nxt, "a standing step")
+                try:
+                    mine = steps.send(theirs)
+                except StopIteration:
+                    break
+                except triplecheck.DealRefused:
+                    outbox.put(None)  # S2 finds it for itself (its refusal, its audit entry)
+                    with contextlib.suppress(grpc.RpcError):
+                        nxt()
+                    raise
+            done = nxt()  # S2's steps done and its side held
+            if done is None or not done.last or done.data:
+                raise errors.DataLoss(f"{s2.name}: the standing exchange ended unconfirmed")
+        except (ValueError, errors.InvalidArgument) as exc:
+            raise errors.DataLoss(f"{s2.name}: {exc}") from None
+    except grpc.RpcError as exc:
+        raise peer_error(s2.name, exc) from None
+    finally:
+        outbox.put(None)
+    return counts[0], counts[1]
+
+
+def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal],
+               ) -> pb.PrepareReply:  # fmt: skip
+    """S2's `PrepareBlocks` of a standing deal: checked (a query's conversion held here, or
+    refused `STANDING_NEEDED`), its setup in parts held until S1 opens the exchange."""
+    held, p, _ = _checked(role, first)
+    if not first.standing_pieces:
+        role.standing.partner(first, held[1])
+    setup = bytearray()
+    for n, m in enumerate(request, start=1):
+        bare = pb.BlockDeal()
+        bare.CopyFrom(m)
+        bare.setup = b""
+        if bare.ByteSize():
+            raise errors.InvalidArgument(f"setup (message {n}): the later messages' only field")
+        setup += m.setup
+    b, who = held[1], 1
+    if first.standing_pieces:
+        start, stop = standing.chunks(b.records)[first.standing_piece]
+        sizes = standingsteps.piece_setup(stop - start, b.bits, p, who)
+    else:
+        sizes = standingsteps.query_setup(held[0].records, b.records, b.bits, p, who)
+    try:
+        standingsteps.split(bytes(setup), sizes, "setup")
+    except ValueError as exc:
+        raise errors.InvalidArgument(f"setup: {exc}") from None
+    role.dense.put(first, bytes(setup))
+    return pb.PrepareReply(largest_batch=linkbit.BLOCK_BATCH)
+
+
+def s2_exchange(role: _Role, kept: Held, first: pb.BlockMessage,
+                request: Iterator[pb.BlockMessage]) -> Iterator[pb.BlockMessage]:  # fmt: skip
+    """S2's side of the exchange S1 opened with `first` on the standing deal `kept`."""
+    try:
+        entry = yield from _s2_steps(role, kept, first, request)
+    except BaseException:
+        role.dense.drop(first.blocks)
+        raise
+    if kept.side is None:  # a conversion's piece
+        role.dense.drop(first.blocks)
+        _done(role, kept.deal, entry, role.pair_held(kept.deal), first.run, "s1")
+    yield pb.BlockMessage(last=True)  # held: S1 may send the part's batches
+
+
+def _s2_steps(role: _Role, kept: Held, first: pb.BlockMessage,
+              request: Iterator[pb.BlockMessage],
+              ) -> Generator[pb.BlockMessage, None, Entry | None]:  # fmt: skip
+    """S2's steps (a query's blocks held in `kept`); the conversion's entry, for a piece."""
+    m = kept.deal
+    if first.checked != kept.checked:
+        raise errors.PermissionDenied(
+            f"checked: the standing deal {first.blocks!r} as S1 checked it is not the one the "
+            "combiner prepared on S2 (another part, members, piece or cut-offs)"
+        )
+    held, p, _ = _checked(role, m)
+    out: list[denseblock.Blocks] = []
+    steps, entry = _steps(role, m, held, p, kept.setup, out)
+    kept.setup = b""
+
+    def nxt() -> pb.BlockMessage | None:
+        return next(request, None)
+
+    mine = next(steps)
+    while True:
+        for data, last in cut(mine):
+            yield pb.BlockMessage(data=data, last=last)
+        try:
+            mine = steps.send(joined(nxt, "a standing step"))
+        except StopIteration:
+            break
+        except ValueError as exc:
+            raise errors.InvalidArgument(f"data: {exc}") from None
+        except triplecheck.DealRefused as exc:
+            raise _refused(role, m, first.run, exc) from None
+    if out:
+        kept.side, kept.run = out[0], first.run
+    return entry
+
+
+__all__ = ["s1_prepare", "s2_exchange", "s2_prepare"]

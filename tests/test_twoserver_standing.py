@@ -1,0 +1,189 @@
+"""A two-server query compared whole against a partner converted once, over gRPC
+(rpc/twoserver_standing.py, rpc/twoserver_standdeal.py; docs/protocol.md "A query against a
+standing partner over gRPC"): S1 and S2 on loopback, C's RemoteServers. The same links,
+buckets and rows as by pairs; the partner converted once over two queries; a new upload of it
+converted again, its answer the new upload's; a combiner dealing a wrong Z refused by both
+servers naming it, nothing output; a restarted server's conversion gone, C converting again.
+The size rule lowered (core/partpath.py STANDING_RECORDS) and the conversion cut small
+(core/standing.py CHUNK: several pieces) so that each test takes a few seconds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from blindmatch.client.encoding import sharing as client
+from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import linkbit, partpath, standing, twoserver
+from blindmatch.matcher.core import standingquery as sq
+from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
+from tests.support import MESSY_SECRET
+from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries
+
+pytestmark = pytest.mark.server
+Clks = npt.NDArray[np.uint8]
+NAMES = ["asker", "south"]  # the query's records (3 of south's own), south's upload
+Found = list[tuple[int, int, float]]
+
+
+@pytest.fixture(scope="module")
+def shares(messy_members: tuple[list[Clks], int]) -> dict[str, client.SharedUpload]:
+    """The query's 3 records (south's first), south's upload of 90 and a later one of 87
+    without them."""
+    datasets, fallback_bits = messy_members
+    plan = client.BandPlan(bits=20, bands=30)
+    made = {"query": datasets[1][:3], "south": datasets[1][:90], "later": datasets[1][3:90]}
+    return {k: client.shared_upload(d, MESSY_SECRET, plan, fallback_bits)
+            for k, d in made.items()}  # fmt: skip
+
+
+class Roles:
+    """S1 and S2 on loopback, each with a data dir; either restarted on its port."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.running: dict[str, RunningRole] = {}
+        self.start("s2")
+        self.start("s1")
+
+    def start(self, role: str, port: int = 0) -> None:
+        s2 = {"s2": f"127.0.0.1:{self.running['s2'].port}"} if role == "s1" else {}
+        self.running[role] = create_role(role, f"127.0.0.1:{port}", KEY, MEMBER_KEY,
+                                         data_dir=self.folder / role, exhaustive=10**9,
+                                         **s2)  # type: ignore[arg-type]  # fmt: skip
+
+    def restart(self, role: str) -> None:
+        port = self.running[role].port
+        self.running[role].stop(grace=None)
+        self.running[role].service.close()
+        self.start(role, port)
+
+    def upload(self, name: str, up: client.SharedUpload) -> None:
+        for role, running in self.running.items():
+            with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+                rc.upload(name, up, RULE)
+
+    def conversions(self) -> list[int]:
+        return [self.running[r].service.standing.conversions for r in ("s1", "s2")]
+
+
+@pytest.fixture
+def roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Roles]:
+    monkeypatch.setattr(partpath, "STANDING_RECORDS", 50)  # south's 90 records: standing
+    monkeypatch.setattr(standing, "CHUNK", 32)  # its conversion in 3 pieces
+    made = Roles(tmp_path)
+    yield made
+    for running in made.running.values():
+        running.stop(grace=None)
+
+
+def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
+        conversions: Conversions | None, fresh: bool = True,
+        ) -> tuple[Found, linkbit.Transcript]:  # fmt: skip
+    """The query's records uploaded afresh (a fresh pair budget) and compared whole against
+    south's upload at S1 and S2: by the standing path with C's `conversions`, else by the
+    query's shape (by pairs); (rows and buckets of the links, the calls' transcript)."""
+    if fresh:
+        roles.upload(NAMES[0], query)
+    bits = [8 * int(x.shape[1]) for x in query.s1.shares]
+    servers = RemoteServers(f"127.0.0.1:{roles.running['s1'].port}",
+                            f"127.0.0.1:{roles.running['s2'].port}", KEY, NAMES,
+                            [len(query.s1.shares[0]), len(partner.s1.shares[0])], bits)  # fmt: skip
+    servers.conversions = conversions
+    combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=Rule(*RULE))
+    transcript = linkbit.Transcript()
+    try:
+        described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
+        links, pairs = twopartner.proposed_query_links(servers, combiner, described, transcript,
+                                                       standing=True)  # fmt: skip
+    finally:
+        servers.close()
+    assert pairs == 3 * len(partner.s1.shares[0])  # every pair: compared whole
+    return sorted(zip(links.rec0.tolist(), links.rec1.tolist(), links.sims.tolist(),
+                      strict=True)), transcript  # fmt: skip
+
+
+def test_queries_by_the_standing_path_give_the_pairs_links_converting_the_partner_once(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """Two queries against south: its upload converted once (C's count, S1's and S2's, one
+    `twoserver.standing` entry each), each query's links, buckets and rows those by pairs;
+    then south's new upload (without the query's records): converted again, and the query
+    finds none of them."""
+    roles.upload("south", shares["south"])
+    conversions = Conversions()
+    first, t1 = ask(roles, shares["query"], shares["south"], conversions)
+    second, t2 = ask(roles, shares["query"], shares["south"], conversions)
+    by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
+    assert first == second == by_pairs and {row for row, _, _ in first} == {0, 1, 2}
+    assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    for role in ("s1", "s2"):
+        (made,) = entries(tmp_path, role, "twoserver.standing")
+        assert made["records"] == 90 and made["members"] == NAMES
+        assert len(entries(tmp_path, role, "twoserver.blocks")) == 0  # no part by blocks
+    assert sum(t2.sent.values()) < sum(t1.sent.values())  # the second paid no conversion
+    roles.upload("south", shares["later"])  # south's new upload: the old conversion dropped
+    later, _ = ask(roles, shares["query"], shares["later"], conversions)
+    assert conversions.converted == 2 and roles.conversions() == [2, 2]
+    by_pairs_later, _ = ask(roles, shares["query"], shares["later"], None)
+    assert later == by_pairs_later
+    assert {row for row, _, _ in later} != {0, 1, 2}  # the records that were south's are not
+
+
+@pytest.mark.parametrize("what", ["Z", "Z'"])
+def test_a_combiner_dealing_a_wrong_z_is_refused_by_both_servers_naming_it(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch, what: str,
+) -> None:  # fmt: skip
+    """A query's Z (or its spare Z') off by one at one pair: S1 and S2 refuse the deal
+    PERMISSION_DENIED naming the combiner, each with a `twoserver.deal` entry, and no batch
+    of the part runs (no output share of it leaves either)."""
+    roles.upload("south", shares["south"])
+    conversions = Conversions()
+    ask(roles, shares["query"], shares["south"], conversions)  # converted, honestly
+    honest = sq.deal
+
+    def dishonest(s: standing.Standing, rows: int, seeds: object = None) -> sq.QueryDeal:
+        dealt = honest(s, rows)
+        body = np.frombuffer(dealt.to_s2[linkbit.SEED_BYTES :], "<u4").copy()
+        body[{"Z": 5, "Z'": rows * s.records + 5}[what]] += np.uint32(1)
+        return sq.QueryDeal(dealt.to_s1, dealt.to_s2[: linkbit.SEED_BYTES] + body.tobytes(), rows)
+
+    monkeypatch.setattr(sq, "deal", dishonest)
+    roles.upload(NAMES[0], shares["query"])  # a fresh pair budget
+    spent = [roles.running[r].service.budget.pairs() for r in ("s1", "s2")]
+    with pytest.raises(errors.PermissionDenied, match="the dealer \\(the combiner\\)"):
+        ask(roles, shares["query"], shares["south"], conversions, fresh=False)
+    for role in ("s1", "s2"):
+        (refused,) = entries(tmp_path, role, "twoserver.deal")
+        assert "sacrifice" in str(refused["reason"]) and refused["standing"]
+    # No batch of the refused part ran (its 267 pairs of 270 not counted, no output share):
+    # only the fallback part's, by pairs at the same time.
+    for k, r in enumerate(("s1", "s2")):
+        assert roles.running[r].service.budget.pairs() - spent[k] < 90
+
+
+@pytest.mark.parametrize("role", ["s2", "s1"])
+def test_a_restarted_server_holds_no_conversion_and_the_combiner_converts_again(
+    roles: Roles, shares: dict[str, client.SharedUpload], role: str
+) -> None:
+    """The restarted server (its uploads read back from its data dir, its conversions not:
+    they are kept in memory only) refuses the query's deal for want of the conversion; C
+    converts again, and the query's answer is the same."""
+    roles.upload("south", shares["south"])
+    conversions = Conversions()
+    first, _ = ask(roles, shares["query"], shares["south"], conversions)
+    roles.restart(role)
+    assert roles.running[role].service.standing.conversions == 0
+    again, _ = ask(roles, shares["query"], shares["south"], conversions)
+    assert again == first and conversions.converted == 2
+    assert roles.conversions() == ([1, 2] if role == "s1" else [2, 1])
