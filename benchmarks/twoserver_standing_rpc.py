@@ -1,0 +1,172 @@
+"""One-record queries compared whole against a partner over gRPC, by the standing path (the
+partner's bits converted once: rpc/twoserver_standing.py, rpc/twoserver_standdeal.py) beside
+by pairs (the rule's circuit a pair, the path core/partpath.py took before), in one run:
+
+    .venv/bin/python benchmarks/twoserver_standing_rpc.py [--partner-records 16000,64000]
+        [--queries 3] [--population households|messy] [--seed 1]
+
+S2 and S1 in this process on loopback gRPC ports (`create_role`, S1 comparing every pair
+without blocking), C's `RemoteServers` driving `twopartner.proposed_query_links` as the
+matcher does. Members: the `--population`'s people (benchmarks/densearith.py `members`) under
+the shipped schema (two 1,024-bit CLKs, its gap rule), each upload `shared_upload`'s. For
+each N of `--partner-records`, the partner (B's first N records) uploaded once; then
+`--queries` one-record queries (alternately one of the partner's own records and one of A's),
+each uploaded afresh (a fresh pair budget) and asked by the standing path, then again by
+pairs. Per query and path: CPU of this process (every party: `process_time`), wall, bytes
+between the parties (`linkbit.Transcript`), and whether both paths found the same links,
+buckets and rows; the first standing query's conversion apart (its CPU and bytes less the
+later queries' median), what S1 and S2 keep a record, and how many pairs ~5 s of CPU a query
+would compare by each path. Exit 1 where the paths' links differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from benchmarks import densearith as bench
+from benchmarks.workdir import add_keep, work_dir
+from blindmatch.client.encoding import sharing
+from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.matcher.core import linkbit, twoserver
+from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
+
+KEY, MEMBER_KEY = "the parties' key", "the members' key"
+NAMES = ["asker", "partner"]
+THRESHOLD = 0.8
+BUDGET_S = 5.0  # the CPU a query is allowed, to size QUERY_WHOLE_PAIRS
+PLAN = sharing.BandPlan(bits=20, bands=30)  # (S1 compares every pair: band keys unread)
+
+
+def _peak() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _upload(roles: dict[str, RunningRole], name: str, up: sharing.SharedUpload,
+            rule: Rule) -> None:  # fmt: skip
+    for role, running in roles.items():
+        with RoleClient(role, f"127.0.0.1:{running.port}", MEMBER_KEY) as rc:
+            rc.upload(name, up, (rule.gap, rule.offset, rule.reach))
+
+
+def _shared(parts: list[np.ndarray]) -> sharing.SharedUpload:  # type: ignore[type-arg]
+    clks = np.ascontiguousarray(np.hstack(parts))
+    return sharing.shared_upload(clks, b"a benchmark's secret", PLAN, 8 * parts[1].shape[1])
+
+
+def ask(roles: dict[str, RunningRole], records: list[int], bits: list[int], rule: Rule,
+        conversions: Conversions | None) -> tuple[list[tuple[int, int, float]], float, float,
+                                                  int]:  # fmt: skip
+    """A query (uploaded already) against the partner: links, CPU s, wall s, bytes."""
+    servers = RemoteServers(f"127.0.0.1:{roles['s1'].port}", f"127.0.0.1:{roles['s2'].port}",
+                            KEY, NAMES, records, bits)  # fmt: skip
+    servers.conversions = conversions
+    combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=rule)
+    t = linkbit.Transcript()
+    c0, w0 = time.process_time(), time.perf_counter()
+    try:
+        described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
+        links, _ = twopartner.proposed_query_links(servers, combiner, described, t,
+                                                   standing=True)  # fmt: skip
+    finally:
+        servers.close()
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    found = sorted(zip(links.rec0.tolist(), links.rec1.tolist(), links.sims.tolist(),
+                       strict=True))  # fmt: skip
+    return found, cpu, wall, sum(t.sent.values())
+
+
+def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: ignore[type-arg]
+        args: argparse.Namespace, work: Path) -> bool:  # fmt: skip
+    s2 = create_role("s2", "127.0.0.1:0", KEY, MEMBER_KEY, data_dir=work / f"s2-{n}")
+    s1 = create_role("s1", "127.0.0.1:0", KEY, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=work / f"s1-{n}", exhaustive=10**12)  # fmt: skip
+    roles = {"s1": s1, "s2": s2}
+    same = True
+    try:
+        _upload(roles, NAMES[1], _shared([x[:n] for x in b]), rule)
+        bits = [8 * int(x.shape[1]) for x in b]
+        conversions = Conversions()
+        got: dict[str, list[tuple[float, float, int]]] = {"standing": [], "pairs": []}
+        _upload(roles, NAMES[0], _shared([x[:1] for x in a]), rule)
+        ask(roles, [1, n], bits, rule, None)  # warm: circuits built, channels made (not timed)
+        for k in range(args.queries):
+            q = [x[k // 2 : k // 2 + 1] for x in (b if k % 2 == 0 else a)]
+            found = {}
+            for path in ("standing", "pairs"):
+                _upload(roles, NAMES[0], _shared(q), rule)
+                links, cpu, wall, sent = ask(roles, [1, n], bits, rule,
+                                             conversions if path == "standing" else None)
+                found[path] = links
+                got[path].append((cpu, wall, sent))
+                first = " (converting the partner)" if path == "standing" and k == 0 else ""
+                print(f"  query {k}, {path:8s}: CPU {cpu:.2f} s ({1e6 * cpu / n:.1f} us a pair), "
+                      f"wall {wall:.2f} s, {sent:,} bytes ({sent / n:,.0f} a pair); "
+                      f"{len(links)} links{first}", flush=True)  # fmt: skip
+            same = same and found["standing"] == found["pairs"]
+        later = got["standing"][1:] or got["standing"]
+        med = [statistics.median(x[i] for x in later) for i in range(3)]
+        pairs = [statistics.median(x[i] for x in got["pairs"]) for i in range(3)]
+        conv = [got["standing"][0][i] - med[i] for i in range(3)]
+        kept = [r.service.standing.bytes_kept() / n for r in (s1, s2)]
+        print(f"partner of {n:,} records: the conversion (the first standing query less a "
+              f"later one's median) CPU {conv[0]:.1f} s, wall {conv[1]:.1f} s, {conv[2]:,.0f} "
+              f"bytes ({conv[2] / n:,.0f} a record; C's count of conversions "
+              f"{conversions.converted}); kept a record S1 {kept[0]:,.0f} B, S2 "
+              f"{kept[1]:,.0f} B", flush=True)  # fmt: skip
+        for path, m in (("standing", med), ("pairs", pairs)):
+            us = 1e6 * m[0] / n
+            print(f"  {path}, median of the later queries: CPU {m[0]:.2f} s ({us:.1f} us a "
+                  f"pair), wall {m[1]:.2f} s, {m[2] / n:,.0f} bytes a pair; at {BUDGET_S:.0f} s "
+                  f"of CPU a query: {BUDGET_S / (us * 1e-6):,.0f} pairs", flush=True)  # fmt: skip
+        print(f"  by pairs / standing: CPU {pairs[0] / med[0]:.1f}x, wall {pairs[1] / med[1]:.1f}x,"
+              f" bytes {pairs[2] / med[2]:.1f}x; the same links, buckets and rows: {same}; "
+              f"peak RSS so far {_peak():,.0f} MiB", flush=True)  # fmt: skip
+    finally:
+        for r in (s1, s2):
+            r.stop(grace=None)
+            r.service.close()
+    return same
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--partner-records", default="16000,64000",
+                        help="the partner's records, comma-separated")  # fmt: skip
+    parser.add_argument("--queries", type=int, default=3, help="one-record queries each")
+    parser.add_argument("--population", choices=["households", "messy"], default="households")
+    parser.add_argument("--seed", type=int, default=1)
+    add_keep(parser)
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.partner_records.split(",")]
+    load = argparse.Namespace(records=args.queries, partner_records=max(sizes),
+                              population=args.population, seed=args.seed)  # fmt: skip
+    rows, rule = bench.members(load)
+    a = [np.ascontiguousarray(r[: args.queries]) for r in rows]
+    b = [np.ascontiguousarray(r[args.queries :]) for r in rows]
+    print(f"{args.population}, seed {args.seed}: one-record queries over gRPC against partners "
+          f"of {', '.join(f'{n:,}' for n in sizes)} records, rule {rule.text()}; load "
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)  # fmt: skip
+    ok = True
+    with work_dir("twoserver-standing-rpc", args.keep) as work:
+        for n in sizes:
+            ok = run(n, a, b, rule, args, work) and ok
+    print(f"\nthe same links by both paths on every query: {ok}; peak RSS {_peak():,.0f} MiB")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
