@@ -108,8 +108,9 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
             found = {}
             for path in ("standing", "pairs"):
                 _upload(roles, NAMES[0], _shared(q), rule)
-                links, cpu, wall, sent = ask(roles, [1, n], bits, rule,
-                                             conversions if path == "standing" else None)
+                links, cpu, wall, sent = ask(
+                    roles, [1, n], bits, rule, conversions if path == "standing" else None
+                )
                 found[path] = links
                 got[path].append((cpu, wall, sent))
                 first = " (converting the partner)" if path == "standing" and k == 0 else ""

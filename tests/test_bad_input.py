@@ -1123,6 +1123,30 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
         c, 1, proposed=True, part=0, offset=0, count=1, rows_a=b"", rows_b=b"", blocks="bk",
         margin=True), metadata=c.key),
      "INVALID_ARGUMENT", "margin (batch): a part on clk 0 of uploads with a fallback CLK"),
+    # A standing partner's deals (BlockDeal.standing, standing_piece, standing_pieces;
+    # rpc/twoserver_standing.py): ids, a conversion's pieces of the partner's records, a
+    # query's one block, the conversion held, then (these uploads: one CLK, no rule) the
+    # margin's uploads.
+    ("s1blocks-standing-id-long", lambda c: s1_blocks(c, standing="s" * 65), "INVALID_ARGUMENT",
+     "standing/blocks: ids of 1 to 64 characters"),
+    ("s1blocks-standing-pieces-wrong", lambda c: s1_blocks(
+        c, standing="sp", standing_pieces=5, rows_a=[], rows_b=[]),
+     "INVALID_ARGUMENT", "standing_piece/standing_pieces: 0 of 5; a partner of 20 records "
+     "converts in 1 pieces, without rows_a/rows_b"),
+    ("s1blocks-standing-piece-past", lambda c: s1_blocks(
+        c, standing="sp", standing_piece=1, standing_pieces=1, rows_a=[], rows_b=[]),
+     "INVALID_ARGUMENT", "standing_piece/standing_pieces: 1 of 1"),
+    ("s1blocks-standing-piece-rows", lambda c: s1_blocks(c, standing="sp", standing_pieces=1),
+     "INVALID_ARGUMENT", "standing_piece/standing_pieces: 0 of 1; a partner of 20 records"),
+    ("s1blocks-standing-query-rows", lambda c: s1_blocks(c, standing="sq", rows_b=[1]),
+     "INVALID_ARGUMENT", "rows_a/rows_b: a standing query is one block, every record of both"),
+    ("s1blocks-standing-unconverted", lambda c: s1_blocks(c, standing="sq"),
+     "FAILED_PRECONDITION", "standing_needed: conversion 'sq' of the upload of 'south' is not"),
+    ("s2blocks-standing-unconverted", lambda c: s2_blocks(c, standing="sq"),
+     "FAILED_PRECONDITION", "standing_needed: conversion 'sq' of the upload of 'south' is not"),
+    ("s2blocks-standing-one-clk", lambda c: s2_blocks(
+        c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[]),
+     "INVALID_ARGUMENT", "margin (standing): a part on clk 0 of uploads with a fallback CLK"),
     ("run-unkeyed", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=auth("x")),
      "UNAUTHENTICATED", "the combiner answers Run only with the operator's key"),
     ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),

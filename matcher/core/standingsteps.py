@@ -18,7 +18,7 @@ deal fails a check, at the same step on both servers.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -64,41 +64,40 @@ def query_setup(rows: int, records: int, widths: Sequence[int], p: Plan, role: i
 
 @dataclass
 class Converting:
-    """A server's standing partner as its pieces are converted (`piece_steps`), whole once
-    `pieces` are done (`partner`)."""
+    """A server's standing partner of `records` records as its pieces are converted
+    (`piece_steps`, each into its rows of arrays made once at the first: nothing is copied
+    when the last is done), whole once `pieces` are (`partner`)."""
 
     role: int
     widths: tuple[int, ...]
     plan: Plan
     pieces: int
+    records: int = 0
     seed: bytes = b""
     done: int = 0
-    d: list[list[npt.NDArray[np.uint16]]] = field(default_factory=list)
-    mask: list[list[U32]] = field(default_factory=list)
-    pops: list[list[U32]] = field(default_factory=list)
-    arith: list[list[U64]] = field(default_factory=list)
+    side: standing.Partner | None = None  # the arrays being filled
     partner: standing.Partner | None = None
 
     def bytes_kept(self) -> int:
-        if self.partner is not None:
-            return self.partner.bytes_kept()
-        parts: list[Sequence[npt.NDArray[np.unsignedinteger]]] = [
-            *self.d, *self.mask, *self.pops, *self.arith
-        ]  # fmt: skip
-        return sum(int(a.nbytes) for part in parts for a in part)
+        got = self.partner or self.side
+        return got.bytes_kept() if got is not None else 0
+
+    def _arrays(self, seed: bytes) -> standing.Partner:
+        if self.side is None:
+            n, side = self.records, standing.Partner(self.role, self.widths, seed)
+            side.d = [np.zeros((n, w), np.uint16) for w in self.widths]
+            side.mask = [np.zeros((n, w), np.uint32) for w in self.widths]
+            side.pops = [np.zeros(n, np.uint32) for _ in self.widths]
+            side.arith_pops = [np.zeros(n, np.uint64) for _ in self.widths]
+            self.side = side
+        return self.side
 
     def finish(self, xor_pops: Sequence[npt.ArrayLike]) -> standing.Partner:
-        """The pieces joined (`xor_pops`: this server's XOR shares of every record's
+        """The partner whole (`xor_pops`: this server's XOR shares of every record's
         popcounts, the upload's)."""
-        clks = range(len(self.widths))
-        side = standing.Partner(self.role, self.widths, self.seed)
-        side.d = [np.vstack([part[c] for part in self.d]) for c in clks]
-        side.mask = [np.vstack([part[c] for part in self.mask]) for c in clks]
-        side.pops = [np.concatenate([part[c] for part in self.pops]) for c in clks]
+        side = self._arrays(self.seed)
         side.xor_pops = [np.asarray(q, np.uint32) for q in xor_pops]
-        side.arith_pops = [np.concatenate([part[c] for part in self.arith]) for c in clks]
-        self.d, self.mask, self.pops, self.arith = [], [], [], []
-        self.partner = side
+        self.partner, self.side = side, None
         return side
 
 
@@ -134,10 +133,11 @@ def _unpack(clks: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint8]:
 
 def piece_steps(into: Converting, piece: int, setup: bytes,
                 shares: Sequence[npt.NDArray[np.uint8]],
-                popshares: Sequence[npt.NDArray[np.integer]]) -> Steps:  # fmt: skip
+                popshares: Sequence[npt.NDArray[np.integer]], start: int) -> Steps:  # fmt: skip
     """Piece `piece` of the partner converted (`shares`, `popshares`: this server's of the
-    piece's records, a CLK each) into `into`; `ValueError` for a setup that does not fit or a
-    piece out of order, `DealRefused` where C's daBits fail the check."""
+    piece's records, from record `start`, a CLK each) into `into`; `ValueError` for a setup
+    that does not fit or a piece out of order, `DealRefused` where C's daBits fail the
+    check."""
     rows, widths, role = len(shares[0]), into.widths, into.role
     if piece != into.done or piece >= into.pieces:
         raise ValueError(f"piece {piece}: the conversion is at piece {into.done} of {into.pieces}")
@@ -156,10 +156,12 @@ def piece_steps(into: Converting, piece: int, setup: bytes,
     d, mask, message = standing._d_share(side, piece, rows, converted)
     opened = standing._opened(side, d, (yield message))
     into.seed = seed
-    into.d.append(opened)
-    into.mask.append(mask)
-    into.pops.append([x.sum(axis=1, dtype=np.uint32) for x in converted])
-    into.arith.append(densemargin.pop_values(into.plan, got_pops, rows))
+    side, at = into._arrays(seed), slice(start, start + rows)
+    arith = densemargin.pop_values(into.plan, got_pops, rows)
+    for c in range(len(widths)):
+        side.d[c][at], side.mask[c][at] = opened[c], mask[c]
+        side.pops[c][at] = converted[c].sum(axis=1, dtype=np.uint32)
+        side.arith_pops[c][at] = arith[c]
     into.done += 1
 
 

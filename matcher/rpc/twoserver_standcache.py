@@ -73,8 +73,8 @@ class Standings:
                 for k in [k for k, e in self._held.items() if e.member == m.member_b]:
                     del self._held[k]
                 now = self.clock()
-                entry = Entry(m.member_b, weakref.ref(upload), terms(m),
-                              Converting(role, widths, p, m.standing_pieces), now, now)  # fmt: skip
+                conv = Converting(role, widths, p, m.standing_pieces, upload.records)
+                entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now)
                 self._held[m.standing] = entry
                 return entry
             entry = self._find(m, upload)
@@ -92,7 +92,7 @@ class Standings:
             entry.terms != terms(m)
         ):  # fmt: skip
             raise errors.FailedPrecondition(
-                f"{STANDING_NEEDED}: conversion {m.standing!r} of {m.member_b!r}'s upload is "
+                f"{STANDING_NEEDED}: conversion {m.standing!r} of the upload of {m.member_b!r} is "
                 "not held here (not converted, another version of the upload, other cut-offs "
                 "or rule, dropped for room, or the server restarted): convert it again"
             )
@@ -106,7 +106,7 @@ class Standings:
             entry = self._find(m, upload)
             if entry.conv.partner is None:
                 raise errors.FailedPrecondition(
-                    f"{STANDING_NEEDED}: conversion {m.standing!r} of {m.member_b!r}'s upload "
+                    f"{STANDING_NEEDED}: conversion {m.standing!r} of the upload of {m.member_b!r} "
                     f"is {entry.conv.done} of {entry.conv.pieces} pieces: convert it again"
                 )
             return entry.conv.partner

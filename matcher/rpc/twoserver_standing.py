@@ -50,9 +50,9 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     and, at S1, the run it belongs to: S1 checks it against its proposal (an unblocked part
     of the two uploads on clk 0, the run's cut-offs and rule), refusing it PERMISSION_DENIED
     (audited) otherwise. Both check its shape."""
+    if not m.standing or len(m.standing) > 64 or not m.blocks or len(m.blocks) > 64:
+        raise errors.InvalidArgument("standing/blocks: ids of 1 to 64 characters")
     held = role.pair_held(m)
-    rule = part_rule(m, "standing")
-    p = margin_plan(held[0].bits, m.clk, m.cutoffs, rule, "standing")
     if m.standing_pieces:
         if m.standing_pieces != len(standing.chunks(held[1].records)) or (
             m.standing_piece >= m.standing_pieces or m.rows_a or m.rows_b
@@ -70,8 +70,10 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
         raise errors.InvalidArgument(
             f"rows_a/rows_b: {held[0].records} x {held[1].records} pairs; at most {MAX_PAIRS:,}"
         )
-    if not m.standing or len(m.standing) > 64 or not m.blocks or len(m.blocks) > 64:
-        raise errors.InvalidArgument("standing/blocks: ids of 1 to 64 characters")
+    else:  # a query: the conversion it names held here, of this version of the upload
+        role.standing.partner(m, held[1])
+    rule = part_rule(m, "standing")
+    p = margin_plan(held[0].bits, m.clk, m.cutoffs, rule, "standing")
     if role.role != "s1":
         return held, p, ""
     with role.lock:
@@ -117,7 +119,7 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
             shares = [s[start:stop] for s in b.shares]
             pops = [q[start:stop] for q in b.popshares]
             return standingsteps.piece_steps(entry.conv, m.standing_piece, setup, shares,
-                                             pops), entry  # fmt: skip
+                                             pops, start), entry  # fmt: skip
         partner = role.standing.partner(m, b)
         a = held[0]
         sizes = standingsteps.query_setup(a.records, b.records, b.bits, p, who)
@@ -231,8 +233,6 @@ def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal]
     """S2's `PrepareBlocks` of a standing deal: checked (a query's conversion held here, or
     refused `STANDING_NEEDED`), its setup in parts held until S1 opens the exchange."""
     held, p, _ = _checked(role, first)
-    if not first.standing_pieces:
-        role.standing.partner(first, held[1])
     setup = bytearray()
     for n, m in enumerate(request, start=1):
         bare = pb.BlockDeal()
