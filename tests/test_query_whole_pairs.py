@@ -1,5 +1,5 @@
 """S1's per-query cap, `two-server role --query-whole-pairs N` (matcher/core/exhaustive.py
-`run_cap`; `QUERY_WHOLE_PAIRS`, 80,000, as shipped): a query whose records times its
+`run_cap`; `QUERY_WHOLE_PAIRS`, 320,000, as shipped): a query whose records times its
 partners' are at most N pairs is compared whole against a partner of any size, so the client
 sends S1 none of its band keys; over N (past the caps' bound) it is blocked, and S1 refuses its
 records sent without keys (`band_keys_needed`), as it always has. 0: the caps' bound alone."""
@@ -27,12 +27,12 @@ QUERY = ["p/north/t", "p/south@q/q"]
 
 
 def test_the_per_query_cap_is_s1s_to_set_raised_lowered_or_0() -> None:
-    # A one-record query against 100,000 records: blocked under the shipped 80,000 ...
-    assert exhaustive.keys_needed(QUERY, CAP, [100_000, 1], SMALL)
-    # ... compared whole with the cap raised to 100,000, not past it.
-    assert exhaustive.run_cap(QUERY, CAP, [100_000, 1], SMALL, 100_000) > 0
-    assert not exhaustive.keys_needed(QUERY, CAP, [100_000, 1], SMALL, 100_000)
-    assert exhaustive.keys_needed(QUERY, CAP, [100_001, 1], SMALL, 100_000)
+    # A one-record query against 400,000 records: blocked under the shipped 320,000 ...
+    assert exhaustive.keys_needed(QUERY, CAP, [400_000, 1], SMALL)
+    # ... compared whole with the cap raised to 400,000, not past it.
+    assert exhaustive.run_cap(QUERY, CAP, [400_000, 1], SMALL, 400_000) > 0
+    assert not exhaustive.keys_needed(QUERY, CAP, [400_000, 1], SMALL, 400_000)
+    assert exhaustive.keys_needed(QUERY, CAP, [400_001, 1], SMALL, 400_000)
     # Lowered: a one-record query against 70,000 records blocked (whole as shipped).
     assert not exhaustive.keys_needed(QUERY, CAP, [70_000, 1], SMALL)
     assert exhaustive.keys_needed(QUERY, CAP, [70_000, 1], SMALL, 60_000)
@@ -42,18 +42,19 @@ def test_the_per_query_cap_is_s1s_to_set_raised_lowered_or_0() -> None:
     # Nothing while the smaller-member cap or the cap is 0.
     assert exhaustive.keys_needed(QUERY, CAP, [16_001, 1], 0, 10**9)
     assert exhaustive.keys_needed(QUERY, 0, [2, 1], SMALL, 10**9)
-    assert exhaustive.query_whole_or_default(None) == 80_000
+    assert exhaustive.query_whole_or_default(None) == 320_000
     with pytest.raises(ValueError, match="query whole pairs: -1"):
         exhaustive.query_whole_or_default(-1)
 
 
 def test_s1_says_at_its_start_what_a_per_query_cap_other_than_the_default_means() -> None:
     assert exhaustive.query_whole_warning(exhaustive.QUERY_WHOLE_PAIRS) is None
-    raised = str(exhaustive.query_whole_warning(200_000))
-    assert "--query-whole-pairs 200,000 is over the default 80,000" in raised
-    assert "60-106 us of CPU a pair" in raised and "12.0-21.2 s of CPU a query" in raised
+    raised = str(exhaustive.query_whole_warning(400_000))
+    assert "--query-whole-pairs 400,000 is over the default 320,000" in raised
+    assert "12-23 us of CPU a pair" in raised and "4.8-9.2 s of CPU a query" in raised
+    assert "12,320 bytes a record" in raised and "up to 4.9 GB" in raised
     lowered = str(exhaustive.query_whole_warning(1_000))
-    assert "under the default 80,000" in lowered and "over 1,000 pairs" in lowered
+    assert "under the default 320,000" in lowered and "over 1,000 pairs" in lowered
     assert "upload over 64,000 records" in lowered and "1.8-3.6%" in lowered
     assert "does nothing while --small-member-pairs is 0" in str(
         exhaustive.query_whole_warning(5, CAP, 0)
@@ -121,7 +122,7 @@ def test_over_grpc_s1s_per_query_cap_decides_whether_a_query_sends_its_band_keys
     one = person_csv(south, ids[:1], world.folder / "one.csv")
     assert held_by(query(world, "shares", two.tokens["north"], one, south, capsys)) == [["south"]]
     assert received == [(0, True)]
-    # Two records: twice that, over it, blocked (whole under the shipped 80,000), so S1
+    # Two records: twice that, over it, blocked (whole under the shipped 320,000), so S1
     # refuses the records without keys and the client sends them again with them.
     received.clear()
     pair = person_csv(south, ids[:2], world.folder / "two.csv")

@@ -67,16 +67,25 @@ DEFAULT_SMALL_PAIRS = SHIPPED_SMALL_PAIRS  # S1's (the test suite sets it to 0: 
 # size (`run_cap`): blocked, a stream of single-record queries against a partner over 64,000
 # records showed S1 their band keys, which re-identified 1.8-3.6% with 50 known pairs
 # (docs/privacy-design.md "The views issue 18 still listed as unmeasured, measured", (b)).
-# Sized by CPU, about 5 s a query: a one-record query whole against 16,000 records took
-# 0.97-1.69 s of CPU over the three roles, p50 (60-106 us a pair; docs/performance.md "A
-# one-record query whole against a larger partner"), so 80,000 pairs 4.8 s at the lower.
+# Sized by CPU, about 5 s a query: since 2026-12-06 the matcher compares a query's part whole
+# against a partner of 16,000 records or more by the partner's bits converted once
+# (core/partpath.py `for_query`, rpc/twoserver_standing.py), and over gRPC a one-record query
+# against 64,000 records took 0.76 s of CPU over the three roles that way (11.9 us a pair;
+# 13.2 at 16,000) and 1.48 s by pairs (23.1 us a pair) in the same run (docs/performance.md
+# "A query against a standing partner over gRPC"), so 320,000 pairs 3.8-4.2 s on the
+# standing path (and 7.4 s where a comparison goes by pairs: a watch's, a schema without a
+# rule). Each server then keeps 12,320 bytes a record of each partner queried (3.9 GB at
+# 320,000 records), and the first query against an upload waits for its conversion (38.6 s
+# of CPU, 53 s wall, at 64,000 records). Was 80,000, sized by the by-pairs path alone
+# (60-106 us a pair then).
 # S1's `two-server role --query-whole-pairs` sets it (`query_whole_or_default`; 0: the
 # bounds above alone).
-QUERY_WHOLE_PAIRS = 80_000
+QUERY_WHOLE_PAIRS = 320_000
 DEFAULT_QUERY_WHOLE = QUERY_WHOLE_PAIRS  # S1's
-# CPU a pair of a query compared whole, over the three roles, p50 (microseconds; the same
-# measurement): what S1's warning of a raised `--query-whole-pairs` prices a query at.
-QUERY_PAIR_US = (60, 106)
+# CPU a pair of a query compared whole, over the three roles (microseconds; the same
+# measurement): against a partner converted once, by pairs; what S1's warning of a raised
+# `--query-whole-pairs` prices a query at.
+QUERY_PAIR_US = (12, 23)
 
 Ends = tuple[int, int]
 Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
@@ -172,10 +181,13 @@ def query_whole_warning(
     low, high = (whole * us / 1e6 for us in QUERY_PAIR_US)
     return (
         f"Note: {flag} is over the default {QUERY_WHOLE_PAIRS:,}: a query is compared whole "
-        f"(every pair through the circuit) up to {whole:,} pairs, its records times its "
-        f"partners', at about {QUERY_PAIR_US[0]}-{QUERY_PAIR_US[1]} us of CPU a pair over the "
-        f'three roles: up to {low:,.1f}-{high:,.1f} s of CPU a query (docs/performance.md "A '
-        'one-record query whole against a larger partner")'
+        f"up to {whole:,} pairs, its records times its partners', at about "
+        f"{QUERY_PAIR_US[0]}-{QUERY_PAIR_US[1]} us of CPU a pair over the three roles (against "
+        "a partner's bits converted once, by pairs): up to "
+        f"{low:,.1f}-{high:,.1f} s of CPU a query, and S1 and S2 each keep 12,320 bytes a "
+        f"record of a partner so queried (up to {whole * 12_320 / 1e9:,.1f} GB for a "
+        "one-record query's partner; docs/performance.md \"A query against a standing partner "
+        'over gRPC")'
     )
 
 

@@ -40,9 +40,13 @@ PATH = "shape"
 # against the partner's bits converted once (core/standing.py; over gRPC
 # rpc/twoserver_standing.py) where the partner has at least this many records: the query then
 # pays its own records' conversion, two products and the margin a pair, not the rule's
-# circuit a pair; the conversion is paid once an upload (docs/performance.md "A query
-# against a standing partner over gRPC").
-STANDING_RECORDS = 4_000
+# circuit a pair. Over gRPC, a one-record query against 16,000 records: 0.21 s of CPU (all
+# roles) against 0.35 by pairs, 948 bytes a pair against 4,910; at 64,000, 0.76 s against
+# 1.48. The conversion, once an upload (~600 us of CPU and 75 kB between S1 and S2 a
+# record; 12,320 bytes a record kept by each), is worth about 55 one-record queries by pairs;
+# below 16,000 records a query by pairs costs under ~0.4 s and keeps nothing
+# (docs/performance.md "A query against a standing partner over gRPC").
+STANDING_RECORDS = 16_000
 
 
 def by_blocks(part: Proposed, ruled: bool = False) -> bool:

@@ -26,8 +26,10 @@ log = logging.getLogger("blindmatch.matcher.twoserver")
 
 STANDING_NEEDED = "standing_needed"  # a query's refusal: C converts the partner again
 # What S1 or S2 keeps of standing partners at once, the least recently used dropped past it:
-# 2 GiB, two partners of ~87,000 records (12,320 bytes a record with two 1,024-bit CLKs).
-MOST_BYTES = 2 << 30
+# 4 GiB, a partner of 320,000 records (12,320 bytes a record with two 1,024-bit CLKs; what a
+# one-record query is compared whole against under the default `--query-whole-pairs`) or five
+# of 64,000. One partner over it is kept alone.
+MOST_BYTES = 4 << 30
 
 
 def terms(m: pb.BlockDeal) -> bytes:
