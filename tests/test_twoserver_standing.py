@@ -21,11 +21,15 @@ from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, partpath, standing, twoserver
 from blindmatch.matcher.core import standingquery as sq
+from blindmatch.matcher.core.margincircuit import plan
+from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.rpc.twoserver_standcache import Standings
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
+from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import MESSY_SECRET
 from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries
 
@@ -187,3 +191,50 @@ def test_a_restarted_server_holds_no_conversion_and_the_combiner_converts_again(
     again, _ = ask(roles, shares["query"], shares["south"], conversions)
     assert again == first and conversions.converted == 2
     assert roles.conversions() == ([1, 2] if role == "s1" else [2, 1])
+
+
+def test_a_querys_whole_record_part_goes_standing_from_the_partners_size_and_a_watchs_never(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`partpath.for_query`: the record CLK's unblocked part under the rule, against a
+    partner of at least STANDING_RECORDS records; not a blocked part, the fallback CLK's, one
+    without the rule, a smaller partner, a watch's, nor where PATH forces pairs or blocks."""
+    rule = Rule(*RULE)
+    whole = Proposed(0, 1, RECORD, 16_000, ((1, 1024),) * 16)
+    parts = [whole, Proposed(0, 1, FALLBACK, 40, ((1, 40),)), Proposed(0, 1, RECORD, 50)]
+    marks = [p.standing for p in partpath.for_query(parts, [1, 16_000], rule)]
+    assert marks == [True, False, False]
+    assert not partpath.for_query([whole], [1, 15_999], rule)[0].standing
+    assert not partpath.for_query([whole], [1, 16_000], Rule())[0].standing
+    assert not partpath.for_query([whole], [1, 16_000], rule, standing=False)[0].standing
+    for path, marked in (("pairs", False), ("blocks", False), ("standing", True)):
+        monkeypatch.setattr(partpath, "PATH", path)
+        assert partpath.for_query([whole], [1, 10], rule)[0].standing is marked
+
+
+def test_a_servers_partners_are_dropped_least_recently_used_past_its_bound() -> None:
+    """`Standings.bound`: past `most` bytes the least recently used partner goes (one alone
+    is kept whatever its size); a query naming it is then refused `standing_needed`."""
+    kept, ticks = Standings(most=2_000_000, clock=lambda: next(times)), []
+    times = iter(range(100))
+    p = plan(64, 64, (THRESHOLD,), Rule(*RULE))
+
+    class Upload:
+        records = 1_000
+
+    uploads = {name: Upload() for name in ("a", "b", "c")}
+    for name in ("a", "b", "c"):
+        m = pb.BlockDeal(member_b=name, standing=name, standing_pieces=1, cutoffs=[THRESHOLD])
+        entry = kept.piece(m, uploads[name], p, (64, 64), 0)  # type: ignore[arg-type]
+        entry.conv.finish([np.zeros(1_000, np.uint32)] * 2)  # 800 bytes a record of 64 bits
+        ticks.append(entry.conv.bytes_kept())
+        if name == "b":  # a used again: b is now the least recently used
+            kept.partner(pb.BlockDeal(member_b="a", standing="a", cutoffs=[THRESHOLD]),
+                         uploads["a"])  # type: ignore[arg-type]  # fmt: skip
+        kept.bound()
+    assert ticks == [800_000] * 3 and kept.bytes_kept() == 2 * ticks[0]
+    with pytest.raises(errors.FailedPrecondition, match="standing_needed: conversion 'b'"):
+        kept.partner(pb.BlockDeal(member_b="b", standing="b", cutoffs=[THRESHOLD]),
+                     uploads["b"])  # type: ignore[arg-type]  # fmt: skip
+    kept.forget({"a", "c"})
+    assert kept.bytes_kept() == 0

@@ -22,7 +22,14 @@ from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.proposal import Refused
 from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc import twoserver_standing as standing_calls
-from blindmatch.matcher.rpc.twoserver_blocks import cut, joined, setups, shapes, widths
+from blindmatch.matcher.rpc.twoserver_blocks import (
+    cut,
+    joined,
+    proposed_part,
+    setups,
+    shapes,
+    widths,
+)
 from blindmatch.matcher.rpc.twoserver_margin import Dense, Pops, Runner, margin_plan, pops_bytes
 from blindmatch.matcher.rpc.twoserver_margin import inputs as margin_inputs
 from blindmatch.matcher.rpc.twoserver_margin import party as margin_party
@@ -143,31 +150,13 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
     seeds = setups(m, blocks, 0, m.setup, pops_bytes(m, held[0].bits, rule, 0))
     members = [m.member_a, m.member_b]
     with role.lock:
-        proposal = role.proposals.of(m.member_a, m.member_b)
-        if proposal is None:
-            raise errors.FailedPrecondition(
-                "blocks: S1 has proposed no run over these uploads (Propose first)"
-            )
-        if m.part >= len(proposal.parts):
-            raise errors.InvalidArgument(f"part: {m.part} of {len(proposal.parts)}")
-        part = proposal.parts[m.part]
-        names = (proposal.members[part.member_a], proposal.members[part.member_b])
-        sizes = denseblock.part_blocks(part)
-        try:
-            proposal.check_rule(rule)
-            if tuple(m.cutoffs) != proposal.cutoffs:
-                raise Refused(f"cutoffs: {list(m.cutoffs)}, not the run's {list(proposal.cutoffs)}")
-            if names != (m.member_a, m.member_b) or part.clk != m.clk or not sizes:
-                raise Refused(
-                    f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}"
-                    f"{'' if sizes else ', blocked'}, not an unblocked part of {m.member_a!r} "
-                    f"x {m.member_b!r} on clk {m.clk}"
-                )
+
+        def fits(sizes: tuple[tuple[int, int], ...]) -> None:
             if sizes != tuple(zip(m.rows_a, m.rows_b, strict=True)):
                 raise Refused(f"rows_a/rows_b: not the sizes of part {m.part}'s blocks")
-        except Refused as exc:
-            role.log("combiner", "twoserver.refused", members=members, reason=str(exc))
-            raise errors.PermissionDenied(str(exc)) from None
+
+        proposal, part = proposed_part(role, m, rule, "blocks", m.clk, fits)
+        sizes = denseblock.part_blocks(part)
         sides, run = denseblock.part_sides(part), proposal.id  # type: ignore[arg-type]
     kept = role.dense.put(m)
     try:

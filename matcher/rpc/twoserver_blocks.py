@@ -33,7 +33,9 @@ from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, call_party, wir
 from blindmatch.protos import blindmatch_pb2 as pb
 
 if TYPE_CHECKING:
+    from blindmatch.matcher.core.proposal import Proposal
     from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+    from blindmatch.matcher.rpc.twoserver_role import _Role
 
 PART_BYTES = 1 << 22  # a BlockDeal's or BlockMessage's `setup`/`data` part (4 MiB)
 MAX_BLOCKS = 64  # parts' blocks S1 or S2 holds at once (prepared or exchanged)
@@ -99,6 +101,42 @@ def setups(m: pb.BlockDeal, blocks: Sequence[densearith.Shape], role: int,
         out.append(setup[at : at + n])
         at += n
     return out
+
+
+def proposed_part(role: _Role, m: pb.BlockDeal, rule: Rule, what: str, clk: int,
+                  more: Callable[[tuple[tuple[int, int], ...]], None] | None = None,
+                  ) -> tuple[Proposal, object]:  # fmt: skip
+    """S1 (`role.lock` held): part `m.part` of its proposal over the deal's members, checked
+    to be an unblocked part of them on `clk` at the run's cut-offs and rule, and by `more`
+    (given its blocks' sizes; raising `Refused`): `PERMISSION_DENIED`, audited
+    `twoserver.refused`, otherwise. The proposal and the part."""
+    proposal = role.proposals.of(m.member_a, m.member_b)
+    if proposal is None:
+        raise errors.FailedPrecondition(
+            f"{what}: S1 has proposed no run over these uploads (Propose first)"
+        )
+    if m.part >= len(proposal.parts):
+        raise errors.InvalidArgument(f"part: {m.part} of {len(proposal.parts)}")
+    part = proposal.parts[m.part]
+    names = (proposal.members[part.member_a], proposal.members[part.member_b])
+    sizes = denseblock.part_blocks(part)
+    try:
+        proposal.check_rule(rule)
+        if tuple(m.cutoffs) != proposal.cutoffs:
+            raise Refused(f"cutoffs: {list(m.cutoffs)}, not the run's {list(proposal.cutoffs)}")
+        if names != (m.member_a, m.member_b) or part.clk != clk or not sizes:
+            raise Refused(
+                f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}"
+                f"{'' if sizes else ', blocked'}, not an unblocked part of {m.member_a!r} "
+                f"x {m.member_b!r} on clk {clk}"
+            )
+        if more is not None:
+            more(sizes)
+    except Refused as exc:
+        role.log("combiner", "twoserver.refused", members=[m.member_a, m.member_b],
+                 reason=str(exc))  # fmt: skip
+        raise errors.PermissionDenied(str(exc)) from None
+    return proposal, part
 
 
 def cut(data: bytes) -> Iterator[tuple[bytes, bool]]:
@@ -316,4 +354,5 @@ __all__ = [
     "kept_parts",
     "largest_batch",
     "prepare_blocks",
+    "proposed_part",
 ]

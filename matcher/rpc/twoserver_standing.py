@@ -31,9 +31,8 @@ import grpc
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import denseblock, linkbit, standing, standingsteps, triplecheck
 from blindmatch.matcher.core.margincircuit import Plan
-from blindmatch.matcher.core.proposal import Refused
 from blindmatch.matcher.core.standingsteps import Steps
-from blindmatch.matcher.rpc.twoserver_blocks import MAX_PAIRS, Held, cut, joined
+from blindmatch.matcher.rpc.twoserver_blocks import MAX_PAIRS, Held, cut, joined, proposed_part
 from blindmatch.matcher.rpc.twoserver_margin import margin_plan
 from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, ShareExchange, peer_error
 from blindmatch.matcher.rpc.twoserver_role import NAMES, _Role
@@ -77,30 +76,7 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     if role.role != "s1":
         return held, p, ""
     with role.lock:
-        proposal = role.proposals.of(m.member_a, m.member_b)
-        if proposal is None:
-            raise errors.FailedPrecondition(
-                "standing: S1 has proposed no run over these uploads (Propose first)"
-            )
-        if m.part >= len(proposal.parts):
-            raise errors.InvalidArgument(f"part: {m.part} of {len(proposal.parts)}")
-        part = proposal.parts[m.part]
-        names = (proposal.members[part.member_a], proposal.members[part.member_b])
-        try:
-            proposal.check_rule(rule)
-            if tuple(m.cutoffs) != proposal.cutoffs:
-                raise Refused(f"cutoffs: {list(m.cutoffs)}, not the run's {list(proposal.cutoffs)}")
-            if names != (m.member_a, m.member_b) or part.clk != 0 or not denseblock.part_blocks(
-                part
-            ):  # fmt: skip
-                raise Refused(
-                    f"part: {m.part} is {names[0]!r} x {names[1]!r} on clk {part.clk}, not an "
-                    f"unblocked part of {m.member_a!r} x {m.member_b!r} on clk 0"
-                )
-        except Refused as exc:
-            role.log("combiner", "twoserver.refused", members=[m.member_a, m.member_b],
-                     reason=str(exc))  # fmt: skip
-            raise errors.PermissionDenied(str(exc)) from None
+        proposal, _ = proposed_part(role, m, rule, "standing", 0)
         return held, p, proposal.id
 
 
