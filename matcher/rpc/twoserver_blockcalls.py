@@ -7,13 +7,10 @@ fails the checks is refused by both, naming the dealer, and audited (`twoserver.
 
 from __future__ import annotations
 
-import contextlib
-import queue
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TypeVar
 
-import grpc
 import numpy as np
 
 from blindmatch.matcher import errors
@@ -23,9 +20,11 @@ from blindmatch.matcher.core.proposal import Refused
 from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc import twoserver_standing as standing_calls
 from blindmatch.matcher.rpc.twoserver_blocks import (
+    Stream,
     cut,
     joined,
     proposed_part,
+    s1_exchange,
     setups,
     shapes,
     widths,
@@ -34,10 +33,8 @@ from blindmatch.matcher.rpc.twoserver_margin import Dense, Pops, Runner, margin_
 from blindmatch.matcher.rpc.twoserver_margin import inputs as margin_inputs
 from blindmatch.matcher.rpc.twoserver_margin import party as margin_party
 from blindmatch.matcher.rpc.twoserver_peers import (
-    CALL_SECONDS,
     ShareExchange,
     from_rows,
-    peer_error,
     to_rows,
 )
 from blindmatch.matcher.rpc.twoserver_role import Rows, _Role
@@ -187,65 +184,26 @@ def _exchange(s2: ShareExchange, first: pb.BlockMessage,
               side: _Sides) -> tuple[int, int]:  # fmt: skip
     """S1's side of BlockExchange: the first message, S2's nonces, then each block's two
     messages each way; bytes sent and received."""
-    outbox: queue.Queue[pb.BlockMessage | None] = queue.Queue()
-    counts = [first.ByteSize(), 0]
 
-    def requests() -> Iterator[pb.BlockMessage]:
-        while (m := outbox.get()) is not None:
-            yield m
-
-    def send(data: bytes) -> None:
-        for part, last in cut(data):
-            counts[0] += len(part) + 8
-            outbox.put(pb.BlockMessage(data=part, last=last))
-
-    outbox.put(first)
-    try:
-        replies = s2._stub.BlockExchange(requests(), metadata=s2._metadata,
-                                         timeout=CALL_SECONDS)  # fmt: skip
-
-        def nxt() -> pb.BlockMessage | None:
-            m = next(replies, None)
-            counts[1] += 0 if m is None else m.ByteSize()
-            return m
-
-        got, n = nxt(), side.nonce_bytes
+    def body(stream: Stream) -> None:
+        got, n = stream.nxt(), side.nonce_bytes
         if got is None or len(got.nonce) != n * len(side.sides):
             raise errors.DataLoss(f"{s2.name}: no nonce for each block")
+        for k in range(len(side.sides)):
+            nonces = got.nonce[n * k : n * (k + 1)]
+            p = side.party(k)
+            p.agree(nonces[:SEED_BYTES])
+            stream.send(p.convert())
+            stream.send(p.reconcile(stream.read("a conversion")))
+            p.finish(stream.read("an opening"))
+            pops = side.pops(k, nonces[SEED_BYTES:])
+            if pops is not None:  # the margin's: its records' popcounts converted
+                stream.send(pops.first())
+                pops.converted(stream.read("a popcount conversion"))
+                stream.send(pops.digest())
+                side.done.arith.append(pops.values(stream.read("a popcount check")))
 
-        def checked(step: Callable[[bytes], T], what: str) -> T:
-            try:
-                return step(joined(nxt, what))
-            except triplecheck.DealRefused:
-                outbox.put(None)  # S2 finds it for itself (its refusal, its audit entry)
-                with contextlib.suppress(grpc.RpcError):
-                    nxt()
-                raise
-
-        try:
-            for k in range(len(side.sides)):
-                nonces = got.nonce[n * k : n * (k + 1)]
-                p = side.party(k)
-                p.agree(nonces[:SEED_BYTES])
-                send(p.convert())
-                send(p.reconcile(joined(nxt, "a conversion")))
-                checked(p.finish, "an opening")
-                pops = side.pops(k, nonces[SEED_BYTES:])
-                if pops is not None:  # the margin's: its records' popcounts converted
-                    send(pops.first())
-                    pops.converted(joined(nxt, "a popcount conversion"))
-                    send(pops.digest())
-                    side.done.arith.append(checked(pops.values, "a popcount check"))
-            done = nxt()  # S2's own checks passed and its side is held
-            if done is None or not done.last or done.data:
-                raise errors.DataLoss(f"{s2.name}: the block exchange ended unconfirmed")
-        except (ValueError, errors.InvalidArgument) as exc:
-            raise errors.DataLoss(f"{s2.name}: {exc}") from None
-    except grpc.RpcError as exc:
-        raise peer_error(s2.name, exc) from None
-    finally:
-        outbox.put(None)
-    return counts[0], counts[1]
+    return s1_exchange(s2, first, body, "block exchange")
 
 
 def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:

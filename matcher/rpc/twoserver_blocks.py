@@ -13,23 +13,32 @@ STALE_SECONDS pass unused, or newer parts' need the room (MAX_BLOCKS, MAX_PAIRS)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import queue
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import densearith, denseblock, linkbit, ring64
+from blindmatch.matcher.core import densearith, denseblock, linkbit, ring64, triplecheck
 from blindmatch.matcher.core.proposal import Refused, run_cutoffs
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_margin import Dense
-from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, call_party, wire_rule
+from blindmatch.matcher.rpc.twoserver_peers import (
+    CALL_SECONDS,
+    ShareExchange,
+    call_party,
+    peer_error,
+    wire_rule,
+)
 from blindmatch.protos import blindmatch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -156,6 +165,66 @@ def joined(messages: Callable[[], pb.BlockMessage | None], what: str) -> bytes:
         parts.append(m.data)
         if m.last:
             return b"".join(parts)
+
+
+class Stream:
+    """S1's side of a BlockExchange as `s1_exchange`'s body sees it: `send` a message (in
+    parts), `nxt` S2's next message, `read` S2's next message whole."""
+
+    def __init__(self, outbox: queue.Queue[pb.BlockMessage | None], replies: Iterator[Any],
+                 counts: list[int]) -> None:  # fmt: skip
+        self._outbox, self._replies, self._counts = outbox, replies, counts
+
+    def send(self, data: bytes) -> None:
+        for part, last in cut(data):
+            self._counts[0] += len(part) + 8
+            self._outbox.put(pb.BlockMessage(data=part, last=last))
+
+    def nxt(self) -> pb.BlockMessage | None:
+        m = next(self._replies, None)
+        self._counts[1] += 0 if m is None else m.ByteSize()
+        return m
+
+    def read(self, what: str) -> bytes:
+        return joined(self.nxt, what)
+
+
+def s1_exchange(s2: ShareExchange, first: pb.BlockMessage, body: Callable[[Stream], None],
+                what: str) -> tuple[int, int]:  # fmt: skip
+    """S1's side of BlockExchange: `first`, then `body`'s messages each way, then S2's last
+    empty message (its checks passed, its side held); bytes sent and received. Where `body`
+    finds C's deal refused (`DealRefused`), S1 ends its side and lets S2 find it for itself
+    (its refusal, its audit entry); S2's refusal or silence, as `peer_error` says."""
+    outbox: queue.Queue[pb.BlockMessage | None] = queue.Queue()
+    counts = [first.ByteSize(), 0]
+
+    def requests() -> Iterator[pb.BlockMessage]:
+        while (m := outbox.get()) is not None:
+            yield m
+
+    outbox.put(first)
+    try:
+        replies = s2._stub.BlockExchange(requests(), metadata=s2._metadata,
+                                         timeout=CALL_SECONDS)  # fmt: skip
+        stream = Stream(outbox, replies, counts)
+        try:
+            try:
+                body(stream)
+            except triplecheck.DealRefused:
+                outbox.put(None)
+                with contextlib.suppress(grpc.RpcError):
+                    stream.nxt()
+                raise
+            done = stream.nxt()
+            if done is None or not done.last or done.data:
+                raise errors.DataLoss(f"{s2.name}: the {what} ended unconfirmed")
+        except (ValueError, errors.InvalidArgument) as exc:
+            raise errors.DataLoss(f"{s2.name}: {exc}") from None
+    except grpc.RpcError as exc:
+        raise peer_error(s2.name, exc) from None
+    finally:
+        outbox.put(None)
+    return counts[0], counts[1]
 
 
 def _pairs(m: pb.BlockDeal) -> int:
@@ -355,4 +424,5 @@ __all__ = [
     "largest_batch",
     "prepare_blocks",
     "proposed_part",
+    "s1_exchange",
 ]

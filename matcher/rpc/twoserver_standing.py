@@ -20,21 +20,25 @@ proposal (an unblocked part on clk 0 under the rule, the run's cut-offs).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import time
 from collections.abc import Generator, Iterator
-
-import grpc
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import denseblock, linkbit, standing, standingsteps, triplecheck
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.core.standingsteps import Steps
-from blindmatch.matcher.rpc.twoserver_blocks import MAX_PAIRS, Held, cut, joined, proposed_part
+from blindmatch.matcher.rpc.twoserver_blocks import (
+    MAX_PAIRS,
+    Held,
+    Stream,
+    cut,
+    joined,
+    proposed_part,
+    s1_exchange,
+)
 from blindmatch.matcher.rpc.twoserver_margin import margin_plan
-from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, ShareExchange, peer_error
+from blindmatch.matcher.rpc.twoserver_peers import ShareExchange
 from blindmatch.matcher.rpc.twoserver_role import NAMES, _Role
 from blindmatch.matcher.rpc.twoserver_standcache import Entry
 from blindmatch.matcher.rpc.twoserver_uploads import Held as Upload
@@ -159,49 +163,17 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
 def _swaps(s2: ShareExchange, first: pb.BlockMessage, steps: Steps) -> tuple[int, int]:
     """S1's side of the exchange: its first message, then each step's message each way
     (S1's sent, then S2's read); bytes sent and received."""
-    outbox: queue.Queue[pb.BlockMessage | None] = queue.Queue()
-    counts = [first.ByteSize(), 0]
 
-    def requests() -> Iterator[pb.BlockMessage]:
-        while (m := outbox.get()) is not None:
-            yield m
+    def body(stream: Stream) -> None:
+        mine = next(steps)
+        while True:
+            stream.send(mine)
+            try:
+                mine = steps.send(stream.read("a standing step"))
+            except StopIteration:
+                return
 
-    outbox.put(first)
-    try:
-        replies = s2._stub.BlockExchange(requests(), metadata=s2._metadata,
-                                         timeout=CALL_SECONDS)  # fmt: skip
-
-        def nxt() -> pb.BlockMessage | None:
-            m = next(replies, None)
-            counts[1] += 0 if m is None else m.ByteSize()
-            return m
-
-        try:
-            mine = next(steps)
-            while True:
-                for part, last in cut(mine):
-                    counts[0] += len(part) + 8
-                    outbox.put(pb.BlockMessage(data=part, last=last))
-                theirs = joined(nxt, "a standing step")
-                try:
-                    mine = steps.send(theirs)
-                except StopIteration:
-                    break
-                except triplecheck.DealRefused:
-                    outbox.put(None)  # S2 finds it for itself (its refusal, its audit entry)
-                    with contextlib.suppress(grpc.RpcError):
-                        nxt()
-                    raise
-            done = nxt()  # S2's steps done and its side held
-            if done is None or not done.last or done.data:
-                raise errors.DataLoss(f"{s2.name}: the standing exchange ended unconfirmed")
-        except (ValueError, errors.InvalidArgument) as exc:
-            raise errors.DataLoss(f"{s2.name}: {exc}") from None
-    except grpc.RpcError as exc:
-        raise peer_error(s2.name, exc) from None
-    finally:
-        outbox.put(None)
-    return counts[0], counts[1]
+    return s1_exchange(s2, first, body, "standing exchange")
 
 
 def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal],
