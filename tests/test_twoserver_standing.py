@@ -198,7 +198,8 @@ def test_a_querys_whole_record_part_goes_standing_from_the_partners_size_and_a_w
 ) -> None:
     """`partpath.for_query`: the record CLK's unblocked part under the rule, against a
     partner of at least STANDING_RECORDS records; not a blocked part, the fallback CLK's, one
-    without the rule, a smaller partner, a watch's, nor where PATH forces pairs or blocks."""
+    without the rule, a smaller partner, a watch's, a query of many records (by blocks), nor
+    where PATH forces pairs or blocks."""
     rule = Rule(*RULE)
     whole = Proposed(0, 1, RECORD, 16_000, ((1, 1024),) * 16)
     parts = [whole, Proposed(0, 1, FALLBACK, 40, ((1, 40),)), Proposed(0, 1, RECORD, 50)]
@@ -207,6 +208,9 @@ def test_a_querys_whole_record_part_goes_standing_from_the_partners_size_and_a_w
     assert not partpath.for_query([whole], [1, 15_999], rule)[0].standing
     assert not partpath.for_query([whole], [1, 16_000], Rule())[0].standing
     assert not partpath.for_query([whole], [1, 16_000], rule, standing=False)[0].standing
+    many = Proposed(0, 1, RECORD, 100 * 16_000, ((100, 1024),) * 16)  # by blocks: not standing
+    assert partpath.for_query([many], [100, 16_000], rule)[0].blocks
+    assert not partpath.for_query([many], [100, 16_000], rule)[0].standing
     for path, marked in (("pairs", False), ("blocks", False), ("standing", True)):
         monkeypatch.setattr(partpath, "PATH", path)
         assert partpath.for_query([whole], [1, 10], rule)[0].standing is marked

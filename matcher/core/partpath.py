@@ -47,6 +47,11 @@ PATH = "shape"
 # below 16,000 records a query by pairs costs under ~0.4 s and keeps nothing
 # (docs/performance.md "A query against a standing partner over gRPC").
 STANDING_RECORDS = 16_000
+# And only a part its shape would take by pairs (a query of few records: what was measured;
+# one of many records a partner record goes by blocks), of at most this many pairs: S1 and S2
+# hold a standing query's H shares for every pair as one block (rpc/twoserver_blocks.py
+# MAX_PAIRS).
+STANDING_MOST_PAIRS = 1 << 24
 
 
 def by_blocks(part: Proposed, ruled: bool = False) -> bool:
@@ -81,13 +86,16 @@ def by_standing(part: Proposed, partner_records: int, ruled: bool) -> bool:
 
 def for_query(described: Sequence[Proposed], records: Sequence[int], rule: Rule = NO_RULE,
               standing: bool = True) -> list[Proposed]:  # fmt: skip
-    """A query's (or, not `standing`, a watch's) parts: those `by_standing` marked so (member
-    b of each the partner, `records[member]` each member's records), the others `by_shape`.
+    """A query's (or, not `standing`, a watch's) parts: those `by_standing` that `by_shape`
+    takes by pairs, of at most STANDING_MOST_PAIRS pairs, marked so (member b of each the
+    partner, `records[member]` each member's records), the others `by_shape`.
     A watch compares a partner's upload once, so converting it would not pay."""
     out = list(by_shape(described, rule))
     for k, p in enumerate(described):
         ruled = rule.active and p.clk == RECORD
-        if standing and by_standing(p, records[p.member_b], ruled):
+        if standing and not out[k].blocks and p.pairs <= STANDING_MOST_PAIRS and by_standing(
+            p, records[p.member_b], ruled
+        ):  # fmt: skip
             out[k] = replace(p, standing=True)
     return out
 
@@ -97,6 +105,7 @@ __all__ = [
     "BLOCKS_PAIRS_A_ROW",
     "PATH",
     "RULED_PAIRS_A_ROW",
+    "STANDING_MOST_PAIRS",
     "STANDING_RECORDS",
     "by_blocks",
     "by_shape",

@@ -23,6 +23,7 @@ from blindmatch.matcher.rpc.twoserver_blocks import (
     Stream,
     cut,
     joined,
+    later_setup,
     proposed_part,
     s1_exchange,
     setups,
@@ -218,16 +219,7 @@ def s2_prepare(role: _Role, request: Iterator[pb.BlockDeal]) -> pb.PrepareReply:
     rule = part_rule(first, "blocks")
     blocks = shapes(first, held[0].bits, rule)
     pops = pops_bytes(first, held[0].bits, rule, 1)  # checked before any setup is read
-    setup = bytearray()
-    for n, m in enumerate(request, start=1):
-        bare = pb.BlockDeal()
-        bare.CopyFrom(m)
-        bare.setup = b""
-        if bare.ByteSize():
-            raise errors.InvalidArgument(f"setup (message {n}): the later messages' only field")
-        setup += m.setup
-    whole = bytes(setup)
-    del setup
+    whole = later_setup(request)
     setups(first, blocks, 1, whole, pops)
     role.dense.put(first, whole)
     return pb.PrepareReply(largest_batch=linkbit.BLOCK_BATCH)

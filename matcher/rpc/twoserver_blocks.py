@@ -227,6 +227,20 @@ def s1_exchange(s2: ShareExchange, first: pb.BlockMessage, body: Callable[[Strea
     return counts[0], counts[1]
 
 
+def later_setup(request: Iterator[pb.BlockDeal]) -> bytes:
+    """S2's `PrepareBlocks` after its first message: the setup's parts joined, each message's
+    only field (`InvalidArgument` otherwise)."""
+    setup = bytearray()
+    for n, m in enumerate(request, start=1):
+        bare = pb.BlockDeal()
+        bare.CopyFrom(m)
+        bare.setup = b""
+        if bare.ByteSize():
+            raise errors.InvalidArgument(f"setup (message {n}): the later messages' only field")
+        setup += m.setup
+    return bytes(setup)
+
+
 def _pairs(m: pb.BlockDeal) -> int:
     return sum(a * b for a, b in zip(m.rows_a, m.rows_b, strict=True))
 
@@ -422,6 +436,7 @@ __all__ = [
     "from_kept",
     "kept_parts",
     "largest_batch",
+    "later_setup",
     "prepare_blocks",
     "proposed_part",
     "s1_exchange",

@@ -34,6 +34,7 @@ from blindmatch.matcher.rpc.twoserver_blocks import (
     Stream,
     cut,
     joined,
+    later_setup,
     proposed_part,
     s1_exchange,
 )
@@ -181,14 +182,7 @@ def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal]
     """S2's `PrepareBlocks` of a standing deal: checked (a query's conversion held here, or
     refused `STANDING_NEEDED`), its setup in parts held until S1 opens the exchange."""
     held, p, _ = _checked(role, first)
-    setup = bytearray()
-    for n, m in enumerate(request, start=1):
-        bare = pb.BlockDeal()
-        bare.CopyFrom(m)
-        bare.setup = b""
-        if bare.ByteSize():
-            raise errors.InvalidArgument(f"setup (message {n}): the later messages' only field")
-        setup += m.setup
+    setup = later_setup(request)
     b, who = held[1], 1
     if first.standing_pieces:
         start, stop = standing.chunks(b.records)[first.standing_piece]
@@ -196,10 +190,10 @@ def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal]
     else:
         sizes = standingsteps.query_setup(held[0].records, b.records, b.bits, p, who)
     try:
-        standingsteps.split(bytes(setup), sizes, "setup")
+        standingsteps.split(setup, sizes, "setup")
     except ValueError as exc:
         raise errors.InvalidArgument(f"setup: {exc}") from None
-    role.dense.put(first, bytes(setup))
+    role.dense.put(first, setup)
     return pb.PrepareReply(largest_batch=linkbit.BLOCK_BATCH)
 
 
