@@ -9,6 +9,7 @@ The size rule lowered (core/partpath.py STANDING_RECORDS) and the conversion cut
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from benchmarks.messy import write_exports
+from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
@@ -30,8 +33,11 @@ from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.rpc.twoserver_standcache import Standings
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.protos import blindmatch_pb2 as pb
-from tests.support import MESSY_SECRET
+from tests import twoserver_world
+from tests.support import MESSY_SECRET, PERSON_SCHEMA, STRONG_SECRET
 from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries
+from tests.test_twoserver_query import held_by, person_csv
+from tests.twoserver_world import EXPORTS
 
 pytestmark = pytest.mark.server
 Clks = npt.NDArray[np.uint8]
@@ -242,3 +248,39 @@ def test_a_servers_partners_are_dropped_least_recently_used_past_its_bound() -> 
                      uploads["b"])  # type: ignore[arg-type]  # fmt: skip
     kept.forget({"a", "c"})
     assert kept.bytes_kept() == 0
+
+
+def test_blindmatch_query_goes_standing_through_the_matcher_and_converts_the_partner_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The matcher as combiner (`combiner_setup`'s conversions, kept across queries): two
+    `blindmatch query` runs about south's people under the shipped schema's rule, compared
+    whole against south's upload, convert it once at S1 and S2 and find each person at south,
+    as by pairs does."""
+    monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # south's 42 records: standing
+    monkeypatch.setattr(standing, "CHUNK", 16)  # its conversion in 3 pieces
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    exports = write_exports(tmp_path, seed=5, size=120)
+    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
+        project = twoserver_world.create(world, "ruled", "two-server")
+        for name in ("north", "south"):
+            export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
+            assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
+                         "--secret-file", str(secret), "--mapping", str(export.mapping),
+                         "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
+            assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
+                             token=project.tokens[name]) == 0  # fmt: skip
+        south = exports[EXPORTS["south"]]
+        answers = []
+        for k, path in enumerate(("shape", "shape", "pairs")):
+            monkeypatch.setattr(partpath, "PATH", path)
+            people = person_csv(south, sorted(south.truth)[k : k + 2], tmp_path / f"q{k}.csv")
+            capsys.readouterr()
+            assert world.cli("query", str(people), "--mapping", str(south.mapping),
+                             "--project", "ruled", "--schema", str(PERSON_SCHEMA),
+                             "--secret-file", str(secret), "--purpose", "case 1", "--json",
+                             token=project.tokens["north"]) == 0  # fmt: skip
+            answers.append(held_by(json.loads(capsys.readouterr().out)))
+        assert answers == [[["south"], ["south"]]] * 3
+        assert [world.roles[r].service.standing.conversions for r in ("s1", "s2")] == [1, 1]
