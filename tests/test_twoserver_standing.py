@@ -284,3 +284,21 @@ def test_blindmatch_query_goes_standing_through_the_matcher_and_converts_the_par
             answers.append(held_by(json.loads(capsys.readouterr().out)))
         assert answers == [[["south"], ["south"]]] * 3
         assert [world.roles[r].service.standing.conversions for r in ("s1", "s2")] == [1, 1]
+
+
+def test_s1_and_s2_take_their_bound_on_partners_kept_and_the_combiner_refuses_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`two-server role --standing-bytes N`: S1's and S2's (`create_role`'s `standing_bytes`);
+    refused on the combiner and under 1 (exit 2)."""
+    s2 = create_role("s2", "127.0.0.1:0", KEY, MEMBER_KEY, standing_bytes=5_000)
+    try:
+        assert s2.service.standing.most == 5_000
+    finally:
+        s2.stop(grace=None)
+    common = ["--listen", "127.0.0.1:0", "--key-file", str(tmp_path / "k"),
+              "--member-key-file", str(tmp_path / "m")]  # fmt: skip
+    for role, n in ((["--role", "combiner", "--s1", "a:1", "--s2", "a:2"], "9"),
+                    (["--role", "s2"], "0")):  # fmt: skip
+        assert main(["two-server", "role", *role, *common, "--standing-bytes", n]) == 2
+        assert f"--standing-bytes {n}: S1's and S2's" in capsys.readouterr().err

@@ -86,6 +86,10 @@ def cmd_role(args: argparse.Namespace) -> int:
     if args.threshold is not None and not MIN_THRESHOLD <= args.threshold <= 1:
         raise InputError(f"--threshold {args.threshold}: a Dice in {THRESHOLD_RANGE}")
     exhaustive, small_member, query_whole = caps(args)
+    if args.standing_bytes is not None and (args.role == "combiner" or args.standing_bytes < 1):
+        raise InputError(
+            f"--standing-bytes {args.standing_bytes}: S1's and S2's, a number of bytes >= 1"
+        )
     query_limits = _query_limits(args)
     key = read_key(args.key_file)
     member_key = read_key(args.member_key_file, "--member-key-file")
@@ -106,7 +110,8 @@ def cmd_role(args: argparse.Namespace) -> int:
                               data_dir=args.data_dir, threshold=args.threshold,
                               query_limits=query_limits,
                               exhaustive=exhaustive, small_member=small_member,
-                              query_whole=query_whole)  # fmt: skip
+                              query_whole=query_whole,
+                              standing_bytes=args.standing_bytes)  # fmt: skip
     except OSError as exc:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     except ValueError as exc:
@@ -297,6 +302,15 @@ def register(sub: Subcommands) -> None:
         metavar="N/PERIOD",
         help="S1, S2: the same for all of a project's members together (default "
         f"{PROJECT_LIMIT.text()})",
+    )
+    p.add_argument(
+        "--standing-bytes",
+        type=int,
+        metavar="N",
+        help="S1, S2: the most bytes of partners converted once for the queries compared whole "
+        "against them that this role keeps in memory, the least recently used dropped (and "
+        "converted again at its next query) past it (default 4 GiB: 12,320 bytes a record of "
+        "two 1,024-bit CLKs, a partner of 320,000 records; nothing kept across a restart)",
     )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")

@@ -410,6 +410,7 @@ def create_role(
     exhaustive: int | None = None,
     small_member: int | None = None,
     query_whole: int | None = None,
+    standing_bytes: int | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
@@ -425,7 +426,9 @@ def create_role(
     of up to this many (None: `DEFAULT_SMALL_PAIRS`, 0: none); `query_whole`: and a query
     whose records times its partners' are at most this many (`run_cap`; None:
     `DEFAULT_QUERY_WHOLE`, 0: none);
-    `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults)."""
+    `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults);
+    `standing_bytes`: S1's and S2's bound on the partners they keep converted
+    (rpc/twoserver_standcache.py; None: `MOST_BYTES`)."""
     service: _Role
     if role == "s1":
         if not s2:
@@ -447,6 +450,7 @@ def create_role(
     else:
         raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
     service.start(data_dir, query_limits)
+    service.standing.most = standing_bytes
     # The circuits its first run or query would build, built now (core/circuitwarm.py).
     shapes = [Shape(h.bits, h.rule) for h in getattr(service, "held", {}).values()]
     warm(NAMES[role], shapes, [threshold] if threshold else ())
