@@ -165,21 +165,25 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
                 tuple(remote._bits), tuple(remote._cutoffs),
                 (wire_rule(remote._rule) or pb.ScoreRule()).SerializeToString())  # fmt: skip
     for attempt in (0, 1):
-        with conversions.lock_of(key):
-            got = conversions.get(key)
-            if got is None:
-                w0 = time.perf_counter()
-                got = convert(remote, index, p, transcript, clock)
-                conversions.converted += 1
-                conversions.seconds += time.perf_counter() - w0
-                conversions.put(key, got)
+        got: tuple[str, standing.Standing] | None = None
         try:
+            with conversions.lock_of(key):
+                got = conversions.get(key)
+                if got is None:
+                    w0 = time.perf_counter()
+                    got = convert(remote, index, p, transcript, clock)
+                    conversions.converted += 1
+                    conversions.seconds += time.perf_counter() - w0
+                    conversions.put(key, got)
             return _query(remote, index, p, got, transcript, clock)
         except errors.FailedPrecondition as exc:
+            # (a server restarted, or dropped the conversion for room or for another of the
+            # same partner, even while it was being made)
             if STANDING_NEEDED not in str(exc) or attempt:
                 raise
             log.info("converting %s's upload again: %s", key[0], exc)
-            conversions.drop(key, got[0])
+            if got is not None:
+                conversions.drop(key, got[0])
     raise AssertionError("unreachable")
 
 
