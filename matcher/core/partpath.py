@@ -43,9 +43,10 @@ PATH = "shape"
 # circuit a pair. Over gRPC, a one-record query against 16,000 records: 0.21 s of CPU (all
 # roles) against 0.35 by pairs, 948 bytes a pair against 4,910; at 64,000, 0.76 s against
 # 1.48. The conversion, once an upload (~600 us of CPU and 75 kB between S1 and S2 a
-# record; 12,320 bytes a record kept by each), is worth about 55 one-record queries by pairs;
-# below 16,000 records a query by pairs costs under ~0.4 s and keeps nothing
-# (docs/performance.md "A query against a standing partner over gRPC").
+# record; 12,320 bytes a record kept by each), pays for itself after about 55 one-record
+# queries (what each saves against by pairs); below 16,000 records a query by pairs costs
+# under ~0.4 s and keeps nothing (docs/performance.md "A query against a standing partner
+# over gRPC").
 STANDING_RECORDS = 16_000
 # And only a part its shape would take by pairs (a query of few records: what was measured;
 # one of many records a partner record goes by blocks), of at most this many pairs: S1 and S2
