@@ -22,7 +22,7 @@ from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import linkbit, partpath, standing, twoserver
+from blindmatch.matcher.core import linkbit, partpath, ring64, standing, twoserver
 from blindmatch.matcher.core import standingquery as sq
 from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
@@ -35,6 +35,7 @@ from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests import twoserver_world
 from tests.support import MESSY_SECRET, PERSON_SCHEMA, STRONG_SECRET
+from tests.test_standing import _wrong_dabit
 from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries
 from tests.test_twoserver_query import held_by, person_csv
 from tests.twoserver_world import EXPORTS
@@ -302,3 +303,23 @@ def test_s1_and_s2_take_their_bound_on_partners_kept_and_the_combiner_refuses_it
                     (["--role", "s2"], "0")):  # fmt: skip
         assert main(["two-server", "role", *role, *common, "--standing-bytes", n]) == 2
         assert f"--standing-bytes {n}: S1's and S2's" in capsys.readouterr().err
+
+
+def test_a_combiner_dealing_a_partner_bits_dabit_wrong_is_refused_and_nothing_is_kept(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The conversion's first piece with a daBit off (its [p]2): both servers refuse it
+    naming the combiner (`twoserver.deal`), before D_B is opened; no conversion is kept or
+    counted, and the query fails."""
+    roles.upload("south", shares["south"])
+    widths = sum(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    monkeypatch.setattr(ring64, "deal", _wrong_dabit(32 * widths, 1))  # a piece's 32 records
+    conversions = Conversions()
+    with pytest.raises(errors.PermissionDenied, match="the dealer \\(the combiner\\)"):
+        ask(roles, shares["query"], shares["south"], conversions)
+    for role in ("s1", "s2"):
+        (refused,) = entries(tmp_path, role, "twoserver.deal")
+        assert refused["standing"] and "daBit" in str(refused["reason"])
+        assert not entries(tmp_path, role, "twoserver.standing")
+    assert roles.conversions() == [0, 0] and conversions.converted == 0
