@@ -296,8 +296,8 @@ def main() -> int:
     after = os.getloadavg()[0]
     print(
         f"\nmessy fixture's {ORG}, first N records, seed {args.seed}; peak RSS in MB "
-        f"(ru_maxrss; S1, S2: VmHWM); load average {load:.1f} before, {after:.1f} after"
-        + ("; S1 with a data dir" if args.s1_data_dir else "")
+        f"(ru_maxrss; S1, S2: VmHWM); S1 wrote: GB (wchar); load average {load:.1f} "
+        f"before, {after:.1f} after" + ("; S1 with a data dir" if args.s1_data_dir else "")
     )
     head = (
         "records",
@@ -311,7 +311,7 @@ def main() -> int:
         "kB/record",
         "S1 MB",
         "S2 MB",
-        "S1 wrote GB",
+        "S1 wrote",
     )
     print("".join(f"{h:>11}" for h in head))
     for n, name, r in rows:

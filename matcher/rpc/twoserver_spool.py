@@ -7,6 +7,7 @@ S1's disk once; without one, an unlinked temporary file."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -172,12 +173,12 @@ class Kept:
 
     def discard(self) -> None:
         """Delete the spooled files (an upload refused, or not kept: a query's), once their
-        writes end; arrays already mapped from them stay readable."""
+        writes end (a write that failed, as the one the upload was refused for, does not
+        stop the others' deletion); arrays already mapped from them stay readable."""
         for name, spool in self.spools.items():
-            try:
+            with contextlib.suppress(OSError):
                 spool.close()
-            finally:
-                (self.folder / f"{self.file}.{name}.tmp").unlink(missing_ok=True)
+            (self.folder / f"{self.file}.{name}.tmp").unlink(missing_ok=True)
 
 
 __all__ = ["SPILL_BYTES", "Kept", "Spool"]
