@@ -9,7 +9,8 @@ For each size: the first N records of the messy fixture's north-police export
 processes (S2, S1) and a `serve --two-server-s1/-s2` matcher, a two-server project, and the
 member's `upload`. Each `blindmatch` process's peak RSS (its rusage, `ru_maxrss`) and
 S1's and S2's (`VmHWM`, read before they stop, once S1 has logged its sort of the upload's
-band keys) are printed, with the share files' size and S1's file's (the upload S1 holds).
+band keys) are printed, with the share files' size and S1's file's (the upload S1 holds),
+and the bytes S1 wrote meanwhile (`wchar`, GB: with `--s1-data-dir` its store's files).
 `--baseline DIR` runs the same steps with the code of another checkout (`git worktree add
 --detach DIR COMMIT`), each step its own processes, printed side by side. Sizes above
 `--no-servers-above` skip the servers (S1 peaked at about 310 kB a record taking an upload,
@@ -158,6 +159,15 @@ def peak_mb(proc: subprocess.Popen[str]) -> float:
     return float("nan")
 
 
+def wrote_gb(proc: subprocess.Popen[str]) -> float:
+    """The bytes a running process has written so far (`wchar` of /proc/PID/io: every
+    write call's, to any file, its log and SQLite included), GB."""
+    for line in Path(f"/proc/{proc.pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1]) / 1e9
+    return float("nan")
+
+
 def key_file(path: Path) -> Path:
     path.write_text(secrets.token_urlsafe(24) + "\n")
     path.chmod(0o600)
@@ -186,7 +196,8 @@ def upload(tree: Path, work: Path, encoded: Path, s1_data_dir: bool = False) -> 
         # peak is read once they are sorted, what it holds for the runs with them
         sorted_ = s1.wait_for("band keys (")
         return {"upload": up.peak_mb, "upload_s": up.seconds, "s1": peak_mb(s1.proc),
-                "s2": peak_mb(s2.proc), "sorted": float(sorted_)}  # fmt: skip
+                "s2": peak_mb(s2.proc), "sorted": float(sorted_),
+                "s1_wrote": wrote_gb(s1.proc)}  # fmt: skip
 
 
 def measure(tree: Path, work: Path, csv_path: Path, mapping: Path, secret: Path,
@@ -285,8 +296,8 @@ def main() -> int:
     after = os.getloadavg()[0]
     print(
         f"\nmessy fixture's {ORG}, first N records, seed {args.seed}; peak RSS in MB "
-        f"(ru_maxrss; S1, S2: VmHWM); load average {load:.1f} before, {after:.1f} after"
-        + ("; S1 with a data dir" if args.s1_data_dir else "")
+        f"(ru_maxrss; S1, S2: VmHWM); S1 wrote: GB (wchar); load average {load:.1f} "
+        f"before, {after:.1f} after" + ("; S1 with a data dir" if args.s1_data_dir else "")
     )
     head = (
         "records",
@@ -300,6 +311,7 @@ def main() -> int:
         "kB/record",
         "S1 MB",
         "S2 MB",
+        "S1 wrote",
     )
     print("".join(f"{h:>11}" for h in head))
     for n, name, r in rows:
@@ -317,6 +329,7 @@ def main() -> int:
             f"{1000 * member / n:.0f}",
             (f"{r['s1']:.0f}" + ("" if r["sorted"] else "?")) if "s1" in r else "-",
             f"{r['s2']:.0f}" if "s2" in r else "-",
+            f"{r['s1_wrote']:.2f}" if "s1_wrote" in r else "-",
         ]
         print("".join(f"{c:>11}" for c in cells))
     if any("parts" in r for _, _, r in rows):

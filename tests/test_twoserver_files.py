@@ -267,8 +267,10 @@ def test_s1_keeps_an_uploads_tokens_and_band_keys_in_its_store_file_not_in_memor
     held_as_sent(role.held["p/north/t"])
     assert peak < 0.3 * big, (peak, big)  # over 1x before (the whole upload in memory)
     role.close()
-    kept = [p.name for p in (tmp_path / "s1" / "twoserver-s1-held").iterdir()]
-    assert len(kept) == 1 and kept[0].endswith(".bin"), kept
+    kept = sorted(p.name for p in (tmp_path / "s1" / "twoserver-s1-held").iterdir())
+    stem = kept[0].removesuffix(".bin")  # the upload's F.bin, its spooled arrays' beside it
+    assert kept == [f"{stem}.bin"] + [f"{stem}.sealed{k}.{f}.bin" for k in (0, 1)
+                                      for f in ("keys", "sealed")], kept  # fmt: skip
     role, peak = measured("restart")
     held_as_sent(role.held["p/north/t"])
     assert peak < 0.3 * big, (peak, big)  # over 1x before (read whole)

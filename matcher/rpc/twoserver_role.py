@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,7 +37,7 @@ from blindmatch.matcher.rpc.twoserver_presort import Presorter
 from blindmatch.matcher.rpc.twoserver_proposals import Proposals
 from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_standcache import Standings
-from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_upload
+from blindmatch.matcher.rpc.twoserver_uploads import Held, held_from, part_rule, read_kept
 from blindmatch.matcher.storage.dirowner import refuse_others
 from blindmatch.matcher.storage.role_store import RoleStore
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
@@ -218,10 +217,21 @@ class _Role:
     def upload(self, parts: Iterator[pb.SharedPart], vouched: str = "") -> pb.SharedReceipt:
         """`vouched`: the name an upload ticket admits (core/tickets.py), the upload's;
         it replaces that project member's upload under any earlier tag."""
-        # S1's tokens and band keys go to a file as they come (rpc/twoserver_uploads.py
-        # `Spool`): in the store's folder with a data dir, else the temporary folder
-        spool = self.store.folder if self.store is not None else Path(tempfile.gettempdir())
-        member, held = read_upload(parts, self.role, spool if self.role == "s1" else None)
+        member, held, file, digest, apart = read_kept(
+            parts, self.role, self.store, lambda member: self._admit(member, vouched)
+        )
+        try:
+            self._hold(member, held, vouched, digest, file, apart)
+        except BaseException:
+            if self.store is not None and file:
+                self.store.discard(file, apart)
+            raise
+        self.presort(member, held)  # the reply does not wait for it
+        log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
+        return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
+
+    def _admit(self, member: str, vouched: str) -> None:
+        """Refuse an upload of `member` beyond the query limit, or not the ticket's."""
         if self.queries is not None:
             self.queries.check_upload(member)
         if (vouched and member != vouched) or (not vouched and "/" in member):
@@ -231,26 +241,12 @@ class _Role:
                 else f"member: {member!r} is a project's name (project/member/tag): only the "
                 "matcher's upload ticket admits it"
             )
-        # With a data dir, the arrays go to disk first (the audit entry's digest is theirs);
-        # a query's records (core/tickets.py QUERY_MARK) are held for the query alone and
-        # forgotten after it, so they are not kept.
-        store = self.store if QUERY_MARK not in member else None
-        file, digest = store.write(held.named()) if store is not None else ("", "")
-        if store is not None:  # held mapped from the file just written (one copy on disk)
-            held = held_from(held.meta(), store.mapped(file, held.layout()))
-        try:
-            self._hold(member, held, vouched, digest, file)
-        except BaseException:
-            if store is not None:
-                store.discard(file)
-            raise
-        self.presort(member, held)  # the reply does not wait for it
-        log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
-        return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
-    def _hold(self, member: str, held: Held, vouched: str, digest: str, file: str) -> None:
+    def _hold(self, member: str, held: Held, vouched: str, digest: str, file: str,
+              apart: dict[str, str] | None = None) -> None:  # fmt: skip
         """Hold `member`'s upload (its arrays written to the store's `file`, "" if not
-        kept), in place of its earlier ones; its layout checked against the others'."""
+        kept; `apart` as `RoleStore.write` had it), in place of its earlier ones; its layout
+        checked against the others'."""
         with self.lock:
             old = []
             if vouched:  # the project member's earlier uploads, under other tags, go
@@ -273,7 +269,7 @@ class _Role:
                      clks=len(held.bits), sha256=digest)  # fmt: skip
             if self.store is not None and file:  # kept (not a query's)
                 self.store.put(member, file, held.records, held.meta(), held.named(), digest,
-                               old)  # fmt: skip
+                               old, apart)  # fmt: skip
             for name in old:
                 del self.held[name]
                 self.budget.forget(name)

@@ -7,15 +7,11 @@ query is not blocked (rpc/twoserver_service.py `Propose`)."""
 
 from __future__ import annotations
 
-import mmap
-import os
 import tempfile
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -26,7 +22,11 @@ from blindmatch.matcher.core.encodings import check_clk_bits
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.twoblocking import MAX_CLASS, SEAL_KEY_BYTES, Sealed, sealed_size
 from blindmatch.matcher.domain import NO_RULE, Rule
+from blindmatch.matcher.rpc.twoserver_spool import SPILL_BYTES, Kept, Spool
 from blindmatch.protos import blindmatch_pb2 as pb
+
+if TYPE_CHECKING:
+    from blindmatch.matcher.storage.role_store import RoleStore
 
 MAX_BANDS = 65_536  # the schema's (client/encoding/schema.py)
 
@@ -162,90 +162,7 @@ def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
 
 
 JOINED = ("shares", "popshares", "band_keys", "classes", "sealed")  # a buffer each, a CLK's
-SPOOLED = ("band_keys", "sealed")  # S1's big fields: to a file past SPILL_BYTES (`Spool`)
-SPILL_BYTES = 64 << 20
-
-
-class Spool:
-    """A field's bytes as the parts add them (`+=`): in memory up to SPILL_BYTES, then, with a
-    `folder`, in an unlinked file of its own there (owner-only, `tempfile.TemporaryFile`),
-    which `array` maps read-only. S1's tokens and band keys are about 97% of an upload (13
-    bytes a key and 32 or more of tokens, against 264 bytes a record of shares): mapped, they
-    stay out of S1's memory but for the pages a join reads (docs/performance.md "Two-server
-    share files and S1's memory at 20,000 records").
-
-    Past SPILL_BYTES the parts' bytes are written by a thread of the spool's own, a chunk
-    (SPILL_BYTES / 32, 2 MB) a write, at most AHEAD chunks behind the parts: S1 takes the next part
-    while the last ones go to disk, where each part's write held up the upload (4.1 of S1's
-    9.7 s at 10,000 records, docs/performance.md "S1's upload and its disk")."""
-
-    AHEAD = 2  # chunks queued for the writer before `+=` waits for it
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder, self.buf = folder, bytearray()
-        self.file: IO[bytes] | None = None
-        self.size = 0
-        self.queued: list[memoryview] = []  # the parts' bytes not yet handed to the writer
-        self.queued_bytes = 0
-        self.writer: ThreadPoolExecutor | None = None
-        self.writing: deque[Future[None]] = deque()
-
-    def __iadd__(self, data: bytes | memoryview) -> Spool:
-        view = memoryview(data).cast("B")
-        if self.file is None and self.folder is not None and self.size + view.nbytes > SPILL_BYTES:
-            self.file = tempfile.TemporaryFile(dir=self.folder, prefix=".upload-", buffering=0)  # noqa: SIM115
-            self.writer = ThreadPoolExecutor(1, thread_name_prefix="spool")
-            self.queued, self.queued_bytes = [memoryview(self.buf)], len(self.buf)
-            self.buf = bytearray()
-        if self.file is not None:
-            self.queued.append(view)  # (the part's own bytes, not copied here)
-            self.queued_bytes += view.nbytes
-            if self.queued_bytes >= SPILL_BYTES // 32:
-                self._hand_over()
-        else:
-            self.buf += view
-        self.size += view.nbytes
-        return self
-
-    def _hand_over(self) -> None:
-        """The queued bytes to the writer, as one chunk, once it has at most AHEAD - 1 more."""
-        assert self.writer is not None and self.file is not None
-        while len(self.writing) >= self.AHEAD:
-            self.writing.popleft().result()
-        pieces, self.queued, self.queued_bytes = self.queued, [], 0
-        self.writing.append(self.writer.submit(_write_all, self.file.fileno(), pieces))
-
-    def array(self, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
-        """The bytes as one array of `dtype`: over the buffer, or mapped from the file."""
-        if self.file is None:
-            return np.frombuffer(self.buf, np.dtype(dtype))
-        assert self.writer is not None
-        if self.queued:
-            self._hand_over()
-        try:
-            while self.writing:
-                self.writing.popleft().result()
-        finally:
-            self.writer.shutdown()
-        mapped = mmap.mmap(self.file.fileno(), 0, access=mmap.ACCESS_READ)
-        self.file.close()  # (the map keeps the unlinked file until it is dropped)
-        return np.frombuffer(mapped, np.dtype(dtype))
-
-
-def _write_all(fd: int, pieces: list[memoryview]) -> None:
-    """`pieces` written to `fd` one after the other, IOV_MAX (1,024) a write (`os.writev`),
-    not copied."""
-    for lo in range(0, len(pieces), 1024):
-        batch = pieces[lo : lo + 1024]
-        done = os.writev(fd, batch)
-        for piece in batch:  # what a short write left
-            if done >= piece.nbytes:
-                done -= piece.nbytes
-                continue
-            rest, done = piece[done:], 0
-            while rest:
-                rest = rest[os.write(fd, rest) :]
-    pieces.clear()  # (the parts' bytes go once written)
+SPOOLED = {"band_keys": "keys", "sealed": "sealed"}  # S1's big fields (`Spool`): Sealed's names
 
 
 def _joined(clk: dict[str, Any], field: str, dtype: npt.DTypeLike) -> npt.NDArray[Any]:
@@ -308,11 +225,26 @@ def _withheld(p: pb.SharedPart, role: str, where: str, withheld: set[bool]) -> N
         )
 
 
+def _clk(p: pb.SharedPart, spool: Path | None, keep: Kept | None) -> dict[str, Any]:
+    """A CLK's fields as its first part `p` starts them: a `Spool` each (S1's big fields in
+    `spool` past SPILL_BYTES, with `keep` in the store's files)."""
+    spools = {
+        f: keep.spool(f"sealed{p.clk}.{SPOOLED[f]}", SPILL_BYTES)
+        if keep is not None and f in SPOOLED
+        else Spool(spool if f in SPOOLED else None, SPILL_BYTES)
+        for f in JOINED
+    }
+    return dict(bits=p.clk_bits, bands=p.bands, lacking=[], rows=0, next_band=0,
+                band_counts=[], **spools)  # fmt: skip
+
+
 def read_upload(
-    parts: Iterator[pb.SharedPart], role: str, spool: Path | None = None
-) -> tuple[str, Held]:
+    parts: Iterator[pb.SharedPart], role: str, spool: Path | None = None,
+    keep: Kept | None = None,
+) -> tuple[str, Held]:  # fmt: skip
     """One member's upload to `role`, checked whole; S1's tokens and band keys past
-    SPILL_BYTES in files in `spool` (`Spool`; None: in memory)."""
+    SPILL_BYTES in files in `spool` (`Spool`; None: in memory), or with `keep` in the
+    store's own files (`Kept`: the caller's to discard if the upload is not kept)."""
     member = ""
     seal_key = b""
     rules: set[Rule] = set()
@@ -388,10 +320,9 @@ def read_upload(
             raise errors.InvalidArgument(f"seal_key ({where}): not the earlier parts' (one an "
                                          "upload)")  # fmt: skip
         seal_key = p.seal_key
-        clk = got.setdefault(p.clk, dict(bits=p.clk_bits, bands=p.bands, lacking=[], rows=0,
-                                         next_band=0, band_counts=[],
-                                         **{f: Spool(spool if f in SPOOLED else None)
-                                            for f in JOINED}))  # fmt: skip
+        if p.clk not in got:
+            got[p.clk] = _clk(p, spool, keep)
+        clk = got[p.clk]
         if (clk["bits"], clk["bands"]) != (p.clk_bits, p.bands):
             raise errors.InvalidArgument(
                 f"clk_bits/bands ({where}): CLK {p.clk} came with another layout in an earlier part"
@@ -448,3 +379,37 @@ def read_upload(
                 pops, popshares, lacking, rows[0], seal_key,
                 rule)  # fmt: skip
     return member, held
+
+
+def read_kept(
+    parts: Iterator[pb.SharedPart], role: str, store: RoleStore | None, admit: Callable[[str], None]
+) -> tuple[str, Held, str, str, dict[str, str]]:
+    """`read_upload`, `admit(member)` (it raises to refuse), and with a data dir (`store`)
+    the upload written to the store's files, durable: S1's tokens and band keys spooled
+    straight into them as the parts came (rpc/twoserver_spool.py `Kept`: written once),
+    the rest written now. The member, the upload (mapped from the files with a store), the
+    store's file ("" if not kept: no store, or a query's records, core/tickets.py
+    QUERY_MARK, held for the query alone), its digest (the audit entry's) and the arrays
+    apart (`RoleStore.write`). Nothing is left in the store's folder if it raises."""
+    spool, kept, file = Path(tempfile.gettempdir()), None, ""
+    if store is not None and role == "s1":
+        spool, kept = store.folder, Kept(store.folder, store.new_file())
+    apart: dict[str, str] = {}
+    try:
+        member, held = read_upload(parts, role, spool if role == "s1" else None, kept)
+        admit(member)
+        if store is None or tickets.QUERY_MARK in member:
+            if kept is not None:  # (its files go; the arrays stay mapped)
+                kept.discard()
+            return member, held, "", "", {}
+        apart = kept.written() if kept is not None else {}
+        file, digest = store.write(held.named(), kept.file if kept else None, apart)
+        # held mapped from the files just written (one copy on disk)
+        held = held_from(held.meta(), store.mapped(file, held.layout(), apart))
+    except BaseException:
+        if kept is not None:
+            kept.discard()
+        if store is not None and file:
+            store.discard(file, apart)
+        raise
+    return member, held, file, digest, apart

@@ -4,7 +4,8 @@
 1. The held store (`twoserver-ROLE-held.sqlite`: the uploads' rows, the pair budget and the
    queries counted) is copied with SQLite's online backup API: one moment's uploads and
    budget together.
-2. The files those rows name are copied from `twoserver-ROLE-held/`. A file is written once
+2. The files those rows name are copied from `twoserver-ROLE-held/` (an upload's `F.bin`,
+   and S1's `F.NAME.bin` beside it: storage/role_files.py). A file is written once
    and never changed; those not copied yet are opened before the snapshot (backup.py
    `pinned`), so one the role deletes meanwhile (a member's new upload, a `Forget`) is copied
    all the same; one placed after that and deleted before it is copied makes the backup take
@@ -54,7 +55,7 @@ from blindmatch.matcher.storage.backup import (
     snapshot,
 )
 from blindmatch.matcher.storage.datadir import fsync_path
-from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
+from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir, upload_files
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 
@@ -88,7 +89,8 @@ def _take(source: RoleFiles, staging: RoleFiles, clock: Callable[[], float]
             taken = clock()
         db = connect_read_only(staging.held_db)
         try:
-            files = [f"{f}.bin" for (f,) in db.execute("SELECT file FROM uploads ORDER BY id")]
+            files = [name for f, meta in db.execute("SELECT file, meta FROM uploads ORDER BY id")
+                     for name in upload_files(f, meta)]  # fmt: skip
         finally:
             db.close()
         copied = copy_kept(files, source.folder, staging.folder, pins)

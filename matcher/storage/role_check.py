@@ -29,9 +29,7 @@ file was looked at, so an upload replaced or forgotten meanwhile is not reported
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import re
 import sqlite3
 import stat
@@ -39,15 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.integrity import render_findings
+from blindmatch.matcher.storage.role_files import damage, files_of
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 ROLE_FILE = re.compile(r"^twoserver-([a-z0-9]+?)(-held)?\.sqlite$")
-READ_BYTES = 1 << 20
 _CHAIN_PROBLEMS = 10
 
 
@@ -225,35 +221,22 @@ def _count_budget(db: sqlite3.Connection, path: Path, report: RoleReport) -> Non
         report.queries = db.execute("SELECT COUNT(*) FROM queries").fetchone()[0]
 
 
-def upload_damage(path: Path, name: str, meta_text: str, *, hashed: bool) -> str | None:
-    """Why an upload's file would refuse the role's start (None: it would not)."""
+def upload_damage(folder: Path, file: str, name: str, meta_text: str, *, hashed: bool
+                  ) -> str | None:  # fmt: skip
+    """Why an upload's files would refuse the role's start (None: they would not)."""
     try:
         meta = json.loads(meta_text)
-        size = sum(
-            np.dtype(dtype).itemsize * math.prod(shape) for _, dtype, shape in meta["arrays"]
-        )
-    except (ValueError, TypeError, KeyError):
+    except ValueError:
         return f"upload {name!r}: its metadata in the held store is not an arrays' layout"
+    return damage(folder, file, name, meta, hashed=hashed)
+
+
+def upload_files(file: str, meta_text: str) -> list[str]:
+    """The names of the files of the upload stored as `file` (storage/role_files.py)."""
     try:
-        found = path.stat().st_size
-        if found != size:
-            return f"upload {name!r}: {found} bytes, its arrays are {size} ({path})"
-        if not hashed:
-            return None
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            while chunk := f.read(READ_BYTES):
-                digest.update(chunk)
-    except FileNotFoundError:
-        return f"upload {name!r}: its file {path} is missing"
-    except OSError as exc:
-        return f"upload {name!r}: its file {path} cannot be read ({exc})"
-    if digest.hexdigest() != meta.get("sha256"):
-        return (
-            f"upload {name!r}: {path} does not hash to the SHA-256 stored with it (changed "
-            "or damaged)"
-        )
-    return None
+        return [f for f, _, _ in files_of(file, json.loads(meta_text))]
+    except (ValueError, TypeError, KeyError):
+        return [f"{file}.bin"]
 
 
 def _check_uploads(
@@ -262,14 +245,15 @@ def _check_uploads(
     suspects: list[tuple[Row, str]] = []
     for row in rows:
         name, file, meta_text = row
-        path = files.folder / f"{file}.bin"
-        reason = upload_damage(path, name, meta_text, hashed=hash_files)
+        reason = upload_damage(files.folder, file, name, meta_text, hashed=hash_files)
         if reason is None:
             report.uploads_checked += 1
-            report.bytes_hashed += path.stat().st_size * hash_files
+            report.bytes_hashed += hash_files * sum(
+                (files.folder / f).stat().st_size for f in upload_files(file, meta_text)
+            )
         else:
             suspects.append((row, reason))
-    named = {f"{file}.bin" for _, file, _ in rows}
+    named = {f for _, file, meta_text in rows for f in upload_files(file, meta_text)}
     listed = sorted(files.folder.iterdir()) if files.folder.is_dir() else []
     if not files.folder.is_dir():
         report.problems.append(f"{files.folder}: missing")
@@ -284,7 +268,7 @@ def _check_uploads(
                 f"{reason}; the role will not start on it: restore the data dir from a "
                 "backup, or move the held store aside and have every member upload again"
             )
-    now_named = {f"{file}.bin" for _, file, _ in fresh}
+    now_named = {f for _, file, meta_text in fresh for f in upload_files(file, meta_text)}
     for path in unnamed:
         if path.name in now_named or not (path.exists() or path.is_symlink()):
             continue  # committed, or deleted, while we looked

@@ -11,13 +11,18 @@ budget (core/pairbudget.py) as before it stopped:
                                      and the queries counted against the role's query
                                      limit (name, member, records, when: no record)
     DIR/twoserver-ROLE-held/F.bin    an upload's arrays, one after the other (F random),
-                                     held mapped (`mapped`), not read into memory
+                                     held mapped (`mapped`), not read into memory; S1's
+                                     band keys and tokens in files of their own beside
+                                     it, `F.NAME.bin` (storage/role_files.py)
 
 An upload's arrays go to a file of their own (an S1 upload of 50,000 realistic records is
 several GB, beyond a SQLite blob's 1 GB), written to `F.tmp`, fsynced, renamed to `F.bin`
 and the folder fsynced before its row is committed: a crash leaves the whole upload or none
-(a file with no row is deleted at the next start). The row that replaces a member's earlier
-upload deletes that upload's row and its pairs in the same transaction (its file after).
+(a file with no row is deleted at the next start). S1's spool writes the band keys and
+tokens as the parts come into `F.NAME.tmp` (rpc/twoserver_spool.py, hashed as written),
+fsynced and renamed to `F.NAME.bin` with `F.bin` (`write`'s `apart`): written once. The
+row that replaces a member's earlier upload deletes that upload's row and its pairs in the
+same transaction (its files after).
 The pair keys of a batch, and S1's new ledger entries, are committed (synchronous=FULL)
 before the batch is evaluated.
 Forgetting an upload commits its row's deletion (its pages zeroed, secure_delete, and the
@@ -32,6 +37,7 @@ nothing is half-loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import mmap
@@ -50,6 +56,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, fsync_path, make_private_dir
+from blindmatch.matcher.storage.role_files import apart_file, apart_of, damage, digest_of
 from blindmatch.matcher.storage.sqlite import Database
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
@@ -95,7 +102,6 @@ CREATE TABLE IF NOT EXISTS queries (
 """
 DTYPES = ("|u1", "|b1", "<u4", "<i8", "<u8")  # what an upload's arrays are
 READ_BYTES = 1 << 24  # a piece of an array written
-DIGEST_BYTES = 1 << 18  # a read of a stored upload to check its digest
 T = TypeVar("T")
 Arrays = list[tuple[str, npt.NDArray[np.generic]]]
 Keys = npt.NDArray[np.uint64]
@@ -123,12 +129,15 @@ def _address(mapped: mmap.mmap) -> int:
     return np.frombuffer(mapped, np.uint8, 1).ctypes.data if len(mapped) else -1
 
 
+REFUSED = (
+    "the role will not start on part of what it held. Recover: restore the data dir from a "
+    "backup, or move the role's held store aside (twoserver-ROLE-held.sqlite and the folder "
+    "twoserver-ROLE-held/) and have every member upload again"
+)
+
+
 def _refuse(path: Path, what: str) -> StartupRefused:
-    return StartupRefused(
-        f"{path}: {what}; the role will not start on part of what it held. Recover: restore "
-        "the data dir from a backup, or move the role's held store aside (twoserver-ROLE-held"
-        ".sqlite and the folder twoserver-ROLE-held/) and have every member upload again"
-    )
+    return StartupRefused(f"{path}: {what}; {REFUSED}")
 
 
 @dataclass
@@ -176,41 +185,67 @@ class RoleStore:
     def close(self) -> None:
         self.db.close()
 
-    def write(self, arrays: Arrays) -> tuple[str, str]:
+    def new_file(self) -> str:
+        """A fresh name for an upload's files (`write`'s `file`; S1's spool's, beforehand)."""
+        return secrets.token_hex(16)
+
+    def write(
+        self, arrays: Arrays, file: str | None = None, apart: dict[str, str] | None = None
+    ) -> tuple[str, str]:
         """Write an upload's arrays to a file of their own, durable: its name (for `put`)
-        and the arrays' SHA-256."""
-        name = secrets.token_hex(16)
+        and the arrays' SHA-256. `apart`: the arrays already written, each to `F.NAME.tmp`
+        in the folder (`file` F: rpc/twoserver_spool.py), by name, with their SHA-256: not
+        written again, but fsynced and renamed to `F.NAME.bin` with `F.bin`, the upload's
+        SHA-256 then `digest_of` theirs and `F.bin`'s (storage/role_files.py)."""
+        name, apart = file or self.new_file(), apart or {}
         tmp, final = self.folder / f"{name}.tmp", self.folder / f"{name}.bin"
+        moved = [(self.folder / f"{name}.{a}.tmp", self.folder / apart_file(name, a))
+                 for a in apart]  # fmt: skip
         digest = hashlib.sha256()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         try:
             with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(1) as hasher:
-                for _, array in arrays:
+                for field_name, array in arrays:
+                    if field_name in apart:
+                        continue
                     for data in _pieces(array):  # each piece hashed while it is written
                         hashed = hasher.submit(digest.update, data)
                         out.write(data)
                         hashed.result()
                 out.flush()
                 os.fsync(out.fileno())
+            for spooled, _ in moved:
+                fsync_path(spooled)
+            for spooled, kept in moved:
+                os.rename(spooled, kept)
             os.rename(tmp, final)
             fsync_path(self.folder)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            self.discard(name, list(apart))
             raise
+        if apart:
+            return name, digest_of(digest.hexdigest(), apart.items())
         return name, digest.hexdigest()
 
-    def discard(self, file: str) -> None:
-        """Delete a written file no row came to name (an upload refused after `write`)."""
-        (self.folder / f"{file}.bin").unlink(missing_ok=True)
+    def discard(self, file: str, apart: Iterable[str] = ()) -> None:
+        """Delete an upload's files no row came to name (an upload refused after `write`,
+        or while its spool wrote the arrays `apart`)."""
+        for suffix in ("bin", "tmp"):
+            (self.folder / f"{file}.{suffix}").unlink(missing_ok=True)
+            for a in apart:
+                (self.folder / f"{file}.{a}.{suffix}").unlink(missing_ok=True)
 
     def put(
         self, name: str, file: str, records: int, meta: dict[str, object], arrays: Arrays,
-        digest: str, replaces: Iterable[str] = (),
+        digest: str, replaces: Iterable[str] = (), apart: dict[str, str] | None = None,
     ) -> None:  # fmt: skip
-        """Hold `name`'s upload, written by `write` to `file`, in place of its earlier one
-        and those named in `replaces` (their pairs spent go with them)."""
+        """Hold `name`'s upload, written by `write` to `file` (`apart`: as `write` had it),
+        in place of its earlier one and those named in `replaces` (their pairs spent go with
+        them)."""
         meta = {**meta, "sha256": digest,
                 "arrays": [[n, a.dtype.str, list(a.shape)] for n, a in arrays]}  # fmt: skip
+        if apart:
+            meta["apart"] = [[n, h] for n, h in apart.items()]
         with self.db.tx() as conn:
             old = self._delete(conn, [name, *replaces])
             conn.execute("INSERT INTO uploads (name, file, records, meta) VALUES (?, ?, ?, ?)",
@@ -269,19 +304,24 @@ class RoleStore:
         return [(str(n), str(p), str(m), int(r), float(a)) for n, p, m, r, a in rows]
 
     def _delete(self, conn: sqlite3.Connection, names: list[str]) -> list[str]:
+        """The rows of `names` deleted, and their pairs; the files they named."""
         marks = ",".join("?" * len(names))
-        rows = conn.execute(f"SELECT id, file FROM uploads WHERE name IN ({marks})", names)
+        rows = conn.execute(f"SELECT id, file, meta FROM uploads WHERE name IN ({marks})", names)
         found = rows.fetchall()
-        for upload, _ in found:
+        files = []
+        for upload, file, meta_text in found:
+            files.append(f"{file}.bin")
+            with contextlib.suppress(ValueError):  # (else they go at the next start)
+                files += [apart_file(file, a) for a in apart_of(json.loads(meta_text))]
             conn.execute("DELETE FROM spent WHERE upload_a = ? OR upload_b = ?", (upload, upload))
             conn.execute("DELETE FROM ledger WHERE upload_a = ? OR upload_b = ?", (upload, upload))
             conn.execute("DELETE FROM sealed WHERE upload = ?", (upload,))
             conn.execute("DELETE FROM uploads WHERE id = ?", (upload,))
-        return [f for _, f in found]
+        return files
 
     def _unlink(self, files: list[str]) -> None:
         for f in files:
-            (self.folder / f"{f}.bin").unlink(missing_ok=True)
+            (self.folder / f).unlink(missing_ok=True)
         if files:
             fsync_path(self.folder)
 
@@ -314,9 +354,10 @@ class RoleStore:
             files.add(f"{file}.bin")
             try:
                 meta = json.loads(meta_text)
-            except ValueError:
-                raise _refuse(self.path, f"upload {name!r}: its metadata is not JSON") from None
-            out.held[name] = self._read(name, self.folder / f"{file}.bin", meta, build)
+                files.update(apart_file(file, a) for a in apart_of(meta))
+            except ValueError as exc:
+                raise _refuse(self.path, f"upload {name!r}: its metadata ({exc})") from None
+            out.held[name] = self._read(name, file, meta, build)
         by_pair: dict[tuple[str, str, bool], list[bytes]] = {}
         for a, b, reach, keys in spent:
             if len(keys) % 8:
@@ -350,33 +391,21 @@ class RoleStore:
         return out
 
     def _read(
-        self, name: str, path: Path, meta: dict[str, object],
+        self, name: str, file: str, meta: dict[str, Any],
         build: Callable[[dict[str, object], dict[str, npt.NDArray[np.generic]]], T],
     ) -> T:  # fmt: skip
         layout = meta.get("arrays")
+        path = self.folder / f"{file}.bin"
         if not isinstance(layout, list):
             raise _refuse(self.path, f"upload {name!r}: no arrays in its metadata")
-        digest = hashlib.sha256()
         try:
             for field_name, dtype, _ in layout:
                 if dtype not in DTYPES:
                     raise _refuse(path, f"upload {name!r}: array {field_name} of {dtype}")
-            size = sum(np.dtype(d).itemsize * int(np.prod(shape)) for _, d, shape in layout)
-            with open(path, "rb") as f:  # the digest first, DIGEST_BYTES at a time
-                buf = bytearray(DIGEST_BYTES)
-                got = 0
-                while n := f.readinto(buf):
-                    digest.update(memoryview(buf)[:n])
-                    got += n
-            if got < size:
-                raise _refuse(path, f"upload {name!r}: the file ends early ({got} of its "
-                              f"arrays' {size} bytes)")  # fmt: skip
-            if got > size:
-                raise _refuse(path, f"upload {name!r}: longer than its arrays")
-            if digest.hexdigest() != meta.get("sha256"):
-                raise _refuse(path, f"upload {name!r}: its arrays' SHA-256 is not the one "
-                              "stored with them (the file was changed or damaged)")  # fmt: skip
-            arrays = self.mapped(path.stem, layout)
+            why = damage(self.folder, file, name, meta, hashed=True)  # (every file hashed)
+            if why is not None:
+                raise StartupRefused(f"{why}; {REFUSED}")
+            arrays = self.mapped(file, layout, apart_of(meta))
         except OSError as exc:
             raise _refuse(path, f"upload {name!r} cannot be read ({exc})") from None
         except (ValueError, TypeError) as exc:
@@ -386,24 +415,38 @@ class RoleStore:
         except (ValueError, KeyError, TypeError) as exc:
             raise _refuse(path, f"upload {name!r}: {exc}") from None
 
-    def mapped(self, file: str, layout: list[Any]) -> dict[str, npt.NDArray[np.generic]]:
+    def mapped(self, file: str, layout: list[Any], apart: Iterable[str] = ()
+               ) -> dict[str, npt.NDArray[np.generic]]:  # fmt: skip
         """The arrays of the upload `write` wrote to `file` ((name, dtype, shape) each, in
-        order), read-only views of the file mapped (not read: its pages come into memory as
-        they are read, and go back to the file's cache under pressure)."""
-        path = self.folder / f"{file}.bin"
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            held = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        order; those in `apart` each in its own file), read-only views of the files mapped
+        (not read: their pages come into memory as they are read, and go back to the file's
+        cache under pressure)."""
+        main, apart = self.folder / f"{file}.bin", set(apart)
+        held, size = _mapped(main)
         out: dict[str, npt.NDArray[np.generic]] = {}
         at = 0
         for field_name, dtype, shape in layout:
             kind = np.dtype(dtype)
             count = int(np.prod(shape))
+            if field_name in apart:
+                path = self.folder / apart_file(file, field_name)
+                own, own_size = _mapped(path)
+                if count * kind.itemsize != own_size:
+                    raise ValueError(f"{path}: {own_size} bytes, not its array's")
+                out[str(field_name)] = np.frombuffer(own, kind, count).reshape(shape)
+                continue
             if at + count * kind.itemsize > size:
-                raise ValueError(f"{path}: shorter than its arrays (array {field_name})")
+                raise ValueError(f"{main}: shorter than its arrays (array {field_name})")
             out[str(field_name)] = np.frombuffer(held, kind, count, at).reshape(shape)
             at += count * kind.itemsize
         return out
+
+
+def _mapped(path: Path) -> tuple[mmap.mmap | bytes, int]:
+    """A file mapped read-only (b"" if empty), and its size."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""), size
 
 
 __all__ = ["Restored", "RoleStore"]
