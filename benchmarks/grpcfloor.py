@@ -77,7 +77,8 @@ class Served:
             self.server.start()
             return
         self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
 
         async def start() -> tuple[grpc.aio.Server, int]:
             server = grpc.aio.server(migration_thread_pool=futures.ThreadPoolExecutor(8),
@@ -97,6 +98,8 @@ class Served:
         else:
             asyncio.run_coroutine_threadsafe(self.aio.stop(None), self.loop).result()
             self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join()
+            self.loop.close()  # (its selector's sockets too: left open, a ResourceWarning)
 
 
 def main() -> int:

@@ -182,9 +182,11 @@ def test_with_link_bits_c_learns_the_identities_of_the_linking_pairs_only(
     result, combiner, _ = three_party(datasets, fallback_bits, plan, seen, reveal="link-bit")
     oracle, _, _ = three_party(datasets, fallback_bits, plan)
     assert np.array_equal(result.links.row, oracle.links.row)
-    # (`blocks`: an unblocked part's block sizes, in process; these parts are blocked.)
-    fields = {"member_a", "member_b", "clk", "pairs", "blocks"}
-    assert all(set(vars(p)) == fields and p.blocks == () for p in result.proposed)
+    # (`blocks`: an unblocked part's block sizes, in process; these parts are blocked.
+    # `standing`: C's own choice of path for a query's part, not from S1: never set here.)
+    fields = {"member_a", "member_b", "clk", "pairs", "blocks", "standing"}
+    assert all(set(vars(p)) == fields and p.blocks == () and not p.standing
+               for p in result.proposed)  # fmt: skip
     assert result.pairs == [] and result.comparisons == oracle.comparisons
     cuts = len(combiner.cutoffs)
     decoded: set[tuple[int, int]] = set()

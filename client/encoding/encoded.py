@@ -67,11 +67,19 @@ class Encoded:
         return self.clk_bits // 8
 
     def iter_chunks(self, records_per_chunk: int) -> Iterator[bytes]:
-        """CLK bytes in order, `records_per_chunk` whole CLKs at a time."""
-        size = records_per_chunk * self.clk_bytes
-        with open(self.path / CLKS, "rb") as fh:
-            while block := fh.read(size):
-                yield block
+        """CLK bytes in order, `records_per_chunk` whole CLKs at a time. No file is held open
+        across a yield: an upload refused part-way leaves this generator unfinished in gRPC's
+        hands, and a file it held would be closed only by the garbage collector (a
+        ResourceWarning, at whatever moment it runs)."""
+        size, offset = records_per_chunk * self.clk_bytes, 0
+        while True:
+            with open(self.path / CLKS, "rb") as fh:
+                fh.seek(offset)
+                block = fh.read(size)
+            if not block:
+                return
+            offset += len(block)
+            yield block
 
     def read_ids(self) -> list[str]:
         """The local record ids, by row position."""
