@@ -10,8 +10,10 @@ The size rule lowered (core/partpath.py STANDING_RECORDS) and the conversion cut
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,7 @@ import pytest
 from benchmarks.messy import write_exports
 from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
+from blindmatch.client.remote import twoserver_realtime
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, partpath, ring64, standing, twoserver
@@ -401,3 +404,58 @@ def test_the_combiner_takes_the_least_room_the_servers_say_and_admits_within_it(
     assert kept.admit(other, 1, 1_000) == "" and kept.get(key) is None
     assert "another partner's conversion" in kept.admit(key, 1, 1_000)
     kept.end()
+
+
+def test_a_conversion_outlives_the_query_call_that_started_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `blindmatch query` whose call ends (its deadline passed) while the matcher is
+    converting the partner: the matcher finishes the conversion and keeps it, so the next
+    query goes standing without converting again (S1 and S2 convert once)."""
+    monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)
+    monkeypatch.setattr(standing, "CHUNK", 16)  # south's 42 records in 3 pieces
+    gone, made, convert = threading.Event(), threading.Event(), standdeal.convert
+
+    def slow(*args: Any) -> Any:  # the query's call ends after the first piece's deal
+        out = convert(*args)
+        made.set()
+        return out
+
+    def deal(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece == 1:
+            gone.wait()
+        return dealt(remote, conversions, m, *rest)
+
+    dealt = standdeal._deal
+    monkeypatch.setattr(standdeal, "convert", slow)
+    monkeypatch.setattr(standdeal, "_deal", deal)
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    exports = write_exports(tmp_path, seed=5, size=120)
+    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
+        project = twoserver_world.create(world, "ruled", "two-server")
+        for name in ("north", "south"):
+            export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
+            assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
+                         "--secret-file", str(secret), "--mapping", str(export.mapping),
+                         "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
+            assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
+                             token=project.tokens[name]) == 0  # fmt: skip
+        south = exports[EXPORTS["south"]]
+        codes = []
+        for k in range(2):
+            people = person_csv(south, sorted(south.truth)[k : k + 1], tmp_path / f"q{k}.csv")
+            with monkeypatch.context() as short:
+                if k == 0:  # this query's call: a deadline it passes while converting
+                    short.setattr(twoserver_realtime, "max", lambda *a: 0.5, raising=False)
+                codes.append(world.cli("query", str(people), "--mapping", str(south.mapping),
+                                       "--project", "ruled", "--schema", str(PERSON_SCHEMA),
+                                       "--secret-file", str(secret), "--purpose", "case 1",
+                                       "--json", token=project.tokens["north"]))  # fmt: skip
+            if k == 0:
+                assert "DEADLINE_EXCEEDED" in capsys.readouterr().err
+                gone.set()
+                assert made.wait(600)  # (a bound on a hang, not a timing)
+        assert codes[0] != 0 and codes[1] == 0
+        assert "south" in capsys.readouterr().out
+        assert [world.roles[r].service.standing.conversions for r in ("s1", "s2")] == [1, 1]
