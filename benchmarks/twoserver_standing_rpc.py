@@ -73,6 +73,23 @@ def _shared(parts: list[np.ndarray]) -> sharing.SharedUpload:  # type: ignore[ty
     return sharing.shared_upload(clks, b"a benchmark's secret", PLAN, 8 * parts[1].shape[1])
 
 
+def _roles(work: Path, tag: str, most: int | None) -> dict[str, RunningRole]:
+    """S2 and S1 on loopback (S1 comparing every pair), each keeping `most` bytes of
+    conversions (None: the default)."""
+    s2 = create_role("s2", "127.0.0.1:0", KEY, MEMBER_KEY, data_dir=work / f"s2-{tag}",
+                     standing_bytes=most)  # fmt: skip
+    s1 = create_role("s1", "127.0.0.1:0", KEY, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=work / f"s1-{tag}", exhaustive=10**12,
+                     standing_bytes=most)  # fmt: skip
+    return {"s1": s1, "s2": s2}
+
+
+def _stop(roles: dict[str, RunningRole]) -> None:
+    for r in roles.values():
+        r.stop(grace=None)
+        r.service.close()
+
+
 def ask(roles: dict[str, RunningRole], records: list[int], bits: list[int], rule: Rule,
         conversions: Conversions | None, names: list[str] = NAMES,
         ) -> tuple[list[tuple[int, int, float]], float, float, int]:  # fmt: skip
@@ -97,10 +114,8 @@ def ask(roles: dict[str, RunningRole], records: list[int], bits: list[int], rule
 
 def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: ignore[type-arg]
         args: argparse.Namespace, work: Path) -> bool:  # fmt: skip
-    s2 = create_role("s2", "127.0.0.1:0", KEY, MEMBER_KEY, data_dir=work / f"s2-{n}")
-    s1 = create_role("s1", "127.0.0.1:0", KEY, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
-                     data_dir=work / f"s1-{n}", exhaustive=10**12)  # fmt: skip
-    roles = {"s1": s1, "s2": s2}
+    roles = _roles(work, str(n), None)
+    s1, s2 = roles["s1"], roles["s2"]
     same = True
     try:
         _upload(roles, NAMES[1], _shared([x[:n] for x in b]), rule)
@@ -143,9 +158,7 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
               f" bytes {pairs[2] / med[2]:.1f}x; the same links, buckets and rows: {same}; "
               f"peak RSS so far {_peak():,.0f} MiB", flush=True)  # fmt: skip
     finally:
-        for r in (s1, s2):
-            r.stop(grace=None)
-            r.service.close()
+        _stop(roles)
     return same
 
 
@@ -156,12 +169,8 @@ def thrash(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type
     partner in turn with the matcher's conversions kept across them, then the same queries by
     pairs; CPU and wall a query, the conversions made."""
     most = args.standing_bytes
-    s2 = create_role("s2", "127.0.0.1:0", KEY, MEMBER_KEY, data_dir=work / f"s2-t{n}",
-                     standing_bytes=most)  # fmt: skip
-    s1 = create_role("s1", "127.0.0.1:0", KEY, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
-                     data_dir=work / f"s1-t{n}", exhaustive=10**12,
-                     standing_bytes=most)  # fmt: skip
-    roles, names = {"s1": s1, "s2": s2}, [f"partner{k}" for k in range(args.partners)]
+    roles, names = _roles(work, f"t{n}", most), [f"partner{k}" for k in range(args.partners)]
+    s1, s2 = roles["s1"], roles["s2"]
     bits = [8 * int(x.shape[1]) for x in b]
     try:
         for k, name in enumerate(names):
@@ -188,9 +197,7 @@ def thrash(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type
               f"{s1.service.standing.bytes_kept():,} B; the same links as by pairs: {same}; "
               f"peak RSS {_peak():,.0f} MiB", flush=True)  # fmt: skip
     finally:
-        for r in (s1, s2):
-            r.stop(grace=None)
-            r.service.close()
+        _stop(roles)
     return same
 
 

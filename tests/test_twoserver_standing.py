@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,34 @@ def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
     assert pairs == 3 * len(partner.s1.shares[0])  # every pair: compared whole
     return sorted(zip(links.rec0.tolist(), links.rec1.tolist(), links.sims.tolist(),
                       strict=True)), transcript  # fmt: skip
+
+
+@contextmanager
+def uploaded(tmp_path: Path) -> Iterator[tuple[Any, Any, Any, Path]]:
+    """A matcher with S1 and S2, project "ruled" (two-server) with north's and south's
+    uploads (the shipped schema, its rule): (the world, the project, south's export, the
+    linkage secret's file)."""
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    exports = write_exports(tmp_path, seed=5, size=120)
+    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
+        project = twoserver_world.create(world, "ruled", "two-server")
+        for name in ("north", "south"):
+            export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
+            assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
+                         "--secret-file", str(secret), "--mapping", str(export.mapping),
+                         "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
+            assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
+                             token=project.tokens[name]) == 0  # fmt: skip
+        yield world, project, exports[EXPORTS["south"]], secret
+
+
+def query(world: Any, project: Any, south: Any, people: Path, secret: Path) -> int:
+    """`blindmatch query` of north's about `people` (a CSV of south's people), `--json`."""
+    return int(world.cli("query", str(people), "--mapping", str(south.mapping), "--project",
+                         "ruled", "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret),
+                         "--purpose", "case 1", "--json",
+                         token=project.tokens["north"]))  # fmt: skip
 
 
 def test_queries_by_the_standing_path_give_the_pairs_links_converting_the_partner_once(
@@ -265,28 +294,13 @@ def test_blindmatch_query_goes_standing_through_the_matcher_and_converts_the_par
     as by pairs does."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # south's 42 records: standing
     monkeypatch.setattr(standing, "CHUNK", 16)  # its conversion in 3 pieces
-    secret = tmp_path / "linkage.secret"
-    secret.write_text(STRONG_SECRET + "\n")
-    exports = write_exports(tmp_path, seed=5, size=120)
-    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
-        project = twoserver_world.create(world, "ruled", "two-server")
-        for name in ("north", "south"):
-            export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
-            assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
-                         "--secret-file", str(secret), "--mapping", str(export.mapping),
-                         "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
-            assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
-                             token=project.tokens[name]) == 0  # fmt: skip
-        south = exports[EXPORTS["south"]]
+    with uploaded(tmp_path) as (world, project, south, secret):
         answers = []
         for k, path in enumerate(("shape", "shape", "pairs")):
             monkeypatch.setattr(partpath, "PATH", path)
             people = person_csv(south, sorted(south.truth)[k : k + 2], tmp_path / f"q{k}.csv")
             capsys.readouterr()
-            assert world.cli("query", str(people), "--mapping", str(south.mapping),
-                             "--project", "ruled", "--schema", str(PERSON_SCHEMA),
-                             "--secret-file", str(secret), "--purpose", "case 1", "--json",
-                             token=project.tokens["north"]) == 0  # fmt: skip
+            assert query(world, project, south, people, secret) == 0
             answers.append(held_by(json.loads(capsys.readouterr().out)))
         assert answers == [[["south"], ["south"]]] * 3
         assert [world.roles[r].service.standing.conversions for r in ("s1", "s2")] == [1, 1]
@@ -429,29 +443,14 @@ def test_a_conversion_outlives_the_query_call_that_started_it(
     dealt = standdeal._deal
     monkeypatch.setattr(standdeal, "convert", slow)
     monkeypatch.setattr(standdeal, "_deal", deal)
-    secret = tmp_path / "linkage.secret"
-    secret.write_text(STRONG_SECRET + "\n")
-    exports = write_exports(tmp_path, seed=5, size=120)
-    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
-        project = twoserver_world.create(world, "ruled", "two-server")
-        for name in ("north", "south"):
-            export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
-            assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
-                         "--secret-file", str(secret), "--mapping", str(export.mapping),
-                         "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
-            assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
-                             token=project.tokens[name]) == 0  # fmt: skip
-        south = exports[EXPORTS["south"]]
+    with uploaded(tmp_path) as (world, project, south, secret):
         codes = []
         for k in range(2):
             people = person_csv(south, sorted(south.truth)[k : k + 1], tmp_path / f"q{k}.csv")
             with monkeypatch.context() as short:
                 if k == 0:  # this query's call: a deadline it passes while converting
                     short.setattr(twoserver_realtime, "max", lambda *a: 0.5, raising=False)
-                codes.append(world.cli("query", str(people), "--mapping", str(south.mapping),
-                                       "--project", "ruled", "--schema", str(PERSON_SCHEMA),
-                                       "--secret-file", str(secret), "--purpose", "case 1",
-                                       "--json", token=project.tokens["north"]))  # fmt: skip
+                codes.append(query(world, project, south, people, secret))
             if k == 0:
                 assert "DEADLINE_EXCEEDED" in capsys.readouterr().err
                 gone.set()

@@ -6,6 +6,9 @@ run's cut-offs and rule), and `prepare_standing`, a query part's deal (the partn
 first where C holds no conversion of it, `standing.CHUNK` records a deal). Where S1 or S2
 refuses the query's deal for want of the conversion (`STANDING_NEEDED`: restarted, or it
 dropped it), C drops its own and converts again, once, then deals the query again.
+C converts only what S1's and S2's room holds (`Conversions.admit`: beside the conversions
+used within RECENT_SECONDS, a partner of at most INLINE_RECORDS, one conversion at a time);
+a part not admitted goes by pairs, so no query pushes out a conversion the next needs.
 """
 
 from __future__ import annotations
