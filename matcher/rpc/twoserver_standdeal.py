@@ -100,6 +100,13 @@ class Conversions:
         caller then `put`s or `end`s), else why not (the part goes by pairs). Admitted, C
         forgets the conversions the servers drop for it (least recently used, none used
         within RECENT_SECONDS)."""
+        why = self._admit(key, records, size)
+        if why:
+            with self._lock:
+                self.declined += 1
+        return why
+
+    def _admit(self, key: Key, records: int, size: int) -> str:
         if records > INLINE_RECORDS:
             return f"{records:,} records, over {INLINE_RECORDS:,} to convert within a query"
         if not self._busy.acquire(blocking=False):
@@ -243,7 +250,6 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
             size = kept_bytes(records, key[2])
             why = conversions.admit(key, records, size)
             if why:
-                conversions.declined += 1
                 log.info("%s's part goes by pairs, not converted as a standing partner: %s",
                          key[0], why)  # fmt: skip
                 return None
