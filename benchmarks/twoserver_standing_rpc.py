@@ -4,6 +4,7 @@ by pairs (the rule's circuit a pair, the path core/partpath.py took before), in 
 
     .venv/bin/python benchmarks/twoserver_standing_rpc.py [--partner-records 16000,64000]
         [--queries 3] [--population households|messy] [--seed 1]
+        [--partners P --standing-bytes N] [--inline-records N]
 
 S2 and S1 in this process on loopback gRPC ports (`create_role`, S1 comparing every pair
 without blocking), C's `RemoteServers` driving `twopartner.proposed_query_links` as the
@@ -16,7 +17,11 @@ pairs. Per query and path: CPU of this process (every party: `process_time`), wa
 between the parties (`linkbit.Transcript`), and whether both paths found the same links,
 buckets and rows; the first standing query's conversion apart (its CPU and bytes less the
 later queries' median), what S1 and S2 keep a record, and how many pairs ~5 s of CPU a query
-would compare by each path. Exit 1 where the paths' links differ.
+would compare by each path. With `--partners` P over 1 (`thrash`): P partners of each N, S1
+and S2 keeping `--standing-bytes` of conversions (fewer than P fit), `--queries` queries each
+against every partner with the conversions kept, then by pairs: CPU and wall a query and the
+conversions made (the same script on the old code shows each query converting again).
+Exit 1 where the paths' links differ.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import linkbit, twoserver
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
@@ -67,12 +73,29 @@ def _shared(parts: list[np.ndarray]) -> sharing.SharedUpload:  # type: ignore[ty
     return sharing.shared_upload(clks, b"a benchmark's secret", PLAN, 8 * parts[1].shape[1])
 
 
+def _roles(work: Path, tag: str, most: int | None) -> dict[str, RunningRole]:
+    """S2 and S1 on loopback (S1 comparing every pair), each keeping `most` bytes of
+    conversions (None: the default)."""
+    s2 = create_role("s2", "127.0.0.1:0", KEY, MEMBER_KEY, data_dir=work / f"s2-{tag}",
+                     standing_bytes=most)  # fmt: skip
+    s1 = create_role("s1", "127.0.0.1:0", KEY, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
+                     data_dir=work / f"s1-{tag}", exhaustive=10**12,
+                     standing_bytes=most)  # fmt: skip
+    return {"s1": s1, "s2": s2}
+
+
+def _stop(roles: dict[str, RunningRole]) -> None:
+    for r in roles.values():
+        r.stop(grace=None)
+        r.service.close()
+
+
 def ask(roles: dict[str, RunningRole], records: list[int], bits: list[int], rule: Rule,
-        conversions: Conversions | None) -> tuple[list[tuple[int, int, float]], float, float,
-                                                  int]:  # fmt: skip
+        conversions: Conversions | None, names: list[str] = NAMES,
+        ) -> tuple[list[tuple[int, int, float]], float, float, int]:  # fmt: skip
     """A query (uploaded already) against the partner: links, CPU s, wall s, bytes."""
     servers = RemoteServers(f"127.0.0.1:{roles['s1'].port}", f"127.0.0.1:{roles['s2'].port}",
-                            KEY, NAMES, records, bits)  # fmt: skip
+                            KEY, names, records, bits)  # fmt: skip
     servers.conversions = conversions
     combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=rule)
     t = linkbit.Transcript()
@@ -91,10 +114,8 @@ def ask(roles: dict[str, RunningRole], records: list[int], bits: list[int], rule
 
 def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: ignore[type-arg]
         args: argparse.Namespace, work: Path) -> bool:  # fmt: skip
-    s2 = create_role("s2", "127.0.0.1:0", KEY, MEMBER_KEY, data_dir=work / f"s2-{n}")
-    s1 = create_role("s1", "127.0.0.1:0", KEY, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
-                     data_dir=work / f"s1-{n}", exhaustive=10**12)  # fmt: skip
-    roles = {"s1": s1, "s2": s2}
+    roles = _roles(work, str(n), None)
+    s1, s2 = roles["s1"], roles["s2"]
     same = True
     try:
         _upload(roles, NAMES[1], _shared([x[:n] for x in b]), rule)
@@ -137,9 +158,46 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
               f" bytes {pairs[2] / med[2]:.1f}x; the same links, buckets and rows: {same}; "
               f"peak RSS so far {_peak():,.0f} MiB", flush=True)  # fmt: skip
     finally:
-        for r in (s1, s2):
-            r.stop(grace=None)
-            r.service.close()
+        _stop(roles)
+    return same
+
+
+def thrash(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: ignore[type-arg]
+           args: argparse.Namespace, work: Path) -> bool:  # fmt: skip
+    """`--partners` P partners of `n` records each (B's records, P slices) where S1's and S2's
+    `--standing-bytes` hold fewer: `--queries` one-record queries each compared against every
+    partner in turn with the matcher's conversions kept across them, then the same queries by
+    pairs; CPU and wall a query, the conversions made."""
+    most = args.standing_bytes
+    roles, names = _roles(work, f"t{n}", most), [f"partner{k}" for k in range(args.partners)]
+    s1, s2 = roles["s1"], roles["s2"]
+    bits = [8 * int(x.shape[1]) for x in b]
+    try:
+        for k, name in enumerate(names):
+            _upload(roles, name, _shared([x[k * n : (k + 1) * n] for x in b]), rule)
+        conversions = Conversions()
+        found: dict[str, list[object]] = {"kept": [], "pairs": []}
+        for path in ("kept", "pairs"):
+            for q in range(args.queries):
+                _upload(roles, NAMES[0], _shared([x[q : q + 1] for x in a]), rule)
+                c0, w0 = time.process_time(), time.perf_counter()
+                for name in names:
+                    got = ask(roles, [1, n], bits, rule, conversions if path == "kept" else None,
+                              [NAMES[0], name])  # fmt: skip
+                    found[path].append(got[0])
+                cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+                made = [r.service.standing.conversions for r in (s1, s2)]
+                print(f"  query {q} against {args.partners} partners, {path:5s}: CPU {cpu:.1f} s,"
+                      f" wall {wall:.1f} s; conversions so far C {conversions.converted}, S1/S2 "
+                      f"{made[0]}/{made[1]}, parts declined (by pairs) "
+                      f"{getattr(conversions, 'declined', '-')}", flush=True)  # fmt: skip
+        same = found["kept"] == found["pairs"]
+        print(f"{args.partners} partners of {n:,} records, --standing-bytes {most:,}: "
+              f"conversions {conversions.converted} over {args.queries} queries; kept S1 "
+              f"{s1.service.standing.bytes_kept():,} B; the same links as by pairs: {same}; "
+              f"peak RSS {_peak():,.0f} MiB", flush=True)  # fmt: skip
+    finally:
+        _stop(roles)
     return same
 
 
@@ -150,10 +208,28 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=3, help="one-record queries each")
     parser.add_argument("--population", choices=["households", "messy"], default="households")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--partners", type=int, default=1,
+                        help="over 1: that many partners of each size, every query against all "
+                             "(`thrash`), S1 and S2 keeping --standing-bytes")  # fmt: skip
+    parser.add_argument(
+        "--standing-bytes",
+        type=int,
+        default=None,
+        help="S1's and S2's bound on partners kept converted (with --partners)",
+    )
+    parser.add_argument(
+        "--inline-records",
+        type=int,
+        default=None,
+        help="the matcher's bound on a partner converted within a query "
+        "(rpc/twoserver_standdeal.py INLINE_RECORDS; where it has one)",
+    )
     add_keep(parser)
     args = parser.parse_args()
+    if args.inline_records is not None:
+        standdeal.INLINE_RECORDS = args.inline_records
     sizes = [int(x) for x in args.partner_records.split(",")]
-    load = argparse.Namespace(records=args.queries, partner_records=max(sizes),
+    load = argparse.Namespace(records=args.queries, partner_records=max(sizes) * args.partners,
                               population=args.population, seed=args.seed)  # fmt: skip
     rows, rule = bench.members(load)
     a = [np.ascontiguousarray(r[: args.queries]) for r in rows]
@@ -164,7 +240,8 @@ def main() -> int:
     ok = True
     with work_dir("twoserver-standing-rpc", args.keep) as work:
         for n in sizes:
-            ok = run(n, a, b, rule, args, work) and ok
+            go = thrash if args.partners > 1 else run
+            ok = go(n, a, b, rule, args, work) and ok
     print(f"\nthe same links by both paths on every query: {ok}; peak RSS {_peak():,.0f} MiB")
     return 0 if ok else 1
 

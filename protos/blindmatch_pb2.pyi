@@ -1158,10 +1158,12 @@ class CircuitBatch(_message.Message):
     def __init__(self, batch: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., rows_a: _Optional[bytes] = ..., rows_b: _Optional[bytes] = ..., setup: _Optional[bytes] = ..., cutoffs: _Optional[_Iterable[float]] = ..., proposed: _Optional[bool] = ..., part: _Optional[int] = ..., offset: _Optional[int] = ..., count: _Optional[int] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., reach: _Optional[bool] = ..., acknowledged: _Optional[_Iterable[str]] = ..., blocks: _Optional[str] = ..., margin: _Optional[bool] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
-    __slots__ = ("largest_batch",)
+    __slots__ = ("largest_batch", "standing_bytes")
     LARGEST_BATCH_FIELD_NUMBER: _ClassVar[int]
+    STANDING_BYTES_FIELD_NUMBER: _ClassVar[int]
     largest_batch: int
-    def __init__(self, largest_batch: _Optional[int] = ...) -> None: ...
+    standing_bytes: int
+    def __init__(self, largest_batch: _Optional[int] = ..., standing_bytes: _Optional[int] = ...) -> None: ...
 
 class BlockDeal(_message.Message):
     __slots__ = ("blocks", "member_a", "member_b", "records_a", "records_b", "clk", "part", "rows_a", "rows_b", "cutoffs", "rule", "setup", "margin", "standing", "standing_piece", "standing_pieces")
@@ -1200,14 +1202,16 @@ class BlockDeal(_message.Message):
     def __init__(self, blocks: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., part: _Optional[int] = ..., rows_a: _Optional[_Iterable[int]] = ..., rows_b: _Optional[_Iterable[int]] = ..., cutoffs: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., setup: _Optional[bytes] = ..., margin: _Optional[bool] = ..., standing: _Optional[str] = ..., standing_piece: _Optional[int] = ..., standing_pieces: _Optional[int] = ...) -> None: ...
 
 class BlocksReply(_message.Message):
-    __slots__ = ("round_bytes_sent", "round_bytes_received", "largest_batch")
+    __slots__ = ("round_bytes_sent", "round_bytes_received", "largest_batch", "standing_bytes")
     ROUND_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     ROUND_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     LARGEST_BATCH_FIELD_NUMBER: _ClassVar[int]
+    STANDING_BYTES_FIELD_NUMBER: _ClassVar[int]
     round_bytes_sent: int
     round_bytes_received: int
     largest_batch: int
-    def __init__(self, round_bytes_sent: _Optional[int] = ..., round_bytes_received: _Optional[int] = ..., largest_batch: _Optional[int] = ...) -> None: ...
+    standing_bytes: int
+    def __init__(self, round_bytes_sent: _Optional[int] = ..., round_bytes_received: _Optional[int] = ..., largest_batch: _Optional[int] = ..., standing_bytes: _Optional[int] = ...) -> None: ...
 
 class BlockMessage(_message.Message):
     __slots__ = ("blocks", "checked", "run", "rows_a", "rows_b", "nonce", "data", "last")

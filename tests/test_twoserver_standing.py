@@ -10,8 +10,11 @@ The size rule lowered (core/partpath.py STANDING_RECORDS) and the conversion cut
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +23,7 @@ import pytest
 from benchmarks.messy import write_exports
 from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
+from blindmatch.client.remote import twoserver_realtime
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, partpath, ring64, standing, twoserver
@@ -28,9 +32,10 @@ from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
-from blindmatch.matcher.rpc.twoserver_standcache import Standings
+from blindmatch.matcher.rpc.twoserver_standcache import MOST_BYTES, Standings
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests import twoserver_world
@@ -98,16 +103,17 @@ def roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Roles]:
 
 
 def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
-        conversions: Conversions | None, fresh: bool = True,
+        conversions: Conversions | None, fresh: bool = True, name: str = NAMES[1],
         ) -> tuple[Found, linkbit.Transcript]:  # fmt: skip
     """The query's records uploaded afresh (a fresh pair budget) and compared whole against
-    south's upload at S1 and S2: by the standing path with C's `conversions`, else by the
-    query's shape (by pairs); (rows and buckets of the links, the calls' transcript)."""
+    partner `name`'s upload (`partner`'s records) at S1 and S2: by the standing path with
+    C's `conversions`, else by the query's shape (by pairs); (rows and buckets of the
+    links, the calls' transcript)."""
     if fresh:
         roles.upload(NAMES[0], query)
     bits = [8 * int(x.shape[1]) for x in query.s1.shares]
     servers = RemoteServers(f"127.0.0.1:{roles.running['s1'].port}",
-                            f"127.0.0.1:{roles.running['s2'].port}", KEY, NAMES,
+                            f"127.0.0.1:{roles.running['s2'].port}", KEY, [NAMES[0], name],
                             [len(query.s1.shares[0]), len(partner.s1.shares[0])], bits)  # fmt: skip
     servers.conversions = conversions
     combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=Rule(*RULE))
@@ -121,6 +127,34 @@ def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
     assert pairs == 3 * len(partner.s1.shares[0])  # every pair: compared whole
     return sorted(zip(links.rec0.tolist(), links.rec1.tolist(), links.sims.tolist(),
                       strict=True)), transcript  # fmt: skip
+
+
+@contextmanager
+def uploaded(tmp_path: Path) -> Iterator[tuple[Any, Any, Any, Path]]:
+    """A matcher with S1 and S2, project "ruled" (two-server) with north's and south's
+    uploads (the shipped schema, its rule): (the world, the project, south's export, the
+    linkage secret's file)."""
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    exports = write_exports(tmp_path, seed=5, size=120)
+    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
+        project = twoserver_world.create(world, "ruled", "two-server")
+        for name in ("north", "south"):
+            export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
+            assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
+                         "--secret-file", str(secret), "--mapping", str(export.mapping),
+                         "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
+            assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
+                             token=project.tokens[name]) == 0  # fmt: skip
+        yield world, project, exports[EXPORTS["south"]], secret
+
+
+def query(world: Any, project: Any, south: Any, people: Path, secret: Path) -> int:
+    """`blindmatch query` of north's about `people` (a CSV of south's people), `--json`."""
+    return int(world.cli("query", str(people), "--mapping", str(south.mapping), "--project",
+                         "ruled", "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret),
+                         "--purpose", "case 1", "--json",
+                         token=project.tokens["north"]))  # fmt: skip
 
 
 def test_queries_by_the_standing_path_give_the_pairs_links_converting_the_partner_once(
@@ -260,28 +294,13 @@ def test_blindmatch_query_goes_standing_through_the_matcher_and_converts_the_par
     as by pairs does."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # south's 42 records: standing
     monkeypatch.setattr(standing, "CHUNK", 16)  # its conversion in 3 pieces
-    secret = tmp_path / "linkage.secret"
-    secret.write_text(STRONG_SECRET + "\n")
-    exports = write_exports(tmp_path, seed=5, size=120)
-    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
-        project = twoserver_world.create(world, "ruled", "two-server")
-        for name in ("north", "south"):
-            export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
-            assert main(["encode", str(export.csv), "--schema", str(PERSON_SCHEMA),
-                         "--secret-file", str(secret), "--mapping", str(export.mapping),
-                         "--out", str(out), "--two-server", "--quiet"]) == 0  # fmt: skip
-            assert world.cli("upload", str(out), "--project", "ruled", "--quiet",
-                             token=project.tokens[name]) == 0  # fmt: skip
-        south = exports[EXPORTS["south"]]
+    with uploaded(tmp_path) as (world, project, south, secret):
         answers = []
         for k, path in enumerate(("shape", "shape", "pairs")):
             monkeypatch.setattr(partpath, "PATH", path)
             people = person_csv(south, sorted(south.truth)[k : k + 2], tmp_path / f"q{k}.csv")
             capsys.readouterr()
-            assert world.cli("query", str(people), "--mapping", str(south.mapping),
-                             "--project", "ruled", "--schema", str(PERSON_SCHEMA),
-                             "--secret-file", str(secret), "--purpose", "case 1", "--json",
-                             token=project.tokens["north"]) == 0  # fmt: skip
+            assert query(world, project, south, people, secret) == 0
             answers.append(held_by(json.loads(capsys.readouterr().out)))
         assert answers == [[["south"], ["south"]]] * 3
         assert [world.roles[r].service.standing.conversions for r in ("s1", "s2")] == [1, 1]
@@ -323,3 +342,119 @@ def test_a_combiner_dealing_a_partner_bits_dabit_wrong_is_refused_and_nothing_is
         assert refused["standing"] and "daBit" in str(refused["reason"])
         assert not entries(tmp_path, role, "twoserver.standing")
     assert roles.conversions() == [0, 0] and conversions.converted == 0
+
+
+def ask_each(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
+             names: list[str], conversions: Conversions | None) -> list[Found]:  # fmt: skip
+    """One query (its records uploaded afresh) compared whole against each of `names` (each
+    an upload of `partner`'s records) in turn, as the matcher searches a project's partners."""
+    roles.upload(NAMES[0], query)
+    return [ask(roles, query, partner, conversions, False, name)[0] for name in names]
+
+
+def test_partners_that_do_not_all_fit_keep_those_converted_and_the_rest_go_by_pairs(
+    roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """Three standing partners where S1's and S2's `--standing-bytes` hold two: over three
+    queries each compared against all three, two partners are converted once (S1 and S2 keep
+    what C reckons) and the third goes by pairs every time (no conversion pushes out one in
+    use), each answer that by pairs. (Before: each query converted all three again.)"""
+    partners = ["south", "east", "west"]
+    for name in partners:
+        roles.upload(name, shares["south"])
+    widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    size = standdeal.kept_bytes(90, widths)
+    for r in ("s1", "s2"):
+        roles.running[r].service.standing.most = 2 * size + size // 2
+    conversions = Conversions()
+    by_pairs = ask_each(roles, shares["query"], shares["south"], partners, None)
+    for _ in range(3):
+        assert ask_each(roles, shares["query"], shares["south"], partners, conversions) == by_pairs
+    assert conversions.converted == 2 and roles.conversions() == [2, 2]
+    assert conversions.declined == 3 and conversions.budget == 2 * size + size // 2
+    for r in ("s1", "s2"):
+        assert roles.running[r].service.standing.bytes_kept() == 2 * size
+
+
+def test_a_query_converts_no_partner_too_large_to_convert_within_it_nor_waits_for_another(
+    roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner over `INLINE_RECORDS` is not converted within a query (it goes by pairs,
+    the same answer); nor is one while another partner's conversion is being made (the
+    query does not wait for it); the next query, with room and time, converts it."""
+    roles.upload("south", shares["south"])
+    conversions = Conversions()
+    by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
+    monkeypatch.setattr(standdeal, "INLINE_RECORDS", 89)  # south's 90: too many
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    monkeypatch.setattr(standdeal, "INLINE_RECORDS", 90)
+    conversions._busy.acquire()  # another partner's conversion under way
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.converted == 0 and roles.conversions() == [0, 0]
+    assert conversions.declined == 2
+    conversions._busy.release()
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.converted == 1 and roles.conversions() == [1, 1]
+
+
+def test_the_combiner_takes_the_least_room_the_servers_say_and_admits_within_it() -> None:
+    """`Conversions`: the least of S1's and S2's `standing_bytes` (unset by an older role:
+    4 GiB); a partner admitted alone whatever its size; one that does not fit beside those
+    used within RECENT_SECONDS refused, and admitted once they have been idle longer, the
+    idle one forgotten (S1 and S2 drop it for the new one)."""
+    now = [0.0]
+    kept = Conversions(clock=lambda: now[0])
+    kept.told(0, 0)
+    assert kept.budget == MOST_BYTES
+    kept.told(3_000, 0)
+    assert kept.budget == 3_000
+    key = ("a", 1, (64,), (0.8,), b"")
+    assert kept.admit(key, 1, 5_000) == ""  # alone: the servers keep one whatever its size
+    kept.put(key, ("id-a", None), 5_000)  # type: ignore[arg-type]
+    kept.end()
+    other = ("b", 1, (64,), (0.8,), b"")
+    assert "1,000 bytes do not fit beside the 5,000" in kept.admit(other, 1, 1_000)
+    now[0] += standdeal.RECENT_SECONDS + 1
+    assert kept.admit(other, 1, 1_000) == "" and kept.get(key) is None
+    assert "another partner's conversion" in kept.admit(key, 1, 1_000)
+    kept.end()
+
+
+def test_a_conversion_outlives_the_query_call_that_started_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `blindmatch query` whose call ends (its deadline passed) while the matcher is
+    converting the partner: the matcher finishes the conversion and keeps it, so the next
+    query goes standing without converting again (S1 and S2 convert once)."""
+    monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)
+    monkeypatch.setattr(standing, "CHUNK", 16)  # south's 42 records in 3 pieces
+    gone, made, convert = threading.Event(), threading.Event(), standdeal.convert
+
+    def slow(*args: Any) -> Any:  # the query's call ends after the first piece's deal
+        out = convert(*args)
+        made.set()
+        return out
+
+    def deal(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece == 1:
+            gone.wait()
+        return dealt(remote, conversions, m, *rest)
+
+    dealt = standdeal._deal
+    monkeypatch.setattr(standdeal, "convert", slow)
+    monkeypatch.setattr(standdeal, "_deal", deal)
+    with uploaded(tmp_path) as (world, project, south, secret):
+        codes = []
+        for k in range(2):
+            people = person_csv(south, sorted(south.truth)[k : k + 1], tmp_path / f"q{k}.csv")
+            with monkeypatch.context() as short:
+                if k == 0:  # this query's call: a deadline it passes while converting
+                    short.setattr(twoserver_realtime, "max", lambda *a: 0.5, raising=False)
+                codes.append(query(world, project, south, people, secret))
+            if k == 0:
+                assert "DEADLINE_EXCEEDED" in capsys.readouterr().err
+                gone.set()
+                assert made.wait(600)  # (a bound on a hang, not a timing)
+        assert codes[0] != 0 and codes[1] == 0
+        assert "south" in capsys.readouterr().out
+        assert [world.roles[r].service.standing.conversions for r in ("s1", "s2")] == [1, 1]

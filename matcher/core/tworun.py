@@ -190,6 +190,7 @@ def _dense(
         margin = _margin(servers, combiner, (servers.bits(RECORD), _width2(servers, combiner)))
         if margin is not None and stand(index, margin, transcript, clock):
             return margin
+        return None  # not converted (no room, too large): by pairs, as its shape takes it
     if not part.blocks or prepare is None:
         return None
     t0 = time.process_time()

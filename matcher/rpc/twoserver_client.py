@@ -237,14 +237,15 @@ class RemoteServers:
                          clock: dict[str, float]) -> bool:  # fmt: skip
         """Part `index` against its partner converted once (rpc/twoserver_standdeal.py), its
         batches then on the query's H shares as on blocks; False where C keeps no
-        conversions (the part goes by its shape)."""
+        conversions or admits none of this partner (the part goes by pairs)."""
         from blindmatch.matcher.rpc.twoserver_standdeal import prepare_standing
 
         if self.conversions is None:
             return False
-        self._blocks[index], self._batch_pairs[index] = prepare_standing(
-            self, self.conversions, index, plan, transcript, clock
-        )
+        got = prepare_standing(self, self.conversions, index, plan, transcript, clock)
+        if got is None:
+            return False
+        self._blocks[index], self._batch_pairs[index] = got
         return True
 
     def batch_pairs(self, index: int) -> int:

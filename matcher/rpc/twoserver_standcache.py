@@ -113,9 +113,13 @@ class Standings:
                 )
             return entry.conv.partner
 
+    def most_bytes(self) -> int:
+        """This server's bound on the partners it keeps (told to C in its standing replies)."""
+        return MOST_BYTES if self.most is None else self.most
+
     def bound(self) -> None:
         """Drop the least recently used partners while over `MOST_BYTES` (read when called)."""
-        most = MOST_BYTES if self.most is None else self.most
+        most = self.most_bytes()
         with self._lock:
             while len(self._held) > 1 and sum(e.conv.bytes_kept()
                                                for e in self._held.values()) > most:  # fmt: skip

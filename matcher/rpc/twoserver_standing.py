@@ -158,7 +158,8 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
         role.dense.drop(m.blocks)
         _done(role, m, entry, held, run, "combiner")
     return pb.BlocksReply(round_bytes_sent=sent, round_bytes_received=received,
-                          largest_batch=linkbit.BLOCK_BATCH)  # fmt: skip
+                          largest_batch=linkbit.BLOCK_BATCH,
+                          standing_bytes=role.standing.most_bytes())  # fmt: skip
 
 
 def _swaps(s2: ShareExchange, first: pb.BlockMessage, steps: Steps) -> tuple[int, int]:
@@ -194,7 +195,8 @@ def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal]
     except ValueError as exc:
         raise errors.InvalidArgument(f"setup: {exc}") from None
     role.dense.put(first, setup)
-    return pb.PrepareReply(largest_batch=linkbit.BLOCK_BATCH)
+    return pb.PrepareReply(largest_batch=linkbit.BLOCK_BATCH,
+                           standing_bytes=role.standing.most_bytes())  # fmt: skip
 
 
 def s2_exchange(role: _Role, kept: Held, first: pb.BlockMessage,
