@@ -308,9 +308,10 @@ def register(sub: Subcommands) -> None:
         type=int,
         metavar="N",
         help="S1, S2: the most bytes of partners converted once for the queries compared whole "
-        "against them that this role keeps in memory, the least recently used dropped (and "
-        "converted again at its next query) past it (default 4 GiB: 12,320 bytes a record of "
-        "two 1,024-bit CLKs, a partner of 320,000 records; nothing kept across a restart)",
+        "against them that this role keeps in memory (default 4 GiB: 12,320 bytes a record of "
+        "two 1,024-bit CLKs; nothing kept across a restart). The combiner reads it from both "
+        "roles and converts a partner only where it fits beside the partners queried within "
+        "the hour; the others' queries go by pairs (the same answers, about twice the CPU)",
     )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
     p.add_argument("--s2", metavar="HOST:PORT", help="S2's address (S1, the combiner)")
