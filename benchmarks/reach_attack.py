@@ -75,6 +75,7 @@ def _prior(
     inter = np.bitwise_count(a & b).sum(axis=1)
     dice = 2 * inter / np.maximum(np.bitwise_count(a).sum(axis=1)
                                   + np.bitwise_count(b).sum(axis=1), 1)  # fmt: skip
+    assert isinstance(graph.level, np.ndarray)  # `own_graph`'s, every pair's
     return calibrate(graph.level, dice, np.stack([truth_a[rows[:, 0]], truth_b[rows[:, 1]]], 1),
                      reach)  # fmt: skip
 

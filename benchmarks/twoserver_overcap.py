@@ -3,7 +3,7 @@ attacked (issue 18: the second cap's blocked pairs).
 
     nice -n 10 .venv/bin/python benchmarks/twoserver_overcap.py [--population households|messy]
         [--records 3999] [--partner-records 16005] [--seed 1] [--known 0 10 50]
-        [--check 300 2000] [--exhaustive-pairs N] [--clk-baseline]
+        [--check 300 2000] [--exhaustive-pairs N] [--near 32] [--dense-too] [--clk-baseline]
 
 S1 compares a pair of members without blocking where their product is at most its cap (16
 million pairs), or, the smaller under 4,000 records, at most its smaller-member cap (64
@@ -21,8 +21,13 @@ A's first A records and B's first B: it exits 1 if they differ. Then `privacy-ch
 two-server`'s attacks on them (client/tools/privacy/twocheck.py `check_members`, two members,
 roles S1 and S2: trilateration, S2's counts under each of its four readings), blind and with
 `--known` pairs of A; S2's view of A's own pairs (the reused tokens) is not built here.
-`--clk-baseline`: the graph-matching attack on A's CLKs in a CLK project, the same secret and
-known pairs (benchmarks/clk_baseline.py). Keys from `--seed` (`twocheck.seeded_keys`).
+`--near K` (default 32): the attacker holds its Dice levels for A's people only and the
+attack's side of B sparse, each record of B scored only against the K nearest records of its
+seeded candidates' identities (client/tools/privacy/trisparse.py): the dense attack's (B, B)
+graph and scores are 4.1 + 16 GB at 64,000 records; `--near 0`: dense; `--dense-too`: both,
+one after the other, on the same views. `--clk-baseline`: the graph-matching attack on A's
+CLKs in a CLK project, the same secret and known pairs (benchmarks/clk_baseline.py). Keys
+from `--seed` (`twocheck.seeded_keys`).
 `--exhaustive-pairs 0`: a pair S1's caps would compare whole, blocked (a smaller run's check).
 """
 
@@ -96,6 +101,24 @@ def views(a: Any, b: Any) -> dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[n
     return {"S1": (rows, np.zeros(len(rows))), "S2": (rows, counts.astype(np.float64))}
 
 
+def views_by_parts(
+    schema: Any, secret: bytes, a: Any, b_rows: Any, part: int = 8_000
+) -> dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]:
+    """`views` of A's keys and B's records' keys, B's made `part` records at a time: its keys
+    whole are 25.6 kB a record (1,600 bands of 64 bits, two CLKs), 3.3 GB at 128,000."""
+    found = []
+    for lo in range(0, len(b_rows), part):
+        made = views(a, band_keys(schema, b_rows[lo : lo + part], secret))
+        rows, counts = made["S2"]
+        rows[:, 1] += lo
+        found.append((rows, counts))
+    rows = np.concatenate([f[0] for f in found])
+    counts = np.concatenate([f[1] for f in found])
+    order = np.lexsort((rows[:, 1], rows[:, 0]))  # by A's row, then B's, as `views` gives
+    rows, counts = rows[order], counts[order]
+    return {"S1": (rows, np.zeros(len(rows))), "S2": (rows, counts)}
+
+
 def _rows(codes: Codes) -> npt.NDArray[np.intp]:
     return np.stack([codes >> 32, codes & 0xFFFFFFFF], axis=1).astype(np.intp)
 
@@ -139,6 +162,18 @@ def main() -> int:
         help="S1's cap (default: its own; 0: every pair blocked, a smaller run's check)",
     )
     parser.add_argument(
+        "--near",
+        type=int,
+        default=32,
+        metavar="K",
+        help="the attack's side of B held sparse, over each record's K nearest (0: dense)",
+    )
+    parser.add_argument(
+        "--dense-too",
+        action="store_true",
+        help="also the dense attack (the whole (B, B) graph and scores), printed beside",
+    )
+    parser.add_argument(
         "--clk-baseline",
         action="store_true",
         help="also the graph-matching attack on A's CLKs (the baseline)",
@@ -155,25 +190,30 @@ def main() -> int:
                                  with_fallback(shipped, False))  # fmt: skip
     loaded[0] = (loaded[0][0][:n], loaded[0][1][:n])  # A: n random people of B's m
     secret, attacker = twocheck.seeded_keys(args.seed)
-    keys = [band_keys(shipped, loaded[k][0], secret) for k in (0, 1)]
+    checked = (loaded[0][0], loaded[1][0][: args.check[1]])  # B's keys: its first records
+    keys = [band_keys(shipped, rows, secret) for rows in checked]
     small = exhaustive.small_or_default(None)
     print(f"{args.population}, seed {args.seed}: A {n:,} records against B {m:,} ({n * m:,} "
-          f"pairs, over S1's caps of {cap:,} and {small:,}: blocked); keys "
+          f"pairs, over S1's caps of {cap:,} and {small:,}: blocked); the data and keys "
           f"{time.process_time() - t0:.0f} CPU s", flush=True)  # fmt: skip
     if not check_path(shipped, secret, [loaded[0][0], loaded[1][0]], keys, tuple(args.check)):
         return 1
-    made = views(*keys)
+    made = views_by_parts(shipped, secret, keys[0], loaded[1][0])
     del keys
     print(f"S1: {len(made['S1'][0]):,} candidate pairs; S2: {len(made['S2'][0]):,} pairs, "
           f"{int(made['S2'][1].sum()):,} tokens opened", flush=True)  # fmt: skip
     clks = SimpleNamespace(s1=SimpleNamespace(bands=[None] * (2 if shipped.fallback else 1)))
-    with mock.patch.object(twocheck, "upload", lambda *_a: clks):  # the views are made above
-        report = twocheck.check_members(
-            loaded, shipped, secret, lambda _u, _t, _r: made, source=f"{args.population} "
-            f"({n:,} against {m:,}, seed {args.seed})", known=args.known, attacker_key=attacker,
-            third=False, roles=["S1", "S2"],
-        )  # fmt: skip
-    print(report.render())
+    for near in ([0] if args.dense_too and args.near else []) + [args.near]:
+        t1 = time.process_time()
+        with mock.patch.object(twocheck, "upload", lambda *_a: clks):  # the views: made above
+            report = twocheck.check_members(
+                loaded, shipped, secret, lambda _u, _t, _r: made, source=f"{args.population} "
+                f"({n:,} against {m:,}, seed {args.seed})", known=args.known,
+                attacker_key=attacker, third=False, roles=["S1", "S2"], near=near,
+            )  # fmt: skip
+        how = f"B's side sparse, each record's {near} nearest" if near else "dense"
+        print(f"the attack {how} ({time.process_time() - t1:.0f} CPU s):\n{report.render()}",
+              flush=True)  # fmt: skip
     if args.clk_baseline:
         clk_baseline.report(shipped, loaded[0], loaded[2], secret, args.known, attacker)
     print(f"{time.process_time() - t0:.0f} CPU s in all", flush=True)

@@ -177,6 +177,7 @@ def choose(state: dict[str, Any], model: Model, p1: npt.NDArray[np.float64],
     seeded_b[list(state["seeds_b"])] = True
     best_a = in_a[top_a[np.arange(len(top_a)), w_a.argmax(axis=1)]]
     best_b = in_b[top_b[np.arange(len(top_b)), w_b.argmax(axis=1)]]
+    assert isinstance(model.level, np.ndarray)  # every pair's levels (not `cross_graph`'s)
     gain = _information(top_a, w_a, in_a, best_b, model.level, p)
     gain *= np.where(seeded_b, 1.0, UNSEEDED).astype(np.float32)[None, :]
     gain += (_information(top_b, w_b, in_b, best_a, model.level.T, p).T

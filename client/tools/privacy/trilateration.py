@@ -45,6 +45,7 @@ from blindmatch.client.tools.privacy.trimodel import (
     own_graph,
     signature,
 )
+from blindmatch.client.tools.privacy.trisparse import SparseSide, blind_best
 
 
 class Trilateration:
@@ -102,6 +103,14 @@ class Trilateration:
         for lo in range(0, len(touched), BLOCK):  # to the rows touched, by blocks (not N x N)
             at = touched[lo : lo + BLOCK]
             self.score[at] += sign * np.asarray(spread[lo : lo + BLOCK] @ w, dtype=np.float32)
+
+    def mutual(self, seeds: dict[int, int], margin: float) -> list[tuple[float, int, int]]:
+        """`mutual_best` of the centred scores."""
+        return mutual_best(self.centred(True), seeds, margin, inplace=True)
+
+    def unstable(self, seeds: dict[int, int], fixed: set[int]) -> dict[int, int]:
+        """`unstable` of the centred scores."""
+        return unstable(self.centred(True), seeds, fixed)
 
     def centred(self, scratch: bool = False) -> Floats:
         """Each row's scores less its mean. `scratch`: into this object's buffer, overwritten
@@ -174,7 +183,12 @@ def trilaterate(
     `state`, if given, receives both sides' scores and seeds at the end ("tri_a", "tri_b",
     "seeds_a", "seeds_b")."""
     flipped = view.flipped()
-    sig_a, sig_b = signature(view, model, in_a, in_b), signature(flipped, model, in_b, in_a)
+    # A large member B: its side held sparse (trisparse.py) where the model holds `near`.
+    sparse = SparseSide(flipped, model, in_b, in_a) if model.near is not None else None
+    if sparse is not None and (lap or probes):
+        raise ValueError("B's side held sparse has no assignment rounds and no probes")
+    sig_a = signature(view, model, in_a, in_b)
+    sig_b = signature(flipped, model, in_b, in_a) if sparse is None else None
     pos_a = {int(p): j for j, p in enumerate(in_a)}
     pos_b = {int(p): j for j, p in enumerate(in_b)}
     seeds_a = {i: pos_a[p] for i, p in known_a.items()}
@@ -182,16 +196,28 @@ def trilaterate(
     blind_a: dict[int, int] = {}
     if blind:
         for sig, seeds, out in ((sig_a, seeds_a, blind_a), (sig_b, seeds_b, None)):
-            centred = sig - sig.mean(axis=1, keepdims=True)
-            found = mutual_best(centred, seeds, 0.0, inplace=True)[:blind]
-            del centred
+            if sig is None:  # B's held sparse; cached: the same for every attack
+                assert sparse is not None
+                key = f"blind {blind} {sorted(seeds.items())}"
+                found = model.cache.setdefault(key, blind_best(sparse, seeds, blind))
+            else:
+                centred = sig - sig.mean(axis=1, keepdims=True)
+                found = mutual_best(centred, seeds, 0.0, inplace=True)[:blind]
+                del centred
             chosen = {i: p for _m, i, p in found}
             seeds.update(chosen)
             if out is not None:
                 out.update(chosen)
     # The signatures become the scores (no copy: B's is |B| x |B| against a large member).
     tri_a = Trilateration(view, model, in_a, sig_a, probes[0] if probes else None, copy=False)
-    tri_b = Trilateration(flipped, model, in_b, sig_b, probes[1] if probes else None, copy=False)
+    tri_b: Trilateration | SparseSide
+    if sparse is None:
+        assert sig_b is not None
+        tri_b = Trilateration(flipped, model, in_b, sig_b, probes[1] if probes else None,
+                              copy=False)  # fmt: skip
+    else:
+        sparse.entries(np.array([i * sparse.size + j for i, j in seeds_b.items()], np.int64))
+        tri_b = sparse
     del sig_a, sig_b
     tri_a.add({i: int(in_b[j]) for i, j in seeds_b.items()})
     tri_b.add({i: int(in_a[j]) for i, j in seeds_a.items()})
@@ -203,12 +229,8 @@ def trilaterate(
         before = len(seeds_a) + len(seeds_b)
         floor = 0.0 if robust else margin
         share = 2 if robust else 1
-        new_a = mutual_best(tri_a.centred(True), seeds_a, floor, inplace=True)[
-            : max(10, len(seeds_a) // share)
-        ]
-        new_b = mutual_best(tri_b.centred(True), seeds_b, floor, inplace=True)[
-            : max(10, len(seeds_b) // share)
-        ]
+        new_a = tri_a.mutual(seeds_a, floor)[: max(10, len(seeds_a) // share)]
+        new_b = tri_b.mutual(seeds_b, floor)[: max(10, len(seeds_b) // share)]
         if not new_a and not new_b:
             break
         add_a = {i: j for _m, i, j in new_a}
@@ -218,8 +240,8 @@ def trilaterate(
         tri_b.add({i: int(in_a[j]) for i, j in add_a.items()})
         tri_a.add({i: int(in_b[j]) for i, j in add_b.items()})
         if robust:
-            drop_a = unstable(tri_a.centred(True), seeds_a, fixed_a)
-            drop_b = unstable(tri_b.centred(True), seeds_b, fixed_b)
+            drop_a = tri_a.unstable(seeds_a, fixed_a)
+            drop_b = tri_b.unstable(seeds_b, fixed_b)
             for i in drop_a:
                 del seeds_a[i]
             for i in drop_b:
@@ -230,6 +252,7 @@ def trilaterate(
             if stalled == 3:
                 break
     if lap:
+        assert isinstance(tri_b, Trilateration)
         sides = [(tri_a, seeds_a, fixed_a, tri_b, in_a), (tri_b, seeds_b, fixed_b, tri_a, in_b)]
         claims: list[dict[int, int]] = [{}, {}]
         for t in range(1, lap + 1):
@@ -249,9 +272,8 @@ def trilaterate(
         claims_a, claims_b = claims
     else:
         claims_a, claims_b = dict(seeds_a), dict(seeds_b)
-        for mine, tri, seeds in ((claims_a, tri_a, seeds_a), (claims_b, tri_b, seeds_b)):
-            found = mutual_best(tri.centred(True), seeds, margin, inplace=True)
-            mine.update({i: j for _m, i, j in found})
+        claims_a.update({i: j for _m, i, j in tri_a.mutual(seeds_a, margin)})
+        claims_b.update({i: j for _m, i, j in tri_b.mutual(seeds_b, margin)})
     if state is not None:
         state.update(tri_a=tri_a, tri_b=tri_b, seeds_a=seeds_a, seeds_b=seeds_b)
     return (

@@ -12,6 +12,7 @@ Pure numpy and scipy.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -66,16 +67,41 @@ class Model:
     it is held by level (`logit_pc[level[p, q]]`): two (N, N) float32 matrices of it were most
     of the check's memory against a large member B."""
 
-    level: npt.NDArray[np.int8]  # (N, N) Dice level of the attacker's pairs, SAME on the diagonal
+    # (N, N) Dice level of the attacker's pairs, SAME on the diagonal (or `CrossLevel`: the
+    # rows of A's people only)
+    level: npt.NDArray[np.int8] | CrossLevel
     logit_pc: Floats  # (SAME + 1,) by level: log Pc - log(1 - Pc)
     log_miss: Floats  # (SAME + 1,) by level: log(1 - Pc)
     table: Floats  # (SAME + 1, SAME + 1): log P(victim level k | attacker level l)
     coarse: Floats  # (SAME + 1, len(COARSE) - 1): P(victim coarse bin | attacker level)
     pop: npt.NDArray[np.int64]  # the attacker's popcounts
     pop_sigma: float
+    # `cross_graph`'s nearest records of each of A's people (trisparse.py's B side), or None
+    near: npt.NDArray[np.intp] | None = None
+    cache: dict[str, Any] = dataclasses.field(default_factory=dict)  # per view, across attacks
 
 
 BLOCK = 1024  # rows a block when the (N, N) levels are computed (its Dice: (rows, N))
+
+
+class CrossLevel:
+    """The levels of A's people against every record of the attacker's (`cross_graph`),
+    indexed as the (N, N) matrix is (`level[rows, cols]`, rows among A's people): against a
+    large member B, the (N, N) int8 matrix alone is 4.1 GB at N = 64,000."""
+
+    def __init__(self, cross: npt.NDArray[np.int8], rows: npt.NDArray[np.intp], n: int) -> None:
+        self.cross = cross  # (len(rows), N)
+        self.row_of = np.full(n, -1, np.intp)
+        self.row_of[rows] = np.arange(len(rows))
+        self.shape = (n, n)
+
+    def __getitem__(self, key: Any) -> npt.NDArray[np.int8]:
+        rows, cols = key  # the levels are symmetric: A's people may be either index
+        for mine, other in ((rows, cols), (cols, rows)):
+            at = self.row_of[mine]
+            if (np.asarray(at) >= 0).all():
+                return self.cross[at, other]  # type: ignore[no-any-return]
+        raise IndexError("a level between two records outside A's people (not held)")
 
 
 @dataclasses.dataclass
@@ -86,8 +112,9 @@ class OwnGraph:
     as an (N, N) float32 matrix it is 1.6 GB at N = 20,000."""
 
     own: npt.NDArray[np.uint8]
-    level: npt.NDArray[np.int8]
+    level: npt.NDArray[np.int8] | CrossLevel
     pop: Floats
+    near: npt.NDArray[np.intp] | None = None  # `cross_graph`'s: each of A's people's nearest
 
     def dice_of(self, rows: npt.NDArray[np.intp], cols: npt.NDArray[np.intp]) -> Floats:
         """The Dice of every pair of `rows` x `cols` (float32, as `own_graph` computes it)."""
@@ -125,6 +152,46 @@ def own_graph(own: npt.NDArray[np.uint8]) -> OwnGraph:
     return OwnGraph(own, level, pop)
 
 
+def cross_graph(own: npt.NDArray[np.uint8], rows: npt.NDArray[np.intp], k: int) -> OwnGraph:
+    """`own_graph` held for the records `rows` (A's people) only: their levels against every
+    record (`CrossLevel`), and each one's `k` records of highest Dice (itself among them),
+    which trisparse.py's B side scores instead of every record of B."""
+    bits = _bits(own)
+    pop = bits.sum(axis=1)
+    cross = np.empty((len(rows), len(own)), np.int8)
+    near = np.empty((len(rows), min(k, len(own))), np.intp)
+    for start in range(0, len(rows), BLOCK // 4):
+        at = rows[start : start + BLOCK // 4]
+        dice = _dice(bits[at], pop[at], bits, pop)
+        dice[np.arange(len(at)), at] = 2.0  # itself first
+        cross[start : start + len(at)] = levels(dice)
+        top = np.argpartition(-dice, near.shape[1] - 1, axis=1)[:, : near.shape[1]]
+        near[start : start + len(at)] = np.take_along_axis(
+            top, np.argsort(-np.take_along_axis(dice, top, 1), axis=1, kind="stable"), 1
+        )
+    cross[np.arange(len(rows)), rows] = SAME
+    return OwnGraph(own, CrossLevel(cross, rows, len(own)), pop, near)
+
+
+def level_counts(
+    level: npt.NDArray[np.int8] | CrossLevel, rows: npt.NDArray[np.intp],
+    cols: npt.NDArray[np.intp], weights: Floats | None = None,
+) -> npt.NDArray[np.float64]:  # fmt: skip
+    """(len(rows), SAME + 1): for each row, how many of `cols` are at each level with it (or
+    the sum of `weights[level]`), by blocks of rows (not a (rows, cols) intp matrix)."""
+    nl = SAME + 1
+    out = np.zeros((len(rows), nl))
+    step = max(1, 4_000_000 // max(len(cols), 1))
+    for start in range(0, len(rows), step):
+        lev = level[np.ix_(rows[start : start + step], cols)].astype(np.intp)
+        lev += np.arange(len(lev))[:, None] * nl
+        w = None if weights is None else weights[lev % nl].ravel()
+        out[start : start + len(lev)] = np.bincount(
+            lev.ravel(), weights=w, minlength=len(lev) * nl
+        ).reshape(len(lev), nl)
+    return out
+
+
 def fit_model(
     own: npt.NDArray[np.uint8] | OwnGraph, r: int, bands: int, view: CombinerView,
     truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp],
@@ -141,11 +208,9 @@ def fit_model(
     nl = SAME + 1
     # blocking: the chance a pair is a candidate, by the attacker's level (Laplace-smoothed
     # towards the bit-sampling curve at the level's Dice)
-    lev_all = level[np.ix_(truth_a, truth_b)].astype(np.intp)
-    lev_cand = lev_all[view.pairs[:, 0], view.pairs[:, 1]]
-    n_all = np.bincount(lev_all.ravel(), minlength=nl).astype(np.float64)
+    lev_cand = level[truth_a[view.pairs[:, 0]], truth_b[view.pairs[:, 1]]].astype(np.intp)
+    n_all = level_counts(level, truth_a, truth_b).sum(axis=0)
     n_cand = np.bincount(lev_cand, minlength=nl).astype(np.float64)
-    del lev_all
     centres = (np.arange(nl) + 0.5) * LEVEL
     centres[SAME] = 1.0
     agree = np.clip(1 - (1 - centres) * 0.5, 0, 1)  # rough bit agreement at that Dice
@@ -189,8 +254,23 @@ def fit_model(
     pop_sigma = float(1.4826 * np.median(np.abs(pr - np.median(pr)))) + 1.0
     return Model(
         level, logit_pc, log_miss, table.astype(np.float32), coarse.astype(np.float32),
-        pop.astype(np.int64), pop_sigma,
+        pop.astype(np.int64), pop_sigma, graph.near,
     )  # fmt: skip
+
+
+def expected_hist(model: Model, mine: npt.NDArray[np.intp], theirs: npt.NDArray[np.intp]) -> Floats:
+    """(len(mine), len(COARSE) - 1): each record's expected count of candidates among
+    `theirs` in each coarse bin of the view's value (the blind start's signature)."""
+    by_level = level_counts(model.level, mine, theirs, 1 - np.exp(model.log_miss))
+    return np.maximum(by_level @ model.coarse, 1e-4).astype(np.float32)
+
+
+def view_hist(view: CombinerView) -> Floats:
+    """(n_a, len(COARSE) - 1): each record of A's candidates by coarse bin of their value."""
+    hist = np.zeros((view.n_a, len(COARSE) - 1), dtype=np.float32)
+    bins = np.clip(np.searchsorted(COARSE, view.dice, side="right") - 1, 0, len(COARSE) - 2)
+    np.add.at(hist, (view.pairs[:, 0], bins), 1.0)
+    return hist
 
 
 def signature(view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
@@ -199,17 +279,8 @@ def signature(view: CombinerView, model: Model, mine: npt.NDArray[np.intp],
     popcount and of its histogram of candidates' Dice (coarse bins; the count in each Poisson)
     given the attacker record's popcount and expected histogram against B's people. No seed
     needed: this is the blind start."""
-    hist = np.zeros((view.n_a, len(COARSE) - 1), dtype=np.float32)
-    bins = np.clip(np.searchsorted(COARSE, view.dice, side="right") - 1, 0, len(COARSE) - 2)
-    np.add.at(hist, (view.pairs[:, 0], bins), 1.0)
-    lev = model.level[np.ix_(mine, theirs)].astype(np.intp)
-    pc = 1 - np.exp(model.log_miss[lev])
-    nl = SAME + 1
-    by_level = np.bincount(
-        (np.arange(len(mine))[:, None] * nl + lev).ravel(), weights=pc.ravel(),
-        minlength=len(mine) * nl,
-    ).reshape(len(mine), nl)  # fmt: skip
-    expected = np.maximum(by_level @ model.coarse, 1e-4).astype(np.float32)
+    hist = view_hist(view)
+    expected = expected_hist(model, mine, theirs)
     ll = hist @ np.log(expected).T  # (|A|, |mine|): in place from here (N x N for B)
     ll -= expected.sum(axis=1)[None, :]
     if view.pops:
@@ -225,11 +296,16 @@ __all__ = [
     "LEVEL",
     "SAME",
     "CombinerView",
+    "CrossLevel",
     "Floats",
     "Model",
     "OwnGraph",
+    "cross_graph",
+    "expected_hist",
     "fit_model",
+    "level_counts",
     "levels",
     "own_graph",
     "signature",
+    "view_hist",
 ]

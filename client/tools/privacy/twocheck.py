@@ -47,6 +47,7 @@ from blindmatch.client.tools.privacy.graphcheck import KNOWN_PAIRS, upload_views
 from blindmatch.client.tools.privacy.reachprobes import pair_dice, quota_view
 from blindmatch.client.tools.privacy.report import CheckReport
 from blindmatch.client.tools.privacy.trilateration import CombinerView, fit_model, own_graph
+from blindmatch.client.tools.privacy.trimodel import cross_graph
 from blindmatch.client.tools.privacy.twoattacks import (
     NOT_BLOCKED,
     ROLES,
@@ -168,13 +169,16 @@ def check_members(
     attacker_key: bytes | None = None,
     third: bool = True,
     roles: Collection[str] | None = None,
+    near: int = 0,
 ) -> TwoServerReport:
     """Encode members A, B (and M, a noisy copy of half of A) as a two-server project uploads
     them, build each role's view of A and B with `role_views` (the run's own roles) and attack
     each, blind and with `known` pairs of A; the third member is the attacker's plaintext on
     every person of A and B, encoded under `attacker_key` (default: a fresh one; `seeded_keys`
     gives a run that repeats); `third` False leaves M out (a project of two: C's view without
-    extras or reach pairs); `roles`: attack only these of `ROLES` (None: every one)."""
+    extras or reach pairs); `roles`: attack only these of `ROLES` (None: every one); `near`:
+    the attacker holds its levels for A's people only and B's side of trilateration sparse,
+    over each record's `near` nearest (trisparse.py: a member B of 64,000 records and more)."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:  # NO VERDICT, as the CLK check gives on a small sample
         return TwoServerReport(source, len(a_rows), hardening.describe(), [], [], short=True)
@@ -204,7 +208,8 @@ def check_members(
     truth_b = np.array([where.get(q, -1) for q in b_people], dtype=np.intp)
     real = int((truth_a >= 0).sum())
     report = TwoServerReport(source, real, hardening.describe(), [], [])
-    graph = own_graph(u)  # the attacker's own Dice graph: every view's model starts from it
+    # the attacker's own Dice graph: every view's model starts from it
+    graph = cross_graph(u, np.unique(truth_a[truth_a >= 0]), near) if near else own_graph(u)
     # A and B not blocked only if the views say so (a blocked pair may have empty views too)
     said = views.get(UNBLOCKED_VIEW)
     unblocked = said is not None and [0, 1] in np.asarray(said[0]).tolist()
