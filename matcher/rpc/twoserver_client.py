@@ -79,7 +79,7 @@ class RemoteServers:
         # C's standing partners (rpc/twoserver_standdeal.py), kept across queries by the
         # matcher's set-up (rpc/twoserver_project.py); None: no part by the standing path
         self.conversions: Any = None
-        self._users, self._closed, self._users_lock = 0, False, threading.Lock()  # `keep`
+        self._users, self.closed, self._users_lock = 0, False, threading.Lock()  # `keep`
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
         """Journal each batch of the proposal with `watch`; S1 leaves out `resume_pairs`'."""
@@ -88,9 +88,11 @@ class RemoteServers:
     def close(self) -> None:
         self.acknowledge(self._unacked) if self._unacked else None  # the last batches'
         with self._users_lock:
-            self._closed, users = True, self._users
+            self.closed, users = True, self._users
         if not users:
             self._close_channels()
+        if self.conversions is not None:  # a background conversion may go on
+            self.conversions.answered()
 
     def keep(self) -> None:
         """Hold the channels open past `close` (a background standing conversion's calls,
@@ -101,7 +103,7 @@ class RemoteServers:
     def let_go(self) -> None:
         with self._users_lock:
             self._users -= 1
-            last = self._closed and not self._users
+            last = self.closed and not self._users
         if last:
             self._close_channels()
 

@@ -20,6 +20,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -55,6 +56,10 @@ RECENT_SECONDS = 3600.0
 # background, so no query waits for a conversion and partners of any size admitted go
 # standing from the next query (benchmarks/twoserver_standing_rpc.py --inline-records).
 INLINE_RECORDS = 0
+# A background conversion's next piece waits while a query dealing standing parts is being
+# answered (its S1, S2 and C CPU the query's), but no longer than this: under a steady stream
+# of queries the conversion still goes on.
+PAUSE_SECONDS = 60.0
 Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
 
 
@@ -88,6 +93,8 @@ class Conversions:
         self.failed = 0
         self._quiet = threading.Event()  # no background conversion running
         self._quiet.set()
+        self._asking: weakref.WeakSet[RemoteServers] = weakref.WeakSet()  # `pause`
+        self._answered = threading.Condition()
 
     def get(self, key: Key) -> tuple[str, standing.Standing] | None:
         with self._lock:
@@ -148,6 +155,22 @@ class Conversions:
         """Start `thread`, the admitted conversion's later pieces (it calls `end`)."""
         self._quiet.clear()
         thread.start()
+
+    def asking(self, remote: RemoteServers) -> None:
+        """`remote`'s query deals standing parts (a background conversion pauses for it)."""
+        with self._answered:
+            self._asking.add(remote)
+
+    def answered(self) -> None:
+        """A query's servers closed (`RemoteServers.close`): a paused conversion looks again."""
+        with self._answered:
+            self._answered.notify_all()
+
+    def pause(self) -> None:
+        """Before a background conversion's piece: wait while a query dealing standing parts
+        is being answered, PAUSE_SECONDS at most."""
+        with self._answered:
+            self._answered.wait_for(lambda: all(r.closed for r in self._asking), PAUSE_SECONDS)
 
     def idle(self, timeout: float) -> bool:
         """Wait until no background conversion runs (tests, the benchmark; never a query):
@@ -237,9 +260,12 @@ class Started:
         self.remote, self.first, self.s, self.p, self.w0 = remote, first, s, p, w0
 
     def rest(self, conversions: Conversions, transcript: linkbit.Transcript,
-             clock: dict[str, float]) -> tuple[str, standing.Standing]:  # fmt: skip
+             clock: dict[str, float], background: bool,
+             ) -> tuple[str, standing.Standing]:  # fmt: skip
         pieces = standing.chunks(self.s.records)
         for k in range(1, len(pieces)):
+            if background:
+                conversions.pause()
             start, stop = pieces[k]
             m = later_piece(self.first, k)
             _piece(self.remote, conversions, m, self.s, stop - start, self.p, transcript, clock)
@@ -298,7 +324,7 @@ def _finish(
     (a server restarted or dropped it, refused a piece) logged and forgotten: a later query
     starts it again."""
     try:
-        got = started.rest(conversions, transcript, clock)
+        got = started.rest(conversions, transcript, clock, quiet)
         with conversions._lock:
             conversions.converted += 1
             conversions.seconds += time.perf_counter() - started.w0
@@ -344,6 +370,7 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
     key: Key = (remote.members[part.member_b], records, tuple(remote._bits),
                 tuple(remote._cutoffs),
                 (wire_rule(remote._rule) or pb.ScoreRule()).SerializeToString())  # fmt: skip
+    conversions.asking(remote)
     got = conversions.get(key)
     if got is not None:
         try:
@@ -378,6 +405,7 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
 __all__ = [
     "INLINE_RECORDS",
     "MOST_PARTNERS",
+    "PAUSE_SECONDS",
     "RECENT_SECONDS",
     "Conversions",
     "Started",
