@@ -1134,8 +1134,10 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
      "INVALID_ARGUMENT", "standing_piece/standing_pieces: 0 of 5; a partner of 20 records "
      "converts in 1 pieces, without rows_a/rows_b"),
     ("s1blocks-standing-piece-past", lambda c: s1_blocks(
-        c, standing="sp", standing_piece=1, standing_pieces=1, rows_a=[], rows_b=[]),
-     "INVALID_ARGUMENT", "standing_piece/standing_pieces: 1 of 1"),
+        c, standing="sp", standing_piece=1, standing_pieces=1, rows_a=[], rows_b=[],
+        member_a="", records_a=0),
+     "INVALID_ARGUMENT", "records_b/standing_pieces: 20 records in 1 pieces (piece 1), but S1 "
+     "holds 20 of 'south', 1 pieces"),
     ("s1blocks-standing-piece-rows", lambda c: s1_blocks(c, standing="sp", standing_pieces=1),
      "INVALID_ARGUMENT", "standing_piece/standing_pieces: 0 of 1; a partner of 20 records"),
     ("s1blocks-standing-query-rows", lambda c: s1_blocks(c, standing="sq", rows_b=[1]),
@@ -1147,6 +1149,17 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s2blocks-standing-one-clk", lambda c: s2_blocks(
         c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[]),
      "INVALID_ARGUMENT", "margin (standing): a part on clk 0 of uploads with a fallback CLK"),
+    # A conversion's later piece (standbg: C's background conversion), taken by the
+    # conversion's id: it names the partner alone, at the records S1/S2 hold of it.
+    ("s1blocks-standing-later-names-query", lambda c: s1_blocks(
+        c, standing="sp", standing_piece=1, standing_pieces=1, rows_a=[], rows_b=[]),
+     "INVALID_ARGUMENT", "member_a/records_a/part/rows_a/rows_b/clk: a conversion's later piece "
+     "names its partner (member_b) alone"),
+    ("s2blocks-standing-later-other-records", lambda c: s2_blocks(
+        c, standing="sp", standing_piece=1, standing_pieces=2, rows_a=[], rows_b=[],
+        member_a="", records_a=0, records_b=21),
+     "INVALID_ARGUMENT", "records_b/standing_pieces: 21 records in 2 pieces (piece 1), but S2 "
+     "holds 20 of 'south', 1 pieces"),
     ("run-unkeyed", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=auth("x")),
      "UNAUTHENTICATED", "the combiner answers Run only with the operator's key"),
     ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),

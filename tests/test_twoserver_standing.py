@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import numpy.typing as npt
 import pytest
@@ -23,7 +24,6 @@ import pytest
 from benchmarks.messy import write_exports
 from blindmatch.cli.app import main
 from blindmatch.client.encoding import sharing as client
-from blindmatch.client.remote import twoserver_realtime
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, partpath, ring64, standing, twoserver
@@ -38,6 +38,7 @@ from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.rpc.twoserver_standcache import MOST_BYTES, Standings
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import twoserver_world
 from tests.support import MESSY_SECRET, PERSON_SCHEMA, STRONG_SECRET
 from tests.test_standing import _wrong_dabit
@@ -104,11 +105,12 @@ def roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Roles]:
 
 def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
         conversions: Conversions | None, fresh: bool = True, name: str = NAMES[1],
-        ) -> tuple[Found, linkbit.Transcript]:  # fmt: skip
+        settle: bool = True) -> tuple[Found, linkbit.Transcript]:  # fmt: skip
     """The query's records uploaded afresh (a fresh pair budget) and compared whole against
     partner `name`'s upload (`partner`'s records) at S1 and S2: by the standing path with
     C's `conversions`, else by the query's shape (by pairs); (rows and buckets of the
-    links, the calls' transcript)."""
+    links, the calls' transcript). With `settle`, once answered, any conversion it started
+    in the background made (so the next query's path is known)."""
     if fresh:
         roles.upload(NAMES[0], query)
     bits = [8 * int(x.shape[1]) for x in query.s1.shares]
@@ -124,6 +126,8 @@ def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
                                                        standing=True)  # fmt: skip
     finally:
         servers.close()
+    if settle and conversions is not None:
+        assert conversions.idle(600)  # (a bound on a hang, not a timing)
     assert pairs == 3 * len(partner.s1.shares[0])  # every pair: compared whole
     return sorted(zip(links.rec0.tolist(), links.rec1.tolist(), links.sims.tolist(),
                       strict=True)), transcript  # fmt: skip
@@ -166,8 +170,8 @@ def test_queries_by_the_standing_path_give_the_pairs_links_converting_the_partne
     finds none of them."""
     roles.upload("south", shares["south"])
     conversions = Conversions()
-    first, t1 = ask(roles, shares["query"], shares["south"], conversions)
-    second, t2 = ask(roles, shares["query"], shares["south"], conversions)
+    first, _ = ask(roles, shares["query"], shares["south"], conversions)
+    second, _ = ask(roles, shares["query"], shares["south"], conversions)
     by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
     assert first == second == by_pairs and {row for row, _, _ in first} == {0, 1, 2}
     assert conversions.converted == 1 and roles.conversions() == [1, 1]
@@ -175,7 +179,7 @@ def test_queries_by_the_standing_path_give_the_pairs_links_converting_the_partne
         (made,) = entries(tmp_path, role, "twoserver.standing")
         assert made["records"] == 90 and made["members"] == NAMES
         assert len(entries(tmp_path, role, "twoserver.blocks")) == 0  # no part by blocks
-    assert sum(t2.sent.values()) < sum(t1.sent.values())  # the second paid no conversion
+    assert conversions.queried == 1  # the first by pairs (converting), the second standing
     roles.upload("south", shares["later"])  # south's new upload: the old conversion dropped
     later, _ = ask(roles, shares["query"], shares["later"], conversions)
     assert conversions.converted == 2 and roles.conversions() == [2, 2]
@@ -376,25 +380,99 @@ def test_partners_that_do_not_all_fit_keep_those_converted_and_the_rest_go_by_pa
         assert roles.running[r].service.standing.bytes_kept() == 2 * size
 
 
-def test_a_query_converts_no_partner_too_large_to_convert_within_it_nor_waits_for_another(
+def test_a_query_waits_for_no_other_conversion_and_converts_inline_only_under_the_knob(
     roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A partner over `INLINE_RECORDS` is not converted within a query (it goes by pairs,
-    the same answer); nor is one while another partner's conversion is being made (the
-    query does not wait for it); the next query, with room and time, converts it."""
+    """While another partner's conversion is being made a query starts none (by pairs, the
+    same answer, not waiting for it); with `INLINE_RECORDS` (a knob, 0 by default) at the
+    partner's records the query converts it within itself and goes standing at once."""
     roles.upload("south", shares["south"])
     conversions = Conversions()
     by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
-    monkeypatch.setattr(standdeal, "INLINE_RECORDS", 89)  # south's 90: too many
-    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
-    monkeypatch.setattr(standdeal, "INLINE_RECORDS", 90)
     conversions._busy.acquire()  # another partner's conversion under way
     assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
     assert conversions.converted == 0 and roles.conversions() == [0, 0]
-    assert conversions.declined == 2
+    assert conversions.declined == 1
     conversions._busy.release()
-    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    monkeypatch.setattr(standdeal, "INLINE_RECORDS", 90)
+    assert ask(roles, shares["query"], shares["south"], conversions, settle=False)[0] == by_pairs
     assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    assert conversions.queried == 1  # standing within the query that converted
+
+
+def test_a_query_never_waits_for_a_conversion_which_goes_on_in_the_background(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The first query against a standing partner deals the conversion's piece 0 and is
+    answered by pairs while its later pieces are held back (nothing converted yet at C, S1
+    or S2: the conversion is not on its path; its RemoteServers closed); once they go on,
+    the conversion is made in the background (S1's and S2's audit entries name the query
+    that started it) and the next query goes standing, the same answer. (Before: the first
+    query made the whole conversion, waiting for it.)"""
+    roles.upload("south", shares["south"])
+    by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
+    gate, dealt = threading.Event(), standdeal._deal
+
+    def deal(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece == 1:
+            assert gate.wait(600)  # (a bound on a hang, not a timing)
+        return dealt(remote, conversions, m, *rest)
+
+    monkeypatch.setattr(standdeal, "_deal", deal)
+    conversions = Conversions()
+    first, _ = ask(roles, shares["query"], shares["south"], conversions, settle=False)
+    assert first == by_pairs
+    assert conversions.converted == conversions.queried == 0 and roles.conversions() == [0, 0]
+    gate.set()
+    assert conversions.idle(600)
+    assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    for role in ("s1", "s2"):
+        (made,) = entries(tmp_path, role, "twoserver.standing")
+        assert made["members"] == NAMES and made["records"] == 90
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.queried == 1 and conversions.converted == 1
+
+
+def _later(m: pb.BlockDeal, **fields: Any) -> pb.BlockDeal:
+    out = standdeal.later_piece(m, 1)
+    for k, v in fields.items():
+        if isinstance(v, list):
+            getattr(out, k)[:] = v
+        else:
+            setattr(out, k, v)
+    return out
+
+
+def test_a_later_piece_naming_an_unknown_conversion_or_another_upload_is_refused(
+    roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """A conversion's later piece is taken by its id alone, so S1 and S2 refuse one naming a
+    conversion they do not hold, another partner's upload, other cut-offs, or a piece out of
+    order (piece 0 of a conversion checked against a query's proposal starts it)."""
+    roles.upload("south", shares["south"])
+    roles.upload("east", shares["south"])  # another upload of the same records
+    conversions = Conversions()
+    ask(roles, shares["query"], shares["south"], conversions)  # south converted
+    ((held, (ident, _)),) = conversions._held.items()
+    s1 = pb_grpc.TwoServerBlockingStub(grpc.insecure_channel(
+        f"127.0.0.1:{roles.running['s1'].port}"))  # fmt: skip
+    head = pb.BlockDeal(member_b="south", records_b=90, cutoffs=held[3], standing=ident,
+                        standing_pieces=3)  # fmt: skip
+    if held[4]:
+        head.rule.ParseFromString(held[4])
+    taken = f"conversion {ident!r} of the upload of"
+    wrongs = {
+        "standing_needed: conversion 'other'": _later(head, standing="other"),
+        f"standing_needed: {taken} 'east' is not held": _later(head, member_b="east"),
+        f"standing_needed: {taken} 'south' is not held": _later(head, cutoffs=head.cutoffs[:-1]),
+        f"standing_piece: 1 of 3, but conversion {ident!r}": _later(head),  # done: not again
+    }
+    for match, m in wrongs.items():
+        with pytest.raises(grpc.RpcError) as got:
+            s1.PrepareBlocks(m, metadata=(("authorization", f"Bearer {KEY}"),))
+        assert match in str(got.value.details()), got.value.details()
+    assert roles.conversions() == [1, 1]
 
 
 def test_the_combiner_takes_the_least_room_the_servers_say_and_admits_within_it() -> None:
@@ -420,41 +498,42 @@ def test_the_combiner_takes_the_least_room_the_servers_say_and_admits_within_it(
     kept.end()
 
 
-def test_a_conversion_outlives_the_query_call_that_started_it(
+def test_the_matchers_first_query_is_answered_by_pairs_and_the_next_goes_standing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A `blindmatch query` whose call ends (its deadline passed) while the matcher is
-    converting the partner: the matcher finishes the conversion and keeps it, so the next
-    query goes standing without converting again (S1 and S2 convert once)."""
+    """`blindmatch query` through the matcher (its channels kept, `combiner_setup`'s
+    conversions): the first query is answered (south found) while its conversion's later
+    pieces are held back, nothing converted at S1 or S2; they then go on in the background,
+    and the next query is dealt standing against the conversion, S1 and S2 converting once."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)
     monkeypatch.setattr(standing, "CHUNK", 16)  # south's 42 records in 3 pieces
-    gone, made, convert = threading.Event(), threading.Event(), standdeal.convert
+    gate, dealt, queried = threading.Event(), standdeal._deal, []
+    query_deal, finish, finished = standdeal._query, standdeal._finish, threading.Event()
 
-    def slow(*args: Any) -> Any:  # the query's call ends after the first piece's deal
-        out = convert(*args)
-        made.set()
-        return out
+    def made_at_c(*args: Any) -> None:  # C's conversion kept (or failed): the next query's
+        finish(*args)
+        finished.set()
 
     def deal(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
         if m.standing_piece == 1:
-            gone.wait()
+            assert gate.wait(600)  # (a bound on a hang, not a timing)
         return dealt(remote, conversions, m, *rest)
 
-    dealt = standdeal._deal
-    monkeypatch.setattr(standdeal, "convert", slow)
+    def spy(*args: Any) -> Any:
+        queried.append(1)
+        return query_deal(*args)
+
     monkeypatch.setattr(standdeal, "_deal", deal)
+    monkeypatch.setattr(standdeal, "_query", spy)
+    monkeypatch.setattr(standdeal, "_finish", made_at_c)
     with uploaded(tmp_path) as (world, project, south, secret):
-        codes = []
+        made = [world.roles[r].service.standing for r in ("s1", "s2")]
         for k in range(2):
             people = person_csv(south, sorted(south.truth)[k : k + 1], tmp_path / f"q{k}.csv")
-            with monkeypatch.context() as short:
-                if k == 0:  # this query's call: a deadline it passes while converting
-                    short.setattr(twoserver_realtime, "max", lambda *a: 0.5, raising=False)
-                codes.append(query(world, project, south, people, secret))
+            assert query(world, project, south, people, secret) == 0
+            assert "south" in capsys.readouterr().out
             if k == 0:
-                assert "DEADLINE_EXCEEDED" in capsys.readouterr().err
-                gone.set()
-                assert made.wait(600)  # (a bound on a hang, not a timing)
-        assert codes[0] != 0 and codes[1] == 0
-        assert "south" in capsys.readouterr().out
-        assert [world.roles[r].service.standing.conversions for r in ("s1", "s2")] == [1, 1]
+                assert [m.conversions for m in made] == [0, 0] and not queried
+                gate.set()
+                assert finished.wait(600)  # (a bound on a hang, not a timing)
+        assert [m.conversions for m in made] == [1, 1] and queried == [1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,6 +79,7 @@ class RemoteServers:
         # C's standing partners (rpc/twoserver_standdeal.py), kept across queries by the
         # matcher's set-up (rpc/twoserver_project.py); None: no part by the standing path
         self.conversions: Any = None
+        self._users, self.closed, self._users_lock = 0, False, threading.Lock()  # `keep`
 
     def watch_batches(self, watch: BatchWatch, resume_pairs: Sequence[tuple[int, int]]) -> None:
         """Journal each batch of the proposal with `watch`; S1 leaves out `resume_pairs`'."""
@@ -85,6 +87,27 @@ class RemoteServers:
 
     def close(self) -> None:
         self.acknowledge(self._unacked) if self._unacked else None  # the last batches'
+        with self._users_lock:
+            self.closed, users = True, self._users
+        if not users:
+            self._close_channels()
+        if self.conversions is not None:  # a background conversion may go on
+            self.conversions.answered()
+
+    def keep(self) -> None:
+        """Hold the channels open past `close` (a background standing conversion's calls,
+        rpc/twoserver_standdeal.py) until `let_go`."""
+        with self._users_lock:
+            self._users += 1
+
+    def let_go(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+            last = self.closed and not self._users
+        if last:
+            self._close_channels()
+
+    def _close_channels(self) -> None:
         for c in self._channels if self._own else ():
             c.close()
 

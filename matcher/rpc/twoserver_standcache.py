@@ -48,6 +48,8 @@ class Entry:
     conv: Converting
     used: float
     started: float
+    asker: str = ""  # member_a of piece 0's query (its audit entry names it)
+    run: str = ""  # S1's run piece 0 was checked against (its later pieces' `run`)
 
 
 class Standings:
@@ -76,7 +78,8 @@ class Standings:
                     del self._held[k]
                 now = self.clock()
                 conv = Converting(role, widths, p, m.standing_pieces, upload.records)
-                entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now)
+                entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now,
+                              m.member_a)  # fmt: skip
                 self._held[m.standing] = entry
                 return entry
             entry = self._find(m, upload)

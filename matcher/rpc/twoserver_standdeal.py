@@ -2,13 +2,16 @@
 "A query against a standing partner over gRPC"; rpc/twoserver_standing.py is S1's and S2's):
 the partners it has had converted (`Conversions`: each its mask seeds, core/standing.py
 `Standing`, in memory, by the partner's upload at S1 and S2, its records, CLK widths, the
-run's cut-offs and rule), and `prepare_standing`, a query part's deal (the partner converted
-first where C holds no conversion of it, `standing.CHUNK` records a deal). Where S1 or S2
-refuses the query's deal for want of the conversion (`STANDING_NEEDED`: restarted, or it
-dropped it), C drops its own and converts again, once, then deals the query again.
+run's cut-offs and rule), and `prepare_standing`, a query part's deal against a partner
+converted (`standing.CHUNK` records a deal). Where S1 or S2 refuses the query's deal for want
+of the conversion (`STANDING_NEEDED`: restarted, or it dropped it), C drops its own, the
+part goes by pairs and C starts converting the partner again.
 C converts only what S1's and S2's room holds (`Conversions.admit`: beside the conversions
-used within RECENT_SECONDS, a partner of at most INLINE_RECORDS, one conversion at a time);
-a part not admitted goes by pairs, so no query pushes out a conversion the next needs.
+used within RECENT_SECONDS, one conversion at a time); a part not admitted goes by pairs, so
+no query pushes out a conversion the next needs. A query never waits for a conversion
+(standbg): it deals piece 0 (S1 checks it against the query's proposal) and goes by pairs,
+and C deals the later pieces on a background thread (S1 and S2 take them by the
+conversion's id), the next query going standing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import secrets
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -45,12 +49,17 @@ MOST_PARTNERS = 256  # conversions C keeps (each two 32-byte seeds and a few num
 # A partner unqueried for an hour yields its room (its conversion cost ~600 us of CPU a
 # record and pays for itself after ~55 queries, so one that idle was earning little).
 RECENT_SECONDS = 3600.0
-# And a query converts inline (it waits for it) only a partner of at most this many records:
-# 64,000 took 53 s wall (docs/performance.md "A query against a standing partner over gRPC"),
-# ~0.83 ms a record, so 100,000 about 83 s, under a third of the client's 300 s query timeout
-# (client/remote/twoserver_realtime.py QUERY_SECONDS) with room for a loaded host and the
-# query itself; a larger partner goes by pairs (320,000 records: ~7 s of CPU a query).
-INLINE_RECORDS = 100_000
+# A knob (standbg): a partner of at most this many records is converted within the query
+# that needs it (it waits: 64,000 records took 53 s wall, docs/performance.md) and goes
+# standing at once, as before standbg with 100,000; by default none is: a query converts
+# piece 0 only (`standing.CHUNK` records) and goes by pairs, the rest converted in the
+# background, so no query waits for a conversion and partners of any size admitted go
+# standing from the next query (benchmarks/twoserver_standing_rpc.py --inline-records).
+INLINE_RECORDS = 0
+# A background conversion's next piece waits while a query dealing standing parts is being
+# answered (its S1, S2 and C CPU the query's), but no longer than this: under a steady stream
+# of queries the conversion still goes on.
+PAUSE_SECONDS = 60.0
 Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
 
 
@@ -65,8 +74,9 @@ class Conversions:
     conversion at a time (a query needing another goes by pairs rather than wait), admitted
     only where it fits S1's and S2's room (`budget`, the least they said) beside the
     conversions used within RECENT_SECONDS. `converted`: partners converted (tests, the
-    benchmark); `seconds`: their wall time; `declined`: parts sent by pairs for want of room,
-    size or because another conversion was being made."""
+    benchmark); `seconds`: their wall time; `declined`: parts sent by pairs for want of room
+    or because another conversion was being made; `queried`: parts dealt standing;
+    `failed`: background conversions that stopped (redone by a later query)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -79,6 +89,12 @@ class Conversions:
         self.converted = 0
         self.seconds = 0.0
         self.declined = 0
+        self.queried = 0
+        self.failed = 0
+        self._quiet = threading.Event()  # no background conversion running
+        self._quiet.set()
+        self._asking: weakref.WeakSet[RemoteServers] = weakref.WeakSet()  # `pause`
+        self._answered = threading.Condition()
 
     def get(self, key: Key) -> tuple[str, standing.Standing] | None:
         with self._lock:
@@ -107,8 +123,6 @@ class Conversions:
         return why
 
     def _admit(self, key: Key, records: int, size: int) -> str:
-        if records > INLINE_RECORDS:
-            return f"{records:,} records, over {INLINE_RECORDS:,} to convert within a query"
         if not self._busy.acquire(blocking=False):
             return "another partner's conversion is being made"
         with self._lock:
@@ -135,6 +149,33 @@ class Conversions:
     def end(self) -> None:
         """The conversion `admit` started, made or failed."""
         self._busy.release()
+        self._quiet.set()
+
+    def running(self, thread: threading.Thread) -> None:
+        """Start `thread`, the admitted conversion's later pieces (it calls `end`)."""
+        self._quiet.clear()
+        thread.start()
+
+    def asking(self, remote: RemoteServers) -> None:
+        """`remote`'s query deals standing parts (a background conversion pauses for it)."""
+        with self._answered:
+            self._asking.add(remote)
+
+    def answered(self) -> None:
+        """A query's servers closed (`RemoteServers.close`): a paused conversion looks again."""
+        with self._answered:
+            self._answered.notify_all()
+
+    def pause(self) -> None:
+        """Before a background conversion's piece: wait while a query dealing standing parts
+        is being answered, PAUSE_SECONDS at most."""
+        with self._answered:
+            self._answered.wait_for(lambda: all(r.closed for r in self._asking), PAUSE_SECONDS)
+
+    def idle(self, timeout: float) -> bool:
+        """Wait until no background conversion runs (tests, the benchmark; never a query):
+        True, or False where `timeout` seconds passed first."""
+        return self._quiet.wait(timeout)
 
     def _forget(self, key: Key) -> None:
         del self._held[key], self._bytes[key], self._used[key]
@@ -190,28 +231,63 @@ def _timed(clock: dict[str, float], fn, *args):  # type: ignore[no-untyped-def]
     return out
 
 
+def _piece(remote: RemoteServers, conversions: Conversions, m: pb.BlockDeal,
+           s: standing.Standing, rows: int, p: Plan, transcript: linkbit.Transcript,
+           clock: dict[str, float]) -> None:  # fmt: skip
+    """Piece `m.standing_piece` of a conversion (`rows` of the partner's records) dealt."""
+    bits = _timed(clock, ring64.deal, ring64.Size(rows * sum(s.widths), 0))
+    pops = _timed(clock, densemargin.pops_deal, p, rows)
+    _deal(remote, conversions, m, s.to_s1 + bits.to_s1 + pops.to_s1,
+          s.to_s2 + bits.to_s2 + pops.to_s2, transcript)  # fmt: skip
+
+
+def later_piece(m: pb.BlockDeal, piece: int) -> pb.BlockDeal:
+    """A conversion's later piece as C sends it (S1 and S2 take it by the conversion's id,
+    rpc/twoserver_standing.py `_continued`): its partner alone, no query's member or part."""
+    return pb.BlockDeal(
+        blocks=secrets.token_hex(12), member_b=m.member_b, records_b=m.records_b,
+        cutoffs=m.cutoffs, rule=m.rule if m.HasField("rule") else None, margin=True,
+        standing=m.standing, standing_piece=piece, standing_pieces=m.standing_pieces,
+    )  # fmt: skip
+
+
+class Started:
+    """A conversion whose piece 0 is made (within the query: S1 checks it against the query's
+    proposal); `rest` makes the other pieces, which need nothing of the query."""
+
+    def __init__(self, remote: RemoteServers, first: pb.BlockDeal, s: standing.Standing,
+                 p: Plan, w0: float) -> None:  # fmt: skip
+        self.remote, self.first, self.s, self.p, self.w0 = remote, first, s, p, w0
+
+    def rest(self, conversions: Conversions, transcript: linkbit.Transcript,
+             clock: dict[str, float], background: bool,
+             ) -> tuple[str, standing.Standing]:  # fmt: skip
+        pieces = standing.chunks(self.s.records)
+        for k in range(1, len(pieces)):
+            if background:
+                conversions.pause()
+            start, stop = pieces[k]
+            m = later_piece(self.first, k)
+            _piece(self.remote, conversions, m, self.s, stop - start, self.p, transcript, clock)
+        log.info("the combiner had %s's upload converted as a standing partner (%d records) "
+                 "in %.1f s (conversion %s)", self.first.member_b, self.s.records,
+                 time.perf_counter() - self.w0, self.first.standing)  # fmt: skip
+        return self.first.standing, self.s
+
+
 def convert(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
-            transcript: linkbit.Transcript, clock: dict[str, float],
-            ) -> tuple[str, standing.Standing]:  # fmt: skip
-    """Part `index`'s partner (member_b) converted at S1 and S2, a piece a deal: C's id of
-    the conversion and its seeds."""
+            transcript: linkbit.Transcript, clock: dict[str, float]) -> Started:  # fmt: skip
+    """Part `index`'s partner (member_b): its conversion at S1 and S2 started, piece 0 (of
+    `standing.CHUNK` records) dealt; `Started.rest` deals the others."""
     part = remote._parts[index]
     records, widths = remote.records[part.member_b], tuple(remote._bits)
-    s = _timed(clock, standing.deal, records, widths)
-    ident, pieces = secrets.token_hex(12), standing.chunks(records)
     w0 = time.perf_counter()
-    for k, (start, stop) in enumerate(pieces):
-        rows = stop - start
-        bits = _timed(clock, ring64.deal, ring64.Size(rows * sum(widths), 0))
-        pops = _timed(clock, densemargin.pops_deal, p, rows)
-        m = _base(remote, index, ident)
-        m.standing_piece, m.standing_pieces = k, len(pieces)
-        _deal(remote, conversions, m, s.to_s1 + bits.to_s1 + pops.to_s1,
-              s.to_s2 + bits.to_s2 + pops.to_s2, transcript)  # fmt: skip
-    log.info("the combiner had %s's upload converted as a standing partner (%d records) in "
-             "%.1f s (conversion %s)", remote.members[part.member_b], records,
-             time.perf_counter() - w0, ident)  # fmt: skip
-    return ident, s
+    s = _timed(clock, standing.deal, records, widths)
+    m = _base(remote, index, secrets.token_hex(12))
+    m.standing_piece, m.standing_pieces = 0, len(standing.chunks(records))
+    start, stop = standing.chunks(records)[0]
+    _piece(remote, conversions, m, s, stop - start, p, transcript, clock)
+    return Started(remote, m, s, p, w0)
 
 
 def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
@@ -229,56 +305,112 @@ def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
     m.rows_b.append(s.records)
     most = _deal(remote, conversions, m, bits.to_s1 + pops.to_s1 + dealt.to_s1,
                  bits.to_s2 + pops.to_s2 + dealt.to_s2, transcript)  # fmt: skip
+    with conversions._lock:
+        conversions.queried += 1
     return m.blocks, most
+
+
+def _finish(
+    conversions: Conversions,
+    key: Key,
+    size: int,
+    started: Started,
+    transcript: linkbit.Transcript,
+    clock: dict[str, float],
+    quiet: bool,
+) -> None:
+    """The conversion's later pieces (on C's background thread, `quiet`; or within the query
+    for a partner of at most INLINE_RECORDS), kept once whole; a failure in the background
+    (a server restarted or dropped it, refused a piece) logged and forgotten: a later query
+    starts it again."""
+    try:
+        got = started.rest(conversions, transcript, clock, quiet)
+        with conversions._lock:
+            conversions.converted += 1
+            conversions.seconds += time.perf_counter() - started.w0
+        conversions.put(key, got, size)
+    except Exception as exc:
+        with conversions._lock:
+            conversions.failed += 1
+        log.warning("the combiner's conversion of %s's upload as a standing partner stopped "
+                    "(a later query starts it again): %s", key[0], exc)  # fmt: skip
+        if not quiet:
+            raise
+    finally:
+        conversions.end()
+
+
+def _background(remote: RemoteServers, conversions: Conversions, key: Key, size: int,
+                started: Started) -> None:  # fmt: skip
+    """The later pieces on a thread of their own (one at a time: `Conversions.admit`), so
+    the query that started it is answered by pairs meanwhile; `remote`'s channels are held
+    open until it ends (`RemoteServers.keep`)."""
+    remote.keep()
+
+    def work() -> None:
+        try:
+            _finish(conversions, key, size, started, linkbit.Transcript(), {}, True)
+        finally:
+            remote.let_go()
+
+    conversions.running(threading.Thread(target=work, name=f"standing-{key[0]}", daemon=True))
 
 
 def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
                      transcript: linkbit.Transcript, clock: dict[str, float],
                      ) -> tuple[str, int] | None:  # fmt: skip
     """C: part `index` (a query's records x a partner, whole, on clk 0 under the rule)
-    against the partner converted once: converted first where C holds no conversion and one
-    is admitted (`Conversions.admit`), and again where S1 or S2 no longer holds it; the
-    query's blocks' id and largest batch, or None: the part goes by pairs (not admitted)."""
+    against the partner converted once: the query's blocks' id and largest batch; or None,
+    the part goes by pairs: C holds no conversion of the partner (or S1 or S2 no longer
+    does), and starts one where admitted (`Conversions.admit`): piece 0 within this query
+    (S1 checks it against the query's proposal), the rest in the background (standbg: a
+    query never waits for a conversion), the next query going standing."""
     part = remote._parts[index]
     records = remote.records[part.member_b]
     key: Key = (remote.members[part.member_b], records, tuple(remote._bits),
                 tuple(remote._cutoffs),
                 (wire_rule(remote._rule) or pb.ScoreRule()).SerializeToString())  # fmt: skip
-    for attempt in (0, 1):
-        got = conversions.get(key)
-        if got is None:
-            size = kept_bytes(records, key[2])
-            why = conversions.admit(key, records, size)
-            if why:
-                log.info("%s's part goes by pairs, not converted as a standing partner: %s",
-                         key[0], why)  # fmt: skip
-                return None
-            try:
-                w0 = time.perf_counter()
-                got = convert(remote, conversions, index, p, transcript, clock)
-                conversions.converted += 1
-                conversions.seconds += time.perf_counter() - w0
-                conversions.put(key, got, size)
-            finally:
-                conversions.end()
+    conversions.asking(remote)
+    got = conversions.get(key)
+    if got is not None:
         try:
             return _query(remote, conversions, index, p, got, transcript, clock)
         except errors.FailedPrecondition as exc:
             # (a server restarted, or dropped the conversion for room or for another of the
-            # same partner, even while it was being made)
-            if STANDING_NEEDED not in str(exc) or attempt:
+            # same partner)
+            if STANDING_NEEDED not in str(exc):
                 raise
             log.info("converting %s's upload again: %s", key[0], exc)
             conversions.drop(key, got[0])
-    raise AssertionError("unreachable")
+    size = kept_bytes(records, key[2])
+    why = conversions.admit(key, records, size)
+    if why:
+        log.info("%s's part goes by pairs, not converted as a standing partner: %s",
+                 key[0], why)  # fmt: skip
+        return None
+    try:
+        started = convert(remote, conversions, index, p, transcript, clock)
+    except BaseException:
+        conversions.end()
+        raise
+    if records > INLINE_RECORDS:
+        _background(remote, conversions, key, size, started)
+        return None
+    _finish(conversions, key, size, started, transcript, clock, False)
+    got = conversions.get(key)
+    assert got is not None
+    return _query(remote, conversions, index, p, got, transcript, clock)
 
 
 __all__ = [
     "INLINE_RECORDS",
     "MOST_PARTNERS",
+    "PAUSE_SECONDS",
     "RECENT_SECONDS",
     "Conversions",
+    "Started",
     "convert",
     "kept_bytes",
+    "later_piece",
     "prepare_standing",
 ]

@@ -14,8 +14,10 @@ record), and the part's margin batches run on them as on any part's blocks. A qu
 conversion a server does not hold (restarted, dropped, another version of the upload) is
 refused FAILED_PRECONDITION with `STANDING_NEEDED` and the conversion's id: C converts again.
 A deal that fails a check is refused by both servers, naming the dealer, and audited
-(`twoserver.deal`), before any output share; S1 checks every standing deal against its
-proposal (an unblocked part on clk 0 under the rule, the run's cut-offs).
+(`twoserver.deal`), before any output share; S1 checks every query's standing deal and
+each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule,
+the run's cut-offs); a conversion's later pieces, which C sends in the background after the
+query that started it (standbg), are taken by the conversion's id alone (`_continued`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     (audited) otherwise. Both check its shape."""
     if not m.standing or len(m.standing) > 64 or not m.blocks or len(m.blocks) > 64:
         raise errors.InvalidArgument("standing/blocks: ids of 1 to 64 characters")
+    if m.standing_pieces and m.standing_piece:
+        return _continued(role, m)
     held = role.pair_held(m)
     if m.standing_pieces:
         if m.standing_pieces != len(standing.chunks(held[1].records)) or (
@@ -83,6 +87,34 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     with role.lock:
         proposal, _ = proposed_part(role, m, rule, "standing", 0)
         return held, p, proposal.id
+
+
+def _continued(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
+    """A conversion's later piece (C's background conversion, standbg): accepted by the
+    conversion's id alone, not by a query's proposal (the query that started it with piece 0,
+    checked against S1's proposal, may be answered and its records gone). It names the
+    partner only (no member_a, part or rows) at the records of the upload held; the
+    conversion must be held here, started by piece 0 of this version of that upload under
+    the same cut-offs and rule, of as many pieces as its records make, and this piece the
+    next (`piece_steps`): so C makes S1 and S2 convert no other upload and no more than
+    the pieces one checked piece 0 started, each once. (The partner upload is returned
+    twice: a piece reads member_b's alone.)"""
+    if m.member_a or m.records_a or m.part or m.rows_a or m.rows_b or m.clk:
+        raise errors.InvalidArgument(
+            "member_a/records_a/part/rows_a/rows_b/clk: a conversion's later piece names its "
+            "partner (member_b) alone"
+        )
+    b = role.member(m.member_b, "member_b")
+    pieces = len(standing.chunks(b.records))
+    if m.records_b != b.records or m.standing_pieces != pieces or m.standing_piece >= pieces:
+        raise errors.InvalidArgument(
+            f"records_b/standing_pieces: {m.records_b} records in {m.standing_pieces} pieces "
+            f"(piece {m.standing_piece}), but {NAMES[role.role]} holds {b.records} of "
+            f"{m.member_b!r}, {pieces} pieces"
+        )
+    p = margin_plan(b.bits, 0, m.cutoffs, part_rule(m, "standing"), "standing")
+    entry = role.standing.piece(m, b, p, b.bits, 0 if role.role == "s1" else 1)  # or refused
+    return [b, b], p, entry.run if role.role == "s1" else ""
 
 
 def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: bytes,
@@ -119,7 +151,7 @@ def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload],
     partner = entry.conv.finish(held[1].popshares)
     seconds = round(time.monotonic() - entry.started, 3)
     role.standing.conversions += 1
-    role.log(actor, "twoserver.standing", members=[m.member_a, m.member_b], run=run,
+    role.log(actor, "twoserver.standing", members=[entry.asker, m.member_b], run=run,
              standing=m.standing, records=partner.records, seconds=seconds,
              bytes=partner.bytes_kept())  # fmt: skip
     log.info("%s converted %s's upload as a standing partner (%d records) in %.1f s, keeping "
@@ -144,6 +176,8 @@ def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksRepl
     out: list[denseblock.Blocks] = []
     try:
         steps, entry = _steps(role, m, held, p, m.setup, out)
+        if entry is not None and m.standing_piece == 0:
+            entry.run = run  # the run its later pieces name (`_continued`)
         first = pb.BlockMessage(blocks=m.blocks, checked=kept.checked, run=run)
         try:
             sent, received = _swaps(s2, first, steps)
@@ -203,20 +237,21 @@ def s2_exchange(role: _Role, kept: Held, first: pb.BlockMessage,
                 request: Iterator[pb.BlockMessage]) -> Iterator[pb.BlockMessage]:  # fmt: skip
     """S2's side of the exchange S1 opened with `first` on the standing deal `kept`."""
     try:
-        entry = yield from _s2_steps(role, kept, first, request)
+        entry, held = yield from _s2_steps(role, kept, first, request)
     except BaseException:
         role.dense.drop(first.blocks)
         raise
     if kept.side is None:  # a conversion's piece
         role.dense.drop(first.blocks)
-        _done(role, kept.deal, entry, role.pair_held(kept.deal), first.run, "s1")
+        _done(role, kept.deal, entry, held, first.run, "s1")
     yield pb.BlockMessage(last=True)  # held: S1 may send the part's batches
 
 
 def _s2_steps(role: _Role, kept: Held, first: pb.BlockMessage,
               request: Iterator[pb.BlockMessage],
-              ) -> Generator[pb.BlockMessage, None, Entry | None]:  # fmt: skip
-    """S2's steps (a query's blocks held in `kept`); the conversion's entry, for a piece."""
+              ) -> Generator[pb.BlockMessage, None, tuple[Entry | None, list[Upload]]]:  # fmt: skip
+    """S2's steps (a query's blocks held in `kept`); the conversion's entry, for a piece,
+    and the deal's uploads."""
     m = kept.deal
     if first.checked != kept.checked:
         raise errors.PermissionDenied(
@@ -245,7 +280,7 @@ def _s2_steps(role: _Role, kept: Held, first: pb.BlockMessage,
             raise _refused(role, m, first.run, exc) from None
     if out:
         kept.side, kept.run = out[0], first.run
-    return entry
+    return entry, held
 
 
 __all__ = ["s1_prepare", "s2_exchange", "s2_prepare"]
