@@ -204,8 +204,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
                                                [h.records for h in held],
                                                self.small_member, self.query_whole):  # fmt: skip
             reason = (f"{BAND_KEYS_NEEDED}: {keyless[0]!r} came without band keys, but S1 "
-                      f"blocks this run (an upload over the {self.exhaustive:,}-pair cap's "
-                      "unblocked bound): send the records again with their band keys")  # fmt: skip
+                      f"blocks this run (its records times an upload's are over S1's "
+                      f"unblocked bound: the {self.exhaustive:,}-pair caps', and "
+                      f"--query-whole-pairs {self.query_whole:,}): send the records again "
+                      "with their band keys")  # fmt: skip
             self.log("combiner", "twoserver.refused", members=members, reason=reason)
             raise errors.FailedPrecondition(reason)
 
