@@ -1160,6 +1160,23 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
         member_a="", records_a=0, records_b=21),
      "INVALID_ARGUMENT", "records_b/standing_pieces: 21 records in 2 pieces (piece 1), but S2 "
      "holds 20 of 'south', 1 pieces"),
+    # C giving a conversion up (BlockDeal.standing_drop, standfix2): it names the conversion
+    # and its partner alone, one message to S2.
+    ("s1blocks-standing-drop-names-more", lambda c: s1_blocks(
+        c, proposed=False, standing="sd", standing_drop=True),
+     "INVALID_ARGUMENT", "standing_drop: names the conversion (standing, 1 to 64 characters) "
+     "and its partner (member_b) alone"),
+    ("s1blocks-standing-drop-id-long", lambda c: c.s1.PrepareBlocks(pb.BlockDeal(
+        member_b="south", standing="s" * 65, standing_drop=True), metadata=c.key),
+     "INVALID_ARGUMENT", "standing_drop: names the conversion (standing, 1 to 64 characters)"),
+    ("s2blocks-standing-drop-with-setup", lambda c: s2_blocks(
+        c, standing="sd", standing_drop=True),
+     "INVALID_ARGUMENT", "standing_drop: one message, no setup after it"),
+    ("s2blocks-standing-drop-names-more", lambda c: c.s2.PrepareBlocks(iter([pb.BlockDeal(
+        blocks="bk", member_a="north", member_b="south", standing="sd", standing_drop=True)]),
+        metadata=c.key),
+     "INVALID_ARGUMENT", "standing_drop: names the conversion (standing, 1 to 64 characters) "
+     "and its partner (member_b) alone"),
     ("run-unkeyed", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=auth("x")),
      "UNAUTHENTICATED", "the combiner answers Run only with the operator's key"),
     ("run-members-key", lambda c: c.c.Run(pb.TwoServerRunRequest(), metadata=c.member),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -221,21 +222,63 @@ def test_a_combiner_dealing_a_wrong_z_is_refused_by_both_servers_naming_it(
         assert roles.running[r].service.budget.pairs() - spent[k] < 90
 
 
-@pytest.mark.parametrize("role", ["s2", "s1"])
+@pytest.mark.parametrize("role", ["s2", "s1", "combiner"])
 def test_a_restarted_server_holds_no_conversion_and_the_combiner_converts_again(
-    roles: Roles, shares: dict[str, client.SharedUpload], role: str
-) -> None:
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch, role: str,
+) -> None:  # fmt: skip
     """The restarted server (its uploads read back from its data dir, its conversions not:
     they are kept in memory only) refuses the query's deal for want of the conversion; C
-    converts again, and the query's answer is the same."""
+    converts again, and the query's answer is the same. C stopped mid-conversion (the
+    matcher's stop: `Conversions.close`; its next piece held back by a query being
+    answered) ends it at once, not waiting out the pause, and gives it up at S1 and S2,
+    which keep none of it; C restarted converts again, the next query going standing."""
     roles.upload("south", shares["south"])
     conversions = Conversions()
-    first, _ = ask(roles, shares["query"], shares["south"], conversions)
-    roles.restart(role)
-    assert roles.running[role].service.standing.conversions == 0
-    again, _ = ask(roles, shares["query"], shares["south"], conversions)
-    assert again == first and conversions.converted == 2
-    assert roles.conversions() == ([1, 2] if role == "s1" else [2, 1])
+    if role == "combiner":
+        first = _stopped_mid_conversion(tmp_path, roles, shares, conversions, monkeypatch)
+        conversions = Conversions()  # C restarted: it holds no conversion
+        assert ask(roles, shares["query"], shares["south"], conversions)[0] == first
+        assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    else:
+        first, _ = ask(roles, shares["query"], shares["south"], conversions)
+        roles.restart(role)
+        assert roles.running[role].service.standing.conversions == 0
+        again, _ = ask(roles, shares["query"], shares["south"], conversions)
+        assert again == first and conversions.converted == 2
+        assert roles.conversions() == ([1, 2] if role == "s1" else [2, 1])
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == first
+    assert conversions.queried == 1  # standing
+
+
+def _stopped_mid_conversion(tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+                            conversions: Conversions, monkeypatch: pytest.MonkeyPatch,
+                            ) -> Found:  # fmt: skip
+    """C's conversion of south started by a query (answered by pairs: its links), its next
+    piece held back by another query being answered (PAUSE_SECONDS a bound on a hang), then
+    C stopped: the conversion ends, given up at both servers (none of its bytes held there,
+    `twoserver.standing_dropped`), and C starts no other."""
+    monkeypatch.setattr(standdeal, "PAUSE_SECONDS", 600.0)
+    bits = [8 * int(x.shape[1]) for x in shares["query"].s1.shares]
+    answering = RemoteServers(f"127.0.0.1:{roles.running['s1'].port}",
+                              f"127.0.0.1:{roles.running['s2'].port}", KEY, NAMES, [3, 90],
+                              bits)  # fmt: skip
+    conversions.asking(answering)  # (as `prepare_standing` does for a query)
+    first, _ = ask(roles, shares["query"], shares["south"], conversions, settle=False)
+    for _ in range(6_000):  # until the conversion waits (a bound on a hang, not a timing)
+        if conversions.paused:
+            break
+        time.sleep(0.01)
+    assert conversions.close()  # ended, not after the pause (CLOSE_SECONDS a bound)
+    assert conversions.failed == 1 and conversions.converted == 0
+    for r in ("s1", "s2"):
+        assert roles.running[r].service.standing.bytes_kept() == 0
+        (dropped,) = entries(tmp_path, r, "twoserver.standing_dropped")
+        assert dropped["done"] == 1 and dropped["reason"] == "the combiner gave it up"
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == first
+    assert conversions.declined == 1 and roles.conversions() == [0, 0]  # stopping: none
+    answering.close()
+    return first
 
 
 def test_a_querys_whole_record_part_goes_standing_from_the_partners_size_and_a_watchs_never(
@@ -345,6 +388,7 @@ def test_a_combiner_dealing_a_partner_bits_dabit_wrong_is_refused_and_nothing_is
         (refused,) = entries(tmp_path, role, "twoserver.deal")
         assert refused["standing"] and "daBit" in str(refused["reason"])
         assert not entries(tmp_path, role, "twoserver.standing")
+        assert roles.running[role].service.standing.bytes_kept() == 0  # (before: kept)
     assert roles.conversions() == [0, 0] and conversions.converted == 0
 
 
@@ -504,14 +548,18 @@ def test_the_matchers_first_query_is_answered_by_pairs_and_the_next_goes_standin
     """`blindmatch query` through the matcher (its channels kept, `combiner_setup`'s
     conversions): the first query is answered (south found) while its conversion's later
     pieces are held back, nothing converted at S1 or S2; they then go on in the background,
-    and the next query is dealt standing against the conversion, S1 and S2 converting once."""
+    and the next query is dealt standing against the conversion, S1 and S2 converting once.
+    The matcher's stop stops its conversions (`Conversions.close`: none started after it)."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)
     monkeypatch.setattr(standing, "CHUNK", 16)  # south's 42 records in 3 pieces
     gate, dealt, queried = threading.Event(), standdeal._deal, []
     query_deal, finish, finished = standdeal._query, standdeal._finish, threading.Event()
 
+    kept: list[Conversions] = []
+
     def made_at_c(*args: Any) -> None:  # C's conversion kept (or failed): the next query's
         finish(*args)
+        kept.append(args[0])
         finished.set()
 
     def deal(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
@@ -537,3 +585,4 @@ def test_the_matchers_first_query_is_answered_by_pairs_and_the_next_goes_standin
                 gate.set()
                 assert finished.wait(600)  # (a bound on a hang, not a timing)
         assert [m.conversions for m in made] == [1, 1] and queried == [1]
+    assert kept[0].stopping()  # the matcher stopped: its conversions too

@@ -68,6 +68,8 @@ ACTIONS = {
     "twoserver.deal": "S1 or S2 refused a batch: the combiner's triples failed their check",
     "twoserver.blocks": "S1 and S2 converted and checked an unblocked part's blocks' deal",
     "twoserver.standing": "S1 and S2 converted a partner's upload once for the queries against it",
+    "twoserver.standing_dropped": "S1 or S2 dropped a half-made standing conversion (it failed, "
+    "the combiner gave it up, or no piece came)",
     "twoserver.resume": "the combiner asked S1 or S2 for a batch's output shares again",
     "twoserver.rerun": "S2 ran a batch's rounds again with S1 on the inputs both kept",
     "twoserver.extras": "S1 let the combiner evaluate pairs inside its groups it had not proposed",

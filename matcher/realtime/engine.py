@@ -162,6 +162,8 @@ class Realtime(Admission):
             self.left.settle(project)
 
     def close(self) -> None:
+        if self.two_server is not None:  # a background standing conversion stopped
+            self.two_server.close()
         if self.left is not None:
             self.left.close()
         self.unclaimed.close()

@@ -126,13 +126,19 @@ def combiner_setup(
     kept = (channel(s1, credentials), channel(s2, credentials))
 
     # The partners converted once for queries compared whole against them (their seeds:
-    # rpc/twoserver_standdeal.py), for the matcher's life; not kept across a restart.
-    conversions = Conversions()
+    # rpc/twoserver_standdeal.py), for the matcher's life; not kept across a restart. The
+    # matcher's stop (`close`) stops them, and a matcher started again on this set-up holds
+    # none, as after a restart.
+    conversions = [Conversions()]
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> RemoteServers:
         out = RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept)
-        out.conversions = conversions
+        out.conversions = conversions[0]
         return out
+
+    def close() -> None:
+        stopping, conversions[0] = conversions[0], Conversions()
+        stopping.close()
 
     def check() -> None:
         reachable(s1, "S1", credentials, kept[0])
@@ -152,7 +158,7 @@ def combiner_setup(
         address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
         return holds_at(address, who, key, credentials, names, c)
 
-    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds)
+    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close)
 
 
 __all__ = ["combiner_setup", "forget_at", "reachable"]

@@ -114,7 +114,7 @@ class _Role:
         # S1, S2: unblocked parts' blocks, every pair's H shares (rpc/twoserver_blocks.py)
         self.dense = HeldBlocks(clock)
         # S1, S2: standing partners converted once for queries (rpc/twoserver_standcache.py)
-        self.standing = Standings(clock=clock)
+        self.standing = Standings(clock=clock, audit=self.log)
         # S1: each upload's band keys sorted as it arrives (rpc/twoserver_presort.py)
         self.presorter = Presorter() if role == "s1" else None
 
@@ -201,6 +201,7 @@ class _Role:
             self.presorter.submit(name, held.sealed, lambda: self.held.get(name) is held)
 
     def close(self) -> None:
+        self.standing.close()
         if self.presorter is not None:
             self.presorter.close()
         for kept in (self.store, self.audit):

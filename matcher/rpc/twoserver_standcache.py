@@ -4,6 +4,9 @@ id of each conversion, for the version of the partner's upload it converted (the
 when piece 0 came: one replaced or forgotten drops it, `forget`), bounded by `MOST_BYTES`
 (the least recently used dropped), nothing kept across a restart. A query naming a
 conversion not held is refused FAILED_PRECONDITION with `STANDING_NEEDED`: C converts again.
+A half-made conversion is dropped (standfix2) when one of its pieces fails here, when C gives
+it up (`BlockDeal.standing_drop`), or when no piece of it has come for STALE_SECONDS (C
+stopped dealing: killed, or its link down); each drop audited `twoserver.standing_dropped`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ STANDING_NEEDED = "standing_needed"  # a query's refusal: C converts the partner
 # one-record query is compared whole against under the default `--query-whole-pairs`) or five
 # of 64,000. One partner over it is kept alone.
 MOST_BYTES = 4 << 30
+# A half-made conversion with no piece for this long is dropped (its C stopped dealing it: a C
+# that gives one up, or stops cleanly, says so at once, `BlockDeal.standing_drop`). Longer than
+# C waits between pieces (its PAUSE_SECONDS, 60 s, while queries are answered) plus the longest
+# a piece's call may take at C (CALL_SECONDS, 600 s), so a conversion going on is never dropped.
+STALE_SECONDS = 900.0
 
 
 def terms(m: pb.BlockDeal) -> bytes:
@@ -54,25 +62,100 @@ class Entry:
 
 class Standings:
     """S1's or S2's standing partners by C's conversion id (a cache: `MOST_BYTES` at most,
-    least recently used dropped; gone on a restart). `conversions`: partners converted whole
-    (tests, the benchmark)."""
+    least recently used dropped; gone on a restart; a half-made one dropped where it fails,
+    C gives it up or it goes stale). `conversions`: partners converted whole (tests, the
+    benchmark); `dropped`: half-made conversions dropped; `audit`: the role's audit log
+    (`_Role.log`), each drop's entry."""
 
-    def __init__(self, most: int | None = None, clock: Callable[[], float] = time.monotonic):
-        self.most, self.clock = most, clock
-        self.conversions = 0
+    def __init__(self, most: int | None = None, clock: Callable[[], float] = time.monotonic,
+                 audit: Callable[..., None] | None = None) -> None:  # fmt: skip
+        self.most, self.clock, self.audit = most, clock, audit
+        self.conversions = self.dropped = 0
         self._held: dict[str, Entry] = {}
         self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None  # the next stale sweep (`_arm`)
+        self._closed = False
 
     def bytes_kept(self) -> int:
+        """The bytes of the partners held, whole or half-made (stale ones dropped first)."""
+        self.sweep()
         with self._lock:
             return sum(e.conv.bytes_kept() for e in self._held.values())
+
+    def drop(self, ident: str, member: str, why: str, half_made: bool = True) -> bool:
+        """Drop conversion `ident` of `member`'s upload (with `half_made`, only one not yet
+        whole: a stray piece never drops a partner in use), audited with `why`; whether one
+        was held."""
+        with self._lock:
+            entry = self._held.get(ident)
+            if entry is None or entry.member != member or (
+                half_made and entry.conv.partner is not None
+            ):  # fmt: skip
+                return False
+            del self._held[ident]
+        self._dropped([(ident, entry)], why)
+        return True
+
+    def sweep(self) -> None:
+        """Drop the half-made conversions no piece of which came for STALE_SECONDS."""
+        with self._lock:
+            now = self.clock()
+            stale = [(k, e) for k, e in self._held.items()
+                     if e.conv.partner is None and now - e.used > STALE_SECONDS]  # fmt: skip
+            for k, _ in stale:
+                del self._held[k]
+        self._dropped(stale, f"no piece for {STALE_SECONDS:g} s (the combiner stopped)")
+
+    def _dropped(self, gone: list[tuple[str, Entry]], why: str) -> None:
+        for ident, entry in gone:
+            freed = entry.conv.bytes_kept()
+            entry.conv.side = None  # its arrays freed now, whoever still holds the entry
+            self.dropped += 1
+            log.info("dropped half-made standing partner %s (%s, %d of %d pieces, %d bytes): "
+                     "%s", entry.member, ident, entry.conv.done, entry.conv.pieces, freed,
+                     why)  # fmt: skip
+            if self.audit is not None:
+                self.audit("combiner", "twoserver.standing_dropped",
+                           members=[entry.asker, entry.member], run=entry.run, standing=ident,
+                           done=entry.conv.done, pieces=entry.conv.pieces, bytes=freed,
+                           reason=why)  # fmt: skip
+
+    def _arm(self, after: float | None = None) -> None:
+        """A sweep `after` seconds from now (STALE_SECONDS; a daemon timer, one at a time;
+        called under the lock), so that a half-made conversion goes even where no other
+        standing call comes."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._closed:
+            return
+        self._timer = threading.Timer(STALE_SECONDS if after is None else after, self._swept)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _swept(self) -> None:
+        self.sweep()
+        with self._lock:
+            now = self.clock()
+            left = [STALE_SECONDS - (now - e.used) for e in self._held.values()
+                    if e.conv.partner is None]  # fmt: skip
+            if left:
+                self._arm(max(min(left), 0.0) + 0.01)
+
+    def close(self) -> None:
+        """The role stops: its stale sweep's timer cancelled."""
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
 
     def piece(self, m: pb.BlockDeal, upload: Upload, p: Plan, widths: tuple[int, ...],
               role: int) -> Entry:  # fmt: skip
         """The conversion `m.standing` for its piece: piece 0 starts it (dropping any other of
         the same partner); a later piece continues it (`FailedPrecondition` where it is
         not held, for this version of the upload)."""
+        self.sweep()
         with self._lock:
+            self._arm()
             if m.standing_piece == 0:
                 for k in [k for k, e in self._held.items() if e.member == m.member_b]:
                     del self._held[k]
@@ -138,4 +221,4 @@ class Standings:
                 del self._held[k]
 
 
-__all__ = ["MOST_BYTES", "STANDING_NEEDED", "Entry", "Standings", "terms"]
+__all__ = ["MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "Entry", "Standings", "terms"]

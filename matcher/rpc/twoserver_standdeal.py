@@ -11,7 +11,9 @@ used within RECENT_SECONDS, one conversion at a time); a part not admitted goes 
 no query pushes out a conversion the next needs. A query never waits for a conversion
 (standbg): it deals piece 0 (S1 checks it against the query's proposal) and goes by pairs,
 and C deals the later pieces on a background thread (S1 and S2 take them by the
-conversion's id), the next query going standing.
+conversion's id), the next query going standing. A conversion that fails, or that C stops
+(the matcher stopping: `Conversions.close`), is given up at S1 and S2 (`give_up`, their
+`standing_drop`), so neither keeps its half-made arrays (standfix2).
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ INLINE_RECORDS = 0
 # answered (its S1, S2 and C CPU the query's), but no longer than this: under a steady stream
 # of queries the conversion still goes on.
 PAUSE_SECONDS = 60.0
+# The most the matcher's stop waits for its background conversion to stop (`Conversions.close`:
+# the piece in flight, then S1's and S2's `standing_drop`); each drop's call at most DROP_SECONDS.
+CLOSE_SECONDS = 30.0
+DROP_SECONDS = 10.0
 Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
 
 
@@ -76,7 +82,8 @@ class Conversions:
     conversions used within RECENT_SECONDS. `converted`: partners converted (tests, the
     benchmark); `seconds`: their wall time; `declined`: parts sent by pairs for want of room
     or because another conversion was being made; `queried`: parts dealt standing;
-    `failed`: background conversions that stopped (redone by a later query)."""
+    `failed`: background conversions that stopped (redone by a later query), each given up
+    at S1 and S2; `paused`: later pieces that waited for a query being answered."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -91,6 +98,8 @@ class Conversions:
         self.declined = 0
         self.queried = 0
         self.failed = 0
+        self.paused = 0
+        self._closing = threading.Event()  # `close`: no more conversions
         self._quiet = threading.Event()  # no background conversion running
         self._quiet.set()
         self._asking: weakref.WeakSet[RemoteServers] = weakref.WeakSet()  # `pause`
@@ -123,16 +132,22 @@ class Conversions:
         return why
 
     def _admit(self, key: Key, records: int, size: int) -> str:
+        if self._closing.is_set():
+            return "the matcher is stopping"
         if not self._busy.acquire(blocking=False):
             return "another partner's conversion is being made"
         with self._lock:
             now, budget = self.clock(), self.budget or MOST_BYTES
-            others = [k for k in self._held if k != key]
+            # (the partner's own other conversions, of an earlier upload or other terms, are
+            # not counted: S1 and S2 drop them when this one's piece 0 comes)
+            others = [k for k in self._held if k[0] != key[0]]
             recent = sum(self._bytes[k] for k in others if now - self._used[k] <= RECENT_SECONDS)
             if recent and recent + size > budget:
                 self._busy.release()
                 return (f"its {size:,} bytes do not fit beside the {recent:,} of partners "
                         f"used within {RECENT_SECONDS:.0f} s (room: {budget:,})")  # fmt: skip
+            for k in [k for k in self._held if k[0] == key[0] and k != key]:
+                self._forget(k)
             for k in others:  # least recently used first, as S1 and S2 drop them
                 if sum(self._bytes[j] for j in self._held if j != key) + size <= budget:
                     break
@@ -168,9 +183,28 @@ class Conversions:
 
     def pause(self) -> None:
         """Before a background conversion's piece: wait while a query dealing standing parts
-        is being answered, PAUSE_SECONDS at most."""
+        is being answered, PAUSE_SECONDS at most (or until `close`)."""
         with self._answered:
-            self._answered.wait_for(lambda: all(r.closed for r in self._asking), PAUSE_SECONDS)
+            if self._ready():
+                return
+            self.paused += 1
+            self._answered.wait_for(self._ready, PAUSE_SECONDS)
+
+    def _ready(self) -> bool:
+        return self._closing.is_set() or all(r.closed for r in self._asking)
+
+    def stopping(self) -> bool:
+        return self._closing.is_set()
+
+    def close(self, timeout: float = CLOSE_SECONDS) -> bool:
+        """The matcher stops: no conversion is started from now on, and the one in the
+        background stops before its next piece (not waiting out a pause), given up at S1 and
+        S2; this waits for it `timeout` seconds at most (a piece in flight). Whether it
+        ended (if not, S1 and S2 drop it STALE_SECONDS after its last piece)."""
+        self._closing.set()
+        with self._answered:
+            self._answered.notify_all()
+        return self._quiet.wait(timeout)
 
     def idle(self, timeout: float) -> bool:
         """Wait until no background conversion runs (tests, the benchmark; never a query):
@@ -266,6 +300,8 @@ class Started:
         for k in range(1, len(pieces)):
             if background:
                 conversions.pause()
+            if conversions.stopping():
+                raise errors.Unavailable(f"the matcher is stopping (at piece {k} of {len(pieces)})")
             start, stop = pieces[k]
             m = later_piece(self.first, k)
             _piece(self.remote, conversions, m, self.s, stop - start, self.p, transcript, clock)
@@ -286,8 +322,27 @@ def convert(remote: RemoteServers, conversions: Conversions, index: int, p: Plan
     m = _base(remote, index, secrets.token_hex(12))
     m.standing_piece, m.standing_pieces = 0, len(standing.chunks(records))
     start, stop = standing.chunks(records)[0]
-    _piece(remote, conversions, m, s, stop - start, p, transcript, clock)
+    try:
+        _piece(remote, conversions, m, s, stop - start, p, transcript, clock)
+    except Exception:
+        give_up(remote, m)
+        raise
     return Started(remote, m, s, p, w0)
+
+
+def give_up(remote: RemoteServers, m: pb.BlockDeal) -> None:
+    """S2 and S1 told to drop conversion `m.standing` (`standing_drop`: a piece failed, or the
+    matcher stops), DROP_SECONDS each at most; one that does not answer is logged (it drops
+    the half-made conversion itself STALE_SECONDS after its last piece)."""
+    drop = pb.BlockDeal(blocks=secrets.token_hex(12), member_b=m.member_b, standing=m.standing,
+                        standing_drop=True)  # fmt: skip
+    for who, fn, sent in ((remote.names[1], remote._s2.PrepareBlocks, lambda: iter([drop])),
+                          (remote.names[0], remote._s1.PrepareBlocks, lambda: drop)):  # fmt: skip
+        try:
+            call_party(who, fn, sent(), metadata=remote._metadata, timeout=DROP_SECONDS)
+        except Exception as exc:
+            log.warning("%s was not told to drop the conversion %s of %s's upload (it drops "
+                        "it itself once stale): %s", who, m.standing, m.member_b, exc)  # fmt: skip
 
 
 def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
@@ -332,6 +387,7 @@ def _finish(
     except Exception as exc:
         with conversions._lock:
             conversions.failed += 1
+        give_up(started.remote, started.first)
         log.warning("the combiner's conversion of %s's upload as a standing partner stopped "
                     "(a later query starts it again): %s", key[0], exc)  # fmt: skip
         if not quiet:
@@ -403,6 +459,8 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
 
 
 __all__ = [
+    "CLOSE_SECONDS",
+    "DROP_SECONDS",
     "INLINE_RECORDS",
     "MOST_PARTNERS",
     "PAUSE_SECONDS",
@@ -410,6 +468,7 @@ __all__ = [
     "Conversions",
     "Started",
     "convert",
+    "give_up",
     "kept_bytes",
     "later_piece",
     "prepare_standing",

@@ -18,6 +18,8 @@ A deal that fails a check is refused by both servers, naming the dealer, and aud
 each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule,
 the run's cut-offs); a conversion's later pieces, which C sends in the background after the
 query that started it (standbg), are taken by the conversion's id alone (`_continued`).
+A piece that fails at a server (refused, its setup wrong, its exchange cut) drops the
+half-made conversion there; C gives one up by `standing_drop` (`_given_up`); standfix2.
 """
 
 from __future__ import annotations
@@ -168,7 +170,41 @@ def _refused(role: _Role, m: pb.BlockDeal, run: str, exc: triplecheck.DealRefuse
     return triplecheck.refused(f"{m.blocks} ({what} standing partner {m.standing})", exc)
 
 
+def _given_up(role: _Role, m: pb.BlockDeal) -> None:
+    """C's `standing_drop`: conversion `m.standing` of `member_b`'s upload dropped here (half-
+    made or whole; none held: nothing to drop), audited `twoserver.standing_dropped`."""
+    bare = pb.BlockDeal(blocks=m.blocks, member_b=m.member_b, standing=m.standing,
+                        standing_drop=True)  # fmt: skip
+    if m != bare or not m.member_b or not m.standing or len(m.standing) > 64:
+        raise errors.InvalidArgument(
+            "standing_drop: names the conversion (standing, 1 to 64 characters) and its partner "
+            "(member_b) alone"
+        )
+    role.standing.drop(m.standing, m.member_b, "the combiner gave it up", half_made=False)
+
+
+def _failed(role: _Role, m: pb.BlockDeal, exc: BaseException) -> None:
+    """A conversion's piece failed here: the half-made conversion dropped (no later piece
+    can be added to it; its bytes no longer count against the bound)."""
+    if m.standing_pieces:
+        why = f"piece {m.standing_piece} of {m.standing_pieces} failed: {exc}"
+        role.standing.drop(m.standing, m.member_b, why[:500])
+
+
 def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
+    """S1's `PrepareBlocks` of a standing deal (or C's `standing_drop`); a piece that fails
+    drops its conversion here (`_failed`)."""
+    if m.standing_drop:
+        _given_up(role, m)
+        return pb.BlocksReply(standing_bytes=role.standing.most_bytes())
+    try:
+        return _s1_prepare(role, s2, m)
+    except BaseException as exc:
+        _failed(role, m, exc)
+        raise
+
+
+def _s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
     """S1's `PrepareBlocks` of a standing deal: checked against its proposal, then the steps
     with S2 over BlockExchange; a query's blocks held for the part's batches."""
     held, p, run = _checked(role, m)
@@ -214,6 +250,22 @@ def _swaps(s2: ShareExchange, first: pb.BlockMessage, steps: Steps) -> tuple[int
 
 def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal],
                ) -> pb.PrepareReply:  # fmt: skip
+    """S2's `PrepareBlocks` of a standing deal (or C's `standing_drop`, alone on the
+    stream); a piece that fails drops its conversion here (`_failed`)."""
+    if first.standing_drop:
+        if next(request, None) is not None:
+            raise errors.InvalidArgument("standing_drop: one message, no setup after it")
+        _given_up(role, first)
+        return pb.PrepareReply(standing_bytes=role.standing.most_bytes())
+    try:
+        return _s2_prepare(role, first, request)
+    except BaseException as exc:
+        _failed(role, first, exc)
+        raise
+
+
+def _s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal],
+                ) -> pb.PrepareReply:  # fmt: skip
     """S2's `PrepareBlocks` of a standing deal: checked (a query's conversion held here, or
     refused `STANDING_NEEDED`), its setup in parts held until S1 opens the exchange."""
     held, p, _ = _checked(role, first)
@@ -238,8 +290,9 @@ def s2_exchange(role: _Role, kept: Held, first: pb.BlockMessage,
     """S2's side of the exchange S1 opened with `first` on the standing deal `kept`."""
     try:
         entry, held = yield from _s2_steps(role, kept, first, request)
-    except BaseException:
+    except BaseException as exc:
         role.dense.drop(first.blocks)
+        _failed(role, kept.deal, exc)
         raise
     if kept.side is None:  # a conversion's piece
         role.dense.drop(first.blocks)

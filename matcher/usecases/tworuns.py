@@ -93,6 +93,9 @@ class TwoServerSetup:
     # Whether "S1" or "S2" holds each named upload (None and why, where it did not answer):
     # rpc/twoserver_holds.py, for `project show` of an upload started and not taken.
     holds: Callable[[str, list[str]], tuple[list[bool] | None, str]] | None = None
+    # The matcher stops: its queries' background standing conversion stopped and given up at
+    # S1 and S2 (rpc/twoserver_standdeal.py `Conversions.close`).
+    close: Callable[[], object] = lambda: None
 
 
 def not_set_up(what: str) -> FailedPrecondition:

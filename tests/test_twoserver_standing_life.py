@@ -1,0 +1,201 @@
+"""A standing partner's conversion over gRPC when it does not go to its end, and while queries
+are answered (rpc/twoserver_standdeal.py, rpc/twoserver_standcache.py,
+rpc/twoserver_standing.py; docs/protocol.md "A conversion given up"): S1 and S2 on loopback,
+C's RemoteServers, the fixtures of tests/test_twoserver_standing.py (south's 90 records
+converted in 3 pieces). A conversion that fails part-way (a piece refused, C failing) or that
+no piece of comes any more is dropped at both servers, audited; a background conversion's
+next piece waits while a query dealing standing parts is being answered, PAUSE_SECONDS at
+most."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from blindmatch.client.encoding import sharing as client
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import ring64
+from blindmatch.matcher.rpc import twoserver_standcache as standcache
+from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.test_standing import _wrong_dabit
+from tests.test_twoserver_blocks import KEY, entries
+from tests.test_twoserver_standing import NAMES, Roles, ask
+from tests.test_twoserver_standing import roles as roles  # the fixtures
+from tests.test_twoserver_standing import shares as shares
+
+pytestmark = pytest.mark.server
+ROLES = ("s1", "s2")
+
+
+def until(what: Callable[[], bool]) -> None:
+    """Wait for `what` (a bound on a hang, not a timing)."""
+    for _ in range(6_000):
+        if what():
+            return
+        time.sleep(0.01)
+    raise AssertionError("not reached in 60 s")
+
+
+def held(made: Roles) -> list[int]:
+    """The bytes of standing partners S1 and S2 hold, whole or half-made."""
+    return [made.running[r].service.standing.bytes_kept() for r in ROLES]
+
+
+def open_query(made: Roles, query: client.SharedUpload, conversions: Conversions) -> RemoteServers:
+    """A query's servers dealing standing parts and not yet answered (as `prepare_standing`
+    registers one): a background conversion's next piece waits for its `close`."""
+    bits = [8 * int(x.shape[1]) for x in query.s1.shares]
+    servers = RemoteServers(f"127.0.0.1:{made.running['s1'].port}",
+                            f"127.0.0.1:{made.running['s2'].port}", KEY, NAMES, [3, 90],
+                            bits)  # fmt: skip
+    servers.conversions = conversions
+    conversions.asking(servers)
+    return servers
+
+
+@pytest.mark.parametrize("how", ["refused", "combiner"])
+def test_a_conversion_that_fails_part_way_is_dropped_at_both_servers_and_audited(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch, how: str,
+) -> None:  # fmt: skip
+    """South's conversion fails after piece 0: piece 1 refused by both servers (a daBit of C's
+    off; C told not to give it up, so each drops it itself), or C failing before piece 2 (it
+    gives it up at both, `standing_drop`). S1 and S2 then hold none of its bytes, each audits
+    `twoserver.standing_dropped` naming it, and no later piece can be added to it; the query
+    was answered by pairs all the same. (Before: its arrays stayed until the next trim.)"""
+    roles.upload("south", shares["south"])
+    by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
+    later: list[pb.BlockDeal] = []
+    if how == "refused":
+        widths = sum(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+        wrong, honest, pieces = _wrong_dabit(32 * widths, 1), ring64.deal, []
+
+        def deal(size: ring64.Size, seeds: object = None) -> ring64.Deal:
+            if size.dabits == 32 * widths:  # a piece of 32 records' bits: 0, then 1
+                pieces.append(1)
+                return (wrong if len(pieces) == 2 else honest)(size)
+            return honest(size)
+
+        monkeypatch.setattr(ring64, "deal", deal)
+        monkeypatch.setattr(standdeal, "give_up", lambda *_: None)
+    else:
+        dealt = standdeal._deal
+
+        def failing(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
+            if m.standing_piece == 2:
+                later.append(m)
+                raise errors.Unavailable("C failed before piece 2")
+            return dealt(remote, conversions, m, *rest)
+
+        monkeypatch.setattr(standdeal, "_deal", failing)
+    conversions = Conversions()
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.failed == 1 and conversions.converted == 0
+    assert held(roles) == [0, 0]
+    for role in ROLES:
+        assert roles.running[role].service.standing.dropped == 1
+        (dropped,) = entries(tmp_path, role, "twoserver.standing_dropped")
+        assert dropped["members"] == NAMES and int(dropped["bytes"]) > 0  # type: ignore[call-overload]
+        assert dropped["done"] == (1 if how == "refused" else 2) and dropped["pieces"] == 3
+        why = "piece 1 of 3 failed: " if how == "refused" else "the combiner gave it up"
+        assert why in str(dropped["reason"])
+    if later:  # its piece 2, dealt now: refused, the conversion not held
+        s1 = pb_grpc.TwoServerBlockingStub(grpc.insecure_channel(
+            f"127.0.0.1:{roles.running['s1'].port}"))  # fmt: skip
+        with pytest.raises(grpc.RpcError, match="standing_needed: conversion"):
+            s1.PrepareBlocks(later[0], metadata=(("authorization", f"Bearer {KEY}"),))
+    assert roles.conversions() == [0, 0]
+
+
+def test_a_half_made_conversion_no_piece_of_which_comes_is_dropped_by_the_servers(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """C stops dealing after piece 0 without a word (killed, its link down: here held before
+    piece 1, its `give_up` lost): each server drops the half-made conversion STALE_SECONDS
+    after its last piece, on its own (no other call comes), audited; the piece that comes
+    after that is refused `standing_needed` and C counts the conversion failed."""
+    monkeypatch.setattr(standcache, "STALE_SECONDS", 0.05)
+    roles.upload("south", shares["south"])
+    gate, dealt = [False], standdeal._deal
+
+    def held_back(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece == 1:
+            until(lambda: gate[0])
+        return dealt(remote, conversions, m, *rest)
+
+    monkeypatch.setattr(standdeal, "_deal", held_back)
+    monkeypatch.setattr(standdeal, "give_up", lambda *_: None)
+    conversions = Conversions()
+    ask(roles, shares["query"], shares["south"], conversions, settle=False)
+    kept = [roles.running[r].service.standing for r in ROLES]
+    until(lambda: all(k.dropped == 1 for k in kept))  # by the servers' own timers
+    assert held(roles) == [0, 0]
+    for role in ROLES:
+        (dropped,) = entries(tmp_path, role, "twoserver.standing_dropped")
+        assert dropped["done"] == 1 and "no piece for 0.05 s" in str(dropped["reason"])
+    gate[0] = True
+    assert conversions.idle(600)  # (a bound on a hang, not a timing)
+    assert conversions.failed == 1 and conversions.converted == 0
+    assert roles.conversions() == [0, 0] and held(roles) == [0, 0]
+
+
+def test_a_background_conversion_waits_while_a_query_is_answered_pause_seconds_at_most(
+    roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a query dealing standing parts is being answered, the background conversion's
+    next piece is not dealt (it waits: `paused`), and it goes on once the query is answered;
+    with PAUSE_SECONDS small, under a query that is never answered it goes on all the same."""
+    roles.upload("south", shares["south"])
+    monkeypatch.setattr(standdeal, "PAUSE_SECONDS", 600.0)
+    conversions = Conversions()
+    other = open_query(roles, shares["query"], conversions)
+    dealt, seen = standdeal._deal, []
+
+    def deal(remote: Any, conv: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece:
+            seen.append((m.standing_piece, other.closed))
+        return dealt(remote, conv, m, *rest)
+
+    monkeypatch.setattr(standdeal, "_deal", deal)
+    by_pairs, _ = ask(roles, shares["query"], shares["south"], conversions, settle=False)
+    until(lambda: conversions.paused == 1 or bool(seen))
+    assert seen == [] and conversions.paused == 1 and roles.conversions() == [0, 0]
+    other.close()  # answered: the conversion goes on
+    assert conversions.idle(600)  # (a bound on a hang, not a timing)
+    assert seen == [(1, True), (2, True)] and conversions.converted == 1
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.queried == 1
+    # PAUSE_SECONDS bounds the wait: a query never answered holds no conversion for ever
+    monkeypatch.setattr(standdeal, "PAUSE_SECONDS", 0.01)
+    never = open_query(roles, shares["query"], conversions)
+    roles.upload("south", shares["south"])  # its upload anew: converted again
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.converted == 2 and conversions.paused == 3 and not never.closed
+
+
+def test_the_combiner_counts_no_room_for_a_partners_conversion_its_next_one_replaces() -> None:
+    """`Conversions.admit`: a partner's new conversion (its upload replaced: another number of
+    records) is admitted where S1's and S2's room holds it alone, the earlier one of the same
+    partner forgotten (the servers drop it when the new one's piece 0 comes). (Before: the
+    earlier one was counted as in use, and the partner went by pairs for an hour.)"""
+    kept = Conversions()
+    kept.told(10_000, 10_000)
+    old, new = ("south", 90, (64,), (0.8,), b""), ("south", 87, (64,), (0.8,), b"")
+    assert kept.admit(old, 90, 9_000) == ""
+    kept.put(old, ("id-old", None), 9_000)  # type: ignore[arg-type]
+    kept.end()
+    assert kept.admit(new, 87, 8_700) == "" and kept.get(old) is None
+    kept.end()
+    other = ("east", 90, (64,), (0.8,), b"")  # another partner's: still counted
+    kept.put(new, ("id-new", None), 8_700)  # type: ignore[arg-type]
+    assert "do not fit beside the 8,700" in kept.admit(other, 90, 9_000)
