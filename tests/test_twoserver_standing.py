@@ -388,7 +388,7 @@ def test_a_combiner_dealing_a_partner_bits_dabit_wrong_is_refused_and_nothing_is
         (refused,) = entries(tmp_path, role, "twoserver.deal")
         assert refused["standing"] and "daBit" in str(refused["reason"])
         assert not entries(tmp_path, role, "twoserver.standing")
-        assert roles.running[role].service.standing.bytes_kept() == 0  # (before: kept)
+        assert roles.running[role].service.standing.bytes_kept() == 0
     assert roles.conversions() == [0, 0] and conversions.converted == 0
 
 

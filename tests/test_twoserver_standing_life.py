@@ -86,7 +86,7 @@ def test_a_conversion_that_fails_part_way_is_dropped_at_both_servers_and_audited
             return honest(size)
 
         monkeypatch.setattr(ring64, "deal", deal)
-        monkeypatch.setattr(standdeal, "give_up", lambda *_: None)
+        monkeypatch.setattr(standdeal, "give_up", lambda *_: None, raising=False)
     else:
         dealt = standdeal._deal
 
@@ -124,7 +124,7 @@ def test_a_half_made_conversion_no_piece_of_which_comes_is_dropped_by_the_server
     piece 1, its `give_up` lost): each server drops the half-made conversion STALE_SECONDS
     after its last piece, on its own (no other call comes), audited; the piece that comes
     after that is refused `standing_needed` and C counts the conversion failed."""
-    monkeypatch.setattr(standcache, "STALE_SECONDS", 0.05)
+    monkeypatch.setattr(standcache, "STALE_SECONDS", 0.05, raising=False)
     roles.upload("south", shares["south"])
     gate, dealt = [False], standdeal._deal
 
@@ -134,7 +134,7 @@ def test_a_half_made_conversion_no_piece_of_which_comes_is_dropped_by_the_server
         return dealt(remote, conversions, m, *rest)
 
     monkeypatch.setattr(standdeal, "_deal", held_back)
-    monkeypatch.setattr(standdeal, "give_up", lambda *_: None)
+    monkeypatch.setattr(standdeal, "give_up", lambda *_: None, raising=False)
     conversions = Conversions()
     ask(roles, shares["query"], shares["south"], conversions, settle=False)
     kept = [roles.running[r].service.standing for r in ROLES]

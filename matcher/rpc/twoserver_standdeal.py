@@ -100,7 +100,7 @@ class Conversions:
         self.failed = 0
         self.paused = 0
         self._closing = threading.Event()  # `close`: no more conversions
-        self._quiet = threading.Event()  # no background conversion running
+        self._quiet = threading.Event()  # no conversion being made (`idle`, `close`)
         self._quiet.set()
         self._asking: weakref.WeakSet[RemoteServers] = weakref.WeakSet()  # `pause`
         self._answered = threading.Condition()
@@ -132,10 +132,12 @@ class Conversions:
         return why
 
     def _admit(self, key: Key, records: int, size: int) -> str:
-        if self._closing.is_set():
-            return "the matcher is stopping"
         if not self._busy.acquire(blocking=False):
             return "another partner's conversion is being made"
+        self._quiet.clear()  # (before the check: `close` waits for one admitted as it began)
+        if self._closing.is_set():
+            self.end()
+            return "the matcher is stopping"
         with self._lock:
             now, budget = self.clock(), self.budget or MOST_BYTES
             # (the partner's own other conversions, of an earlier upload or other terms, are
@@ -143,7 +145,7 @@ class Conversions:
             others = [k for k in self._held if k[0] != key[0]]
             recent = sum(self._bytes[k] for k in others if now - self._used[k] <= RECENT_SECONDS)
             if recent and recent + size > budget:
-                self._busy.release()
+                self.end()
                 return (f"its {size:,} bytes do not fit beside the {recent:,} of partners "
                         f"used within {RECENT_SECONDS:.0f} s (room: {budget:,})")  # fmt: skip
             for k in [k for k in self._held if k[0] == key[0] and k != key]:
@@ -168,7 +170,6 @@ class Conversions:
 
     def running(self, thread: threading.Thread) -> None:
         """Start `thread`, the admitted conversion's later pieces (it calls `end`)."""
-        self._quiet.clear()
         thread.start()
 
     def asking(self, remote: RemoteServers) -> None:
@@ -207,7 +208,7 @@ class Conversions:
         return self._quiet.wait(timeout)
 
     def idle(self, timeout: float) -> bool:
-        """Wait until no background conversion runs (tests, the benchmark; never a query):
+        """Wait until no conversion is being made (tests, the benchmark; never a query):
         True, or False where `timeout` seconds passed first."""
         return self._quiet.wait(timeout)
 
