@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from typing import TypeVar
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import denseblock, linkbit, standing, standingsteps, triplecheck
@@ -51,6 +52,7 @@ from blindmatch.matcher.rpc.twoserver_uploads import part_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
+T = TypeVar("T")
 
 
 def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
@@ -191,17 +193,22 @@ def _failed(role: _Role, m: pb.BlockDeal, exc: BaseException) -> None:
         role.standing.drop(m.standing, m.member_b, why[:500])
 
 
-def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
-    """S1's `PrepareBlocks` of a standing deal (or C's `standing_drop`); a piece that fails
-    drops its conversion here (`_failed`)."""
-    if m.standing_drop:
-        _given_up(role, m)
-        return pb.BlocksReply(standing_bytes=role.standing.most_bytes())
+def _dropping(role: _Role, m: pb.BlockDeal, call: Callable[[], T]) -> T:
+    """`call`, a standing deal's (`_failed` where it fails)."""
     try:
-        return _s1_prepare(role, s2, m)
+        return call()
     except BaseException as exc:
         _failed(role, m, exc)
         raise
+
+
+def s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
+    """S1's `PrepareBlocks` of a standing deal (or C's `standing_drop`); a piece that fails
+    drops its conversion here (`_dropping`)."""
+    if m.standing_drop:
+        _given_up(role, m)
+        return pb.BlocksReply(standing_bytes=role.standing.most_bytes())
+    return _dropping(role, m, lambda: _s1_prepare(role, s2, m))
 
 
 def _s1_prepare(role: _Role, s2: ShareExchange, m: pb.BlockDeal) -> pb.BlocksReply:
@@ -251,17 +258,13 @@ def _swaps(s2: ShareExchange, first: pb.BlockMessage, steps: Steps) -> tuple[int
 def s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal],
                ) -> pb.PrepareReply:  # fmt: skip
     """S2's `PrepareBlocks` of a standing deal (or C's `standing_drop`, alone on the
-    stream); a piece that fails drops its conversion here (`_failed`)."""
+    stream); a piece that fails drops its conversion here (`_dropping`)."""
     if first.standing_drop:
         if next(request, None) is not None:
             raise errors.InvalidArgument("standing_drop: one message, no setup after it")
         _given_up(role, first)
         return pb.PrepareReply(standing_bytes=role.standing.most_bytes())
-    try:
-        return _s2_prepare(role, first, request)
-    except BaseException as exc:
-        _failed(role, first, exc)
-        raise
+    return _dropping(role, first, lambda: _s2_prepare(role, first, request))
 
 
 def _s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal],
