@@ -4,7 +4,7 @@ by pairs (the rule's circuit a pair, the path core/partpath.py took before), in 
 
     .venv/bin/python benchmarks/twoserver_standing_rpc.py [--partner-records 16000,64000]
         [--queries 3] [--population households|messy] [--seed 1]
-        [--partners P --standing-bytes N] [--inline-records N]
+        [--partners P --standing-bytes N] [--inline-records N] [--stop-after-pieces K]
 
 S2 and S1 in this process on loopback gRPC ports (`create_role`, S1 comparing every pair
 without blocking), C's `RemoteServers` driving `twopartner.proposed_query_links` as the
@@ -21,6 +21,10 @@ would compare by each path. With `--partners` P over 1 (`thrash`): P partners of
 and S2 keeping `--standing-bytes` of conversions (fewer than P fit), `--queries` queries each
 against every partner with the conversions kept, then by pairs: CPU and wall a query and the
 conversions made (the same script on the old code shows each query converting again).
+With `--stop-after-pieces` K (`stopped`, standfix2): the first query's conversion stopped
+after K pieces (between pieces), twice: as the matcher's stop does now (`Conversions.close`:
+its wall, and the bytes S1 and S2 hold of it after) and as before (C's thread gone without a
+word: `give_up` left out), the bytes they then keep.
 Exit 1 where the paths' links differ.
 """
 
@@ -31,6 +35,7 @@ import os
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -212,6 +217,58 @@ def thrash(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type
     return same
 
 
+class _Stopping(Conversions):
+    """C's conversions, the background one held after its piece `k` (`pause`) until
+    `close`."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k, self.pieces, self.reached, self.go = k, 0, threading.Event(), threading.Event()
+
+    def pause(self) -> None:
+        self.pieces += 1
+        if self.pieces == self.k:
+            self.reached.set()
+            self.go.wait()
+        super().pause()
+
+    def close(self, timeout: float = standdeal.CLOSE_SECONDS) -> bool:
+        self.go.set()
+        return super().close(timeout)
+
+
+def stopped(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: ignore[type-arg]
+            args: argparse.Namespace, work: Path) -> bool:  # fmt: skip
+    """The first query's conversion of a partner of `n` records stopped after its piece K, as
+    the matcher's stop does now (given up at S1 and S2), then as before (no word to them)."""
+    roles = _roles(work, f"s{n}", None)
+    bits = [8 * int(x.shape[1]) for x in b]
+    quiet, k = standdeal.give_up, args.stop_after_pieces
+    try:
+        _upload(roles, NAMES[1], _shared([x[:n] for x in b]), rule)
+        for how in ("now", "before"):
+            standdeal.give_up = quiet if how == "now" else (lambda *_: None)  # type: ignore[assignment]
+            _upload(roles, NAMES[0], _shared([x[:1] for x in a]), rule)
+            conversions = _Stopping(k)
+            ask(roles, [1, n], bits, rule, conversions)
+            assert conversions.reached.wait(7200)
+            held = [r.service.standing.bytes_kept() for r in roles.values()]
+            w0 = time.perf_counter()
+            ended = conversions.close()
+            wall = time.perf_counter() - w0
+            after = [r.service.standing.bytes_kept() for r in roles.values()]
+            print(f"  {how:6s}: the conversion of {n:,} records stopped after {k} pieces "
+                  f"(S1/S2 held {held[0]:,}/{held[1]:,} B of it); C's stop "
+                  f"{1e3 * wall:.1f} ms wall, ended {ended}; S1/S2 hold "
+                  f"{after[0]:,}/{after[1]:,} B after", flush=True)  # fmt: skip
+            roles["s1"].service.standing.forget({NAMES[1]})
+            roles["s2"].service.standing.forget({NAMES[1]})
+    finally:
+        standdeal.give_up = quiet
+        _stop(roles)
+    return True
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--partner-records", default="16000,64000",
@@ -236,6 +293,9 @@ def main() -> int:
         "before standbg with 100000); default 0: in the background "
         "(rpc/twoserver_standdeal.py INLINE_RECORDS)",
     )
+    parser.add_argument("--stop-after-pieces", type=int, default=0,
+                        help="K: the first conversion stopped after K pieces, given up "
+                             "(now) and not (before): the bytes S1 and S2 keep")  # fmt: skip
     add_keep(parser)
     args = parser.parse_args()
     if args.inline_records is not None:
@@ -252,7 +312,7 @@ def main() -> int:
     ok = True
     with work_dir("twoserver-standing-rpc", args.keep) as work:
         for n in sizes:
-            go = thrash if args.partners > 1 else run
+            go = stopped if args.stop_after_pieces else thrash if args.partners > 1 else run
             ok = go(n, a, b, rule, args, work) and ok
     print(f"\nthe same links by both paths on every query: {ok}; peak RSS {_peak():,.0f} MiB")
     return 0 if ok else 1

@@ -64,8 +64,9 @@ class Standings:
     """S1's or S2's standing partners by C's conversion id (a cache: `MOST_BYTES` at most,
     least recently used dropped; gone on a restart; a half-made one dropped where it fails,
     C gives it up or it goes stale). `conversions`: partners converted whole (tests, the
-    benchmark); `dropped`: half-made conversions dropped; `audit`: the role's audit log
-    (`_Role.log`), each drop's entry."""
+    benchmark); `dropped`: conversions dropped half-made (or whole, given up by C), not for
+    room or a replaced upload; `audit`: the role's audit log (`_Role.log`), each drop's
+    entry."""
 
     def __init__(self, most: int | None = None, clock: Callable[[], float] = time.monotonic,
                  audit: Callable[..., None] | None = None) -> None:  # fmt: skip
@@ -110,8 +111,9 @@ class Standings:
         for ident, entry in gone:
             freed = entry.conv.bytes_kept()
             entry.conv.side = None  # its arrays freed now, whoever still holds the entry
-            self.dropped += 1
-            log.info("dropped half-made standing partner %s (%s, %d of %d pieces, %d bytes): "
+            with self._lock:
+                self.dropped += 1
+            log.info("dropped standing partner %s (%s, %d of %d pieces converted, %d bytes): "
                      "%s", entry.member, ident, entry.conv.done, entry.conv.pieces, freed,
                      why)  # fmt: skip
             if self.audit is not None:
@@ -121,21 +123,21 @@ class Standings:
                            reason=why)  # fmt: skip
 
     def _arm(self, after: float | None = None) -> None:
-        """A sweep `after` seconds from now (STALE_SECONDS; a daemon timer, one at a time;
-        called under the lock), so that a half-made conversion goes even where no other
-        standing call comes."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._closed:
+        """A sweep `after` seconds from now (STALE_SECONDS), where none is due (a daemon
+        timer, one at a time; called under the lock), so that a half-made conversion goes
+        even where no other standing call comes."""
+        if self._closed or self._timer is not None:
             return
         self._timer = threading.Timer(STALE_SECONDS if after is None else after, self._swept)
         self._timer.daemon = True
         self._timer.start()
 
     def _swept(self) -> None:
+        """The timer's sweep; the next one due at the earliest a half-made conversion left
+        would go stale."""
         self.sweep()
         with self._lock:
-            now = self.clock()
+            self._timer, now = None, self.clock()
             left = [STALE_SECONDS - (now - e.used) for e in self._held.values()
                     if e.conv.partner is None]  # fmt: skip
             if left:
