@@ -199,3 +199,39 @@ def test_the_combiner_counts_no_room_for_a_partners_conversion_its_next_one_repl
     other = ("east", 90, (64,), (0.8,), b"")  # another partner's: still counted
     kept.put(new, ("id-new", None), 8_700)  # type: ignore[arg-type]
     assert "do not fit beside the 8,700" in kept.admit(other, 90, 9_000)
+
+
+def test_the_servers_make_room_for_a_conversion_as_it_starts_not_when_it_ends(
+    roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S1's and S2's `--standing-bytes` hold one partner: south converted, then east (queried
+    once south has been idle for RECENT_SECONDS) admitted in its place. While east's later
+    pieces are held back, S1 and S2 hold east's half-made conversion alone (south dropped for
+    room when east's piece 0 came), never over the bound; east then whole, alone. (Before:
+    south stayed until east's end, one partner over the bound for the whole conversion.)"""
+    for name in ("south", "east"):
+        roles.upload(name, shares["south"])
+    widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    size = standdeal.kept_bytes(90, widths)
+    for r in ROLES:
+        roles.running[r].service.standing.most = size + size // 2
+    now = [0.0]
+    conversions = Conversions(clock=lambda: now[0])
+    south, _ = ask(roles, shares["query"], shares["south"], conversions)
+    assert held(roles) == [size, size]
+    now[0] += standdeal.RECENT_SECONDS + 1
+    gate, dealt, during = [False], standdeal._deal, []
+
+    def held_back(remote: Any, conv: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece == 1:
+            during.append(held(roles))
+            until(lambda: gate[0])
+        return dealt(remote, conv, m, *rest)
+
+    monkeypatch.setattr(standdeal, "_deal", held_back)
+    east, _ = ask(roles, shares["query"], shares["south"], conversions, name="east", settle=False)
+    until(lambda: bool(during))
+    gate[0] = True
+    assert conversions.idle(600)  # (a bound on a hang, not a timing)
+    assert all(b <= size for b in during[0]) and conversions.converted == 2
+    assert held(roles) == [size, size] and east == south

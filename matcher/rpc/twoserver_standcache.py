@@ -206,12 +206,18 @@ class Standings:
         return MOST_BYTES if self.most is None else self.most
 
     def bound(self) -> None:
-        """Drop the least recently used partners while over `MOST_BYTES` (read when called)."""
+        """Drop the least recently used whole partners while over `MOST_BYTES` (read when
+        called; after each piece: a conversion's arrays are made at its piece 0, so room is
+        made for it then, not at its end). A half-made one is not dropped for room (one C no
+        longer deals is swept: `sweep`); one partner over the bound is kept alone."""
         most = self.most_bytes()
         with self._lock:
             while len(self._held) > 1 and sum(e.conv.bytes_kept()
                                                for e in self._held.values()) > most:  # fmt: skip
-                oldest = min(self._held, key=lambda k: self._held[k].used)
+                whole = [k for k, e in self._held.items() if e.conv.partner is not None]
+                if not whole:
+                    break
+                oldest = min(whole, key=lambda k: self._held[k].used)
                 log.info("dropped standing partner %s (%s) for room", self._held[oldest].member,
                          oldest)  # fmt: skip
                 del self._held[oldest]

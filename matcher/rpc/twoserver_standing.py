@@ -148,9 +148,12 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
 
 def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload], run: str,
           actor: str) -> None:  # fmt: skip
-    """After a piece: the partner whole once its last piece is, logged with its records and
-    time, the cache bounded."""
-    if entry is None or entry.conv.done < entry.conv.pieces:
+    """After a piece: the cache bounded (room made for a conversion as it starts); the
+    partner whole once its last piece is, logged with its records and time."""
+    if entry is None:
+        return
+    if entry.conv.done < entry.conv.pieces:
+        role.standing.bound()
         return
     partner = entry.conv.finish(held[1].popshares)
     seconds = round(time.monotonic() - entry.started, 3)
