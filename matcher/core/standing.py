@@ -20,9 +20,10 @@ Once per partner upload (per S1-S2 pair), `convert` in this process, C dealing:
    additive shares mod 2^64 for the rule's margin (core/densemargin.py `convert_pops`),
    beside the XOR shares the upload brought.
 
-What a server keeps (`Partner`): D_B (2 bytes a bit), its [M_B] (4 bytes a bit; it could be
-regenerated from its 32-byte seed instead, at an AES stream a query), 4 + 8 + 4 bytes a
-record a CLK of popcounts: `Partner.bytes_kept`.
+What a server keeps (`Partner`): D_B (2 bytes a bit), its [M_B] (4 bytes a bit; or, after
+`Partner.forget_mask`, regenerated from its 32-byte seed at each query, an AES stream of 4
+bytes a bit), 4 + 8 + 4 bytes a record a CLK of popcounts: `Partner.bytes_kept`. A query's
+products against them are core/standingrows.py's (the native kernel, or numpy's einsum).
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ class Partner:
     def levels(self, c: int) -> int:
         return self.widths[c].bit_length()
 
+    def forget_mask(self) -> None:
+        """Keep no [M_B]: each query regenerates this server's share from its seed instead (an
+        AES stream of 4 bytes a bit a query, core/standingrows.py `stream_times`), 4,128
+        rather than 12,320 bytes a record at two 1,024-bit CLKs."""
+        self.mask = []
+
     def bytes_kept(self) -> int:
         """What this server keeps of the partner for its queries."""
         arrays: list[npt.NDArray[np.unsignedinteger]] = [
@@ -180,11 +187,11 @@ def convert(standing: Standing, p: Plan,
             clks: tuple[Sequence[npt.NDArray[np.uint8]], Sequence[npt.NDArray[np.uint8]]],
             pops: tuple[Sequence[npt.ArrayLike], Sequence[npt.ArrayLike]],
             t: linkbit.Transcript | None = None, clock: Clock | None = None,
-            ) -> tuple[Partner, Partner]:  # fmt: skip
+            keep_mask: bool = True) -> tuple[Partner, Partner]:  # fmt: skip
     """The once-per-upload conversion between S1 and S2 in this process: `clks[role][c]`
     ((N, L/8) bytes) each server's XOR shares of the partner's CLK c, `pops[role][c]` of its
-    popcounts; C's seeds `standing` (`deal`). Each server's `Partner`; `DealRefused` where
-    a daBit is not one."""
+    popcounts; C's seeds `standing` (`deal`). Each server's `Partner` (without its [M_B]
+    where not `keep_mask`: `Partner.forget_mask`); `DealRefused` where a daBit is not one."""
     t = t if t is not None else linkbit.Transcript()
     widths = standing.widths
     if len(clks[0]) != len(widths) or any(
@@ -197,10 +204,12 @@ def convert(standing: Standing, p: Plan,
         t.send("C", "S2", "setup", standing.to_s2),
     )
     sides = [Partner(role, widths, setups[role]) for role in (0, 1)]
-    d_parts: list[list[list[U16]]] = [[], []]
-    mask_parts: list[list[list[U32]]] = [[], []]
-    pop_parts: list[list[list[U32]]] = [[], []]
-    for piece, (start, stop) in enumerate(chunks(standing.records)):
+    n = standing.records
+    for side in sides:  # each array made once and filled a chunk at a time (no copies)
+        side.d = [np.zeros((n, w), np.uint16) for w in widths]
+        side.mask = [np.zeros((n, w), np.uint32) for w in widths] if keep_mask else []
+        side.pops = [np.zeros(n, np.uint32) for _ in widths]
+    for piece, (start, stop) in enumerate(chunks(n)):
         got = convert_bits(([x[start:stop] for x in clks[0]], [x[start:stop] for x in clks[1]]),
                            widths, t, clock)  # fmt: skip
         shares = []
@@ -208,19 +217,17 @@ def convert(standing: Standing, p: Plan,
             mine = densemargin._timed(clock, who, _d_share, sides[role], piece, stop - start,
                                       got[role])  # fmt: skip
             shares.append(mine)
-            mask_parts[role].append(mine[1])
-            pop_parts[role].append([x.sum(axis=1, dtype=np.uint32) for x in got[role]])
+            for c, x in enumerate(got[role]):
+                sides[role].pops[c][start:stop] = x.sum(axis=1, dtype=np.uint32)
+                if keep_mask:
+                    sides[role].mask[c][start:stop] = mine[1][c]
         for role, who in enumerate(("S1", "S2")):
             theirs = t.send(("S2", "S1")[role], who, "open partner", shares[1 - role][2])
-            d_parts[role].append(densemargin._timed(clock, who, _opened, sides[role],
-                                                    shares[role][0], theirs))  # fmt: skip
+            opened = densemargin._timed(clock, who, _opened, sides[role], shares[role][0], theirs)
+            for c, y in enumerate(opened):
+                sides[role].d[c][start:stop] = y
     arith = convert_popcounts(p, pops, t, clock)
     for role, side in enumerate(sides):
-        side.d = [np.vstack([part[c] for part in d_parts[role]]) for c in range(len(widths))]
-        side.mask = [np.vstack([part[c] for part in mask_parts[role]])
-                     for c in range(len(widths))]  # fmt: skip
-        side.pops = [np.concatenate([part[c] for part in pop_parts[role]])
-                     for c in range(len(widths))]  # fmt: skip
         side.xor_pops = [np.asarray(q, np.uint32) for q in pops[role]]
         side.arith_pops = list(arith[role])
     return sides[0], sides[1]

@@ -52,6 +52,7 @@ from blindmatch.matcher.core.densearith import _stream
 from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.core.standing import Partner, Standing
+from blindmatch.matcher.core.standingrows import rows_times, stream_times
 from blindmatch.matcher.core.triplecheck import DealRefused
 from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.domain import Rule
@@ -102,8 +103,14 @@ def deal(s: Standing, rows: int, seeds: tuple[bytes, bytes] | None = None) -> Qu
         both.append(np.vstack([m, m_]))
     prods = [np.empty((2 * rows, s.records), np.uint32) for _ in s.widths]
     for piece, (start, stop) in enumerate(standing.chunks(s.records)):
-        for c, mb in enumerate(s.mask(piece)):
-            prods[c][:, start:stop] = np.einsum("ij,kj->ki", mb, both[c])  # exact mod 2^32
+        # Z and Z' in one pass over the chunk's M_B: kept, or both seeds' streams regenerated
+        # a slice at a time and summed as the product reads them (never stored whole)
+        if s.kept is not None and piece in s.kept:
+            got = [rows_times(both[c], mb) for c, mb in enumerate(s.kept[piece])]
+        else:
+            got = stream_times((s.to_s1, s.to_s2), piece, stop - start, s.widths, both)
+        for c, prod in enumerate(got):
+            prods[c][:, start:stop] = prod
     explicit = []
     for c in range(len(s.widths)):
         explicit.append(prods[c][:rows].ravel() - one[4 * c + 2])
@@ -198,8 +205,7 @@ class Query:
         sizes = [n for w in widths for n in (2 * rows * w, 4 * rows * w)]
         if len(theirs) != sum(sizes):
             raise ValueError("a query: the other server's opening does not fit the query")
-        taus, at = [], 0
-        assert self._t is not None
+        opened, at = [], 0
         for c, w in enumerate(widths):
             d_other = np.frombuffer(theirs[at : at + 2 * rows * w], "<u2").astype(np.uint32)
             at += 2 * rows * w
@@ -208,14 +214,31 @@ class Query:
             d_mine, rho_mine = self._mine[c]
             d = (d_mine + d_other.reshape(rows, w)) & self._low(c)
             rho = rho_mine + rho_other.reshape(rows, w)
-            # (2 rows, N) mod 2^32: einsum's integer loop, ~3x numpy's integer matmul here
-            both = np.einsum("ij,kj->ki", self.partner.mask[c], np.vstack([d, rho]))
-            self._dm.append(both[:rows])
             self._mine[c] = (d, rho)
+            opened.append(np.vstack([d, rho]))
+        # (2 rows, N) mod 2^32 a CLK, [M_B] read once for D_Q and rho (core/standingrows.py)
+        products = self._masked(opened)
+        taus = []
+        assert self._t is not None
+        for c, both in enumerate(products):
+            self._dm.append(both[:rows])
             tau = self._t * self._z[c] - self._z_[c] - both[rows:]
             taus.append(tau if self.role == 0 else np.uint32(0) - tau)
         self._tau = _digest(taus)
         return self._tau
+
+    def _masked(self, vecs: list[U32]) -> list[U32]:
+        """vecs[c] [M_B]^T mod 2^32 a CLK: from the kept [M_B], or (`Partner.forget_mask`)
+        from this server's share regenerated from its seed a chunk at a time."""
+        part = self.partner
+        if part.mask:
+            return [rows_times(v, m) for v, m in zip(vecs, part.mask, strict=True)]
+        out = [np.empty((len(v), part.records), np.uint32) for v in vecs]
+        for piece, (start, stop) in enumerate(standing.chunks(part.records)):
+            got = stream_times((part.seed,), piece, stop - start, part.widths, vecs)
+            for c, prod in enumerate(got):
+                out[c][:, start:stop] = prod
+        return out
 
     def finish(self, theirs: bytes) -> None:
         """From the other's `check`: `DealRefused` unless the digests agree; then this
@@ -229,8 +252,8 @@ class Query:
             )
         out = []
         for c, (d, _rho) in enumerate(self._mine):
-            left = (d + self._m[c] if self.role == 0 else self._m[c]).astype(np.uint16)
-            md = np.einsum("ij,kj->ki", self.partner.d[c], left).astype(np.uint32)  # mod 2^16
+            left = d + self._m[c] if self.role == 0 else self._m[c]
+            md = rows_times(left, self.partner.d[c])  # D_B read once; its low k bits count
             inner = md + self._dm[c] + self._z[c]
             pq = self._q[c].sum(axis=1, dtype=np.uint32)
             h = pq[:, None] + self.partner.pops[c][None, :] - np.uint32(2) * inner
