@@ -4,7 +4,7 @@ partner, converted once") beside the same queries by today's whole paths, in one
 
     .venv/bin/python benchmarks/twoserver_standing.py [--partner-records 1000,16000]
         [--queries 3] [--population households|messy] [--seed 1] [--no-blocks] [--no-pairs]
-        [--server-mask keep|regenerate|both] [--no-c-keeps] [--split]
+        [--server-mask keep|regenerate|both] [--no-c-keeps] [--split] [--repeat-from K]
 
 Members: the `--population`'s people (benchmarks/twoserver_people.py), encoded under the
 shipped schema (schemas/person-uk.json: a record-level and a fallback CLK of 1,024 bits each,
@@ -24,14 +24,17 @@ Every party in this process, each role's own steps timed (`process_time`), bytes
   leaves it out);
 - the ratios, a pair's CPU a query, and how many pairs ~5 s of CPU a query would compare.
 
-`--server-mask`: S1 and S2 keep their [M_B] (`keep`, the default), regenerate it from their
-seeds at each query (`regenerate`: converted without it, `Partner.forget_mask`; what makes a
-partner of 1,000,000 records fit a smaller host), or both paths on the same conversion
-(`both`: "S regen" beside "standing"). `--no-c-keeps` leaves out C keeping M_B (4 bytes a bit
-in this process), `--no-pairs` the by-pairs baseline. `--split`: one more standing query per
-size, its CPU split by step (C's Z, Z' with M_B's streams, each server's products, the
-check's digests, the margin; core/standingrows.py's functions or, on code without it, numpy's
-einsum and `standing.mask_share` by caller), and the AES stream alone for M_B's bytes.
+`--repeat-from K`: member B's first K records encoded, repeated to the largest partner (the
+people generator and encoding take ~0.8 ms a record: 1,000,000 would take ~14 min); every
+record is still converted and compared. `--server-mask`: S1 and S2 keep their [M_B] (`keep`,
+the default), regenerate it from their seeds at each query (`regenerate`: converted without
+it, `Partner.forget_mask`; what makes a partner of 1,000,000 records fit a smaller host), or
+both paths on the same conversion (`both`: "S regen" beside "standing"). `--no-c-keeps`
+leaves out C keeping M_B (4 bytes a bit in this process), `--no-pairs` the by-pairs
+baseline. `--split`: one more standing query per size, its CPU split by step (C's Z, Z' with
+M_B's streams, each server's products, the check's digests, the margin;
+core/standingrows.py's functions or, on code without it, numpy's einsum and
+`Standing.mask` by caller), and the AES stream alone for M_B's bytes.
 
 Exit 1 where any path's link bits (every cut-off of every pair) differ from another's or
 from the rule in the clear's.
@@ -83,6 +86,8 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--server-mask", choices=["keep", "regenerate", "both"], default="keep",
                         help="S1, S2 keep [M_B], regenerate it a query, or both")  # fmt: skip
     parser.add_argument("--split", action="store_true", help="a standing query's CPU by step")
+    parser.add_argument("--repeat-from", type=int, default=0,
+                        help="B's first K records, repeated to the largest size")  # fmt: skip
     return parser
 
 
@@ -284,17 +289,27 @@ def run(n: int, a: list[Clks], b_all: list[Clks], rule: Rule, args: argparse.Nam
 def main() -> int:
     args = arguments().parse_args()
     sizes = [int(x) for x in args.partner_records.split(",")]
-    load = argparse.Namespace(records=args.queries, partner_records=max(sizes),
+    made = min(max(sizes), args.repeat_from or max(sizes))
+    load = argparse.Namespace(records=args.queries, partner_records=made,
                               population=args.population, seed=args.seed)  # fmt: skip
     load.records = max(args.queries, CANDIDATES)
     rows, rule = bench.members(load)
     b = [r[load.records :] for r in rows]
+    if made < max(sizes):  # B's records repeated (a pair's cost does not depend on its bits)
+        b = [np.ascontiguousarray(np.tile(x, (-(-max(sizes) // made), 1))[: max(sizes)]) for x in b]
     a = [r[: load.records] for r in rows]
     # The queries: A's first records that link (at the threshold, in the clear) with a record
     # of the smallest partner, then A's first others.
-    n = min(sizes)
-    links = bench.clear([np.vstack([x, y[:n]]) for x, y in zip(a, b, strict=True)], len(a[0]),
-                        rule)[0].reshape(len(a[0]), n).any(axis=1)  # fmt: skip
+    # A's rows a few at a time (the rule in the clear holds ~500 bytes a pair), stopping once
+    # enough link.
+    n, step, flags = min(sizes), max(1, 500_000 // min(sizes)), []
+    for at in range(0, len(a[0]), step):
+        rows = [np.vstack([x[at : at + step], y[:n]]) for x, y in zip(a, b, strict=True)]
+        some = len(rows[0]) - n
+        flags.append(bench.clear(rows, some, rule)[0].reshape(some, n).any(axis=1))
+        if int(np.concatenate(flags).sum()) >= args.queries:
+            break
+    links = np.concatenate(flags)
     order = np.concatenate([np.flatnonzero(links), np.flatnonzero(~links)])[: args.queries]
     a = [np.ascontiguousarray(x[order]) for x in a]
     print(f"{args.population}, seed {args.seed}: one-record queries against standing partners "

@@ -10,7 +10,8 @@ Once per partner upload (per S1-S2 pair), `convert` in this process, C dealing:
    records a deal; kept mod 2^32;
 2. a persistent mask M_B (N x L a CLK, uniform mod 2^32): each server's share from its own
    32-byte seed from C (`deal`; so C knows M_B, as core/densearith.py's deal, and
-   regenerates it a chunk at a time for each query's deal, `Standing.mask`). M_B is never
+   regenerates it a slice at a time for each query's deal, core/standingrows.py
+   `stream_times`, or keeps it, `Standing.keep`). M_B is never
    opened, nor any combination of it: core/standingquery.py's check is a sacrifice against
    a fresh spare, not densearith's bilinear check (which opens beta^T M_B: with M_B reused,
    a few queries' openings would give M_B and so B from D_B);

@@ -6,7 +6,8 @@ against what each server keeps, a check, and the rule's margin a pair (core/dens
 C deals a query (`deal`), nothing in it depending on the values: for each CLK a fresh mask m
 (|Q| x L, uniform mod 2^32) and a fresh spare m' of the same shape, each server's share from
 its seed; Z = m M_B^T and Z' = m' M_B^T shared (S1's from its seed, S2's explicit: 8 bytes a
-pair a CLK), C regenerating M_B a chunk at a time (`Standing.mask`). Q's bits by daBits and
+pair a CLK), C regenerating M_B a chunk at a time (core/standingrows.py `stream_times`) or
+reading its kept M_B. Q's bits by daBits and
 its popcounts as core/densemargin.py's (core/ring64.py's sacrifice, `standing.convert_bits`).
 
 S1 and S2 (`Query`, one each):
@@ -20,6 +21,13 @@ S1 and S2 (`Query`, one each):
    element is 0;
 4. `finish`: `DealRefused` unless the digests agree, then [Q B^T] = D_Q D_B^T (S1 alone) +
    D_Q [M_B]^T + [m] D_B^T + [Z] mod 2^k and [H] = [|q|] + [|b|] - 2 [Q B^T] a pair.
+
+Each product reads what it reads once (core/standingrows.py: the native kernel, or numpy's
+einsum): at `check` a server's [M_B] for D_Q and rho together (a 2-row product a query
+record); at `finish` D_B for (D_Q + [m]) (S1) or [m] (S2), one row a query record; at C's
+`deal` each chunk of M_B for m and m' together, its two seeds' streams regenerated a slice at a
+time and summed as the product reads them (or its kept M_B). D_Q [M_B]^T is made before the
+digest is sent, but nothing of the H shares is made, let alone sent, until the digests agree.
 
 Nothing here opens a combination of M_B: rho is the fresh masks' alone. An error E in Z
 (E' in Z', chosen with it, before t) passes only if t E = E' mod 2^32 element by element.
