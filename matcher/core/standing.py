@@ -210,6 +210,7 @@ def convert(standing: Standing, p: Plan,
         side.d = [np.zeros((n, w), np.uint16) for w in widths]
         side.mask = [np.zeros((n, w), np.uint32) for w in widths] if keep_mask else []
         side.pops = [np.zeros(n, np.uint32) for _ in widths]
+        side.arith_pops = [np.zeros(n, np.uint64) for _ in widths]
     for piece, (start, stop) in enumerate(chunks(n)):
         got = convert_bits(([x[start:stop] for x in clks[0]], [x[start:stop] for x in clks[1]]),
                            widths, t, clock)  # fmt: skip
@@ -227,10 +228,15 @@ def convert(standing: Standing, p: Plan,
             opened = densemargin._timed(clock, who, _opened, sides[role], shares[role][0], theirs)
             for c, y in enumerate(opened):
                 sides[role].d[c][start:stop] = y
-    arith = convert_popcounts(p, pops, t, clock)
+        # the chunk's popcounts too, as a piece over gRPC (core/standingsteps.py): one chunk's
+        # daBits held at a time, not the partner's
+        piece_pops = tuple([np.asarray(q)[start:stop] for q in side] for side in pops)
+        arith = convert_popcounts(p, (piece_pops[0], piece_pops[1]), t, clock)
+        for role in (0, 1):
+            for c, v in enumerate(arith[role]):
+                sides[role].arith_pops[c][start:stop] = v
     for role, side in enumerate(sides):
         side.xor_pops = [np.asarray(q, np.uint32) for q in pops[role]]
-        side.arith_pops = list(arith[role])
     return sides[0], sides[1]
 
 
