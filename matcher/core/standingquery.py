@@ -7,8 +7,8 @@ C deals a query (`deal`), nothing in it depending on the values: for each CLK a 
 (|Q| x L, uniform mod 2^32) and a fresh spare m' of the same shape, each server's share from
 its seed; Z = m M_B^T and Z' = m' M_B^T shared (S1's from its seed, S2's explicit: 8 bytes a
 pair a CLK), C regenerating M_B a chunk at a time (core/standingrows.py `stream_times`) or
-reading its kept M_B. Q's bits by daBits and
-its popcounts as core/densemargin.py's (core/ring64.py's sacrifice, `standing.convert_bits`).
+reading its kept M_B. Q's bits by daBits and its popcounts as core/densemargin.py's
+(core/ring64.py's sacrifice, `standing.convert_bits`).
 
 S1 and S2 (`Query`, one each):
 
