@@ -56,26 +56,19 @@
     }
 
 /* One function a matrix type (and with mat2 or not); `row` is scratch of `width` uint32. */
-#define BM_ROWS_TIMES(name, attrs)                                                           \
-    attrs static void name##_u16(const void *mat, const void *mat2, const uint32_t *vecs,    \
-                                 size_t rows, size_t records, size_t width, uint32_t *out,   \
-                                 uint32_t *row) {                                            \
+#define BM_ROWS_TIMES_FN(fname, attrs, mat_t, add2)                                          \
+    attrs static void fname(const void *mat, const void *mat2, const uint32_t *vecs,         \
+                            size_t rows, size_t records, size_t width, uint32_t *out,        \
+                            uint32_t *row) {                                                 \
         (void)mat2;                                                                          \
         (void)row;                                                                           \
-        BM_ROWS_TIMES_BODY(uint16_t, 0)                                                      \
-    }                                                                                        \
-    attrs static void name##_u32(const void *mat, const void *mat2, const uint32_t *vecs,    \
-                                 size_t rows, size_t records, size_t width, uint32_t *out,   \
-                                 uint32_t *row) {                                            \
-        (void)mat2;                                                                          \
-        (void)row;                                                                           \
-        BM_ROWS_TIMES_BODY(uint32_t, 0)                                                      \
-    }                                                                                        \
-    attrs static void name##_sum(const void *mat, const void *mat2, const uint32_t *vecs,    \
-                                 size_t rows, size_t records, size_t width, uint32_t *out,   \
-                                 uint32_t *row) {                                            \
-        BM_ROWS_TIMES_BODY(uint32_t, 1)                                                      \
+        BM_ROWS_TIMES_BODY(mat_t, add2)                                                      \
     }
+
+#define BM_ROWS_TIMES(name, attrs)                                                           \
+    BM_ROWS_TIMES_FN(name##_u16, attrs, uint16_t, 0)                                         \
+    BM_ROWS_TIMES_FN(name##_u32, attrs, uint32_t, 0)                                         \
+    BM_ROWS_TIMES_FN(name##_sum, attrs, uint32_t, 1)
 
 typedef void (*rows_times_fn)(const void *, const void *, const uint32_t *, size_t, size_t,
                               size_t, uint32_t *, uint32_t *);
