@@ -13,7 +13,11 @@ setup(
             "blindmatch.matcher.core._kernel",
             sources=["matcher/core/_kernel.c"],
             # included by _kernel.c
-            depends=["matcher/core/_lshbatch.c", "matcher/core/_pairperm.c"],
+            depends=[
+                "matcher/core/_lshbatch.c",
+                "matcher/core/_pairperm.c",
+                "matcher/core/_standing.c",
+            ],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-parameter"],
             optional=True,
         )

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing
-from blindmatch.matcher.core import densemargin, linkbit, ring64, ruleform, standing
+from blindmatch.matcher.core import densemargin, linkbit, ring64, ruleform, standing, standingrows
 from blindmatch.matcher.core import standingquery as sq
 from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.triplecheck import DealRefused
@@ -226,3 +226,87 @@ def test_a_combiner_dealing_a_partner_bits_dabit_wrong_is_refused_before_anythin
     with pytest.raises(DealRefused):
         _partner(b, t)
     assert not [m for m in t.messages if m[2] == "open partner"]
+
+
+def _exact(vecs: U32, mat: npt.NDArray[np.unsignedinteger]) -> U32:
+    """vecs mat^T mod 2^32 in Python integers (no fixed-width arithmetic at all)."""
+    out = [[sum(int(x) * int(y) for x, y in zip(v, m, strict=True)) % (1 << 32) for m in mat]
+           for v in vecs]  # fmt: skip
+    return np.array(out, dtype=np.uint32)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32])
+def test_the_native_products_are_numpys_bit_for_bit_wrap_around_included(dtype: type) -> None:
+    """A query's rows times a partner's matrix (core/standingrows.py): every native path this
+    build has (AVX2, generic) gives numpy's bits, one to five rows (pairs and an odd one),
+    widths not a multiple of the vectors' lanes, values at the top of their range so that
+    every sum wraps mod 2^32 many times; with a second matrix added as it is read (C's two
+    shares); numpy's own is the exact product mod 2^32 (Python integers), and so mod 2^k."""
+    rng = np.random.default_rng(3)
+    top = np.iinfo(dtype).max
+    paths = ["numpy"]
+    if standingrows.native():
+        paths += ["generic", "auto"] + (["avx2"] if _has_avx2() else [])
+    low = np.uint32((1 << 11) - 1)  # a 1,024-bit CLK's k
+    for rows, width in ((1, 1024), (2, 64), (3, 72), (5, 13)):
+        mat = rng.integers(top - 3, top, (37, width), dtype=dtype, endpoint=True)
+        mat[::5] = rng.integers(0, top, (8, width), dtype=dtype, endpoint=True)
+        vecs = rng.integers((1 << 32) - 5, 1 << 32, (rows, width), dtype=np.uint32)
+        vecs[:, ::3] = rng.integers(0, 1 << 32, (rows, (width + 2) // 3), dtype=np.uint32)
+        want = standingrows.numpy_rows_times(vecs, mat)
+        assert (want == _exact(vecs, mat)).all()
+        for path in paths:
+            got = standingrows.rows_times(vecs, mat, path=path)
+            assert got.dtype == np.uint32 and (got == want).all(), path
+            assert ((got & low) == (_exact(vecs & low, mat & low) & low)).all(), path
+        if dtype is np.uint32:
+            other = rng.integers(0, 1 << 32, mat.shape, dtype=np.uint32)
+            both = standingrows.numpy_rows_times(vecs, mat + other)
+            for path in paths:
+                assert (standingrows.rows_times(vecs, mat, other, path) == both).all(), path
+
+
+def _has_avx2() -> bool:
+    try:
+        standingrows.rows_times(np.ones((1, 8), np.uint32), np.ones((1, 8), np.uint32),
+                                path="avx2")  # fmt: skip
+    except ValueError:
+        return False
+    return True
+
+
+def test_a_product_with_regenerated_mask_shares_is_the_kept_shares_product() -> None:
+    """`stream_times` (C's M_B from both seeds, a server's [M_B] from its own, a slice at a
+    time, never stored) is the product with `standing.mask_share`'s matrices, on a chunk of
+    records that is not a multiple of the slice."""
+    rng = np.random.default_rng(4)
+    seeds, widths, rows = (bytes(range(32)), bytes(32)), (64, 128), standingrows.SLICE * 2 + 7
+    vecs = [rng.integers(0, 1 << 32, (2, w), dtype=np.uint32) for w in widths]
+    shares = [standing.mask_share(seed, 5, rows, widths) for seed in seeds]
+    both = standingrows.stream_times(seeds, 5, rows, widths, vecs)
+    one = standingrows.stream_times(seeds[:1], 5, rows, widths, vecs)
+    for c in range(2):
+        assert (
+            both[c] == standingrows.numpy_rows_times(vecs[c], shares[0][c] + shares[1][c])
+        ).all()
+        assert (one[c] == standingrows.numpy_rows_times(vecs[c], shares[0][c])).all()
+
+
+def test_servers_regenerating_their_mask_share_answer_as_when_they_keep_it(
+    encoded: list[list[Clks]],
+) -> None:
+    """Each server's [M_B] forgotten after the conversion (`Partner.forget_mask`) and
+    regenerated from its seed at the query: the same link bits as kept, on a partner of more
+    than one chunk, with 8,192 bytes a record fewer kept at two 1,024-bit CLKs."""
+    a, b = encoded
+    b = [np.vstack([x] * 27) for x in b]  # 1,080 records: two chunks
+    s, partners = _partner(b)
+    q = [x[:2] for x in a]
+    kept = _query(s, partners, q)
+    before = [p.bytes_kept() for p in partners]
+    for side in partners:
+        side.forget_mask()
+    assert [x - p.bytes_kept() for x, p in zip(before, partners, strict=True)] == [
+        8192 * len(b[0])
+    ] * 2
+    assert (_query(s, partners, q) == kept).all() and kept[0].sum() >= 2 * 27

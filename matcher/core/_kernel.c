@@ -522,6 +522,7 @@ done:
 /* Batch LSH blocking (blocking.py): lsh_pairs, in a file of its own. */
 #include "_lshbatch.c"
 #include "_pairperm.c"
+#include "_standing.c"
 
 /* ---- one query against a standing index ----------------------------------------
  *
@@ -1752,6 +1753,9 @@ static PyMethodDef methods[] = {
     {"pair_messages", py_pair_messages, METH_VARARGS,
      "pair_messages(shares_a, shares_b, width, rows_a, rows_b, dset_a, dset_b, key) -> "
      "permuted share differences (bytes), or None without AES instructions"},
+    {"rows_times", py_rows_times, METH_VARARGS,
+     "rows_times(vecs, rows, mat, itemsize, out, mat2=None, path='auto') -> path: "
+     "out = vecs (mat + mat2)^T mod 2^32 (a standing partner's products)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

@@ -10,7 +10,8 @@ Once per partner upload (per S1-S2 pair), `convert` in this process, C dealing:
    records a deal; kept mod 2^32;
 2. a persistent mask M_B (N x L a CLK, uniform mod 2^32): each server's share from its own
    32-byte seed from C (`deal`; so C knows M_B, as core/densearith.py's deal, and
-   regenerates it a chunk at a time for each query's deal, `Standing.mask`). M_B is never
+   regenerates it a slice at a time for each query's deal, core/standingrows.py
+   `stream_times`, or keeps it, `Standing.keep`). M_B is never
    opened, nor any combination of it: core/standingquery.py's check is a sacrifice against
    a fresh spare, not densearith's bilinear check (which opens beta^T M_B: with M_B reused,
    a few queries' openings would give M_B and so B from D_B);
@@ -20,9 +21,10 @@ Once per partner upload (per S1-S2 pair), `convert` in this process, C dealing:
    additive shares mod 2^64 for the rule's margin (core/densemargin.py `convert_pops`),
    beside the XOR shares the upload brought.
 
-What a server keeps (`Partner`): D_B (2 bytes a bit), its [M_B] (4 bytes a bit; it could be
-regenerated from its 32-byte seed instead, at an AES stream a query), 4 + 8 + 4 bytes a
-record a CLK of popcounts: `Partner.bytes_kept`.
+What a server keeps (`Partner`): D_B (2 bytes a bit), its [M_B] (4 bytes a bit; or, after
+`Partner.forget_mask`, regenerated from its 32-byte seed at each query, an AES stream of 4
+bytes a bit), 4 + 8 + 4 bytes a record a CLK of popcounts: `Partner.bytes_kept`. A query's
+products against them are core/standingrows.py's (the native kernel, or numpy's einsum).
 """
 
 from __future__ import annotations
@@ -122,6 +124,12 @@ class Partner:
     def levels(self, c: int) -> int:
         return self.widths[c].bit_length()
 
+    def forget_mask(self) -> None:
+        """Keep no [M_B]: each query regenerates this server's share from its seed instead (an
+        AES stream of 4 bytes a bit a query, core/standingrows.py `stream_times`), 4,128
+        rather than 12,320 bytes a record at two 1,024-bit CLKs."""
+        self.mask = []
+
     def bytes_kept(self) -> int:
         """What this server keeps of the partner for its queries."""
         arrays: list[npt.NDArray[np.unsignedinteger]] = [
@@ -180,11 +188,11 @@ def convert(standing: Standing, p: Plan,
             clks: tuple[Sequence[npt.NDArray[np.uint8]], Sequence[npt.NDArray[np.uint8]]],
             pops: tuple[Sequence[npt.ArrayLike], Sequence[npt.ArrayLike]],
             t: linkbit.Transcript | None = None, clock: Clock | None = None,
-            ) -> tuple[Partner, Partner]:  # fmt: skip
+            keep_mask: bool = True) -> tuple[Partner, Partner]:  # fmt: skip
     """The once-per-upload conversion between S1 and S2 in this process: `clks[role][c]`
     ((N, L/8) bytes) each server's XOR shares of the partner's CLK c, `pops[role][c]` of its
-    popcounts; C's seeds `standing` (`deal`). Each server's `Partner`; `DealRefused` where
-    a daBit is not one."""
+    popcounts; C's seeds `standing` (`deal`). Each server's `Partner` (without its [M_B]
+    where not `keep_mask`: `Partner.forget_mask`); `DealRefused` where a daBit is not one."""
     t = t if t is not None else linkbit.Transcript()
     widths = standing.widths
     if len(clks[0]) != len(widths) or any(
@@ -197,10 +205,13 @@ def convert(standing: Standing, p: Plan,
         t.send("C", "S2", "setup", standing.to_s2),
     )
     sides = [Partner(role, widths, setups[role]) for role in (0, 1)]
-    d_parts: list[list[list[U16]]] = [[], []]
-    mask_parts: list[list[list[U32]]] = [[], []]
-    pop_parts: list[list[list[U32]]] = [[], []]
-    for piece, (start, stop) in enumerate(chunks(standing.records)):
+    n = standing.records
+    for side in sides:  # each array made once and filled a chunk at a time (no copies)
+        side.d = [np.zeros((n, w), np.uint16) for w in widths]
+        side.mask = [np.zeros((n, w), np.uint32) for w in widths] if keep_mask else []
+        side.pops = [np.zeros(n, np.uint32) for _ in widths]
+        side.arith_pops = [np.zeros(n, np.uint64) for _ in widths]
+    for piece, (start, stop) in enumerate(chunks(n)):
         got = convert_bits(([x[start:stop] for x in clks[0]], [x[start:stop] for x in clks[1]]),
                            widths, t, clock)  # fmt: skip
         shares = []
@@ -208,21 +219,24 @@ def convert(standing: Standing, p: Plan,
             mine = densemargin._timed(clock, who, _d_share, sides[role], piece, stop - start,
                                       got[role])  # fmt: skip
             shares.append(mine)
-            mask_parts[role].append(mine[1])
-            pop_parts[role].append([x.sum(axis=1, dtype=np.uint32) for x in got[role]])
+            for c, x in enumerate(got[role]):
+                sides[role].pops[c][start:stop] = x.sum(axis=1, dtype=np.uint32)
+                if keep_mask:
+                    sides[role].mask[c][start:stop] = mine[1][c]
         for role, who in enumerate(("S1", "S2")):
             theirs = t.send(("S2", "S1")[role], who, "open partner", shares[1 - role][2])
-            d_parts[role].append(densemargin._timed(clock, who, _opened, sides[role],
-                                                    shares[role][0], theirs))  # fmt: skip
-    arith = convert_popcounts(p, pops, t, clock)
+            opened = densemargin._timed(clock, who, _opened, sides[role], shares[role][0], theirs)
+            for c, y in enumerate(opened):
+                sides[role].d[c][start:stop] = y
+        # the chunk's popcounts too, as a piece over gRPC (core/standingsteps.py): one chunk's
+        # daBits held at a time, not the partner's
+        piece_pops = tuple([np.asarray(q)[start:stop] for q in side] for side in pops)
+        arith = convert_popcounts(p, (piece_pops[0], piece_pops[1]), t, clock)
+        for role in (0, 1):
+            for c, v in enumerate(arith[role]):
+                sides[role].arith_pops[c][start:stop] = v
     for role, side in enumerate(sides):
-        side.d = [np.vstack([part[c] for part in d_parts[role]]) for c in range(len(widths))]
-        side.mask = [np.vstack([part[c] for part in mask_parts[role]])
-                     for c in range(len(widths))]  # fmt: skip
-        side.pops = [np.concatenate([part[c] for part in pop_parts[role]])
-                     for c in range(len(widths))]  # fmt: skip
         side.xor_pops = [np.asarray(q, np.uint32) for q in pops[role]]
-        side.arith_pops = list(arith[role])
     return sides[0], sides[1]
 
 

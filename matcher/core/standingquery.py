@@ -6,8 +6,9 @@ against what each server keeps, a check, and the rule's margin a pair (core/dens
 C deals a query (`deal`), nothing in it depending on the values: for each CLK a fresh mask m
 (|Q| x L, uniform mod 2^32) and a fresh spare m' of the same shape, each server's share from
 its seed; Z = m M_B^T and Z' = m' M_B^T shared (S1's from its seed, S2's explicit: 8 bytes a
-pair a CLK), C regenerating M_B a chunk at a time (`Standing.mask`). Q's bits by daBits and
-its popcounts as core/densemargin.py's (core/ring64.py's sacrifice, `standing.convert_bits`).
+pair a CLK), C regenerating M_B a chunk at a time (core/standingrows.py `stream_times`) or
+reading its kept M_B. Q's bits by daBits and its popcounts as core/densemargin.py's
+(core/ring64.py's sacrifice, `standing.convert_bits`).
 
 S1 and S2 (`Query`, one each):
 
@@ -20,6 +21,13 @@ S1 and S2 (`Query`, one each):
    element is 0;
 4. `finish`: `DealRefused` unless the digests agree, then [Q B^T] = D_Q D_B^T (S1 alone) +
    D_Q [M_B]^T + [m] D_B^T + [Z] mod 2^k and [H] = [|q|] + [|b|] - 2 [Q B^T] a pair.
+
+Each product reads what it reads once (core/standingrows.py: the native kernel, or numpy's
+einsum): at `check` a server's [M_B] for D_Q and rho together (a 2-row product a query
+record); at `finish` D_B for (D_Q + [m]) (S1) or [m] (S2), one row a query record; at C's
+`deal` each chunk of M_B for m and m' together, its two seeds' streams regenerated a slice at a
+time and summed as the product reads them (or its kept M_B). D_Q [M_B]^T is made before the
+digest is sent, but nothing of the H shares is made, let alone sent, until the digests agree.
 
 Nothing here opens a combination of M_B: rho is the fresh masks' alone. An error E in Z
 (E' in Z', chosen with it, before t) passes only if t E = E' mod 2^32 element by element.
@@ -52,6 +60,7 @@ from blindmatch.matcher.core.densearith import _stream
 from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.margincircuit import Plan, plan
 from blindmatch.matcher.core.standing import Partner, Standing
+from blindmatch.matcher.core.standingrows import rows_times, stream_times
 from blindmatch.matcher.core.triplecheck import DealRefused
 from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.domain import Rule
@@ -102,8 +111,14 @@ def deal(s: Standing, rows: int, seeds: tuple[bytes, bytes] | None = None) -> Qu
         both.append(np.vstack([m, m_]))
     prods = [np.empty((2 * rows, s.records), np.uint32) for _ in s.widths]
     for piece, (start, stop) in enumerate(standing.chunks(s.records)):
-        for c, mb in enumerate(s.mask(piece)):
-            prods[c][:, start:stop] = np.einsum("ij,kj->ki", mb, both[c])  # exact mod 2^32
+        # Z and Z' in one pass over the chunk's M_B: kept, or both seeds' streams regenerated
+        # a slice at a time and summed as the product reads them (never stored whole)
+        if s.kept is not None and piece in s.kept:
+            got = [rows_times(both[c], mb) for c, mb in enumerate(s.kept[piece])]
+        else:
+            got = stream_times((s.to_s1, s.to_s2), piece, stop - start, s.widths, both)
+        for c, prod in enumerate(got):
+            prods[c][:, start:stop] = prod
     explicit = []
     for c in range(len(s.widths)):
         explicit.append(prods[c][:rows].ravel() - one[4 * c + 2])
@@ -198,8 +213,7 @@ class Query:
         sizes = [n for w in widths for n in (2 * rows * w, 4 * rows * w)]
         if len(theirs) != sum(sizes):
             raise ValueError("a query: the other server's opening does not fit the query")
-        taus, at = [], 0
-        assert self._t is not None
+        opened, at = [], 0
         for c, w in enumerate(widths):
             d_other = np.frombuffer(theirs[at : at + 2 * rows * w], "<u2").astype(np.uint32)
             at += 2 * rows * w
@@ -208,14 +222,31 @@ class Query:
             d_mine, rho_mine = self._mine[c]
             d = (d_mine + d_other.reshape(rows, w)) & self._low(c)
             rho = rho_mine + rho_other.reshape(rows, w)
-            # (2 rows, N) mod 2^32: einsum's integer loop, ~3x numpy's integer matmul here
-            both = np.einsum("ij,kj->ki", self.partner.mask[c], np.vstack([d, rho]))
-            self._dm.append(both[:rows])
             self._mine[c] = (d, rho)
+            opened.append(np.vstack([d, rho]))
+        # (2 rows, N) mod 2^32 a CLK, [M_B] read once for D_Q and rho (core/standingrows.py)
+        products = self._masked(opened)
+        taus = []
+        assert self._t is not None
+        for c, both in enumerate(products):
+            self._dm.append(both[:rows])
             tau = self._t * self._z[c] - self._z_[c] - both[rows:]
             taus.append(tau if self.role == 0 else np.uint32(0) - tau)
         self._tau = _digest(taus)
         return self._tau
+
+    def _masked(self, vecs: list[U32]) -> list[U32]:
+        """vecs[c] [M_B]^T mod 2^32 a CLK: from the kept [M_B], or (`Partner.forget_mask`)
+        from this server's share regenerated from its seed a chunk at a time."""
+        part = self.partner
+        if part.mask:
+            return [rows_times(v, m) for v, m in zip(vecs, part.mask, strict=True)]
+        out = [np.empty((len(v), part.records), np.uint32) for v in vecs]
+        for piece, (start, stop) in enumerate(standing.chunks(part.records)):
+            got = stream_times((part.seed,), piece, stop - start, part.widths, vecs)
+            for c, prod in enumerate(got):
+                out[c][:, start:stop] = prod
+        return out
 
     def finish(self, theirs: bytes) -> None:
         """From the other's `check`: `DealRefused` unless the digests agree; then this
@@ -229,8 +260,8 @@ class Query:
             )
         out = []
         for c, (d, _rho) in enumerate(self._mine):
-            left = (d + self._m[c] if self.role == 0 else self._m[c]).astype(np.uint16)
-            md = np.einsum("ij,kj->ki", self.partner.d[c], left).astype(np.uint32)  # mod 2^16
+            left = d + self._m[c] if self.role == 0 else self._m[c]
+            md = rows_times(left, self.partner.d[c])  # D_B read once; its low k bits count
             inner = md + self._dm[c] + self._z[c]
             pq = self._q[c].sum(axis=1, dtype=np.uint32)
             h = pq[:, None] + self.partner.pops[c][None, :] - np.uint32(2) * inner
