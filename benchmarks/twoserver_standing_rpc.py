@@ -5,6 +5,7 @@ by pairs (the rule's circuit a pair, the path core/partpath.py took before), in 
     .venv/bin/python benchmarks/twoserver_standing_rpc.py [--partner-records 16000,64000]
         [--queries 3] [--population households|messy] [--seed 1]
         [--partners P --standing-bytes N] [--inline-records N] [--stop-after-pieces K]
+        [--regenerate] [--no-trim]
 
 S2 and S1 in this process on loopback gRPC ports (`create_role`, S1 comparing every pair
 without blocking), C's `RemoteServers` driving `twopartner.proposed_query_links` as the
@@ -25,6 +26,11 @@ With `--stop-after-pieces` K (`stopped`, standfix2): the first query's conversio
 after K pieces (between pieces), twice: as the matcher's stop does now (`Conversions.close`:
 its wall, and the bytes S1 and S2 hold of it after) and as before (C's thread gone without a
 word: `give_up` left out), the bytes they then keep.
+After the first query's conversion: the process's RSS against S1's and S2's bytes kept, before
+and after `malloc_trim(0)` (`--no-trim`: the servers' own trim left out, as before standmask).
+With `--regenerate` (standmask): S1 and S2 then forget [M_B] (as a partner that fits
+`--standing-bytes` only so is kept) and the queries are asked standing again: CPU a pair
+regenerating against keeping, in one run.
 Exit 1 where the paths' links differ.
 """
 
@@ -50,6 +56,7 @@ from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import linkbit, twoserver
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
@@ -64,6 +71,19 @@ PLAN = sharing.BandPlan(bits=20, bands=30)  # (S1 compares every pair: band keys
 
 def _peak() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss() -> float:
+    """This process's resident set now, MiB (S1, S2 and C: all three run here)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _query(k: int, a: list[np.ndarray], b: list[np.ndarray]) -> list[np.ndarray]:  # type: ignore[type-arg]
+    """Query `k`'s one record: alternately one of the partner's own and one of A's."""
+    return [x[k // 2 : k // 2 + 1] for x in (b if k % 2 == 0 else a)]
 
 
 def _upload(roles: dict[str, RunningRole], name: str, up: sharing.SharedUpload,
@@ -129,8 +149,9 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
         got: dict[str, list[tuple[float, float, int]]] = {"standing": [], "pairs": []}
         _upload(roles, NAMES[0], _shared([x[:1] for x in a]), rule)
         ask(roles, [1, n], bits, rule, None)  # warm: circuits built, channels made (not timed)
+        rss0, answers = _rss(), []
         for k in range(args.queries):
-            q = [x[k // 2 : k // 2 + 1] for x in (b if k % 2 == 0 else a)]
+            q = _query(k, a, b)
             found = {}
             for path in ("standing", "pairs"):
                 _upload(roles, NAMES[0], _shared(q), rule)
@@ -149,9 +170,11 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
                     if k == 0:
                         print(f"  (the conversion after query 0's answer, in the background: "
                               f"CPU {bg[0]:.1f} s, wall {bg[1]:.1f} s)", flush=True)  # fmt: skip
+                        _memory(roles, rss0)
                     cpu += bg[0]
                 got[path].append((cpu, wall, sent))
             same = same and found["standing"] == found["pairs"]
+            answers.append(found["pairs"])
         later = got["standing"][1:] or got["standing"]
         med = [statistics.median(x[i] for x in later) for i in range(3)]
         pairs = [statistics.median(x[i] for x in got["pairs"]) for i in range(3)]
@@ -173,8 +196,57 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
         print(f"  by pairs / standing: CPU {pairs[0] / med[0]:.1f}x, wall {pairs[1] / med[1]:.1f}x,"
               f" bytes {pairs[2] / med[2]:.1f}x; the same links, buckets and rows: {same}; "
               f"peak RSS so far {_peak():,.0f} MiB", flush=True)  # fmt: skip
+        if args.regenerate:
+            same = _regenerated(roles, n, a, b, bits, rule, conversions, answers, med[0]) and same
     finally:
         _stop(roles)
+    return same
+
+
+def _memory(roles: dict[str, RunningRole], before: float) -> None:
+    """The process's RSS once the conversion is whole against S1's and S2's bytes kept: as the
+    servers left it (with `--no-trim`, no `malloc_trim` after it), then after `malloc_trim(0)`
+    (what S1 and S2 do after a conversion, standmask: rpc/twoserver_standcache.py `trim`)."""
+    kept = sum(r.service.standing.bytes_kept() for r in roles.values()) / 2**20
+    now = _rss()
+    standcache.TRIM, was = True, standcache.TRIM
+    standcache.trim()
+    standcache.TRIM = was
+    trimmed = _rss()
+    print(f"  RSS: {before:,.0f} MiB before the conversion, {now:,.0f} MiB after it (servers' "
+          f"trim {'on' if was else 'off'}: +{now - before:,.0f} MiB for {kept:,.0f} MiB kept by "
+          f"S1 and S2, excess {now - before - kept:,.0f} MiB), {trimmed:,.0f} MiB after "
+          f"malloc_trim(0) (excess {trimmed - before - kept:,.0f} MiB)", flush=True)  # fmt: skip
+
+
+def _regenerated(roles: dict[str, RunningRole], n: int, a: list[np.ndarray],  # type: ignore[type-arg]
+                 b: list[np.ndarray], bits: list[int], rule: Rule,  # type: ignore[type-arg]
+                 conversions: Conversions, answers: list[list[tuple[int, int, float]]],
+                 kept_cpu: float) -> bool:  # fmt: skip
+    """`--regenerate`: S1 and S2 then forget their [M_B] (`Partner.forget_mask`, as a partner
+    that fits `--standing-bytes` only so is kept, standmask) and the same queries are asked
+    by the standing path again: CPU a pair against the kept median of this run, bytes kept."""
+    for r in roles.values():
+        for e in r.service.standing._held.values():
+            if e.conv.partner is not None:
+                e.conv.partner.forget_mask()
+    standcache.trim()
+    queried, same, cpus = conversions.queried, True, list[float]()
+    for k, pairs in enumerate(answers):
+        _upload(roles, NAMES[0], _shared(_query(k, a, b)), rule)
+        links, cpu, wall, _ = ask(roles, [1, n], bits, rule, conversions)
+        same, cpus = same and links == pairs, [*cpus, cpu]
+        print(f"  query {k}, S1 and S2 regenerating [M_B]: CPU {cpu:.2f} s "
+              f"({1e6 * cpu / n:.1f} us a pair), wall {wall:.2f} s, {len(links)} links",
+              flush=True)  # fmt: skip
+    med = statistics.median(cpus)
+    kept = [r.service.standing.bytes_kept() / n for r in roles.values()]
+    every = conversions.queried - queried == len(answers)
+    print(f"  regenerating [M_B] (every query standing: {every}): median CPU {med:.2f} s "
+          f"({1e6 * med / n:.1f} us a pair) against kept {kept_cpu:.2f} s "
+          f"({1e6 * kept_cpu / n:.1f} us a pair), +{1e6 * (med - kept_cpu) / n:.1f} us a pair; "
+          f"kept a record S1 {kept[0]:,.0f} B, S2 {kept[1]:,.0f} B; the same links "
+          f"as by pairs: {same}", flush=True)  # fmt: skip
     return same
 
 
@@ -296,8 +368,15 @@ def main() -> int:
     parser.add_argument("--stop-after-pieces", type=int, default=0,
                         help="K: the first conversion stopped after K pieces, given up "
                              "(now) and not (before): the bytes S1 and S2 keep")  # fmt: skip
+    parser.add_argument("--regenerate", action="store_true",
+                        help="then S1 and S2 forget [M_B] and the queries are asked again "
+                             "standing: CPU a pair kept vs regenerated (standmask)")  # fmt: skip
+    parser.add_argument("--no-trim", action="store_true",
+                        help="S1 and S2 do not malloc_trim after a conversion (as before "
+                             "standmask): the RSS it leaves, then trimmed")  # fmt: skip
     add_keep(parser)
     args = parser.parse_args()
+    standcache.TRIM = not args.no_trim
     if args.inline_records is not None:
         standdeal.INLINE_RECORDS = args.inline_records
     sizes = [int(x) for x in args.partner_records.split(",")]

@@ -66,7 +66,8 @@ def query_setup(rows: int, records: int, widths: Sequence[int], p: Plan, role: i
 class Converting:
     """A server's standing partner of `records` records as its pieces are converted
     (`piece_steps`, each into its rows of arrays made once at the first: nothing is copied
-    when the last is done), whole once `pieces` are (`partner`)."""
+    when the last is done), whole once `pieces` are (`partner`); without `keep_mask`, no
+    [M_B] (`standing.Partner.forget_mask`: regenerated at each query, never kept)."""
 
     role: int
     widths: tuple[int, ...]
@@ -77,6 +78,7 @@ class Converting:
     done: int = 0
     side: standing.Partner | None = None  # the arrays being filled
     partner: standing.Partner | None = None
+    keep_mask: bool = True  # False: no [M_B] kept, not even piece by piece (`Partner.forget_mask`)
 
     def bytes_kept(self) -> int:
         got = self.partner or self.side
@@ -86,7 +88,8 @@ class Converting:
         if self.side is None:
             n, side = self.records, standing.Partner(self.role, self.widths, seed)
             side.d = [np.zeros((n, w), np.uint16) for w in self.widths]
-            side.mask = [np.zeros((n, w), np.uint32) for w in self.widths]
+            if self.keep_mask:
+                side.mask = [np.zeros((n, w), np.uint32) for w in self.widths]
             side.pops = [np.zeros(n, np.uint32) for _ in self.widths]
             side.arith_pops = [np.zeros(n, np.uint64) for _ in self.widths]
             self.side = side
@@ -159,7 +162,9 @@ def piece_steps(into: Converting, piece: int, setup: bytes,
     side, at = into._arrays(seed), slice(start, start + rows)
     arith = densemargin.pop_values(into.plan, got_pops, rows)
     for c in range(len(widths)):
-        side.d[c][at], side.mask[c][at] = opened[c], mask[c]
+        side.d[c][at] = opened[c]
+        if into.keep_mask:
+            side.mask[c][at] = mask[c]
         side.pops[c][at] = converted[c].sum(axis=1, dtype=np.uint32)
         side.arith_pops[c][at] = arith[c]
     into.done += 1

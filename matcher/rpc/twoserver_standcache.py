@@ -11,6 +11,8 @@ stopped dealing: killed, or its link down); each drop audited `twoserver.standin
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import threading
 import time
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import standing
+from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.core.standingsteps import Converting
 from blindmatch.matcher.rpc.twoserver_uploads import Held as Upload
@@ -38,6 +41,36 @@ MOST_BYTES = 4 << 30
 # C waits between pieces (its PAUSE_SECONDS, 60 s, while queries are answered) plus the longest
 # a piece's call may take at C (CALL_SECONDS, 600 s), so a conversion going on is never dropped.
 STALE_SECONDS = 900.0
+
+
+# After a conversion, S1 and S2 give glibc's freed heap back (`trim`): its pieces' temporaries
+# (tens of MB each, past glibc's raised mmap threshold) otherwise stay in the process's RSS.
+TRIM = True
+
+
+def trim() -> None:
+    """`malloc_trim(0)` where the C library is glibc (and `TRIM`); nothing elsewhere."""
+    if not TRIM:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def keeps_mask(records: int, widths: tuple[int, ...], bound: int) -> bool:
+    """Whether S1 and S2 keep a partner's [M_B] (standmask): where the partner alone fits
+    `bound` (a server's `--standing-bytes`; at C the least the servers said) with it, 12,320
+    bytes a record at two 1,024-bit CLKs; else each regenerates its share from its seed at
+    each query (core/standing.py `Partner.forget_mask`, never kept, not even piece by piece),
+    4,128 bytes a record, ~1.1 us a pair a server more. The one rule, S1's, S2's and C's."""
+    return records * sum(6 * w + 16 for w in widths) + SEED_BYTES <= bound
+
+
+def kept_bytes(records: int, widths: tuple[int, ...], bound: int | None = None) -> int:
+    """What S1 and S2 each keep of a partner converted under `bound` (core/standing.py
+    `Partner.bytes_kept`: D_B 2 bytes a bit, [M_B] 4 where `keeps_mask` (None: kept), 16
+    bytes of popcounts a record a CLK, its 32-byte seed)."""
+    mask = bound is None or keeps_mask(records, widths, bound)
+    return records * sum((6 if mask else 2) * w + 16 for w in widths) + SEED_BYTES
 
 
 def terms(m: pb.BlockDeal) -> bytes:
@@ -162,7 +195,14 @@ class Standings:
                 for k in [k for k, e in self._held.items() if e.member == m.member_b]:
                     del self._held[k]
                 now = self.clock()
-                conv = Converting(role, widths, p, m.standing_pieces, upload.records)
+                conv = Converting(
+                    role,
+                    widths,
+                    p,
+                    m.standing_pieces,
+                    upload.records,
+                    keep_mask=keeps_mask(upload.records, widths, self.most_bytes()),
+                )
                 entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now,
                               m.member_a)  # fmt: skip
                 self._held[m.standing] = entry
@@ -229,4 +269,5 @@ class Standings:
                 del self._held[k]
 
 
-__all__ = ["MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "Entry", "Standings", "terms"]
+__all__ = ["MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "TRIM", "Entry", "Standings",
+           "keeps_mask", "kept_bytes", "terms", "trim"]  # fmt: skip

@@ -33,7 +33,7 @@ from blindmatch.matcher.core import standingquery as sq
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.rpc.twoserver_blocks import cut, largest_batch
 from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, call_party, wire_rule
-from blindmatch.matcher.rpc.twoserver_standcache import MOST_BYTES, STANDING_NEEDED
+from blindmatch.matcher.rpc.twoserver_standcache import MOST_BYTES, STANDING_NEEDED, kept_bytes
 from blindmatch.protos import blindmatch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -67,12 +67,6 @@ PAUSE_SECONDS = 60.0
 CLOSE_SECONDS = 30.0
 DROP_SECONDS = 10.0
 Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
-
-
-def kept_bytes(records: int, widths: tuple[int, ...]) -> int:
-    """What S1 and S2 each keep of a partner converted (core/standing.py `Partner.bytes_kept`:
-    D_B 2 bytes and [M_B] 4 a bit, 16 bytes of popcounts a record a CLK, its 32-byte seed)."""
-    return records * sum(6 * w + 16 for w in widths) + 32
 
 
 class Conversions:
@@ -120,6 +114,10 @@ class Conversions:
                 n = n or MOST_BYTES
                 self.budget = n if self.budget is None else min(self.budget, n)
 
+    def room(self) -> int:
+        """The least of S1's and S2's bounds said so far (`MOST_BYTES` before any)."""
+        return self.budget or MOST_BYTES
+
     def admit(self, key: Key, records: int, size: int) -> str:
         """Start converting `key` (of `size` bytes at each server): "" where admitted (the
         caller then `put`s or `end`s), else why not (the part goes by pairs). Admitted, C
@@ -139,7 +137,7 @@ class Conversions:
             self.end()
             return "the matcher is stopping"
         with self._lock:
-            now, budget = self.clock(), self.budget or MOST_BYTES
+            now, budget = self.clock(), self.room()
             # (the partner's own other conversions, of an earlier upload or other terms, are
             # not counted: S1 and S2 drop them when this one's piece 0 comes)
             others = [k for k in self._held if k[0] != key[0]]
@@ -439,7 +437,7 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
                 raise
             log.info("converting %s's upload again: %s", key[0], exc)
             conversions.drop(key, got[0])
-    size = kept_bytes(records, key[2])
+    size = kept_bytes(records, key[2], conversions.room())  # [M_B] kept only where it fits
     why = conversions.admit(key, records, size)
     if why:
         log.info("%s's part goes by pairs, not converted as a standing partner: %s",
@@ -450,6 +448,7 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
     except BaseException:
         conversions.end()
         raise
+    size = kept_bytes(records, key[2], conversions.room())  # (the servers' bounds now said)
     if records > INLINE_RECORDS:
         _background(remote, conversions, key, size, started)
         return None

@@ -4,15 +4,16 @@ core/standingquery.py, core/standingsteps.py): the partners they hold converted
 (`Standings`, a cache in memory), and the `PrepareBlocks` / `BlockExchange` of a `BlockDeal`
 naming `standing` (rpc/twoserver_blockcalls.py hands them here).
 
-C converts a partner's upload once, `standing.CHUNK` records a deal (`standing_pieces`); S1
-and S2 keep what core/standing.py's `Partner` holds (~12 kB a record of two 1,024-bit CLKs)
-in memory under C's id of the conversion, for that version of the upload only (the upload
-held when piece 0 came: one replaced or forgotten drops it), the least recently used dropped
-past `MOST_BYTES`, nothing kept across a restart. A query then deals its own records alone;
-S1 and S2 hold its H shares as the part's one block (every query record x every partner
-record), and the part's margin batches run on them as on any part's blocks. A query naming a
-conversion a server does not hold (restarted, dropped, another version of the upload) is
-refused FAILED_PRECONDITION with `STANDING_NEEDED` and the conversion's id: C converts again.
+C converts a partner's upload once, `standing.CHUNK` records a deal (`standing_pieces`); S1 and S2
+keep what core/standing.py's `Partner` holds (~12 kB a record of two 1,024-bit CLKs; 4 kB without
+[M_B] where the partner fits their bound only so, standmask: rpc/twoserver_standcache.py
+`keeps_mask`) in memory under C's id of the conversion, for that version of the upload only (the
+upload held when piece 0 came: one replaced or forgotten drops it), the least recently used dropped
+past `MOST_BYTES`, nothing kept across a restart. A query then deals its own records alone; S1 and
+S2 hold its H shares as the part's one block (every query record x every partner record), and the
+part's margin batches run on them as on any part's blocks. A query naming a conversion a server does
+not hold (restarted, dropped, another version of the upload) is refused FAILED_PRECONDITION with
+`STANDING_NEEDED` and the conversion's id: C converts again.
 A deal that fails a check is refused by both servers, naming the dealer, and audited
 (`twoserver.deal`), before any output share; S1 checks every query's standing deal and
 each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule,
@@ -33,6 +34,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import denseblock, linkbit, standing, standingsteps, triplecheck
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.core.standingsteps import Steps
+from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc.twoserver_blocks import (
     MAX_PAIRS,
     Held,
@@ -165,6 +167,7 @@ def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload],
              "%.0f MB (conversion %s)", NAMES[role.role], m.member_b, partner.records, seconds,
              partner.bytes_kept() / 1e6, m.standing)  # fmt: skip
     role.standing.bound()
+    standcache.trim()  # the pieces' freed temporaries given back (glibc)
 
 
 def _refused(role: _Role, m: pb.BlockDeal, run: str, exc: triplecheck.DealRefused,

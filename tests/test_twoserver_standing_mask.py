@@ -1,0 +1,60 @@
+"""Standing partners kept without [M_B] over gRPC (standmask, issue 18 (b)): where a partner
+fits S1's and S2's `--standing-bytes` only without its [M_B], each server converts it without
+keeping [M_B] (regenerated from its seed at each query: core/standing.py
+`Partner.forget_mask`) and C admits it at that size (rpc/twoserver_standcache.py
+`keeps_mask`, the one rule). Reuses tests/test_twoserver_standing.py's fixtures (S1 and S2 on
+loopback, a partner of 90 records converted in 3 pieces)."""
+
+from __future__ import annotations
+
+import pytest
+
+from blindmatch.client.encoding import sharing as client
+from blindmatch.matcher.rpc import twoserver_standcache as standcache
+from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
+from tests.test_twoserver_standing import Roles, ask_each
+from tests.test_twoserver_standing import roles as roles  # the fixtures
+from tests.test_twoserver_standing import shares as shares
+
+pytestmark = pytest.mark.server
+ROLES = ("s1", "s2")
+CLKS = (1024, 1024)  # the shipped schema's two CLKs
+
+
+def test_the_rule_keeps_m_b_where_the_partner_fits_with_it_else_4128_bytes_a_record() -> None:
+    """12,320 bytes a record with [M_B], 4,128 without, at two 1,024-bit CLKs: a partner of
+    1,000,000 records fits 4 GiB (the default bound) only without it; 300,000 with it."""
+    assert standcache.kept_bytes(1, CLKS) == 12_320 + 32
+    assert standcache.kept_bytes(1_000_000, CLKS, 4 << 30) == 4_128_000_032
+    assert not standcache.keeps_mask(1_000_000, CLKS, 4 << 30)
+    assert standcache.keeps_mask(300_000, CLKS, 4 << 30)
+    assert standcache.kept_bytes(300_000, CLKS, 4 << 30) == 300_000 * 12_320 + 32
+
+
+def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
+    roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """Two partners where S1's and S2's `--standing-bytes` hold both without [M_B] but not
+    one with it: both converted once, kept without [M_B] (the smaller figure, at S1, S2 and
+    in C's count), every later query standing, each answer that by pairs. (Before: the first
+    kept with [M_B], over the bound alone, and the second went by pairs every time.)"""
+    partners = ["south", "east"]
+    for name in partners:
+        roles.upload(name, shares["south"])
+    widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    small = standcache.kept_bytes(90, widths, 0)
+    most = 2 * small + small // 2
+    assert standcache.kept_bytes(90, widths) > most and not standcache.keeps_mask(90, widths, most)
+    for r in ROLES:
+        roles.running[r].service.standing.most = most
+    conversions = Conversions()
+    by_pairs = ask_each(roles, shares["query"], shares["south"], partners, None)
+    for _ in range(2):
+        assert ask_each(roles, shares["query"], shares["south"], partners, conversions) == by_pairs
+    assert conversions.converted == 2 and roles.conversions() == [2, 2]
+    assert conversions.declined == 0 and conversions.queried == 2  # the second round standing
+    assert sorted(conversions._bytes.values()) == [small, small]
+    for r in ROLES:
+        kept = roles.running[r].service.standing
+        assert kept.bytes_kept() == 2 * small
+        assert all(not e.conv.partner.mask for e in kept._held.values())  # type: ignore[union-attr]
