@@ -27,7 +27,8 @@ after K pieces (between pieces), twice: as the matcher's stop does now (`Convers
 its wall, and the bytes S1 and S2 hold of it after) and as before (C's thread gone without a
 word: `give_up` left out), the bytes they then keep.
 After the first query's conversion: the process's RSS against S1's and S2's bytes kept, before
-and after `malloc_trim(0)` (`--no-trim`: the servers' own trim left out, as before standmask).
+and after `malloc_trim(0)` (`--no-trim`: the servers' trim after each piece left out, as
+before standmask).
 With `--regenerate` (standmask): S1 and S2 then forget [M_B] (as a partner that fits
 `--standing-bytes` only so is kept) and the queries are asked standing again: CPU a pair
 regenerating against keeping, in one run.
@@ -139,7 +140,7 @@ def ask(roles: dict[str, RunningRole], records: list[int], bits: list[int], rule
 
 def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: ignore[type-arg]
         args: argparse.Namespace, work: Path) -> bool:  # fmt: skip
-    roles = _roles(work, str(n), None)
+    roles = _roles(work, str(n), args.standing_bytes)
     s1, s2 = roles["s1"], roles["s2"]
     same = True
     try:
@@ -206,7 +207,7 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
 def _memory(roles: dict[str, RunningRole], before: float) -> None:
     """The process's RSS once the conversion is whole against S1's and S2's bytes kept: as the
     servers left it (with `--no-trim`, no `malloc_trim` after it), then after `malloc_trim(0)`
-    (what S1 and S2 do after a conversion, standmask: rpc/twoserver_standcache.py `trim`)."""
+    (what S1 and S2 do after each piece, standmask: rpc/twoserver_standcache.py `trim`)."""
     kept = sum(r.service.standing.bytes_kept() for r in roles.values()) / 2**20
     now = _rss()
     standcache.TRIM, was = True, standcache.TRIM
@@ -355,7 +356,8 @@ def main() -> int:
         "--standing-bytes",
         type=int,
         default=None,
-        help="S1's and S2's bound on partners kept converted (with --partners)",
+        help="S1's and S2's bound on partners kept converted (with --partners; alone: a "
+        "partner that fits it only without [M_B] is kept so, standmask)",
     )
     parser.add_argument(
         "--inline-records",
@@ -372,7 +374,7 @@ def main() -> int:
                         help="then S1 and S2 forget [M_B] and the queries are asked again "
                              "standing: CPU a pair kept vs regenerated (standmask)")  # fmt: skip
     parser.add_argument("--no-trim", action="store_true",
-                        help="S1 and S2 do not malloc_trim after a conversion (as before "
+                        help="S1 and S2 do not malloc_trim after each piece (as before "
                              "standmask): the RSS it leaves, then trimmed")  # fmt: skip
     add_keep(parser)
     args = parser.parse_args()

@@ -43,8 +43,9 @@ MOST_BYTES = 4 << 30
 STALE_SECONDS = 900.0
 
 
-# After a conversion, S1 and S2 give glibc's freed heap back (`trim`): its pieces' temporaries
-# (tens of MB each, past glibc's raised mmap threshold) otherwise stay in the process's RSS.
+# After each piece of a conversion, S1 and S2 give glibc's freed heap back (`trim`): the
+# pieces' temporaries (tens of MB each, under glibc's raised mmap threshold) otherwise stay in
+# the process's RSS (+864 MiB beside 376 MiB kept at 16,000 records, standmask).
 TRIM = True
 
 

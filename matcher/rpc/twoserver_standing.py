@@ -150,10 +150,12 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
 
 def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload], run: str,
           actor: str) -> None:  # fmt: skip
-    """After a piece: the cache bounded (room made for a conversion as it starts); the
-    partner whole once its last piece is, logged with its records and time."""
+    """After a piece: the heap trimmed (`standcache.trim`), the cache bounded (room made for
+    a conversion as it starts); the partner whole once its last piece is, logged with its
+    records and time."""
     if entry is None:
         return
+    standcache.trim()  # the piece's freed temporaries given back (glibc), not kept in the RSS
     if entry.conv.done < entry.conv.pieces:
         role.standing.bound()
         return
@@ -167,7 +169,6 @@ def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload],
              "%.0f MB (conversion %s)", NAMES[role.role], m.member_b, partner.records, seconds,
              partner.bytes_kept() / 1e6, m.standing)  # fmt: skip
     role.standing.bound()
-    standcache.trim()  # the pieces' freed temporaries given back (glibc)
 
 
 def _refused(role: _Role, m: pb.BlockDeal, run: str, exc: triplecheck.DealRefused,
