@@ -32,12 +32,13 @@ def test_the_rule_keeps_m_b_where_the_partner_fits_with_it_else_4128_bytes_a_rec
 
 
 def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
-    roles: Roles, shares: dict[str, client.SharedUpload]
+    roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two partners where S1's and S2's `--standing-bytes` hold both without [M_B] but not
     one with it: both converted once, kept without [M_B] (the smaller figure, at S1, S2 and
-    in C's count), every later query standing, each answer that by pairs. (Before: the first
-    kept with [M_B], over the bound alone, and the second went by pairs every time.)"""
+    in C's count), every later query standing, each answer that by pairs; each server's heap
+    trimmed after each piece. (Before: the first kept with [M_B], over the bound alone, and
+    the second went by pairs every time; no trim.)"""
     partners = ["south", "east"]
     for name in partners:
         roles.upload(name, shares["south"])
@@ -47,6 +48,14 @@ def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
     assert standcache.kept_bytes(90, widths) > most and not standcache.keeps_mask(90, widths, most)
     for r in ROLES:
         roles.running[r].service.standing.most = most
+    trims = [0]
+    trim = standcache.trim
+
+    def counted() -> None:
+        trims[0] += 1
+        trim()  # (the real malloc_trim on glibc)
+
+    monkeypatch.setattr(standcache, "trim", counted)
     conversions = Conversions()
     by_pairs = ask_each(roles, shares["query"], shares["south"], partners, None)
     for _ in range(2):
@@ -54,6 +63,7 @@ def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
     assert conversions.converted == 2 and roles.conversions() == [2, 2]
     assert conversions.declined == 0 and conversions.queried == 2  # the second round standing
     assert sorted(conversions._bytes.values()) == [small, small]
+    assert trims[0] == 2 * 2 * 3  # each server's heap trimmed after each piece of both
     for r in ROLES:
         kept = roles.running[r].service.standing
         assert kept.bytes_kept() == 2 * small
