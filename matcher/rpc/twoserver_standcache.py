@@ -62,7 +62,8 @@ def keeps_mask(records: int, widths: tuple[int, ...], bound: int) -> bool:
     `bound` (a server's `--standing-bytes`; at C the least the servers said) with it, 12,320
     bytes a record at two 1,024-bit CLKs; else each regenerates its share from its seed at
     each query (core/standing.py `Partner.forget_mask`, never kept, not even piece by piece),
-    4,128 bytes a record, ~1.1 us a pair a server more. The one rule, S1's, S2's and C's."""
+    4,128 bytes a record, ~1.1 us a pair a server more (one that fits neither: so too, kept
+    alone over the bound as before). The one rule, S1's, S2's and C's."""
     return records * sum(6 * w + 16 for w in widths) + SEED_BYTES <= bound
 
 
