@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,10 +64,56 @@ def _block_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(exhaustive, "DEFAULT_SMALL_PAIRS", 0)  # and no smaller-member cap
 
 
+# Where the suite writes (every tmp_path, and through TMPDIR every process and tempfile it
+# starts): a RAM filesystem when the host has one with room, unless TMPDIR or --basetemp says
+# otherwise. Nearly every server test makes a data dir whose SQLite files are created and
+# fsynced; on the 2-core host's disk a matcher's start took ~230 ms of wall time, on tmpfs
+# ~20 ms (docs/architecture.md, "Tests and their run time"). A kill -9 loses nothing of either
+# (the page cache outlives the process), so the crash tests test the same thing.
+RAM_TMP = Path("/dev/shm")
+RAM_TMP_FREE = 4 * 1024**3  # a whole run peaks far below this; a small /dev/shm is not used
+
+
+def _tmp_in_ram(config: pytest.Config) -> None:
+    if os.environ.get("TMPDIR") or config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # asked for a place, or a worker: the controller's choice is in its TMPDIR
+    try:
+        usable = os.access(RAM_TMP, os.W_OK) and shutil.disk_usage(RAM_TMP).free >= RAM_TMP_FREE
+    except OSError:
+        return
+    if usable:
+        os.environ["TMPDIR"] = str(RAM_TMP)
+        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+ON_DISK = Path("/var/tmp")  # (a test marked `on_disk`; where there is none, the temp dir)
+
+
+@pytest.fixture
+def tmp_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """pytest's own, in RAM where `_tmp_in_ram` put it, but on the disk for a test marked
+    `on_disk`: one that kills a process to check what its files hold, or runs churn beside an
+    operation to catch a race, whose windows are as wide as the disk's writes are slow.
+    tests/test_twoserver_backup_churn.py's stress test caught the old backup (its two files
+    read one after the other) in 3 runs of 4 on the host's disk and in 0 of 5 on tmpfs."""
+    if not (request.node.get_closest_marker("on_disk") and tmp_path.is_relative_to(RAM_TMP)):
+        yield tmp_path
+        return
+    disk = Path(
+        tempfile.mkdtemp(prefix="blindmatch-test-", dir=ON_DISK if ON_DISK.is_dir() else None)
+    )
+    try:
+        yield disk
+    finally:
+        shutil.rmtree(disk, ignore_errors=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Each xdist worker's matchers (in this process and the `serve` processes it starts)
-    keep their request threads on a CPU of the worker's own: all on the lowest CPU, the
-    workers' matchers queued behind each other there (matcher/placement.py)."""
+    """The suite's temporary files in RAM where there is room (`_tmp_in_ram`). Each xdist
+    worker's matchers (in this process and the `serve` processes it starts) keep their
+    request threads on a CPU of the worker's own: all on the lowest CPU, the workers'
+    matchers queued behind each other there (matcher/placement.py)."""
+    _tmp_in_ram(config)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit() and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))

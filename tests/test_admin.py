@@ -216,6 +216,7 @@ def test_backup_refuses_to_put_the_audit_key_inside_the_backup(
     assert not dest.exists() and list(tmp_path.glob(".b*")) == []
 
 
+@pytest.mark.on_disk  # a race: tmp_path on the disk (tests/conftest.py)
 def test_a_backup_beside_a_member_uploading_again_and_again_restores_to_a_working_matcher(
     matcher: Matcher,
     linked: dict[str, str],

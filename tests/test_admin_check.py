@@ -20,6 +20,8 @@ from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.support import ADMIN_TOKEN, Matcher, corrupt_table
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 MEMBERS = ["north", "south", "east"]
 
 

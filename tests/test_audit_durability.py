@@ -31,6 +31,8 @@ from blindmatch.matcher.storage.sqlite import GroupCommit
 from tests import support
 from tests.support import ADMIN_TOKEN, Matcher
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 CLKS = population(1, 400, 0.0, seed=23)[0].clks
 
 

@@ -27,6 +27,8 @@ from blindmatch.matcher.storage import backup
 from blindmatch.matcher.storage.backup import backup_data_dir
 from tests.support import ADMIN_TOKEN, Matcher
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 BACKUPS = 12
 
 

@@ -23,6 +23,8 @@ from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.support import ADMIN_TOKEN, Matcher
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 CLKS = population(1, 400, 0.0, seed=7)[0].clks
 
 

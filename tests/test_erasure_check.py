@@ -23,7 +23,7 @@ from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.support import ADMIN_TOKEN, db_rows, short_check_grace
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 
 CLKS = population(1, 30, 0.0, seed=18)[0].clks
 

@@ -37,6 +37,8 @@ from blindmatch.matcher.storage.integrity import check_data_dir
 from tests.support import short_check_grace
 from tests.test_hardening import found_in_data_dir
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 
 class _NoSleep:
     """`time` for a check that must not wait: its clock, and a sleep that fails the test."""

@@ -27,6 +27,8 @@ from tests.test_erasure_check import completed, index_of, puts, serve, started_w
 from tests.test_erasure_crash import PUTS, admin_check, audit_actions, served
 from tests.test_hardening import found_in_data_dir
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 __all__ = ["served"]  # (the fixture, shared with that module)
 
 

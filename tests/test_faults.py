@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks.faults import run_trials
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 
 
 def test_sigkill_at_random_moments_loses_corrupts_and_leaves_unaudited_nothing(

@@ -43,6 +43,8 @@ from tests.support import (
     start,
 )
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 CLKS = population(1, 60, 0.0, seed=16)[0].clks
 
 

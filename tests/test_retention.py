@@ -20,6 +20,8 @@ from blindmatch.matcher.server import RunningServer
 from blindmatch.matcher.storage.retention_store import ERASED_DURING_RUN
 from tests.support import HOUR, Clock, Matcher, Org, db_rows, encode_all, start, uploaded_and_run
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
+
 
 @pytest.fixture
 def encoded(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:

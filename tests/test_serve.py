@@ -28,7 +28,7 @@ from tests.support import (
     corrupt_table,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 
 
 def test_serve_answers_health_checks_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ from tests.support import auth
 from tests.test_twoserver_restart import MEMBER_KEY, NAMES, Roles, in_process
 from tests.test_twoserver_restart import uploads as uploads  # the fixture
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 BACKED_UP = ("s1", "s2", "combiner")
 
 

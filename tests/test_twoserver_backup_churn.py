@@ -34,7 +34,7 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import auth
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 PARTIES_KEY, MEMBER_KEY = "the parties' key of this test", "the members' key"
 WEST, EAST = "p/west/0000000a", "q/east/0000000b"
 BACKUPS = 12
@@ -98,11 +98,19 @@ def test_backups_beside_uploads_and_forgets_pass_their_check_and_hold_no_forgott
     for thread in threads:
         thread.start()
     backups = []
-    try:
-        while min(done.values()) < 1 and all(t.is_alive() for t in threads):
+
+    def churned(since: dict[str, int]) -> None:
+        """Wait for an upload and a forget after `since`: churn beside every backup, however
+        quick the backups are."""
+        while any(done[k] <= since[k] for k in since) and all(t.is_alive() for t in threads):
             stop.wait(0.01)
+
+    try:
+        churned({"uploads": 0, "forgets": 0})
         for i in range(BACKUPS):  # (each raises if its copy fails its check)
+            before = dict(done)
             backups.append(backup_role_dir(tmp_path / "s2", tmp_path / "backups" / f"b{i}", "s2"))
+            churned(before)
     finally:
         stop.set()
         for thread in threads:

@@ -43,7 +43,7 @@ from tests.test_twoserver_project import MEMBER_KEY as PROJECT_MEMBER_KEY
 from tests.test_twoserver_project import NAMES as PROJECT_NAMES
 from tests.test_twoserver_project import Ahead, World, create, encoded, flow, held, hits
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 __all__ = ["encoded"]  # the fixture: the members' exports, encoded with --two-server
 
 THRESHOLD = 0.8

@@ -25,6 +25,7 @@ from blindmatch.matcher.storage.role_check import check_role_dir
 from blindmatch.matcher.storage.role_store import RoleStore
 from blindmatch.protos import blindmatch_pb2 as pb
 
+pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
 SECRET = b"k" * 32
 KEY, MEMBER_KEY = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
 NAME = "p/north/t"
