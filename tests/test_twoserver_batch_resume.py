@@ -175,8 +175,10 @@ class Down:
     def __call__(self, party: linkbit.Party, other: bytes) -> None:
         if self.armed and party.role == ("s1", "s2").index(self.role) and party._round == self.at:
             self.armed = False
-            self.stopped = self.world.roles[self.role].server.stop(None)  # none answered
+            # named before the stop: the run can fail, and its CLI return, while
+            # `server.stop` is still being called on this thread
             self.world.stopped = self.role
+            self.stopped = self.world.roles[self.role].server.stop(None)  # none answered
             raise RuntimeError(f"{self.role} went down during the rounds")
         self.close(party, other)
 

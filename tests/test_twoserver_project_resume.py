@@ -145,6 +145,12 @@ class _Watch:
         return getattr(self.watch, name)
 
 
+def _set_event() -> threading.Event:
+    done = threading.Event()
+    done.set()
+    return done
+
+
 @dataclasses.dataclass
 class Resumable(World):
     """The world of tests/test_twoserver_project.py, its matcher reaching S1 and S2 through
@@ -154,6 +160,7 @@ class Resumable(World):
     cut: Cut | None = None
     stopped: str = ""
     crashed: threading.Event = dataclasses.field(default_factory=threading.Event)
+    down: threading.Event = dataclasses.field(default_factory=_set_event)  # no stop under way
     setup: Any = None  # the matcher's TwoServerSetup (`Cutting`), for `restart_matcher`
 
     def restart_matcher(self) -> None:
@@ -163,10 +170,15 @@ class Resumable(World):
                                     two_server=self.setup, clock=self.clock)  # fmt: skip
 
     def stop(self, role: str) -> None:
-        self.roles[role].stop(grace=None)
+        # named first, and `down` set once the stop returns: the run can fail, and its CLI
+        # return, while the stop is still being called on the run's thread
+        self.down.clear()
         self.stopped = role
+        self.roles[role].stop(grace=None)
+        self.down.set()
 
     def restart(self) -> None:
+        assert self.down.wait(30), f"{self.stopped} was never stopped"
         role, port = self.stopped, self.roles[self.stopped].port
         peer = {"s2": f"127.0.0.1:{self.roles['s2'].port}"} if role == "s1" else {}
         self.roles[role] = create_role(role, f"127.0.0.1:{port}", self.key, MEMBER_KEY,
