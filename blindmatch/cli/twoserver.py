@@ -309,8 +309,9 @@ def register(sub: Subcommands) -> None:
         metavar="N",
         help="S1, S2: the most bytes of partners converted once for the queries compared whole "
         "against them that this role keeps in memory (default 4 GiB: 12,320 bytes a record of "
-        "two 1,024-bit CLKs; nothing kept across a restart). The combiner reads it from both "
-        "roles and converts a partner only where it fits beside the partners queried within "
+        "two 1,024-bit CLKs, or 4,128 for a partner that fits only so, its mask share "
+        "regenerated at each query; nothing kept across a restart). The combiner reads it from "
+        "both roles and converts a partner only where it fits beside the partners queried within "
         "the hour; the others' queries go by pairs (the same answers, about twice the CPU)",
     )
     p.add_argument("--s1", metavar="HOST:PORT", help="S1's address (the combiner)")
