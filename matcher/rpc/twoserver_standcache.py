@@ -11,8 +11,6 @@ stopped dealing: killed, or its link down); each drop audited `twoserver.standin
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import threading
 import time
@@ -21,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.core import standing
+from blindmatch.matcher.core import memory, standing
 from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.core.standingsteps import Converting
@@ -50,11 +48,10 @@ TRIM = True
 
 
 def trim() -> None:
-    """`malloc_trim(0)` where the C library is glibc (and `TRIM`); nothing elsewhere."""
-    if not TRIM:
-        return
-    with contextlib.suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    """The freed heap given back (core/memory.py `release_free_memory`: glibc's
+    `malloc_trim(0)`; nothing elsewhere), where `TRIM`."""
+    if TRIM:
+        memory.release_free_memory()
 
 
 def keeps_mask(records: int, widths: tuple[int, ...], bound: int) -> bool:
