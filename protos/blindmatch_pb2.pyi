@@ -986,7 +986,7 @@ class ShardState(_message.Message):
     def __init__(self, shard: _Optional[int] = ..., shards: _Optional[int] = ..., ready: _Optional[bool] = ..., records: _Optional[int] = ..., started: _Optional[str] = ..., loaded: _Optional[bool] = ..., read_after_stop: _Optional[str] = ...) -> None: ...
 
 class SharedPart(_message.Message):
-    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking", "band_lo", "band_counts", "band_keys", "classes", "sealed", "seal_key", "rule", "band_keys_withheld")
+    __slots__ = ("member", "clk", "clk_bits", "rows", "bands", "keys", "shares", "popcounts", "popcount_shares", "lacking", "band_lo", "band_counts", "band_keys", "classes", "sealed", "seal_key", "rule", "band_keys_withheld", "band_continued")
     MEMBER_FIELD_NUMBER: _ClassVar[int]
     CLK_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -1005,6 +1005,7 @@ class SharedPart(_message.Message):
     SEAL_KEY_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     BAND_KEYS_WITHHELD_FIELD_NUMBER: _ClassVar[int]
+    BAND_CONTINUED_FIELD_NUMBER: _ClassVar[int]
     member: str
     clk: int
     clk_bits: int
@@ -1023,7 +1024,8 @@ class SharedPart(_message.Message):
     seal_key: bytes
     rule: ScoreRule
     band_keys_withheld: bool
-    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ..., band_lo: _Optional[int] = ..., band_counts: _Optional[_Iterable[int]] = ..., band_keys: _Optional[bytes] = ..., classes: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., seal_key: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., band_keys_withheld: _Optional[bool] = ...) -> None: ...
+    band_continued: bool
+    def __init__(self, member: _Optional[str] = ..., clk: _Optional[int] = ..., clk_bits: _Optional[int] = ..., rows: _Optional[int] = ..., bands: _Optional[int] = ..., keys: _Optional[bytes] = ..., shares: _Optional[bytes] = ..., popcounts: _Optional[_Iterable[int]] = ..., popcount_shares: _Optional[bytes] = ..., lacking: _Optional[bytes] = ..., band_lo: _Optional[int] = ..., band_counts: _Optional[_Iterable[int]] = ..., band_keys: _Optional[bytes] = ..., classes: _Optional[bytes] = ..., sealed: _Optional[bytes] = ..., seal_key: _Optional[bytes] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., band_keys_withheld: _Optional[bool] = ..., band_continued: _Optional[bool] = ...) -> None: ...
 
 class SharedReceipt(_message.Message):
     __slots__ = ("member", "records", "clks")

@@ -691,6 +691,30 @@ def keyless_proposed(c: RolesCtx) -> Any:
         c.s1.Forget(pb.ForgetRequest(project="p", member="north@00ff00ff"), metadata=c.key)
 
 
+def cut_band(c: RolesCtx, swap: bool = False, **fields: Any) -> Any:
+    """north's upload to S1, CLK 0's first band cut over two parts (the second
+    `band_continued`: client/remote/twoserver_parts.py cuts a band over PART_BYTES), the
+    second changed by `fields`; `swap`: the band's halves the other way round, its keys
+    not ascending across the cut."""
+    b, out = c.upload.s1.bands[0], parts(c, "s1")
+    at, first = b.offsets(), int(b.counts[0])
+    lo, hi = np.arange(first // 2), np.arange(first // 2, first)
+    lo, hi = (hi, lo) if swap else (lo, hi)
+    hi = np.concatenate([hi, np.arange(first, len(b.keys))])  # then the other bands whole
+
+    def part(keys: Any, counts: list[int], **more: Any) -> pb.SharedPart:
+        sealed = b"".join(b.sealed[at[k] : at[k + 1]].tobytes() for k in keys)
+        return pb.SharedPart(member="north", clk=0, clk_bits=out[1].clk_bits, bands=b.bands,
+                             band_counts=counts, band_keys=b.keys[keys].astype("<u8").tobytes(),
+                             classes=b.classes[keys].tobytes(), sealed=sealed,
+                             **more)  # fmt: skip
+
+    assert len(lo) and out[1].band_lo == 0 and len(out[1].band_counts) == b.bands
+    rest = [first - len(lo), *b.counts[1:].tolist()]
+    cut = [part(lo, [len(lo)]), part(hi, rest, **{"band_continued": True, **fields})]
+    return c.s1.Upload(iter([out[0], *cut, *out[2:]]), metadata=c.member)
+
+
 def after_propose(c: RolesCtx, **fields: Any) -> pb.CircuitBatch:
     """S1 proposes the run (threshold 0.8); a batch of the first pair of its proposal's part 0,
     by reference (`fields` changing it)."""
@@ -818,6 +842,21 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1upload-band-gap", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(band_lo=1))),
                                                 metadata=c.member),
      "INVALID_ARGUMENT", "band_lo (part 1): 1, but the CLK's bands so far end at 0"),
+    ("s1upload-continued-first-band", lambda c: c.s1.Upload(iter(parts(c, "s1", {}, dict(
+        band_continued=True))), metadata=c.member),
+     "INVALID_ARGUMENT", "band_continued (part 1): no band before it to continue"),
+    ("s1upload-continued-without-keys", lambda c: c.s1.Upload(iter(parts(c, "s1", dict(
+        band_continued=True))), metadata=c.member),
+     "INVALID_ARGUMENT", "band_continued (part 0): set, but the part carries no band keys"),
+    ("s1upload-continued-keys-not-rising", lambda c: cut_band(c, swap=True),
+     "INVALID_ARGUMENT", "band_keys (part 2): a band's keys repeat or are out of order (each "
+     "band's distinct keys, ascending, across the parts it is cut over)"),
+    ("s1upload-continued-other-band", lambda c: cut_band(c, band_lo=1),
+     "INVALID_ARGUMENT", "band_lo (part 2): 1, but a part continuing a band (band_continued) "
+     "starts at the CLK's last band so far, 0"),
+    ("s2upload-band-continued", lambda c: c.s2.Upload(iter(parts(c, "s2", dict(
+        band_continued=True))), metadata=c.member),
+     "INVALID_ARGUMENT", "band_continued (part 0): S1's only"),
     ("s1upload-missing-bands", lambda c: c.s1.Upload(iter(parts(c, "s1")[:1]),
                                                      metadata=c.member),
      "INVALID_ARGUMENT", "band_counts: CLK 0's parts hold 0 of its 4 bands"),

@@ -160,12 +160,14 @@ def test_band_keys_are_siphash_2_4() -> None:
 
 
 @pytest.mark.parametrize("part_bytes", [1, 300, 2_000, 1 << 20])
-def test_sealed_keys_go_to_s1_in_whole_bands_as_many_a_part_as_fit(
+def test_sealed_keys_go_to_s1_in_parts_of_part_bytes_a_band_cut_only_where_it_does_not_fit(
     part_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each part whole bands in order, at least one; a part of several bands holds at most
-    `PART_BYTES` of tokens, and the next band would not have fit
-    (client/remote/twoserver_parts.py)."""
+    """Each part at most `PART_BYTES` of keys, classes and tokens (or one key), in order:
+    whole bands as many as fit, the next band not fitting; a band cut over parts (each after
+    the first `band_continued`) only where it does not fit in one (client/remote/
+    twoserver_parts.py). Whole bands a part sent one band of 500,000 records' keys as one
+    107 MB message, over the roles' 64 MiB limit."""
     from blindmatch.client.remote import twoserver_parts as remote
 
     monkeypatch.setattr(remote, "PART_BYTES", part_bytes)
@@ -174,20 +176,38 @@ def test_sealed_keys_go_to_s1_in_whole_bands_as_many_a_part_as_fit(
     bands = client.shared_upload(clks, SECRET, client.BandPlan(bits=6, bands=12)).s1.bands[0]
     offsets, ends = bands.offsets(), np.concatenate([[0], np.cumsum(bands.counts)])
     parts = list(remote._sealed_parts("m", 0, 128, bands))
-    starts = [p.band_lo for p in parts]
-    assert starts[0] == 0 and all(len(p.band_counts) >= 1 for p in parts)
-    assert [s + len(p.band_counts) for s, p in zip(starts, parts, strict=True)] == [
-        *starts[1:],
-        bands.bands,
-    ]
-    for p in parts:
-        lo, hi = p.band_lo, p.band_lo + len(p.band_counts)
-        size = int(offsets[ends[hi]] - offsets[ends[lo]])
-        assert len(p.sealed) == size and (hi - lo == 1 or size <= part_bytes)
-        if hi < bands.bands:  # the next band would not have fit
-            assert int(offsets[ends[hi + 1]] - offsets[ends[lo]]) > part_bytes
-    keys = np.concatenate([np.frombuffer(p.band_keys, "<u8") for p in parts])
-    assert np.array_equal(keys, bands.keys)
+    counts: list[int] = []
+    k0 = 0
+    for n, p in enumerate(parts):
+        keys = int(sum(p.band_counts))
+        size = len(p.band_keys) + len(p.classes) + len(p.sealed)
+        assert len(p.sealed) == int(offsets[k0 + keys] - offsets[k0])
+        assert keys == 1 or size <= part_bytes
+        assert p.band_continued == (k0 not in ends)  # a band cut here, continued
+        assert p.band_lo == len(counts) - p.band_continued
+        if p.band_continued:
+            counts[-1] += p.band_counts[0]
+            counts += p.band_counts[1:]
+        else:
+            counts += p.band_counts
+        k0 += keys
+        cut = n + 1 < len(parts) and parts[n + 1].band_continued
+        if cut:  # the band (or what was left of it) would not have fit
+            assert len(p.band_counts) == 1
+            first, end = k0 - keys, int(ends[p.band_lo + 1])
+            assert int(offsets[end] - offsets[first]) + 9 * (end - first) > part_bytes
+        elif k0 < ends[-1]:  # the next band would not have fit
+            band = len(counts)
+            more = int(offsets[ends[band + 1]] - offsets[k0]) + 9 * int(bands.counts[band])
+            assert size + more > part_bytes
+    assert counts == bands.counts.tolist() and k0 == ends[-1]
+    biggest = max(np.diff(offsets[ends]) + 9 * bands.counts)  # a band's bytes
+    assert any(p.band_continued for p in parts) == (biggest > part_bytes)
+    assert part_bytes > 1 or len(parts) == len(bands.keys)
+    for field, dtype in (("band_keys", "<u8"), ("classes", np.uint8), ("sealed", np.uint8)):
+        got = np.concatenate([np.frombuffer(getattr(p, field), dtype) for p in parts])
+        want = {"band_keys": bands.keys, "classes": bands.classes, "sealed": bands.sealed}
+        assert np.array_equal(got, want[field])
 
 
 @pytest.mark.parametrize(("rows", "seal_keys"), [(1, 1 << 16), (3, 1 << 16), (40, 4000)])

@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encoding.sealing import SealedRows, sealed_of, token_ends
+from blindmatch.client.encoding.sealing import (
+    SealedRows,
+    key_start,
+    sealed_of,
+    sealed_size,
+    token_ends,
+)
 from blindmatch.client.encoding.sharedfiles import UploadRows, rows_of
 from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.remote.convert import score_rule
@@ -20,6 +26,7 @@ from blindmatch.protos import blindmatch_pb2 as pb
 
 ROLES = ("s1", "s2", "combiner")
 PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' message limit
+KEY_BYTES = 9  # a sealed band key's bytes besides its tokens: the key (8) and its class (1)
 
 
 def upload_parts(
@@ -81,27 +88,38 @@ def _wire(rows: npt.NDArray[Any], dtype: npt.DTypeLike) -> bytes:
 def _sealed_parts(
     member: str, clk: int, clk_bits: int, bands: SealedRows
 ) -> Iterator[pb.SharedPart]:
-    """A CLK's sealed band keys as S1's parts of no rows, whole bands a part, each read
-    as it is sent (no offset a key: `token_ends`, a band's)."""
-    ends = np.concatenate([[0], np.cumsum(bands.counts)])
+    """A CLK's sealed band keys as S1's parts of no rows, each about PART_BYTES of keys,
+    classes and tokens, read as it is sent: whole bands as many as fit, and a band over
+    PART_BYTES cut over several parts at its keys (each after the first `band_continued`; a
+    band of 500,000 records' keys is about 107 MB, over the roles' 64 MiB message limit).
+    An offset a key only within the band cut (`key_start`); whole bands by `token_ends`."""
+    counts = np.asarray(bands.counts, dtype=np.int64)
+    ends = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # each band's first key
     tokens = token_ends(bands)  # where each band's tokens start, then where the last ends
-    n = len(bands.counts)
-    band_end = tokens[1:]  # where each band's tokens end, in bytes (ascending)
-    band = 0
-    while band < n:
-        # At least one band a part, then as many as fit: the first band ending past
-        # PART_BYTES from this one's start is the next part's.
-        fits = int(np.searchsorted(band_end, tokens[band] + PART_BYTES, side="right"))
-        last = max(band + 1, min(fits, n))
-        k0, k1 = int(ends[band]), int(ends[last])
+    cost = tokens + KEY_BYTES * ends  # a part's bytes from key 0 to each band's first key
+    n, total = len(counts), int(ends[-1])
+    k0 = 0
+    while k0 < total:
+        band = int(np.searchsorted(ends, k0, side="right")) - 1
+        start = key_start(ends, tokens, bands.classes, k0, sealed_size) + KEY_BYTES * k0
+        # The last band ending within PART_BYTES of this part's start (whole bands) ...
+        fits = int(np.searchsorted(cost, start + PART_BYTES, side="right")) - 1
+        if fits > band:
+            k1 = int(ends[fits])
+        else:  # ... or the keys of this one that fit, at least one: the band is cut
+            size = KEY_BYTES + sealed_size(np.asarray(bands.classes[k0 : ends[band + 1]]))
+            k1 = k0 + max(1, int(np.searchsorted(np.cumsum(size), PART_BYTES, side="right")))
+        last = int(np.searchsorted(ends, k1, side="left"))  # one past the part's last band
         yield pb.SharedPart(
-            member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=n,
-            band_lo=band, band_counts=bands.counts[band:last].tolist(),
+            member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=n, band_lo=band,
+            band_continued=k0 > int(ends[band]),
+            band_counts=(np.minimum(ends[band + 1 : last + 1], k1)
+                         - np.maximum(ends[band:last], k0)).tolist(),
             band_keys=_wire(bands.keys[k0:k1], "<u8"),
             classes=_wire(bands.classes[k0:k1], np.uint8),
-            sealed=_wire(sealed_of(bands, band, last, tokens), np.uint8),
+            sealed=_wire(sealed_of(bands, k0, k1, tokens), np.uint8),
         )  # fmt: skip
-        band = last
+        k0 = k1
 
 
 __all__ = ["PART_BYTES", "ROLES", "upload_parts"]

@@ -117,10 +117,25 @@ SEALED_NAMES = ("counts", "keys", "classes", "sealed")  # Sealed's
 
 
 def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
-    """S1: a part's sealed band keys, checked and added to `clk` (bands in order)."""
+    """S1: a part's sealed band keys, checked and added to `clk` (bands in order; a
+    `band_continued` part's first band the previous part's last, cut between them)."""
     if not any((p.band_counts, p.band_keys, p.classes, p.sealed)):
+        if p.band_continued:
+            raise errors.InvalidArgument(
+                f"band_continued ({where}): set, but the part carries no band keys"
+            )
         return
-    if p.band_lo != clk["next_band"]:
+    if p.band_continued and not clk["next_band"]:
+        raise errors.InvalidArgument(
+            f"band_continued ({where}): no band before it to continue (the CLK's first part "
+            "of band keys)"
+        )
+    if p.band_continued and p.band_lo != clk["next_band"] - 1:
+        raise errors.InvalidArgument(
+            f"band_lo ({where}): {p.band_lo}, but a part continuing a band (band_continued) "
+            f"starts at the CLK's last band so far, {clk['next_band'] - 1}"
+        )
+    if not p.band_continued and p.band_lo != clk["next_band"]:
         raise errors.InvalidArgument(
             f"band_lo ({where}): {p.band_lo}, but the CLK's bands so far end at "
             f"{clk['next_band']} (parts in band order)"
@@ -150,13 +165,24 @@ def _sealed_part(p: pb.SharedPart, clk: dict[str, Any], where: str) -> None:
     rising[1:] = keys[1:] > keys[:-1]
     starts = np.cumsum(counts) - counts
     rising[starts[starts < n]] = True
+    if p.band_continued:  # the cut band's keys rise across the cut too
+        if not counts[0]:
+            raise errors.InvalidArgument(f"band_counts ({where}): 0 keys first in a part "
+                                         "continuing a band (band_continued)")  # fmt: skip
+        rising[0] = clk["last_key"] is None or bool(keys[0] > clk["last_key"])
     if not rising.all():
         raise errors.InvalidArgument(
             f"band_keys ({where}): a band's keys repeat or are out of order (each band's "
-            "distinct keys, ascending)"
+            "distinct keys, ascending, across the parts it is cut over)"
         )
+    if p.band_continued:
+        clk["band_counts"][-1][-1] += counts[0]
+        counts = counts[1:]
     clk["next_band"] += len(counts)
-    clk["band_counts"].append(counts)
+    if len(counts):  # (the last array holds the last band: a continued part adds to it)
+        clk["band_counts"].append(counts)
+    if n:
+        clk["last_key"] = keys[-1]
     for name, value in (("band_keys", keys.data), ("classes", classes.data), ("sealed", p.sealed)):
         clk[name] += value  # joined as they come (`_joined`)
 
@@ -235,7 +261,7 @@ def _clk(p: pb.SharedPart, spool: Path | None, keep: Kept | None) -> dict[str, A
         for f in JOINED
     }
     return dict(bits=p.clk_bits, bands=p.bands, lacking=[], rows=0, next_band=0,
-                band_counts=[], **spools)  # fmt: skip
+                band_counts=[], last_key=None, **spools)  # fmt: skip
 
 
 def read_upload(
@@ -271,6 +297,8 @@ def read_upload(
             raise errors.InvalidArgument(f"keys ({where}): {OLDER}")
         if role != "s1" and (p.bands or p.band_counts or p.band_keys or p.classes or p.sealed):
             raise errors.InvalidArgument(f"band_keys ({where}): only S1 receives band keys")
+        if role != "s1" and p.band_continued:
+            raise errors.InvalidArgument(f"band_continued ({where}): S1's only (its band keys)")
         if role != "s2" and p.seal_key:
             raise errors.InvalidArgument(f"seal_key ({where}): only S2 receives it")
         if role == "s2" and len(p.seal_key) != SEAL_KEY_BYTES:
