@@ -259,14 +259,18 @@ class SlotTokens:
     def __len__(self) -> int:
         return int(self.token_ends[-1])
 
-    def keys(self, k0: int, k1: int) -> Clks:
-        """Keys k0..k1's tokens (a range of bands, or part of one), sealed now."""
-        s0, s1 = (key_start(self.key_ends, self.slot_ends, self.classes, k, slots)
-                  for k in (k0, k1))  # fmt: skip
-        return seal_slots(self.slot_rows[s0:s1], self.classes[k0:k1], self.clk, self.seal_key)
+    def bands(self, lo: int, hi: int) -> Clks:
+        """Bands lo..hi's tokens, sealed now."""
+        return self.seal(int(self.slot_ends[lo]), int(self.slot_ends[hi]),
+                         self.classes[int(self.key_ends[lo]) : int(self.key_ends[hi])])  # fmt: skip
+
+    def seal(self, lo: int, hi: int, classes: npt.NDArray[np.uint8]) -> Clks:
+        """The tokens of slots lo..hi, the slots of keys of `classes` (a range of keys: of
+        bands, or part of one, `SealedReader`), sealed now."""
+        return seal_slots(self.slot_rows[lo:hi], classes, self.clk, self.seal_key)
 
     def whole(self) -> Clks:
-        return self.keys(0, int(self.key_ends[-1]))
+        return self.bands(0, len(self.key_ends) - 1)
 
     def check(self, records: int, where: str) -> None:
         """The slots fit the keys' classes, each a record's row or padding (ValueError)."""
@@ -279,27 +283,31 @@ class SlotTokens:
                 raise ValueError(f"slots ({where}): a row beyond the {records} records")
 
 
-def key_start(
-    key_ends: npt.NDArray[np.int64], ends: npt.NDArray[np.int64], classes: Rows, k: int,
-    size: Callable[[npt.NDArray[np.integer]], npt.NDArray[np.int64]],
-) -> int:  # fmt: skip
-    """Where key `k`'s `size` starts (`ends`: `band_ends`'s by that size; `key_ends`: where
-    each band's keys start, then where the last ends): its band's start, and its band's
-    keys' before it (read from `classes`: at most one band's)."""
-    band = int(np.searchsorted(key_ends, k, side="right")) - 1
-    first = int(key_ends[band])
-    return int(ends[band]) + int(size(np.asarray(classes[first:k])).sum())
+class SealedReader:
+    """A CLK's sealed band keys read in order a range of keys at a time (`take`), a range
+    whole bands or part of one (an upload's part to S1 may cut a band over several:
+    client/remote/twoserver_parts.py): where the next range's tokens start (or, kept as
+    slots, `SlotTokens`, its slots) kept as it goes, from the classes read with each range,
+    so that nothing is read twice and no offset is made a key."""
 
+    def __init__(self, bands: SealedRows) -> None:
+        self.bands = bands
+        self.key = self.token = self.slot = 0  # the next range's first key, token byte, slot
 
-def sealed_of(bands: SealedRows, k0: int, k1: int, tokens: npt.NDArray[np.int64]) -> Clks:
-    """Keys k0..k1's tokens (`tokens`: `token_ends`; the keys a range of bands, or part of
-    one: an upload's part may cut a band, client/remote/twoserver_parts.py), read from
-    `bands`, or sealed now where they are kept as slots (`SlotTokens`)."""
-    if isinstance(bands.sealed, SlotTokens):
-        return bands.sealed.keys(k0, k1)
-    key_ends = np.concatenate([[0], np.cumsum(bands.counts)]).astype(np.int64)
-    t0, t1 = (key_start(key_ends, tokens, bands.classes, k, sealed_size) for k in (k0, k1))
-    return np.asarray(bands.sealed[t0:t1])
+    def take(self, hi: int) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8], Clks]:
+        """Keys `key`..hi: (keys, classes, tokens), the tokens sealed now where kept as
+        slots."""
+        b, lo = self.bands, self.key
+        classes = np.asarray(b.classes[lo:hi])
+        token = self.token + int(sealed_size(classes).sum())
+        if isinstance(b.sealed, SlotTokens):
+            slot = self.slot + int(slots(classes).sum())
+            sealed = b.sealed.seal(self.slot, slot, classes)
+            self.slot = slot
+        else:
+            sealed = np.asarray(b.sealed[self.token : token])
+        self.key, self.token = hi, token
+        return np.asarray(b.keys[lo:hi]), classes, sealed
 
 
 def check_sealed(bands: SealedRows, where: str) -> None:

@@ -12,13 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encoding.sealing import (
-    SealedRows,
-    key_start,
-    sealed_of,
-    sealed_size,
-    token_ends,
-)
+from blindmatch.client.encoding.sealing import SealedReader, SealedRows, sealed_size, token_ends
 from blindmatch.client.encoding.sharedfiles import UploadRows, rows_of
 from blindmatch.client.encoding.sharing import SharedUpload
 from blindmatch.client.remote.convert import score_rule
@@ -27,6 +21,7 @@ from blindmatch.protos import blindmatch_pb2 as pb
 ROLES = ("s1", "s2", "combiner")
 PART_BYTES = 8 * 1024 * 1024  # a part's keys or shares, well below the roles' message limit
 KEY_BYTES = 9  # a sealed band key's bytes besides its tokens: the key (8) and its class (1)
+MIN_KEY_BYTES = KEY_BYTES + int(sealed_size(np.zeros(1, np.uint8))[0])  # a key of one record
 
 
 def upload_parts(
@@ -89,37 +84,36 @@ def _sealed_parts(
     member: str, clk: int, clk_bits: int, bands: SealedRows
 ) -> Iterator[pb.SharedPart]:
     """A CLK's sealed band keys as S1's parts of no rows, each about PART_BYTES of keys,
-    classes and tokens, read as it is sent: whole bands as many as fit, and a band over
-    PART_BYTES cut over several parts at its keys (each after the first `band_continued`; a
-    band of 500,000 records' keys is about 107 MB, over the roles' 64 MiB message limit).
-    An offset a key only within the band cut (`key_start`); whole bands by `token_ends`."""
-    counts = np.asarray(bands.counts, dtype=np.int64)
-    ends = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # each band's first key
-    tokens = token_ends(bands)  # where each band's tokens start, then where the last ends
-    cost = tokens + KEY_BYTES * ends  # a part's bytes from key 0 to each band's first key
-    n, total = len(counts), int(ends[-1])
-    k0 = 0
-    while k0 < total:
+    classes and tokens, read as it is sent (`SealedReader`): whole bands as many as fit, and
+    a band over PART_BYTES cut over several parts at its keys (each after the first
+    `band_continued`; one band of 500,000 records' keys is about 107 MB, over the roles'
+    64 MiB message limit). No offset a key: whole bands by `token_ends`, the band cut by its
+    next keys' classes, as many as could fit."""
+    ends = np.concatenate([[0], np.cumsum(bands.counts)]).astype(np.int64)  # each band's first key
+    cost = token_ends(bands) + KEY_BYTES * ends  # a part's bytes from key 0 to each band's first
+    n, total = len(bands.counts), int(ends[-1])
+    read = SealedReader(bands)
+    while read.key < total:
+        k0 = read.key
         band = int(np.searchsorted(ends, k0, side="right")) - 1
-        start = key_start(ends, tokens, bands.classes, k0, sealed_size) + KEY_BYTES * k0
         # The last band ending within PART_BYTES of this part's start (whole bands) ...
-        fits = int(np.searchsorted(cost, start + PART_BYTES, side="right")) - 1
+        fits = int(np.searchsorted(cost, read.token + KEY_BYTES * k0 + PART_BYTES, "right")) - 1
         if fits > band:
             k1 = int(ends[fits])
         else:  # ... or the keys of this one that fit, at least one: the band is cut
-            size = KEY_BYTES + sealed_size(np.asarray(bands.classes[k0 : ends[band + 1]]))
-            k1 = k0 + max(1, int(np.searchsorted(np.cumsum(size), PART_BYTES, side="right")))
+            most = min(int(ends[band + 1]), k0 + PART_BYTES // MIN_KEY_BYTES + 1)
+            size = np.cumsum(KEY_BYTES + sealed_size(np.asarray(bands.classes[k0:most])))
+            k1 = k0 + max(1, int(np.searchsorted(size, PART_BYTES, side="right")))
         last = int(np.searchsorted(ends, k1, side="left"))  # one past the part's last band
+        keys, classes, sealed = read.take(k1)
         yield pb.SharedPart(
             member=member, clk=clk, clk_bits=clk_bits, rows=0, bands=n, band_lo=band,
             band_continued=k0 > int(ends[band]),
             band_counts=(np.minimum(ends[band + 1 : last + 1], k1)
                          - np.maximum(ends[band:last], k0)).tolist(),
-            band_keys=_wire(bands.keys[k0:k1], "<u8"),
-            classes=_wire(bands.classes[k0:k1], np.uint8),
-            sealed=_wire(sealed_of(bands, k0, k1, tokens), np.uint8),
+            band_keys=_wire(keys, "<u8"), classes=_wire(classes, np.uint8),
+            sealed=_wire(sealed, np.uint8),
         )  # fmt: skip
-        k0 = k1
 
 
 __all__ = ["PART_BYTES", "ROLES", "upload_parts"]
