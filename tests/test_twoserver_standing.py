@@ -403,23 +403,25 @@ def ask_each(roles: Roles, query: client.SharedUpload, partner: client.SharedUpl
 def test_partners_that_do_not_all_fit_keep_those_converted_and_the_rest_go_by_pairs(
     roles: Roles, shares: dict[str, client.SharedUpload]
 ) -> None:
-    """Three standing partners where S1's and S2's `--standing-bytes` hold two: over three
-    queries each compared against all three, two partners are converted once (S1 and S2 keep
-    what C reckons) and the third goes by pairs every time (no conversion pushes out one in
-    use), each answer that by pairs. (Before: each query converted all three again.)"""
+    """Three standing partners where S1's and S2's `--standing-bytes` hold two (and not the
+    third beside them even without [M_B]): over three queries each compared against all
+    three, two partners are converted once (S1 and S2 keep what C reckons) and the third goes
+    by pairs every time (no conversion pushes out one in use), each answer that by pairs.
+    (Before: each query converted all three again.)"""
     partners = ["south", "east", "west"]
     for name in partners:
         roles.upload(name, shares["south"])
     widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
-    size = standdeal.kept_bytes(90, widths)
+    size, small = standdeal.kept_bytes(90, widths), standdeal.kept_bytes(90, widths, 0)
+    most = 2 * size + small // 2
     for r in ("s1", "s2"):
-        roles.running[r].service.standing.most = 2 * size + size // 2
+        roles.running[r].service.standing.most = most
     conversions = Conversions()
     by_pairs = ask_each(roles, shares["query"], shares["south"], partners, None)
     for _ in range(3):
         assert ask_each(roles, shares["query"], shares["south"], partners, conversions) == by_pairs
     assert conversions.converted == 2 and roles.conversions() == [2, 2]
-    assert conversions.declined == 3 and conversions.budget == 2 * size + size // 2
+    assert conversions.declined == 3 and conversions.budget == most
     for r in ("s1", "s2"):
         assert roles.running[r].service.standing.bytes_kept() == 2 * size
 
