@@ -12,7 +12,7 @@ import pytest
 from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
-from tests.test_twoserver_standing import Roles, ask, ask_each
+from tests.test_twoserver_standing import Roles, ask, ask_each, rounds, sizes
 from tests.test_twoserver_standing import roles as roles  # the fixtures
 from tests.test_twoserver_standing import shares as shares
 
@@ -79,19 +79,10 @@ def test_partners_each_fitting_alone_with_m_b_but_together_only_without_all_go_s
     and every later query standing, each answer that by pairs; S1 and S2 keep what C counts.
     (Before: each server looked at each partner alone, kept [M_B] of all, and C declined the
     second and third: by pairs at every query.)"""
-    partners = ["south", "east", "west"]
-    for name in partners:
-        roles.upload(name, shares["south"])
-    widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
-    size, small = standcache.kept_bytes(90, widths), standcache.kept_bytes(90, widths, 0)
+    widths, size, small = sizes(shares)
     most = size + 2 * small + small // 2
     assert standcache.keeps_mask(90, widths, most) and 2 * size > most
-    for r in ROLES:
-        roles.running[r].service.standing.most = most
-    conversions = Conversions()
-    by_pairs = ask_each(roles, shares["query"], shares["south"], partners, None)
-    for _ in range(3):
-        assert ask_each(roles, shares["query"], shares["south"], partners, conversions) == by_pairs
+    conversions = rounds(roles, shares, ["south", "east", "west"], most, 3)
     assert conversions.converted == 3 and roles.conversions() == [3, 3]
     assert conversions.declined == 0 and conversions.queried == 2 * 3  # rounds 2 and 3
     assert sorted(conversions._bytes.values()) == [small, small, size]
@@ -111,8 +102,7 @@ def test_servers_given_different_bounds_keep_a_partner_alike_as_the_combiner_cou
     then keep south without [M_B], at the size C counts, and the next query goes standing,
     its answer that by pairs. (Before: S1 kept [M_B] and S2 did not, each by its own bound.)"""
     roles.upload("south", shares["south"])
-    widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
-    size, small = standcache.kept_bytes(90, widths), standcache.kept_bytes(90, widths, 0)
+    _, size, small = sizes(shares)
     roles.running["s2"].service.standing.most = size - 1
     conversions = Conversions()
     by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
