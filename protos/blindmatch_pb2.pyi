@@ -1168,7 +1168,7 @@ class PrepareReply(_message.Message):
     def __init__(self, largest_batch: _Optional[int] = ..., standing_bytes: _Optional[int] = ...) -> None: ...
 
 class BlockDeal(_message.Message):
-    __slots__ = ("blocks", "member_a", "member_b", "records_a", "records_b", "clk", "part", "rows_a", "rows_b", "cutoffs", "rule", "setup", "margin", "standing", "standing_piece", "standing_pieces", "standing_drop")
+    __slots__ = ("blocks", "member_a", "member_b", "records_a", "records_b", "clk", "part", "rows_a", "rows_b", "cutoffs", "rule", "setup", "margin", "standing", "standing_piece", "standing_pieces", "standing_drop", "standing_without_mask")
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     MEMBER_A_FIELD_NUMBER: _ClassVar[int]
     MEMBER_B_FIELD_NUMBER: _ClassVar[int]
@@ -1186,6 +1186,7 @@ class BlockDeal(_message.Message):
     STANDING_PIECE_FIELD_NUMBER: _ClassVar[int]
     STANDING_PIECES_FIELD_NUMBER: _ClassVar[int]
     STANDING_DROP_FIELD_NUMBER: _ClassVar[int]
+    STANDING_WITHOUT_MASK_FIELD_NUMBER: _ClassVar[int]
     blocks: str
     member_a: str
     member_b: str
@@ -1203,7 +1204,8 @@ class BlockDeal(_message.Message):
     standing_piece: int
     standing_pieces: int
     standing_drop: bool
-    def __init__(self, blocks: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., part: _Optional[int] = ..., rows_a: _Optional[_Iterable[int]] = ..., rows_b: _Optional[_Iterable[int]] = ..., cutoffs: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., setup: _Optional[bytes] = ..., margin: _Optional[bool] = ..., standing: _Optional[str] = ..., standing_piece: _Optional[int] = ..., standing_pieces: _Optional[int] = ..., standing_drop: _Optional[bool] = ...) -> None: ...
+    standing_without_mask: bool
+    def __init__(self, blocks: _Optional[str] = ..., member_a: _Optional[str] = ..., member_b: _Optional[str] = ..., records_a: _Optional[int] = ..., records_b: _Optional[int] = ..., clk: _Optional[int] = ..., part: _Optional[int] = ..., rows_a: _Optional[_Iterable[int]] = ..., rows_b: _Optional[_Iterable[int]] = ..., cutoffs: _Optional[_Iterable[float]] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., setup: _Optional[bytes] = ..., margin: _Optional[bool] = ..., standing: _Optional[str] = ..., standing_piece: _Optional[int] = ..., standing_pieces: _Optional[int] = ..., standing_drop: _Optional[bool] = ..., standing_without_mask: _Optional[bool] = ...) -> None: ...
 
 class BlocksReply(_message.Message):
     __slots__ = ("round_bytes_sent", "round_bytes_received", "largest_batch", "standing_bytes")

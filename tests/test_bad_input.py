@@ -628,6 +628,7 @@ class RolesCtx:
     key: list[tuple[str, str]]  # the parties' key
     upload: SharedUpload  # north's (south's is another of 20 records)
     member: list[tuple[str, str]]  # the members' key (uploads only)
+    running: tuple[Any, ...] = ()  # S1, S2, the combiner (`bounded`)
 
 
 ROWS = 20
@@ -760,6 +761,12 @@ def s1_blocks(c: RolesCtx, proposed: bool = True, **fields: Any) -> Any:
     if proposed:
         propose(c)
     return c.s1.PrepareBlocks(block_deal(c, 0, **fields), metadata=c.key)
+
+
+def bounded(c: RolesCtx, most: int = 1000) -> str:
+    """S2's `--standing-bytes` made `most` (too few for south's [M_B]); south's name."""
+    c.running[1].service.standing.most = most
+    return "south"
 
 
 def s2_blocks(c: RolesCtx, *later: pb.BlockDeal, first: bytes = b"", **fields: Any) -> Any:
@@ -1199,6 +1206,24 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
         member_a="", records_a=0, records_b=21),
      "INVALID_ARGUMENT", "records_b/standing_pieces: 21 records in 2 pieces (piece 1), but S2 "
      "holds 20 of 'south', 1 pieces"),
+    # How a conversion's partner is kept (BlockDeal.standing_without_mask, standq): set on
+    # piece 0 only; false (with [M_B]) refused where the server's bound does not hold it.
+    ("s1blocks-standing-without-mask-query", lambda c: s1_blocks(
+        c, standing="sq", standing_without_mask=True),
+     "INVALID_ARGUMENT", "standing_without_mask: a conversion's piece 0 only"),
+    ("s2blocks-standing-without-mask-later-piece", lambda c: s2_blocks(
+        c, standing="sp", standing_piece=1, standing_pieces=1, rows_a=[], rows_b=[],
+        member_a="", records_a=0, standing_without_mask=False),
+     "INVALID_ARGUMENT", "standing_without_mask: a conversion's piece 0 only"),
+    ("s1blocks-standing-without-mask-drop", lambda c: c.s1.PrepareBlocks(pb.BlockDeal(
+        member_b="south", standing="sd", standing_drop=True, standing_without_mask=True),
+        metadata=c.key),
+     "INVALID_ARGUMENT", "standing_drop: names the conversion (standing, 1 to 64 characters)"),
+    ("s2blocks-standing-with-mask-over-bound", lambda c: s2_blocks(
+        c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[], records_b=ROWS,
+        standing_without_mask=False, member_b=bounded(c)),
+     "FAILED_PRECONDITION", "standing_room: the combiner asked for 'south''s 20 records kept "
+     "with [M_B] (123,232 bytes), over this server's --standing-bytes 1000"),
     # C giving a conversion up (BlockDeal.standing_drop, standfix2): it names the conversion
     # and its partner alone, one message to S2.
     ("s1blocks-standing-drop-names-more", lambda c: s1_blocks(
@@ -1315,6 +1340,7 @@ def test_bad_input_to_a_two_server_role_is_refused_and_changes_nothing(
                 auth(key),
                 role_uploads[0],
                 auth(member_key),
+                running,
             )
             for member, up in zip(("north", "south"), role_uploads, strict=True):
                 for stub, role in ((ctx.s1, "s1"), (ctx.s2, "s2"), (ctx.c, "combiner")):

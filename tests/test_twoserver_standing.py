@@ -400,26 +400,42 @@ def ask_each(roles: Roles, query: client.SharedUpload, partner: client.SharedUpl
     return [ask(roles, query, partner, conversions, False, name)[0] for name in names]
 
 
+def sizes(shares: dict[str, client.SharedUpload]) -> tuple[tuple[int, ...], int, int]:
+    """South's CLK widths, and what S1 and S2 keep of a partner of its 90 records with [M_B]
+    and without."""
+    widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    return widths, standdeal.kept_bytes(90, widths), standdeal.kept_bytes(90, widths, 0)
+
+
+def rounds(roles: Roles, shares: dict[str, client.SharedUpload], partners: list[str],
+           most: int, count: int) -> Conversions:  # fmt: skip
+    """`partners` (each an upload of south's records) under S1's and S2's bound `most`:
+    `count` queries each compared against all of them by C's conversions, each answer that
+    by pairs; those conversions."""
+    for name in partners:
+        roles.upload(name, shares["south"])
+    for r in ("s1", "s2"):
+        roles.running[r].service.standing.most = most
+    conversions = Conversions()
+    by_pairs = ask_each(roles, shares["query"], shares["south"], partners, None)
+    for _ in range(count):
+        assert ask_each(roles, shares["query"], shares["south"], partners, conversions) == by_pairs
+    return conversions
+
+
 def test_partners_that_do_not_all_fit_keep_those_converted_and_the_rest_go_by_pairs(
     roles: Roles, shares: dict[str, client.SharedUpload]
 ) -> None:
-    """Three standing partners where S1's and S2's `--standing-bytes` hold two: over three
-    queries each compared against all three, two partners are converted once (S1 and S2 keep
-    what C reckons) and the third goes by pairs every time (no conversion pushes out one in
-    use), each answer that by pairs. (Before: each query converted all three again.)"""
-    partners = ["south", "east", "west"]
-    for name in partners:
-        roles.upload(name, shares["south"])
-    widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
-    size = standdeal.kept_bytes(90, widths)
-    for r in ("s1", "s2"):
-        roles.running[r].service.standing.most = 2 * size + size // 2
-    conversions = Conversions()
-    by_pairs = ask_each(roles, shares["query"], shares["south"], partners, None)
-    for _ in range(3):
-        assert ask_each(roles, shares["query"], shares["south"], partners, conversions) == by_pairs
+    """Three standing partners where S1's and S2's `--standing-bytes` hold two (and not the
+    third beside them even without [M_B]): over three queries each compared against all
+    three, two partners are converted once (S1 and S2 keep what C reckons) and the third goes
+    by pairs every time (no conversion pushes out one in use), each answer that by pairs.
+    (Before: each query converted all three again.)"""
+    _, size, small = sizes(shares)
+    most = 2 * size + small // 2
+    conversions = rounds(roles, shares, ["south", "east", "west"], most, 3)
     assert conversions.converted == 2 and roles.conversions() == [2, 2]
-    assert conversions.declined == 3 and conversions.budget == 2 * size + size // 2
+    assert conversions.declined == 3 and conversions.budget == most
     for r in ("s1", "s2"):
         assert roles.running[r].service.standing.bytes_kept() == 2 * size
 

@@ -9,6 +9,8 @@ most."""
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import ring64
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
+from blindmatch.matcher.rpc import twoserver_standing
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -214,9 +217,9 @@ def test_the_servers_make_room_for_a_conversion_as_it_starts_not_when_it_ends(
     for name in ("south", "east"):
         roles.upload(name, shares["south"])
     widths = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
-    size = standdeal.kept_bytes(90, widths)
-    for r in ROLES:
-        roles.running[r].service.standing.most = size + size // 2
+    size, small = standdeal.kept_bytes(90, widths), standdeal.kept_bytes(90, widths, 0)
+    for r in ROLES:  # (nor east beside south without [M_B]: C then converts it with, alone)
+        roles.running[r].service.standing.most = size + small // 2
     now = [0.0]
     conversions = Conversions(clock=lambda: now[0])
     south, _ = ask(roles, shares["query"], shares["south"], conversions)
@@ -237,3 +240,46 @@ def test_the_servers_make_room_for_a_conversion_as_it_starts_not_when_it_ends(
     assert conversions.idle(600)  # (a bound on a hang, not a timing)
     assert all(b <= size for b in during[0]) and conversions.converted == 2
     assert held(roles) == [size, size] and east == south
+
+
+def test_a_query_whose_piece_0_fails_returns_before_the_conversion_is_given_up(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """C fails just after piece 0 of south's conversion (both servers hold it), within a
+    query: the query returns its error while S2's `standing_drop` handler is still held (the
+    test releases it only then), and the give-up then goes on off the query's thread: both
+    servers drop the conversion, audited, and the matcher's stop waits for it. (Before: the
+    query's thread made the drops, DROP_SECONDS each, a query failing anyway waiting up to
+    20 s more; here it waited for the handlers' bound, not released by then.)"""
+    roles.upload("south", shares["south"])
+    monkeypatch.setattr(sys.modules[standdeal.give_up.__module__], "DROP_SECONDS", 600.0)
+    dealt = standdeal._deal
+
+    def failing(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        out = dealt(remote, conversions, m, *rest)
+        if m.standing_pieces and m.standing_piece == 0:
+            raise errors.Unavailable("C failed after piece 0")
+        return out
+
+    monkeypatch.setattr(standdeal, "_deal", failing)
+    released, entered, waited = threading.Event(), list[str](), list[bool]()
+    given_up = twoserver_standing._given_up
+
+    def held_drop(role: Any, m: pb.BlockDeal) -> None:
+        entered.append(role.role)
+        waited.append(released.wait(60))  # (a bound on a hang: True where the test let it go)
+        given_up(role, m)
+
+    monkeypatch.setattr(twoserver_standing, "_given_up", held_drop)
+    conversions = Conversions()
+    with pytest.raises(errors.Unavailable, match="C failed after piece 0"):
+        ask(roles, shares["query"], shares["south"], conversions, settle=False)
+    assert all(b > 0 for b in held(roles))  # piece 0 held at both, not yet given up
+    released.set()
+    until(lambda: held(roles) == [0, 0])
+    assert conversions.close()  # (the give-up's thread ended)
+    assert waited == [True, True] and entered == ["s2", "s1"]
+    for role in ROLES:
+        (dropped,) = entries(tmp_path, role, "twoserver.standing_dropped")
+        assert "the combiner gave it up" in str(dropped["reason"]) and dropped["done"] == 1

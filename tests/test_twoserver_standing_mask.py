@@ -12,7 +12,7 @@ import pytest
 from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
-from tests.test_twoserver_standing import Roles, ask_each
+from tests.test_twoserver_standing import Roles, ask, ask_each, rounds, sizes
 from tests.test_twoserver_standing import roles as roles  # the fixtures
 from tests.test_twoserver_standing import shares as shares
 
@@ -67,4 +67,50 @@ def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
     for r in ROLES:
         kept = roles.running[r].service.standing
         assert kept.bytes_kept() == 2 * small
+        assert all(not e.conv.partner.mask for e in kept._held.values())  # type: ignore[union-attr]
+
+
+def test_partners_each_fitting_alone_with_m_b_but_together_only_without_all_go_standing(
+    roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """Three partners, each fitting S1's and S2's `--standing-bytes` alone with [M_B] but the
+    three together only without: C decides for them all (`Conversions.without_mask`, told
+    S1 and S2 in piece 0): the first kept with [M_B], the others without, all converted once
+    and every later query standing, each answer that by pairs; S1 and S2 keep what C counts.
+    (Before: each server looked at each partner alone, kept [M_B] of all, and C declined the
+    second and third: by pairs at every query.)"""
+    widths, size, small = sizes(shares)
+    most = size + 2 * small + small // 2
+    assert standcache.keeps_mask(90, widths, most) and 2 * size > most
+    conversions = rounds(roles, shares, ["south", "east", "west"], most, 3)
+    assert conversions.converted == 3 and roles.conversions() == [3, 3]
+    assert conversions.declined == 0 and conversions.queried == 2 * 3  # rounds 2 and 3
+    assert sorted(conversions._bytes.values()) == [small, small, size]
+    for r in ROLES:
+        kept = roles.running[r].service.standing
+        assert kept.bytes_kept() == size + 2 * small
+        masks = {e.member: bool(e.conv.partner.mask) for e in kept._held.values()}  # type: ignore[union-attr]
+        assert masks == {"south": True, "east": False, "west": False}
+
+
+def test_servers_given_different_bounds_keep_a_partner_alike_as_the_combiner_counts(
+    roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """S1 at the default `--standing-bytes`, S2 at one that holds south only without [M_B]:
+    C, not yet told S2's bound, asks for [M_B] in piece 0; S2 refuses it (`standing_room`,
+    naming its bound) and C deals piece 0 again without, within the same query. Both servers
+    then keep south without [M_B], at the size C counts, and the next query goes standing,
+    its answer that by pairs. (Before: S1 kept [M_B] and S2 did not, each by its own bound.)"""
+    roles.upload("south", shares["south"])
+    _, size, small = sizes(shares)
+    roles.running["s2"].service.standing.most = size - 1
+    conversions = Conversions()
+    by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.converted == 1 and conversions.budget == size - 1
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.queried == 1 and list(conversions._bytes.values()) == [small]
+    for r in ROLES:
+        kept = roles.running[r].service.standing
+        assert kept.bytes_kept() == small and kept.dropped == 0
         assert all(not e.conv.partner.mask for e in kept._held.values())  # type: ignore[union-attr]

@@ -29,6 +29,10 @@ from blindmatch.protos import blindmatch_pb2 as pb
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
 STANDING_NEEDED = "standing_needed"  # a query's refusal: C converts the partner again
+# A piece 0's refusal (standq): C asked for the partner kept with [M_B], which this server's
+# bound does not hold (its message names the bound, `--standing-bytes N`): C converts it
+# without [M_B] from then on.
+STANDING_ROOM = "standing_room"
 # What S1 or S2 keeps of standing partners at once, the least recently used dropped past it:
 # 4 GiB, a partner of 320,000 records (12,320 bytes a record with two 1,024-bit CLKs; what a
 # one-record query is compared whole against under the default `--query-whole-pairs`) or five
@@ -60,15 +64,19 @@ def keeps_mask(records: int, widths: tuple[int, ...], bound: int) -> bool:
     bytes a record at two 1,024-bit CLKs; else each regenerates its share from its seed at
     each query (core/standing.py `Partner.forget_mask`, never kept, not even piece by piece),
     4,128 bytes a record, ~1.1 us a pair a server more (one that fits neither: so too, kept
-    alone over the bound as before). The one rule, S1's, S2's and C's."""
+    alone over the bound as before). C asks with `bound` the room its partners converted so
+    far leave (standq: `BlockDeal.standing_without_mask`, which S1 and S2 obey); a server
+    told nothing (a combiner older than the field) applies it to its own bound alone."""
     return records * sum(6 * w + 16 for w in widths) + SEED_BYTES <= bound
 
 
-def kept_bytes(records: int, widths: tuple[int, ...], bound: int | None = None) -> int:
-    """What S1 and S2 each keep of a partner converted under `bound` (core/standing.py
-    `Partner.bytes_kept`: D_B 2 bytes a bit, [M_B] 4 where `keeps_mask` (None: kept), 16
-    bytes of popcounts a record a CLK, its 32-byte seed)."""
-    mask = bound is None or keeps_mask(records, widths, bound)
+def kept_bytes(records: int, widths: tuple[int, ...], bound: int | None = None,
+               mask: bool | None = None) -> int:  # fmt: skip
+    """What S1 and S2 each keep of a partner converted with [M_B] where `mask`, else (None)
+    under `bound` (core/standing.py `Partner.bytes_kept`: D_B 2 bytes a bit, [M_B] 4 where
+    `keeps_mask` (None: kept), 16 bytes of popcounts a record a CLK, its 32-byte seed)."""
+    if mask is None:
+        mask = bound is None or keeps_mask(records, widths, bound)
     return records * sum((6 if mask else 2) * w + 16 for w in widths) + SEED_BYTES
 
 
@@ -200,7 +208,7 @@ class Standings:
                     p,
                     m.standing_pieces,
                     upload.records,
-                    keep_mask=keeps_mask(upload.records, widths, self.most_bytes()),
+                    keep_mask=self.keeps(m, upload.records, widths),
                 )
                 entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now,
                               m.member_a)  # fmt: skip
@@ -240,6 +248,22 @@ class Standings:
                 )
             return entry.conv.partner
 
+    def keeps(self, m: pb.BlockDeal, records: int, widths: tuple[int, ...]) -> bool:
+        """Whether piece 0 `m`'s partner is kept with [M_B]: as C says
+        (`standing_without_mask`, standq), refused FAILED_PRECONDITION `STANDING_ROOM` where
+        C asks for [M_B] this server's bound does not hold with the partner alone; C saying
+        nothing (older), `keeps_mask` on this server's bound."""
+        most = self.most_bytes()
+        if not m.HasField("standing_without_mask"):
+            return keeps_mask(records, widths, most)
+        if not m.standing_without_mask and not keeps_mask(records, widths, most):
+            raise errors.FailedPrecondition(
+                f"{STANDING_ROOM}: the combiner asked for {m.member_b!r}'s {records} records "
+                f"kept with [M_B] ({kept_bytes(records, widths):,} bytes), over this server's "
+                f"--standing-bytes {most}: convert it without (standing_without_mask)"
+            )
+        return not m.standing_without_mask
+
     def most_bytes(self) -> int:
         """This server's bound on the partners it keeps (told to C in its standing replies)."""
         return MOST_BYTES if self.most is None else self.most
@@ -268,5 +292,5 @@ class Standings:
                 del self._held[k]
 
 
-__all__ = ["MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "TRIM", "Entry", "Standings",
-           "keeps_mask", "kept_bytes", "terms", "trim"]  # fmt: skip
+__all__ = ["MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "STANDING_ROOM", "TRIM", "Entry",
+           "Standings", "keeps_mask", "kept_bytes", "terms", "trim"]  # fmt: skip

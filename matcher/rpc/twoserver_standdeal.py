@@ -13,12 +13,15 @@ no query pushes out a conversion the next needs. A query never waits for a conve
 and C deals the later pieces on a background thread (S1 and S2 take them by the
 conversion's id), the next query going standing. A conversion that fails, or that C stops
 (the matcher stopping: `Conversions.close`), is given up at S1 and S2 (`give_up`, their
-`standing_drop`), so neither keeps its half-made arrays (standfix2).
+`standing_drop`), so neither keeps its half-made arrays (standfix2); off the query's thread
+(standq). C decides whether S1 and S2 keep a partner with [M_B], for all its partners
+together (`Conversions.without_mask`), and says so in piece 0 (standq).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time
@@ -33,7 +36,14 @@ from blindmatch.matcher.core import standingquery as sq
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.rpc.twoserver_blocks import cut, largest_batch
 from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, call_party, wire_rule
-from blindmatch.matcher.rpc.twoserver_standcache import MOST_BYTES, STANDING_NEEDED, kept_bytes
+from blindmatch.matcher.rpc.twoserver_standcache import (
+    MOST_BYTES,
+    STANDING_NEEDED,
+    STANDING_ROOM,
+    keeps_mask,
+    kept_bytes,
+)
+from blindmatch.matcher.rpc.twoserver_standgive import DROP_SECONDS, GivingUp, give_up
 from blindmatch.protos import blindmatch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -63,9 +73,8 @@ INLINE_RECORDS = 0
 # of queries the conversion still goes on.
 PAUSE_SECONDS = 60.0
 # The most the matcher's stop waits for its background conversion to stop (`Conversions.close`:
-# the piece in flight, then S1's and S2's `standing_drop`); each drop's call at most DROP_SECONDS.
+# the piece in flight, then S1's and S2's `standing_drop`, rpc/twoserver_standgive.py's).
 CLOSE_SECONDS = 30.0
-DROP_SECONDS = 10.0
 Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
 
 
@@ -98,6 +107,7 @@ class Conversions:
         self._quiet.set()
         self._asking: weakref.WeakSet[RemoteServers] = weakref.WeakSet()  # `pause`
         self._answered = threading.Condition()
+        self._giving = GivingUp()  # `giving_up`'s threads
 
     def get(self, key: Key) -> tuple[str, standing.Standing] | None:
         with self._lock:
@@ -117,6 +127,24 @@ class Conversions:
     def room(self) -> int:
         """The least of S1's and S2's bounds said so far (`MOST_BYTES` before any)."""
         return self.budget or MOST_BYTES
+
+    def without_mask(self, key: Key, records: int) -> bool:
+        """Whether `key`'s partner is converted without [M_B] (standq: C decides for all its
+        partners together, and tells S1 and S2, `BlockDeal.standing_without_mask`): with it
+        only where it fits beside every other partner converted, so that later partners go
+        without it rather than by pairs; where it fits beside them in neither form (`admit`
+        forgets idle ones), beside those used within RECENT_SECONDS."""
+        with self._lock:
+            now, others = self.clock(), [k for k in self._held if k[0] != key[0]]
+            every = sum(self._bytes[k] for k in others)
+            if every + kept_bytes(records, key[2], mask=False) > self.room():
+                every = sum(self._bytes[k] for k in others if now - self._used[k] <= RECENT_SECONDS)
+            return not keeps_mask(records, key[2], self.room() - every)
+
+    def giving_up(self, remote: RemoteServers, m: pb.BlockDeal) -> None:
+        """`give_up` off the query's thread (standq: a query whose piece 0 failed returns
+        its error at once, not DROP_SECONDS twice later); `close` waits for it."""
+        self._giving.start(remote, m.standing, lambda: give_up(remote, m))
 
     def admit(self, key: Key, records: int, size: int) -> str:
         """Start converting `key` (of `size` bytes at each server): "" where admitted (the
@@ -203,7 +231,8 @@ class Conversions:
         self._closing.set()
         with self._answered:
             self._answered.notify_all()
-        return self._quiet.wait(timeout)
+        end = time.monotonic() + timeout
+        return self._quiet.wait(timeout) & self._giving.join(end)
 
     def idle(self, timeout: float) -> bool:
         """Wait until no conversion is being made (tests, the benchmark; never a query):
@@ -311,37 +340,25 @@ class Started:
 
 
 def convert(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
-            transcript: linkbit.Transcript, clock: dict[str, float]) -> Started:  # fmt: skip
+            transcript: linkbit.Transcript, clock: dict[str, float],
+            without_mask: bool = False) -> Started:  # fmt: skip
     """Part `index`'s partner (member_b): its conversion at S1 and S2 started, piece 0 (of
-    `standing.CHUNK` records) dealt; `Started.rest` deals the others."""
+    `standing.CHUNK` records, saying whether S1 and S2 keep [M_B]) dealt; `Started.rest`
+    deals the others. Piece 0 failing, the conversion is given up in the background."""
     part = remote._parts[index]
     records, widths = remote.records[part.member_b], tuple(remote._bits)
     w0 = time.perf_counter()
     s = _timed(clock, standing.deal, records, widths)
     m = _base(remote, index, secrets.token_hex(12))
     m.standing_piece, m.standing_pieces = 0, len(standing.chunks(records))
+    m.standing_without_mask = without_mask
     start, stop = standing.chunks(records)[0]
     try:
         _piece(remote, conversions, m, s, stop - start, p, transcript, clock)
     except Exception:
-        give_up(remote, m)
+        conversions.giving_up(remote, m)
         raise
     return Started(remote, m, s, p, w0)
-
-
-def give_up(remote: RemoteServers, m: pb.BlockDeal) -> None:
-    """S2 and S1 told to drop conversion `m.standing` (`standing_drop`: a piece failed, or the
-    matcher stops), DROP_SECONDS each at most; one that does not answer is logged (it drops
-    the half-made conversion itself STALE_SECONDS after its last piece)."""
-    drop = pb.BlockDeal(blocks=secrets.token_hex(12), member_b=m.member_b, standing=m.standing,
-                        standing_drop=True)  # fmt: skip
-    for who, fn, sent in ((remote.names[1], remote._s2.PrepareBlocks, lambda: iter([drop])),
-                          (remote.names[0], remote._s1.PrepareBlocks, lambda: drop)):  # fmt: skip
-        try:
-            call_party(who, fn, sent(), metadata=remote._metadata, timeout=DROP_SECONDS)
-        except Exception as exc:
-            log.warning("%s was not told to drop the conversion %s of %s's upload (it drops "
-                        "it itself once stale): %s", who, m.standing, m.member_b, exc)  # fmt: skip
 
 
 def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
@@ -364,15 +381,9 @@ def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
     return m.blocks, most
 
 
-def _finish(
-    conversions: Conversions,
-    key: Key,
-    size: int,
-    started: Started,
-    transcript: linkbit.Transcript,
-    clock: dict[str, float],
-    quiet: bool,
-) -> None:
+def _finish(conversions: Conversions, key: Key, size: int, started: Started,
+            transcript: linkbit.Transcript, clock: dict[str, float], quiet: bool,
+            ) -> None:  # fmt: skip
     """The conversion's later pieces (on C's background thread, `quiet`; or within the query
     for a partner of at most INLINE_RECORDS), kept once whole; a failure in the background
     (a server restarted or dropped it, refused a piece) logged and forgotten: a later query
@@ -386,7 +397,10 @@ def _finish(
     except Exception as exc:
         with conversions._lock:
             conversions.failed += 1
-        give_up(started.remote, started.first)
+        if quiet:  # (already off the query's thread)
+            give_up(started.remote, started.first)
+        else:
+            conversions.giving_up(started.remote, started.first)
         log.warning("the combiner's conversion of %s's upload as a standing partner stopped "
                     "(a later query starts it again): %s", key[0], exc)  # fmt: skip
         if not quiet:
@@ -437,18 +451,27 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
                 raise
             log.info("converting %s's upload again: %s", key[0], exc)
             conversions.drop(key, got[0])
-    size = kept_bytes(records, key[2], conversions.room())  # [M_B] kept only where it fits
+    without = conversions.without_mask(key, records)  # (standq: C decides, S1 and S2 obey)
+    size = kept_bytes(records, key[2], mask=not without)
     why = conversions.admit(key, records, size)
     if why:
         log.info("%s's part goes by pairs, not converted as a standing partner: %s",
                  key[0], why)  # fmt: skip
         return None
     try:
-        started = convert(remote, conversions, index, p, transcript, clock)
+        try:
+            started = convert(remote, conversions, index, p, transcript, clock, without)
+        except errors.FailedPrecondition as exc:
+            if STANDING_ROOM not in str(exc) or without:
+                raise
+            # (a server whose bound C did not know yet refused [M_B]: piece 0 again without)
+            said = re.search(r"--standing-bytes (\d+)", str(exc))
+            conversions.told(int(said.group(1)) if said else 0)
+            without, size = True, kept_bytes(records, key[2], mask=False)
+            started = convert(remote, conversions, index, p, transcript, clock, True)
     except BaseException:
         conversions.end()
         raise
-    size = kept_bytes(records, key[2], conversions.room())  # (the servers' bounds now said)
     if records > INLINE_RECORDS:
         _background(remote, conversions, key, size, started)
         return None

@@ -64,6 +64,10 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     (audited) otherwise. Both check its shape."""
     if not m.standing or len(m.standing) > 64 or not m.blocks or len(m.blocks) > 64:
         raise errors.InvalidArgument("standing/blocks: ids of 1 to 64 characters")
+    if m.HasField("standing_without_mask") and (m.standing_piece or not m.standing_pieces):
+        raise errors.InvalidArgument(
+            "standing_without_mask: a conversion's piece 0 only (how the partner is kept)"
+        )
     if m.standing_pieces and m.standing_piece:
         return _continued(role, m)
     held = role.pair_held(m)
@@ -76,6 +80,7 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
                 f"partner of {held[1].records} records converts in "
                 f"{len(standing.chunks(held[1].records))} pieces, without rows_a/rows_b"
             )
+        role.standing.keeps(m, held[1].records, tuple(held[1].bits))  # or refused: no room
     elif list(m.rows_a) != [held[0].records] or list(m.rows_b) != [held[1].records]:
         raise errors.InvalidArgument(
             "rows_a/rows_b: a standing query is one block, every record of both uploads"
