@@ -42,7 +42,10 @@ def test_a_stream_whose_client_takes_nothing_is_ended_and_frees_its_thread(
 ) -> None:
     """A member lists a 150,000-record index and stops reading after the first message: the
     matcher's thread waits to send the rest until the idle limit, then ends the stream,
-    saying why, and counts it out (its thread free again)."""
+    saying why, and counts it out (its thread free again). The upload and the last, reading
+    client run at a 2 s idle limit (10 s to take a message); the listing nobody reads at
+    0.5 s (2.5 s to take one: the wait this test is about; its first message, taken, comes
+    within ~0.3 s), so the test waits 2.5 s for the matcher to end it, not 10 s."""
     server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, stream_idle=2)
     target = f"127.0.0.1:{server.port}"
     try:
@@ -55,6 +58,7 @@ def test_a_stream_whose_client_takes_nothing_is_ended_and_frees_its_thread(
         # grow to take in the whole listing unread under load (seen once), and the server's
         # thread would never wait.
         big = [("grpc.max_receive_message_length", 16 * 1024**2), ("grpc.http2.bdp_probe", 0)]
+        server.streams.idle_seconds = 0.5  # read at its next tick (StreamGuard._loop)
         with grpc.insecure_channel(target, options=big) as channel:
             listing = stub(channel).ListIndex(
                 pb.ListIndexRequest(project="trial"), metadata=auth(token), timeout=60
@@ -68,8 +72,9 @@ def test_a_stream_whose_client_takes_nothing_is_ended_and_frees_its_thread(
                 for _ in listing:
                     pass
         assert ended.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        assert "took no message for 10 s" in (ended.value.details() or "")  # 5 times the limit
+        assert "took no message for 2.5 s" in (ended.value.details() or "")  # 5 times 0.5 s
         assert server.streams.open_streams("trial", "north") == 0
+        server.streams.idle_seconds = 2
         with MatcherClient(target, token) as north:
             assert len(north.list_index("trial")) == 150_000, "a client that reads gets it all"
     finally:
