@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from blindmatch.matcher.core import linkbit, triplecheck
+from blindmatch.matcher.core import kernelrule, linkbit, triplecheck
 from blindmatch.matcher.core.kernel import dice_pairs, popcounts
 
 Clks = npt.NDArray[np.uint8]
@@ -94,6 +94,25 @@ def test_the_integer_rule_is_the_kernels_float64_test_for_every_pair_of_popcount
     integer = r.dice.b * h <= r.dice.a * s + r.dice.c + r.dice.b * extra
     kernel = (h <= s) & ((s - h).astype(np.float64) / s >= threshold)
     assert np.array_equal(integer, kernel)
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.5, 0.55, 2 / 3, 0.8, 0.8123, 0.95, 0.999, 1.0])
+@pytest.mark.parametrize("n_bits", [64, 1024])
+@pytest.mark.parametrize("uncapped", [False, True])
+def test_the_largest_distance_read_near_s_times_1_minus_t_is_the_whole_tables(
+    threshold: float, n_bits: int, uncapped: bool
+) -> None:
+    """kernelrule's reference tests eight H per S, around S (1 - t): the same as the kernel's
+    float64 test at every (S, H), H up to S (`uncapped`) or n_bits, and never left to the
+    whole table for these thresholds."""
+    near = kernelrule._largest_near(threshold, n_bits, (2 if uncapped else 1) * n_bits)
+    s = np.arange(2 * n_bits + 1, dtype=np.int64)[:, None]
+    h = np.arange((2 if uncapped else 1) * n_bits + 1, dtype=np.int64)[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ok = (h <= s) & ((s - h).astype(np.float64) / s >= threshold)
+    ok[0] = False
+    assert near is not None
+    assert near.tolist() == [int(np.flatnonzero(row).max(initial=-1)) for row in ok]
 
 
 def test_the_circuit_costs_a_fifth_more_and_gates_than_the_popcount_in_a_few_more_rounds() -> None:

@@ -41,7 +41,10 @@ def fit_line(table: npt.NDArray[np.int64], xs: npt.NDArray[np.int64], slope: flo
     fraction of small denominator, such as 0.55) one higher at some points than any line."""
     f = np.asarray(table, dtype=np.int64)
     x = np.asarray(xs, dtype=np.int64)
-    best: Line | None = None
+    exact = _first_exact(f, x, slope)
+    if exact is not None:
+        return exact
+    best: Line | None = None  # (no line: the search again, for the fewest extra points)
     for b in range(1, len(x) + 2):
         base = int(np.floor(slope * b))
         for a in range(base - 2, base + 3):
@@ -58,6 +61,26 @@ def fit_line(table: npt.NDArray[np.int64], xs: npt.NDArray[np.int64], slope: flo
     if best is None:
         raise ValueError("link bits: no integer form of the kernel's test")
     return best
+
+
+def _first_exact(f: npt.NDArray[np.int64], x: npt.NDArray[np.int64], slope: float) -> Line | None:
+    """`fit_line`'s first line with no extra point, in its order (b up, then a up), or None:
+    each block of b's and their five a's tested at once (a random threshold's smallest b
+    runs to hundreds, and one (b, a) at a time was ~50 ms a table)."""
+    steps = np.arange(-2, 3, dtype=np.int64)
+    start, size = 1, 4
+    while start < len(x) + 2:
+        b = np.arange(start, min(start + size, len(x) + 2), dtype=np.int64)
+        a = np.floor(slope * b).astype(np.int64)[:, None] + steps  # (b's, 5)
+        g = (b[:, None] * f)[:, None, :] - a[:, :, None] * x  # (b's, 5, points): b f - a x
+        lo = g.max(axis=2)
+        hi = g.min(axis=2) + (b - 1)[:, None]  # min(b f + b - 1 - a x)
+        found = np.flatnonzero(lo <= hi)
+        if len(found):
+            i, j = divmod(int(found[0]), len(steps))
+            return Line(int(a[i, j]), int(b[i]), int(hi[i, j]))
+        start, size = start + len(b), min(2 * size, 128)
+    return None
 
 
 @dataclass(frozen=True)
@@ -98,12 +121,39 @@ def _largest_distance(
     """[S] -> the largest H <= min(S, n_bits) with float64 (S - H) / S >= threshold, for S in
     0..2 n_bits (the kernel's score, compared as the kernel compares it); -1 for S = 0.
     `uncapped`: H up to S (the same test wherever H <= n_bits)."""
+    near = _largest_near(threshold, n_bits, (2 if uncapped else 1) * n_bits)
+    if near is not None:
+        return near
     total = np.arange(2 * n_bits + 1, dtype=np.int64)[:, None]
     dist = np.arange((2 if uncapped else 1) * n_bits + 1, dtype=np.int64)[None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
         ok = (dist <= total) & ((total - dist).astype(np.float64) / total >= threshold)
     ok[0] = False
     out: npt.NDArray[np.int64] = ok.sum(axis=1).astype(np.int64) - 1  # monotone in H
+    return out
+
+
+def _largest_near(threshold: float, n_bits: int, cap: int) -> npt.NDArray[np.int64] | None:
+    """`_largest_distance` from the test at eight H around min(S (1 - t), S, cap) per S, not
+    at every H:
+    the test is monotone in H (a larger numerator, the same S: a float64 quotient no
+    smaller), so where it holds at the lowest of the eight (or that is below 0) and fails
+    at the highest (or that is past min(S, cap)), the largest H that passes is among them.
+    None where that is not so for some S (the whole table then decides, as before)."""
+    total = np.arange(1, 2 * n_bits + 1, dtype=np.int64)
+    most = np.minimum(total, cap)
+    guess = np.minimum(np.floor(total * (1.0 - threshold)).astype(np.int64), most)
+    h = guess[:, None] + np.arange(-3, 5)
+    inside = (h >= 0) & (h <= most[:, None])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        passes = inside & ((total[:, None] - h).astype(np.float64) / total[:, None] >= threshold)
+    if not ((~inside[:, 0] | passes[:, 0]) & (~inside[:, -1] | ~passes[:, -1])).all():
+        return None
+    if not passes.any(axis=1).all():
+        return None
+    out = np.empty(2 * n_bits + 1, dtype=np.int64)
+    out[0] = -1
+    out[1:] = np.where(passes, h, -1).max(axis=1)
     return out
 
 
