@@ -75,10 +75,10 @@ UNREACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CONNECT_SECONDS = 5.0  # how long a batch waits for a connection to S1 before it fails
 
 
-def connected(channel: grpc.Channel, who: str, seconds: float = CONNECT_SECONDS) -> None:
+def connected(channel: grpc.Channel, who: str, seconds: float | None = None) -> None:
     """Return once `channel` to party `who` is connected (asking it to connect); else (none
-    made in `seconds`) raise `Unavailable` naming it, with `evaluated` False: nothing was
-    sent to the party.
+    made in `seconds`, CONNECT_SECONDS unless given) raise `Unavailable` naming it, with
+    `evaluated` False: nothing was sent to the party.
 
     Read with gRPC's public `Channel.subscribe`, in two looks: first the state as it is
     (`try_to_connect` False), which on a connected channel is READY at once; only a channel
@@ -88,6 +88,8 @@ def connected(channel: grpc.Channel, who: str, seconds: float = CONNECT_SECONDS)
     then ask a channel closed just after this returned (as `channel_ready_future`, asking
     every time, did), and fail on its thread."""
     states: queue.SimpleQueue[grpc.ChannelConnectivity] = queue.SimpleQueue()
+    if seconds is None:
+        seconds = CONNECT_SECONDS  # (read here: a test may set a shorter wait)
     deadline = time.monotonic() + seconds
     for first in (True, False):  # as it is; then, not connected, asked to connect
         channel.subscribe(states.put, try_to_connect=not first)
