@@ -19,8 +19,8 @@ from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit
 from blindmatch.matcher.core.twoblocking import PairBatch
-from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc import twoserver_peers
+from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 
 pytestmark = pytest.mark.server
