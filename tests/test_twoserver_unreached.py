@@ -93,9 +93,7 @@ def test_a_batch_s1_could_not_be_connected_for_spent_nothing(
     finally:
         run.close()
     assert isinstance(failed, errors.Unavailable)
-    assert str(failed) == (
-        f"S1 ({s1}) is unreachable (UNAVAILABLE: no connection in 1 s)"
-    )
+    assert str(failed) == f"S1 ({s1}) is unreachable (UNAVAILABLE: no connection in 1 s)"
     assert failed.evaluated is False
 
 
