@@ -2,7 +2,8 @@
 answer (matcher/realtime/twoforget.py: the start-up `Forget` of the queries' and watches'
 records a matcher killed left at S1 and S2).
 
-    .venv/bin/python benchmarks/forget_left.py [--projects 20] [--s1 up down silent] [--keep]
+    .venv/bin/python benchmarks/forget_left.py [--projects 20] [--s1 up down silent]
+        [--later 3] [--keep]
 
 S2 and S1 serve in this process with data dirs, and a matcher is their combiner: each of
 `--projects` two-server projects gets a query's records at S2 (20 synthetic CLKs, under a
@@ -11,8 +12,8 @@ new one starts on its data dir, with S1 `up` (the real S1), `down` (an address w
 listens: refused at once), `silent` (a socket that accepts and never answers: gRPC gives up
 on the connection) or `hung` (a gRPC server whose `Forget` never returns: each call waits for
 its deadline, FORGET_SECONDS). Printed for each: the start's wall time (create_server), the
-projects whose records S2 still holds right after it, and 3 s later. The machine's other
-load counts in every second.
+projects whose records S2 still holds right after it, and `--later` (3) s later. The
+machine's other load counts in every second.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projects", type=int, default=20)
     parser.add_argument("--s1", nargs="+", default=["up", "down", "silent", "hung"],
                         choices=["up", "down", "silent", "hung"])  # fmt: skip
+    parser.add_argument("--later", type=float, default=3.0, metavar="SECONDS",
+                        help="when to look at S2 again after the start (default 3)")  # fmt: skip
     add_keep(parser)
     args = parser.parse_args(argv)
     with work_dir("forget-left-", keep=args.keep) as work:
@@ -125,10 +128,10 @@ def _measure(args: argparse.Namespace, work: Path) -> None:
         started = time.perf_counter() - t0
 
         right_after = _left(s2.service.held)
-        time.sleep(3.0)
+        time.sleep(args.later)
         print(f"S1 {state}: the matcher started in {started:.2f} s; S2 held the records of "
               f"{right_after} of {args.projects} projects right after, "
-              f"{_left(s2.service.held)} 3 s later", flush=True)  # fmt: skip
+              f"{_left(s2.service.held)} {args.later:g} s later", flush=True)  # fmt: skip
         again.stop(grace=None)
         for role in (s1, s2):
             role.stop(grace=None)
