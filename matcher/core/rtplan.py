@@ -113,13 +113,28 @@ def measure(words: U64, popcounts: I32, seed: int = SEED) -> Stats:
     j = rng.integers(0, len(rows), SAMPLE_PAIRS)
     keep = i != j
     i, j = i[keep], j[keep]
-    differs = bits[i] != bits[j]
+    # Where each pair differs, from the XOR of its packed words (the same 0/1s as comparing
+    # the unpacked bits, and so the same means, at a twentieth of the time).
+    xor = np.ascontiguousarray(rows[i] ^ rows[j])
+    differs = np.unpackbits(xor.view(np.uint8), axis=1, bitorder="little")
     differ = differs.mean(axis=0, dtype=np.float64)
     lo, hi = INFORMATIVE
     pool = np.flatnonzero((frequency >= lo) & (frequency <= hi)).astype(np.int32)
-    pool_differ = differs[:, pool].mean(axis=1, dtype=np.float64) if len(pool) else np.zeros(len(i))
+    pool_differ = _pool_share(xor, pool, bits.shape[1]) if len(pool) else np.zeros(len(i))
     high = float(np.quantile(popcounts, 0.99)) if len(popcounts) else 0.0
     return Stats(frequency, differ, pool, pool_differ, high)
+
+
+def _pool_share(xor: U64, pool: npt.NDArray[np.int32], bits: int) -> npt.NDArray[np.float64]:
+    """(pairs,): the share of `pool`'s positions at which each pair differs: its differing
+    bits under the pool's mask, counted, over the pool's size (a whole count, so exactly
+    the mean of the pair's 0/1s there)."""
+    mask = np.zeros(bits, np.uint8)
+    mask[pool] = 1
+    words = np.packbits(mask, bitorder="little").view(np.uint64)
+    counts = np.bitwise_count(xor & words).sum(axis=1, dtype=np.int64)
+    share: npt.NDArray[np.float64] = counts / len(pool)
+    return share
 
 
 def within(r: int, radius: int, h: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -302,9 +317,10 @@ def sketch_plan(
     # dist[p, k]: chance that k of the sketch's bits differ, for query popcount p.
     dist = np.zeros((clk_bits + 1, len(positions) + 1))
     dist[:, 0] = 1.0
-    for s in share:
+    for m, s in enumerate(share):  # after bit m, only counts 0..m + 1 can be above 0
         d = np.minimum(1.0, span * s)[:, None]
-        dist[:, 1:] = dist[:, 1:] * (1 - d) + dist[:, :-1] * d
+        top = min(m + 2, dist.shape[1])
+        dist[:, 1:top] = dist[:, 1:top] * (1 - d) + dist[:, : top - 1] * d
         dist[:, :1] *= 1 - d
     above = 1.0 - np.cumsum(dist, axis=1)  # P(X > k)
     cuts = (above > miss).sum(axis=1).astype(np.int32)  # the least k with P(X > k) <= miss
