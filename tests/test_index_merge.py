@@ -24,11 +24,14 @@ SPARE = 1000  # people beyond the first N, for the tests' puts
 FINGERPRINT = bytes(range(32))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def clks() -> np.ndarray:
+    """The file's people, made once (read-only: no test writes to them)."""
     rng = np.random.default_rng(5)
     people = Population(N + SPARE, 5).encode(np.arange(N + SPARE), rng, np.zeros(N + SPARE, bool))
-    return as_words(people, CLK_BITS)
+    words = as_words(people, CLK_BITS)
+    words.flags.writeable = False
+    return words
 
 
 @pytest.fixture
