@@ -72,13 +72,14 @@ DEFAULT_SMALL_PAIRS = SHIPPED_SMALL_PAIRS  # S1's (the test suite sets it to 0: 
 # rpc/twoserver_standcache.py `MOST_BYTES`) keeps converted without its [M_B], 4,128 bytes a
 # record at two 1,024-bit CLKs: up to 1,040,447 records, so 1,040,000. The matcher compares a
 # query's part whole against such a partner by its bits converted once (core/partpath.py
-# `for_query`, rpc/twoserver_standing.py); over gRPC a one-record query against 500,000
-# records took 11.7 s of CPU over the three roles (23.4 us a pair, 11.9 s wall) that way and
-# 34.5 s by pairs (69.0 us) in the same run, against 1,000,000 records QUERY_1M (docs/
-# performance.md "One-record queries against 500,000 and 1,000,000 records over gRPC"). The
-# first query against an upload goes by pairs while the partner is converted in the
-# background (660 s of CPU at 500,000 records). Was 320,000 (standwire; sized by CPU, ~5 s a
-# query, before S1 and S2 could keep a partner without [M_B]), 80,000 before that.
+# `for_query`, rpc/twoserver_standing.py); over gRPC a one-record query took 11.7 s of CPU
+# over the three roles that way against 500,000 records (23.4 us a pair, 11.9 s wall; 34.5 s
+# by pairs, 69.0 us, in the same run) and 21.5 s against 1,000,000 (21.5 us, 23.5 s wall), so
+# about 22 s of CPU and 24 s wall at the bound on a 2-core host (docs/performance.md
+# "One-record queries against 500,000 and 1,000,000 records over gRPC"). The first query
+# against an upload goes by pairs while the partner is converted in the background (91.9 s
+# wall, then 1,420 s of CPU, at 1,000,000 records). Was 320,000 (standwire; sized by CPU,
+# ~5 s a query, before S1 and S2 could keep a partner without [M_B]), 80,000 before that.
 QUERY_WHOLE_PAIRS = 1_040_000
 DEFAULT_QUERY_WHOLE = QUERY_WHOLE_PAIRS  # S1's
 # CPU a pair of a query compared whole, over the three roles (microseconds; the 500,000-record
