@@ -5,7 +5,7 @@ by pairs (the rule's circuit a pair, the path core/partpath.py took before), in 
     .venv/bin/python benchmarks/twoserver_standing_rpc.py [--partner-records 16000,64000]
         [--queries 3] [--population households|messy] [--seed 1]
         [--partners P --standing-bytes N] [--inline-records N] [--stop-after-pieces K]
-        [--regenerate] [--no-trim]
+        [--regenerate] [--no-trim] [--bands 30] [--no-pairs]
 
 S2 and S1 in this process on loopback gRPC ports (`create_role`, S1 comparing every pair
 without blocking), C's `RemoteServers` driving `twopartner.proposed_query_links` as the
@@ -32,6 +32,11 @@ before standmask).
 With `--regenerate` (standmask): S1 and S2 then forget [M_B] (as a partner that fits
 `--standing-bytes` only so is kept) and the queries are asked standing again: CPU a pair
 regenerating against keeping, in one run.
+`--bands B`: the members' band plan's bands (30; S1 compares every pair, so their keys go
+unread, but S1's upload holds them: at 500,000 records 30 bands of two CLKs are ~6.4 GB of
+sealed keys, which the benchmark's one process builds and S1 receives at once; fewer bands fit
+1,000,000 records in memory). `--no-pairs`: the queries asked standing only, not again by
+pairs (the links then unchecked against by pairs: only C's standing answers).
 Exit 1 where the paths' links differ.
 """
 
@@ -54,7 +59,7 @@ from benchmarks import densearith as bench
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client.encoding import sharing
 from blindmatch.client.remote.twoserver import RoleClient
-from blindmatch.matcher.core import linkbit, twoserver
+from blindmatch.matcher.core import linkbit, memory, twoserver
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
@@ -97,6 +102,12 @@ def _upload(roles: dict[str, RunningRole], name: str, up: sharing.SharedUpload,
 def _shared(parts: list[np.ndarray]) -> sharing.SharedUpload:  # type: ignore[type-arg]
     clks = np.ascontiguousarray(np.hstack(parts))
     return sharing.shared_upload(clks, b"a benchmark's secret", PLAN, 8 * parts[1].shape[1])
+
+
+def _plan(bands: int) -> None:
+    """`--bands`: the plan every upload of the run is shared under."""
+    global PLAN
+    PLAN = sharing.BandPlan(bits=PLAN.bits, bands=bands)
 
 
 def _roles(work: Path, tag: str, most: int | None) -> dict[str, RunningRole]:
@@ -154,7 +165,7 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
         for k in range(args.queries):
             q = _query(k, a, b)
             found = {}
-            for path in ("standing", "pairs"):
+            for path in ("standing", "pairs")[: 1 if args.no_pairs else 2]:
                 _upload(roles, NAMES[0], _shared(q), rule)
                 links, cpu, wall, sent = ask(
                     roles, [1, n], bits, rule, conversions if path == "standing" else None
@@ -174,29 +185,32 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
                         _memory(roles, rss0)
                     cpu += bg[0]
                 got[path].append((cpu, wall, sent))
-            same = same and found["standing"] == found["pairs"]
-            answers.append(found["pairs"])
+            same = same and found["standing"] == found.get("pairs", found["standing"])
+            answers.append(found.get("pairs", found["standing"]))
         later = got["standing"][1:] or got["standing"]
         med = [statistics.median(x[i] for x in later) for i in range(3)]
-        pairs = [statistics.median(x[i] for x in got["pairs"]) for i in range(3)]
+        pairs = [statistics.median(x[i] for x in got["pairs"]) for i in range(3)] if got[
+            "pairs"] else []  # fmt: skip
         conv = [got["standing"][0][i] - med[i] for i in range(3)]
         kept = [r.service.standing.bytes_kept() / n for r in (s1, s2)]
+        by = f" (by pairs {got['pairs'][0][1]:.1f} s)" if pairs else ""
         print(f"partner of {n:,} records, --inline-records {standdeal.INLINE_RECORDS:,}: the "
-              f"first query's wall {got['standing'][0][1]:.1f} s (by pairs "
-              f"{got['pairs'][0][1]:.1f} s); the conversion (the first standing query, with "
-              f"its background, less a later one's median) CPU {conv[0]:.1f} s, wall within "
-              f"the query {conv[1]:.1f} s, {conv[2]:,.0f} "
+              f"first query's wall {got['standing'][0][1]:.1f} s{by}; the conversion (the "
+              f"first standing query, with its background, less a later one's median) CPU "
+              f"{conv[0]:.1f} s, wall within the query {conv[1]:.1f} s, {conv[2]:,.0f} "
               f"bytes ({conv[2] / n:,.0f} a record; C's count of conversions "
               f"{conversions.converted}); kept a record S1 {kept[0]:,.0f} B, S2 "
               f"{kept[1]:,.0f} B", flush=True)  # fmt: skip
-        for path, m in (("standing", med), ("pairs", pairs)):
+        for path, m in (("standing", med), ("pairs", pairs))[: 2 if pairs else 1]:
             us = 1e6 * m[0] / n
             print(f"  {path}, median of the later queries: CPU {m[0]:.2f} s ({us:.1f} us a "
                   f"pair), wall {m[1]:.2f} s, {m[2] / n:,.0f} bytes a pair; at {BUDGET_S:.0f} s "
                   f"of CPU a query: {BUDGET_S / (us * 1e-6):,.0f} pairs", flush=True)  # fmt: skip
-        print(f"  by pairs / standing: CPU {pairs[0] / med[0]:.1f}x, wall {pairs[1] / med[1]:.1f}x,"
-              f" bytes {pairs[2] / med[2]:.1f}x; the same links, buckets and rows: {same}; "
-              f"peak RSS so far {_peak():,.0f} MiB", flush=True)  # fmt: skip
+        if pairs:
+            print(f"  by pairs / standing: CPU {pairs[0] / med[0]:.1f}x, wall "
+                  f"{pairs[1] / med[1]:.1f}x, bytes {pairs[2] / med[2]:.1f}x; the same links, "
+                  f"buckets and rows: {same}", flush=True)  # fmt: skip
+        print(f"  peak RSS so far {_peak():,.0f} MiB", flush=True)
         if args.regenerate:
             same = _regenerated(roles, n, a, b, bits, rule, conversions, answers, med[0]) and same
     finally:
@@ -376,8 +390,18 @@ def main() -> int:
     parser.add_argument("--no-trim", action="store_true",
                         help="S1 and S2 do not malloc_trim after each piece (as before "
                              "standmask): the RSS it leaves, then trimmed")  # fmt: skip
+    parser.add_argument("--bands", type=int, default=PLAN.bands,
+                        help="the band plan's bands (S1 compares every pair: their keys go "
+                             "unread, but S1's upload holds them, ~214 MB a band a CLK at "
+                             "1,000,000 records)")  # fmt: skip
+    parser.add_argument(
+        "--no-pairs",
+        action="store_true",
+        help="the queries asked standing only, not again by pairs",
+    )
     add_keep(parser)
     args = parser.parse_args()
+    _plan(args.bands)
     standcache.TRIM = not args.no_trim
     if args.inline_records is not None:
         standdeal.INLINE_RECORDS = args.inline_records
@@ -387,9 +411,12 @@ def main() -> int:
     rows, rule = bench.members(load)
     a = [np.ascontiguousarray(r[: args.queries]) for r in rows]
     b = [np.ascontiguousarray(r[args.queries :]) for r in rows]
+    del rows
+    memory.release_free_memory()  # the people generated (~2 GB of freed heap at 500,000)
     print(f"{args.population}, seed {args.seed}: one-record queries over gRPC against partners "
           f"of {', '.join(f'{n:,}' for n in sizes)} records, rule {rule.text()}; load "
-          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)  # fmt: skip
+          f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}; RSS {_rss():,.0f} MiB "
+          f"(peak {_peak():,.0f})", flush=True)  # fmt: skip
     ok = True
     with work_dir("twoserver-standing-rpc", args.keep) as work:
         for n in sizes:

@@ -1,5 +1,6 @@
 """S1's per-query cap, `two-server role --query-whole-pairs N` (matcher/core/exhaustive.py
-`run_cap`; `QUERY_WHOLE_PAIRS`, 320,000, as shipped): a query whose records times its
+`run_cap`; `QUERY_WHOLE_PAIRS`, 1,040,000, as shipped since bigq: the records S1's and S2's
+default `--standing-bytes` keep converted without [M_B]): a query whose records times its
 partners' are at most N pairs is compared whole against a partner of any size, so the client
 sends S1 none of its band keys; over N (past the caps' bound) it is blocked, and S1 refuses its
 records sent without keys (`band_keys_needed`), as it always has. 0: the caps' bound alone."""
@@ -14,7 +15,8 @@ import pytest
 from benchmarks.exports import Export
 from blindmatch.cli.app import main
 from blindmatch.client.encoding.encoded import read_encoded
-from blindmatch.matcher.core import exhaustive
+from blindmatch.matcher.core import exhaustive, linkbit
+from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests import twoserver_world
 from tests.test_twoserver_project import create
@@ -27,12 +29,12 @@ QUERY = ["p/north/t", "p/south@q/q"]
 
 
 def test_the_per_query_cap_is_s1s_to_set_raised_lowered_or_0() -> None:
-    # A one-record query against 400,000 records: blocked under the shipped 320,000 ...
-    assert exhaustive.keys_needed(QUERY, CAP, [400_000, 1], SMALL)
-    # ... compared whole with the cap raised to 400,000, not past it.
-    assert exhaustive.run_cap(QUERY, CAP, [400_000, 1], SMALL, 400_000) > 0
-    assert not exhaustive.keys_needed(QUERY, CAP, [400_000, 1], SMALL, 400_000)
-    assert exhaustive.keys_needed(QUERY, CAP, [400_001, 1], SMALL, 400_000)
+    # A one-record query against 1,040,001 records: blocked under the shipped 1,040,000 ...
+    assert exhaustive.keys_needed(QUERY, CAP, [1_040_001, 1], SMALL)
+    # ... compared whole with the cap raised to 2,000,000, not past it.
+    assert exhaustive.run_cap(QUERY, CAP, [2_000_000, 1], SMALL, 2_000_000) > 0
+    assert not exhaustive.keys_needed(QUERY, CAP, [2_000_000, 1], SMALL, 2_000_000)
+    assert exhaustive.keys_needed(QUERY, CAP, [2_000_001, 1], SMALL, 2_000_000)
     # Lowered: a one-record query against 70,000 records blocked (whole as shipped).
     assert not exhaustive.keys_needed(QUERY, CAP, [70_000, 1], SMALL)
     assert exhaustive.keys_needed(QUERY, CAP, [70_000, 1], SMALL, 60_000)
@@ -42,19 +44,19 @@ def test_the_per_query_cap_is_s1s_to_set_raised_lowered_or_0() -> None:
     # Nothing while the smaller-member cap or the cap is 0.
     assert exhaustive.keys_needed(QUERY, CAP, [16_001, 1], 0, 10**9)
     assert exhaustive.keys_needed(QUERY, 0, [2, 1], SMALL, 10**9)
-    assert exhaustive.query_whole_or_default(None) == 320_000
+    assert exhaustive.query_whole_or_default(None) == 1_040_000
     with pytest.raises(ValueError, match="query whole pairs: -1"):
         exhaustive.query_whole_or_default(-1)
 
 
 def test_s1_says_at_its_start_what_a_per_query_cap_other_than_the_default_means() -> None:
     assert exhaustive.query_whole_warning(exhaustive.QUERY_WHOLE_PAIRS) is None
-    raised = str(exhaustive.query_whole_warning(400_000))
-    assert "--query-whole-pairs 400,000 is over the default 320,000" in raised
-    assert "12-23 us of CPU a pair" in raised and "4.8-9.2 s of CPU a query" in raised
-    assert "12,320 bytes a record" in raised and "up to 4.9 GB" in raised
+    raised = str(exhaustive.query_whole_warning(2_000_000))
+    assert "--query-whole-pairs 2,000,000 is over the default 1,040,000" in raised
+    assert "23-69 us of CPU a pair" in raised and "46.0-138.0 s of CPU a query" in raised
+    assert "4,128 bytes a record" in raised and "8.3 GB for a one-record query's" in raised
     lowered = str(exhaustive.query_whole_warning(1_000))
-    assert "under the default 320,000" in lowered and "over 1,000 pairs" in lowered
+    assert "under the default 1,040,000" in lowered and "over 1,000 pairs" in lowered
     assert "upload over 64,000 records" in lowered and "1.8-3.6%" in lowered
     assert "does nothing while --small-member-pairs is 0" in str(
         exhaustive.query_whole_warning(5, CAP, 0)
@@ -64,6 +66,26 @@ def test_s1_says_at_its_start_what_a_per_query_cap_other_than_the_default_means(
         exhaustive.lowered_cap_warning(4_000_000, SMALL, 200_000)
     )
     assert "the query's records" not in str(exhaustive.lowered_cap_warning(4_000_000, SMALL, 0))
+
+
+def test_the_default_is_the_partner_the_default_standing_bytes_keep_without_its_mask() -> None:
+    """bigq: a one-record query sends S1 no band keys against any partner S1 and S2 keep
+    converted in their default `--standing-bytes` (without [M_B], 4,128 bytes a record at two
+    1,024-bit CLKs: 1,040,447 records in 4 GiB); 320,000 before (a partner they keep with
+    [M_B]), so a one-record query against 1,000,000 records sent its keys."""
+    widths, most = (1024, 1024), standcache.MOST_BYTES
+    whole = exhaustive.QUERY_WHOLE_PAIRS
+    assert (
+        standcache.kept_bytes(whole, widths, most)
+        <= most
+        < standcache.kept_bytes(whole + 1_000, widths, most)
+    )
+    assert not standcache.keeps_mask(whole, widths, most)  # kept without [M_B]
+    assert standcache.kept_bytes(whole, widths, most) == (
+        whole * exhaustive.STANDING_RECORD_BYTES + linkbit.SEED_BYTES
+    )
+    assert not exhaustive.keys_needed(QUERY, CAP, [1_000_000, 1], SMALL)
+    assert exhaustive.keys_needed(QUERY, CAP, [1_000_000, 2], SMALL)  # two records: blocked
 
 
 def test_the_flag_is_s1s_alone_and_not_negative(
@@ -122,7 +144,7 @@ def test_over_grpc_s1s_per_query_cap_decides_whether_a_query_sends_its_band_keys
     one = person_csv(south, ids[:1], world.folder / "one.csv")
     assert held_by(query(world, "shares", two.tokens["north"], one, south, capsys)) == [["south"]]
     assert received == [(0, True)]
-    # Two records: twice that, over it, blocked (whole under the shipped 320,000), so S1
+    # Two records: twice that, over it, blocked (whole under the shipped 1,040,000), so S1
     # refuses the records without keys and the client sends them again with them.
     received.clear()
     pair = person_csv(south, ids[:2], world.folder / "two.csv")

@@ -37,10 +37,11 @@ def add_cap_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="S1: and a query (or watch) whose records times its partners' are at most N "
         "pairs, against a partner of any size, so that S1 needs no band keys of it (default "
-        "320,000: one record against up to 320,000; 0: the bounds above alone; nothing while "
-        "either cap above is 0); each pair costs about 12-23 us of CPU over the three roles "
-        "(against a partner converted once, of which S1 and S2 each keep 12,320 bytes a "
-        "record; by pairs)",
+        "1,040,000: one record against up to 1,040,000, the partner the default "
+        "--standing-bytes holds converted without its mask; 0: the bounds above alone; "
+        "nothing while either cap above is 0); each pair costs about 23-69 us of CPU over the "
+        "three roles (against a partner converted once, of which S1 and S2 each keep 4,128-"
+        "12,320 bytes a record; by pairs)",
     )
 
 

@@ -67,25 +67,28 @@ DEFAULT_SMALL_PAIRS = SHIPPED_SMALL_PAIRS  # S1's (the test suite sets it to 0: 
 # size (`run_cap`): blocked, a stream of single-record queries against a partner over 64,000
 # records showed S1 their band keys, which re-identified 1.8-3.6% with 50 known pairs
 # (docs/privacy-design.md "The views issue 18 still listed as unmeasured, measured", (b)).
-# Sized by CPU, about 5 s a query: since 2026-12-06 the matcher compares a query's part whole
-# against a partner of 16,000 records or more by the partner's bits converted once
-# (core/partpath.py `for_query`, rpc/twoserver_standing.py), and over gRPC a one-record query
-# against 64,000 records took 0.76 s of CPU over the three roles that way (11.9 us a pair;
-# 13.2 at 16,000) and 1.48 s by pairs (23.1 us a pair) in the same run (docs/performance.md
-# "A query against a standing partner over gRPC"), so 320,000 pairs 3.8-4.2 s on the
-# standing path (and 7.4 s where a comparison goes by pairs: a watch's, a schema without a
-# rule). Each server then keeps 12,320 bytes a record of each partner queried (3.9 GB at
-# 320,000 records), and the first query against an upload waits for its conversion (38.6 s
-# of CPU, 53 s wall, at 64,000 records). Was 80,000, sized by the by-pairs path alone
-# (60-106 us a pair then).
-# S1's `two-server role --query-whole-pairs` sets it (`query_whole_or_default`; 0: the
-# bounds above alone).
-QUERY_WHOLE_PAIRS = 320_000
+# Sized (bigq, 2026-12-06) by what S1 and S2 can hold standing: a one-record query sends S1
+# no band keys against any partner their default `--standing-bytes` (4 GiB,
+# rpc/twoserver_standcache.py `MOST_BYTES`) keeps converted without its [M_B], 4,128 bytes a
+# record at two 1,024-bit CLKs: up to 1,040,447 records, so 1,040,000. The matcher compares a
+# query's part whole against such a partner by its bits converted once (core/partpath.py
+# `for_query`, rpc/twoserver_standing.py); over gRPC a one-record query took 11.7 s of CPU
+# over the three roles that way against 500,000 records (23.4 us a pair, 11.9 s wall; 34.5 s
+# by pairs, 69.0 us, in the same run) and 21.5 s against 1,000,000 (21.5 us, 23.5 s wall), so
+# about 22 s of CPU and 24 s wall at the bound on a 2-core host (docs/performance.md
+# "One-record queries against 500,000 and 1,000,000 records over gRPC"). The first query
+# against an upload goes by pairs while the partner is converted in the background (91.9 s
+# wall, then 1,420 s of CPU, at 1,000,000 records). Was 320,000 (standwire; sized by CPU,
+# ~5 s a query, before S1 and S2 could keep a partner without [M_B]), 80,000 before that.
+QUERY_WHOLE_PAIRS = 1_040_000
 DEFAULT_QUERY_WHOLE = QUERY_WHOLE_PAIRS  # S1's
-# CPU a pair of a query compared whole, over the three roles (microseconds; the same
-# measurement): against a partner converted once, by pairs; what S1's warning of a raised
-# `--query-whole-pairs` prices a query at.
-QUERY_PAIR_US = (12, 23)
+# CPU a pair of a query compared whole, over the three roles (microseconds; the 500,000-record
+# run above): against a partner converted once (kept without [M_B]), by pairs; what S1's
+# warning of a raised `--query-whole-pairs` prices a query at.
+QUERY_PAIR_US = (23, 69)
+# What S1 and S2 each keep a record of a partner converted without its [M_B] (two 1,024-bit
+# CLKs; rpc/twoserver_standcache.py `kept_bytes`): a raised bound's partner's memory.
+STANDING_RECORD_BYTES = 4_128
 
 Ends = tuple[int, int]
 Part = PairBatch | Cross  # a blocked part's explicit rows, or an unblocked one's slices
@@ -184,10 +187,12 @@ def query_whole_warning(
         f"up to {whole:,} pairs, its records times its partners', at about "
         f"{QUERY_PAIR_US[0]}-{QUERY_PAIR_US[1]} us of CPU a pair over the three roles (against "
         "a partner's bits converted once, by pairs): up to "
-        f"{low:,.1f}-{high:,.1f} s of CPU a query, and S1 and S2 each keep 12,320 bytes a "
-        f"record of a partner so queried (up to {whole * 12_320 / 1e9:,.1f} GB for a "
-        "one-record query's partner; docs/performance.md \"A query against a standing partner "
-        'over gRPC")'
+        f"{low:,.1f}-{high:,.1f} s of CPU a query, and S1 and S2 each keep "
+        f"{STANDING_RECORD_BYTES:,} bytes a record of a partner so queried (without its "
+        f"[M_B]): {whole * STANDING_RECORD_BYTES / 1e9:,.1f} GB for a one-record query's "
+        "partner, which their --standing-bytes must hold (default 4 GiB: 1,040,000 records); "
+        'docs/performance.md "One-record queries against 500,000 and 1,000,000 records over '
+        'gRPC"'
     )
 
 
@@ -320,6 +325,7 @@ __all__ = [
     "SHIPPED_PAIRS",
     "SHIPPED_SMALL_PAIRS",
     "SMALL_MEMBER",
+    "STANDING_RECORD_BYTES",
     "Part",
     "admits",
     "check_cap",

@@ -34,9 +34,10 @@ STANDING_NEEDED = "standing_needed"  # a query's refusal: C converts the partner
 # without [M_B] from then on.
 STANDING_ROOM = "standing_room"
 # What S1 or S2 keeps of standing partners at once, the least recently used dropped past it:
-# 4 GiB, a partner of 320,000 records (12,320 bytes a record with two 1,024-bit CLKs; what a
-# one-record query is compared whole against under the default `--query-whole-pairs`) or five
-# of 64,000. One partner over it is kept alone.
+# 4 GiB, a partner of ~348,000 records with [M_B] (12,320 bytes a record with two 1,024-bit
+# CLKs) or ~1,040,000 without (4,128: what a one-record query is compared whole against under
+# the default `--query-whole-pairs`, core/exhaustive.py), or five of 64,000. One partner over
+# it is kept alone.
 MOST_BYTES = 4 << 30
 # A half-made conversion with no piece for this long is dropped (its C stopped dealing it: a C
 # that gives one up, or stops cleanly, says so at once, `BlockDeal.standing_drop`). Longer than
