@@ -172,24 +172,29 @@ def piece_steps(into: Converting, piece: int, setup: bytes,
 
 class _Held:
     """A query's H shares as one of a part's blocks (`denseblock.Blocks.blocks`): what the
-    margin's `gather` reads of it."""
+    margin's `gather` reads of it; with `clk`, that CLK's alone (a fallback part's block, on
+    the fallback CLK: what `Blocks.inputs` reads)."""
 
-    def __init__(self, query: sq.Query, rows: int, records: int) -> None:
-        self._query = query
+    def __init__(self, query: sq.Query, rows: int, records: int, clk: int | None = None) -> None:
+        self._query, self._clk = query, clk
         self.role = query.role
-        self.shape = densearith.Shape(rows, records, query.partner.widths)
+        widths = query.partner.widths
+        self.shape = densearith.Shape(rows, records, widths if clk is None else (widths[clk],))
 
     def hamming(self, c: int) -> npt.NDArray[np.uint16]:
-        return self._query.hamming(c)
+        return self._query.hamming(c if self._clk is None else self._clk)
 
 
 def query_steps(partner: standing.Partner, p: Plan, setup: bytes,
                 shares: Sequence[npt.NDArray[np.uint8]],
                 popshares: Sequence[npt.NDArray[np.integer]],
-                out: list[denseblock.Blocks]) -> Steps:  # fmt: skip
+                out: list[denseblock.Blocks], clk: int = 0) -> Steps:  # fmt: skip
     """A query (`shares`, `popshares`: this server's of its records, a CLK each) against the
     converted `partner`: its bits and popcounts converted, the query's products checked
-    (`DealRefused` otherwise), then its `Blocks` appended to `out`."""
+    (`DealRefused` otherwise), then its `Blocks` appended to `out`: for the rule's margin
+    (both CLKs' H shares, the popcounts' XOR and additive shares), or (`clk` 1, a query's
+    fallback part: fallstand) the fallback CLK's H shares and popcounts' XOR shares alone,
+    what the kernel's test on a block's H shares reads (core/gmwsum.py `sum_circuit`)."""
     rows, n, widths, role = len(shares[0]), partner.records, partner.widths, partner.role
     bits_setup, pops_setup, own = split(setup, query_setup(rows, n, widths, p, role), "setup")
     query = sq.Query(role, partner, rows, own)
@@ -206,6 +211,10 @@ def query_steps(partner: standing.Partner, p: Plan, setup: bytes,
            for c, q in enumerate(popshares)]  # fmt: skip
     both = [np.concatenate([arith[c], partner.arith_pops[c]]) for c in range(len(widths))]
     sides = [(np.arange(rows, dtype=np.uint32), np.arange(n, dtype=np.uint32))]
+    if clk:
+        held = cast(densearith.Party, _Held(query, rows, n, clk))
+        out.append(denseblock.Blocks(sides, [held], [[xor[clk]]]))
+        return
     held = cast(densearith.Party, _Held(query, rows, n))  # read as a block's party is
     out.append(denseblock.Blocks(sides, [held], [xor], [both]))
 

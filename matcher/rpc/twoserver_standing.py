@@ -91,12 +91,17 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
         )
     else:  # a query: the conversion it names held here, of this version of the upload
         role.standing.partner(m, held[1])
-    rule = part_rule(m, "standing")
-    p = margin_plan(held[0].bits, m.clk, m.cutoffs, rule, "standing")
+    if m.clk not in (0, 1):
+        raise errors.InvalidArgument(
+            f"clk: {m.clk}; a standing deal's part is on clk 0 (under the rule) or 1 (the "
+            "fallback CLK's part)"
+        )
+    rule = part_rule(m, "standing")  # (the conversion's plan: the rule's, on both CLKs)
+    p = margin_plan(held[0].bits, 0, m.cutoffs, rule, "standing")
     if role.role != "s1":
         return held, p, ""
     with role.lock:
-        proposal, _ = proposed_part(role, m, rule, "standing", 0)
+        proposal, _ = proposed_part(role, m, rule, "standing", m.clk)
         return held, p, proposal.id
 
 
@@ -148,7 +153,8 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
         a = held[0]
         sizes = standingsteps.query_setup(a.records, b.records, b.bits, p, who)
         standingsteps.split(setup, sizes, "setup")
-        return standingsteps.query_steps(partner, p, setup, a.shares, a.popshares, out), None
+        return standingsteps.query_steps(partner, p, setup, a.shares, a.popshares, out,
+                                         m.clk), None  # fmt: skip
     except ValueError as exc:
         raise errors.InvalidArgument(f"setup: {exc}") from None
 
