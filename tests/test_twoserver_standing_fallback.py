@@ -9,18 +9,35 @@ converted in 3 pieces)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from blindmatch.client.encoding import sharing as client
-from blindmatch.matcher.core import fallback, linkbit, partpath, twoserver
+from blindmatch.matcher.core import (
+    densemargin,
+    fallback,
+    linkbit,
+    partpath,
+    ring64,
+    standingrows,
+    twoserver,
+)
+from blindmatch.matcher.core import standing as standing_
+from blindmatch.matcher.core import standingquery as sq
+from blindmatch.matcher.core import standingsteps as steps
+from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from tests.support import MESSY_SECRET
+from tests.test_densearith import CUTOFFS, DEFAULT, _block, _pops
+from tests.test_standing import _partner
+from tests.test_standing import encoded as encoded  # the fixture
 from tests.test_twoserver_blocks import KEY, RULE, THRESHOLD, entries
 from tests.test_twoserver_standing import NAMES, Clks, Found, Roles
 from tests.test_twoserver_standing import roles as roles  # the fixtures
@@ -70,16 +87,22 @@ def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
                       strict=True)), t  # fmt: skip
 
 
+@pytest.mark.parametrize("mask", [True, False])
 def test_a_one_record_query_without_a_date_of_birth_goes_standing_with_the_pairs_links(
     tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
-    lacking: dict[str, client.SharedUpload],
+    lacking: dict[str, client.SharedUpload], mask: bool,
 ) -> None:  # fmt: skip
     """A record lacking a date of birth has only a fallback part (1 x south's 90): it starts
     south's conversion (piece 0 within the query, the rest in the background), and the next
     such query goes standing, its links, buckets and rows those by pairs (itself among
-    them), with fewer bytes between S1 and S2. (Before: its fallback part always by pairs;
-    nothing converted, nothing queried standing.)"""
+    them), with fewer bytes between S1 and S2; with S1 and S2 keeping south's [M_B] or (a
+    bound that holds it only without) regenerating it past the record CLK's. (Before: its
+    fallback part always by pairs; nothing converted, nothing queried standing.)"""
     roles.upload("south", shares["south"])
+    if not mask:
+        small = standcache.kept_bytes(90, (1024, 1024), 0)
+        for r in ("s1", "s2"):
+            roles.running[r].service.standing.most = small + small // 2
     by_pairs, paired = ask(roles, lacking["one"], shares["south"], None)
     conversions = Conversions()
     first, _ = ask(roles, lacking["one"], shares["south"], conversions)
@@ -90,6 +113,8 @@ def test_a_one_record_query_without_a_date_of_birth_goes_standing_with_the_pairs
     assert first == second == by_pairs and by_pairs and {r for r, _, _ in by_pairs} == {0}
     assert stood.sent[("S1", "S2")] < paired.sent[("S1", "S2")]
     assert not entries(tmp_path, "s1", "twoserver.refused")
+    held = [e.conv.partner for e in roles.running["s1"].service.standing._held.values()]
+    assert [bool(p.mask) for p in held if p is not None] == [mask]
 
 
 def test_a_query_with_and_without_dates_of_birth_has_both_parts_standing(
@@ -126,3 +151,63 @@ def test_a_querys_fallback_part_goes_standing_where_it_is_most_of_its_pairs() ->
     half = Proposed(0, 1, FALLBACK, n, ((2, n),))
     assert partpath.for_query([half], [2, n], rule)[0].standing  # 2 x n: half of them
     assert not partpath.for_query([half], [3, n], rule)[0].standing
+
+
+def test_a_stream_started_past_the_clks_before_is_the_later_clks_mask() -> None:
+    """`stream_times(..., before)`: a CLK's mask regenerated alone, its streams started past
+    the CLKs `mask_share` draws ahead of it, is that CLK's of the whole mask."""
+    rng = np.random.default_rng(5)
+    seeds, widths, rows = (bytes(range(32)), bytes(32)), (64, 128), standingrows.SLICE + 3
+    vec = rng.integers(0, 1 << 32, (2, 128), dtype=np.uint32)
+    shares = [standing_.mask_share(seed, 2, rows, widths)[1] for seed in seeds]
+    (both,) = standingrows.stream_times(seeds, 2, rows, widths[1:], [vec], before=64)
+    (one,) = standingrows.stream_times(seeds[1:], 2, rows, widths[1:], [vec], before=64)
+    assert (both == standingrows.numpy_rows_times(vec, shares[0] + shares[1])).all()
+    assert (one == standingrows.numpy_rows_times(vec, shares[1])).all()
+
+
+def _fallback_h(
+    s: standing_.Standing,
+    partners: tuple[standing_.Partner, standing_.Partner],
+    q: list[Clks],
+    clk: int,
+) -> np.ndarray:  # type: ignore[type-arg]
+    """The H of every pair of query `q` x the partner on the fallback CLK, opened from the
+    servers' shares that `query_steps` gives between them in this process: the whole query's
+    (`clk` 0: both CLKs) or the fallback part's (`clk` 1: that CLK's view alone)."""
+    _rows, one, two = _block(q, [x[:0] for x in q])
+    pops = _pops(q)
+    p = plan(s.widths[0], s.widths[1], CUTOFFS, DEFAULT)
+    view, rows = s.view(clk) if clk else s, len(q[0])
+    bits = ring64.deal(ring64.Size(rows * sum(view.widths), 0))
+    pd, dealt = densemargin.pops_deal(p, rows), sq.deal(view, rows)
+    setups = [bits.to_s1 + pd.to_s1 + dealt.to_s1, bits.to_s2 + pd.to_s2 + dealt.to_s2]
+    out: list[list[Any]] = [[], []]
+    made = [steps.query_steps(partners[r], p, setups[r], (one, two)[r], pops[r], out[r], clk)
+            for r in (0, 1)]  # fmt: skip
+    steps.drive(made[0], made[1])
+    h = [o[0].blocks[0].hamming(0 if clk else 1).astype(np.uint32) for o in out]
+    return (h[0] + h[1]) & np.uint32((1 << s.widths[1].bit_length()) - 1)
+
+
+@pytest.mark.parametrize("kept", ["by both", "by neither", "by C"])
+def test_a_fallback_parts_query_gives_the_fallback_clks_h_alone(
+    encoded: list[list[Clks]], kept: str
+) -> None:
+    """`query_steps` with clk 1 (`Partner.view`, `Standing.view`: the fallback CLK's bits
+    converted and its products made, not the record CLK's): every pair's H on the fallback
+    CLK, the whole query's on it and the clear Hamming distance, against a partner of two
+    chunks, with the servers' [M_B] kept or regenerated past the record CLK's, and C's M_B
+    regenerated or kept."""
+    a, b = encoded
+    b = [np.vstack([x] * 27) for x in b]  # 1,080 records: two chunks
+    s, partners = _partner(b)
+    if kept == "by neither":
+        for side in partners:
+            side.forget_mask()
+    if kept == "by C":
+        s.keep()
+    q = [x[:2] for x in a]
+    clear = np.bitwise_count(q[1][:, None, :] ^ b[1][None, :, :]).sum(axis=2)
+    alone = _fallback_h(s, partners, q, 1)
+    assert (alone == clear).all() and (alone == _fallback_h(s, partners, q, 0)).all()

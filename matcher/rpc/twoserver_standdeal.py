@@ -367,6 +367,7 @@ def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
     """The query's deal against the converted partner; its blocks' id and largest batch."""
     ident, s = conversion
     part = remote._parts[index]
+    s = s.view(part.clk) if part.clk else s  # a fallback part: its CLK alone (fallstand)
     rows, widths = remote.records[part.member_a], s.widths
     bits = _timed(clock, ring64.deal, ring64.Size(rows * sum(widths), 0))
     pops = _timed(clock, densemargin.pops_deal, p, rows)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TypeVar
 
 from blindmatch.matcher import errors
@@ -133,6 +133,12 @@ def _continued(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     return [b, b], p, entry.run if role.role == "s1" else ""
 
 
+def _read(m: pb.BlockDeal, bits: Sequence[int]) -> tuple[int, ...]:
+    """The CLKs a query's standing deal converts and multiplies: both (the record part's,
+    for the rule's margin), or the fallback CLK's alone (a fallback part's, clk 1)."""
+    return (bits[m.clk],) if m.clk else tuple(bits)
+
+
 def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: bytes,
            out: list[denseblock.Blocks]) -> tuple[Steps, Entry | None]:  # fmt: skip
     """This server's steps on deal `m`: a conversion piece's (and its entry) or a query's
@@ -151,7 +157,7 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
                                              pops, start), entry  # fmt: skip
         partner = role.standing.partner(m, b)
         a = held[0]
-        sizes = standingsteps.query_setup(a.records, b.records, b.bits, p, who)
+        sizes = standingsteps.query_setup(a.records, b.records, _read(m, b.bits), p, who)
         standingsteps.split(setup, sizes, "setup")
         return standingsteps.query_steps(partner, p, setup, a.shares, a.popshares, out,
                                          m.clk), None  # fmt: skip
@@ -296,7 +302,8 @@ def _s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal
         start, stop = standing.chunks(b.records)[first.standing_piece]
         sizes = standingsteps.piece_setup(stop - start, b.bits, p, who)
     else:
-        sizes = standingsteps.query_setup(held[0].records, b.records, b.bits, p, who)
+        sizes = standingsteps.query_setup(held[0].records, b.records, _read(first, b.bits), p,
+                                          who)  # fmt: skip
     try:
         standingsteps.split(setup, sizes, "setup")
     except ValueError as exc:
