@@ -55,12 +55,16 @@ STANDING_RECORDS = 16_000
 STANDING_MOST_PAIRS = 1 << 24
 # A query's fallback part (its pairs where a record lacks the fallback's fields, scored on the
 # fallback CLK alone: n_lack(a) x all of B + n_have(a) x n_lack(B)) against the same converted
-# partner (fallstand): the servers' query products give every pair's H on both CLKs, the
-# fallback CLK's among them, and the kernel's test on it runs on those shares as on a block's
-# (core/gmwsum.py's circuit, 259 AND gates a pair against 1,248 by pairs). The products are
-# paid for every query record x every partner record, so the part goes standing only where
-# its pairs are at least this share of them (a query of records lacking a date of birth:
-# all of them; one with it, against a partner of few lacking records: by pairs).
+# partner (fallstand): the query's fallback-CLK products give every query record x partner
+# record its H on that CLK, and the kernel's test runs on those shares as on a block's
+# (core/gmwsum.py's circuit, 259 AND gates a pair against 1,248 by pairs). Over gRPC a
+# one-record query without a date of birth cost 7.0 us of CPU a pair so against 11.2-11.9 by
+# pairs at 32,000 and 64,000 records (docs/performance.md "A query without a date of birth
+# against a standing partner"); of the 7.0, ~1.4 is the circuit a part's pair (in core) and the
+# rest is paid a query record x partner record whatever the part's size: the two cost the same
+# at about half of those pairs, so the part goes standing where it is at least this share of
+# them (a query of records lacking a date of birth: all; one with it, against a partner of
+# few lacking it: by pairs).
 FALLBACK_SHARE = 0.5
 
 
