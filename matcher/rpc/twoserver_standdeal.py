@@ -429,7 +429,7 @@ def _background(remote: RemoteServers, conversions: Conversions, key: Key, size:
 def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
                      transcript: linkbit.Transcript, clock: dict[str, float],
                      ) -> tuple[str, int] | None:  # fmt: skip
-    """C: part `index` (a query's records x a partner, whole, on clk 0 under the rule)
+    """C: part `index` (a query's records x a partner, whole, under the rule; clk 0 or 1)
     against the partner converted once: the query's blocks' id and largest batch; or None,
     the part goes by pairs: C holds no conversion of the partner (or S1 or S2 no longer
     does), and starts one where admitted (`Conversions.admit`): piece 0 within this query

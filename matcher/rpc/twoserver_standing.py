@@ -16,9 +16,10 @@ not hold (restarted, dropped, another version of the upload) is refused FAILED_P
 `STANDING_NEEDED` and the conversion's id: C converts again.
 A deal that fails a check is refused by both servers, naming the dealer, and audited
 (`twoserver.deal`), before any output share; S1 checks every query's standing deal and
-each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule,
-the run's cut-offs); a conversion's later pieces, which C sends in the background after the
-query that started it (standbg), are taken by the conversion's id alone (`_continued`).
+each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule, or
+its fallback part on clk 1 (fallstand), the run's cut-offs); a conversion's later pieces,
+which C sends in the background after the query that started it (standbg), are taken by the
+conversion's id alone (`_continued`).
 A piece that fails at a server (refused, its setup wrong, its exchange cut) drops the
 half-made conversion there; C gives one up by `standing_drop` (`_given_up`); standfix2.
 """
@@ -60,7 +61,8 @@ T = TypeVar("T")
 def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     """A standing deal's uploads (member_a's records, the partner member_b), its margin plan
     and, at S1, the run it belongs to: S1 checks it against its proposal (an unblocked part
-    of the two uploads on clk 0, the run's cut-offs and rule), refusing it PERMISSION_DENIED
+    of the two uploads on its clk, 0 or 1, the run's cut-offs and rule), refusing it
+    PERMISSION_DENIED
     (audited) otherwise. Both check its shape."""
     if not m.standing or len(m.standing) > 64 or not m.blocks or len(m.blocks) > 64:
         raise errors.InvalidArgument("standing/blocks: ids of 1 to 64 characters")
