@@ -1195,6 +1195,10 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s2blocks-standing-one-clk", lambda c: s2_blocks(
         c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[]),
      "INVALID_ARGUMENT", "margin (standing): a part on clk 0 of uploads with a fallback CLK"),
+    # A standing deal's part (fallstand): the record CLK's (clk 0) or the fallback CLK's (1).
+    ("s2blocks-standing-clk-past", lambda c: s2_blocks(
+        c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[], clk=2),
+     "INVALID_ARGUMENT", "clk: 2; a standing deal's part is on clk 0 (under the rule) or 1"),
     # A conversion's later piece (standbg: C's background conversion), taken by the
     # conversion's id: it names the partner alone, at the records S1/S2 hold of it.
     ("s1blocks-standing-later-names-query", lambda c: s1_blocks(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from blindmatch.matcher.core.twoserver import RECORD, Proposed
+from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
 from blindmatch.matcher.domain import NO_RULE, Rule
 
 # A part by blocks only where its pairs amortise the blocks' own cost: the deal and
@@ -53,6 +53,19 @@ STANDING_RECORDS = 16_000
 # hold a standing query's H shares for every pair as one block (rpc/twoserver_blocks.py
 # MAX_PAIRS).
 STANDING_MOST_PAIRS = 1 << 24
+# A query's fallback part (its pairs where a record lacks the fallback's fields, scored on the
+# fallback CLK alone: n_lack(a) x all of B + n_have(a) x n_lack(B)) against the same converted
+# partner (fallstand): the query's fallback-CLK products give every query record x partner
+# record its H on that CLK, and the kernel's test runs on those shares as on a block's
+# (core/gmwsum.py's circuit, 259 AND gates a pair against 1,248 by pairs). Over gRPC a
+# one-record query without a date of birth cost 7.0 us of CPU a pair so against 11.2-11.9 by
+# pairs at 32,000 and 64,000 records (docs/performance.md "A query without a date of birth
+# against a standing partner"); of the 7.0, ~1.4 is the circuit a part's pair (in core) and the
+# rest is paid a query record x partner record whatever the part's size: the two cost the same
+# at about half of those pairs, so the part goes standing where it is at least this share of
+# them (a query of records lacking a date of birth: all; one with it, against a partner of
+# few lacking it: by pairs).
+FALLBACK_SHARE = 0.5
 
 
 def by_blocks(part: Proposed, ruled: bool = False) -> bool:
@@ -85,17 +98,29 @@ def by_standing(part: Proposed, partner_records: int, ruled: bool) -> bool:
     return PATH == "standing" or partner_records >= STANDING_RECORDS
 
 
+def fallback_standing(part: Proposed, records: Sequence[int], rule: Rule) -> bool:
+    """Whether a query's fallback part (the fallback CLK's, under the gap rule: a partner
+    converted only so) goes against its partner converted once: as `by_standing` would take
+    the record CLK's part, and its pairs at least FALLBACK_SHARE of every query record x
+    every partner record (the products the servers pay for it)."""
+    if not rule.active or part.clk != FALLBACK:
+        return False
+    whole = records[part.member_a] * records[part.member_b]
+    return by_standing(part, records[part.member_b], True) and part.pairs >= FALLBACK_SHARE * whole
+
+
 def for_query(described: Sequence[Proposed], records: Sequence[int], rule: Rule = NO_RULE,
               standing: bool = True) -> list[Proposed]:  # fmt: skip
-    """A query's (or, not `standing`, a watch's) parts: those `by_standing` that `by_shape`
-    takes by pairs, of at most STANDING_MOST_PAIRS pairs, marked so (member b of each the
-    partner, `records[member]` each member's records), the others `by_shape`.
+    """A query's (or, not `standing`, a watch's) parts: those `by_standing` (or a fallback
+    part `fallback_standing`) that `by_shape` takes by pairs, of at most STANDING_MOST_PAIRS
+    pairs, marked so (member b of each the partner, `records[member]` each member's
+    records), the others `by_shape`.
     A watch compares a partner's upload once, so converting it would not pay."""
     out = list(by_shape(described, rule))
     for k, p in enumerate(described):
         ruled = rule.active and p.clk == RECORD
-        if standing and not out[k].blocks and p.pairs <= STANDING_MOST_PAIRS and by_standing(
-            p, records[p.member_b], ruled
+        if standing and not out[k].blocks and p.pairs <= STANDING_MOST_PAIRS and (
+            by_standing(p, records[p.member_b], ruled) or fallback_standing(p, records, rule)
         ):  # fmt: skip
             out[k] = replace(p, standing=True)
     return out
@@ -104,6 +129,7 @@ def for_query(described: Sequence[Proposed], records: Sequence[int], rule: Rule 
 __all__ = [
     "BLOCKS_MIN_PAIRS",
     "BLOCKS_PAIRS_A_ROW",
+    "FALLBACK_SHARE",
     "PATH",
     "RULED_PAIRS_A_ROW",
     "STANDING_MOST_PAIRS",
@@ -111,5 +137,6 @@ __all__ = [
     "by_blocks",
     "by_shape",
     "by_standing",
+    "fallback_standing",
     "for_query",
 ]

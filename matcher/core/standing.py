@@ -77,11 +77,22 @@ class Standing:
     records: int
     widths: tuple[int, ...]
     kept: dict[int, list[U32]] | None = None
+    before: int = 0  # a `view`'s: the bits a record of the CLKs ahead of its one
+
+    def view(self, c: int) -> Standing:
+        """CLK `c` alone (a query's fallback part, fallstand): its mask regenerated from the
+        same seeds past the CLKs before it (core/standingrows.py `stream_times` `before`)."""
+        kept = None if self.kept is None else {k: [v[c]] for k, v in self.kept.items()}
+        return Standing(self.to_s1, self.to_s2, self.records, (self.widths[c],), kept,
+                        sum(self.widths[:c]))  # fmt: skip
 
     def mask(self, piece: int) -> list[U32]:
-        """M_B on chunk `piece`, a CLK each (C alone can: it holds both seeds)."""
+        """M_B on chunk `piece`, a CLK each (C alone can: it holds both seeds; not of a
+        `view`, whose kept M_B or streams a query reads)."""
         if self.kept is not None and piece in self.kept:
             return self.kept[piece]
+        if self.before:
+            raise ValueError("a standing partner's view regenerates no mask a chunk at a time")
         start, stop = chunks(self.records)[piece]
         one = mask_share(self.to_s1, piece, stop - start, self.widths)
         two = mask_share(self.to_s2, piece, stop - start, self.widths)
@@ -116,6 +127,16 @@ class Partner:
     pops: list[U32] = field(default_factory=list)
     xor_pops: list[U32] = field(default_factory=list)
     arith_pops: list[U64] = field(default_factory=list)
+    before: int = 0  # a `view`'s: the bits a record of the CLKs ahead of its one
+
+    def view(self, c: int) -> Partner:
+        """CLK `c` alone, the same arrays (a query's fallback part, fallstand); without a
+        kept [M_B], its share regenerated past the CLKs before it (`stream_times` `before`)."""
+        return Partner(
+            self.role, (self.widths[c],), self.seed, [self.d[c]],
+            [self.mask[c]] if self.mask else [], [self.pops[c]], [self.xor_pops[c]],
+            [self.arith_pops[c]], sum(self.widths[:c]),
+        )  # fmt: skip
 
     @property
     def records(self) -> int:

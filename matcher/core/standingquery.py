@@ -116,7 +116,7 @@ def deal(s: Standing, rows: int, seeds: tuple[bytes, bytes] | None = None) -> Qu
         if s.kept is not None and piece in s.kept:
             got = [rows_times(both[c], mb) for c, mb in enumerate(s.kept[piece])]
         else:
-            got = stream_times((s.to_s1, s.to_s2), piece, stop - start, s.widths, both)
+            got = stream_times((s.to_s1, s.to_s2), piece, stop - start, s.widths, both, s.before)
         for c, prod in enumerate(got):
             prods[c][:, start:stop] = prod
     explicit = []
@@ -243,7 +243,8 @@ class Query:
             return [rows_times(v, m) for v, m in zip(vecs, part.mask, strict=True)]
         out = [np.empty((len(v), part.records), np.uint32) for v in vecs]
         for piece, (start, stop) in enumerate(standing.chunks(part.records)):
-            got = stream_times((part.seed,), piece, stop - start, part.widths, vecs)
+            got = stream_times((part.seed,), piece, stop - start, part.widths, vecs,
+                               part.before)  # fmt: skip
             for c, prod in enumerate(got):
                 out[c][:, start:stop] = prod
         return out

@@ -67,23 +67,28 @@ def rows_times(vecs: npt.ArrayLike, mat: npt.ArrayLike, mat2: npt.ArrayLike | No
     return out
 
 
-def _streams(seeds: Sequence[bytes], piece: int) -> list[CipherContext]:
-    """Each seed's AES-CTR stream on chunk `piece`, as `standing.mask_share` draws it."""
+def _streams(seeds: Sequence[bytes], piece: int, at: int = 0) -> list[CipherContext]:
+    """Each seed's AES-CTR stream on chunk `piece`, as `standing.mask_share` draws it, from
+    its byte `at` (a multiple of 16: the counter block started there)."""
     out = []
     for seed in seeds:
         own = hashlib.sha256(seed + piece.to_bytes(8, "little")).digest()
-        out.append(Cipher(algorithms.AES(own), modes.CTR(bytes(16))).encryptor())
+        start = (at // 16).to_bytes(16, "big")
+        out.append(Cipher(algorithms.AES(own), modes.CTR(start)).encryptor())
     return out
 
 
 def stream_times(seeds: Sequence[bytes], piece: int, rows: int, widths: Sequence[int],
-                 vecs: Sequence[npt.ArrayLike]) -> list[U32]:  # fmt: skip
+                 vecs: Sequence[npt.ArrayLike], before: int = 0) -> list[U32]:  # fmt: skip
     """Per CLK c, vecs[c] M^T mod 2^32 ((r, rows)) where M is the sum of `seeds`' shares of
     chunk `piece` (`rows` records): `standing.mask_share`'s matrices, regenerated `SLICE`
-    records at a time."""
+    records at a time; `before`: the bits a record of the CLKs `mask_share` draws ahead of
+    `widths` (a view of the later CLKs: their streams started past those, fallstand)."""
     if len(seeds) not in (1, 2):
         raise ValueError("stream_times: a server's seed, or both (C)")
-    streams = _streams(seeds, piece)
+    if before % 4:
+        raise ValueError("stream_times: the CLKs before are whole bytes")
+    streams = _streams(seeds, piece, 4 * rows * before)
     most = SLICE * max(widths) * 4
     bufs = [bytearray(most + 15) for _ in seeds]  # (update_into wants a block less a byte)
     zeros = memoryview(bytes(most))

@@ -172,7 +172,7 @@ def piece_steps(into: Converting, piece: int, setup: bytes,
 
 class _Held:
     """A query's H shares as one of a part's blocks (`denseblock.Blocks.blocks`): what the
-    margin's `gather` reads of it."""
+    margin's `gather` (or, a fallback part's, `Blocks.inputs`) reads of it."""
 
     def __init__(self, query: sq.Query, rows: int, records: int) -> None:
         self._query = query
@@ -186,11 +186,20 @@ class _Held:
 def query_steps(partner: standing.Partner, p: Plan, setup: bytes,
                 shares: Sequence[npt.NDArray[np.uint8]],
                 popshares: Sequence[npt.NDArray[np.integer]],
-                out: list[denseblock.Blocks]) -> Steps:  # fmt: skip
+                out: list[denseblock.Blocks], clk: int = 0) -> Steps:  # fmt: skip
     """A query (`shares`, `popshares`: this server's of its records, a CLK each) against the
     converted `partner`: its bits and popcounts converted, the query's products checked
-    (`DealRefused` otherwise), then its `Blocks` appended to `out`."""
-    rows, n, widths, role = len(shares[0]), partner.records, partner.widths, partner.role
+    (`DealRefused` otherwise), then its `Blocks` appended to `out`: for the rule's margin
+    (both CLKs' H shares, the popcounts' XOR and additive shares); or (`clk` 1, a query's
+    fallback part: fallstand) on the fallback CLK alone (`Partner.view`: its bits converted
+    and its products made, not the record CLK's), the block its H shares and popcounts' XOR
+    shares, what the kernel's test on a block's H shares reads (core/gmwsum.py
+    `sum_circuit`). The popcounts are converted as the margin's plan `p` reads them either
+    way (a query's few records)."""
+    rows, n, role = len(shares[0]), partner.records, partner.role
+    if clk:
+        partner, shares = partner.view(clk), [shares[clk]]
+    widths = partner.widths
     bits_setup, pops_setup, own = split(setup, query_setup(rows, n, widths, p, role), "setup")
     query = sq.Query(role, partner, rows, own)
     got, got_pops, nonce = yield from _conversions(
@@ -202,11 +211,15 @@ def query_steps(partner: standing.Partner, p: Plan, setup: bytes,
     theirs = yield query.open(standing.bits_to_shares(got, rows, widths))
     query.finish((yield query.check(theirs)))  # DealRefused where Z or Z' is not
     arith = densemargin.pop_values(p, got_pops, rows)
+    mine = [popshares[clk]] if clk else popshares
     xor = [np.concatenate([np.asarray(q, np.uint32), partner.xor_pops[c]])
-           for c, q in enumerate(popshares)]  # fmt: skip
-    both = [np.concatenate([arith[c], partner.arith_pops[c]]) for c in range(len(widths))]
+           for c, q in enumerate(mine)]  # fmt: skip
     sides = [(np.arange(rows, dtype=np.uint32), np.arange(n, dtype=np.uint32))]
     held = cast(densearith.Party, _Held(query, rows, n))  # read as a block's party is
+    if clk:  # the kernel's test reads no additive popcounts
+        out.append(denseblock.Blocks(sides, [held], [xor]))
+        return
+    both = [np.concatenate([arith[c], partner.arith_pops[c]]) for c in range(len(widths))]
     out.append(denseblock.Blocks(sides, [held], [xor], [both]))
 
 

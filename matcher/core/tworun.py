@@ -188,9 +188,11 @@ def _dense(
     stand = getattr(servers, "prepare_standing", None)
     if part.standing and stand is not None:  # against its partner converted once
         margin = _margin(servers, combiner, (servers.bits(RECORD), _width2(servers, combiner)))
-        if margin is not None and stand(index, margin, transcript, clock):
-            return margin
-        return None  # not converted (no room, too large): by pairs, as its shape takes it
+        if margin is None or not stand(index, margin, transcript, clock):
+            return None  # not converted (no room, too large): by pairs, as its shape takes it
+        if part.clk == FALLBACK:  # the kernel's test on the query's fallback-CLK H shares
+            return denseblock.circuit((servers.bits(FALLBACK),), combiner.cutoffs, None)
+        return margin
     if not part.blocks or prepare is None:
         return None
     t0 = time.process_time()

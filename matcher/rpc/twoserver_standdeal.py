@@ -367,6 +367,7 @@ def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
     """The query's deal against the converted partner; its blocks' id and largest batch."""
     ident, s = conversion
     part = remote._parts[index]
+    s = s.view(part.clk) if part.clk else s  # a fallback part: its CLK alone (fallstand)
     rows, widths = remote.records[part.member_a], s.widths
     bits = _timed(clock, ring64.deal, ring64.Size(rows * sum(widths), 0))
     pops = _timed(clock, densemargin.pops_deal, p, rows)
@@ -428,7 +429,7 @@ def _background(remote: RemoteServers, conversions: Conversions, key: Key, size:
 def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
                      transcript: linkbit.Transcript, clock: dict[str, float],
                      ) -> tuple[str, int] | None:  # fmt: skip
-    """C: part `index` (a query's records x a partner, whole, on clk 0 under the rule)
+    """C: part `index` (a query's records x a partner, whole, under the rule; clk 0 or 1)
     against the partner converted once: the query's blocks' id and largest batch; or None,
     the part goes by pairs: C holds no conversion of the partner (or S1 or S2 no longer
     does), and starts one where admitted (`Conversions.admit`): piece 0 within this query

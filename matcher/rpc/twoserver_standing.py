@@ -16,9 +16,10 @@ not hold (restarted, dropped, another version of the upload) is refused FAILED_P
 `STANDING_NEEDED` and the conversion's id: C converts again.
 A deal that fails a check is refused by both servers, naming the dealer, and audited
 (`twoserver.deal`), before any output share; S1 checks every query's standing deal and
-each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule,
-the run's cut-offs); a conversion's later pieces, which C sends in the background after the
-query that started it (standbg), are taken by the conversion's id alone (`_continued`).
+each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule, or
+its fallback part on clk 1 (fallstand), the run's cut-offs); a conversion's later pieces,
+which C sends in the background after the query that started it (standbg), are taken by the
+conversion's id alone (`_continued`).
 A piece that fails at a server (refused, its setup wrong, its exchange cut) drops the
 half-made conversion there; C gives one up by `standing_drop` (`_given_up`); standfix2.
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TypeVar
 
 from blindmatch.matcher import errors
@@ -60,7 +61,8 @@ T = TypeVar("T")
 def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     """A standing deal's uploads (member_a's records, the partner member_b), its margin plan
     and, at S1, the run it belongs to: S1 checks it against its proposal (an unblocked part
-    of the two uploads on clk 0, the run's cut-offs and rule), refusing it PERMISSION_DENIED
+    of the two uploads on its clk, 0 or 1, the run's cut-offs and rule), refusing it
+    PERMISSION_DENIED
     (audited) otherwise. Both check its shape."""
     if not m.standing or len(m.standing) > 64 or not m.blocks or len(m.blocks) > 64:
         raise errors.InvalidArgument("standing/blocks: ids of 1 to 64 characters")
@@ -91,12 +93,17 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
         )
     else:  # a query: the conversion it names held here, of this version of the upload
         role.standing.partner(m, held[1])
-    rule = part_rule(m, "standing")
-    p = margin_plan(held[0].bits, m.clk, m.cutoffs, rule, "standing")
+    if m.clk not in (0, 1):
+        raise errors.InvalidArgument(
+            f"clk: {m.clk}; a standing deal's part is on clk 0 (under the rule) or 1 (the "
+            "fallback CLK's part)"
+        )
+    rule = part_rule(m, "standing")  # (the conversion's plan: the rule's, on both CLKs)
+    p = margin_plan(held[0].bits, 0, m.cutoffs, rule, "standing")
     if role.role != "s1":
         return held, p, ""
     with role.lock:
-        proposal, _ = proposed_part(role, m, rule, "standing", 0)
+        proposal, _ = proposed_part(role, m, rule, "standing", m.clk)
         return held, p, proposal.id
 
 
@@ -128,6 +135,12 @@ def _continued(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     return [b, b], p, entry.run if role.role == "s1" else ""
 
 
+def _read(m: pb.BlockDeal, bits: Sequence[int]) -> tuple[int, ...]:
+    """The CLKs a query's standing deal converts and multiplies: both (the record part's,
+    for the rule's margin), or the fallback CLK's alone (a fallback part's, clk 1)."""
+    return (bits[m.clk],) if m.clk else tuple(bits)
+
+
 def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: bytes,
            out: list[denseblock.Blocks]) -> tuple[Steps, Entry | None]:  # fmt: skip
     """This server's steps on deal `m`: a conversion piece's (and its entry) or a query's
@@ -146,9 +159,10 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
                                              pops, start), entry  # fmt: skip
         partner = role.standing.partner(m, b)
         a = held[0]
-        sizes = standingsteps.query_setup(a.records, b.records, b.bits, p, who)
+        sizes = standingsteps.query_setup(a.records, b.records, _read(m, b.bits), p, who)
         standingsteps.split(setup, sizes, "setup")
-        return standingsteps.query_steps(partner, p, setup, a.shares, a.popshares, out), None
+        return standingsteps.query_steps(partner, p, setup, a.shares, a.popshares, out,
+                                         m.clk), None  # fmt: skip
     except ValueError as exc:
         raise errors.InvalidArgument(f"setup: {exc}") from None
 
@@ -290,7 +304,8 @@ def _s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal
         start, stop = standing.chunks(b.records)[first.standing_piece]
         sizes = standingsteps.piece_setup(stop - start, b.bits, p, who)
     else:
-        sizes = standingsteps.query_setup(held[0].records, b.records, b.bits, p, who)
+        sizes = standingsteps.query_setup(held[0].records, b.records, _read(first, b.bits), p,
+                                          who)  # fmt: skip
     try:
         standingsteps.split(setup, sizes, "setup")
     except ValueError as exc:
