@@ -19,6 +19,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,32 @@ def _tmp_in_ram(config: pytest.Config) -> None:
         tempfile.tempdir = None  # gettempdir() reads TMPDIR again
 
 
+# Compiled bytecode, where the environment says not to write it (PYTHONDONTWRITEBYTECODE, as
+# in the CI and helper containers): every process the suite starts (`blindmatch` commands,
+# `serve`, benchmarks; hundreds) compiled the project's modules from source again (~0.25 s of
+# CPU each), and each xdist worker rewrote and compiled every test module's asserts (~6 s).
+# Bytecode is then written, but only under PYCACHE in the temp dir (PYTHONPYCACHEPREFIX), not
+# beside the sources: the first process compiles, the rest read (and later runs: it is kept,
+# checked against each source as Python does). A prefix already given is kept.
+PYCACHE = "blindmatch-pycache"
+
+
+def _bytecode_in_tmp() -> None:
+    if not sys.flags.dont_write_bytecode or os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    prefix = os.path.join(tempfile.gettempdir(), f"{PYCACHE}-{os.getuid()}")
+    try:
+        os.makedirs(prefix, mode=0o700, exist_ok=True)
+        if os.stat(prefix).st_uid != os.getuid():
+            return  # someone else's: read no bytecode from it
+    except OSError:
+        return
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # for the workers and every process
+    os.environ["PYTHONPYCACHEPREFIX"] = prefix
+    sys.dont_write_bytecode = False  # and this process: both are read at each import
+    sys.pycache_prefix = prefix
+
+
 ON_DISK = Path("/var/tmp")  # (a test marked `on_disk`; where there is none, the temp dir)
 
 
@@ -109,11 +136,13 @@ def tmp_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The suite's temporary files in RAM where there is room (`_tmp_in_ram`). Each xdist
+    """The suite's temporary files in RAM where there is room (`_tmp_in_ram`), its bytecode
+    there too where none is written beside the sources (`_bytecode_in_tmp`). Each xdist
     worker's matchers (in this process and the `serve` processes it starts) keep their
     request threads on a CPU of the worker's own: all on the lowest CPU, the workers'
     matchers queued behind each other there (matcher/placement.py)."""
     _tmp_in_ram(config)
+    _bytecode_in_tmp()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit() and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
