@@ -232,3 +232,12 @@ def messy_members(
         )
         fallback_bits = result.fallback_bits
     return datasets, fallback_bits
+
+
+@pytest.fixture(scope="session")
+def two_server_members(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """tests/twoserver_world.py's members, encoded `--two-server` once for the session, not
+    once per module that reads them (seven modules; ~0.5-1 s each)."""
+    from tests.twoserver_world import encode_members  # (its imports only where it is used)
+
+    return encode_members(tmp_path_factory.mktemp("members"))

@@ -100,11 +100,9 @@ def started(
             role.stop(grace=None)
 
 
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def encode_members(folder: Path) -> dict[str, Path]:
     """The three organisations' exports of 400 people, each encoded by `blindmatch encode
-    --two-server` (its CLKs, and its two-server upload beside them)."""
-    folder = tmp_path_factory.mktemp("members")
+    --two-server` (its CLKs, and its two-server upload beside them), in `folder`."""
     secret = folder / "linkage.secret"
     secret.write_text(STRONG_SECRET + "\n")
     exports = write_exports(folder, seed=11, size=400)
@@ -116,6 +114,14 @@ def encoded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                      "--secret-file", str(secret), "--mapping", str(export.mapping),
                      "--out", str(out[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
     return out
+
+
+@pytest.fixture(scope="module")
+def encoded(two_server_members: dict[str, Path]) -> dict[str, Path]:
+    """`encode_members`' folders, made once for the session (tests/conftest.py
+    `two_server_members`): the test modules that import this fixture read them, none
+    writes there."""
+    return two_server_members
 
 
 def create(world: World, name: str, mode: str) -> ProjectTokens:
