@@ -68,6 +68,7 @@ from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
+from blindmatch.matcher.rpc import twoserver_standing as standing_rpc
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
@@ -451,6 +452,9 @@ def main() -> int:
     parser.add_argument("--no-trim", action="store_true",
                         help="S1 and S2 do not malloc_trim after each piece (as before "
                              "standmask): the RSS it leaves, then trimmed")  # fmt: skip
+    parser.add_argument("--trim-every", type=int, default=standing_rpc.TRIM_EVERY,
+                        help="S1 and S2 trim their heap every K conversion pieces and after the "
+                             "last (1: after each, as before qcost)")  # fmt: skip
     parser.add_argument("--bands", type=int, default=PLAN.bands,
                         help="the band plan's bands (S1 compares every pair: their keys go "
                              "unread, but S1's upload holds them, ~214 MB a band a CLK at "
@@ -464,6 +468,7 @@ def main() -> int:
     args = parser.parse_args()
     _plan(args.bands)
     standcache.TRIM = not args.no_trim
+    standing_rpc.TRIM_EVERY = args.trim_every
     if args.inline_records is not None:
         standdeal.INLINE_RECORDS = args.inline_records
     sizes = [int(x) for x in args.partner_records.split(",")]

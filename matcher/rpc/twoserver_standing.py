@@ -55,6 +55,13 @@ from blindmatch.protos import blindmatch_pb2 as pb
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
 T = TypeVar("T")
+# A conversion's freed temporaries are given back (`standcache.trim`) after every TRIM_EVERY
+# pieces and after its last, not after each (qcost): between trims glibc reuses one piece's
+# freed heap for the next (its temporaries are the same sizes) instead of the kernel mapping
+# and zeroing it afresh a piece (~half the conversion's CPU was system time, trimming after
+# each piece; docs/performance.md "A standing query's CPU over gRPC"); the RSS between trims
+# holds at most about one piece's temporaries more.
+TRIM_EVERY = 16
 
 
 def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
@@ -155,12 +162,13 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
 
 def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload], run: str,
           actor: str) -> None:  # fmt: skip
-    """After a piece: the heap trimmed (`standcache.trim`), the cache bounded (room made for
-    a conversion as it starts); the partner whole once its last piece is, logged with its
-    records and time."""
+    """After a piece: the heap trimmed every TRIM_EVERY pieces and after the last
+    (`standcache.trim`), the cache bounded (room made for a conversion as it starts); the
+    partner whole once its last piece is, logged with its records and time."""
     if entry is None:
         return
-    standcache.trim()  # the piece's freed temporaries given back (glibc), not kept in the RSS
+    if entry.conv.done % max(TRIM_EVERY, 1) == 0 or entry.conv.done >= entry.conv.pieces:
+        standcache.trim()  # the pieces' freed temporaries given back (glibc), not kept in the RSS
     if entry.conv.done < entry.conv.pieces:
         role.standing.bound()
         return
