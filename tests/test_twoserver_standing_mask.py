@@ -64,7 +64,7 @@ def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
     assert conversions.converted == 2 and roles.conversions() == [2, 2]
     assert conversions.declined == 0 and conversions.queried == 2  # the second round standing
     assert sorted(conversions._bytes.values()) == [small, small]
-    assert trims[0] == 2 * 2  # each server's heap trimmed after the last piece of both (of 3)
+    assert trims[0] == 2 * 2 * 3  # each server's heap trimmed after each piece of both
     for r in ROLES:
         kept = roles.running[r].service.standing
         assert kept.bytes_kept() == 2 * small
@@ -75,9 +75,9 @@ def test_a_conversion_trims_each_servers_heap_every_trim_every_pieces_and_after_
     roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A partner of 3 pieces under TRIM_EVERY 2: each server's heap trimmed after piece 2 and
-    after the last, not after each (qcost: each piece's temporaries reused by the next rather
-    than mapped and zeroed afresh); the answers those by pairs. (Before: after each piece,
-    3 a server.)"""
+    after the last, not after each (qcost's knob: each piece's temporaries reused by the next
+    rather than mapped and zeroed afresh; 1, after each, by default); the answers those by
+    pairs. (Before: no knob, after each piece, 3 a server.)"""
     roles.upload("south", shares["south"])
     trims = [0]
     trim = standcache.trim

@@ -56,12 +56,12 @@ from blindmatch.protos import blindmatch_pb2 as pb
 log = logging.getLogger("blindmatch.matcher.twoserver")
 T = TypeVar("T")
 # A conversion's freed temporaries are given back (`standcache.trim`) after every TRIM_EVERY
-# pieces and after its last, not after each (qcost): between trims glibc reuses one piece's
-# freed heap for the next (its temporaries are the same sizes) instead of the kernel mapping
-# and zeroing it afresh a piece (~half the conversion's CPU was system time, trimming after
-# each piece; docs/performance.md "A standing query's CPU over gRPC"); the RSS between trims
-# holds at most about one piece's temporaries more.
-TRIM_EVERY = 16
+# pieces and after its last. 1: after each (standmask). Larger cut the conversion's CPU ~28%
+# (glibc reusing one piece's freed heap for the next instead of the kernel mapping and zeroing
+# it afresh: half the conversion's CPU was system time) but at 16 one query at 128,000 records
+# found a link by pairs does not, twice (docs/performance.md "A standing query's CPU over
+# gRPC"): something reads memory whose contents fresh pages hid. Kept at 1 until that is found.
+TRIM_EVERY = 1
 
 
 def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
