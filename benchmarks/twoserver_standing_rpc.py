@@ -227,6 +227,8 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
                     roles, [1, n], bits, rule, conversions if path == "standing" else None
                 )
                 found[path] = links
+                if args.show_links:
+                    print(f"    links (record of the query, of the partner, similarity): {links}")
                 first = " (converting the partner)" if path == "standing" and k == 0 else ""
                 print(f"  query {k}, {path:8s}: CPU {cpu:.2f} s ({1e6 * cpu / n:.1f} us a pair), "
                       f"wall {wall:.2f} s, {sent:,} bytes ({sent / n:,.0f} a pair); "
@@ -452,6 +454,11 @@ def main() -> int:
     parser.add_argument("--no-trim", action="store_true",
                         help="S1 and S2 do not malloc_trim after each piece (as before "
                              "standmask): the RSS it leaves, then trimmed")  # fmt: skip
+    parser.add_argument(
+        "--show-links",
+        action="store_true",
+        help="print each query's links (its record, the partner's, similarity)",
+    )
     parser.add_argument("--trim-every", type=int, default=standing_rpc.TRIM_EVERY,
                         help="S1 and S2 trim their heap every K conversion pieces and after the "
                              "last (1, the default: after each)")  # fmt: skip
