@@ -59,8 +59,8 @@ T = TypeVar("T")
 # pieces and after its last. 1: after each (standmask). Larger cut the conversion's CPU ~28%
 # (glibc reusing one piece's freed heap for the next instead of the kernel mapping and zeroing
 # it afresh: half the conversion's CPU was system time) but at 16 one query at 128,000 records
-# found a link by pairs does not, twice (docs/performance.md "A standing query's CPU over
-# gRPC"): something reads memory whose contents fresh pages hid. Kept at 1 until that is found.
+# found a link by pairs does not in two runs of three (docs/performance.md "A standing query's
+# CPU over gRPC"): a read of memory fresh pages hid, or a race. Kept at 1 until that is found.
 TRIM_EVERY = 1
 
 
