@@ -14,8 +14,10 @@ the shipped schema (two 1,024-bit CLKs, its gap rule), each upload `shared_uploa
 each N of `--partner-records`, the partner (B's first N records) uploaded once; then
 `--queries` one-record queries (alternately one of the partner's own records and one of A's),
 each uploaded afresh (a fresh pair budget) and asked by the standing path, then again by
-pairs. Per query and path: CPU of this process (every party: `process_time`), wall, bytes
-between the parties (`linkbit.Transcript`), and whether both paths found the same links,
+pairs. Per query and path: CPU of this process (every party: `process_time`; split into user
+and system by `os.times`, qcost), wall, bytes between the parties (`linkbit.Transcript`; by
+the query's part (its CLK, standing or by pairs), the function that counted them (`_deal`: a
+standing deal; `_run`: a batch) and direction, qcost), and whether both paths found the same links,
 buckets and rows; the first standing query's conversion apart (its CPU and bytes less the
 later queries' median), what S1 and S2 keep a record, and how many pairs ~5 s of CPU a query
 would compare by each path. With `--partners` P over 1 (`thrash`): P partners of each N, S1
@@ -49,7 +51,9 @@ import statistics
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -64,6 +68,7 @@ from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
+from blindmatch.matcher.rpc import twoserver_standing as standing_rpc
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
@@ -73,6 +78,48 @@ NAMES = ["asker", "partner"]
 THRESHOLD = 0.8
 BUDGET_S = 5.0  # the CPU a query is allowed, to size QUERY_WHOLE_PAIRS
 PLAN = sharing.BandPlan(bits=20, bands=30)  # (S1 compares every pair: band keys unread)
+_Plain = linkbit.Transcript
+
+
+@dataclass
+class _Asked:
+    """The last `ask`'s user and system CPU (the process's), its parts (clk, pairs) and bytes
+    by part, message kind and direction."""
+
+    user: float = 0.0
+    system: float = 0.0
+    parts: list[tuple[int, int]] = field(default_factory=list)
+    kinds: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+
+LAST = _Asked()
+
+
+@dataclass
+class _Kinds(linkbit.Transcript):
+    """A transcript that also counts bytes by the function that counted them (the kind of
+    message: a standing deal's, a margin batch's) and sender and receiver."""
+
+    kinds: dict[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _LIVE.append(self)
+
+    def count(self, sender: str, receiver: str, nbytes: int) -> None:
+        super().count(sender, receiver, nbytes)
+        at: FrameType | None = sys._getframe(1)
+        what, where = sys._getframe(1).f_code.co_name, ""
+        while at is not None and at.f_code.co_name != "_parts_links":
+            if at.f_code.co_name == "proposed_links":
+                part = at.f_locals["part"]
+                where = f"clk {part.clk} {'standing' if part.standing else 'by pairs'} "
+                break
+            at = at.f_back
+        key = (f"{where}{what}", sender, receiver)
+        self.kinds[key] = self.kinds.get(key, 0) + nbytes
+
+
+_LIVE: list[_Kinds] = []  # every `_Kinds` made (the query's parts' own, `twopartner._parts_links`)
 
 
 def _peak() -> float:
@@ -135,15 +182,24 @@ def ask(roles: dict[str, RunningRole], records: list[int], bits: list[int], rule
                             KEY, names, records, bits)  # fmt: skip
     servers.conversions = conversions
     combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=rule)
-    t = linkbit.Transcript()
-    c0, w0 = time.process_time(), time.perf_counter()
+    t, linkbit.Transcript = _Kinds(), _Kinds  # type: ignore[misc]
+    _LIVE.clear()
+    t0, c0, w0 = os.times(), time.process_time(), time.perf_counter()
     try:
         described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
         links, _ = twopartner.proposed_query_links(servers, combiner, described, t,
                                                    standing=True)  # fmt: skip
     finally:
         servers.close()
-    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+        linkbit.Transcript = _Plain  # type: ignore[misc]
+    cpu, wall, t1 = time.process_time() - c0, time.perf_counter() - w0, os.times()
+    kinds: dict[tuple[str, str, str], int] = {}
+    for got in _LIVE:
+        if got is not t:
+            for key, v in got.kinds.items():
+                kinds[key] = kinds.get(key, 0) + v
+    LAST.user, LAST.system, LAST.kinds = t1.user - t0.user, t1.system - t0.system, kinds or t.kinds
+    LAST.parts = [(p.clk, p.pairs) for p in described]
     found = sorted(zip(links.rec0.tolist(), links.rec1.tolist(), links.sims.tolist(),
                        strict=True))  # fmt: skip
     return found, cpu, wall, sum(t.sent.values())
@@ -171,17 +227,25 @@ def run(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # type: i
                     roles, [1, n], bits, rule, conversions if path == "standing" else None
                 )
                 found[path] = links
+                if args.show_links:
+                    print(f"    links (record of the query, of the partner, similarity): {links}")
                 first = " (converting the partner)" if path == "standing" and k == 0 else ""
                 print(f"  query {k}, {path:8s}: CPU {cpu:.2f} s ({1e6 * cpu / n:.1f} us a pair), "
                       f"wall {wall:.2f} s, {sent:,} bytes ({sent / n:,.0f} a pair); "
                       f"{len(links)} links{first}", flush=True)  # fmt: skip
+                kinds = ", ".join(f"{w} {s}->{r} {v / n:,.0f}"
+                                  for (w, s, r), v in sorted(LAST.kinds.items()) if v)  # fmt: skip
+                print(f"    user {LAST.user:.2f} s, system {LAST.system:.2f} s; parts (clk, "
+                      f"pairs) {LAST.parts}; bytes a pair {kinds}", flush=True)  # fmt: skip
                 if path == "standing":  # a conversion the query left in the background
-                    c0, w0 = time.process_time(), time.perf_counter()
+                    c0, w0, t0 = time.process_time(), time.perf_counter(), os.times()
                     assert conversions.idle(7200)
-                    bg = (time.process_time() - c0, time.perf_counter() - w0)
+                    bg, t1 = (time.process_time() - c0, time.perf_counter() - w0), os.times()
                     if k == 0:
                         print(f"  (the conversion after query 0's answer, in the background: "
-                              f"CPU {bg[0]:.1f} s, wall {bg[1]:.1f} s)", flush=True)  # fmt: skip
+                              f"CPU {bg[0]:.1f} s (user {t1.user - t0.user:.1f}, system "
+                              f"{t1.system - t0.system:.1f}), wall {bg[1]:.1f} s)",
+                              flush=True)  # fmt: skip
                         _memory(roles, rss0)
                     cpu += bg[0]
                 got[path].append((cpu, wall, sent))
@@ -390,6 +454,14 @@ def main() -> int:
     parser.add_argument("--no-trim", action="store_true",
                         help="S1 and S2 do not malloc_trim after each piece (as before "
                              "standmask): the RSS it leaves, then trimmed")  # fmt: skip
+    parser.add_argument(
+        "--show-links",
+        action="store_true",
+        help="print each query's links (its record, the partner's, similarity)",
+    )
+    parser.add_argument("--trim-every", type=int, default=standing_rpc.TRIM_EVERY,
+                        help="S1 and S2 trim their heap every K conversion pieces and after the "
+                             "last (1, the default: after each)")  # fmt: skip
     parser.add_argument("--bands", type=int, default=PLAN.bands,
                         help="the band plan's bands (S1 compares every pair: their keys go "
                              "unread, but S1's upload holds them, ~214 MB a band a CLK at "
@@ -403,6 +475,7 @@ def main() -> int:
     args = parser.parse_args()
     _plan(args.bands)
     standcache.TRIM = not args.no_trim
+    standing_rpc.TRIM_EVERY = args.trim_every
     if args.inline_records is not None:
         standdeal.INLINE_RECORDS = args.inline_records
     sizes = [int(x) for x in args.partner_records.split(",")]

@@ -11,6 +11,7 @@ import pytest
 
 from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
+from blindmatch.matcher.rpc import twoserver_standing as standing_rpc
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from tests.test_twoserver_standing import Roles, ask, ask_each, rounds, sizes
 from tests.test_twoserver_standing import roles as roles  # the fixtures
@@ -68,6 +69,31 @@ def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
         kept = roles.running[r].service.standing
         assert kept.bytes_kept() == 2 * small
         assert all(not e.conv.partner.mask for e in kept._held.values())  # type: ignore[union-attr]
+
+
+def test_a_conversion_trims_each_servers_heap_every_trim_every_pieces_and_after_its_last(
+    roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partner of 3 pieces under TRIM_EVERY 2: each server's heap trimmed after piece 2 and
+    after the last, not after each (qcost's knob: each piece's temporaries reused by the next
+    rather than mapped and zeroed afresh; 1, after each, by default); the answers those by
+    pairs. (Before: no knob, after each piece, 3 a server.)"""
+    roles.upload("south", shares["south"])
+    trims = [0]
+    trim = standcache.trim
+
+    def counted() -> None:
+        trims[0] += 1
+        trim()
+
+    monkeypatch.setattr(standcache, "trim", counted)
+    monkeypatch.setattr(standing_rpc, "TRIM_EVERY", 2)
+    conversions = Conversions()
+    by_pairs = ask_each(roles, shares["query"], shares["south"], ["south"], None)
+    for _ in range(2):
+        assert ask_each(roles, shares["query"], shares["south"], ["south"], conversions) == by_pairs
+    assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    assert trims[0] == 2 * 2  # S1 and S2: after piece 2 and piece 3 (the last)
 
 
 def test_partners_each_fitting_alone_with_m_b_but_together_only_without_all_go_standing(

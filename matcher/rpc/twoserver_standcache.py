@@ -46,9 +46,10 @@ MOST_BYTES = 4 << 30
 STALE_SECONDS = 900.0
 
 
-# After each piece of a conversion, S1 and S2 give glibc's freed heap back (`trim`): the
-# pieces' temporaries (tens of MB each, under glibc's raised mmap threshold) otherwise stay in
-# the process's RSS (+864 MiB beside 376 MiB kept at 16,000 records, standmask).
+# Every rpc/twoserver_standing.py TRIM_EVERY pieces of a conversion (1: each) and after its
+# last, S1 and S2 give glibc's freed heap back (`trim`): the pieces' temporaries (tens of MB
+# each, under glibc's raised mmap threshold) otherwise stay in the process's RSS (+864 MiB
+# beside 376 MiB kept at 16,000 records, standmask).
 TRIM = True
 
 

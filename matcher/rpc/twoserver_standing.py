@@ -56,6 +56,13 @@ from blindmatch.protos import blindmatch_pb2 as pb
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
 T = TypeVar("T")
+# A conversion's freed temporaries are given back (`standcache.trim`) after every TRIM_EVERY
+# pieces and after its last. 1: after each (standmask). Larger cut the conversion's CPU ~28%
+# (glibc reusing one piece's freed heap for the next instead of the kernel mapping and zeroing
+# it afresh: half the conversion's CPU was system time) but at 16 one query at 128,000 records
+# found a link by pairs does not in two runs of three (docs/performance.md "A standing query's
+# CPU over gRPC"): a read of memory fresh pages hid, or a race. Kept at 1 until that is found.
+TRIM_EVERY = 1
 
 
 def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
@@ -169,12 +176,13 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
 
 def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload], run: str,
           actor: str) -> None:  # fmt: skip
-    """After a piece: the heap trimmed (`standcache.trim`), the cache bounded (room made for
-    a conversion as it starts); the partner whole once its last piece is, logged with its
-    records and time."""
+    """After a piece: the heap trimmed every TRIM_EVERY pieces and after the last
+    (`standcache.trim`), the cache bounded (room made for a conversion as it starts); the
+    partner whole once its last piece is, logged with its records and time."""
     if entry is None:
         return
-    standcache.trim()  # the piece's freed temporaries given back (glibc), not kept in the RSS
+    if entry.conv.done % max(TRIM_EVERY, 1) == 0 or entry.conv.done >= entry.conv.pieces:
+        standcache.trim()  # the pieces' freed temporaries given back (glibc), not kept in the RSS
     if entry.conv.done < entry.conv.pieces:
         role.standing.bound()
         return
