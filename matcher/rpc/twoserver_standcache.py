@@ -69,7 +69,7 @@ def keeps_mask(records: int, widths: tuple[int, ...], bound: int) -> bool:
     alone over the bound as before). C asks with `bound` the room its partners converted so
     far leave (standq: `BlockDeal.standing_without_mask`, which S1 and S2 obey); a server
     told nothing (a combiner older than the field) applies it to its own bound alone."""
-    return records * sum(6 * w + 16 for w in widths) + SEED_BYTES <= bound
+    return kept_bytes(records, widths, mask=True) <= bound
 
 
 def kept_bytes(records: int, widths: tuple[int, ...], bound: int | None = None,
