@@ -73,38 +73,74 @@ def _block_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
 # (the page cache outlives the process), so the crash tests test the same thing.
 RAM_TMP = Path("/dev/shm")
 RAM_TMP_FREE = 4 * 1024**3  # a whole run peaks far below this; a small /dev/shm is not used
+# Within that place, TMPDIR is a folder of the run's own (RUN_TMP-PID-XXXXXXXX), deleted when
+# the run ends: what a test's process or tempfile leaves there (a `tempfile.mkdtemp()` a
+# benchmark made and was killed before it deleted, a `pip` build folder, the bytecode below)
+# goes with it, in RAM too. pytest's own folders (pytest-of-USER: a failing test's
+# tmp_path, kept until the next run, pyproject.toml `tmp_path_retention_count`) stay beside
+# it (PYTEST_DEBUG_TEMPROOT). A run killed before its end leaves its folder: the next run
+# deletes those whose process is gone.
+RUN_TMP = "blindmatch-tests"
+_made: list[Path] = []  # the run's folder, deleted at the end by the process that made it
 
 
 def _tmp_in_ram(config: pytest.Config) -> None:
-    if os.environ.get("TMPDIR") or config.option.basetemp or os.environ.get("PYTEST_XDIST_WORKER"):
-        return  # asked for a place, or a worker: the controller's choice is in its TMPDIR
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # a worker: the controller's choice is in its TMPDIR
+    root = os.environ.get("TMPDIR")
+    if not root and not config.option.basetemp:
+        try:
+            if os.access(RAM_TMP, os.W_OK) and shutil.disk_usage(RAM_TMP).free >= RAM_TMP_FREE:
+                root = str(RAM_TMP)
+        except OSError:
+            pass
+    tempfile.tempdir = None
+    root = root or tempfile.gettempdir()
+    _delete_dead_runs(Path(root))
     try:
-        usable = os.access(RAM_TMP, os.W_OK) and shutil.disk_usage(RAM_TMP).free >= RAM_TMP_FREE
+        run = Path(tempfile.mkdtemp(prefix=f"{RUN_TMP}-{os.getpid()}-", dir=root))
     except OSError:
         return
-    if usable:
-        os.environ["TMPDIR"] = str(RAM_TMP)
-        tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    _made.append(run)
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", root)
+    os.environ["TMPDIR"] = str(run)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+
+
+def _delete_dead_runs(root: Path) -> None:
+    """The folders of earlier runs (this user's) whose process is gone: killed before its end."""
+    for folder in root.glob(f"{RUN_TMP}-*-*"):
+        pid = folder.name.split("-")[2]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue
 
 
 # Compiled bytecode, where the environment says not to write it (PYTHONDONTWRITEBYTECODE, as
 # in the CI and helper containers): every process the suite starts (`blindmatch` commands,
 # `serve`, benchmarks; hundreds) compiled the project's modules from source again (~0.25 s of
 # CPU each), and each xdist worker rewrote and compiled every test module's asserts (~6 s).
-# Bytecode is then written, but only under PYCACHE in the temp dir (PYTHONPYCACHEPREFIX), not
-# beside the sources: the first process compiles, the rest read (and later runs: it is kept,
-# checked against each source as Python does). A prefix already given is kept.
-PYCACHE = "blindmatch-pycache"
+# Bytecode is then written, but only under the run's temp folder (PYTHONPYCACHEPREFIX), not
+# beside the sources, and it goes with that folder at the run's end: the first process of a
+# run compiles, the rest read. Kept between runs, one folder for every checkout and venv on
+# the host, it grew without bound (224 MB in /dev/shm); a run that compiles its own costs
+# ~2 s more CPU than one that finds it all compiled, and saves ~18 s against none (three
+# process-heavy files, docs/architecture.md "Tests and their run time"). A prefix already
+# given is kept.
+PYCACHE = "pycache"
 
 
 def _bytecode_in_tmp() -> None:
-    if not sys.flags.dont_write_bytecode or os.environ.get("PYTHONPYCACHEPREFIX"):
+    if not sys.flags.dont_write_bytecode or os.environ.get("PYTHONPYCACHEPREFIX") or not _made:
         return
-    prefix = os.path.join(tempfile.gettempdir(), f"{PYCACHE}-{os.getuid()}")
+    prefix = str(_made[0] / PYCACHE)
     try:
-        os.makedirs(prefix, mode=0o700, exist_ok=True)
-        if os.stat(prefix).st_uid != os.getuid():
-            return  # someone else's: read no bytecode from it
+        os.mkdir(prefix, mode=0o700)
     except OSError:
         return
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # for the workers and every process
@@ -147,6 +183,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if worker.startswith("gw") and worker[2:].isdigit() and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
         os.environ.setdefault(REQUEST_CPU_ENV, str(cpus[int(worker[2:]) % len(cpus)]))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The run's temp folder (`_tmp_in_ram`) deleted, with what its tests left in it."""
+    while _made:
+        shutil.rmtree(_made.pop(), ignore_errors=True)
 
 
 # Every FREEZE_EVERY tests a worker collects its garbage and moves what is still alive out of

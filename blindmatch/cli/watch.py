@@ -58,22 +58,32 @@ class Received:
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised on the main thread by `_sigterm_as_ctrl_c`'s handler: the watch closes
+    """SIGTERM, raised on the main thread by `sigterm_as_ctrl_c`'s handler: the watch closes
     as at Ctrl-C (a service manager's or `kill`'s stop, said as such)."""
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated
-
-
 @contextmanager
-def _sigterm_as_ctrl_c() -> Iterator[None]:
+def sigterm_as_ctrl_c() -> Iterator[None]:
     """While the block runs, SIGTERM raises `Terminated` (a KeyboardInterrupt) on the main
-    thread; the handler before is put back after. Off the main thread (where a handler
-    cannot be set: `main` run on a thread) SIGTERM is left as it is."""
+    thread, so its `finally` blocks run (`blindmatch demo` deletes its temporary folder); the
+    handler before is put back after. Off the main thread (where a handler cannot be set:
+    `main` run on a thread) SIGTERM is left as it is; in a process forked inside the block
+    (clkhash's encoding workers) it ends the process as before."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    owner = os.getpid()
+
+    def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        forked = sys.modules.get("multiprocessing")
+        for child in forked.active_children() if forked else ():
+            child.terminate()  # (they would wait for work that no longer comes)
+        raise Terminated
+
     before = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
@@ -219,7 +229,7 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    with _sigterm_as_ctrl_c():
+    with sigterm_as_ctrl_c():
         return _watch(args)
 
 

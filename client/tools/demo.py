@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -96,8 +97,15 @@ def workdir(keep: Path | None) -> Iterator[Path]:
     """Where the demo writes: `keep` (new or empty; left behind to look at), else a
     temporary folder removed afterwards."""
     if keep is None:
-        with tempfile.TemporaryDirectory(prefix="blindmatch-demo-") as tmp:
-            yield Path(tmp)
+        tmp = Path(tempfile.mkdtemp(prefix="blindmatch-demo-"))
+        try:
+            yield tmp
+        finally:
+            try:
+                shutil.rmtree(tmp, ignore_errors=True)
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (blindmatch/cli/demo.py), cut it short
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
         return
     if keep.exists() and (not keep.is_dir() or any(keep.iterdir())):
         raise InputError(f"--keep {keep}: not an empty folder")

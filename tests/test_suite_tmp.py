@@ -1,0 +1,57 @@
+"""The suite leaves nothing in the temp dir but pytest's own folder (tests/conftest.py
+`_tmp_in_ram`): what its tests and the processes they start write under TMPDIR, the
+bytecode of the run included, goes with the run's folder at its end."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support import ROOT
+
+# A test module for the inner run: a tempfile folder left behind, a process that leaves one
+# too, and the bytecode every process the run starts writes (tests/conftest.py).
+LEAVES = """
+import subprocess, sys, tempfile
+
+def test_leaves_a_folder_and_starts_a_process_that_does() -> None:
+    tempfile.mkdtemp()
+    subprocess.run([sys.executable, "-c", "import tempfile, blindmatch.cli; tempfile.mkdtemp()"],
+                   check=True)
+"""
+
+
+def _inner_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A pytest run of LEAVES under this suite's conftest and settings, with TMPDIR
+    `tmp_path`/tmp and no bytecode written beside the sources: the run, and that folder."""
+    tmp, inner = tmp_path / "tmp", tmp_path / "inner"
+    tmp.mkdir()
+    inner.mkdir()
+    (inner / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
+    (inner / "test_leaves.py").write_text(LEAVES, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTEST_", "PYTHONPYCACHEPREFIX"))}  # fmt: skip
+    env.update(TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
+         str(ROOT / "pyproject.toml"), "--rootdir", str(inner), *args, str(inner)],
+        cwd=inner, env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    return done, tmp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["in-process", "xdist"])
+def test_a_run_leaves_only_pytests_own_folder_in_the_temp_dir(
+    tmp_path: Path, workers: list[str]
+) -> None:
+    done, tmp = _inner_run(tmp_path, *workers)
+    assert done.returncode == 0, done.stdout + done.stderr
+    own = f"pytest-of-{getpass.getuser()}"  # (made where a test used tmp_path: xdist's do)
+    assert {p.name for p in tmp.iterdir()} <= {own}
+    assert not (tmp / own).exists() or list((tmp / own).iterdir()) == []  # a green run's
