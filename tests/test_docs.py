@@ -445,11 +445,32 @@ def test_what_a_pages_python_imports_is_there_for_an_installed_blindmatch(
     # Run outside the checkout, as a user's script: what the package installs, nothing more.
     imports = sorted({i for page in PAGES for i in _python_imports(page.read_text("utf-8"))})
     assert len(imports) > 10  # the blocks were read
+    before = _bytecode_in_the_checkout()
     done = subprocess.run(
-        [sys.executable, "-I", "-c", "\n".join(imports)], cwd=tmp_path,
+        [sys.executable, "-I", *_bytecode_flags(), "-c", "\n".join(imports)], cwd=tmp_path,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    if sys.dont_write_bytecode or sys.pycache_prefix:  # (else Python writes it there anyway)
+        assert _bytecode_in_the_checkout() == before
+
+
+def _bytecode_flags() -> list[str]:
+    """`-I` ignores PYTHONPYCACHEPREFIX and PYTHONDONTWRITEBYTECODE: the same said as flags,
+    or the editable install's modules get a `__pycache__` beside them in the checkout."""
+    if sys.pycache_prefix:
+        return ["-X", f"pycache_prefix={sys.pycache_prefix}"]
+    return ["-B"] if sys.dont_write_bytecode else []
+
+
+def _bytecode_in_the_checkout() -> set[str]:
+    """The checkout's `__pycache__` folders (git's ignored files; the venv's aside)."""
+    listed = subprocess.run(
+        ["git", "status", "--porcelain", "--ignored", "--untracked-files=all", "--", ".",
+         ":(exclude).venv"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return {line for line in listed.splitlines() if "__pycache__" in line}
 
 
 def test_the_mapping_the_readme_shows_is_the_walkthroughs_file() -> None:
