@@ -5,7 +5,8 @@ Reads the dir without changing it (safe beside a running role) and reports every
 found, each naming the file or row at fault, not just the first:
 
 - the held store `twoserver-ROLE-held.sqlite` passes `PRAGMA integrity_check` and
-  `foreign_key_check`; every upload's metadata is JSON with its arrays' layout; every pair
+  `foreign_key_check`, and is of a layout this blindmatch knows (storage/role_store.py
+  `LAYOUT`); every upload's metadata is JSON with its arrays' layout; every pair
   budget row is whole 8-byte keys;
 - every upload's file `twoserver-ROLE-held/F.bin` is there, of the size its arrays' layout
   gives, and (unless `hash_files` is off) hashes to the SHA-256 stored with it, the digest
@@ -41,6 +42,7 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.integrity import render_findings
 from blindmatch.matcher.storage.role_files import damage, files_of
+from blindmatch.matcher.storage.role_store import LAYOUT
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
 ROLE_FILE = re.compile(r"^twoserver-([a-z0-9]+?)(-held)?\.sqlite$")
@@ -188,6 +190,13 @@ def _read_held(path: Path, report: RoleReport, *, whole: bool) -> list[Row] | No
             if found != ["ok"]:
                 report.problems += [f"{path.name} integrity: {r}" for r in found]
                 report.problems.append(f"{path}: damaged, so the role will not start on it")
+                return None
+            layout = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if layout > LAYOUT:  # (its tables may not be the ones read below)
+                report.problems.append(
+                    f"{path}: held store layout {layout}, written by a newer blindmatch; this "
+                    f"one knows layout {LAYOUT} and older: check it with that blindmatch"
+                )
                 return None
             for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
                 report.problems.append(f"{path}: {table} row {rowid} refers to a missing {parent}")

@@ -45,6 +45,7 @@ import os
 import secrets
 import sqlite3
 import stat
+import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -100,6 +101,11 @@ CREATE TABLE IF NOT EXISTS queries (
     at REAL NOT NULL
 );
 """
+# The held store's layout, kept in its header (`PRAGMA user_version`): written when the store
+# is made, read before it is opened. A store written before the marker reads 0: layout 1. A
+# later blindmatch that changes the layout raises it; this one refuses a store of a layout it
+# does not know, changing nothing.
+LAYOUT = 1
 DTYPES = ("|u1", "|b1", "<u4", "<i8", "<u8")  # what an upload's arrays are
 READ_BYTES = 1 << 24  # a piece of an array written
 T = TypeVar("T")
@@ -140,6 +146,34 @@ def _refuse(path: Path, what: str) -> StartupRefused:
     return StartupRefused(f"{path}: {what}; {REFUSED}")
 
 
+def layout_of(path: Path) -> int:
+    """The layout a held store was written in (`LAYOUT`), read without changing the folder:
+    a closed store (no -wal, or an empty one) is read as immutable, which makes no -wal or
+    -shm beside it; one a crash left a -wal to is read through it."""
+    wal = Path(f"{path}-wal")
+    whole = not wal.exists() or wal.stat().st_size == 0
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro{'&immutable=1' if whole else ''}"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    return found or 1
+
+
+def refuse_newer(path: Path, folder: Path) -> None:
+    """`StartupRefused` for a held store of a layout this blindmatch does not know (a
+    newer one's), before anything opens it to write."""
+    try:
+        found = layout_of(path)
+    except sqlite3.Error:
+        return  # (not a database: the opening refuses it, naming the damage)
+    if found > LAYOUT:
+        raise StartupRefused(
+            f"{path}: held store layout {found}, written by a newer blindmatch; this one "
+            f"knows layout {LAYOUT} and older. The role will not start on it and has changed "
+            f"nothing: upgrade blindmatch, or move the store aside ({path.name} and the "
+            f"folder {folder.name}/) and have every member upload again"
+        )
+
+
 @dataclass
 class Restored(Generic[T]):
     """What a store held at start: the uploads (name -> what `build` made of them), the
@@ -163,6 +197,9 @@ class RoleStore:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.path = data_dir / f"twoserver-{role}-held.sqlite"
         self.folder = data_dir / f"twoserver-{role}-held"
+        made = not self.path.exists()
+        if not made:
+            refuse_newer(self.path, self.folder)
         try:
             make_private_dir(self.folder)
             open_to_others = [f"{p} (mode {stat.S_IMODE(p.stat().st_mode):04o})"
@@ -175,6 +212,9 @@ class RoleStore:
                     f"start again:\n  chmod -R go-rwx {self.folder} {self.path}"
                 )
             self.db = Database(self.path, SCHEMA, pragmas=PRAGMAS)
+            if made:
+                with self.db.tx() as conn:
+                    conn.execute(f"PRAGMA user_version = {LAYOUT}")
         except StartupRefused as exc:
             if exc.__cause__ is None:
                 raise
