@@ -33,6 +33,7 @@ from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc import twoserver_conversions
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
@@ -258,7 +259,7 @@ def _stopped_mid_conversion(tmp_path: Path, roles: Roles, shares: dict[str, clie
     piece held back by another query being answered (PAUSE_SECONDS a bound on a hang), then
     C stopped: the conversion ends, given up at both servers (none of its bytes held there,
     `twoserver.standing_dropped`), and C starts no other."""
-    monkeypatch.setattr(standdeal, "PAUSE_SECONDS", 600.0)
+    monkeypatch.setattr(twoserver_conversions, "PAUSE_SECONDS", 600.0)
     bits = [8 * int(x.shape[1]) for x in shares["query"].s1.shares]
     answering = RemoteServers(f"127.0.0.1:{roles.running['s1'].port}",
                               f"127.0.0.1:{roles.running['s2'].port}", KEY, NAMES, [3, 90],
