@@ -228,3 +228,22 @@ def test_c_converts_one_partner_at_a_time_and_leaves_one_a_query_converted(
     assert ahead.started == 0 and conversions.converted == 1 and roles.conversions() == [1, 1]
     ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
     assert ahead.idle(600) and ahead.started == 0 and roles.conversions() == [1, 1]
+
+
+def test_a_members_new_upload_takes_the_room_of_its_earlier_ones_conversion() -> None:
+    """C's admission counts a member's earlier upload (another tag: S1 and S2 dropped its
+    conversion when the new upload replaced it) as the same partner: the new upload's
+    conversion is admitted in its place, not refused for want of room beside it for an
+    hour (so a re-upload converted at its upload is not sent by pairs)."""
+    kept = Conversions(clock=lambda: 0.0)
+    kept.told(6_000, 6_000)
+    old = ("p/south/aaaaaaaa", 90, (64, 64), (0.8,), b"")
+    assert kept.admit(old, 90, 5_000) == ""
+    kept.put(old, ("id-old", None), 5_000)  # type: ignore[arg-type]
+    kept.end()
+    new = ("p/south/bbbbbbbb", 87, (64, 64), (0.8,), b"")
+    assert kept.admit(new, 87, 5_000) == "" and not kept.holds(old)
+    kept.end()
+    other = ("p/north/cccccccc", 90, (64, 64), (0.8,), b"")
+    kept.put(new, ("id-new", None), 5_000)  # type: ignore[arg-type]
+    assert "do not fit beside the 5,000" in kept.admit(other, 90, 5_000)

@@ -45,6 +45,18 @@ Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
 BUSY = "another partner's conversion is being made"  # `admit`'s answer while one is made
 
 
+def partner_of(name: str) -> str:
+    """A partner's name at S1 and S2 less its upload's tag (`project/member/tag`: each upload
+    a tag of its own; S1 and S2 drop a member's conversions as its next upload replaces it)."""
+    parts = name.split("/")
+    return "/".join(parts[:2]) if len(parts) == 3 else name
+
+
+def same(a: Key, b: Key) -> bool:
+    """Whether two conversions are of one partner (its uploads, terms)."""
+    return partner_of(a[0]) == partner_of(b[0])
+
+
 class Conversions:
     """C's standing partners, the least recently used dropped past MOST_PARTNERS; one
     conversion at a time (a query needing another goes by pairs rather than wait), admitted
@@ -107,7 +119,7 @@ class Conversions:
         without it rather than by pairs; where it fits beside them in neither form (`admit`
         forgets idle ones), beside those used within RECENT_SECONDS."""
         with self._lock:
-            now, others = self.clock(), [k for k in self._held if k[0] != key[0]]
+            now, others = self.clock(), [k for k in self._held if not same(k, key)]
             every = sum(self._bytes[k] for k in others)
             if every + kept_bytes(records, key[2], mask=False) > self.room():
                 every = sum(self._bytes[k] for k in others if now - self._used[k] <= RECENT_SECONDS)
@@ -140,13 +152,13 @@ class Conversions:
             now, budget = self.clock(), self.room()
             # (the partner's own other conversions, of an earlier upload or other terms, are
             # not counted: S1 and S2 drop them when this one's piece 0 comes)
-            others = [k for k in self._held if k[0] != key[0]]
+            others = [k for k in self._held if not same(k, key)]
             recent = sum(self._bytes[k] for k in others if now - self._used[k] <= RECENT_SECONDS)
             if recent and recent + size > budget:
                 self.end()
                 return (f"its {size:,} bytes do not fit beside the {recent:,} of partners "
                         f"used within {RECENT_SECONDS:.0f} s (room: {budget:,})")  # fmt: skip
-            for k in [k for k in self._held if k[0] == key[0] and k != key]:
+            for k in [k for k in self._held if same(k, key) and k != key]:
                 self._forget(k)
             for k in others:  # least recently used first, as S1 and S2 drop them
                 if sum(self._bytes[j] for j in self._held if j != key) + size <= budget:
@@ -228,4 +240,6 @@ __all__ = [
     "RECENT_SECONDS",
     "Conversions",
     "Key",
+    "partner_of",
+    "same",
 ]

@@ -31,7 +31,7 @@ from blindmatch.matcher.core import linkbit, margincircuit, partpath
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
-from blindmatch.matcher.rpc.twoserver_conversions import BUSY, Conversions
+from blindmatch.matcher.rpc.twoserver_conversions import BUSY, Conversions, partner_of
 from blindmatch.matcher.rpc.twoserver_peers import wire_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -66,12 +66,6 @@ def wanted(records: int, bits: Sequence[int], rule: Rule) -> bool:
     return partpath.PATH == "standing" or records >= partpath.STANDING_RECORDS
 
 
-def _member(name: str) -> str:
-    """An upload's name at S1 and S2 less its tag (project/member): a member's newer upload
-    replaces its queued one."""
-    return name.rsplit("/", 1)[0]
-
-
 class Ahead:
     """C's conversions ahead of the queries: a queue, worked on a daemon thread of its own.
     `servers`: S1 and S2 as C reaches them (`TwoServerSetup.servers`); `conversions`: C's
@@ -93,8 +87,8 @@ class Ahead:
         if not wanted(partner.records, partner.bits, partner.rule):
             return
         with self._cond:
-            member = _member(partner.name)
-            self._queue = deque(p for p in self._queue if _member(p.name) != member)
+            member = partner_of(partner.name)  # (its newer upload in place of a queued one)
+            self._queue = deque(p for p in self._queue if partner_of(p.name) != member)
             self._queue.append(partner)
             if not self._working:
                 self._working = True
