@@ -1210,6 +1210,22 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
         member_a="", records_a=0, records_b=21),
      "INVALID_ARGUMENT", "records_b/standing_pieces: 21 records in 2 pieces (piece 1), but S2 "
      "holds 20 of 'south', 1 pieces"),
+    # A conversion's piece 0 ahead of any query (standahead: no member_a): the partner alone,
+    # at the records S1/S2 hold of it, its plan a rule's (S1's own rules refused
+    # PERMISSION_DENIED: tests/test_twoserver_standing_start.py).
+    ("s2blocks-standing-ahead-names-part", lambda c: s2_blocks(
+        c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[], member_a="", records_a=0,
+        part=1),
+     "INVALID_ARGUMENT", "member_a/records_a/part/rows_a/rows_b/clk: a conversion's piece 0 "
+     "without a query names its partner (member_b) alone"),
+    ("s2blocks-standing-ahead-other-records", lambda c: s2_blocks(
+        c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[], member_a="", records_a=0,
+        records_b=21),
+     "INVALID_ARGUMENT", "records_b/standing_pieces: 21 records in 1 pieces, but S2 holds 20 "
+     "of 'south', 1 pieces"),
+    ("s1blocks-standing-ahead-one-clk", lambda c: s1_blocks(
+        c, standing="sp", standing_pieces=1, rows_a=[], rows_b=[], member_a="", records_a=0),
+     "INVALID_ARGUMENT", "margin (standing): a part on clk 0 of uploads with a fallback CLK"),
     # How a conversion's partner is kept (BlockDeal.standing_without_mask, standq): set on
     # piece 0 only; false (with [M_B]) refused where the server's bound does not hold it.
     ("s1blocks-standing-without-mask-query", lambda c: s1_blocks(

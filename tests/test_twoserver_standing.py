@@ -33,6 +33,8 @@ from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
+from blindmatch.matcher.rpc import twoserver_conversions
+from blindmatch.matcher.rpc import twoserver_standahead as standahead
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
@@ -135,14 +137,15 @@ def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
 
 
 @contextmanager
-def uploaded(tmp_path: Path) -> Iterator[tuple[Any, Any, Any, Path]]:
-    """A matcher with S1 and S2, project "ruled" (two-server) with north's and south's
-    uploads (the shipped schema, its rule): (the world, the project, south's export, the
-    linkage secret's file)."""
+def uploaded(tmp_path: Path, caps: tuple[int, int] = (10**9, 10**9),
+             ) -> Iterator[tuple[Any, Any, Any, Path]]:  # fmt: skip
+    """A matcher with S1 and S2 (S1's exhaustive and small-member `caps`), project "ruled"
+    (two-server) with north's and south's uploads (the shipped schema, its rule): (the
+    world, the project, south's export, the linkage secret's file)."""
     secret = tmp_path / "linkage.secret"
     secret.write_text(STRONG_SECRET + "\n")
     exports = write_exports(tmp_path, seed=5, size=120)
-    with twoserver_world.started(tmp_path, 10**9, 10**9) as world:
+    with twoserver_world.started(tmp_path, *caps) as world:
         project = twoserver_world.create(world, "ruled", "two-server")
         for name in ("north", "south"):
             export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"
@@ -258,7 +261,7 @@ def _stopped_mid_conversion(tmp_path: Path, roles: Roles, shares: dict[str, clie
     piece held back by another query being answered (PAUSE_SECONDS a bound on a hang), then
     C stopped: the conversion ends, given up at both servers (none of its bytes held there,
     `twoserver.standing_dropped`), and C starts no other."""
-    monkeypatch.setattr(standdeal, "PAUSE_SECONDS", 600.0)
+    monkeypatch.setattr(twoserver_conversions, "PAUSE_SECONDS", 600.0)
     bits = [8 * int(x.shape[1]) for x in shares["query"].s1.shares]
     answering = RemoteServers(f"127.0.0.1:{roles.running['s1'].port}",
                               f"127.0.0.1:{roles.running['s2'].port}", KEY, NAMES, [3, 90],
@@ -341,6 +344,7 @@ def test_blindmatch_query_goes_standing_through_the_matcher_and_converts_the_par
     as by pairs does."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # south's 42 records: standing
     monkeypatch.setattr(standing, "CHUNK", 16)  # its conversion in 3 pieces
+    monkeypatch.setattr(standahead, "AHEAD", False)  # a query starts it (the fallback)
     with uploaded(tmp_path) as (world, project, south, secret):
         answers = []
         for k, path in enumerate(("shape", "shape", "pairs")):
@@ -472,14 +476,7 @@ def test_a_query_never_waits_for_a_conversion_which_goes_on_in_the_background(
     query made the whole conversion, waiting for it.)"""
     roles.upload("south", shares["south"])
     by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
-    gate, dealt = threading.Event(), standdeal._deal
-
-    def deal(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
-        if m.standing_piece == 1:
-            assert gate.wait(600)  # (a bound on a hang, not a timing)
-        return dealt(remote, conversions, m, *rest)
-
-    monkeypatch.setattr(standdeal, "_deal", deal)
+    gate = held_at_piece_1(monkeypatch)
     conversions = Conversions()
     first, _ = ask(roles, shares["query"], shares["south"], conversions, settle=False)
     assert first == by_pairs
@@ -494,8 +491,22 @@ def test_a_query_never_waits_for_a_conversion_which_goes_on_in_the_background(
     assert conversions.queried == 1 and conversions.converted == 1
 
 
-def _later(m: pb.BlockDeal, **fields: Any) -> pb.BlockDeal:
-    out = standdeal.later_piece(m, 1)
+def held_at_piece_1(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """C's conversions' piece 1 held back until the event returned is set."""
+    gate, dealt = threading.Event(), standdeal._deal
+
+    def deal(remote: Any, conversions: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece == 1:
+            assert gate.wait(600)  # (a bound on a hang, not a timing)
+        return dealt(remote, conversions, m, *rest)
+
+    monkeypatch.setattr(standdeal, "_deal", deal)
+    return gate
+
+
+def _later(m: pb.BlockDeal, piece: int = 1, **fields: Any) -> pb.BlockDeal:
+    """Piece `piece` of `m`'s conversion naming the partner alone (C's), with `fields`."""
+    out = standdeal.later_piece(m, piece)
     for k, v in fields.items():
         if isinstance(v, list):
             getattr(out, k)[:] = v
@@ -568,6 +579,7 @@ def test_the_matchers_first_query_is_answered_by_pairs_and_the_next_goes_standin
     The matcher's stop stops its conversions (`Conversions.close`: none started after it)."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)
     monkeypatch.setattr(standing, "CHUNK", 16)  # south's 42 records in 3 pieces
+    monkeypatch.setattr(standahead, "AHEAD", False)  # a query starts it (the fallback)
     gate, dealt, queried = threading.Event(), standdeal._deal, []
     query_deal, finish, finished = standdeal._query, standdeal._finish, threading.Event()
 

@@ -22,9 +22,9 @@ import pytest
 from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import ring64
+from blindmatch.matcher.rpc import twoserver_conversions, twoserver_standing
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
-from blindmatch.matcher.rpc import twoserver_standing
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -161,7 +161,7 @@ def test_a_background_conversion_waits_while_a_query_is_answered_pause_seconds_a
     next piece is not dealt (it waits: `paused`), and it goes on once the query is answered;
     with PAUSE_SECONDS small, under a query that is never answered it goes on all the same."""
     roles.upload("south", shares["south"])
-    monkeypatch.setattr(standdeal, "PAUSE_SECONDS", 600.0)
+    monkeypatch.setattr(twoserver_conversions, "PAUSE_SECONDS", 600.0)
     conversions = Conversions()
     other = open_query(roles, shares["query"], conversions)
     dealt, seen = standdeal._deal, []
@@ -181,7 +181,7 @@ def test_a_background_conversion_waits_while_a_query_is_answered_pause_seconds_a
     assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
     assert conversions.queried == 1
     # PAUSE_SECONDS bounds the wait: a query never answered holds no conversion for ever
-    monkeypatch.setattr(standdeal, "PAUSE_SECONDS", 0.01)
+    monkeypatch.setattr(twoserver_conversions, "PAUSE_SECONDS", 0.01)
     never = open_query(roles, shares["query"], conversions)
     roles.upload("south", shares["south"])  # its upload anew: converted again
     assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs

@@ -70,6 +70,8 @@ ACTIONS = {
     "twoserver.standing": "S1 and S2 converted a partner's upload once for the queries against it",
     "twoserver.standing_dropped": "S1 or S2 dropped a half-made standing conversion (it failed, "
     "the combiner gave it up, or no piece came)",
+    "twoserver.standing_started": "S1 or S2 started converting a partner's upload (at a query, "
+    "or ahead of any: standahead)",
     "twoserver.resume": "the combiner asked S1 or S2 for a batch's output shares again",
     "twoserver.rerun": "S2 ran a batch's rounds again with S1 on the inputs both kept",
     "twoserver.extras": "S1 let the combiner evaluate pairs inside its groups it had not proposed",

@@ -57,7 +57,7 @@ from blindmatch.matcher.domain import (
     Project,
     QueryRecord,
 )
-from blindmatch.matcher.realtime import twoquery
+from blindmatch.matcher.realtime import twoahead, twoquery
 from blindmatch.matcher.realtime.admission import Admission
 from blindmatch.matcher.realtime.indexes import ChangeSummary, StandingIndexes
 from blindmatch.matcher.realtime.lookups import Lookups
@@ -155,6 +155,8 @@ class Realtime(Admission):
         # Query tickets no query or watch claimed: their records forgotten once expired.
         self.unclaimed = UnclaimedTickets(two_server, clock)
         self.unclaimed.start()
+        # The partners' conversions for standing queries, started now (twoahead.py).
+        twoahead.at_start(store, two_server)
 
     def query_ticket(self, project: str) -> None:
         """Before a query ticket of `project` is issued (twoforget.py `settle`)."""
@@ -219,8 +221,10 @@ class Realtime(Admission):
 
     def uploaded(self, project: str, member: str, upload_id: str) -> None:
         """A member's upload completed: in a two-server project, its records are compared
-        with the other members' open watches (twowatch.py), after this returns."""
+        with the other members' open watches (twowatch.py), after this returns, and
+        converted for standing queries ahead of them (twoahead.py)."""
         self.two_watches.uploaded(project, member, upload_id)
+        twoahead.uploaded(self.store, self.two_server, project, member, upload_id)
 
     def erase_member(self, project: str, member: str) -> int:
         """Forget a member's standing index, on disk and in memory (erasure); its records."""

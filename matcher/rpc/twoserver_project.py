@@ -11,12 +11,14 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_channel import channel, channel_options
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+from blindmatch.matcher.rpc.twoserver_conversions import Conversions
 from blindmatch.matcher.rpc.twoserver_holds import holds_at, role_stub
 from blindmatch.matcher.rpc.twoserver_keys import DIGEST
 from blindmatch.matcher.rpc.twoserver_peers import peer_error
-from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
+from blindmatch.matcher.rpc.twoserver_standahead import Ahead, Partner
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -136,7 +138,15 @@ def combiner_setup(
         out.conversions = conversions[0]
         return out
 
+    # Partners converted ahead of their queries (standahead), one at a time with the queries'.
+    ahead = Ahead(servers, lambda: conversions[0])
+
+    def convert_ahead(name: str, records: int, bits: tuple[int, ...], threshold: float,
+                      rule: Rule) -> None:  # fmt: skip
+        ahead.convert(Partner(name, records, bits, threshold, rule))
+
     def close() -> None:
+        ahead.close()
         stopping, conversions[0] = conversions[0], Conversions()
         stopping.close()
 
@@ -158,7 +168,8 @@ def combiner_setup(
         address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
         return holds_at(address, who, key, credentials, names, c)
 
-    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close)
+    return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
+                          convert_ahead)  # fmt: skip
 
 
 __all__ = ["combiner_setup", "forget_at", "reachable"]

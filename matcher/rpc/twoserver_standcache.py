@@ -44,6 +44,11 @@ MOST_BYTES = 4 << 30
 # C waits between pieces (its PAUSE_SECONDS, 60 s, while queries are answered) plus the longest
 # a piece's call may take at C (CALL_SECONDS, 600 s), so a conversion going on is never dropped.
 STALE_SECONDS = 900.0
+# A conversion started without a query (standahead: at the upload, or at C's start) is taken
+# once in this long for a version of a partner's upload (S1's `ahead`): a combiner restarted
+# meanwhile converts it at its first query instead, as before standahead, and a C cannot make
+# S1 and S2 convert one upload over and over with no query to count.
+AHEAD_SECONDS = 3600.0
 
 
 # Every rpc/twoserver_standing.py TRIM_EVERY pieces of a conversion (1: each) and after its
@@ -117,6 +122,8 @@ class Standings:
         self._held: dict[str, Entry] = {}
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None  # the next stale sweep (`_arm`)
+        # member -> (its upload, when) of the last conversion started without a query (`ahead`)
+        self._ahead: dict[str, tuple[weakref.ReferenceType[Upload], float]] = {}
         self._closed = False
 
     def bytes_kept(self) -> int:
@@ -192,6 +199,19 @@ class Standings:
             if self._timer is not None:
                 self._timer.cancel()
 
+    def ahead(self, member: str, upload: Upload) -> float | None:
+        """A conversion of `member`'s `upload` started without a query (standahead): None
+        where none of this version of the upload was within AHEAD_SECONDS (this one noted),
+        else the seconds since that one."""
+        with self._lock:
+            now, last = self.clock(), self._ahead.get(member)
+            if last is not None and last[0]() is upload and now - last[1] < AHEAD_SECONDS:
+                return now - last[1]
+            for k in [k for k, (u, _) in self._ahead.items() if u() is None]:
+                del self._ahead[k]  # (uploads replaced or forgotten)
+            self._ahead[member] = (weakref.ref(upload), now)
+            return None
+
     def piece(self, m: pb.BlockDeal, upload: Upload, p: Plan, widths: tuple[int, ...],
               role: int) -> Entry:  # fmt: skip
         """The conversion `m.standing` for its piece: piece 0 starts it (dropping any other of
@@ -200,30 +220,26 @@ class Standings:
         self.sweep()
         with self._lock:
             self._arm()
-            if m.standing_piece == 0:
-                for k in [k for k, e in self._held.items() if e.member == m.member_b]:
-                    del self._held[k]
-                now = self.clock()
-                conv = Converting(
-                    role,
-                    widths,
-                    p,
-                    m.standing_pieces,
-                    upload.records,
-                    keep_mask=self.keeps(m, upload.records, widths),
-                )
-                entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now,
-                              m.member_a)  # fmt: skip
-                self._held[m.standing] = entry
+            if m.standing_piece:
+                entry = self._find(m, upload)
+                if entry.conv.partner is not None or entry.conv.pieces != m.standing_pieces:
+                    raise errors.InvalidArgument(
+                        f"standing_piece: {m.standing_piece} of {m.standing_pieces}, but "
+                        f"conversion {m.standing!r} is of {entry.conv.pieces} pieces, "
+                        f"{entry.conv.done} done"
+                    )
                 return entry
-            entry = self._find(m, upload)
-            if entry.conv.partner is not None or entry.conv.pieces != m.standing_pieces:
-                raise errors.InvalidArgument(
-                    f"standing_piece: {m.standing_piece} of {m.standing_pieces}, but "
-                    f"conversion {m.standing!r} is of {entry.conv.pieces} pieces, "
-                    f"{entry.conv.done} done"
-                )
-            return entry
+            for k in [k for k, e in self._held.items() if e.member == m.member_b]:
+                del self._held[k]
+            now, mask = self.clock(), self.keeps(m, upload.records, widths)
+            conv = Converting(role, widths, p, m.standing_pieces, upload.records, keep_mask=mask)
+            entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now, m.member_a)
+            self._held[m.standing] = entry
+        if self.audit is not None:  # a query's piece 0, or one ahead of any query (standahead)
+            self.audit("combiner", "twoserver.standing_started", members=[m.member_a, m.member_b],
+                       standing=m.standing, records=upload.records, pieces=m.standing_pieces,
+                       mask=mask, query=bool(m.member_a))  # fmt: skip
+        return entry
 
     def _find(self, m: pb.BlockDeal, upload: Upload) -> Entry:
         entry = self._held.get(m.standing)
@@ -294,5 +310,5 @@ class Standings:
                 del self._held[k]
 
 
-__all__ = ["MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "STANDING_ROOM", "TRIM", "Entry",
-           "Standings", "keeps_mask", "kept_bytes", "terms", "trim"]  # fmt: skip
+__all__ = ["AHEAD_SECONDS", "MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "STANDING_ROOM",
+           "TRIM", "Entry", "Standings", "keeps_mask", "kept_bytes", "terms", "trim"]  # fmt: skip

@@ -1,21 +1,23 @@
 """C's side of a query compared whole against a standing partner over gRPC (docs/protocol.md
 "A query against a standing partner over gRPC"; rpc/twoserver_standing.py is S1's and S2's):
-the partners it has had converted (`Conversions`: each its mask seeds, core/standing.py
-`Standing`, in memory, by the partner's upload at S1 and S2, its records, CLK widths, the
-run's cut-offs and rule), and `prepare_standing`, a query part's deal against a partner
-converted (`standing.CHUNK` records a deal). Where S1 or S2 refuses the query's deal for want
-of the conversion (`STANDING_NEEDED`: restarted, or it dropped it), C drops its own, the
-part goes by pairs and C starts converting the partner again.
+`prepare_standing`, a query part's deal against a partner converted (C's conversions:
+rpc/twoserver_conversions.py `Conversions`), and the conversions' deals (`standing.CHUNK`
+records a piece). Where S1 or S2 refuses the query's deal for want of the conversion
+(`STANDING_NEEDED`: restarted, or it dropped it), C drops its own, the part goes by pairs and
+C starts converting the partner again.
 C converts only what S1's and S2's room holds (`Conversions.admit`: beside the conversions
 used within RECENT_SECONDS, one conversion at a time); a part not admitted goes by pairs, so
 no query pushes out a conversion the next needs. A query never waits for a conversion
 (standbg): it deals piece 0 (S1 checks it against the query's proposal) and goes by pairs,
 and C deals the later pieces on a background thread (S1 and S2 take them by the
-conversion's id), the next query going standing. A conversion that fails, or that C stops
-(the matcher stopping: `Conversions.close`), is given up at S1 and S2 (`give_up`, their
-`standing_drop`), so neither keeps its half-made arrays (standfix2); off the query's thread
-(standq). C decides whether S1 and S2 keep a partner with [M_B], for all its partners
-together (`Conversions.without_mask`), and says so in piece 0 (standq).
+conversion's id), the next query going standing. Since standahead C starts most
+conversions before any query, with a piece 0 naming the partner alone
+(rpc/twoserver_standahead.py; `start`, shared with a query's start, with its own piece 0).
+A conversion that fails, or that C stops (the matcher stopping: `Conversions.close`), is
+given up at S1 and S2 (`give_up`, their `standing_drop`), so neither keeps its half-made
+arrays (standfix2); off the query's thread (standq). C decides whether S1 and S2 keep a
+partner with [M_B], for all its partners together (`Conversions.without_mask`), and says so
+in piece 0 (standq).
 """
 
 from __future__ import annotations
@@ -25,25 +27,30 @@ import re
 import secrets
 import threading
 import time
-import weakref
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import densemargin, linkbit, ring64, standing
 from blindmatch.matcher.core import standingquery as sq
 from blindmatch.matcher.core.margincircuit import Plan
+from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_blocks import cut, largest_batch
+from blindmatch.matcher.rpc.twoserver_conversions import (
+    CLOSE_SECONDS,
+    MOST_PARTNERS,
+    PAUSE_SECONDS,
+    RECENT_SECONDS,
+    Conversions,
+    Key,
+)
 from blindmatch.matcher.rpc.twoserver_peers import CALL_SECONDS, call_party, wire_rule
 from blindmatch.matcher.rpc.twoserver_standcache import (
-    MOST_BYTES,
     STANDING_NEEDED,
     STANDING_ROOM,
-    keeps_mask,
     kept_bytes,
 )
-from blindmatch.matcher.rpc.twoserver_standgive import DROP_SECONDS, GivingUp, give_up
+from blindmatch.matcher.rpc.twoserver_standgive import DROP_SECONDS, give_up
 from blindmatch.protos import blindmatch_pb2 as pb
 
 if TYPE_CHECKING:
@@ -51,16 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
-MOST_PARTNERS = 256  # conversions C keeps (each two 32-byte seeds and a few numbers)
-# Admission (docs/operations.md "Standing partners: sizing --standing-bytes"): a conversion
-# used by a query within this long is never pushed out of S1's and S2's room for another
-# partner's. A query is compared against every partner of its project, so where the partners'
-# conversions do not all fit, converting one more would drop one the next query needs, and
-# every query would pay whole conversions (minutes each) forever; instead the partner that
-# does not fit goes by pairs (same answers, ~2x the CPU a pair) and the conversions held stay.
-# A partner unqueried for an hour yields its room (its conversion cost ~600 us of CPU a
-# record and pays for itself after ~55 queries, so one that idle was earning little).
-RECENT_SECONDS = 3600.0
 # A knob (standbg): a partner of at most this many records is converted within the query
 # that needs it (it waits: 64,000 records took 53 s wall, docs/performance.md) and goes
 # standing at once, as before standbg with 100,000; by default none is: a query converts
@@ -68,184 +65,6 @@ RECENT_SECONDS = 3600.0
 # background, so no query waits for a conversion and partners of any size admitted go
 # standing from the next query (benchmarks/twoserver_standing_rpc.py --inline-records).
 INLINE_RECORDS = 0
-# A background conversion's next piece waits while a query dealing standing parts is being
-# answered (its S1, S2 and C CPU the query's), but no longer than this: under a steady stream
-# of queries the conversion still goes on.
-PAUSE_SECONDS = 60.0
-# The most the matcher's stop waits for its background conversion to stop (`Conversions.close`:
-# the piece in flight, then S1's and S2's `standing_drop`, rpc/twoserver_standgive.py's).
-CLOSE_SECONDS = 30.0
-Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
-
-
-class Conversions:
-    """C's standing partners, the least recently used dropped past MOST_PARTNERS; one
-    conversion at a time (a query needing another goes by pairs rather than wait), admitted
-    only where it fits S1's and S2's room (`budget`, the least they said) beside the
-    conversions used within RECENT_SECONDS. `converted`: partners converted (tests, the
-    benchmark); `seconds`: their wall time; `declined`: parts sent by pairs for want of room
-    or because another conversion was being made; `queried`: parts dealt standing;
-    `failed`: background conversions that stopped (redone by a later query), each given up
-    at S1 and S2; `paused`: later pieces that waited for a query being answered."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._held: OrderedDict[Key, tuple[str, standing.Standing]] = OrderedDict()
-        self._bytes: dict[Key, int] = {}
-        self._used: dict[Key, float] = {}
-        self._lock = threading.Lock()
-        self._busy = threading.Lock()  # held while a conversion is made
-        self.budget: int | None = None  # the least of S1's and S2's `standing_bytes`
-        self.converted = 0
-        self.seconds = 0.0
-        self.declined = 0
-        self.queried = 0
-        self.failed = 0
-        self.paused = 0
-        self._closing = threading.Event()  # `close`: no more conversions
-        self._quiet = threading.Event()  # no conversion being made (`idle`, `close`)
-        self._quiet.set()
-        self._asking: weakref.WeakSet[RemoteServers] = weakref.WeakSet()  # `pause`
-        self._answered = threading.Condition()
-        self._giving = GivingUp()  # `giving_up`'s threads
-
-    def get(self, key: Key) -> tuple[str, standing.Standing] | None:
-        with self._lock:
-            got = self._held.get(key)
-            if got is not None:
-                self._held.move_to_end(key)
-                self._used[key] = self.clock()
-            return got
-
-    def told(self, *said: int) -> None:
-        """S1's and S2's bounds from their replies (0: a role older than the field: 4 GiB)."""
-        with self._lock:
-            for n in said:
-                n = n or MOST_BYTES
-                self.budget = n if self.budget is None else min(self.budget, n)
-
-    def room(self) -> int:
-        """The least of S1's and S2's bounds said so far (`MOST_BYTES` before any)."""
-        return self.budget or MOST_BYTES
-
-    def without_mask(self, key: Key, records: int) -> bool:
-        """Whether `key`'s partner is converted without [M_B] (standq: C decides for all its
-        partners together, and tells S1 and S2, `BlockDeal.standing_without_mask`): with it
-        only where it fits beside every other partner converted, so that later partners go
-        without it rather than by pairs; where it fits beside them in neither form (`admit`
-        forgets idle ones), beside those used within RECENT_SECONDS."""
-        with self._lock:
-            now, others = self.clock(), [k for k in self._held if k[0] != key[0]]
-            every = sum(self._bytes[k] for k in others)
-            if every + kept_bytes(records, key[2], mask=False) > self.room():
-                every = sum(self._bytes[k] for k in others if now - self._used[k] <= RECENT_SECONDS)
-            return not keeps_mask(records, key[2], self.room() - every)
-
-    def giving_up(self, remote: RemoteServers, m: pb.BlockDeal) -> None:
-        """`give_up` off the query's thread (standq: a query whose piece 0 failed returns
-        its error at once, not DROP_SECONDS twice later); `close` waits for it."""
-        self._giving.start(remote, m.standing, lambda: give_up(remote, m))
-
-    def admit(self, key: Key, records: int, size: int) -> str:
-        """Start converting `key` (of `size` bytes at each server): "" where admitted (the
-        caller then `put`s or `end`s), else why not (the part goes by pairs). Admitted, C
-        forgets the conversions the servers drop for it (least recently used, none used
-        within RECENT_SECONDS)."""
-        why = self._admit(key, records, size)
-        if why:
-            with self._lock:
-                self.declined += 1
-        return why
-
-    def _admit(self, key: Key, records: int, size: int) -> str:
-        if not self._busy.acquire(blocking=False):
-            return "another partner's conversion is being made"
-        self._quiet.clear()  # (before the check: `close` waits for one admitted as it began)
-        if self._closing.is_set():
-            self.end()
-            return "the matcher is stopping"
-        with self._lock:
-            now, budget = self.clock(), self.room()
-            # (the partner's own other conversions, of an earlier upload or other terms, are
-            # not counted: S1 and S2 drop them when this one's piece 0 comes)
-            others = [k for k in self._held if k[0] != key[0]]
-            recent = sum(self._bytes[k] for k in others if now - self._used[k] <= RECENT_SECONDS)
-            if recent and recent + size > budget:
-                self.end()
-                return (f"its {size:,} bytes do not fit beside the {recent:,} of partners "
-                        f"used within {RECENT_SECONDS:.0f} s (room: {budget:,})")  # fmt: skip
-            for k in [k for k in self._held if k[0] == key[0] and k != key]:
-                self._forget(k)
-            for k in others:  # least recently used first, as S1 and S2 drop them
-                if sum(self._bytes[j] for j in self._held if j != key) + size <= budget:
-                    break
-                self._forget(k)
-        return ""
-
-    def put(self, key: Key, conversion: tuple[str, standing.Standing], size: int) -> None:
-        with self._lock:
-            self._held[key], self._bytes[key], self._used[key] = conversion, size, self.clock()
-            self._held.move_to_end(key)
-            while len(self._held) > MOST_PARTNERS:
-                self._forget(next(iter(self._held)))
-
-    def end(self) -> None:
-        """The conversion `admit` started, made or failed."""
-        self._busy.release()
-        self._quiet.set()
-
-    def running(self, thread: threading.Thread) -> None:
-        """Start `thread`, the admitted conversion's later pieces (it calls `end`)."""
-        thread.start()
-
-    def asking(self, remote: RemoteServers) -> None:
-        """`remote`'s query deals standing parts (a background conversion pauses for it)."""
-        with self._answered:
-            self._asking.add(remote)
-
-    def answered(self) -> None:
-        """A query's servers closed (`RemoteServers.close`): a paused conversion looks again."""
-        with self._answered:
-            self._answered.notify_all()
-
-    def pause(self) -> None:
-        """Before a background conversion's piece: wait while a query dealing standing parts
-        is being answered, PAUSE_SECONDS at most (or until `close`)."""
-        with self._answered:
-            if self._ready():
-                return
-            self.paused += 1
-            self._answered.wait_for(self._ready, PAUSE_SECONDS)
-
-    def _ready(self) -> bool:
-        return self._closing.is_set() or all(r.closed for r in self._asking)
-
-    def stopping(self) -> bool:
-        return self._closing.is_set()
-
-    def close(self, timeout: float = CLOSE_SECONDS) -> bool:
-        """The matcher stops: no conversion is started from now on, and the one in the
-        background stops before its next piece (not waiting out a pause), given up at S1 and
-        S2; this waits for it `timeout` seconds at most (a piece in flight). Whether it
-        ended (if not, S1 and S2 drop it STALE_SECONDS after its last piece)."""
-        self._closing.set()
-        with self._answered:
-            self._answered.notify_all()
-        end = time.monotonic() + timeout
-        return self._quiet.wait(timeout) & self._giving.join(end)
-
-    def idle(self, timeout: float) -> bool:
-        """Wait until no conversion is being made (tests, the benchmark; never a query):
-        True, or False where `timeout` seconds passed first."""
-        return self._quiet.wait(timeout)
-
-    def _forget(self, key: Key) -> None:
-        del self._held[key], self._bytes[key], self._used[key]
-
-    def drop(self, key: Key, ident: str) -> None:
-        with self._lock:
-            if key in self._held and self._held[key][0] == ident:
-                self._forget(key)
 
 
 def _deal(remote: RemoteServers, conversions: Conversions, m: pb.BlockDeal, to_s1: bytes,
@@ -339,17 +158,19 @@ class Started:
         return self.first.standing, self.s
 
 
-def convert(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
-            transcript: linkbit.Transcript, clock: dict[str, float],
-            without_mask: bool = False) -> Started:  # fmt: skip
-    """Part `index`'s partner (member_b): its conversion at S1 and S2 started, piece 0 (of
-    `standing.CHUNK` records, saying whether S1 and S2 keep [M_B]) dealt; `Started.rest`
-    deals the others. Piece 0 failing, the conversion is given up in the background."""
-    part = remote._parts[index]
-    records, widths = remote.records[part.member_b], tuple(remote._bits)
+def convert(remote: RemoteServers, conversions: Conversions, base: pb.BlockDeal, records: int,
+            widths: Sequence[int], p: Plan, transcript: linkbit.Transcript,
+            clock: dict[str, float], without_mask: bool = False) -> Started:  # fmt: skip
+    """A conversion of the partner `base` names (member_b, `records` of CLKs `widths`)
+    started at S1 and S2: piece 0 (of `standing.CHUNK` records, `base` with a fresh
+    conversion id, saying whether S1 and S2 keep [M_B]) dealt; `Started.rest` deals the
+    others. `base`: a query's part (`_base`) or the partner alone (standahead). Piece 0
+    failing, the conversion is given up in the background."""
     w0 = time.perf_counter()
-    s = _timed(clock, standing.deal, records, widths)
-    m = _base(remote, index, secrets.token_hex(12))
+    s = _timed(clock, standing.deal, records, tuple(widths))
+    m = pb.BlockDeal()
+    m.CopyFrom(base)
+    m.blocks, m.standing = secrets.token_hex(12), secrets.token_hex(12)
     m.standing_piece, m.standing_pieces = 0, len(standing.chunks(records))
     m.standing_without_mask = without_mask
     start, stop = standing.chunks(records)[0]
@@ -410,7 +231,7 @@ def _finish(conversions: Conversions, key: Key, size: int, started: Started,
         conversions.end()
 
 
-def _background(remote: RemoteServers, conversions: Conversions, key: Key, size: int,
+def background(remote: RemoteServers, conversions: Conversions, key: Key, size: int,
                 started: Started) -> None:  # fmt: skip
     """The later pieces on a thread of their own (one at a time: `Conversions.admit`), so
     the query that started it is answered by pairs meanwhile; `remote`'s channels are held
@@ -426,20 +247,59 @@ def _background(remote: RemoteServers, conversions: Conversions, key: Key, size:
     conversions.running(threading.Thread(target=work, name=f"standing-{key[0]}", daemon=True))
 
 
+def key_of(name: str, records: int, bits: Sequence[int], cutoffs: Sequence[float],
+           rule: Rule) -> Key:  # fmt: skip
+    """C's key of a conversion: the partner's name at S1 and S2, its records and CLK widths,
+    the run's cut-offs and rule (a query's and a conversion started ahead of it the same)."""
+    return (name, records, tuple(bits), tuple(cutoffs),
+            (wire_rule(rule) or pb.ScoreRule()).SerializeToString())  # fmt: skip
+
+
+def start(remote: RemoteServers, conversions: Conversions, key: Key, base: pb.BlockDeal,
+          p: Plan, transcript: linkbit.Transcript, clock: dict[str, float],
+          ) -> tuple[Started, int] | str:  # fmt: skip
+    """Partner `key`'s conversion admitted (`Conversions.admit`) and its piece 0 (`base`:
+    `convert`) dealt: (the conversion started, its bytes at each server), the caller then
+    `_finish`es or `_background`s it; or why it was not admitted. Where a server whose bound
+    C did not know yet refuses [M_B] (`STANDING_ROOM`), piece 0 again without."""
+    records = key[1]
+    without = conversions.without_mask(key, records)  # (standq: C decides, S1 and S2 obey)
+    size = kept_bytes(records, key[2], mask=not without)
+    why = conversions.admit(key, records, size)
+    if why:
+        return why
+    try:
+        try:
+            started = convert(remote, conversions, base, records, key[2], p, transcript, clock,
+                              without)  # fmt: skip
+        except errors.FailedPrecondition as exc:
+            if STANDING_ROOM not in str(exc) or without:
+                raise
+            said = re.search(r"--standing-bytes (\d+)", str(exc))
+            conversions.told(int(said.group(1)) if said else 0)
+            size = kept_bytes(records, key[2], mask=False)
+            started = convert(remote, conversions, base, records, key[2], p, transcript, clock,
+                              True)  # fmt: skip
+    except BaseException:
+        conversions.end()
+        raise
+    return started, size
+
+
 def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
                      transcript: linkbit.Transcript, clock: dict[str, float],
                      ) -> tuple[str, int] | None:  # fmt: skip
     """C: part `index` (a query's records x a partner, whole, under the rule; clk 0 or 1)
     against the partner converted once: the query's blocks' id and largest batch; or None,
     the part goes by pairs: C holds no conversion of the partner (or S1 or S2 no longer
-    does), and starts one where admitted (`Conversions.admit`): piece 0 within this query
-    (S1 checks it against the query's proposal), the rest in the background (standbg: a
-    query never waits for a conversion), the next query going standing."""
+    does), and starts one where admitted (`start`): piece 0 within this query (S1 checks it
+    against the query's proposal), the rest in the background (standbg: a query never waits
+    for a conversion), the next query going standing. (Most conversions start before any
+    query since standahead; this is the fallback: after a drop or a refused start.)"""
     part = remote._parts[index]
     records = remote.records[part.member_b]
-    key: Key = (remote.members[part.member_b], records, tuple(remote._bits),
-                tuple(remote._cutoffs),
-                (wire_rule(remote._rule) or pb.ScoreRule()).SerializeToString())  # fmt: skip
+    key = key_of(remote.members[part.member_b], records, remote._bits, remote._cutoffs,
+                 remote._rule)  # fmt: skip
     conversions.asking(remote)
     got = conversions.get(key)
     if got is not None:
@@ -452,29 +312,14 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
                 raise
             log.info("converting %s's upload again: %s", key[0], exc)
             conversions.drop(key, got[0])
-    without = conversions.without_mask(key, records)  # (standq: C decides, S1 and S2 obey)
-    size = kept_bytes(records, key[2], mask=not without)
-    why = conversions.admit(key, records, size)
-    if why:
+    made = start(remote, conversions, key, _base(remote, index, ""), p, transcript, clock)
+    if isinstance(made, str):
         log.info("%s's part goes by pairs, not converted as a standing partner: %s",
-                 key[0], why)  # fmt: skip
+                 key[0], made)  # fmt: skip
         return None
-    try:
-        try:
-            started = convert(remote, conversions, index, p, transcript, clock, without)
-        except errors.FailedPrecondition as exc:
-            if STANDING_ROOM not in str(exc) or without:
-                raise
-            # (a server whose bound C did not know yet refused [M_B]: piece 0 again without)
-            said = re.search(r"--standing-bytes (\d+)", str(exc))
-            conversions.told(int(said.group(1)) if said else 0)
-            without, size = True, kept_bytes(records, key[2], mask=False)
-            started = convert(remote, conversions, index, p, transcript, clock, True)
-    except BaseException:
-        conversions.end()
-        raise
+    started, size = made
     if records > INLINE_RECORDS:
-        _background(remote, conversions, key, size, started)
+        background(remote, conversions, key, size, started)
         return None
     _finish(conversions, key, size, started, transcript, clock, False)
     got = conversions.get(key)
@@ -490,10 +335,14 @@ __all__ = [
     "PAUSE_SECONDS",
     "RECENT_SECONDS",
     "Conversions",
+    "Key",
     "Started",
+    "background",
     "convert",
     "give_up",
     "kept_bytes",
+    "key_of",
     "later_piece",
     "prepare_standing",
+    "start",
 ]

@@ -17,7 +17,9 @@ not hold (restarted, dropped, another version of the upload) is refused FAILED_P
 A deal that fails a check is refused by both servers, naming the dealer, and audited
 (`twoserver.deal`), before any output share; S1 checks every query's standing deal and
 each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule, or
-its fallback part on clk 1 (fallstand), the run's cut-offs); a conversion's later pieces,
+its fallback part on clk 1 (fallstand), the run's cut-offs), or, a piece 0 naming no query
+(C converting ahead of the queries, standahead), against its own rules
+(rpc/twoserver_standstart.py); a conversion's later pieces,
 which C sends in the background after the query that started it (standbg), are taken by the
 conversion's id alone (`_continued`).
 A piece that fails at a server (refused, its setup wrong, its exchange cut) drops the
@@ -36,6 +38,7 @@ from blindmatch.matcher.core import denseblock, linkbit, standing, standingsteps
 from blindmatch.matcher.core.margincircuit import Plan
 from blindmatch.matcher.core.standingsteps import Steps
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
+from blindmatch.matcher.rpc import twoserver_standstart as standstart
 from blindmatch.matcher.rpc.twoserver_blocks import (
     MAX_PAIRS,
     Held,
@@ -79,6 +82,8 @@ def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
         )
     if m.standing_pieces and m.standing_piece:
         return _continued(role, m)
+    if m.standing_pieces and not m.member_a:  # piece 0 ahead of any query (standahead)
+        return (*standstart.ahead(role, m), "")
     held = role.pair_held(m)
     if m.standing_pieces:
         if m.standing_pieces != len(standing.chunks(held[1].records)) or (
@@ -124,19 +129,7 @@ def _continued(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
     next (`piece_steps`): so C makes S1 and S2 convert no other upload and no more than
     the pieces one checked piece 0 started, each once. (The partner upload is returned
     twice: a piece reads member_b's alone.)"""
-    if m.member_a or m.records_a or m.part or m.rows_a or m.rows_b or m.clk:
-        raise errors.InvalidArgument(
-            "member_a/records_a/part/rows_a/rows_b/clk: a conversion's later piece names its "
-            "partner (member_b) alone"
-        )
-    b = role.member(m.member_b, "member_b")
-    pieces = len(standing.chunks(b.records))
-    if m.records_b != b.records or m.standing_pieces != pieces or m.standing_piece >= pieces:
-        raise errors.InvalidArgument(
-            f"records_b/standing_pieces: {m.records_b} records in {m.standing_pieces} pieces "
-            f"(piece {m.standing_piece}), but {NAMES[role.role]} holds {b.records} of "
-            f"{m.member_b!r}, {pieces} pieces"
-        )
+    b = standstart.partner_alone(role, m, "a conversion's later piece")
     p = margin_plan(b.bits, 0, m.cutoffs, part_rule(m, "standing"), "standing")
     entry = role.standing.piece(m, b, p, b.bits, 0 if role.role == "s1" else 1)  # or refused
     return [b, b], p, entry.run if role.role == "s1" else ""

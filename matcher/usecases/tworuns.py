@@ -96,6 +96,10 @@ class TwoServerSetup:
     # The matcher stops: its queries' background standing conversion stopped and given up at
     # S1 and S2 (rpc/twoserver_standdeal.py `Conversions.close`).
     close: Callable[[], object] = lambda: None
+    # C's conversion of a standing partner started ahead of its queries (standahead: at its
+    # upload, at the matcher's start; rpc/twoserver_standahead.py `Ahead`): (its name at S1
+    # and S2, records, CLK widths, the project's threshold, the upload's rule), queued.
+    convert_ahead: Callable[[str, int, tuple[int, ...], float, Rule], None] = lambda *_: None
 
 
 def not_set_up(what: str) -> FailedPrecondition:

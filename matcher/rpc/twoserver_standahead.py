@@ -1,0 +1,180 @@
+"""C converting standing partners ahead of their queries (standahead, issue 18 (b);
+docs/protocol.md "A conversion started ahead of its queries"): a partner's conversion at S1
+and S2 starts as soon as C can, when a member's two-server upload completes at the matcher
+and, at the matcher's start, for the uploads S1 and S2 already hold
+(realtime/twoahead.py asks), not at its first query; so the queries after it go standing,
+and no query waits on or starts it.
+
+`Ahead` works a queue of partners on one daemon thread, one conversion at a time, within
+C's usual admission (rpc/twoserver_conversions.py `Conversions.admit`: S1's and S2's room,
+beside the partners used within RECENT_SECONDS; it waits while another conversion is being
+made, a query's or its own): piece 0 names the partner alone (no query: S1 checks it
+against its own rules, rpc/twoserver_standstart.py), the later pieces go in the background
+as a query's conversion's do (rpc/twoserver_standdeal.py `background`). A partner is queued
+only where a query's part against it would go standing (core/partpath.py `by_standing`: two
+CLKs under the rule, at least STANDING_RECORDS records); one S1 refuses (over its
+`--query-whole-pairs`, converted without a query within the hour, ...) or that fails is
+logged and left to its first query (the fallback, as before standahead).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import linkbit, margincircuit, partpath
+from blindmatch.matcher.core.twoserver import Combiner
+from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
+from blindmatch.matcher.rpc.twoserver_conversions import BUSY, Conversions, partner_of
+from blindmatch.matcher.rpc.twoserver_peers import wire_rule
+from blindmatch.protos import blindmatch_pb2 as pb
+
+if TYPE_CHECKING:
+    from blindmatch.matcher.rpc.twoserver_client import RemoteServers
+
+log = logging.getLogger("blindmatch.matcher.twoserver")
+
+# A knob: False, C converts a partner at its first query only (before standahead; the tests of
+# that path, the fallback, turn this off).
+AHEAD = True
+WAIT_SECONDS = 5.0  # how often the worker looks again while another conversion is being made
+
+
+@dataclass(frozen=True)
+class Partner:
+    """A partner to convert: its upload's name at S1 and S2, records and CLK widths, the
+    project's threshold and the upload's rule (a query's terms against it)."""
+
+    name: str
+    records: int
+    bits: tuple[int, ...]
+    threshold: float
+    rule: Rule
+
+
+def wanted(records: int, bits: Sequence[int], rule: Rule) -> bool:
+    """Whether a query's whole part against such a partner would go standing (as
+    core/partpath.py `by_standing` takes it; S1 alone knows whether it is compared whole)."""
+    if not AHEAD or len(bits) != 2 or not rule.active or partpath.PATH in ("pairs", "blocks"):
+        return False
+    return partpath.PATH == "standing" or records >= partpath.STANDING_RECORDS
+
+
+class Ahead:
+    """C's conversions ahead of the queries: a queue, worked on a daemon thread of its own.
+    `servers`: S1 and S2 as C reaches them (`TwoServerSetup.servers`); `conversions`: C's
+    (`combiner_setup`'s, read at each start: a matcher started again on the set-up holds new
+    ones). `started`, `refused`, `failed`, `declined`: partners whose conversion went into the
+    background, S1 or S2 refused, failed otherwise, or found no room (tests, the logs)."""
+
+    def __init__(self, servers: Callable[[list[str], list[int], list[int]], RemoteServers],
+                 conversions: Callable[[], Conversions]) -> None:  # fmt: skip
+        self._servers, self._conversions = servers, conversions
+        self._queue: deque[Partner] = deque()
+        self._cond = threading.Condition()
+        self._working = False
+        self._epoch = 0  # `close`: what was queued before it is not started
+        self.started = self.refused = self.failed = self.declined = 0
+
+    def convert(self, partner: Partner) -> None:
+        """Queue `partner` (where `wanted`), in place of the same member's queued upload."""
+        if not wanted(partner.records, partner.bits, partner.rule):
+            return
+        with self._cond:
+            member = partner_of(partner.name)  # (its newer upload in place of a queued one)
+            self._queue = deque(p for p in self._queue if partner_of(p.name) != member)
+            self._queue.append(partner)
+            if not self._working:
+                self._working = True
+                threading.Thread(target=self._work, name="standing-ahead", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._working = False
+                    self._cond.notify_all()
+                    return
+                partner, epoch = self._queue.popleft(), self._epoch
+            try:
+                self._start(partner, epoch)
+            except Exception as exc:  # (a bug: logged, the queue goes on)
+                log.exception("converting %s's upload ahead of its queries: %s", partner.name, exc)
+
+    def _start(self, partner: Partner, epoch: int) -> None:
+        """`partner`'s conversion started (piece 0 dealt, the rest in the background), or
+        why not logged."""
+        name, records, bits, rule = partner.name, partner.records, partner.bits, partner.rule
+        cutoffs = Combiner(None, partner.threshold, clks=2, rule=rule).cutoffs
+        try:
+            plan = margincircuit.plan(bits[0], bits[1], cutoffs, rule)
+        except ValueError:  # (a rule the margin does not fit: its parts go by pairs)
+            return
+        key = standdeal.key_of(name, records, bits, cutoffs, rule)
+        base = pb.BlockDeal(member_b=name, records_b=records, cutoffs=cutoffs,
+                            rule=wire_rule(rule), margin=True)  # fmt: skip
+        while True:
+            conversions = self._conversions()
+            while not conversions.idle(WAIT_SECONDS) and not conversions.stopping():
+                pass  # (another conversion being made: one at a time)
+            with self._cond:
+                if epoch != self._epoch or conversions.stopping() or conversions.holds(key):
+                    return  # (stopped; or a query converted it meanwhile)
+            remote = self._servers([name], [records], list(bits))
+            try:
+                made = self._made(remote, conversions, key, base, plan)
+            finally:
+                remote.close()
+            if made != BUSY:
+                return
+
+    def _made(self, remote: RemoteServers, conversions: Conversions, key: standdeal.Key,
+              base: pb.BlockDeal, plan: margincircuit.Plan) -> str:  # fmt: skip
+        """Piece 0 dealt and the rest put in the background; or why not ("" once started)."""
+        try:
+            made = standdeal.start(remote, conversions, key, base, plan, linkbit.Transcript(), {})
+        except errors.ServiceError as exc:
+            refused = isinstance(exc, errors.PermissionDenied | errors.FailedPrecondition)
+            with self._cond:
+                self.refused, self.failed = self.refused + refused, self.failed + (not refused)
+            log.log(logging.INFO if refused else logging.WARNING,
+                    "%s's upload not converted ahead of its queries (its first query converts "
+                    "it): %s", key[0], exc)  # fmt: skip
+            return ""
+        if isinstance(made, str):
+            if made != BUSY:
+                with self._cond:
+                    self.declined += 1
+                log.info("%s's upload not converted ahead of its queries: %s", key[0], made)
+            return made
+        started, size = made
+        with self._cond:
+            self.started += 1
+        log.info("converting %s's upload (%d records) ahead of its queries (conversion %s)",
+                 key[0], key[1], started.first.standing)  # fmt: skip
+        standdeal.background(remote, conversions, key, size, started)
+        return ""
+
+    def idle(self, timeout: float) -> bool:
+        """Wait until nothing is queued and no conversion is being made (tests, the
+        benchmark): True, or False where `timeout` seconds passed first."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._working, timeout):
+                return False
+        return self._conversions().idle(timeout)
+
+    def close(self) -> None:
+        """The matcher stops: nothing queued is started (the conversion being made stops
+        with C's conversions, `Conversions.close`)."""
+        with self._cond:
+            self._queue.clear()
+            self._epoch += 1
+
+
+__all__ = ["AHEAD", "WAIT_SECONDS", "Ahead", "Partner", "wanted"]

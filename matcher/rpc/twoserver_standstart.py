@@ -1,0 +1,106 @@
+"""S1's and S2's check of a conversion's piece 0 that comes without a query (standahead: C
+converts a partner as its upload completes, and at C's start for the uploads S1 and S2 hold;
+rpc/twoserver_standahead.py; docs/protocol.md "A conversion started ahead of its queries").
+
+Such a piece 0 names the partner alone, as a later piece does (`member_b`, `records_b`, the
+cut-offs and rule, `standing`, `standing_piece` 0, `standing_pieces`; no `member_a`,
+`records_a`, `part`, `clk` or rows). S2 checks its shape; S1 (whose check S2 follows: S1
+opens the exchange only past it, naming the deal's digest) checks it also against what S1
+itself knows, as it would a query's piece 0 against its proposal: the partner's upload held,
+of these records (this version of it), no query's or watch's records; the cut-offs a run's
+(`run_cutoffs`: the threshold, none or the default buckets) at S1's `--threshold` where set;
+the rule the upload's (a standing part is the record CLK's under the rule); a one-record
+query against it compared whole under S1's caps (core/exhaustive.py `run_cap`: a partner
+over `--query-whole-pairs` is never compared whole, so never converted); and at most one such
+start of this version of the upload in AHEAD_SECONDS (rpc/twoserver_standcache.py
+`Standings.ahead`), so that a C cannot make S1 and S2 convert an upload over and over with no
+query counted. Anything else is refused PERMISSION_DENIED, audited `twoserver.refused`.
+"""
+
+from __future__ import annotations
+
+from blindmatch.matcher import errors
+from blindmatch.matcher.core import exhaustive, standing, tickets
+from blindmatch.matcher.core.margincircuit import Plan
+from blindmatch.matcher.core.proposal import Refused, run_cutoffs
+from blindmatch.matcher.rpc.twoserver_margin import margin_plan
+from blindmatch.matcher.rpc.twoserver_role import NAMES, _Role
+from blindmatch.matcher.rpc.twoserver_standcache import AHEAD_SECONDS
+from blindmatch.matcher.rpc.twoserver_uploads import Held as Upload
+from blindmatch.matcher.rpc.twoserver_uploads import part_rule
+from blindmatch.protos import blindmatch_pb2 as pb
+
+# The one-record query S1 weighs a partner against (`run_cap` reads only that it is a query's).
+ONE_RECORD = f"asker{tickets.QUERY_MARK}00000000/00000000"
+
+
+def partner_alone(role: _Role, m: pb.BlockDeal, what: str) -> Upload:
+    """The partner's upload of a deal that names it alone (`what`: a conversion's later
+    piece, rpc/twoserver_standing.py `_continued`, or a piece 0 ahead of any query), at the
+    records held of it and their pieces, else INVALID_ARGUMENT."""
+    if m.member_a or m.records_a or m.part or m.rows_a or m.rows_b or m.clk:
+        raise errors.InvalidArgument(
+            f"member_a/records_a/part/rows_a/rows_b/clk: {what} names its partner (member_b) alone"
+        )
+    b = role.member(m.member_b, "member_b")
+    pieces = len(standing.chunks(b.records))
+    if m.records_b != b.records or m.standing_pieces != pieces or m.standing_piece >= pieces:
+        piece = f" (piece {m.standing_piece})" if m.standing_piece else ""
+        raise errors.InvalidArgument(
+            f"records_b/standing_pieces: {m.records_b} records in {m.standing_pieces} pieces"
+            f"{piece}, but {NAMES[role.role]} holds {b.records} of {m.member_b!r}, {pieces} "
+            "pieces"
+        )
+    return b
+
+
+def ahead(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan]:
+    """Piece 0 `m` without a query, checked (S1: against its own rules, `_allowed`): the
+    partner's upload (twice: a piece reads member_b's alone) and the conversion's margin plan."""
+    b = partner_alone(role, m, "a conversion's piece 0 without a query")
+    rule = part_rule(m, "standing")
+    p = margin_plan(b.bits, 0, m.cutoffs, rule, "standing")
+    role.standing.keeps(m, b.records, tuple(b.bits))  # or refused: no room for [M_B]
+    if role.role == "s1":
+        _allowed(role, m, b)
+    return [b, b], p
+
+
+def _allowed(role: _Role, m: pb.BlockDeal, b: Upload) -> None:
+    """S1: a conversion C could start under the project's rules, else PERMISSION_DENIED
+    (audited); noted (`Standings.ahead`) last, once everything else passed."""
+    try:
+        if tickets.is_query(m.member_b):
+            raise Refused(f"member_b: {m.member_b!r} is a query's or watch's records, no partner")
+        cutoffs = run_cutoffs(m.cutoffs[0] if m.cutoffs else 0.0, m.cutoffs[1:])
+        threshold = getattr(role, "threshold", None)
+        if threshold is not None and cutoffs[0] != threshold:
+            raise Refused(f"cutoffs: threshold {cutoffs[0]}, but S1 runs at {threshold}")
+        rule = part_rule(m, "standing")
+        if not rule.active or rule != b.rule:
+            raise Refused(
+                f"rule: {rule.text() or 'none'}, but {m.member_b!r}'s upload says "
+                f"{b.rule.text() or 'none'} (a standing part is under the upload's rule)"
+            )
+        project = m.member_b.split("/", 1)[0] + "/" if "/" in m.member_b else ""
+        if not exhaustive.run_cap([project + ONE_RECORD, m.member_b], role.exhaustive,  # type: ignore[attr-defined]
+                                  [1, b.records], role.small_member,  # type: ignore[attr-defined]
+                                  role.query_whole):  # type: ignore[attr-defined]  # fmt: skip
+            raise Refused(
+                f"member_b: a one-record query against {m.member_b}'s {b.records:,} records "
+                "is blocked under S1's caps (--query-whole-pairs): never compared whole, so "
+                "never converted"
+            )
+        since = role.standing.ahead(m.member_b, b)
+        if since is not None:
+            raise Refused(
+                f"standing: {m.member_b!r}'s upload was converted without a query "
+                f"{since:.0f} s ago (once in {AHEAD_SECONDS:.0f} s): a query starts it"
+            )
+    except Refused as exc:
+        role.log("combiner", "twoserver.refused", members=["", m.member_b], standing=m.standing,
+                 reason=str(exc))  # fmt: skip
+        raise errors.PermissionDenied(str(exc)) from None
+
+
+__all__ = ["ONE_RECORD", "ahead", "partner_alone"]
