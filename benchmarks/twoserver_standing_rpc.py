@@ -470,7 +470,7 @@ def main() -> int:
     )
     parser.add_argument("--trim-every", type=int, default=standing_rpc.TRIM_EVERY,
                         help="S1 and S2 trim their heap every K conversion pieces and after the "
-                             "last (1, the default: after each)")  # fmt: skip
+                             "last (the servers' TRIM_EVERY; 1: after each)")  # fmt: skip
     parser.add_argument("--bands", type=int, default=PLAN.bands,
                         help="the band plan's bands (S1 compares every pair: their keys go "
                              "unread, but S1's upload holds them, ~214 MB a band a CLK at "
