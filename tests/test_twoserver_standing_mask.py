@@ -38,8 +38,9 @@ def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
     """Two partners where S1's and S2's `--standing-bytes` hold both without [M_B] but not
     one with it: both converted once, kept without [M_B] (the smaller figure, at S1, S2 and
     in C's count), every later query standing, each answer that by pairs; each server's heap
-    trimmed after each piece. (Before: the first kept with [M_B], over the bound alone, and
-    the second went by pairs every time; no trim.)"""
+    trimmed after each conversion's last piece (TRIM_EVERY 16, more than its 3). (Before: the
+    first kept with [M_B], over the bound alone, and the second went by pairs every time; no
+    trim.)"""
     partners = ["south", "east"]
     for name in partners:
         roles.upload(name, shares["south"])
@@ -64,7 +65,7 @@ def test_partners_that_fit_only_without_m_b_are_kept_so_and_all_go_standing(
     assert conversions.converted == 2 and roles.conversions() == [2, 2]
     assert conversions.declined == 0 and conversions.queried == 2  # the second round standing
     assert sorted(conversions._bytes.values()) == [small, small]
-    assert trims[0] == 2 * 2 * 3  # each server's heap trimmed after each piece of both
+    assert trims[0] == 2 * 2 * 1  # each server's heap trimmed after the last piece of both
     for r in ROLES:
         kept = roles.running[r].service.standing
         assert kept.bytes_kept() == 2 * small

@@ -60,12 +60,12 @@ from blindmatch.protos import blindmatch_pb2 as pb
 log = logging.getLogger("blindmatch.matcher.twoserver")
 T = TypeVar("T")
 # A conversion's freed temporaries are given back (`standcache.trim`) after every TRIM_EVERY
-# pieces and after its last. 1: after each (standmask). Larger cut the conversion's CPU ~28%
-# (glibc reusing one piece's freed heap for the next instead of the kernel mapping and zeroing
-# it afresh: half the conversion's CPU was system time) but at 16 one query at 128,000 records
-# found a link by pairs does not in two runs of three (docs/performance.md "A standing query's
-# CPU over gRPC"): a read of memory fresh pages hid, or a race. Kept at 1 until that is found.
-TRIM_EVERY = 1
+# pieces and after its last (1 was after each, standmask): between trims glibc reuses one
+# piece's freed heap for the next instead of the kernel mapping and zeroing it afresh (half the
+# conversion's CPU was system time; 16 cut it ~28%, the RSS after it about the same). The
+# "wrong link" seen with 16 was a link in the clear of that run's members (standfault:
+# docs/performance.md "The 128,000-record query's extra link").
+TRIM_EVERY = 16
 
 
 def _checked(role: _Role, m: pb.BlockDeal) -> tuple[list[Upload], Plan, str]:
