@@ -51,7 +51,7 @@ STALE_SECONDS = 900.0
 AHEAD_SECONDS = 3600.0
 
 
-# Every rpc/twoserver_standing.py TRIM_EVERY pieces of a conversion (1: each) and after its
+# Every rpc/twoserver_standing.py TRIM_EVERY pieces of a conversion (16, standfault) and after its
 # last, S1 and S2 give glibc's freed heap back (`trim`): the pieces' temporaries (tens of MB
 # each, under glibc's raised mmap threshold) otherwise stay in the process's RSS (+864 MiB
 # beside 376 MiB kept at 16,000 records, standmask).
