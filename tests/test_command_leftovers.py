@@ -44,9 +44,13 @@ sys.exit(main(sys.argv[3:]))
 
 
 def _terminated(
-    command: list[str], tmp: Path, appeared: Callable[[], bool], env: dict[str, str] | None = None
+    command: list[str],
+    tmp: Path,
+    appeared: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    signum: signal.Signals = signal.SIGTERM,
 ) -> tuple[int, str]:
-    """Run `command`, wait until `appeared()`, send SIGTERM: its exit status and stderr."""
+    """Run `command`, wait until `appeared()`, send `signum`: its exit status and stderr."""
     proc = subprocess.Popen(
         command, cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp), **(env or {})},
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -54,7 +58,7 @@ def _terminated(
     try:
         while not appeared():
             assert proc.poll() is None, proc.communicate()[1]
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
@@ -100,18 +104,39 @@ def test_a_privacy_check_ended_by_sigterm_leaves_no_folder_in_the_temp_dir(
     assert not out.exists()
 
 
-def test_a_query_ended_by_sigterm_leaves_no_folder_in_the_temp_dir(
-    tmp: Path, person_files: tuple[Path, Path, Path]
+@pytest.mark.parametrize(
+    "signum, code, said",
+    [(signal.SIGTERM, TERMINATED, "Terminated."), (signal.SIGINT, 130, "Interrupted.")],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_a_query_ended_by_sigterm_or_ctrl_c_leaves_no_folder_in_the_temp_dir(
+    tmp: Path, person_files: tuple[Path, Path, Path], signum: signal.Signals, code: int, said: str
 ) -> None:
     secret, _, _ = person_files
-    code, err = _terminated(
+    ended, err = _terminated(
         [sys.executable, "-c", HELD, "blindmatch.client.encoding.person", "encode_csv",
          "query", "--server", "localhost:1", "--project", "trial", "--token", "t",
          "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret), "--purpose", "case 1",
          "--surname", "Hughes", "--given-name", "Grace"],
-        tmp, lambda: any(tmp.glob("blindmatch-query-*/query.csv")),
+        tmp, lambda: any(tmp.glob("blindmatch-query-*/query.csv")), signum=signum,
     )  # fmt: skip
-    _assert_ended(code, err)
+    assert (ended, said in err, "Traceback" in err) == (code, True, False), err
+    assert list(tmp.iterdir()) == []
+
+
+def test_a_query_that_fails_leaves_no_folder_in_the_temp_dir(
+    tmp: Path, person_files: tuple[Path, Path, Path]
+) -> None:
+    """(Its error exit: nothing listens at its address, after the person was encoded.)"""
+    secret, _, _ = person_files
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "query", "--server", "127.0.0.1:1", "--project",
+         "trial", "--token", "t", "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret),
+         "--purpose", "case 1", "--surname", "Hughes"],
+        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
     assert list(tmp.iterdir()) == []
 
 
