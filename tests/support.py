@@ -339,6 +339,20 @@ def snapshot(matcher: Matcher) -> dict[str, object]:
     return state
 
 
+def set_layout(db: Path, layout: int) -> None:
+    """Write a store's layout into its header (`PRAGMA user_version`), as a newer
+    blindmatch would (the store closed; nothing left beside it after)."""
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute(f"PRAGMA user_version = {layout}")
+        conn.commit()
+
+
+def files_of(data_dir: Path) -> dict[str, bytes]:
+    """Every file under `data_dir`, by its path there, with its bytes."""
+    found = (p for p in data_dir.rglob("*") if p.is_file())
+    return {str(p.relative_to(data_dir)): p.read_bytes() for p in found}
+
+
 def corrupt_table(db_path: Path, table: str) -> None:
     """Scribble over the b-tree header of `table`'s root page, as a bad disk block would
     (the database must be closed: nothing of it left in a -wal file)."""

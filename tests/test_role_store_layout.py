@@ -4,9 +4,7 @@ newer one, refuses the role's start, saying so, and is left byte for byte as it 
 
 from __future__ import annotations
 
-import contextlib
 import secrets
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from blindmatch.cli.app import main
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.role_check import check_role_dir
 from blindmatch.matcher.storage.role_store import LAYOUT, RoleStore, layout_of
+from tests.support import files_of, set_layout
 
 ARRAYS = [("shares_0", np.arange(64, dtype=np.uint8).reshape(4, 16))]
 
@@ -31,24 +30,12 @@ def _held(data_dir: Path, role: str = "s2") -> Path:
     return store.path
 
 
-def _set_layout(db: Path, layout: int) -> None:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        conn.execute(f"PRAGMA user_version = {layout}")
-        conn.commit()
-
-
-def _files(data_dir: Path) -> dict[str, bytes]:
-    """Every file under `data_dir`, by its path there, with its bytes."""
-    found = (p for p in data_dir.rglob("*") if p.is_file())
-    return {str(p.relative_to(data_dir)): p.read_bytes() for p in found}
-
-
 def test_a_store_is_made_at_this_layout_and_one_from_before_the_marker_opens(
     tmp_path: Path,
 ) -> None:
     db = _held(tmp_path)
     assert layout_of(db) == LAYOUT == 1
-    _set_layout(db, 0)  # as a store written before the layout was recorded
+    set_layout(db, 0)  # as a store written before the layout was recorded
     store = RoleStore(tmp_path, "s2")
     try:
         assert sorted(store.load(lambda meta, arrays: arrays).held) == ["north"]
@@ -60,15 +47,15 @@ def test_a_store_of_a_newer_layout_refuses_the_start_and_is_left_unchanged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = _held(tmp_path / "s2")
-    _set_layout(db, LAYOUT + 1)
-    before = _files(tmp_path / "s2")
+    set_layout(db, LAYOUT + 1)
+    before = files_of(tmp_path / "s2")
     with pytest.raises(StartupRefused) as refused:
         RoleStore(tmp_path / "s2", "s2")
     said = str(refused.value)
     assert f"{db}: held store layout {LAYOUT + 1}, written by a newer blindmatch" in said
     assert f"this one knows layout {LAYOUT} and older" in said
     assert "upgrade blindmatch, or move the store aside" in said
-    assert _files(tmp_path / "s2") == before
+    assert files_of(tmp_path / "s2") == before
     # The command line: exit 2 with that message, the store as it was.
     keys = {}
     for name in ("parties", "members"):
@@ -80,10 +67,10 @@ def test_a_store_of_a_newer_layout_refuses_the_start_and_is_left_unchanged(
                  "--data-dir", str(tmp_path / "s2")])  # fmt: skip
     assert code == 2
     assert "written by a newer blindmatch" in capsys.readouterr().err
-    assert {k: v for k, v in _files(tmp_path / "s2").items() if "held" in k} == before
+    assert {k: v for k, v in files_of(tmp_path / "s2").items() if "held" in k} == before
     # `admin check` (read-only) says the same, and reads no further.
     report = check_role_dir(tmp_path / "s2", "s2", require_key=False)
     assert f"{db}: held store layout {LAYOUT + 1}, written by a newer blindmatch" in report.render()
     assert not report.ok
-    after = _files(tmp_path / "s2")  # (a read-only SQLite reader makes a -shm and -wal)
+    after = files_of(tmp_path / "s2")  # (a read-only SQLite reader makes a -shm and -wal)
     assert {k: after[k] for k in before} == before

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import Subcommands, at_least, command, unit_interval
 from blindmatch.client.errors import InputError
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from blindmatch.client.tools.privacy.report import CheckReport
 
 
+@ends_at_sigterm  # (matplotlib's temporary config folder, where it makes one, deleted)
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from blindmatch.client.tools.evaluate import evaluate_files
 
@@ -27,6 +29,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_at_sigterm  # its temporary folder (the synthetic exports) deleted
 def cmd_privacy_check(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encode import read_secret
     from blindmatch.client.encoding.harden import NONE, RECOMMENDED

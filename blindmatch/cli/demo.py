@@ -8,17 +8,12 @@ command line, which sits above both client and matcher, hands it a way to start 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import Subcommands, command
-
-TERMINATED = 128 + signal.SIGTERM  # the exit status of a demo ended by SIGTERM
 
 if TYPE_CHECKING:
     from blindmatch.client.tools.demo import Servers
@@ -101,31 +96,17 @@ def held(project: str, server: RunningServer, roles: list[RunningRole]) -> list[
     return lines
 
 
+@ends_at_sigterm  # its temporary folder (the exports, ENCODED folders, data dirs) deleted
 def cmd_demo(args: argparse.Namespace) -> int:
-    # SIGTERM (`kill`, `timeout`) ends the demo as Ctrl-C does: its temporary folder (the
-    # exports, the ENCODED folders, the matchers' data dirs) is deleted, not left in TMPDIR.
-    from blindmatch.cli.watch import Terminated, sigterm_as_ctrl_c
+    if args.two_server:
+        from blindmatch.client.tools.demo_twoserver import run_two_server_demo
 
-    try:
-        with sigterm_as_ctrl_c():
-            if args.two_server:
-                from blindmatch.client.tools.demo_twoserver import run_two_server_demo
+        run_two_server_demo(start_two_server, start_matcher, records=args.records,
+                            seed=args.seed, keep=args.keep)  # fmt: skip
+        return 0
+    from blindmatch.client.tools.demo import run_demo
 
-                run_two_server_demo(start_two_server, start_matcher, records=args.records,
-                                    seed=args.seed, keep=args.keep)  # fmt: skip
-                return 0
-            from blindmatch.client.tools.demo import run_demo
-
-            run_demo(start_matcher, records=args.records, seed=args.seed, keep=args.keep)
-    except Terminated:
-        print("Terminated.", file=sys.stderr, flush=True)
-        if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-               if t is not threading.main_thread()):  # fmt: skip
-            # clkhash's feeder of its encoding workers (10,000 records a member and more),
-            # stuck on a queue no worker reads now: the exit would wait for it for ever.
-            sys.stdout.flush()
-            os._exit(TERMINATED)
-        return TERMINATED
+    run_demo(start_matcher, records=args.records, seed=args.seed, keep=args.keep)
     return 0
 
 

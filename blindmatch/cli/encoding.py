@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
     Choices,
     Subcommands,
@@ -20,6 +21,7 @@ from blindmatch.cli.options import (
 PRIVACY_CHECK_MIN = 500
 
 
+@ends_at_sigterm  # the ENCODED folder half-written (a hidden folder beside it) deleted
 def cmd_encode(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encode import encode_csv, save_encoded
     from blindmatch.client.encoding.frequency import untiered, untiered_warning

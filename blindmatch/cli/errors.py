@@ -7,6 +7,9 @@
     exit 3    the matcher refused: wrong token, unknown project, a bad request
     exit 4    the matcher cannot be reached, or is busy for now
     exit 130  interrupted (Ctrl-C)
+    exit 143  ended by SIGTERM (`kill`, `timeout`, a service manager's stop) while a
+              command that cleans up after itself ran (`ends_at_sigterm`): as at Ctrl-C,
+              its temporary files are deleted first
 
 Every message is `Error: ...` on standard error; never a traceback.
 """
@@ -14,10 +17,16 @@ Every message is `Error: ...` on standard error; never a traceback.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import select
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 from blindmatch.client.errors import (
     BlindmatchError,
@@ -26,6 +35,8 @@ from blindmatch.client.errors import (
     MatcherError,
     UnavailableError,
 )
+
+TERMINATED = 128 + signal.SIGTERM  # the exit status of a command ended by SIGTERM
 
 # Most specific first: the first class an exception is an instance of decides.
 EXIT_CODES: list[tuple[type[BlindmatchError], int]] = [
@@ -59,6 +70,67 @@ LOCAL_INPUT_ERRNOS = frozenset(
 
 def exit_code(exc: BlindmatchError) -> int:
     return next(code for cls, code in EXIT_CODES if isinstance(exc, cls))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised on the main thread by `sigterm_as_ctrl_c`'s handler: the command
+    ends as at Ctrl-C (a service manager's or `kill`'s stop, said as such)."""
+
+
+@contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """While the block runs, SIGTERM raises `Terminated` (a KeyboardInterrupt) on the main
+    thread, so its `finally` blocks run (`blindmatch demo` deletes its temporary folder); the
+    handler before is put back after. Off the main thread (where a handler cannot be set:
+    `main` run on a thread) SIGTERM is left as it is; in a process forked inside the block
+    (clkhash's encoding workers) it ends the process as before."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        forked = sys.modules.get("multiprocessing")
+        for child in forked.active_children() if forked else ():
+            child.terminate()  # (they would wait for work that no longer comes)
+        raise Terminated
+
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+
+
+def ends_at_sigterm(handler: Callable[[Any], int]) -> Callable[[Any], int]:
+    """A command's handler that SIGTERM ends as Ctrl-C does (`sigterm_as_ctrl_c`): its
+    temporary folders and files (a `with TemporaryDirectory`, a half-written file's
+    `except BaseException`) are deleted on the way out, and `run` says "Terminated." and
+    exits `TERMINATED`. Not for a command blocked on another thread's work (a SIGTERM
+    the kernel hands to that thread would wait for the main thread to run Python again):
+    these stop on their own signal handling (`serve`, matcher/server.py)."""
+
+    @functools.wraps(handler)
+    def ending(args: Any) -> int:
+        with sigterm_as_ctrl_c():
+            return handler(args)
+
+    return ending
+
+
+def _terminated() -> int:
+    print("Terminated.", file=sys.stderr, flush=True)
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):  # fmt: skip
+        # clkhash's feeder of its encoding workers (10,000 records a member and more),
+        # stuck on a queue no worker reads now: the exit would wait for it for ever.
+        sys.stdout.flush()
+        os._exit(TERMINATED)
+    return TERMINATED
 
 
 def say_error(message: str) -> None:
@@ -96,6 +168,8 @@ def run(command: Callable[[], int]) -> int:
             raise
         say_error(CLKHASH_HELP)
         return 1
+    except Terminated:
+        return _terminated()
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
     actions,
@@ -266,6 +267,7 @@ def _two_server_query(
     )  # fmt: skip
 
 
+@ends_at_sigterm  # the person's one-row CSV, in a temporary folder while encoded, deleted
 def cmd_query(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.person import usable_fields
     from blindmatch.client.files import check_writable, write_csv

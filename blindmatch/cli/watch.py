@@ -15,15 +15,14 @@ import csv
 import json
 import os
 import queue
-import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from blindmatch.cli.errors import Terminated, sigterm_as_ctrl_c
 from blindmatch.cli.options import (
     Subcommands,
     command,
@@ -37,7 +36,6 @@ from blindmatch.client.errors import InputError, MatcherError, UnavailableError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
-    from types import FrameType
 
     from blindmatch.client.encoding.encode import EncodeResult
     from blindmatch.client.remote.client import MatcherClient
@@ -55,40 +53,6 @@ class Received:
     ready: bool = False
     event: WatchEvent | None = None
     error: BaseException | None = None
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised on the main thread by `sigterm_as_ctrl_c`'s handler: the watch closes
-    as at Ctrl-C (a service manager's or `kill`'s stop, said as such)."""
-
-
-@contextmanager
-def sigterm_as_ctrl_c() -> Iterator[None]:
-    """While the block runs, SIGTERM raises `Terminated` (a KeyboardInterrupt) on the main
-    thread, so its `finally` blocks run (`blindmatch demo` deletes its temporary folder); the
-    handler before is put back after. Off the main thread (where a handler cannot be set:
-    `main` run on a thread) SIGTERM is left as it is; in a process forked inside the block
-    (clkhash's encoding workers) it ends the process as before."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    owner = os.getpid()
-
-    def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-        if os.getpid() != owner:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        forked = sys.modules.get("multiprocessing")
-        for child in forked.active_children() if forked else ():
-            child.terminate()  # (they would wait for work that no longer comes)
-        raise Terminated
-
-    before = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
 
 
 def _now() -> str:

@@ -3,6 +3,8 @@
 Reads the data dir without changing it (safe beside a running matcher, under load) and
 reports every problem found, not just the first:
 
+- the store is of a layout this blindmatch knows (project_store.py `LAYOUT`; one a newer
+  blindmatch wrote is named, and read no further);
 - both databases (`blindmatch.sqlite`, `index.sqlite`) pass `PRAGMA integrity_check`,
   and the first `foreign_key_check`;
 - the audit key is there (or given), and the whole audit chain verifies with it;
@@ -50,6 +52,7 @@ from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
+from blindmatch.matcher.storage.project_store import LAYOUT, newer_layout
 from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
 
@@ -133,6 +136,13 @@ def check_data_dir(
         report.problems.append(
             f"{files.db}: missing; is it a blindmatch data dir? (a two-server role's "
             "holds twoserver-ROLE-held.sqlite)"
+        )
+        return report
+    newer = newer_layout(files.db)
+    if newer is not None:  # (its tables may not be the ones read below)
+        report.problems.append(
+            f"{files.db}: store layout {newer}, written by a newer blindmatch; this one knows "
+            f"layout {LAYOUT} and older: check it with that blindmatch"
         )
         return report
     open_to_others = files.open_to_others()

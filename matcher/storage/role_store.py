@@ -45,7 +45,6 @@ import os
 import secrets
 import sqlite3
 import stat
-import urllib.parse
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,7 +57,7 @@ import numpy.typing as npt
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, fsync_path, make_private_dir
 from blindmatch.matcher.storage.role_files import apart_file, apart_of, damage, digest_of
-from blindmatch.matcher.storage.sqlite import Database
+from blindmatch.matcher.storage.sqlite import Database, layout_of
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
 SCHEMA = """
@@ -144,18 +143,6 @@ REFUSED = (
 
 def _refuse(path: Path, what: str) -> StartupRefused:
     return StartupRefused(f"{path}: {what}; {REFUSED}")
-
-
-def layout_of(path: Path) -> int:
-    """The layout a held store was written in (`LAYOUT`), read without changing the folder:
-    a closed store (no -wal, or an empty one) is read as immutable, which makes no -wal or
-    -shm beside it; one a crash left a -wal to is read through it."""
-    wal = Path(f"{path}-wal")
-    whole = not wal.exists() or wal.stat().st_size == 0
-    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro{'&immutable=1' if whole else ''}"
-    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
-        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    return found or 1
 
 
 def refuse_newer(path: Path, folder: Path) -> None:

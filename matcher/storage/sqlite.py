@@ -16,11 +16,13 @@ append at once in one transaction, one fsync (the audit entries of real-time que
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -79,6 +81,20 @@ def refuse_damaged(path: Path, problems: Sequence[str]) -> StartupRefused:
         "docs/operations.md, Recovery), check it with `blindmatch admin check`, start again; "
         "members re-upload what came after the backup."
     )
+
+
+def layout_of(path: Path) -> int:
+    """The layout a store was written in (its `PRAGMA user_version`: role_store.py and
+    project_store.py `LAYOUT`; 0, a store from before the marker, reads as layout 1), read
+    without changing the folder: a closed store (no -wal, or an empty one) is read as
+    immutable, which makes no -wal or -shm beside it; one a crash left a -wal to is read
+    through it."""
+    wal = Path(f"{path}-wal")
+    whole = not wal.exists() or wal.stat().st_size == 0
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro{'&immutable=1' if whole else ''}"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    return found or 1
 
 
 def connect_read_only(path: Path) -> sqlite3.Connection:

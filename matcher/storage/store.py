@@ -75,6 +75,8 @@ class Store(UserStore, RequestStore, RetentionStore, OutcomeStore, StartedUpload
         audit_key_file: str | Path | None = None,
     ) -> None:
         self.files = DataDir(Path(data_dir))
+        if self.files.db.is_file():  # a newer blindmatch's: refused before anything changes
+            project_store.refuse_newer(self.files.db)
         self.min_free_bytes = min_free_bytes
         self.clock = clock
         refuse_others(self.files.root, MATCHER)  # S1's, S2's or the combiner's: not this one

@@ -1,0 +1,175 @@
+"""The commands that make a temporary folder or file (`query`, `privacy-check`, `encode`,
+`evaluate`; `demo` in test_demo_leftovers.py) leave nothing behind when a SIGTERM (`kill`,
+`timeout`, a service manager's stop) ends them part-way: as at Ctrl-C, their `with
+TemporaryDirectory` and `except BaseException` clean-ups run, and they exit 143 saying
+"Terminated." Before, SIGTERM's default action ended the process on the spot and left the
+folder (the synthetic exports, a person's one-row CSV, a half-written ENCODED folder).
+
+The process is each time the command itself, in a process of its own with a TMPDIR of its
+own, signalled once its folder exists (waited on, not slept on). Where that folder lives
+for milliseconds only (query, encode, evaluate), the step after its making is held (a
+stand-in that sleeps until the signal) so that the signal comes while it exists."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, STRONG_SECRET
+
+pytestmark = pytest.mark.slow  # each a CLI command in a process of its own
+
+TERMINATED = 128 + signal.SIGTERM
+
+# `main` run with one function replaced by a wait for the signal (the step after the
+# folder's making: it exists while this waits).
+HELD = """
+import importlib, sys, time
+module, name = sys.argv[1], sys.argv[2]
+def held(*args, **kwargs):
+    if module.endswith(".evaluate"):
+        import matplotlib.pyplot  # (its temporary config folder, where it makes one)
+    while True:
+        time.sleep(60)
+setattr(importlib.import_module(module), name, held)
+from blindmatch.cli.app import main
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def _terminated(
+    command: list[str],
+    tmp: Path,
+    appeared: Callable[[], bool],
+    env: dict[str, str] | None = None,
+    signum: signal.Signals = signal.SIGTERM,
+) -> tuple[int, str]:
+    """Run `command`, wait until `appeared()`, send `signum`: its exit status and stderr."""
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp), **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while not appeared():
+            assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    return proc.returncode, err
+
+
+def _assert_ended(code: int, err: str) -> None:
+    assert code == TERMINATED, err
+    assert "Terminated." in err and "Traceback" not in err
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def person_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A secret, a small export and its mapping."""
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET + "\n")
+    export = tmp_path / "north.csv"
+    export.write_text(NORTH_CSV)
+    mapping = tmp_path / "north.toml"
+    mapping.write_text(NORTH_MAP)
+    return secret, export, mapping
+
+
+def test_a_privacy_check_ended_by_sigterm_leaves_no_folder_in_the_temp_dir(
+    tmp: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    code, err = _terminated(
+        [sys.executable, "-m", "blindmatch", "privacy-check", "--records", "1000",
+         "--graph-records", "200", "--seed", "3", "--out", str(out)],
+        tmp, lambda: any(tmp.glob("blindmatch-privacy-*")),
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert list(tmp.iterdir()) == []
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "signum, code, said",
+    [(signal.SIGTERM, TERMINATED, "Terminated."), (signal.SIGINT, 130, "Interrupted.")],
+    ids=["sigterm", "ctrl-c"],
+)
+def test_a_query_ended_by_sigterm_or_ctrl_c_leaves_no_folder_in_the_temp_dir(
+    tmp: Path, person_files: tuple[Path, Path, Path], signum: signal.Signals, code: int, said: str
+) -> None:
+    secret, _, _ = person_files
+    ended, err = _terminated(
+        [sys.executable, "-c", HELD, "blindmatch.client.encoding.person", "encode_csv",
+         "query", "--server", "localhost:1", "--project", "trial", "--token", "t",
+         "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret), "--purpose", "case 1",
+         "--surname", "Hughes", "--given-name", "Grace"],
+        tmp, lambda: any(tmp.glob("blindmatch-query-*/query.csv")), signum=signum,
+    )  # fmt: skip
+    assert (ended, said in err, "Traceback" in err) == (code, True, False), err
+    assert list(tmp.iterdir()) == []
+
+
+def test_a_query_that_fails_leaves_no_folder_in_the_temp_dir(
+    tmp: Path, person_files: tuple[Path, Path, Path]
+) -> None:
+    """(Its error exit: nothing listens at its address, after the person was encoded.)"""
+    secret, _, _ = person_files
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "query", "--server", "127.0.0.1:1", "--project",
+         "trial", "--token", "t", "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret),
+         "--purpose", "case 1", "--surname", "Hughes"],
+        cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    assert list(tmp.iterdir()) == []
+
+
+def test_an_encode_ended_by_sigterm_leaves_no_half_written_folder(
+    tmp: Path, tmp_path: Path, person_files: tuple[Path, Path, Path]
+) -> None:
+    secret, export, mapping = person_files
+    before = sorted(tmp_path.iterdir())
+    out = tmp_path / "north.encoded"
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "blindmatch.client.encoding.encoded", "_fsync_write",
+         "encode", str(export), "--schema", str(PERSON_SCHEMA), "--mapping", str(mapping),
+         "--secret-file", str(secret), "--out", str(out)],
+        tmp, lambda: any(tmp_path.glob(".north.encoded.*/local")),
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert sorted(tmp_path.iterdir()) == before  # no `.north.encoded.*`, no north.encoded
+    assert list(tmp.iterdir()) == []
+
+
+def test_an_evaluate_ended_by_sigterm_leaves_no_folder_in_the_temp_dir(
+    tmp: Path, tmp_path: Path
+) -> None:
+    """With no config folder of its own to write (here: MPLCONFIGDIR under a file),
+    matplotlib makes a temporary one that it deletes at exit: a SIGTERM left it."""
+    results, truth = tmp_path / "hits.csv", tmp_path / "truth.csv"
+    results.write_text("record_id,partner,partner_ref\n")
+    truth.write_text("member,record_id,entity_id\n")
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "blindmatch.client.tools.evaluate", "evaluate_files",
+         "evaluate", "--results", str(results), "--truth", str(truth)],
+        tmp, lambda: any(tmp.glob("matplotlib-*")),
+        env={"MPLCONFIGDIR": str(results / "mpl")},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert list(tmp.iterdir()) == []
