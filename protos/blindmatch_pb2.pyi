@@ -1312,10 +1312,14 @@ class HoldsRequest(_message.Message):
     def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HoldsReply(_message.Message):
-    __slots__ = ("held",)
+    __slots__ = ("held", "standing_bytes", "query_whole_records")
     HELD_FIELD_NUMBER: _ClassVar[int]
+    STANDING_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_WHOLE_RECORDS_FIELD_NUMBER: _ClassVar[int]
     held: _containers.RepeatedScalarFieldContainer[bool]
-    def __init__(self, held: _Optional[_Iterable[bool]] = ...) -> None: ...
+    standing_bytes: int
+    query_whole_records: int
+    def __init__(self, held: _Optional[_Iterable[bool]] = ..., standing_bytes: _Optional[int] = ..., query_whole_records: _Optional[int] = ...) -> None: ...
 
 class OutputShares(_message.Message):
     __slots__ = ("shares", "round_bytes_sent", "round_bytes_received", "rounds")

@@ -1283,11 +1283,10 @@ ROLE_CASES: list[tuple[str, Callable[[RolesCtx], Any], str, str]] = [
     ("s1holds-members-key", lambda c: c.s1.Holds(pb.HoldsRequest(names=["p/a/t"]),
                                                  metadata=c.member),
      "PERMISSION_DENIED", "S1 answers Holds only with the combiner's key, not with the members'"),
-    ("s1holds-no-names", lambda c: c.s1.Holds(pb.HoldsRequest(), metadata=c.key),
-     "INVALID_ARGUMENT", "names: 0; 1 to 1000 upload names"),
+    # (no names: the role's bounds alone, capsfirst; tests/test_twoserver_standing_caps.py)
     ("s1holds-too-many", lambda c: c.s1.Holds(pb.HoldsRequest(names=["p/a/t"] * 1001),
                                               metadata=c.key),
-     "INVALID_ARGUMENT", "names: 1001; 1 to 1000 upload names"),
+     "INVALID_ARGUMENT", "names: 1001; 0 to 1000 upload names"),
     ("s2holds-query-name", lambda c: c.s2.Holds(pb.HoldsRequest(names=["p/a/t", "p/a@t/t"]),
                                                 metadata=c.key),
      "INVALID_ARGUMENT", "names[1]: 'p/a@t/t' is not an upload's name (project/member/tag)"),

@@ -34,6 +34,7 @@ from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc import twoserver_conversions
+from blindmatch.matcher.rpc import twoserver_holds as holds
 from blindmatch.matcher.rpc import twoserver_standahead as standahead
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
@@ -136,16 +137,33 @@ def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
                       strict=True)), transcript  # fmt: skip
 
 
+def older_roles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """S1 and S2 answer `Holds` as roles older than its bounds: a request naming no upload
+    refused INVALID_ARGUMENT, no bound said (C then learns from its standing replies)."""
+    answer = holds.answer
+
+    def older(role: Any, request: pb.HoldsRequest) -> pb.HoldsReply:
+        if not request.names:
+            raise errors.InvalidArgument("names: 0; 1 to 1000 upload names")
+        return pb.HoldsReply(held=answer(role, request).held)
+
+    monkeypatch.setattr(holds, "answer", older)
+
+
 @contextmanager
-def uploaded(tmp_path: Path, caps: tuple[int, int] = (10**9, 10**9),
+def uploaded(tmp_path: Path, caps: tuple[int, ...] = (10**9, 10**9),
+             most: dict[str, int] | None = None,
              ) -> Iterator[tuple[Any, Any, Any, Path]]:  # fmt: skip
-    """A matcher with S1 and S2 (S1's exhaustive and small-member `caps`), project "ruled"
-    (two-server) with north's and south's uploads (the shipped schema, its rule): (the
-    world, the project, south's export, the linkage secret's file)."""
+    """A matcher with S1 and S2 (S1's exhaustive, small-member and query-whole `caps`; their
+    `--standing-bytes` by role, `most`), project "ruled" (two-server) with north's and
+    south's uploads of 42 records (the shipped schema, its rule): (the world, the project,
+    south's export, the linkage secret's file)."""
     secret = tmp_path / "linkage.secret"
     secret.write_text(STRONG_SECRET + "\n")
     exports = write_exports(tmp_path, seed=5, size=120)
     with twoserver_world.started(tmp_path, *caps) as world:
+        for role, bound in (most or {}).items():
+            world.roles[role].service.standing.most = bound
         project = twoserver_world.create(world, "ruled", "two-server")
         for name in ("north", "south"):
             export, out = exports[EXPORTS[name]], tmp_path / f"{name}.encoded"

@@ -13,7 +13,7 @@ from blindmatch.client.encoding import sharing as client
 from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standing as standing_rpc
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
-from tests.test_twoserver_standing import Roles, ask, ask_each, rounds, sizes
+from tests.test_twoserver_standing import Roles, ask, ask_each, older_roles, rounds, sizes
 from tests.test_twoserver_standing import roles as roles  # the fixtures
 from tests.test_twoserver_standing import shares as shares
 
@@ -121,13 +121,16 @@ def test_partners_each_fitting_alone_with_m_b_but_together_only_without_all_go_s
 
 
 def test_servers_given_different_bounds_keep_a_partner_alike_as_the_combiner_counts(
-    roles: Roles, shares: dict[str, client.SharedUpload]
+    roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """S1 at the default `--standing-bytes`, S2 at one that holds south only without [M_B]:
-    C, not yet told S2's bound, asks for [M_B] in piece 0; S2 refuses it (`standing_room`,
-    naming its bound) and C deals piece 0 again without, within the same query. Both servers
+    """S1 at the default `--standing-bytes`, S2 at one that holds south only without [M_B],
+    both older than `HoldsReply`'s bounds (since capsfirst C asks them first and deals
+    piece 0 once: tests/test_twoserver_standing_caps.py): C, not yet told S2's bound, asks
+    for [M_B] in piece 0; S2 refuses it (`standing_room`, naming its bound) and C deals
+    piece 0 again without, within the same query. Both servers
     then keep south without [M_B], at the size C counts, and the next query goes standing,
     its answer that by pairs. (Before: S1 kept [M_B] and S2 did not, each by its own bound.)"""
+    older_roles(monkeypatch)
     roles.upload("south", shares["south"])
     _, size, small = sizes(shares)
     roles.running["s2"].service.standing.most = size - 1

@@ -29,7 +29,15 @@ from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_blocks import KEY, RULE, THRESHOLD, entries
 from tests.test_twoserver_query import held_by, person_csv
-from tests.test_twoserver_standing import Roles, _later, ask, held_at_piece_1, query, uploaded
+from tests.test_twoserver_standing import (
+    Roles,
+    _later,
+    ask,
+    held_at_piece_1,
+    older_roles,
+    query,
+    uploaded,
+)
 from tests.test_twoserver_standing import roles as roles  # the fixtures
 from tests.test_twoserver_standing import shares as shares
 from tests.test_twoserver_standing_life import until
@@ -108,8 +116,11 @@ def test_a_partner_over_s1s_bound_is_never_converted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """S1 blocking a one-record query against the partners (an exhaustive cap of 1,000
-    pairs, no smaller-member cap): C's starts ahead of the queries are refused by S1, each
-    audited `twoserver.refused`, and S1 and S2 convert nothing."""
+    pairs, no smaller-member cap), S1 and S2 older than `HoldsReply`'s bounds (so C, not
+    told S1's, deals piece 0; since capsfirst a C told it deals nothing:
+    tests/test_twoserver_standing_caps.py): C's starts ahead of the queries are refused by
+    S1, each audited `twoserver.refused`, and S1 and S2 convert nothing."""
+    older_roles(monkeypatch)
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)
     monkeypatch.setattr(standing, "CHUNK", 16)
     with uploaded(tmp_path, (1_000, 0)) as (world, _, _, _):

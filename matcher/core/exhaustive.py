@@ -236,6 +236,16 @@ def run_cap(
     return max(records) ** 2
 
 
+def whole_records(cap: int, small: int = 0, whole: int = QUERY_WHOLE_PAIRS) -> int:
+    """The most records of a partner that a one-record query is compared whole against under
+    S1's `cap`, `small` and `whole` (`run_cap` > 0 exactly up to it): what S1 tells C
+    (`HoldsReply.query_whole_records`, capsfirst), which converts no larger partner ahead of
+    its queries (S1 would refuse it: rpc/twoserver_standstart.py)."""
+    if not cap:
+        return 0
+    return max(max(cap, small) // QUERY_STREAM, whole if small else 0)
+
+
 def keys_needed(
     members: Sequence[str],
     cap: int,
@@ -340,4 +350,5 @@ __all__ = [
     "run_cap",
     "small_or_default",
     "small_pairs",
+    "whole_records",
 ]

@@ -4,7 +4,8 @@ at S1 and S2 (each its mask seeds, core/standing.py `Standing`, in memory, by th
 upload at S1 and S2, its records, CLK widths, the run's cut-offs and rule), their admission
 within S1's and S2's room (standfix: one conversion at a time, beside those used within
 RECENT_SECONDS), whether each is kept with [M_B] (standq), the background conversion's pauses
-while queries are answered and its stop with the matcher (standbg, standfix2).
+while queries are answered and its stop with the matcher (standbg, standfix2), and S1's and
+S2's bounds asked before C's first deal (capsfirst, `learn`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from blindmatch.matcher.core import standing
+from blindmatch.matcher.rpc.twoserver_holds import bounds
 from blindmatch.matcher.rpc.twoserver_standcache import MOST_BYTES, keeps_mask, kept_bytes
 from blindmatch.matcher.rpc.twoserver_standgive import GivingUp, give_up
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -75,6 +77,9 @@ class Conversions:
         self._lock = threading.Lock()
         self._busy = threading.Lock()  # held while a conversion is made
         self.budget: int | None = None  # the least of S1's and S2's `standing_bytes`
+        # S1's `query_whole_records` (None: not said, a role older than the field): `unfit`
+        self.whole: int | None = None
+        self._learned = False  # `learn`: S1 and S2 answered
         self.converted = 0
         self.seconds = 0.0
         self.declined = 0
@@ -107,6 +112,48 @@ class Conversions:
             for n in said:
                 n = n or MOST_BYTES
                 self.budget = n if self.budget is None else min(self.budget, n)
+
+    def learn(self, remote: RemoteServers) -> None:
+        """Before C deals a conversion: S1's and S2's bounds asked once, unless they answered
+        already (capsfirst: `Holds` naming no upload, rpc/twoserver_holds.py `bounds`), so
+        that C deals piece 0 once, without [M_B] where a server's room holds it only so,
+        and none ahead of the queries for a partner S1 would refuse (`unfit`). A role older
+        than the fields says nothing: C learns its `standing_bytes` from its standing
+        replies (`told`, as before); one that does not answer is asked again next time."""
+        with self._lock:
+            if self._learned:
+                return
+        said = bounds(remote)
+        if any(r is None for r in said):
+            return
+        s1, s2 = (r or pb.HoldsReply() for r in said)
+        self.told(*(r.standing_bytes for r in (s1, s2) if r.standing_bytes))
+        with self._lock:
+            self._learned = True
+            self.whole = s1.query_whole_records if s1.HasField("query_whole_records") else None
+
+    def unfit(self, records: int, widths: tuple[int, ...]) -> str:
+        """Why a partner of `records` records and CLK `widths` is converted by no standing
+        conversion started ahead of its queries, by S1's and S2's bounds as they said them
+        (`learn`); "" where it may be. Over S1's `query_whole_records` no query is compared
+        whole against it (S1 refuses its piece 0); over the least room even without [M_B]
+        it would push out every other partner at S1 and S2 (its first query converts it,
+        `admit`: alone, where no partner was used within RECENT_SECONDS)."""
+        with self._lock:
+            whole, budget = self.whole, self.budget
+        if whole is not None and records > whole:
+            return (
+                f"a one-record query against its {records:,} records is not compared whole "
+                f"under S1's caps (up to {whole:,}: --query-whole-pairs, "
+                "--small-member-pairs, --exhaustive-pairs), so it is never converted"
+            )
+        size = kept_bytes(records, widths, mask=False)
+        if budget is not None and size > budget:
+            return (
+                f"its {size:,} bytes even without [M_B] are over S1's and S2's room "
+                f"({budget:,}, their least --standing-bytes): its first query converts it"
+            )
+        return ""
 
     def room(self) -> int:
         """The least of S1's and S2's bounds said so far (`MOST_BYTES` before any)."""

@@ -6,7 +6,15 @@ project with such a ticket, `DescribeProject` asks S1 and S2 (`Holds`, with the 
 key, both at once, at most HOLDS_SECONDS each) whether they hold the upload it names; a role
 that does not answer is said (`two_server_unasked`), and the description goes on without it.
 The operator's view asks of every started upload, a member's of its own only: where a
-partner's shares are is no business of the member's."""
+partner's shares are is no business of the member's.
+
+Each reply also carries the role's public operating limits (capsfirst, issue 18 (b)): its
+`--standing-bytes` and, at S1, the largest partner a one-record query is compared whole
+against under its caps (core/exhaustive.py `whole_records`). C asks for them alone (`Holds`
+naming no upload, `bounds`) before its first standing deal (rpc/twoserver_conversions.py
+`Conversions.learn`), so that it deals no piece 0 for nothing. They are limits the operators
+set, told to C alone (the combiner's key), which learned the first from its standing replies
+already; no data of any member's."""
 
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.rpc.twoserver_channel import channel_options
 from blindmatch.matcher.rpc.twoserver_peers import peer_error
@@ -25,6 +34,7 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
+    from blindmatch.matcher.rpc.twoserver_client import RemoteServers
     from blindmatch.matcher.rpc.twoserver_role import _Role
     from blindmatch.matcher.storage.store import Store
     from blindmatch.matcher.usecases.tworuns import TwoServerSetup
@@ -37,10 +47,11 @@ _HELD = {True: pb.STARTED_HELD_YES, False: pb.STARTED_HELD_NO}
 
 def answer(role: _Role, request: pb.HoldsRequest) -> pb.HoldsReply:
     """A role's `Holds`: whether it holds each named upload (a member's project upload,
-    never a query's records), in the request's order."""
+    never a query's records), in the request's order; and its bounds (capsfirst: with no
+    names, those alone)."""
     names = list(request.names)
-    if not 1 <= len(names) <= MAX_NAMES:
-        raise errors.InvalidArgument(f"names: {len(names)}; 1 to {MAX_NAMES} upload names")
+    if len(names) > MAX_NAMES:
+        raise errors.InvalidArgument(f"names: {len(names)}; 0 to {MAX_NAMES} upload names")
     for i, name in enumerate(names):
         parts = name.split("/")
         if len(parts) != 3 or not all(parts) or QUERY_MARK in name:
@@ -48,7 +59,13 @@ def answer(role: _Role, request: pb.HoldsRequest) -> pb.HoldsReply:
                 f"names[{i}]: {name[:80]!r} is not an upload's name (project/member/tag)"
             )
     with role.lock:
-        return pb.HoldsReply(held=[name in role.held for name in names])
+        reply = pb.HoldsReply(held=[name in role.held for name in names])
+    reply.standing_bytes = role.standing.most_bytes()
+    if role.role == "s1":  # (rpc/twoserver_service.py `BlockingService`'s caps)
+        s1: Any = role
+        reply.query_whole_records = exhaustive.whole_records(s1.exhaustive, s1.small_member,
+                                                             s1.query_whole)  # fmt: skip
+    return reply
 
 
 @contextmanager
@@ -93,6 +110,26 @@ def holds_at(
     return list(reply.held), ""
 
 
+def bounds(remote: RemoteServers) -> list[pb.HoldsReply | None]:
+    """S1's and S2's bounds (`Holds` naming no upload, both at once, HOLDS_SECONDS each at
+    most), as `remote`'s channels reach them: each one's reply; an empty one (its fields
+    unset) where it refused (a role older than bounds-only `Holds`); None where it did not
+    answer (C asks again before its next deal)."""
+
+    def ask(stub: Any) -> pb.HoldsReply | None:
+        try:
+            reply: pb.HoldsReply = stub.Holds(pb.HoldsRequest(), timeout=HOLDS_SECONDS,
+                                              metadata=remote._metadata)  # fmt: skip
+            return reply
+        except grpc.RpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return None
+            return pb.HoldsReply()
+
+    to_s2 = ASKING.submit(ask, remote._s2)
+    return [ask(remote._s1), to_s2.result()]
+
+
 def where_started(setup: TwoServerSetup, store: Store, info: pb.ProjectInfo) -> None:
     """Fill in where each started upload of the described project is (`info.member` empty:
     the operator's view, every member's; else the member's own only)."""
@@ -118,4 +155,5 @@ def where_started(setup: TwoServerSetup, store: Store, info: pb.ProjectInfo) -> 
                 setattr(m, field, _HELD[held[i]])
 
 
-__all__ = ["HOLDS_SECONDS", "MAX_NAMES", "answer", "holds_at", "role_stub", "where_started"]
+__all__ = ["HOLDS_SECONDS", "MAX_NAMES", "answer", "bounds", "holds_at", "role_stub",
+           "where_started"]  # fmt: skip

@@ -14,7 +14,10 @@ as a query's conversion's do (rpc/twoserver_standdeal.py `background`). A partne
 only where a query's part against it would go standing (core/partpath.py `by_standing`: two
 CLKs under the rule, at least STANDING_RECORDS records); one S1 refuses (over its
 `--query-whole-pairs`, converted without a query within the hour, ...) or that fails is
-logged and left to its first query (the fallback, as before standahead).
+logged and left to its first query (the fallback, as before standahead). Since capsfirst C
+asks S1 and S2 their bounds first (`Conversions.learn`) and deals nothing for a partner S1
+would refuse as over its caps, or one over their room even without [M_B]
+(`Conversions.unfit`): logged once, at info, and left to its first query.
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ class Ahead:
     """C's conversions ahead of the queries: a queue, worked on a daemon thread of its own.
     `servers`: S1 and S2 as C reaches them (`TwoServerSetup.servers`); `conversions`: C's
     (`combiner_setup`'s, read at each start: a matcher started again on the set-up holds new
-    ones). `started`, `refused`, `failed`, `declined`: partners whose conversion went into the
-    background, S1 or S2 refused, failed otherwise, or found no room (tests, the logs)."""
+    ones). `started`, `refused`, `failed`, `declined`, `skipped`: partners whose conversion went
+    into the background, S1 or S2 refused, failed otherwise, found no room beside others, or
+    that C dealt nothing for by S1's and S2's bounds (`Conversions.unfit`; tests, the logs)."""
 
     def __init__(self, servers: Callable[[list[str], list[int], list[int]], RemoteServers],
                  conversions: Callable[[], Conversions]) -> None:  # fmt: skip
@@ -80,7 +84,7 @@ class Ahead:
         self._cond = threading.Condition()
         self._working = False
         self._epoch = 0  # `close`: what was queued before it is not started
-        self.started = self.refused = self.failed = self.declined = 0
+        self.started = self.refused = self.failed = self.declined = self.skipped = 0
 
     def convert(self, partner: Partner) -> None:
         """Queue `partner` (where `wanted`), in place of the same member's queued upload."""
@@ -136,7 +140,15 @@ class Ahead:
 
     def _made(self, remote: RemoteServers, conversions: Conversions, key: standdeal.Key,
               base: pb.BlockDeal, plan: margincircuit.Plan) -> str:  # fmt: skip
-        """Piece 0 dealt and the rest put in the background; or why not ("" once started)."""
+        """Piece 0 dealt and the rest put in the background; or why not ("" once started,
+        or where it is not to be)."""
+        conversions.learn(remote)
+        unfit = conversions.unfit(key[1], key[2])
+        if unfit:
+            with self._cond:
+                self.skipped += 1
+            log.info("%s's upload not converted ahead of its queries: %s", key[0], unfit)
+            return ""
         try:
             made = standdeal.start(remote, conversions, key, base, plan, linkbit.Transcript(), {})
         except errors.ServiceError as exc:

@@ -261,7 +261,9 @@ def start(remote: RemoteServers, conversions: Conversions, key: Key, base: pb.Bl
     """Partner `key`'s conversion admitted (`Conversions.admit`) and its piece 0 (`base`:
     `convert`) dealt: (the conversion started, its bytes at each server), the caller then
     `_finish`es or `_background`s it; or why it was not admitted. Where a server whose bound
-    C did not know yet refuses [M_B] (`STANDING_ROOM`), piece 0 again without."""
+    C did not know yet refuses [M_B] (`STANDING_ROOM`: a role older than `HoldsReply`'s
+    bounds, which C asks for first, `Conversions.learn`), piece 0 again without."""
+    conversions.learn(remote)
     records = key[1]
     without = conversions.without_mask(key, records)  # (standq: C decides, S1 and S2 obey)
     size = kept_bytes(records, key[2], mask=not without)
