@@ -184,6 +184,12 @@ static int bm_buf_words(Py_buffer *b, Py_ssize_t n, const char *what) {
     return 1;
 }
 
+/* Every buffer a call took released; `ret` returned. */
+static PyObject *bm_released(PyObject *ret, Py_buffer *bufs[], size_t k) {
+    for (size_t i = 0; i < k; i++) PyBuffer_Release(bufs[i]);
+    return ret;
+}
+
 static PyObject *py_dabit_first(PyObject *self, PyObject *args) {
     Py_buffer vb, vw, vt, vs, vm, vp;
     int role;
@@ -212,16 +218,9 @@ static PyObject *py_dabit_first(PyObject *self, PyObject *args) {
         memcpy(pad + 8 * i, &v, 8);
     }
     Py_END_ALLOW_THREADS
-    ret = Py_None;
-    Py_INCREF(ret);
+    ret = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&vb);
-    PyBuffer_Release(&vw);
-    PyBuffer_Release(&vt);
-    PyBuffer_Release(&vs);
-    PyBuffer_Release(&vm);
-    PyBuffer_Release(&vp);
-    return ret;
+    return bm_released(ret, (Py_buffer *[]){&vb, &vw, &vt, &vs, &vm, &vp}, 6);
 }
 
 static PyObject *py_dabit_converted(PyObject *self, PyObject *args) {
@@ -255,19 +254,9 @@ static PyObject *py_dabit_converted(PyObject *self, PyObject *args) {
         check[i] = role == 0 ? c : 0u - c;
     }
     Py_END_ALLOW_THREADS
-    ret = Py_None;
-    Py_INCREF(ret);
+    ret = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&vb);
-    PyBuffer_Release(&vp);
-    PyBuffer_Release(&vq);
-    PyBuffer_Release(&vt);
-    PyBuffer_Release(&vs);
-    PyBuffer_Release(&vpad);
-    PyBuffer_Release(&vm);
-    PyBuffer_Release(&vo);
-    PyBuffer_Release(&vc);
-    return ret;
+    return bm_released(ret, (Py_buffer *[]){&vb, &vp, &vq, &vt, &vs, &vpad, &vm, &vo, &vc}, 9);
 }
 
 static PyObject *py_dabit_deal(PyObject *self, PyObject *args) {
@@ -294,16 +283,7 @@ static PyObject *py_dabit_deal(PyObject *self, PyObject *args) {
         memcpy(o2 + 8 * i, &f, 8);
     }
     Py_END_ALLOW_THREADS
-    ret = Py_None;
-    Py_INCREF(ret);
+    ret = Py_NewRef(Py_None);
 done:
-    PyBuffer_Release(&vx);
-    PyBuffer_Release(&vy);
-    PyBuffer_Release(&vp);
-    PyBuffer_Release(&vx_);
-    PyBuffer_Release(&vy_);
-    PyBuffer_Release(&vq);
-    PyBuffer_Release(&vo);
-    PyBuffer_Release(&vo2);
-    return ret;
+    return bm_released(ret, (Py_buffer *[]){&vx, &vy, &vp, &vx_, &vy_, &vq, &vo, &vo2}, 8);
 }
