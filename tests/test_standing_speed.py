@@ -14,7 +14,15 @@ import numpy.typing as npt
 import pytest
 
 from blindmatch.client.encoding import sharing
-from blindmatch.matcher.core import dabitslices, linkbit, ring64, ruleform, standing
+from blindmatch.matcher.core import (
+    dabitslices,
+    densemargin,
+    linkbit,
+    ring64,
+    ruleform,
+    standing,
+    standingsteps,
+)
 from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.triplecheck import DealRefused
 from tests.test_densearith import CUTOFFS, DEFAULT, _clear, _pops
@@ -131,3 +139,48 @@ def test_a_partner_converted_by_slices_is_numpys_and_answers_as_the_clear(
     clear = _clear([np.vstack([x, y]) for x, y in zip(q, b, strict=True)], len(q[0]))
     assert (got == ruleform.rule_bounds(form, widths[0], *clear)).all()
     assert int(got[0].sum()) >= 3  # A's first three records are in the partner
+
+
+def _pieces(b: list[Clks], shares: list[tuple[Clks, Clks]], seed: int,
+            monkeypatch: pytest.MonkeyPatch) -> list[standing.Partner]:  # fmt: skip
+    """The partner converted as S1 and S2 do over gRPC (`piece_steps`, two pieces: its
+    setups and first messages read as views), C's deals on fixed seeds."""
+    monkeypatch.setattr(secrets, "token_bytes", _seeded(seed))
+    monkeypatch.setattr(standing, "CHUNK", 24)
+    widths = tuple(8 * x.shape[1] for x in b)
+    p = plan(widths[0], widths[1], CUTOFFS, DEFAULT)
+    s = standing.deal(len(b[0]), widths, (bytes(range(32)), bytes(range(1, 33))))
+    pieces = standing.chunks(len(b[0]))
+    into = [standingsteps.Converting(role, widths, p, len(pieces), len(b[0])) for role in (0, 1)]
+    pops = _pops(b)
+    for piece, (start, stop) in enumerate(pieces):
+        bits = ring64.deal(ring64.Size((stop - start) * sum(widths), 0))
+        popdeal = densemargin.pops_deal(p, stop - start)
+        setups = (s.to_s1 + bits.to_s1 + popdeal.to_s1, s.to_s2 + bits.to_s2 + popdeal.to_s2)
+        standingsteps.drive(*[
+            standingsteps.piece_steps(into[r], piece, setups[r],
+                                      [x[r][start:stop] for x in shares],
+                                      [q[start:stop] for q in pops[r]], start)
+            for r in (0, 1)
+        ])  # fmt: skip
+    return [c.finish(pops[r]) for r, c in enumerate(into)]
+
+
+@native
+def test_a_partner_converted_piece_by_piece_by_slices_is_numpys(
+    encoded: list[list[Clks]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """S1's and S2's steps as over gRPC (two pieces, the setups and first messages read as
+    views): the same kept arrays both ways, the mask seed kept as bytes (not a view)."""
+    b = encoded[1]
+    shares = [sharing.split_shares(x) for x in b]
+    with monkeypatch.context() as m:
+        fast = _pieces(b, shares, 5, m)
+        m.setattr(ring64, "_NATIVE", None)
+        slow = _pieces(b, shares, 5, m)
+    for x, y in zip(fast, slow, strict=True):
+        for name in ("d", "mask", "pops", "xor_pops", "arith_pops"):
+            assert all((u == v).all() for u, v in zip(getattr(x, name), getattr(y, name),
+                                                       strict=True))  # fmt: skip
+        assert x.seed == y.seed and isinstance(x.seed, bytes)
