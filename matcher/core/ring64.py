@@ -47,12 +47,19 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from blindmatch.matcher.core import dabitslices, kernel
 from blindmatch.matcher.core.linkbit import SEED_BYTES, Transcript, prg
 from blindmatch.matcher.core.triplecheck import DealRefused
 
 U64 = npt.NDArray[np.uint64]
 T = TypeVar("T")
 ONE, TWO = np.uint64(1), np.uint64(2)
+EMPTY = np.zeros(0, np.uint64)
+# A deal without triples (a conversion: core/standing.py's pieces, a query's bits) is run a
+# slice at a time in native code where it is built (core/dabitslices.py: the same bytes as
+# the numpy below, without its streams and temporaries whole); numpy otherwise, and always
+# for triples.
+_NATIVE = kernel._kernel if kernel.NATIVE and hasattr(kernel._kernel, "dabit_first") else None
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,11 @@ class Deal:
 def deal(s: Size, seeds: tuple[bytes, bytes] | None = None) -> Deal:
     """C: `s`'s daBits and triples; `seeds` fixed only by tests."""
     s1, s2 = seeds or (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
+    if _NATIVE is not None and not s.triples:
+        out = bytearray(SEED_BYTES + 8 * s.explicit)
+        out[:SEED_BYTES] = s2
+        dabitslices.deal(_NATIVE, s1, s2, s.dabits, memoryview(out)[SEED_BYTES:])
+        return Deal(s1, bytes(out), s)
     x, p1, x_, q1, a1, b1, c1, a1_, b1_, c1_ = _stream(s1, _s1_sizes(s))
     y, y_, a2, b2, a2_, b2_ = _stream(s2, _s2_sizes(s))
     explicit = [(x & ONE) * (y & ONE) - p1, x_ * y_ - q1,
@@ -147,6 +159,19 @@ class Party:
         if len(setup) != s.setup_bytes[role]:
             raise ValueError(f"ring64: {'S1' if role == 0 else 'S2'}'s setup does not fit the deal")
         self.role, self.size = role, s
+        self._nonce = nonce or secrets.token_bytes(SEED_BYTES)
+        self._t: tuple[U64, U64] | None = None
+        self._bits: U64 | None = None
+        self._tau: bytes | None = None
+        self._de: tuple[U64, U64] | None = None
+        self._joint = b""
+        self._b8 = np.zeros(0, np.uint8)
+        self._sliced = None
+        if _NATIVE is not None and not s.triples:  # core/dabitslices.py: no streams held
+            self._sliced = dabitslices.Side(_NATIVE, role, s.dabits, setup)
+            self._d = {k: EMPTY for k in ("a", "b", "c", "a_", "b_", "c_")}
+            self._bit = EMPTY  # (each daBit's bit: in its bits' bit 1, dabitslices)
+            return
         if role == 0:
             names = ["x", "p", "x_", "q", "a", "b", "c", "a_", "b_", "c_"]
             got = _stream(setup, _s1_sizes(s))
@@ -157,11 +182,6 @@ class Party:
                         _explicit_sizes(s))  # fmt: skip
         self._d = dict(zip(names, got, strict=True))
         self._bit = self._d["x" if role == 0 else "y"] & ONE
-        self._nonce = nonce or secrets.token_bytes(SEED_BYTES)
-        self._t: tuple[U64, U64] | None = None
-        self._bits: U64 | None = None
-        self._tau: bytes | None = None
-        self._de: tuple[U64, U64] | None = None
 
     def nonce(self) -> bytes:
         return self._nonce
@@ -173,6 +193,9 @@ class Party:
         if len(theirs) != SEED_BYTES:
             raise ValueError(f"ring64: the other server's nonce is {SEED_BYTES} bytes")
         joint = bytes(x ^ y for x, y in zip(self._nonce, theirs, strict=True))
+        if self._sliced is not None:  # t drawn a slice at a time
+            self._joint, self._t = joint, (EMPTY, EMPTY)
+            return
         t_d, t_m = _stream(joint, [self.size.dabits, self.size.triples])
         self._t = (t_d, t_m)
 
@@ -181,9 +204,14 @@ class Party:
         then the daBits' pad (S1 rho, S2 sigma) and its shares of the triples' rho, sigma."""
         if self._t is None or self._bits is not None:
             raise RuntimeError("ring64: first once, after agree")
-        b = np.asarray(bits).astype(np.uint64).ravel() & ONE
-        if len(b) != self.size.dabits:
+        if np.size(bits) != self.size.dabits:
             raise ValueError("ring64: a bit a daBit")
+        if self._sliced is not None:
+            self._pads = (EMPTY, EMPTY, EMPTY)
+            self._b8, message = self._sliced.first(bits, self._joint)
+            self._bits = EMPTY
+            return message
+        b = np.asarray(bits).astype(np.uint64).ravel() & ONE
         d, (t_d, t_m) = self._d, self._t
         self._bits = b
         pad = t_d * self._bit - d["x_"] if self.role == 0 else self._bit - d["y_"]
@@ -200,6 +228,11 @@ class Party:
         packed = (s.dabits + 7) // 8
         if len(theirs) < packed:
             raise ValueError("ring64: the other server's message does not fit the deal")
+        if self._sliced is not None:
+            if len(theirs) != packed + 8 * s.dabits:
+                raise ValueError("ring64: the other server's message does not fit the deal")
+            out, self._tau = self._sliced.converted(self._b8, self._joint, theirs)
+            return out
         pad, rho, sigma = _words(theirs[packed:], [s.dabits, s.triples, s.triples])
         masked = np.unpackbits(np.frombuffer(theirs[:packed], np.uint8), bitorder="little")
         u = self._bits ^ self._bit ^ masked[: s.dabits].astype(np.uint64)

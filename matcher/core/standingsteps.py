@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -35,14 +35,18 @@ U64 = npt.NDArray[np.uint64]
 EMPTY = np.zeros(0, np.uint64)
 
 
-def split(message: bytes, sizes: Sequence[int], what: str) -> list[bytes]:
+def split(message: bytes, sizes: Sequence[int], what: str, view: bool = False,
+          ) -> list[bytes]:  # fmt: skip
     """The other server's message of a step, cut where this server's own parts end
-    (`ValueError` where it does not fit)."""
+    (`ValueError` where it does not fit); `view`: each part a memoryview of `message`, not a
+    copy (a piece's setup and first message: tens of MB, convspeed)."""
     if len(message) != sum(sizes):
         raise ValueError(f"the other server's {what} is {len(message):,} bytes, not {sum(sizes):,}")
-    out, at = [], 0
+    whole = memoryview(message) if view else message
+    out: list[Any] = []  # (memoryviews where `view`: read as the bytes are)
+    at = 0
     for n in sizes:
-        out.append(message[at : at + n])
+        out.append(whole[at : at + n])
         at += n
     return out
 
@@ -120,7 +124,7 @@ def _conversions(role: int, bits: ring64.Size, pops: ring64.Size, setups: Sequen
     one.agree(theirs[0])
     two.agree(theirs[1])
     mine = [one.first(xor_bits), two.first(xor_pops)]
-    theirs_first = split((yield b"".join(mine)), [len(x) for x in mine], "conversion")
+    theirs_first = split((yield b"".join(mine)), [len(x) for x in mine], "conversion", True)
     got = (one.converted(theirs_first[0]), two.converted(theirs_first[1]))
     mine = [one.second(EMPTY, EMPTY), two.second(EMPTY, EMPTY)]
     digests = split((yield b"".join(mine)), [len(x) for x in mine], "digests")
@@ -145,7 +149,8 @@ def piece_steps(into: Converting, piece: int, setup: bytes,
     if piece != into.done or piece >= into.pieces:
         raise ValueError(f"piece {piece}: the conversion is at piece {into.done} of {into.pieces}")
     seed, bits_setup, pops_setup = split(setup, piece_setup(rows, widths, into.plan, role),
-                                         "setup")  # fmt: skip
+                                         "setup", True)  # fmt: skip
+    seed = bytes(seed)  # (kept: not a view of the setup)
     if piece and seed != into.seed:
         raise ValueError(f"piece {piece}: a mask seed that is not piece 0's")
     bits = ring64.Size(rows * sum(widths), 0)

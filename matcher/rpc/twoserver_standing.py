@@ -152,7 +152,7 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
             entry = role.standing.piece(m, b, p, b.bits, who)
             start, stop = standing.chunks(b.records)[m.standing_piece]
             sizes = standingsteps.piece_setup(stop - start, b.bits, p, who)
-            standingsteps.split(setup, sizes, "setup")
+            standingsteps.split(setup, sizes, "setup", True)
             shares = [s[start:stop] for s in b.shares]
             pops = [q[start:stop] for q in b.popshares]
             return standingsteps.piece_steps(entry.conv, m.standing_piece, setup, shares,
@@ -160,7 +160,7 @@ def _steps(role: _Role, m: pb.BlockDeal, held: list[Upload], p: Plan, setup: byt
         partner = role.standing.partner(m, b)
         a = held[0]
         sizes = standingsteps.query_setup(a.records, b.records, _read(m, b.bits), p, who)
-        standingsteps.split(setup, sizes, "setup")
+        standingsteps.split(setup, sizes, "setup", True)
         return standingsteps.query_steps(partner, p, setup, a.shares, a.popshares, out,
                                          m.clk), None  # fmt: skip
     except ValueError as exc:
@@ -308,7 +308,7 @@ def _s2_prepare(role: _Role, first: pb.BlockDeal, request: Iterator[pb.BlockDeal
         sizes = standingsteps.query_setup(held[0].records, b.records, _read(first, b.bits), p,
                                           who)  # fmt: skip
     try:
-        standingsteps.split(setup, sizes, "setup")
+        standingsteps.split(setup, sizes, "setup", True)
     except ValueError as exc:
         raise errors.InvalidArgument(f"setup: {exc}") from None
     role.dense.put(first, setup)
