@@ -46,6 +46,11 @@ def test_serve_refuses_two_server_options_that_do_not_go_together(
     )
     assert main([*serve, "--default-mode", "two-server"]) == 2
     assert "--default-mode two-server: needs --two-server-s1 and -s2" in capsys.readouterr().err
+    for switch in ("--two-server-convert-ahead", "--no-two-server-convert-ahead"):
+        assert main([*serve, switch]) == 2
+        assert "Error: --[no-]two-server-convert-ahead: only with --two-server-s1 and -s2" in (
+            capsys.readouterr().err
+        )
     far = ["--two-server-s1", "10.1.2.3:50071", "--two-server-s2", "127.0.0.1:50072"]
     assert main([*serve, *far, *files]) == 2
     assert "--two-server-s1 10.1.2.3:50071: refusing plaintext to S1 or S2 off loopback" in (
@@ -255,3 +260,30 @@ def test_serve_warns_at_start_when_s1_or_s2_does_not_answer(
     warning = said()[0]
     assert f"S1 ({s1}) is unreachable" in warning
     assert "fail until it answers (check --two-server-s1/-s2" in warning
+
+
+def test_serve_no_two_server_convert_ahead_reaches_the_combiners_setup(tmp_path: Path) -> None:
+    """`serve`'s `--[no-]two-server-convert-ahead` parsed and handed to `combiner_setup` (on
+    by default): off, the set-up converts no upload ahead of its queries
+    (tests/test_twoserver_standing_start.py has what that does at S1 and S2)."""
+    from benchmarks.ports import free_port
+    from blindmatch.cli import twoserveropts
+    from blindmatch.cli.app import build_parser
+
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    serve = ["serve", "--data-dir", str(tmp_path / "data"), "--two-server-s1",
+             f"127.0.0.1:{free_port()}", "--two-server-s2", f"127.0.0.1:{free_port()}",
+             "--two-server-key-file", str(keys[0]), "--two-server-member-key-file",
+             str(keys[1])]  # fmt: skip
+    for switch, on in (([], True), (["--two-server-convert-ahead"], True),
+                       (["--no-two-server-convert-ahead"], False)):  # fmt: skip
+        setup = twoserveropts.serve_setup(build_parser().parse_args([*serve, *switch]))
+        assert setup is not None
+        try:
+            assert setup.converts_ahead is on, switch
+        finally:
+            setup.close()

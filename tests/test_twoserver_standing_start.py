@@ -7,6 +7,7 @@ S1 (audited); a partner over S1's bound never converted."""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_conversions import Conversions
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_standahead import Ahead, Partner
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests import twoserver_world
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_blocks import KEY, RULE, THRESHOLD, entries
 from tests.test_twoserver_query import held_by, person_csv
@@ -59,6 +62,18 @@ def made(world: Any) -> list[int]:
     return [world.roles[r].service.standing.conversions for r in ROLES]
 
 
+def queries_dealt(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """A 1 for each query C deals standing against a conversion it holds (`standdeal._query`)."""
+    queried, query_deal = [], standdeal._query
+
+    def deal(*args: Any) -> Any:
+        queried.append(1)
+        return query_deal(*args)
+
+    monkeypatch.setattr(standdeal, "_query", deal)
+    return queried
+
+
 def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -70,13 +85,7 @@ def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
     first query goes standing too."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # 42 records a member: standing
     monkeypatch.setattr(standing, "CHUNK", 16)  # each conversion in 3 pieces
-    queried, query_deal = [], standdeal._query
-
-    def spy(*args: Any) -> Any:
-        queried.append(1)
-        return query_deal(*args)
-
-    monkeypatch.setattr(standdeal, "_query", spy)
+    queried = queries_dealt(monkeypatch)
     with uploaded(tmp_path) as (world, project, south, secret):
         until(lambda: made(world) == [2, 2])  # north and south, one at a time
         for role in ROLES:
@@ -110,6 +119,48 @@ def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
         people = person_csv(south, sorted(south.truth)[2:4], tmp_path / "again.csv")
         assert query(world, project, south, people, secret) == 0
         assert queried and made(world) == [4, 4]
+
+
+def test_with_the_switch_off_an_upload_converts_nothing_and_the_first_query_starts_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`serve --no-two-server-convert-ahead` (`combiner_setup`'s `convert_ahead` False):
+    north's and south's uploads complete and S1 and S2 convert nothing, C's `Ahead` queues
+    nothing; the first query is answered by pairs, starting south's conversion (one
+    `twoserver.standing_started`, a query's), and the next goes standing against it."""
+    monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # 42 records a member: standing
+    monkeypatch.setattr(standing, "CHUNK", 16)
+    monkeypatch.setattr(twoserver_world, "combiner_setup",
+                        functools.partial(combiner_setup, convert_ahead=False))  # fmt: skip
+    queued: list[tuple[str, bool]] = []  # (the partner, whether `Ahead` works on it)
+    convert = Ahead.convert
+
+    def spy(self: Ahead, partner: Partner) -> None:
+        convert(self, partner)
+        queued.append((partner.name.split("/")[1], self._working))
+
+    monkeypatch.setattr(Ahead, "convert", spy)
+    queried = queries_dealt(monkeypatch)
+    with uploaded(tmp_path) as (world, project, south, secret):
+        assert world.server.realtime.two_server.converts_ahead is False
+        # north's and south's uploads handed to `Ahead`, which is off: nothing worked on
+        assert sorted(queued) == [("north", False), ("south", False)]
+        assert made(world) == [0, 0]
+        for role in ROLES:
+            assert audited(tmp_path / f"{role}-data", role, "twoserver.standing_started") == []
+        for k in range(2):
+            people = person_csv(south, sorted(south.truth)[2 * k : 2 * k + 2],
+                                tmp_path / f"q{k}.csv")  # fmt: skip
+            capsys.readouterr()
+            assert query(world, project, south, people, secret) == 0
+            assert held_by(json.loads(capsys.readouterr().out)) == [["south"], ["south"]]
+            if k == 0:  # by pairs, its conversion of south started and then made
+                assert not queried
+                until(lambda: made(world) == [1, 1])
+        assert queried and made(world) == [1, 1]  # the second: standing
+        for role in ROLES:
+            (started,) = audited(tmp_path / f"{role}-data", role, "twoserver.standing_started")
+            assert started["query"]
 
 
 def test_a_partner_over_s1s_bound_is_never_converted(

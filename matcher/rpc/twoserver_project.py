@@ -110,10 +110,12 @@ def combiner_setup(
     key: str,
     member_key: str,
     credentials: grpc.ChannelCredentials | None = None,
+    convert_ahead: bool = True,
 ) -> TwoServerSetup:
     """The matcher's two-server set-up: `key` the combiner's (S1 and S2 admit its Propose,
     Evaluate, Prepare, Collect and Forget), `member_key` the members' key S1 and S2 were started
-    with (the key itself: it signs tickets), over TLS with `credentials`."""
+    with (the key itself: it signs tickets), over TLS with `credentials`; `convert_ahead` False
+    (`serve --no-two-server-convert-ahead`): no partner converted ahead of its queries."""
     if not s1 or not s2 or s1 == s2:
         raise ValueError("S1 and S2: two addresses")
     if not key or key.startswith(DIGEST) or not member_key or member_key.startswith(DIGEST):
@@ -139,10 +141,10 @@ def combiner_setup(
         return out
 
     # Partners converted ahead of their queries (standahead), one at a time with the queries'.
-    ahead = Ahead(servers, lambda: conversions[0])
+    ahead = Ahead(servers, lambda: conversions[0], on=convert_ahead)
 
-    def convert_ahead(name: str, records: int, bits: tuple[int, ...], threshold: float,
-                      rule: Rule) -> None:  # fmt: skip
+    def queue_ahead(name: str, records: int, bits: tuple[int, ...], threshold: float,
+                    rule: Rule) -> None:  # fmt: skip
         ahead.convert(Partner(name, records, bits, threshold, rule))
 
     def close() -> None:
@@ -169,7 +171,7 @@ def combiner_setup(
         return holds_at(address, who, key, credentials, names, c)
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
-                          convert_ahead)  # fmt: skip
+                          queue_ahead, converts_ahead=convert_ahead)  # fmt: skip
 
 
 __all__ = ["combiner_setup", "forget_at", "reachable"]

@@ -18,6 +18,11 @@ logged and left to its first query (the fallback, as before standahead). Since c
 asks S1 and S2 their bounds first (`Conversions.learn`) and deals nothing for a partner S1
 would refuse as over its caps, or one over their room even without [M_B]
 (`Conversions.unfit`): logged once, at info, and left to its first query.
+
+The operator's switch (aheadflag): `serve --no-two-server-convert-ahead` starts C's `Ahead`
+off (`on`, from `combiner_setup`'s `convert_ahead`): nothing is queued, and each partner's
+first query starts its conversion and goes by pairs (the fallback), sparing the CPU of
+converting uploads no one queries.
 """
 
 from __future__ import annotations
@@ -43,8 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
-# A knob: False, C converts a partner at its first query only (before standahead; the tests of
-# that path, the fallback, turn this off).
+# The tests' knob (the operator's is `Ahead`'s `on`, `serve --no-two-server-convert-ahead`):
+# False, C converts a partner at its first query only (the fallback's tests turn this off).
 AHEAD = True
 WAIT_SECONDS = 5.0  # how often the worker looks again while another conversion is being made
 
@@ -75,11 +80,13 @@ class Ahead:
     (`combiner_setup`'s, read at each start: a matcher started again on the set-up holds new
     ones). `started`, `refused`, `failed`, `declined`, `skipped`: partners whose conversion went
     into the background, S1 or S2 refused, failed otherwise, found no room beside others, or
-    that C dealt nothing for by S1's and S2's bounds (`Conversions.unfit`; tests, the logs)."""
+    that C dealt nothing for by S1's and S2's bounds (`Conversions.unfit`; tests, the logs).
+    `on` False (`serve --no-two-server-convert-ahead`): nothing is queued, each partner is
+    left to its first query."""
 
     def __init__(self, servers: Callable[[list[str], list[int], list[int]], RemoteServers],
-                 conversions: Callable[[], Conversions]) -> None:  # fmt: skip
-        self._servers, self._conversions = servers, conversions
+                 conversions: Callable[[], Conversions], on: bool = True) -> None:  # fmt: skip
+        self._servers, self._conversions, self.on = servers, conversions, on
         self._queue: deque[Partner] = deque()
         self._cond = threading.Condition()
         self._working = False
@@ -87,8 +94,9 @@ class Ahead:
         self.started = self.refused = self.failed = self.declined = self.skipped = 0
 
     def convert(self, partner: Partner) -> None:
-        """Queue `partner` (where `wanted`), in place of the same member's queued upload."""
-        if not wanted(partner.records, partner.bits, partner.rule):
+        """Queue `partner` (where `wanted` and the switch is `on`), in place of the same
+        member's queued upload."""
+        if not self.on or not wanted(partner.records, partner.bits, partner.rule):
             return
         with self._cond:
             member = partner_of(partner.name)  # (its newer upload in place of a queued one)

@@ -100,6 +100,9 @@ class TwoServerSetup:
     # upload, at the matcher's start; rpc/twoserver_standahead.py `Ahead`): (its name at S1
     # and S2, records, CLK widths, the project's threshold, the upload's rule), queued.
     convert_ahead: Callable[[str, int, tuple[int, ...], float, Rule], None] = lambda *_: None
+    # Whether it does (`serve --two-server-convert-ahead`, the default; off, each partner's
+    # first query starts its conversion).
+    converts_ahead: bool = True
 
 
 def not_set_up(what: str) -> FailedPrecondition:
