@@ -44,6 +44,9 @@ class ServiceError(Exception):
     # refused or missed the batch before S1 was asked, or S1 could not be connected to:
     # core/runjournal.py), True where they may have.
     evaluated = True
+    # A call to S1 or S2 that gRPC failed before any connection carried it (the party was
+    # down when it went: rpc/status.py `never_sent`): the party never saw it.
+    sent = True
 
 
 class InvalidArgument(ServiceError):

@@ -101,6 +101,17 @@ def answered(exc: grpc.RpcError) -> bool:
     return any(key == ANSWERED_METADATA for key, _ in trailing or ())
 
 
+def never_sent(exc: grpc.RpcError) -> bool:
+    """Whether gRPC failed `exc`'s call before any connection carried it: UNAVAILABLE with
+    its pick failure ("failed to connect to all addresses"), which gRPC gives a call only
+    where no connection to the party could be made for it (a call sent and then cut fails
+    otherwise: "Socket closed", "Connection reset", a GOAWAY). The party never saw it."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return (code is grpc.StatusCode.UNAVAILABLE and not answered(exc)
+            and details.startswith("failed to connect to all addresses"))  # fmt: skip
+
+
 def retryable(exc: grpc.RpcError) -> bool:
     """Whether the service called marked `exc`'s status as a momentary limit."""
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None

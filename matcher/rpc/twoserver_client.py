@@ -192,6 +192,7 @@ class RemoteServers:
             if watch is not None and ends is not None:
                 watch.unsent(to_s1.batch, *ends)
             raise
+        o1 = None
         try:
             o1 = call_party(self.names[0], self._s1.Evaluate, to_s1, metadata=self._metadata,
                             timeout=CALL_SECONDS)  # fmt: skip
@@ -200,7 +201,11 @@ class RemoteServers:
                             pb.CollectRequest(batch=to_s1.batch), metadata=self._metadata,
                             timeout=CALL_SECONDS)  # fmt: skip
         except errors.ServiceError as exc:
-            if watch is not None and ends is not None and not isinstance(exc, errors.Unavailable):
+            if o1 is None and not exc.sent:  # S1 went down after `connected`: never had it
+                exc.evaluated = False
+                if watch is not None and ends is not None:
+                    watch.unsent(to_s1.batch, *ends)
+            elif watch is not None and ends is not None and not isinstance(exc, errors.Unavailable):
                 watch.refused(to_s1.batch, *ends)  # answered with a refusal: no shares kept
             raise
         transcript.count("C", "S1", to_s1.ByteSize())

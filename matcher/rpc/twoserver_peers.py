@@ -25,7 +25,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, marginrounds
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Rows
 from blindmatch.matcher.domain import Rule
-from blindmatch.matcher.rpc.status import answered, retryable
+from blindmatch.matcher.rpc.status import answered, never_sent, retryable
 from blindmatch.matcher.rpc.twoserver_channel import channel
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -58,13 +58,16 @@ _BY_STATUS = {cls.status_name: cls for cls in (
 def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
     """A failed call to party `who` as this party's error. A status gRPC made up for want of
     an answer (rpc/status.py `answered`: the party never ended the call itself) of
-    UNAVAILABLE or DEADLINE_EXCEEDED is the party unreachable (`Unavailable` naming it); a
+    UNAVAILABLE or DEADLINE_EXCEEDED is the party unreachable (`Unavailable` naming it, its
+    `sent` False where no connection carried the call: rpc/status.py `never_sent`); a
     status the party answered keeps its kind, its message prefixed with the party (a
     RESOURCE_EXHAUSTED marked retryable stays so: `Busy`)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     details = (exc.details() if hasattr(exc, "details") else "") or code.name
     if code in UNREACHED and not answered(exc):
-        return errors.Unavailable(f"{who} is unreachable ({code.name}: {details})")
+        error = errors.Unavailable(f"{who} is unreachable ({code.name}: {details})")
+        error.sent = not never_sent(exc)
+        return error
     cls = _BY_STATUS.get(code.name, errors.ServiceError)
     if cls is errors.ResourceExhausted and retryable(exc):
         cls = errors.Busy  # a momentary limit at the party (S1's proposals in flight)
