@@ -35,7 +35,6 @@ from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc import twoserver_conversions
 from blindmatch.matcher.rpc import twoserver_holds as holds
-from blindmatch.matcher.rpc import twoserver_standahead as standahead
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
@@ -152,16 +151,17 @@ def older_roles(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @contextmanager
 def uploaded(tmp_path: Path, caps: tuple[int, ...] = (10**9, 10**9),
-             most: dict[str, int] | None = None,
+             most: dict[str, int] | None = None, ahead: bool = True,
              ) -> Iterator[tuple[Any, Any, Any, Path]]:  # fmt: skip
     """A matcher with S1 and S2 (S1's exhaustive, small-member and query-whole `caps`; their
-    `--standing-bytes` by role, `most`), project "ruled" (two-server) with north's and
+    `--standing-bytes` by role, `most`; its conversions ahead of queries off where not
+    `ahead`: `serve --no-two-server-convert-ahead`), project "ruled" (two-server) with north's and
     south's uploads of 42 records (the shipped schema, its rule): (the world, the project,
     south's export, the linkage secret's file)."""
     secret = tmp_path / "linkage.secret"
     secret.write_text(STRONG_SECRET + "\n")
     exports = write_exports(tmp_path, seed=5, size=120)
-    with twoserver_world.started(tmp_path, *caps) as world:
+    with twoserver_world.started(tmp_path, *caps, convert_ahead=ahead) as world:
         for role, bound in (most or {}).items():
             world.roles[role].service.standing.most = bound
         project = twoserver_world.create(world, "ruled", "two-server")
@@ -362,8 +362,8 @@ def test_blindmatch_query_goes_standing_through_the_matcher_and_converts_the_par
     as by pairs does."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # south's 42 records: standing
     monkeypatch.setattr(standing, "CHUNK", 16)  # its conversion in 3 pieces
-    monkeypatch.setattr(standahead, "AHEAD", False)  # a query starts it (the fallback)
-    with uploaded(tmp_path) as (world, project, south, secret):
+    # Its conversions ahead of queries off: a query starts the conversion (the fallback).
+    with uploaded(tmp_path, ahead=False) as (world, project, south, secret):
         answers = []
         for k, path in enumerate(("shape", "shape", "pairs")):
             monkeypatch.setattr(partpath, "PATH", path)
@@ -597,7 +597,6 @@ def test_the_matchers_first_query_is_answered_by_pairs_and_the_next_goes_standin
     The matcher's stop stops its conversions (`Conversions.close`: none started after it)."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)
     monkeypatch.setattr(standing, "CHUNK", 16)  # south's 42 records in 3 pieces
-    monkeypatch.setattr(standahead, "AHEAD", False)  # a query starts it (the fallback)
     gate, dealt, queried = threading.Event(), standdeal._deal, []
     query_deal, finish, finished = standdeal._query, standdeal._finish, threading.Event()
 
@@ -620,7 +619,8 @@ def test_the_matchers_first_query_is_answered_by_pairs_and_the_next_goes_standin
     monkeypatch.setattr(standdeal, "_deal", deal)
     monkeypatch.setattr(standdeal, "_query", spy)
     monkeypatch.setattr(standdeal, "_finish", made_at_c)
-    with uploaded(tmp_path) as (world, project, south, secret):
+    # Its conversions ahead of queries off: a query starts the conversion (the fallback).
+    with uploaded(tmp_path, ahead=False) as (world, project, south, secret):
         made = [world.roles[r].service.standing for r in ("s1", "s2")]
         for k in range(2):
             people = person_csv(south, sorted(south.truth)[k : k + 1], tmp_path / f"q{k}.csv")

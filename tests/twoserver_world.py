@@ -79,8 +79,11 @@ def started(
     exhaustive: int | None = None,
     small_member: int | None = None,
     query_whole: int | None = None,
+    convert_ahead: bool = True,
 ) -> Iterator[World]:
-    """The world, S1 started with these caps (create_role's; None: S1's defaults)."""
+    """The world, S1 started with these caps (create_role's; None: S1's defaults); the
+    matcher's conversions ahead of queries off where not `convert_ahead` (`combiner_setup`'s,
+    `serve --no-two-server-convert-ahead`: a partner's first query starts its conversion)."""
     key = secrets.token_urlsafe(16)
     # As operations.md deploys them: each role keeps its uploads in a data dir of its own.
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
@@ -88,7 +91,8 @@ def started(
                           data_dir=tmp_path / "s1-data", exhaustive=exhaustive,
                           small_member=small_member, query_whole=query_whole)  # fmt: skip
     roles = {"s1": s1_role, "s2": s2}
-    setup = combiner_setup(f"127.0.0.1:{s1_role.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
+    setup = combiner_setup(f"127.0.0.1:{s1_role.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY,
+                           convert_ahead=convert_ahead)  # fmt: skip
     data_dir, clock = tmp_path / "matcher-data", Ahead()
     server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup,
                            clock=clock)  # fmt: skip

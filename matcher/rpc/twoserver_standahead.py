@@ -48,9 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
-# The tests' knob (the operator's is `Ahead`'s `on`, `serve --no-two-server-convert-ahead`):
-# False, C converts a partner at its first query only (the fallback's tests turn this off).
-AHEAD = True
 WAIT_SECONDS = 5.0  # how often the worker looks again while another conversion is being made
 
 
@@ -69,7 +66,7 @@ class Partner:
 def wanted(records: int, bits: Sequence[int], rule: Rule) -> bool:
     """Whether a query's whole part against such a partner would go standing (as
     core/partpath.py `by_standing` takes it; S1 alone knows whether it is compared whole)."""
-    if not AHEAD or len(bits) != 2 or not rule.active or partpath.PATH in ("pairs", "blocks"):
+    if len(bits) != 2 or not rule.active or partpath.PATH in ("pairs", "blocks"):
         return False
     return partpath.PATH == "standing" or records >= partpath.STANDING_RECORDS
 
@@ -197,4 +194,4 @@ class Ahead:
             self._epoch += 1
 
 
-__all__ = ["AHEAD", "WAIT_SECONDS", "Ahead", "Partner", "wanted"]
+__all__ = ["WAIT_SECONDS", "Ahead", "Partner", "wanted"]
