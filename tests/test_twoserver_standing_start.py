@@ -7,7 +7,6 @@ S1 (audited); a partner over S1's bound never converted."""
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,11 @@ from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_conversions import Conversions
-from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_standahead import Ahead, Partner
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests import twoserver_world
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_blocks import KEY, RULE, THRESHOLD, entries
 from tests.test_twoserver_query import held_by, person_csv
@@ -130,8 +127,6 @@ def test_with_the_switch_off_an_upload_converts_nothing_and_the_first_query_star
     `twoserver.standing_started`, a query's), and the next goes standing against it."""
     monkeypatch.setattr(partpath, "STANDING_RECORDS", 10)  # 42 records a member: standing
     monkeypatch.setattr(standing, "CHUNK", 16)
-    monkeypatch.setattr(twoserver_world, "combiner_setup",
-                        functools.partial(combiner_setup, convert_ahead=False))  # fmt: skip
     queued: list[tuple[str, bool]] = []  # (the partner, whether `Ahead` works on it)
     convert = Ahead.convert
 
@@ -141,7 +136,7 @@ def test_with_the_switch_off_an_upload_converts_nothing_and_the_first_query_star
 
     monkeypatch.setattr(Ahead, "convert", spy)
     queried = queries_dealt(monkeypatch)
-    with uploaded(tmp_path) as (world, project, south, secret):
+    with uploaded(tmp_path, ahead=False) as (world, project, south, secret):
         assert world.server.realtime.two_server.converts_ahead is False
         # north's and south's uploads handed to `Ahead`, which is off: nothing worked on
         assert sorted(queued) == [("north", False), ("south", False)]
