@@ -1,11 +1,9 @@
-"""C's standing partners over gRPC (rpc/twoserver_standdeal.py deals them; docs/protocol.md "A
-query against a standing partner over gRPC"): `Conversions`, the partners it has had converted
-at S1 and S2 (each its mask seeds, core/standing.py `Standing`, in memory, by the partner's
-upload at S1 and S2, its records, CLK widths, the run's cut-offs and rule), their admission
-within S1's and S2's room (standfix: one conversion at a time, beside those used within
-RECENT_SECONDS), whether each is kept with [M_B] (standq), the background conversion's pauses
-while queries are answered and its stop with the matcher (standbg, standfix2), and S1's and
-S2's bounds asked before C's first deal (capsfirst, `learn`).
+"""C's standing partners over gRPC (rpc/twoserver_standdeal.py deals them): `Conversions`, the
+partners C has had converted at S1 and S2 (each its mask seeds, core/standing.py `Standing`,
+in memory, by the partner's upload at S1 and S2, its records, CLK widths, the run's cut-offs
+and rule), their admission within S1's and S2's room (`admit`, `learn`, `unfit`), whether
+each is kept with [M_B] (`without_mask`), and the background conversion's pauses and stop
+(`pause`, `close`). The rules: rpc/twoserver_standing.py.
 """
 
 from __future__ import annotations

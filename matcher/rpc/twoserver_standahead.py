@@ -1,28 +1,11 @@
-"""C converting standing partners ahead of their queries (standahead, issue 18 (b);
-docs/protocol.md "A conversion started ahead of its queries"): a partner's conversion at S1
-and S2 starts as soon as C can, when a member's two-server upload completes at the matcher
-and, at the matcher's start, for the uploads S1 and S2 already hold
-(realtime/twoahead.py asks), not at its first query; so the queries after it go standing,
-and no query waits on or starts it.
-
-`Ahead` works a queue of partners on one daemon thread, one conversion at a time, within
-C's usual admission (rpc/twoserver_conversions.py `Conversions.admit`: S1's and S2's room,
-beside the partners used within RECENT_SECONDS; it waits while another conversion is being
-made, a query's or its own): piece 0 names the partner alone (no query: S1 checks it
-against its own rules, rpc/twoserver_standstart.py), the later pieces go in the background
-as a query's conversion's do (rpc/twoserver_standdeal.py `background`). A partner is queued
-only where a query's part against it would go standing (core/partpath.py `by_standing`: two
-CLKs under the rule, at least STANDING_RECORDS records); one S1 refuses (over its
-`--query-whole-pairs`, converted without a query within the hour, ...) or that fails is
-logged and left to its first query (the fallback, as before standahead). Since capsfirst C
-asks S1 and S2 their bounds first (`Conversions.learn`) and deals nothing for a partner S1
-would refuse as over its caps, or one over their room even without [M_B]
-(`Conversions.unfit`): logged once, at info, and left to its first query.
-
-The operator's switch (aheadflag): `serve --no-two-server-convert-ahead` starts C's `Ahead`
-off (`on`, from `combiner_setup`'s `convert_ahead`): nothing is queued, and each partner's
-first query starts its conversion and goes by pairs (the fallback), sparing the CPU of
-converting uploads no one queries.
+"""C converting standing partners ahead of their queries (standahead, issue 18 (b)): `Ahead`,
+a queue of partners (`Partner`) worked on a daemon thread of its own, one conversion at a
+time, each started by rpc/twoserver_standdeal.py `start` with a piece 0 naming the partner
+alone and its later pieces put in the background (realtime/twoahead.py queues them; `on`
+False, from `combiner_setup`'s `convert_ahead`, `serve --no-two-server-convert-ahead`: none
+is); `wanted`, whether a query's part against a partner would go standing. The rules:
+rpc/twoserver_standing.py; the wire: docs/protocol.md "A conversion started ahead of its
+queries".
 """
 
 from __future__ import annotations

@@ -1,23 +1,11 @@
-"""C's side of a query compared whole against a standing partner over gRPC (docs/protocol.md
-"A query against a standing partner over gRPC"; rpc/twoserver_standing.py is S1's and S2's):
-`prepare_standing`, a query part's deal against a partner converted (C's conversions:
-rpc/twoserver_conversions.py `Conversions`), and the conversions' deals (`standing.CHUNK`
-records a piece). Where S1 or S2 refuses the query's deal for want of the conversion
-(`STANDING_NEEDED`: restarted, or it dropped it), C drops its own, the part goes by pairs and
-C starts converting the partner again.
-C converts only what S1's and S2's room holds (`Conversions.admit`: beside the conversions
-used within RECENT_SECONDS, one conversion at a time); a part not admitted goes by pairs, so
-no query pushes out a conversion the next needs. A query never waits for a conversion
-(standbg): it deals piece 0 (S1 checks it against the query's proposal) and goes by pairs,
-and C deals the later pieces on a background thread (S1 and S2 take them by the
-conversion's id), the next query going standing. Since standahead C starts most
-conversions before any query, with a piece 0 naming the partner alone
-(rpc/twoserver_standahead.py; `start`, shared with a query's start, with its own piece 0).
-A conversion that fails, or that C stops (the matcher stopping: `Conversions.close`), is
-given up at S1 and S2 (`give_up`, their `standing_drop`), so neither keeps its half-made
-arrays (standfix2); off the query's thread (standq). C decides whether S1 and S2 keep a
-partner with [M_B], for all its partners together (`Conversions.without_mask`), and says so
-in piece 0 (standq).
+"""C's side of a query compared whole against a standing partner over gRPC
+(rpc/twoserver_standing.py is S1's and S2's): `prepare_standing`, a query part's deal against
+a partner converted (C's conversions: rpc/twoserver_conversions.py `Conversions`), and the
+conversions' deals: `start`, a conversion's piece 0 (a query's, or one naming the partner
+alone: rpc/twoserver_standahead.py), `background`, its later pieces on a thread of their own,
+and `give_up` (rpc/twoserver_standgive.py) for one that fails or that C stops. The rules:
+rpc/twoserver_standing.py; the wire: docs/protocol.md "A query against a standing partner over
+gRPC".
 """
 
 from __future__ import annotations

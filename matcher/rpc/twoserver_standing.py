@@ -1,29 +1,88 @@
 """S1's and S2's side of a query compared whole against a standing partner over gRPC
-(docs/protocol.md "A query against a standing partner over gRPC"; core/standing.py,
-core/standingquery.py, core/standingsteps.py): the partners they hold converted
-(`Standings`, a cache in memory), and the `PrepareBlocks` / `BlockExchange` of a `BlockDeal`
-naming `standing` (rpc/twoserver_blockcalls.py hands them here).
+(core/standing.py, core/standingquery.py, core/standingsteps.py): the partners they hold
+converted (`Standings`, rpc/twoserver_standcache.py, a cache in memory), and the
+`PrepareBlocks` / `BlockExchange` of a `BlockDeal` naming `standing` (rpc/twoserver_blockcalls.py
+hands them here): a query's standing deal, a conversion's piece 0 (with a query, or without one:
+rpc/twoserver_standstart.py), its later pieces (`_continued`), a conversion given up
+(`_given_up`).
 
-C converts a partner's upload once, `standing.CHUNK` records a deal (`standing_pieces`); S1 and S2
-keep what core/standing.py's `Partner` holds (~12 kB a record of two 1,024-bit CLKs; 4 kB without
-[M_B] where the partner fits their bound only so, standmask: rpc/twoserver_standcache.py
-`keeps_mask`) in memory under C's id of the conversion, for that version of the upload only (the
-upload held when piece 0 came: one replaced or forgotten drops it), the least recently used dropped
-past `MOST_BYTES`, nothing kept across a restart. A query then deals its own records alone; S1 and
-S2 hold its H shares as the part's one block (every query record x every partner record), and the
-part's margin batches run on them as on any part's blocks. A query naming a conversion a server does
-not hold (restarted, dropped, another version of the upload) is refused FAILED_PRECONDITION with
-`STANDING_NEEDED` and the conversion's id: C converts again.
-A deal that fails a check is refused by both servers, naming the dealer, and audited
-(`twoserver.deal`), before any output share; S1 checks every query's standing deal and
-each conversion's piece 0 against its proposal (an unblocked part on clk 0 under the rule, or
-its fallback part on clk 1 (fallstand), the run's cut-offs), or, a piece 0 naming no query
-(C converting ahead of the queries, standahead), against its own rules
-(rpc/twoserver_standstart.py); a conversion's later pieces,
-which C sends in the background after the query that started it (standbg), are taken by the
-conversion's id alone (`_continued`).
-A piece that fails at a server (refused, its setup wrong, its exchange cut) drops the
-half-made conversion there; C gives one up by `standing_drop` (`_given_up`); standfix2.
+The standing path's rules, C's and S1's and S2's, are stated here once (the path's other
+modules point here; the wire, for users: docs/protocol.md "A query against a standing partner
+over gRPC" and "A conversion started ahead of its queries"):
+
+- Which parts: a query's part compared whole against a partner goes standing where
+  core/partpath.py `by_standing` takes it (two CLKs under the rule, a partner of at least
+  `STANDING_RECORDS` records; S1 alone knows whether a part is compared whole), its fallback
+  part where `fallback_standing` does (fallstand); any other goes by pairs.
+- A conversion: C converts a partner's upload once, `standing.CHUNK` records a deal (pieces 0
+  to `standing_pieces` - 1), under C's id of the conversion (`standing`). C keeps its mask
+  seeds (rpc/twoserver_conversions.py `Conversions`: in memory, by the partner's upload at S1
+  and S2, its records, CLK widths, the run's cut-offs and rule) for the matcher's life; the
+  matcher's stop stops its conversions, and a matcher started again holds none.
+- What S1 and S2 keep: core/standing.py's `Partner` (~12 kB a record of two 1,024-bit CLKs;
+  4 kB without [M_B]) in memory under the conversion's id, for that version of the upload only
+  (the upload held when piece 0 came: one replaced or forgotten drops it), the least recently
+  used dropped past their bound (`--standing-bytes`, `MOST_BYTES` by default), nothing kept
+  across a restart. C
+  decides whether they keep a partner with [M_B], for all its partners together
+  (`Conversions.without_mask`), and says so in piece 0 (standq); unsaid, the server's own
+  rule: without it where the partner fits its bound only so (standmask,
+  rpc/twoserver_standcache.py `keeps_mask`).
+- A query against a conversion deals its own records alone; S1 and S2 hold its H shares as the
+  part's one block (every query record x every partner record), and the part's margin batches
+  run on them as on any part's blocks.
+- C's admission: C converts only what S1's and S2's room holds (`Conversions.admit`, by the
+  least bound they said, asked before C's first deal: capsfirst, `Conversions.learn`), beside
+  the conversions used within `RECENT_SECONDS`, and one conversion at a time (a query's or
+  one ahead of the queries; standfix); a part not admitted goes by pairs, so no query pushes
+  out a conversion the next needs.
+- A query never waits for a conversion (standbg): one that finds none deals piece 0 (S1
+  checks it against the query's proposal) and goes by pairs; C deals the later pieces on a
+  background thread, pausing while a query is being answered (`PAUSE_SECONDS` at most), and
+  the next query goes standing (rpc/twoserver_standdeal.py `INLINE_RECORDS`, a knob, converts
+  a partner that small within its query; none by default). A query that comes while another
+  conversion is being made goes by pairs, neither waiting on nor starting one.
+- Ahead of the queries (standahead): C starts a partner's conversion as its upload completes
+  at the matcher, and at the matcher's start for the uploads S1 and S2 hold (their seeds died
+  with the earlier matcher; realtime/twoahead.py), where a query's part against it would go
+  standing (above) and another member may query it (not in a project of one member): queued
+  and converted one at a time within the same admission, its piece 0 naming the partner alone,
+  its later pieces in the background as a query's conversion's; so the queries after it go
+  standing. C deals none for a partner S1 would refuse under its caps, or one over their
+  room even without [M_B] (`Conversions.unfit`): logged once, at info. One S1 refuses or that
+  fails is logged and left to its first query: the query path stays the fallback, as for
+  every partner where the operator's `serve --no-two-server-convert-ahead` turns this off
+  (aheadflag: nothing converted ahead, each partner's first query starts its conversion and
+  goes by pairs).
+- The checks: S2 checks a deal's shape; S1 checks it too and S2 follows S1's check (S1 opens
+  the exchange only past it, naming the deal's digest). S1 checks every query's standing deal,
+  and each conversion's piece 0 that comes with a query, against its proposal: an unblocked
+  part on clk 0 under the rule, or its fallback part on clk 1 (fallstand), with the run's
+  cut-offs.
+- A piece 0 without a query names the partner alone, as a later piece does (`member_b`,
+  `records_b`, the cut-offs and rule, `standing`, `standing_piece` 0, `standing_pieces`; no
+  `member_a`, `records_a`, `part`, `clk` or rows), and S1 checks it against what S1 itself
+  knows (rpc/twoserver_standstart.py): the partner's upload held, of these records (this
+  version of it), no query's or watch's records; the cut-offs a run's (`run_cutoffs`: the
+  threshold, none or the default buckets) at S1's `--threshold` where set; the rule the
+  upload's (a standing part is the record CLK's under the rule); a one-record query against it
+  compared whole under S1's caps (core/exhaustive.py `run_cap`: a partner over
+  `--query-whole-pairs` is never compared whole, so never converted); and at most one such
+  start of this version of the upload in `AHEAD_SECONDS` (rpc/twoserver_standcache.py
+  `Standings.ahead`), so that a C cannot make S1 and S2 convert an upload over and over with
+  no query counted. Anything else is refused PERMISSION_DENIED, audited `twoserver.refused`.
+- A conversion's later pieces name the partner alone and are taken by the conversion's id
+  alone, without a proposal (`_continued`).
+- A deal that fails a check is refused by both servers, naming the dealer, and audited
+  (`twoserver.deal`), before any output share.
+- A query naming a conversion a server does not hold (restarted, dropped, another version of
+  the upload) is refused FAILED_PRECONDITION with `STANDING_NEEDED` and the conversion's id:
+  C drops its own, the part goes by pairs, and C converts the partner again.
+- A piece that fails at a server (refused, its setup wrong, its exchange cut) drops the
+  half-made conversion there; a conversion that fails at C, or that C stops (the matcher
+  stopping: `Conversions.close`), C gives up at S1 and S2 by `standing_drop`
+  (rpc/twoserver_standgive.py; `_given_up` here), off the query's thread, so that neither
+  keeps its half-made arrays (standfix2, standq).
 """
 
 from __future__ import annotations

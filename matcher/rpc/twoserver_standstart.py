@@ -1,20 +1,12 @@
-"""S1's and S2's check of a conversion's piece 0 that comes without a query (standahead: C
-converts a partner as its upload completes, and at C's start for the uploads S1 and S2 hold;
-rpc/twoserver_standahead.py; docs/protocol.md "A conversion started ahead of its queries").
-
-Such a piece 0 names the partner alone, as a later piece does (`member_b`, `records_b`, the
-cut-offs and rule, `standing`, `standing_piece` 0, `standing_pieces`; no `member_a`,
-`records_a`, `part`, `clk` or rows). S2 checks its shape; S1 (whose check S2 follows: S1
-opens the exchange only past it, naming the deal's digest) checks it also against what S1
-itself knows, as it would a query's piece 0 against its proposal: the partner's upload held,
-of these records (this version of it), no query's or watch's records; the cut-offs a run's
-(`run_cutoffs`: the threshold, none or the default buckets) at S1's `--threshold` where set;
-the rule the upload's (a standing part is the record CLK's under the rule); a one-record
-query against it compared whole under S1's caps (core/exhaustive.py `run_cap`: a partner
-over `--query-whole-pairs` is never compared whole, so never converted); and at most one such
-start of this version of the upload in AHEAD_SECONDS (rpc/twoserver_standcache.py
-`Standings.ahead`), so that a C cannot make S1 and S2 convert an upload over and over with no
-query counted. Anything else is refused PERMISSION_DENIED, audited `twoserver.refused`.
+"""S1's and S2's check of a conversion's piece 0 that comes without a query (standahead:
+rpc/twoserver_standahead.py): `ahead`, from rpc/twoserver_standing.py `_checked`, S2's check
+of its shape and S1's also against what S1 itself knows in place of a query's proposal
+(`ONE_RECORD`: a query against the partner under S1's caps; rpc/twoserver_standcache.py
+`Standings.ahead`), refusing it PERMISSION_DENIED, audited `twoserver.refused`; and
+`partner_alone`, the partner's upload of a piece that names it alone (this one, or a later
+piece), else INVALID_ARGUMENT. The rules (what such a piece names, what S1 checks):
+rpc/twoserver_standing.py; the wire: docs/protocol.md "A conversion started ahead of its
+queries".
 """
 
 from __future__ import annotations
