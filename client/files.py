@@ -2,8 +2,8 @@
 and the CSV files it reads from the user (`read_csv`, `read_csv_lines`).
 
 Each is written to a temporary file beside it and renamed into place. The temporary file
-is made readable and writable by its owner only (`tempfile.mkstemp`), so the new file
-is too, from the first byte (an operator token, say, is never readable by others).
+is made readable and writable by its owner only (as `tempfile.mkstemp` makes one), so the
+new file is too, from the first byte (an operator token, say, is never readable by others).
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from blindmatch.client.errors import InputError
+
+# A temporary file's opening: made here or refused, never a link followed.
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
@@ -97,10 +100,22 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:
-    """Write a file atomically: the old file or the whole new one, never half."""
+    """Write a file atomically: the old file or the whole new one, never half. Whatever
+    ends it part-way (a full disk; Ctrl-C, or SIGTERM in a command that takes it so,
+    cli/errors.py `ends_at_sigterm`) deletes the temporary file: it is named before it is
+    made, so that one made just as the signal came is deleted too."""
     path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    while True:  # a name no file has (as `tempfile.mkstemp` finds one)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+        try:
+            fd = os.open(tmp, _NEW_FILE, 0o600)
+        except FileExistsError:
+            continue  # another's: left as it is
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`Terminated`), perhaps once it was made
+            tmp.unlink(missing_ok=True)
+            raise
+        break
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -108,5 +123,5 @@ def write_bytes(path: str | Path, data: bytes) -> None:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

@@ -1,14 +1,17 @@
 """The commands that make a temporary folder or file (`query`, `privacy-check`, `encode`,
-`evaluate`; `demo` in test_demo_leftovers.py) leave nothing behind when a SIGTERM (`kill`,
-`timeout`, a service manager's stop) ends them part-way: as at Ctrl-C, their `with
-TemporaryDirectory` and `except BaseException` clean-ups run, and they exit 143 saying
-"Terminated." Before, SIGTERM's default action ended the process on the spot and left the
-folder (the synthetic exports, a person's one-row CSV, a half-written ENCODED folder).
+`evaluate`, `results`, `report`, `request`; `demo` in test_demo_leftovers.py) leave nothing
+behind when a SIGTERM (`kill`, `timeout`, a service manager's stop) ends them part-way: as
+at Ctrl-C, their `with TemporaryDirectory` and `except BaseException` clean-ups run, and they
+exit 143 saying "Terminated." Before, SIGTERM's default action ended the process on the spot
+and left the folder (the synthetic exports, a person's one-row CSV, a half-written ENCODED
+folder) or the file written beside --out before it is renamed into place (client/files.py).
 
 The process is each time the command itself, in a process of its own with a TMPDIR of its
 own, signalled once its folder exists (waited on, not slept on). Where that folder lives
 for milliseconds only (query, encode, evaluate), the step after its making is held (a
-stand-in that sleeps until the signal) so that the signal comes while it exists."""
+stand-in that sleeps until the signal) so that the signal comes while it exists; where
+the command makes nothing to wait on (`request` for one record), the stand-in makes a file
+that says it is there (HELD_AT)."""
 
 from __future__ import annotations
 
@@ -21,7 +24,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, STRONG_SECRET
+from blindmatch.client import ProjectTokens
+from tests.support import (
+    NORTH_CSV,
+    NORTH_MAP,
+    PERSON_SCHEMA,
+    ROOT,
+    STRONG_SECRET,
+    Matcher,
+    Org,
+    encode_all,
+    uploaded_and_run,
+)
 
 pytestmark = pytest.mark.slow  # each a CLI command in a process of its own
 
@@ -30,11 +44,13 @@ TERMINATED = 128 + signal.SIGTERM
 # `main` run with one function replaced by a wait for the signal (the step after the
 # folder's making: it exists while this waits).
 HELD = """
-import importlib, sys, time
+import importlib, os, sys, time
 module, name = sys.argv[1], sys.argv[2]
 def held(*args, **kwargs):
     if module.endswith(".evaluate"):
         import matplotlib.pyplot  # (its temporary config folder, where it makes one)
+    if "HELD_AT" in os.environ:
+        open(os.environ["HELD_AT"], "x").close()
     while True:
         time.sleep(60)
 setattr(importlib.import_module(module), name, held)
@@ -170,6 +186,60 @@ def test_an_evaluate_ended_by_sigterm_leaves_no_folder_in_the_temp_dir(
          "evaluate", "--results", str(results), "--truth", str(truth)],
         tmp, lambda: any(tmp.glob("matplotlib-*")),
         env={"MPLCONFIGDIR": str(results / "mpl")},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.fixture
+def north(
+    matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org], tmp_path: Path
+) -> list[str]:
+    """north's options at a matcher whose run found its record N1 at south."""
+    uploaded_and_run(matcher, project, encode_all(orgs, tmp_path))
+    encoded = str(tmp_path / "north.encoded")
+    return ["--server", matcher.target, "--project", project.project,
+            "--token", project.tokens["north"], "--encoded", encoded]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command, old",
+    [(["results"], b"record_id,partner\n"), (["results"], None), (["report"], b"<html>\n"),
+     (["request", "--hits", "HITS"], b"record_id,partner,reference\n")],
+    ids=["results", "results-anew", "report", "request-hits"],
+)  # fmt: skip
+def test_a_command_writing_out_ended_by_sigterm_leaves_the_old_file_and_no_temporary_one(
+    tmp: Path, tmp_path: Path, north: list[str], command: list[str], old: bytes | None
+) -> None:
+    """Held with the new file written whole beside --out, not yet renamed into place."""
+    hits = tmp_path / "hits.csv"
+    hits.write_text("record_id,partner\nN1,south\n")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / "written"
+    if old is not None:
+        out.write_bytes(old)
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "replace",
+         *[str(hits) if a == "HITS" else a for a in command], "--out", str(out), *north],
+        tmp, lambda: any(folder.glob(".written.*")),
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == (
+        {} if old is None else {"written": old}
+    )  # the old file as it was, or none; never a half-written one, nor the temporary file
+    assert list(tmp.iterdir()) == []
+
+
+def test_a_request_for_one_record_ended_by_sigterm_exits_as_terminated(
+    tmp: Path, tmp_path: Path, north: list[str]
+) -> None:
+    """(It writes no file: its references are printed.)"""
+    there = tmp_path / "held"
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "blindmatch.client.requests", "rows_of",
+         "request", "--record-id", "N1", *north],
+        tmp, there.exists, env={"HELD_AT": str(there)},
     )  # fmt: skip
     _assert_ended(code, err)
     assert list(tmp.iterdir()) == []

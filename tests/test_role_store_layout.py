@@ -13,7 +13,8 @@ import pytest
 from blindmatch.cli.app import main
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.role_check import check_role_dir
-from blindmatch.matcher.storage.role_store import LAYOUT, RoleStore, layout_of
+from blindmatch.matcher.storage.role_store import LAYOUT, RoleStore
+from blindmatch.matcher.storage.sqlite import layout_of
 from tests.support import files_of, set_layout
 
 ARRAYS = [("shares_0", np.arange(64, dtype=np.uint8).reshape(4, 16))]

@@ -1,17 +1,23 @@
 """The matcher's store records its layout (storage/project_store.py `LAYOUT`, blindmatch.sqlite's
-header's user_version, as the roles' held store does): a data dir whose store a newer
-blindmatch wrote (a layout, a migration, this one does not know) refuses `serve` at start,
-saying so, and is left byte for byte as it was; `admin check` says the same."""
+header's user_version, as the roles' held store does), and so does the real-time side's
+index.sqlite (index_store.py `LAYOUT`; before, it had no marker, and a newer blindmatch's
+index.sqlite was opened and written to): a data dir whose store or index a newer blindmatch
+wrote (a layout, a migration, this one does not know) refuses `serve` at start, saying so,
+and is left byte for byte as it was; `admin check` says the same."""
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
 from blindmatch.cli.app import main
 from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.storage import index_store, project_store
 from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.storage.project_store import LAYOUT
 from blindmatch.matcher.storage.sqlite import layout_of
@@ -44,33 +50,69 @@ def test_a_store_is_made_at_this_layout_and_one_from_before_the_marker_opens(
     assert layout_of(db) == LAYOUT  # (recorded at that start)
 
 
-def test_a_store_of_a_newer_layout_refuses_serve_and_is_left_unchanged(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+def _user_version(db: Path) -> int:
+    """The layout marker as the file holds it (`layout_of` reads a 0 as layout 1)."""
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_index_sqlite_is_made_at_its_layout_and_one_from_before_the_marker_is_stamped(
+    tmp_path: Path,
 ) -> None:
     data_dir = tmp_path / "d"
-    db = _served(data_dir)
-    set_layout(db, LAYOUT + 1)
+    _served(data_dir)
+    index = DataDir(data_dir).index_db
+    assert _user_version(index) == index_store.LAYOUT == 1
+    set_layout(index, 0)  # as every index.sqlite written before it had a marker
+    matcher = start(data_dir, Clock())
+    try:
+        with matcher.operator() as op:
+            assert [p.project for p in op.list_projects()] == ["trial"]
+    finally:
+        matcher.server.stop(grace=None)
+    assert _user_version(index) == index_store.LAYOUT  # (recorded at that start)
+
+
+@pytest.mark.parametrize(
+    "name, known",
+    [("blindmatch.sqlite", project_store.LAYOUT), ("index.sqlite", index_store.LAYOUT)],
+    ids=["store", "index"],
+)
+def test_a_store_of_a_newer_layout_refuses_serve_and_is_left_unchanged(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    known: int,
+) -> None:
+    data_dir = tmp_path / "d"
+    db = _served(data_dir).parent / name
+    set_layout(db, known + 1)
     cut_short = data_dir / "tmp" / "upload-cut-short"  # (a start empties tmp/)
     cut_short.write_bytes(b"x")
     cut_short.chmod(0o600)
     before = files_of(data_dir)
     with pytest.raises(StartupRefused) as refused:
-        Store(data_dir)
+        Store(data_dir)  # (the matcher's start opens it first)
     said = str(refused.value)
-    assert f"{db}: store layout {LAYOUT + 1}, written by a newer blindmatch" in said
-    assert f"this one knows layout {LAYOUT} and older" in said
-    assert "upgrade blindmatch, or move the store aside" in said
+    assert f"{db}: store layout {known + 1}, written by a newer blindmatch" in said
+    assert f"this one knows layout {known} and older" in said
+    assert "The matcher will not start on it and has changed nothing: upgrade blindmatch" in said
     assert files_of(data_dir) == before
+    if name == "index.sqlite":  # and its own opening, the real-time side's
+        with pytest.raises(StartupRefused, match="written by a newer blindmatch"):
+            IndexStore(data_dir)
+        assert files_of(data_dir) == before
     # The command line: exit 2 with that message, the data dir as it was.
     monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
     assert main(["serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"Error: {db}: store layout {LAYOUT + 1}, written by a newer")
+    assert err.startswith(f"Error: {db}: store layout {known + 1}, written by a newer")
     assert "Traceback" not in err
     assert files_of(data_dir) == before
     # `admin check` (read-only) says the same, reads no further, and changes nothing.
     report = check_data_dir(data_dir)
-    assert f"{db}: store layout {LAYOUT + 1}, written by a newer blindmatch" in report.render()
+    assert f"{db}: store layout {known + 1}, written by a newer blindmatch" in report.render()
     assert not report.ok
     assert files_of(data_dir) == before
     assert main(["admin", "check", "--data-dir", str(data_dir)]) == 1

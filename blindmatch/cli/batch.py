@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
     command,
@@ -167,6 +168,7 @@ def _stage_label(status: RunProgress) -> str:
     return "comparing" if status.stage == "compare" else status.stage
 
 
+@ends_at_sigterm  # the CSV half-written beside --out (client/files.py) deleted
 def cmd_results(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.files import check_writable, write_csv
@@ -193,6 +195,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_at_sigterm  # the page half-written beside --out deleted
 def cmd_report(args: argparse.Namespace) -> int:
     from blindmatch.client.files import check_writable
     from blindmatch.client.tools.report import gather_report

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
     command,
@@ -32,6 +33,7 @@ HOW_TO_QUOTE = (
 )
 
 
+@ends_at_sigterm  # --hits: the CSV half-written beside --out deleted (without: none)
 def cmd_request(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.remote.twoserver import acknowledged_sha256

@@ -27,7 +27,7 @@ from pathlib import Path
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import CHANGE_KEY_SECONDS, DAY, ChangeSummary, Encoding, QueryRecord
 from blindmatch.matcher.storage.datadir import DataDir
-from blindmatch.matcher.storage.sqlite import Database
+from blindmatch.matcher.storage.sqlite import Database, refuse_newer, stamp_layout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (
@@ -86,6 +86,21 @@ CREATE TABLE IF NOT EXISTS index_changes (
 # `secure_delete`: a deleted record's CLK is zeroed in its page, not left in free space
 # (erasure and expiry checkpoint the WAL too, so no old copy of the page stays in it).
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
+# index.sqlite's layout, kept in its header (`PRAGMA user_version`) as blindmatch.sqlite keeps
+# its own (project_store.py `LAYOUT`): written at start once the columns added since are
+# there; a file from before the marker reads 0, layout 1. A file of a newer layout refuses
+# the start (`refuse_newer_index`, from store.py before anything in the data dir changes).
+LAYOUT = 1
+
+
+def refuse_newer_index(path: Path) -> None:
+    """`StartupRefused` for an index.sqlite of a layout this blindmatch does not know."""
+    refuse_newer(
+        path,
+        LAYOUT,
+        "upgrade blindmatch (it holds the standing indexes that blindmatch.sqlite's audit log "
+        "accounts for: not to be moved aside alone)",
+    )
 
 
 @dataclass(frozen=True)
@@ -125,9 +140,12 @@ class IndexStore:
 
     def __init__(self, data_dir: str | Path) -> None:
         files = DataDir(Path(data_dir))
+        if files.index_db.is_file():
+            refuse_newer_index(files.index_db)
         files.make()
         self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
         with self.db.tx() as tx:  # a data dir from before fallback_bits, or query_log's user
+            stamp_layout(tx, LAYOUT)
             have = {r[1] for r in tx.execute("PRAGMA table_info(index_meta)")}
             if "fallback_bits" not in have:
                 tx.execute(

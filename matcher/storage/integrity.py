@@ -3,8 +3,8 @@
 Reads the data dir without changing it (safe beside a running matcher, under load) and
 reports every problem found, not just the first:
 
-- the store is of a layout this blindmatch knows (project_store.py `LAYOUT`; one a newer
-  blindmatch wrote is named, and read no further);
+- the store and index.sqlite are of layouts this blindmatch knows (project_store.py and
+  index_store.py `LAYOUT`; one a newer blindmatch wrote is named, and read no further);
 - both databases (`blindmatch.sqlite`, `index.sqlite`) pass `PRAGMA integrity_check`,
   and the first `foreign_key_check`;
 - the audit key is there (or given), and the whole audit chain verifies with it;
@@ -48,12 +48,12 @@ from typing import TypeVar
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload
+from blindmatch.matcher.storage import index_store, project_store
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
-from blindmatch.matcher.storage.project_store import LAYOUT, newer_layout
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.sqlite import connect_read_only, newer_layout, newer_store
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
 
 T = TypeVar("T")
@@ -138,13 +138,13 @@ def check_data_dir(
             "holds twoserver-ROLE-held.sqlite)"
         )
         return report
-    newer = newer_layout(files.db)
-    if newer is not None:  # (its tables may not be the ones read below)
-        report.problems.append(
-            f"{files.db}: store layout {newer}, written by a newer blindmatch; this one knows "
-            f"layout {LAYOUT} and older: check it with that blindmatch"
-        )
-        return report
+    for db, known in ((files.db, project_store.LAYOUT), (files.index_db, index_store.LAYOUT)):
+        newer = newer_layout(db, known) if db.is_file() else None
+        if newer is not None:  # (its tables may not be the ones read below)
+            report.problems.append(
+                f"{newer_store(db, newer, known)}: check it with that blindmatch"
+            )
+            return report
     open_to_others = files.open_to_others()
     if open_to_others:
         report.problems.append(

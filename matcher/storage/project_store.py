@@ -14,9 +14,9 @@ from pathlib import Path
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.tokens import new_token, same_hash, token_hash
 from blindmatch.matcher.domain import CLK_MODE, DEFAULT_RETENTION, Level, Project
-from blindmatch.matcher.errors import AlreadyExists, NotFound, StartupRefused
+from blindmatch.matcher.errors import AlreadyExists, NotFound
+from blindmatch.matcher.storage import sqlite
 from blindmatch.matcher.storage.base import StoreBase
-from blindmatch.matcher.storage.sqlite import layout_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -59,38 +59,26 @@ MIGRATIONS = [
 # MIGRATIONS are applied, read before the store is opened. A store written before the marker
 # reads 0: layout 1. A later blindmatch that changes the layout beyond what `_migrate` adds
 # (a migration this one does not know) raises it; this one refuses a store of a layout it
-# does not know (`refuse_newer`), changing nothing.
+# does not know (`refuse_newer`), changing nothing. (index.sqlite keeps its own: index_store.py
+# `LAYOUT`.)
 LAYOUT = 1
-
-
-def newer_layout(path: Path) -> int | None:
-    """The layout of the store at `path` where it is one this blindmatch does not know (a
-    newer one's), else None; read without changing the folder (sqlite.py `layout_of`)."""
-    try:
-        found = layout_of(path)
-    except sqlite3.Error:
-        return None  # (not a database: the opening refuses it, naming the damage)
-    return found if found > LAYOUT else None
 
 
 def refuse_newer(path: Path) -> None:
     """`StartupRefused` for a store of a layout this blindmatch does not know, before
     anything in its data dir is opened to write."""
-    found = newer_layout(path)
-    if found is not None:
-        raise StartupRefused(
-            f"{path}: store layout {found}, written by a newer blindmatch; this one knows "
-            f"layout {LAYOUT} and older. The matcher will not start on it and has changed "
-            f"nothing: upgrade blindmatch, or move the store aside (the data dir "
-            f"{path.parent}: a matcher started on a new one holds no project)"
-        )
+    sqlite.refuse_newer(
+        path,
+        LAYOUT,
+        f"upgrade blindmatch, or move the store aside (the data dir {path.parent}: a matcher "
+        "started on a new one holds no project)",
+    )
 
 
 class ProjectStore(StoreBase):
     def _migrate(self) -> None:
         with self.db.tx() as tx:
-            if int(tx.execute("PRAGMA user_version").fetchone()[0]) < LAYOUT:
-                tx.execute(f"PRAGMA user_version = {LAYOUT}")
+            sqlite.stamp_layout(tx, LAYOUT)
             for table, column, decl in MIGRATIONS:
                 have = {r[1] for r in tx.execute(f"PRAGMA table_info({table})")}
                 if column not in have:

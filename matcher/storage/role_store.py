@@ -57,7 +57,7 @@ import numpy.typing as npt
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, fsync_path, make_private_dir
 from blindmatch.matcher.storage.role_files import apart_file, apart_of, damage, digest_of
-from blindmatch.matcher.storage.sqlite import Database, layout_of
+from blindmatch.matcher.storage.sqlite import Database, newer_layout
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
 SCHEMA = """
@@ -148,11 +148,8 @@ def _refuse(path: Path, what: str) -> StartupRefused:
 def refuse_newer(path: Path, folder: Path) -> None:
     """`StartupRefused` for a held store of a layout this blindmatch does not know (a
     newer one's), before anything opens it to write."""
-    try:
-        found = layout_of(path)
-    except sqlite3.Error:
-        return  # (not a database: the opening refuses it, naming the damage)
-    if found > LAYOUT:
+    found = newer_layout(path, LAYOUT)  # (not a database: the opening refuses it)
+    if found is not None:
         raise StartupRefused(
             f"{path}: held store layout {found}, written by a newer blindmatch; this one "
             f"knows layout {LAYOUT} and older. The role will not start on it and has changed "

@@ -97,6 +97,43 @@ def layout_of(path: Path) -> int:
     return found or 1
 
 
+def newer_layout(path: Path, known: int) -> int | None:
+    """The layout of the store at `path` where it is newer than `known` (a newer blindmatch's,
+    which this one cannot read), else None; read as `layout_of` reads it, changing nothing.
+    Not a database: None (its opening refuses it, naming the damage)."""
+    try:
+        found = layout_of(path)
+    except sqlite3.Error:
+        return None
+    return found if found > known else None
+
+
+def newer_store(path: Path, found: int, known: int) -> str:
+    """What is said of a store of a layout newer than this blindmatch's `known`."""
+    return (
+        f"{path}: store layout {found}, written by a newer blindmatch; this one knows "
+        f"layout {known} and older"
+    )
+
+
+def refuse_newer(path: Path, known: int, remedy: str) -> None:
+    """`StartupRefused` for a store of a layout newer than `known`, before anything in its
+    data dir is opened to write; `remedy`: what the operator can do."""
+    found = newer_layout(path, known)
+    if found is not None:
+        raise StartupRefused(
+            f"{newer_store(path, found, known)}. The matcher will not start on it and has "
+            f"changed nothing: {remedy}"
+        )
+
+
+def stamp_layout(conn: sqlite3.Connection, layout: int) -> None:
+    """Record `layout` in a store's header where it holds an older one (0: a store written
+    before the marker), in the caller's write transaction."""
+    if int(conn.execute("PRAGMA user_version").fetchone()[0]) < layout:
+        conn.execute(f"PRAGMA user_version = {layout}")
+
+
 def connect_read_only(path: Path) -> sqlite3.Connection:
     """A connection that never creates or changes the file (WAL readers still see commits)."""
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)

@@ -37,6 +37,7 @@ from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.dirowner import MATCHER, refuse_others
 from blindmatch.matcher.storage.erasure_log import unreferenced_files
+from blindmatch.matcher.storage.index_store import refuse_newer_index
 from blindmatch.matcher.storage.outcome_store import OutcomeStore
 from blindmatch.matcher.storage.request_store import RequestStore
 from blindmatch.matcher.storage.retention_store import RetentionStore
@@ -77,6 +78,8 @@ class Store(UserStore, RequestStore, RetentionStore, OutcomeStore, StartedUpload
         self.files = DataDir(Path(data_dir))
         if self.files.db.is_file():  # a newer blindmatch's: refused before anything changes
             project_store.refuse_newer(self.files.db)
+        if self.files.index_db.is_file():  # (the real-time side's, opened after this)
+            refuse_newer_index(self.files.index_db)
         self.min_free_bytes = min_free_bytes
         self.clock = clock
         refuse_others(self.files.root, MATCHER)  # S1's, S2's or the combiner's: not this one
