@@ -1,6 +1,7 @@
 """A standing partner's one-off conversion alone (core/standing.py `convert`, every party in
 this process): its CPU a record by role, the process's user and system time, page faults,
-wall and peak RSS (convspeed; docs/performance.md "The standing conversion's CPU a record").
+wall and peak RSS (convspeed; docs/performance.md "The standing conversion's CPU a record"),
+and its bytes a record each way (`linkbit.Transcript`'s count; bytes32).
 
     .venv/bin/python benchmarks/twoserver_standing_convert.py [--partner-records 64000]
         [--seed 1] [--numpy] [--repeat 1] [--split]
@@ -43,6 +44,7 @@ RULE = Rule(0.25, 0.03, 0.01)  # schemas/person-uk.json's
 CUTOFFS = (0.8, 0.85, 0.9, 0.95)
 WIDTHS = (1024, 1024)
 ROLES = ("S1", "S2", "C")
+WAYS = (("C", "S1"), ("C", "S2"), ("S1", "S2"), ("S2", "S1"))
 STEPS = {  # (module, function): the step, every role's calls together
     (ring64, "deal"): "C: the daBits' deals (both seeds' streams, S2's explicit values)",
     (ring64.Party, "__init__"): "S1+S2: a deal's setup read (the seeds' streams, numpy's path)",
@@ -102,10 +104,11 @@ def main() -> int:
         clock: dict[str, float] = {}
         spent: dict[str, list[float]] = {}
         restore = _split(spent) if args.split else (lambda: None)
+        t = linkbit.Transcript()
         r0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         s = standing.deal(n, WIDTHS, (bytes(range(32)), bytes(range(1, 33))))
         sides = standing.convert(s, p, ([x[0] for x in shares], [x[1] for x in shares]),
-                                 ([x[0] for x in split], [x[1] for x in split]), None,
+                                 ([x[0] for x in split], [x[1] for x in split]), t,
                                  clock)  # fmt: skip
         wall, r1 = time.perf_counter() - w0, resource.getrusage(resource.RUSAGE_SELF)
         restore()
@@ -128,6 +131,8 @@ def main() -> int:
               f"{r1.ru_minflt - r0.ru_minflt:,}; wall {wall:.1f} s; peak RSS "
               f"{r1.ru_maxrss / 1024:,.0f} MiB; D_B, [M_B] digest {digest.hexdigest()[:16]}; "
               f"the clear's bits and popcounts: {ok}", flush=True)  # fmt: skip
+        ways = ", ".join(f"{a}->{b} {t.sent.get((a, b), 0) / n:,.0f}" for a, b in WAYS)
+        print(f"    bytes a record on the wire: {sum(t.sent.values()) / n:,.0f} ({ways})")
         for label, (u, sy) in spent.items():
             print(f"    {label}: user {1e3 * u / n:.3f}, system {1e3 * sy / n:.3f} ms a record")
         if spent:

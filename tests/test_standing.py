@@ -109,8 +109,8 @@ def _wrong_dabit(bits: int, delta: int) -> Callable[..., ring64.Deal]:
         dealt = honest(size)
         if size.dabits != bits:  # the popcounts' daBits: honest
             return dealt
-        body = np.frombuffer(dealt.to_s2[linkbit.SEED_BYTES :], "<u8").copy()
-        body[bits // 2] += np.uint64(delta)  # [p]2 of a query bit's daBit
+        body = np.frombuffer(dealt.to_s2[linkbit.SEED_BYTES :], f"<u{size.width}").copy()
+        body[bits // 2] += size.dtype(delta)  # [p]2 of a query bit's daBit
         return ring64.Deal(dealt.to_s1, dealt.to_s2[: linkbit.SEED_BYTES] + body.tobytes(), size)
 
     return dishonest

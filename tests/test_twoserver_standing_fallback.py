@@ -179,7 +179,7 @@ def _fallback_h(
     pops = _pops(q)
     p = plan(s.widths[0], s.widths[1], CUTOFFS, DEFAULT)
     view, rows = s.view(clk) if clk else s, len(q[0])
-    bits = ring64.deal(ring64.Size(rows * sum(view.widths), 0))
+    bits = ring64.deal(standing_.bits_size(rows, view.widths))
     pd, dealt = densemargin.pops_deal(p, rows), sq.deal(view, rows)
     setups = [bits.to_s1 + pd.to_s1 + dealt.to_s1, bits.to_s2 + pd.to_s2 + dealt.to_s2]
     out: list[list[Any]] = [[], []]

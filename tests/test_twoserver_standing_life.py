@@ -9,6 +9,7 @@ most."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -283,3 +284,43 @@ def test_a_query_whose_piece_0_fails_returns_before_the_conversion_is_given_up(
     for role in ROLES:
         (dropped,) = entries(tmp_path, role, "twoserver.standing_dropped")
         assert "the combiner gave it up" in str(dropped["reason"]) and dropped["done"] == 1
+
+
+@pytest.mark.parametrize("old", ["combiner", "s1"])
+def test_a_role_of_the_version_before_bytes32_is_refused_naming_the_size(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    monkeypatch: pytest.MonkeyPatch, old: str,
+) -> None:  # fmt: skip
+    """bytes32 halved a piece's CLK-bit daBits (mod 2^32, 4 bytes a value). C of the version
+    before (its deal to S2 8 bytes a value), or S1 of it (its first message 8 bytes a value):
+    the piece is refused naming the size got and the size wanted, rather than converted amiss
+    (C's: S2's INVALID_ARGUMENT; S1's: S2's INVALID_ARGUMENT or, where S1 reads S2's message
+    first, S1's DATA_LOSS naming S2, rpc/twoserver_blocks.py `s1_exchange`); no conversion
+    is kept."""
+    roles.upload("south", shares["south"])
+    if old == "combiner":
+        honest = ring64.deal
+
+        def deal(size: ring64.Size, seeds: object = None) -> ring64.Deal:
+            return honest(dataclasses.replace(size, width=8) if size.width == 4 else size)
+
+        monkeypatch.setattr(ring64, "deal", deal)
+        said = "setup: C's setup is [0-9,]+ bytes, not [0-9,]+"
+    else:
+        first = ring64.Party.first
+
+        def longer(party: ring64.Party, bits: Any) -> bytes:
+            sent = first(party, bits)
+            wide = party.role == 0 and party.size.width == 4
+            return sent + bytes(4 * party.size.dabits) if wide else sent
+
+        monkeypatch.setattr(ring64.Party, "first", longer)
+        said = "the other server's conversion is [0-9,]+ bytes, not [0-9,]+"
+    conversions = Conversions()
+    with pytest.raises(errors.ServiceError, match=said) as got:
+        ask(roles, shares["query"], shares["south"], conversions)
+    kinds = (errors.InvalidArgument,) if old == "combiner" else (errors.InvalidArgument,
+                                                                 errors.DataLoss)  # fmt: skip
+    assert isinstance(got.value, kinds)
+    assert held(roles) == [0, 0] and roles.conversions() == [0, 0]
+    assert conversions.converted == 0

@@ -1757,11 +1757,11 @@ static PyMethodDef methods[] = {
      "rows_times(vecs, rows, mat, itemsize, out, mat2=None, path='auto') -> path: "
      "out = vecs (mat + mat2)^T mod 2^32 (a standing partner's products)"},
     {"dabit_first", py_dabit_first, METH_VARARGS,
-     "dabit_first(bits, word, t, spare, role, masked, pad): ring64's first message, fused"},
+     "dabit_first(bits, word, t, spare, role, masked, pad, width=8): ring64's first message"},
     {"dabit_converted", py_dabit_converted, METH_VARARGS,
-     "dabit_converted(bits, p, q, t, spare, pad, masked, role, out, check): fused"},
+     "dabit_converted(bits, p, q, t, spare, pad, masked, role, out, check, width=8): fused"},
     {"dabit_deal", py_dabit_deal, METH_VARARGS,
-     "dabit_deal(x, y, p1, x_, y_, q1, out_p, out_q): C's explicit daBit values, fused"},
+     "dabit_deal(x, y, p1, x_, y_, q1, out_p, out_q, width=8): C's explicit daBit values"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

@@ -156,29 +156,39 @@ done:
 
 /*
  * A daBit conversion's per-bit arithmetic (core/ring64.py `Party.first`, `Party.converted`,
- * `deal`), fused: one pass over the bits where numpy makes a dozen, each with an 8-byte
- * temporary a bit. The same unsigned 64-bit arithmetic as ring64's numpy (its fallback), so
- * the messages and shares are the same bytes.
+ * `deal`), fused: one pass over the bits where numpy makes a dozen, each with a temporary a
+ * bit. The same unsigned arithmetic as ring64's numpy (its fallback), mod 2^64 (`width` 8) or
+ * mod 2^32 (`width` 4: a partner's and a query's CLK bits, core/standing.py `bits_size`), so
+ * the messages and shares are the same bytes. Below, "words" are `width` bytes each.
  *
- *   dabit_first(bits, word, t, spare, role, masked, pad)
+ *   dabit_first(bits, word, t, spare, role, masked, pad, width=8)
  *       bits: n uint8 (the low bit read; the daBit's bit, word & 1, written into bit 1 for
- *       `dabit_converted`); word: n uint64 (x or y, low bit the daBit's);
- *       t: the checks' t (uint64, role 0; role 1 passes word); spare: x' or y' (uint64);
+ *       `dabit_converted`); word: n words (x or y, low bit the daBit's);
+ *       t: the checks' t (words, role 0; role 1 passes word); spare: x' or y' (words);
  *       masked (out): (n + 7) / 8 bytes, (bits ^ word) & 1 packed little; pad (out): n
- *       uint64 LE (any alignment), role 0 t (word & 1) - x', role 1 (word & 1) - y'.
- *   dabit_converted(bits, p, q, t, spare, theirs_pad, theirs_masked, role, out, check)
+ *       words LE (any alignment), role 0 t (word & 1) - x', role 1 (word & 1) - y'.
+ *   dabit_converted(bits, p, q, t, spare, theirs_pad, theirs_masked, role, out, check, width=8)
  *       bits: `dabit_first`'s (bit 0 this server's, bit 1 its daBit's bit, x & 1 or y & 1);
  *       u = bits ^ bit ^ theirs_masked (low bits); r = bit - 2 p;
  *       out = (1 - 2 u) r (+ u, role 0); check = t p - q - pad (role 0 x', role 1 bit),
- *       negated (0 - check) at role 1. theirs_pad: n uint64 LE (any alignment); spare: x'
+ *       negated (0 - check) at role 1. theirs_pad: n words LE (any alignment); spare: x'
  *       (role 0; role 1 passes p).
- *   dabit_deal(x, y, p1, x_, y_, q1, out_p, out_q)
- *       out_p = (x & 1) (y & 1) - p1, out_q = x_ y_ - q1 (n uint64 LE each, any alignment).
+ *   dabit_deal(x, y, p1, x_, y_, q1, out_p, out_q, width=8)
+ *       out_p = (x & 1) (y & 1) - p1, out_q = x_ y_ - q1 (n words LE each, any alignment).
  */
 
-static int bm_buf_words(Py_buffer *b, Py_ssize_t n, const char *what) {
-    if (b->len != 8 * n || (uintptr_t)b->buf % 8) {
-        PyErr_Format(PyExc_ValueError, "dabit: %s is not %zd aligned uint64", what, n);
+static int bm_buf_words(Py_buffer *b, Py_ssize_t n, int width, const char *what) {
+    if (b->len != width * n || (uintptr_t)b->buf % (uintptr_t)width) {
+        PyErr_Format(PyExc_ValueError, "dabit: %s is not %zd aligned %d-byte words", what, n,
+                     width);
+        return 0;
+    }
+    return 1;
+}
+
+static int bm_width_ok(int width) {
+    if (width != 4 && width != 8) {
+        PyErr_SetString(PyExc_ValueError, "dabit: words of 4 or 8 bytes");
         return 0;
     }
     return 1;
@@ -190,32 +200,40 @@ static PyObject *bm_released(PyObject *ret, Py_buffer *bufs[], size_t k) {
     return ret;
 }
 
+#define BM_DABIT_FIRST(T)                                                                    \
+    for (Py_ssize_t i = 0; i < n; i++) {                                                     \
+        T bit = ((const T *)vw.buf)[i] & 1u;                                                 \
+        m[i >> 3] |= (uint8_t)(((b[i] ^ bit) & 1u) << (i & 7));                              \
+        b[i] = (uint8_t)((b[i] & 1u) | (bit << 1));                                          \
+        T v = (T)((role == 0 ? (T)(((const T *)vt.buf)[i] * bit) : bit) -                    \
+                  ((const T *)vs.buf)[i]);                                                   \
+        memcpy(pad + sizeof(T) * i, &v, sizeof(T));                                          \
+    }
+
 static PyObject *py_dabit_first(PyObject *self, PyObject *args) {
     Py_buffer vb, vw, vt, vs, vm, vp;
-    int role;
-    if (!PyArg_ParseTuple(args, "w*y*y*y*iw*w*", &vb, &vw, &vt, &vs, &role, &vm, &vp))
+    int role, width = 8;
+    if (!PyArg_ParseTuple(args, "w*y*y*y*iw*w*|i", &vb, &vw, &vt, &vs, &role, &vm, &vp, &width))
         return NULL;
     PyObject *ret = NULL;
     Py_ssize_t n = vb.len;
-    if ((role != 0 && role != 1) || !bm_buf_words(&vw, n, "word") || !bm_buf_words(&vt, n, "t") ||
-        !bm_buf_words(&vs, n, "spare"))
+    if (!bm_width_ok(width) || (role != 0 && role != 1) ||
+        !bm_buf_words(&vw, n, width, "word") || !bm_buf_words(&vt, n, width, "t") ||
+        !bm_buf_words(&vs, n, width, "spare"))
         goto done;
-    if (vm.len != (n + 7) / 8 || vp.len != 8 * n) {
+    if (vm.len != (n + 7) / 8 || vp.len != width * n) {
         PyErr_SetString(PyExc_ValueError, "dabit: masked is not the bits packed");
         goto done;
     }
     uint8_t *b = vb.buf;
-    const uint64_t *w = vw.buf, *t = vt.buf, *s = vs.buf;
     uint8_t *m = vm.buf;
     uint8_t *pad = vp.buf;
     Py_BEGIN_ALLOW_THREADS
     memset(m, 0, (size_t)vm.len);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t bit = w[i] & 1u;
-        m[i >> 3] |= (uint8_t)(((b[i] ^ bit) & 1u) << (i & 7));
-        b[i] = (uint8_t)((b[i] & 1u) | (bit << 1));
-        uint64_t v = (role == 0 ? t[i] * bit : bit) - s[i];
-        memcpy(pad + 8 * i, &v, 8);
+    if (width == 8) {
+        BM_DABIT_FIRST(uint64_t)
+    } else {
+        BM_DABIT_FIRST(uint32_t)
     }
     Py_END_ALLOW_THREADS
     ret = Py_NewRef(Py_None);
@@ -223,65 +241,85 @@ done:
     return bm_released(ret, (Py_buffer *[]){&vb, &vw, &vt, &vs, &vm, &vp}, 6);
 }
 
+#define BM_DABIT_CONVERTED(T)                                                                \
+    {                                                                                        \
+        const T *p = vp.buf, *q = vq.buf, *t = vt.buf, *s = vs.buf;                          \
+        T *out = vo.buf, *check = vc.buf;                                                    \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            T bit = (T)((b[i] >> 1) & 1u), pad;                                              \
+            memcpy(&pad, pb + sizeof(T) * i, sizeof(T)); /* little-endian (BM_X86 ...) */    \
+            T u = (T)((b[i] ^ bit ^ (T)(m[i >> 3] >> (i & 7))) & 1u);                        \
+            T r = (T)(bit - (T)(2u * p[i]));                                                 \
+            out[i] = (T)((T)((T)1u - (T)(2u * u)) * r + (role == 0 ? u : (T)0u));            \
+            T c = (T)((T)(t[i] * p[i]) - q[i] - (T)(pad * (role == 0 ? s[i] : bit)));        \
+            check[i] = role == 0 ? c : (T)((T)0u - c);                                       \
+        }                                                                                    \
+    }
+
 static PyObject *py_dabit_converted(PyObject *self, PyObject *args) {
     Py_buffer vb, vp, vq, vt, vs, vpad, vm, vo, vc;
-    int role;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*iw*w*", &vb, &vp, &vq, &vt, &vs, &vpad, &vm,
-                          &role, &vo, &vc))
+    int role, width = 8;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*y*iw*w*|i", &vb, &vp, &vq, &vt, &vs, &vpad, &vm,
+                          &role, &vo, &vc, &width))
         return NULL;
     PyObject *ret = NULL;
     Py_ssize_t n = vb.len;
-    if ((role != 0 && role != 1) || !bm_buf_words(&vp, n, "p") ||
-        !bm_buf_words(&vq, n, "q") || !bm_buf_words(&vt, n, "t") ||
-        !bm_buf_words(&vs, n, "spare") || !bm_buf_words(&vo, n, "out") ||
-        !bm_buf_words(&vc, n, "check"))
+    if (!bm_width_ok(width) || (role != 0 && role != 1) || !bm_buf_words(&vp, n, width, "p") ||
+        !bm_buf_words(&vq, n, width, "q") || !bm_buf_words(&vt, n, width, "t") ||
+        !bm_buf_words(&vs, n, width, "spare") || !bm_buf_words(&vo, n, width, "out") ||
+        !bm_buf_words(&vc, n, width, "check"))
         goto done;
-    if (vpad.len != 8 * n || vm.len != (n + 7) / 8) {
+    if (vpad.len != width * n || vm.len != (n + 7) / 8) {
         PyErr_SetString(PyExc_ValueError, "dabit: the other server's message does not fit");
         goto done;
     }
     const uint8_t *b = vb.buf, *m = vm.buf, *pb = vpad.buf;
-    const uint64_t *p = vp.buf, *q = vq.buf, *t = vt.buf, *s = vs.buf;
-    uint64_t *out = vo.buf, *check = vc.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t bit = (b[i] >> 1) & 1u, pad;
-        memcpy(&pad, pb + 8 * i, 8); /* little-endian (BM_X86 and the like) */
-        uint64_t u = (b[i] ^ bit ^ (uint64_t)(m[i >> 3] >> (i & 7))) & 1u;
-        uint64_t r = bit - 2u * p[i];
-        out[i] = (1u - 2u * u) * r + (role == 0 ? u : 0u);
-        uint64_t c = t[i] * p[i] - q[i] - pad * (role == 0 ? s[i] : bit);
-        check[i] = role == 0 ? c : 0u - c;
-    }
+    if (width == 8)
+        BM_DABIT_CONVERTED(uint64_t)
+    else
+        BM_DABIT_CONVERTED(uint32_t)
     Py_END_ALLOW_THREADS
     ret = Py_NewRef(Py_None);
 done:
     return bm_released(ret, (Py_buffer *[]){&vb, &vp, &vq, &vt, &vs, &vpad, &vm, &vo, &vc}, 9);
 }
 
+#define BM_DABIT_DEAL(T)                                                                     \
+    {                                                                                        \
+        const T *x = vx.buf, *y = vy.buf, *p = vp.buf, *x_ = vx_.buf, *y_ = vy_.buf,         \
+                *q = vq.buf;                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                 \
+            T e = (T)((T)((x[i] & 1u) * (y[i] & 1u)) - p[i]);                                \
+            T f = (T)((T)(x_[i] * y_[i]) - q[i]);                                            \
+            memcpy(o + sizeof(T) * i, &e, sizeof(T));                                        \
+            memcpy(o2 + sizeof(T) * i, &f, sizeof(T));                                       \
+        }                                                                                    \
+    }
+
 static PyObject *py_dabit_deal(PyObject *self, PyObject *args) {
     Py_buffer vx, vy, vp, vx_, vy_, vq, vo, vo2;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*", &vx, &vy, &vp, &vx_, &vy_, &vq, &vo, &vo2))
+    int width = 8;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*y*y*w*w*|i", &vx, &vy, &vp, &vx_, &vy_, &vq, &vo, &vo2,
+                          &width))
         return NULL;
     PyObject *ret = NULL;
-    Py_ssize_t n = vx.len / 8;
-    if (!bm_buf_words(&vx, n, "x") || !bm_buf_words(&vy, n, "y") || !bm_buf_words(&vp, n, "p") ||
-        !bm_buf_words(&vx_, n, "x'") || !bm_buf_words(&vy_, n, "y'") ||
-        !bm_buf_words(&vq, n, "q"))
+    Py_ssize_t n = vx.len / (width == 4 ? 4 : 8);
+    if (!bm_width_ok(width) || !bm_buf_words(&vx, n, width, "x") ||
+        !bm_buf_words(&vy, n, width, "y") || !bm_buf_words(&vp, n, width, "p") ||
+        !bm_buf_words(&vx_, n, width, "x'") || !bm_buf_words(&vy_, n, width, "y'") ||
+        !bm_buf_words(&vq, n, width, "q"))
         goto done;
-    if (vo.len != 8 * n || vo2.len != 8 * n) {
-        PyErr_SetString(PyExc_ValueError, "dabit: out is 8 bytes a daBit");
+    if (vo.len != width * n || vo2.len != width * n) {
+        PyErr_SetString(PyExc_ValueError, "dabit: out is a word a daBit");
         goto done;
     }
-    const uint64_t *x = vx.buf, *y = vy.buf, *p = vp.buf, *x_ = vx_.buf, *y_ = vy_.buf,
-                   *q = vq.buf;
     uint8_t *o = vo.buf, *o2 = vo2.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint64_t e = (x[i] & 1u) * (y[i] & 1u) - p[i], f = x_[i] * y_[i] - q[i];
-        memcpy(o + 8 * i, &e, 8);
-        memcpy(o2 + 8 * i, &f, 8);
-    }
+    if (width == 8)
+        BM_DABIT_DEAL(uint64_t)
+    else
+        BM_DABIT_DEAL(uint32_t)
     Py_END_ALLOW_THREADS
     ret = Py_NewRef(Py_None);
 done:

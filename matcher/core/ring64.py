@@ -7,7 +7,7 @@ block's records).
 
 `deal(Size(dabits, triples))`: C's messages, generic (nothing in them depends on the values
 or the pairs). S1's come from a 32-byte seed; S2's from a seed and its explicit values ([p]2,
-[q]2 of the daBits, c2 of the triples and of their spares), 8 bytes each.
+[q]2 of the daBits, c2 of the triples and of their spares), 8 bytes each (`Size.width`).
 
 - A daBit: bits x (S1's) and y (S2's) and [p] of p = x y, so r = x ^ y has [r] = x + y - 2
   [p]. To convert an XOR-shared bit b = b1 ^ b2, S1 sends b1 ^ x, S2 b2 ^ y, both hold
@@ -33,6 +33,15 @@ each wrong value passes with probability at most 2^-(65 - w) (2^-36 at the defau
 w = 29; 2^-29 at w = 36, a rule of four decimals such as gap 0.1234, offset 0.0567).
 What each server sees: x' pads rho, y' pads sigma, a' and b' pad the triple's rho and
 sigma, a and b pad d and e (uniform), x and y the converted bits; C receives nothing.
+
+daBits alone may be mod 2^32 (`Size.width` 4, bytes32: 4 bytes a value, S2's explicit values,
+the pads and t alike, from core/densearith.py's stream of 4-byte words): a partner's and a
+query's CLK bits (core/standing.py `bits_size`), whose shares are read mod 2^32 and less (D_B
+and H mod 2^k, k = L.bit_length()). The same check mod 2^32: an error e in [p] changes a
+share by 2 e, so only v <= k - 2 matters, and passes with probability at most 2^-(34 - k)
+(2^-23 at 1,024 bits), the bound of core/densearith.py's block daBits and of
+core/standingquery.py's own check. Triples, and the popcounts' daBits the margin reads mod
+2^w, stay mod 2^64.
 """
 
 from __future__ import annotations
@@ -42,18 +51,18 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.matcher.core import dabitslices, kernel
+from blindmatch.matcher.core import dabitslices, densearith, kernel
 from blindmatch.matcher.core.linkbit import SEED_BYTES, Transcript, prg
 from blindmatch.matcher.core.triplecheck import DealRefused
 
 U64 = npt.NDArray[np.uint64]
+Ring = npt.NDArray[Any]  # uint64, or uint32 where `Size.width` is 4
 T = TypeVar("T")
-ONE, TWO = np.uint64(1), np.uint64(2)
 EMPTY = np.zeros(0, np.uint64)
 # A deal without triples (a conversion: core/standing.py's pieces, a query's bits) is run a
 # slice at a time in native code where it is built (core/dabitslices.py: the same bytes as
@@ -65,33 +74,44 @@ _NATIVE = kernel._kernel if kernel.NATIVE and hasattr(kernel._kernel, "dabit_fir
 @dataclass(frozen=True)
 class Size:
     """What a deal holds: `dabits` daBits and `triples` triples, whose products are wanted
-    mod 2^(8 `opened`) (their openings d and e that many bytes each)."""
+    mod 2^(8 `opened`) (their openings d and e that many bytes each); `width`: the bytes of
+    a daBit's values, 8 (mod 2^64) or, for daBits alone, 4 (mod 2^32: CLK bits,
+    core/standing.py `bits_size`)."""
 
     dabits: int
     triples: int
     opened: int = 8
+    width: int = 8
 
     def __post_init__(self) -> None:
-        if self.dabits < 0 or self.triples < 0 or not 1 <= self.opened <= 8:
-            raise ValueError(f"a deal of {self.dabits} daBits and {self.triples} triples")
+        if self.dabits < 0 or self.triples < 0 or not 1 <= self.opened <= 8 or (
+            self.width not in (4, 8) or (self.width == 4 and self.triples)
+        ):  # fmt: skip
+            raise ValueError(f"a deal of {self.dabits} daBits and {self.triples} triples "
+                             f"({self.width}-byte values)")  # fmt: skip
 
     @property
     def explicit(self) -> int:
-        """S2's explicit values ([p]2, [q]2, c2, c2'), 8 bytes each."""
+        """S2's explicit values ([p]2, [q]2, c2, c2'), `width` bytes each."""
         return 2 * self.dabits + 2 * self.triples
 
     @property
     def setup_bytes(self) -> tuple[int, int]:
         """The lengths of S1's and S2's setups."""
-        return SEED_BYTES, SEED_BYTES + 8 * self.explicit
+        return SEED_BYTES, SEED_BYTES + self.width * self.explicit
+
+    @property
+    def dtype(self) -> type[np.unsignedinteger[Any]]:
+        return np.uint64 if self.width == 8 else np.uint32
 
 
-def _stream(seed: bytes, sizes: Sequence[int]) -> list[U64]:
-    raw = prg(seed, sum(sizes))
-    return _cut(raw, sizes)
+def _stream(seed: bytes, sizes: Sequence[int], width: int = 8) -> list[Ring]:
+    if width == 4:  # core/densearith.py's stream of 4-byte words
+        return _cut(densearith._stream(seed, [sum(sizes)])[0], sizes)
+    return _cut(prg(seed, sum(sizes)), sizes)
 
 
-def _cut(raw: U64, sizes: Sequence[int]) -> list[U64]:
+def _cut(raw: Ring, sizes: Sequence[int]) -> list[Ring]:
     out, at = [], 0
     for n in sizes:
         out.append(raw[at : at + n])
@@ -124,26 +144,27 @@ def deal(s: Size, seeds: tuple[bytes, bytes] | None = None) -> Deal:
     """C: `s`'s daBits and triples; `seeds` fixed only by tests."""
     s1, s2 = seeds or (secrets.token_bytes(SEED_BYTES), secrets.token_bytes(SEED_BYTES))
     if _NATIVE is not None and not s.triples:
-        out = bytearray(SEED_BYTES + 8 * s.explicit)
+        out = bytearray(s.setup_bytes[1])
         out[:SEED_BYTES] = s2
-        dabitslices.deal(_NATIVE, s1, s2, s.dabits, memoryview(out)[SEED_BYTES:])
+        dabitslices.deal(_NATIVE, s1, s2, s.dabits, memoryview(out)[SEED_BYTES:], s.width)
         return Deal(s1, bytes(out), s)
-    x, p1, x_, q1, a1, b1, c1, a1_, b1_, c1_ = _stream(s1, _s1_sizes(s))
-    y, y_, a2, b2, a2_, b2_ = _stream(s2, _s2_sizes(s))
-    explicit = [(x & ONE) * (y & ONE) - p1, x_ * y_ - q1,
+    x, p1, x_, q1, a1, b1, c1, a1_, b1_, c1_ = _stream(s1, _s1_sizes(s), s.width)
+    y, y_, a2, b2, a2_, b2_ = _stream(s2, _s2_sizes(s), s.width)
+    one = s.dtype(1)
+    explicit = [(x & one) * (y & one) - p1, x_ * y_ - q1,
                 (a1 + a2) * (b1 + b2) - c1, (a1_ + a2_) * (b1_ + b2_) - c1_]  # fmt: skip
-    body = b"".join(np.ascontiguousarray(e, dtype="<u8").tobytes() for e in explicit)
+    body = b"".join(np.ascontiguousarray(e, dtype=f"<u{s.width}").tobytes() for e in explicit)
     return Deal(s1, s2 + body, s)
 
 
-def _digest(v: U64) -> bytes:
-    return hashlib.sha256(np.ascontiguousarray(v, dtype="<u8").tobytes()).digest()
+def _digest(v: Ring) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(v, dtype=f"<u{v.itemsize}").tobytes()).digest()
 
 
-def _words(message: bytes, sizes: Sequence[int]) -> list[U64]:
-    if len(message) != 8 * sum(sizes):
+def _words(message: bytes, sizes: Sequence[int], width: int) -> list[Ring]:
+    if len(message) != width * sum(sizes):
         raise ValueError("ring64: the other server's message does not fit the deal")
-    return _cut(np.frombuffer(message, "<u8").astype(np.uint64), sizes)
+    return _cut(np.frombuffer(message, f"<u{width}").astype(f"u{width}"), sizes)
 
 
 class Party:
@@ -168,20 +189,21 @@ class Party:
         self._b8 = np.zeros(0, np.uint8)
         self._sliced = None
         if _NATIVE is not None and not s.triples:  # core/dabitslices.py: no streams held
-            self._sliced = dabitslices.Side(_NATIVE, role, s.dabits, setup)
+            self._sliced = dabitslices.Side(_NATIVE, role, s.dabits, setup, s.width)
             self._d = {k: EMPTY for k in ("a", "b", "c", "a_", "b_", "c_")}
             self._bit = EMPTY  # (each daBit's bit: in its bits' bit 1, dabitslices)
             return
         if role == 0:
             names = ["x", "p", "x_", "q", "a", "b", "c", "a_", "b_", "c_"]
-            got = _stream(setup, _s1_sizes(s))
+            got = _stream(setup, _s1_sizes(s), s.width)
         else:
             names = ["y", "y_", "a", "b", "a_", "b_", "p", "q", "c", "c_"]
-            got = _stream(setup[:SEED_BYTES], _s2_sizes(s))
-            got += _cut(np.frombuffer(setup[SEED_BYTES:], "<u8").astype(np.uint64),
+            got = _stream(setup[:SEED_BYTES], _s2_sizes(s), s.width)
+            got += _cut(np.frombuffer(setup[SEED_BYTES:], f"<u{s.width}").astype(s.dtype),
                         _explicit_sizes(s))  # fmt: skip
         self._d = dict(zip(names, got, strict=True))
-        self._bit = self._d["x" if role == 0 else "y"] & ONE
+        self._one, self._two = s.dtype(1), s.dtype(2)
+        self._bit = self._d["x" if role == 0 else "y"] & self._one
 
     def nonce(self) -> bytes:
         return self._nonce
@@ -196,7 +218,7 @@ class Party:
         if self._sliced is not None:  # t drawn a slice at a time
             self._joint, self._t = joint, (EMPTY, EMPTY)
             return
-        t_d, t_m = _stream(joint, [self.size.dabits, self.size.triples])
+        t_d, t_m = _stream(joint, [self.size.dabits, self.size.triples], self.size.width)
         self._t = (t_d, t_m)
 
     def first(self, bits: npt.ArrayLike) -> bytes:
@@ -211,16 +233,18 @@ class Party:
             self._b8, message = self._sliced.first(bits, self._joint)
             self._bits = EMPTY
             return message
-        b = np.asarray(bits).astype(np.uint64).ravel() & ONE
+        b = np.asarray(bits).astype(self.size.dtype).ravel() & self._one
         d, (t_d, t_m) = self._d, self._t
         self._bits = b
         pad = t_d * self._bit - d["x_"] if self.role == 0 else self._bit - d["y_"]
         self._pads = (pad, t_m * d["a"] - d["a_"], d["b"] - d["b_"])
         masked = np.packbits((b ^ self._bit).astype(np.uint8), bitorder="little")
-        return masked.tobytes() + b"".join(p.astype("<u8").tobytes() for p in self._pads)
+        w = self.size.width
+        return masked.tobytes() + b"".join(p.astype(f"<u{w}").tobytes() for p in self._pads)
 
-    def converted(self, theirs: bytes) -> U64:
-        """From the other's `first`: this server's additive shares of the bits (mod 2^64);
+    def converted(self, theirs: bytes) -> Ring:
+        """From the other's `first`: this server's additive shares of the bits (mod 2^64, or
+        2^32 where `Size.width` is 4);
         its share of the checks' values kept for `second`'s digest."""
         if self._bits is None or self._tau is not None:
             raise RuntimeError("ring64: converted once, after first")
@@ -229,17 +253,18 @@ class Party:
         if len(theirs) < packed:
             raise ValueError("ring64: the other server's message does not fit the deal")
         if self._sliced is not None:
-            if len(theirs) != packed + 8 * s.dabits:
+            if len(theirs) != packed + s.width * s.dabits:
                 raise ValueError("ring64: the other server's message does not fit the deal")
             out, self._tau = self._sliced.converted(self._b8, self._joint, theirs)
             return out
-        pad, rho, sigma = _words(theirs[packed:], [s.dabits, s.triples, s.triples])
+        pad, rho, sigma = _words(theirs[packed:], [s.dabits, s.triples, s.triples], s.width)
         masked = np.unpackbits(np.frombuffer(theirs[:packed], np.uint8), bitorder="little")
-        u = self._bits ^ self._bit ^ masked[: s.dabits].astype(np.uint64)
+        u = self._bits ^ self._bit ^ masked[: s.dabits].astype(s.dtype)
         assert self._t is not None
         t_d, t_m = self._t
-        r = self._bit - TWO * d["p"]  # this server's [r] = [x ^ y]
-        out = (ONE - TWO * u) * r + (u if self.role == 0 else np.uint64(0))
+        one, two = self._one, self._two
+        r = self._bit - two * d["p"]  # this server's [r] = [x ^ y]
+        out = (one - two * u) * r + (u if self.role == 0 else s.dtype(0))
         rho, sigma = rho + self._pads[1], sigma + self._pads[2]
         tau = t_m * d["c"] - d["c_"] - sigma * t_m * d["a"] - rho * d["b"]
         if self.role == 0:  # rho is S1's own pad, sigma (`pad`) S2's
@@ -248,8 +273,8 @@ class Party:
         else:
             dabit = t_d * d["p"] - d["q"] - pad * self._bit
         both = np.concatenate([dabit, tau])
-        self._tau = _digest(both if self.role == 0 else np.uint64(0) - both)
-        result: U64 = out
+        self._tau = _digest(both if self.role == 0 else s.dtype(0) - both)
+        result: Ring = out
         return result
 
     def second(self, x: U64, y: U64) -> bytes:
@@ -275,8 +300,8 @@ class Party:
             raise RuntimeError("ring64: products after second")
         if theirs[:32] != self._tau:
             raise DealRefused(
-                "the sacrifice of the dealt daBits and triples mod 2^64 failed: a value dealt "
-                "is not a product"
+                f"the sacrifice of the dealt daBits and triples mod 2^{8 * self.size.width} "
+                "failed: a value dealt is not a product"
             )
         n, k = self.size.triples, self.size.opened
         if len(theirs) != 32 + 2 * n * k:
@@ -294,7 +319,7 @@ class Party:
 
 
 def exchange(s1: Party, s2: Party, bits: tuple[npt.ArrayLike, npt.ArrayLike], t: Transcript,
-             clock: dict[str, float] | None = None) -> tuple[U64, U64]:  # fmt: skip
+             clock: dict[str, float] | None = None) -> tuple[Ring, Ring]:  # fmt: skip
     """Conversion alone (no triples) between two parties in this process: each server's
     [bits], the checks passed (`DealRefused` otherwise); the messages through `t`, each
     server's CPU seconds into `clock`."""

@@ -6,8 +6,8 @@ keep of the partner between queries.
 Once per partner upload (per S1-S2 pair), `convert` in this process, C dealing:
 
 1. the partner's CLK bits b = b1 ^ b2 (every record, every CLK) to additive shares [B] mod
-   2^64 by daBits, checked by core/ring64.py's sacrifice (`DealRefused` otherwise), `CHUNK`
-   records a deal; kept mod 2^32;
+   2^32 by daBits (`bits_size`; mod 2^64 before bytes32), checked by core/ring64.py's
+   sacrifice (`DealRefused` otherwise), `CHUNK` records a deal;
 2. a persistent mask M_B (N x L a CLK, uniform mod 2^32): each server's share from its own
    32-byte seed from C (`deal`; so C knows M_B, as core/densearith.py's deal, and
    regenerates it a slice at a time for each query's deal, core/standingrows.py
@@ -165,7 +165,14 @@ def _unpack(clks: Sequence[npt.NDArray[np.uint8]]) -> npt.NDArray[np.uint8]:
                       for c in clks])  # fmt: skip
 
 
-def bits_to_shares(got: U64, rows: int, widths: Sequence[int]) -> list[U32]:
+def bits_size(rows: int, widths: Sequence[int]) -> ring64.Size:
+    """The daBits of `rows` records' CLK bits (a piece of the partner, a query's records):
+    mod 2^32, 4 bytes a value (bytes32), as everything read of [bits] is (kept mod 2^32, D_B
+    and H mod 2^k)."""
+    return ring64.Size(rows * sum(widths), 0, width=4)
+
+
+def bits_to_shares(got: ring64.Ring, rows: int, widths: Sequence[int]) -> list[U32]:
     """ring64's converted bits (rows x sum L, CLK after CLK a record) as [bits] mod 2^32, a
     CLK each (rows, L)."""
     flat = got.astype(np.uint32).reshape(rows, sum(widths))
@@ -183,7 +190,7 @@ def convert_bits(clks: tuple[Sequence[npt.NDArray[np.uint8]], Sequence[npt.NDArr
     S2 convert them and check the deal (core/ring64.py `exchange`, `DealRefused`): each
     server's [bits] mod 2^32 a CLK."""
     rows = len(clks[0][0])
-    size = ring64.Size(rows * sum(widths), 0)
+    size = bits_size(rows, widths)
     dealt = densemargin._timed(clock, "C", ring64.deal, size)
     setups = (t.send("C", "S1", "setup", dealt.to_s1), t.send("C", "S2", "setup", dealt.to_s2))
     parties = [ring64.Party(role, size, setups[role]) for role in (0, 1)]
@@ -285,5 +292,5 @@ def _opened(side: Partner, mine: list[U16], theirs: bytes) -> list[U16]:
     return out
 
 
-__all__ = ["CHUNK", "Partner", "Standing", "chunks", "convert", "convert_bits",
+__all__ = ["CHUNK", "Partner", "Standing", "bits_size", "chunks", "convert", "convert_bits",
            "convert_popcounts", "deal", "mask_share"]  # fmt: skip

@@ -35,7 +35,8 @@ An error changes an H (mod 2^k, -2 E) only where an element e has 2-adic valuati
 and t e = e' mod 2^32 then holds for at most 2^v of the 2^32 values of t: a wrong deal that
 changes any output passes with probability at most 2^-(32 - v) <= 2^-(34 - k) (2^-23 at
 1,024 bits, k = 11; core/densearith.py's daBit sacrifice's bound). An error in Z' alone
-(E = 0, E' != 0) never passes. Q's daBits are core/ring64.py's (2^-(65 - w)).
+(E = 0, E' != 0) never passes. Q's bits' daBits are core/ring64.py's mod 2^32 (the same
+2^-(34 - k)), its popcounts' mod 2^64 (2^-(65 - w)).
 
 What each party sees in a query: S1 and S2 the other's D_Q and rho shares (padded by the
 other's fresh [m], [m']), and a digest; S2 from C its explicit [Z]2, [Z']2 (padded by S1's

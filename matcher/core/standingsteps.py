@@ -40,8 +40,9 @@ def split(message: bytes, sizes: Sequence[int], what: str, view: bool = False,
     """The other server's message of a step, cut where this server's own parts end
     (`ValueError` where it does not fit); `view`: each part a memoryview of `message`, not a
     copy (a piece's setup and first message: tens of MB, convspeed)."""
-    if len(message) != sum(sizes):
-        raise ValueError(f"the other server's {what} is {len(message):,} bytes, not {sum(sizes):,}")
+    if len(message) != sum(sizes):  # (a role of another version: bytes32 halved the bits')
+        who = "C's" if what == "setup" else "the other server's"
+        raise ValueError(f"{who} {what} is {len(message):,} bytes, not {sum(sizes):,}")
     whole = memoryview(message) if view else message
     out: list[Any] = []  # (memoryviews where `view`: read as the bytes are)
     at = 0
@@ -54,14 +55,14 @@ def split(message: bytes, sizes: Sequence[int], what: str, view: bool = False,
 def piece_setup(records: int, widths: Sequence[int], p: Plan, role: int) -> list[int]:
     """A conversion piece's setup for server `role`, in its parts: the mask seed, the daBits
     of the piece's CLK bits, of its popcounts."""
-    bits = ring64.Size(records * sum(widths), 0).setup_bytes[role]
+    bits = standing.bits_size(records, widths).setup_bytes[role]
     return [SEED_BYTES, bits, densemargin.pops_size(p, records).setup_bytes[role]]
 
 
 def query_setup(rows: int, records: int, widths: Sequence[int], p: Plan, role: int) -> list[int]:
     """A query's setup for server `role`, in its parts: the daBits of its bits, of its
     popcounts, then its masks and products (`standingquery.setup_bytes`)."""
-    bits = ring64.Size(rows * sum(widths), 0).setup_bytes[role]
+    bits = standing.bits_size(rows, widths).setup_bytes[role]
     pops = densemargin.pops_size(p, rows).setup_bytes[role]
     return [bits, pops, sq.setup_bytes(rows, records, widths, role)]
 
@@ -153,7 +154,7 @@ def piece_steps(into: Converting, piece: int, setup: bytes,
     seed = bytes(seed)  # (kept: not a view of the setup)
     if piece and seed != into.seed:
         raise ValueError(f"piece {piece}: a mask seed that is not piece 0's")
-    bits = ring64.Size(rows * sum(widths), 0)
+    bits = standing.bits_size(rows, widths)
     pops = densemargin.pops_size(into.plan, rows)
     got, got_pops, _ = yield from _conversions(
         role, bits, pops, (bits_setup, pops_setup), _unpack(shares).ravel(),
@@ -208,7 +209,7 @@ def query_steps(partner: standing.Partner, p: Plan, setup: bytes,
     bits_setup, pops_setup, own = split(setup, query_setup(rows, n, widths, p, role), "setup")
     query = sq.Query(role, partner, rows, own)
     got, got_pops, nonce = yield from _conversions(
-        role, ring64.Size(rows * sum(widths), 0), densemargin.pops_size(p, rows),
+        role, standing.bits_size(rows, widths), densemargin.pops_size(p, rows),
         (bits_setup, pops_setup), _unpack(shares).ravel(),
         densemargin.pop_bits(p, popshares).ravel(), query.nonce(),
     )  # fmt: skip

@@ -104,7 +104,7 @@ def _piece(remote: RemoteServers, conversions: Conversions, m: pb.BlockDeal,
            s: standing.Standing, rows: int, p: Plan, transcript: linkbit.Transcript,
            clock: dict[str, float]) -> None:  # fmt: skip
     """Piece `m.standing_piece` of a conversion (`rows` of the partner's records) dealt."""
-    bits = _timed(clock, ring64.deal, ring64.Size(rows * sum(s.widths), 0))
+    bits = _timed(clock, ring64.deal, standing.bits_size(rows, s.widths))
     pops = _timed(clock, densemargin.pops_deal, p, rows)
     _deal(remote, conversions, m, s.to_s1 + bits.to_s1 + pops.to_s1,
           s.to_s2 + bits.to_s2 + pops.to_s2, transcript)  # fmt: skip
@@ -178,7 +178,7 @@ def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
     part = remote._parts[index]
     s = s.view(part.clk) if part.clk else s  # a fallback part: its CLK alone (fallstand)
     rows, widths = remote.records[part.member_a], s.widths
-    bits = _timed(clock, ring64.deal, ring64.Size(rows * sum(widths), 0))
+    bits = _timed(clock, ring64.deal, standing.bits_size(rows, widths))
     pops = _timed(clock, densemargin.pops_deal, p, rows)
     dealt = _timed(clock, sq.deal, s, rows)
     m = _base(remote, index, ident)
