@@ -240,10 +240,10 @@ def _done(role: _Role, m: pb.BlockDeal, entry: Entry | None, held: list[Upload],
         return
     partner = entry.conv.finish(held[1].popshares)
     seconds = round(time.monotonic() - entry.started, 3)
-    role.standing.conversions += 1
     role.log(actor, "twoserver.standing", members=[entry.asker, m.member_b], run=run,
              standing=m.standing, records=partner.records, seconds=seconds,
              bytes=partner.bytes_kept())  # fmt: skip
+    role.standing.conversions += 1  # counted once audited: what is counted is in the log
     log.info("%s converted %s's upload as a standing partner (%d records) in %.1f s, keeping "
              "%.0f MB (conversion %s)", NAMES[role.role], m.member_b, partner.records, seconds,
              partner.bytes_kept() / 1e6, m.standing)  # fmt: skip
