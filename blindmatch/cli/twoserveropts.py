@@ -110,7 +110,7 @@ def warn_unreachable(setup: TwoServerSetup) -> None:
     """At `serve`'s start, a warning in its log where S1 or S2 does not answer (a wrong
     --two-server-s1/-s2, a role not started yet): until then nothing said so before a
     member's upload failed. The matcher serves all the same (S1 and S2 may start later). The
-    matcher's stop ends it (`combiner_setup`'s close, which waits for it): nothing said."""
+    matcher's stop ends it, and waits for it (the set-up's `disconnect`): nothing said."""
     from blindmatch.matcher import errors
     from blindmatch.matcher.rpc.twoserver_project import Stopping
 
