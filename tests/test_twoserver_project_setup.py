@@ -285,5 +285,6 @@ def test_serve_no_two_server_convert_ahead_reaches_the_combiners_setup(tmp_path:
         assert setup is not None
         try:
             assert setup.converts_ahead is on, switch
-        finally:
+        finally:  # as the matcher's stop: its probe of S1 and S2 stopped, the channels closed
             setup.close()
+            setup.disconnect()

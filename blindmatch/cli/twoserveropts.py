@@ -109,11 +109,15 @@ def serve_setup(args: argparse.Namespace) -> TwoServerSetup | None:
 def warn_unreachable(setup: TwoServerSetup) -> None:
     """At `serve`'s start, a warning in its log where S1 or S2 does not answer (a wrong
     --two-server-s1/-s2, a role not started yet): until then nothing said so before a
-    member's upload failed. The matcher serves all the same (S1 and S2 may start later)."""
+    member's upload failed. The matcher serves all the same (S1 and S2 may start later). The
+    matcher's stop ends it, and waits for it (the set-up's `disconnect`): nothing said."""
     from blindmatch.matcher import errors
+    from blindmatch.matcher.rpc.twoserver_project import Stopping
 
     try:
         setup.reachable()
+    except Stopping:
+        pass
     except errors.Unavailable as exc:
         log.warning("two-server projects: %s; members' uploads, queries and runs fail until "
                     "it answers (check --two-server-s1/-s2 and that the role is started)",

@@ -141,6 +141,8 @@ class Realtime(Admission):
             self.index_store.close()
             raise
         self.query_log = QueryLog(self.index_store, audit_sink=store.audit.append_all)
+        if two_server is not None:  # (closed by `close`: a matcher started again on it)
+            two_server.connect()
         # Two-server projects' watches: their records at S1 and S2, compared with each new
         # upload of a partner (twowatch.py).
         self.two_watches = TwoServerWatches(store, two_server, self.watches,
@@ -174,6 +176,8 @@ class Realtime(Admission):
         self.index_store.close()
         if self.remote is not None:
             self.remote.close()
+        if self.two_server is not None:  # last: the watches' Forget went over them
+            self.two_server.disconnect()
 
     # -- standing indexes --------------------------------------------------------------------
 

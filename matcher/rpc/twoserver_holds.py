@@ -98,13 +98,16 @@ def holds_at(
     kept: grpc.Channel | None = None,
 ) -> tuple[list[bool] | None, str]:
     """`who`'s (S1's or S2's) answer for `names` over the `kept` channel (None: one of its
-    own); never raises: (None, why) where it cannot be reached in time or refuses."""
+    own); never raises: (None, why) where it cannot be reached in time or refuses (or the
+    `kept` channel is closed: the matcher stopped)."""
     try:
         with role_stub(address, who, credentials, kept) as stub:
             reply = stub.Holds(pb.HoldsRequest(names=names), timeout=HOLDS_SECONDS,
                                metadata=(("authorization", f"Bearer {key}"),))  # fmt: skip
     except grpc.RpcError as exc:
         return None, str(peer_error(f"{who} ({address})", exc))
+    except ValueError as exc:  # the kept channel closed: the matcher has stopped
+        return None, f"{who} ({address}): {exc}"
     if len(reply.held) != len(names):
         return None, f"{who} ({address}) answered for {len(reply.held)} of {len(names)}"
     return list(reply.held), ""

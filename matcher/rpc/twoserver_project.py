@@ -12,7 +12,7 @@ import grpc
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.domain import Rule
-from blindmatch.matcher.rpc.twoserver_channel import channel, channel_options
+from blindmatch.matcher.rpc.twoserver_channel import KeptChannels, channel, close_unwatched
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_conversions import Conversions
 from blindmatch.matcher.rpc.twoserver_holds import holds_at, role_stub
@@ -32,20 +32,21 @@ FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop 
 FORGETTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm-forget")
 
 
+class Stopping(errors.Unavailable):
+    """`reachable` given up: the matcher's set-up is closing (its stop)."""
+
+
 def reachable(
     address: str,
     who: str,
     credentials: grpc.ChannelCredentials | None,
-    kept: grpc.Channel | None = None,
+    kept: tuple[KeptChannels, int] | None = None,
 ) -> None:
     """Raise Unavailable naming `who` unless a connection to `address` is made in time: on
-    the `kept` channel the run will use (left open; each channel has subchannels of its own,
-    so this is what wakes it from its reconnect back-off), or on a channel of its own."""
-    channel = kept or (
-        grpc.insecure_channel(address, options=channel_options())
-        if credentials is None
-        else grpc.secure_channel(address, credentials, options=channel_options())
-    )
+    the `kept` channel the run will use (the set-up's channels and which: 0 S1, 1 S2; left
+    open; each channel has subchannels of its own, so this is what wakes it from its
+    reconnect back-off), or on a channel of its own. `Stopping` where the kept channels'
+    close begins first: it waits for this to unsubscribe."""
     ready = threading.Event()
     failing: list[float] = []  # since when every attempt to connect failed
 
@@ -57,11 +58,19 @@ def reachable(
         else:  # trying again
             failing.clear()
 
-    channel.subscribe(watch, try_to_connect=True)
+    if kept is None:
+        own, closing = channel(address, credentials), threading.Event()
+        own.subscribe(watch, try_to_connect=True)
+    elif (subscribed := kept[0].subscribe(kept[1], watch)) is None:
+        raise Stopping(f"{who} ({address}): the matcher has stopped")
+    else:
+        own, closing = subscribed
     try:
         deadline = time.monotonic() + REACH_SECONDS
         while not ready.wait(0.05):
             now = time.monotonic()
+            if closing.is_set():
+                raise Stopping(f"{who} ({address}): the matcher stopped before it answered")
             if failing and now - failing[0] >= FAILING_SECONDS:
                 raise errors.Unavailable(
                     f"{who} ({address}) is unreachable: a two-server run needs it (every "
@@ -74,9 +83,9 @@ def reachable(
                     f"in {REACH_SECONDS:g} s); nothing was started"
                 )
     finally:
-        channel.unsubscribe(watch)
+        own.unsubscribe(watch)
         if kept is None:
-            channel.close()
+            close_unwatched(own)
 
 
 def forget_at(
@@ -91,7 +100,7 @@ def forget_at(
     """`who`'s (S1's or S2's) Forget of `member`'s uploads in `project` (no member: every
     upload of the project), with the combiner's `key` (over the `kept` channel, left open;
     None: a channel of its own); never raises: a server that cannot be reached in time, or
-    refuses, is a `Forgot` saying why."""
+    refuses, is a `Forgot` saying why (as is a `kept` channel closed: the matcher stopped)."""
     try:
         with role_stub(address, who, credentials, kept) as stub:
             reply = stub.Forget(
@@ -102,6 +111,8 @@ def forget_at(
         return Forgot(who, dropped=reply.dropped)
     except grpc.RpcError as exc:
         return Forgot(who, error=str(peer_error(f"{who} ({address})", exc)))
+    except ValueError as exc:  # the kept channel closed: the matcher has stopped
+        return Forgot(who, error=f"{who} ({address}): {exc}")
 
 
 def combiner_setup(
@@ -126,8 +137,10 @@ def combiner_setup(
     # One channel to each of S1 and S2 for the matcher's life, shared by its runs' and
     # queries' calls (gRPC channels multiplex concurrent calls, and reconnect themselves):
     # a query then pays no connection set-up (docs/realtime.md "Queries in a two-server
-    # project").
-    kept = (channel(s1, credentials), channel(s2, credentials))
+    # project"). Closed as the matcher stops (`disconnect`: a reachability check, `serve`'s
+    # at its start included, stops and is waited for), opened again by a matcher started
+    # again on this set-up (`connect`; both from realtime/engine.py `Realtime`).
+    kept = KeptChannels(s1, s2, credentials)
 
     # The partners converted once for queries compared whole against them (their seeds:
     # rpc/twoserver_standdeal.py), for the matcher's life; not kept across a restart. The
@@ -136,7 +149,7 @@ def combiner_setup(
     conversions = [Conversions()]
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> RemoteServers:
-        out = RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept)
+        out = RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept.pair())
         out.conversions = conversions[0]
         return out
 
@@ -153,11 +166,11 @@ def combiner_setup(
         stopping.close()
 
     def check() -> None:
-        reachable(s1, "S1", credentials, kept[0])
-        reachable(s2, "S2", credentials, kept[1])
+        reachable(s1, "S1", credentials, (kept, 0))
+        reachable(s2, "S2", credentials, (kept, 1))
 
     def forget_one(who: str, project: str, member: str) -> Forgot:
-        address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
+        address, c = (s1, kept.pair()[0]) if who == "S1" else (s2, kept.pair()[1])
         return forget_at(address, who, key, credentials, project, member, c)
 
     def forget(project: str, member: str) -> list[Forgot]:
@@ -167,11 +180,12 @@ def combiner_setup(
         return [forget_one("S1", project, member), to_s2.result()]
 
     def holds(who: str, names: list[str]) -> tuple[list[bool] | None, str]:
-        address, c = (s1, kept[0]) if who == "S1" else (s2, kept[1])
+        address, c = (s1, kept.pair()[0]) if who == "S1" else (s2, kept.pair()[1])
         return holds_at(address, who, key, credentials, names, c)
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
-                          queue_ahead, converts_ahead=convert_ahead)  # fmt: skip
+                          queue_ahead, converts_ahead=convert_ahead, disconnect=kept.close,
+                          connect=kept.open)  # fmt: skip
 
 
-__all__ = ["combiner_setup", "forget_at", "reachable"]
+__all__ = ["Stopping", "combiner_setup", "forget_at", "reachable"]

@@ -103,6 +103,11 @@ class TwoServerSetup:
     # Whether it does (`serve --two-server-convert-ahead`, the default; off, each partner's
     # first query starts its conversion).
     converts_ahead: bool = True
+    # The matcher's channels to S1 and S2 (rpc/twoserver_channel.py `KeptChannels`): closed
+    # last as it stops (after `close`, and the watches' Forget), their state's watchers
+    # stopped and waited for; opened again as a matcher starts again on this set-up.
+    disconnect: Callable[[], object] = lambda: None
+    connect: Callable[[], object] = lambda: None
 
 
 def not_set_up(what: str) -> FailedPrecondition:

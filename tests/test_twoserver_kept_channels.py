@@ -1,0 +1,127 @@
+"""The matcher's channels to S1 and S2, kept for its life (rpc/twoserver_channel.py
+`KeptChannels`): its stop closes them (a `serve` with S1 and S2 hung at exit about one stop in
+six while they stayed open), after `serve`'s start-up probe of S1 and S2 has stopped
+(cli/twoserveropts.py `warn_unreachable`: closed under it, gRPC's poll of the channel's
+state failed on its own thread), and a matcher started again on the same set-up opens
+others."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from benchmarks.ports import free_port
+from blindmatch.matcher.rpc import twoserver_project
+from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.matcher.server import create_server
+from tests.support import ADMIN_TOKEN
+
+pytestmark = pytest.mark.server
+
+MEMBER_KEY = "the members' key: the matcher and the roles hold it, never a member"
+UPLOAD = "someproject/north/u1"  # an upload's name neither role holds
+
+
+def key_files(folder: Path) -> list[Path]:
+    keys = []
+    for name in ("combiner.key", "members.key"):
+        keys.append(folder / name)
+        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
+        keys[-1].chmod(0o600)
+    return keys
+
+
+def test_a_stopped_matcher_closes_its_channels_to_s1_and_s2_and_one_started_again_opens_others(
+    tmp_path: Path,
+) -> None:
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
+    data_dir = tmp_path / "matcher-data"
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup)
+    try:
+        setup.reachable()
+        assert setup.holds("S1", [UPLOAD]) == ([False], "")
+        server.stop(grace=None)
+        # Closed: a call on them fails at once, said as the answer's why (never raised)
+        for who in ("S1", "S2"):
+            held, why = setup.holds(who, [UPLOAD])
+            assert held is None and "Cannot invoke RPC on closed channel" in why, why
+        forgot = setup.forget_one("S2", "someproject", "north")
+        assert "Cannot invoke RPC on closed channel" in forgot.error, forgot
+        with pytest.raises(twoserver_project.Stopping):
+            setup.reachable()
+        # The same set-up, a matcher started again on it (tests/test_twoserver_project_resume.py
+        # `restart_matcher`): two channels opened again
+        server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2,
+                               two_server=setup)  # fmt: skip
+        setup.reachable()
+        assert setup.holds("S1", [UPLOAD]) == ([False], "")
+        assert setup.holds("S2", [UPLOAD]) == ([False], "")
+        assert setup.forget_one("S1", "someproject", "north").error == ""
+    finally:
+        server.stop(grace=None)
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+
+
+def test_the_matchers_stop_ends_serves_probe_of_s1_and_s2_unsaid(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`serve`'s probe, still waiting on an S1 that does not answer as the matcher stops,
+    stops and is waited for (it held a subscription to the channel being closed): its thread
+    ended, no warning that S1 is unreachable, and the channels closed."""
+    from blindmatch.cli import twoserveropts
+
+    # The probe waits on S1 for as long as the test takes (else it gives up, and warns)
+    monkeypatch.setattr(twoserver_project, "REACH_SECONDS", 600.0)
+    monkeypatch.setattr(twoserver_project, "FAILING_SECONDS", 600.0)
+    keys = key_files(tmp_path)
+    args = argparse.Namespace(
+        two_server_s1=f"127.0.0.1:{free_port()}", two_server_s2=f"127.0.0.1:{free_port()}",
+        two_server_key_file=keys[0], two_server_member_key_file=keys[1], two_server_ca=None,
+        two_server_cert=None, two_server_key=None, two_server_insecure=False,
+        default_mode=None,
+    )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    before = set(threading.enumerate())
+    setup = twoserveropts.serve_setup(args)
+    assert setup is not None
+    probes = [t for t in set(threading.enumerate()) - before if t.name == "bm-two-server-probe"]
+    assert len(probes) == 1
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
+    server.stop(grace=None)
+    probes[0].join(60)  # a hang guard
+    assert not probes[0].is_alive()
+    warned = [r.getMessage() for r in caplog.records if "fail until it answers" in r.getMessage()]
+    assert not warned  # (the probe's warning)
+    held, why = setup.holds("S1", [UPLOAD])
+    assert held is None and "Cannot invoke RPC on closed channel" in why, why
+
+
+def test_serve_stopped_while_its_probe_waits_on_a_silent_s1_exits(tmp_path: Path) -> None:
+    """`blindmatch serve --two-server-s1/-s2` (a real process) given SIGTERM while its
+    start-up probe still waits on S1 (a port that takes connections and never answers):
+    it exits (`serve`'s helper waits 30 s, then reports a hang with every thread's stack)
+    with status 0, its log free of gRPC's failed poll of a channel closed under it."""
+    from benchmarks.cliflow import serve
+
+    keys = key_files(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts
+        s1 = f"127.0.0.1:{silent.getsockname()[1]}"
+        with serve(tmp_path / "data", "--two-server-s1", s1, "--two-server-s2",
+                   f"127.0.0.1:{free_port()}", "--two-server-key-file", str(keys[0]),
+                   "--two-server-member-key-file", str(keys[1])) as matcher:  # fmt: skip
+            pass
+    log = "".join(matcher.log)
+    assert matcher.process.returncode == 0, log
+    assert "Cannot monitor channel state" not in log, log
+    assert "Traceback" not in log, log
