@@ -171,7 +171,8 @@ def combiner_setup(
         return holds_at(address, who, key, credentials, names, c)
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
-                          queue_ahead, converts_ahead=convert_ahead)  # fmt: skip
+                          queue_ahead, converts_ahead=convert_ahead,
+                          when_converted=ahead.when_made)  # fmt: skip
 
 
 __all__ = ["combiner_setup", "forget_at", "reachable"]

@@ -103,6 +103,10 @@ class TwoServerSetup:
     # Whether it does (`serve --two-server-convert-ahead`, the default; off, each partner's
     # first query starts its conversion).
     converts_ahead: bool = True
+    # Whether the partner of that name at S1 and S2 is queued or being converted so; if so,
+    # the callback is told, once, whether C holds its conversion as it ended (`Ahead.when_made`;
+    # realtime/twowatch.py's comparison of the upload with the watches waits for it).
+    when_converted: Callable[[str, Callable[[bool], None]], bool] = lambda *_: False
 
 
 def not_set_up(what: str) -> FailedPrecondition:
