@@ -99,7 +99,7 @@ class Ahead:
         converted: if so, `then(held)` is called once its conversion ended (`held`: C holds
         it, so a query against it goes standing; False where it failed, was not started,
         its upload was replaced in the queue, or the matcher stops), on the worker's
-        thread (it must not wait on a conversion)."""
+        thread (or `convert`'s, `close`'s: it must not wait on a conversion)."""
         with self._cond:
             if name != self._current and all(p.name != name for p in self._queue):
                 return False
