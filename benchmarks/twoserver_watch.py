@@ -3,7 +3,7 @@
 
     .venv/bin/python benchmarks/twoserver_watch.py [--size 14286] [--seed 3] [--watched 10]
         [--uploads 10] [--roles here|processes] [--watches 1] [--at-once N] [--band-keys]
-        [--exhaustive-pairs N]
+        [--exhaustive-pairs N] [--rule] [--watch-by-pairs] [--standing-records N]
 
 S2, S1 and a matcher that is their combiner on loopback gRPC ports (S1 and S2 in this process,
 or with `--roles processes` each a `blindmatch two-server role` process of its own, as
@@ -29,6 +29,16 @@ a smaller-member cap of 0); 0 blocks every pair, so a keyless watch is ended at 
 upload and opened again with its keys, and a query catches up on that upload (its events
 `caught_up`, counted apart; the first upload's "last event" then includes the re-opening,
 which the next upload waits for).
+
+`--rule`: the members encode under schemas/person-uk.json (its rule over both CLKs) rather
+than the rule-less schema, so a partner of at least 16,000 records (south at `--size 46000`
+or more) is converted ahead of the queries as its upload completes, and the watch's
+comparison of it waits for that conversion and goes standing (watchstand, 2026-12-07);
+`--watch-by-pairs` has it go by pairs at once, as before watchstand (the conversion still
+made, beside it); `--standing-records N`: a partner of N records or more is so
+(core/partpath.py STANDING_RECORDS, 16,000 as shipped: a smaller `--size` within 4 GB). Per
+upload also, with S1 and S2 here: this process's CPU from the upload until its comparison
+and its conversion ended (both, whichever ends last).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +68,7 @@ from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.errors import MatcherError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
+from blindmatch.matcher.core import partpath
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.server import create_server
 
@@ -122,8 +134,17 @@ def main() -> int:
         help="S1's cap (S1 here; its smaller-member cap then 0); 0: every pair "
         "blocked, so a watch without band keys is opened again with them",
     )
+    ap.add_argument("--rule", action="store_true",
+                    help="encode under schemas/person-uk.json (its rule): a partner of 16,000 "
+                    "records or more is converted ahead and watched standing")  # fmt: skip
+    ap.add_argument("--watch-by-pairs", action="store_true",
+                    help="the watches' comparison by pairs at once, not waiting for the "
+                    "upload's conversion (as before watchstand)")  # fmt: skip
+    ap.add_argument("--standing-records", type=int, default=partpath.STANDING_RECORDS,
+                    help="a partner of this many records or more converted (--rule)")  # fmt: skip
     add_keep(ap)
     args = ap.parse_args()
+    partpath.STANDING_RECORDS = args.standing_records
     if args.at_once:
         from blindmatch.matcher.realtime import twowatch
 
@@ -138,14 +159,15 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     secret_file = work / "linkage.secret"
     cli(["secret", "new", str(secret_file)])
     secret = secret_file.read_bytes().strip()
+    schema_file = SCHEMA.parent / "person-uk.json" if args.rule else SCHEMA
     encoded = {}
     for name, org in (("south", "south-police"), ("west", "retail-bcrp")):
         encoded[name] = work / f"{name}.encoded"
         source = exports[org]
-        assert cli(["encode", str(source.csv), "--schema", str(SCHEMA), "--secret-file",
+        assert cli(["encode", str(source.csv), "--schema", str(schema_file), "--secret-file",
                     str(secret_file), "--mapping", str(source.mapping), "--out",
                     str(encoded[name]), "--two-server", "--quiet"]) == 0  # fmt: skip
-    schema = load_schema(SCHEMA)
+    schema = load_schema(schema_file)
     north = exports["north-police"]
     asked = encode_csv(north.csv, schema, load_mapping(north.mapping, schema), secret)
     clks = np.frombuffer(asked.clks, np.uint8).reshape(-1, asked.clk_bits // 8)
@@ -160,6 +182,14 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     )
     keys_at_s1 = band_keys_received(s1_service)
     setup = combiner_setup(s1, s2, key, member_key)
+    if args.watch_by_pairs:  # (as before watchstand: no comparison waits for a conversion)
+        setup = replace(setup, when_converted=lambda *_: False)
+    made: Any = setup.servers([], [], [])  # (its conversions: `converted`)
+    made.close()
+
+    def converted() -> bool:
+        return made.conversions.idle(0)
+
     server = create_server("127.0.0.1:0", work / "matcher", ADMIN, workers=2, two_server=setup)
     target = f"127.0.0.1:{server.port}"
     arrived: list[float] = []  # when each event reached north's client
@@ -204,14 +234,14 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         watches = server.realtime.two_watches
         wait_for(lambda: len(opens) == args.watches, 600, what=LATE)
         load = os.getloadavg()[0]
-        rows: dict[str, list[tuple[float, float, float, int]]] = {"south": [], "west": []}
+        rows: dict[str, list[tuple[float, float, float, int, float]]] = {"south": [], "west": []}
         parts: dict[str, list[tuple[float, float, float]]] = {"south": [], "west": []}
         for name in ("south", "west"):
             for _ in range(args.uploads):
                 before, compared = len(arrived), watches.compared
                 if spent is not None:
                     spent.update(search=0.0, sort=0.0, circuit=0.0)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 assert cli(["upload", str(encoded[name]), "--project", "shares", "--token",
                             two.tokens[name], *net]) == 0  # fmt: skip
                 t1 = time.perf_counter()
@@ -221,7 +251,9 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                 wait_for(settled, 600, what=LATE)  # watches ended by it opened again, and caught up
                 got = len(arrived) - before
                 last = arrived[-1] if got else t2
-                rows[name].append((t1 - t0, t2 - t1, last - t1, got))
+                wait_for(converted, 3600, what=LATE)
+                cpu = time.process_time() - c0
+                rows[name].append((t1 - t0, t2 - t1, last - t1, got, cpu))
                 if spent is not None:
                     parts[name].append((spent["search"], spent["sort"], spent["circuit"]))
         load_after = os.getloadavg()[0]
@@ -247,6 +279,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
     if caught:  # the first upload ended the watches: re-opened, and caught up
         print(f"south's first upload's return -> the last caught-up event: "
               f"{1000 * (max(caught) - returned[0]):.1f} ms")  # fmt: skip
+    print(f"schema {schema_file.name}; the watches' comparison of an upload converted ahead: "
+          f"{'by pairs at once' if args.watch_by_pairs else 'standing, once converted'}; "
+          f"uploads converted ahead {made.conversions.converted}, watches' comparisons "
+          f"standing {watches.stood}")  # fmt: skip
     print(f"{'per upload (ms)':<34}{'p50':>9}{'max':>9}")
     for name in ("south", "west"):
         r = rows[name]
@@ -254,6 +290,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                         (2, "its return -> last event")):  # fmt: skip
             values = [1000 * x[i] for x in r]
             print(f"{name + ': ' + what:<34}{pct(values, 50):>9.1f}{max(values):>9.1f}")
+        if args.roles == "here":  # this process's CPU: the upload, its conversion, comparison
+            values = [1000 * x[4] for x in r]
+            print(f"{name + ': CPU, upload to both ends':<34}{pct(values, 50):>9.1f}"
+                  f"{max(values):>9.1f}")  # fmt: skip
         if parts[name]:  # S1 and S2 here: the comparison's wall, and S1's sort in it
             for i, what in ((0, "compared (search_partner)"), (1, "S1 sorting keys (any thread)"),
                             (2, "of which the circuit")):  # fmt: skip

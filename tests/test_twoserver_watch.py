@@ -65,8 +65,9 @@ def rows_of(encoded: Encoded, rows: list[int]) -> np.ndarray:
 
 
 class Watching:
-    """A member's watch (`token`'s) of `rows` of south's records, open on a thread of its
-    own, its events gathered; closed by `close`."""
+    """A member's watch (`token`'s) of `rows` of south's records (those of `folder`), open
+    on a thread of its own, its events gathered; closed by `close`. In project `project`,
+    encoded under `schema`."""
 
     def __init__(
         self,
@@ -74,6 +75,8 @@ class Watching:
         token: str,
         folder: Path,
         rows: list[int],
+        project: str = "shares",
+        schema: Path = SCHEMA,
         **options: Any,  # MatcherClient.watch's (on_notice, band_keys)
     ) -> None:
         self.world = world
@@ -82,13 +85,13 @@ class Watching:
         encoded = read_encoded(folder)
         secret = read_secret(folder.parent / "linkage.secret")
         upload = sharing.shared_upload(rows_of(encoded, rows), secret,
-                                       sharing.plan_of(load_schema(SCHEMA)),
+                                       sharing.plan_of(load_schema(schema)),
                                        encoded.fallback_bits)  # fmt: skip
         realtime = world.server.realtime
         before = realtime.watches.every()
         self.client = MatcherClient(world.target, token)
         self.stream: Iterator[WatchEvent] = self.client.watch(
-            "shares", upload, clk_bits=encoded.clk_bits,
+            project, upload, clk_bits=encoded.clk_bits,
             fingerprint=encoded.fingerprint, purpose="case 24/118",
             schema_digest=encoded.schema_digest, rule=encoded.rule, **options,
         )  # fmt: skip

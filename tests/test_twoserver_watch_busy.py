@@ -39,10 +39,11 @@ def test_a_busy_watch_is_compared_again_later_and_holds_back_no_other_watch(
     # S1 is busy for north's watch's comparisons while `busy_for` names north.
     busy_for = {"north"}
 
-    def s1(setup: Any, threshold: float, name: str, records: int, p: Any) -> Any:
+    def s1(setup: Any, threshold: float, name: str, records: int, p: Any,
+           standing: bool = False) -> Any:  # fmt: skip
         if any(f"/{m}@" in name for m in busy_for):
             raise errors.Busy("S1 (stand-in): its proposals are all in flight")
-        return twoquery.search_partner(setup, threshold, name, records, p)
+        return twoquery.search_partner(setup, threshold, name, records, p, standing)
 
     waiting: list[tuple[float, Callable[[], None]]] = []  # (seconds, then): not yet ended
     watches.search = s1

@@ -224,11 +224,13 @@ class Realtime(Admission):
         return self.indexes.listing(project, member)
 
     def uploaded(self, project: str, member: str, upload_id: str) -> None:
-        """A member's upload completed: in a two-server project, its records are compared
-        with the other members' open watches (twowatch.py), after this returns, and
-        converted for standing queries ahead of them (twoahead.py)."""
-        self.two_watches.uploaded(project, member, upload_id)
-        twoahead.uploaded(self.store, self.two_server, project, member, upload_id)
+        """A member's upload completed: in a two-server project, its records are converted
+        for standing queries ahead of them (twoahead.py) and compared with the other
+        members' open watches (twowatch.py: once so converted), after this returns."""
+        try:
+            twoahead.uploaded(self.store, self.two_server, project, member, upload_id)
+        finally:
+            self.two_watches.uploaded(project, member, upload_id)
 
     def erase_member(self, project: str, member: str) -> int:
         """Forget a member's standing index, on disk and in memory (erasure); its records."""

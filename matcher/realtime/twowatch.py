@@ -15,10 +15,17 @@ notification, disclosed at the partner's level and recorded before it is sent, a
 watch's (watches.py `deliver`). Each such pair is new to S1 and S2 (the upload's name is), so
 their once-a-pair budget holds; S1 and S2 count the watch's records against their own query
 limit at its first comparison, once (core/querylimit.py; again only once a count has left
-their window). When the watch ends (its stream closed, its token revoked, its member erased,
-its project expired, the matcher stopping: engine.py `unwatch`, `close`), S1 and S2 are told
-to forget its records (`Forget` of `member@tag`); a matcher killed cannot, so the next one to
-start has them forget every query's and watch's records of its projects (twoforget.py).
+their window). Where C converts the upload ahead of the queries (realtime/twoahead.py: a
+one-record query against it would go standing), the comparison waits for that conversion,
+off the comparing thread (other uploads' comparisons and the upload's reply do not wait),
+and then goes standing, as a query does (watchstand: ~2.5x less CPU a pair than by pairs);
+by pairs where the conversion failed or was not started, and where the partner asks for its
+next upload's ticket first (`release`); the watches compared are those open as the upload
+completed (`_deferred`). When the watch ends (its stream closed, its token revoked, its
+member erased, its project expired, the matcher stopping: engine.py `unwatch`, `close`), S1
+and S2 are told to forget its records (`Forget` of `member@tag`); a matcher killed cannot,
+so the next one to start has them forget every query's and watch's records of its projects
+(twoforget.py).
 
 A comparison that cannot be made ends the watch rather than passing an upload over in
 silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
@@ -103,6 +110,10 @@ class TwoServerWatches:
         self._lock = threading.Lock()
         self._names: set[str] = set()  # the open watches' names at S1 and S2
         self.compared = 0  # uploads compared with watches (tests, the benchmark)
+        self.stood = 0  # of which compared standing, once converted (`_deferred`)
+        # The comparisons waiting for their upload's conversion (`_deferred`), by upload id:
+        # (project, partner, the call that submits it, once).
+        self._waits: dict[str, tuple[str, str, Callable[[bool], None]]] = {}
         self.retried = 0  # comparisons asked again of a busy S1
         self._timers: set[threading.Timer] = set()  # busy retries waiting (`close` cancels)
         self._closed = False
@@ -180,33 +191,72 @@ class TwoServerWatches:
 
     def uploaded(self, project: str, member: str, upload_id: str) -> None:
         """`member`'s upload `upload_id` completed: compare it with the other members' open
-        watches in `project`, on the comparing thread."""
-        if any(w.name for w in self.watches.of(project, besides=member)):
+        watches in `project`, on the comparing thread; where C is converting it ahead of the
+        queries, once that conversion ended (`_deferred`)."""
+        watches = [w for w in self.watches.of(project, besides=member) if w.name]
+        if watches and not self._deferred(project, member, upload_id, watches):
             self._submit(project, member, upload_id)
+
+    def _deferred(self, project: str, partner: str, upload_id: str,
+                  watches: list[Watch]) -> bool:  # fmt: skip
+        """Whether the upload's comparison with `watches` (those open as it completed) waits
+        for its conversion ahead of the queries (realtime/twoahead.py queued it: a one-record
+        query against it goes standing, rpc/twoserver_standahead.py `wanted`): compared
+        standing once C holds the conversion, by pairs where it failed, was not started, or
+        the partner asks for its next upload's ticket meanwhile (`release`: its shares then
+        replace this upload's at S1 and S2)."""
+        part = self.store.two_server_part(upload_id)
+        if self.setup is None or not self.setup.converts_ahead or part is None:
+            return False
+
+        def compare(standing: bool) -> None:
+            with self._lock:
+                if self._waits.pop(upload_id, None) is None:
+                    return  # (released already)
+            self._submit(project, partner, upload_id, watches, standing=standing)
+
+        with self._lock:
+            self._waits[upload_id] = (project, partner, compare)
+        if self.setup.when_converted(part[0], compare):
+            return True
+        with self._lock:
+            del self._waits[upload_id]
+        return False
+
+    def release(self, project: str, member: str) -> None:
+        """`member` asked for its next upload's ticket: the comparisons of its uploads still
+        waiting for their conversion go by pairs now, before that upload replaces them at
+        S1 and S2."""
+        with self._lock:
+            waiting = [c for p, m, c in self._waits.values() if (p, m) == (project, member)]
+        for compare in waiting:
+            compare(False)
 
     def _submit(
         self, project: str, partner: str, upload_id: str, only: Collection[Watch] | None = None,
-        attempt: int = 0,
+        attempt: int = 0, standing: bool = False,
     ) -> None:  # fmt: skip
         with contextlib.suppress(RuntimeError):  # the matcher stopping: no more comparisons
-            self._pool.submit(self._compare_logged, project, partner, upload_id, only, attempt)
+            self._pool.submit(self._compare_logged, project, partner, upload_id, only, attempt,
+                              standing)  # fmt: skip
 
     def _compare_logged(
         self, project: str, partner: str, upload_id: str, only: Collection[Watch] | None,
-        attempt: int,
+        attempt: int, standing: bool,
     ) -> None:  # fmt: skip
         try:
-            self._compare(project, partner, upload_id, only, attempt)
+            self._compare(project, partner, upload_id, only, attempt, standing)
         except Exception:  # on the comparing thread: nobody else would hear of it
             log.exception("%s/%s's upload not compared with the two-server watches", project,
                           partner)  # fmt: skip
 
     def _compare(
         self, project_name: str, partner: str, upload_id: str,
-        only: Collection[Watch] | None = None, attempt: int = 0,
+        only: Collection[Watch] | None = None, attempt: int = 0, standing: bool = False,
     ) -> None:  # fmt: skip
         """Compare `partner`'s upload with the other members' open watches (`only`: those of
-        them, asked again of a busy S1 for the `attempt`th time)."""
+        them, asked again of a busy S1 for the `attempt`th time; `standing`: against its
+        conversion, which C holds)."""
         try:
             project = self.store.project(project_name)
             upload = self.store.current_uploads(project_name).get(partner)
@@ -227,10 +277,11 @@ class TwoServerWatches:
         # watch's waits on S1 and S2 overlap another's.
         if len(watches) > 1 and WATCHES_AT_ONCE > 1:
             with ThreadPoolExecutor(min(len(watches), WATCHES_AT_ONCE), "bm-twowatch-c") as pool:
-                got = list(pool.map(lambda w: self._search(project, partner, upload_id, w),
-                                    watches))  # fmt: skip
+                got = list(pool.map(
+                    lambda w: self._search(project, partner, upload_id, w, standing), watches
+                ))  # fmt: skip
         else:
-            got = [self._search(project, partner, upload_id, w) for w in watches]
+            got = [self._search(project, partner, upload_id, w, standing) for w in watches]
         found = [(w, hits) for w, hits in zip(watches, got, strict=True)
                  if isinstance(hits, list)]  # fmt: skip
         busy = [
@@ -246,9 +297,10 @@ class TwoServerWatches:
 
         sent = deliver(project_name, partner, level, found, self.record, self.clock, refer)
         if busy:
-            self._busy(project_name, partner, upload_id, busy, attempt)
+            self._busy(project_name, partner, upload_id, busy, attempt, standing)
         if attempt == 0:
             self.compared += 1
+            self.stood += standing
         log.info(
             "%s/%s's upload compared with %d two-server watch(es): %d notification(s) in %.0f ms",
             project_name, partner, len(watches), sent, 1000 * (time.perf_counter() - start),
@@ -256,7 +308,7 @@ class TwoServerWatches:
 
     def _busy(
         self, project: str, partner: str, upload_id: str,
-        busy: list[tuple[Watch, errors.Busy]], attempt: int,
+        busy: list[tuple[Watch, errors.Busy]], attempt: int, standing: bool = False,
     ) -> None:  # fmt: skip
         """S1 was busy comparing `partner`'s upload with the `busy` watches (its proposals
         all in flight): compare them again after the next of BUSY_WAITS, on the comparing
@@ -272,7 +324,8 @@ class TwoServerWatches:
                      watch.project, watch.member, partner, wait)  # fmt: skip
         self.retried += 1
         watches = [w for w, _ in busy]
-        self.later(wait, lambda: self._submit(project, partner, upload_id, watches, attempt + 1))
+        self.later(wait, lambda: self._submit(project, partner, upload_id, watches, attempt + 1,
+                                              standing))  # fmt: skip
 
     def _after(self, seconds: float, then: Callable[[], None]) -> None:
         """`then` after `seconds`, on a timer of its own (`close` cancels those waiting)."""
@@ -291,18 +344,20 @@ class TwoServerWatches:
         timer.start()
 
     def _search(
-        self, project: Project, partner: str, upload_id: str, watch: Watch
+        self, project: Project, partner: str, upload_id: str, watch: Watch, standing: bool
     ) -> Found | errors.Busy | None:
         """The watch's records `partner`'s upload holds (record, hits); S1's Busy (to be
         asked again later); or None: not compared (another encoding, an upload not whole at
-        S1 and S2), or the watch ended."""
+        S1 and S2), or the watch ended. `standing`: its whole part against the upload's
+        conversion, as a query's (realtime/twopartner.py `open_partner`)."""
         assert self.setup is not None and watch.encoding is not None
         try:
             upload = self.store.upload(upload_id)
             p = twoquery.partner_upload(self.store, partner, upload, watch.encoding)
             if p is None:
                 return None
-            got = self.search(self.setup, project.threshold, watch.name, watch.records, p)
+            got = self.search(self.setup, project.threshold, watch.name, watch.records, p,
+                              standing)  # fmt: skip
         except errors.FailedPrecondition as exc:
             if watch.ended or not any(w is watch for w in self.watches.every()):
                 return None  # ended meanwhile, its records forgotten: nothing to tell
@@ -379,6 +434,7 @@ class TwoServerWatches:
         with self._lock:
             self._closed = True
             timers, self._timers = self._timers, set()
+            self._waits.clear()
         for timer in timers:
             timer.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -342,6 +342,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
                                  query=request.query)  # fmt: skip
         if request.query:  # S1 and S2 forget its records if nothing claims it (twounclaimed.py)
             self.realtime.unclaimed.issued(t.name, tickets.QUERY_TTL_SECONDS)
+        else:  # its upload's watches compared before this one replaces it (twowatch.py)
+            self.realtime.two_watches.release(request.project, member)
         log.info("%s/%s: two-server %s ticket for %s", request.project, member,
                  "query" if request.query else "upload", t.name)  # fmt: skip
         return pb.TwoServerTicketReply(

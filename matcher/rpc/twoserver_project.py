@@ -185,7 +185,7 @@ def combiner_setup(
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
                           queue_ahead, converts_ahead=convert_ahead, disconnect=kept.close,
-                          connect=kept.open)  # fmt: skip
+                          connect=kept.open, when_converted=ahead.when_made)  # fmt: skip
 
 
 __all__ = ["Stopping", "combiner_setup", "forget_at", "reachable"]

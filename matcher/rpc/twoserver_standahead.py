@@ -3,7 +3,9 @@ a queue of partners (`Partner`) worked on a daemon thread of its own, one conver
 time, each started by rpc/twoserver_standdeal.py `start` with a piece 0 naming the partner
 alone and its later pieces put in the background (realtime/twoahead.py queues them; `on`
 False, from `combiner_setup`'s `convert_ahead`, `serve --no-two-server-convert-ahead`: none
-is); `wanted`, whether a query's part against a partner would go standing. The rules:
+is); `wanted`, whether a query's part against a partner would go standing; `when_made`,
+a caller told once a queued partner's conversion ended (watchstand: realtime/twowatch.py's
+comparison of the upload with the watches waits for it). The rules:
 rpc/twoserver_standing.py; the wire: docs/protocol.md "A conversion started ahead of its
 queries".
 """
@@ -71,6 +73,9 @@ class Ahead:
         self._cond = threading.Condition()
         self._working = False
         self._epoch = 0  # `close`: what was queued before it is not started
+        self._current = ""  # the partner being worked on (its name at S1 and S2)
+        # `when_made`'s callers, by the partner's name at S1 and S2 (one upload's)
+        self._waiting: dict[str, list[Callable[[bool], None]]] = {}
         self.started = self.refused = self.failed = self.declined = self.skipped = 0
 
     def convert(self, partner: Partner) -> None:
@@ -80,11 +85,36 @@ class Ahead:
             return
         with self._cond:
             member = partner_of(partner.name)  # (its newer upload in place of a queued one)
+            replaced = [p.name for p in self._queue if partner_of(p.name) == member]
             self._queue = deque(p for p in self._queue if partner_of(p.name) != member)
             self._queue.append(partner)
             if not self._working:
                 self._working = True
                 threading.Thread(target=self._work, name="standing-ahead", daemon=True).start()
+        for name in replaced:
+            self._made_or_not(name, False)
+
+    def when_made(self, name: str, then: Callable[[bool], None]) -> bool:
+        """Whether the partner `name` (its upload's name at S1 and S2) is queued or being
+        converted: if so, `then(held)` is called once its conversion ended (`held`: C holds
+        it, so a query against it goes standing; False where it failed, was not started,
+        its upload was replaced in the queue, or the matcher stops), on the worker's
+        thread (or `convert`'s, `close`'s: it must not wait on a conversion)."""
+        with self._cond:
+            if name != self._current and all(p.name != name for p in self._queue):
+                return False
+            self._waiting.setdefault(name, []).append(then)
+            return True
+
+    def _made_or_not(self, name: str, held: bool) -> None:
+        """`when_made`'s callers of partner `name` told whether C holds its conversion."""
+        with self._cond:
+            waiting = self._waiting.pop(name, [])
+        for then in waiting:
+            try:
+                then(held)
+            except Exception:  # (a bug of the caller's: logged, the queue goes on)
+                log.exception("telling that %s's conversion ended", name)
 
     def _work(self) -> None:
         while True:
@@ -94,23 +124,39 @@ class Ahead:
                     self._cond.notify_all()
                     return
                 partner, epoch = self._queue.popleft(), self._epoch
+                self._current = partner.name
+            held = False
             try:
-                self._start(partner, epoch)
+                held = self._start(partner, epoch)
             except Exception as exc:  # (a bug: logged, the queue goes on)
                 log.exception("converting %s's upload ahead of its queries: %s", partner.name, exc)
+            finally:
+                with self._cond:
+                    self._current = ""
+                self._made_or_not(partner.name, held)
 
-    def _start(self, partner: Partner, epoch: int) -> None:
+    def _start(self, partner: Partner, epoch: int) -> bool:
         """`partner`'s conversion started (piece 0 dealt, the rest in the background), or
-        why not logged."""
+        why not logged; then its end waited for (one conversion at a time: the next waits
+        for it anyway), so that `when_made`'s callers are told whether C holds it."""
         name, records, bits, rule = partner.name, partner.records, partner.bits, partner.rule
         cutoffs = Combiner(None, partner.threshold, clks=2, rule=rule).cutoffs
         try:
             plan = margincircuit.plan(bits[0], bits[1], cutoffs, rule)
         except ValueError:  # (a rule the margin does not fit: its parts go by pairs)
-            return
+            return False
         key = standdeal.key_of(name, records, bits, cutoffs, rule)
-        base = pb.BlockDeal(member_b=name, records_b=records, cutoffs=cutoffs,
-                            rule=wire_rule(rule), margin=True)  # fmt: skip
+        self._convert(partner, epoch, key, plan)
+        conversions = self._conversions()
+        while not conversions.idle(WAIT_SECONDS) and not conversions.stopping():
+            pass  # (its later pieces in the background: made or failed)
+        return conversions.holds(key)
+
+    def _convert(self, partner: Partner, epoch: int, key: standdeal.Key,
+                 plan: margincircuit.Plan) -> None:  # fmt: skip
+        name, records, bits = partner.name, partner.records, partner.bits
+        base = pb.BlockDeal(member_b=name, records_b=records, cutoffs=key[3],
+                            rule=wire_rule(partner.rule), margin=True)  # fmt: skip
         while True:
             conversions = self._conversions()
             while not conversions.idle(WAIT_SECONDS) and not conversions.stopping():
@@ -173,8 +219,11 @@ class Ahead:
         """The matcher stops: nothing queued is started (the conversion being made stops
         with C's conversions, `Conversions.close`)."""
         with self._cond:
+            dropped = [p.name for p in self._queue]
             self._queue.clear()
             self._epoch += 1
+        for name in dropped:
+            self._made_or_not(name, False)
 
 
 __all__ = ["WAIT_SECONDS", "Ahead", "Partner", "wanted"]

@@ -54,6 +54,11 @@ over gRPC" and "A conversion started ahead of its queries"):
   every partner where the operator's `serve --no-two-server-convert-ahead` turns this off
   (aheadflag: nothing converted ahead, each partner's first query starts its conversion and
   goes by pairs).
+- A watch's comparison of an upload converted ahead (watchstand): unlike a query, it waits
+  for that conversion (off the comparing thread: realtime/twowatch.py `_deferred`, told by
+  rpc/twoserver_standahead.py `Ahead.when_made`) and then deals as a query's (S1 cannot tell
+  a watch's records from a query's and checks it as one); by pairs where the conversion
+  failed or was not started, or where the partner asks for its next upload's ticket first.
 - The checks: S2 checks a deal's shape; S1 checks it too and S2 follows S1's check (S1 opens
   the exchange only past it, naming the deal's digest). S1 checks every query's standing deal,
   and each conversion's piece 0 that comes with a query, against its proposal: an unblocked

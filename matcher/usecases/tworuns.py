@@ -108,6 +108,10 @@ class TwoServerSetup:
     # stopped and waited for; opened again as a matcher starts again on this set-up.
     disconnect: Callable[[], object] = lambda: None
     connect: Callable[[], object] = lambda: None
+    # Whether the partner of that name at S1 and S2 is queued or being converted so; if so,
+    # the callback is told, once, whether C holds its conversion as it ended (`Ahead.when_made`;
+    # realtime/twowatch.py's comparison of the upload with the watches waits for it).
+    when_converted: Callable[[str, Callable[[bool], None]], bool] = lambda *_: False
 
 
 def not_set_up(what: str) -> FailedPrecondition:
