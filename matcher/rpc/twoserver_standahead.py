@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
 WAIT_SECONDS = 5.0  # how often the worker looks again while another conversion is being made
+STOPPED = "the matcher stopped"  # `_start`: its channels to S1 and S2 closed
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,9 @@ class Ahead:
 
     def _start(self, partner: Partner, epoch: int) -> None:
         """`partner`'s conversion started (piece 0 dealt, the rest in the background), or
-        why not logged."""
+        why not logged: where the matcher's stop closed its channels to S1 and S2 before or
+        while this asked them (no admitted conversion's: the stop waits for that one), one
+        line saying so (STOPPED), no traceback, nothing learned or kept."""
         name, records, bits, rule = partner.name, partner.records, partner.bits, partner.rule
         cutoffs = Combiner(None, partner.threshold, clks=2, rule=rule).cutoffs
         try:
@@ -120,9 +123,16 @@ class Ahead:
                     return  # (stopped; or a query converted it meanwhile)
             remote = self._servers([name], [records], list(bits))
             try:
-                made = self._made(remote, conversions, key, base, plan)
+                made = STOPPED if remote.stopped() else self._made(remote, conversions, key,
+                                                                   base, plan)  # fmt: skip
+            except ValueError:  # a call on the matcher's channels closed under it
+                if not remote.stopped():
+                    raise
+                made = STOPPED
             finally:
                 remote.close()
+            if made == STOPPED:  # (its stop began as this started: nothing was kept)
+                log.info("%s's upload not converted ahead of its queries: %s", name, STOPPED)
             if made != BUSY:
                 return
 
@@ -177,4 +187,4 @@ class Ahead:
             self._epoch += 1
 
 
-__all__ = ["WAIT_SECONDS", "Ahead", "Partner", "wanted"]
+__all__ = ["STOPPED", "WAIT_SECONDS", "Ahead", "Partner", "wanted"]
