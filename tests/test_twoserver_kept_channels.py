@@ -12,16 +12,23 @@ import logging
 import secrets
 import socket
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 
 from benchmarks.ports import free_port
-from blindmatch.matcher.rpc import twoserver_project
+from blindmatch.matcher.rpc import twoserver_peers, twoserver_project
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
+from blindmatch.protos import blindmatch_pb2 as pb
+from tests import test_twoserver_unreached as unreached
 from tests.support import ADMIN_TOKEN
+from tests.test_twoserver_connected import failed_threads as failed_threads  # the fixture
+from tests.test_twoserver_standing_life import until
 
 pytestmark = pytest.mark.server
 
@@ -125,3 +132,121 @@ def test_serve_stopped_while_its_probe_waits_on_a_silent_s1_exits(tmp_path: Path
     assert matcher.process.returncode == 0, log
     assert "Cannot monitor channel state" not in log, log
     assert "Traceback" not in log, log
+
+
+KEY = "the combiner's key"
+
+
+@pytest.fixture
+def roles() -> Iterator[tuple[str, str]]:
+    """S1 and S2 on loopback holding north's and south's uploads (tests/test_twoserver_unreached.py
+    `upload`), with the combiner's key `KEY`: their addresses."""
+    s2 = create_role("s2", "127.0.0.1:0", KEY, unreached.MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", KEY, unreached.MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    try:
+        for role, name in ((s1, "s1"), (s2, "s2")):
+            unreached.upload(role, name)
+        yield f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}"
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+
+
+class _Preparing:
+    """S2's stub whose `Prepare`, once answered, runs `then` (the matcher's stop, just as
+    the batch's `connected` is next)."""
+
+    def __init__(self, stub: Any, then: Callable[[], None]) -> None:
+        self._stub, self._then = stub, then
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
+
+    def Prepare(self, *args: Any, **kwargs: Any) -> Any:
+        reply = self._stub.Prepare(*args, **kwargs)
+        self._then()
+        return reply
+
+
+def test_a_batch_whose_connection_wait_comes_after_the_matchers_stop_is_not_sent(
+    roles: tuple[str, str], failed_threads: list[BaseException]
+) -> None:
+    """The matcher stops (its kept channels closed) between S2's Prepare of a batch and the
+    wait for S1's connection: the wait subscribes to nothing (before, gRPC's poll of the
+    closed channel failed on gRPC's thread, and the batch waited CONNECT_SECONDS for a
+    connection), and the batch fails `Stopping`, an Unavailable that spent nothing."""
+    setup = combiner_setup(*roles, KEY, unreached.MEMBER_KEY)
+    run = setup.servers(["north", "south"], [unreached.RECORDS] * 2, [1024])
+    run._s2 = _Preparing(run._s2, setup.disconnect)  # type: ignore[attr-defined]
+    try:
+        failed = unreached.a_batch(run)
+    finally:
+        run.close()
+        setup.disconnect()
+    assert isinstance(failed, twoserver_project.Stopping), failed
+    assert failed.evaluated is False
+    assert str(failed) == f"S1 ({roles[0]}) was not sent the batch: the matcher is stopping"
+    assert failed_threads == []
+
+
+def test_the_matchers_stop_ends_a_batchs_wait_for_s1_and_closes_once_it_unsubscribed(
+    roles: tuple[str, str], failed_threads: list[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch waiting for a connection to S1 (one that listens and never answers) as the
+    matcher stops: the close begins while the wait is subscribed to the kept channel; the
+    wait gives up (`Stopping`, nothing spent), the close waits for it, and nothing fails
+    on gRPC's thread."""
+    monkeypatch.setattr(twoserver_peers, "CONNECT_SECONDS", 600.0)  # only the stop ends it
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        setup = combiner_setup(f"127.0.0.1:{silent.getsockname()[1]}", roles[1], KEY,
+                               unreached.MEMBER_KEY)  # fmt: skip
+        run = setup.servers(["north", "south"], [unreached.RECORDS] * 2, [1024])
+        kept, closing = run._kept, list[threading.Thread]()  # type: ignore[attr-defined]
+        subscribe = kept.subscribe
+
+        def stop_as_it_waits(which: int, callback: Any, try_to_connect: bool = True) -> Any:
+            got = subscribe(which, callback, try_to_connect)
+            if try_to_connect:  # (the second look: S1 asked to connect, and waited for)
+                closing.append(threading.Thread(target=setup.disconnect))
+                closing[0].start()
+            return got
+
+        kept.subscribe = stop_as_it_waits
+        try:
+            failed = unreached.a_batch(run)
+        finally:
+            run.close()
+        closing[0].join(60)  # a hang guard
+        assert not closing[0].is_alive()
+    assert isinstance(failed, twoserver_project.Stopping) and failed.evaluated is False
+    assert failed_threads == []
+
+
+def test_remote_servers_own_channel_closed_just_after_a_batchs_connection_wait_fails_no_thread(
+    roles: tuple[str, str], failed_threads: list[BaseException], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RemoteServers on channels of its own, S1's found IDLE by the batch's first look and
+    READY by its second (another call connected it meanwhile): the second look's ask to
+    connect is still pending in gRPC's poll as the wait returns. The batch refused (pairs S1
+    never proposed) and the servers closed at once: the close waits for the poll to stop
+    (before, gRPC's poll asked the closed channel and failed on its thread)."""
+    run = unreached.servers(*roles, KEY)
+    s1 = run._channels[0]  # type: ignore[attr-defined]
+    first_look = twoserver_peers._ready
+
+    def connected_meanwhile(states: Any, deadline: float, first: bool, **kw: Any) -> bool:
+        if first:  # (subscribed, as it is: S1's channel connected by a call meanwhile)
+            run._s1.Holds(pb.HoldsRequest(), metadata=run._metadata,  # type: ignore[attr-defined]
+                          timeout=30, wait_for_ready=True)  # fmt: skip
+            state = s1._connectivity_state
+            until(lambda: state.connectivity is grpc.ChannelConnectivity.READY)
+        return first_look(states, deadline, first, **kw)
+
+    monkeypatch.setattr(twoserver_peers, "_ready", connected_meanwhile)
+    try:
+        failed = unreached.a_batch(run)
+    finally:
+        run.close()
+    assert failed.evaluated is True and "S1 (" in str(failed)  # (S1 refused it)
+    assert not s1._connectivity_state.polling  # (closed once unwatched: nothing more can fail)
+    assert failed_threads == []

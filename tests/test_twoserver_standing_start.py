@@ -8,6 +8,7 @@ S1 (audited); a partner over S1's bound never converted."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import ADMIN_TOKEN
-from tests.test_twoserver_blocks import KEY, RULE, THRESHOLD, entries
+from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries
+from tests.test_twoserver_connected import failed_threads as failed_threads  # the fixture
 from tests.test_twoserver_query import held_by, person_csv
 from tests.test_twoserver_standing import (
     Roles,
@@ -304,3 +306,54 @@ def test_a_members_new_upload_takes_the_room_of_its_earlier_ones_conversion() ->
     other = ("p/north/cccccccc", 90, (64, 64), (0.8,), b"")
     kept.put(new, ("id-new", None), 5_000)  # type: ignore[arg-type]
     assert "do not fit beside the 5,000" in kept.admit(other, 90, 5_000)
+
+
+@pytest.mark.parametrize("when", ["before", "as it starts", "as it asks the bounds"])
+def test_a_conversion_ahead_that_meets_the_matchers_stop_ends_in_one_line_and_keeps_nothing(
+    when: str, roles: Roles, shares: dict[str, client.SharedUpload],
+    caplog: pytest.LogCaptureFixture, failed_threads: list[BaseException],
+) -> None:  # fmt: skip
+    """C's `Ahead` over the matcher's kept channels (`combiner_setup`'s `servers`), the
+    matcher's stop (its set-up's `close`, then `disconnect`) run before the partner is
+    queued, just as its conversion starts, or as it asks S1's and S2's bounds: one line
+    saying the matcher stopped (before, a ValueError's traceback: "Cannot invoke RPC on
+    closed channel!"), nothing started, failed or converted at S1 and S2."""
+    from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+
+    roles.upload("south", shares["south"])
+    setup = combiner_setup(*(f"127.0.0.1:{roles.running[r].port}" for r in ROLES), KEY,
+                           MEMBER_KEY)  # fmt: skip
+    bits = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    held = setup.servers(["south"], [90], list(bits))
+    conversions, stopped = held.conversions, []
+    held.close()
+
+    def stop() -> None:
+        stopped.append(1)
+        setup.close()
+        setup.disconnect()
+
+    def servers(names: list[str], records: list[int], widths: list[int]) -> RemoteServers:
+        if when == "as it starts":  # (past its look whether the matcher stops)
+            stop()
+        return setup.servers(names, records, widths)
+
+    if when == "before":  # (queued after the stop: the set-up's conversions anew)
+        stop()
+        conversions = setup.servers(["south"], [90], list(bits)).conversions
+    learn = conversions.learn
+    if when == "as it asks the bounds":
+        conversions.learn = lambda remote: (stop(), learn(remote))[1]  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher.twoserver")
+    caplog.clear()  # (the upload's lines)
+    ahead = Ahead(servers, lambda: conversions)
+    ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
+    assert ahead.idle(600) and stopped == [1]  # (a bound on a hang, not a timing)
+    said = [r for r in caplog.records if "south's upload" in r.getMessage()]
+    assert [r.getMessage() for r in said] == [
+        "south's upload not converted ahead of its queries: the matcher stopped"
+    ]
+    assert not any(r.exc_info for r in caplog.records)
+    counts = (ahead.started, ahead.refused, ahead.failed, ahead.declined, ahead.skipped)
+    assert counts == (0, 0, 0, 0, 0) and conversions.converted == 0
+    assert roles.conversions() == [0, 0] and failed_threads == []

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import grpc
 
+from blindmatch.matcher import errors
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # S2's setup for a batch is ~2.5 MB at 1,024 bits
@@ -65,6 +66,11 @@ def close_unwatched(c: grpc.Channel, seconds: float = POLLED_SECONDS) -> None:
         time.sleep(0.02)
 
 
+class Stopping(errors.Unavailable):
+    """A wait on a kept channel given up (rpc/twoserver_project.py `reachable`, a batch's
+    rpc/twoserver_peers.py `connected`): the matcher's set-up is closing them (its stop)."""
+
+
 class KeptChannels:
     """The matcher's one channel to each of S1 and S2 (rpc/twoserver_project.py
     `combiner_setup`), shared by its runs' and queries' calls for its life: opened with it,
@@ -101,17 +107,27 @@ class KeptChannels:
             return self._pair
 
     def subscribe(
-        self, which: int, callback: Callable[[grpc.ChannelConnectivity], None]
+        self,
+        which: int,
+        callback: Callable[[grpc.ChannelConnectivity], None],
+        try_to_connect: bool = True,
     ) -> tuple[grpc.Channel, threading.Event] | None:
         """`callback` subscribed to the state of the channel to S1 (`which` 0) or S2 (1),
-        asking it to connect; with the event `close` sets as it begins: the subscriber then
-        unsubscribes, and the close waits for that. None: closed (nothing subscribed)."""
+        asking it to connect unless `try_to_connect` is False; with the event `close` sets as
+        it begins: the subscriber then unsubscribes, and the close waits for that. None:
+        closed (nothing subscribed)."""
         with self._lock:  # (no subscription begins on a pair being closed)
             if self._closing.is_set():
                 return None
             c = self._pair[which]
-            c.subscribe(callback, try_to_connect=True)
+            c.subscribe(callback, try_to_connect=try_to_connect)
             return c, self._closing
+
+    def closed(self, c: grpc.Channel) -> bool:
+        """Whether `c`, one of the pairs this opened, is closed or being closed (the
+        matcher stopped since it was taken: rpc/twoserver_client.py `RemoteServers.stopped`)."""
+        with self._lock:
+            return self._closing.is_set() or all(c is not p for p in self._pair)
 
     def close(self) -> None:
         """Close both channels, once gRPC polls neither's state (`close_unwatched`)."""
@@ -124,4 +140,11 @@ class KeptChannels:
             close_unwatched(c)
 
 
-__all__ = ["MAX_MESSAGE_BYTES", "KeptChannels", "channel", "channel_options", "close_unwatched"]
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "KeptChannels",
+    "Stopping",
+    "channel",
+    "channel_options",
+    "close_unwatched",
+]

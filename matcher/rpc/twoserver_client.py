@@ -30,7 +30,7 @@ from blindmatch.matcher.core.batchresume import BatchWatch
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, Proposed, Shares
 from blindmatch.matcher.domain import NO_RULE, Rule
-from blindmatch.matcher.rpc.twoserver_channel import channel
+from blindmatch.matcher.rpc.twoserver_channel import KeptChannels, channel, close_unwatched
 from blindmatch.matcher.rpc.twoserver_peers import (
     CALL_SECONDS,
     call_party,
@@ -57,13 +57,23 @@ class RemoteServers:
         records: Sequence[int],
         bits: Sequence[int],
         credentials: grpc.ChannelCredentials | None = None,
+        kept: KeptChannels | None = None,
         channels: tuple[grpc.Channel, grpc.Channel] | None = None,
     ) -> None:
-        """`channels`: to S1 and S2, kept by the caller across runs and queries (`close`
-        leaves them open); None: its own, closed by `close`."""
+        """`kept`: the matcher's channels to S1 and S2, kept across runs and queries (`close`
+        leaves them open; a batch's wait for S1's connection subscribes through it, none once
+        the matcher stops: rpc/twoserver_peers.py `connected`); `channels`: a caller's own
+        (benchmarks/twoserver_query_path.py counts the calls on them), left open; neither:
+        its own, closed by `close` once gRPC polls their state no more
+        (rpc/twoserver_channel.py `close_unwatched`: a batch's `connected` may have asked
+        one to connect)."""
         self.names = (f"S1 ({s1})", f"S2 ({s2})")
-        self._own = channels is None
-        self._channels = channels or (channel(s1, credentials), channel(s2, credentials))
+        self._kept = kept
+        self._own = kept is None and channels is None
+        self._channels = (
+            kept.pair() if kept is not None
+            else channels or (channel(s1, credentials), channel(s2, credentials))
+        )  # fmt: skip
         self._s1 = pb_grpc.TwoServerBlockingStub(self._channels[0])
         self._s2 = pb_grpc.TwoServerSharesStub(self._channels[1])
         self._metadata = (("authorization", f"Bearer {key}"),)
@@ -109,7 +119,12 @@ class RemoteServers:
 
     def _close_channels(self) -> None:
         for c in self._channels if self._own else ():
-            c.close()
+            close_unwatched(c)
+
+    def stopped(self) -> bool:
+        """Whether its channels are the matcher's, closed as it stopped (or closing): its
+        calls fail ValueError "Cannot invoke RPC on closed channel!"."""
+        return self._kept is not None and self._kept.closed(self._channels[0])
 
     def bits(self, clk: int) -> int:
         return self._bits[clk]
@@ -186,7 +201,8 @@ class RemoteServers:
                        timeout=CALL_SECONDS)  # fmt: skip
             # S1 connected before its batch goes, so that a failure after it may have been
             # evaluated (S1 counts its pairs first) and one before it was not (`connected`).
-            connected(self._channels[0], self.names[0])
+            connected(self._channels[0], self.names[0],
+                      kept=None if self._kept is None else (self._kept, 0))  # fmt: skip
         except errors.ServiceError as exc:
             exc.evaluated = False  # S1 was not asked: none of the batch's pairs is spent
             if watch is not None and ends is not None:

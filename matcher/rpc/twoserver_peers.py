@@ -14,6 +14,7 @@ combiner's calls to S1 and S2 are rpc/twoserver_client.py's `RemoteServers`.
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from blindmatch.matcher.core import linkbit, marginrounds
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Rows
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.status import answered, never_sent, retryable
-from blindmatch.matcher.rpc.twoserver_channel import channel
+from blindmatch.matcher.rpc.twoserver_channel import KeptChannels, Stopping, channel
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -76,12 +77,23 @@ def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
 
 UNREACHED = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 CONNECT_SECONDS = 5.0  # how long a batch waits for a connection to S1 before it fails
+STOP_LOOK = 0.05  # how often a wait on a kept channel looks whether the matcher stops
 
 
-def connected(channel: grpc.Channel, who: str, seconds: float | None = None) -> None:
+def connected(
+    channel: grpc.Channel,
+    who: str,
+    seconds: float | None = None,
+    kept: tuple[KeptChannels, int] | None = None,
+) -> None:
     """Return once `channel` to party `who` is connected (asking it to connect); else (none
     made in `seconds`, CONNECT_SECONDS unless given) raise `Unavailable` naming it, with
-    `evaluated` False: nothing was sent to the party.
+    `evaluated` False: nothing was sent to the party. `kept`: `channel` is the matcher's
+    kept one (rpc/twoserver_channel.py `KeptChannels`, and which: 0 S1, 1 S2), subscribed
+    to through it: none once its close began (the matcher stops; a batch still running then
+    would start gRPC's poll of a channel being closed, which fails on gRPC's thread), and a
+    wait given up as it begins (the close waits for the unsubscribe): `Stopping`, an
+    `Unavailable` with `evaluated` False.
 
     Read with gRPC's public `Channel.subscribe`, in two looks: first the state as it is
     (`try_to_connect` False), which on a connected channel is READY at once; only a channel
@@ -95,12 +107,15 @@ def connected(channel: grpc.Channel, who: str, seconds: float | None = None) -> 
         seconds = CONNECT_SECONDS  # (read here: a test may set a shorter wait)
     deadline = time.monotonic() + seconds
     for first in (True, False):  # as it is; then, not connected, asked to connect
-        channel.subscribe(states.put, try_to_connect=not first)
+        closing = _subscribe(channel, who, kept, states.put, try_to_connect=not first)
         try:
-            if _ready(states, deadline, first=first):
-                return
+            ready = _ready(states, deadline, first=first, closing=closing)
         finally:
             channel.unsubscribe(states.put)
+        if closing is not None and closing.is_set():
+            raise _stopped(who)
+        if ready:
+            return
     error = errors.Unavailable(
         f"{who} is unreachable (UNAVAILABLE: no connection in {seconds:g} s)"
     )
@@ -108,15 +123,49 @@ def connected(channel: grpc.Channel, who: str, seconds: float | None = None) -> 
     raise error
 
 
+def _subscribe(
+    channel: grpc.Channel,
+    who: str,
+    kept: tuple[KeptChannels, int] | None,
+    callback: Callable[[grpc.ChannelConnectivity], None],
+    try_to_connect: bool,
+) -> threading.Event | None:
+    """`callback` subscribed to `channel`'s state (`connected`): through `kept` where given,
+    returning the event its close sets; `Stopping` where the close began, or where the pair
+    was closed and opened again since `channel` was taken (nothing subscribed)."""
+    if kept is None:
+        channel.subscribe(callback, try_to_connect=try_to_connect)
+        return None
+    got = kept[0].subscribe(kept[1], callback, try_to_connect)
+    if got is None:
+        raise _stopped(who)
+    if got[0] is not channel:  # (a new pair: `channel` was closed with the old one)
+        got[0].unsubscribe(callback)
+        raise _stopped(who)
+    return got[1]
+
+
+def _stopped(who: str) -> Stopping:
+    error = Stopping(f"{who} was not sent the batch: the matcher is stopping")
+    error.evaluated = False
+    return error
+
+
 def _ready(
-    states: queue.SimpleQueue[grpc.ChannelConnectivity], deadline: float, first: bool
+    states: queue.SimpleQueue[grpc.ChannelConnectivity],
+    deadline: float,
+    first: bool,
+    closing: threading.Event | None = None,
 ) -> bool:
-    """Whether a state delivered before `deadline` is READY (`first`: the first only)."""
+    """Whether a state delivered before `deadline` is READY (`first`: the first only);
+    False as soon as `closing` is set (looked at every STOP_LOOK seconds)."""
     while (left := deadline - time.monotonic()) > 0:
         try:
-            state = states.get(timeout=left)
+            state = states.get(timeout=left if closing is None else min(left, STOP_LOOK))
         except queue.Empty:
-            return False
+            if closing is None or closing.is_set():
+                return False
+            continue
         if state is grpc.ChannelConnectivity.READY:
             return True
         if first:

@@ -12,7 +12,12 @@ import grpc
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.domain import Rule
-from blindmatch.matcher.rpc.twoserver_channel import KeptChannels, channel, close_unwatched
+from blindmatch.matcher.rpc.twoserver_channel import (
+    KeptChannels,
+    Stopping,
+    channel,
+    close_unwatched,
+)
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_conversions import Conversions
 from blindmatch.matcher.rpc.twoserver_holds import holds_at, role_stub
@@ -30,10 +35,6 @@ FAILING_SECONDS = 2.0
 FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop the shares
 # S2's Forget, sent while the caller's thread sends S1's (`combiner_setup`'s `forget`)
 FORGETTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm-forget")
-
-
-class Stopping(errors.Unavailable):
-    """`reachable` given up: the matcher's set-up is closing (its stop)."""
 
 
 def reachable(
@@ -149,7 +150,7 @@ def combiner_setup(
     conversions = [Conversions()]
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> RemoteServers:
-        out = RemoteServers(s1, s2, key, names, records, bits, credentials, channels=kept.pair())
+        out = RemoteServers(s1, s2, key, names, records, bits, credentials, kept=kept)
         out.conversions = conversions[0]
         return out
 

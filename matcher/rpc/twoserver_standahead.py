@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
 WAIT_SECONDS = 5.0  # how often the worker looks again while another conversion is being made
+STOPPED = "the matcher stopped"  # `_start`: its channels to S1 and S2 closed
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,11 @@ class Ahead:
 
     def _start(self, partner: Partner, epoch: int) -> bool:
         """`partner`'s conversion started (piece 0 dealt, the rest in the background), or
-        why not logged; then its end waited for (one conversion at a time: the next waits
-        for it anyway), so that `when_made`'s callers are told whether C holds it."""
+        why not logged: where the matcher's stop closed its channels to S1 and S2 before or
+        while this asked them (no admitted conversion's: the stop waits for that one), one
+        line saying so (STOPPED), no traceback, nothing learned or kept; then its end waited
+        for (one conversion at a time: the next waits for it anyway), so that `when_made`'s
+        callers are told whether C holds it."""
         name, records, bits, rule = partner.name, partner.records, partner.bits, partner.rule
         cutoffs = Combiner(None, partner.threshold, clks=2, rule=rule).cutoffs
         try:
@@ -166,9 +170,16 @@ class Ahead:
                     return  # (stopped; or a query converted it meanwhile)
             remote = self._servers([name], [records], list(bits))
             try:
-                made = self._made(remote, conversions, key, base, plan)
+                made = STOPPED if remote.stopped() else self._made(remote, conversions, key,
+                                                                   base, plan)  # fmt: skip
+            except ValueError:  # a call on the matcher's channels closed under it
+                if not remote.stopped():
+                    raise
+                made = STOPPED
             finally:
                 remote.close()
+            if made == STOPPED:  # (its stop began as this started: nothing was kept)
+                log.info("%s's upload not converted ahead of its queries: %s", name, STOPPED)
             if made != BUSY:
                 return
 
@@ -226,4 +237,4 @@ class Ahead:
             self._made_or_not(name, False)
 
 
-__all__ = ["WAIT_SECONDS", "Ahead", "Partner", "wanted"]
+__all__ = ["STOPPED", "WAIT_SECONDS", "Ahead", "Partner", "wanted"]
