@@ -42,11 +42,15 @@ pytestmark = pytest.mark.slow  # each a CLI command in a process of its own
 TERMINATED = 128 + signal.SIGTERM
 
 # `main` run with one function replaced by a wait for the signal (the step after the
-# folder's making: it exists while this waits).
+# folder's making: it exists while this waits); with HELD_ON, only a call whose first
+# argument names it waits (`serve` renames a file into place before its token's).
 HELD = """
 import importlib, os, sys, time
 module, name = sys.argv[1], sys.argv[2]
+original = getattr(importlib.import_module(module), name)
 def held(*args, **kwargs):
+    if os.environ.get("HELD_ON", "") not in (str(args[0]) if args else ""):
+        return original(*args, **kwargs)
     if module.endswith(".evaluate"):
         import matplotlib.pyplot  # (its temporary config folder, where it makes one)
     if "HELD_AT" in os.environ:
@@ -242,4 +246,63 @@ def test_a_request_for_one_record_ended_by_sigterm_exits_as_terminated(
         tmp, there.exists, env={"HELD_AT": str(there)},
     )  # fmt: skip
     _assert_ended(code, err)
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command, written, old, said",
+    [(["audit", "export", "--out", "OUT"], "written", b'{"seq": 1}\n', ""),
+     (["audit", "report", "--format", "csv", "--out", "OUT"], "written", None, ""),
+     (["user", "add", "pc-1", "--out", "OUT"], "written", None,
+      "User pc-1 was added but"),
+     (["project", "create", "other", "--members", "north,south", "--tokens-dir", "DIR"],
+      "north.token", None, "Token files not written for north, south"),
+     (["project", "rotate-token", "trial", "--member", "south", "--tokens-dir", "DIR"],
+      "south.token", b"bm_old\n", "Token files not written for south")],
+    ids=["audit-export", "audit-report", "user-add", "project-create", "rotate-token"],
+)  # fmt: skip
+def test_a_command_writing_a_token_or_audit_file_ended_by_sigterm_leaves_no_temporary_one(
+    tmp: Path, tmp_path: Path, matcher: Matcher, project: ProjectTokens,
+    command: list[str], written: str, old: bytes | None, said: str,
+) -> None:  # fmt: skip
+    """Held with the new file written whole beside its target, not yet renamed into place:
+    before, SIGTERM's default action left it there (and the process ended by the signal).
+    A token the matcher issued but no file holds is said, with how to get a new one."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    target = folder / written
+    if old is not None:
+        target.write_bytes(old)
+    member = ["--project", project.project, "--token", project.tokens["north"]]
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "replace",
+         *[{"OUT": str(target), "DIR": str(folder)}.get(a, a) for a in command],
+         "--server", matcher.target, *(member if command[0] in ("audit", "user") else [])],
+        tmp, lambda: any(folder.glob(f".{written}.*")),
+        env={"BLINDMATCH_ADMIN_TOKEN": matcher.admin_token},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert said in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == (
+        {} if old is None else {written: old}
+    )  # the old file as it was, or none; never a half-written one, nor the temporary file
+    assert list(tmp.iterdir()) == []
+
+
+def test_serve_stopped_by_sigterm_while_writing_its_operator_token_leaves_no_temporary_file(
+    tmp: Path, tmp_path: Path
+) -> None:
+    """Its SIGTERM stop (exit 0), before it served: the token file absent, not left half
+    written nor beside its temporary file (before, the signal's default action ended it
+    there, exit -15, and left the temporary file in the data dir)."""
+    data = tmp_path / "data"
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "replace",
+         "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        tmp, lambda: any(data.glob(".operator.token.*")),
+        env={"BLINDMATCH_ADMIN_TOKEN": "", "HELD_ON": ".operator.token."},  # (serve makes one)
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert not list(data.glob("*operator.token*"))
     assert list(tmp.iterdir()) == []
