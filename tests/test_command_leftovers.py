@@ -306,3 +306,43 @@ def test_serve_stopped_by_sigterm_while_writing_its_operator_token_leaves_no_tem
     assert "Traceback" not in err
     assert not list(data.glob("*operator.token*"))
     assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command, written",
+    [(["secret", "new", "OUT"], "written"),
+     (["secret", "keygen", "--private", "OUT", "--public", "DIR/written.pub", "--label", "s"],
+      "written"),
+     (["secret", "keygen", "--private", "DIR/k", "--public", "OUT", "--label", "s"], "written"),
+     (["secret", "seal", "--secret-file", "SECRET", "--to", "PUBLIC", "--out", "OUT"], "written"),
+     (["secret", "open", "SEALED", "--key", "PRIVATE", "--out", "OUT"], "written")],
+    ids=["new", "keygen-private", "keygen-public", "seal", "open"],
+)  # fmt: skip
+def test_a_secret_command_ended_by_sigterm_leaves_no_file_half_written_nor_temporary(
+    tmp: Path, tmp_path: Path, person_files: tuple[Path, Path, Path], command: list[str],
+    written: str,
+) -> None:  # fmt: skip
+    """Held with the new file written whole beside its target, not yet linked into place:
+    before, the target itself was made first and written after, and SIGTERM's default
+    action could leave it empty or half written (a second try refused to replace it).
+    keygen's two files are a pair: one alone is deleted."""
+    from blindmatch.client.encoding.sharedsecret import keygen, read_public, seal
+
+    secret, _, _ = person_files
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pair = keygen(keys / "south.key", keys / "south.pub", "south")
+    sealed = keys / "for-south.sealed"
+    sealed.write_bytes(seal(STRONG_SECRET.encode(), *read_public(pair.public)))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    given = {"OUT": str(folder / written), "SECRET": str(secret), "PUBLIC": str(pair.public),
+             "PRIVATE": str(pair.private), "SEALED": str(sealed)}  # fmt: skip
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "link",
+         *[given.get(a, a.replace("DIR", str(folder))) for a in command]],
+        tmp, lambda: any(folder.glob(f".{written}.*")), env={"HELD_ON": f".{written}."},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert list(folder.iterdir()) == []  # neither file: not the target, nor its pair's
+    assert list(tmp.iterdir()) == []
