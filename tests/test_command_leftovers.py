@@ -1,5 +1,7 @@
 """The commands that make a temporary folder or file (`query`, `privacy-check`, `encode`,
-`evaluate`, `results`, `report`, `request`; `demo` in test_demo_leftovers.py) leave nothing
+`evaluate`, `results`, `report`, `request`, `audit export` and `report`, `user add`,
+`project create` and `rotate-token`, the `secret` commands; `demo` in
+test_demo_leftovers.py; `serve`'s operator token, at its stop) leave nothing
 behind when a SIGTERM (`kill`, `timeout`, a service manager's stop) ends them part-way: as
 at Ctrl-C, their `with TemporaryDirectory` and `except BaseException` clean-ups run, and they
 exit 143 saying "Terminated." Before, SIGTERM's default action ended the process on the spot
