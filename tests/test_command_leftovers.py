@@ -348,3 +348,21 @@ def test_a_secret_command_ended_by_sigterm_leaves_no_file_half_written_nor_tempo
     _assert_ended(code, err)
     assert list(folder.iterdir()) == []  # neither file: not the target, nor its pair's
     assert list(tmp.iterdir()) == []
+
+
+def test_an_index_add_ended_by_sigterm_as_it_makes_its_ref_key_leaves_none(
+    tmp: Path, tmp_path: Path, north: list[str]
+) -> None:
+    """Held with the new key written whole beside its place, not yet linked there: before,
+    the key file was made first and written after, and SIGTERM's default action could
+    leave it empty ("too short to be a ref key" at every later `index add` or `sync`)."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "link",
+         "index", "add", *north[-1:], *north[:-2], "--ref-key", str(folder / "north.refkey")],
+        tmp, lambda: any(folder.glob(".north.refkey.*")), env={"HELD_ON": ".north.refkey."},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert list(folder.iterdir()) == []
+    assert list(tmp.iterdir()) == []
