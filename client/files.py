@@ -100,20 +100,21 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_bytes(path: str | Path, data: bytes, *, replace: bool = True) -> None:
+def write_bytes(path: str | Path, data: bytes, *, replace: bool = True, mode: int = 0o600) -> None:
     """Write a file atomically: the old file or the whole new one, never half. Whatever
     ends it part-way (a full disk; Ctrl-C, or SIGTERM in a command that takes it so,
     cli/errors.py `ends_at_sigterm`) deletes the temporary file: it is named before it is
     made, so that one made just as the signal came is deleted too. Not `replace`: a file
     already there is refused (`FileExistsError`, as `O_EXCL` refuses it) and left as it is;
     the new one is linked into place, or, where the file system has no links (FAT), put
-    in the place its opening with `O_EXCL` took."""
+    in the place its opening with `O_EXCL` took. `mode`: the new file's, less the umask's
+    bits (owner-only unless asked: a certificate, for others to read)."""
     path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:  # a name no file has (as `tempfile.mkstemp` finds one)
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
         try:
-            fd = os.open(tmp, _NEW_FILE, 0o600)
+            fd = os.open(tmp, _NEW_FILE, mode)
         except FileExistsError:
             continue  # another's: left as it is
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`Terminated`), perhaps once it was made

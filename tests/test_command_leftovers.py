@@ -366,3 +366,23 @@ def test_an_index_add_ended_by_sigterm_as_it_makes_its_ref_key_leaves_none(
     _assert_ended(code, err)
     assert list(folder.iterdir()) == []
     assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "dask, held_on", [(False, "server.pem"), (True, "dask-worker.pem")], ids=["trial", "dask"]
+)
+def test_certs_ended_by_sigterm_part_way_leaves_no_certificate_nor_its_folder(
+    tmp: Path, tmp_path: Path, dask: bool, held_on: str
+) -> None:
+    """Held with the CA's files written and the next one written whole beside its place:
+    before, SIGTERM's default action left the CA's files (and the one being written,
+    perhaps half), beside which a second try refused to write."""
+    out = tmp_path / "certs"
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "link",
+         "certs", "--out", str(out), *(["--dask"] if dask else [])],
+        tmp, lambda: any(out.glob(f".{held_on}.*")), env={"HELD_ON": f".{held_on}."},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert not out.exists()  # made by it: gone with its files
+    assert list(tmp.iterdir()) == []
