@@ -9,6 +9,7 @@ new file is too, from the first byte (an operator token, say, is never readable 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import os
 import secrets
@@ -99,17 +100,21 @@ def write_text(path: str | Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes, *, replace: bool = True, mode: int = 0o600) -> None:
     """Write a file atomically: the old file or the whole new one, never half. Whatever
     ends it part-way (a full disk; Ctrl-C, or SIGTERM in a command that takes it so,
     cli/errors.py `ends_at_sigterm`) deletes the temporary file: it is named before it is
-    made, so that one made just as the signal came is deleted too."""
+    made, so that one made just as the signal came is deleted too. Not `replace`: a file
+    already there is refused (`FileExistsError`, as `O_EXCL` refuses it) and left as it is;
+    the new one is linked into place, or, where the file system has no links (FAT), put
+    in the place its opening with `O_EXCL` took. `mode`: the new file's, less the umask's
+    bits (owner-only unless asked: a certificate, for others to read)."""
     path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:  # a name no file has (as `tempfile.mkstemp` finds one)
         tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
         try:
-            fd = os.open(tmp, _NEW_FILE, 0o600)
+            fd = os.open(tmp, _NEW_FILE, mode)
         except FileExistsError:
             continue  # another's: left as it is
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM (`Terminated`), perhaps once it was made
@@ -121,7 +126,27 @@ def write_bytes(path: str | Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            _link_new(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    """`tmp` moved to `path`, where no file is; refused (`FileExistsError`) where one is."""
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+        tmp.unlink()
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+    os.close(os.open(path, _NEW_FILE, 0o600))  # the name taken (or refused), empty ...
+    try:
+        os.replace(tmp, path)  # ... until the whole file is put there
+    except BaseException:
+        path.unlink(missing_ok=True)  # (made above, by this call)
         raise

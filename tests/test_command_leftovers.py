@@ -1,5 +1,7 @@
 """The commands that make a temporary folder or file (`query`, `privacy-check`, `encode`,
-`evaluate`, `results`, `report`, `request`; `demo` in test_demo_leftovers.py) leave nothing
+`evaluate`, `results`, `report`, `request`, `audit export` and `report`, `user add`,
+`project create` and `rotate-token`, the `secret` commands; `demo` in
+test_demo_leftovers.py; `serve`'s operator token, at its stop) leave nothing
 behind when a SIGTERM (`kill`, `timeout`, a service manager's stop) ends them part-way: as
 at Ctrl-C, their `with TemporaryDirectory` and `except BaseException` clean-ups run, and they
 exit 143 saying "Terminated." Before, SIGTERM's default action ended the process on the spot
@@ -42,11 +44,15 @@ pytestmark = pytest.mark.slow  # each a CLI command in a process of its own
 TERMINATED = 128 + signal.SIGTERM
 
 # `main` run with one function replaced by a wait for the signal (the step after the
-# folder's making: it exists while this waits).
+# folder's making: it exists while this waits); with HELD_ON, only a call whose first
+# argument names it waits (`serve` renames a file into place before its token's).
 HELD = """
 import importlib, os, sys, time
 module, name = sys.argv[1], sys.argv[2]
+original = getattr(importlib.import_module(module), name)
 def held(*args, **kwargs):
+    if os.environ.get("HELD_ON", "") not in (str(args[0]) if args else ""):
+        return original(*args, **kwargs)
     if module.endswith(".evaluate"):
         import matplotlib.pyplot  # (its temporary config folder, where it makes one)
     if "HELD_AT" in os.environ:
@@ -242,4 +248,141 @@ def test_a_request_for_one_record_ended_by_sigterm_exits_as_terminated(
         tmp, there.exists, env={"HELD_AT": str(there)},
     )  # fmt: skip
     _assert_ended(code, err)
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command, written, old, said",
+    [(["audit", "export", "--out", "OUT"], "written", b'{"seq": 1}\n', ""),
+     (["audit", "report", "--format", "csv", "--out", "OUT"], "written", None, ""),
+     (["user", "add", "pc-1", "--out", "OUT"], "written", None,
+      "User pc-1 was added but"),
+     (["project", "create", "other", "--members", "north,south", "--tokens-dir", "DIR"],
+      "north.token", None, "Token files not written for north, south"),
+     (["project", "rotate-token", "trial", "--member", "south", "--tokens-dir", "DIR"],
+      "south.token", b"bm_old\n", "Token files not written for south")],
+    ids=["audit-export", "audit-report", "user-add", "project-create", "rotate-token"],
+)  # fmt: skip
+def test_a_command_writing_a_token_or_audit_file_ended_by_sigterm_leaves_no_temporary_one(
+    tmp: Path, tmp_path: Path, matcher: Matcher, project: ProjectTokens,
+    command: list[str], written: str, old: bytes | None, said: str,
+) -> None:  # fmt: skip
+    """Held with the new file written whole beside its target, not yet renamed into place:
+    before, SIGTERM's default action left it there (and the process ended by the signal).
+    A token the matcher issued but no file holds is said, with how to get a new one."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    target = folder / written
+    if old is not None:
+        target.write_bytes(old)
+    member = ["--project", project.project, "--token", project.tokens["north"]]
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "replace",
+         *[{"OUT": str(target), "DIR": str(folder)}.get(a, a) for a in command],
+         "--server", matcher.target, *(member if command[0] in ("audit", "user") else [])],
+        tmp, lambda: any(folder.glob(f".{written}.*")),
+        env={"BLINDMATCH_ADMIN_TOKEN": matcher.admin_token},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert said in err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == (
+        {} if old is None else {written: old}
+    )  # the old file as it was, or none; never a half-written one, nor the temporary file
+    assert list(tmp.iterdir()) == []
+
+
+def test_serve_stopped_by_sigterm_while_writing_its_operator_token_leaves_no_temporary_file(
+    tmp: Path, tmp_path: Path
+) -> None:
+    """Its SIGTERM stop (exit 0), before it served: the token file absent, not left half
+    written nor beside its temporary file (before, the signal's default action ended it
+    there, exit -15, and left the temporary file in the data dir)."""
+    data = tmp_path / "data"
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "replace",
+         "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
+        tmp, lambda: any(data.glob(".operator.token.*")),
+        env={"BLINDMATCH_ADMIN_TOKEN": "", "HELD_ON": ".operator.token."},  # (serve makes one)
+    )  # fmt: skip
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert not list(data.glob("*operator.token*"))
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command, written",
+    [(["secret", "new", "OUT"], "written"),
+     (["secret", "keygen", "--private", "OUT", "--public", "DIR/written.pub", "--label", "s"],
+      "written"),
+     (["secret", "keygen", "--private", "DIR/k", "--public", "OUT", "--label", "s"], "written"),
+     (["secret", "seal", "--secret-file", "SECRET", "--to", "PUBLIC", "--out", "OUT"], "written"),
+     (["secret", "open", "SEALED", "--key", "PRIVATE", "--out", "OUT"], "written")],
+    ids=["new", "keygen-private", "keygen-public", "seal", "open"],
+)  # fmt: skip
+def test_a_secret_command_ended_by_sigterm_leaves_no_file_half_written_nor_temporary(
+    tmp: Path, tmp_path: Path, person_files: tuple[Path, Path, Path], command: list[str],
+    written: str,
+) -> None:  # fmt: skip
+    """Held with the new file written whole beside its target, not yet linked into place:
+    before, the target itself was made first and written after, and SIGTERM's default
+    action could leave it empty or half written (a second try refused to replace it).
+    keygen's two files are a pair: one alone is deleted."""
+    from blindmatch.client.encoding.sharedsecret import keygen, read_public, seal
+
+    secret, _, _ = person_files
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    pair = keygen(keys / "south.key", keys / "south.pub", "south")
+    sealed = keys / "for-south.sealed"
+    sealed.write_bytes(seal(STRONG_SECRET.encode(), *read_public(pair.public)))
+    folder = tmp_path / "out"
+    folder.mkdir()
+    given = {"OUT": str(folder / written), "SECRET": str(secret), "PUBLIC": str(pair.public),
+             "PRIVATE": str(pair.private), "SEALED": str(sealed)}  # fmt: skip
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "link",
+         *[given.get(a, a.replace("DIR", str(folder))) for a in command]],
+        tmp, lambda: any(folder.glob(f".{written}.*")), env={"HELD_ON": f".{written}."},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert list(folder.iterdir()) == []  # neither file: not the target, nor its pair's
+    assert list(tmp.iterdir()) == []
+
+
+def test_an_index_add_ended_by_sigterm_as_it_makes_its_ref_key_leaves_none(
+    tmp: Path, tmp_path: Path, north: list[str]
+) -> None:
+    """Held with the new key written whole beside its place, not yet linked there: before,
+    the key file was made first and written after, and SIGTERM's default action could
+    leave it empty ("too short to be a ref key" at every later `index add` or `sync`)."""
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "link",
+         "index", "add", *north[-1:], *north[:-2], "--ref-key", str(folder / "north.refkey")],
+        tmp, lambda: any(folder.glob(".north.refkey.*")), env={"HELD_ON": ".north.refkey."},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert list(folder.iterdir()) == []
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "dask, held_on", [(False, "server.pem"), (True, "dask-worker.pem")], ids=["trial", "dask"]
+)
+def test_certs_ended_by_sigterm_part_way_leaves_no_certificate_nor_its_folder(
+    tmp: Path, tmp_path: Path, dask: bool, held_on: str
+) -> None:
+    """Held with the CA's files written and the next one written whole beside its place:
+    before, SIGTERM's default action left the CA's files (and the one being written,
+    perhaps half), beside which a second try refused to write."""
+    out = tmp_path / "certs"
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", "link",
+         "certs", "--out", str(out), *(["--dask"] if dask else [])],
+        tmp, lambda: any(out.glob(f".{held_on}.*")), env={"HELD_ON": f".{held_on}."},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert not out.exists()  # made by it: gone with its files
     assert list(tmp.iterdir()) == []

@@ -222,3 +222,23 @@ def test_every_documented_secret_file_is_still_read(tmp_path: Path, content: byt
     path = tmp_path / "linkage.secret"
     path.write_bytes(content)
     assert read_secret(path) == content.strip()
+
+
+def test_secret_new_where_the_file_system_has_no_hard_links_writes_it_whole_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """(FAT, a USB stick for a sealed file, refuses `link`: EPERM.) The file is put in the
+    place its opening with O_EXCL took; an existing one is refused as before."""
+
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "linkage.secret"
+    assert main(["secret", "new", str(path)]) == 0
+    text = path.read_text()
+    assert len(text.strip()) == 64 and mode(path) == 0o600
+    assert main(["secret", "new", str(path)]) == 2
+    assert "already exists; refusing to overwrite" in capsys.readouterr().err
+    assert path.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linkage.secret"]

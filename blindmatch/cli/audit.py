@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
     actions,
@@ -50,6 +51,7 @@ def _write(args: argparse.Namespace, text: str, what: str) -> None:
         sys.stdout.write(text)
 
 
+@ends_at_sigterm  # --out: the file half-written beside it deleted
 def cmd_export(args: argparse.Namespace) -> int:
     entries, scope = _entries(args)
     if args.format == "jsonl":
@@ -66,6 +68,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_at_sigterm  # --out: the file half-written beside it deleted
 def cmd_report(args: argparse.Namespace) -> int:
     from blindmatch.client.tools import auditfiles
 

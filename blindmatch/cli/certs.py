@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from blindmatch.cli import daskopts
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import Subcommands, command
 
 
+@ends_at_sigterm  # the set written so far deleted (client/tools/certs.py `_all_or_none`)
 def cmd_certs(args: argparse.Namespace) -> int:
     from blindmatch.client.tools.certs import make_certs, make_dask_certs
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindmatch.cli.errors import Terminated, ends_at_sigterm
 from blindmatch.cli.options import (
     BLOCKINGS,
     LEVELS,
@@ -89,6 +90,7 @@ def _name(args: argparse.Namespace) -> str:
     return str(found)
 
 
+@ends_at_sigterm  # --tokens-dir: a token file half-written deleted (`write_tokens`)
 def cmd_create(args: argparse.Namespace) -> int:
     name = _name(args)
     members = [m.strip() for m in args.members.split(",") if m.strip()]
@@ -115,7 +117,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     order = {member: i for i, member in enumerate(members)}
     tokens = dict(sorted(created.tokens.items(), key=lambda kv: order.get(kv[0], len(order))))
     if args.tokens_dir:
-        files = write_tokens(args.tokens_dir, tokens)
+        files = write_tokens(args.tokens_dir, tokens, created.project)
         if args.json:
             print(json.dumps({"project": created.project, "token_files": files,
                               "mode": created.mode}))  # fmt: skip
@@ -151,27 +153,37 @@ def check_tokens_dir(args: argparse.Namespace) -> None:
         raise InputError(f"--tokens-dir {args.tokens_dir}: is a file; give a folder")
 
 
-def write_tokens(folder: str, tokens: dict[str, str]) -> dict[str, str]:
-    """Each member's token to FOLDER/MEMBER.token, owner-only (the folder too, if made here)."""
+def write_tokens(folder: str, tokens: dict[str, str], project: str) -> dict[str, str]:
+    """Each member's token to FOLDER/MEMBER.token, owner-only (the folder too, if made here).
+    A SIGTERM part-way leaves each file whole or absent, and says whose are absent: their
+    tokens, issued, are nowhere; `rotate-token` issues new ones."""
     from blindmatch.client.files import write_text
 
     root = Path(folder)
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    files = {}
+    files: dict[str, str] = {}
     for member, token in tokens.items():
         path = root / f"{member}.token"
-        write_text(path, token + "\n")  # owner-only from the first byte
+        try:
+            write_text(path, token + "\n")  # owner-only from the first byte
+        except Terminated:
+            absent = [m for m in tokens if m not in files]
+            print(f"Token files not written for {', '.join(absent)}: get each a new token with "
+                  f"`blindmatch project rotate-token {project} --member MEMBER "
+                  f"--tokens-dir {folder}`.", file=sys.stderr)  # fmt: skip
+            raise
         files[member] = str(path)
     return files
 
 
+@ends_at_sigterm  # --tokens-dir: the token file half-written deleted
 def cmd_rotate_token(args: argparse.Namespace) -> int:
     name = _name(args)
     check_tokens_dir(args)
     with connect(args, admin_token()) as client:
         token = client.rotate_token(name, args.member)
     if args.tokens_dir:
-        path = write_tokens(args.tokens_dir, {args.member: token})[args.member]
+        path = write_tokens(args.tokens_dir, {args.member: token}, name)[args.member]
         if args.json:
             print(json.dumps({"project": name, "member": args.member, "token_file": path}))
         else:

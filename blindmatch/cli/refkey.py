@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from blindmatch.cli.errors import sigterm_as_ctrl_c
 from blindmatch.cli.options import env
 from blindmatch.client.errors import AuthError, InputError, NotFoundError, RejectedError
 
@@ -42,7 +43,8 @@ def ref_key_for_change(path: str, stored: Callable[[], int] = lambda: 0) -> Iter
     connection lost), as an older key always is."""
     from blindmatch.client.encoding.refs import load_ref_key
 
-    key, made = load_ref_key(path, create=True)
+    with sigterm_as_ctrl_c():  # a SIGTERM: the key whole or absent, no temporary file
+        key, made = load_ref_key(path, create=True)
     try:
         yield key
     except (RejectedError, AuthError, NotFoundError):

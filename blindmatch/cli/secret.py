@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import Subcommands, actions, command
 from blindmatch.client.errors import InputError
 
 
+@ends_at_sigterm  # the file half-written beside its target deleted (`write_private`)
 def cmd_new(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.sharedsecret import new_secret
 
@@ -22,6 +24,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_at_sigterm  # the file half-written beside its target deleted (`write_private`)
 def cmd_keygen(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.sharedsecret import keygen
 
@@ -33,6 +36,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_at_sigterm  # the file half-written beside its target deleted (`write_private`)
 def cmd_seal(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.sharedsecret import read_checked, read_public, seal, secret_id
     from blindmatch.client.encoding.sharedsecret import write_private as write_new
@@ -47,6 +51,7 @@ def cmd_seal(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_at_sigterm  # the file half-written beside its target deleted (`write_private`)
 def cmd_open(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.sharedsecret import (
         open_sealed,

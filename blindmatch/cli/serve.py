@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from blindmatch.cli import daskopts, lookup, twoserveropts
+from blindmatch.cli.errors import sigterm_as_ctrl_c
 from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
 from blindmatch.cli.projectmode import bare_serve_line
 from blindmatch.client.errors import InputError
@@ -93,7 +94,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--listen {args.listen}: {exc}") from None
     if made_token:
         token_file = DataDir(Path(args.data_dir)).operator_token
-        write_text(token_file, admin + "\n")  # owner-only, never readable by others
+        try:  # the file whole or absent, and never its temporary file beside it
+            with sigterm_as_ctrl_c():  # (serve_forever's handlers are not in place yet)
+                write_text(token_file, admin + "\n")  # owner-only, never readable by others
+        except KeyboardInterrupt:  # SIGTERM (`Terminated`) or SIGINT: stopped, as ever after
+            logging.getLogger("blindmatch.matcher").info("stopping before it served")
+            running.stop(grace=5)
+            return 0
         print(
             "BLINDMATCH_ADMIN_TOKEN is not set: this run's operator token is in "
             f"{token_file} (readable by this user only), e.g.\n"

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
+from blindmatch.cli.errors import Terminated, ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
     actions,
@@ -21,6 +23,7 @@ from blindmatch.cli.options import (
 from blindmatch.client.errors import InputError
 
 
+@ends_at_sigterm  # the token file half-written beside --out deleted
 def cmd_add(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f"{args.name}.token")
     if out.exists():
@@ -32,7 +35,15 @@ def cmd_add(args: argparse.Namespace) -> int:
         token = client.add_user(args.project, args.name)
     from blindmatch.client.files import write_text
 
-    write_text(out, token + "\n")  # owner-only from the first byte (client/files.py)
+    try:
+        write_text(out, token + "\n")  # owner-only from the first byte (client/files.py)
+    except Terminated:  # (the file whole or absent): the token, issued, is nowhere
+        print(
+            f"User {args.name} was added but {out} was not written: revoke the user "
+            f"(`blindmatch user revoke {args.name}`) and add them again.",
+            file=sys.stderr,
+        )
+        raise
     print(
         f"User {args.name} added in {args.project}. Their token is in {out} (readable by you "
         "only; it is not shown again): hand it to them by a secure channel; they pass it as "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError
+from blindmatch.client.files import write_bytes
 
 REF_HEX = 32
 
@@ -43,10 +43,9 @@ def load_ref_key(path: str | Path, *, create: bool = False) -> tuple[bytes, bool
                 f"{path}: ref key not found; it is the file `blindmatch index add` or `sync` "
                 "made when this index was first built"
             ) from None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32) + "\n")
+        # Whole or none (a signal part-way left an empty key, "too short" ever after), never
+        # over one made meanwhile (`FileExistsError`).
+        write_bytes(path, (secrets.token_hex(32) + "\n").encode(), replace=False)
         return path.read_bytes().strip(), True
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, not a ref key file") from None

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.files import write_bytes
 
 SECRET_BYTES = 32
 MIN_BYTES = 32  # decoded bytes a secret must have
@@ -48,23 +48,20 @@ _ID_INFO = b"blindmatch secret id v1"
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to a new owner-only (0600) file; refuse to replace an existing one."""
+    """Write `data` to a new owner-only (0600) file; refuse to replace an existing one. The
+    whole file or none (client/files.py `write_bytes`): a SIGTERM or Ctrl-C part-way (in
+    a command that takes SIGTERM so, cli/errors.py `ends_at_sigterm`) leaves no file, not
+    an empty or half-written one that a second try would refuse to replace."""
     path = Path(path)
+    if not path.absolute().parent.is_dir():
+        raise InputError(f"{path}: its folder does not exist")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        write_bytes(path, data, replace=False)
     except FileExistsError:
         raise InputError(
             f"{path}: already exists; refusing to overwrite it (a secret or key that members "
             "rely on must not be replaced by accident: remove it first if you mean to)"
         ) from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: its folder does not exist") from None
-    try:
-        os.fchmod(fd, 0o600)  # whatever the umask
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def new_secret(path: Path) -> str:
@@ -179,9 +176,15 @@ def keygen(private: Path, public: Path, label: str) -> KeyFiles:
     if Path(public).exists():
         raise InputError(f"{public}: already exists; refusing to overwrite it")
     write_private(private, pem)
-    Path(public).write_text(
-        f"{PUBLIC_PREFIX} {base64.b64encode(raw).decode()} {label}\n", encoding="utf-8"
-    )
+    try:  # (the pair, or neither: a private key alone is no use)
+        write_bytes(public, f"{PUBLIC_PREFIX} {base64.b64encode(raw).decode()} {label}\n".encode(),
+                    replace=False)  # fmt: skip
+    except FileExistsError:
+        Path(private).unlink()
+        raise InputError(f"{public}: already exists; refusing to overwrite it") from None
+    except BaseException:
+        Path(private).unlink()
+        raise
     return KeyFiles(Path(private), Path(public))
 
 

@@ -25,9 +25,11 @@ a real deployment uses certificates from the organisations' own PKI.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
-import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.files import write_bytes
 
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 FILES = ("ca.pem", "ca.key", "server.pem", "server.key", "client.pem", "client.key")
@@ -78,10 +81,28 @@ def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _write(path: Path, data: bytes, *, private: bool) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+@contextmanager
+def _all_or_none(out: Path) -> Iterator[Callable[..., None]]:
+    """A writer of a set's files, each whole and never over another (client/files.py
+    `write_bytes`). Whatever ends the set part-way (SIGTERM in `blindmatch certs`, Ctrl-C,
+    a full disk) deletes the files written, and `out` where it was made here: the whole set
+    or none (before: some, which a second try refused to write beside)."""
+    fresh = not out.exists()
+    made: list[Path] = []
+
+    def write(path: Path, data: bytes, *, private: bool) -> None:
+        write_bytes(path, data, replace=False, mode=0o600 if private else 0o644)
+        made.append(path)
+
+    try:
+        yield write
+    except BaseException:
+        for path in made:
+            path.unlink(missing_ok=True)
+        if fresh:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -156,27 +177,26 @@ def _prepare(out: Path, files: tuple[str, ...], hosts: list[str] | None, days: i
 def make_certs(out: str | Path, hosts: list[str] | None = None, days: int = 30) -> CertFiles:
     """Write a throwaway CA, server and client certificate into `out` (never overwriting)."""
     out = Path(out)
-    names = _prepare(out, FILES, hosts, days)
-
-    ca_key, server_key, client_key = _key(), _key(), _key()
-    ca = _issue("blindmatch trial CA", ca_key, ca_key, None, days, ca=True)
-    server = _issue(
-        names[0], server_key, ca_key, ca.subject, days,
-        usage=(ExtendedKeyUsageOID.SERVER_AUTH,), hosts=names,
-    )  # fmt: skip
-    client = _issue(
-        "blindmatch trial client", client_key, ca_key, ca.subject, days,
-        usage=(ExtendedKeyUsageOID.CLIENT_AUTH,),
-    )  # fmt: skip
-
-    files = CertFiles(*(out / name for name in FILES))
-    pem = serialization.Encoding.PEM
-    _write(files.ca_cert, ca.public_bytes(pem), private=False)
-    _write(files.ca_key, _pem_key(ca_key), private=True)
-    _write(files.server_cert, server.public_bytes(pem), private=False)
-    _write(files.server_key, _pem_key(server_key), private=True)
-    _write(files.client_cert, client.public_bytes(pem), private=False)
-    _write(files.client_key, _pem_key(client_key), private=True)
+    with _all_or_none(out) as write:
+        names = _prepare(out, FILES, hosts, days)
+        ca_key, server_key, client_key = _key(), _key(), _key()
+        ca = _issue("blindmatch trial CA", ca_key, ca_key, None, days, ca=True)
+        server = _issue(
+            names[0], server_key, ca_key, ca.subject, days,
+            usage=(ExtendedKeyUsageOID.SERVER_AUTH,), hosts=names,
+        )  # fmt: skip
+        client = _issue(
+            "blindmatch trial client", client_key, ca_key, ca.subject, days,
+            usage=(ExtendedKeyUsageOID.CLIENT_AUTH,),
+        )  # fmt: skip
+        files = CertFiles(*(out / name for name in FILES))
+        pem = serialization.Encoding.PEM
+        write(files.ca_cert, ca.public_bytes(pem), private=False)
+        write(files.ca_key, _pem_key(ca_key), private=True)
+        write(files.server_cert, server.public_bytes(pem), private=False)
+        write(files.server_key, _pem_key(server_key), private=True)
+        write(files.client_cert, client.public_bytes(pem), private=False)
+        write(files.client_key, _pem_key(client_key), private=True)
     return files
 
 
@@ -187,18 +207,19 @@ def make_dask_certs(out: str | Path, hosts: list[str] | None = None, days: int =
     host names; the certificates name `hosts` all the same.
     """
     out = Path(out)
-    names = _prepare(out, DASK_FILES, hosts, days)
-    ca_key = _key()
-    ca = _issue("blindmatch trial Dask cluster CA", ca_key, ca_key, None, days, ca=True)
-    pem = serialization.Encoding.PEM
-    _write(out / "dask-ca.pem", ca.public_bytes(pem), private=False)
-    _write(out / "dask-ca.key", _pem_key(ca_key), private=True)
-    both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
-    for role in DASK_ROLES:
-        key = _key()
-        cert = _issue(
-            f"blindmatch Dask {role}", key, ca_key, ca.subject, days, usage=both, hosts=names
-        )
-        _write(out / f"dask-{role}.pem", cert.public_bytes(pem), private=False)
-        _write(out / f"dask-{role}.key", _pem_key(key), private=True)
+    with _all_or_none(out) as write:
+        names = _prepare(out, DASK_FILES, hosts, days)
+        ca_key = _key()
+        ca = _issue("blindmatch trial Dask cluster CA", ca_key, ca_key, None, days, ca=True)
+        pem = serialization.Encoding.PEM
+        write(out / "dask-ca.pem", ca.public_bytes(pem), private=False)
+        write(out / "dask-ca.key", _pem_key(ca_key), private=True)
+        both = (ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH)
+        for role in DASK_ROLES:
+            key = _key()
+            cert = _issue(
+                f"blindmatch Dask {role}", key, ca_key, ca.subject, days, usage=both, hosts=names
+            )
+            write(out / f"dask-{role}.pem", cert.public_bytes(pem), private=False)
+            write(out / f"dask-{role}.key", _pem_key(key), private=True)
     return [out / name for name in DASK_FILES]
