@@ -151,9 +151,7 @@ class Ahead:
             return False
         key = standdeal.key_of(name, records, bits, cutoffs, rule)
         self._convert(partner, epoch, key, plan)
-        conversions = self._conversions()
-        while not conversions.idle(WAIT_SECONDS) and not conversions.stopping():
-            pass  # (its later pieces in the background: made or failed)
+        conversions = _settled(self._conversions())  # (its later pieces: made or failed)
         return conversions.holds(key)
 
     def _convert(self, partner: Partner, epoch: int, key: standdeal.Key,
@@ -162,9 +160,7 @@ class Ahead:
         base = pb.BlockDeal(member_b=name, records_b=records, cutoffs=key[3],
                             rule=wire_rule(partner.rule), margin=True)  # fmt: skip
         while True:
-            conversions = self._conversions()
-            while not conversions.idle(WAIT_SECONDS) and not conversions.stopping():
-                pass  # (another conversion being made: one at a time)
+            conversions = _settled(self._conversions())  # (another's: one at a time)
             with self._cond:
                 if epoch != self._epoch or conversions.stopping() or conversions.holds(key):
                     return  # (stopped; or a query converted it meanwhile)
@@ -235,6 +231,13 @@ class Ahead:
             self._epoch += 1
         for name in dropped:
             self._made_or_not(name, False)
+
+
+def _settled(conversions: Conversions) -> Conversions:
+    """`conversions` once no conversion is being made (or the matcher stops)."""
+    while not conversions.idle(WAIT_SECONDS) and not conversions.stopping():
+        pass
+    return conversions
 
 
 __all__ = ["STOPPED", "WAIT_SECONDS", "Ahead", "Partner", "wanted"]
