@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
     actions,
@@ -182,8 +184,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+@ends_at_sigterm  # --out: the CSV written whole beside it (client/files.py) deleted
 def cmd_run(args: argparse.Namespace) -> int:
-    from blindmatch.client.files import check_writable
+    from blindmatch.client.files import check_writable, write_bytes
 
     if args.out.exists() and not args.force:
         raise InputError(f"--out {args.out}: exists (--force to replace it)")
@@ -191,15 +194,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_writable(args.out)
     with _client("combiner", args, read_key(args.key_file)) as client:
         links = client.run(args.threshold, args.member or (), args.bucket or ())
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.parent.mkdir(parents=True, exist_ok=True)  # as `write_text` makes it
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(["member", "row", "partner", "partner_row", "score"])
-        for d, r, p, pr, s in zip(links.dset, links.row, links.partner, links.partner_row,
-                                  links.score, strict=True):  # fmt: skip
-            out.writerow([links.members[d], int(r), links.members[p], int(pr), f"{s:.6f}"])
-    tmp.replace(args.out)
+    text = io.StringIO()
+    out = csv.writer(text)
+    out.writerow(["member", "row", "partner", "partner_row", "score"])
+    for d, r, p, pr, s in zip(links.dset, links.row, links.partner, links.partner_row,
+                              links.score, strict=True):  # fmt: skip
+        out.writerow([links.members[d], int(r), links.members[p], int(pr), f"{s:.6f}"])
+    # The old file or the whole new one; its temporary name is its own (`.OUT.XXXXXXXXXXXX`,
+    # not the fixed `OUT.tmp` before 2026-12-07, which is neither used nor deleted now).
+    write_bytes(args.out, text.getvalue().encode("utf-8"), replace=args.force)
     if not args.quiet:
         sent = ", ".join(f"{k} {v:,}" for k, v in sorted(links.bytes_sent.items()))
         print(f"{len(links.score)} links in {links.groups} groups ({links.method}; "
@@ -365,7 +368,8 @@ def register(sub: Subcommands) -> None:
         "named), and write its links as CSV: member, row, partner, partner_row, score (rows "
         "in each member's ENCODED order; a score is the lower end of its bucket, not a Dice "
         "value), with the operator's key (--key-file). A party that cannot be reached fails "
-        "the run, naming it.",
+        "the run, naming it. The CSV (owner-only) is written whole beside --out, then renamed "
+        "into place: a failure, Ctrl-C or SIGTERM (exit 143) leaves the old --out as it was.",
         example="blindmatch two-server run --combiner 127.0.0.1:50073 --key-file parties.key "
         "--threshold 0.8 --out links.csv",
         handler=cmd_run,

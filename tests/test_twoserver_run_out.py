@@ -1,0 +1,152 @@
+"""`two-server run` writes its links CSV as the other commands write theirs (client/files.py
+`write_bytes`): whole, owner-only, under a name of its own beside --out, then renamed into
+place. Before (2026-12-07) it wrote a fixed `OUT.tmp`, which a failure or a SIGTERM left
+beside the old --out (the process ended by the signal, exit -15), and which a run took over
+and renamed away whoever had made it (an older run's, another file of the user's).
+
+Real S1, S2 and combiner on loopback (tests/test_twoserver_rpc.py's), each holding the two
+small exports' uploads; the command in this process, or, where it is signalled, in a
+process of its own held at the rename or link with the new file whole beside --out
+(tests/test_command_leftovers.py's hold)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from blindmatch.cli.app import main
+from blindmatch.client.encoding.encode import encode_csv
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.encoding.sharing import shared_upload
+from blindmatch.matcher.rpc.twoserver_service import RunningRole
+from tests.support import MESSY_SECRET, PERSON_SCHEMA, Org
+from tests.test_command_leftovers import HELD, _assert_ended, _terminated, tmp  # noqa: F401
+from tests.test_twoserver_rpc import PLAN, key, roles, send  # noqa: F401
+
+pytestmark = pytest.mark.server
+
+HEADER = b"member,row,partner,partner_row,score\r\n"
+OLD = b"member,row,partner,partner_row,score\r\nan older run's links\r\n"
+
+
+@pytest.fixture
+def run(
+    roles: dict[str, RunningRole],  # noqa: F811
+    key: str,  # noqa: F811
+    orgs: dict[str, Org],
+    tmp_path: Path,
+) -> list[str]:
+    """`two-server run`'s options (all but --out) at roles that hold north's and south's
+    uploads; each a run's pairs once (a fresh set of roles for each test)."""
+    schema = load_schema(PERSON_SCHEMA)
+    for name, org in orgs.items():
+        result = encode_csv(org.csv, schema, load_mapping(org.mapping, schema), MESSY_SECRET)
+        clks = np.frombuffer(result.clks, dtype=np.uint8).reshape(-1, result.clk_bits // 8)
+        send(roles, key, name, shared_upload(clks, MESSY_SECRET, PLAN, result.fallback_bits))
+    key_file = tmp_path / "parties.key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    return ["two-server", "run", "--combiner", f"127.0.0.1:{roles['combiner'].port}",
+            "--key-file", str(key_file), "--threshold", "0.8", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    made = tmp_path / "out"
+    made.mkdir()
+    return made
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_run_whose_rename_fails_leaves_the_old_links_and_no_temporary_file(
+    run: list[str], folder: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """The file system refuses the rename (a full disk's ENOSPC) once the new file is whole:
+    before, `links.csv.tmp` was left beside the old file."""
+    out = folder / "links.csv"
+    out.write_bytes(OLD)
+
+    def full(src: Any, dst: Any, **kwargs: Any) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "replace", full)
+    assert main([*run, "--out", str(out), "--force"]) == 1
+    assert f"{out}: No space left on device" in capsys.readouterr().err
+    assert _files(folder) == {"links.csv": OLD}
+
+
+def test_a_run_with_a_role_stopped_fails_naming_it_and_leaves_the_old_links(
+    run: list[str],
+    roles: dict[str, RunningRole],  # noqa: F811
+    folder: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = folder / "links.csv"
+    out.write_bytes(OLD)
+    roles["s2"].stop(grace=None)
+    assert main([*run, "--out", str(out), "--force"]) == 4
+    assert f"S2 (127.0.0.1:{roles['s2'].port}) is unreachable" in capsys.readouterr().err
+    assert _files(folder) == {"links.csv": OLD}
+
+
+@pytest.mark.slow  # the command in a process of its own
+@pytest.mark.parametrize(
+    "held, old", [("replace", OLD), ("link", None)], ids=["over-the-old", "anew"]
+)
+def test_a_run_ended_by_sigterm_leaves_the_old_links_and_no_temporary_file(
+    run: list[str],
+    tmp: Path,  # noqa: F811
+    tmp_path: Path,
+    folder: Path,
+    held: str,
+    old: bytes | None,
+) -> None:
+    """Held with the new CSV whole beside --out, not yet renamed (--force) or linked (a new
+    file) into place: before, SIGTERM's default action ended it there (exit -15) and left
+    `links.csv.tmp` beside the old file."""
+    out = folder / "links.csv"
+    if old is not None:
+        out.write_bytes(old)
+    there = tmp_path / "held"
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "os", held,
+         *run, "--out", str(out), *(["--force"] if old else [])],
+        tmp, there.exists, env={"HELD_ON": "links.csv.", "HELD_AT": str(there)},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    assert _files(folder) == ({} if old is None else {"links.csv": old})
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("old", [OLD, None], ids=["over-the-old", "anew"])
+def test_a_stale_out_tmp_is_neither_taken_over_nor_deleted(
+    run: list[str], folder: Path, old: bytes | None
+) -> None:
+    """`links.csv.tmp` as an older version left it (or any file of that name): not this run's,
+    so left as it is; the links written beside it, owner-only. Before, the run wrote into it
+    and renamed it over --out (and followed it where it was a link)."""
+    out = folder / "links.csv"
+    stale = folder / "links.csv.tmp"
+    stale.write_bytes(b"member,row\r\nhalf a row of an older run")
+    if old is not None:
+        out.write_bytes(old)
+    assert main([*run, "--out", str(out), *(["--force"] if old else [])]) == 0
+    written = _files(folder)
+    assert written.keys() == {"links.csv", "links.csv.tmp"}
+    assert written["links.csv.tmp"] == b"member,row\r\nhalf a row of an older run"
+    assert written["links.csv"].startswith(HEADER)
+    assert written["links.csv"].count(b"\r\n") > 1  # links, each a whole row
+    assert written["links.csv"].endswith(b"\r\n")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
