@@ -119,6 +119,7 @@ def ends_at_sigterm(handler: Callable[[Any], int]) -> Callable[[Any], int]:
         with sigterm_as_ctrl_c():
             return handler(args)
 
+    ending.ends_at_sigterm = True  # type: ignore[attr-defined]  # (docs/cli.md's list)
     return ending
 
 

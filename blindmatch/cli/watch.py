@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from blindmatch.cli.errors import Terminated, sigterm_as_ctrl_c
+from blindmatch.cli.errors import Terminated, ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
     command,
@@ -192,9 +192,9 @@ def _say(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+@ends_at_sigterm
 def cmd_watch(args: argparse.Namespace) -> int:
-    with sigterm_as_ctrl_c():
-        return _watch(args)
+    return _watch(args)
 
 
 def _watch(args: argparse.Namespace) -> int:
