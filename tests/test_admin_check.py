@@ -18,7 +18,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
-from tests.support import ADMIN_TOKEN, Matcher, corrupt_table
+from tests.support import ADMIN_TOKEN, Matcher, corrupt_table, files_of
 
 pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
 
@@ -83,6 +83,33 @@ def test_check_passes_after_a_member_erased_its_data(
         south.erase("region")  # the finished run now holds only north's input
     report = check_data_dir(matcher.data_dir)
     assert report.ok, report.render()
+
+
+def test_check_reads_a_serving_matchers_wal_and_leaves_a_stopped_ones_dir_byte_for_byte(
+    matcher: Matcher, linked: ProjectTokens, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only SQLite reader of a WAL-mode database makes a -wal and a -shm beside it
+    (which it cannot remove at its close): a check of a stopped data dir made four files.
+    It makes none now (the databases at rest are read as immutable), and a check of a
+    serving matcher still reads what only the WAL holds (as immutable would not)."""
+    data = matcher.data_dir
+    with matcher.operator() as op:
+        op.create_project("later", ["a", "b"])  # (in the WAL only: no checkpoint since)
+    assert (data / "blindmatch.sqlite-wal").stat().st_size > 0
+    assert main(["admin", "check", "--data-dir", str(data)]) == 0
+    assert "OK: no problems found" in capsys.readouterr().out
+    serving = check_data_dir(data)
+    assert serving.ok and serving.projects == 2, serving.render()
+    assert serving.uploads_checked == 3 and serving.index_records == 200
+    matcher.server.stop(grace=None)
+    before = files_of(data)
+    assert not [name for name in before if name.endswith(("-wal", "-shm"))]  # (a clean stop)
+    assert main(["admin", "check", "--data-dir", str(data)]) == 0
+    assert "OK: no problems found" in capsys.readouterr().out
+    assert files_of(data) == before
+    stopped = check_data_dir(data)
+    assert stopped.to_dict() == serving.to_dict()
+    assert files_of(data) == before
 
 
 def test_check_reports_what_start_up_repairs_as_such_and_start_up_repairs_it(

@@ -53,7 +53,12 @@ from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
-from blindmatch.matcher.storage.sqlite import connect_read_only, newer_layout, newer_store
+from blindmatch.matcher.storage.sqlite import (
+    connect_read_only,
+    left_as_found,
+    newer_layout,
+    newer_store,
+)
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
 
 T = TypeVar("T")
@@ -129,8 +134,23 @@ def check_data_dir(
     nowhere skips the chain's check instead of failing (a backup, whose key is kept apart).
     `in_backup`: the copy `admin backup` is making, of a data dir an erasure was cut short
     in: what it left is listed as a repair (the restored matcher completes it at its start),
-    and the backup is made; `admin check` on the restored dir names it as a problem."""
+    and the backup is made; `admin check` on the restored dir names it as a problem. Nothing
+    is left beside the databases either: a stopped matcher's are read as immutable, a
+    serving one's through their WAL (sqlite.py `left_as_found`)."""
     files = DataDir(Path(data_dir))
+    return left_as_found(
+        [files.db, files.index_db],
+        lambda: _check(files, hash_files, audit_key_file, require_key, in_backup),
+    )
+
+
+def _check(
+    files: DataDir,
+    hash_files: bool,
+    audit_key_file: str | Path | None,
+    require_key: bool,
+    in_backup: bool,
+) -> IntegrityReport:
     report = IntegrityReport(files.root)
     if not files.db.is_file():
         report.problems.append(
