@@ -94,3 +94,36 @@ def test_a_check_of_a_stopped_role_leaves_its_dir_byte_for_byte(tmp_path: Path) 
     assert report.ok and report.uploads_checked == 1, report.render()
     assert main(["admin", "check", "--data-dir", str(tmp_path / "s2")]) == 0
     assert files_of(tmp_path / "s2") == before
+
+
+def test_a_held_store_of_a_newer_layout_is_neither_backed_up_nor_restored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`admin backup` of it copied it and sealed the copy (written to a store this one does
+    not know), and `admin restore` from a backup holding it copied the backup into place
+    before opening it; both fail with exit 1. Each refuses now, before it writes anything
+    (exit 2, the file named)."""
+    data_dir, backups = tmp_path / "s2", tmp_path / "backups"
+    db = _held(data_dir, logged=True)
+    assert main(["admin", "backup", "--data-dir", str(data_dir), "--out", str(backups / "s2")]) == 0
+    capsys.readouterr()
+    newer = f"held store layout {LAYOUT + 1}, written by a newer blindmatch"
+    set_layout(db, LAYOUT + 1)
+    before = files_of(data_dir)
+    later = tmp_path / "later"
+    assert main(["admin", "backup", "--data-dir", str(data_dir), "--out", str(later / "s2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {db}: {newer}") and "(nothing written)" in err
+    assert not later.exists()  # (no backup, no partial one, not even the folder above)
+    assert files_of(data_dir) == before
+    # A backup holding a store of a newer layout: nothing of the restore is made.
+    held = backups / "s2" / db.name
+    set_layout(held, LAYOUT + 1)
+    kept = files_of(backups)
+    restored = tmp_path / "restored"
+    assert main(["admin", "restore", "--backup", str(backups / "s2"), "--data-dir",
+                 str(restored / "s2"), "--role", "s2", "--no-previous"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {held}: {newer}") and "restore it with that blindmatch" in err
+    assert not restored.exists()
+    assert files_of(backups) == kept

@@ -50,7 +50,7 @@ from blindmatch.matcher.storage.datadir import (
     fsync_path,
     make_private_dir,
 )
-from blindmatch.matcher.storage.integrity import check_data_dir
+from blindmatch.matcher.storage.integrity import check_data_dir, newer_store_in
 from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.matcher.storage.upload_store import needed_uploads
 
@@ -368,6 +368,9 @@ def backup_data_dir(
     source, dest = DataDir(Path(data_dir)), Path(dest)
     if not source.db.is_file():
         raise BackupRefused(f"--data-dir {data_dir}: not a blindmatch data dir (no {DB_NAME})")
+    newer = newer_store_in(source)
+    if newer is not None:  # (what it holds may not be what this one copies and checks)
+        raise BackupRefused(f"{newer}: back it up with that blindmatch (nothing written)")
     key = Path(audit_key_file) if audit_key_file else source.audit_key
     # The key stays apart: the chain is checked where the key is, when it is given.
     (uploads, copied), attempts = converge(

@@ -121,6 +121,17 @@ class _Snapshot:
     uploads: dict[str, Upload]
 
 
+def newer_store_in(files: DataDir) -> str | None:
+    """What is said of the data dir's store or index.sqlite where one is of a layout this
+    blindmatch does not know (a newer one wrote it: project_store.py and index_store.py
+    `LAYOUT`), else None; read without changing the folder (sqlite.py `layout_of`)."""
+    for db, known in ((files.db, project_store.LAYOUT), (files.index_db, index_store.LAYOUT)):
+        found = newer_layout(db, known) if db.is_file() else None
+        if found is not None:
+            return newer_store(db, found, known)
+    return None
+
+
 def check_data_dir(
     data_dir: str | Path,
     *,
@@ -158,13 +169,10 @@ def _check(
             "holds twoserver-ROLE-held.sqlite)"
         )
         return report
-    for db, known in ((files.db, project_store.LAYOUT), (files.index_db, index_store.LAYOUT)):
-        newer = newer_layout(db, known) if db.is_file() else None
-        if newer is not None:  # (its tables may not be the ones read below)
-            report.problems.append(
-                f"{newer_store(db, newer, known)}: check it with that blindmatch"
-            )
-            return report
+    newer = newer_store_in(files)
+    if newer is not None:  # (its tables may not be the ones read below)
+        report.problems.append(f"{newer}: check it with that blindmatch")
+        return report
     open_to_others = files.open_to_others()
     if open_to_others:
         report.problems.append(

@@ -42,7 +42,7 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.integrity import render_findings
 from blindmatch.matcher.storage.role_files import damage, files_of
-from blindmatch.matcher.storage.role_store import LAYOUT
+from blindmatch.matcher.storage.role_store import LAYOUT, newer_held
 from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found
 
 ROLE_FILE = re.compile(r"^twoserver-([a-z0-9]+?)(-held)?\.sqlite$")
@@ -207,10 +207,7 @@ def _read_held(path: Path, report: RoleReport, *, whole: bool) -> list[Row] | No
                 return None
             layout = int(db.execute("PRAGMA user_version").fetchone()[0])
             if layout > LAYOUT:  # (its tables may not be the ones read below)
-                report.problems.append(
-                    f"{path}: held store layout {layout}, written by a newer blindmatch; this "
-                    f"one knows layout {LAYOUT} and older: check it with that blindmatch"
-                )
+                report.problems.append(f"{newer_held(path, layout)}: check it with that blindmatch")
                 return None
             for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
                 report.problems.append(f"{path}: {table} row {rowid} refers to a missing {parent}")
