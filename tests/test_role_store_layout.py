@@ -86,13 +86,19 @@ def test_a_store_of_a_newer_layout_refuses_the_start_and_is_left_unchanged(
     assert files_of(tmp_path / "s2") == started  # (no -wal or -shm made: read as immutable)
 
 
-def test_a_check_of_a_stopped_role_leaves_its_dir_byte_for_byte(tmp_path: Path) -> None:
-    """A read-only SQLite reader of the held store (WAL mode) made a -wal and a -shm."""
+def test_a_check_or_backup_of_a_stopped_role_leaves_its_dir_byte_for_byte(tmp_path: Path) -> None:
+    """A read-only SQLite reader of the held store or the audit log (WAL mode) made a -wal
+    and a -shm beside it, and the backup took the held store's write lock."""
     _held(tmp_path / "s2", logged=True)
     before = files_of(tmp_path / "s2")
     report = check_role_dir(tmp_path / "s2", "s2")
     assert report.ok and report.uploads_checked == 1, report.render()
     assert main(["admin", "check", "--data-dir", str(tmp_path / "s2")]) == 0
+    assert files_of(tmp_path / "s2") == before
+    assert (
+        main(["admin", "backup", "--data-dir", str(tmp_path / "s2"), "--out", str(tmp_path / "b")])
+        == 0
+    )
     assert files_of(tmp_path / "s2") == before
 
 

@@ -56,7 +56,7 @@ from blindmatch.matcher.storage.backup import (
 )
 from blindmatch.matcher.storage.datadir import fsync_path
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir, upload_files
-from blindmatch.matcher.storage.sqlite import connect_read_only, newer_layout
+from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, newer_layout
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,10 @@ def backup_role_dir(
     (uploads, copied, pairs, taken), attempts = converge(
         source.root,
         dest,
-        lambda staging: _take(source, RoleFiles(staging, role), clock),
+        lambda staging: left_as_found(
+            [source.held_db, source.audit_db],
+            lambda: _take(source, RoleFiles(staging, role), clock),
+        ),
         lambda staging: check_role_dir(
             staging, role, audit_key_file=key if key.is_file() else None, require_key=False
         ),

@@ -147,8 +147,14 @@ def _read_only_uri(path: Path, *, immutable: bool) -> str:
 def connect_read_only(path: Path) -> sqlite3.Connection:
     """A connection that never creates or changes the file (WAL readers still see commits).
     Within `left_as_found`, a database found at rest is read as immutable instead."""
-    still = str(Path(path).absolute()) in _AT_REST.get()
-    return sqlite3.connect(_read_only_uri(path, immutable=still), uri=True, isolation_level=None)
+    uri = _read_only_uri(path, immutable=read_as_immutable(path))
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
+def read_as_immutable(path: Path) -> bool:
+    """Whether `connect_read_only` reads `path` as immutable here (`left_as_found` found it
+    at rest: no process has it open, so no writer is to be held off either)."""
+    return str(Path(path).absolute()) in _AT_REST.get()
 
 
 def _at_rest(path: Path) -> tuple[int, int, int] | None:
@@ -176,7 +182,7 @@ def left_as_found(paths: Sequence[Path], read: Callable[[], T]) -> T:
     read as immutable be opened or changed meanwhile (a matcher started during the read),
     what was read may be torn: `read()` is done again, reading it as one in use."""
     found = {str(p.absolute()): (p, state) for p in paths if (state := _at_rest(p)) is not None}
-    token = _AT_REST.set(frozenset(found))
+    token = _AT_REST.set(_AT_REST.get() | frozenset(found))
     try:
         result: T = read()
     except Exception:
