@@ -18,7 +18,8 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
-from tests.support import ADMIN_TOKEN, Matcher, corrupt_table
+from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, read_as_immutable
+from tests.support import ADMIN_TOKEN, Matcher, corrupt_table, files_of
 
 pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)
 
@@ -83,6 +84,90 @@ def test_check_passes_after_a_member_erased_its_data(
         south.erase("region")  # the finished run now holds only north's input
     report = check_data_dir(matcher.data_dir)
     assert report.ok, report.render()
+
+
+def test_check_reads_a_serving_matchers_wal_and_leaves_a_stopped_ones_dir_byte_for_byte(
+    matcher: Matcher, linked: ProjectTokens, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only SQLite reader of a WAL-mode database makes a -wal and a -shm beside it
+    (which it cannot remove at its close): a check of a stopped data dir made four files.
+    It makes none now (the databases at rest are read as immutable), and a check of a
+    serving matcher still reads what only the WAL holds (as immutable would not)."""
+    data = matcher.data_dir
+    with matcher.operator() as op:
+        op.create_project("later", ["a", "b"])  # (in the WAL only: no checkpoint since)
+    assert (data / "blindmatch.sqlite-wal").stat().st_size > 0
+    assert main(["admin", "check", "--data-dir", str(data)]) == 0
+    assert "OK: no problems found" in capsys.readouterr().out
+    serving = check_data_dir(data)
+    assert serving.ok and serving.projects == 2, serving.render()
+    assert serving.uploads_checked == 3 and serving.index_records == 200
+    matcher.server.stop(grace=None)
+    before = files_of(data)
+    assert not [name for name in before if name.endswith(("-wal", "-shm"))]  # (a clean stop)
+    assert main(["admin", "check", "--data-dir", str(data)]) == 0
+    assert "OK: no problems found" in capsys.readouterr().out
+    assert files_of(data) == before
+    stopped = check_data_dir(data)
+    assert stopped.to_dict() == serving.to_dict()
+    assert files_of(data) == before
+
+
+def test_a_database_opened_during_a_read_at_rest_is_read_again_through_its_wal(
+    tmp_path: Path,
+) -> None:
+    """A database at rest is read as immutable (no lock, the file as it is): one a process
+    opens and writes during that read (a matcher started meanwhile) may have been read torn,
+    so the read is done again, through its WAL, and sees the write."""
+    db = tmp_path / "x.sqlite"
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    assert not Path(f"{db}-wal").exists()  # (at rest)
+    seen: list[tuple[bool, int]] = []
+    writers: list[sqlite3.Connection] = []
+
+    def read() -> int:
+        reader = connect_read_only(db)
+        try:
+            seen.append(
+                (read_as_immutable(db), reader.execute("SELECT COUNT(*) FROM t").fetchone()[0])
+            )
+        finally:
+            reader.close()
+        if not writers:  # a matcher starts: its connection open, a row written
+            writers.append(sqlite3.connect(db, isolation_level=None))
+            writers[0].execute("INSERT INTO t VALUES (2)")
+        return seen[-1][1]
+
+    try:
+        assert left_as_found([db], read) == 2
+    finally:
+        writers[0].close()
+    assert seen == [(True, 1), (False, 2)]
+
+
+def test_a_backup_of_a_stopped_data_dir_leaves_it_byte_for_byte(
+    matcher: Matcher, linked: ProjectTokens, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its snapshots were read-only SQLite readers, and it took the index's write lock: a
+    backup of a stopped data dir left a -wal and a -shm beside both databases, and the
+    backup a -wal and a -shm beside its copy of blindmatch.sqlite."""
+    data = matcher.data_dir
+    matcher.server.stop(grace=None)
+    before = files_of(data)
+    assert main(["admin", "backup", "--data-dir", str(data), "--out", str(tmp_path / "b")]) == 0
+    assert "verified" in capsys.readouterr().out
+    assert files_of(data) == before
+    copied = files_of(tmp_path / "b")
+    assert sorted(name for name in copied if "sqlite" in name) == [
+        "blindmatch.sqlite",
+        "index.sqlite",
+    ]
+    report = check_data_dir(tmp_path / "b", audit_key_file=data / "audit.key")
+    assert report.ok and report.uploads_checked == 3, report.render()
+    assert files_of(tmp_path / "b") == copied
 
 
 def test_check_reports_what_start_up_repairs_as_such_and_start_up_repairs_it(

@@ -11,23 +11,32 @@ import numpy as np
 import pytest
 
 from blindmatch.cli.app import main
+from blindmatch.matcher.core import audit
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.role_check import check_role_dir
 from blindmatch.matcher.storage.role_store import LAYOUT, RoleStore
 from blindmatch.matcher.storage.sqlite import layout_of
+from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from tests.support import files_of, set_layout
 
 ARRAYS = [("shares_0", np.arange(64, dtype=np.uint8).reshape(4, 16))]
 
 
-def _held(data_dir: Path, role: str = "s2") -> Path:
-    """A role's held store with one upload in it, closed: its database file."""
+def _held(data_dir: Path, role: str = "s2", *, logged: bool = False) -> Path:
+    """A role's held store with one upload in it (`logged`: in its audit log too, as the
+    role logs it), closed: its database file."""
+    log = RoleAudit(data_dir, role) if logged else None
     store = RoleStore(data_dir, role)
     try:
         file, digest = store.write(ARRAYS)
+        if log is not None:
+            detail = {"role": role, "sha256": digest}
+            log.log.append(audit.Event("north", "twoserver.upload", member="north", detail=detail))
         store.put("north", file, 4, {}, ARRAYS, digest)
     finally:
         store.close()
+        if log is not None:
+            log.close()
     return store.path
 
 
@@ -68,10 +77,59 @@ def test_a_store_of_a_newer_layout_refuses_the_start_and_is_left_unchanged(
                  "--data-dir", str(tmp_path / "s2")])  # fmt: skip
     assert code == 2
     assert "written by a newer blindmatch" in capsys.readouterr().err
-    assert {k: v for k, v in files_of(tmp_path / "s2").items() if "held" in k} == before
+    started = files_of(tmp_path / "s2")  # (its audit log made)
+    assert {k: v for k, v in started.items() if "held" in k} == before
     # `admin check` (read-only) says the same, and reads no further.
     report = check_role_dir(tmp_path / "s2", "s2", require_key=False)
     assert f"{db}: held store layout {LAYOUT + 1}, written by a newer blindmatch" in report.render()
     assert not report.ok
-    after = files_of(tmp_path / "s2")  # (a read-only SQLite reader makes a -shm and -wal)
-    assert {k: after[k] for k in before} == before
+    assert files_of(tmp_path / "s2") == started  # (no -wal or -shm made: read as immutable)
+
+
+def test_a_check_or_backup_of_a_stopped_role_leaves_its_dir_byte_for_byte(tmp_path: Path) -> None:
+    """A read-only SQLite reader of the held store or the audit log (WAL mode) made a -wal
+    and a -shm beside it, and the backup took the held store's write lock."""
+    _held(tmp_path / "s2", logged=True)
+    before = files_of(tmp_path / "s2")
+    report = check_role_dir(tmp_path / "s2", "s2")
+    assert report.ok and report.uploads_checked == 1, report.render()
+    assert main(["admin", "check", "--data-dir", str(tmp_path / "s2")]) == 0
+    assert files_of(tmp_path / "s2") == before
+    assert (
+        main(["admin", "backup", "--data-dir", str(tmp_path / "s2"), "--out", str(tmp_path / "b")])
+        == 0
+    )
+    assert files_of(tmp_path / "s2") == before
+
+
+def test_a_held_store_of_a_newer_layout_is_neither_backed_up_nor_restored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`admin backup` of it copied it and sealed the copy (written to a store this one does
+    not know), and `admin restore` from a backup holding it copied the backup into place
+    before opening it; both fail with exit 1. Each refuses now, before it writes anything
+    (exit 2, the file named)."""
+    data_dir, backups = tmp_path / "s2", tmp_path / "backups"
+    db = _held(data_dir, logged=True)
+    assert main(["admin", "backup", "--data-dir", str(data_dir), "--out", str(backups / "s2")]) == 0
+    capsys.readouterr()
+    newer = f"held store layout {LAYOUT + 1}, written by a newer blindmatch"
+    set_layout(db, LAYOUT + 1)
+    before = files_of(data_dir)
+    later = tmp_path / "later"
+    assert main(["admin", "backup", "--data-dir", str(data_dir), "--out", str(later / "s2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {db}: {newer}") and "(nothing written)" in err
+    assert not later.exists()  # (no backup, no partial one, not even the folder above)
+    assert files_of(data_dir) == before
+    # A backup holding a store of a newer layout: nothing of the restore is made.
+    held = backups / "s2" / db.name
+    set_layout(held, LAYOUT + 1)
+    kept = files_of(backups)
+    restored = tmp_path / "restored"
+    assert main(["admin", "restore", "--backup", str(backups / "s2"), "--data-dir",
+                 str(restored / "s2"), "--role", "s2", "--no-previous"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {held}: {newer}") and "restore it with that blindmatch" in err
+    assert not restored.exists()
+    assert files_of(backups) == kept

@@ -15,6 +15,7 @@ import pytest
 
 from blindmatch.cli.app import main
 from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.storage import index_store, project_store
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.index_store import IndexStore
@@ -23,6 +24,13 @@ from blindmatch.matcher.storage.project_store import LAYOUT
 from blindmatch.matcher.storage.sqlite import layout_of
 from blindmatch.matcher.storage.store import Store
 from tests.support import ADMIN_TOKEN, Clock, files_of, set_layout, start
+
+# The data dir's two stores, each with the layout this blindmatch knows.
+each_store = pytest.mark.parametrize(
+    "name, known",
+    [("blindmatch.sqlite", project_store.LAYOUT), ("index.sqlite", index_store.LAYOUT)],
+    ids=["store", "index"],
+)
 
 
 def _served(data_dir: Path) -> Path:
@@ -73,11 +81,7 @@ def test_index_sqlite_is_made_at_its_layout_and_one_from_before_the_marker_is_st
     assert _user_version(index) == index_store.LAYOUT  # (recorded at that start)
 
 
-@pytest.mark.parametrize(
-    "name, known",
-    [("blindmatch.sqlite", project_store.LAYOUT), ("index.sqlite", index_store.LAYOUT)],
-    ids=["store", "index"],
-)
+@each_store
 def test_a_store_of_a_newer_layout_refuses_serve_and_is_left_unchanged(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -117,4 +121,70 @@ def test_a_store_of_a_newer_layout_refuses_serve_and_is_left_unchanged(
     assert files_of(data_dir) == before
     assert main(["admin", "check", "--data-dir", str(data_dir)]) == 1
     assert "written by a newer blindmatch" in capsys.readouterr().err
+    assert files_of(data_dir) == before
+
+
+@each_store
+def test_a_store_of_a_newer_layout_refuses_the_look_up_server_and_is_left_unchanged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, known: int
+) -> None:
+    """`lookup-server --data-dir` read index.sqlite whatever its layout (and made the data
+    dir's lookup.key first); it refuses now, as `serve` does, before it writes or serves."""
+    data_dir = tmp_path / "d"
+    db = _served(data_dir).parent / name
+    set_layout(db, known + 1)
+    before = files_of(data_dir)
+    assert "lookup.key" not in before  # (a matcher without look-up servers made none)
+    try:
+        running = create_lookup_server("127.0.0.1:0", data_dir, 0, 1, wait=True)
+    except StartupRefused as exc:
+        said = str(exc)
+    else:
+        running.stop(None)
+        pytest.fail(f"a look-up server started on {db}, of layout {known + 1}")
+    assert f"{db}: store layout {known + 1}, written by a newer blindmatch" in said
+    assert f"this one knows layout {known} and older" in said
+    assert "The look-up server will not start on it and has changed nothing" in said
+    assert files_of(data_dir) == before
+    argv = ["lookup-server", "--data-dir", str(data_dir), "--shard", "0/1", "--listen"]
+    assert main([*argv, "127.0.0.1:0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {db}: store layout {known + 1}, written by a newer")
+    assert "Traceback" not in err
+    assert files_of(data_dir) == before
+
+
+def test_a_look_up_server_reads_an_index_from_before_the_marker_and_leaves_it_unstamped(
+    tmp_path: Path,
+) -> None:
+    """A look-up server only reads: an index.sqlite from before the layout marker (0) is
+    read as layout 1 and left as it is (the matcher records the layout at its start)."""
+    data_dir = tmp_path / "d"
+    _served(data_dir)
+    index = DataDir(data_dir).index_db
+    set_layout(index, 0)
+    running = create_lookup_server("127.0.0.1:0", data_dir, 0, 1, wait=True)
+    try:
+        assert running.shards.ready and not running.shards.failed
+    finally:
+        running.stop(None)
+    assert _user_version(index) == 0
+
+
+@each_store
+def test_a_data_dir_of_a_newer_layout_is_not_backed_up_and_no_partial_backup_is_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, known: int
+) -> None:
+    """`admin backup` copied a newer blindmatch's store, then failed the copy's check (exit
+    1); it refuses now, naming the file, before it makes anything (exit 2)."""
+    data_dir = tmp_path / "d"
+    db = _served(data_dir).parent / name
+    set_layout(db, known + 1)
+    before = files_of(data_dir)
+    backups = tmp_path / "backups"
+    assert main(["admin", "backup", "--data-dir", str(data_dir), "--out", str(backups / "b")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {db}: store layout {known + 1}, written by a newer blindmatch")
+    assert "back it up with that blindmatch (nothing written)" in err
+    assert not backups.exists()  # (no backup, no partial one, not even the folder above)
     assert files_of(data_dir) == before

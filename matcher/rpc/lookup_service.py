@@ -43,7 +43,7 @@ from blindmatch.matcher.realtime.shards import (
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.status import abort, rpc_errors
-from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key
+from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key, refuse_newer_stores
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -307,6 +307,8 @@ def create_lookup_server(
     for its matcher to load it."""
     if (data_dir is None) == (key is None):
         raise ValueError("a data dir (whose look-up key is used) or a key, not both")
+    if data_dir is not None:
+        refuse_newer_stores(data_dir)  # (before its look-up key is made, or a port taken)
     holder = Shards(Path(data_dir) if data_dir is not None else None, shard, shards)
     service = LookupService(holder, key if key is not None else lookup_key(data_dir or ""))
     server = grpc.server(

@@ -50,8 +50,8 @@ from blindmatch.matcher.storage.datadir import (
     fsync_path,
     make_private_dir,
 )
-from blindmatch.matcher.storage.integrity import check_data_dir
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.integrity import check_data_dir, newer_store_in
+from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, read_as_immutable
 from blindmatch.matcher.storage.upload_store import needed_uploads
 
 ATTEMPTS = 10
@@ -103,12 +103,17 @@ class BackupReport:
 
 
 def anchor_of(db_path: Path) -> str:
-    db = connect_read_only(db_path)
-    try:
-        row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    finally:
-        db.close()
-    return f"{row[0]}:{row[1]}" if row else ""
+    """The head of the audit chain in `db_path` (a backup's: nothing made beside it)."""
+
+    def head() -> str:
+        db = connect_read_only(db_path)
+        try:
+            row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        finally:
+            db.close()
+        return f"{row[0]}:{row[1]}" if row else ""
+
+    return left_as_found([db_path], head)
 
 
 def check_key_out(source: Path, key_out: Path, dest: Path) -> None:
@@ -197,11 +202,14 @@ def read_together(
     copies are made after, through the read transactions. A two-server role's backup reads
     its audit log (`db`) and held store (`index_db`) the same way (role_backup.py). The lock
     is waited for as long as a change being stored holds it, `waiting` told every
-    `LOCK_WAIT_S` seconds (default: a logged warning): a backup never fails on it."""
+    `LOCK_WAIT_S` seconds (default: a logged warning): a backup never fails on it. Databases
+    found at rest (sqlite.py `left_as_found`: no process has them open) are read as
+    immutable, with no lock taken (nothing makes a -wal or -shm beside them)."""
     conns = [connect_read_only(db)]
     try:
         if index_db.is_file():
             conns.insert(0, connect_read_only(index_db))
+        if index_db.is_file() and not read_as_immutable(index_db):  # (else no writer to wait)
             lock = sqlite3.connect(index_db, timeout=LOCK_WAIT_S, isolation_level=None)
             try:
                 _lock_index(lock, waiting)  # the index's writers wait from here
@@ -344,13 +352,17 @@ def _take(
         with read_together(source.db, source.index_db, waiting) as conns:
             for conn, dest in zip(conns, (staging.db, staging.index_db), strict=False):
                 copy_database(conn, dest)
-        db = connect_read_only(staging.db)
-        try:
-            needed = sorted(needed_uploads(db))
-        finally:
-            db.close()
+        needed = sorted(left_as_found([staging.db], lambda: _needed(staging.db)))
         names = [staging.clk_file(u).name for u in needed]
         return copy_kept(names, source.clks, staging.clks, pins)
+
+
+def _needed(db_path: Path) -> set[str]:
+    db = connect_read_only(db_path)
+    try:
+        return needed_uploads(db)
+    finally:
+        db.close()
 
 
 def backup_data_dir(
@@ -368,12 +380,17 @@ def backup_data_dir(
     source, dest = DataDir(Path(data_dir)), Path(dest)
     if not source.db.is_file():
         raise BackupRefused(f"--data-dir {data_dir}: not a blindmatch data dir (no {DB_NAME})")
+    newer = newer_store_in(source)
+    if newer is not None:  # (what it holds may not be what this one copies and checks)
+        raise BackupRefused(f"{newer}: back it up with that blindmatch (nothing written)")
     key = Path(audit_key_file) if audit_key_file else source.audit_key
     # The key stays apart: the chain is checked where the key is, when it is given.
     (uploads, copied), attempts = converge(
         source.root,
         dest,
-        lambda staging: _take(source, DataDir(staging), waiting),
+        lambda staging: left_as_found(
+            [source.db, source.index_db], lambda: _take(source, DataDir(staging), waiting)
+        ),
         lambda staging: check_data_dir(
             staging,
             audit_key_file=key if key.is_file() else None,

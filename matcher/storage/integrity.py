@@ -53,7 +53,12 @@ from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
-from blindmatch.matcher.storage.sqlite import connect_read_only, newer_layout, newer_store
+from blindmatch.matcher.storage.sqlite import (
+    connect_read_only,
+    left_as_found,
+    newer_layout,
+    newer_store,
+)
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
 
 T = TypeVar("T")
@@ -116,6 +121,17 @@ class _Snapshot:
     uploads: dict[str, Upload]
 
 
+def newer_store_in(files: DataDir) -> str | None:
+    """What is said of the data dir's store or index.sqlite where one is of a layout this
+    blindmatch does not know (a newer one wrote it: project_store.py and index_store.py
+    `LAYOUT`), else None; read without changing the folder (sqlite.py `layout_of`)."""
+    for db, known in ((files.db, project_store.LAYOUT), (files.index_db, index_store.LAYOUT)):
+        found = newer_layout(db, known) if db.is_file() else None
+        if found is not None:
+            return newer_store(db, found, known)
+    return None
+
+
 def check_data_dir(
     data_dir: str | Path,
     *,
@@ -129,8 +145,23 @@ def check_data_dir(
     nowhere skips the chain's check instead of failing (a backup, whose key is kept apart).
     `in_backup`: the copy `admin backup` is making, of a data dir an erasure was cut short
     in: what it left is listed as a repair (the restored matcher completes it at its start),
-    and the backup is made; `admin check` on the restored dir names it as a problem."""
+    and the backup is made; `admin check` on the restored dir names it as a problem. Nothing
+    is left beside the databases either: a stopped matcher's are read as immutable, a
+    serving one's through their WAL (sqlite.py `left_as_found`)."""
     files = DataDir(Path(data_dir))
+    return left_as_found(
+        [files.db, files.index_db],
+        lambda: _check(files, hash_files, audit_key_file, require_key, in_backup),
+    )
+
+
+def _check(
+    files: DataDir,
+    hash_files: bool,
+    audit_key_file: str | Path | None,
+    require_key: bool,
+    in_backup: bool,
+) -> IntegrityReport:
     report = IntegrityReport(files.root)
     if not files.db.is_file():
         report.problems.append(
@@ -138,13 +169,10 @@ def check_data_dir(
             "holds twoserver-ROLE-held.sqlite)"
         )
         return report
-    for db, known in ((files.db, project_store.LAYOUT), (files.index_db, index_store.LAYOUT)):
-        newer = newer_layout(db, known) if db.is_file() else None
-        if newer is not None:  # (its tables may not be the ones read below)
-            report.problems.append(
-                f"{newer_store(db, newer, known)}: check it with that blindmatch"
-            )
-            return report
+    newer = newer_store_in(files)
+    if newer is not None:  # (its tables may not be the ones read below)
+        report.problems.append(f"{newer}: check it with that blindmatch")
+        return report
     open_to_others = files.open_to_others()
     if open_to_others:
         report.problems.append(

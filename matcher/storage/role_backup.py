@@ -56,7 +56,7 @@ from blindmatch.matcher.storage.backup import (
 )
 from blindmatch.matcher.storage.datadir import fsync_path
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir, upload_files
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, newer_layout
 
 
 @dataclass(frozen=True)
@@ -145,11 +145,20 @@ def backup_role_dir(
         raise BackupRefused(
             f"--data-dir {data_dir}: not role {role}'s data dir (no {source.held_db.name})"
         )
+    newer = newer_layout(source.held_db, role_store.LAYOUT)
+    if newer is not None:  # (its tables may not be the ones copied and sealed)
+        raise BackupRefused(
+            f"{role_store.newer_held(source.held_db, newer)}: back it up with that blindmatch "
+            "(nothing written)"
+        )
     key = Path(audit_key_file) if audit_key_file else source.audit_key
     (uploads, copied, pairs, taken), attempts = converge(
         source.root,
         dest,
-        lambda staging: _take(source, RoleFiles(staging, role), clock),
+        lambda staging: left_as_found(
+            [source.held_db, source.audit_db],
+            lambda: _take(source, RoleFiles(staging, role), clock),
+        ),
         lambda staging: check_role_dir(
             staging, role, audit_key_file=key if key.is_file() else None, require_key=False
         ),

@@ -42,8 +42,8 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.integrity import render_findings
 from blindmatch.matcher.storage.role_files import damage, files_of
-from blindmatch.matcher.storage.role_store import LAYOUT
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.role_store import LAYOUT, newer_held
+from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found
 
 ROLE_FILE = re.compile(r"^twoserver-([a-z0-9]+?)(-held)?\.sqlite$")
 _CHAIN_PROBLEMS = 10
@@ -138,8 +138,22 @@ def check_role_dir(
 ) -> RoleReport:
     """Check one role's files in `data_dir`; never modifies them. `audit_key_file`: where
     the role's audit key is kept, if not beside its log; without `require_key` a key found
-    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart)."""
+    nowhere skips the chain's check instead of failing (a backup, whose key is kept apart).
+    Nothing is left beside its databases either (sqlite.py `left_as_found`)."""
     files = RoleFiles(Path(data_dir), role)
+    return left_as_found(
+        [files.held_db, files.audit_db],
+        lambda: _check(files, role, hash_files, audit_key_file, require_key),
+    )
+
+
+def _check(
+    files: RoleFiles,
+    role: str,
+    hash_files: bool,
+    audit_key_file: str | Path | None,
+    require_key: bool,
+) -> RoleReport:
     report = RoleReport(files.root, role)
     _check_private(files, report)
     rows = None
@@ -193,10 +207,7 @@ def _read_held(path: Path, report: RoleReport, *, whole: bool) -> list[Row] | No
                 return None
             layout = int(db.execute("PRAGMA user_version").fetchone()[0])
             if layout > LAYOUT:  # (its tables may not be the ones read below)
-                report.problems.append(
-                    f"{path}: held store layout {layout}, written by a newer blindmatch; this "
-                    f"one knows layout {LAYOUT} and older: check it with that blindmatch"
-                )
+                report.problems.append(f"{newer_held(path, layout)}: check it with that blindmatch")
                 return None
             for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
                 report.problems.append(f"{path}: {table} row {rowid} refers to a missing {parent}")

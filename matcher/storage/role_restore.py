@@ -38,8 +38,8 @@ from blindmatch.matcher.storage.audit_log import KEY_BYTES, read_entries
 from blindmatch.matcher.storage.backup import not_new, snapshot
 from blindmatch.matcher.storage.datadir import copy_private, fsync_path
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
-from blindmatch.matcher.storage.role_store import RoleStore
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.role_store import LAYOUT, RoleStore, newer_held
+from blindmatch.matcher.storage.sqlite import connect_read_only, newer_layout
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 
 
@@ -194,6 +194,12 @@ def restore_role_dir(
     if not source.held_db.is_file():
         raise RestoreRefused(
             f"--backup {backup}: not a backup of role {role} (no {source.held_db.name})"
+        )
+    newer = newer_layout(source.held_db, LAYOUT)
+    if newer is not None:  # (before anything is written: its tables may not be these)
+        raise RestoreRefused(
+            f"{newer_held(source.held_db, newer)}: restore it with that blindmatch (nothing "
+            "written)"
         )
     why = not_new(dest)
     if why == "already exists":

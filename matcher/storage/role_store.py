@@ -151,11 +151,18 @@ def refuse_newer(path: Path, folder: Path) -> None:
     found = newer_layout(path, LAYOUT)  # (not a database: the opening refuses it)
     if found is not None:
         raise StartupRefused(
-            f"{path}: held store layout {found}, written by a newer blindmatch; this one "
-            f"knows layout {LAYOUT} and older. The role will not start on it and has changed "
+            f"{newer_held(path, found)}. The role will not start on it and has changed "
             f"nothing: upgrade blindmatch, or move the store aside ({path.name} and the "
             f"folder {folder.name}/) and have every member upload again"
         )
+
+
+def newer_held(path: Path, found: int) -> str:
+    """What is said of a held store of layout `found`, newer than this blindmatch's."""
+    return (
+        f"{path}: held store layout {found}, written by a newer blindmatch; this one knows "
+        f"layout {LAYOUT} and older"
+    )
 
 
 @dataclass

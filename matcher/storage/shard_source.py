@@ -46,6 +46,7 @@ from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, INDEX_DB_NAME, DataDir, fsync_path
+from blindmatch.matcher.storage.integrity import newer_store_in
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
 from blindmatch.matcher.storage.sqlite import connect_read_only
 
@@ -61,6 +62,21 @@ class ShardRecords:
     encoding: Encoding
     refs: list[str]
     clks: bytes
+
+
+def refuse_newer_stores(data_dir: str | Path) -> None:
+    """`StartupRefused` where the data dir's store or index.sqlite is of a layout this
+    blindmatch does not know (a newer one wrote it: project_store.py and index_store.py
+    `LAYOUT`), before the look-up server reads or writes anything there (its look-up key)
+    or listens. One of a layout it knows is read as it is, one from before the marker (0)
+    too: a look-up server only reads, and never records a layout (the matcher does, at its
+    start)."""
+    newer = newer_store_in(DataDir(Path(data_dir)))
+    if newer is not None:
+        raise StartupRefused(
+            f"{newer}. The look-up server will not start on it and has changed nothing: "
+            "upgrade its blindmatch to the matcher's"
+        )
 
 
 def read_shards(

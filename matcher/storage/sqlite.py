@@ -25,6 +25,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
@@ -91,7 +92,7 @@ def layout_of(path: Path) -> int:
     through it."""
     wal = Path(f"{path}-wal")
     whole = not wal.exists() or wal.stat().st_size == 0
-    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro{'&immutable=1' if whole else ''}"
+    uri = _read_only_uri(path, immutable=whole)
     with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
         found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     return found or 1
@@ -134,9 +135,65 @@ def stamp_layout(conn: sqlite3.Connection, layout: int) -> None:
         conn.execute(f"PRAGMA user_version = {layout}")
 
 
+# The databases `left_as_found` found at rest, read as immutable by `connect_read_only`
+# (in the thread and context that called it only).
+_AT_REST: ContextVar[frozenset[str]] = ContextVar("blindmatch_at_rest", default=frozenset())
+
+
+def _read_only_uri(path: Path, *, immutable: bool) -> str:
+    return f"file:{urllib.parse.quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}"
+
+
 def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that never creates or changes the file (WAL readers still see commits)."""
-    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    """A connection that never creates or changes the file (WAL readers still see commits).
+    Within `left_as_found`, a database found at rest is read as immutable instead."""
+    uri = _read_only_uri(path, immutable=read_as_immutable(path))
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
+def read_as_immutable(path: Path) -> bool:
+    """Whether `connect_read_only` reads `path` as immutable here (`left_as_found` found it
+    at rest: no process has it open, so no writer is to be held off either)."""
+    return str(Path(path).absolute()) in _AT_REST.get()
+
+
+def _at_rest(path: Path) -> tuple[int, int, int] | None:
+    """A database no connection has open (no -wal, -shm or -journal beside it: its matcher
+    stopped, cleanly) as its file's identity, size and last change; None for one in use,
+    one a crash left a -wal or journal to, or none there."""
+    if any(Path(f"{path}{end}").exists() for end in ("-wal", "-shm", "-journal")):
+        return None
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def left_as_found(paths: Sequence[Path], read: Callable[[], T]) -> T:
+    """`read()`, whose `connect_read_only` connections leave the folder of the databases
+    `paths` as they found it. A database in WAL mode read even read-only gets a -wal and a
+    -shm made beside it (SQLite needs the shared-memory index; a read-only connection
+    cannot delete them again at its close). So one found at rest (`_at_rest`: a stopped
+    matcher's) is read as immutable, which makes neither, takes no lock and sees the file
+    as it is; one in use (a -wal and -shm beside it: a serving matcher's, or a crash's) is
+    read as any reader reads it, through its WAL (immutable would miss what the WAL holds,
+    and could read a page as a checkpoint writes it), and makes nothing new. Should one
+    read as immutable be opened or changed meanwhile (a matcher started during the read),
+    what was read may be torn: `read()` is done again, reading it as one in use."""
+    found = {str(p.absolute()): (p, state) for p in paths if (state := _at_rest(p)) is not None}
+    token = _AT_REST.set(_AT_REST.get() | frozenset(found))
+    try:
+        result: T = read()
+    except Exception:
+        if all(_at_rest(p) == state for p, state in found.values()):
+            raise
+    else:
+        if all(_at_rest(p) == state for p, state in found.values()):
+            return result
+    finally:
+        _AT_REST.reset(token)
+    return read()
 
 
 class Database:
