@@ -11,7 +11,6 @@ conversion would be turned down as unfit; the option's bad values refused."""
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +36,7 @@ from blindmatch.matcher.rpc.twoserver_standcache import kept_bytes
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests.support import PERSON_SCHEMA
 from tests.test_twoserver_blocks import RULE, THRESHOLD
+from tests.test_twoserver_kept_channels import key_files
 from tests.test_twoserver_standing import Roles, uploaded
 from tests.test_twoserver_standing import roles as roles  # the fixtures
 from tests.test_twoserver_standing import shares as shares
@@ -354,11 +354,7 @@ def test_serve_refuses_a_bad_watch_wait_and_hands_a_good_one_to_the_setup(
     """`--two-server-watch-wait-seconds`: negative, not a number, not finite: exit 2 naming
     the flag; without --two-server-s1/-s2 refused as the other two-server options are; a
     good one reaches the set-up (default WATCH_WAIT_SECONDS)."""
-    keys = []
-    for name in ("combiner.key", "members.key"):
-        keys.append(tmp_path / name)
-        keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
-        keys[-1].chmod(0o600)
+    keys = key_files(tmp_path)
     serve = ["serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"]
     two = ["--two-server-s1", f"127.0.0.1:{free_port()}", "--two-server-s2",
            f"127.0.0.1:{free_port()}", "--two-server-key-file", str(keys[0]),
