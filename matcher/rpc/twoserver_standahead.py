@@ -151,6 +151,8 @@ class Ahead:
                     conversions.learn(remote)
             except ValueError:  # a call on the matcher's channels closed under it (stopping)
                 pass
+            except Exception:  # (a bug: logged; the upload's reply must not fail for it)
+                log.exception("asking S1's and S2's bounds for %s's upload", name)
             finally:
                 remote.close()
         return conversions.unfit(records, bits)
