@@ -83,6 +83,12 @@ MAX_INDEX_CHANGE_BYTES = 256 * 1024**2  # references and CLKs one ChangeIndex st
 AUTH_FAILURES_PER_MINUTE = 60  # refused for their token, from one address, before the next
 # calls from it are refused unread (unless their token authenticated recently)
 INDEX_CHANGES_HELD = 4  # index changes being received at once may hold this many times that
+# How long a two-server watch's comparison waits for its partner's conversion ahead of the
+# queries before it goes by pairs (`serve --two-server-watch-wait-seconds`, watchcap;
+# realtime/twowait.py): 7 minutes, a lone conversion of the largest partner S1 compares
+# whole (1,040,000 records; 323 s wall at 1,000,000 beside a CI run, docs/performance.md)
+# with room; what it cuts is a wait behind conversions queued before it.
+WATCH_WAIT_SECONDS = 420.0
 
 
 class IndexPuts(Sequence[tuple[str, bytes]]):

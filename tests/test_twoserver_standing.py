@@ -31,7 +31,7 @@ from blindmatch.matcher.core import linkbit, partpath, ring64, standing, twoserv
 from blindmatch.matcher.core import standingquery as sq
 from blindmatch.matcher.core.margincircuit import plan
 from blindmatch.matcher.core.twoserver import FALLBACK, RECORD, Proposed
-from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.domain import WATCH_WAIT_SECONDS, Rule
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.rpc import twoserver_conversions
 from blindmatch.matcher.rpc import twoserver_holds as holds
@@ -152,16 +152,19 @@ def older_roles(monkeypatch: pytest.MonkeyPatch) -> None:
 @contextmanager
 def uploaded(tmp_path: Path, caps: tuple[int, ...] = (10**9, 10**9),
              most: dict[str, int] | None = None, ahead: bool = True,
+             watch_wait: float = WATCH_WAIT_SECONDS,
              ) -> Iterator[tuple[Any, Any, Any, Path]]:  # fmt: skip
     """A matcher with S1 and S2 (S1's exhaustive, small-member and query-whole `caps`; their
     `--standing-bytes` by role, `most`; its conversions ahead of queries off where not
-    `ahead`: `serve --no-two-server-convert-ahead`), project "ruled" (two-server) with north's and
+    `ahead`: `serve --no-two-server-convert-ahead`; `watch_wait`: `serve
+    --two-server-watch-wait-seconds`), project "ruled" (two-server) with north's and
     south's uploads of 42 records (the shipped schema, its rule): (the world, the project,
     south's export, the linkage secret's file)."""
     secret = tmp_path / "linkage.secret"
     secret.write_text(STRONG_SECRET + "\n")
     exports = write_exports(tmp_path, seed=5, size=120)
-    with twoserver_world.started(tmp_path, *caps, convert_ahead=ahead) as world:
+    with twoserver_world.started(tmp_path, *caps, convert_ahead=ahead,
+                                 watch_wait=watch_wait) as world:  # fmt: skip
         for role, bound in (most or {}).items():
             world.roles[role].service.standing.most = bound
         project = twoserver_world.create(world, "ruled", "two-server")

@@ -19,6 +19,7 @@ from benchmarks.messy import write_exports
 from blindmatch.cli.app import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.remote.client import MatcherClient
+from blindmatch.matcher.domain import WATCH_WAIT_SECONDS
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import RunningServer, create_server
@@ -80,10 +81,12 @@ def started(
     small_member: int | None = None,
     query_whole: int | None = None,
     convert_ahead: bool = True,
+    watch_wait: float = WATCH_WAIT_SECONDS,
 ) -> Iterator[World]:
     """The world, S1 started with these caps (create_role's; None: S1's defaults); the
     matcher's conversions ahead of queries off where not `convert_ahead` (`combiner_setup`'s,
-    `serve --no-two-server-convert-ahead`: a partner's first query starts its conversion)."""
+    `serve --no-two-server-convert-ahead`: a partner's first query starts its conversion);
+    `watch_wait`: `serve --two-server-watch-wait-seconds`."""
     key = secrets.token_urlsafe(16)
     # As operations.md deploys them: each role keeps its uploads in a data dir of its own.
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
@@ -92,7 +95,7 @@ def started(
                           small_member=small_member, query_whole=query_whole)  # fmt: skip
     roles = {"s1": s1_role, "s2": s2}
     setup = combiner_setup(f"127.0.0.1:{s1_role.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY,
-                           convert_ahead=convert_ahead)  # fmt: skip
+                           convert_ahead=convert_ahead, watch_wait=watch_wait)  # fmt: skip
     data_dir, clock = tmp_path / "matcher-data", Ahead()
     server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=2, two_server=setup,
                            clock=clock)  # fmt: skip

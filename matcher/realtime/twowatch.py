@@ -19,13 +19,14 @@ their window). Where C converts the upload ahead of the queries (realtime/twoahe
 one-record query against it would go standing), the comparison waits for that conversion,
 off the comparing thread (other uploads' comparisons and the upload's reply do not wait),
 and then goes standing, as a query does (watchstand: ~2.5x less CPU a pair than by pairs);
-by pairs where the conversion failed or was not started, and where the partner asks for its
-next upload's ticket first (`release`); the watches compared are those open as the upload
-completed (`_deferred`). When the watch ends (its stream closed, its token revoked, its
-member erased, its project expired, the matcher stopping: engine.py `unwatch`, `close`), S1
-and S2 are told to forget its records (`Forget` of `member@tag`); a matcher killed cannot,
-so the next one to start has them forget every query's and watch's records of its projects
-(twoforget.py).
+by pairs where the conversion failed, was not started or would be turned down as unfit,
+where the partner asks for its next upload's ticket first (`release`), and once the wait
+reaches `serve --two-server-watch-wait-seconds` (twowait.py); the watches compared are those
+open as the upload completed (`_deferred`). When the watch ends (its stream closed, its
+token revoked, its member erased, its project expired, the matcher stopping: engine.py
+`unwatch`, `close`), S1 and S2 are told to forget its records (`Forget` of `member@tag`);
+a matcher killed cannot, so the next one to start has them forget every query's and watch's
+records of its projects (twoforget.py).
 
 A comparison that cannot be made ends the watch rather than passing an upload over in
 silence: S1 or S2 down (UNAVAILABLE, naming it), S1's or S2's own query limit
@@ -57,6 +58,7 @@ from blindmatch.matcher.core.disclose import QueryDisclosure, effective_level
 from blindmatch.matcher.core.segment import Hits
 from blindmatch.matcher.domain import WATCH, Encoding, Project, QueryRecord
 from blindmatch.matcher.realtime import twoquery
+from blindmatch.matcher.realtime.twowait import Waits
 from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup, not_set_up
@@ -111,9 +113,7 @@ class TwoServerWatches:
         self._names: set[str] = set()  # the open watches' names at S1 and S2
         self.compared = 0  # uploads compared with watches (tests, the benchmark)
         self.stood = 0  # of which compared standing, once converted (`_deferred`)
-        # The comparisons waiting for their upload's conversion (`_deferred`), by upload id:
-        # (project, partner, the call that submits it, once).
-        self._waits: dict[str, tuple[str, str, Callable[[bool], None]]] = {}
+        self.waits = Waits()  # the comparisons waiting for their upload's conversion
         self.retried = 0  # comparisons asked again of a busy S1
         self._timers: set[threading.Timer] = set()  # busy retries waiting (`close` cancels)
         self._closed = False
@@ -201,36 +201,24 @@ class TwoServerWatches:
                   watches: list[Watch]) -> bool:  # fmt: skip
         """Whether the upload's comparison with `watches` (those open as it completed) waits
         for its conversion ahead of the queries (realtime/twoahead.py queued it: a one-record
-        query against it goes standing, rpc/twoserver_standahead.py `wanted`): compared
-        standing once C holds the conversion, by pairs where it failed, was not started, or
-        the partner asks for its next upload's ticket meanwhile (`release`: its shares then
-        replace this upload's at S1 and S2)."""
+        query against it goes standing, rpc/twoserver_standahead.py `wanted`, and it is fit):
+        compared standing once C holds the conversion, by pairs where it failed, was not
+        started, the cap passed, or the partner asks for its next upload's ticket meanwhile
+        (`release`: its shares then replace this upload's at S1 and S2): twowait.py."""
         part = self.store.two_server_part(upload_id)
-        if self.setup is None or not self.setup.converts_ahead or part is None:
+        if self.setup is None or part is None:
             return False
 
         def compare(standing: bool) -> None:
-            with self._lock:
-                if self._waits.pop(upload_id, None) is None:
-                    return  # (released already)
             self._submit(project, partner, upload_id, watches, standing=standing)
 
-        with self._lock:
-            self._waits[upload_id] = (project, partner, compare)
-        if self.setup.when_converted(part[0], compare):
-            return True
-        with self._lock:
-            del self._waits[upload_id]
-        return False
+        return self.waits.defer(self.setup, part[0], upload_id, project, partner, compare)
 
     def release(self, project: str, member: str) -> None:
         """`member` asked for its next upload's ticket: the comparisons of its uploads still
         waiting for their conversion go by pairs now, before that upload replaces them at
         S1 and S2."""
-        with self._lock:
-            waiting = [c for p, m, c in self._waits.values() if (p, m) == (project, member)]
-        for compare in waiting:
-            compare(False)
+        self.waits.release(project, member)
 
     def _submit(
         self, project: str, partner: str, upload_id: str, only: Collection[Watch] | None = None,
@@ -434,7 +422,7 @@ class TwoServerWatches:
         with self._lock:
             self._closed = True
             timers, self._timers = self._timers, set()
-            self._waits.clear()
+        self.waits.close()
         for timer in timers:
             timer.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)

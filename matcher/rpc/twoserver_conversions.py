@@ -130,6 +130,11 @@ class Conversions:
             self._learned = True
             self.whole = s1.query_whole_records if s1.HasField("query_whole_records") else None
 
+    def learned(self) -> bool:
+        """Whether S1 and S2 said their bounds (`learn`)."""
+        with self._lock:
+            return self._learned
+
     def unfit(self, records: int, widths: tuple[int, ...]) -> str:
         """Why a partner of `records` records and CLK `widths` is converted by no standing
         conversion started ahead of its queries, by S1's and S2's bounds as they said them

@@ -4,6 +4,7 @@ key, and the members' key that signs the upload tickets (usecases/tworuns.py).""
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from blindmatch.matcher import errors
-from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.domain import WATCH_WAIT_SECONDS, Rule
 from blindmatch.matcher.rpc.twoserver_channel import (
     KeptChannels,
     Stopping,
@@ -123,17 +124,22 @@ def combiner_setup(
     member_key: str,
     credentials: grpc.ChannelCredentials | None = None,
     convert_ahead: bool = True,
+    watch_wait: float = WATCH_WAIT_SECONDS,
 ) -> TwoServerSetup:
     """The matcher's two-server set-up: `key` the combiner's (S1 and S2 admit its Propose,
     Evaluate, Prepare, Collect and Forget), `member_key` the members' key S1 and S2 were started
     with (the key itself: it signs tickets), over TLS with `credentials`; `convert_ahead` False
-    (`serve --no-two-server-convert-ahead`): no partner converted ahead of its queries."""
+    (`serve --no-two-server-convert-ahead`): no partner converted ahead of its queries;
+    `watch_wait`: the longest a watch's comparison waits for such a conversion
+    (`serve --two-server-watch-wait-seconds`; 0: it never does)."""
     if not s1 or not s2 or s1 == s2:
         raise ValueError("S1 and S2: two addresses")
     if not key or key.startswith(DIGEST) or not member_key or member_key.startswith(DIGEST):
         raise ValueError("the combiner's key and the members' key: the keys, not digests")
     if key == member_key:
         raise ValueError("the combiner's key and the members' key: two different keys")
+    if not 0 <= watch_wait < math.inf:
+        raise ValueError(f"a watch's wait: {watch_wait}: 0 or more seconds")
 
     # One channel to each of S1 and S2 for the matcher's life, shared by its runs' and
     # queries' calls (gRPC channels multiplex concurrent calls, and reconnect themselves):
@@ -186,7 +192,8 @@ def combiner_setup(
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
                           queue_ahead, converts_ahead=convert_ahead, disconnect=kept.close,
-                          connect=kept.open, when_converted=ahead.when_made)  # fmt: skip
+                          connect=kept.open, when_converted=ahead.when_made,
+                          watch_wait=watch_wait)  # fmt: skip
 
 
 __all__ = ["Stopping", "combiner_setup", "forget_at", "reachable"]

@@ -5,7 +5,9 @@ alone and its later pieces put in the background (realtime/twoahead.py queues th
 False, from `combiner_setup`'s `convert_ahead`, `serve --no-two-server-convert-ahead`: none
 is); `wanted`, whether a query's part against a partner would go standing; `when_made`,
 a caller told once a queued partner's conversion ended (watchstand: realtime/twowatch.py's
-comparison of the upload with the watches waits for it). The rules:
+comparison of the upload with the watches waits for it), where it is fit (watchcap:
+`_unfit`, what C can tell before any deal, so that no watch waits for a conversion that
+would be turned down). The rules:
 rpc/twoserver_standing.py; the wire: docs/protocol.md "A conversion started ahead of its
 queries".
 """
@@ -74,38 +76,86 @@ class Ahead:
         self._cond = threading.Condition()
         self._working = False
         self._epoch = 0  # `close`: what was queued before it is not started
-        self._current = ""  # the partner being worked on (its name at S1 and S2)
+        self._current: Partner | None = None  # the partner being worked on
         # `when_made`'s callers, by the partner's name at S1 and S2 (one upload's)
         self._waiting: dict[str, list[Callable[[bool], None]]] = {}
         self.started = self.refused = self.failed = self.declined = self.skipped = 0
 
     def convert(self, partner: Partner) -> None:
         """Queue `partner` (where `wanted` and the switch is `on`), in place of the same
-        member's queued upload."""
+        member's queued upload; not where it is unfit by what C knows already (`_unfit`:
+        skipped, logged, as the worker would)."""
         if not self.on or not wanted(partner.records, partner.bits, partner.rule):
             return
+        unfit = self._unfit(partner)
         with self._cond:
             member = partner_of(partner.name)  # (its newer upload in place of a queued one)
             replaced = [p.name for p in self._queue if partner_of(p.name) == member]
             self._queue = deque(p for p in self._queue if partner_of(p.name) != member)
-            self._queue.append(partner)
-            if not self._working:
+            self.skipped += bool(unfit)
+            if not unfit:
+                self._queue.append(partner)
+            if not unfit and not self._working:
                 self._working = True
                 threading.Thread(target=self._work, name="standing-ahead", daemon=True).start()
+        if unfit:
+            log.info("%s's upload not converted ahead of its queries: %s", partner.name, unfit)
         for name in replaced:
             self._made_or_not(name, False)
 
     def when_made(self, name: str, then: Callable[[bool], None]) -> bool:
         """Whether the partner `name` (its upload's name at S1 and S2) is queued or being
-        converted: if so, `then(held)` is called once its conversion ended (`held`: C holds
-        it, so a query against it goes standing; False where it failed, was not started,
-        its upload was replaced in the queue, or the matcher stops), on the worker's
-        thread (or `convert`'s, `close`'s: it must not wait on a conversion)."""
+        converted and fit (`_unfit`, S1's and S2's bounds asked first where C knows none
+        yet: one `Holds` each, HOLDS_SECONDS at most; an unfit one is taken off the queue):
+        if so, `then(held)` is called once its conversion ended (`held`: C holds it, so a
+        query against it goes standing; False where it failed, was not started, its upload
+        was replaced in the queue, or the matcher stops), on the worker's thread (or
+        `convert`'s, `close`'s: it must not wait on a conversion)."""
         with self._cond:
-            if name != self._current and all(p.name != name for p in self._queue):
+            partner = self._queued(name)
+        if partner is None:
+            return False
+        unfit = self._unfit(partner, ask=True)
+        with self._cond:
+            if unfit and partner in self._queue:  # (not the one being made: it ends itself)
+                self._queue.remove(partner)
+                self.skipped += 1
+                log.info("%s's upload not converted ahead of its queries: %s", name, unfit)
+            if unfit or self._queued(name) is None:
                 return False
             self._waiting.setdefault(name, []).append(then)
             return True
+
+    def _queued(self, name: str) -> Partner | None:
+        """The partner `name`, queued or being converted (under `_cond`)."""
+        if self._current is not None and self._current.name == name:
+            return self._current
+        return next((p for p in self._queue if p.name == name), None)
+
+    def _unfit(self, partner: Partner, ask: bool = False) -> str:
+        """Why `partner`'s conversion would be turned down before anything is dealt, by what
+        C can tell: a rule the margin does not fit, S1's and S2's bounds (`Conversions.unfit`:
+        over S1's `query_whole_records`, `--query-whole-pairs`; over their least
+        `--standing-bytes`), asked first where `ask` and C knows none yet; "" where it may
+        be converted (S1 may still refuse it, or find no room beside others)."""
+        name, records, bits, rule = partner.name, partner.records, partner.bits, partner.rule
+        try:
+            margincircuit.plan(bits[0], bits[1], _cutoffs(partner), rule)
+        except ValueError as exc:
+            return f"the rule's margin does not fit ({exc}): its parts go by pairs"
+        conversions = self._conversions()
+        if ask and not conversions.learned():
+            remote = self._servers([name], [records], list(bits))
+            try:
+                if not remote.stopped():
+                    conversions.learn(remote)
+            except ValueError:  # a call on the matcher's channels closed under it (stopping)
+                pass
+            except Exception:  # (a bug: logged; the upload's reply must not fail for it)
+                log.exception("asking S1's and S2's bounds for %s's upload", name)
+            finally:
+                remote.close()
+        return conversions.unfit(records, bits)
 
     def _made_or_not(self, name: str, held: bool) -> None:
         """`when_made`'s callers of partner `name` told whether C holds its conversion."""
@@ -125,7 +175,7 @@ class Ahead:
                     self._cond.notify_all()
                     return
                 partner, epoch = self._queue.popleft(), self._epoch
-                self._current = partner.name
+                self._current = partner
             held = False
             try:
                 held = self._start(partner, epoch)
@@ -133,7 +183,7 @@ class Ahead:
                 log.exception("converting %s's upload ahead of its queries: %s", partner.name, exc)
             finally:
                 with self._cond:
-                    self._current = ""
+                    self._current = None
                 self._made_or_not(partner.name, held)
 
     def _start(self, partner: Partner, epoch: int) -> bool:
@@ -144,7 +194,7 @@ class Ahead:
         for (one conversion at a time: the next waits for it anyway), so that `when_made`'s
         callers are told whether C holds it."""
         name, records, bits, rule = partner.name, partner.records, partner.bits, partner.rule
-        cutoffs = Combiner(None, partner.threshold, clks=2, rule=rule).cutoffs
+        cutoffs = _cutoffs(partner)
         try:
             plan = margincircuit.plan(bits[0], bits[1], cutoffs, rule)
         except ValueError:  # (a rule the margin does not fit: its parts go by pairs)
@@ -231,6 +281,10 @@ class Ahead:
             self._epoch += 1
         for name in dropped:
             self._made_or_not(name, False)
+
+
+def _cutoffs(partner: Partner) -> tuple[float, ...]:
+    return Combiner(None, partner.threshold, clks=2, rule=partner.rule).cutoffs
 
 
 def _settled(conversions: Conversions) -> Conversions:

@@ -32,7 +32,7 @@ from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.outcomes import Earlier
 from blindmatch.matcher.core.runjournal import Forwarding
 from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
-from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, Rule, Upload
+from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, WATCH_WAIT_SECONDS, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.twobatches import (
@@ -112,6 +112,8 @@ class TwoServerSetup:
     # the callback is told, once, whether C holds its conversion as it ended (`Ahead.when_made`;
     # realtime/twowatch.py's comparison of the upload with the watches waits for it).
     when_converted: Callable[[str, Callable[[bool], None]], bool] = lambda *_: False
+    # The longest that comparison waits before it goes by pairs (0: never waits).
+    watch_wait: float = WATCH_WAIT_SECONDS
 
 
 def not_set_up(what: str) -> FailedPrecondition:
