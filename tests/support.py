@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -36,6 +35,7 @@ from blindmatch.matcher.core.index import MemberIndex, as_words
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.portheld import port_held as port_held
 
 ROOT = Path(__file__).resolve().parent.parent
 # The default: record-level CLK plus a fallback CLK without the date of birth (issue 21).
@@ -463,48 +463,3 @@ def low_change_limit(tmp_path: Path) -> Iterator[tuple[str, str, Encoded]]:
         yield target, token, folder
     finally:
         server.stop(grace=None)
-
-
-@contextmanager
-def port_held(port: int, seconds: float = 10.0) -> Iterator[None]:
-    """Port `port` on loopback kept from every other process while the test's server on it
-    is down, so that no other server's bind to port 0 (a parallel test worker's) is given it
-    meanwhile (one was: the test's client then reached that server, "Method not found"). A
-    socket listens there and resets each connection at once, as a port with nothing on it
-    refuses it: the client backs off and tries again, as against a stopped server. Bound once
-    the stopped server's socket is gone (`seconds` at most); released as the block ends, for
-    the server started again there."""
-    held = socket.socket()
-    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # (its connections' TIME_WAIT)
-    end = time.monotonic() + seconds
-    done = threading.Event()
-
-    def refuse() -> None:
-        while not done.is_set():
-            try:
-                conn, _ = held.accept()
-            except OSError:  # (the timeout; or closed)
-                continue
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
-            conn.close()  # a reset, not an answer
-
-    try:
-        while True:
-            try:
-                held.bind(("127.0.0.1", port))
-                break
-            except OSError:
-                if time.monotonic() >= end:
-                    raise
-                time.sleep(0.02)
-        held.listen(16)
-        held.settimeout(0.05)
-        refuser = threading.Thread(target=refuse, daemon=True)
-        refuser.start()
-        try:
-            yield
-        finally:
-            done.set()
-            refuser.join(10)
-    finally:
-        held.close()

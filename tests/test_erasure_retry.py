@@ -33,6 +33,7 @@ from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure_retry import RETRIED
+from tests.portheld import HeldPorts
 from tests.support import (
     ADMIN_TOKEN,
     QUICK_RETRIES,
@@ -69,13 +70,14 @@ def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
     server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, two_server=setup,
                            retry_waits=QUICK_RETRIES)  # fmt: skip
     target = f"127.0.0.1:{server.port}"
+    down = HeldPorts()  # (S2's port no other's while it is down: tests/portheld.py)
     try:
         with MatcherClient(target, ADMIN_TOKEN) as op:
             tokens = op.create_project("shares", ["north", "west"], mode="two-server").tokens
         for name in ("north", "west"):
             assert main(["upload", str(encoded[name]), "--project", "shares",
                          "--server", target, "--token", tokens[name]]) == 0  # fmt: skip
-        s2.stop(grace=None)  # down: the erasure cannot reach it
+        down.stop(s2.port, lambda: s2.stop(grace=None))  # down: the erasure cannot reach it
         capsys.readouterr()
         assert main(["erase", "--project", "shares", "--server", target,
                      "--token", tokens["west"], "--yes"]) == 4  # fmt: skip
@@ -89,6 +91,7 @@ def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
         (finding,) = [p for p in check_data_dir(data_dir).problems if "shares/west" in p]
         assert "S1 and S2 may still hold its shares" in finding
 
+        down.release(s2.port)
         s2 = start_s2(s2_address)  # back, with its data dir: it still holds west's shares
         assert sorted(m.split("/")[1] for m in s2.service.held if m.startswith("shares/")) == [
             "north", "west"]  # fmt: skip
@@ -100,6 +103,7 @@ def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
             "north"]  # fmt: skip
         assert server.erasures is not None and server.erasures.pending == []
     finally:
+        down.close()
         server.stop(grace=None)
         s1.stop(grace=None)
         s2.stop(grace=None)

@@ -31,6 +31,7 @@ from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.usecases.erasure import FOUND_IN_LOG_RETRIED
+from tests.portheld import HeldPorts, stopped_held
 from tests.support import ADMIN_TOKEN, QUICK_RETRIES, db_rows, short_check_grace
 from tests.test_twoserver_project import MEMBER_KEY, encoded
 
@@ -99,7 +100,7 @@ def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_
     finally:
         server.stop(grace=None)
     try:
-        roles["s2"].stop(grace=None)  # down when the matcher starts
+        world.s2_down()  # down when the matcher starts
         server = serve()
         try:
             assert held("s1") == ["north"]  # S1 forgot at the start
@@ -113,6 +114,7 @@ def test_a_start_that_cannot_reach_s2_keeps_the_erasure_and_asks_s2_again_while_
         assert len(completed) == 1 and completed[0]["twoserver"] == {"S2": "dropped 1"}
         assert check_data_dir(data_dir).problems == []
     finally:
+        world.down.close()
         for role in roles.values():
             role.stop(grace=None)
 
@@ -140,7 +142,7 @@ def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retrie
         db.commit()
     assert any("from before erasure intents" in p for p in check_data_dir(data_dir).problems)
     try:
-        roles["s2"].stop(grace=None)  # down when the matcher starts
+        world.s2_down()  # down when the matcher starts
         server = serve()
         try:
             assert held("s1") == ["north"]  # S1 forgot at the start
@@ -160,6 +162,7 @@ def test_an_old_code_erasure_found_while_s2_is_down_gets_an_intent_and_is_retrie
         serve().stop(grace=None)  # a later start finds nothing more to do
         assert len(completed_entries(data_dir)) == 1
     finally:
+        world.down.close()
         for role in roles.values():
             role.stop(grace=None)
 
@@ -176,6 +179,12 @@ class Shares:
                          data_dir=tmp_path / "s1-data")  # fmt: skip
         self.roles = {"s1": s1, "s2": s2}
         self.data_dir = tmp_path / "matcher-data"
+        self.down = HeldPorts()  # S2's port while it is down (`s2_down`): tests/portheld.py
+
+    def s2_down(self) -> None:
+        """S2 stopped, its port no other's until it starts again."""
+        s2 = self.roles["s2"]
+        self.down.stop(s2.port, lambda: s2.stop(grace=None))
 
     def start_s2(self, address: str = "127.0.0.1:0") -> RunningRole:
         return create_role("s2", address, self.key, MEMBER_KEY, data_dir=self.tmp / "s2-data")
@@ -204,6 +213,7 @@ class Shares:
     def s2_back_and_asked_again(self, server: RunningServer) -> None:
         """S2 started again on its address, still holding west's shares, until the running
         matcher asks it again and it forgets them."""
+        self.down.release(int(self.s2_address.rsplit(":", 1)[1]))
         self.roles["s2"] = self.start_s2(self.s2_address)
         assert self.held("s2") == ["north", "west"]
         deadline = time.monotonic() + 60
@@ -257,12 +267,14 @@ def test_a_start_asks_s1_and_s2_for_every_erasure_cut_short_at_once(
         for name in names:  # the erasure's transaction, and no more
             server.store.erase_member("shares", name)
         server.stop(grace=None)
-        s2.stop(grace=None)
+        with stopped_held(s2.port, lambda: s2.stop(grace=None)):
+            pass  # (its port no other's until the hung S2 takes it: tests/portheld.py)
         hang = Hung(s2.port)
         server = serve()
         assert hang.first_together(names)  # all asked at once (before: one after the other)
         assert len(server.store.cut_short_erasures()) == len(names)  # S2 did not answer
-        hang.close()
+        with stopped_held(s2.port, hang.close):
+            pass  # (nor until S2 is back there)
         hang = None
         s2 = create_role("s2", s2_address, key, member_key, data_dir=tmp_path / "s2-data")
         deadline = time.monotonic() + 90

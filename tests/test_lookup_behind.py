@@ -401,6 +401,7 @@ def test_a_server_restarted_and_reading_its_shards_is_answered_from_the_matchers
     sharded.stop_lookup(1)
     entered, release = hold_reads(sharded, monkeypatch)
     try:
+        sharded.release(1)
         server = create_lookup_server(sharded.addresses[1], sharded.data_dir, 1, 2)
         sharded.lookups[1] = server
         assert entered.wait(60), "the restarted server did not start reading"

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -47,6 +47,7 @@ from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_epoch, lookup_key
+from tests.portheld import HeldPorts
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -81,6 +82,8 @@ class Cluster:
     lookups: list[RunningLookupServer | None]
     matcher: Matcher | None = None
     loaded: bool = False  # servers without a data dir, loaded by the matcher
+    # a stopped look-up server's port, no other's until it starts again (tests/portheld.py)
+    held: HeldPorts = field(default_factory=HeldPorts)
 
     def start_matcher(self, *, sharded: bool = True) -> Matcher:
         server = create_server(
@@ -94,6 +97,7 @@ class Cluster:
         return self.matcher
 
     def start_lookup(self, i: int) -> RunningLookupServer:
+        self.release(i)
         if self.loaded:  # on another machine: only the matcher's look-up key, copied
             key = lookup_key(self.data_dir)
             server = create_lookup_server(self.addresses[i], None, i, len(self.addresses), key=key)
@@ -107,8 +111,12 @@ class Cluster:
     def stop_lookup(self, i: int) -> None:
         server = self.lookups[i]
         assert server is not None
-        server.stop(grace=None)
+        self.held.stop(server.port, lambda: server.stop(grace=None))
         self.lookups[i] = None
+
+    def release(self, i: int) -> None:
+        """Server `i`'s port let go (held since `stop_lookup`), for a server started there."""
+        self.held.release(int(self.addresses[i].rsplit(":", 1)[1]))
 
     def stop(self) -> None:
         if self.matcher is not None:
@@ -117,6 +125,7 @@ class Cluster:
         for i, server in enumerate(self.lookups):
             if server is not None:
                 self.stop_lookup(i)
+        self.held.close()
 
 
 def start_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loaded: bool) -> Cluster:
@@ -346,6 +355,7 @@ def test_a_stopped_look_up_server_is_an_error_naming_it_not_no_match(
     monkeypatch.setattr(lookup_wire, "SEARCH_SECONDS", 0.5)
     monkeypatch.setattr(lookup_wire, "BACKOFF_SECONDS", 600.0)  # (no probe meanwhile)
     sharded.stop_lookup(1)
+    sharded.release(1)
     hole = Hung(int(sharded.addresses[1].rsplit(":", 1)[1]))
     try:
         assert answers(query(sharded.matcher, tokens["north"], asked)) == before
@@ -907,6 +917,7 @@ def test_a_look_up_server_in_the_wrong_place_is_refused(
     tokens = project_of(sharded.matcher).tokens
     put(sharded.matcher, tokens["south"], "south", clks[1], range(100))
     sharded.stop_lookup(1)
+    sharded.release(1)
     sharded.lookups[1] = create_lookup_server(
         sharded.addresses[1], sharded.data_dir, 0, 2, wait=True
     )

@@ -27,6 +27,7 @@ from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from blindmatch.protos.wire import UNASKED_METADATA
+from tests.portheld import stopped_held
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -351,7 +352,8 @@ def test_a_session_asking_as_the_matcher_stops_asks_again_once_it_is_back(
             until = time.monotonic() + 60
             while len(answered_) < 5 and not failed and time.monotonic() < until:
                 time.sleep(0.01)
-            server.stop(grace=5)
+            with stopped_held(server.port, lambda: server.stop(grace=5)):
+                pass  # (its port no other's until the restart: tests/portheld.py)
             again = create_server(target, tmp_path / "data", ADMIN_TOKEN)
             try:
                 before = len(answered_)

@@ -31,6 +31,7 @@ from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import support
+from tests.portheld import HeldPorts
 from tests.support import ADMIN_TOKEN, Matcher, free_port
 
 QUICK = RetryPolicy(attempts=8, initial_delay=0.05, max_delay=0.5)
@@ -195,10 +196,12 @@ def test_the_client_retries_until_the_matcher_is_back(
     port = server.port  # the restart below comes back on it (a stop-to-restart gap, 0.4 s)
     with MatcherClient(f"127.0.0.1:{port}", ADMIN_TOKEN) as op:
         tokens = op.create_project("trial", ["north", "south"]).tokens
-    server.stop(grace=None)  # the matcher goes away ...
+    down = HeldPorts()  # (its port no other's meanwhile: tests/portheld.py)
+    down.stop(port, lambda: server.stop(grace=None))  # the matcher goes away ...
 
     def come_back() -> None:
         time.sleep(0.4)
+        down.release(port)
         nonlocal server
         server = create_server(f"127.0.0.1:{port}", tmp_path / "data", ADMIN_TOKEN)
 
@@ -216,6 +219,7 @@ def test_the_client_retries_until_the_matcher_is_back(
         assert "retrying upload (attempt 2)" in capsys.readouterr().err  # the bar says so
     finally:
         restarter.join()
+        down.close()
         server.stop(grace=None)
 
 

@@ -29,6 +29,7 @@ from blindmatch.matcher.realtime.watches import Watch, Watches
 from blindmatch.matcher.rpc.status import answered, rpc_errors
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.portheld import stopped_held
 from tests.support import ADMIN_TOKEN, Matcher, Org, encode
 
 STOPPING_RUN = "the matcher is stopping; the run watch is ended (a run not finished by then "
@@ -81,7 +82,8 @@ def test_blindmatch_run_says_the_matcher_is_stopping_and_goes_on_once_it_is_back
     running = threading.Thread(target=lambda: code.append(main(args)), daemon=True)
     running.start()
     until(lambda: run_watches(matcher) == 1)
-    matcher.server.stop(grace=5)
+    with stopped_held(matcher.server.port, lambda: matcher.server.stop(grace=5)):
+        pass  # (its port no other's until the restart: tests/portheld.py)
     again = create_server(matcher.target, matcher.data_dir, ADMIN_TOKEN, workers=2)
     try:
         running.join(60)

@@ -178,7 +178,10 @@ class Down:
             # named before the stop: the run can fail, and its CLI return, while
             # `server.stop` is still being called on this thread
             self.world.stopped = self.role
-            self.stopped = self.world.roles[self.role].server.stop(None)  # none answered
+            running = self.world.roles[self.role]
+            stopped = running.server.stop(None)  # none answered
+            self.world.held.hold(running.port)  # no other's until `restart` (tests/portheld.py)
+            self.stopped = stopped  # (once held: `restart` lets it go)
             raise RuntimeError(f"{self.role} went down during the rounds")
         self.close(party, other)
 

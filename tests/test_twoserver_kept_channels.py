@@ -20,11 +20,14 @@ import grpc
 import pytest
 
 from benchmarks.ports import free_port
+from blindmatch.matcher import errors
 from blindmatch.matcher.rpc import twoserver_peers, twoserver_project
+from blindmatch.matcher.rpc.twoserver_channel import KeptChannels
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import test_twoserver_unreached as unreached
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_connected import failed_threads as failed_threads  # the fixture
@@ -250,3 +253,41 @@ def test_remote_servers_own_channel_closed_just_after_a_batchs_connection_wait_f
     assert failed.evaluated is True and "S1 (" in str(failed)  # (S1 refused it)
     assert not s1._connectivity_state.polling  # (closed once unwatched: nothing more can fail)
     assert failed_threads == []
+
+
+def test_a_call_on_a_channel_the_matchers_stop_closed_is_unavailable_and_never_sent() -> None:
+    """rpc/twoserver_peers.py `call_party` over the matcher's kept channel to S2, once the
+    matcher's stop closed it (`KeptChannels.close`): gRPC refuses the call with a ValueError
+    ("Cannot invoke RPC on closed channel!"), said as S2 not reached, the call never sent (a
+    batch's counts as unsent: rpc/twoserver_client.py `evaluate_part`); before, the
+    ValueError went up as an internal error. Any other ValueError still goes up as it was."""
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    kept = KeptChannels(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", None)
+    metadata = (("authorization", f"Bearer {key}"),)
+    try:
+        # (its methods registered while the channel is open: KeptChannels' note on gRPC 1.85)
+        stub = pb_grpc.TwoServerSharesStub(kept.pair()[1])
+
+        def holds() -> pb.HoldsReply:
+            return twoserver_peers.call_party("S2", stub.Holds, pb.HoldsRequest(names=[UPLOAD]),
+                                              metadata=metadata, timeout=30)  # fmt: skip
+
+        assert list(holds().held) == [False]  # the channel open: S2 answers
+        kept.close()  # the matcher's stop
+        with pytest.raises(errors.Unavailable) as refused:
+            holds()
+        assert isinstance(refused.value, twoserver_project.Stopping)
+        assert refused.value.sent is False
+        assert str(refused.value).startswith("S2 was not sent the call: the matcher is stopping")
+
+        def fault() -> None:
+            raise ValueError("a fault of ours")
+
+        with pytest.raises(ValueError, match="a fault of ours"):
+            twoserver_peers.call_party("S2", fault)
+    finally:
+        kept.close()
+        s1.stop(grace=None)
+        s2.stop(grace=None)

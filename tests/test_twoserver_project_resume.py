@@ -31,6 +31,7 @@ from blindmatch.matcher.core.twoserver import Proposed
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
+from tests.portheld import HeldPorts
 from tests.support import ADMIN_TOKEN, db_rows
 from tests.test_twoserver_project import (
     MEMBER_KEY,
@@ -186,6 +187,8 @@ class Resumable(World):
     crashed: threading.Event = dataclasses.field(default_factory=threading.Event)
     down: threading.Event = dataclasses.field(default_factory=_set_event)  # no stop under way
     setup: Any = None  # the matcher's TwoServerSetup (`Cutting`), for `restart_matcher`
+    # a stopped role's port, no other's until `restart` (tests/portheld.py)
+    held: HeldPorts = dataclasses.field(default_factory=HeldPorts)
 
     def restart_matcher(self) -> None:
         """The matcher stopped and started again on its data dir (a new port)."""
@@ -198,13 +201,15 @@ class Resumable(World):
         # return, while the stop is still being called on the run's thread
         self.down.clear()
         self.stopped = role
-        self.roles[role].stop(grace=None)
+        running = self.roles[role]
+        self.held.stop(running.port, lambda: running.stop(grace=None))
         self.down.set()
 
     def restart(self) -> None:
         assert self.down.wait(30), f"{self.stopped} was never stopped"
         role, port = self.stopped, self.roles[self.stopped].port
         peer = {"s2": f"127.0.0.1:{self.roles['s2'].port}"} if role == "s1" else {}
+        self.held.release(port)
         self.roles[role] = create_role(role, f"127.0.0.1:{port}", self.key, MEMBER_KEY,
                                        data_dir=self.folder / f"{role}-data",
                                        **peer)  # fmt: skip
@@ -231,6 +236,7 @@ def world(tmp_path: Path) -> Iterator[Resumable]:
         yield world
     finally:
         server.stop(grace=None)
+        world.held.close()
         for role in world.roles.values():
             role.stop(grace=None)
 

@@ -37,6 +37,7 @@ from blindmatch.matcher.rpc.twoserver_queries import RoleQueries
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
+from tests.portheld import stopped_held
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_project import MEMBER_KEY, SCHEMA, Ahead, World
 from tests.test_twoserver_query import held_by, members, person_csv, query  # noqa: F401
@@ -210,7 +211,8 @@ def test_the_role_refuses_the_query_beyond_its_own_limit_though_the_matcher_allo
     # Restarted on its data dir (same address), the role still counts north's two.
     old = world.roles[role]
     address = f"127.0.0.1:{old.port}"
-    old.stop(grace=None)
+    with stopped_held(old.port, lambda: old.stop(grace=None)):
+        pass  # (its port no other's until the restart: tests/portheld.py)
     extra = {"s2": f"127.0.0.1:{world.roles['s2'].port}"} if role == "s1" else {}
     for attempt in range(50):  # the port may take a moment to be free again
         try:

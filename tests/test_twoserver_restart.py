@@ -16,6 +16,8 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -38,6 +40,7 @@ from blindmatch.matcher.storage.role_store import RoleStore
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.portheld import stopped_held
 from tests.support import ADMIN_TOKEN, MESSY_SECRET, auth
 from tests.test_twoserver_project import MEMBER_KEY as PROJECT_MEMBER_KEY
 from tests.test_twoserver_project import NAMES as PROJECT_NAMES
@@ -358,8 +361,9 @@ def test_a_two_server_project_runs_after_s1_and_s2_restart_with_the_clk_projects
                              token=two.tokens[name]) == 0  # fmt: skip
 
         def restart() -> None:
-            for running in world.roles.values():
-                running.stop(grace=None)
+            with ExitStack() as down:  # (their ports no other's meanwhile: tests/portheld.py)
+                for running in world.roles.values():
+                    down.enter_context(stopped_held(running.port, partial(running.stop, None)))
             world.roles = _serve(tmp_path, key, ports)
 
         restart()

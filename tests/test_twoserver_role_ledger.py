@@ -40,6 +40,7 @@ from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
 from blindmatch.matcher.server import create_server
+from tests.portheld import HeldPorts
 from tests.support import ADMIN_TOKEN, QUICK_RETRIES
 from tests.test_rowledger_restart import NAMES, RECORDS, THRESHOLD, Roles, roles  # noqa: F401
 from tests.test_twoserver_project import SCHEMA, World, create, world  # noqa: F401
@@ -215,8 +216,10 @@ def test_a_matcher_started_while_s1_is_down_has_s2_forget_what_was_left_and_asks
                 c.upload(t.name, upload)
     assert len([n for n in world.roles["s2"].service.held if "@" in n]) == 2
     world.server.stop(grace=None)
-    s1_address = f"127.0.0.1:{world.roles['s1'].port}"
-    world.roles["s1"].stop(grace=None)  # down (its records, in memory only, gone with it)
+    s1 = world.roles["s1"]
+    s1_address = f"127.0.0.1:{s1.port}"
+    down = HeldPorts()  # (its port no other's while it is down: tests/portheld.py)
+    down.stop(s1.port, lambda: s1.stop(grace=None))  # down (its records, in memory only, gone)
     caplog.set_level(logging.INFO, "blindmatch.matcher.realtime")
     again = create_server("127.0.0.1:0", world.data_dir, ADMIN_TOKEN, workers=2,
                           two_server=world.server.runs.two_server, clock=world.clock,
@@ -238,6 +241,7 @@ def test_a_matcher_started_while_s1_is_down_has_s2_forget_what_was_left_and_asks
         ):
             ticket(north, "shares", query=True)
         # S1 back, at its address: asked again (a query ticket asks it at once, too).
+        down.release(s1.port)
         world.roles["s1"] = start_again(world, "s1", s1_address)
         with MatcherClient(f"127.0.0.1:{again.port}", tokens["shares"].tokens["north"]) as north:
             until(lambda: "shares" not in left.pending["S1"] or can_ask(north, "shares"))
@@ -247,6 +251,7 @@ def test_a_matcher_started_while_s1_is_down_has_s2_forget_what_was_left_and_asks
         assert left.attempts["S1"] > 1
     finally:
         again.stop(grace=None)
+        down.close()
 
 
 def start_again(world: World, role: str, address: str) -> RunningRole:  # noqa: F811

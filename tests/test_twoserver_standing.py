@@ -43,6 +43,7 @@ from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import twoserver_world
+from tests.portheld import stopped_held
 from tests.support import MESSY_SECRET, PERSON_SCHEMA, STRONG_SECRET
 from tests.test_standing import _wrong_dabit
 from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, THRESHOLD, entries
@@ -82,9 +83,9 @@ class Roles:
                                          **s2)  # type: ignore[arg-type]  # fmt: skip
 
     def restart(self, role: str) -> None:
-        port = self.running[role].port
-        self.running[role].stop(grace=None)
-        self.running[role].service.close()
+        port, running = self.running[role].port, self.running[role]
+        with stopped_held(port, lambda: running.stop(grace=None)):
+            running.service.close()  # (its port no other's meanwhile: tests/portheld.py)
         self.start(role, port)
 
     def upload(self, name: str, up: client.SharedUpload) -> None:

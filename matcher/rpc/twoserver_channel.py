@@ -66,6 +66,17 @@ def close_unwatched(c: grpc.Channel, seconds: float = POLLED_SECONDS) -> None:
         time.sleep(0.02)
 
 
+# What gRPC (1.85) raises, a ValueError, for a call made on a closed channel (the matcher's
+# kept ones after its stop): the call was never sent.
+CLOSED_CHANNEL = "Cannot invoke RPC on closed channel!"
+
+
+def closed_channel(exc: BaseException) -> bool:
+    """Whether `exc` is gRPC's refusal of a call on a closed channel (`CLOSED_CHANNEL`, that
+    ValueError alone: any other is a fault of ours, not the channel's)."""
+    return type(exc) is ValueError and str(exc) == CLOSED_CHANNEL
+
+
 class Stopping(errors.Unavailable):
     """A wait on a kept channel given up (rpc/twoserver_project.py `reachable`, a batch's
     rpc/twoserver_peers.py `connected`): the matcher's set-up is closing them (its stop)."""
@@ -141,10 +152,12 @@ class KeptChannels:
 
 
 __all__ = [
+    "CLOSED_CHANNEL",
     "MAX_MESSAGE_BYTES",
     "KeptChannels",
     "Stopping",
     "channel",
     "channel_options",
     "close_unwatched",
+    "closed_channel",
 ]

@@ -27,7 +27,12 @@ from blindmatch.matcher.core import linkbit, marginrounds
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Rows
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.status import answered, never_sent, retryable
-from blindmatch.matcher.rpc.twoserver_channel import KeptChannels, Stopping, channel
+from blindmatch.matcher.rpc.twoserver_channel import (
+    KeptChannels,
+    Stopping,
+    channel,
+    closed_channel,
+)
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -174,10 +179,21 @@ def _ready(
 
 
 def call_party(who: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)`, a call to party `who`; its failure as this party's error
+    (`peer_error`). A call on a closed channel (the matcher's kept ones, closed by its stop:
+    rpc/twoserver_channel.py `KeptChannels`), which gRPC refuses with a ValueError, is
+    `Stopping` (an `Unavailable`) with `sent` False: the party never saw it (before, the
+    ValueError went up as an internal error)."""
     try:
         return fn(*args, **kwargs)
     except grpc.RpcError as exc:
         raise peer_error(who, exc) from None
+    except ValueError as exc:
+        if not closed_channel(exc):
+            raise
+        error = Stopping(f"{who} was not sent the call: the matcher is stopping ({exc})")
+        error.sent = False
+        raise error from None
 
 
 MATCHES_PART = 1 << 17  # pairs of tokens a SealedMatches message (4 MiB)
