@@ -35,10 +35,10 @@ than the rule-less schema, so a partner of at least 16,000 records (south at `--
 or more) is converted ahead of the queries as its upload completes, and the watch's
 comparison of it waits for that conversion and goes standing (watchstand, 2026-12-07);
 `--watch-by-pairs` has it go by pairs at once, as before watchstand (the conversion still
-made, beside it); `--standing-records N`: a partner of N records or more is so
-(core/partpath.py STANDING_RECORDS, 16,000 as shipped: a smaller `--size` within 4 GB). Per
-upload also, with S1 and S2 here: this process's CPU from the upload until its comparison
-and its conversion ended (both, whichever ends last).
+made, beside it: `serve --two-server-watch-wait-seconds 0`); `--standing-records N`: a
+partner of N records or more is so (core/partpath.py STANDING_RECORDS, 16,000 as shipped: a
+smaller `--size` within 4 GB). Per upload also, with S1 and S2 here: this process's CPU
+from the upload until its comparison and its conversion ended (both, whichever ends last).
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +68,7 @@ from blindmatch.client.errors import MatcherError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import WatchEvent
 from blindmatch.matcher.core import partpath
+from blindmatch.matcher.domain import WATCH_WAIT_SECONDS
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.server import create_server
 
@@ -181,9 +181,10 @@ def bench(args: argparse.Namespace, work: Path) -> int:
         work, args.roles == "processes", caps=caps
     )
     keys_at_s1 = band_keys_received(s1_service)
-    setup = combiner_setup(s1, s2, key, member_key)
-    if args.watch_by_pairs:  # (as before watchstand: no comparison waits for a conversion)
-        setup = replace(setup, when_converted=lambda *_: False)
+    # --watch-by-pairs: as before watchstand, no comparison waits for a conversion (`serve
+    # --two-server-watch-wait-seconds 0`)
+    wait = 0.0 if args.watch_by_pairs else WATCH_WAIT_SECONDS
+    setup = combiner_setup(s1, s2, key, member_key, watch_wait=wait)
     made: Any = setup.servers([], [], [])  # (its conversions: `converted`)
     made.close()
 

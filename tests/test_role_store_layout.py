@@ -133,3 +133,30 @@ def test_a_held_store_of_a_newer_layout_is_neither_backed_up_nor_restored(
     assert err.startswith(f"Error: {held}: {newer}") and "restore it with that blindmatch" in err
     assert not restored.exists()
     assert files_of(backups) == kept
+
+
+def test_a_restore_leaves_the_previous_dir_and_the_backup_byte_for_byte(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`admin restore --previous` read the moved-aside dir's audit log (WAL mode) through a
+    read-only SQLite reader, which made a -wal and a -shm beside it. Both it and the backup
+    are left as they were; what the role logged after the backup is replayed as before."""
+    data_dir, backup = tmp_path / "s2", tmp_path / "backup"
+    _held(data_dir, logged=True)
+    assert main(["admin", "backup", "--data-dir", str(data_dir), "--out", str(backup)]) == 0
+    log = RoleAudit(data_dir, "s2")
+    try:  # (after the backup: replayed)
+        detail = {"role": "s2", "project": "p", "records": 3}
+        log.log.append(audit.Event("north", "twoserver.query", member="north", detail=detail))
+    finally:
+        log.close()
+    aside = tmp_path / "s2.old"
+    data_dir.rename(aside)
+    before, kept = files_of(aside), files_of(backup)
+    capsys.readouterr()
+    assert main(["admin", "restore", "--backup", str(backup), "--data-dir", str(data_dir),
+                 "--role", "s2", "--previous", str(aside)]) == 0  # fmt: skip
+    assert f"Replayed 1 audit entries of {aside}" in capsys.readouterr().out
+    assert files_of(aside) == before
+    assert files_of(backup) == kept
+    assert check_role_dir(data_dir, "s2").ok

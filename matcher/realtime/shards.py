@@ -50,7 +50,12 @@ from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index
 from blindmatch.matcher.core.index import MemberIndex, as_words
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.lookups import Answer, Lookups
-from blindmatch.matcher.storage.shard_source import ShardRecords, read_after_stop, read_shards
+from blindmatch.matcher.storage.shard_source import (
+    NewerLayout,
+    ShardRecords,
+    read_after_stop,
+    read_shards,
+)
 
 log = logging.getLogger("blindmatch.matcher.lookupserver")
 
@@ -299,6 +304,12 @@ class Shards:
                     key: (part.encoding, _build(part, thresholds.get(key[0])))
                     for key, part in found.items()
                 }
+            except NewerLayout as exc:  # (what it holds is kept, and not searched)
+                if str(exc) != self.failed:
+                    log.error("shard %d of %d not read again: %s", self.shard, self.shards, exc)
+                with self._lock:
+                    self.failed, self._reading = str(exc), False
+                return
             except Exception as exc:  # a damaged or missing file: say so on every search
                 log.exception("reading the shards from %s failed", self.data_dir)
                 with self._lock:

@@ -306,12 +306,14 @@ class LookupServers(ServerStates):
                 with self._lock:
                     self._resting.pop(i, None)  # (it answered, whatever it said)
         with self._lock:
-            for i, (ask, _) in asked.items():
+            for i, (ask, call) in asked.items():
                 if self._reloading.get(i) != ask:  # it missed a change meanwhile
                     continue
                 del self._reloading[i]
                 failure, code = ended[i]
-                if not failure:
+                if failure and code == grpc.StatusCode.UNAVAILABLE and answered(call.exception()):
+                    self._refused(i, failure)  # (it can not read them: a newer layout, say)
+                elif not failure:
                     log.info("%s reads its shards again from index.sqlite", self._name(i))
                     del self._behind[i]
                     self._took.pop(i, None)
@@ -325,6 +327,17 @@ class LookupServers(ServerStates):
                         f"again: {failure}; start it (it reads them from index.sqlite, "
                         "or is loaded by the matcher)"
                     )
+
+    def _refused(self, i: int, failure: str) -> None:
+        """Server i, behind, refused to read its shards again (`failure`: why, as it said:
+        a store of a layout it does not know, say): logged when the reason is new; it stays
+        behind, its shards searched in the matcher's own copy, and is asked again. The lock
+        is held."""
+        why = f"missed an index change and refused to read its shards again: {failure}"
+        if self._behind.get(i) != why:
+            log.warning("%s %s; no query is answered through it until it does (its shards "
+                        "are searched in the matcher's own copy)", self._name(i), why)  # fmt: skip
+        self._behind[i] = why
 
     # -- a server that does not answer in time ---------------------------------------------
 

@@ -43,7 +43,12 @@ from blindmatch.matcher.realtime.shards import (
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.status import abort, rpc_errors
-from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_key, refuse_newer_stores
+from blindmatch.matcher.storage.shard_source import (
+    ShardRecords,
+    lookup_key,
+    newer_stores,
+    refuse_newer_stores,
+)
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -133,9 +138,26 @@ class LookupService(pb_grpc.LookupServerServicer):
 
     @_keyed
     def Reload(self, request: pb.ShardReloadRequest, context: Any) -> pb.ShardState:
+        self._refuse_newer()
         self.shards.reload(after=_fence(request.after))
         log.info("the matcher asked for the shards to be read again from index.sqlite")
         return self._state()
+
+    def _refuse_newer(self) -> None:
+        """A Reload of a data dir whose store or index.sqlite a newer blindmatch wrote
+        (replaced since this server started: the matcher upgraded, this server not) is
+        refused, UNAVAILABLE, naming the file and both layouts: nothing is read from it. The
+        shards held are kept but no search is answered from them (the matcher asks for a
+        read because they miss a change), until a read asked for later succeeds."""
+        if self.shards.data_dir is None:
+            return  # (refused as it was: the matcher loads it)
+        newer = newer_stores(self.shards.data_dir)
+        if newer is None:
+            return
+        if self.shards.failed != str(newer):
+            log.error("refused to read the shards again: %s", newer)
+        self.shards.failed = str(newer)
+        raise errors.Unavailable(str(newer))
 
     @_keyed
     def Load(self, request_iterator: Iterator[pb.ShardLoad], context: Any) -> pb.ShardState:

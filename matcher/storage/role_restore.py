@@ -28,19 +28,23 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from blindmatch.matcher.core import audit, tickets
 from blindmatch.matcher.core.rowledger import KINDS
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.audit_log import KEY_BYTES, read_entries
-from blindmatch.matcher.storage.backup import not_new, snapshot
+from blindmatch.matcher.storage.backup import copy_database, not_new
 from blindmatch.matcher.storage.datadir import copy_private, fsync_path
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
 from blindmatch.matcher.storage.role_store import LAYOUT, RoleStore, newer_held
-from blindmatch.matcher.storage.sqlite import connect_read_only, newer_layout
+from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, newer_layout
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
+
+T = TypeVar("T")
 
 
 class RestoreError(Exception):
@@ -70,35 +74,55 @@ class RoleRestoreReport:
 def _head(log: Path) -> tuple[int, str] | None:
     if not log.is_file():
         return None
-    db = connect_read_only(log)
-    try:
-        row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    finally:
-        db.close()
+    row = _reading(log, lambda db: db.execute(
+        "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone())  # fmt: skip
     return (int(row[0]), str(row[1])) if row else None
+
+
+def _reading(log: Path, read: Callable[[sqlite3.Connection], T]) -> T:
+    """`read` of the audit log `log` (WAL mode), leaving its folder as it was found (the
+    backup, or the `--previous` dir moved aside: no -wal or -shm made; sqlite.py
+    `left_as_found`)."""
+
+    def once() -> T:
+        db = connect_read_only(log)
+        try:
+            return read(db)
+        finally:
+            db.close()
+
+    return left_as_found([log], once)
 
 
 def _upto(log: Path) -> list[audit.Entry]:
     """The backup's own log's entries (none without one)."""
     if not log.is_file():
         return []
-    db = connect_read_only(log)
-    try:
-        return list(read_entries(db))
-    finally:
-        db.close()
+    return _reading(log, lambda db: list(read_entries(db)))
 
 
-def _after(log: Path, key: bytes, head: tuple[int, str] | None) -> list[audit.Entry]:
-    """The entries of `log` after the backup's `head`, once the whole chain verifies and
-    holds that head."""
+def _adopt(log: Path, key: bytes, head: tuple[int, str] | None, into: Path) -> list[audit.Entry]:
+    """The entries of the `--previous` dir's `log` after the backup's `head` (`_after`), and
+    the log copied to `into` (backup.py `copy_database`), both of one moment of it, its
+    folder left as it was found."""
+
+    def read(db: sqlite3.Connection) -> list[audit.Entry]:
+        db.execute("BEGIN")  # (the entries checked are the ones copied)
+        after = _after(log, key, head, db)
+        copy_database(db, into)  # the longer history, adopted (replacing the backup's)
+        return after
+
+    return _reading(log, read)
+
+
+def _after(
+    log: Path, key: bytes, head: tuple[int, str] | None, db: sqlite3.Connection
+) -> list[audit.Entry]:
+    """The entries of `log` (read through `db`) after the backup's `head`, once the whole
+    chain verifies and holds that head."""
     fix = "; or restore without it (--no-previous), replaying nothing"
     try:
-        db = connect_read_only(log)
-        try:
-            entries = list(read_entries(db))
-        finally:
-            db.close()
+        entries = list(read_entries(db))
     except sqlite3.Error as exc:
         raise RestoreError(f"{log}: its audit log cannot be read ({exc}){fix}") from None
     found = audit.verify(key, entries)
@@ -235,9 +259,8 @@ def restore_role_dir(
             copy_private(key_path, staging.audit_key)
         after: list[audit.Entry] = []
         if prev is not None:
-            after = _after(prev.audit_db, staging.audit_key.read_bytes(), head)
-            staging.audit_db.unlink(missing_ok=True)
-            snapshot(prev.audit_db, staging.audit_db)  # the longer history, adopted
+            key = staging.audit_key.read_bytes()
+            after = _adopt(prev.audit_db, key, head, staging.audit_db)
         before = _upto(source.audit_db)
         report = _apply(staging, role, dest, after, prev, forget or [], before)
         check = check_role_dir(staging.root, role)

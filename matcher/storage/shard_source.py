@@ -37,6 +37,7 @@ import contextlib
 import json
 import os
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,10 +46,11 @@ from pathlib import Path
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.storage import index_store, project_store
 from blindmatch.matcher.storage.datadir import FILE_MODE, INDEX_DB_NAME, DataDir, fsync_path
 from blindmatch.matcher.storage.integrity import newer_store_in
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, newer_store
 
 LOOKUP_KEY_NAME = "lookup.key"
 LOOKUP_EPOCH_NAME = "lookup.epoch"
@@ -79,11 +81,43 @@ def refuse_newer_stores(data_dir: str | Path) -> None:
         )
 
 
+class NewerLayout(StartupRefused):
+    """A store of the data dir is of a layout newer than this look-up server knows: it does
+    not read its shards from it (at its start, or when the matcher asks it to read again)."""
+
+
+def newer_stores(data_dir: str | Path) -> NewerLayout | None:
+    """`NewerLayout` (naming the file and both layouts) where the data dir's store or
+    index.sqlite is of a layout this blindmatch does not know, else None; read without
+    changing the folder (sqlite.py `layout_of`)."""
+    newer = newer_store_in(DataDir(Path(data_dir)))
+    return _unreadable(newer) if newer is not None else None
+
+
+def _unreadable(newer: str) -> NewerLayout:
+    return NewerLayout(
+        f"{newer}. The look-up server does not read its shards from it, and answers no "
+        "search from those it holds until it can: upgrade its blindmatch to the matcher's"
+    )
+
+
+def _layout_known(conn: sqlite3.Connection, path: Path, known: int) -> None:
+    """`NewerLayout` if the database `conn` reads (in its read transaction, if one is open:
+    the snapshot read, whatever replaced the file since) is of a layout newer than `known`."""
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > known:
+        raise _unreadable(newer_store(path, found, known))
+
+
 def read_shards(
     data_dir: str | Path, keep: Callable[[str], bool]
 ) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
     """Every standing index's records whose ref `keep` accepts, by (project, member), as of
-    one commit; and every project's threshold."""
+    one commit; and every project's threshold. A store of a layout this blindmatch does not
+    know is refused (`NewerLayout`), as read, not as checked before. The data dir is left
+    as it was found (sqlite.py `left_as_found`): a stopped matcher's databases are read as
+    immutable, which makes no -wal or -shm beside them; a serving one's through their WAL
+    (each read decides anew: a look-up server outlives many matcher starts and stops)."""
     files = DataDir(Path(data_dir))
     for path in (files.index_db, files.db):
         if not path.is_file():
@@ -91,15 +125,25 @@ def read_shards(
                 f"{path}: not found; --data-dir must be the matcher's data dir (its "
                 "index.sqlite and blindmatch.sqlite), on storage this server can read"
             )
+    return left_as_found([files.db, files.index_db], lambda: _read_shards(files, keep))
+
+
+def _read_shards(
+    files: DataDir, keep: Callable[[str], bool]
+) -> tuple[dict[tuple[str, str], ShardRecords], dict[str, float]]:
     conn = connect_read_only(files.db)
     try:
+        conn.execute("BEGIN")
+        _layout_known(conn, files.db, project_store.LAYOUT)
         thresholds = {n: float(t) for n, t in conn.execute("SELECT name, threshold FROM projects")}
+        conn.execute("COMMIT")
     finally:
         conn.close()
     conn = connect_read_only(files.index_db)
     found: dict[tuple[str, str], ShardRecords] = {}
     try:
         conn.execute("BEGIN")  # one snapshot for every index
+        _layout_known(conn, files.index_db, index_store.LAYOUT)
         columns = {r[1] for r in conn.execute("PRAGMA table_info(index_meta)")}
         rule_column = "rule" if "rule" in columns else "''"  # (a data dir from before it)
         meta = conn.execute(
