@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,19 +73,31 @@ def _terminated(
     env: dict[str, str] | None = None,
     signum: signal.Signals = signal.SIGTERM,
 ) -> tuple[int, str]:
-    """Run `command`, wait until `appeared()`, send `signum`: its exit status and stderr."""
+    """Run `command`, wait until `appeared()` (and, for a command run through `HELD`, until
+    its stand-in holds: the signal is never sent while the step that made the folder is still
+    setting up its clean-up, which matplotlib registers just after making its own), send
+    `signum`: its exit status and stderr."""
+    env = {**os.environ, "TMPDIR": str(tmp), **(env or {})}
+    made_marker = HELD in command and "HELD_AT" not in env
+    if made_marker:
+        fd, marker = tempfile.mkstemp(prefix="blindmatch-held-")
+        os.close(fd)
+        os.unlink(marker)  # (the stand-in makes it, exclusively, once it holds)
+        env["HELD_AT"] = marker
+    holding = Path(env["HELD_AT"]).exists if HELD in command else lambda: True
     proc = subprocess.Popen(
-        command, cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp), **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
-        while not appeared():
+        while not (appeared() and holding()):
             assert proc.poll() is None, proc.communicate()[1]
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
         proc.wait()
+        if made_marker:
+            Path(env["HELD_AT"]).unlink(missing_ok=True)
     return proc.returncode, err
 
 
