@@ -15,7 +15,8 @@ default's rule searches its first CLKs down to a candidate floor; docs/performan
 Beside it, the shipped index on the same rows and queries, built as the matcher builds it
 (`MemberIndex.load` at the threshold: LSH tables planned from the rows, record-level, no
 rule): CPU per look-up through the matcher's pass (`segment.search_batch`), the native
-look-up alone (`lsh_query_batch`) and the full scan, and its recall.
+look-up alone (`lsh_query_batch`) and the full scan, and its recall; and again planned for
+`--floor` (as the default's rule plans its first CLKs: docs/performance.md).
 
 Each side is timed in its own process, single-threaded, by CPU time (`time.process_time`):
 faiss runs in its own venv (benchmarks/.venv-faiss, `make bench-graph` makes it; faiss is
@@ -114,7 +115,8 @@ def compare(args: argparse.Namespace) -> int:
         row = (f"{s['M']}:{s['efC']}  {s['k']:>2}  {s['ef']:>4}  {s['us_call']:7.1f}  "
                f"{s['us_batch']:7.1f}  {s['ndis']:7.0f}  ")  # fmt: skip
         print(row + truth.score(found, args.threshold, args.floor), flush=True)
-    shipped(pair.a, queries, args.threshold, args.rounds, truth)
+    for t in sorted({args.threshold, args.floor}, reverse=True):
+        shipped(pair.a, queries, t, args.rounds, truth)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
     return 0
 
@@ -209,8 +211,9 @@ def shipped(a: Any, queries: Any, threshold: float, rounds: int, truth: Truth) -
     if table is None or table.prepared is None:
         print(f"shipped index: no LSH tables ({len(a):,} rows: scanned)")
         return
-    print(f"shipped index (LSH, {table.plan.describe()}): built in {built:.1f} s CPU, "
-          f"{table.nbytes / len(a):.0f} bytes a row of tables (+{a.shape[1]} of CLK)")  # fmt: skip
+    print(f"shipped index at {threshold:g} (LSH, {table.plan.describe()}): built in "
+          f"{built:.1f} s CPU, {table.nbytes / len(a):.0f} bytes a row of tables "
+          f"(+{a.shape[1]} of CLK)")  # fmt: skip
     raw = [np.ascontiguousarray(q).tobytes() for q in words]
     k = kernel._kernel
 
@@ -248,7 +251,8 @@ def worker(work: Path) -> int:
     faiss.omp_set_num_threads(1)
     a, queries = np.load(work / "a.npy"), np.load(work / "q.npy")
     settings = json.loads((work / "settings.json").read_text())
-    out: dict[str, Any] = {"faiss": faiss.__version__, "graphs": [], "searches": {}}
+    simd = faiss.SIMDConfig.get_level_name() if hasattr(faiss, "SIMDConfig") else "?"
+    out: dict[str, Any] = {"faiss": f"{faiss.__version__} ({simd})", "graphs": [], "searches": {}}
     stats = faiss.cvar.hnsw_stats
     for m, efc in settings["graphs"]:
         rss = _rss()
