@@ -12,7 +12,8 @@ rtlookup, rtshare (LSH tables need at least 40,000 rows), rule2d, rule_fields,
 twoserver_completion, twoserver_erase, twoserver_first_query, twoserver_new_project,
 twoserver_small, watch_stop, twoserver.py's views (twoserver_attacks, twoserver_views,
 twoserver_roles_check), twoserver_rerun_project (grpcproxy's user; the proxy itself is
-tested below), splink_link (Splink's own environment, benchmarks/.venv-splink) and cliwalk
+tested below), splink_link (Splink's own environment, benchmarks/.venv-splink), rtgraph (faiss's
+own environment, benchmarks/.venv-faiss; LSH tables need 40,000 rows) and cliwalk
 (some 35 CLI processes, each its own start-up: over a minute at its smallest).
 tests/test_docs_benchmarks.py runs every script a page names with `--help`.
 """
