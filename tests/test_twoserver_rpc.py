@@ -581,7 +581,27 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
         keys = {**own, "member": MEMBER_KEY}
         s2_forget = ("S2", "combiner", lambda m: s2_stub.Forget(pb.ForgetRequest(project="p"),
                                                                 metadata=m))  # fmt: skip
-        for rpc, (name, caller, call) in [*calls.items(), ("Forget", s2_forget)]:
+        # Both servers' other calls from C, and S2's block exchange with S1 (each refused
+        # by its key before its request is read: an empty one will do).
+        others_of = [
+            ("Holds", ("S1", "combiner", lambda m: s1_stub.Holds(pb.HoldsRequest(), metadata=m))),
+            ("Holds", ("S2", "combiner", lambda m: s2_stub.Holds(pb.HoldsRequest(), metadata=m))),
+            ("Resume", ("S1", "combiner", lambda m: s1_stub.Resume(pb.ResumeRequest(),
+                                                                   metadata=m))),
+            ("Resume", ("S2", "combiner", lambda m: s2_stub.Resume(pb.ResumeRequest(),
+                                                                   metadata=m))),
+            ("Acknowledge", ("S1", "combiner", lambda m: s1_stub.Acknowledge(
+                pb.AcknowledgeRequest(), metadata=m))),
+            ("Acknowledge", ("S2", "combiner", lambda m: s2_stub.Acknowledge(
+                pb.AcknowledgeRequest(), metadata=m))),
+            ("PrepareBlocks", ("S1", "combiner", lambda m: s1_stub.PrepareBlocks(
+                pb.BlockDeal(), metadata=m))),
+            ("PrepareBlocks", ("S2", "combiner", lambda m: s2_stub.PrepareBlocks(
+                iter([pb.BlockDeal()]), metadata=m))),
+            ("BlockExchange", ("S2", "s1", lambda m: list(s2_stub.BlockExchange(
+                iter([pb.BlockMessage()]), metadata=m)))),
+        ]  # fmt: skip
+        for rpc, (name, caller, call) in [*calls.items(), ("Forget", s2_forget), *others_of]:
             for wrong in sorted(set(keys) - {caller}):
                 with pytest.raises(grpc.RpcError) as refused:
                     call(auth(keys[wrong]))

@@ -221,9 +221,11 @@ RUN_KEY_HELP = (
 PARTY_KEY_HELP = (
     "ROLE=FILE (ROLE: s1, s2, combiner or operator; repeat it): the key of a party this role "
     "answers, or only its digest (a line `sha256:` and 64 hex digits), owner-only; with it "
-    "each RPC admits only its caller's key (S1's Propose and Evaluate and S2's Prepare and "
-    "Collect the combiner's, S2's Exchange S1's, the combiner's Run the operator's, or the "
-    "combiner's own where no operator key is given)"
+    "each RPC admits only its caller's key: S2's Expand, Exchange and BlockExchange S1's; "
+    "the combiner's Run the operator's (or the combiner's own where no operator key is "
+    "given); every other call but a member's Upload the combiner's (S1's Propose and "
+    "Evaluate, S2's Prepare and Collect, and both servers' Holds, Forget, Resume, Acknowledge "
+    "and PrepareBlocks)"
 )
 MEMBER_KEY_HELP = "the members' key, owner-only: it admits uploads and nothing else"
 
