@@ -111,11 +111,11 @@ def fallback_standing(part: Proposed, records: Sequence[int], rule: Rule) -> boo
 
 def for_query(described: Sequence[Proposed], records: Sequence[int], rule: Rule = NO_RULE,
               standing: bool = True) -> list[Proposed]:  # fmt: skip
-    """A query's (or, not `standing`, a watch's) parts: those `by_standing` (or a fallback
-    part `fallback_standing`) that `by_shape` takes by pairs, of at most STANDING_MOST_PAIRS
+    """A query's parts against partners converted once (a watch's too, once its partner's
+    upload is converted ahead: realtime/twowait.py): those `by_standing` (or a fallback part
+    `fallback_standing`) that `by_shape` takes by pairs, of at most STANDING_MOST_PAIRS
     pairs, marked so (member b of each the partner, `records[member]` each member's
-    records), the others `by_shape`.
-    A watch compares a partner's upload once, so converting it would not pay."""
+    records), the others `by_shape`; not `standing`, every part `by_shape`."""
     out = list(by_shape(described, rule))
     for k, p in enumerate(described):
         ruled = rule.active and p.clk == RECORD
