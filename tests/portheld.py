@@ -4,7 +4,10 @@ between, a parallel test worker's server binding port 0 could be given that port
 test's client (or the matcher, calling S1, S2 or a look-up server) then reached that server
 ("Method not found"), or the restart could not listen there. What is left open: the moment
 between the block's end and the restarted server's bind, which a server's start spends
-reading its data dir (the project's servers bind after it, without SO_REUSEPORT)."""
+reading its data dir (the project's servers bind after it, without SO_REUSEPORT).
+
+`dead_port`: a port with nothing on it for a whole test ("the server cannot be reached"),
+which `free_port` let go and a parallel worker's server binding port 0 could be given."""
 
 from __future__ import annotations
 
@@ -58,6 +61,19 @@ def port_held(port: int, seconds: float = 10.0) -> Iterator[None]:
             refuser.join(10)
     finally:
         held.close()
+
+
+@contextmanager
+def dead_port() -> Iterator[int]:
+    """A loopback port with nothing on it, kept so for the block: a socket bound there and
+    never listening. The kernel refuses each connection to it (a reset: "Connection refused",
+    gRPC's UNAVAILABLE "failed to connect to all addresses", as at a port nobody bound), and
+    gives it to no other bind (port 0, or the port named) while it is held. For a test that
+    calls an address where no server is, all the while; `free_port` picked one and let it go,
+    and a parallel test worker's server binding port 0 could then be given it, and answer."""
+    with socket.socket() as held:  # (no SO_REUSEADDR: no bind of any kind shares it)
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 @contextmanager

@@ -35,6 +35,7 @@ from blindmatch.matcher.core.index import MemberIndex, as_words
 from blindmatch.matcher.server import RunningServer, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.portheld import dead_port as dead_port
 from tests.portheld import port_held as port_held
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,6 +6,7 @@ must not bind."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
@@ -15,7 +16,8 @@ import pytest
 
 from benchmarks import forget_left, grpcfloor, grpcproxy
 from blindmatch.matcher.rpc.listen import add_port
-from tests.support import port_held
+from blindmatch.matcher.rpc.status import never_sent
+from tests.support import dead_port, port_held
 
 
 @contextmanager
@@ -83,5 +85,41 @@ def test_a_port_held_while_its_test_server_is_down_is_bound_by_no_other_and_refu
     again = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
     try:
         assert add_port(again, f"127.0.0.1:{port}", None) == port  # released for its restart
+    finally:
+        again.stop(None)
+
+
+def test_a_dead_port_refuses_calls_as_an_empty_one_and_is_bound_by_no_other() -> None:
+    """tests/portheld.py `dead_port`: for a test that calls where no server is, a port bound
+    and never listening: a call to it fails as at a port nobody bound (UNAVAILABLE, refused,
+    never sent: matcher/rpc/status.py `never_sent`), and while it is held no bind is given
+    it, neither one to port 0 (a parallel worker's server once reached the test's client at a
+    port `free_port` had let go) nor one naming it; released as the block ends."""
+    with dead_port() as port:
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+            pytest.raises(grpc.RpcError) as caught,
+        ):
+            channel.unary_unary("/nothing/There")(b"", timeout=10)
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert never_sent(caught.value), caught.value.details()
+        assert "Connection refused" in (caught.value.details() or "")
+        for _ in range(1000):
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's servers
+                s.bind(("127.0.0.1", 0))
+                assert s.getsockname()[1] != port
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            with pytest.raises(OSError):
+                s.bind(("127.0.0.1", port))
+        other = grpc.server(futures.ThreadPoolExecutor(max_workers=1))  # gRPC's default
+        try:
+            assert add_port(other, f"127.0.0.1:{port}", None) == 0
+        finally:
+            other.stop(None)
+    again = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    try:
+        assert add_port(again, f"127.0.0.1:{port}", None) == port  # let go as the block ended
     finally:
         again.stop(None)

@@ -13,6 +13,7 @@ import pytest
 from blindmatch.cli import build_parser, main
 from blindmatch.cli.reference import commands, render
 from blindmatch.client import ProjectTokens
+from tests.portheld import dead_port
 from tests.support import NORTH_CSV, NORTH_MAP, PERSON_SCHEMA, ROOT, Matcher, db_rows, free_port
 
 
@@ -123,8 +124,9 @@ def test_operator_commands_take_project_as_an_option_and_still_the_old_positiona
 
 @pytest.mark.slow
 def test_no_matcher_there_is_one_line_at_once() -> None:
-    target = f"127.0.0.1:{free_port()}"
-    done = run_cli("run", "--project", "p", "--token", "t", "--server", target)
+    with dead_port() as port:
+        target = f"127.0.0.1:{port}"
+        done = run_cli("run", "--project", "p", "--token", "t", "--server", target)
     assert done.returncode == 4
     assert done.stderr.splitlines() == [
         f"Error: no matcher at {target}: is `blindmatch serve` running, and is the address right?"

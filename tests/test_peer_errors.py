@@ -5,7 +5,6 @@ and was cut may have been. Real gRPC servers and channels on loopback."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,14 +16,9 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.rpc.twoserver_peers import call_party
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
+from tests.portheld import dead_port
 
 pytestmark = pytest.mark.server
-
-
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -38,11 +32,12 @@ def open_channel() -> Iterator[list[grpc.Channel]]:
 def test_a_call_to_a_party_that_is_down_was_never_sent(
     open_channel: list[grpc.Channel],
 ) -> None:
-    channel = grpc.insecure_channel(f"127.0.0.1:{_unused_port()}")
-    open_channel.append(channel)
-    stub = pb_grpc.TwoServerBlockingStub(channel)
-    with pytest.raises(errors.Unavailable) as caught:
-        call_party("S1", stub.Evaluate, pb.CircuitBatch(batch="b"), timeout=30)
+    with dead_port() as port:  # nothing there all the while
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        open_channel.append(channel)
+        stub = pb_grpc.TwoServerBlockingStub(channel)
+        with pytest.raises(errors.Unavailable) as caught:
+            call_party("S1", stub.Evaluate, pb.CircuitBatch(batch="b"), timeout=30)
     assert "S1 is unreachable" in str(caught.value)
     assert caught.value.sent is False
 

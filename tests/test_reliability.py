@@ -32,7 +32,7 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import support
 from tests.portheld import HeldPorts
-from tests.support import ADMIN_TOKEN, Matcher, free_port
+from tests.support import ADMIN_TOKEN, Matcher, dead_port
 
 QUICK = RetryPolicy(attempts=8, initial_delay=0.05, max_delay=0.5)
 
@@ -227,9 +227,8 @@ def test_the_client_gives_up_after_its_attempts(encoded: dict[str, Encoded]) -> 
     quick = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
     retries: list[str] = []
     with (
-        MatcherClient(
-            f"127.0.0.1:{free_port()}", "bm_x", retry=quick, on_retry=retries.append
-        ) as member,
+        dead_port() as port,
+        MatcherClient(f"127.0.0.1:{port}", "bm_x", retry=quick, on_retry=retries.append) as member,
         pytest.raises(UnavailableError, match="cannot reach the matcher"),
     ):
         member.upload("trial", encoded["north"])

@@ -19,7 +19,6 @@ from typing import Any
 import grpc
 import pytest
 
-from benchmarks.ports import free_port
 from blindmatch.matcher import errors
 from blindmatch.matcher.rpc import twoserver_peers, twoserver_project
 from blindmatch.matcher.rpc.twoserver_channel import KeptChannels
@@ -29,7 +28,7 @@ from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import test_twoserver_unreached as unreached
-from tests.support import ADMIN_TOKEN
+from tests.support import ADMIN_TOKEN, dead_port
 from tests.test_twoserver_connected import failed_threads as failed_threads  # the fixture
 from tests.test_twoserver_standing_life import until
 
@@ -95,22 +94,24 @@ def test_the_matchers_stop_ends_serves_probe_of_s1_and_s2_unsaid(
     monkeypatch.setattr(twoserver_project, "REACH_SECONDS", 600.0)
     monkeypatch.setattr(twoserver_project, "FAILING_SECONDS", 600.0)
     keys = key_files(tmp_path)
-    args = argparse.Namespace(
-        two_server_s1=f"127.0.0.1:{free_port()}", two_server_s2=f"127.0.0.1:{free_port()}",
-        two_server_key_file=keys[0], two_server_member_key_file=keys[1], two_server_ca=None,
-        two_server_cert=None, two_server_key=None, two_server_insecure=False,
-        default_mode=None,
-    )  # fmt: skip
-    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
-    before = set(threading.enumerate())
-    setup = twoserveropts.serve_setup(args)
-    assert setup is not None
-    probes = [t for t in set(threading.enumerate()) - before if t.name == "bm-two-server-probe"]
-    assert len(probes) == 1
-    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
-    server.stop(grace=None)
-    probes[0].join(60)  # a hang guard
-    assert not probes[0].is_alive()
+    with dead_port() as s1, dead_port() as s2:  # nothing there all the while
+        args = argparse.Namespace(
+            two_server_s1=f"127.0.0.1:{s1}", two_server_s2=f"127.0.0.1:{s2}",
+            two_server_key_file=keys[0], two_server_member_key_file=keys[1], two_server_ca=None,
+            two_server_cert=None, two_server_key=None, two_server_insecure=False,
+            default_mode=None,
+        )  # fmt: skip
+        caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+        before = set(threading.enumerate())
+        setup = twoserveropts.serve_setup(args)
+        assert setup is not None
+        probes = [t for t in set(threading.enumerate()) - before
+                  if t.name == "bm-two-server-probe"]  # fmt: skip
+        assert len(probes) == 1
+        server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
+        server.stop(grace=None)
+        probes[0].join(60)  # a hang guard
+        assert not probes[0].is_alive()
     warned = [r.getMessage() for r in caplog.records if "fail until it answers" in r.getMessage()]
     assert not warned  # (the probe's warning)
     held, why = setup.holds("S1", [UPLOAD])
@@ -125,10 +126,13 @@ def test_serve_stopped_while_its_probe_waits_on_a_silent_s1_exits(tmp_path: Path
     from benchmarks.cliflow import serve
 
     keys = key_files(tmp_path)
-    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never accepts
+    with (
+        socket.create_server(("127.0.0.1", 0)) as silent,  # listens, never accepts
+        dead_port() as s2,  # nothing there
+    ):
         s1 = f"127.0.0.1:{silent.getsockname()[1]}"
         with serve(tmp_path / "data", "--two-server-s1", s1, "--two-server-s2",
-                   f"127.0.0.1:{free_port()}", "--two-server-key-file", str(keys[0]),
+                   f"127.0.0.1:{s2}", "--two-server-key-file", str(keys[0]),
                    "--two-server-member-key-file", str(keys[1])) as matcher:  # fmt: skip
             pass
     log = "".join(matcher.log)

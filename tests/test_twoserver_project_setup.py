@@ -233,30 +233,36 @@ def test_serve_warns_at_start_when_s1_or_s2_does_not_answer(
     import argparse
     import time
 
-    from benchmarks.ports import free_port
     from blindmatch.cli import twoserveropts
+    from tests.portheld import dead_port
 
     keys = []
     for name in ("combiner.key", "members.key"):
         keys.append(tmp_path / name)
         keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
         keys[-1].chmod(0o600)
-    s1, s2 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    args = argparse.Namespace(
-        two_server_s1=s1, two_server_s2=s2, two_server_key_file=keys[0],
-        two_server_member_key_file=keys[1], two_server_ca=None, two_server_cert=None,
-        two_server_key=None, two_server_insecure=False, default_mode=None,
-    )  # fmt: skip
-    caplog.set_level("WARNING", logger="blindmatch.matcher")
-    assert twoserveropts.serve_setup(args) is not None
-    deadline = time.monotonic() + 60
 
     def said() -> list[str]:
         return [r.getMessage() for r in caplog.records if "two-server projects:" in r.getMessage()]
 
-    while not said():
-        assert time.monotonic() < deadline, "no warning"
-        time.sleep(0.05)
+    with dead_port() as port1, dead_port() as port2:  # nothing there all the while
+        s1, s2 = f"127.0.0.1:{port1}", f"127.0.0.1:{port2}"
+        args = argparse.Namespace(
+            two_server_s1=s1, two_server_s2=s2, two_server_key_file=keys[0],
+            two_server_member_key_file=keys[1], two_server_ca=None, two_server_cert=None,
+            two_server_key=None, two_server_insecure=False, default_mode=None,
+        )  # fmt: skip
+        caplog.set_level("WARNING", logger="blindmatch.matcher")
+        setup = twoserveropts.serve_setup(args)
+        assert setup is not None
+        try:
+            deadline = time.monotonic() + 60
+            while not said():
+                assert time.monotonic() < deadline, "no warning"
+                time.sleep(0.05)
+        finally:  # as the matcher's stop: its probe of S1 and S2 stopped, the channels closed
+            setup.close()
+            setup.disconnect()
     warning = said()[0]
     assert f"S1 ({s1}) is unreachable" in warning
     assert "fail until it answers (check --two-server-s1/-s2" in warning
@@ -266,25 +272,26 @@ def test_serve_no_two_server_convert_ahead_reaches_the_combiners_setup(tmp_path:
     """`serve`'s `--[no-]two-server-convert-ahead` parsed and handed to `combiner_setup` (on
     by default): off, the set-up converts no upload ahead of its queries
     (tests/test_twoserver_standing_start.py has what that does at S1 and S2)."""
-    from benchmarks.ports import free_port
     from blindmatch.cli import twoserveropts
     from blindmatch.cli.app import build_parser
+    from tests.portheld import dead_port
 
     keys = []
     for name in ("combiner.key", "members.key"):
         keys.append(tmp_path / name)
         keys[-1].write_text(f"{name} {secrets.token_hex(8)}\n")
         keys[-1].chmod(0o600)
-    serve = ["serve", "--data-dir", str(tmp_path / "data"), "--two-server-s1",
-             f"127.0.0.1:{free_port()}", "--two-server-s2", f"127.0.0.1:{free_port()}",
-             "--two-server-key-file", str(keys[0]), "--two-server-member-key-file",
-             str(keys[1])]  # fmt: skip
-    for switch, on in (([], True), (["--two-server-convert-ahead"], True),
-                       (["--no-two-server-convert-ahead"], False)):  # fmt: skip
-        setup = twoserveropts.serve_setup(build_parser().parse_args([*serve, *switch]))
-        assert setup is not None
-        try:
-            assert setup.converts_ahead is on, switch
-        finally:  # as the matcher's stop: its probe of S1 and S2 stopped, the channels closed
-            setup.close()
-            setup.disconnect()
+    with dead_port() as s1, dead_port() as s2:  # nothing there all the while
+        serve = ["serve", "--data-dir", str(tmp_path / "data"), "--two-server-s1",
+                 f"127.0.0.1:{s1}", "--two-server-s2", f"127.0.0.1:{s2}",
+                 "--two-server-key-file", str(keys[0]), "--two-server-member-key-file",
+                 str(keys[1])]  # fmt: skip
+        for switch, on in (([], True), (["--two-server-convert-ahead"], True),
+                           (["--no-two-server-convert-ahead"], False)):  # fmt: skip
+            setup = twoserveropts.serve_setup(build_parser().parse_args([*serve, *switch]))
+            assert setup is not None
+            try:
+                assert setup.converts_ahead is on, switch
+            finally:  # as the matcher's stop: its probe of S1 and S2 stopped, channels closed
+                setup.close()
+                setup.disconnect()

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from benchmarks.ports import free_port
 from blindmatch.client.encoding import sharing as client
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher import errors
@@ -22,6 +21,7 @@ from blindmatch.matcher.core.twoblocking import PairBatch
 from blindmatch.matcher.rpc import twoserver_peers
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from tests.portheld import dead_port
 
 pytestmark = pytest.mark.server
 
@@ -69,13 +69,14 @@ def a_batch(servers: RemoteServers) -> errors.ServiceError:
 
 
 def test_a_party_nobody_listens_for_is_unavailable_naming_it() -> None:
-    s1, s2 = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
-    down = servers(s1, s2, "k")
-    try:
-        with pytest.raises(errors.Unavailable) as refused:
-            down.propose(None, (THRESHOLD,))
-    finally:
-        down.close()
+    with dead_port() as port1, dead_port() as port2:
+        s1, s2 = f"127.0.0.1:{port1}", f"127.0.0.1:{port2}"
+        down = servers(s1, s2, "k")
+        try:
+            with pytest.raises(errors.Unavailable) as refused:
+                down.propose(None, (THRESHOLD,))
+        finally:
+            down.close()
     assert str(refused.value).startswith(f"S1 ({s1}) is unreachable (UNAVAILABLE: ")
 
 
@@ -86,12 +87,13 @@ def test_a_batch_s1_could_not_be_connected_for_spent_nothing(
     # listens at S1's address, so the batch waits out the whole connection wait: 1 s here,
     # not CONNECT_SECONDS (5 s); the message quotes the wait it waited.
     monkeypatch.setattr(twoserver_peers, "CONNECT_SECONDS", 1.0)
-    s1 = f"127.0.0.1:{free_port()}"
-    run = servers(s1, f"127.0.0.1:{s2.port}", key)
-    try:
-        failed = a_batch(run)
-    finally:
-        run.close()
+    with dead_port() as port:
+        s1 = f"127.0.0.1:{port}"
+        run = servers(s1, f"127.0.0.1:{s2.port}", key)
+        try:
+            failed = a_batch(run)
+        finally:
+            run.close()
     assert isinstance(failed, errors.Unavailable)
     assert str(failed) == f"S1 ({s1}) is unreachable (UNAVAILABLE: no connection in 1 s)"
     assert failed.evaluated is False

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from benchmarks.messy import write_exports
-from benchmarks.ports import free_port
 from blindmatch.cli import twoserveropts
 from blindmatch.cli.app import build_parser, main
 from blindmatch.client.encoding import sharing as client
@@ -34,7 +33,7 @@ from blindmatch.matcher.rpc.twoserver_conversions import Conversions
 from blindmatch.matcher.rpc.twoserver_standahead import Partner
 from blindmatch.matcher.rpc.twoserver_standcache import kept_bytes
 from blindmatch.protos import blindmatch_pb2 as pb
-from tests.support import PERSON_SCHEMA
+from tests.support import PERSON_SCHEMA, dead_port
 from tests.test_twoserver_blocks import RULE, THRESHOLD
 from tests.test_twoserver_kept_channels import key_files
 from tests.test_twoserver_standing import Roles, uploaded
@@ -356,25 +355,26 @@ def test_serve_refuses_a_bad_watch_wait_and_hands_a_good_one_to_the_setup(
     good one reaches the set-up (default WATCH_WAIT_SECONDS)."""
     keys = key_files(tmp_path)
     serve = ["serve", "--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"]
-    two = ["--two-server-s1", f"127.0.0.1:{free_port()}", "--two-server-s2",
-           f"127.0.0.1:{free_port()}", "--two-server-key-file", str(keys[0]),
-           "--two-server-member-key-file", str(keys[1])]  # fmt: skip
-    flag = "--two-server-watch-wait-seconds"
-    for bad in ("-1", "nan", "inf"):
-        assert main([*serve, *two, flag, bad]) == 2
-        assert f"Error: {flag} {bad}: 0 or more seconds" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exited:
-        main([*serve, *two, flag, "soon"])
-    assert exited.value.code == 2
-    assert f"argument {flag}: invalid float value: 'soon'" in capsys.readouterr().err
-    assert main([*serve, flag, "30"]) == 2
-    assert f"Error: {flag}: only with --two-server-s1 and -s2" in capsys.readouterr().err
-    assert not (tmp_path / "data").exists()  # refused before anything was made
-    for given, wait in (([], WATCH_WAIT_SECONDS), ([flag, "0"], 0.0), ([flag, "2.5"], 2.5)):
-        setup = twoserveropts.serve_setup(build_parser().parse_args([*serve, *two, *given]))
-        assert setup is not None
-        try:
-            assert setup.watch_wait == wait, given
-        finally:  # as the matcher's stop: its probe of S1 and S2 stopped, the channels closed
-            setup.close()
-            setup.disconnect()
+    with dead_port() as s1, dead_port() as s2:  # nothing there all the while
+        two = ["--two-server-s1", f"127.0.0.1:{s1}", "--two-server-s2",
+               f"127.0.0.1:{s2}", "--two-server-key-file", str(keys[0]),
+               "--two-server-member-key-file", str(keys[1])]  # fmt: skip
+        flag = "--two-server-watch-wait-seconds"
+        for bad in ("-1", "nan", "inf"):
+            assert main([*serve, *two, flag, bad]) == 2
+            assert f"Error: {flag} {bad}: 0 or more seconds" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as exited:
+            main([*serve, *two, flag, "soon"])
+        assert exited.value.code == 2
+        assert f"argument {flag}: invalid float value: 'soon'" in capsys.readouterr().err
+        assert main([*serve, flag, "30"]) == 2
+        assert f"Error: {flag}: only with --two-server-s1 and -s2" in capsys.readouterr().err
+        assert not (tmp_path / "data").exists()  # refused before anything was made
+        for given, wait in (([], WATCH_WAIT_SECONDS), ([flag, "0"], 0.0), ([flag, "2.5"], 2.5)):
+            setup = twoserveropts.serve_setup(build_parser().parse_args([*serve, *two, *given]))
+            assert setup is not None
+            try:
+                assert setup.watch_wait == wait, given
+            finally:  # as the matcher's stop: its probe of S1 and S2 stopped, the channels closed
+                setup.close()
+                setup.disconnect()
