@@ -67,6 +67,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds (the fastest)")
     parser.add_argument("--faiss-python", type=Path, default=FAISS_PYTHON)
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.workdir import add_keep  # (standard library only: the worker's venv too)
+
+    add_keep(parser)
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker)
@@ -97,7 +101,7 @@ def compare(args: argparse.Namespace) -> int:
     truth = exhaustive(pair.a, queries, min(args.threshold, args.floor))
     graphs = [tuple(int(x) for x in g.split(":")) for g in args.graphs]
     settings = {"graphs": graphs, "k": args.k, "ef": args.ef, "rounds": args.rounds}
-    with work_dir("rtgraph-", parent=Path("/dev/shm")) as work:
+    with work_dir("rtgraph-", args.keep, parent=Path("/dev/shm")) as work:
         np.save(work / "a.npy", pair.a)
         np.save(work / "q.npy", queries)
         (work / "settings.json").write_text(json.dumps(settings))
