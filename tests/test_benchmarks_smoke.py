@@ -124,23 +124,21 @@ def test_the_s2_proxy_reaches_s2_restarted_on_its_address_once_reconnected() -> 
     back-off and refused the plain rerun's first call at once ("Connection refused", the run
     failed) until `reconnect` gave it a fresh channel. S2 here is any server of that
     address: the proxy forwards bytes."""
-    import socket
     from concurrent import futures
 
     import grpc
 
     from benchmarks.grpcproxy import proxy
+    from tests.portheld import dead_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     method = "/blindmatch.v1.TwoServerShares/Collect"
-    front = proxy(f"127.0.0.1:{port}", lambda name: None)
-    channel = grpc.insecure_channel(front.address)
-    ask = channel.unary_unary(method)
-    with pytest.raises(grpc.RpcError) as refused:  # S2 down
-        ask(b"", timeout=30)
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    with dead_port() as port:  # (S2's address, kept from the other worker's servers till S2)
+        front = proxy(f"127.0.0.1:{port}", lambda name: None)
+        channel = grpc.insecure_channel(front.address)
+        ask = channel.unary_unary(method)
+        with pytest.raises(grpc.RpcError) as refused:  # S2 down
+            ask(b"", timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
     s2 = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
     handler = grpc.unary_unary_rpc_method_handler(lambda request, context: b"collected")
     s2.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
