@@ -112,8 +112,8 @@ class Standings:
     least recently used dropped; gone on a restart; a half-made one dropped where it fails,
     C gives it up or it goes stale). `conversions`: partners converted whole (tests, the
     benchmark); `dropped`: conversions dropped half-made (or whole, given up by C), not for
-    room or a replaced upload; `audit`: the role's audit log (`_Role.log`), each drop's
-    entry."""
+    room or a replaced upload, each counted once its audit entry is written; `audit`: the
+    role's audit log (`_Role.log`), each drop's entry."""
 
     def __init__(self, most: int | None = None, clock: Callable[[], float] = time.monotonic,
                  audit: Callable[..., None] | None = None) -> None:  # fmt: skip
@@ -160,8 +160,6 @@ class Standings:
         for ident, entry in gone:
             freed = entry.conv.bytes_kept()
             entry.conv.side = None  # its arrays freed now, whoever still holds the entry
-            with self._lock:
-                self.dropped += 1
             log.info("dropped standing partner %s (%s, %d of %d pieces converted, %d bytes): "
                      "%s", entry.member, ident, entry.conv.done, entry.conv.pieces, freed,
                      why)  # fmt: skip
@@ -170,6 +168,8 @@ class Standings:
                            members=[entry.asker, entry.member], run=entry.run, standing=ident,
                            done=entry.conv.done, pieces=entry.conv.pieces, bytes=freed,
                            reason=why)  # fmt: skip
+            with self._lock:  # counted once audited, so a reader of `dropped` finds the entry
+                self.dropped += 1
 
     def _arm(self, after: float | None = None) -> None:
         """A sweep `after` seconds from now (STALE_SECONDS), where none is due (a daemon
