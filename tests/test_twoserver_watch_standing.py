@@ -333,7 +333,7 @@ def test_a_watch_asks_s1s_and_s2s_bounds_where_c_knows_none_and_waits_for_no_unf
     try:
         ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
         assert not conversions.learned()  # (C knows nothing yet)
-        assert not ahead.when_made("south", lambda held: None)
+        assert not ahead.when_made("south", lambda held, why: None)
         assert conversions.learned()
         assert conversions.budget == kept_bytes(90, bits, mask=False) - 1
     finally:

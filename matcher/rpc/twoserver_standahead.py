@@ -7,7 +7,8 @@ is); `wanted`, whether a query's part against a partner would go standing; `when
 a caller told once a queued partner's conversion ended (watchstand: realtime/twowatch.py's
 comparison of the upload with the watches waits for it), where it is fit (watchcap:
 `_unfit`, what C can tell before any deal, so that no watch waits for a conversion that
-would be turned down). The rules:
+would be turned down), and since watchunfit as soon as C knows it will not hold it (S1 or
+S2 refusing it, no room, a piece failing, the stop), with why. The rules:
 rpc/twoserver_standing.py; the wire: docs/protocol.md "A conversion started ahead of its
 queries".
 """
@@ -37,6 +38,8 @@ log = logging.getLogger("blindmatch.matcher.twoserver")
 
 WAIT_SECONDS = 5.0  # how often the worker looks again while another conversion is being made
 STOPPED = "the matcher stopped"  # `_start`: its channels to S1 and S2 closed
+REPLACED = "the member's newer upload took its place in the queue"  # `convert`
+NOT_KEPT = "its conversion ended without C holding it"  # `_work`: no other reason known
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class Ahead:
         self._epoch = 0  # `close`: what was queued before it is not started
         self._current: Partner | None = None  # the partner being worked on
         # `when_made`'s callers, by the partner's name at S1 and S2 (one upload's)
-        self._waiting: dict[str, list[Callable[[bool], None]]] = {}
+        self._waiting: dict[str, list[Callable[[bool, str], None]]] = {}
         self.started = self.refused = self.failed = self.declined = self.skipped = 0
 
     def convert(self, partner: Partner) -> None:
@@ -101,16 +104,20 @@ class Ahead:
         if unfit:
             log.info("%s's upload not converted ahead of its queries: %s", partner.name, unfit)
         for name in replaced:
-            self._made_or_not(name, False)
+            self._made_or_not(name, False, REPLACED)
 
-    def when_made(self, name: str, then: Callable[[bool], None]) -> bool:
+    def when_made(self, name: str, then: Callable[[bool, str], None]) -> bool:
         """Whether the partner `name` (its upload's name at S1 and S2) is queued or being
         converted and fit (`_unfit`, S1's and S2's bounds asked first where C knows none
         yet: one `Holds` each, HOLDS_SECONDS at most; an unfit one is taken off the queue):
-        if so, `then(held)` is called once its conversion ended (`held`: C holds it, so a
-        query against it goes standing; False where it failed, was not started, its upload
-        was replaced in the queue, or the matcher stops), on the worker's thread (or
-        `convert`'s, `close`'s: it must not wait on a conversion)."""
+        if so, `then(held, why)` is called once its conversion ended (`held`: C holds it, so
+        a query against it goes standing); or, with False and why, as soon as C knows it will
+        not hold it: S1 or S2 refused or failed it at piece 0, no room (`Conversions.admit`),
+        unfit by the bounds S1 and S2 said as it was dealt, a later piece failed or was
+        refused (S1 or S2 dropped it half-made) or the matcher stops, its upload was
+        replaced in the queue, before any give-up's calls or wait for another conversion;
+        on the worker's thread, the background conversion's (or `convert`'s, `close`'s: it
+        must not wait on a conversion)."""
         with self._cond:
             partner = self._queued(name)
         if partner is None:
@@ -157,13 +164,14 @@ class Ahead:
                 remote.close()
         return conversions.unfit(records, bits)
 
-    def _made_or_not(self, name: str, held: bool) -> None:
-        """`when_made`'s callers of partner `name` told whether C holds its conversion."""
+    def _made_or_not(self, name: str, held: bool, why: str = "") -> None:
+        """`when_made`'s callers of partner `name` told whether C holds its conversion, and
+        if not `why` (each once: told early, the worker's own telling finds none)."""
         with self._cond:
             waiting = self._waiting.pop(name, [])
         for then in waiting:
             try:
-                then(held)
+                then(held, "" if held else why or NOT_KEPT)
             except Exception:  # (a bug of the caller's: logged, the queue goes on)
                 log.exception("telling that %s's conversion ended", name)
 
@@ -197,7 +205,8 @@ class Ahead:
         cutoffs = _cutoffs(partner)
         try:
             plan = margincircuit.plan(bits[0], bits[1], cutoffs, rule)
-        except ValueError:  # (a rule the margin does not fit: its parts go by pairs)
+        except ValueError as exc:  # (a rule the margin does not fit: its parts go by pairs)
+            self._made_or_not(name, False, f"the rule's margin does not fit ({exc})")
             return False
         key = standdeal.key_of(name, records, bits, cutoffs, rule)
         self._convert(partner, epoch, key, plan)
@@ -212,8 +221,12 @@ class Ahead:
         while True:
             conversions = _settled(self._conversions())  # (another's: one at a time)
             with self._cond:
-                if epoch != self._epoch or conversions.stopping() or conversions.holds(key):
-                    return  # (stopped; or a query converted it meanwhile)
+                stopped = epoch != self._epoch or conversions.stopping()
+            if conversions.holds(key):
+                return  # (a query converted it meanwhile)
+            if stopped:
+                self._made_or_not(name, False, STOPPED)
+                return
             remote = self._servers([name], [records], list(bits))
             try:
                 made = STOPPED if remote.stopped() else self._made(remote, conversions, key,
@@ -226,6 +239,7 @@ class Ahead:
                 remote.close()
             if made == STOPPED:  # (its stop began as this started: nothing was kept)
                 log.info("%s's upload not converted ahead of its queries: %s", name, STOPPED)
+                self._made_or_not(name, False, STOPPED)
             if made != BUSY:
                 return
 
@@ -239,6 +253,7 @@ class Ahead:
             with self._cond:
                 self.skipped += 1
             log.info("%s's upload not converted ahead of its queries: %s", key[0], unfit)
+            self._made_or_not(key[0], False, unfit)
             return ""
         try:
             made = standdeal.start(remote, conversions, key, base, plan, linkbit.Transcript(), {})
@@ -249,19 +264,23 @@ class Ahead:
             log.log(logging.INFO if refused else logging.WARNING,
                     "%s's upload not converted ahead of its queries (its first query converts "
                     "it): %s", key[0], exc)  # fmt: skip
+            self._made_or_not(key[0], False, f"S1 or S2 {'refused' if refused else 'failed'} "
+                                             f"it at piece 0: {exc}")  # fmt: skip
             return ""
         if isinstance(made, str):
             if made != BUSY:
                 with self._cond:
                     self.declined += 1
                 log.info("%s's upload not converted ahead of its queries: %s", key[0], made)
+                self._made_or_not(key[0], False, made)
             return made
         started, size = made
         with self._cond:
             self.started += 1
         log.info("converting %s's upload (%d records) ahead of its queries (conversion %s)",
                  key[0], key[1], started.first.standing)  # fmt: skip
-        standdeal.background(remote, conversions, key, size, started)
+        standdeal.background(remote, conversions, key, size, started,
+                             lambda why: self._made_or_not(key[0], False, why))  # fmt: skip
         return ""
 
     def idle(self, timeout: float) -> bool:
@@ -274,13 +293,16 @@ class Ahead:
 
     def close(self) -> None:
         """The matcher stops: nothing queued is started (the conversion being made stops
-        with C's conversions, `Conversions.close`)."""
+        with C's conversions, `Conversions.close`); the callers of `when_made` told at once,
+        the conversion being made's too (C keeps none across its stop)."""
         with self._cond:
             dropped = [p.name for p in self._queue]
+            if self._current is not None:
+                dropped.append(self._current.name)
             self._queue.clear()
             self._epoch += 1
         for name in dropped:
-            self._made_or_not(name, False)
+            self._made_or_not(name, False, STOPPED)
 
 
 def _cutoffs(partner: Partner) -> tuple[float, ...]:
@@ -294,4 +316,4 @@ def _settled(conversions: Conversions) -> Conversions:
     return conversions
 
 
-__all__ = ["STOPPED", "WAIT_SECONDS", "Ahead", "Partner", "wanted"]
+__all__ = ["NOT_KEPT", "REPLACED", "STOPPED", "WAIT_SECONDS", "Ahead", "Partner", "wanted"]

@@ -15,7 +15,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from blindmatch.matcher import errors
@@ -193,11 +193,12 @@ def _query(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
 
 def _finish(conversions: Conversions, key: Key, size: int, started: Started,
             transcript: linkbit.Transcript, clock: dict[str, float], quiet: bool,
-            ) -> None:  # fmt: skip
+            failed: Callable[[str], None] | None = None) -> None:  # fmt: skip
     """The conversion's later pieces (on C's background thread, `quiet`; or within the query
     for a partner of at most INLINE_RECORDS), kept once whole; a failure in the background
-    (a server restarted or dropped it, refused a piece) logged and forgotten: a later query
-    starts it again."""
+    (a server restarted or dropped it, refused a piece, the matcher's stop) logged and
+    forgotten: a later query starts it again. `failed(why)`: told of such a failure before
+    the give-up's calls to S1 and S2 (watchunfit: a watch waiting for it goes at once)."""
     try:
         got = started.rest(conversions, transcript, clock, quiet)
         with conversions._lock:
@@ -207,6 +208,8 @@ def _finish(conversions: Conversions, key: Key, size: int, started: Started,
     except Exception as exc:
         with conversions._lock:
             conversions.failed += 1
+        if failed is not None:
+            failed(f"it stopped half-made: {exc}")
         if quiet:  # (already off the query's thread)
             give_up(started.remote, started.first)
         else:
@@ -220,15 +223,16 @@ def _finish(conversions: Conversions, key: Key, size: int, started: Started,
 
 
 def background(remote: RemoteServers, conversions: Conversions, key: Key, size: int,
-                started: Started) -> None:  # fmt: skip
+               started: Started, failed: Callable[[str], None] | None = None,
+               ) -> None:  # fmt: skip
     """The later pieces on a thread of their own (one at a time: `Conversions.admit`), so
     the query that started it is answered by pairs meanwhile; `remote`'s channels are held
-    open until it ends (`RemoteServers.keep`)."""
+    open until it ends (`RemoteServers.keep`); `failed`: `_finish`'s."""
     remote.keep()
 
     def work() -> None:
         try:
-            _finish(conversions, key, size, started, linkbit.Transcript(), {}, True)
+            _finish(conversions, key, size, started, linkbit.Transcript(), {}, True, failed)
         finally:
             remote.let_go()
 

@@ -109,9 +109,10 @@ class TwoServerSetup:
     disconnect: Callable[[], object] = lambda: None
     connect: Callable[[], object] = lambda: None
     # Whether the partner of that name at S1 and S2 is queued or being converted so; if so,
-    # the callback is told, once, whether C holds its conversion as it ended (`Ahead.when_made`;
-    # realtime/twowatch.py's comparison of the upload with the watches waits for it).
-    when_converted: Callable[[str, Callable[[bool], None]], bool] = lambda *_: False
+    # the callback is told, once, whether C holds its conversion as it ended, and if not why
+    # (`Ahead.when_made`: as soon as C knows; realtime/twowatch.py's comparison of the upload
+    # with the watches waits for it).
+    when_converted: Callable[[str, Callable[[bool, str], None]], bool] = lambda *_: False
     # The longest that comparison waits before it goes by pairs (0: never waits).
     watch_wait: float = WATCH_WAIT_SECONDS
 
