@@ -245,9 +245,9 @@ def test_a_run_ended_by_sigterm_as_its_rows_are_written_leaves_the_old_links(
 
 
 def test_writing_many_links_holds_a_few_rows_not_the_whole_csv(tmp_path: Path) -> None:
-    """200,000 links (a CSV of some 7 MB): Python's allocations while they are written stay
-    under a megabyte (a chunk of rows at a time, `LINKS_A_CHUNK`), where the CSV made in
-    memory took twice its size; the bytes are those it made."""
+    """200,000 links (a CSV of some 8.5 MB): Python's allocations while they are written stay
+    under 2 MB (a chunk of rows at a time, `LINKS_A_CHUNK`: some 0.7 MB), where the CSV made
+    in memory took twice its size; the bytes are those it made."""
     n = 200_000
     rng = np.random.default_rng(7)
     links = TwoServerLinks(
@@ -271,5 +271,5 @@ def test_writing_many_links_holds_a_few_rows_not_the_whole_csv(tmp_path: Path) -
         before.writerow([links.members[d], int(r), links.members[p], int(pr), f"{s:.6f}"])
     written = out.read_bytes()
     assert written == text.getvalue().encode("utf-8")
-    assert len(written) > 6_000_000 and peak < 1_000_000, peak
+    assert len(written) > 8_000_000 and peak < 2_000_000, peak
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
