@@ -14,8 +14,9 @@ import io
 import os
 import secrets
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from blindmatch.client.errors import InputError
 
@@ -101,14 +102,30 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_bytes(path: str | Path, data: bytes, *, replace: bool = True, mode: int = 0o600) -> None:
-    """Write a file atomically: the old file or the whole new one, never half. Whatever
-    ends it part-way (a full disk; Ctrl-C, or SIGTERM in a command that takes it so,
-    cli/errors.py `ends_at_sigterm`) deletes the temporary file: it is named before it is
-    made, so that one made just as the signal came is deleted too. Not `replace`: a file
-    already there is refused (`FileExistsError`, as `O_EXCL` refuses it) and left as it is;
-    the new one is linked into place, or, where the file system has no links (FAT), put
-    in the place its opening with `O_EXCL` took. `mode`: the new file's, less the umask's
-    bits (owner-only unless asked: a certificate, for others to read)."""
+    """Write a file atomically: the old file or the whole new one, never half (`atomic_open`
+    with `data` written at once)."""
+    with atomic_open(path, replace=replace, mode=mode) as fh:
+        fh.write(data)
+
+
+@contextmanager
+def atomic_open(
+    path: str | Path, *, replace: bool = True, mode: int = 0o600, encoding: str | None = None
+) -> Iterator[IO[Any]]:
+    """A file to write `path` with as the block goes, atomically: the old file or the whole
+    new one, never half. Written to a temporary file beside `path` (a name of its own,
+    `.NAME.XXXXXXXXXXXX`, opened as `tempfile.mkstemp` opens one), fsynced and renamed into
+    place when the block ends; so a large file (`two-server run`'s links) is never held
+    whole in memory. Binary, or text in `encoding` (newlines as written: `csv`'s own).
+    Whatever ends the block or the write part-way (a full disk, an error in the block;
+    Ctrl-C, or SIGTERM in a command that takes it so, cli/errors.py `ends_at_sigterm`)
+    deletes the temporary file: it is named before it is made, so that one made just as the
+    signal came is deleted too. Not `replace`: a file already there is refused
+    (`FileExistsError`, as `O_EXCL` refuses it) and left as it is; the new one is linked
+    into place, or, where the file system has no links (FAT), put in the place its opening
+    with `O_EXCL` took. `mode`: the new file's, less the umask's bits (owner-only unless
+    asked: a certificate, for others to read). An `OSError` that names no file (a write's:
+    a full disk, a file too large) names `path`, so that the command says which file."""
     path = check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:  # a name no file has (as `tempfile.mkstemp` finds one)
@@ -122,16 +139,22 @@ def write_bytes(path: str | Path, data: bytes, *, replace: bool = True, mode: in
             raise
         break
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        if encoding is None:
+            fh: IO[Any] = os.fdopen(fd, "wb")
+        else:
+            fh = os.fdopen(fd, "w", encoding=encoding, newline="")
+        with fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         if replace:
             os.replace(tmp, path)
         else:
             _link_new(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)  # a write's (a full disk, a file too large): said as path's
         raise
 
 

@@ -1,20 +1,28 @@
 """`two-server run` writes its links CSV as the other commands write theirs (client/files.py
-`write_bytes`): whole, owner-only, under a name of its own beside --out, then renamed into
-place. Before (2026-12-07) it wrote a fixed `OUT.tmp`, which a failure or a SIGTERM left
-beside the old --out (the process ended by the signal, exit -15), and which a run took over
-and renamed away whoever had made it (an older run's, another file of the user's).
+`atomic_open`): owner-only, under a name of its own beside --out, a row at a time as each is
+made (cli/twoserver.py `write_links`), then fsynced and renamed into place. Before
+(2026-12-07) it wrote a fixed `OUT.tmp`, which a failure or a SIGTERM left beside the old
+--out (the process ended by the signal, exit -15), and which a run took over and renamed
+away whoever had made it (an older run's, another file of the user's); and until the
+streaming, later that day, it made the whole CSV in memory first (some 45 bytes a link,
+twice or three times over) and wrote it at once (`write_bytes`).
 
 Real S1, S2 and combiner on loopback (tests/test_twoserver_rpc.py's), each holding the two
-small exports' uploads; the command in this process, or, where it is signalled, in a
-process of its own held at the rename or link with the new file whole beside --out
-(tests/test_command_leftovers.py's hold)."""
+small exports' uploads; the command in this process, or, where it is signalled or its files
+are limited, in a process of its own, held at a step (tests/test_command_leftovers.py's
+hold) or under a file-size limit (RLIMIT_FSIZE: a write that fails part-way, as on a full
+disk)."""
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import os
 import stat
+import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +30,14 @@ import numpy as np
 import pytest
 
 from blindmatch.cli.app import main
+from blindmatch.cli.twoserver import write_links
 from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.encoding.sharing import shared_upload
+from blindmatch.client.remote.twoserver import TwoServerLinks
 from blindmatch.matcher.rpc.twoserver_service import RunningRole
-from tests.support import MESSY_SECRET, PERSON_SCHEMA, Org
+from tests.support import MESSY_SECRET, PERSON_SCHEMA, ROOT, Org
 from tests.test_command_leftovers import HELD, _assert_ended, _terminated, tmp  # noqa: F401
 from tests.test_twoserver_rpc import PLAN, key, roles, send  # noqa: F401
 
@@ -35,6 +45,20 @@ pytestmark = pytest.mark.server
 
 HEADER = b"member,row,partner,partner_row,score\r\n"
 OLD = b"member,row,partner,partner_row,score\r\nan older run's links\r\n"
+# The small exports' run at 0.8, as written before the rows were streamed (main at c90ef45).
+LINKS = HEADER + b"".join(
+    b"%s,%d,%s,%d,0.950000\r\n" % row
+    for row in [(b"north", 0, b"south", 0), (b"north", 3, b"south", 1), (b"north", 4, b"south", 3),
+                (b"south", 0, b"north", 0), (b"south", 1, b"north", 3), (b"south", 3, b"north", 4)]
+)  # fmt: skip
+# `main` under a file-size limit (its first argument, in bytes): a write past it fails
+# (EFBIG; Python ignores SIGXFSZ), part-way through the file, as a full disk's would.
+LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+from blindmatch.cli.app import main
+sys.exit(main(sys.argv[2:]))
+"""
 
 
 @pytest.fixture
@@ -149,4 +173,103 @@ def test_a_stale_out_tmp_is_neither_taken_over_nor_deleted(
     assert written["links.csv"].startswith(HEADER)
     assert written["links.csv"].count(b"\r\n") > 1  # links, each a whole row
     assert written["links.csv"].endswith(b"\r\n")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("old", [OLD, None], ids=["over-the-old", "anew"])
+def test_a_run_writes_the_same_links_csv_as_before_owner_only(
+    run: list[str], folder: Path, old: bytes | None
+) -> None:
+    """The streamed CSV is byte for byte the one made in memory before (its header, CRLF
+    rows in the combiner's order, scores to six places), and owner-only."""
+    out = folder / "links.csv"
+    if old is not None:
+        out.write_bytes(old)
+    assert main([*run, "--out", str(out), *(["--force"] if old else [])]) == 0
+    assert _files(folder) == {"links.csv": LINKS}
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+
+
+@pytest.mark.slow  # the command in a process of its own
+@pytest.mark.parametrize("old", [OLD, None], ids=["over-the-old", "anew"])
+def test_a_run_whose_write_fails_part_way_leaves_the_old_links_and_no_temporary_file(
+    run: list[str], folder: Path, old: bytes | None
+) -> None:
+    """A file-size limit of 100 bytes: the header and two rows are written, the third is
+    refused (EFBIG), a real failure part-way through the file. The temporary file is
+    deleted, the old --out kept; the error names --out (before, a write's OSError named no
+    file and the command ended in a traceback)."""
+    out = folder / "links.csv"
+    if old is not None:
+        out.write_bytes(old)
+    done = subprocess.run(
+        [sys.executable, "-c", LIMITED, "100", *run, "--out", str(out),
+         *(["--force"] if old else [])],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr) == (1, f"Error: {out}: File too large\n")
+    assert _files(folder) == ({} if old is None else {"links.csv": old})
+
+
+@pytest.mark.slow  # the command in a process of its own
+def test_a_run_ended_by_sigterm_as_its_rows_are_written_leaves_the_old_links(
+    run: list[str],
+    tmp: Path,  # noqa: F811
+    tmp_path: Path,
+    folder: Path,
+) -> None:
+    """Held as its CSV writer is made, once the run's links are in: the rows go to an
+    owner-only file of its own beside --out, already there (before, the CSV was made in
+    memory and that file made only once it was whole). SIGTERM then deletes it: exit 143,
+    the old --out as it was."""
+    out = folder / "links.csv"
+    out.write_bytes(OLD)
+    there = tmp_path / "held"
+    beside: list[list[tuple[str, int]]] = []
+
+    def holding() -> bool:
+        if not there.exists():
+            return False
+        beside.append([(p.name, stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()])
+        return True
+
+    code, err = _terminated(
+        [sys.executable, "-c", HELD, "csv", "writer", *run, "--out", str(out), "--force"],
+        tmp, holding, env={"HELD_AT": str(there)},
+    )  # fmt: skip
+    _assert_ended(code, err)
+    [(name, mode)] = [f for f in beside[-1] if f[0] != "links.csv"]
+    assert (name.startswith(".links.csv."), mode) == (True, 0o600)
+    assert _files(folder) == {"links.csv": OLD}
+    assert list(tmp.iterdir()) == []
+
+
+def test_writing_many_links_holds_a_few_rows_not_the_whole_csv(tmp_path: Path) -> None:
+    """200,000 links (a CSV of some 8.5 MB): Python's allocations while they are written stay
+    under 2 MB (a chunk of rows at a time, `LINKS_A_CHUNK`: some 0.7 MB), where the CSV made
+    in memory took twice its size; the bytes are those it made."""
+    n = 200_000
+    rng = np.random.default_rng(7)
+    links = TwoServerLinks(
+        ["north", "south", "west"], rng.integers(0, 3, n, dtype=np.uint32),
+        rng.integers(0, 2**32, n, dtype=np.uint32), rng.integers(0, 3, n, dtype=np.uint32),
+        rng.integers(0, 2**32, n, dtype=np.uint32), rng.choice([0.8, 0.85, 0.9, 0.95], n),
+        groups=1, comparisons=n, method="pairs", bytes_sent={}, rounds=1,
+    )  # fmt: skip
+    out = tmp_path / "links.csv"
+    tracemalloc.start()
+    try:
+        write_links(out, links, replace=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    text = io.StringIO()  # the CSV as made in memory before
+    before = csv.writer(text)
+    before.writerow(["member", "row", "partner", "partner_row", "score"])
+    for d, r, p, pr, s in zip(links.dset, links.row, links.partner, links.partner_row,
+                              links.score, strict=True):  # fmt: skip
+        before.writerow([links.members[d], int(r), links.members[p], int(pr), f"{s:.6f}"])
+    written = out.read_bytes()
+    assert written == text.getvalue().encode("utf-8")
+    assert len(written) > 8_000_000 and peak < 2_000_000, peak
     assert stat.S_IMODE(out.stat().st_mode) == 0o600

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -45,7 +44,7 @@ from blindmatch.matcher.core.querylimit import (
 from blindmatch.matcher.domain import MIN_THRESHOLD, THRESHOLD_RANGE
 
 if TYPE_CHECKING:
-    from blindmatch.client.remote.twoserver import RoleClient
+    from blindmatch.client.remote.twoserver import RoleClient, TwoServerLinks
 
 
 def _query_limits(args: argparse.Namespace) -> QueryLimits | None:
@@ -184,9 +183,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
-@ends_at_sigterm  # --out: the CSV written whole beside it (client/files.py) deleted
+@ends_at_sigterm  # --out: the CSV written row by row beside it (`write_links`) deleted
 def cmd_run(args: argparse.Namespace) -> int:
-    from blindmatch.client.files import check_writable, write_bytes
+    from blindmatch.client.files import check_writable
 
     if args.out.exists() and not args.force:
         raise InputError(f"--out {args.out}: exists (--force to replace it)")
@@ -194,20 +193,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_writable(args.out)
     with _client("combiner", args, read_key(args.key_file)) as client:
         links = client.run(args.threshold, args.member or (), args.bucket or ())
-    text = io.StringIO()
-    out = csv.writer(text)
-    out.writerow(["member", "row", "partner", "partner_row", "score"])
-    for d, r, p, pr, s in zip(links.dset, links.row, links.partner, links.partner_row,
-                              links.score, strict=True):  # fmt: skip
-        out.writerow([links.members[d], int(r), links.members[p], int(pr), f"{s:.6f}"])
-    # The old file or the whole new one; its temporary name is its own (`.OUT.XXXXXXXXXXXX`,
-    # not the fixed `OUT.tmp` before 2026-12-07, which is neither used nor deleted now).
-    write_bytes(args.out, text.getvalue().encode("utf-8"), replace=args.force)
+    write_links(args.out, links, replace=args.force)
     if not args.quiet:
         sent = ", ".join(f"{k} {v:,}" for k, v in sorted(links.bytes_sent.items()))
         print(f"{len(links.score)} links in {links.groups} groups ({links.method}; "
               f"{links.comparisons:,} pairs compared; bytes {sent}); wrote {args.out}")  # fmt: skip
     return 0
+
+
+LINKS_A_CHUNK = 4096  # links turned into Python's values at once (`write_links`)
+
+
+def write_links(out: Path, links: TwoServerLinks, *, replace: bool) -> None:
+    """The links as CSV at `out`, each row written as it is made (client/files.py
+    `atomic_open`): to an owner-only file of its own beside `out` (`.OUT.XXXXXXXXXXXX`),
+    fsynced and renamed into place, so that a failure part-way, Ctrl-C or SIGTERM leaves the
+    old `out` as it was and no temporary file. Before (2026-12-07) the whole CSV was made in
+    memory first, twice over (its text, then its bytes): 87 MB more at a million links."""
+    from blindmatch.client.files import atomic_open
+
+    with atomic_open(out, replace=replace, encoding="utf-8") as fh:
+        rows = csv.writer(fh)
+        rows.writerow(["member", "row", "partner", "partner_row", "score"])
+        for at in range(0, len(links.score), LINKS_A_CHUNK):  # Python's ints a chunk at a time
+            part = slice(at, at + LINKS_A_CHUNK)
+            for d, r, p, pr, s in zip(links.dset[part].tolist(), links.row[part].tolist(),
+                                      links.partner[part].tolist(),
+                                      links.partner_row[part].tolist(),
+                                      links.score[part].tolist(), strict=True):  # fmt: skip
+                rows.writerow([links.members[d], r, links.members[p], pr, f"{s:.6f}"])
 
 
 KEY_HELP = (
@@ -370,8 +384,9 @@ def register(sub: Subcommands) -> None:
         "named), and write its links as CSV: member, row, partner, partner_row, score (rows "
         "in each member's ENCODED order; a score is the lower end of its bucket, not a Dice "
         "value), with the operator's key (--key-file). A party that cannot be reached fails "
-        "the run, naming it. The CSV (owner-only) is written whole beside --out, then renamed "
-        "into place: a failure, Ctrl-C or SIGTERM (exit 143) leaves the old --out as it was.",
+        "the run, naming it. The CSV (owner-only) is written a row at a time to a file of its "
+        "own beside --out, then renamed into place: a failure, Ctrl-C or SIGTERM (exit 143) "
+        "deletes that file and leaves the old --out as it was.",
         example="blindmatch two-server run --combiner 127.0.0.1:50073 --key-file parties.key "
         "--threshold 0.8 --out links.csv",
         handler=cmd_run,
