@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import Subcommands, at_least, command, unit_interval
+from blindmatch.cli.plotconfig import plots
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -17,7 +18,8 @@ if TYPE_CHECKING:
     from blindmatch.client.tools.privacy.report import CheckReport
 
 
-@ends_at_sigterm  # (matplotlib's temporary config folder, where it makes one, deleted)
+@ends_at_sigterm  # (matplotlib's config folder, where it has none writable: ours, deleted)
+@plots
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from blindmatch.client.tools.evaluate import evaluate_files
 
@@ -29,7 +31,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-@ends_at_sigterm  # its temporary folder (the synthetic exports) deleted
+@ends_at_sigterm  # its temporary folders (the synthetic exports; matplotlib's config) deleted
+@plots
 def cmd_privacy_check(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encode import read_secret
     from blindmatch.client.encoding.harden import NONE, RECOMMENDED
