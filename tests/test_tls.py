@@ -359,3 +359,36 @@ def test_a_grpcs_server_uses_the_system_trust_store(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["project"] == "yes"
+
+
+# -- TLS files that are not what their flag says (2026-12-07, newops) -------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"--tls-key": "client_key"}, "--tls-key {client_key} is not the key of --tls-cert"),
+        ({"--tls-cert": "server_key"}, "--tls-cert {server_key}: holds no PEM certificate"),
+        ({"--tls-key": "server_cert"}, "--tls-key {server_cert}: not an unencrypted PEM private"),
+        ({"--client-ca": "ca_key"}, "--client-ca {ca_key}: holds no PEM certificate"),
+    ],
+)
+def test_serve_names_a_tls_file_that_is_not_what_its_flag_says(
+    tmp_path: Path, certs: CertFiles, given: dict[str, str], said: str
+) -> None:
+    """Each was `could not listen on 127.0.0.1:0 (is the port taken, ...?)` after gRPC's own
+    log lines, and the data dir was made first."""
+    files = {"--tls-cert": "server_cert", "--tls-key": "server_key", "--client-ca": "ca_cert"}
+    files.update(given)
+    paths = {name: str(getattr(certs, name)) for name in files.values()}
+    flags = [part for flag, name in files.items() for part in (flag, paths[name])]
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(tmp_path / "d"),
+         "--listen", "127.0.0.1:0", *flags],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert said.format(**paths) in done.stderr
+    assert "could not listen" not in done.stderr
+    assert not (tmp_path / "d").exists()

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from blindmatch.client.errors import InputError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -51,11 +55,45 @@ def server_credentials(
         return None
     cert_pem = _read(cert, "server certificate")
     key_pem = _read(key, "server key")
-    assert cert_pem is not None and key_pem is not None
+    assert key is not None and cert_pem is not None and key_pem is not None
     ca_pem = _read(client_ca, "client CA")
+    _check_server_pems(cert, cert_pem, key, key_pem, client_ca, ca_pem)
     return grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=ca_pem is not None
     )
+
+
+def _check_server_pems(
+    cert: str, cert_pem: bytes, key: str, key_pem: bytes, ca: str | None, ca_pem: bytes | None
+) -> None:
+    """What gRPC would only find when it binds the port, and then blame on the port ("could
+    not listen ... is the port taken"), said first, naming the file and its flag: a
+    certificate or key that is not one, a key that is not the certificate's, a CA file
+    with no certificate."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    certificate = _certificate(cert_pem, f"--tls-cert {cert}")
+    try:
+        private = load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"--tls-key {key}: not an unencrypted PEM private key ({exc})") from None
+    if private.public_key() != certificate.public_key():
+        raise InputError(
+            f"--tls-key {key} is not the key of --tls-cert {cert} (the certificate holds "
+            "another public key): give the key the certificate was issued for"
+        )
+    if ca is not None and ca_pem is not None:
+        _certificate(ca_pem, f"--client-ca {ca}")
+
+
+def _certificate(pem: bytes, named: str) -> x509.Certificate:
+    """The first certificate of a PEM file, or an InputError naming it."""
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificates(pem)[0]
+    except ValueError:
+        raise InputError(f"{named}: holds no PEM certificate") from None
 
 
 def listen_address(listen: str) -> tuple[str, int]:
