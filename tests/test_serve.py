@@ -235,3 +235,59 @@ def test_serve_refuses_a_listen_address_it_cannot_use_in_one_line(
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# -- an operator's mistakes at start (2026-12-07, newops) -------------------------------------
+
+
+def test_a_second_serve_on_a_data_dir_being_served_is_refused_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """Before, the second one started too: it emptied tmp/ (the first one's uploads in
+    flight) and served the same databases beside it, on another port."""
+    data = tmp_path / "data"
+    with serve(data) as served:
+        in_flight = data / "tmp" / "an-upload-in-flight"
+        in_flight.write_bytes(b"x")
+        in_flight.chmod(0o600)  # (a data dir open to others is refused: check_private)
+        err = serve_refusal(data)
+        assert f"{data}: another process serves this data dir" in err
+        assert "has changed nothing" in err
+        assert in_flight.exists()  # tmp/ was not emptied by the refused start
+        with grpc.insecure_channel(served.target) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with serve(data):  # stopped, it let go of the data dir: the next start serves it
+        pass
+
+
+def test_serve_given_its_token_deletes_the_token_file_an_earlier_run_made(tmp_path: Path) -> None:
+    """DATA_DIR/operator.token from a run without BLINDMATCH_ADMIN_TOKEN held a token the next
+    run, given one, refuses; it stayed there, for an operator to export the wrong one."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    stale = data / "operator.token"
+    stale.write_text("bm_admin_an_earlier_runs\n")
+    stale.chmod(0o600)
+    with serve(data) as served:
+        assert not stale.exists()
+        env = {"BLINDMATCH_ADMIN_TOKEN": served.admin_token}
+        blindmatch("project", "list", "--server", served.target, env=env)
+
+
+def test_serve_names_a_file_it_cannot_make_not_the_listen_address(tmp_path: Path) -> None:
+    """`--audit-key` in a folder that is not there was `Error: --listen 127.0.0.1:0: [Errno
+    2] No such file or directory: ...`: the port blamed for a file."""
+    key = tmp_path / "no-such-folder" / "audit.key"
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(tmp_path / "d"),
+         "--listen", "127.0.0.1:0", "--audit-key", str(key)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "x"},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"Error: {key}: No such file or directory" in done.stderr
+    assert "--listen" not in done.stderr
+    assert "Traceback" not in done.stderr

@@ -215,3 +215,13 @@ def _stdout_gone() -> bool:
     except (AttributeError, OSError, ValueError):  # no file behind it
         return False
     return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
+def start_error(exc: OSError, listen: str) -> InputError:
+    """A server's start that failed on an OSError, as the user reads it: a file or folder
+    that could not be made or opened (`--audit-key` in a folder that is not there, say)
+    named as such, else the address (`rpc/listen.py`'s `cannot_listen`: the port is taken,
+    or the address is not this machine's). Before, every one blamed `--listen`."""
+    if exc.filename is not None:
+        return InputError(f"{exc.filename}: {exc.strerror or exc} (nothing is listening)")
+    return InputError(f"--listen {listen}: {exc}")

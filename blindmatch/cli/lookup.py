@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from blindmatch.cli.errors import start_error
 from blindmatch.cli.options import Subcommands, command, listen_tls_options, outbound_credentials
 from blindmatch.client.errors import InputError
 
@@ -112,7 +113,7 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     except StartupRefused as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:
-        raise InputError(f"--listen {args.listen}: {exc}") from None
+        raise start_error(exc, args.listen) from None
 
     def announce() -> None:
         print(

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from blindmatch.cli import daskopts, lookup, twoserveropts
-from blindmatch.cli.errors import sigterm_as_ctrl_c
+from blindmatch.cli.errors import sigterm_as_ctrl_c, start_error
 from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
 from blindmatch.cli.projectmode import bare_serve_line
 from blindmatch.client.errors import InputError
@@ -22,6 +22,7 @@ from blindmatch.matcher.domain import (
     STREAM_IDLE_SECONDS,
     STREAMS_IN_ALL,
 )
+from blindmatch.matcher.storage import dirlock
 from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
 
 
@@ -65,69 +66,91 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # With S1 and S2, new projects keep no CLK at the matcher unless they ask (issue 18);
     # create_server resolves "" the same way.
     mode = args.default_mode or ("two-server" if two_server is not None else "clk")
-    try:
-        running = create_server(
-            address,
-            args.data_dir,
-            admin,
-            credentials=credentials,
-            workers=args.workers,
-            lookup_threads=args.lookup_threads,
-            request_cpu=request_cpu,
-            streams_per_member=args.max_streams_per_member,
-            member_streams=args.max_member_streams,
-            max_streams=args.max_streams,
-            stream_idle=args.stream_idle_seconds,
-            max_index_change_bytes=int(args.max_index_change_mib * 1024**2),
-            max_auth_failures=args.max_auth_failures,
-            min_free_bytes=int(args.min_free_mb * 1024 * 1024),
-            audit_key_file=args.audit_key,
-            executor=executor,
-            lookup_servers=lookup_servers,
-            lookup_credentials=lookup_credentials,
-            two_server=two_server,
-            default_mode=mode,
-        )
-    except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
-        raise InputError(str(exc)) from None
-    except OSError as exc:  # the port is taken, or the address is not this machine's
-        raise InputError(f"--listen {args.listen}: {exc}") from None
-    if made_token:
-        token_file = DataDir(Path(args.data_dir)).operator_token
-        try:  # the file whole or absent, and never its temporary file beside it
-            with sigterm_as_ctrl_c():  # (serve_forever's handlers are not in place yet)
-                write_text(token_file, admin + "\n")  # owner-only, never readable by others
-        except KeyboardInterrupt:  # SIGTERM (`Terminated`) or SIGINT: stopped, as ever after
-            logging.getLogger("blindmatch.matcher").info("stopping before it served")
-            running.stop(grace=5)
-            return 0
-        print(
-            "BLINDMATCH_ADMIN_TOKEN is not set: this run's operator token is in "
-            f"{token_file} (readable by this user only), e.g.\n"
-            f"  export BLINDMATCH_ADMIN_TOKEN=$(cat {token_file})\n"
-            "Set BLINDMATCH_ADMIN_TOKEN to keep one across restarts.",
-            file=sys.stderr,
-        )
+    # a second serve on this data dir is refused while this one holds it (dirlock)
+    with dirlock.held(Path(args.data_dir), "blindmatch serve", InputError):
+        try:
+            running = create_server(
+                address,
+                args.data_dir,
+                admin,
+                credentials=credentials,
+                workers=args.workers,
+                lookup_threads=args.lookup_threads,
+                request_cpu=request_cpu,
+                streams_per_member=args.max_streams_per_member,
+                member_streams=args.max_member_streams,
+                max_streams=args.max_streams,
+                stream_idle=args.stream_idle_seconds,
+                max_index_change_bytes=int(args.max_index_change_mib * 1024**2),
+                max_auth_failures=args.max_auth_failures,
+                min_free_bytes=int(args.min_free_mb * 1024 * 1024),
+                audit_key_file=args.audit_key,
+                executor=executor,
+                lookup_servers=lookup_servers,
+                lookup_credentials=lookup_credentials,
+                two_server=two_server,
+                default_mode=mode,
+            )
+        except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
+            raise InputError(str(exc)) from None
+        except OSError as exc:  # the port is taken, or the address is not this machine's
+            raise start_error(exc, args.listen) from None
+        if not made_token:
+            _drop_stale_token(DataDir(Path(args.data_dir)).operator_token, admin)
+        if made_token:
+            token_file = DataDir(Path(args.data_dir)).operator_token
+            try:  # the file whole or absent, and never its temporary file beside it
+                with sigterm_as_ctrl_c():  # (serve_forever's handlers are not in place yet)
+                    write_text(token_file, admin + "\n")  # owner-only, never readable by others
+            except KeyboardInterrupt:  # SIGTERM (`Terminated`) or SIGINT: stopped, as ever after
+                logging.getLogger("blindmatch.matcher").info("stopping before it served")
+                running.stop(grace=5)
+                return 0
+            print(
+                "BLINDMATCH_ADMIN_TOKEN is not set: this run's operator token is in "
+                f"{token_file} (readable by this user only), e.g.\n"
+                f"  export BLINDMATCH_ADMIN_TOKEN=$(cat {token_file})\n"
+                "Set BLINDMATCH_ADMIN_TOKEN to keep one across restarts.",
+                file=sys.stderr,
+            )
 
-    if two_server is None:  # what every project it makes exposes, said once (issue 18)
-        logging.getLogger("blindmatch.matcher").warning(bare_serve_line())
-    unless = (
-        " unless `project create --mode` says otherwise"
-        if two_server is not None
-        else ", the only one without S1 and S2"
-    )
-
-    def announce() -> None:
-        shown = tls.grpc_address(host, running.port)
-        print(
-            f"blindmatch matcher listening on {shown} (data: {args.data_dir}; new projects: "
-            f"{mode} mode{unless})",
-            file=sys.stderr,
-            flush=True,
+        if two_server is None:  # what every project it makes exposes, said once (issue 18)
+            logging.getLogger("blindmatch.matcher").warning(bare_serve_line())
+        unless = (
+            " unless `project create --mode` says otherwise"
+            if two_server is not None
+            else ", the only one without S1 and S2"
         )
 
-    serve_forever(running, ready=announce)
+        def announce() -> None:
+            shown = tls.grpc_address(host, running.port)
+            print(
+                f"blindmatch matcher listening on {shown} (data: {args.data_dir}; new projects: "
+                f"{mode} mode{unless})",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        serve_forever(running, ready=announce)
     return 0
+
+
+def _drop_stale_token(token_file: Path, admin: str) -> None:
+    """With BLINDMATCH_ADMIN_TOKEN set, an operator.token an earlier run made holds a token
+    this run refuses: deleted, said in the log, so that nobody exports it from there."""
+    import logging
+
+    try:
+        stale = token_file.read_text(encoding="utf-8").strip() != admin
+    except (OSError, UnicodeDecodeError):
+        return  # none there (the usual case)
+    if stale:
+        token_file.unlink(missing_ok=True)
+        logging.getLogger("blindmatch.matcher").info(
+            "deleted %s: an earlier run's operator token, which this run (its token from "
+            "BLINDMATCH_ADMIN_TOKEN) refuses",
+            token_file,
+        )
 
 
 def _request_cpu(flag: int | None) -> int | None:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindmatch.cli.errors import ends_at_sigterm
+from blindmatch.cli.errors import ends_at_sigterm, start_error
 from blindmatch.cli.options import (
     Subcommands,
     actions,
@@ -114,7 +114,7 @@ def cmd_role(args: argparse.Namespace) -> int:
                               query_whole=query_whole,
                               standing_bytes=args.standing_bytes)  # fmt: skip
     except OSError as exc:
-        raise InputError(f"--listen {args.listen}: {exc}") from None
+        raise start_error(exc, args.listen) from None
     except ValueError as exc:
         raise InputError(f"--party-key/--member-key-file: {exc}") from None
     except StartupRefused as exc:

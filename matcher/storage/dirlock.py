@@ -1,0 +1,77 @@
+"""One matcher per data dir: `blindmatch serve` holds an exclusive lock on its data dir's
+folder for as long as it runs, and a second `serve` started on the same folder is refused
+before it changes anything there.
+
+Before, a second `serve` on a data dir another one served started too: it emptied `tmp/` (the
+first one's uploads in flight), replaced `operator.token` (the first one's token, still the
+one it checks, no longer written anywhere) and served the same databases beside it. The lock
+is `flock` on the folder itself, so nothing is written to take it (a data dir a newer
+blindmatch wrote stays untouched: *Refusing to start*), and the kernel lets go of it when the
+process ends, however it ends: no stale lock after a SIGKILL or a power cut. Look-up servers
+read the data dir beside the matcher and take no lock; a two-server role's data dir may hold
+several roles' files, and is not locked.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.storage.datadir import DIR_MODE
+
+
+@contextmanager
+def held(root: Path, what: str, error: type[Exception] = StartupRefused) -> Iterator[None]:
+    """`hold` for the block's length, its refusal raised as `error` (the command line's
+    InputError, say): let go of when the block ends, however it ends (a start refused after
+    the lock was taken leaves the folder free for the next one)."""
+    try:
+        fd = hold(root, what)
+    except StartupRefused as exc:
+        raise error(str(exc)) from None
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def hold(root: Path, what: str) -> int | None:
+    """Lock the data dir `root` (made, owner-only, if it is not there) for this process's
+    life: the open folder's descriptor, which the caller keeps open, or None where the folder
+    cannot be locked (not a folder, not made, a file system without `flock`): the start goes
+    on and says its own error. `what` names the server for the refusal (`blindmatch serve`)."""
+    if not root.exists():
+        try:
+            root.parent.mkdir(parents=True, exist_ok=True)
+            root.mkdir(mode=DIR_MODE, exist_ok=True)
+        except OSError:
+            return None
+    fd = _open(root)
+    if fd is None:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise StartupRefused(
+                f"{root}: another process serves this data dir (a `blindmatch serve` "
+                f"still running on it), so {what} will not start on it "
+                "and has changed nothing: one process per data dir. Stop that one first "
+                "(SIGTERM), or give another --data-dir"
+            ) from None
+        return None
+    return fd
+
+
+def _open(root: Path) -> int | None:
+    try:
+        return os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return None
