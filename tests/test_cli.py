@@ -89,6 +89,18 @@ def test_the_reference_names_every_command_that_ends_cleanly_on_sigterm() -> Non
     assert "`serve`" not in listed and "`upload`" not in listed
 
 
+def test_an_operator_command_without_the_operator_token_says_where_serve_put_it(
+    matcher: Matcher, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said only `BLINDMATCH_ADMIN_TOKEN is not set; it holds the operator's token`: an
+    operator whose `serve` made the token up was not told where it is (newops, 2026-12-07)."""
+    monkeypatch.delenv("BLINDMATCH_ADMIN_TOKEN", raising=False)
+    assert main(["project", "list", "--server", matcher.target]) == 2
+    err = capsys.readouterr().err
+    assert "BLINDMATCH_ADMIN_TOKEN is not set" in err
+    assert "export BLINDMATCH_ADMIN_TOKEN=$(cat DATA_DIR/operator.token)" in err
+
+
 @pytest.mark.slow
 def test_version_and_module_entry_point() -> None:
     done = run_cli("--version")

@@ -289,7 +289,11 @@ def member_token(args: argparse.Namespace) -> str:
 def admin_token() -> str:
     token = env("BLINDMATCH_ADMIN_TOKEN")
     if not token:
-        raise InputError("BLINDMATCH_ADMIN_TOKEN is not set; it holds the operator's token")
+        raise InputError(
+            "BLINDMATCH_ADMIN_TOKEN is not set; it holds the operator's token: the one `serve` "
+            "was started with, or, where it was started without one, the one it wrote for its "
+            "run: export BLINDMATCH_ADMIN_TOKEN=$(cat DATA_DIR/operator.token)"
+        )
     return token
 
 
