@@ -311,3 +311,22 @@ def test_a_sealed_budget_refuses_every_pair_of_two_restored_uploads_until_one_up
     assert not budget.sealed("north", "south")
     assert budget.spend("north", "south", rows, rows) == 0
     assert budget.spend("north", "south", rows, rows) == 5  # (and are counted as ever)
+
+
+def test_restoring_a_backup_of_no_uploads_says_no_moment_not_1970(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A role's backup records its moment with its sealed uploads; one of none has none, and
+    `admin restore` printed `(taken 1970-01-01 00:00:00 UTC)` (newops, 2026-12-07)."""
+    s2 = create_role("s2", "127.0.0.1:0", "the parties' key", MEMBER_KEY, data_dir=tmp_path / "s2")
+    try:
+        assert admin("backup", "--data-dir", str(tmp_path / "s2"), "--out",
+                     str(tmp_path / "b"), "--key-out", str(tmp_path / "b.key")) == 0  # fmt: skip
+    finally:
+        s2.stop(grace=None)
+    capsys.readouterr()
+    assert admin("restore", "--backup", str(tmp_path / "b"), "--data-dir", str(tmp_path / "r"),
+                 "--audit-key", str(tmp_path / "b.key"), "--no-previous") == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "1970" not in out
+    assert "(a backup of no uploads: no moment recorded)" in out

@@ -179,9 +179,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
                                 previous=args.previous, forget=args.forget)  # fmt: skip
     except RestoreError as exc:
         raise refused_or_failed(exc) from None
-    taken = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(done.taken or 0))
+    taken = (  # the backup's moment is its sealed uploads': one of none has none
+        "a backup of no uploads: no moment recorded"
+        if done.taken is None
+        else time.strftime("taken %Y-%m-%d %H:%M:%S UTC", time.gmtime(done.taken))
+    )
     print(
-        f"Restored role {done.role}'s data dir {done.dest} from {args.backup} (taken {taken}): "
+        f"Restored role {done.role}'s data dir {done.dest} from {args.backup} ({taken}): "
         f"{done.uploads} uploads held, {done.sealed} of them sealed (no pair of two of them is "
         "evaluated again), checked."
         + (f" S1's ledger: {done.ledger} entries (its per-upload cap, core/rowledger.py)."
