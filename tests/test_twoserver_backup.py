@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -31,7 +33,7 @@ from blindmatch.matcher.storage.role_check import check_role_dir
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import auth
+from tests.support import ROOT, auth
 from tests.test_twoserver_restart import MEMBER_KEY, NAMES, Roles, in_process
 from tests.test_twoserver_restart import uploads as uploads  # the fixture
 
@@ -330,3 +332,61 @@ def test_restoring_a_backup_of_no_uploads_says_no_moment_not_1970(
     out = capsys.readouterr().out
     assert "1970" not in out
     assert "(a backup of no uploads: no moment recorded)" in out
+
+
+@pytest.fixture
+def s2_process(tmp_path: Path) -> Iterator[Path]:
+    """`blindmatch two-server role --role s2 --data-dir DIR` serving, as its own process: DIR."""
+    keys = []
+    for name, key in (("parties.key", "the parties' key"), ("members.key", MEMBER_KEY)):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(key + "\n")
+        keys[-1].chmod(0o600)
+    data = tmp_path / "s2"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", "s2", "--listen",
+         "127.0.0.1:0", "--key-file", str(keys[0]), "--member-key-file", str(keys[1]),
+         "--data-dir", str(data)],
+        stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    said: list[str] = []
+    try:
+        while not said or "listening on" not in said[-1]:
+            line = proc.stderr.readline()
+            assert line, f"the role exited {proc.wait()}: {''.join(said)}"
+            said.append(line)
+        yield data
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        proc.stderr.close()
+
+
+def test_a_second_role_on_a_data_dir_being_served_is_refused(
+    s2_process: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, it started too, beside the first, on the same held store and audit log
+    (newops, 2026-12-07)."""
+    keys = s2_process.parent
+    assert main(["two-server", "role", "--role", "s2", "--listen", "127.0.0.1:0", "--key-file",
+                 str(keys / "parties.key"), "--member-key-file", str(keys / "members.key"),
+                 "--data-dir", str(s2_process)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"{s2_process}: another process serves this data dir" in err
+    assert "two-server role --role s2 will not start on it" in err
+
+
+def test_restore_refuses_a_previous_dir_a_role_still_serves(
+    s2_process: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--previous` is the dir being replaced: a role still serving it goes on writing the
+    audit log the restore replays; it was read as it stood (newops, 2026-12-07)."""
+    assert admin("backup", "--data-dir", str(s2_process), "--out", str(tmp_path / "b"),
+                 "--key-out", str(tmp_path / "b.key")) == 0  # fmt: skip
+    capsys.readouterr()
+    restore = ["restore", "--backup", str(tmp_path / "b"), "--data-dir", str(tmp_path / "r"),
+               "--audit-key", str(tmp_path / "b.key"), "--previous", str(s2_process)]  # fmt: skip
+    assert admin(*restore) == 2
+    assert "a role still serves it" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

@@ -20,6 +20,7 @@ from blindmatch.cli.options import (
     project_option,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
+from blindmatch.matcher.storage import dirlock
 
 ROLES = ("s1", "s2", "combiner")  # two-server roles' data dirs (`two-server role --data-dir`)
 
@@ -161,6 +162,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
     existing_dir(args.backup, "--backup")
     if args.previous is not None:
         existing_dir(args.previous, "--previous")
+        if dirlock.in_use(Path(args.previous)):  # its log would go on after the replay
+            raise InputError(
+                f"--previous {args.previous}: a role still serves it (its data dir's lock is "
+                "held): stop that role first (SIGTERM), then restore; nothing was written"
+            )
     found = [args.role] if args.role else roles_in(args.backup)
     if len(found) != 1:
         raise InputError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,7 @@ from blindmatch.matcher.core.querylimit import (
     parse_limit,
 )
 from blindmatch.matcher.domain import MIN_THRESHOLD, THRESHOLD_RANGE
+from blindmatch.matcher.storage import dirlock
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.twoserver import RoleClient, TwoServerLinks
@@ -104,31 +106,37 @@ def cmd_role(args: argparse.Namespace) -> int:
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
-    try:
-        running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
-                              s1=args.s1 or "", s2=args.s2 or "", credentials=credentials,
-                              peer_credentials=peer, keys=keys,
-                              data_dir=args.data_dir, threshold=args.threshold,
-                              query_limits=query_limits,
-                              exhaustive=exhaustive, small_member=small_member,
-                              query_whole=query_whole,
-                              standing_bytes=args.standing_bytes)  # fmt: skip
-    except OSError as exc:
-        raise start_error(exc, args.listen) from None
-    except ValueError as exc:
-        raise InputError(f"--party-key/--member-key-file: {exc}") from None
-    except StartupRefused as exc:
-        raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
+    # one role per data dir while it runs: a second start on it is refused (dirlock)
+    what = f"two-server role --role {args.role}"
+    held = (nullcontext() if args.data_dir is None
+            else dirlock.held(Path(args.data_dir), what, InputError))  # fmt: skip
+    with held:
+        try:
+            running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
+                                  s1=args.s1 or "", s2=args.s2 or "", credentials=credentials,
+                                  peer_credentials=peer, keys=keys,
+                                  data_dir=args.data_dir, threshold=args.threshold,
+                                  query_limits=query_limits,
+                                  exhaustive=exhaustive, small_member=small_member,
+                                  query_whole=query_whole,
+                                  standing_bytes=args.standing_bytes)  # fmt: skip
+        except OSError as exc:
+            raise start_error(exc, args.listen) from None
+        except ValueError as exc:
+            raise InputError(f"--party-key/--member-key-file: {exc}") from None
+        except StartupRefused as exc:
+            raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
 
-    # "blindmatch two-server combiner listening on ...", as "blindmatch matcher listening on".
-    name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "combiner"}[args.role]
-    lowered = cap_warning(args)
+        # "blindmatch two-server combiner listening on ...", as "blindmatch matcher listening on".
+        name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "combiner"}[args.role]
+        lowered = cap_warning(args)
 
-    def announce() -> None:
-        print(f"blindmatch two-server {name} listening on {tls.grpc_address(host, running.port)}"
-              + (f"\n{lowered}" if lowered else ""), file=sys.stderr, flush=True)  # fmt: skip
+        def announce() -> None:
+            shown = tls.grpc_address(host, running.port)
+            print(f"blindmatch two-server {name} listening on {shown}"
+                  + (f"\n{lowered}" if lowered else ""), file=sys.stderr, flush=True)  # fmt: skip
 
-    serve_forever(running, ready=announce)
+        serve_forever(running, ready=announce)
     return 0
 
 

@@ -1,6 +1,6 @@
-"""One matcher per data dir: `blindmatch serve` holds an exclusive lock on its data dir's
-folder for as long as it runs, and a second `serve` started on the same folder is refused
-before it changes anything there.
+"""One server per data dir: `blindmatch serve` and `two-server role --data-dir` hold an
+exclusive lock on their data dir's folder for as long as they run, and a second one started
+on the same folder is refused before it changes anything there.
 
 Before, a second `serve` on a data dir another one served started too: it emptied `tmp/` (the
 first one's uploads in flight), replaced `operator.token` (the first one's token, still the
@@ -8,8 +8,9 @@ one it checks, no longer written anywhere) and served the same databases beside 
 is `flock` on the folder itself, so nothing is written to take it (a data dir a newer
 blindmatch wrote stays untouched: *Refusing to start*), and the kernel lets go of it when the
 process ends, however it ends: no stale lock after a SIGKILL or a power cut. Look-up servers
-read the data dir beside the matcher and take no lock; a two-server role's data dir may hold
-several roles' files, and is not locked.
+read the data dir beside the matcher and take no lock. `admin restore` asks whether a role
+still serves `--previous`, the data dir being replaced (`in_use`): it would go on writing the
+audit log the restore replays.
 """
 
 from __future__ import annotations
@@ -52,22 +53,38 @@ def hold(root: Path, what: str) -> int | None:
             root.mkdir(mode=DIR_MODE, exist_ok=True)
         except OSError:
             return None
+    fd, busy = _locked(root, fcntl.LOCK_EX)
+    if busy:
+        raise StartupRefused(
+            f"{root}: another process serves this data dir (a `blindmatch serve` or "
+            f"`two-server role` still running on it), so {what} will not start on it "
+            "and has changed nothing: one process per data dir. Stop that one first "
+            "(SIGTERM), or give another --data-dir"
+        )
+    return fd
+
+
+def in_use(root: Path) -> bool:
+    """Whether a running server holds the data dir `root` (its lock is taken); a folder
+    that cannot be opened or locked counts as not."""
+    fd, busy = _locked(root, fcntl.LOCK_SH)
+    if fd is not None:
+        os.close(fd)  # (closing lets go of the shared lock taken)
+    return busy
+
+
+def _locked(root: Path, how: int) -> tuple[int | None, bool]:
+    """The folder `root` open and locked `how` (LOCK_EX, LOCK_SH), or None; and whether
+    another process's lock is what refused it."""
     fd = _open(root)
     if fd is None:
-        return None
+        return None, False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-            raise StartupRefused(
-                f"{root}: another process serves this data dir (a `blindmatch serve` "
-                f"still running on it), so {what} will not start on it "
-                "and has changed nothing: one process per data dir. Stop that one first "
-                "(SIGTERM), or give another --data-dir"
-            ) from None
-        return None
-    return fd
+        return None, exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+    return fd, False
 
 
 def _open(root: Path) -> int | None:
