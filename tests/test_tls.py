@@ -392,3 +392,31 @@ def test_serve_names_a_tls_file_that_is_not_what_its_flag_says(
     assert said.format(**paths) in done.stderr
     assert "could not listen" not in done.stderr
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ({"--client-key": "server_key"}, "--client-key {server_key} is not the key of"),
+        ({"--ca-cert": "ca_key"}, "--ca-cert {ca_key}: holds no PEM certificate"),
+    ],
+)
+def test_a_client_names_a_tls_file_that_is_not_what_its_flag_says(
+    mtls_server: RunningServer,
+    certs: CertFiles,
+    capsys: pytest.CaptureFixture[str],
+    given: dict[str, str],
+    said: str,
+) -> None:
+    """Each was `cannot reach the matcher ... Failed to create security handshaker ...; if
+    the matcher uses TLS, pass --ca-cert`, exit 4, though --ca-cert was given (newops)."""
+    files = {"--ca-cert": "ca_cert", "--client-cert": "client_cert", "--client-key": "client_key"}
+    files.update(given)
+    paths = {name: str(getattr(certs, name)) for name in files.values()}
+    flags = [part for flag, name in files.items() for part in (flag, paths[name])]
+    code = main(["project", "show", "p", "--token", "t", "--server",
+                 f"localhost:{mtls_server.port}", *flags])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert said.format(**paths) in err
+    assert "cannot reach" not in err

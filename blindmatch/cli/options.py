@@ -173,7 +173,7 @@ def outbound_credentials(
     credentials = None
     if ca or cert:
         credentials = tls.channel_credentials(
-            ca_cert=ca, client_cert=cert, client_key=key, tls=True
+            ca_cert=ca, client_cert=cert, client_key=key, tls=True, flags=flags[:3]
         )
     for flag, address in targets:
         if "://" in address:

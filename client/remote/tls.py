@@ -27,19 +27,37 @@ def _read(path: str | None, what: str) -> bytes | None:
         raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
 
 
+CLIENT_FLAGS = ("--ca-cert", "--client-cert", "--client-key")
+
+
 def channel_credentials(
-    *, ca_cert: str | None, client_cert: str | None, client_key: str | None, tls: bool = False
+    *,
+    ca_cert: str | None,
+    client_cert: str | None,
+    client_key: str | None,
+    tls: bool = False,
+    flags: tuple[str, str, str] = CLIENT_FLAGS,
 ) -> grpc.ChannelCredentials | None:
     """TLS credentials for the client (with `tls` and no `ca_cert`: the system's trusted
-    CAs), or None for plaintext (loopback only, unless --insecure)."""
+    CAs), or None for plaintext (loopback only, unless --insecure). A CA file with no
+    certificate, or a client key that is not its certificate's, is an InputError naming the
+    file and its flag (`flags`: the CA's, the certificate's, the key's), before any
+    connection (it was `cannot reach the matcher ... Failed to create security handshaker`)."""
+    ca_flag, cert_flag, key_flag = flags
     if (client_cert is None) != (client_key is None):
-        raise InputError("--client-cert and --client-key go together")
+        raise InputError(f"{cert_flag} and {key_flag} go together")
     if ca_cert is None and client_cert is None and not tls:
         return None
+    ca_pem = _read(ca_cert, "CA certificate")
+    key_pem = _read(client_key, "client key")
+    cert_pem = _read(client_cert, "client certificate")
+    if ca_cert is not None and ca_pem is not None:
+        _certificate(ca_pem, f"{ca_flag} {ca_cert}")
+    if client_cert is not None and cert_pem is not None and key_pem is not None:
+        assert client_key is not None
+        _key_of(cert_pem, key_pem, (cert_flag, client_cert), (key_flag, client_key))
     return grpc.ssl_channel_credentials(
-        root_certificates=_read(ca_cert, "CA certificate"),
-        private_key=_read(client_key, "client key"),
-        certificate_chain=_read(client_cert, "client certificate"),
+        root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
     )
 
 
@@ -70,20 +88,26 @@ def _check_server_pems(
     not listen ... is the port taken"), said first, naming the file and its flag: a
     certificate or key that is not one, a key that is not the certificate's, a CA file
     with no certificate."""
+    _key_of(cert_pem, key_pem, ("--tls-cert", cert), ("--tls-key", key))
+    if ca is not None and ca_pem is not None:
+        _certificate(ca_pem, f"--client-ca {ca}")
+
+
+def _key_of(cert_pem: bytes, key_pem: bytes, cert: tuple[str, str], key: tuple[str, str]) -> None:
+    """The certificate and its key, each of its kind and the one the other's: else an
+    InputError naming the flag and file at fault (`cert`, `key`: flag and file)."""
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    certificate = _certificate(cert_pem, f"--tls-cert {cert}")
+    certificate = _certificate(cert_pem, " ".join(cert))
     try:
         private = load_pem_private_key(key_pem, password=None)
     except (ValueError, TypeError) as exc:
-        raise InputError(f"--tls-key {key}: not an unencrypted PEM private key ({exc})") from None
+        raise InputError(f"{' '.join(key)}: not an unencrypted PEM private key ({exc})") from None
     if private.public_key() != certificate.public_key():
         raise InputError(
-            f"--tls-key {key} is not the key of --tls-cert {cert} (the certificate holds "
+            f"{' '.join(key)} is not the key of {' '.join(cert)} (the certificate holds "
             "another public key): give the key the certificate was issued for"
         )
-    if ca is not None and ca_pem is not None:
-        _certificate(ca_pem, f"--client-ca {ca}")
 
 
 def _certificate(pem: bytes, named: str) -> x509.Certificate:
