@@ -122,11 +122,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             else ", the only one without S1 and S2"
         )
 
+        # how members reach it, said where the operator looks: TLS, and mutual TLS
+        secured = "" if credentials is None else " with TLS"
+        if args.client_ca is not None:
+            secured += ", client certificates required"
+
         def announce() -> None:
             shown = tls.grpc_address(host, running.port)
             print(
-                f"blindmatch matcher listening on {shown} (data: {args.data_dir}; new projects: "
-                f"{mode} mode{unless})",
+                f"blindmatch matcher listening on {shown}{secured} (data: {args.data_dir}; new "
+                f"projects: {mode} mode{unless})",
                 file=sys.stderr,
                 flush=True,
             )
