@@ -5,9 +5,11 @@ the matcher keeps. Test modules import from here, never from one another."""
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -464,3 +466,24 @@ def low_change_limit(tmp_path: Path) -> Iterator[tuple[str, str, Encoded]]:
         yield target, token, folder
     finally:
         server.stop(grace=None)
+
+
+@contextmanager
+def cli_server(argv: list[str], env: dict[str, str] | None = None) -> Iterator[list[str]]:
+    """`python -m blindmatch ARGV`, a server (`serve`, `two-server role`, ...), until its own
+    line on stderr (`blindmatch ... listening on ...`, not the log's) says it listens: the
+    lines it said, that one last; terminated afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "blindmatch", *argv], stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env)  # fmt: skip
+    assert proc.stderr is not None
+    said: list[str] = []
+    try:
+        while not said or not re.match(r"blindmatch .* listening on ", said[-1]):
+            line = proc.stderr.readline()
+            assert line, f"it exited {proc.wait()}: {''.join(said)}"
+            said.append(line)
+        yield said
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        proc.stderr.close()

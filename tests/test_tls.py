@@ -35,6 +35,7 @@ from tests.support import (
     STRONG_SECRET,
     Matcher,
     Org,
+    cli_server,
     encode_all,
 )
 
@@ -423,32 +424,17 @@ def test_a_client_names_a_tls_file_that_is_not_what_its_flag_says(
 
 
 @pytest.mark.parametrize(
-    ("mutual", "said"),
+    ("mutual", "want"),
     [(False, " with TLS (data: "), (True, " with TLS, client certificates required (data: ")],
 )
 def test_serve_says_it_listens_with_tls(
-    tmp_path: Path, certs: CertFiles, mutual: bool, said: str
+    tmp_path: Path, certs: CertFiles, mutual: bool, want: str
 ) -> None:
     """Its one line said the address and the data dir alone: an operator could not see from
     it that TLS (or mutual TLS) was on (newops, 2026-12-07)."""
     tls_flags = ["--tls-cert", str(certs.server_cert), "--tls-key", str(certs.server_key)]
     if mutual:
         tls_flags += ["--client-ca", str(certs.ca_cert)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(tmp_path / "d"),
-         "--listen", "127.0.0.1:0", *tls_flags],
-        stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
-    )  # fmt: skip
-    assert proc.stderr is not None
-    lines: list[str] = []
-    try:
-        while not lines or "blindmatch matcher listening on" not in lines[-1]:
-            line = proc.stderr.readline()
-            assert line, f"serve exited {proc.wait()}: {''.join(lines)}"
-            lines.append(line)
-        assert re.search(r"listening on 127\.0\.0\.1:\d+" + re.escape(said), lines[-1]), lines[-1]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        proc.stderr.close()
+    argv = ["serve", "--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0", *tls_flags]
+    with cli_server(argv, {**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN}) as said:
+        assert re.search(r"listening on 127\.0\.0\.1:\d+" + re.escape(want), said[-1]), said[-1]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +31,7 @@ from blindmatch.matcher.storage.role_check import check_role_dir
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import ROOT, auth
+from tests.support import auth, cli_server
 from tests.test_twoserver_restart import MEMBER_KEY, NAMES, Roles, in_process
 from tests.test_twoserver_restart import uploads as uploads  # the fixture
 
@@ -343,24 +341,10 @@ def s2_process(tmp_path: Path) -> Iterator[Path]:
         keys[-1].write_text(key + "\n")
         keys[-1].chmod(0o600)
     data = tmp_path / "s2"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", "s2", "--listen",
-         "127.0.0.1:0", "--key-file", str(keys[0]), "--member-key-file", str(keys[1]),
-         "--data-dir", str(data)],
-        stderr=subprocess.PIPE, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    said: list[str] = []
-    try:
-        while not said or "listening on" not in said[-1]:
-            line = proc.stderr.readline()
-            assert line, f"the role exited {proc.wait()}: {''.join(said)}"
-            said.append(line)
+    with cli_server(["two-server", "role", "--role", "s2", "--listen", "127.0.0.1:0",
+                     "--key-file", str(keys[0]), "--member-key-file", str(keys[1]),
+                     "--data-dir", str(data)]):  # fmt: skip
         yield data
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-        proc.stderr.close()
 
 
 def test_a_second_role_on_a_data_dir_being_served_is_refused(
