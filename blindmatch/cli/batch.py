@@ -173,15 +173,16 @@ def cmd_results(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.files import check_writable, write_csv
     from blindmatch.client.remote.twoserver import folder_sha256
-    from blindmatch.client.results import HEADERS, join_results
+    from blindmatch.client.results import HEADERS, result_rows
 
     encoded = read_encoded(args.encoded, verify=False)
     check_writable(args.out)  # before the fetch, which is audited
     with connect(args, member_token(args)) as client:
         results = client.results(args.project, purpose=args.purpose or "")
     also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
-    rows = join_results(results, encoded, also)
-    write_csv(args.out, HEADERS[results.disclosure], rows)
+    # The results are in memory (`client.results` refetches a dropped stream whole); their
+    # rows are joined to the ids and written one at a time (client/files.py `write_csv`).
+    rows = write_csv(args.out, HEADERS[results.disclosure], result_rows(results, encoded, also))
 
     def limited(partner: str) -> str:
         level = results.level_of(partner)
@@ -190,7 +191,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{p}: {n}{limited(p)}" for p, n in results.counts.items()) or "none"
     print(
         f"Run {results.run_id} ({results.disclosure}): records shared with partners - {counts}. "
-        f"Wrote {len(rows)} row(s) to {args.out}."
+        f"Wrote {rows} row(s) to {args.out}."
     )
     return 0
 

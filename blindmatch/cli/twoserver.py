@@ -12,7 +12,6 @@ cli/twoserveropts.py.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +43,8 @@ from blindmatch.matcher.core.querylimit import (
 from blindmatch.matcher.domain import MIN_THRESHOLD, THRESHOLD_RANGE
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from blindmatch.client.remote.twoserver import RoleClient, TwoServerLinks
 
 
@@ -206,22 +207,25 @@ LINKS_A_CHUNK = 4096  # links turned into Python's values at once (`write_links`
 
 def write_links(out: Path, links: TwoServerLinks, *, replace: bool) -> None:
     """The links as CSV at `out`, each row written as it is made (client/files.py
-    `atomic_open`): to an owner-only file of its own beside `out` (`.OUT.XXXXXXXXXXXX`),
-    fsynced and renamed into place, so that a failure part-way, Ctrl-C or SIGTERM leaves the
-    old `out` as it was and no temporary file. Before (2026-12-07) the whole CSV was made in
-    memory first, twice over (its text, then its bytes): 87 MB more at a million links."""
-    from blindmatch.client.files import atomic_open
+    `write_csv`, through `atomic_open`): to an owner-only file of its own beside `out`
+    (`.OUT.XXXXXXXXXXXX`), fsynced and renamed into place, so that a failure part-way, Ctrl-C
+    or SIGTERM leaves the old `out` as it was and no temporary file. Before (2026-12-07) the
+    whole CSV was made in memory first, twice over (its text, then its bytes): 87 MB more at
+    a million links."""
+    from blindmatch.client.files import write_csv
 
-    with atomic_open(out, replace=replace, encoding="utf-8") as fh:
-        rows = csv.writer(fh)
-        rows.writerow(["member", "row", "partner", "partner_row", "score"])
-        for at in range(0, len(links.score), LINKS_A_CHUNK):  # Python's ints a chunk at a time
-            part = slice(at, at + LINKS_A_CHUNK)
-            for d, r, p, pr, s in zip(links.dset[part].tolist(), links.row[part].tolist(),
-                                      links.partner[part].tolist(),
-                                      links.partner_row[part].tolist(),
-                                      links.score[part].tolist(), strict=True):  # fmt: skip
-                rows.writerow([links.members[d], r, links.members[p], pr, f"{s:.6f}"])
+    header = ["member", "row", "partner", "partner_row", "score"]
+    write_csv(out, header, _link_rows(links), replace=replace, lineterminator="\r\n")
+
+
+def _link_rows(links: TwoServerLinks) -> Iterator[list[object]]:
+    """Each link's CSV row, Python's ints made a chunk at a time (`LINKS_A_CHUNK`)."""
+    for at in range(0, len(links.score), LINKS_A_CHUNK):
+        part = slice(at, at + LINKS_A_CHUNK)
+        for d, r, p, pr, s in zip(links.dset[part].tolist(), links.row[part].tolist(),
+                                  links.partner[part].tolist(), links.partner_row[part].tolist(),
+                                  links.score[part].tolist(), strict=True):  # fmt: skip
+            yield [links.members[d], r, links.members[p], pr, f"{s:.6f}"]
 
 
 KEY_HELP = (
