@@ -18,19 +18,21 @@ from blindmatch.cli import main
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy import population, twokeys
-from blindmatch.client.tools.privacy.twocheck import DENSE_UP_TO, MIN_SAMPLE, NEAR
+from blindmatch.client.tools.privacy.twocheck import KEYED, MIN_SAMPLE, NEAR
 from blindmatch.client.tools.privacy.twomembers import synthetic_members, upload
 from blindmatch.matcher.core.twoviews import NOT_BLOCKED, role_views
 from tests.support import PERSON_SCHEMA, STRONG_SECRET
 
 TWO = ["privacy-check", "--mode", "two-server"]
+ATTACKS = ["trilateration (blind)", "trilateration (10 known)", "trilateration (50 known)"]
 
 
 def test_a_partner_over_the_dense_limit_is_attacked_sparse_and_the_report_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # The switch-over lowered to 1,000 records of B (the default, DENSE_UP_TO, is 16,000):
-    # B's 1,200 are attacked sparse, each record against its seeded candidates' NEAR nearest.
+    # The switch-over lowered to 1,000 records of B (the default, DENSE_UP_TO, is 12,000):
+    # B's 1,200 are attacked sparse, each record against its seeded candidates' NEAR nearest,
+    # on S1's and S2's views made from band keys (C's view needs the roles' own run).
     out = tmp_path / "check"
     code = main([*TWO, "--sample", str(MIN_SAMPLE), "--partner-records", "1200",
                  "--dense-up-to", "1000", "--seed", "1", "--out", str(out)])  # fmt: skip
@@ -44,16 +46,24 @@ def test_a_partner_over_the_dense_limit_is_attacked_sparse_and_the_report_says_s
     data = json.loads((out / "privacy-check.json").read_text())
     assert data["partner_records"] == 1200
     assert data["trilateration"] == {"attack": "sparse", "near": NEAR}
-    # every role's view attacked, as the dense attack's are, and the attacks made claims
-    assert set(data["roles"]) == {"C", "C*", "S1", "S2"}
-    assert len(data["roles"]["S2"]) == 6 and any(r["claims"] for r in data["results"]), data
-    assert data["verdict"].split(":")[0] in ("PASS", "LEAKS")
+    # S1's and S2's views, blocked (the suite's S1 blocks every pair), made from the members'
+    # band keys, and attacked blind and with known pairs; the report says C's is not
+    assert data["views"] == KEYED and f"  {KEYED}" in printed
+    assert data["roles"] == {
+        role: {a: data["roles"][role][a] for a in ATTACKS} for role in ("S1", "S2")
+    }, data
+    assert any(r["claims"] for r in data["results"]), data
+    assert "pairs; " in data["results"][0]["public_list"]  # not "not blocked"
+    verdict = data["verdict"]
+    assert verdict.startswith("PASS: every attack on S1's and S2's views (C's not attacked)") or (
+        verdict.startswith("LEAKS")
+    ), verdict
 
 
 @pytest.mark.parametrize(
     ("flags", "attack", "near"),
     [
-        ([], "dense", None),  # 1,000 records of B: the dense attack, as before
+        ([], "dense", None),  # 1,000 records of B (up to 12,000): the dense attack, as before
         (["--dense-up-to", "999"], "sparse", NEAR),
         (["--near", "8"], "sparse", 8),  # asked for at any size
     ],
@@ -71,7 +81,6 @@ def test_which_attack_runs_on_a_partner_follows_its_size_and_the_flags(
     assert data["verdict"].startswith("NO VERDICT")
     assert data["partner_records"] == 1000
     assert data["trilateration"] == {"attack": attack, "near": near}
-    assert DENSE_UP_TO == 16_000
 
 
 @pytest.mark.parametrize(

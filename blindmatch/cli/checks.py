@@ -288,9 +288,10 @@ def register(sub: Subcommands) -> None:
         type=at_least(1),
         metavar="N",
         help="--mode two-server: records of member B, the partner (half of A's people and "
-        "others; on DATA, rows of the export beyond the sample); at least half of --sample "
-        "(default: as many as A). Over --dense-up-to, B's side of trilateration is attacked "
-        "sparse (about N min of CPU and 3 GB at --sample 1000 --partner-records 64001)",
+        "others; with DATA, other rows of the export too); at least half of A's records "
+        "(default: as many as A). Over --dense-up-to, S1's and S2's views are made from the "
+        "members' band keys and attacked sparse, C's not attacked (about 270 s of CPU and 1.3 GB "
+        "at --sample 1000 --partner-records 64001)",
     )
     p.add_argument(
         "--near",
@@ -298,14 +299,16 @@ def register(sub: Subcommands) -> None:
         metavar="K",
         help="--mode two-server: attack B's side of trilateration sparse at any size, each "
         "record of B scored against the K nearest records of its seeded candidates' people "
-        "(default: 32, where B is over --dense-up-to)",
+        "(default: 32 where B is over --dense-up-to, dense up to it)",
     )
     p.add_argument(
         "--dense-up-to",
         type=at_least(0),
         metavar="N",
-        help="--mode two-server: the most records of B attacked dense (B x B scores, 1 GB at "
-        "16,000); larger partners are attacked sparse (default: 16000)",
+        help="--mode two-server: the most records of B put through the roles' own run and "
+        "attacked dense (B's sealed upload is 3.4 GB at peak at 12,000 records, the dense "
+        "attack's B x B scores 3.25 GB at 16,000); a larger B as --partner-records says "
+        "(default: 12000)",
     )
     p.add_argument(
         "--strict",

@@ -71,14 +71,16 @@ from blindmatch.client.tools.privacy.twomembers import (
 # Fewer records of A are not attacked (NO VERDICT, as the CLK check's small samples): one
 # record is then 0.2%+ of a share, and a lucky claim would decide the verdict.
 MIN_SAMPLE = 500
-# The trilateration attack's side of member B: dense (trilateration.py: B x B float32 scores
-# beside the attacker's own levels of every person of A and B, N x N) up to `DENSE_UP_TO`
-# records of B, sparse above (trisparse.py: each record of B scored against the `NEAR` nearest
-# records of its seeded candidates' people; `--partner-records`, `--near`, `--dense-up-to`).
-DENSE_UP_TO = 16_000
+# A member B of at most `DENSE_UP_TO` records is put through the roles' own run and attacked
+# dense (trilateration.py: B x B float32 scores beside the attacker's own levels of every
+# person of A and B); a larger one does not fit 4 GB (its sealed upload alone: 3.4 GB at peak
+# at 12,000 records, 4.5 GB at 16,000, measured; the dense attack 3.25 GB at 16,005), so its
+# S1's and S2's views are made from band keys (twokeys.py) and attacked sparse (trisparse.py:
+# each record of B scored against the `NEAR` nearest records of its seeded candidates'
+# people). `privacy-check --partner-records`, `--near`, `--dense-up-to`.
+DENSE_UP_TO = 12_000
 NEAR = 32
-# A partner over DENSE_UP_TO: its sealed upload does not fit (4.5 GB at 16,000 records), so
-# S1's and S2's views are made from the band keys (twokeys.py) and no other role's view is.
+# A partner over DENSE_UP_TO: S1's and S2's views from band keys, no other role's.
 KEYED = (
     "views: S1's and S2's from the members' band keys (twokeys.py; the roles' own run "
     "does not fit a partner this large); C's view and S2's of A's own pairs not attacked"
@@ -309,6 +311,7 @@ def check_members(
 
 __all__ = [
     "DENSE_UP_TO",
+    "KEYED",
     "MIN_SAMPLE",
     "NEAR",
     "NOT_BLOCKED",
