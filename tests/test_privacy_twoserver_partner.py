@@ -17,11 +17,12 @@ import pytest
 from blindmatch.cli import main
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
-from blindmatch.client.tools.privacy import population, twokeys
+from blindmatch.client.tools.privacy import twokeys
 from blindmatch.client.tools.privacy.twocheck import KEYED, MIN_SAMPLE, NEAR
 from blindmatch.client.tools.privacy.twomembers import synthetic_members, upload
 from blindmatch.matcher.core.twoviews import NOT_BLOCKED, role_views
 from tests.support import PERSON_SCHEMA, STRONG_SECRET
+from tests.test_privacy_twoserver import export_args
 
 TWO = ["privacy-check", "--mode", "two-server"]
 ATTACKS = ["trilateration (blind)", "trilateration (10 known)", "trilateration (50 known)"]
@@ -129,13 +130,9 @@ def test_a_members_export_too_small_for_the_partner_exits_2_naming_the_flag(
 ) -> None:
     # On a member's own export B is half of the sample and rows of the export beyond it: 800
     # rows, 600 sampled, leave 200 others, so B holds at most 300 + 200.
-    export = population.write_single(tmp_path / "data", 2, 800)
-    secret = tmp_path / "linkage.secret"
-    secret.write_text(STRONG_SECRET)
-    out = tmp_path / "check"
-    code = main(["privacy-check", str(export.csv), "--mapping", str(export.mapping),
-                 "--secret-file", str(secret), "--mode", "two-server", "--sample", "600",
-                 "--partner-records", "501", "--out", str(out)])  # fmt: skip
+    code = main(["privacy-check", *export_args(tmp_path, 2, 800), "--mode", "two-server",
+                 "--sample", "600", "--partner-records", "501",
+                 "--out", str(tmp_path / "check")])  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err
     assert (
