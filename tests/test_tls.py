@@ -342,6 +342,19 @@ def test_only_a_literal_loopback_address_counts_as_loopback(address: str, loopba
     assert tls.is_loopback(address) is loopback
 
 
+@pytest.mark.parametrize("server", ["localhost50051", "127.0.0.1", "grpc://127.0.0.1", "h:port"])
+def test_a_server_without_a_port_is_named_as_such_not_refused_as_plaintext(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--server localhost50051` (the colon left out) was refused as plaintext "to
+    localhost50051 (not a loopback address)", pointing at --ca-cert and TLS."""
+    code = main(["project", "show", "p", "--token", "t", "--server", server])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "expected HOST:PORT, e.g. 127.0.0.1:50051" in err and "plaintext" not in err, err
+    assert tls.client_target("unix:/run/bm.sock") == ("unix:/run/bm.sock", False)
+
+
 def test_a_grpcs_server_uses_the_system_trust_store(
     tls_server: RunningServer, certs: CertFiles, tmp_path: Path
 ) -> None:

@@ -81,11 +81,23 @@ def client_target(server: str) -> tuple[str, bool]:
     `HOST:PORT` plaintext unless TLS files are given."""
     if server.startswith(TLS_SCHEME):
         return server[len(TLS_SCHEME) :], True
-    if server.startswith(PLAIN_SCHEME):
-        return server[len(PLAIN_SCHEME) :], False
-    if "://" in server:
+    if "://" in server and not server.startswith(PLAIN_SCHEME):
         raise InputError(f"--server {server}: use HOST:PORT, or grpcs://HOST:PORT for TLS")
+    server = server.removeprefix(PLAIN_SCHEME)
+    if not _has_port(server):  # a typo ('localhost50051') read as a host on port 443
+        raise InputError(
+            f"--server {server!r}: expected HOST:PORT, e.g. 127.0.0.1:50051 (or "
+            "grpcs://HOST:PORT for TLS)"
+        )
     return server, False
+
+
+def _has_port(address: str) -> bool:
+    """Whether a plaintext client `address` ends in :PORT (a unix: socket needs none)."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host) and port.isdigit() and int(port) <= 65535
 
 
 def is_loopback(address: str) -> bool:
