@@ -106,6 +106,24 @@ def test_missing_mapped_column(
     assert_refused(capsys, code, out, "north.csv", "'Post Code'", "mapped to postcode")
 
 
+@pytest.mark.parametrize("written", ["Post Code", "post_code", "POST-CODE"])
+def test_a_missing_column_written_with_other_spaces_or_punctuation_names_the_headers(
+    written: str,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The header's 'Postcode' mapped as 'Post Code' listed the header, and no more; a
+    difference of case alone was pointed out."""
+    orgs["north"].mapping.write_text(NORTH_MAP.replace('"Postcode"', f'"{written}"'))
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(
+        capsys, code, out, f"the header has 'Postcode' for '{written}'; write them as the header"
+    )
+
+
 def test_non_utf8_csv(
     orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

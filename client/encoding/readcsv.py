@@ -111,20 +111,21 @@ def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
 
 
 def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str:
-    """When a missing column is in the header in another case or spacing (a double or
-    non-breaking space): say so, since names are matched exactly."""
+    """When a missing column is in the header in another case, spacing or punctuation (a
+    double or non-breaking space, 'Postcode' for 'Post Code', 'post_code'): say so, since
+    names are matched exactly."""
 
     def fold(name: str) -> str:
-        return " ".join(name.split()).casefold()
+        return "".join(c for c in name.casefold() if c.isalnum())
 
     folded = {fold(name): name for name in header}
-    near = [(c, folded[fold(c)]) for c in absent if fold(c) in folded]
+    near = [(c, folded[fold(c)]) for c in absent if fold(c) and fold(c) in folded]
     if not near:
         return ""
     pairs = ", ".join(f"{name!r} for {c!r}" for c, name in near)
     return (
-        f"; column names are matched exactly, case and spaces included: the header has "
-        f"{pairs}; write them as the header does in {mapping.path.name}"
+        "; column names are matched exactly, case, spaces and punctuation included: the "
+        f"header has {pairs}; write them as the header does in {mapping.path.name}"
     )
 
 
