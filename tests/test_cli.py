@@ -72,7 +72,9 @@ def test_a_command_that_needs_a_ref_key_shows_one_in_an_example() -> None:
     example; copied as shown (without $BLINDMATCH_REF_KEY), it stopped: `no ref key: pass
     --ref-key FILE or set BLINDMATCH_REF_KEY`."""
     walked = [(p, c) for p, c in commands(build_parser()) if p]
-    needing = [(p, c) for p, c in walked if any("--ref-key" in a.option_strings for a in c._actions)]
+    needing = [
+        (p, c) for p, c in walked if any("--ref-key" in a.option_strings for a in c._actions)
+    ]
     assert {p for p, _ in needing} >= {("index", "add"), ("index", "remove"), ("index", "sync")}
     for path, parser in needing:
         examples = (parser.epilog or "").splitlines()[1:]

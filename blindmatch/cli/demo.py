@@ -127,7 +127,11 @@ def register(sub: Subcommands) -> None:
         example=["blindmatch demo --records 5000", "blindmatch demo --two-server"],
         handler=cmd_demo,
     )
-    p.add_argument("--records", type=int, default=2000, help="people in the synthetic population (default: 2000)"
+    p.add_argument(
+        "--records",
+        type=int,
+        default=2000,
+        help="people in the synthetic population (default: 2000)",
     )
     p.add_argument(
         "--seed",
