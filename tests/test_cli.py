@@ -67,6 +67,20 @@ def test_a_command_that_needs_a_member_token_shows_one_in_an_example(
     assert told in capsys.readouterr().err
 
 
+def test_a_token_file_of_several_words_is_not_said_to_be_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: `expected one token, found none` for two tokens (two files joined) too."""
+    told = {"": "found none (the file is empty)", "bm_a\nbm_b\n": "found 2 words",
+            "Bearer bm_a": "found 2 words"}  # fmt: skip
+    for i, (text, said) in enumerate(told.items()):
+        (tmp_path / f"{i}.token").write_text(text)
+        argv = ["run", "--project", "p", "--token-file", str(tmp_path / f"{i}.token")]
+        assert main([*argv, "--server", f"127.0.0.1:{free_port()}"]) == 2
+        err = capsys.readouterr().err
+        assert f"{i}.token: expected one token, {said}" in err, err
+
+
 def test_a_command_that_needs_a_ref_key_shows_one_in_an_example() -> None:
     """`index add north.encoded --project burglary --token-file north.token --id N1` was the
     example; copied as shown (without $BLINDMATCH_REF_KEY), it stopped: `no ref key: pass
