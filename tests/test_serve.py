@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.cliflow import ROOT, blindmatch, serve
+from benchmarks.cliflow import ROOT, Served, blindmatch, serve
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
@@ -31,15 +31,20 @@ from tests.support import (
 pytestmark = [pytest.mark.slow, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 
 
+def serves_then_stops_on_sigterm(served: Served) -> None:
+    """`served` answers a health check SERVING, then ends with 0 at SIGTERM."""
+    with grpc.insecure_channel(served.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+
+
 def test_serve_answers_health_checks_and_stops_on_sigterm(tmp_path: Path) -> None:
     with serve(tmp_path / "data") as served:
-        with grpc.insecure_channel(served.target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10
-            )
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.wait(timeout=30) == 0
+        serves_then_stops_on_sigterm(served)
 
 
 def test_serve_refuses_plaintext_on_a_network_address(tmp_path: Path) -> None:
@@ -255,13 +260,7 @@ def test_a_second_serve_on_a_data_dir_being_served_is_refused_and_the_first_serv
         assert done.returncode == 2, done.stderr
         assert f"--data-dir {data}: another matcher is serving it" in done.stderr
         assert receiving.exists()
-        with grpc.insecure_channel(served.target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10
-            )
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.wait(timeout=30) == 0
+        serves_then_stops_on_sigterm(served)
     with serve(data):  # stopped, it lets the data dir go
         pass
 
