@@ -224,6 +224,20 @@ def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
     assert "fields.dob: date_format must be a strftime format" in message
 
 
+def test_an_unknown_key_in_a_fields_table_is_told_the_keys_it_takes(tmp_path: Path) -> None:
+    """`dob = { column = "DOB", format = "%d/%m/%Y" }` was told only `unknown key(s) format`."""
+    from blindmatch.client.errors import InputError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(NORTH_MAP.replace("date_format", "format"))
+    with pytest.raises(InputError) as err:
+        load_mapping(bad, load_schema(PERSON_SCHEMA))
+    assert "fields.dob: unknown key(s) format (a field's table takes column, columns, " in str(
+        err.value
+    )
+    assert "date_format, split, part)" in str(err.value)
+
+
 def test_a_mapping_error_lists_only_the_fields_a_mapping_may_name(tmp_path: Path) -> None:
     """docs/mapping.md "Mapping errors" shows this message: the derived `names` is not among
     the fields offered (mapping it is refused), and a person given to `query` the same."""
