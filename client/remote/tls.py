@@ -15,12 +15,43 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _read(path: str | None, what: str) -> bytes | None:
+    """A certificate (chain) or private key file, checked to be one in PEM form here: gRPC
+    took any bytes, and a wrong file surfaced later as a port that could not be listened
+    on (`serve`) or a matcher that could not be reached (a client, exit 4)."""
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        if what.endswith("key"):
+            serialization.load_pem_private_key(data, password=None)
+        else:
+            x509.load_pem_x509_certificates(data)
+    except TypeError:  # a key with a passphrase
+        raise InputError(f"{path}: the {what} is encrypted; give it without a passphrase") from None
+    except ValueError:
+        begins = "PRIVATE KEY" if what.endswith("key") else "CERTIFICATE"
+        raise InputError(
+            f"{path}: not a PEM {what} (a text file starting -----BEGIN {begins}-----)"
+        ) from None
+    return data
+
+
+def _key_matches(cert_pem: bytes, key_pem: bytes, cert: str, key: str) -> None:
+    """Refuse a certificate and a key that are not a pair (gRPC: 'could not listen')."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    certified = x509.load_pem_x509_certificates(cert_pem)[0].public_key().public_bytes(*raw)
+    held = serialization.load_pem_private_key(key_pem, password=None).public_key()
+    if held.public_bytes(*raw) != certified:
+        raise InputError(f"{key}: this key does not belong to the certificate {cert}")
 
 
 def channel_credentials(
@@ -32,10 +63,13 @@ def channel_credentials(
         raise InputError("--client-cert and --client-key go together")
     if ca_cert is None and client_cert is None and not tls:
         return None
+    key_pem, cert_pem = _read(client_key, "client key"), _read(client_cert, "client certificate")
+    if cert_pem is not None and key_pem is not None:
+        _key_matches(cert_pem, key_pem, str(client_cert), str(client_key))
     return grpc.ssl_channel_credentials(
         root_certificates=_read(ca_cert, "CA certificate"),
-        private_key=_read(client_key, "client key"),
-        certificate_chain=_read(client_cert, "client certificate"),
+        private_key=key_pem,
+        certificate_chain=cert_pem,
     )
 
 
@@ -52,6 +86,7 @@ def server_credentials(
     cert_pem = _read(cert, "server certificate")
     key_pem = _read(key, "server key")
     assert cert_pem is not None and key_pem is not None
+    _key_matches(cert_pem, key_pem, cert, key)
     ca_pem = _read(client_ca, "client CA")
     return grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=ca_pem is not None
