@@ -86,7 +86,7 @@ def server_credentials(
     cert_pem = _read(cert, "server certificate")
     key_pem = _read(key, "server key")
     assert cert_pem is not None and key_pem is not None
-    _key_matches(cert_pem, key_pem, cert, key)
+    _key_matches(cert_pem, key_pem, cert, str(key))
     ca_pem = _read(client_ca, "client CA")
     return grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=ca_pem is not None
