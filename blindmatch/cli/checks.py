@@ -267,7 +267,11 @@ def register(sub: Subcommands) -> None:
         "N x N matrices); 0 skips it (default: 2000)",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("privacy-check"), help="folder for the JSON and PNG"
+        "--out",
+        type=Path,
+        default=Path("privacy-check"),
+        help="folder for privacy-check.json and .png (default: privacy-check/ in the current "
+        "folder)",
     )
     p.add_argument(
         "--mode",
