@@ -392,7 +392,7 @@ class _Stopping(Conversions):
             self.go.wait()
         super().pause()
 
-    def close(self, timeout: float = standdeal.CLOSE_SECONDS) -> bool:
+    def close(self, timeout: float | None = None) -> bool:
         self.go.set()
         return super().close(timeout)
 

@@ -48,6 +48,7 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
                 raise InputError(
                     f"{path}: column(s) {', '.join(missing)} missing; the header must start "
                     f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
+                    + _other_separator(header)
                 )
             while True:  # DictReader's rows, but it would not say which line each starts on
                 line = reader.reader.line_num + 1
@@ -65,6 +66,17 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
         raise InputError(f"{path}: file not found") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 CSV file") from None
+
+
+def _other_separator(header: list[str]) -> str:
+    """A hint when a header read as one column is split by another separator (a spreadsheet
+    saving `member;record_id;entity_id`): these files are comma-separated."""
+    if len(header) != 1:
+        return ""
+    for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if sep in header[0]:
+            return f"; the file looks {name}-separated: save it comma-separated"
+    return ""
 
 
 def write_csv(

@@ -90,6 +90,9 @@ CASES: list[Case] = [
     ("create-name-newline", lambda c: create(c, name="fresh\n"), "INVALID_ARGUMENT", "name:"),
     ("create-member-newline", lambda c: create(c, members=["a\n", "b"]), "INVALID_ARGUMENT",
      "member"),
+    # Was: "invalid member name(s) 'North Police'", without what a name may be.
+    ("create-bad-member-name", lambda c: create(c, members=["North Police", "b"]),
+     "INVALID_ARGUMENT", "'North Police' (lower-case letters, digits, '_', '.', '-'"),
     ("create-one-member", lambda c: create(c, members=["a"]), "INVALID_ARGUMENT",
      "at least two members"),
     ("create-repeated-member", lambda c: create(c, members=["a", "a"]), "INVALID_ARGUMENT",

@@ -139,6 +139,56 @@ def test_a_privacy_check_ended_by_sigterm_leaves_no_folder_in_the_temp_dir(
     assert not out.exists()
 
 
+# `main` run with tempfile.mkdtemp held just after it made matplotlib's config folder, where
+# matplotlib has none it can write: its own (`matplotlib-*`, whose removal it registers only
+# after mkdtemp returns) or ours (cli/plotconfig.py's, made before matplotlib is imported).
+# The stand-in says it holds (HELD_AT) and waits until GO_ON exists (made after the signal).
+IN_MKDTEMP = """
+import os, sys, tempfile, time
+made = tempfile.mkdtemp
+def held(suffix=None, prefix=None, dir=None):
+    path = made(suffix, prefix, dir)
+    if str(prefix).startswith(("matplotlib-", "blindmatch-matplotlib-")):
+        open(os.environ["HELD_AT"], "x").close()
+        while not os.path.exists(os.environ["GO_ON"]):
+            time.sleep(0.01)
+    return path
+tempfile.mkdtemp = held
+from blindmatch.cli.app import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_privacy_check_ended_by_sigterm_as_matplotlibs_config_folder_is_made_leaves_none(
+    tmp: Path, tmp_path: Path
+) -> None:
+    """MPLCONFIGDIR under a file: matplotlib's import would make a temporary config folder
+    and register its removal only after; the SIGTERM lands just after the folder's making
+    (before: matplotlib's own, left behind). Now the command makes it before importing
+    matplotlib, the signal held off until its clean-up holds it: gone, exit 143."""
+    held_at, go_on, out = tmp_path / "held", tmp_path / "go-on", tmp_path / "out"
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    env = {**os.environ, "TMPDIR": str(tmp), "MPLCONFIGDIR": str(a_file / "mpl"),
+           "HELD_AT": str(held_at), "GO_ON": str(go_on)}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", IN_MKDTEMP, "privacy-check", "--records", "200",
+         "--graph-records", "0", "--seed", "3", "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        while not held_at.is_file():
+            assert proc.poll() is None, proc.communicate()[1]
+        proc.send_signal(signal.SIGTERM)
+        go_on.touch()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    _assert_ended(proc.returncode, err)
+    assert list(tmp.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "signum, code, said",
     [(signal.SIGTERM, TERMINATED, "Terminated."), (signal.SIGINT, 130, "Interrupted.")],
@@ -196,14 +246,16 @@ def test_an_evaluate_ended_by_sigterm_leaves_no_folder_in_the_temp_dir(
     tmp: Path, tmp_path: Path
 ) -> None:
     """With no config folder of its own to write (here: MPLCONFIGDIR under a file),
-    matplotlib makes a temporary one that it deletes at exit: a SIGTERM left it."""
+    matplotlib made a temporary one that it deleted at exit: a SIGTERM left it. The command
+    now makes that folder itself before matplotlib is imported (cli/plotconfig.py), and
+    deletes it at the SIGTERM."""
     results, truth = tmp_path / "hits.csv", tmp_path / "truth.csv"
     results.write_text("record_id,partner,partner_ref\n")
     truth.write_text("member,record_id,entity_id\n")
     code, err = _terminated(
         [sys.executable, "-c", HELD, "blindmatch.client.tools.evaluate", "evaluate_files",
          "evaluate", "--results", str(results), "--truth", str(truth)],
-        tmp, lambda: any(tmp.glob("matplotlib-*")),
+        tmp, lambda: any(tmp.glob("blindmatch-matplotlib-*")),
         env={"MPLCONFIGDIR": str(results / "mpl")},
     )  # fmt: skip
     _assert_ended(code, err)

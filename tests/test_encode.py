@@ -106,6 +106,24 @@ def test_missing_mapped_column(
     assert_refused(capsys, code, out, "north.csv", "'Post Code'", "mapped to postcode")
 
 
+@pytest.mark.parametrize("written", ["Post Code", "post_code", "POST-CODE"])
+def test_a_missing_column_written_with_other_spaces_or_punctuation_names_the_headers(
+    written: str,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The header's 'Postcode' mapped as 'Post Code' listed the header, and no more; a
+    difference of case alone was pointed out."""
+    orgs["north"].mapping.write_text(NORTH_MAP.replace('"Postcode"', f'"{written}"'))
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(
+        capsys, code, out, f"the header has 'Postcode' for '{written}'; write them as the header"
+    )
+
+
 def test_non_utf8_csv(
     orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -204,6 +222,20 @@ def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
     assert "'id' must name" in message
     assert "fields.surnme: not a field of the schema" in message
     assert "fields.dob: date_format must be a strftime format" in message
+
+
+def test_an_unknown_key_in_a_fields_table_is_told_the_keys_it_takes(tmp_path: Path) -> None:
+    """`dob = { column = "DOB", format = "%d/%m/%Y" }` was told only `unknown key(s) format`."""
+    from blindmatch.client.errors import InputError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(NORTH_MAP.replace("date_format", "format"))
+    with pytest.raises(InputError) as err:
+        load_mapping(bad, load_schema(PERSON_SCHEMA))
+    assert "fields.dob: unknown key(s) format (a field's table takes column, columns, " in str(
+        err.value
+    )
+    assert "date_format, split, part)" in str(err.value)
 
 
 def test_a_mapping_error_lists_only_the_fields_a_mapping_may_name(tmp_path: Path) -> None:

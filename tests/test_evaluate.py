@@ -118,6 +118,22 @@ def test_a_truth_file_without_its_header_is_an_error(
     assert "member, record_id, entity_id missing" in capsys.readouterr().err
 
 
+def test_a_truth_or_results_file_saved_with_semicolons_is_told_to_use_commas(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spreadsheet's `member;record_id;entity_id` was told only that all three columns
+    were missing."""
+    for name, sep, said in (("truth", ";", "';'"), ("hits", "\t", "tab")):
+        other = tmp_path / f"other-{name}.csv"
+        other.write_text(files[name].read_text().replace(",", sep))
+        given = {**files, name: other}
+        argv = ["evaluate", "--results", str(given["hits"]), "--truth", str(given["truth"])]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{other}: column(s) " in err, err
+        assert f"; the file looks {said}-separated: save it comma-separated" in err, err
+
+
 def test_a_bad_row_is_named_by_its_line_in_the_file_blank_lines_counted(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

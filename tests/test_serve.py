@@ -15,7 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.cliflow import ROOT, blindmatch, serve
+from benchmarks.cliflow import ROOT, Served, blindmatch, serve
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
@@ -31,15 +31,20 @@ from tests.support import (
 pytestmark = [pytest.mark.slow, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 
 
+def serves_then_stops_on_sigterm(served: Served) -> None:
+    """`served` answers a health check SERVING, then ends with 0 at SIGTERM."""
+    with grpc.insecure_channel(served.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+
+
 def test_serve_answers_health_checks_and_stops_on_sigterm(tmp_path: Path) -> None:
     with serve(tmp_path / "data") as served:
-        with grpc.insecure_channel(served.target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10
-            )
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.wait(timeout=30) == 0
+        serves_then_stops_on_sigterm(served)
 
 
 def test_serve_refuses_plaintext_on_a_network_address(tmp_path: Path) -> None:
@@ -235,3 +240,43 @@ def test_serve_refuses_a_listen_address_it_cannot_use_in_one_line(
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_second_serve_on_a_data_dir_being_served_is_refused_and_the_first_serves_on(
+    tmp_path: Path,
+) -> None:
+    """Was: it started beside the first (on another port), emptied the first's tmp/ (an
+    upload being received) and served the same databases."""
+    data = tmp_path / "data"
+    with serve(data) as served:
+        receiving = data / "tmp" / "an-upload-being-received"
+        os.close(os.open(receiving, os.O_WRONLY | os.O_CREAT, 0o600))  # as the matcher's own
+        done = subprocess.run(
+            [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data),
+             "--listen", "127.0.0.1:0"],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": served.admin_token},
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert f"--data-dir {data}: another matcher is serving it" in done.stderr
+        assert receiving.exists()
+        serves_then_stops_on_sigterm(served)
+    with serve(data):  # stopped, it lets the data dir go
+        pass
+
+
+def test_a_data_dir_that_cannot_be_made_is_named_as_the_data_dir_not_the_listen_address(
+    tmp_path: Path,
+) -> None:
+    """Was: `Error: --listen 127.0.0.1:0: [Errno 36] File name too long: ...` (or `No such
+    file or directory`, a data dir under /proc, say)."""
+    data = tmp_path / ("x" * 300) / "data"  # a folder name longer than any file system takes
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
+         "127.0.0.1:0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: --data-dir {data}: "), done.stderr
+    assert "--listen" not in done.stderr and "Traceback" not in done.stderr

@@ -295,7 +295,7 @@ def _stopped_mid_conversion(tmp_path: Path, roles: Roles, shares: dict[str, clie
             break
         time.sleep(0.01)
     assert conversions.close()  # ended, not after the pause (CLOSE_SECONDS a bound)
-    assert conversions.failed == 1 and conversions.converted == 0
+    assert (conversions.cancelled, conversions.failed, conversions.converted) == (1, 0, 0)
     for r in ("s1", "s2"):
         assert roles.running[r].service.standing.bytes_kept() == 0
         (dropped,) = entries(tmp_path, r, "twoserver.standing_dropped")

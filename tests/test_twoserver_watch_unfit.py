@@ -175,4 +175,5 @@ def test_the_matchers_stop_tells_the_waiters_of_the_conversion_being_made_at_onc
     finally:
         go.set()
     assert conversions.close(600) and ahead.idle(600)
-    assert told == [(False, STOPPED)] and conversions.failed == 1 and ahead.started == 1
+    assert told == [(False, STOPPED)] and ahead.started == 1
+    assert conversions.cancelled == 1 and conversions.failed == 0  # (stopconv: the stop's)

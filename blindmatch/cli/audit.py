@@ -214,6 +214,10 @@ def _selection(parser: argparse.ArgumentParser) -> None:
         "without one, $BLINDMATCH_ADMIN_TOKEN)",
     )
     parser.add_argument(
-        "--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ"
+        "--after",
+        type=int,
+        default=0,
+        metavar="SEQ",
+        help="only entries after SEQ (default: 0, every entry)",
     )
     parser.add_argument("--out", type=Path, help="file to write (default: standard output)")

@@ -17,6 +17,7 @@ from blindmatch.cli.options import (
     member_token,
     progress_wanted,
 )
+from blindmatch.cli.plotconfig import plots
 from blindmatch.client.errors import BlindmatchError, InputError
 
 if TYPE_CHECKING:
@@ -196,7 +197,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-@ends_at_sigterm  # the page half-written beside --out deleted
+@ends_at_sigterm  # the page half-written beside --out (and matplotlib's config folder) deleted
+@plots
 def cmd_report(args: argparse.Namespace) -> int:
     from blindmatch.client.files import check_writable
     from blindmatch.client.tools.report import gather_report

@@ -77,6 +77,37 @@ class Terminated(KeyboardInterrupt):
     ends as at Ctrl-C (a service manager's or `kill`'s stop, said as such)."""
 
 
+class _Held:
+    """`sigterm_held`'s blocks open (on the main thread, where the handler runs) and whether
+    a SIGTERM came meanwhile."""
+
+    depth = 0
+    came = False
+
+
+def _terminate() -> None:
+    forked = sys.modules.get("multiprocessing")
+    for child in forked.active_children() if forked else ():
+        child.terminate()  # (they would wait for work that no longer comes)
+    raise Terminated
+
+
+@contextmanager
+def sigterm_held() -> Iterator[None]:
+    """A block on the main thread that a SIGTERM (under `sigterm_as_ctrl_c`) does not cut: one
+    that comes meanwhile raises `Terminated` as the block ends. For a temporary folder's
+    making up to its name's being held where its clean-up finds it (cli/plotconfig.py), so
+    that no signal lands between the two (a window, not a wait: keep the block short)."""
+    _Held.depth += 1
+    try:
+        yield
+    finally:
+        _Held.depth -= 1
+        if not _Held.depth and _Held.came:
+            _Held.came = False
+            _terminate()
+
+
 @contextmanager
 def sigterm_as_ctrl_c() -> Iterator[None]:
     """While the block runs, SIGTERM raises `Terminated` (a KeyboardInterrupt) on the main
@@ -94,10 +125,10 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
             return
-        forked = sys.modules.get("multiprocessing")
-        for child in forked.active_children() if forked else ():
-            child.terminate()  # (they would wait for work that no longer comes)
-        raise Terminated
+        if _Held.depth:  # (raised as the block ends: `sigterm_held`)
+            _Held.came = True
+            return
+        _terminate()
 
     before = signal.signal(signal.SIGTERM, _raise_terminated)
     try:

@@ -271,8 +271,13 @@ def given_token(args: argparse.Namespace) -> str | None:
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "not text"
             raise InputError(f"--token-file {args.token_file}: cannot read it ({why})") from None
-        if not token or any(c.isspace() for c in token):
-            raise InputError(f"--token-file {args.token_file}: expected one token, found none")
+        words = len(token.split())
+        if words != 1:  # an empty file, or two tokens (files joined), 'Bearer TOKEN', ...
+            found = "none (the file is empty)" if not words else f"{words} words"
+            raise InputError(
+                f"--token-file {args.token_file}: expected one token, found {found}; the file "
+                "holds the token alone, as `project create --tokens-dir` writes it"
+            )
         return token
     return str(args.token) if args.token else env("BLINDMATCH_TOKEN")
 

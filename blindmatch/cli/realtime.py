@@ -395,8 +395,10 @@ def register(sub: Subcommands) -> None:
     ref_key = argparse.ArgumentParser(add_help=False)
     ref_key.add_argument(
         "--ref-key",
-        help="local file keying the opaque row references (default: $BLINDMATCH_REF_KEY; "
-        "made on first use)",
+        metavar="FILE",
+        help="local file keying the opaque row references, made on first use: keep it with "
+        "the encoded data and give the same one each time (required unless "
+        "$BLINDMATCH_REF_KEY names it)",
     )
 
     group = command(
@@ -412,7 +414,7 @@ def register(sub: Subcommands) -> None:
         "add",
         help="add or replace records of ENCODED",
         example="blindmatch index add north.encoded --project burglary --token-file north.token "
-        "--id N1 --id N2",
+        "--ref-key north.refkey --id N1 --id N2",
         handler=cmd_index_add,
         parents=[net, member, ref_key],
     )
@@ -423,7 +425,8 @@ def register(sub: Subcommands) -> None:
         isub,
         "remove",
         help="remove records by local id",
-        example="blindmatch index remove N1 N2 --project burglary --token-file north.token",
+        example="blindmatch index remove N1 N2 --project burglary --token-file north.token "
+        "--ref-key north.refkey",
         handler=cmd_index_remove,
         parents=[net, member, ref_key],
     )
@@ -438,7 +441,8 @@ def register(sub: Subcommands) -> None:
         "The project's mode is asked first: a project in two-server mode keeps no index, and "
         "a folder encoded --two-server goes to a CLK project only with --clk; refused, "
         "nothing is sent and no ref key made.",
-        example="blindmatch index sync north.encoded --project burglary --token-file north.token",
+        example="blindmatch index sync north.encoded --project burglary --token-file north.token "
+        "--ref-key north.refkey",
         handler=cmd_index_sync,
         parents=[net, member, ref_key],
     )

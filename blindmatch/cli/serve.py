@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli import daskopts, lookup, twoserveropts
 from blindmatch.cli.errors import sigterm_as_ctrl_c
@@ -24,15 +26,17 @@ from blindmatch.matcher.domain import (
 )
 from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
 
+if TYPE_CHECKING:
+    from blindmatch.matcher.server import RunningServer
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import secrets
 
-    from blindmatch.client.files import write_text
     from blindmatch.client.remote import tls
     from blindmatch.matcher.errors import StartupRefused
-    from blindmatch.matcher.server import create_server, serve_forever
+    from blindmatch.matcher.server import create_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     credentials = tls.server_credentials(
@@ -65,33 +69,95 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # With S1 and S2, new projects keep no CLK at the matcher unless they ask (issue 18);
     # create_server resolves "" the same way.
     mode = args.default_mode or ("two-server" if two_server is not None else "clk")
+    held = _serve_alone(Path(args.data_dir))  # None: not there yet, made by create_server
     try:
-        running = create_server(
-            address,
-            args.data_dir,
-            admin,
-            credentials=credentials,
-            workers=args.workers,
-            lookup_threads=args.lookup_threads,
-            request_cpu=request_cpu,
-            streams_per_member=args.max_streams_per_member,
-            member_streams=args.max_member_streams,
-            max_streams=args.max_streams,
-            stream_idle=args.stream_idle_seconds,
-            max_index_change_bytes=int(args.max_index_change_mib * 1024**2),
-            max_auth_failures=args.max_auth_failures,
-            min_free_bytes=int(args.min_free_mb * 1024 * 1024),
-            audit_key_file=args.audit_key,
-            executor=executor,
-            lookup_servers=lookup_servers,
-            lookup_credentials=lookup_credentials,
-            two_server=two_server,
-            default_mode=mode,
-        )
-    except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
-        raise InputError(str(exc)) from None
-    except OSError as exc:  # the port is taken, or the address is not this machine's
-        raise InputError(f"--listen {args.listen}: {exc}") from None
+        try:
+            running = create_server(
+                address,
+                args.data_dir,
+                admin,
+                credentials=credentials,
+                workers=args.workers,
+                lookup_threads=args.lookup_threads,
+                request_cpu=request_cpu,
+                streams_per_member=args.max_streams_per_member,
+                member_streams=args.max_member_streams,
+                max_streams=args.max_streams,
+                stream_idle=args.stream_idle_seconds,
+                max_index_change_bytes=int(args.max_index_change_mib * 1024**2),
+                max_auth_failures=args.max_auth_failures,
+                min_free_bytes=int(args.min_free_mb * 1024 * 1024),
+                audit_key_file=args.audit_key,
+                executor=executor,
+                lookup_servers=lookup_servers,
+                lookup_credentials=lookup_credentials,
+                two_server=two_server,
+                default_mode=mode,
+            )
+        except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
+            raise InputError(str(exc)) from None
+        except OSError as exc:
+            if exc.filename is not None:  # the data dir cannot be made or opened
+                raise InputError(
+                    f"--data-dir {args.data_dir}: {exc.strerror or exc} ({exc.filename})"
+                ) from None
+            # the port is taken, or the address is not this machine's
+            raise InputError(f"--listen {args.listen}: {exc}") from None
+        if held is None:  # made just now: this matcher's from here on
+            try:
+                held = _serve_alone(Path(args.data_dir))
+            except InputError:
+                running.stop(grace=None)
+                raise
+        return _serve(
+            args, running, admin, made_token=made_token, mode=mode, host=host,
+            with_parties=two_server is not None,
+        )  # fmt: skip
+    finally:
+        if held is not None:
+            os.close(held)
+
+
+def _serve_alone(data_dir: Path) -> int | None:
+    """An exclusive lock on the data dir (the folder itself, no file in it) for as long as
+    this matcher serves it: a second `serve` on it is refused before it opens anything
+    there. Before, it started beside the first, emptied its tmp/ and wrote the same
+    databases. None where the folder is not there yet."""
+    import fcntl
+
+    try:
+        fd = os.open(data_dir, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # not there yet, or not a folder: create_server says which
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise InputError(
+            f"--data-dir {data_dir}: another matcher is serving it (one data dir, one "
+            "matcher); stop that one first, or give this one a data dir of its own"
+        ) from None
+    return fd
+
+
+def _serve(
+    args: argparse.Namespace,
+    running: RunningServer,
+    admin: str,
+    *,
+    made_token: bool,
+    mode: str,
+    host: str,
+    with_parties: bool,
+) -> int:
+    """Serve until stopped: the operator token's file when one was made, then the lines
+    saying what is served."""
+    import logging
+
+    from blindmatch.client.files import write_text
+    from blindmatch.client.remote import tls
+    from blindmatch.matcher.server import serve_forever
+
     if made_token:
         token_file = DataDir(Path(args.data_dir)).operator_token
         try:  # the file whole or absent, and never its temporary file beside it
@@ -109,11 +175,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
 
-    if two_server is None:  # what every project it makes exposes, said once (issue 18)
+    if not with_parties:  # what every project it makes exposes, said once (issue 18)
         logging.getLogger("blindmatch.matcher").warning(bare_serve_line())
     unless = (
         " unless `project create --mode` says otherwise"
-        if two_server is not None
+        if with_parties
         else ", the only one without S1 and S2"
     )
 

@@ -115,7 +115,10 @@ def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None
         return None
     unknown = sorted(set(value) - set(FIELD_KEYS))
     if unknown:
-        problems.append(f"fields.{field}: unknown key(s) {', '.join(unknown)}")
+        problems.append(
+            f"fields.{field}: unknown key(s) {', '.join(unknown)} (a field's table takes "
+            f"{', '.join(FIELD_KEYS)})"
+        )
     if ("column" in value) == ("columns" in value):
         problems.append(f"fields.{field}: give exactly one of 'column' or 'columns'")
         return None

@@ -15,12 +15,43 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _read(path: str | None, what: str) -> bytes | None:
+    """A certificate (chain) or private key file, checked to be one in PEM form here: gRPC
+    took any bytes, and a wrong file surfaced later as a port that could not be listened
+    on (`serve`) or a matcher that could not be reached (a client, exit 4)."""
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read the {what} ({exc.strerror})") from None
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        if what.endswith("key"):
+            serialization.load_pem_private_key(data, password=None)
+        else:
+            x509.load_pem_x509_certificates(data)
+    except TypeError:  # a key with a passphrase
+        raise InputError(f"{path}: the {what} is encrypted; give it without a passphrase") from None
+    except ValueError:
+        begins = "PRIVATE KEY" if what.endswith("key") else "CERTIFICATE"
+        raise InputError(
+            f"{path}: not a PEM {what} (a text file starting -----BEGIN {begins}-----)"
+        ) from None
+    return data
+
+
+def _key_matches(cert_pem: bytes, key_pem: bytes, cert: str, key: str) -> None:
+    """Refuse a certificate and a key that are not a pair (gRPC: 'could not listen')."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    certified = x509.load_pem_x509_certificates(cert_pem)[0].public_key().public_bytes(*raw)
+    held = serialization.load_pem_private_key(key_pem, password=None).public_key()
+    if held.public_bytes(*raw) != certified:
+        raise InputError(f"{key}: this key does not belong to the certificate {cert}")
 
 
 def channel_credentials(
@@ -32,10 +63,13 @@ def channel_credentials(
         raise InputError("--client-cert and --client-key go together")
     if ca_cert is None and client_cert is None and not tls:
         return None
+    key_pem, cert_pem = _read(client_key, "client key"), _read(client_cert, "client certificate")
+    if cert_pem is not None and key_pem is not None:
+        _key_matches(cert_pem, key_pem, str(client_cert), str(client_key))
     return grpc.ssl_channel_credentials(
         root_certificates=_read(ca_cert, "CA certificate"),
-        private_key=_read(client_key, "client key"),
-        certificate_chain=_read(client_cert, "client certificate"),
+        private_key=key_pem,
+        certificate_chain=cert_pem,
     )
 
 
@@ -52,6 +86,7 @@ def server_credentials(
     cert_pem = _read(cert, "server certificate")
     key_pem = _read(key, "server key")
     assert cert_pem is not None and key_pem is not None
+    _key_matches(cert_pem, key_pem, cert, str(key))
     ca_pem = _read(client_ca, "client CA")
     return grpc.ssl_server_credentials(
         [(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=ca_pem is not None
@@ -81,11 +116,23 @@ def client_target(server: str) -> tuple[str, bool]:
     `HOST:PORT` plaintext unless TLS files are given."""
     if server.startswith(TLS_SCHEME):
         return server[len(TLS_SCHEME) :], True
-    if server.startswith(PLAIN_SCHEME):
-        return server[len(PLAIN_SCHEME) :], False
-    if "://" in server:
+    if "://" in server and not server.startswith(PLAIN_SCHEME):
         raise InputError(f"--server {server}: use HOST:PORT, or grpcs://HOST:PORT for TLS")
+    server = server.removeprefix(PLAIN_SCHEME)
+    if not _has_port(server):  # a typo ('localhost50051') read as a host on port 443
+        raise InputError(
+            f"--server {server!r}: expected HOST:PORT, e.g. 127.0.0.1:50051 (or "
+            "grpcs://HOST:PORT for TLS)"
+        )
     return server, False
+
+
+def _has_port(address: str) -> bool:
+    """Whether a plaintext client `address` ends in :PORT (a unix: socket needs none)."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host) and port.isdigit() and int(port) <= 65535
 
 
 def is_loopback(address: str) -> bool:

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from blindmatch.matcher import errors
 from blindmatch.matcher.core import standing
 from blindmatch.matcher.rpc.twoserver_holds import bounds
 from blindmatch.matcher.rpc.twoserver_standcache import MOST_BYTES, keeps_mask, kept_bytes
@@ -43,6 +44,14 @@ PAUSE_SECONDS = 60.0
 CLOSE_SECONDS = 30.0
 Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
 BUSY = "another partner's conversion is being made"  # `admit`'s answer while one is made
+# `admit`'s answer once the matcher's stop began, and rpc/twoserver_standdeal.py `start`'s for
+# a conversion the stop ended before its piece 0 (`Cancelled`)
+STOPPING = "the matcher is stopping"
+
+
+class Cancelled(errors.Unavailable):
+    """A conversion the matcher's stop (`Conversions.close`) ended before its next piece was
+    dealt (piece 0 included: then S1 and S2 hold nothing of it): not a failure."""
 
 
 def partner_of(name: str) -> str:
@@ -65,7 +74,10 @@ class Conversions:
     benchmark); `seconds`: their wall time; `declined`: parts sent by pairs for want of room
     or because another conversion was being made; `queried`: parts dealt standing;
     `failed`: background conversions that stopped (redone by a later query), each given up
-    at S1 and S2; `paused`: later pieces that waited for a query being answered."""
+    at S1 and S2; `cancelled`: conversions the matcher's stop ended before they were whole
+    (`Cancelled`, or a piece's call cut by the stop's closing the channels: not failures,
+    logged at info; given up at S1 and S2 where a piece was dealt and the channels are still
+    open); `paused`: later pieces that waited for a query being answered."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -83,6 +95,7 @@ class Conversions:
         self.declined = 0
         self.queried = 0
         self.failed = 0
+        self.cancelled = 0
         self.paused = 0
         self._closing = threading.Event()  # `close`: no more conversions
         self._quiet = threading.Event()  # no conversion being made (`idle`, `close`)
@@ -197,7 +210,7 @@ class Conversions:
         self._quiet.clear()  # (before the check: `close` waits for one admitted as it began)
         if self._closing.is_set():
             self.end()
-            return "the matcher is stopping"
+            return STOPPING
         with self._lock:
             now, budget = self.clock(), self.room()
             # (the partner's own other conversions, of an earlier upload or other terms, are
@@ -257,14 +270,26 @@ class Conversions:
     def stopping(self) -> bool:
         return self._closing.is_set()
 
-    def close(self, timeout: float = CLOSE_SECONDS) -> bool:
-        """The matcher stops: no conversion is started from now on, and the one in the
-        background stops before its next piece (not waiting out a pause), given up at S1 and
-        S2; this waits for it `timeout` seconds at most (a piece in flight). Whether it
-        ended (if not, S1 and S2 drop it STALE_SECONDS after its last piece)."""
+    def by_stop(self, remote: RemoteServers, exc: BaseException) -> bool:
+        """Whether `exc`, a conversion's end on `remote`, is the matcher's stop's doing (counted
+        `cancelled`): `Cancelled`, or the stop closed the channels under a piece's call."""
+        if not self._closing.is_set() or not (isinstance(exc, Cancelled) or remote.stopped()):
+            return False
+        with self._lock:
+            self.cancelled += 1
+        return True
+
+    def close(self, timeout: float | None = None) -> bool:
+        """The matcher stops: no conversion is started from now on, and no piece is dealt
+        (piece 0 of one admitted included: it ends `Cancelled`, nothing given up); the one
+        in the background stops before its next piece (not waiting out a pause), given up at
+        S1 and S2; this waits for it `timeout` seconds at most (CLOSE_SECONDS: a piece in
+        flight). Whether it ended (if not, S1 and S2 drop it STALE_SECONDS after its last
+        piece: a give-up that finds the channels closed is not sent, rpc/twoserver_standgive.py)."""
         self._closing.set()
         with self._answered:
             self._answered.notify_all()
+        timeout = CLOSE_SECONDS if timeout is None else timeout  # (read here: tests shorten it)
         end = time.monotonic() + timeout
         return self._quiet.wait(timeout) & self._giving.join(end)
 
@@ -288,6 +313,8 @@ __all__ = [
     "MOST_PARTNERS",
     "PAUSE_SECONDS",
     "RECENT_SECONDS",
+    "STOPPING",
+    "Cancelled",
     "Conversions",
     "Key",
     "partner_of",

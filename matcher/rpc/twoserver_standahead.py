@@ -27,7 +27,7 @@ from blindmatch.matcher.core import linkbit, margincircuit, partpath
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
-from blindmatch.matcher.rpc.twoserver_conversions import BUSY, Conversions, partner_of
+from blindmatch.matcher.rpc.twoserver_conversions import BUSY, STOPPING, Conversions, partner_of
 from blindmatch.matcher.rpc.twoserver_peers import wire_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -246,7 +246,7 @@ class Ahead:
     def _made(self, remote: RemoteServers, conversions: Conversions, key: standdeal.Key,
               base: pb.BlockDeal, plan: margincircuit.Plan) -> str:  # fmt: skip
         """Piece 0 dealt and the rest put in the background; or why not ("" once started,
-        or where it is not to be)."""
+        or where it is not to be; STOPPED where the matcher's stop ended it: no failure)."""
         conversions.learn(remote)
         unfit = conversions.unfit(key[1], key[2])
         if unfit:
@@ -268,6 +268,8 @@ class Ahead:
                                              f"it at piece 0: {exc}")  # fmt: skip
             return ""
         if isinstance(made, str):
+            if made == STOPPING:  # (the stop began since: before or during its piece 0)
+                return STOPPED
             if made != BUSY:
                 with self._cond:
                     self.declined += 1

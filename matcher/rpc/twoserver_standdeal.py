@@ -29,6 +29,8 @@ from blindmatch.matcher.rpc.twoserver_conversions import (
     MOST_PARTNERS,
     PAUSE_SECONDS,
     RECENT_SECONDS,
+    STOPPING,
+    Cancelled,
     Conversions,
     Key,
 )
@@ -136,7 +138,7 @@ class Started:
             if background:
                 conversions.pause()
             if conversions.stopping():
-                raise errors.Unavailable(f"the matcher is stopping (at piece {k} of {len(pieces)})")
+                raise Cancelled(f"{STOPPING} (before piece {k} of {len(pieces)})")
             start, stop = pieces[k]
             m = later_piece(self.first, k)
             _piece(self.remote, conversions, m, self.s, stop - start, self.p, transcript, clock)
@@ -153,7 +155,8 @@ def convert(remote: RemoteServers, conversions: Conversions, base: pb.BlockDeal,
     started at S1 and S2: piece 0 (of `standing.CHUNK` records, `base` with a fresh
     conversion id, saying whether S1 and S2 keep [M_B]) dealt; `Started.rest` deals the
     others. `base`: a query's part (`_base`) or the partner alone (standahead). Piece 0
-    failing, the conversion is given up in the background."""
+    failing, the conversion is given up in the background; not dealt once the matcher's
+    stop began (`Cancelled`: S1 and S2 hold nothing to give up)."""
     w0 = time.perf_counter()
     s = _timed(clock, standing.deal, records, tuple(widths))
     m = pb.BlockDeal()
@@ -162,6 +165,8 @@ def convert(remote: RemoteServers, conversions: Conversions, base: pb.BlockDeal,
     m.standing_piece, m.standing_pieces = 0, len(standing.chunks(records))
     m.standing_without_mask = without_mask
     start, stop = standing.chunks(records)[0]
+    if conversions.stopping():  # (admitted before the stop: it may have waited since)
+        raise Cancelled(f"{STOPPING} (before piece 0 of {m.standing_pieces})")
     try:
         _piece(remote, conversions, m, s, stop - start, p, transcript, clock)
     except Exception:
@@ -196,9 +201,11 @@ def _finish(conversions: Conversions, key: Key, size: int, started: Started,
             failed: Callable[[str], None] | None = None) -> None:  # fmt: skip
     """The conversion's later pieces (on C's background thread, `quiet`; or within the query
     for a partner of at most INLINE_RECORDS), kept once whole; a failure in the background
-    (a server restarted or dropped it, refused a piece, the matcher's stop) logged and
-    forgotten: a later query starts it again. `failed(why)`: told of such a failure before
-    the give-up's calls to S1 and S2 (watchunfit: a watch waiting for it goes at once)."""
+    (a server restarted or dropped it, refused a piece) logged and forgotten: a later query
+    starts it again. One the matcher's stop ended (`Conversions.by_stop`) is no failure:
+    given up the same (while the channels are open), logged at info. `failed(why)`: told of
+    either before the give-up's calls to S1 and S2 (watchunfit: a watch waiting for it goes
+    at once)."""
     try:
         got = started.rest(conversions, transcript, clock, quiet)
         with conversions._lock:
@@ -206,16 +213,22 @@ def _finish(conversions: Conversions, key: Key, size: int, started: Started,
             conversions.seconds += time.perf_counter() - started.w0
         conversions.put(key, got, size)
     except Exception as exc:
-        with conversions._lock:
-            conversions.failed += 1
+        stopped = conversions.by_stop(started.remote, exc)
+        if not stopped:
+            with conversions._lock:
+                conversions.failed += 1
         if failed is not None:
-            failed(f"it stopped half-made: {exc}")
+            failed("the matcher stopped" if stopped else f"it stopped half-made: {exc}")
         if quiet:  # (already off the query's thread)
             give_up(started.remote, started.first)
         else:
             conversions.giving_up(started.remote, started.first)
-        log.warning("the combiner's conversion of %s's upload as a standing partner stopped "
-                    "(a later query starts it again): %s", key[0], exc)  # fmt: skip
+        if stopped:  # (a matcher started again converts it at its start)
+            log.info("the combiner's conversion of %s's upload as a standing partner ended "
+                     "with the matcher's stop: %s", key[0], exc)  # fmt: skip
+        else:
+            log.warning("the combiner's conversion of %s's upload as a standing partner "
+                        "stopped (a later query starts it again): %s", key[0], exc)  # fmt: skip
         if not quiet:
             raise
     finally:
@@ -252,9 +265,11 @@ def start(remote: RemoteServers, conversions: Conversions, key: Key, base: pb.Bl
           ) -> tuple[Started, int] | str:  # fmt: skip
     """Partner `key`'s conversion admitted (`Conversions.admit`) and its piece 0 (`base`:
     `convert`) dealt: (the conversion started, its bytes at each server), the caller then
-    `_finish`es or `_background`s it; or why it was not admitted. Where a server whose bound
-    C did not know yet refuses [M_B] (`STANDING_ROOM`: a role older than `HoldsReply`'s
-    bounds, which C asks for first, `Conversions.learn`), piece 0 again without."""
+    `_finish`es or `_background`s it; or why it was not admitted (STOPPING also where the
+    matcher's stop ended it before or during piece 0: `Conversions.by_stop`, no failure).
+    Where a server whose bound C did not know yet refuses [M_B] (`STANDING_ROOM`: a role
+    older than `HoldsReply`'s bounds, which C asks for first, `Conversions.learn`), piece 0
+    again without."""
     conversions.learn(remote)
     records = key[1]
     without = conversions.without_mask(key, records)  # (standq: C decides, S1 and S2 obey)
@@ -274,8 +289,10 @@ def start(remote: RemoteServers, conversions: Conversions, key: Key, base: pb.Bl
             size = kept_bytes(records, key[2], mask=False)
             started = convert(remote, conversions, base, records, key[2], p, transcript, clock,
                               True)  # fmt: skip
-    except BaseException:
+    except BaseException as exc:
         conversions.end()
+        if isinstance(exc, Exception) and conversions.by_stop(remote, exc):
+            return STOPPING
         raise
     return started, size
 

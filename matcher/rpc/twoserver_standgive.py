@@ -28,16 +28,31 @@ DROP_SECONDS = 10.0  # the most each server's `standing_drop` call takes
 def give_up(remote: RemoteServers, m: pb.BlockDeal) -> None:
     """S2 and S1 told to drop conversion `m.standing` (`standing_drop`: a piece failed, or the
     matcher stops), DROP_SECONDS each at most; one that does not answer is logged (it drops
-    the half-made conversion itself STALE_SECONDS after its last piece)."""
+    the half-made conversion itself STALE_SECONDS after its last piece). Where the matcher's
+    stop closed `remote`'s channels (`RemoteServers.stopped`: its wait for the conversion,
+    CLOSE_SECONDS, ran out), nothing can be sent: one line at info says the servers' stale
+    sweep drops it (not a warning for each server)."""
     drop = pb.BlockDeal(blocks=secrets.token_hex(12), member_b=m.member_b, standing=m.standing,
                         standing_drop=True)  # fmt: skip
+    left = [remote.names[1], remote.names[0]]  # (S2 first, as dealt)
     for who, fn, sent in ((remote.names[1], remote._s2.PrepareBlocks, lambda: iter([drop])),
                           (remote.names[0], remote._s1.PrepareBlocks, lambda: drop)):  # fmt: skip
         try:
-            call_party(who, fn, sent(), metadata=remote._metadata, timeout=DROP_SECONDS)
+            if not remote.stopped():
+                call_party(who, fn, sent(), metadata=remote._metadata, timeout=DROP_SECONDS)
+                left.remove(who)
+                continue
         except Exception as exc:
-            log.warning("%s was not told to drop the conversion %s of %s's upload (it drops "
-                        "it itself once stale): %s", who, m.standing, m.member_b, exc)  # fmt: skip
+            if not remote.stopped():
+                log.warning("%s was not told to drop the conversion %s of %s's upload (it "
+                            "drops it itself once stale): %s", who, m.standing, m.member_b,
+                            exc)  # fmt: skip
+                left.remove(who)
+                continue
+        log.info("%s not told to drop the conversion %s of %s's upload: the matcher's stop "
+                 "closed its channels (a server drops it itself once stale)", " and ".join(left),
+                 m.standing, m.member_b)  # fmt: skip
+        return
 
 
 class GivingUp:
