@@ -256,6 +256,7 @@ def project_upload(
     s2: str = "",
     say: Callable[[str], None] | None = None,
     progress: bool = False,
+    allow_empty: bool = False,
 ) -> ProjectUpload:
     """Send a member's two-server upload in a project in two-server mode: a ticket from the
     matcher for the header the upload will carry (an encoding that differs from the
@@ -265,7 +266,8 @@ def project_upload(
     refused after that stops it: the matcher then holds the member's earlier upload (or
     none), which a run refuses while S1 or S2 holds another, so nothing runs on half an
     upload. `upload`: in memory, or read from its files a part at a time (`open_shared`);
-    `progress`: each role's part as it goes, on stderr (`RoleClient.upload`)."""
+    `progress`: each role's part as it goes, on stderr (`RoleClient.upload`); `allow_empty`:
+    no records may replace the member's current upload of some (else the ticket is refused)."""
     upload = rows_of(upload)
     if len(upload) != encoded.record_count:
         raise InputError(
@@ -276,7 +278,7 @@ def project_upload(
         project=project, clk_bits=0, record_count=len(upload),
         fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.shares["s2"]),
         schema_digest=encoded.schema_digest, rule=score_rule(encoded.rule),
-        two_server_bits=[8 * s.shape[1] for s in upload.shares["s2"]],
+        two_server_bits=[8 * s.shape[1] for s in upload.shares["s2"]], allow_empty=allow_empty,
     )  # fmt: skip
     t = ticket(client, project, header)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
