@@ -109,3 +109,30 @@ def test_an_empty_two_server_upload_is_refused_at_its_ticket_before_a_share_is_s
         header.allow_empty = True  # said: issued
         assert ticket(north, "shares", header).name.startswith("shares/north/")
     assert tags(world) == before and planned.mode == "two-server"
+
+
+def test_a_two_server_upload_refused_at_its_ticket_leaves_no_upload_started(
+    world: World, encoded: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`upload` asked the project's mode with a ticket of its own (no header) before the
+    ticket for the upload's header: where that second one was refused (another secret's
+    folder, say), the first was left as the member's upload started and not finished, its
+    earlier upload not counted as held. The mode is asked without a ticket now."""
+    members = encoded["north"].parent
+    other_secret = tmp_path / "other.secret"
+    assert main(["secret", "new", str(other_secret)]) == 0
+    other = tmp_path / "other.enc"
+    assert main(["encode", str(members / "north-police.csv"), "--schema", str(SCHEMA),
+                 "--secret-file", str(other_secret), "--mapping",
+                 str(members / "north-police.toml"), "--out", str(other), "--two-server",
+                 "--quiet"]) == 0  # fmt: skip
+    project = create(world, "shares", "two-server")
+    token = project.tokens["north"]
+    for name, folder, code in (("north", encoded["north"], 0), ("south", encoded["south"], 0),
+                               ("north", other, 3)):  # fmt: skip
+        assert world.cli("upload", str(folder), "--project", "shares",
+                         token=project.tokens[name]) == code  # fmt: skip
+    assert "different schema or secret" in capsys.readouterr().err
+    with MatcherClient(world.target, token) as north:
+        seen = {m.name: m for m in north.describe("shares").members}
+    assert seen["north"].whole and not seen["north"].started_unix

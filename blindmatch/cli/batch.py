@@ -39,7 +39,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     encoded = read_encoded(args.encoded)
     with connect(args, member_token(args)) as client, _emptying(args, encoded):
         # A folder with a two-server upload: the project's mode decides what goes where
-        # (a CLK project refuses the ticket, storing nothing). Without one, a two-server
+        # (asked of its settings, storing nothing). Without one, a two-server
         # project refuses the CLKs, saying to encode with --two-server.
         shared = (args.encoded / SHARED_FOLDER).is_dir()
         if shared and _two_server_upload(args, client, encoded):
@@ -110,9 +110,12 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
     matcher, True; False (nothing sent) for a CLK project."""
     from blindmatch.client.encoding.sharedfiles import open_shared
     from blindmatch.client.encoding.sharing import SHARED_FOLDER
-    from blindmatch.client.remote.twoserver import project_upload, ticket_if_two_server
+    from blindmatch.client.remote.twoserver import project_upload
 
-    if ticket_if_two_server(client, args.project) is None:
+    # Its settings alone (not audited): before 2026-12-07 a ticket was asked to learn the
+    # mode, and where the upload's own ticket was then refused (another secret's folder)
+    # that first one was left as an upload started and never finished.
+    if client.describe(args.project, settings_only=True).mode != "two-server":
         return False
     # The schema's rule goes with the shares to S1 and S2 and is recorded with the upload:
     # a run applies it on the shares of both CLKs (matcher/core/gmwrule.py). The files are

@@ -29,7 +29,7 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.npzfile import Rows
 from blindmatch.client.encoding.sharedfiles import UploadRows, row_ranges, rows_of
 from blindmatch.client.encoding.sharing import SharedUpload
-from blindmatch.client.errors import InputError, MatcherError, RejectedError
+from blindmatch.client.errors import InputError, MatcherError
 from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.convert import score_rule
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
@@ -203,9 +203,6 @@ def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -
     return also
 
 
-NOT_TWO_SERVER = "is not a two-server project"  # the matcher's refusal of a CLK project's
-
-
 def ticket(
     client: MatcherClient,
     project: str,
@@ -223,17 +220,6 @@ def ticket(
                                              timeout=client.timeout),
     )  # fmt: skip
     return TwoServerTicket(reply.ticket, reply.name, reply.s1, reply.s2, reply.expires_unix)
-
-
-def ticket_if_two_server(client: MatcherClient, project: str) -> TwoServerTicket | None:
-    """A ticket when `project` is in two-server mode; None for a CLK project (asking
-    stores and audits nothing)."""
-    try:
-        return ticket(client, project)
-    except RejectedError as exc:
-        if NOT_TWO_SERVER in str(exc):
-            return None
-        raise
 
 
 @dataclass(frozen=True)
@@ -335,7 +321,6 @@ def half_sent(exc: MatcherError, holding: list[str]) -> MatcherError:
 
 
 __all__ = [
-    "NOT_TWO_SERVER",
     "ProjectUpload",
     "RoleClient",
     "TwoServerLinks",
@@ -344,6 +329,5 @@ __all__ = [
     "project_upload",
     "shares_sha256",
     "ticket",
-    "ticket_if_two_server",
     "upload_parts",
 ]
