@@ -240,6 +240,31 @@ def test_serve_refuses_a_listen_address_it_cannot_use_in_one_line(
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "d").exists()  # was: made and initialised, then the bind failed
+
+
+def test_serve_on_a_port_in_use_says_so_and_makes_no_data_dir(tmp_path: Path) -> None:
+    """Was: gRPC's own line (`E1207 ... add_port.cc:83] Failed to add port ...`), and a new
+    data dir made and initialised (blindmatch.sqlite, index.sqlite, audit.key) before the bind
+    failed: a half-made matcher's data dir left behind."""
+    data = tmp_path / "new-data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
+             listen],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"Error: --listen {listen}: port {listen.split(':')[1]} is taken (another process "
+        f"listens on {listen}: a matcher already running?). Nothing was started and --data-dir "
+        f"{data} was left as it was; stop that process or choose another port\n"
+    )
+    assert not data.exists()
 
 
 def test_a_second_serve_on_a_data_dir_being_served_is_refused_and_the_first_serves_on(

@@ -176,7 +176,11 @@ def register(sub: Subcommands) -> None:
         handler=cmd_evaluate,
     )
     p.add_argument(
-        "--results", required=True, type=Path, help="a results CSV from `blindmatch results`"
+        "--results",
+        required=True,
+        type=Path,
+        help="a results CSV from `blindmatch results` at the hits, mapping or scores level (a "
+        "count-level one names no record: it cannot be scored)",
     )
     p.add_argument(
         "--truth",

@@ -15,6 +15,7 @@ from blindmatch.cli.options import (
     progress_wanted,
     quiet_option,
 )
+from blindmatch.client.errors import InputError
 
 # privacy-check --mode two-server's least sample (client/tools/privacy/twocheck.py
 # MIN_SAMPLE, not imported here: it brings the attacks); a smaller export is refused there
@@ -42,6 +43,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
         on_duplicate_id=args.on_duplicate_id,
         allow_empty=args.allow_empty,
     )
+    if args.two_server and not result.ids:  # (S1's sealed band keys are of records)
+        raise InputError(
+            f"{args.data}: no records, and a two-server upload holds at least one: nothing was "
+            "written. Encode it without --two-server, or to take your records out of a project "
+            "in two-server mode use `blindmatch erase`"
+        )
     if weak:
         result.report.warnings.insert(0, weak)
     small = small_member_warning(len(result.ids)) if args.two_server else None

@@ -58,7 +58,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     path = ref_key_path(args)
     with connect(args, member_token(args)) as client:
         refuse_index_folder(client, args, "index add")  # before a ref key is made
-        with ref_key_for_change(path) as key:
+        with ref_key_for_change(path, encoded) as key:
             summary = add_to_index(client, args.project, encoded, key, args.id or None)
     print(_summary("Index updated", summary))
     return 0
@@ -101,7 +101,7 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
 
     with connect(args, member_token(args)) as client:
         refuse_index_folder(client, args, "index sync")  # before a ref key is made
-        with ref_key_for_change(path, lambda: parts) as key:
+        with ref_key_for_change(path, encoded, lambda: parts) as key:
             try:
                 _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
             finally:  # the last change stored, said even where held back or the sync cut
@@ -397,8 +397,8 @@ def register(sub: Subcommands) -> None:
         "--ref-key",
         metavar="FILE",
         help="local file keying the opaque row references, made on first use: keep it with "
-        "the encoded data and give the same one each time (required unless "
-        "$BLINDMATCH_REF_KEY names it)",
+        "the encoded data and give the same one each time; your own, never the linkage secret "
+        "(refused) (required unless $BLINDMATCH_REF_KEY names it)",
     )
 
     group = command(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from blindmatch.client.remote import tls
     from blindmatch.matcher.errors import StartupRefused
+    from blindmatch.matcher.rpc.listen import port_in_use
     from blindmatch.matcher.server import create_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -59,6 +61,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request_cpu = _request_cpu(args.request_cpu)
     host, port = tls.listen_address(args.listen)
     address = tls.grpc_address(host, port)
+    if port_in_use(host, port):  # said before a data dir is made or opened
+        raise InputError(
+            f"--listen {args.listen}: port {port} is taken (another process listens on "
+            f"{address}: a matcher already running?). Nothing was started and --data-dir "
+            f"{args.data_dir} was left as it was; stop that process or choose another port"
+        )
     executor = daskopts.executor(args)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
     two_server = twoserveropts.serve_setup(args)
@@ -70,6 +78,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # create_server resolves "" the same way.
     mode = args.default_mode or ("two-server" if two_server is not None else "clk")
     held = _serve_alone(Path(args.data_dir))  # None: not there yet, made by create_server
+    made = not os.path.lexists(args.data_dir)
     try:
         try:
             running = create_server(
@@ -101,7 +110,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 raise InputError(
                     f"--data-dir {args.data_dir}: {exc.strerror or exc} ({exc.filename})"
                 ) from None
-            # the port is taken, or the address is not this machine's
+            # the port is taken (after the probe above), or the address is not this machine's:
+            # a data dir made for this start goes with it (no half-made matcher left behind)
+            if made:
+                shutil.rmtree(args.data_dir, ignore_errors=True)
             raise InputError(f"--listen {args.listen}: {exc}") from None
         if held is None:  # made just now: this matcher's from here on
             try:
