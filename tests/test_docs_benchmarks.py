@@ -207,6 +207,26 @@ def test_a_benchmark_command_is_read_whole_with_its_sketch_filled_in() -> None:
     ]  # fmt: skip
 
 
+def makefile_benchmarks() -> list[tuple[str, str, list[str]]]:
+    """("Makefile", script, argv) for every benchmark a Makefile recipe runs with arguments."""
+    recipes = (ROOT / "Makefile").read_text(encoding="utf-8")
+    code = "".join(f"    {line}\n" for line in recipes.splitlines() if line.startswith("\t"))
+    return [("Makefile", *command) for command in benchmark_commands(code)]
+
+
+def test_every_make_bench_target_a_page_names_is_there() -> None:
+    targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+    named = {
+        (str(page.relative_to(ROOT)), target)
+        for page in PAGES
+        for code in _code(page.read_text(encoding="utf-8"))
+        for target in re.findall(r"(?<![\w-])make (bench[\w-]*)", code)
+    }
+    assert len(named) >= 3 and {"bench-speed", "bench-quality"} <= targets
+    assert [n for n in sorted(named) if n[1] not in targets] == []
+    assert ("Makefile", "quality", ["--grid"]) in makefile_benchmarks()
+
+
 # Commands no script takes, one per way a shown command goes stale.
 REFUSED = [
     ("messy", ["--population", "300"]),  # its out folder missing
@@ -218,8 +238,9 @@ REFUSED = [
 
 @pytest.mark.slow
 def test_every_benchmark_command_a_page_shows_parses() -> None:
-    """A page's `benchmarks/X.py ...` command as its script's own parser reads it: an option
-    since renamed, a value it no longer takes, a positional missing, each fails here."""
+    """A page's (or a Makefile recipe's) `benchmarks/X.py ...` command as its script's own
+    parser reads it: an option since renamed, a value it no longer takes, a positional
+    missing, each fails here."""
     shown = sorted(
         {
             (str(page.relative_to(ROOT)), script, tuple(argv))
@@ -227,6 +248,7 @@ def test_every_benchmark_command_a_page_shows_parses() -> None:
             if page.name != "cli.md"
             for script, argv in benchmark_commands(page.read_text(encoding="utf-8"))
         }
+        | {(where, script, tuple(argv)) for where, script, argv in makefile_benchmarks()}
     )
     assert len(shown) > 150  # the pages were read
     *said, missing, unvalued, unchosen, renamed = refusals(
