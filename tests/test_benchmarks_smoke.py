@@ -167,3 +167,18 @@ def test_twoserver_pads_with_decoys_for_the_roles_view_only(
         twoserver.main()
     assert refused.value.code == 2
     assert "--pad-to: with --view roles only" in capsys.readouterr().err
+
+
+def test_standing_ahead_refuses_a_partner_too_small_to_convert_ahead(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Below core/partpath.py STANDING_RECORDS a query goes by pairs and C converts nothing
+    ahead of it: `--partner-records 2000` ran both queries, then failed on a bare
+    AssertionError (benchmarks/twoserver_standing_ahead.py, `made.started == 1`)."""
+    from benchmarks import twoserver_standing_ahead
+
+    monkeypatch.setattr(sys, "argv", ["twoserver_standing_ahead.py", "--partner-records", "2000"])
+    with pytest.raises(SystemExit) as refused:
+        twoserver_standing_ahead.main()
+    assert refused.value.code == 2
+    assert "--partner-records: at least 16,000" in capsys.readouterr().err
