@@ -182,3 +182,17 @@ def test_standing_ahead_refuses_a_partner_too_small_to_convert_ahead(
         twoserver_standing_ahead.main()
     assert refused.value.code == 2
     assert "--partner-records: at least 16,000" in capsys.readouterr().err
+
+
+def test_twoserver_roles_view_with_dummies_ends_at_no_verdict_on_too_few_records(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Too few records for a verdict: the check attacks no view, so there was none to set
+    beside the reference's (`--dummies`, `--plan`), C's CLK tags (`--clk-tags`) or the
+    decoys' (`--pad-to`): a KeyError after the NO VERDICT (benchmarks/twoserver_roles_check.py)."""
+    from benchmarks import twoserver
+
+    monkeypatch.setattr(sys, "argv", ["twoserver.py", "--records", "300", "--view", "roles",
+                                      "--dummies", "2", "--clk-tags", "--known", "0"])  # fmt: skip
+    assert twoserver.main() == 0
+    assert "NO VERDICT: 300 records of member A are too few" in capsys.readouterr().out
