@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -1235,3 +1236,28 @@ def test_a_shard_searches_anew_when_a_member_changes_its_fallback_layout(
     assert isinstance(index, FallbackIndex)  # searched by the fallback rule from now on
     found = shards.search("trial", ["south"], as_words(rows[3].tobytes(), 2048), 0.8)
     assert found[0]["south"][0] == ("s3", 1.0)
+
+
+@pytest.mark.slow
+def test_a_lookup_server_on_a_port_in_use_says_so_and_makes_no_lookup_key(tmp_path: Path) -> None:
+    """Was: the data dir's lookup.key made, then gRPC's own line (`E1207 ... add_port.cc:83]
+    Failed to add port ...`) and "could not listen": as `serve`, said before anything is made."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "index.sqlite").touch()  # (the matcher's; read only once it listens)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = subprocess.run(
+            [*BLINDMATCH, "lookup-server", "--data-dir", str(data), "--shard", "0/1",
+             "--listen", listen],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"Error: --listen {listen}: port {listen.split(':')[1]} is taken (another process "
+        f"listens on {listen}: a look-up server already running?). Nothing was started and "
+        f"--data-dir {data} was left as it was; stop that process or choose another port\n"
+    )
+    assert sorted(p.name for p in data.iterdir()) == ["index.sqlite"]  # no lookup.key

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindmatch.cli.options import Subcommands, command, listen_tls_options, outbound_credentials
+from blindmatch.cli.options import (
+    Subcommands,
+    command,
+    listen_tls_options,
+    outbound_credentials,
+    refuse_taken_port,
+)
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -88,6 +94,12 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
+    # Said before the data dir's lookup.key is made.
+    refuse_taken_port(
+        args.listen,
+        "a look-up server",
+        f"--data-dir {args.data_dir}" if args.data_dir is not None else "",
+    )
     shard, shards = args.shard
     key = None
     if args.data_dir is None:

@@ -149,6 +149,24 @@ def listen_tls_options(parser: argparse._ActionsContainer, travels: str) -> None
     )
 
 
+def refuse_taken_port(listen: str, who: str, left: str = "") -> None:
+    """Refuse `--listen`'s port where another process listens on it (matcher/rpc/listen.py
+    `port_in_use`), before a server start makes anything (`serve`'s data dir, a role's audit
+    log and key, a look-up server's lookup.key) and without gRPC's own error line: `who` is
+    the server likely already running there, `left` what was left as it was."""
+    from blindmatch.client.remote import tls
+    from blindmatch.matcher.rpc.listen import port_in_use
+
+    host, port = tls.listen_address(listen)
+    if port_in_use(host, port):
+        raise InputError(
+            f"--listen {listen}: port {port} is taken (another process listens on "
+            f"{tls.grpc_address(host, port)}: {who} already running?). Nothing was started"
+            f"{f' and {left} was left as it was' if left else ''}; stop that process or choose "
+            "another port"
+        )
+
+
 def outbound_credentials(
     targets: Sequence[tuple[str, str]],
     *,

@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from blindmatch.cli import daskopts, lookup, twoserveropts
 from blindmatch.cli.errors import sigterm_as_ctrl_c
-from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
+from blindmatch.cli.options import (
+    Subcommands,
+    command,
+    env,
+    listen_tls_options,
+    refuse_taken_port,
+)
 from blindmatch.cli.projectmode import bare_serve_line
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
@@ -37,7 +43,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from blindmatch.client.remote import tls
     from blindmatch.matcher.errors import StartupRefused
-    from blindmatch.matcher.rpc.listen import port_in_use
     from blindmatch.matcher.server import create_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -61,12 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request_cpu = _request_cpu(args.request_cpu)
     host, port = tls.listen_address(args.listen)
     address = tls.grpc_address(host, port)
-    if port_in_use(host, port):  # said before a data dir is made or opened
-        raise InputError(
-            f"--listen {args.listen}: port {port} is taken (another process listens on "
-            f"{address}: a matcher already running?). Nothing was started and --data-dir "
-            f"{args.data_dir} was left as it was; stop that process or choose another port"
-        )
+    # Said before a data dir is made or opened.
+    refuse_taken_port(args.listen, "a matcher", f"--data-dir {args.data_dir}")
     executor = daskopts.executor(args)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
     two_server = twoserveropts.serve_setup(args)

@@ -24,6 +24,7 @@ from blindmatch.cli.options import (
     command,
     listen_tls_options,
     quiet_option,
+    refuse_taken_port,
 )
 from blindmatch.cli.twoparties import (
     ROLES,
@@ -105,6 +106,12 @@ def cmd_role(args: argparse.Namespace) -> int:
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
+    # Said before the role's data dir (its audit log, key and what it holds) is made or opened.
+    refuse_taken_port(
+        args.listen,
+        "a two-server role",
+        f"--data-dir {args.data_dir}" if args.data_dir is not None else "",
+    )
     try:
         running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
                               s1=args.s1 or "", s2=args.s2 or "", credentials=credentials,
