@@ -63,7 +63,12 @@ def test_invalid_values_are_encoded_as_missing_and_listed_by_row(
     dob = next(f for f in result.report.fields if f.field == "dob")
     assert (dob.present, dob.missing, dob.invalid) == (4, 0, 1)
     assert dob.invalid_rows == [
-        {"row": 4, "reason": "'30/02/1970' is not a date in the format %d/%m/%Y"}
+        # was "is not a date in the format %d/%m/%Y": a real day, not its format, is what it lacks
+        {
+            "row": 4,
+            "reason": "'30/02/1970' matches %d/%m/%Y but is not a real date (February "
+            "has no day 30)",
+        }
     ]
     assert result.report.rows_encoded == 5
 
@@ -221,7 +226,8 @@ def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
     message = str(err.value)
     assert "'id' must name" in message
     assert "fields.surnme: not a field of the schema" in message
-    assert "fields.dob: date_format must be a strftime format" in message
+    # strptime: what reads the dates, as docs/mapping.md says (was "strftime").
+    assert "fields.dob: date_format must be a strptime format" in message
 
 
 def test_an_unknown_key_in_a_fields_table_is_told_the_keys_it_takes(tmp_path: Path) -> None:
