@@ -243,7 +243,7 @@ def register(sub: Subcommands) -> None:
         help="run the matcher (gRPC service)",
         description="Run the matcher (gRPC service) until SIGTERM or Ctrl-C. The operator's "
         "token comes from $BLINDMATCH_ADMIN_TOKEN; without it, serve makes one for this run "
-        f"and writes it to DATA_DIR/{OPERATOR_TOKEN_NAME}, readable by its user only (never "
+        f"and writes it to {OPERATOR_TOKEN_NAME} in --data-dir, readable by its user only (never "
         "to the terminal or a log). Plaintext is refused on a non-loopback address: give "
         "--tls-cert and --tls-key (see docs/security.md and docs/operations.md).",
         example=[
@@ -256,9 +256,16 @@ def register(sub: Subcommands) -> None:
         ],
         handler=cmd_serve,
     )
-    p.add_argument("--data-dir", required=True, type=Path, help="where the matcher keeps its state")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="where the matcher keeps its state",
+    )
     p.add_argument(
         "--listen",
+        metavar="HOST:PORT",
         default="127.0.0.1:50051",
         help="HOST:PORT to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
         "(default: %(default)s)",
@@ -280,7 +287,9 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--audit-key",
-        help="file with the audit log's HMAC key, made if missing (default: DATA_DIR/audit.key)",
+        metavar="FILE",
+        help="file with the audit log's HMAC key, made if missing (default: audit.key in "
+        "--data-dir)",
     )
     p.add_argument(
         "--max-streams-per-member",

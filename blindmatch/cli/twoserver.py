@@ -294,7 +294,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_role,
     )
     p.add_argument("--role", required=True, choices=ROLES, help="which party this is")
-    p.add_argument("--listen", required=True, help="HOST:PORT to listen on")
+    p.add_argument("--listen", metavar="HOST:PORT", required=True, help="HOST:PORT to listen on")
     p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
     p.add_argument(
         "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
@@ -409,7 +409,7 @@ def register(sub: Subcommands) -> None:
     r.add_argument("--member", action="append", help="a member in the run (repeat; default all)")
     r.add_argument("--bucket", action="append", type=float,
                    help="a score cut-off above the threshold (repeat; default three)")  # fmt: skip
-    r.add_argument("--out", required=True, type=Path, help="the links CSV to write")
+    r.add_argument("--out", metavar="FILE", required=True, type=Path, help="the links CSV to write")
     r.add_argument("--force", action="store_true", help="replace --out if it exists")
     quiet_option(r)
     peer_options(r, "the combiner")
