@@ -9,7 +9,6 @@ running: `project create` was refused UNAUTHENTICATED by the other matcher, then
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ from benchmarks.erasure_start import Hung
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
+from tests.portheld import said_taken, taken_port
 from tests.support import ADMIN_TOKEN, ROOT
 
 
@@ -100,10 +100,7 @@ def test_a_two_server_role_on_a_port_in_use_says_so_and_makes_no_data_dir(
         (tmp_path / name).chmod(0o600)
         keys.append(str(tmp_path / name))
     data = tmp_path / "s2-data"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+    with taken_port() as listen:
         done = subprocess.run(
             [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", "s2",
              "--listen", listen, "--key-file", keys[0], "--member-key-file", keys[1],
@@ -111,10 +108,5 @@ def test_a_two_server_role_on_a_port_in_use_says_so_and_makes_no_data_dir(
             capture_output=True, text=True, cwd=ROOT, timeout=120,
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    kept = f" and --data-dir {data} was left as it was" if data_dir else ""
-    assert done.stderr == (
-        f"Error: --listen {listen}: port {listen.split(':')[1]} is taken (another process "
-        f"listens on {listen}: a two-server role already running?). Nothing was started{kept}; "
-        "stop that process or choose another port\n"
-    )
+    assert done.stderr == said_taken(listen, "a two-server role", data if data_dir else None)
     assert not data.exists()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -48,7 +47,7 @@ from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_epoch, lookup_key
-from tests.portheld import HeldPorts
+from tests.portheld import HeldPorts, said_taken, taken_port
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -1245,19 +1244,12 @@ def test_a_lookup_server_on_a_port_in_use_says_so_and_makes_no_lookup_key(tmp_pa
     data = tmp_path / "data"
     data.mkdir()
     (data / "index.sqlite").touch()  # (the matcher's; read only once it listens)
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+    with taken_port() as listen:
         done = subprocess.run(
             [*BLINDMATCH, "lookup-server", "--data-dir", str(data), "--shard", "0/1",
              "--listen", listen],
             capture_output=True, text=True, cwd=ROOT, timeout=120,
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    assert done.stderr == (
-        f"Error: --listen {listen}: port {listen.split(':')[1]} is taken (another process "
-        f"listens on {listen}: a look-up server already running?). Nothing was started and "
-        f"--data-dir {data} was left as it was; stop that process or choose another port\n"
-    )
+    assert done.stderr == said_taken(listen, "a look-up server", data)
     assert sorted(p.name for p in data.iterdir()) == ["index.sqlite"]  # no lookup.key
