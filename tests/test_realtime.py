@@ -313,6 +313,9 @@ def test_a_query_value_that_cannot_be_read_is_an_error_not_a_no(
          "dates:"),
         ({"surname": "Nowak", "dob": "02/13/1975"}, "dob: '02/13/1975' is not a date",
          "no value given"),
+        # An impossible day: no format reads it, so none is suggested (was "dates: give e.g.").
+        ({"surname": "Nowak", "dob": "31/02/1975"},
+         "dob: '31/02/1975' matches %d/%m/%Y but is not a real date", "dates:"),
     ],
 )  # fmt: skip
 def test_a_person_with_nothing_usable_or_a_bad_value_is_refused_as_it_is(

@@ -187,6 +187,11 @@ def derive(rule: FieldRule, values: dict[str, str]) -> str:
     return "".join(parts)
 
 
+# What an impossible date's reason says (31/02/1980): a value a format reads but for its day,
+# which no other date_format or --dob-format would read (client/encoding/person.py).
+NOT_A_REAL_DATE = "but is not a real date"
+
+
 def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     """Read a date written in `date_format` (one format, or several tried in order), or in
     an unambiguous format if None.
@@ -207,7 +212,7 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
             readings.setdefault(datetime.strptime(text, fmt).date(), fmt)
         except ValueError as exc:
             if not unreal and "out of range" in str(exc):
-                unreal = f"matches {fmt} but is not a real date{_no_such_day(text, fmt)}"
+                unreal = f"matches {fmt} {NOT_A_REAL_DATE}{_no_such_day(text, fmt)}"
     if len(readings) > 1:
         ways = " or ".join(f"{day.isoformat()} ({fmt})" for day, fmt in readings.items())
         raise AmbiguousValue(f"{value!r} is ambiguous: it reads as {ways}")
