@@ -195,6 +195,6 @@ def register(sub: Subcommands) -> None:
         "--listen",
         metavar="HOST:PORT",
         default="127.0.0.1:50061",
-        help="HOST:PORT to listen on (default: %(default)s)",
+        help="the address to listen on (default: %(default)s)",
     )
     listen_tls_options(p, "CLKs")

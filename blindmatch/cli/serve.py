@@ -267,7 +267,7 @@ def register(sub: Subcommands) -> None:
         "--listen",
         metavar="HOST:PORT",
         default="127.0.0.1:50051",
-        help="HOST:PORT to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
+        help="the address to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
         "(default: %(default)s)",
     )
     listen_tls_options(p, "tokens and encodings")

@@ -294,7 +294,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_role,
     )
     p.add_argument("--role", required=True, choices=ROLES, help="which party this is")
-    p.add_argument("--listen", metavar="HOST:PORT", required=True, help="HOST:PORT to listen on")
+    p.add_argument("--listen", metavar="HOST:PORT", required=True, help="the address to listen on")
     p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
     p.add_argument(
         "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
