@@ -108,6 +108,32 @@ def test_every_option_with_a_default_says_it_in_its_help() -> None:
     assert not silent, silent
 
 
+def test_file_folder_and_address_options_say_file_dir_and_host_port() -> None:
+    """Every command's usage said `--token-file FILE` but `--secret-file SECRET_FILE`,
+    `--ca-cert CA_CERT`, `--data-dir DATA_DIR`, `--key-file PATH`, `--server SERVER`: an
+    option named for a file, certificate, key, CA or folder may not show its default
+    uppercase dest; a folder's says DIR, the others' FILE (or ROLE=FILE), an address's
+    HOST:PORT."""
+    wrong = []
+    for path, parser in commands(build_parser()):
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0:
+                continue
+            name = max(action.option_strings, key=len)
+            shown = action.metavar or action.dest.upper()
+            if name.endswith("-dir"):
+                ok = shown == "DIR"
+            elif name.endswith(("-file", "-cert", "-key", "-ca")):
+                ok = shown != action.dest.upper() and str(shown).endswith("FILE")
+            elif name in ("--server", "--listen") or name.endswith(("-s1", "-s2", "--combiner")):
+                ok = shown == "HOST:PORT"
+            else:
+                continue
+            if not ok:
+                wrong.append(f"{' '.join(path)} {name} {shown}")
+    assert not wrong, wrong
+
+
 @pytest.mark.parametrize("command", ["serve", "encode", "upload", "run", "results", "demo"])
 def test_help_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as done:

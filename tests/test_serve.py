@@ -19,6 +19,7 @@ from benchmarks.cliflow import ROOT, Served, blindmatch, serve
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
+from tests.portheld import said_taken, taken_port
 from tests.support import (
     ADMIN_TOKEN,
     NORTH_CSV,
@@ -248,10 +249,7 @@ def test_serve_on_a_port_in_use_says_so_and_makes_no_data_dir(tmp_path: Path) ->
     data dir made and initialised (blindmatch.sqlite, index.sqlite, audit.key) before the bind
     failed: a half-made matcher's data dir left behind."""
     data = tmp_path / "new-data"
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+    with taken_port() as listen:
         done = subprocess.run(
             [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
              listen],
@@ -259,11 +257,7 @@ def test_serve_on_a_port_in_use_says_so_and_makes_no_data_dir(tmp_path: Path) ->
             env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
-    assert done.stderr == (
-        f"Error: --listen {listen}: port {listen.split(':')[1]} is taken (another process "
-        f"listens on {listen}: a matcher already running?). Nothing was started and --data-dir "
-        f"{data} was left as it was; stop that process or choose another port\n"
-    )
+    assert done.stderr == said_taken(listen, "a matcher", data)
     assert not data.exists()
 
 

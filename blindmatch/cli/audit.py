@@ -220,4 +220,6 @@ def _selection(parser: argparse.ArgumentParser) -> None:
         metavar="SEQ",
         help="only entries after SEQ (default: 0, every entry)",
     )
-    parser.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    parser.add_argument(
+        "--out", metavar="FILE", type=Path, help="file to write (default: standard output)"
+    )

@@ -254,7 +254,11 @@ def register(sub: Subcommands) -> None:
     # What fetching results needs, for `results` and `report` alike.
     fetch = argparse.ArgumentParser(add_help=False)
     fetch.add_argument(
-        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+        "--encoded",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="the ENCODED folder that was uploaded",
     )
     fetch.add_argument(
         "--purpose",
@@ -321,7 +325,9 @@ def register(sub: Subcommands) -> None:
         handler=cmd_results,
         parents=[*parents, fetch],
     )
-    p.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. hits.csv)")
+    p.add_argument(
+        "--out", metavar="FILE", required=True, type=Path, help="CSV to write (e.g. hits.csv)"
+    )
 
     p = command(
         sub,
@@ -337,9 +343,10 @@ def register(sub: Subcommands) -> None:
         handler=cmd_report,
         parents=[*parents, fetch],
     )
-    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument("--out", metavar="FILE", required=True, type=Path, help="HTML file to write")
     p.add_argument(
         "--truth",
+        metavar="FILE",
         type=Path,
         help="CSV member,record_id,entity_id (as for `evaluate`): add precision, recall and, "
         "at the scores level, the evaluation plots",

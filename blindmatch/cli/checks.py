@@ -177,6 +177,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--results",
+        metavar="FILE",
         required=True,
         type=Path,
         help="a results CSV from `blindmatch results` at the hits, mapping or scores level (a "
@@ -184,6 +185,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--truth",
+        metavar="FILE",
         required=True,
         type=Path,
         help="CSV member,record_id,entity_id for every record of every member",
@@ -193,6 +195,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--out-dir",
+        metavar="DIR",
         type=Path,
         help="where to write sweep.csv and the PNG plots (default: RESULTS-evaluation/ beside it)",
     )
@@ -226,10 +229,20 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("data", nargs="?", type=Path, help="CSV export (default: synthetic data)")
     p.add_argument(
-        "--schema", type=Path, help="clkhash v3 schema (default: schemas/person-uk.json)"
+        "--schema",
+        metavar="FILE",
+        type=Path,
+        help="clkhash v3 schema (default: schemas/person-uk.json)",
     )
-    p.add_argument("--mapping", type=Path, help="this export's mapping (TOML); needed with DATA")
-    p.add_argument("--secret-file", type=Path, help="the shared secret; needed with DATA")
+    p.add_argument(
+        "--mapping",
+        metavar="FILE",
+        type=Path,
+        help="this export's mapping (TOML); needed with DATA",
+    )
+    p.add_argument(
+        "--secret-file", metavar="FILE", type=Path, help="the shared secret; needed with DATA"
+    )
     p.add_argument(
         "--encoding",
         choices=["schema", "record", "field", "both"],
@@ -272,6 +285,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--out",
+        metavar="DIR",
         type=Path,
         default=Path("privacy-check"),
         help="folder for privacy-check.json and .png (default: privacy-check/ in the current "

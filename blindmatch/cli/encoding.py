@@ -14,6 +14,7 @@ from blindmatch.cli.options import (
     command,
     progress_wanted,
     quiet_option,
+    schema_secret_options,
 )
 from blindmatch.client.errors import InputError
 
@@ -119,10 +120,11 @@ def register(sub: Subcommands) -> None:
         handler=cmd_encode,
     )
     p.add_argument("data", type=Path, help="the CSV export")
-    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
-    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
-    p.add_argument("--mapping", required=True, type=Path, help="this member's mapping (TOML)")
-    p.add_argument("--out", required=True, type=Path, help="ENCODED folder to write")
+    schema_secret_options(p)
+    p.add_argument(
+        "--mapping", metavar="FILE", required=True, type=Path, help="this member's mapping (TOML)"
+    )
+    p.add_argument("--out", metavar="DIR", required=True, type=Path, help="ENCODED folder to write")
     quiet_option(p)
     p.add_argument(
         "--allow-weak-secret",

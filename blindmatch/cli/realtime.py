@@ -17,6 +17,7 @@ from blindmatch.cli.options import (
     connection_options,
     member_options,
     member_token,
+    schema_secret_options,
 )
 from blindmatch.cli.projectmode import index_clk_option, no_index_shown, refuse_index_folder
 from blindmatch.cli.refkey import existing_ref_key, ref_key_for_change, ref_key_path
@@ -361,9 +362,10 @@ def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
     """Who `query` or `watch` is about, and how it is encoded: a person (options or
     --person-file) or a CSV with its mapping, the schema, the secret, the purpose."""
     p.add_argument("data", nargs="?", type=Path, help=f"CSV of people to {verb} (with --mapping)")
-    p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
-    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
-    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument(
+        "--mapping", metavar="FILE", type=Path, help="this member's mapping (TOML), for a CSV"
+    )
+    schema_secret_options(p)
     p.add_argument(
         "--allow-weak-secret",
         action="store_true",
@@ -481,5 +483,10 @@ def register(sub: Subcommands) -> None:
         parents=[net, member],
     )
     person_arguments(p, "query")
-    p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help="also write record_id,partner,partner_ref,score CSV",
+    )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")

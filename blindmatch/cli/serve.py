@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING
 
 from blindmatch.cli import daskopts, lookup, twoserveropts
 from blindmatch.cli.errors import sigterm_as_ctrl_c
-from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
+from blindmatch.cli.options import (
+    Subcommands,
+    command,
+    env,
+    listen_tls_options,
+    refuse_taken_port,
+)
 from blindmatch.cli.projectmode import bare_serve_line
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
@@ -37,7 +43,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from blindmatch.client.remote import tls
     from blindmatch.matcher.errors import StartupRefused
-    from blindmatch.matcher.rpc.listen import port_in_use
     from blindmatch.matcher.server import create_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -61,12 +66,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     request_cpu = _request_cpu(args.request_cpu)
     host, port = tls.listen_address(args.listen)
     address = tls.grpc_address(host, port)
-    if port_in_use(host, port):  # said before a data dir is made or opened
-        raise InputError(
-            f"--listen {args.listen}: port {port} is taken (another process listens on "
-            f"{address}: a matcher already running?). Nothing was started and --data-dir "
-            f"{args.data_dir} was left as it was; stop that process or choose another port"
-        )
+    # Said before a data dir is made or opened.
+    refuse_taken_port(args.listen, "a matcher", f"--data-dir {args.data_dir}")
     executor = daskopts.executor(args)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
     two_server = twoserveropts.serve_setup(args)
@@ -242,7 +243,7 @@ def register(sub: Subcommands) -> None:
         help="run the matcher (gRPC service)",
         description="Run the matcher (gRPC service) until SIGTERM or Ctrl-C. The operator's "
         "token comes from $BLINDMATCH_ADMIN_TOKEN; without it, serve makes one for this run "
-        f"and writes it to DATA_DIR/{OPERATOR_TOKEN_NAME}, readable by its user only (never "
+        f"and writes it to {OPERATOR_TOKEN_NAME} in --data-dir, readable by its user only (never "
         "to the terminal or a log). Plaintext is refused on a non-loopback address: give "
         "--tls-cert and --tls-key (see docs/security.md and docs/operations.md).",
         example=[
@@ -255,11 +256,18 @@ def register(sub: Subcommands) -> None:
         ],
         handler=cmd_serve,
     )
-    p.add_argument("--data-dir", required=True, type=Path, help="where the matcher keeps its state")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="where the matcher keeps its state",
+    )
     p.add_argument(
         "--listen",
+        metavar="HOST:PORT",
         default="127.0.0.1:50051",
-        help="HOST:PORT to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
+        help="the address to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
         "(default: %(default)s)",
     )
     listen_tls_options(p, "tokens and encodings")
@@ -279,7 +287,9 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--audit-key",
-        help="file with the audit log's HMAC key, made if missing (default: DATA_DIR/audit.key)",
+        metavar="FILE",
+        help="file with the audit log's HMAC key, made if missing (default: audit.key in "
+        "--data-dir)",
     )
     p.add_argument(
         "--max-streams-per-member",

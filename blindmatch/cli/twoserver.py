@@ -24,6 +24,7 @@ from blindmatch.cli.options import (
     command,
     listen_tls_options,
     quiet_option,
+    refuse_taken_port,
 )
 from blindmatch.cli.twoparties import (
     ROLES,
@@ -105,6 +106,12 @@ def cmd_role(args: argparse.Namespace) -> int:
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
+    # Said before the role's data dir (its audit log, key and what it holds) is made or opened.
+    refuse_taken_port(
+        args.listen,
+        "a two-server role",
+        f"--data-dir {args.data_dir}" if args.data_dir is not None else "",
+    )
     try:
         running = create_role(args.role, tls.grpc_address(host, port), key, member_key,
                               s1=args.s1 or "", s2=args.s2 or "", credentials=credentials,
@@ -287,7 +294,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_role,
     )
     p.add_argument("--role", required=True, choices=ROLES, help="which party this is")
-    p.add_argument("--listen", required=True, help="HOST:PORT to listen on")
+    p.add_argument("--listen", metavar="HOST:PORT", required=True, help="the address to listen on")
     p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
     p.add_argument(
         "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
@@ -402,7 +409,7 @@ def register(sub: Subcommands) -> None:
     r.add_argument("--member", action="append", help="a member in the run (repeat; default all)")
     r.add_argument("--bucket", action="append", type=float,
                    help="a score cut-off above the threshold (repeat; default three)")  # fmt: skip
-    r.add_argument("--out", required=True, type=Path, help="the links CSV to write")
+    r.add_argument("--out", metavar="FILE", required=True, type=Path, help="the links CSV to write")
     r.add_argument("--force", action="store_true", help="replace --out if it exists")
     quiet_option(r)
     peer_options(r, "the combiner")
