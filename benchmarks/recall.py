@@ -28,7 +28,9 @@ Routes:
   for 1987-11-23 and 1963-10-05, against 3 of 8 unigrams), while a day/month swap or a
   one-digit slip keeps most; household members (same surname and postcode, other dates)
   then fall under the threshold. `dob-bigrams+swap`, `dob-bigrams+phonetic+swap`: with
-  the derived features above.
+  the derived features above. (Since 2026-12-03 the default has the swapped names'
+  feature and the date in positional bigrams: `swap`, `dob-bigrams` and `dob-bigrams+swap`
+  are the default's layout, `phonetic+swap` and `dob-bigrams+phonetic+swap` `phonetic`'s.)
 - `z-default`: the default's two CLKs, each pair scored by how far its Dice stands above
   the Dice of random pairs, in standard deviations (estimated by the matcher from random
   cross-member pairs: no labels), with the threshold the default's 0.8 on the first CLK.
@@ -96,7 +98,9 @@ def variant(
     dob_n: int = 0,
 ) -> dict:  # type: ignore[type-arg]
     """The default schema with derived features added, another fallback, or the date of
-    birth hashed as YYYYMMDD (no separators) in positional n-grams of `dob_n`."""
+    birth hashed as YYYYMMDD (no separators) in positional n-grams of `dob_n`. A derived
+    feature the default has already (`names`: the default's since 2026-12-03) is not added
+    twice (a schema refuses a repeated identifier)."""
     raw = json.loads(DEFAULT.read_text())
     if dob_n:
         dob = next(f for f in raw["features"] if f["identifier"] == "dob")
@@ -106,7 +110,7 @@ def variant(
         exact = {"type": "exact"}
         raw["features"].append(_derived("given_phonetic", ["given_name"], ["phonetic"], exact, 40))
         raw["features"].append(_derived("surname_phonetic", ["surname"], ["phonetic"], exact, 50))
-    if swap:
+    if swap and not any(f["identifier"] == "names" for f in raw["features"]):
         bigrams = {"type": "ngram", "n": 2, "positional": False}
         raw["features"].append(
             _derived("names", ["given_name", "surname"], ["sorted"], bigrams, 80)

@@ -10,24 +10,25 @@ million pairs), or, the smaller under 4,000 records, at most its smaller-member 
 million: matcher/core/exhaustive.py `admits`); beyond both it blocks them, so S1 learns the
 candidate pairs and S2 each candidate's count of shared bands. The smallest such pair, 3,999
 records against 16,005, does not fit `benchmarks/twoserver.py --view roles` in 4 GB: the
-sealed uploads alone pass 3.3 GB while being sealed (measured, killed at 4.0 GB). So here the
-two views are made from the members' band keys as the client computes them
-(twoserver_querymodes.py `band_keys`: `sharing.record_keys` under the project's secret, both
-CLKs): S2's view, each pair's count of bands whose keys are equal on either CLK (every
-matched token S2 opens, both CLKs added); S1's, the same pairs (the candidates S2's expansion
-hands S1). `--check A B` first checks both against the roles' own
-views (matcher/core/twoviews.py `role_views`, the run's S1 join and S2 expansion, blocked) on
-A's first A records and B's first B: it exits 1 if they differ. Then `privacy-check --mode
-two-server`'s attacks on them (client/tools/privacy/twocheck.py `check_members`, two members,
-roles S1 and S2: trilateration, S2's counts under each of its four readings), blind and with
-`--known` pairs of A; S2's view of A's own pairs (the reused tokens) is not built here.
-`--near K` (default 32): the attacker holds its Dice levels for A's people only and the
-attack's side of B sparse, each record of B scored only against the K nearest records of its
-seeded candidates' identities (client/tools/privacy/trisparse.py): the dense attack's (B, B)
-graph and scores are 4.1 + 16 GB at 64,000 records; `--near 0`: dense; `--dense-too`: both,
-one after the other, on the same views. `--clk-baseline`: the graph-matching attack on A's
-CLKs in a CLK project, the same secret and known pairs (benchmarks/clk_baseline.py). Keys
-from `--seed` (`twocheck.seeded_keys`).
+sealed uploads alone pass 3.3 GB while being sealed (measured, killed at 4.0 GB). So here
+the two views are made from the members' band keys as the client computes them
+(client/tools/privacy/twokeys.py, which `privacy-check --partner-records` uses too:
+`sharing.record_keys` under the project's secret, both CLKs): S2's view, each pair's count
+of bands whose keys are equal on either CLK (every matched token S2 opens, both CLKs added);
+S1's, the same pairs (the candidates S2's expansion hands S1). `--check A B` first checks
+both against the roles' own views (matcher/core/twoviews.py `role_views`, the run's S1 join
+and S2 expansion, blocked) on A's first A records and B's first B: it exits 1 if they
+differ. Then `privacy-check --mode two-server`'s attacks on them
+(client/tools/privacy/twocheck.py `check_members`, two members, roles S1 and S2:
+trilateration, S2's counts under each of its four readings), blind and with `--known` pairs
+of A; S2's view of A's own pairs (the reused tokens) is not built here. `--near K` (default
+32): the attacker holds its Dice levels for A's people only and the attack's side of B
+sparse, each record of B scored only against the K nearest records of its seeded candidates'
+identities (client/tools/privacy/trisparse.py): the dense attack's (B, B) graph and scores
+are 4.1 + 16 GB at 64,000 records; `--near 0`: dense; `--dense-too`: both, one after the
+other, on the same views. `--clk-baseline`: the graph-matching attack on A's CLKs in a CLK
+project, the same secret and known pairs (benchmarks/clk_baseline.py). Keys from `--seed`
+(`twocheck.seeded_keys`).
 `--exhaustive-pairs 0`: a pair S1's caps would compare whole, blocked (a smaller run's check).
 """
 
@@ -38,9 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import numpy.typing as npt
@@ -50,77 +49,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import clk_baseline
 from benchmarks.graph_attack import with_fallback
 from benchmarks.twoserver_people import generator_three
-from benchmarks.twoserver_querymodes import band_keys
 from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.encoding.schema import load_schema
 from blindmatch.client.tools.privacy import twocheck
+from blindmatch.client.tools.privacy.twokeys import band_keys, views, views_by_parts
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.twoviews import role_views
 
 ROOT = Path(__file__).resolve().parent.parent
 Codes = npt.NDArray[np.int64]
-
-
-def shared_counts(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> tuple[Codes, Codes]:
-    """The pairs (row of a << 32 | row of b) sharing a key in at least one band of one CLK's
-    band keys ((rows, bands) each), and on how many bands."""
-    codes, counts = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-    pending = 0
-    for band in range(a.shape[1]):
-        order_b = np.argsort(b[:, band], kind="stable")
-        kb = b[order_b, band]
-        lo = np.searchsorted(kb, a[:, band], "left")
-        reps = np.searchsorted(kb, a[:, band], "right") - lo
-        if not reps.any():
-            continue
-        left = np.repeat(np.arange(len(a)), reps)
-        at = np.repeat(lo - np.cumsum(np.r_[0, reps[:-1]]), reps) + np.arange(reps.sum())
-        codes.append((left.astype(np.int64) << 32) | order_b[at].astype(np.int64))
-        counts.append(np.ones(len(left), np.int64))
-        pending += len(left)
-        if pending > 10_000_000:
-            merged = _merged(codes, counts)
-            codes, counts = [merged[0]], [merged[1]]
-            pending = 0
-    return _merged(codes, counts)
-
-
-def _merged(codes: list[Codes], counts: list[Codes]) -> tuple[Codes, Codes]:
-    every, summed = np.concatenate(codes), np.concatenate(counts)
-    unique, where = np.unique(every, return_inverse=True)
-    return unique, np.bincount(where, weights=summed, minlength=len(unique)).astype(np.int64)
-
-
-def views(a: Any, b: Any) -> dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]:
-    """S1's and S2's views of A and B (each `band_keys`' keys per CLK), blocked: S2's, each
-    pair's count of bands with equal keys, both CLKs added; S1's, the same pairs (the
-    candidates S2's expansion hands it, before the fallback's rule splits them by CLK)."""
-    found = [shared_counts(ka, kb) for ka, kb in zip(a[0], b[0], strict=True)]
-    pairs, counts = _merged([f[0] for f in found], [f[1] for f in found])
-    rows = _rows(pairs)
-    return {"S1": (rows, np.zeros(len(rows))), "S2": (rows, counts.astype(np.float64))}
-
-
-def views_by_parts(
-    schema: Any, secret: bytes, a: Any, b_rows: Any, part: int = 8_000
-) -> dict[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]:
-    """`views` of A's keys and B's records' keys, B's made `part` records at a time: its keys
-    whole are 25.6 kB a record (1,600 bands of 64 bits, two CLKs), 3.3 GB at 128,000."""
-    found = []
-    for lo in range(0, len(b_rows), part):
-        made = views(a, band_keys(schema, b_rows[lo : lo + part], secret))
-        rows, counts = made["S2"]
-        rows[:, 1] += lo
-        found.append((rows, counts))
-    rows = np.concatenate([f[0] for f in found])
-    counts = np.concatenate([f[1] for f in found])
-    order = np.lexsort((rows[:, 1], rows[:, 0]))  # by A's row, then B's, as `views` gives
-    rows, counts = rows[order], counts[order]
-    return {"S1": (rows, np.zeros(len(rows))), "S2": (rows, counts)}
-
-
-def _rows(codes: Codes) -> npt.NDArray[np.intp]:
-    return np.stack([codes >> 32, codes & 0xFFFFFFFF], axis=1).astype(np.intp)
 
 
 def _sliced(keys: Any, n: int) -> Any:
@@ -202,15 +139,13 @@ def main() -> int:
     del keys
     print(f"S1: {len(made['S1'][0]):,} candidate pairs; S2: {len(made['S2'][0]):,} pairs, "
           f"{int(made['S2'][1].sum()):,} tokens opened", flush=True)  # fmt: skip
-    clks = SimpleNamespace(s1=SimpleNamespace(bands=[None] * (2 if shipped.fallback else 1)))
     for near in ([0] if args.dense_too and args.near else []) + [args.near]:
         t1 = time.process_time()
-        with mock.patch.object(twocheck, "upload", lambda *_a: clks):  # the views: made above
-            report = twocheck.check_members(
-                loaded, shipped, secret, lambda _u, _t, _r: made, source=f"{args.population} "
-                f"({n:,} against {m:,}, seed {args.seed})", known=args.known,
-                attacker_key=attacker, third=False, roles=["S1", "S2"], near=near,
-            )  # fmt: skip
+        report = twocheck.check_members(
+            loaded, shipped, secret, role_views, source=f"{args.population} ({n:,} against "
+            f"{m:,}, seed {args.seed})", known=args.known, attacker_key=attacker, third=False,
+            roles=["S1", "S2"], near=near, keyed=lambda _a, _b: made,  # the views: made above
+        )  # fmt: skip
         how = f"B's side sparse, each record's {near} nearest" if near else "dense"
         print(f"the attack {how} ({time.process_time() - t1:.0f} CPU s):\n{report.render()}",
               flush=True)  # fmt: skip

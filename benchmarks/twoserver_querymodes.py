@@ -37,10 +37,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from blindmatch.client.encoding import sharing
-from blindmatch.client.encoding.harden import NONE
 from blindmatch.client.tools.privacy import population
-from blindmatch.client.tools.privacy.graphcheck import upload_views
+from blindmatch.client.tools.privacy.twokeys import Keys, band_keys
 from blindmatch.matcher.core.twoblocking import PairBatch, fallback_split
 
 Member = tuple[list[list[str]], list[int]]
@@ -179,21 +177,6 @@ def merge_uploads(per_upload: Sequence[Views], ids: Sequence[Sequence[int]],
             how = "mean" if by_row and role == "S2" else "max"
             out[role] = _reduce(pairs, values, how, len(per_upload))
     return out
-
-
-Keys = tuple[tuple[npt.NDArray[np.uint64], ...], npt.NDArray[np.bool_]]
-
-
-def band_keys(schema: Any, rows: Sequence[Sequence[str]], secret: bytes) -> Keys:
-    """Each record's band keys per CLK (what it seals for S1, `sharing.record_keys`) and
-    whether it lacks the fallback's fields (what it tells S1), as `twocheck._upload` uploads."""
-    views = upload_views(schema, rows, secret, NONE)
-    keys = sharing.record_keys(np.hstack(views), secret, sharing.plan_of(schema),
-                               8 * views[1].shape[1] if len(views) > 1 else 0)  # fmt: skip
-    if len(views) < 2:
-        return keys, np.zeros(len(rows), bool)
-    pops = [sharing.popcounts(v) for v in views]
-    return keys, sharing.lacking(pops[0], pops[1])
 
 
 def candidate_counts(

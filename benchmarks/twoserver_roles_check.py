@@ -110,6 +110,8 @@ def run(args: argparse.Namespace, loaded: Any) -> None:
                            known=args.known, roles=args.roles,
                            third=not args.two_members)  # fmt: skip
     print(report.render())
+    if label not in seen:  # no view made (too few records: NO VERDICT), nothing to compare
+        return
     if args.clk_tags and lacking[label][0] is not None:  # what C's CLK of each pair tells
         own = upload_views(shipped, loaded[2][0], secrets.token_bytes(32), NONE)
         clk_tags.report(seen[label][0]["C"][0], *lacking[label], loaded[0][1], own, loaded[2][1])

@@ -3,7 +3,9 @@
 partner, dealt its piece 0, was answered by pairs and left the conversion in the background;
 since, C converts the partner as its upload completes (`Ahead`, no query) and the first query
 goes standing. S1, S2 and C in this process on loopback (benchmarks/twoserver_standing_rpc.py's
-set-up: S1 comparing every pair); the same links both ways (exit 1 otherwise).
+set-up: S1 comparing every pair); the same links both ways (exit 1 otherwise). A partner of
+at least core/partpath.py STANDING_RECORDS (16,000) records: a smaller one's query goes by
+pairs and nothing is converted ahead of it (refused).
 
     nice -n 10 .venv/bin/python benchmarks/twoserver_standing_ahead.py --partner-records 100000
 """
@@ -21,7 +23,7 @@ import numpy as np
 
 from benchmarks import twoserver_standing_rpc as rpc
 from benchmarks.workdir import add_keep, work_dir
-from blindmatch.matcher.core import memory
+from blindmatch.matcher.core import memory, partpath
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_conversions import Conversions
@@ -82,6 +84,10 @@ def main() -> int:
                              "but are held, ~21 MB a band a CLK at 100,000 records)")  # fmt: skip
     add_keep(parser)
     args = parser.parse_args()
+    if args.partner_records < partpath.STANDING_RECORDS:  # (by pairs: nothing to convert ahead)
+        parser.error(f"--partner-records: at least {partpath.STANDING_RECORDS:,} (core/partpath.py "
+                     "STANDING_RECORDS): a query against a smaller partner goes by pairs, and C "
+                     "converts nothing ahead of it")  # fmt: skip
     rpc._plan(args.bands)
     n = args.partner_records
     load = argparse.Namespace(records=1, partner_records=n, population=args.population,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import csv
 import errno
-import io
 import os
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -49,6 +48,7 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
                 raise InputError(
                     f"{path}: column(s) {', '.join(missing)} missing; the header must start "
                     f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
+                    + _other_separator(header)
                 )
             while True:  # DictReader's rows, but it would not say which line each starts on
                 line = reader.reader.line_num + 1
@@ -68,13 +68,51 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
         raise InputError(f"{path}: not a UTF-8 CSV file") from None
 
 
-def write_csv(path: str | Path, header: list[str], rows: list[list[str]]) -> None:
-    """Write a CSV atomically: the old file or the whole new one, never half."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
+def _other_separator(header: list[str]) -> str:
+    """A hint when a header read as one column is split by another separator (a spreadsheet
+    saving `member;record_id;entity_id`): these files are comma-separated."""
+    if len(header) != 1:
+        return ""
+    for sep, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'")):
+        if sep in header[0]:
+            return f"; the file looks {name}-separated: save it comma-separated"
+    return ""
+
+
+def write_csv(
+    path: str | Path,
+    header: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    replace: bool = True,
+    lineterminator: str = "\n",
+) -> int:
+    """Write a CSV atomically: the old file or the whole new one, never half. Each row is
+    written as `rows` yields it (`atomic_open`), so a large CSV (a results file, an audit
+    export) is never held whole in memory; how many rows were written. Before 2026-12-07
+    the CSV was made in memory first, twice over (its text, then its bytes)."""
+    with atomic_open(path, replace=replace, encoding="utf-8") as fh:
+        return write_csv_rows(fh, header, rows, lineterminator=lineterminator)
+
+
+def write_csv_rows(
+    fh: IO[str], header: Sequence[str], rows: Iterable[Sequence[object]], *, lineterminator: str
+) -> int:
+    """`header` and then each of `rows` as CSV lines to `fh` (a file `atomic_open` gave, or
+    standard output), a row at a time; how many rows."""
+    writer = csv.writer(fh, lineterminator=lineterminator)
     writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buf.getvalue())
+    count = 0
+    for count, row in enumerate(rows, 1):  # noqa: B007 (the last is the count)
+        writer.writerow(row)
+    return count
+
+
+def write_chunks(path: str | Path, chunks: Iterable[str]) -> None:
+    """Write a text file atomically from its parts (a page, JSON lines), each written as
+    `chunks` yields it: the old file or the whole new one, never half."""
+    with atomic_open(path, encoding="utf-8") as fh:
+        fh.writelines(chunks)
 
 
 def check_writable(path: str | Path) -> Path:

@@ -5,10 +5,10 @@ is a `Progress`. On a terminal it is a tqdm bar, redrawn in place. Where stderr 
 terminal (a log file, a pipe, cron, CI, systemd, `nohup`) a bar writes nothing a reader can
 use, so it prints complete lines instead, throttled here and nowhere else:
 
-- one line when a stage starts: when its count first moves (`encoding: 1000/2000 CLKs
+- one line when a stage starts: when its count first moves (`encoding: 1000/2000 rows
   (50%)`; a command refused before has printed only its error), or at once for a step
   `stage` starts (`waiting for the matcher to store it`); one when it ends, if it moved
-  since its last line (`encoding: 2000/2000 CLKs (100%) after 3s`);
+  since its last line (`encoding: 2000/2000 rows (100%) after 3s`);
 - in between, at most one line every `LINE_EVERY_S` seconds, and only once the count has
   moved `LINE_STEP` of the total since the last line: at most about 20 lines a stage
   whatever its length, one every 30 s or rarer. A stage without a total (rows being read)

@@ -14,6 +14,9 @@ with `partner_row`/`score` left empty (hits, mapping).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import InputError
 from blindmatch.client.remote.model import Results
@@ -29,6 +32,12 @@ HEADERS = {
 def join_results(results: Results, encoded: Encoded, also_sha256: str = "") -> list[list[str]]:
     """Rows for the output file, with this member's own local ids. `also_sha256`: the
     folder's two-server upload's, as the matcher acknowledged it (a two-server project)."""
+    return list(result_rows(results, encoded, also_sha256))
+
+
+def result_rows(results: Results, encoded: Encoded, also_sha256: str = "") -> Iterator[list[str]]:
+    """`join_results`' rows one at a time, as `blindmatch results` writes them (a row per
+    hit is never held twice over). The upload is checked, and the ids read, at the call."""
     if results.upload_sha256 not in (encoded.sha256, also_sha256 or encoded.sha256):
         raise InputError(
             f"{encoded.path}: these results are from run {results.run_id}, which used a "
@@ -36,13 +45,15 @@ def join_results(results: Results, encoded: Encoded, also_sha256: str = "") -> l
             "or pass the --encoded folder that was uploaded"
         )
     if results.disclosure == "count":
-        return [[p, str(n)] for p, n in results.counts.items()]
-    ids = encoded.read_ids()
-    rows = []
+        return iter([[p, str(n)] for p, n in results.counts.items()])
+    return _hit_rows(results, encoded.read_ids(), encoded.path)
+
+
+def _hit_rows(results: Results, ids: list[str], folder: Path) -> Iterator[list[str]]:
     seen: set[tuple[str, str]] = set()  # ids repeat in folders encoded with keep-all
     for hit in results.hits:
         if hit.row >= len(ids):
-            raise InputError(f"{encoded.path}: result row {hit.row} is beyond the id list")
+            raise InputError(f"{folder}: result row {hit.row} is beyond the id list")
         row = [ids[hit.row], hit.partner]
         if results.disclosure == "hits":
             if (ids[hit.row], hit.partner) in seen:
@@ -53,5 +64,4 @@ def join_results(results: Results, encoded: Encoded, also_sha256: str = "") -> l
             row.append(str(hit.partner_row) if level in ("mapping", "scores") else "")
         if results.disclosure == "scores":
             row.append(f"{hit.score:.4f}" if level == "scores" else "")
-        rows.append(row)
-    return rows
+        yield row

@@ -195,7 +195,7 @@ class ScoreRule(_message.Message):
     def __init__(self, gap: _Optional[float] = ..., offset: _Optional[float] = ..., reach: _Optional[float] = ...) -> None: ...
 
 class UploadHeader(_message.Message):
-    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest", "rule", "two_server_ticket", "two_server_bits")
+    __slots__ = ("project", "clk_bits", "record_count", "fingerprint", "sha256", "client_upload_id", "field_bits", "fallback_bits", "schema_digest", "rule", "two_server_ticket", "two_server_bits", "allow_empty")
     PROJECT_FIELD_NUMBER: _ClassVar[int]
     CLK_BITS_FIELD_NUMBER: _ClassVar[int]
     RECORD_COUNT_FIELD_NUMBER: _ClassVar[int]
@@ -208,6 +208,7 @@ class UploadHeader(_message.Message):
     RULE_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_TICKET_FIELD_NUMBER: _ClassVar[int]
     TWO_SERVER_BITS_FIELD_NUMBER: _ClassVar[int]
+    ALLOW_EMPTY_FIELD_NUMBER: _ClassVar[int]
     project: str
     clk_bits: int
     record_count: int
@@ -220,7 +221,8 @@ class UploadHeader(_message.Message):
     rule: ScoreRule
     two_server_ticket: str
     two_server_bits: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., two_server_ticket: _Optional[str] = ..., two_server_bits: _Optional[_Iterable[int]] = ...) -> None: ...
+    allow_empty: bool
+    def __init__(self, project: _Optional[str] = ..., clk_bits: _Optional[int] = ..., record_count: _Optional[int] = ..., fingerprint: _Optional[bytes] = ..., sha256: _Optional[str] = ..., client_upload_id: _Optional[str] = ..., field_bits: _Optional[_Iterable[int]] = ..., fallback_bits: _Optional[int] = ..., schema_digest: _Optional[str] = ..., rule: _Optional[_Union[ScoreRule, _Mapping]] = ..., two_server_ticket: _Optional[str] = ..., two_server_bits: _Optional[_Iterable[int]] = ..., allow_empty: _Optional[bool] = ...) -> None: ...
 
 class UploadRequest(_message.Message):
     __slots__ = ("header", "clks")

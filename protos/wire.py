@@ -33,6 +33,10 @@ BLOCKED_PARTNER_METADATA = "blindmatch-blocked-partner"
 # question, if the client sent one, was neither asked nor counted, so the client sends it again
 # on a new stream (docs/realtime.md "Many questions: query sessions").
 UNASKED_METADATA = "blindmatch-unasked"
+# An upload of no records refused because it would replace the member's current upload of
+# some (UploadHeader.allow_empty unset) says how many in this trailing metadata: the command
+# line names them, and the file, from here, never from the message.
+REPLACES_RECORDS_METADATA = "blindmatch-replaces-records"
 # A two-server catch-up query (QueryRequest.catch_up_ticket) does not search a partner's current
 # upload that its watch compares: its `not_searched` entry for that partner starts with this,
 # and the client counts it as no gap (the watch tells that upload's matches).

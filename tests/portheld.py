@@ -77,6 +77,27 @@ def dead_port() -> Iterator[int]:
 
 
 @contextmanager
+def taken_port() -> Iterator[str]:
+    """`127.0.0.1:PORT` where another socket listens for the block: a server started there
+    finds its port taken (`serve`, `lookup-server`, `two-server role` refuse it at once)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield f"127.0.0.1:{taken.getsockname()[1]}"
+
+
+def said_taken(listen: str, who: str, data_dir: object = None) -> str:
+    """What a server start on `taken_port` prints (blindmatch/cli/options.py
+    `refuse_taken_port`): `who` the server likely there, `data_dir` its --data-dir if given."""
+    kept = f" and --data-dir {data_dir} was left as it was" if data_dir is not None else ""
+    return (
+        f"Error: --listen {listen}: port {listen.split(':')[1]} is taken (another process "
+        f"listens on {listen}: {who} already running?). Nothing was started{kept}; stop that "
+        "process or choose another port\n"
+    )
+
+
+@contextmanager
 def stopped_held(port: int, stop: Callable[[], object], seconds: float = 10.0) -> Iterator[None]:
     """The test's server on `port` stopped by `stop()` and its port held (`port_held`) from
     the moment its socket is gone until the block ends. `stop` runs on a thread of its own

@@ -291,3 +291,31 @@ def test_a_stream_without_a_valid_token_is_refused_before_its_first_message(
         never.set()
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value.details()
     assert re.search(r"token", refused.value.details())
+
+
+# -- a member of another project learns nothing of which projects exist --------------------
+
+FOREIGN = [row.rpc for row in TABLE if row.cells["member of another project"] != ALLOWED]
+
+
+@pytest.mark.parametrize("rpc", FOREIGN)
+def test_another_projects_member_gets_one_answer_whether_or_not_the_project_exists(
+    matcher: Matcher, rpc: str
+) -> None:
+    """Operation names are sensitive: a member's token of project Q asking of a project it
+    is not in gets the same refusal (status and wording) for one that exists and for one
+    that does not. (Was: NOT_FOUND "no project named ..." for an unknown name, so a member
+    could probe for names.)"""
+    with grpc.insecure_channel(matcher.target) as channel:
+        world = make_world(matcher, channel)
+        metadata = auth(world.tokens["member of another project"])
+        answers = []
+        for project in (world.project, f"op-{uuid.uuid4().hex[:8]}"):  # (the second: none)
+            asked = World(world.stub, project, world.tokens, world.north_sha256,
+                          world.ref_for_north)  # fmt: skip
+            with pytest.raises(grpc.RpcError) as refused:
+                CALLS[rpc](asked, metadata)
+            details = (refused.value.details() or "").replace(project, "P")
+            answers.append((refused.value.code().name, details))
+    assert answers[0] == answers[1]
+    assert answers[0][0] == "PERMISSION_DENIED"

@@ -3,6 +3,7 @@ the failures a user meets before any real work (no matcher there, no clkhash).""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -64,6 +65,73 @@ def test_a_command_that_needs_a_member_token_shows_one_in_an_example(
     )
     told = "no member token: pass --token-file FILE (or --token), or set BLINDMATCH_TOKEN"
     assert told in capsys.readouterr().err
+
+
+def test_a_token_file_of_several_words_is_not_said_to_be_empty(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: `expected one token, found none` for two tokens (two files joined) too."""
+    told = {"": "found none (the file is empty)", "bm_a\nbm_b\n": "found 2 words",
+            "Bearer bm_a": "found 2 words"}  # fmt: skip
+    for i, (text, said) in enumerate(told.items()):
+        (tmp_path / f"{i}.token").write_text(text)
+        argv = ["run", "--project", "p", "--token-file", str(tmp_path / f"{i}.token")]
+        assert main([*argv, "--server", f"127.0.0.1:{free_port()}"]) == 2
+        err = capsys.readouterr().err
+        assert f"{i}.token: expected one token, {said}" in err, err
+
+
+def test_a_command_that_needs_a_ref_key_shows_one_in_an_example() -> None:
+    """`index add north.encoded --project burglary --token-file north.token --id N1` was the
+    example; copied as shown (without $BLINDMATCH_REF_KEY), it stopped: `no ref key: pass
+    --ref-key FILE or set BLINDMATCH_REF_KEY`."""
+    walked = [(p, c) for p, c in commands(build_parser()) if p]
+    needing = [
+        (p, c) for p, c in walked if any("--ref-key" in a.option_strings for a in c._actions)
+    ]
+    assert {p for p, _ in needing} >= {("index", "add"), ("index", "remove"), ("index", "sync")}
+    for path, parser in needing:
+        examples = (parser.epilog or "").splitlines()[1:]
+        assert any("--ref-key " in e for e in examples), f"{path}: {examples}"
+
+
+def test_every_option_with_a_default_says_it_in_its_help() -> None:
+    """`demo --records`, `demo --seed`, `audit export/report --after` and `privacy-check --out`
+    did not say theirs (2000, 7, 0 and ./privacy-check/)."""
+    silent = []
+    for path, parser in commands(build_parser()):
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0 or action.default in (None, []):
+                continue
+            if action.default != argparse.SUPPRESS and "default" not in (action.help or ""):
+                silent.append(f"{' '.join(path)} {action.option_strings[0]}")
+    assert not silent, silent
+
+
+def test_file_folder_and_address_options_say_file_dir_and_host_port() -> None:
+    """Every command's usage said `--token-file FILE` but `--secret-file SECRET_FILE`,
+    `--ca-cert CA_CERT`, `--data-dir DATA_DIR`, `--key-file PATH`, `--server SERVER`: an
+    option named for a file, certificate, key, CA or folder may not show its default
+    uppercase dest; a folder's says DIR, the others' FILE (or ROLE=FILE), an address's
+    HOST:PORT."""
+    wrong = []
+    for path, parser in commands(build_parser()):
+        for action in parser._actions:
+            if not action.option_strings or action.nargs == 0:
+                continue
+            name = max(action.option_strings, key=len)
+            shown = action.metavar or action.dest.upper()
+            if name.endswith("-dir"):
+                ok = shown == "DIR"
+            elif name.endswith(("-file", "-cert", "-key", "-ca")):
+                ok = shown != action.dest.upper() and str(shown).endswith("FILE")
+            elif name in ("--server", "--listen") or name.endswith(("-s1", "-s2", "--combiner")):
+                ok = shown == "HOST:PORT"
+            else:
+                continue
+            if not ok:
+                wrong.append(f"{' '.join(path)} {name} {shown}")
+    assert not wrong, wrong
 
 
 @pytest.mark.parametrize("command", ["serve", "encode", "upload", "run", "results", "demo"])

@@ -63,7 +63,12 @@ def test_invalid_values_are_encoded_as_missing_and_listed_by_row(
     dob = next(f for f in result.report.fields if f.field == "dob")
     assert (dob.present, dob.missing, dob.invalid) == (4, 0, 1)
     assert dob.invalid_rows == [
-        {"row": 4, "reason": "'30/02/1970' is not a date in the format %d/%m/%Y"}
+        # was "is not a date in the format %d/%m/%Y": a real day, not its format, is what it lacks
+        {
+            "row": 4,
+            "reason": "'30/02/1970' matches %d/%m/%Y but is not a real date (February "
+            "has no day 30)",
+        }
     ]
     assert result.report.rows_encoded == 5
 
@@ -104,6 +109,24 @@ def test_missing_mapped_column(
     out = tmp_path / "out.encoded"
     code = encode_cli(orgs["north"], secret_file, out)
     assert_refused(capsys, code, out, "north.csv", "'Post Code'", "mapped to postcode")
+
+
+@pytest.mark.parametrize("written", ["Post Code", "post_code", "POST-CODE"])
+def test_a_missing_column_written_with_other_spaces_or_punctuation_names_the_headers(
+    written: str,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The header's 'Postcode' mapped as 'Post Code' listed the header, and no more; a
+    difference of case alone was pointed out."""
+    orgs["north"].mapping.write_text(NORTH_MAP.replace('"Postcode"', f'"{written}"'))
+    out = tmp_path / "out.encoded"
+    code = encode_cli(orgs["north"], secret_file, out)
+    assert_refused(
+        capsys, code, out, f"the header has 'Postcode' for '{written}'; write them as the header"
+    )
 
 
 def test_non_utf8_csv(
@@ -203,7 +226,22 @@ def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
     message = str(err.value)
     assert "'id' must name" in message
     assert "fields.surnme: not a field of the schema" in message
-    assert "fields.dob: date_format must be a strftime format" in message
+    # strptime: what reads the dates, as docs/mapping.md says (was "strftime").
+    assert "fields.dob: date_format must be a strptime format" in message
+
+
+def test_an_unknown_key_in_a_fields_table_is_told_the_keys_it_takes(tmp_path: Path) -> None:
+    """`dob = { column = "DOB", format = "%d/%m/%Y" }` was told only `unknown key(s) format`."""
+    from blindmatch.client.errors import InputError
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(NORTH_MAP.replace("date_format", "format"))
+    with pytest.raises(InputError) as err:
+        load_mapping(bad, load_schema(PERSON_SCHEMA))
+    assert "fields.dob: unknown key(s) format (a field's table takes column, columns, " in str(
+        err.value
+    )
+    assert "date_format, split, part)" in str(err.value)
 
 
 def test_a_mapping_error_lists_only_the_fields_a_mapping_may_name(tmp_path: Path) -> None:
@@ -327,10 +365,10 @@ def test_encode_progress_covers_reading_and_the_fallback_clks(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """What a terminal shows: a count while the export is read, and one bar over every CLK
-    made, the default schema's fallback CLKs included. Before, reading showed nothing (2.7
-    minutes at 1,000,000 rows) and the bar reached 100% after the first CLKs, then stood
-    for 4 minutes while the fallback CLKs were made."""
+    """What a terminal shows: a count while the export is read, and one bar over every
+    row, moved by the default schema's fallback CLKs too (each of a row's two CLKs half of
+    it). Before, reading showed nothing (2.7 minutes at 1,000,000 rows) and the bar reached
+    100% after the first CLKs, then stood for 4 minutes while the fallback CLKs were made."""
     rows = 1000  # one tick of the reading count (readcsv.TICK_ROWS)
     data = tmp_path / "north.csv"
     data.write_text(
@@ -347,7 +385,8 @@ def test_encode_progress_covers_reading_and_the_fallback_clks(
     assert result.report.rows_encoded == rows
     shown = capsys.readouterr().err  # what tqdm draws first: the count, then the bar at 0
     assert "reading: 0 rows" in shown and "encoding:   0%" in shown
-    assert f"0/{2 * rows}" in shown  # a bar over both CLKs of every record
+    # A bar over the rows, as the report counts them (was "0/2000", both CLKs of each).
+    assert f"0/{rows}" in shown and f"0/{2 * rows}" not in shown
     # The ticks that move them: every row read, every CLK made (the fallback's included).
     read: list[int] = []
     _ids, normalised = read_rows(data, schema, mapping, EncodeReport(""), tick=read.append)

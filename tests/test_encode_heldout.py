@@ -178,6 +178,29 @@ def test_dates_in_no_default_format_are_warned_with_the_format_to_declare(
     assert 'date_format = ["%d/%m/%Y", "%Y-%m-%d"]' in said[0], said
 
 
+def test_dates_the_mappings_date_format_does_not_read_are_warned_with_the_one_that_does(
+    tmp_path: Path,
+) -> None:
+    """Was: every date invalid (encoded as missing, exit 0) with only "could not be read;
+    check the column and any date_format in the mapping"."""
+    dotted = NORTH_CSV.replace("/", ".")  # 02.03.1985 under date_format "%d/%m/%Y"
+    said = [w for w in read(tmp_path, dotted).report.warnings if "not in the date_format" in w]
+    assert said and "'02.03.1985'" in said[0] and "map.toml (%d/%m/%Y)" in said[0], said
+    assert 'dob = { column = "DOB", date_format = "%d.%m.%Y" }' in said[0]
+    # Some read under it, some in another format: both formats, the declared one first.
+    mixed = NORTH_CSV.replace("17/11/1990", "17.11.1990")
+    said = [w for w in read(tmp_path, mixed).report.warnings if "not in the date_format" in w]
+    assert 'date_format = ["%d/%m/%Y", "%d.%m.%Y"]' in said[0], said
+    # Month-first declared for a day-first export: the dates it read are swapped, said so.
+    month_first = NORTH_MAP.replace("%d/%m/%Y", "%m/%d/%Y")
+    said = [w for w in read(tmp_path, NORTH_CSV, month_first).report.warnings if "swapped" in w]
+    assert said and "'17/11/1990'" in said[0], said
+    assert 'dob = { column = "DOB", date_format = "%d/%m/%Y" }' in said[0]
+    # An impossible date (30/02/1970) is not another format: nothing more said.
+    warnings = read(tmp_path, NORTH_CSV).report.warnings
+    assert not [w for w in warnings if "date_format of" in w], warnings
+
+
 def test_a_file_or_folder_given_the_wrong_way_is_an_error_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -118,6 +118,22 @@ def test_a_truth_file_without_its_header_is_an_error(
     assert "member, record_id, entity_id missing" in capsys.readouterr().err
 
 
+def test_a_truth_or_results_file_saved_with_semicolons_is_told_to_use_commas(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spreadsheet's `member;record_id;entity_id` was told only that all three columns
+    were missing."""
+    for name, sep, said in (("truth", ";", "';'"), ("hits", "\t", "tab")):
+        other = tmp_path / f"other-{name}.csv"
+        other.write_text(files[name].read_text().replace(",", sep))
+        given = {**files, name: other}
+        argv = ["evaluate", "--results", str(given["hits"]), "--truth", str(given["truth"])]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{other}: column(s) " in err, err
+        assert f"; the file looks {said}-separated: save it comma-separated" in err, err
+
+
 def test_a_bad_row_is_named_by_its_line_in_the_file_blank_lines_counted(
     files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -205,3 +221,21 @@ def test_an_unwritable_output_is_refused_before_anything_is_written(
     a_file.write_text("")
     assert main([*args, "--out-dir", str(a_file)]) == 2
     assert f"{a_file}: is a file; --out-dir names the folder" in capsys.readouterr().err
+
+
+def test_count_level_results_are_said_to_be_unscorable_not_missing_a_column(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: "column(s) record_id missing; the header must start with record_id,partner (it is
+    partner,shared_subjects)", as if the file were damaged."""
+    counts = tmp_path / "count.csv"
+    counts.write_text("partner,shared_subjects\nsouth,3\n", encoding="utf-8")
+    assert main(["evaluate", "--results", str(counts), "--truth", str(files["truth"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"Error: {counts}: count-level results (partner,shared_subjects: how many of your records "
+        "each partner shares, the project's `count` disclosure) name no record, so they cannot "
+        "be scored against a truth file. evaluate scores results at the hits, mapping or scores "
+        "level"
+    )
+    assert "missing" not in err

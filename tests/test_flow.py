@@ -201,8 +201,12 @@ def test_only_the_operator_creates_projects(matcher: Matcher, project: ProjectTo
 
 
 def test_unknown_project(matcher: Matcher, project: ProjectTokens) -> None:
-    with matcher.member(project.tokens["north"]) as member, pytest.raises(NotFoundError):
+    # A member is told what it is told of another's project: nothing of whether it exists.
+    with matcher.member(project.tokens["north"]) as member, pytest.raises(AuthError) as refused:
         member.describe("no-such-project")
+    assert "this token does not belong to project 'no-such-project'" in str(refused.value)
+    with matcher.operator() as op, pytest.raises(NotFoundError):  # the operator is told
+        op.list_projects("no-such-project")
 
 
 def test_a_member_only_ever_sees_its_own_rows(

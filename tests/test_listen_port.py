@@ -9,6 +9,8 @@ running: `project create` was refused UNAUTHENTICATED by the other matcher, then
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,8 @@ from benchmarks.erasure_start import Hung
 from blindmatch.matcher.rpc.lookup_service import create_lookup_server
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
-from tests.support import ADMIN_TOKEN
+from tests.portheld import said_taken, taken_port
+from tests.support import ADMIN_TOKEN, ROOT
 
 
 def test_a_second_server_on_a_port_in_use_is_refused(tmp_path: Path) -> None:
@@ -82,3 +85,28 @@ def test_each_two_server_role_says_where_it_listens_in_one_plain_line(
     line = capsys.readouterr().err.splitlines()[-1]
     assert re.fullmatch(rf"blindmatch two-server {re.escape(called)} listening on "
                         r"127\.0\.0\.1:\d+", line), line  # fmt: skip
+
+
+@pytest.mark.parametrize("data_dir", [True, False])
+def test_a_two_server_role_on_a_port_in_use_says_so_and_makes_no_data_dir(
+    tmp_path: Path, data_dir: bool
+) -> None:
+    """Was: the role's data dir made (its audit log and key, what it holds), then gRPC's own
+    line (`E1207 ... add_port.cc:83] Failed to add port ...`) and "could not listen": as
+    `serve`, said before anything is made."""
+    keys = []
+    for name in ("key", "member"):
+        (tmp_path / name).write_text(name * 11)
+        (tmp_path / name).chmod(0o600)
+        keys.append(str(tmp_path / name))
+    data = tmp_path / "s2-data"
+    with taken_port() as listen:
+        done = subprocess.run(
+            [sys.executable, "-m", "blindmatch", "two-server", "role", "--role", "s2",
+             "--listen", listen, "--key-file", keys[0], "--member-key-file", keys[1],
+             *(["--data-dir", str(data)] if data_dir else [])],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == said_taken(listen, "a two-server role", data if data_dir else None)
+    assert not data.exists()

@@ -47,7 +47,7 @@ from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import RunningLookupServer, create_lookup_server
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.shard_source import ShardRecords, lookup_epoch, lookup_key
-from tests.portheld import HeldPorts
+from tests.portheld import HeldPorts, said_taken, taken_port
 from tests.support import (
     ADMIN_TOKEN,
     GRACE,
@@ -1235,3 +1235,21 @@ def test_a_shard_searches_anew_when_a_member_changes_its_fallback_layout(
     assert isinstance(index, FallbackIndex)  # searched by the fallback rule from now on
     found = shards.search("trial", ["south"], as_words(rows[3].tobytes(), 2048), 0.8)
     assert found[0]["south"][0] == ("s3", 1.0)
+
+
+@pytest.mark.slow
+def test_a_lookup_server_on_a_port_in_use_says_so_and_makes_no_lookup_key(tmp_path: Path) -> None:
+    """Was: the data dir's lookup.key made, then gRPC's own line (`E1207 ... add_port.cc:83]
+    Failed to add port ...`) and "could not listen": as `serve`, said before anything is made."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "index.sqlite").touch()  # (the matcher's; read only once it listens)
+    with taken_port() as listen:
+        done = subprocess.run(
+            [*BLINDMATCH, "lookup-server", "--data-dir", str(data), "--shard", "0/1",
+             "--listen", listen],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == said_taken(listen, "a look-up server", data)
+    assert sorted(p.name for p in data.iterdir()) == ["index.sqlite"]  # no lookup.key

@@ -125,6 +125,15 @@ def test_the_same_people_fall_to_a_matcher_holding_their_clks(tmp_path: Path) ->
     assert found.record_share > 0.5, found
 
 
+def export_args(tmp_path: Path, seed: int, rows: int) -> list[str]:
+    """A member's export of `rows` synthetic people and a secret file: privacy-check's DATA
+    arguments (DATA, --mapping, --secret-file)."""
+    export = population.write_single(tmp_path / "data", seed, rows)
+    secret = tmp_path / "linkage.secret"
+    secret.write_text(STRONG_SECRET)
+    return [str(export.csv), "--mapping", str(export.mapping), "--secret-file", str(secret)]
+
+
 def _result(role: str, attack: str, right: int) -> AttackResult:
     return AttackResult(attack, role, "(record)", "a view", 1000, right, 1000, right, right)
 
@@ -160,10 +169,7 @@ def test_a_sample_too_small_gives_no_verdict_as_the_clk_check_does(
     assert main([*synthetic, "--strict"]) == 1
     # An export with fewer rows than the sample asks for: the same, naming the count, in
     # either mode (the CLK check without graph matching, whose leak could stand on 300).
-    export = population.write_single(tmp_path / "data", 1, 300)
-    secret = tmp_path / "linkage.secret"
-    secret.write_text(STRONG_SECRET)
-    data_args = [str(export.csv), "--mapping", str(export.mapping), "--secret-file", str(secret)]
+    data_args = export_args(tmp_path, 1, 300)
     for mode, strict, code in ((["--mode", "two-server"], [], 0),
                                (["--mode", "two-server"], ["--strict"], 1),
                                (["--graph-records", "0"], ["--strict"], 1)):  # fmt: skip
@@ -193,16 +199,13 @@ def test_a_members_own_export_is_checked_as_member_a(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # B is a noisy copy of half of the sample, the attacker's plaintext another of all of it.
-    export = population.write_single(tmp_path / "data", 2, 800)
-    secret = tmp_path / "linkage.secret"
-    secret.write_text(STRONG_SECRET)
+    data_args = export_args(tmp_path, 2, 800)
     out = tmp_path / "check"
-    code = main(["privacy-check", str(export.csv), "--mapping", str(export.mapping),
-                 "--secret-file", str(secret), "--mode", "two-server", "--sample", "600",
+    code = main(["privacy-check", *data_args, "--mode", "two-server", "--sample", "600",
                  "--out", str(out)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
-    assert f"of {export.csv}: 600 records of member A" in printed
+    assert f"of {data_args[0]}: 600 records of member A" in printed
     data = json.loads((out / "privacy-check.json").read_text())
     assert data["records"] == 600 and set(data["roles"]) == {"C", "C*", "S1", "S2"}
     assert all(s < 0.01 for s in data["roles"]["C"].values()), data

@@ -92,8 +92,11 @@ def test_encode_piped_prints_progress_lines_and_quiet_none(
     assert lines[0] == "reading: 1000 rows"  # once the first rows are read
     assert lines[1].startswith("reading: 2000 rows after ")
     assert sum(line.startswith("reading: 4000 rows after ") for line in lines) == 1
-    assert lines[4].startswith("encoding: ") and "/8000 CLKs (" in lines[4]  # both CLKs
-    assert sum(line.startswith("encoding: 8000/8000 CLKs (100%)") for line in lines) == 1
+    # Rows, as the report counts them (was "/8000 CLKs": both CLKs, beside "Encoded 4000 of
+    # 4000 rows"): each of a row's two CLKs half a row.
+    assert lines[4].startswith("encoding: ") and "/4000 rows (" in lines[4]
+    assert sum(line.startswith("encoding: 4000/4000 rows (100%)") for line in lines) == 1
+    assert "Encoded 4000 of 4000 rows" in out
     assert "encoding:" not in out and "reading" not in out  # stdout: the report alone
     assert "Wrote " in out
 

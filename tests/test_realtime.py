@@ -179,7 +179,8 @@ def test_a_small_csv_is_queried_through_the_members_mapping(
     # N3's date of birth (30/02/1970) cannot be read: the query is refused, not answered
     # "no match" for a person it could not read.
     assert main(args) == 2
-    assert "row 4, column DOB (dob): '30/02/1970' is not a date" in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert "row 4, column DOB (dob): '30/02/1970' matches %d/%m/%Y but is not a real date" in said
     assert not out.exists()
     text = orgs["north"].csv.read_text(encoding="utf-8").replace("30/02/1970", "")
     orgs["north"].csv.write_text(text, encoding="utf-8")
@@ -273,7 +274,11 @@ def test_a_query_reads_uk_dates_and_says_what_it_compared(
     ("value", "extra", "reason"),
     [
         ("02/13/1975", [], "'02/13/1975' is not a date in the format %Y-%m-%d or"),
-        ("31/02/1975", [], "'31/02/1975' is not a date"),
+        (
+            "31/02/1975",
+            [],
+            "'31/02/1975' matches %d/%m/%Y but is not a real date (February has no day 31)",
+        ),
         ("1975-11-02", ["--dob-format", "%d/%m/%Y"], "not a date in the format %d/%m/%Y"),
     ],
 )
@@ -308,6 +313,9 @@ def test_a_query_value_that_cannot_be_read_is_an_error_not_a_no(
          "dates:"),
         ({"surname": "Nowak", "dob": "02/13/1975"}, "dob: '02/13/1975' is not a date",
          "no value given"),
+        # An impossible day: no format reads it, so none is suggested (was "dates: give e.g.").
+        ({"surname": "Nowak", "dob": "31/02/1975"},
+         "dob: '31/02/1975' matches %d/%m/%Y but is not a real date", "dates:"),
     ],
 )  # fmt: skip
 def test_a_person_with_nothing_usable_or_a_bad_value_is_refused_as_it_is(

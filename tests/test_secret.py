@@ -170,6 +170,33 @@ def test_a_secret_sealed_to_a_member_opens_only_with_its_key(
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_keys_given_the_wrong_way_round_or_a_binary_file_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`seal --to` the private key was "not a blindmatch public key"; a binary file there a
+    traceback (UnicodeDecodeError); `open --key` the public key "not a private key PEM"."""
+    secret = tmp_path / "linkage.secret"
+    assert main(["secret", "new", str(secret)]) == 0
+    assert main(["secret", "keygen", "--private", str(tmp_path / "k"), "--public",
+                 str(tmp_path / "k.pub"), "--label", "south"]) == 0  # fmt: skip
+    (tmp_path / "binary").write_bytes(bytes(range(256)))
+    sealed = tmp_path / "s"
+    told = {"k": "k: is a private key (keep it, never send it): give the member's public key",
+            "binary": "binary: not a blindmatch public key"}  # fmt: skip
+    capsys.readouterr()
+    for to, said in told.items():
+        assert main(["secret", "seal", "--secret-file", str(secret), "--to", str(tmp_path / to),
+                     "--out", str(sealed)]) == 2  # fmt: skip
+        assert said in capsys.readouterr().err
+        assert not sealed.exists()
+    assert main(["secret", "seal", "--secret-file", str(secret), "--to",
+                 str(tmp_path / "k.pub"), "--out", str(sealed)]) == 0  # fmt: skip
+    assert main(["secret", "open", str(sealed), "--key", str(tmp_path / "k.pub"), "--out",
+                 str(tmp_path / "got")]) == 2  # fmt: skip
+    assert "k.pub: is a public key: give your private key" in capsys.readouterr().err
+    assert not (tmp_path / "got").exists()
+
+
 def test_a_weak_secret_is_not_sealed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     weak = tmp_path / "weak.secret"
     weak.write_text("password1")

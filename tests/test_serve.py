@@ -15,10 +15,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.cliflow import ROOT, blindmatch, serve
+from benchmarks.cliflow import ROOT, Served, blindmatch, serve
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population, write
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
+from tests.portheld import said_taken, taken_port
 from tests.support import (
     ADMIN_TOKEN,
     NORTH_CSV,
@@ -31,15 +32,20 @@ from tests.support import (
 pytestmark = [pytest.mark.slow, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 
 
+def serves_then_stops_on_sigterm(served: Served) -> None:
+    """`served` answers a health check SERVING, then ends with 0 at SIGTERM."""
+    with grpc.insecure_channel(served.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    served.process.send_signal(signal.SIGTERM)
+    assert served.process.wait(timeout=30) == 0
+
+
 def test_serve_answers_health_checks_and_stops_on_sigterm(tmp_path: Path) -> None:
     with serve(tmp_path / "data") as served:
-        with grpc.insecure_channel(served.target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10
-            )
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        served.process.send_signal(signal.SIGTERM)
-        assert served.process.wait(timeout=30) == 0
+        serves_then_stops_on_sigterm(served)
 
 
 def test_serve_refuses_plaintext_on_a_network_address(tmp_path: Path) -> None:
@@ -235,30 +241,61 @@ def test_serve_refuses_a_listen_address_it_cannot_use_in_one_line(
     assert done.returncode == 2, done.stderr
     assert said in done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "d").exists()  # was: made and initialised, then the bind failed
+
+
+def test_serve_on_a_port_in_use_says_so_and_makes_no_data_dir(tmp_path: Path) -> None:
+    """Was: gRPC's own line (`E1207 ... add_port.cc:83] Failed to add port ...`), and a new
+    data dir made and initialised (blindmatch.sqlite, index.sqlite, audit.key) before the bind
+    failed: a half-made matcher's data dir left behind."""
+    data = tmp_path / "new-data"
+    with taken_port() as listen:
+        done = subprocess.run(
+            [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
+             listen],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == said_taken(listen, "a matcher", data)
+    assert not data.exists()
+
+
+def test_a_data_dir_that_cannot_be_made_is_named_as_the_data_dir_not_the_listen_address(
+    tmp_path: Path,
+) -> None:
+    """Was: `Error: --listen 127.0.0.1:0: [Errno 36] File name too long: ...` (or `No such
+    file or directory`, a data dir under /proc, say)."""
+    data = tmp_path / ("x" * 300) / "data"  # a folder name longer than any file system takes
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
+         "127.0.0.1:0"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"Error: --data-dir {data}: "), done.stderr
+    assert "--listen" not in done.stderr and "Traceback" not in done.stderr
 
 
 # -- an operator's mistakes at start (2026-12-07, newops) -------------------------------------
 
 
-def test_a_second_serve_on_a_data_dir_being_served_is_refused_and_changes_nothing(
+def test_a_second_serve_on_a_data_dir_being_served_is_refused_and_the_first_serves_on(
     tmp_path: Path,
 ) -> None:
-    """Before, the second one started too: it emptied tmp/ (the first one's uploads in
-    flight) and served the same databases beside it, on another port."""
+    """Was: it started beside the first (on another port), emptied the first's tmp/ (an
+    upload being received) and served the same databases. Now refused, having changed
+    nothing, while the first serves on (newuser's and newops' tests, one since the merge)."""
     data = tmp_path / "data"
     with serve(data) as served:
-        in_flight = data / "tmp" / "an-upload-in-flight"
-        in_flight.write_bytes(b"x")
-        in_flight.chmod(0o600)  # (a data dir open to others is refused: check_private)
+        receiving = data / "tmp" / "an-upload-being-received"
+        os.close(os.open(receiving, os.O_WRONLY | os.O_CREAT, 0o600))  # as the matcher's own
         err = serve_refusal(data)
-        assert f"{data}: another process serves this data dir" in err
+        assert f"--data-dir {data}: another process is serving it" in err
         assert "has changed nothing" in err
-        assert in_flight.exists()  # tmp/ was not emptied by the refused start
-        with grpc.insecure_channel(served.target) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=10
-            )
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        assert receiving.exists()  # tmp/ was not emptied by the refused start
+        serves_then_stops_on_sigterm(served)
     with serve(data):  # stopped, it let go of the data dir: the next start serves it
         pass
 
@@ -291,3 +328,4 @@ def test_serve_names_a_file_it_cannot_make_not_the_listen_address(tmp_path: Path
     assert f"Error: {key}: No such file or directory" in done.stderr
     assert "--listen" not in done.stderr
     assert "Traceback" not in done.stderr
+    assert not (tmp_path / "d").exists()  # made for this start: gone with it (the merge)

@@ -343,6 +343,57 @@ def test_only_a_literal_loopback_address_counts_as_loopback(address: str, loopba
     assert tls.is_loopback(address) is loopback
 
 
+@pytest.mark.parametrize("server", ["localhost50051", "127.0.0.1", "grpc://127.0.0.1", "h:port"])
+def test_a_server_without_a_port_is_named_as_such_not_refused_as_plaintext(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--server localhost50051` (the colon left out) was refused as plaintext "to
+    localhost50051 (not a loopback address)", pointing at --ca-cert and TLS."""
+    code = main(["project", "show", "p", "--token", "t", "--server", server])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "expected HOST:PORT, e.g. 127.0.0.1:50051" in err and "plaintext" not in err, err
+    assert tls.client_target("unix:/run/bm.sock") == ("unix:/run/bm.sock", False)
+
+
+def test_tls_files_that_are_not_pem_are_named_not_blamed_on_the_port(
+    certs: CertFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file that is no certificate or key at all (or a key under a passphrase) was taken
+    as one: `serve` then said `--listen ...: could not listen on ... (is the port taken
+    ...?)`, and a client `cannot reach the matcher` (exit 4). A key that is not its
+    certificate's, and a certificate given for a key, are the cases below this one's."""
+    from cryptography.hazmat.primitives import serialization
+
+    junk = tmp_path / "junk"
+    junk.write_bytes(bytes(range(256)))
+    locked = tmp_path / "locked.key"
+    key = serialization.load_pem_private_key(certs.server_key.read_bytes(), password=None)
+    locked.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase"),
+    ))  # fmt: skip
+    data = ["--data-dir", str(tmp_path / "data"), "--listen", "127.0.0.1:0"]
+    cases = [
+        (["serve", *data, "--tls-cert", str(junk), "--tls-key", str(certs.server_key)],
+         f"--tls-cert {junk}: holds no PEM certificate"),
+        (["serve", *data, "--tls-cert", str(certs.server_cert), "--tls-key", str(junk)],
+         f"--tls-key {junk}: not a PEM private key"),
+        (["serve", *data, "--tls-cert", str(certs.server_cert), "--tls-key", str(locked)],
+         f"--tls-key {locked}: the key is encrypted; give it without a passphrase"),
+        (["run", "--project", "p", "--token", "t", "--ca-cert", str(junk)],
+         f"--ca-cert {junk}: holds no PEM certificate"),
+    ]  # fmt: skip
+    for argv, said in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert said in err and "--listen" not in err, err
+    assert not (tmp_path / "data").exists()
+    # The pair `certs` made is taken (the fixtures' servers start with it).
+    assert tls.server_credentials(cert=str(certs.server_cert), key=str(certs.server_key),
+                                  client_ca=str(certs.ca_cert)) is not None  # fmt: skip
+
+
 def test_a_grpcs_server_uses_the_system_trust_store(
     tls_server: RunningServer, certs: CertFiles, tmp_path: Path
 ) -> None:
@@ -370,7 +421,7 @@ def test_a_grpcs_server_uses_the_system_trust_store(
     [
         ({"--tls-key": "client_key"}, "--tls-key {client_key} is not the key of --tls-cert"),
         ({"--tls-cert": "server_key"}, "--tls-cert {server_key}: holds no PEM certificate"),
-        ({"--tls-key": "server_cert"}, "--tls-key {server_cert}: not an unencrypted PEM private"),
+        ({"--tls-key": "server_cert"}, "--tls-key {server_cert}: not a PEM private key"),
         ({"--client-ca": "ca_key"}, "--client-ca {ca_key}: holds no PEM certificate"),
     ],
 )

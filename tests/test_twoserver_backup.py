@@ -357,7 +357,7 @@ def test_a_second_role_on_a_data_dir_being_served_is_refused(
                  str(keys / "parties.key"), "--member-key-file", str(keys / "members.key"),
                  "--data-dir", str(s2_process)]) == 2  # fmt: skip
     err = capsys.readouterr().err
-    assert f"{s2_process}: another process serves this data dir" in err
+    assert f"--data-dir {s2_process}: another process is serving it" in err
     assert "two-server role --role s2 will not start on it" in err
 
 

@@ -224,24 +224,30 @@ def test_a_run_ended_by_sigterm_as_its_rows_are_written_leaves_the_old_links(
     the old --out as it was."""
     out = folder / "links.csv"
     out.write_bytes(OLD)
-    there = tmp_path / "held"
+    terminated_at_rows([*run, "--out", str(out), "--force"], out, tmp, tmp_path)
+    assert _files(folder) == {"links.csv": OLD}
+    assert list(tmp.iterdir()) == []
+
+
+def terminated_at_rows(command: list[str], out: Path, tmpdir: Path, held: Path) -> None:
+    """`command` (writing `out`) run in a process of its own, held as its CSV writer is
+    made and sent SIGTERM there (its TMPDIR `tmpdir`; `held` a folder for the hold's
+    marker): it ended as terminated, having made its owner-only file beside `out` (and only
+    that: the one `atomic_open` writes the rows to)."""
+    there = held / "held"
     beside: list[list[tuple[str, int]]] = []
 
     def holding() -> bool:
         if not there.exists():
             return False
-        beside.append([(p.name, stat.S_IMODE(p.stat().st_mode)) for p in folder.iterdir()])
+        beside.append([(p.name, stat.S_IMODE(p.stat().st_mode)) for p in out.parent.iterdir()])
         return True
 
-    code, err = _terminated(
-        [sys.executable, "-c", HELD, "csv", "writer", *run, "--out", str(out), "--force"],
-        tmp, holding, env={"HELD_AT": str(there)},
-    )  # fmt: skip
+    code, err = _terminated([sys.executable, "-c", HELD, "csv", "writer", *command],
+                            tmpdir, holding, env={"HELD_AT": str(there)})  # fmt: skip
     _assert_ended(code, err)
-    [(name, mode)] = [f for f in beside[-1] if f[0] != "links.csv"]
-    assert (name.startswith(".links.csv."), mode) == (True, 0o600)
-    assert _files(folder) == {"links.csv": OLD}
-    assert list(tmp.iterdir()) == []
+    [(name, mode)] = [f for f in beside[-1] if f[0] != out.name]
+    assert (name.startswith(f".{out.name}."), mode) == (True, 0o600)
 
 
 def test_writing_many_links_holds_a_few_rows_not_the_whole_csv(tmp_path: Path) -> None:

@@ -122,7 +122,9 @@ def test_a_csv_of_people_is_watched_and_each_partner_match_printed_as_a_json_lin
     err = capsys.readouterr().err
     assert err.startswith(f"Error: {orgs['north'].csv}: cannot read the records to watch: ")
     assert "row 4, column DOB (dob): '30/02/1970'" in err
-    assert "is not a date" in err and "nothing was sent" in err
+    # An impossible day, not a format (was "is not a date"): no date_format advice.
+    assert "matches %d/%m/%Y but is not a real date" in err and "nothing was sent" in err
+    assert err.endswith(f"(fix or blank those values in {orgs['north'].csv})\n")
     assert open_watches(matcher) == 0 and watch_entries(matcher) == []
     assert not out.exists()
 

@@ -296,7 +296,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_check,
     )
     ac.add_argument(
-        "--data-dir", required=True, type=Path,
+        "--data-dir", metavar="DIR", required=True, type=Path,
         help="the matcher's data dir, or a two-server role's (two-server role --data-dir)",
     )  # fmt: skip
     role_option(ac)
@@ -306,6 +306,7 @@ def register(sub: Subcommands) -> None:
     )
     ac.add_argument(
         "--audit-key",
+        metavar="FILE",
         type=Path,
         help="the audit chain's key, if kept outside the data dir (serve --audit-key; a "
         "role's twoserver-ROLE.audit.key)",
@@ -321,12 +322,14 @@ def register(sub: Subcommands) -> None:
         handler=cmd_backup,
     )
     ab.add_argument(
-        "--data-dir", required=True, type=Path,
+        "--data-dir", metavar="DIR", required=True, type=Path,
         help="the matcher's data dir, or a two-server role's (its uploads sealed in the "
         "backup: restored, the role evaluates no pair of two of them again)",
     )  # fmt: skip
     role_option(ab)
-    ab.add_argument("--out", required=True, type=Path, help="new folder for the backup")
+    ab.add_argument(
+        "--out", metavar="DIR", required=True, type=Path, help="new folder for the backup"
+    )
     ab.add_argument(
         "--key-out",
         type=Path,
@@ -336,6 +339,7 @@ def register(sub: Subcommands) -> None:
     )
     ab.add_argument(
         "--audit-key",
+        metavar="FILE",
         type=Path,
         help="the audit chain's key, if kept outside the data dir (serve --audit-key; a "
         "role's twoserver-ROLE.audit.key)",
@@ -350,11 +354,15 @@ def register(sub: Subcommands) -> None:
         "--previous /srv/s1.broken --audit-key /keys/s1-2026-06-01.key",
         handler=cmd_restore,
     )
-    rs.add_argument("--backup", required=True, type=Path, help="the role's backup (admin backup)")
-    rs.add_argument("--data-dir", required=True, type=Path, help="the new data dir (not there)")
+    rs.add_argument(
+        "--backup", metavar="DIR", required=True, type=Path, help="the role's backup (admin backup)"
+    )
+    rs.add_argument(
+        "--data-dir", metavar="DIR", required=True, type=Path, help="the new data dir (not there)"
+    )
     role_option(rs)
     rs.add_argument(
-        "--audit-key", type=Path,
+        "--audit-key", metavar="FILE", type=Path,
         help="the role's audit key (admin backup --key-out; default: the one in --previous)",
     )  # fmt: skip
     rs.add_argument(

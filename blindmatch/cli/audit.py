@@ -4,8 +4,9 @@ organisation looked at what and why, and verify the log's hash chain."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from blindmatch.cli.errors import ends_at_sigterm
@@ -24,10 +25,12 @@ from blindmatch.client.errors import BlindmatchError, InputError
 FORMATS = ("jsonl", "csv", "html")
 
 
-def _entries(args: argparse.Namespace) -> tuple[list[dict], str]:
-    """The entries the caller may see, and whose they are (for a page's heading). --out is
-    checked first: the export is audited (`audit.export`), so none is made for a file that
-    could not be written."""
+@contextmanager
+def _entries(args: argparse.Namespace) -> Iterator[tuple[Counted, str]]:
+    """The entries the caller may see, as the matcher streams them (counted as they go:
+    none is held here), and whose they are (for a page's heading). --out is checked first:
+    the export is audited (`audit.export`), so none is made for a file that could not be
+    written."""
     token = given_token(args)
     if token and not args.project:
         raise InputError("a member sees its own project's audit entries: pass --project")
@@ -35,36 +38,64 @@ def _entries(args: argparse.Namespace) -> tuple[list[dict], str]:
         from blindmatch.client.files import check_writable
 
         check_writable(args.out)
-    with connect(args, token or admin_token()) as client:
-        entries = list(client.audit(args.project or "", after=args.after))
     scope = "project " + args.project if args.project else "every project"
-    return entries, scope + ("" if token else ", the operator's whole log")
+    with connect(args, token or admin_token()) as client:
+        entries = Counted(client.audit(args.project or "", after=args.after))
+        yield entries, scope + ("" if token else ", the operator's whole log")
 
 
-def _write(args: argparse.Namespace, text: str, what: str) -> None:
+class Counted:
+    """An iterable's items, counted as they are taken."""
+
+    def __init__(self, items: Iterable[dict]) -> None:
+        self._items = items
+        self.count = 0
+
+    def __iter__(self) -> Iterator[dict]:
+        for item in self._items:
+            self.count += 1
+            yield item
+
+
+def _write(args: argparse.Namespace, chunks: Iterable[str]) -> None:
+    """To --out (client/files.py `write_chunks`: atomically, each part as it is made), or
+    to standard output."""
     if args.out:
-        from blindmatch.client.files import write_text
+        from blindmatch.client.files import write_chunks
 
-        write_text(args.out, text)
-        print(f"Wrote {what} to {args.out}.", file=sys.stderr)
+        write_chunks(args.out, chunks)
     else:
-        sys.stdout.write(text)
+        sys.stdout.writelines(chunks)
+
+
+def _write_csv(args: argparse.Namespace, header: Sequence[str], rows: Iterable[list[str]]) -> int:
+    """`_write` for a CSV, a row at a time (client/files.py `write_csv`); how many rows."""
+    from blindmatch.client.files import write_csv, write_csv_rows
+
+    if args.out:
+        return write_csv(args.out, header, rows)
+    return write_csv_rows(sys.stdout, header, rows, lineterminator="\n")
+
+
+def _said(args: argparse.Namespace, what: str) -> None:
+    if args.out:
+        print(f"Wrote {what} to {args.out}.", file=sys.stderr)
 
 
 @ends_at_sigterm  # --out: the file half-written beside it deleted
 def cmd_export(args: argparse.Namespace) -> int:
-    entries, scope = _entries(args)
-    if args.format == "jsonl":
-        text = "".join(json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n" for e in entries)
-    else:
-        from blindmatch.client.tools import auditfiles
+    from blindmatch.client.tools import auditfiles
 
-        text = (
-            auditfiles.entries_csv(entries)
-            if args.format == "csv"
-            else auditfiles.entries_html(entries, scope)
-        )
-    _write(args, text, f"{len(entries)} audit entries ({args.format})")
+    # Written as the matcher streams the entries (before 2026-12-07 all were held, and then
+    # the whole file made in memory twice over); but a page says how many before its table.
+    with _entries(args) as (entries, scope):
+        if args.format == "jsonl":
+            _write(args, auditfiles.jsonl_lines(entries))
+        elif args.format == "csv":
+            _write_csv(args, auditfiles.COLUMNS, auditfiles.entry_rows(entries))
+        else:
+            _write(args, auditfiles.entries_html(list(entries), scope))
+    _said(args, f"{entries.count} audit entries ({args.format})")
     return 0
 
 
@@ -72,15 +103,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from blindmatch.client.tools import auditfiles
 
-    entries, scope = _entries(args)
-    rows = auditfiles.who_looked(entries)
-    if args.format == "csv":
-        text = auditfiles.to_csv(auditfiles.WHO_COLUMNS, rows)
-    elif args.format == "html":
-        text = auditfiles.who_html(rows, scope)
-    else:
-        text = auditfiles.who_text(rows)
-    _write(args, text, f"{len(rows)} consultations and disclosures")
+    with _entries(args) as (entries, scope):
+        rows = auditfiles.who_looked(entries)
+        if args.format == "csv":  # a row at a time, as the entries come
+            count = _write_csv(args, auditfiles.WHO_COLUMNS, auditfiles.safe_rows(rows))
+        else:  # the columns' widths, or the page's opening, need every row
+            held = list(rows)
+            count = len(held)
+            page = args.format == "html"
+            _write(args, auditfiles.who_html(held, scope) if page else auditfiles.who_text(held))
+    _said(args, f"{count} consultations and disclosures")
     return 0
 
 
@@ -182,6 +214,12 @@ def _selection(parser: argparse.ArgumentParser) -> None:
         "without one, $BLINDMATCH_ADMIN_TOKEN)",
     )
     parser.add_argument(
-        "--after", type=int, default=0, metavar="SEQ", help="only entries after SEQ"
+        "--after",
+        type=int,
+        default=0,
+        metavar="SEQ",
+        help="only entries after SEQ (default: 0, every entry)",
     )
-    parser.add_argument("--out", type=Path, help="file to write (default: standard output)")
+    parser.add_argument(
+        "--out", metavar="FILE", type=Path, help="file to write (default: standard output)"
+    )

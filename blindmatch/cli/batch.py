@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,10 +19,10 @@ from blindmatch.cli.options import (
     progress_wanted,
 )
 from blindmatch.cli.plotconfig import plots
-from blindmatch.client.errors import BlindmatchError, InputError
+from blindmatch.client.errors import BlindmatchError, InputError, MatcherError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     from blindmatch.client.encoding.encoded import Encoded
     from blindmatch.client.progress import Progress
@@ -36,9 +37,9 @@ def cmd_upload(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.convert import content_upload_id
 
     encoded = read_encoded(args.encoded)
-    with connect(args, member_token(args)) as client:
+    with connect(args, member_token(args)) as client, _emptying(args, encoded):
         # A folder with a two-server upload: the project's mode decides what goes where
-        # (a CLK project refuses the ticket, storing nothing). Without one, a two-server
+        # (asked of its settings, storing nothing). Without one, a two-server
         # project refuses the CLKs, saying to encode with --two-server.
         shared = (args.encoded / SHARED_FOLDER).is_dir()
         if shared and _two_server_upload(args, client, encoded):
@@ -57,6 +58,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
             encoded,
             progress=progress_wanted(args),
             upload_id=content_upload_id(args.project, encoded),  # the same command: idempotent
+            allow_empty=args.allow_empty,
         )
     again = "; the matcher had it already, nothing was stored twice" if receipt.replayed else ""
     print(
@@ -64,6 +66,28 @@ def cmd_upload(args: argparse.Namespace) -> int:
         f"(upload {receipt.upload_id}{again})."
     )
     return 0
+
+
+@contextmanager
+def _emptying(args: argparse.Namespace, encoded: Encoded) -> Iterator[None]:
+    """The matcher's refusal of a folder of no records that would replace this member's
+    upload of some (without --allow-empty; nothing sent, nothing replaced), said as bad local
+    input naming the folder and the records (the matcher's trailing metadata, not its text)."""
+    from blindmatch.protos.wire import REPLACES_RECORDS_METADATA
+
+    try:
+        yield
+    except MatcherError as exc:
+        replaced = exc.trailing.get(REPLACES_RECORDS_METADATA)
+        if replaced is None or encoded.record_count:
+            raise
+        n = int(replaced)
+        raise InputError(
+            f"{args.encoded} holds no records: uploading it would replace your current upload "
+            f"to {args.project} ({n} record{'s' if n != 1 else ''}) with none. Nothing was "
+            "sent or replaced. Pass --allow-empty to replace it with no records (or check that "
+            "you encoded the right export)"
+        ) from None
 
 
 def _refuse_clks_where_two_server(client: MatcherClient, args: argparse.Namespace) -> None:
@@ -86,9 +110,12 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
     matcher, True; False (nothing sent) for a CLK project."""
     from blindmatch.client.encoding.sharedfiles import open_shared
     from blindmatch.client.encoding.sharing import SHARED_FOLDER
-    from blindmatch.client.remote.twoserver import project_upload, ticket_if_two_server
+    from blindmatch.client.remote.twoserver import project_upload
 
-    if ticket_if_two_server(client, args.project) is None:
+    # Its settings alone (not audited): before 2026-12-07 a ticket was asked to learn the
+    # mode, and where the upload's own ticket was then refused (another secret's folder)
+    # that first one was left as an upload started and never finished.
+    if client.describe(args.project, settings_only=True).mode != "two-server":
         return False
     # The schema's rule goes with the shares to S1 and S2 and is recorded with the upload:
     # a run applies it on the shares of both CLKs (matcher/core/gmwrule.py). The files are
@@ -97,7 +124,7 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
     say = None if args.quiet else print
     with open_shared(args.encoded / SHARED_FOLDER) as upload:
         sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
-                              s2=args.s2 or "", say=say,
+                              s2=args.s2 or "", say=say, allow_empty=args.allow_empty,
                               progress=progress_wanted(args))  # fmt: skip
     print(
         f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
@@ -174,15 +201,16 @@ def cmd_results(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.files import check_writable, write_csv
     from blindmatch.client.remote.twoserver import folder_sha256
-    from blindmatch.client.results import HEADERS, join_results
+    from blindmatch.client.results import HEADERS, result_rows
 
     encoded = read_encoded(args.encoded, verify=False)
     check_writable(args.out)  # before the fetch, which is audited
     with connect(args, member_token(args)) as client:
         results = client.results(args.project, purpose=args.purpose or "")
     also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
-    rows = join_results(results, encoded, also)
-    write_csv(args.out, HEADERS[results.disclosure], rows)
+    # The results are in memory (`client.results` refetches a dropped stream whole); their
+    # rows are joined to the ids and written one at a time (client/files.py `write_csv`).
+    rows = write_csv(args.out, HEADERS[results.disclosure], result_rows(results, encoded, also))
 
     def limited(partner: str) -> str:
         level = results.level_of(partner)
@@ -191,7 +219,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{p}: {n}{limited(p)}" for p, n in results.counts.items()) or "none"
     print(
         f"Run {results.run_id} ({results.disclosure}): records shared with partners - {counts}. "
-        f"Wrote {len(rows)} row(s) to {args.out}."
+        f"Wrote {rows} row(s) to {args.out}."
     )
     return 0
 
@@ -226,7 +254,11 @@ def register(sub: Subcommands) -> None:
     # What fetching results needs, for `results` and `report` alike.
     fetch = argparse.ArgumentParser(add_help=False)
     fetch.add_argument(
-        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+        "--encoded",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="the ENCODED folder that was uploaded",
     )
     fetch.add_argument(
         "--purpose",
@@ -238,7 +270,8 @@ def register(sub: Subcommands) -> None:
         "upload",
         help="upload encodings to the matcher",
         description="Upload an ENCODED folder's CLKs (never its local ids) to the matcher; "
-        "it replaces this member's earlier upload. A dropped connection is retried with the "
+        "it replaces this member's earlier upload (with a folder of no records only given "
+        "--allow-empty). A dropped connection is retried with the "
         "same upload id, so nothing is stored twice. In a project in two-server mode the CLKs "
         "never go to the matcher: the folder's two-server upload (`encode --two-server`) goes "
         "as XOR shares to S1 and S2 (where the matcher says they are) under a ticket the "
@@ -261,6 +294,12 @@ def register(sub: Subcommands) -> None:
         action="store_true",
         help="a folder encoded --two-server: send its CLKs if the project is a CLK project "
         "(without --clk refused, nothing sent: its matcher would hold them; docs/privacy.md)",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="upload a folder of no records (`encode --allow-empty`) even where it replaces "
+        "your current upload of some (without it refused, nothing sent or replaced)",
     )
 
     command(
@@ -286,7 +325,9 @@ def register(sub: Subcommands) -> None:
         handler=cmd_results,
         parents=[*parents, fetch],
     )
-    p.add_argument("--out", required=True, type=Path, help="CSV to write (e.g. hits.csv)")
+    p.add_argument(
+        "--out", metavar="FILE", required=True, type=Path, help="CSV to write (e.g. hits.csv)"
+    )
 
     p = command(
         sub,
@@ -302,9 +343,10 @@ def register(sub: Subcommands) -> None:
         handler=cmd_report,
         parents=[*parents, fetch],
     )
-    p.add_argument("--out", required=True, type=Path, help="HTML file to write")
+    p.add_argument("--out", metavar="FILE", required=True, type=Path, help="HTML file to write")
     p.add_argument(
         "--truth",
+        metavar="FILE",
         type=Path,
         help="CSV member,record_id,entity_id (as for `evaluate`): add precision, recall and, "
         "at the scores level, the evaluation plots",

@@ -45,7 +45,7 @@ def register(sub: Subcommands) -> None:
         ],
         handler=cmd_certs,
     )
-    p.add_argument("--out", required=True, type=Path, help="folder to write them to")
+    p.add_argument("--out", metavar="DIR", required=True, type=Path, help="folder to write them to")
     p.add_argument(
         "--hosts",
         help="extra server names or addresses, comma-separated (localhost, 127.0.0.1 and ::1 "

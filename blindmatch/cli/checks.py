@@ -48,6 +48,7 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
     )
     from blindmatch.client.tools.privacy.frequencies import read_list
 
+    _two_server_only(args)
     output_paths(args.out)  # before minutes of attacks, not after
     schema = load_schema(args.schema or DEFAULT_SCHEMA)
     hardening = {"schema": None, "recommended": RECOMMENDED, "none": NONE}[args.hardening]
@@ -93,6 +94,14 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
     return 1 if args.strict and not report.passed else 0
 
 
+def _two_server_only(args: argparse.Namespace) -> None:
+    """The partner member B's flags are --mode two-server's (twomembers.py checks the size)."""
+    given = [f for f, v in (("--partner-records", args.partner_records), ("--near", args.near),
+                            ("--dense-up-to", args.dense_up_to)) if v is not None]  # fmt: skip
+    if given and args.mode != "two-server":
+        raise InputError(f"{given[0]} is a --mode two-server option (the partner member B)")
+
+
 def _two_server_check(
     args: argparse.Namespace, schema: LinkageSchema, hardening: Hardening | None
 ) -> CheckReport:
@@ -107,7 +116,9 @@ def _two_server_check(
     from blindmatch.client.encoding.harden import hardening_from_raw
     from blindmatch.client.tools.privacy import twocheck
     from blindmatch.client.tools.privacy.check import read_export
-    from blindmatch.matcher.core.twoviews import role_views
+    from blindmatch.client.tools.privacy.twokeys import key_views
+    from blindmatch.matcher.core import exhaustive
+    from blindmatch.matcher.core.twoviews import NOT_BLOCKED, role_views
     from blindmatch.matcher.domain import DEFAULT_THRESHOLD
 
     if schema.field_level:
@@ -118,28 +129,38 @@ def _two_server_check(
     chosen = hardening or hardening_from_raw(schema.raw, str(schema.path))
     # --seed fixes the keys too (the synthetic project's and the attacker's): a run repeats.
     seed = 1 if args.seed is None else args.seed
+    partner = args.partner_records
     project, attacker = twocheck.seeded_keys(seed)
     if args.seed is None:
         project, attacker = secrets.token_bytes(32), secrets.token_bytes(32)
     if args.data is None:
         secret = project
         with tempfile.TemporaryDirectory(prefix="blindmatch-privacy-") as tmp:
-            members = twocheck.synthetic_members(Path(tmp), seed, args.sample, schema)
+            members = twocheck.synthetic_members(Path(tmp), seed, args.sample, schema, partner)
         keys = "fresh keys" if args.seed is None else "keys from the seed"
-        source = f"synthetic data ({args.sample} people, seed {seed}, {keys})"
+        b = "" if partner is None else f", a partner of {partner}"
+        source = f"synthetic data ({args.sample} people{b}, seed {seed}, {keys})"
     else:
         if args.mapping is None or args.secret_file is None:
             raise InputError("privacy-check DATA.csv needs --mapping and --secret-file")
         secret = read_secret(args.secret_file)
         rows = read_export(args.data, schema, args.mapping)
-        members = twocheck.export_members(rows, schema, args.sample)
+        members = twocheck.export_members(rows, schema, args.sample, partner)
         source = str(args.data)
     # The circuit's outputs in the clear (matcher/core/twoclear.py): the same views, minutes
     # sooner where the members are compared without blocking.
     views = functools.partial(role_views, clear=True)
+    n, m = len(members[0][0]), len(members[1][0])
+    up_to = twocheck.DENSE_UP_TO if args.dense_up_to is None else args.dense_up_to
+    keyed = None
+    if m > up_to:  # B's sealed upload does not fit either: S1's and S2's views from its keys
+        blocked = not exhaustive.admits(n, m, exhaustive.or_default(None),
+                                        exhaustive.small_or_default(None))  # fmt: skip
+        keyed = key_views(schema, secret, chosen, blocked, NOT_BLOCKED)
     return twocheck.check_members(
         members, schema, secret, views, source=source, hardening=chosen,
         threshold=DEFAULT_THRESHOLD, attacker_key=attacker,
+        near=twocheck.attack_near(m, args.near, up_to), keyed=keyed,
     )  # fmt: skip
 
 
@@ -155,10 +176,16 @@ def register(sub: Subcommands) -> None:
         handler=cmd_evaluate,
     )
     p.add_argument(
-        "--results", required=True, type=Path, help="a results CSV from `blindmatch results`"
+        "--results",
+        metavar="FILE",
+        required=True,
+        type=Path,
+        help="a results CSV from `blindmatch results` at the hits, mapping or scores level (a "
+        "count-level one names no record: it cannot be scored)",
     )
     p.add_argument(
         "--truth",
+        metavar="FILE",
         required=True,
         type=Path,
         help="CSV member,record_id,entity_id for every record of every member",
@@ -168,6 +195,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--out-dir",
+        metavar="DIR",
         type=Path,
         help="where to write sweep.csv and the PNG plots (default: RESULTS-evaluation/ beside it)",
     )
@@ -201,10 +229,20 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("data", nargs="?", type=Path, help="CSV export (default: synthetic data)")
     p.add_argument(
-        "--schema", type=Path, help="clkhash v3 schema (default: schemas/person-uk.json)"
+        "--schema",
+        metavar="FILE",
+        type=Path,
+        help="clkhash v3 schema (default: schemas/person-uk.json)",
     )
-    p.add_argument("--mapping", type=Path, help="this export's mapping (TOML); needed with DATA")
-    p.add_argument("--secret-file", type=Path, help="the shared secret; needed with DATA")
+    p.add_argument(
+        "--mapping",
+        metavar="FILE",
+        type=Path,
+        help="this export's mapping (TOML); needed with DATA",
+    )
+    p.add_argument(
+        "--secret-file", metavar="FILE", type=Path, help="the shared secret; needed with DATA"
+    )
     p.add_argument(
         "--encoding",
         choices=["schema", "record", "field", "both"],
@@ -246,7 +284,12 @@ def register(sub: Subcommands) -> None:
         "N x N matrices); 0 skips it (default: 2000)",
     )
     p.add_argument(
-        "--out", type=Path, default=Path("privacy-check"), help="folder for the JSON and PNG"
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=Path("privacy-check"),
+        help="folder for privacy-check.json and .png (default: privacy-check/ in the current "
+        "folder)",
     )
     p.add_argument(
         "--mode",
@@ -264,6 +307,33 @@ def register(sub: Subcommands) -> None:
         metavar="N",
         help="--mode two-server: records of the checked member (synthetic people, or a sample "
         "of DATA); under 500, no view is attacked and the verdict is NO VERDICT (default: 2000)",
+    )
+    p.add_argument(
+        "--partner-records",
+        type=at_least(1),
+        metavar="N",
+        help="--mode two-server: records of member B, the partner (half of A's people and "
+        "others; with DATA, other rows of the export too); at least half of A's records "
+        "(default: as many as A). Over --dense-up-to, S1's and S2's views are made from the "
+        "members' band keys and attacked sparse, C's not attacked (about 270 s of CPU and 1.3 GB "
+        "at --sample 1000 --partner-records 64001)",
+    )
+    p.add_argument(
+        "--near",
+        type=at_least(1),
+        metavar="K",
+        help="--mode two-server: attack B's side of trilateration sparse at any size, each "
+        "record of B scored against the K nearest records of its seeded candidates' people "
+        "(default: 32 where B is over --dense-up-to, dense up to it)",
+    )
+    p.add_argument(
+        "--dense-up-to",
+        type=at_least(0),
+        metavar="N",
+        help="--mode two-server: the most records of B put through the roles' own run and "
+        "attacked dense (B's sealed upload is 3.4 GB at peak at 12,000 records, the dense "
+        "attack's B x B scores 3.25 GB at 16,000); a larger B as --partner-records says "
+        "(default: 12000)",
     )
     p.add_argument(
         "--strict",

@@ -32,12 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dask-clks",
         metavar="PATH|URL|scatter",
-        help="where workers read upload files: a path or fsspec URL holding DATA_DIR/clks' "
-        "files, or 'scatter' to send them from the matcher (default: DATA_DIR/clks)",
+        help="where workers read upload files: a path or fsspec URL holding --data-dir's clks/ "
+        "files, or 'scatter' to send them from the matcher (default: clks/ in --data-dir)",
     )
-    g.add_argument("--dask-tls-ca", metavar="PEM", help="the cluster's CA certificate")
-    g.add_argument("--dask-tls-cert", metavar="PEM", help="the matcher's cluster certificate")
-    g.add_argument("--dask-tls-key", metavar="PEM", help="its private key")
+    g.add_argument("--dask-tls-ca", metavar="FILE", help="the cluster's CA certificate (PEM)")
+    g.add_argument(
+        "--dask-tls-cert", metavar="FILE", help="the matcher's cluster certificate (PEM)"
+    )
+    g.add_argument("--dask-tls-key", metavar="FILE", help="its private key (PEM)")
     g.add_argument(
         "--dask-insecure",
         action="store_true",

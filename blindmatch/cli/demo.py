@@ -127,8 +127,18 @@ def register(sub: Subcommands) -> None:
         example=["blindmatch demo --records 5000", "blindmatch demo --two-server"],
         handler=cmd_demo,
     )
-    p.add_argument("--records", type=int, default=2000, help="people in the synthetic population")
-    p.add_argument("--seed", type=int, default=7, help="random seed")
+    p.add_argument(
+        "--records",
+        type=int,
+        default=2000,
+        help="people in the synthetic population (default: 2000)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=7,
+        help="seed of the synthetic people (default: 7; the linkage secret is new each run)",
+    )
     p.add_argument(
         "--two-server",
         action="store_true",

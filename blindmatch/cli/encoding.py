@@ -14,7 +14,9 @@ from blindmatch.cli.options import (
     command,
     progress_wanted,
     quiet_option,
+    schema_secret_options,
 )
+from blindmatch.client.errors import InputError
 
 # privacy-check --mode two-server's least sample (client/tools/privacy/twocheck.py
 # MIN_SAMPLE, not imported here: it brings the attacks); a smaller export is refused there
@@ -42,6 +44,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
         on_duplicate_id=args.on_duplicate_id,
         allow_empty=args.allow_empty,
     )
+    if args.two_server and not result.ids:  # (S1's sealed band keys are of records)
+        raise InputError(
+            f"{args.data}: no records, and a two-server upload holds at least one: nothing was "
+            "written. Encode it without --two-server, or to take your records out of a project "
+            "in two-server mode use `blindmatch erase`"
+        )
     if weak:
         result.report.warnings.insert(0, weak)
     small = small_member_warning(len(result.ids)) if args.two_server else None
@@ -112,10 +120,11 @@ def register(sub: Subcommands) -> None:
         handler=cmd_encode,
     )
     p.add_argument("data", type=Path, help="the CSV export")
-    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
-    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
-    p.add_argument("--mapping", required=True, type=Path, help="this member's mapping (TOML)")
-    p.add_argument("--out", required=True, type=Path, help="ENCODED folder to write")
+    schema_secret_options(p)
+    p.add_argument(
+        "--mapping", metavar="FILE", required=True, type=Path, help="this member's mapping (TOML)"
+    )
+    p.add_argument("--out", metavar="DIR", required=True, type=Path, help="ENCODED folder to write")
     quiet_option(p)
     p.add_argument(
         "--allow-weak-secret",

@@ -25,6 +25,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -217,11 +218,17 @@ def _stdout_gone() -> bool:
     return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
-def start_error(exc: OSError, listen: str) -> InputError:
-    """A server's start that failed on an OSError, as the user reads it: a file or folder
-    that could not be made or opened (`--audit-key` in a folder that is not there, say)
-    named as such, else the address (`rpc/listen.py`'s `cannot_listen`: the port is taken,
-    or the address is not this machine's). Before, every one blamed `--listen`."""
-    if exc.filename is not None:
-        return InputError(f"{exc.filename}: {exc.strerror or exc} (nothing is listening)")
-    return InputError(f"--listen {listen}: {exc}")
+def start_error(exc: OSError, listen: str, data_dir: str | Path | None = None) -> InputError:
+    """A server's start that failed on an OSError, as the user reads it: the data dir that
+    could not be made or opened named as `--data-dir` (a name too long, a folder under
+    /proc), another file or folder that could not be (`--audit-key` in a folder that is not
+    there, say) by its name, else the address (`rpc/listen.py`'s `cannot_listen`: the port
+    is taken, or the address is not this machine's). Before, every one blamed `--listen`."""
+    if not isinstance(exc.filename, (str, bytes, os.PathLike)):
+        return InputError(f"--listen {listen}: {exc}")
+    failed = Path(os.fsdecode(exc.filename))
+    if data_dir is not None:
+        root = Path(data_dir)
+        if failed == root or root in failed.parents or failed in root.parents:
+            return InputError(f"--data-dir {data_dir}: {exc.strerror or exc} ({failed})")
+    return InputError(f"{failed}: {exc.strerror or exc} (nothing is listening)")

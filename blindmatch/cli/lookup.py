@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blindmatch.cli.errors import start_error
-from blindmatch.cli.options import Subcommands, command, listen_tls_options, outbound_credentials
+from blindmatch.cli.options import (
+    Subcommands,
+    command,
+    listen_tls_options,
+    outbound_credentials,
+    refuse_taken_port,
+)
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -31,11 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "i-th given holds --shard i/N of N given. Real-time queries then fan out to them "
         "all (default: the indexes are searched in this process)",
     )
-    g.add_argument("--lookup-tls-ca", metavar="PEM", help="the look-up servers' CA certificate")
     g.add_argument(
-        "--lookup-tls-cert", metavar="PEM", help="the matcher's client certificate for them"
+        "--lookup-tls-ca", metavar="FILE", help="the look-up servers' CA certificate (PEM)"
     )
-    g.add_argument("--lookup-tls-key", metavar="PEM", help="its private key")
+    g.add_argument(
+        "--lookup-tls-cert", metavar="FILE", help="the matcher's client certificate for them (PEM)"
+    )
+    g.add_argument("--lookup-tls-key", metavar="FILE", help="its private key (PEM)")
     g.add_argument(
         "--lookup-insecure",
         action="store_true",
@@ -89,6 +97,12 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
+    # Said before the data dir's lookup.key is made.
+    refuse_taken_port(
+        args.listen,
+        "a look-up server",
+        f"--data-dir {args.data_dir}" if args.data_dir is not None else "",
+    )
     shard, shards = args.shard
     key = None
     if args.data_dir is None:
@@ -159,12 +173,15 @@ def register(sub: Subcommands) -> None:
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--data-dir", type=Path, help="the matcher's data dir (read-only; on its machine)"
+        "--data-dir",
+        metavar="DIR",
+        type=Path,
+        help="the matcher's data dir (read-only; on its machine)",
     )
     source.add_argument(
         "--key-file",
         type=Path,
-        metavar="PATH",
+        metavar="FILE",
         help="no data dir (another machine): a copy of the matcher's DIR/lookup.key, "
         "owner-only; the server starts empty and the matcher loads it",
     )
@@ -177,7 +194,8 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--listen",
+        metavar="HOST:PORT",
         default="127.0.0.1:50061",
-        help="HOST:PORT to listen on (default: %(default)s)",
+        help="the address to listen on (default: %(default)s)",
     )
     listen_tls_options(p, "CLKs")

@@ -136,10 +136,12 @@ def listen_tls_options(parser: argparse._ActionsContainer, travels: str) -> None
     """A server's TLS options (`serve`, `lookup-server`, `two-server role`): its certificate
     and key, the CA its clients' certificates must be signed by, and the flag that allows
     plaintext off loopback, whose help says what `travels` unencrypted then."""
-    parser.add_argument("--tls-cert", help="server certificate (PEM)")
-    parser.add_argument("--tls-key", help="server private key (PEM)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="server certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="server private key (PEM)")
     parser.add_argument(
-        "--client-ca", help="require client certificates signed by this CA (mutual TLS)"
+        "--client-ca",
+        metavar="FILE",
+        help="require client certificates signed by this CA (mutual TLS)",
     )
     parser.add_argument(
         "--insecure-listen-on-network",
@@ -147,6 +149,38 @@ def listen_tls_options(parser: argparse._ActionsContainer, travels: str) -> None
         action="store_true",
         help=f"allow plaintext on a non-loopback address ({travels} travel unencrypted)",
     )
+
+
+def schema_secret_options(parser: argparse.ArgumentParser) -> None:
+    """`--schema` and `--secret-file`, as `encode`, `query` and `watch` take them."""
+    parser.add_argument(
+        "--schema", metavar="FILE", required=True, type=Path, help="shared clkhash v3 schema (JSON)"
+    )
+    parser.add_argument(
+        "--secret-file",
+        metavar="FILE",
+        required=True,
+        type=Path,
+        help="file holding the shared secret",
+    )
+
+
+def refuse_taken_port(listen: str, who: str, left: str = "") -> None:
+    """Refuse `--listen`'s port where another process listens on it (matcher/rpc/listen.py
+    `port_in_use`), before a server start makes anything (`serve`'s data dir, a role's audit
+    log and key, a look-up server's lookup.key) and without gRPC's own error line: `who` is
+    the server likely already running there, `left` what was left as it was."""
+    from blindmatch.client.remote import tls
+    from blindmatch.matcher.rpc.listen import port_in_use
+
+    host, port = tls.listen_address(listen)
+    if port_in_use(host, port):
+        raise InputError(
+            f"--listen {listen}: port {port} is taken (another process listens on "
+            f"{tls.grpc_address(host, port)}: {who} already running?). Nothing was started"
+            f"{f' and {left} was left as it was' if left else ''}; stop that process or choose "
+            "another port"
+        )
 
 
 def outbound_credentials(
@@ -192,20 +226,27 @@ def connection_options() -> argparse.ArgumentParser:
     g = net.add_argument_group("connection")
     g.add_argument(
         "--server",
+        metavar="HOST:PORT",
         default=env("BLINDMATCH_SERVER") or DEFAULT_SERVER,
         help="matcher HOST:PORT, or grpcs://HOST:PORT for TLS trusting the system's CAs "
         "(default: $BLINDMATCH_SERVER or %(default)s)",
     )
     g.add_argument(
         "--ca-cert",
+        metavar="FILE",
         default=env("BLINDMATCH_CA_CERT"),
         help="CA to trust for TLS; without it (or grpcs://) only a loopback matcher is "
         "spoken to, in plaintext",
     )
     g.add_argument(
-        "--client-cert", default=env("BLINDMATCH_CLIENT_CERT"), help="mutual TLS certificate"
+        "--client-cert",
+        metavar="FILE",
+        default=env("BLINDMATCH_CLIENT_CERT"),
+        help="mutual TLS certificate",
     )
-    g.add_argument("--client-key", default=env("BLINDMATCH_CLIENT_KEY"), help="mutual TLS key")
+    g.add_argument(
+        "--client-key", metavar="FILE", default=env("BLINDMATCH_CLIENT_KEY"), help="mutual TLS key"
+    )
     g.add_argument(
         "--insecure",
         action="store_true",
@@ -271,8 +312,13 @@ def given_token(args: argparse.Namespace) -> str | None:
         except (OSError, UnicodeDecodeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else "not text"
             raise InputError(f"--token-file {args.token_file}: cannot read it ({why})") from None
-        if not token or any(c.isspace() for c in token):
-            raise InputError(f"--token-file {args.token_file}: expected one token, found none")
+        words = len(token.split())
+        if words != 1:  # an empty file, or two tokens (files joined), 'Bearer TOKEN', ...
+            found = "none (the file is empty)" if not words else f"{words} words"
+            raise InputError(
+                f"--token-file {args.token_file}: expected one token, found {found}; the file "
+                "holds the token alone, as `project create --tokens-dir` writes it"
+            )
         return token
     return str(args.token) if args.token else env("BLINDMATCH_TOKEN")
 

@@ -483,6 +483,7 @@ def register(sub: Subcommands) -> None:
     )
     ps.add_argument(
         "--encoded",
+        metavar="DIR",
         type=Path,
         help="an ENCODED folder to check against the project's fingerprint id and mode "
         "before uploading",

@@ -17,6 +17,7 @@ from blindmatch.cli.options import (
     connection_options,
     member_options,
     member_token,
+    schema_secret_options,
 )
 from blindmatch.cli.projectmode import index_clk_option, no_index_shown, refuse_index_folder
 from blindmatch.cli.refkey import existing_ref_key, ref_key_for_change, ref_key_path
@@ -58,7 +59,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     path = ref_key_path(args)
     with connect(args, member_token(args)) as client:
         refuse_index_folder(client, args, "index add")  # before a ref key is made
-        with ref_key_for_change(path) as key:
+        with ref_key_for_change(path, encoded) as key:
             summary = add_to_index(client, args.project, encoded, key, args.id or None)
     print(_summary("Index updated", summary))
     return 0
@@ -101,7 +102,7 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
 
     with connect(args, member_token(args)) as client:
         refuse_index_folder(client, args, "index sync")  # before a ref key is made
-        with ref_key_for_change(path, lambda: parts) as key:
+        with ref_key_for_change(path, encoded, lambda: parts) as key:
             try:
                 _plan, summary = sync_index(client, args.project, encoded, key, progress=told)
             finally:  # the last change stored, said even where held back or the sync cut
@@ -361,9 +362,10 @@ def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
     """Who `query` or `watch` is about, and how it is encoded: a person (options or
     --person-file) or a CSV with its mapping, the schema, the secret, the purpose."""
     p.add_argument("data", nargs="?", type=Path, help=f"CSV of people to {verb} (with --mapping)")
-    p.add_argument("--mapping", type=Path, help="this member's mapping (TOML), for a CSV")
-    p.add_argument("--schema", required=True, type=Path, help="shared clkhash v3 schema (JSON)")
-    p.add_argument("--secret-file", required=True, type=Path, help="file holding the shared secret")
+    p.add_argument(
+        "--mapping", metavar="FILE", type=Path, help="this member's mapping (TOML), for a CSV"
+    )
+    schema_secret_options(p)
     p.add_argument(
         "--allow-weak-secret",
         action="store_true",
@@ -395,8 +397,10 @@ def register(sub: Subcommands) -> None:
     ref_key = argparse.ArgumentParser(add_help=False)
     ref_key.add_argument(
         "--ref-key",
-        help="local file keying the opaque row references (default: $BLINDMATCH_REF_KEY; "
-        "made on first use)",
+        metavar="FILE",
+        help="local file keying the opaque row references, made on first use: keep it with "
+        "the encoded data and give the same one each time; your own, never the linkage secret "
+        "(refused) (required unless $BLINDMATCH_REF_KEY names it)",
     )
 
     group = command(
@@ -412,7 +416,7 @@ def register(sub: Subcommands) -> None:
         "add",
         help="add or replace records of ENCODED",
         example="blindmatch index add north.encoded --project burglary --token-file north.token "
-        "--id N1 --id N2",
+        "--ref-key north.refkey --id N1 --id N2",
         handler=cmd_index_add,
         parents=[net, member, ref_key],
     )
@@ -423,7 +427,8 @@ def register(sub: Subcommands) -> None:
         isub,
         "remove",
         help="remove records by local id",
-        example="blindmatch index remove N1 N2 --project burglary --token-file north.token",
+        example="blindmatch index remove N1 N2 --project burglary --token-file north.token "
+        "--ref-key north.refkey",
         handler=cmd_index_remove,
         parents=[net, member, ref_key],
     )
@@ -438,7 +443,8 @@ def register(sub: Subcommands) -> None:
         "The project's mode is asked first: a project in two-server mode keeps no index, and "
         "a folder encoded --two-server goes to a CLK project only with --clk; refused, "
         "nothing is sent and no ref key made.",
-        example="blindmatch index sync north.encoded --project burglary --token-file north.token",
+        example="blindmatch index sync north.encoded --project burglary --token-file north.token "
+        "--ref-key north.refkey",
         handler=cmd_index_sync,
         parents=[net, member, ref_key],
     )
@@ -477,5 +483,10 @@ def register(sub: Subcommands) -> None:
         parents=[net, member],
     )
     person_arguments(p, "query")
-    p.add_argument("--out", type=Path, help="also write record_id,partner,partner_ref,score CSV")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        type=Path,
+        help="also write record_id,partner,partner_ref,score CSV",
+    )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")

@@ -9,10 +9,14 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.errors import sigterm_as_ctrl_c
 from blindmatch.cli.options import env
 from blindmatch.client.errors import AuthError, InputError, NotFoundError, RejectedError
+
+if TYPE_CHECKING:
+    from blindmatch.client.encoding.encoded import Encoded
 
 
 def ref_key_path(args: argparse.Namespace) -> str:
@@ -34,17 +38,23 @@ def existing_ref_key(path: str) -> bytes:
 
 
 @contextmanager
-def ref_key_for_change(path: str, stored: Callable[[], int] = lambda: 0) -> Iterator[bytes]:
-    """The ref key at `path`, made if missing, for the index change(s) the block sends. A key
+def ref_key_for_change(
+    path: str, encoded: Encoded, stored: Callable[[], int] = lambda: 0
+) -> Iterator[bytes]:
+    """The ref key at `path`, made if missing, for the index change(s) of `encoded` the block
+    sends; one that was there refused where it is the linkage secret `encoded` was encoded
+    with (`refs.check_not_linkage_secret`). A key
     made here is removed again if the matcher refuses the change (another schema's
     fingerprint or rule, a token not allowed, no such project) before `stored()` changes
     are stored under it: before 2026-12-06 it was kept, said as "Made a new ref key", and a
     later sync from another folder used it. Kept where the change may have been stored (a
     connection lost), as an older key always is."""
-    from blindmatch.client.encoding.refs import load_ref_key
+    from blindmatch.client.encoding.refs import check_not_linkage_secret, load_ref_key
 
     with sigterm_as_ctrl_c():  # a SIGTERM: the key whole or absent, no temporary file
         key, made = load_ref_key(path, create=True)
+    if not made:
+        check_not_linkage_secret(path, key, encoded)
     try:
         yield key
     except (RejectedError, AuthError, NotFoundError):

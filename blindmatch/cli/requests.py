@@ -202,18 +202,24 @@ def register(sub: Subcommands) -> None:
         parents=parents,
     )
     p.add_argument(
-        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+        "--encoded",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="the ENCODED folder that was uploaded",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--record-id", help="your own record id (as in hits.csv's record_id)")
     which.add_argument(
         "--hits",
+        metavar="FILE",
         type=Path,
         help="a results file (record_id,partner, as `blindmatch results` writes): one "
         "reference per row; needs --out",
     )
     p.add_argument(
         "--out",
+        metavar="FILE",
         type=Path,
         help="with --hits: the file to write, record_id,partner,reference (one row per hit)",
     )
@@ -247,7 +253,11 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument("reference", nargs="+", help="the reference(s) quoted in the request")
     p.add_argument(
-        "--encoded", required=True, type=Path, help="the ENCODED folder that was uploaded"
+        "--encoded",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="the ENCODED folder that was uploaded",
     )
     p.add_argument(
         "--purpose",

@@ -105,8 +105,12 @@ def register(sub: Subcommands) -> None:
         "--label south-police",
         handler=cmd_keygen,
     )
-    x.add_argument("--private", required=True, type=Path, help="private key file to create")
-    x.add_argument("--public", required=True, type=Path, help="public key file to create")
+    x.add_argument(
+        "--private", metavar="FILE", required=True, type=Path, help="private key file to create"
+    )
+    x.add_argument(
+        "--public", metavar="FILE", required=True, type=Path, help="public key file to create"
+    )
     x.add_argument("--label", required=True, help="who the key belongs to, e.g. north-police")
     x = command(
         xsub,
@@ -116,9 +120,13 @@ def register(sub: Subcommands) -> None:
         "--out for-south.sealed",
         handler=cmd_seal,
     )
-    x.add_argument("--secret-file", required=True, type=Path, help="the secret to send")
-    x.add_argument("--to", required=True, type=Path, help="the member's public key file")
-    x.add_argument("--out", required=True, type=Path, help="sealed file to create")
+    x.add_argument(
+        "--secret-file", metavar="FILE", required=True, type=Path, help="the secret to send"
+    )
+    x.add_argument(
+        "--to", metavar="FILE", required=True, type=Path, help="the member's public key file"
+    )
+    x.add_argument("--out", metavar="FILE", required=True, type=Path, help="sealed file to create")
     x = command(
         xsub,
         "open",
@@ -127,5 +135,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_open,
     )
     x.add_argument("sealed", type=Path, help="the sealed file received")
-    x.add_argument("--key", required=True, type=Path, help="your private key file")
-    x.add_argument("--out", required=True, type=Path, help="secret file to create (owner-only)")
+    x.add_argument("--key", metavar="FILE", required=True, type=Path, help="your private key file")
+    x.add_argument(
+        "--out", metavar="FILE", required=True, type=Path, help="secret file to create (owner-only)"
+    )

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli import daskopts, lookup, twoserveropts
 from blindmatch.cli.errors import sigterm_as_ctrl_c, start_error
-from blindmatch.cli.options import Subcommands, command, env, listen_tls_options
+from blindmatch.cli.options import (
+    Subcommands,
+    command,
+    env,
+    listen_tls_options,
+    refuse_taken_port,
+)
 from blindmatch.cli.projectmode import bare_serve_line
 from blindmatch.client.errors import InputError
 from blindmatch.matcher.domain import (
@@ -25,17 +34,24 @@ from blindmatch.matcher.domain import (
 from blindmatch.matcher.storage import dirlock
 from blindmatch.matcher.storage.datadir import OPERATOR_TOKEN_NAME, DataDir
 
+if TYPE_CHECKING:
+    from blindmatch.matcher.server import RunningServer
+
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import logging
     import secrets
 
-    from blindmatch.client.files import write_text
     from blindmatch.client.remote import tls
     from blindmatch.matcher.errors import StartupRefused
-    from blindmatch.matcher.server import create_server, serve_forever
+    from blindmatch.matcher.server import create_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    host, port = tls.listen_address(args.listen)
+    address = tls.grpc_address(host, port)
+    # In this order, each before the data dir is made or opened: the port, the TLS files
+    # (here and the outbound ones below), the data dir's lock (dirlock), then the start.
+    refuse_taken_port(args.listen, "a matcher", f"--data-dir {args.data_dir}")
     credentials = tls.server_credentials(
         cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
     )
@@ -54,8 +70,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.stream_idle_seconds <= 0:
         raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
     request_cpu = _request_cpu(args.request_cpu)
-    host, port = tls.listen_address(args.listen)
-    address = tls.grpc_address(host, port)
     executor = daskopts.executor(args)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
     two_server = twoserveropts.serve_setup(args)
@@ -66,7 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # With S1 and S2, new projects keep no CLK at the matcher unless they ask (issue 18);
     # create_server resolves "" the same way.
     mode = args.default_mode or ("two-server" if two_server is not None else "clk")
-    # a second serve on this data dir is refused while this one holds it (dirlock)
+    made = not os.path.lexists(args.data_dir)  # a data dir made for a failed start goes
+    # a second serve (or two-server role) on this data dir is refused while this one runs
     with dirlock.held(Path(args.data_dir), "blindmatch serve", InputError):
         try:
             running = create_server(
@@ -91,52 +106,78 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 two_server=two_server,
                 default_mode=mode,
             )
-        except StartupRefused as exc:  # a damaged database, a missing audit key: how to recover
-            raise InputError(str(exc)) from None
-        except OSError as exc:  # the port is taken, or the address is not this machine's
-            raise start_error(exc, args.listen) from None
-        if not made_token:
-            _drop_stale_token(DataDir(Path(args.data_dir)).operator_token, admin)
-        if made_token:
-            token_file = DataDir(Path(args.data_dir)).operator_token
-            try:  # the file whole or absent, and never its temporary file beside it
-                with sigterm_as_ctrl_c():  # (serve_forever's handlers are not in place yet)
-                    write_text(token_file, admin + "\n")  # owner-only, never readable by others
-            except KeyboardInterrupt:  # SIGTERM (`Terminated`) or SIGINT: stopped, as ever after
-                logging.getLogger("blindmatch.matcher").info("stopping before it served")
-                running.stop(grace=5)
-                return 0
-            print(
-                "BLINDMATCH_ADMIN_TOKEN is not set: this run's operator token is in "
-                f"{token_file} (readable by this user only), e.g.\n"
-                f"  export BLINDMATCH_ADMIN_TOKEN=$(cat {token_file})\n"
-                "Set BLINDMATCH_ADMIN_TOKEN to keep one across restarts.",
-                file=sys.stderr,
-            )
+        except (StartupRefused, OSError) as exc:
+            if made:  # (no half-made matcher's data dir left behind: the port taken after
+                shutil.rmtree(args.data_dir, ignore_errors=True)  # the probe, say)
+            if isinstance(exc, StartupRefused):  # a damaged database, a missing audit key
+                raise InputError(str(exc)) from None
+            raise start_error(exc, args.listen, data_dir=args.data_dir) from None
+        return _serve(
+            args, running, admin, made_token=made_token, mode=mode, host=host,
+            with_parties=two_server is not None,
+        )  # fmt: skip
 
-        if two_server is None:  # what every project it makes exposes, said once (issue 18)
-            logging.getLogger("blindmatch.matcher").warning(bare_serve_line())
-        unless = (
-            " unless `project create --mode` says otherwise"
-            if two_server is not None
-            else ", the only one without S1 and S2"
+
+def _serve(
+    args: argparse.Namespace,
+    running: RunningServer,
+    admin: str,
+    *,
+    made_token: bool,
+    mode: str,
+    host: str,
+    with_parties: bool,
+) -> int:
+    """Serve until stopped: the operator token's file when one was made (else an earlier
+    run's deleted), then the lines saying what is served."""
+    import logging
+
+    from blindmatch.client.files import write_text
+    from blindmatch.client.remote import tls
+    from blindmatch.matcher.server import serve_forever
+
+    if not made_token:
+        _drop_stale_token(DataDir(Path(args.data_dir)).operator_token, admin)
+    if made_token:
+        token_file = DataDir(Path(args.data_dir)).operator_token
+        try:  # the file whole or absent, and never its temporary file beside it
+            with sigterm_as_ctrl_c():  # (serve_forever's handlers are not in place yet)
+                write_text(token_file, admin + "\n")  # owner-only, never readable by others
+        except KeyboardInterrupt:  # SIGTERM (`Terminated`) or SIGINT: stopped, as ever after
+            logging.getLogger("blindmatch.matcher").info("stopping before it served")
+            running.stop(grace=5)
+            return 0
+        print(
+            "BLINDMATCH_ADMIN_TOKEN is not set: this run's operator token is in "
+            f"{token_file} (readable by this user only), e.g.\n"
+            f"  export BLINDMATCH_ADMIN_TOKEN=$(cat {token_file})\n"
+            "Set BLINDMATCH_ADMIN_TOKEN to keep one across restarts.",
+            file=sys.stderr,
         )
 
-        # how members reach it, said where the operator looks: TLS, and mutual TLS
-        secured = "" if credentials is None else " with TLS"
-        if args.client_ca is not None:
-            secured += ", client certificates required"
+    if not with_parties:  # what every project it makes exposes, said once (issue 18)
+        logging.getLogger("blindmatch.matcher").warning(bare_serve_line())
+    unless = (
+        " unless `project create --mode` says otherwise"
+        if with_parties
+        else ", the only one without S1 and S2"
+    )
 
-        def announce() -> None:
-            shown = tls.grpc_address(host, running.port)
-            print(
-                f"blindmatch matcher listening on {shown}{secured} (data: {args.data_dir}; new "
-                f"projects: {mode} mode{unless})",
-                file=sys.stderr,
-                flush=True,
-            )
+    # how members reach it, said where the operator looks: TLS, and mutual TLS
+    secured = "" if args.tls_cert is None else " with TLS"
+    if args.client_ca is not None:
+        secured += ", client certificates required"
 
-        serve_forever(running, ready=announce)
+    def announce() -> None:
+        shown = tls.grpc_address(host, running.port)
+        print(
+            f"blindmatch matcher listening on {shown}{secured} (data: {args.data_dir}; new "
+            f"projects: {mode} mode{unless})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    serve_forever(running, ready=announce)
     return 0
 
 
@@ -192,7 +233,7 @@ def register(sub: Subcommands) -> None:
         help="run the matcher (gRPC service)",
         description="Run the matcher (gRPC service) until SIGTERM or Ctrl-C. The operator's "
         "token comes from $BLINDMATCH_ADMIN_TOKEN; without it, serve makes one for this run "
-        f"and writes it to DATA_DIR/{OPERATOR_TOKEN_NAME}, readable by its user only (never "
+        f"and writes it to {OPERATOR_TOKEN_NAME} in --data-dir, readable by its user only (never "
         "to the terminal or a log). Plaintext is refused on a non-loopback address: give "
         "--tls-cert and --tls-key (see docs/security.md and docs/operations.md).",
         example=[
@@ -205,11 +246,18 @@ def register(sub: Subcommands) -> None:
         ],
         handler=cmd_serve,
     )
-    p.add_argument("--data-dir", required=True, type=Path, help="where the matcher keeps its state")
+    p.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="where the matcher keeps its state",
+    )
     p.add_argument(
         "--listen",
+        metavar="HOST:PORT",
         default="127.0.0.1:50051",
-        help="HOST:PORT to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
+        help="the address to listen on; an IPv6 address as [::1]:PORT or ::1:PORT "
         "(default: %(default)s)",
     )
     listen_tls_options(p, "tokens and encodings")
@@ -229,7 +277,9 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--audit-key",
-        help="file with the audit log's HMAC key, made if missing (default: DATA_DIR/audit.key)",
+        metavar="FILE",
+        help="file with the audit log's HMAC key, made if missing (default: audit.key in "
+        "--data-dir)",
     )
     p.add_argument(
         "--max-streams-per-member",

@@ -78,9 +78,9 @@ def party_keys(args: argparse.Namespace) -> dict[str, str] | None:
 
 def peer_options(p: argparse.ArgumentParser, what: str) -> None:
     g = p.add_argument_group(f"reaching {what}")
-    g.add_argument("--peer-ca", metavar="PEM", help="their CA certificate (TLS)")
-    g.add_argument("--peer-cert", metavar="PEM", help="this side's client certificate (mTLS)")
-    g.add_argument("--peer-key", metavar="PEM", help="its private key")
+    g.add_argument("--peer-ca", metavar="FILE", help="their CA certificate (PEM; TLS)")
+    g.add_argument("--peer-cert", metavar="FILE", help="this side's client certificate (PEM; mTLS)")
+    g.add_argument("--peer-key", metavar="FILE", help="its private key (PEM)")
     g.add_argument(
         "--peer-insecure",
         action="store_true",

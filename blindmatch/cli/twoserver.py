@@ -12,7 +12,6 @@ cli/twoserveropts.py.
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from contextlib import nullcontext
 from dataclasses import replace
@@ -26,6 +25,7 @@ from blindmatch.cli.options import (
     command,
     listen_tls_options,
     quiet_option,
+    refuse_taken_port,
 )
 from blindmatch.cli.twoparties import (
     ROLES,
@@ -46,6 +46,8 @@ from blindmatch.matcher.domain import MIN_THRESHOLD, THRESHOLD_RANGE
 from blindmatch.matcher.storage import dirlock
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from blindmatch.client.remote.twoserver import RoleClient, TwoServerLinks
 
 
@@ -106,6 +108,12 @@ def cmd_role(args: argparse.Namespace) -> int:
     )
     tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
     host, port = tls.listen_address(args.listen)
+    # Said before the role's data dir (its audit log, key and what it holds) is made or opened.
+    refuse_taken_port(
+        args.listen,
+        "a two-server role",
+        f"--data-dir {args.data_dir}" if args.data_dir is not None else "",
+    )
     # one role per data dir while it runs: a second start on it is refused (dirlock)
     what = f"two-server role --role {args.role}"
     held = (nullcontext() if args.data_dir is None
@@ -121,7 +129,7 @@ def cmd_role(args: argparse.Namespace) -> int:
                                   query_whole=query_whole,
                                   standing_bytes=args.standing_bytes)  # fmt: skip
         except OSError as exc:
-            raise start_error(exc, args.listen) from None
+            raise start_error(exc, args.listen, data_dir=args.data_dir) from None
         except ValueError as exc:
             raise InputError(f"--party-key/--member-key-file: {exc}") from None
         except StartupRefused as exc:
@@ -214,22 +222,25 @@ LINKS_A_CHUNK = 4096  # links turned into Python's values at once (`write_links`
 
 def write_links(out: Path, links: TwoServerLinks, *, replace: bool) -> None:
     """The links as CSV at `out`, each row written as it is made (client/files.py
-    `atomic_open`): to an owner-only file of its own beside `out` (`.OUT.XXXXXXXXXXXX`),
-    fsynced and renamed into place, so that a failure part-way, Ctrl-C or SIGTERM leaves the
-    old `out` as it was and no temporary file. Before (2026-12-07) the whole CSV was made in
-    memory first, twice over (its text, then its bytes): 87 MB more at a million links."""
-    from blindmatch.client.files import atomic_open
+    `write_csv`, through `atomic_open`): to an owner-only file of its own beside `out`
+    (`.OUT.XXXXXXXXXXXX`), fsynced and renamed into place, so that a failure part-way, Ctrl-C
+    or SIGTERM leaves the old `out` as it was and no temporary file. Before (2026-12-07) the
+    whole CSV was made in memory first, twice over (its text, then its bytes): 87 MB more at
+    a million links."""
+    from blindmatch.client.files import write_csv
 
-    with atomic_open(out, replace=replace, encoding="utf-8") as fh:
-        rows = csv.writer(fh)
-        rows.writerow(["member", "row", "partner", "partner_row", "score"])
-        for at in range(0, len(links.score), LINKS_A_CHUNK):  # Python's ints a chunk at a time
-            part = slice(at, at + LINKS_A_CHUNK)
-            for d, r, p, pr, s in zip(links.dset[part].tolist(), links.row[part].tolist(),
-                                      links.partner[part].tolist(),
-                                      links.partner_row[part].tolist(),
-                                      links.score[part].tolist(), strict=True):  # fmt: skip
-                rows.writerow([links.members[d], r, links.members[p], pr, f"{s:.6f}"])
+    header = ["member", "row", "partner", "partner_row", "score"]
+    write_csv(out, header, _link_rows(links), replace=replace, lineterminator="\r\n")
+
+
+def _link_rows(links: TwoServerLinks) -> Iterator[list[object]]:
+    """Each link's CSV row, Python's ints made a chunk at a time (`LINKS_A_CHUNK`)."""
+    for at in range(0, len(links.score), LINKS_A_CHUNK):
+        part = slice(at, at + LINKS_A_CHUNK)
+        for d, r, p, pr, s in zip(links.dset[part].tolist(), links.row[part].tolist(),
+                                  links.partner[part].tolist(), links.partner_row[part].tolist(),
+                                  links.score[part].tolist(), strict=True):  # fmt: skip
+            yield [links.members[d], r, links.members[p], pr, f"{s:.6f}"]
 
 
 KEY_HELP = (
@@ -291,7 +302,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_role,
     )
     p.add_argument("--role", required=True, choices=ROLES, help="which party this is")
-    p.add_argument("--listen", required=True, help="HOST:PORT to listen on")
+    p.add_argument("--listen", metavar="HOST:PORT", required=True, help="the address to listen on")
     p.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=KEY_HELP)
     p.add_argument(
         "--member-key-file", required=True, type=Path, metavar="FILE", help=MEMBER_KEY_HELP
@@ -406,7 +417,7 @@ def register(sub: Subcommands) -> None:
     r.add_argument("--member", action="append", help="a member in the run (repeat; default all)")
     r.add_argument("--bucket", action="append", type=float,
                    help="a score cut-off above the threshold (repeat; default three)")  # fmt: skip
-    r.add_argument("--out", required=True, type=Path, help="the links CSV to write")
+    r.add_argument("--out", metavar="FILE", required=True, type=Path, help="the links CSV to write")
     r.add_argument("--force", action="store_true", help="replace --out if it exists")
     quiet_option(r)
     peer_options(r, "the combiner")

@@ -36,9 +36,13 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="the members' key S1 and S2 were started with (--member-key-file), "
                    "owner-only: the matcher signs each member's upload ticket with it; never "
                    "give it to members")  # fmt: skip
-    g.add_argument("--two-server-ca", metavar="PEM", help="S1's and S2's CA certificate (TLS)")
-    g.add_argument("--two-server-cert", metavar="PEM", help="the matcher's client certificate")
-    g.add_argument("--two-server-key", metavar="PEM", help="its private key")
+    g.add_argument(
+        "--two-server-ca", metavar="FILE", help="S1's and S2's CA certificate (PEM; TLS)"
+    )
+    g.add_argument(
+        "--two-server-cert", metavar="FILE", help="the matcher's client certificate (PEM)"
+    )
+    g.add_argument("--two-server-key", metavar="FILE", help="its private key (PEM)")
     g.add_argument(
         "--two-server-insecure",
         action="store_true",

@@ -205,18 +205,19 @@ def encode_csv(
             "use a record-level schema for hardened encodings (docs/privacy.md)"
         )
     encoding_schema = schema.for_encoding()
-    # One bar over every CLK made: with a fallback CLK, two a record (the second pass used to
-    # run after the bar had reached 100%, as long again with nothing moving).
-    clks_made = len(rows) * (2 if schema.fallback else 1)
-    bar = Progress("encoding", clks_made, unit=" CLKs", enabled=progress)
+    # One bar over the rows, as the report counts them, through both passes: with a fallback
+    # CLK each of a row's two CLKs is half of it (the second pass used to run after the bar
+    # had reached 100%; then the bar counted CLKs, "6/12 CLKs" beside "Encoded 6 of 6 rows").
+    bar = Progress("encoding", len(rows), unit=" rows", enabled=progress)
+    tick = _in_rows(bar.update, 2 if schema.fallback else 1)
     try:
         if schema.field_level:
             clks = encode_field_level(
-                rows, encoding_schema, schema.field_bits, secret, callback=bar.update
+                rows, encoding_schema, schema.field_bits, secret, callback=tick
             )
         else:
             clks = encode_first(
-                rows, schema, secret, hardening, callback=bar.update, max_workers=max_workers
+                rows, schema, secret, hardening, callback=tick, max_workers=max_workers
             ).tobytes()
         clk_bits = (
             schema.clk_bits if schema.field_level else encoded_bits(encoding_schema, hardening)
@@ -224,7 +225,7 @@ def encode_csv(
         fallback_bits = 0
         if schema.fallback:
             second = encode_fallback(
-                rows, schema, secret, hardening, max_workers=max_workers, callback=bar.update
+                rows, schema, secret, hardening, max_workers=max_workers, callback=tick
             )
             first = np.frombuffer(clks, dtype=np.uint8).reshape(len(rows), clk_bits // 8)
             clks = np.concatenate([first, second], axis=1).tobytes()
@@ -252,6 +253,19 @@ def encode_csv(
         schema_digest=schema_digest(schema.raw),
         rule=schema.rule,
     )
+
+
+def _in_rows(update: Callable[[int], None], clks_a_row: int) -> Callable[[int], None]:
+    """A callback told CLKs made that moves `update` by rows: `clks_a_row` CLKs a row."""
+    made = 0
+
+    def tick(clks: int) -> None:
+        nonlocal made
+        before, made = made // clks_a_row, made + clks
+        if made // clks_a_row > before:
+            update(made // clks_a_row - before)
+
+    return tick
 
 
 def save_encoded(

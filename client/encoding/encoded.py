@@ -219,20 +219,30 @@ def _read_rule(spec: Any) -> Rule | None:
 
 
 @lru_cache(maxsize=1)
-def _shipped_rules() -> dict[str, tuple[str, Rule | None]]:
-    """schema digest -> (file name, its rule) of the schemas shipped with blindmatch."""
-    found: dict[str, tuple[str, Rule | None]] = {}
+def _shipped() -> dict[str, tuple[str, dict[str, Any]]]:
+    """schema digest -> (file name, its JSON) of the schemas shipped with blindmatch."""
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
     for path in sorted(SHIPPED_SCHEMAS.glob("*.json")):
         raw = json.loads(path.read_text(encoding="utf-8"))
-        ext = raw.get("blindmatch", {})
-        found[digest_of(raw)] = (path.name, _read_rule(ext.get("rule")))
+        found[digest_of(raw)] = (path.name, raw)
     return found
 
 
 def shipped_rule(schema_digest: str) -> tuple[str, Rule | None] | None:
     """(file name, `blindmatch.rule`) of the shipped schema with this digest; None when the
     digest is no shipped schema's (or unknown: "")."""
-    return _shipped_rules().get(schema_digest) if schema_digest else None
+    found = _shipped().get(schema_digest) if schema_digest else None
+    if found is None:
+        return None
+    name, raw = found
+    return name, _read_rule(raw.get("blindmatch", {}).get("rule"))
+
+
+def shipped_schema(schema_digest: str) -> dict[str, Any] | None:
+    """The JSON of the shipped schema with this digest (what its fingerprint is of); None
+    when the digest is no shipped schema's (or unknown: "")."""
+    found = _shipped().get(schema_digest) if schema_digest else None
+    return None if found is None else found[1]
 
 
 def _checked_rule(manifest: dict[str, Any], manifest_path: Path, digest: str) -> Rule | None:

@@ -63,7 +63,8 @@ class Mapping:
 
 
 def _date_formats(field: str, value: Any, problems: list[str]) -> tuple[str, ...]:
-    """`date_format`: one strftime format, or a list of them tried in order."""
+    """`date_format`: one strptime format (how the dates are read), or a list of them tried in
+    order."""
     if value is None:
         return ()
     formats = [value] if isinstance(value, str) else value
@@ -73,7 +74,7 @@ def _date_formats(field: str, value: Any, problems: list[str]) -> tuple[str, ...
         or not all(isinstance(f, str) and "%" in f for f in formats)
     ):
         problems.append(
-            f"fields.{field}: date_format must be a strftime format such as '%d/%m/%Y', or a "
+            f"fields.{field}: date_format must be a strptime format such as '%d/%m/%Y', or a "
             "list of them tried in order"
         )
         return ()
@@ -115,7 +116,10 @@ def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None
         return None
     unknown = sorted(set(value) - set(FIELD_KEYS))
     if unknown:
-        problems.append(f"fields.{field}: unknown key(s) {', '.join(unknown)}")
+        problems.append(
+            f"fields.{field}: unknown key(s) {', '.join(unknown)} (a field's table takes "
+            f"{', '.join(FIELD_KEYS)})"
+        )
     if ("column" in value) == ("columns" in value):
         problems.append(f"fields.{field}: give exactly one of 'column' or 'columns'")
         return None

@@ -20,6 +20,7 @@ given names comparable across exports that write them differently:
 
 from __future__ import annotations
 
+import calendar
 import csv
 import re
 import unicodedata
@@ -186,6 +187,11 @@ def derive(rule: FieldRule, values: dict[str, str]) -> str:
     return "".join(parts)
 
 
+# What an impossible date's reason says (31/02/1980): a value a format reads but for its day,
+# which no other date_format or --dob-format would read (client/encoding/person.py).
+NOT_A_REAL_DATE = "but is not a real date"
+
+
 def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     """Read a date written in `date_format` (one format, or several tried in order), or in
     an unambiguous format if None.
@@ -200,18 +206,36 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         # A database export's date-time at midnight (1980-04-03 00:00:00.000) is that date.
         text = _MIDNIGHT.sub("", text)
     readings: dict[date, str] = {}
+    unreal = ""  # the first format the value matches, but with a day its month has not
     for fmt in formats:
         try:
             readings.setdefault(datetime.strptime(text, fmt).date(), fmt)
-        except ValueError:
-            continue
+        except ValueError as exc:
+            if not unreal and "out of range" in str(exc):
+                unreal = f"matches {fmt} {NOT_A_REAL_DATE}{_no_such_day(text, fmt)}"
     if len(readings) > 1:
         ways = " or ".join(f"{day.isoformat()} ({fmt})" for day, fmt in readings.items())
         raise AmbiguousValue(f"{value!r} is ambiguous: it reads as {ways}")
     if readings:
         return next(iter(readings))
+    if unreal:  # (31/02/1980: not a question of its format)
+        raise InvalidValue(f"{value!r} {unreal}")
     expected = " or ".join(formats)
     raise InvalidValue(f"{value!r} is not a date in the format {expected}")
+
+
+def _no_such_day(text: str, fmt: str) -> str:
+    """Why `text`, which `fmt` reads but for its day, is no date: " (February has no day
+    31)", or "" where that cannot be told. strptime's %d takes 1 to 31, so the day is 29, 30
+    or 31; with it written into the format, the month and year read as the 1st's."""
+    for day in (29, 30, 31):
+        try:
+            first = datetime.strptime(text, fmt.replace("%d", str(day)))
+        except ValueError:
+            continue
+        year = f" {first.year}" if (first.month, day) == (2, 29) else ""
+        return f" ({calendar.month_name[first.month]}{year} has no day {day})"
+    return ""
 
 
 # Formats an export may write dates in that the defaults never try (day and month as

@@ -14,7 +14,7 @@ from blindmatch.client.encoding.encode import EncodeResult, encode_csv
 from blindmatch.client.encoding.frequency import MIN_VALUES, untiered
 from blindmatch.client.encoding.mapping import ColumnMap
 from blindmatch.client.encoding.mapping import Mapping as ColumnMapping
-from blindmatch.client.encoding.normalise import QUERY_DATE_FORMATS
+from blindmatch.client.encoding.normalise import NOT_A_REAL_DATE, QUERY_DATE_FORMATS
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
 
@@ -131,10 +131,12 @@ def refuse_unreadable(
     and the fix there: the CSV's values and its `mapping`, not the one-person options; for
     one person, how to give a date only where one of `date_fields` was unreadable)."""
     problems = []
-    dated = False
+    dated = False  # a date that another format would read (not 31/02/1980: no format does)
+    formats = False  # and for a CSV, any value but such a date
     for fr in result.report.fields:
-        dated = dated or (fr.field in date_fields and bool(fr.invalid_rows or fr.ambiguous_rows))
         for item in (*fr.invalid_rows, *fr.ambiguous_rows):
+            formats = formats or NOT_A_REAL_DATE not in item["reason"]
+            dated = dated or (fr.field in date_fields and NOT_A_REAL_DATE not in item["reason"])
             if one_person:
                 problems.append(f"{fr.field}: {item['reason']}")
             else:
@@ -154,10 +156,14 @@ def refuse_unreadable(
         raise InputError(f"cannot read the person to {verb}: {shown}{more}; {_nothing(verb)}{hint}")
     source = result.report.source
     in_mapping = f" in {mapping.name}" if mapping else " in the mapping"
+    hint = (
+        f"; for dates, declare how the file writes them with date_format{in_mapping}"
+        if formats
+        else ""
+    )
     raise InputError(
         f"{source}: cannot read the records to {verb}: {shown}{more}; {_nothing(verb)} (fix "
-        f"or blank those values in {source}; for dates, declare how the file writes them with "
-        f"date_format{in_mapping})"
+        f"or blank those values in {source}{hint})"
     )
 
 

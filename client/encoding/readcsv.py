@@ -110,21 +110,50 @@ def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
         kept.append(raw.strip())
 
 
+def _misdated(field: str, values: list[str], mapping: Mapping, some_read: bool) -> list[str]:
+    """The warning for dates the mapping's date_format does not read but another format
+    does (`%d/%m/%Y` declared, `14.03.1988` written): the date_format that reads them."""
+    formats = suggest_date_formats(values)
+    if not formats:  # impossible dates ('31/02/1985'), not another format
+        return []
+    given = mapping.fields[field].date_format
+    example = next(v for v in values if suggest_date_formats([v])[:1] == formats[:1])
+    columns = mapping.fields[field].columns
+    where = f'column = "{columns[0]}"' if len(columns) == 1 else f"columns = {list(columns)}"
+    swapped = [g.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m") for g in given]
+    if formats[0] in swapped:  # day and month the other way round: the dates read are wrong
+        return [
+            f"{field}: values such as {example!r} cannot be read with day and month as the "
+            f"date_format of {mapping.path.name} has them ({' or '.join(given)}); the export "
+            f"writes {formats[0]}, so the dates read were read with day and month swapped: "
+            f'declare {field} = {{ {where}, date_format = "{formats[0]}" }}'
+        ]
+    keep = [*given, *formats] if some_read else formats  # a date_format replaces the others
+    written = f'"{keep[0]}"' if len(keep) == 1 else repr(keep).replace("'", '"')
+    return [
+        f"{field}: values such as {example!r} are not in the date_format of "
+        f"{mapping.path.name} ({' or '.join(given)}) but read as {formats[0]}; if the export "
+        f"writes them so, declare {field} = {{ {where}, date_format = {written} }}, checking "
+        "the order of day and month"
+    ]
+
+
 def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str:
-    """When a missing column is in the header in another case or spacing (a double or
-    non-breaking space): say so, since names are matched exactly."""
+    """When a missing column is in the header in another case, spacing or punctuation (a
+    double or non-breaking space, 'Postcode' for 'Post Code', 'post_code'): say so, since
+    names are matched exactly."""
 
     def fold(name: str) -> str:
-        return " ".join(name.split()).casefold()
+        return "".join(c for c in name.casefold() if c.isalnum())
 
     folded = {fold(name): name for name in header}
-    near = [(c, folded[fold(c)]) for c in absent if fold(c) in folded]
+    near = [(c, folded[fold(c)]) for c in absent if fold(c) and fold(c) in folded]
     if not near:
         return ""
     pairs = ", ".join(f"{name!r} for {c!r}" for c, name in near)
     return (
-        f"; column names are matched exactly, case and spaces included: the header has "
-        f"{pairs}; write them as the header does in {mapping.path.name}"
+        "; column names are matched exactly, case, spaces and punctuation included: the "
+        f"header has {pairs}; write them as the header does in {mapping.path.name}"
     )
 
 
@@ -331,6 +360,7 @@ def read_rows(
     # sample of each, to suggest the date_format that reads both.
     undated: dict[str, list[str]] = {}
     dated: dict[str, list[str]] = {}
+    misdated: dict[str, list[str]] = {}  # dates the mapping's own date_format does not read
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
     for line_no, record in _numbered(reader, csv_path):
@@ -386,12 +416,12 @@ def read_rows(
                 fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})
                 continue
             except (InvalidValue, InvalidEntryError) as exc:
-                if rule.kind == "date" and not (cmap and cmap.date_format):
-                    _sample(undated, rule.name, raw)
+                if rule.kind == "date":
+                    _sample(misdated if cmap and cmap.date_format else undated, rule.name, raw)
                 fr.invalid += 1
                 fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
                 continue
-            if rule.kind == "date" and not (cmap and cmap.date_format):
+            if rule.kind == "date":
                 _sample(dated, rule.name, raw)
             fr.present += 1
             values[index] = value
@@ -446,6 +476,8 @@ def read_rows(
             f'{{ column = "{column}", date_format = {written} }}, checking the order of day '
             "and month"
         )
+    for field, values in misdated.items():
+        report.warnings.extend(_misdated(field, values, mapping, field in dated))
     if not rows:
         what = "is empty" if not header else "has a header but no records"
         if not allow_empty:

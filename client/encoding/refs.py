@@ -51,7 +51,53 @@ def load_ref_key(path: str | Path, *, create: bool = False) -> tuple[bytes, bool
         raise InputError(f"{path}: is a folder, not a ref key file") from None
     if len(key) < 16:
         raise InputError(f"{path}: too short to be a ref key (at least 16 characters)")
+    problem = ref_key_problem(key)
+    if problem is not None:
+        raise InputError(f"{path}: not a ref key: {problem}. {REF_KEY_IS}")
     return key, False
+
+
+REF_KEY_IS = (
+    "A ref key is the member's own one-line key that `index add` or `sync` made on first use "
+    "(64 hex digits), never shared: give that file, or a path where none is yet (one is made "
+    "there)"
+)
+
+
+def ref_key_problem(key: bytes) -> str | None:
+    """Why a file's (stripped) bytes are clearly not a ref key, or None: a sealed secret, a
+    member's key, a data file (several lines). A ref key is one line of text; any such line
+    of 16 characters or more is taken, as ever (one made by hand, too)."""
+    from blindmatch.client.encoding.sharedsecret import PUBLIC_PREFIX, SEALED_FORMAT
+
+    text = key.decode("utf-8", errors="replace")
+    if SEALED_FORMAT in text:
+        return "it is a sealed linkage secret (`blindmatch secret seal`)"
+    if text.startswith(("-----BEGIN", PUBLIC_PREFIX)):
+        return "it is a key file (`blindmatch secret keygen`, or a PEM key or certificate)"
+    lines = len(text.splitlines())
+    if lines > 1:
+        return f"it has {lines} lines (a CSV or other data file?)"
+    return None
+
+
+def check_not_linkage_secret(path: str | Path, key: bytes, encoded: Encoded) -> None:
+    """Refuse a ref key that is the linkage secret `encoded` was encoded with: partners hold
+    that secret, so they could test a guessed local id against its references. Known where
+    the folder's schema is one blindmatch ships (its digest names it): that schema's
+    fingerprint under `key` is then the folder's. One scrypt (the fingerprint's 128 MiB):
+    asked of a key that was there, never of one just made."""
+    from blindmatch.client.encoding.encoded import shipped_schema
+    from blindmatch.client.encoding.fingerprint import fingerprint
+
+    schema = shipped_schema(encoded.schema_digest)
+    if schema is None or not hmac.compare_digest(fingerprint(schema, key), encoded.fingerprint):
+        return
+    raise InputError(
+        f"{path}: not a ref key: it is the linkage secret {encoded.path} was encoded with, "
+        "which your partners hold (they could test a guessed id against your references). "
+        f"{REF_KEY_IS}"
+    )
 
 
 def row_refs(ids: Iterable[str], key: bytes) -> list[str]:

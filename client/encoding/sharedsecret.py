@@ -191,9 +191,17 @@ def keygen(private: Path, public: Path, label: str) -> KeyFiles:
 def read_public(path: Path) -> tuple[X25519PublicKey, str]:
     """A member's public key file: the key and the member's label."""
     try:
-        parts = Path(path).read_text(encoding="utf-8").split()
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: public key file not found") from None
+    except UnicodeDecodeError:  # a binary file (was: a traceback)
+        text = ""
+    parts = text.split()
+    if "PRIVATE KEY-----" in text:
+        raise InputError(
+            f"{path}: is a private key (keep it, never send it): give the member's public key, "
+            "the one-line .pub file `blindmatch secret keygen --public` wrote"
+        )
     if len(parts) != 3 or parts[0] != PUBLIC_PREFIX:
         raise InputError(f"{path}: not a blindmatch public key (`blindmatch secret keygen`)")
     try:
@@ -209,6 +217,11 @@ def read_private(path: Path) -> X25519PrivateKey:
     except FileNotFoundError:
         raise InputError(f"{path}: private key file not found") from None
     except ValueError:
+        if Path(path).read_bytes().startswith(PUBLIC_PREFIX.encode()):
+            raise InputError(
+                f"{path}: is a public key: give your private key, the file `blindmatch secret "
+                "keygen --private` wrote beside it"
+            ) from None
         raise InputError(f"{path}: not a private key PEM (`blindmatch secret keygen`)") from None
     if not isinstance(key, X25519PrivateKey):
         raise InputError(f"{path}: not an X25519 private key (`blindmatch secret keygen`)")

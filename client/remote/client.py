@@ -149,8 +149,10 @@ class MatcherClient(OperatorCalls):
         *,
         progress: bool = False,
         upload_id: str | None = None,
+        allow_empty: bool = False,
     ) -> UploadReceipt:
-        """Stream an ENCODED folder's CLKs; the matcher replaces our earlier upload.
+        """Stream an ENCODED folder's CLKs; the matcher replaces our earlier upload (one of
+        records with none only where `allow_empty`: else it refuses, before any CLK).
 
         Every attempt carries the same `upload_id` (a fresh random one unless
         given), so a retry after a lost acknowledgement gets the same reply and
@@ -164,7 +166,7 @@ class MatcherClient(OperatorCalls):
         attempts = [0]
 
         def messages() -> Iterator[pb.UploadRequest]:
-            yield convert.upload_header(project, encoded, key)
+            yield convert.upload_header(project, encoded, key, allow_empty)
             per_message = max(1, UPLOAD_BYTES_PER_MESSAGE // encoded.clk_bytes)
             for block in encoded.iter_chunks(per_message):
                 yield pb.UploadRequest(clks=block)

@@ -102,7 +102,9 @@ def content_upload_id(project: str, encoded: Encoded) -> str:
     return "c-" + hashlib.sha256("\n".join(parts).encode()).hexdigest()[:48]
 
 
-def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.UploadRequest:
+def upload_header(
+    project: str, encoded: Encoded, client_upload_id: str, allow_empty: bool = False
+) -> pb.UploadRequest:
     return pb.UploadRequest(
         header=pb.UploadHeader(
             project=project,
@@ -115,6 +117,7 @@ def upload_header(project: str, encoded: Encoded, client_upload_id: str) -> pb.U
             fallback_bits=encoded.fallback_bits,
             schema_digest=encoded.schema_digest,
             rule=score_rule(encoded.rule),
+            allow_empty=allow_empty,
         )
     )
 

@@ -19,6 +19,8 @@ LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
 def _read(path: str | None, what: str) -> bytes | None:
+    """A certificate (chain) or private key file's bytes; what it holds is checked by
+    `channel_credentials` and `server_credentials`, which know the flag it was given by."""
     if path is None:
         return None
     try:
@@ -40,9 +42,10 @@ def channel_credentials(
 ) -> grpc.ChannelCredentials | None:
     """TLS credentials for the client (with `tls` and no `ca_cert`: the system's trusted
     CAs), or None for plaintext (loopback only, unless --insecure). A CA file with no
-    certificate, or a client key that is not its certificate's, is an InputError naming the
-    file and its flag (`flags`: the CA's, the certificate's, the key's), before any
-    connection (it was `cannot reach the matcher ... Failed to create security handshaker`)."""
+    certificate, a client certificate or key that is not one, or a key that is not its
+    certificate's, is an InputError naming the file and its flag (`flags`: the CA's, the
+    certificate's, the key's), before any connection (it was `cannot reach the matcher ...
+    Failed to create security handshaker`, exit 4)."""
     ca_flag, cert_flag, key_flag = flags
     if (client_cert is None) != (client_key is None):
         raise InputError(f"{cert_flag} and {key_flag} go together")
@@ -95,29 +98,39 @@ def _check_server_pems(
 
 def _key_of(cert_pem: bytes, key_pem: bytes, cert: tuple[str, str], key: tuple[str, str]) -> None:
     """The certificate and its key, each of its kind and the one the other's: else an
-    InputError naming the flag and file at fault (`cert`, `key`: flag and file)."""
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    InputError naming the flag and file at fault (`cert`, `key`: flag and file). gRPC took
+    any bytes for either."""
+    from cryptography.hazmat.primitives import serialization
 
     certificate = _certificate(cert_pem, " ".join(cert))
+    named = " ".join(key)
     try:
-        private = load_pem_private_key(key_pem, password=None)
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"{' '.join(key)}: not an unencrypted PEM private key ({exc})") from None
-    if private.public_key() != certificate.public_key():
+        private = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:  # a key with a passphrase
+        raise InputError(f"{named}: the key is encrypted; give it without a passphrase") from None
+    except ValueError:
         raise InputError(
-            f"{' '.join(key)} is not the key of {' '.join(cert)} (the certificate holds "
-            "another public key): give the key the certificate was issued for"
+            f"{named}: not a PEM private key (a text file starting -----BEGIN PRIVATE KEY-----)"
+        ) from None
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if private.public_key().public_bytes(*raw) != certificate.public_key().public_bytes(*raw):
+        raise InputError(
+            f"{named} is not the key of {' '.join(cert)} (the certificate holds another "
+            "public key): give the key the certificate was issued for"
         )
 
 
 def _certificate(pem: bytes, named: str) -> x509.Certificate:
-    """The first certificate of a PEM file, or an InputError naming it."""
+    """The first certificate of a PEM file, or an InputError naming it (`named`: its flag
+    and file)."""
     from cryptography import x509
 
     try:
         return x509.load_pem_x509_certificates(pem)[0]
     except ValueError:
-        raise InputError(f"{named}: holds no PEM certificate") from None
+        raise InputError(
+            f"{named}: holds no PEM certificate (a text file starting -----BEGIN CERTIFICATE-----)"
+        ) from None
 
 
 def listen_address(listen: str) -> tuple[str, int]:
@@ -143,11 +156,23 @@ def client_target(server: str) -> tuple[str, bool]:
     `HOST:PORT` plaintext unless TLS files are given."""
     if server.startswith(TLS_SCHEME):
         return server[len(TLS_SCHEME) :], True
-    if server.startswith(PLAIN_SCHEME):
-        return server[len(PLAIN_SCHEME) :], False
-    if "://" in server:
+    if "://" in server and not server.startswith(PLAIN_SCHEME):
         raise InputError(f"--server {server}: use HOST:PORT, or grpcs://HOST:PORT for TLS")
+    server = server.removeprefix(PLAIN_SCHEME)
+    if not _has_port(server):  # a typo ('localhost50051') read as a host on port 443
+        raise InputError(
+            f"--server {server!r}: expected HOST:PORT, e.g. 127.0.0.1:50051 (or "
+            "grpcs://HOST:PORT for TLS)"
+        )
     return server, False
+
+
+def _has_port(address: str) -> bool:
+    """Whether a plaintext client `address` ends in :PORT (a unix: socket needs none)."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return True
+    host, sep, port = address.rpartition(":")
+    return bool(sep and host) and port.isdigit() and int(port) <= 65535
 
 
 def is_loopback(address: str) -> bool:

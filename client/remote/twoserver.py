@@ -29,7 +29,7 @@ from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.npzfile import Rows
 from blindmatch.client.encoding.sharedfiles import UploadRows, row_ranges, rows_of
 from blindmatch.client.encoding.sharing import SharedUpload
-from blindmatch.client.errors import InputError, MatcherError, RejectedError
+from blindmatch.client.errors import InputError, MatcherError
 from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.convert import score_rule
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
@@ -203,9 +203,6 @@ def acknowledged_sha256(client: MatcherClient, project: str, encoded: Encoded) -
     return also
 
 
-NOT_TWO_SERVER = "is not a two-server project"  # the matcher's refusal of a CLK project's
-
-
 def ticket(
     client: MatcherClient,
     project: str,
@@ -223,17 +220,6 @@ def ticket(
                                              timeout=client.timeout),
     )  # fmt: skip
     return TwoServerTicket(reply.ticket, reply.name, reply.s1, reply.s2, reply.expires_unix)
-
-
-def ticket_if_two_server(client: MatcherClient, project: str) -> TwoServerTicket | None:
-    """A ticket when `project` is in two-server mode; None for a CLK project (asking
-    stores and audits nothing)."""
-    try:
-        return ticket(client, project)
-    except RejectedError as exc:
-        if NOT_TWO_SERVER in str(exc):
-            return None
-        raise
 
 
 @dataclass(frozen=True)
@@ -256,6 +242,7 @@ def project_upload(
     s2: str = "",
     say: Callable[[str], None] | None = None,
     progress: bool = False,
+    allow_empty: bool = False,
 ) -> ProjectUpload:
     """Send a member's two-server upload in a project in two-server mode: a ticket from the
     matcher for the header the upload will carry (an encoding that differs from the
@@ -265,7 +252,8 @@ def project_upload(
     refused after that stops it: the matcher then holds the member's earlier upload (or
     none), which a run refuses while S1 or S2 holds another, so nothing runs on half an
     upload. `upload`: in memory, or read from its files a part at a time (`open_shared`);
-    `progress`: each role's part as it goes, on stderr (`RoleClient.upload`)."""
+    `progress`: each role's part as it goes, on stderr (`RoleClient.upload`); `allow_empty`:
+    no records may replace the member's current upload of some (else the ticket is refused)."""
     upload = rows_of(upload)
     if len(upload) != encoded.record_count:
         raise InputError(
@@ -276,7 +264,7 @@ def project_upload(
         project=project, clk_bits=0, record_count=len(upload),
         fingerprint=encoded.fingerprint, sha256=shares_sha256(upload.shares["s2"]),
         schema_digest=encoded.schema_digest, rule=score_rule(encoded.rule),
-        two_server_bits=[8 * s.shape[1] for s in upload.shares["s2"]],
+        two_server_bits=[8 * s.shape[1] for s in upload.shares["s2"]], allow_empty=allow_empty,
     )  # fmt: skip
     t = ticket(client, project, header)
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
@@ -333,7 +321,6 @@ def half_sent(exc: MatcherError, holding: list[str]) -> MatcherError:
 
 
 __all__ = [
-    "NOT_TWO_SERVER",
     "ProjectUpload",
     "RoleClient",
     "TwoServerLinks",
@@ -342,6 +329,5 @@ __all__ = [
     "project_upload",
     "shares_sha256",
     "ticket",
-    "ticket_if_two_server",
     "upload_parts",
 ]

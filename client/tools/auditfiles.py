@@ -11,11 +11,9 @@ return) is prefixed with `'`.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from html import escape
 from typing import Any
 
@@ -68,16 +66,21 @@ def _safe_cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA) else text
 
 
-def to_csv(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([_safe_cell(c) for c in row] for row in rows)
-    return buf.getvalue()
+def safe_rows(rows: Iterable[Sequence[str]]) -> Iterator[list[str]]:
+    """Each row's cells as a CSV of them is written: a spreadsheet formula made text."""
+    for row in rows:
+        yield [_safe_cell(c) for c in row]
 
 
-def entries_csv(entries: Iterable[Entry]) -> str:
-    return to_csv(COLUMNS, (cells(e) for e in entries))
+def entry_rows(entries: Iterable[Entry]) -> Iterator[list[str]]:
+    """The CSV's rows (after its header, `COLUMNS`), an entry at a time."""
+    return safe_rows(cells(e) for e in entries)
+
+
+def jsonl_lines(entries: Iterable[Entry]) -> Iterator[str]:
+    """The JSON-lines export, a line an entry."""
+    for e in entries:
+        yield json.dumps(e, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 CSS = """
@@ -90,13 +93,12 @@ td.wrap { max-width: 28em; overflow-wrap: anywhere; }
 """
 
 
-def to_html(title: str, intro: str, header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """One self-contained page: a title, a paragraph and a table, every value escaped."""
-    body = "".join(
-        "<tr>" + "".join(f'<td class="wrap">{escape(c)}</td>' for c in row) + "</tr>\n"
-        for row in rows
-    )
-    return (
+def html_parts(
+    title: str, intro: str, header: Sequence[str], rows: Iterable[Sequence[str]]
+) -> Iterator[str]:
+    """One self-contained page: a title, a paragraph and a table, every value escaped; its
+    parts in order, a table row each, for a file to be written as they come."""
+    yield (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'\">"
@@ -104,19 +106,25 @@ def to_html(title: str, intro: str, header: Sequence[str], rows: Iterable[Sequen
         f"<h1>{escape(title)}</h1>\n<p>{escape(intro)}</p>\n"
         "<table><thead><tr>"
         + "".join(f"<th>{escape(h)}</th>" for h in header)
-        + f"</tr></thead><tbody>\n{body}</tbody></table>\n"
+        + "</tr></thead><tbody>\n"
+    )
+    for row in rows:
+        yield "<tr>" + "".join(f'<td class="wrap">{escape(c)}</td>' for c in row) + "</tr>\n"
+    yield (
+        "</tbody></table>\n"
         f'<p class="muted">Made {escape(iso(time.time()))} by blindmatch '
         f"{escape(__version__)}. Times are UTC.</p>\n</body></html>\n"
     )
 
 
-def entries_html(entries: Sequence[Entry], scope: str) -> str:
+def entries_html(entries: Sequence[Entry], scope: str) -> Iterator[str]:
+    """The export's page (`html_parts`); its opening says how many entries: all are held."""
     intro = (
         f"{len(entries)} audit entries ({scope}). A member's export holds its own actions, "
         "what was done to it, project-wide events, and its partners' disclosures about its "
         "records as one partner.disclosures line per partner per closed UTC day."
     )
-    return to_html("blindmatch audit log", intro, COLUMNS, (cells(e) for e in entries))
+    return html_parts("blindmatch audit log", intro, COLUMNS, (cells(e) for e in entries))
 
 
 # -- who in my organisation looked at what, and why ------------------------------------------
@@ -124,10 +132,10 @@ def entries_html(entries: Sequence[Entry], scope: str) -> str:
 WHO_COLUMNS = ("time", "member", "user", "what", "purpose", "partners", "records")
 
 
-def who_looked(entries: Iterable[Entry]) -> list[list[str]]:
+def who_looked(entries: Iterable[Entry]) -> Iterator[list[str]]:
     """Every consultation and disclosure made by a member (through its users or its own
-    token), oldest first: when, who, what, why, whose information and how many records."""
-    rows = []
+    token), oldest first: when, who, what, why, whose information and how many records;
+    a row at a time, as `entries` come."""
     for e in entries:
         what = CONSULTATIONS.get(str(e["action"]))
         actor = str(e["actor"])
@@ -141,35 +149,31 @@ def who_looked(entries: Iterable[Entry]) -> list[list[str]]:
         records = detail.get("records", "")
         if e["action"] == "results.disclose":  # how many of its records each partner holds
             records = _mapping(detail.get("counts") or {})
-        rows.append(
-            [
-                iso(float(e["time"])),
-                actor,
-                str(e.get("user") or ORGANISATION_TOKEN),
-                what,
-                str(e.get("purpose") or ""),
-                _mapping(e.get("disclosed") or {}),
-                str(records),
-            ]
-        )
-    return rows
+        yield [
+            iso(float(e["time"])),
+            actor,
+            str(e.get("user") or ORGANISATION_TOKEN),
+            what,
+            str(e.get("purpose") or ""),
+            _mapping(e.get("disclosed") or {}),
+            str(records),
+        ]
 
 
-def who_text(rows: Sequence[Sequence[str]]) -> str:
-    """The report as aligned text columns."""
+def who_text(rows: Sequence[Sequence[str]]) -> Iterator[str]:
+    """The report as aligned text columns, a line at a time (the widths need every row)."""
     if not rows:
-        return "No consultations or disclosures recorded.\n"
-    table = [list(WHO_COLUMNS), *[list(r) for r in rows]]
-    widths = [max(len(r[i]) for r in table) for i in range(len(WHO_COLUMNS))]
-    return "".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n" for r in table
-    )
+        yield "No consultations or disclosures recorded.\n"
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(WHO_COLUMNS)]
+    for r in (WHO_COLUMNS, *rows):
+        yield "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() + "\n"
 
 
-def who_html(rows: Sequence[Sequence[str]], scope: str) -> str:
+def who_html(rows: Sequence[Sequence[str]], scope: str) -> Iterator[str]:
     intro = (
         f"Who looked at what, and why ({scope}): {len(rows)} consultations and disclosures, "
         f"each with the named user who made it ({ORGANISATION_TOKEN} where the member's own "
         "token was used) and the purpose given."
     )
-    return to_html("Who looked at what, and why", intro, WHO_COLUMNS, rows)
+    return html_parts("Who looked at what, and why", intro, WHO_COLUMNS, rows)

@@ -13,6 +13,7 @@ them. Plain functions only; the plots live in `client.tools.plots`.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
@@ -61,6 +62,29 @@ class Quality:
         )
 
 
+# A results file at the count level (client/results.py HEADERS): how many records each
+# partner shares, never which.
+COUNT_HEADER = ["partner", "shared_subjects"]
+
+
+def _refuse_counts(path: Path) -> None:
+    """A count-level results file, said as such: it names no record, so no hit of it can be
+    scored (was: "column(s) record_id missing", as for a file of another kind)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = [h.strip() for h in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError):
+        return  # (read_csv_lines says what is wrong with it)
+    if header[: len(COUNT_HEADER)] == COUNT_HEADER:
+        raise InputError(
+            f"{path}: count-level results (partner,shared_subjects: how many of your records "
+            "each partner shares, the project's `count` disclosure) name no record, so they "
+            "cannot be scored against a truth file. evaluate scores results at the hits, "
+            "mapping or scores level (record_id,partner,...): a project created with "
+            "--disclose hits, mapping or scores (scores for a threshold sweep)"
+        )
+
+
 def read_results(path: str | Path, member: str) -> list[Scored]:
     """A results file (hits, mapping or scores level) as scored hits of `member`, in file
     order, each with its line in the file (as an editor numbers them). A row without a
@@ -68,6 +92,7 @@ def read_results(path: str | Path, member: str) -> list[Scored]:
     and not others, and a (record, partner) listed twice are each an `InputError` naming
     the row."""
     path = Path(path)
+    _refuse_counts(path)
     rows = read_csv_lines(path, ("record_id", "partner"))
     out: list[Scored] = []
     seen: dict[tuple[str, str], int] = {}

@@ -190,13 +190,15 @@ OPERATOR_ON_MEMBER_CALL = (
 
 
 def require_member(caller: Caller, project: str, store: Store) -> str:
-    """The calling member's name, if it may act in `project`."""
+    """The calling member's name, if it may act in `project`. A member's token for another
+    project is refused in one wording whether or not that project exists (or has expired):
+    project names are sensitive, and a member of one project must not probe for others'.
+    (`store`: the project's own calls look it up after this, NotFound once it expired.)"""
     if not project:
         raise InvalidArgument("project: required")
     if caller.is_operator:
         raise PermissionDenied(OPERATOR_ON_MEMBER_CALL)
     if caller.project != project:
-        store.project(project)  # a project that does not exist or has expired: NotFound
         raise PermissionDenied(f"this token does not belong to project {project!r}")
     return caller.member
 

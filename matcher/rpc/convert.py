@@ -112,6 +112,7 @@ def upload_header(header: pb.UploadHeader) -> UploadHeader:
         two_server_ticket=header.two_server_ticket,
         two_server_bits=tuple(header.two_server_bits),
         rule=score_rule(header.rule),
+        allow_empty=header.allow_empty,
     )
 
 

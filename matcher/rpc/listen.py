@@ -3,6 +3,9 @@ two-server roles: plaintext or TLS, and one error when the address cannot be lis
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import grpc
 
 # Each server's port its own: gRPC sets SO_REUSEPORT by default on Linux, so a second matcher,
@@ -28,3 +31,26 @@ def cannot_listen(address: str) -> OSError:
     return OSError(
         f"could not listen on {address} (is the port taken, or the address not this machine's?)"
     )
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another socket listens on `host`:`port` (port 0: never), by a probe bound and
+    let go at once: for a start to say so before it makes anything (`serve`'s new data dir),
+    and without gRPC's own error line. A probe, not a promise: the port may be taken between
+    it and the server's bind, which `add_port` still refuses (`cannot_listen`)."""
+    if port == 0:
+        return False
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:  # (a host that does not resolve: the server's bind says so)
+        return False
+    for family, kind, proto, _, where in found:
+        with socket.socket(family, kind, proto) as probe:
+            # As gRPC binds: a port held only by closed connections' TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(where)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    return True
+    return False

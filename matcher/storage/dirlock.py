@@ -47,19 +47,19 @@ def hold(root: Path, what: str) -> int | None:
     life: the open folder's descriptor, which the caller keeps open, or None where the folder
     cannot be locked (not a folder, not made, a file system without `flock`): the start goes
     on and says its own error. `what` names the server for the refusal (`blindmatch serve`)."""
-    if not root.exists():
-        try:
+    try:  # (exists() itself fails on a name too long: the start says so, naming --data-dir)
+        if not root.exists():
             root.parent.mkdir(parents=True, exist_ok=True)
             root.mkdir(mode=DIR_MODE, exist_ok=True)
-        except OSError:
-            return None
+    except OSError:
+        return None
     fd, busy = _locked(root, fcntl.LOCK_EX)
     if busy:
         raise StartupRefused(
-            f"{root}: another process serves this data dir (a `blindmatch serve` or "
-            f"`two-server role` still running on it), so {what} will not start on it "
-            "and has changed nothing: one process per data dir. Stop that one first "
-            "(SIGTERM), or give another --data-dir"
+            f"--data-dir {root}: another process is serving it (a `blindmatch serve` or "
+            f"`two-server role` still running on it), so {what} will not start on it and "
+            "has changed nothing: one data dir, one process. Stop that one first (SIGTERM), "
+            "or give this one a data dir of its own"
         )
     return fd
 

@@ -64,6 +64,10 @@ class ProjectRequest:
     mode: str = ""  # "": the matcher's default
 
 
+# What a project or member name may be (domain.NAME_RE), said when one is refused.
+NAME_RULE = "lower-case letters, digits, '_', '.', '-'; at most 64; starting with a letter or digit"
+
+
 def create_project(
     store: Store,
     request: ProjectRequest,
@@ -75,17 +79,17 @@ def create_project(
     `two_server_ready`: the matcher was started with S1 and S2."""
     name, members = request.name, request.members
     if not valid_name(name):
-        raise InvalidArgument(
-            f"name: {name!r} is not a valid project name (lower-case letters, digits, "
-            "'_', '.', '-'; at most 64; starting with a letter or digit)"
-        )
+        raise InvalidArgument(f"name: {name!r} is not a valid project name ({NAME_RULE})")
     if len(members) > MAX_MEMBERS:
         raise InvalidArgument(
             f"members: {len(members)} members; a project has at most {MAX_MEMBERS}"
         )
     bad = [m for m in members if not valid_name(m)]
     if bad:
-        raise InvalidArgument(f"members: invalid member name(s) {', '.join(map(repr, bad))}")
+        raise InvalidArgument(
+            f"members: invalid member name(s) {', '.join(map(repr, bad))} ({NAME_RULE}; "
+            "e.g. north-police)"
+        )
     if len(set(members)) != len(members):
         raise InvalidArgument("members: names repeat")
     if len(members) < 2:

@@ -154,7 +154,7 @@ def issue_ticket(
     if setup is None:
         raise not_set_up("project")
     if planned is not None:
-        check_planned_two_server(store, replace(planned, project=project), member)
+        check_planned_two_server(store, replace(planned, project=project), member, query)
     tag = secrets.token_hex(12)
     name = tickets.query_name(project, member, tag) if query else f"{project}/{member}/{tag}"
     if not query:  # not whole until the matcher takes it (storage/ticket_store.py)

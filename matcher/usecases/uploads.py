@@ -51,7 +51,7 @@ from blindmatch.matcher.errors import (
 )
 from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
 from blindmatch.matcher.storage.store import Store
-from blindmatch.protos.wire import fingerprint_id
+from blindmatch.protos.wire import REPLACES_RECORDS_METADATA, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -72,6 +72,7 @@ class UploadHeader:
     two_server_ticket: str = ""  # a two-server project's upload: a header alone
     two_server_bits: tuple[int, ...] = ()  # their CLKs' widths (record-level, fallback)
     rule: Rule = NO_RULE  # the schema's rule over both CLKs (core.fallback); checked here
+    allow_empty: bool = False  # no records may replace the member's current upload of some
 
 
 @dataclass(frozen=True)
@@ -177,11 +178,14 @@ def two_server_widths(header: UploadHeader, field: str = "header") -> tuple[int,
     return tuple(widths)
 
 
-def check_planned_two_server(store: Store, header: UploadHeader, member: str) -> None:
+def check_planned_two_server(
+    store: Store, header: UploadHeader, member: str, query: bool = False
+) -> None:
     """The header a two-server upload will carry, checked before its ticket is issued
     (TwoServerTicket's `upload`): what Upload checks of it without the ticket or the shares
     (widths, fingerprint, schema digest, rule), and that its encoding is the project's
-    current uploads', so that a mismatch is refused before a share reaches S1 or S2."""
+    current uploads', so that a mismatch is refused before a share reaches S1 or S2; and,
+    but for a `query`'s records (which replace no upload), that it empties no upload."""
     widths = two_server_widths(header, "upload")
     check_fingerprint(header.fingerprint, "upload.fingerprint")
     schema = header.schema_digest
@@ -190,7 +194,30 @@ def check_planned_two_server(store: Store, header: UploadHeader, member: str) ->
     rule = header.rule
     checked_rule(rule.gap, rule.offset, rule.reach, widths[1] if len(widths) > 1 else 0,
                  "upload.rule")  # fmt: skip
+    if not query:
+        check_not_emptying(store, header, member, "upload")
     check_matches_project(store, header, member)
+
+
+def check_not_emptying(
+    store: Store, header: UploadHeader, member: str, field: str = "header"
+) -> None:
+    """Refuse an upload of no records that would replace `member`'s current upload of some,
+    unless its header says so (`allow_empty`): nothing is lost silently. The records it
+    would replace go in the trailing metadata too (the command line names them)."""
+    if header.record_count or header.allow_empty:
+        return
+    current = store.current_uploads(header.project).get(member)
+    if current is None or not current.record_count:
+        return
+    n = current.record_count
+    exc = FailedPrecondition(
+        f"{field}.record_count: an upload of no records would replace {member}'s current "
+        f"upload of {n} record{'s' if n != 1 else ''} (upload {current.id}); set "
+        f"{field}.allow_empty to replace it with none (`blindmatch upload --allow-empty`)"
+    )
+    exc.trailing = ((REPLACES_RECORDS_METADATA, str(n)),)
+    raise exc
 
 
 def header_encoding(header: UploadHeader) -> Encoding:
@@ -261,6 +288,7 @@ def receive_upload(
                        same_scoring=scored)  # fmt: skip
         log.info("%s/%s retried upload %s: acknowledged again", header.project, member, key)
         return UploadReceipt(earlier.id, count, earlier.sha256, replayed=True)
+    check_not_emptying(store, header, member)
     check_matches_project(store, header, member)
     if two_server is not None:
         return _two_server_upload(store, member, header, chunks, two_server, check)

@@ -188,18 +188,24 @@ class Pair:
     overlap: float  # share of the victim's people the attacker holds
 
 
-def write_pair(folder: Path, seed: int, size: int, overlap: float = 1.0) -> Pair:
+def write_pair(
+    folder: Path, seed: int, size: int, overlap: float = 1.0, partner: int | None = None
+) -> Pair:
     """`size` people exported by a police force (the victim), and another organisation's
-    export of `size` people of whom `overlap` are the victim's, with its own errors.
+    export of `size` people (`partner`, where given) of whom `overlap` x `size` are the
+    victim's, with its own errors.
 
     What the graph-matching attack (`client.tools.privacy.graph`) assumes of the matcher: it holds
     plaintext on many of the people a member uploads, from elsewhere.
     """
     rng = random.Random(seed + 3)
-    extra = size - round(overlap * size)
+    shared = round(overlap * size)
+    extra = (size if partner is None else partner) - shared
+    if extra < 0:
+        raise ValueError(f"a partner of {partner} records holds fewer than {shared} shared")
     people = population(size + extra, seed)
     victim, others = people[:size], people[size:]
-    held = rng.sample(victim, size - extra) + others
+    held = rng.sample(victim, shared) + others
     rng.shuffle(held)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "mapping.toml").write_text(MAPPING, encoding="utf-8")

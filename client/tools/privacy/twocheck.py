@@ -59,6 +59,7 @@ from blindmatch.client.tools.privacy.twoattacks import (
     real_view,
     unpartnered_attack,
 )
+from blindmatch.client.tools.privacy.twokeys import KeyViews
 from blindmatch.client.tools.privacy.twomembers import (
     Member,
     export_members,
@@ -70,6 +71,20 @@ from blindmatch.client.tools.privacy.twomembers import (
 # Fewer records of A are not attacked (NO VERDICT, as the CLK check's small samples): one
 # record is then 0.2%+ of a share, and a lucky claim would decide the verdict.
 MIN_SAMPLE = 500
+# A member B of at most `DENSE_UP_TO` records is put through the roles' own run and attacked
+# dense (trilateration.py: B x B float32 scores beside the attacker's own levels of every
+# person of A and B); a larger one does not fit 4 GB (its sealed upload alone: 3.4 GB at peak
+# at 12,000 records, 4.5 GB at 16,000, measured; the dense attack 3.25 GB at 16,005), so its
+# S1's and S2's views are made from band keys (twokeys.py) and attacked sparse (trisparse.py:
+# each record of B scored against the `NEAR` nearest records of its seeded candidates'
+# people). `privacy-check --partner-records`, `--near`, `--dense-up-to`.
+DENSE_UP_TO = 12_000
+NEAR = 32
+# A partner over DENSE_UP_TO: S1's and S2's views from band keys, no other role's.
+KEYED = (
+    "views: S1's and S2's from the members' band keys (twokeys.py; the roles' own run "
+    "does not fit a partner this large); C's view and S2's of A's own pairs not attacked"
+)
 # The views' entry naming the pairs of members S1 did not block (twoviews.py NOT_BLOCKED).
 UNBLOCKED_VIEW = "members not blocked"
 Views = Mapping[str, tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]]
@@ -92,6 +107,9 @@ class TwoServerReport(CheckReport):
     readings: dict[str, dict[float, float]] = field(default_factory=dict)
     kept: dict[str, float] = field(default_factory=dict)  # the reading each row kept
     short: bool = False  # A had fewer than MIN_SAMPLE records: nothing attacked, no verdict
+    partner_records: int = 0  # member B's records
+    near: int = 0  # B's side of trilateration sparse over each record's `near` nearest; 0: dense
+    keyed: bool = False  # S1's and S2's views from band keys (twokeys.py): C's not attacked
 
     @property
     def too_few(self) -> bool:
@@ -109,8 +127,9 @@ class TwoServerReport(CheckReport):
         if worst is None:
             return "NO VERDICT: no view was attacked"
         if self.passed:
+            on = "S1's and S2's views (C's not attacked)" if self.keyed else "every role's view"
             return (
-                f"PASS: every attack on every role's view re-identified under {self.limit:.0%} "
+                f"PASS: every attack on {on} re-identified under {self.limit:.0%} "
                 f"of records (worst: {worst.record_share:.2%}, {worst.attack} on "
                 f"{worst.encoding}'s view)"
             )
@@ -124,7 +143,10 @@ class TwoServerReport(CheckReport):
         lines = [
             f"privacy-check (two-server mode) of {self.source}: {self.records} records of "
             f"member A, hardening: {self.hardening}",
+            f"  member B: {self.partner_records:,} records; trilateration: {self.side()}",
         ]
+        if self.keyed:
+            lines.append(f"  {KEYED}")
         if self.short:
             return "\n".join([*lines, self.verdict()])
         lines.append(f"  {'role':<4} {'attack':<28} {'A':>8} {'B':>8}  view")
@@ -144,6 +166,13 @@ class TwoServerReport(CheckReport):
         lines.append(self.verdict())
         return "\n".join(lines)
 
+    def side(self) -> str:
+        """Which trilateration attack ran, on B's side."""
+        if not self.near:
+            return "dense (B x B scores)"
+        return (f"sparse (each record of B scored against the {self.near} nearest records of "
+                "its seeded candidates' people)")  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         roles: dict[str, dict[str, float]] = {}
         for r in self.results:
@@ -153,7 +182,19 @@ class TwoServerReport(CheckReport):
             for attack, shares in self.readings.items()
         }
         return {**super().to_dict(), "mode": self.mode, "roles": roles,
-                "partner": self.partner, "s2_readings": s2}  # fmt: skip
+                "partner": self.partner, "s2_readings": s2,
+                "partner_records": self.partner_records,
+                "trilateration": {"attack": "sparse" if self.near else "dense",
+                                  "near": self.near or None},
+                "views": KEYED if self.keyed else "the roles' own run"}  # fmt: skip
+
+
+def attack_near(partner: int, near: int | None = None, dense_up_to: int = DENSE_UP_TO) -> int:
+    """`check_members`' `near` for a member B of `partner` records: `near` where given (the
+    sparse attack at any size), else 0 (dense) up to `dense_up_to` records and `NEAR` above."""
+    if near is not None:
+        return near
+    return 0 if partner <= dense_up_to else NEAR
 
 
 def check_members(
@@ -170,6 +211,7 @@ def check_members(
     third: bool = True,
     roles: Collection[str] | None = None,
     near: int = 0,
+    keyed: KeyViews | None = None,
 ) -> TwoServerReport:
     """Encode members A, B (and M, a noisy copy of half of A) as a two-server project uploads
     them, build each role's view of A and B with `role_views` (the run's own roles) and attack
@@ -178,20 +220,28 @@ def check_members(
     gives a run that repeats); `third` False leaves M out (a project of two: C's view without
     extras or reach pairs); `roles`: attack only these of `ROLES` (None: every one); `near`:
     the attacker holds its levels for A's people only and B's side of trilateration sparse,
-    over each record's `near` nearest (trisparse.py: a member B of 64,000 records and more)."""
+    over each record's `near` nearest (trisparse.py: a member B of 64,000 records and more);
+    `keyed`: S1's and S2's views from A's and B's rows (twokeys.py `key_views`, a partner too
+    large for the roles' sealed uploads) instead of the uploads and `role_views`, whose M,
+    C's views and S2's of A's own pairs it does not make: the report says so."""
     (a_rows, a_people), (b_rows, b_people), (u_rows, u_people) = members
     if len(a_rows) < MIN_SAMPLE:  # NO VERDICT, as the CLK check gives on a small sample
-        return TwoServerReport(source, len(a_rows), hardening.describe(), [], [], short=True)
+        return TwoServerReport(source, len(a_rows), hardening.describe(), [], [], short=True,
+                               partner_records=len(b_rows), near=near)  # fmt: skip
     # M: a third organisation's noisy copy of half of A's people (a half of its own), so that
     # the run has groups of three (extras, completion's reach pairs); attacked in no view.
     half = np.random.default_rng(4).permutation(len(a_rows))[: len(a_rows) // 2]
     m_rows = population.noisy_copy([a_rows[i] for i in sorted(half.tolist())],
                                    [rule.kind for rule in schema.rules], seed=5)  # fmt: skip
-    uploads = [upload(schema, rows, secret, hardening)
-               for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
-    views = dict(role_views(uploads, threshold, schema.rule))  # the run applies the rule
-    clks = len(uploads[0].s1.bands)
-    del uploads  # not read again (a large member's sealed band keys are large)
+    if keyed is None:
+        uploads = [upload(schema, rows, secret, hardening)
+                   for rows in (a_rows, b_rows, *([m_rows] if third else []))]  # fmt: skip
+        views = dict(role_views(uploads, threshold, schema.rule))  # the run applies the rule
+        clks = len(uploads[0].s1.bands)
+        del uploads  # not read again (a large member's sealed band keys are large)
+    else:
+        views, clks = dict(keyed(a_rows, b_rows)), 2 if schema.fallback else 1
+        third, roles = False, [r for r in ROLES if r in views and r in (roles or ROLES)]
     wanted = set(ROLES if roles is None else roles)
     if third and "C*" in wanted:  # C's view and its reach pairs' worst under S1's quota
         ab = [upload_views(schema, rows, secret, hardening)[0] for rows in (a_rows, b_rows)]
@@ -207,7 +257,9 @@ def check_members(
     truth_a = np.array([where.get(q, -1) for q in a_people], dtype=np.intp)
     truth_b = np.array([where.get(q, -1) for q in b_people], dtype=np.intp)
     real = int((truth_a >= 0).sum())
-    report = TwoServerReport(source, real, hardening.describe(), [], [])
+    report = TwoServerReport(source, real, hardening.describe(), [], [],
+                             partner_records=len(b_rows), near=near,
+                             keyed=keyed is not None)  # fmt: skip
     # the attacker's own Dice graph: every view's model starts from it
     graph = cross_graph(u, np.unique(truth_a[truth_a >= 0]), near) if near else own_graph(u)
     # A and B not blocked only if the views say so (a blocked pair may have empty views too)
@@ -258,10 +310,14 @@ def check_members(
 
 
 __all__ = [
+    "DENSE_UP_TO",
+    "KEYED",
     "MIN_SAMPLE",
+    "NEAR",
     "NOT_BLOCKED",
     "S2_READINGS",
     "TwoServerReport",
+    "attack_near",
     "check_members",
     "export_members",
     "read_counts",
