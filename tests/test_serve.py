@@ -261,6 +261,24 @@ def test_serve_on_a_port_in_use_says_so_and_makes_no_data_dir(tmp_path: Path) ->
     assert not data.exists()
 
 
+def test_serve_checks_the_port_before_its_tls_files(tmp_path: Path) -> None:
+    """`serve`'s checks in order (the merge of newops' TLS check and uxpolish's port probe):
+    the port, then the TLS files, then the data dir's lock; a taken port is said first."""
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"not a certificate")
+    data = tmp_path / "new-data"
+    with taken_port() as listen:
+        done = subprocess.run(
+            [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
+             listen, "--tls-cert", str(junk), "--tls-key", str(junk)],
+            capture_output=True, text=True, cwd=ROOT, timeout=60,
+            env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == said_taken(listen, "a matcher", data)
+    assert not data.exists()
+
+
 def test_a_data_dir_that_cannot_be_made_is_named_as_the_data_dir_not_the_listen_address(
     tmp_path: Path,
 ) -> None:
