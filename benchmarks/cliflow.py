@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.ports import PortTaken
+from benchmarks.ports import PortTaken, said_taken
 
 BLINDMATCH = [sys.executable, "-m", "blindmatch"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,7 +141,7 @@ def _started(argv: list[str], admin: str, cpus: set[int] | None) -> Iterator[Ser
             if taken and proc.returncode == 2:  # (benchmarks/ports.py `on_free_ports` retries)
                 raise PortTaken(f"blindmatch {what}: {' '.join(argv[len(BLINDMATCH) :])}")
             raise RuntimeError(f"blindmatch {what} exited {proc.returncode}")
-        taken = taken or "could not listen on" in line
+        taken = taken or said_taken(line)
         if m := re.search(r"listening on [\d.]+:(\d+)", line):
             port = int(m.group(1))
     if port is None:

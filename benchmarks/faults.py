@@ -73,7 +73,7 @@ from benchmarks.knownclks import (  # noqa: E402
     population,
     write,
 )
-from benchmarks.ports import PORT_TRIES, PortTaken  # noqa: E402
+from benchmarks.ports import PORT_TRIES, PortTaken, said_taken  # noqa: E402
 from benchmarks.workdir import add_keep, work_dir  # noqa: E402
 from blindmatch.cli import main as cli_main  # noqa: E402
 from blindmatch.client import MatcherClient  # noqa: E402
@@ -148,7 +148,7 @@ class Server:
                 if self.process.returncode == 2 and taken:
                     raise PortTaken(self.target)
                 raise RuntimeError(f"blindmatch serve exited {self.process.returncode}")
-            taken = taken or "could not listen on" in line
+            taken = taken or said_taken(line)
             log.write(line)
             listening = re.search(r"listening on [\d.]+:(\d+)", line)
             if listening:

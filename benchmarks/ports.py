@@ -11,6 +11,7 @@ its local port from the same range) can take it: `on_free_ports` then picks agai
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -37,6 +38,13 @@ def taken(exc: BaseException) -> bool:
     return isinstance(exc, PortTaken) or (
         isinstance(exc, OSError) and "could not listen on" in str(exc)
     )
+
+
+def said_taken(line: str) -> bool:
+    """Whether a server's stderr line says its port was taken: its early refusal (`serve`,
+    `lookup-server`, `two-server role`: blindmatch/cli/options.py `refuse_taken_port`, exit 2
+    before anything is made) or the bind's own failure after it (`cannot_listen`)."""
+    return "could not listen on" in line or bool(re.search(r": port \d+ is taken", line))
 
 
 def on_free_ports(count: int, start: Callable[[list[int]], T], tries: int = PORT_TRIES) -> T:

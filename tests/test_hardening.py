@@ -390,13 +390,15 @@ def test_a_refused_call_naming_a_huge_project_is_logged_cut(
     caplog.set_level("WARNING", logger="blindmatch.matcher")
     with grpc.insecure_channel(matcher.target) as channel:
         stub = pb_grpc.MatcherStub(channel)
-        for token in ("bm_nobody", project.tokens["north"]):
+        for token, code in (
+            ("bm_nobody", grpc.StatusCode.UNAUTHENTICATED),
+            # another project's name, whether or not it exists (newfixes: no probing)
+            (project.tokens["north"], grpc.StatusCode.PERMISSION_DENIED),
+        ):
             with pytest.raises(grpc.RpcError) as refused:
                 stub.DescribeProject(pb.DescribeProjectRequest(project=huge), metadata=auth(token))
-            assert refused.value.code() in (
-                grpc.StatusCode.UNAUTHENTICATED,
-                grpc.StatusCode.NOT_FOUND,
-            )
+            assert refused.value.code() == code
+            assert "more characters left out" in str(refused.value.details())
     logged = [r.getMessage() for r in caplog.records if "refused DescribeProject" in r.getMessage()]
     assert len(logged) == 2, logged
     for line in logged:
