@@ -244,21 +244,27 @@ def test_serve_refuses_a_listen_address_it_cannot_use_in_one_line(
     assert not (tmp_path / "d").exists()  # was: made and initialised, then the bind failed
 
 
-def test_serve_on_a_port_in_use_says_so_and_makes_no_data_dir(tmp_path: Path) -> None:
-    """Was: gRPC's own line (`E1207 ... add_port.cc:83] Failed to add port ...`), and a new
-    data dir made and initialised (blindmatch.sqlite, index.sqlite, audit.key) before the bind
-    failed: a half-made matcher's data dir left behind."""
-    data = tmp_path / "new-data"
+def _refused_on_a_taken_port(data: Path, *more: str) -> None:
+    """`serve` on a port another socket holds: exit 2, the taken port said (and nothing
+    else on stderr), no data dir made."""
     with taken_port() as listen:
         done = subprocess.run(
             [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
-             listen],
+             listen, *more],
             capture_output=True, text=True, cwd=ROOT, timeout=60,
             env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
         )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert done.stderr == said_taken(listen, "a matcher", data)
     assert not data.exists()
+
+
+def test_serve_on_a_port_in_use_says_so_and_makes_no_data_dir(tmp_path: Path) -> None:
+    """Was: gRPC's own line (`E1207 ... add_port.cc:83] Failed to add port ...`), and a new
+    data dir made and initialised (blindmatch.sqlite, index.sqlite, audit.key) before the bind
+    failed: a half-made matcher's data dir left behind."""
+    data = tmp_path / "new-data"
+    _refused_on_a_taken_port(data)
 
 
 def test_serve_checks_the_port_before_its_tls_files(tmp_path: Path) -> None:
@@ -267,16 +273,7 @@ def test_serve_checks_the_port_before_its_tls_files(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pem"
     junk.write_bytes(b"not a certificate")
     data = tmp_path / "new-data"
-    with taken_port() as listen:
-        done = subprocess.run(
-            [sys.executable, "-m", "blindmatch", "serve", "--data-dir", str(data), "--listen",
-             listen, "--tls-cert", str(junk), "--tls-key", str(junk)],
-            capture_output=True, text=True, cwd=ROOT, timeout=60,
-            env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": ADMIN_TOKEN},
-        )  # fmt: skip
-    assert done.returncode == 2, done.stderr
-    assert done.stderr == said_taken(listen, "a matcher", data)
-    assert not data.exists()
+    _refused_on_a_taken_port(data, "--tls-cert", str(junk), "--tls-key", str(junk))
 
 
 def test_a_data_dir_that_cannot_be_made_is_named_as_the_data_dir_not_the_listen_address(
