@@ -372,5 +372,37 @@ def test_restore_refuses_a_previous_dir_a_role_still_serves(
     restore = ["restore", "--backup", str(tmp_path / "b"), "--data-dir", str(tmp_path / "r"),
                "--audit-key", str(tmp_path / "b.key"), "--previous", str(s2_process)]  # fmt: skip
     assert admin(*restore) == 2
-    assert "a role still serves it" in capsys.readouterr().err
+    assert f"--previous {s2_process}: a server still serves it" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_restore_refuses_a_data_dir_or_backup_a_server_still_serves(
+    s2_process: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Into or over a data dir a running `serve` (or role) holds, or from one given as the
+    backup: exit 2, naming it, stop the server first, nothing written. Before, a served
+    `--data-dir` was refused as `already exists ... move it aside` (moving a folder its server
+    goes on writing) and a served `--backup` was read while it changed (opsleft, 2026-12-07)."""
+    assert admin("backup", "--data-dir", str(s2_process), "--out", str(tmp_path / "b"),
+                 "--key-out", str(tmp_path / "b.key")) == 0  # fmt: skip
+    data = tmp_path / "matcher"
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", "")
+    with cli_server(["serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"]):
+        before = sorted(p.name for p in data.iterdir())
+        for flag, backup, dest in (("--data-dir", tmp_path / "b", data),
+                                   ("--data-dir", tmp_path / "b", s2_process),
+                                   ("--backup", s2_process, tmp_path / "r")):  # fmt: skip
+            capsys.readouterr()
+            key = str(tmp_path / "b.key")
+            restore = ["--backup", str(backup), "--data-dir", str(dest), "--audit-key", key]
+            assert admin("restore", *restore, "--no-previous") == 2
+            err = capsys.readouterr().err
+            served = dest if flag == "--data-dir" else backup
+            assert f"{flag} {served}: a server still serves it" in err
+            assert "stop that server first (SIGTERM), then restore; nothing was written" in err
+        assert sorted(p.name for p in data.iterdir()) == before
+    assert not (tmp_path / "r").exists()
+    assert not list(tmp_path.glob(".*.partial"))

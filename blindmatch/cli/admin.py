@@ -155,18 +155,30 @@ def _print_audit_key_advice(key_out: Path | None, anchor: str | None, verify: st
         )
 
 
+def refuse_served(args: argparse.Namespace) -> None:
+    """Bad input (exit 2), before anything is read or written, where a running server
+    (`serve`, `two-server role`: dirlock) holds a folder the restore names: `--data-dir` (the
+    restore would land beside, or under, a server that goes on writing its own files there),
+    `--previous` (its audit log would go on after the replay) or `--backup` (a live data dir,
+    not a backup: its files change as they are read)."""
+    for flag, path in (("--data-dir", args.data_dir), ("--previous", args.previous),
+                       ("--backup", args.backup)):  # fmt: skip
+        if path is not None and dirlock.in_use(Path(path)):
+            raise InputError(
+                f"{flag} {path}: a server still serves it (a `blindmatch serve` or `two-server "
+                "role` holds its data dir's lock): stop that server first (SIGTERM), then "
+                "restore; nothing was written"
+            )
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.role_check import roles_in
     from blindmatch.matcher.storage.role_restore import RestoreError, restore_role_dir
 
+    refuse_served(args)
     existing_dir(args.backup, "--backup")
     if args.previous is not None:
         existing_dir(args.previous, "--previous")
-        if dirlock.in_use(Path(args.previous)):  # its log would go on after the replay
-            raise InputError(
-                f"--previous {args.previous}: a role still serves it (its data dir's lock is "
-                "held): stop that role first (SIGTERM), then restore; nothing was written"
-            )
     found = [args.role] if args.role else roles_in(args.backup)
     if len(found) != 1:
         raise InputError(
