@@ -83,6 +83,11 @@ def test_a_store_of_a_newer_layout_refuses_the_start_and_is_left_unchanged(
     report = check_role_dir(tmp_path / "s2", "s2", require_key=False)
     assert f"{db}: held store layout {LAYOUT + 1}, written by a newer blindmatch" in report.render()
     assert not report.ok
+    # no counts of what was never read (it said `0 uploads verified ..., 0 pairs`: opsleft)
+    head = report.render().splitlines()[0]
+    assert head.startswith(f"{tmp_path / 's2'} (two-server role s2): held store not read (newer")
+    assert "uploads verified" not in head and "pairs" not in head
+    assert report.to_dict()["held_not_read"] == "newer layout"
     assert files_of(tmp_path / "s2") == started  # (no -wal or -shm made: read as immutable)
 
 

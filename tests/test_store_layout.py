@@ -7,6 +7,7 @@ and is left byte for byte as it was; `admin check` says the same."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -120,8 +121,15 @@ def test_a_store_of_a_newer_layout_refuses_serve_and_is_left_unchanged(
     assert not report.ok
     assert files_of(data_dir) == before
     assert main(["admin", "check", "--data-dir", str(data_dir)]) == 1
-    assert "written by a newer blindmatch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "written by a newer blindmatch" in err
+    # no summary of what was never read (it said `0 projects, ..., 0 audit entries`: opsleft)
+    assert err.startswith(f"{data_dir}: not read (newer layout)\n"), err
+    assert "projects" not in err and "audit entries" not in err
     assert files_of(data_dir) == before
+    assert main(["admin", "check", "--data-dir", str(data_dir), "--json"]) == 1
+    said = json.loads(capsys.readouterr().out)
+    assert said["not_read"] == "newer layout" and not said["ok"]
 
 
 @each_store

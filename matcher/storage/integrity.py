@@ -84,12 +84,17 @@ class IntegrityReport:
     in_flight: int = 0
     index_records: int = 0
     audit_entries: int = 0
+    not_read: str | None = None  # why nothing was read (so no counts are said): below
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def render(self) -> str:
+        if self.not_read is not None:  # (its counts, all 0, were never read: opsleft)
+            return render_findings(
+                f"{self.data_dir}: not read ({self.not_read})", "the matcher", [], self.problems
+            )
         head = (
             f"{self.data_dir}: {self.projects} projects, {self.uploads_checked} stored uploads "
             f"verified ({self.bytes_hashed} bytes hashed), {self.runs} runs, "
@@ -103,6 +108,7 @@ class IntegrityReport:
             "ok": self.ok,
             "problems": self.problems,
             "will_be_repaired": self.repairs,
+            "not_read": self.not_read,
             "projects": self.projects,
             "uploads_checked": self.uploads_checked,
             "bytes_hashed": self.bytes_hashed,
@@ -168,10 +174,12 @@ def _check(
             f"{files.db}: missing; is it a blindmatch data dir? (a two-server role's "
             "holds twoserver-ROLE-held.sqlite)"
         )
+        report.not_read = "no blindmatch.sqlite"
         return report
     newer = newer_store_in(files)
     if newer is not None:  # (its tables may not be the ones read below)
         report.problems.append(f"{newer}: check it with that blindmatch")
+        report.not_read = "newer layout"
         return report
     open_to_others = files.open_to_others()
     if open_to_others:

@@ -96,6 +96,7 @@ class RoleReport:
     sealed: int = 0
     queries: int = 0
     audit_entries: int = 0
+    held_not_read: str | None = None  # why the held store was not read (its counts unsaid)
 
     @property
     def ok(self) -> bool:
@@ -103,7 +104,10 @@ class RoleReport:
 
     def render(self) -> str:
         head = (
-            f"{self.data_dir} (two-server role {self.role}): {self.uploads_checked} uploads "
+            f"{self.data_dir} (two-server role {self.role}): held store not read "
+            f"({self.held_not_read}), {self.audit_entries} audit entries"
+            if self.held_not_read is not None  # (its counts, all 0, were never read: opsleft)
+            else f"{self.data_dir} (two-server role {self.role}): {self.uploads_checked} uploads "
             f"verified ({self.bytes_hashed} bytes hashed), {self.pairs_spent} pairs evaluated "
             f"in the pair budget, {self.sealed} uploads restored from a backup (sealed), "
             f"{self.queries} queries counted, {self.audit_entries} audit entries"
@@ -116,6 +120,7 @@ class RoleReport:
             "role": self.role,
             "problems": self.problems,
             "will_be_repaired": self.repairs,
+            "held_not_read": self.held_not_read,
             "uploads_checked": self.uploads_checked,
             "bytes_hashed": self.bytes_hashed,
             "pairs_spent": self.pairs_spent,
@@ -159,6 +164,7 @@ def _check(
     rows = None
     if not files.held_db.is_file():
         report.problems.append(f"{files.held_db}: missing; is it role {role}'s data dir?")
+        report.held_not_read = "missing"
     else:
         rows = _read_held(files.held_db, report, whole=True)
         if rows is not None:
@@ -208,6 +214,7 @@ def _read_held(path: Path, report: RoleReport, *, whole: bool) -> list[Row] | No
             layout = int(db.execute("PRAGMA user_version").fetchone()[0])
             if layout > LAYOUT:  # (its tables may not be the ones read below)
                 report.problems.append(f"{newer_held(path, layout)}: check it with that blindmatch")
+                report.held_not_read = "newer layout"
                 return None
             for table, rowid, parent, _ in db.execute("PRAGMA foreign_key_check"):
                 report.problems.append(f"{path}: {table} row {rowid} refers to a missing {parent}")
