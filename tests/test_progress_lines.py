@@ -125,6 +125,11 @@ def test_upload_and_run_piped_print_progress_lines(
     assert "uploading: 5/5 rec (100%)" in err.splitlines()
     assert "waiting for the matcher to store it" in err.splitlines()
     assert "uploading" not in out
+    # -q: nothing at all, as `encode -q` and `two-server upload -q` (it still said `Uploaded
+    # 5 encodings to ...`; opsleft, 2026-12-07); exit 0 says it is stored
+    quiet = ["upload", str(folders["north"]), *server, "--token", project.tokens["north"], "-q"]
+    assert main(quiet) == 0
+    assert capsys.readouterr() == ("", "")
 
     assert main(["run", *server, "--token", project.tokens["north"]]) == 0
     out, err = capsys.readouterr()

@@ -60,6 +60,8 @@ def cmd_upload(args: argparse.Namespace) -> int:
             upload_id=content_upload_id(args.project, encoded),  # the same command: idempotent
             allow_empty=args.allow_empty,
         )
+    if args.quiet:  # nothing, as `encode -q`: exit 0 says it is stored (errors: stderr)
+        return 0
     again = "; the matcher had it already, nothing was stored twice" if receipt.replayed else ""
     print(
         f"Uploaded {receipt.record_count} encodings to {args.project} "
@@ -126,6 +128,8 @@ def _two_server_upload(args: argparse.Namespace, client: MatcherClient, encoded:
         sent = project_upload(client, args.project, encoded, upload, s1=args.s1 or "",
                               s2=args.s2 or "", say=say, allow_empty=args.allow_empty,
                               progress=progress_wanted(args))  # fmt: skip
+    if args.quiet:
+        return True
     print(
         f"Uploaded {sent.receipt.record_count} records to {args.project} in two-server mode: "
         f"shares to S1 ({sent.s1}) and S2 ({sent.s2}), only how many to the matcher (upload "

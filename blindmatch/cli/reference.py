@@ -31,7 +31,9 @@ Progress goes to stderr; stdout keeps only what a command prints as its result. 
 cron, CI, systemd, `nohup`) they print plain lines instead, such as `encoding: 210000/1001000
 rows (20%) after 1m30s` or `run: comparing (3/16 tasks): 42% after 2m00s`: one when a step
 starts, one when it ends, and between them at most one every 30 seconds and 5% of the step
-(about 20 a step at most, one every 30 s while a count of rows read moves). `-q` prints none.
+(about 20 a step at most, one every 30 s while a count of rows read moves). `-q` prints none;
+`encode -q` and `upload -q` print nothing at all (exit 0 says it is done), errors still on
+stderr.
 """
 
 
