@@ -6,9 +6,14 @@ project on S1, S2 and a real matcher that is their combiner, all on loopback."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from benchmarks.knownclks import CLK_BITS, FINGERPRINT
@@ -20,7 +25,7 @@ from blindmatch.client.remote.twoserver import ticket
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos.wire import REPLACES_RECORDS_METADATA
 from tests import twoserver_world
-from tests.support import Matcher
+from tests.support import Matcher, auth, stub
 from tests.twoserver_world import SCHEMA, World, create
 
 pytestmark = pytest.mark.server
@@ -136,3 +141,48 @@ def test_a_two_server_upload_refused_at_its_ticket_leaves_no_upload_started(
     with MatcherClient(world.target, token) as north:
         seen = {m.name: m for m in north.describe("shares").members}
     assert seen["north"].whole and not seen["north"].started_unix
+
+
+def test_an_empty_upload_is_refused_at_its_commit_too_if_an_upload_of_records_came_first(
+    matcher: Matcher, tmp_path: Path
+) -> None:
+    """Two uploads of one member at once: the empty one's header passed its check (the member
+    held no records then), then the other one, of records, was stored before the empty one
+    ended; the empty one replaced those records silently. Its stream is held open after its
+    header (the matcher waiting for CLKs) while the other one is stored. Now it is checked
+    again in the committing transaction (opsleft, 2026-12-07)."""
+    with matcher.operator() as op:
+        tokens = op.create_project("p", ["a", "b"]).tokens
+    header = pb.UploadHeader(
+        project="p",
+        clk_bits=CLK_BITS,
+        record_count=0,
+        fingerprint=FINGERPRINT,
+        sha256=hashlib.sha256(b"").hexdigest(),
+    )
+    ended = threading.Event()
+
+    def held_open() -> Iterator[pb.UploadRequest]:
+        yield pb.UploadRequest(header=header)
+        ended.wait()
+
+    tmp = matcher.data_dir / "tmp"
+    with grpc.insecure_channel(matcher.target) as channel:
+        empty = stub(channel).Upload.future(held_open(), metadata=auth(tokens["a"]))
+        try:  # its header checked: its file made in tmp/, the matcher waiting for CLKs
+            deadline = time.monotonic() + 60
+            while not any(tmp.glob("*.part")):
+                assert time.monotonic() < deadline and not empty.done(), "no header read"
+                time.sleep(0.01)
+            full = ["--project", "p", "--server", matcher.target, "--token", tokens["a"]]
+            assert main(["upload", str(folder_of(tmp_path / "x1.enc", 3)), *full, "-q"]) == 0
+        finally:
+            ended.set()
+        with pytest.raises(grpc.RpcError) as refused:
+            empty.result()
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "an upload of no records would replace a's current upload of 3 records" in str(
+        refused.value.details()
+    )
+    with matcher.member(tokens["a"]) as a:
+        assert a.describe("p").members[0].record_count == 3

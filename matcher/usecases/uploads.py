@@ -290,6 +290,7 @@ def receive_upload(
         return UploadReceipt(earlier.id, count, earlier.sha256, replayed=True)
     check_not_emptying(store, header, member)
     check_matches_project(store, header, member)
+    check = _not_emptying_at_commit(store, header, member, check)
     if two_server is not None:
         return _two_server_upload(store, member, header, chunks, two_server, check)
     clk_bytes = bits // 8
@@ -348,6 +349,22 @@ def receive_upload(
         part.unlink(missing_ok=True)
     log.info("%s/%s uploaded %d CLKs", header.project, member, count)
     return UploadReceipt(upload.id, count, upload.sha256, replayed)
+
+
+def _not_emptying_at_commit(
+    store: Store, header: UploadHeader, member: str, check: Callable[[], None] | None
+) -> Callable[[], None]:
+    """`check`, then `check_not_emptying` again, inside the transaction that replaces the
+    member's current upload: another upload of the member's, of some records, may have been
+    committed since this one's header was checked (two at once), and an upload of none would
+    replace it silently (opsleft, 2026-12-07)."""
+
+    def committing() -> None:
+        if check is not None:
+            check()
+        check_not_emptying(store, header, member)
+
+    return committing
 
 
 def _two_server_upload(
