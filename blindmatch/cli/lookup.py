@@ -18,6 +18,7 @@ from blindmatch.cli.options import (
     listen_tls_options,
     outbound_credentials,
     refuse_taken_port,
+    refuse_taken_since,
 )
 from blindmatch.client.errors import InputError
 
@@ -127,6 +128,8 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     except StartupRefused as exc:
         raise InputError(str(exc)) from None
     except OSError as exc:
+        left = f"--data-dir {args.data_dir}" if args.data_dir is not None else ""
+        refuse_taken_since(exc, args.listen, "a look-up server", left)
         raise start_error(exc, args.listen) from None
 
     def announce() -> None:

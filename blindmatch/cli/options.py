@@ -183,6 +183,18 @@ def refuse_taken_port(listen: str, who: str, left: str = "") -> None:
         )
 
 
+def refuse_taken_since(exc: OSError, listen: str, who: str, left: str = "") -> None:
+    """After a server start's bind failed (`exc`: matcher/rpc/listen.py `CannotListen`):
+    where the port is taken now (another process took it after `refuse_taken_port`'s probe,
+    or the old server on a restart was still letting it go), that refusal, in its words
+    (benchmarks/ports.py `said_taken` reads them); `left`: as there, said only where true
+    (the caller removed what the start made). Else nothing: the caller says `exc`."""
+    from blindmatch.matcher.rpc.listen import CannotListen
+
+    if isinstance(exc, CannotListen):
+        refuse_taken_port(listen, who, left)
+
+
 def outbound_credentials(
     targets: Sequence[tuple[str, str]],
     *,

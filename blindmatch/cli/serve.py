@@ -17,6 +17,7 @@ from blindmatch.cli.options import (
     env,
     listen_tls_options,
     refuse_taken_port,
+    refuse_taken_since,
 )
 from blindmatch.cli.projectmode import bare_serve_line
 from blindmatch.client.errors import InputError
@@ -111,6 +112,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 shutil.rmtree(args.data_dir, ignore_errors=True)  # the probe, say)
             if isinstance(exc, StartupRefused):  # a damaged database, a missing audit key
                 raise InputError(str(exc)) from None
+            # (the operator.token is written only once it listens: none is left either)
+            left = f"--data-dir {args.data_dir}" if made else ""
+            refuse_taken_since(exc, args.listen, "a matcher", left)
             raise start_error(exc, args.listen, data_dir=args.data_dir) from None
         return _serve(
             args, running, admin, made_token=made_token, mode=mode, host=host,

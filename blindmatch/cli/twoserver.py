@@ -12,6 +12,8 @@ cli/twoserveropts.py.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from contextlib import nullcontext
 from dataclasses import replace
@@ -26,6 +28,7 @@ from blindmatch.cli.options import (
     listen_tls_options,
     quiet_option,
     refuse_taken_port,
+    refuse_taken_since,
 )
 from blindmatch.cli.twoparties import (
     ROLES,
@@ -116,6 +119,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     )
     # one role per data dir while it runs: a second start on it is refused (dirlock)
     what = f"two-server role --role {args.role}"
+    made = args.data_dir is not None and not os.path.lexists(args.data_dir)
     held = (nullcontext() if args.data_dir is None
             else dirlock.held(Path(args.data_dir), what, InputError))  # fmt: skip
     with held:
@@ -128,12 +132,16 @@ def cmd_role(args: argparse.Namespace) -> int:
                                   exhaustive=exhaustive, small_member=small_member,
                                   query_whole=query_whole,
                                   standing_bytes=args.standing_bytes)  # fmt: skip
-        except OSError as exc:
+        except (OSError, ValueError, StartupRefused) as exc:
+            if made:  # (no half-made role's data dir left: its audit log, key, held store)
+                shutil.rmtree(args.data_dir, ignore_errors=True)
+            if isinstance(exc, ValueError):
+                raise InputError(f"--party-key/--member-key-file: {exc}") from None
+            if isinstance(exc, StartupRefused):
+                raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
+            left = f"--data-dir {args.data_dir}" if made else ""
+            refuse_taken_since(exc, args.listen, "a two-server role", left)
             raise start_error(exc, args.listen, data_dir=args.data_dir) from None
-        except ValueError as exc:
-            raise InputError(f"--party-key/--member-key-file: {exc}") from None
-        except StartupRefused as exc:
-            raise InputError(f"--data-dir {args.data_dir}: {exc}") from None
 
         # "blindmatch two-server combiner listening on ...", as "blindmatch matcher listening on".
         name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "combiner"}[args.role]

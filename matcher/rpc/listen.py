@@ -26,9 +26,15 @@ def add_port(server: grpc.Server, address: str, credentials: grpc.ServerCredenti
         return 0
 
 
+class CannotListen(OSError):
+    """A server's bind failed (`cannot_listen`): the command line asks `port_in_use` again,
+    to say a port taken since its early probe as that probe says it (options.py
+    `refuse_taken_port`), rather than this error's guess."""
+
+
 def cannot_listen(address: str) -> OSError:
     """The error a server start raises when `add_port` could not bind `address`."""
-    return OSError(
+    return CannotListen(
         f"could not listen on {address} (is the port taken, or the address not this machine's?)"
     )
 

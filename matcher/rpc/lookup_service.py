@@ -331,8 +331,6 @@ def create_lookup_server(
         raise ValueError("a data dir (whose look-up key is used) or a key, not both")
     if data_dir is not None:
         refuse_newer_stores(data_dir)  # (before its look-up key is made, or a port taken)
-    holder = Shards(Path(data_dir) if data_dir is not None else None, shard, shards)
-    service = LookupService(holder, key if key is not None else lookup_key(data_dir or ""))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="bm-lookup"),
         options=[
@@ -341,10 +339,19 @@ def create_lookup_server(
             EXCLUSIVE_PORT,
         ],
     )
-    pb_grpc.add_LookupServerServicer_to_server(service, server)
+    # Bound before the data dir's look-up key is made: a port taken since the command line's
+    # probe leaves no lookup.key behind (the service is added after, before the start).
     port = add_port(server, address, credentials)
     if not port:
+        server.stop(None)
         raise cannot_listen(address)
+    holder = Shards(Path(data_dir) if data_dir is not None else None, shard, shards)
+    try:
+        service = LookupService(holder, key if key is not None else lookup_key(data_dir or ""))
+    except BaseException:
+        server.stop(None)
+        raise
+    pb_grpc.add_LookupServerServicer_to_server(service, server)
     server.start()
     log.info("look-up server for shard %d of %d listening on port %d", shard, shards, port)
     if wait:
