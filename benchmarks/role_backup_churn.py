@@ -37,8 +37,8 @@ from blindmatch.matcher.core import tickets
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.storage import role_backup
 from blindmatch.matcher.storage.backup import BackupError, copy_kept, pinned, snapshot
+from blindmatch.matcher.storage.quietread import connect_read_only
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
-from blindmatch.matcher.storage.sqlite import connect_read_only
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 

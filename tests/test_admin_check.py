@@ -18,7 +18,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.integrity import check_data_dir
-from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, read_as_immutable
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found, read_as_immutable
 from tests.support import ADMIN_TOKEN, Matcher, corrupt_table, files_of
 
 pytestmark = pytest.mark.on_disk  # kills or races: tmp_path on the disk (tests/conftest.py)

@@ -51,7 +51,7 @@ from blindmatch.matcher.storage.datadir import (
     make_private_dir,
 )
 from blindmatch.matcher.storage.integrity import check_data_dir, newer_store_in
-from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, read_as_immutable
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found, read_as_immutable
 from blindmatch.matcher.storage.upload_store import needed_uploads
 
 ATTEMPTS = 10
@@ -203,7 +203,7 @@ def read_together(
     its audit log (`db`) and held store (`index_db`) the same way (role_backup.py). The lock
     is waited for as long as a change being stored holds it, `waiting` told every
     `LOCK_WAIT_S` seconds (default: a logged warning): a backup never fails on it. Databases
-    found at rest (sqlite.py `left_as_found`: no process has them open) are read as
+    found at rest (quietread.py `left_as_found`: no process has them open) are read as
     immutable, with no lock taken (nothing makes a -wal or -shm beside them)."""
     conns = [connect_read_only(db)]
     try:

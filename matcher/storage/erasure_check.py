@@ -35,7 +35,7 @@ from blindmatch.matcher.domain import TWO_SERVER
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_log import LoggedErasure, found_in_log, unreferenced_files
 from blindmatch.matcher.storage.index_store import ERASED, left_before
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.quietread import connect_read_only
 
 # How long what looks left may take to go before it is reported (an erasure in progress
 # beside a running matcher takes milliseconds, a huge index's a second or so).

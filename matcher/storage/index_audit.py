@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindmatch.matcher.storage.audit_log import VOID
-from blindmatch.matcher.storage.sqlite import connect_read_only
+from blindmatch.matcher.storage.quietread import connect_read_only
 
 Key = tuple[str, str]  # (project, member)
 

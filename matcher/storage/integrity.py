@@ -53,12 +53,8 @@ from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
-from blindmatch.matcher.storage.sqlite import (
-    connect_read_only,
-    left_as_found,
-    newer_layout,
-    newer_store,
-)
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found, wal_notes
+from blindmatch.matcher.storage.sqlite import newer_layout, newer_store
 from blindmatch.matcher.storage.upload_store import needed_uploads, upload_damage
 
 T = TypeVar("T")
@@ -153,7 +149,7 @@ def check_data_dir(
     in: what it left is listed as a repair (the restored matcher completes it at its start),
     and the backup is made; `admin check` on the restored dir names it as a problem. Nothing
     is left beside the databases either: a stopped matcher's are read as immutable, a
-    serving one's through their WAL (sqlite.py `left_as_found`)."""
+    serving one's through their WAL (quietread.py `left_as_found`)."""
     files = DataDir(Path(data_dir))
     return left_as_found(
         [files.db, files.index_db],
@@ -217,6 +213,7 @@ def _check(
             f"{tmp}: {report.in_flight} file(s) of uploads in flight, or cut short by a crash "
             "(emptied at start-up)"
         )
+    report.repairs += wal_notes([files.db, files.index_db])  # (a stopped matcher's, killed)
     return report
 
 

@@ -55,8 +55,9 @@ from blindmatch.matcher.storage.backup import (
     snapshot,
 )
 from blindmatch.matcher.storage.datadir import fsync_path
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir, upload_files
-from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, newer_layout
+from blindmatch.matcher.storage.sqlite import newer_layout
 
 
 @dataclass(frozen=True)

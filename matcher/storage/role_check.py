@@ -41,9 +41,9 @@ from pathlib import Path
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.storage.audit_log import read_entries
 from blindmatch.matcher.storage.integrity import render_findings
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found, wal_notes
 from blindmatch.matcher.storage.role_files import damage, files_of
 from blindmatch.matcher.storage.role_store import LAYOUT, newer_held
-from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found
 
 ROLE_FILE = re.compile(r"^twoserver-([a-z0-9]+?)(-held)?\.sqlite$")
 _CHAIN_PROBLEMS = 10
@@ -144,12 +144,17 @@ def check_role_dir(
     """Check one role's files in `data_dir`; never modifies them. `audit_key_file`: where
     the role's audit key is kept, if not beside its log; without `require_key` a key found
     nowhere skips the chain's check instead of failing (a backup, whose key is kept apart).
-    Nothing is left beside its databases either (sqlite.py `left_as_found`)."""
+    Nothing is left beside its databases either (quietread.py `left_as_found`); a -wal a
+    killed role left is read, and said (`wal_notes`)."""
     files = RoleFiles(Path(data_dir), role)
-    return left_as_found(
-        [files.held_db, files.audit_db],
-        lambda: _check(files, role, hash_files, audit_key_file, require_key),
-    )
+    dbs = [files.held_db, files.audit_db]
+
+    def check() -> RoleReport:
+        report = _check(files, role, hash_files, audit_key_file, require_key)
+        report.repairs += wal_notes(dbs)
+        return report
+
+    return left_as_found(dbs, check)
 
 
 def _check(

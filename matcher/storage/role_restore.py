@@ -39,9 +39,10 @@ from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.audit_log import KEY_BYTES, read_entries
 from blindmatch.matcher.storage.backup import copy_database, not_new
 from blindmatch.matcher.storage.datadir import copy_private, fsync_path
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found
 from blindmatch.matcher.storage.role_check import RoleFiles, check_role_dir
 from blindmatch.matcher.storage.role_store import LAYOUT, RoleStore, newer_held
-from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, newer_layout
+from blindmatch.matcher.storage.sqlite import newer_layout
 from blindmatch.matcher.storage.twoserver_audit import RoleAudit
 
 T = TypeVar("T")

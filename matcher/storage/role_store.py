@@ -148,7 +148,7 @@ def _refuse(path: Path, what: str) -> StartupRefused:
 def refuse_newer(path: Path, folder: Path) -> None:
     """`StartupRefused` for a held store of a layout this blindmatch does not know (a
     newer one's), before anything opens it to write."""
-    found = newer_layout(path, LAYOUT)  # (not a database: the opening refuses it)
+    found = newer_layout(path, LAYOUT, opening=True)  # (not a database: the opening refuses it)
     if found is not None:
         raise StartupRefused(
             f"{newer_held(path, found)}. The role will not start on it and has changed "

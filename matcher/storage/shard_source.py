@@ -50,7 +50,8 @@ from blindmatch.matcher.storage import index_store, project_store
 from blindmatch.matcher.storage.datadir import FILE_MODE, INDEX_DB_NAME, DataDir, fsync_path
 from blindmatch.matcher.storage.integrity import newer_store_in
 from blindmatch.matcher.storage.keyfile import KeyFileProblem, read_owner_only
-from blindmatch.matcher.storage.sqlite import connect_read_only, left_as_found, newer_store
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found
+from blindmatch.matcher.storage.sqlite import newer_store
 
 LOOKUP_KEY_NAME = "lookup.key"
 LOOKUP_EPOCH_NAME = "lookup.epoch"
@@ -115,7 +116,7 @@ def read_shards(
     """Every standing index's records whose ref `keep` accepts, by (project, member), as of
     one commit; and every project's threshold. A store of a layout this blindmatch does not
     know is refused (`NewerLayout`), as read, not as checked before. The data dir is left
-    as it was found (sqlite.py `left_as_found`): a stopped matcher's databases are read as
+    as it was found (quietread.py `left_as_found`): a stopped matcher's databases are read as
     immutable, which makes no -wal or -shm beside them; a serving one's through their WAL
     (each read decides anew: a look-up server outlives many matcher starts and stops)."""
     files = DataDir(Path(data_dir))

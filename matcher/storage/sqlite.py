@@ -22,15 +22,14 @@ import logging
 import sqlite3
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 from blindmatch.matcher.errors import DataLoss, ResourceExhausted, StartupRefused
 from blindmatch.matcher.storage.datadir import create_private_file
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found, opened_here
 
 DISK_FULL = "the matcher's disk is full; nothing was stored (what was stored before is intact)"
 DAMAGED = (
@@ -84,26 +83,32 @@ def refuse_damaged(path: Path, problems: Sequence[str]) -> StartupRefused:
     )
 
 
-def layout_of(path: Path) -> int:
+def layout_of(path: Path, *, opening: bool = False) -> int:
     """The layout a store was written in (its `PRAGMA user_version`: role_store.py and
     project_store.py `LAYOUT`; 0, a store from before the marker, reads as layout 1), read
-    without changing the folder: a closed store (no -wal, or an empty one) is read as
-    immutable, which makes no -wal or -shm beside it; one a crash left a -wal to is read
-    through it."""
-    wal = Path(f"{path}-wal")
-    whole = not wal.exists() or wal.stat().st_size == 0
-    uri = _read_only_uri(path, immutable=whole)
-    with contextlib.closing(sqlite3.connect(uri, uri=True, isolation_level=None)) as conn:
-        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    without changing the folder (quietread.py `left_as_found`: a store no process has open
+    as immutable, or from a copy where its -wal holds changes; one a process has open
+    through its WAL). `opening`: read by the start about to open it (its data dir's lock
+    held), which makes its -wal and -shm anyway: not copied, only read as immutable where
+    no -wal or -shm is beside it."""
+
+    def read() -> int:
+        with contextlib.closing(connect_read_only(path)) as conn:
+            return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    if opening and any(Path(f"{path}{end}").exists() for end in ("-wal", "-shm")):
+        found = read()
+    else:
+        found = left_as_found([path], read)
     return found or 1
 
 
-def newer_layout(path: Path, known: int) -> int | None:
+def newer_layout(path: Path, known: int, *, opening: bool = False) -> int | None:
     """The layout of the store at `path` where it is newer than `known` (a newer blindmatch's,
     which this one cannot read), else None; read as `layout_of` reads it, changing nothing.
     Not a database: None (its opening refuses it, naming the damage)."""
     try:
-        found = layout_of(path)
+        found = layout_of(path, opening=opening)
     except sqlite3.Error:
         return None
     return found if found > known else None
@@ -120,7 +125,7 @@ def newer_store(path: Path, found: int, known: int) -> str:
 def refuse_newer(path: Path, known: int, remedy: str) -> None:
     """`StartupRefused` for a store of a layout newer than `known`, before anything in its
     data dir is opened to write; `remedy`: what the operator can do."""
-    found = newer_layout(path, known)
+    found = newer_layout(path, known, opening=True)
     if found is not None:
         raise StartupRefused(
             f"{newer_store(path, found, known)}. The matcher will not start on it and has "
@@ -135,67 +140,6 @@ def stamp_layout(conn: sqlite3.Connection, layout: int) -> None:
         conn.execute(f"PRAGMA user_version = {layout}")
 
 
-# The databases `left_as_found` found at rest, read as immutable by `connect_read_only`
-# (in the thread and context that called it only).
-_AT_REST: ContextVar[frozenset[str]] = ContextVar("blindmatch_at_rest", default=frozenset())
-
-
-def _read_only_uri(path: Path, *, immutable: bool) -> str:
-    return f"file:{urllib.parse.quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}"
-
-
-def connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that never creates or changes the file (WAL readers still see commits).
-    Within `left_as_found`, a database found at rest is read as immutable instead."""
-    uri = _read_only_uri(path, immutable=read_as_immutable(path))
-    return sqlite3.connect(uri, uri=True, isolation_level=None)
-
-
-def read_as_immutable(path: Path) -> bool:
-    """Whether `connect_read_only` reads `path` as immutable here (`left_as_found` found it
-    at rest: no process has it open, so no writer is to be held off either)."""
-    return str(Path(path).absolute()) in _AT_REST.get()
-
-
-def _at_rest(path: Path) -> tuple[int, int, int] | None:
-    """A database no connection has open (no -wal, -shm or -journal beside it: its matcher
-    stopped, cleanly) as its file's identity, size and last change; None for one in use,
-    one a crash left a -wal or journal to, or none there."""
-    if any(Path(f"{path}{end}").exists() for end in ("-wal", "-shm", "-journal")):
-        return None
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def left_as_found(paths: Sequence[Path], read: Callable[[], T]) -> T:
-    """`read()`, whose `connect_read_only` connections leave the folder of the databases
-    `paths` as they found it. A database in WAL mode read even read-only gets a -wal and a
-    -shm made beside it (SQLite needs the shared-memory index; a read-only connection
-    cannot delete them again at its close). So one found at rest (`_at_rest`: a stopped
-    matcher's) is read as immutable, which makes neither, takes no lock and sees the file
-    as it is; one in use (a -wal and -shm beside it: a serving matcher's, or a crash's) is
-    read as any reader reads it, through its WAL (immutable would miss what the WAL holds,
-    and could read a page as a checkpoint writes it), and makes nothing new. Should one
-    read as immutable be opened or changed meanwhile (a matcher started during the read),
-    what was read may be torn: `read()` is done again, reading it as one in use."""
-    found = {str(p.absolute()): (p, state) for p in paths if (state := _at_rest(p)) is not None}
-    token = _AT_REST.set(_AT_REST.get() | frozenset(found))
-    try:
-        result: T = read()
-    except Exception:
-        if all(_at_rest(p) == state for p, state in found.values()):
-            raise
-    else:
-        if all(_at_rest(p) == state for p, state in found.values()):
-            return result
-    finally:
-        _AT_REST.reset(token)
-    return read()
-
-
 class Database:
     """One database file: `schema` applied at opening, `pragmas` set on the connection."""
 
@@ -205,6 +149,8 @@ class Database:
         self._cache: dict[Hashable, object] = {}
         create_private_file(path)  # SQLite gives its -wal and -shm the same mode
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._open = True
+        opened_here(path, +1)  # (quietread.py: a database this process has open)
         try:
             for pragma in pragmas:
                 self._conn.execute(f"PRAGMA {pragma}")
@@ -213,17 +159,20 @@ class Database:
                 raise refuse_damaged(path, found)
             self._conn.executescript(schema)
         except sqlite3.DatabaseError as exc:
-            self._conn.close()
+            self.close()
             if damaged(exc):
                 raise refuse_damaged(path, [str(exc)]) from exc
             raise
         except StartupRefused:
-            self._conn.close()
+            self.close()
             raise
 
     def close(self) -> None:
         with self.lock:
             self._conn.close()
+            if self._open:
+                self._open = False
+                opened_here(self.path, -1)
 
     @contextmanager
     def tx(self, *, clears_cache: bool = True) -> Iterator[sqlite3.Connection]:

@@ -15,6 +15,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from blindmatch.matcher.storage.audit_log import (
     read_entries,
     read_key,
 )
+from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found
 from blindmatch.matcher.storage.sqlite import Database
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL")
@@ -78,15 +80,21 @@ def verify_log(data_dir: Path, role: str, key_file: Path | None = None) -> audit
     if len(key) < 32:
         raise Unreadable(f"{key_path}: {len(key)} bytes; an audit key is at least 32")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise Unreadable(f"{path}: {exc}") from None
-    try:
-        return audit.verify(key, list(read_entries(conn)))
+        entries = _entries(path)
     except sqlite3.Error as exc:
         raise Unreadable(f"{path}: not an audit log ({exc})") from None
-    finally:
-        conn.close()
+    return audit.verify(key, entries)
+
+
+def _entries(path: Path) -> list[audit.Entry]:
+    """Every entry of the log at `path`, read without a write beside it (a stopped role's:
+    before, a read-only reader made its -wal and -shm; quietread.py `left_as_found`)."""
+
+    def read() -> list[audit.Entry]:
+        with closing(connect_read_only(path)) as conn:
+            return list(read_entries(conn))
+
+    return left_as_found([path], read)
 
 
 @dataclass
@@ -110,12 +118,8 @@ def capped_answers(data_dir: Path, role: str) -> list[str]:
     "Two servers and a combiner"); none for S2 or the combiner."""
     if role != "s1":
         return []
-    conn = sqlite3.connect(f"file:{log_path(data_dir, role)}?mode=ro", uri=True)
-    try:
-        entries = [e for e in read_entries(conn)
-                   if e.action in ("twoserver.extras", "twoserver.reach")]  # fmt: skip
-    finally:
-        conn.close()
+    entries = [e for e in _entries(log_path(data_dir, role))
+               if e.action in ("twoserver.extras", "twoserver.reach")]  # fmt: skip
     by: dict[tuple[str, str, str], _Capped] = {}
     for e in entries:
         d = e.detail
