@@ -58,6 +58,16 @@ def test_a_benchmarks_hung_server_on_a_port_in_use_is_refused() -> None:
         first.close()
 
 
+def _role_keys(folder: Path) -> list[str]:
+    """A role's key file and the members' key file, owner-only, in `folder`."""
+    keys = []
+    for name in ("key", "member"):
+        (folder / name).write_text(name * 11)
+        (folder / name).chmod(0o600)
+        keys.append(str(folder / name))
+    return keys
+
+
 @pytest.mark.parametrize(
     ("role", "called"), [("s1", "S1 (blocking)"), ("s2", "S2 (shares)"), ("combiner", "combiner")]
 )
@@ -79,11 +89,7 @@ def test_each_two_server_role_says_where_it_listens_in_one_plain_line(
         running.stop(grace=None)
 
     monkeypatch.setattr(server, "serve_forever", announce_then_stop)
-    keys = []
-    for name in ("key", "member"):
-        (tmp_path / name).write_text(name * 11)
-        (tmp_path / name).chmod(0o600)
-        keys.append(str(tmp_path / name))
+    keys = _role_keys(tmp_path)
     peers = {"s1": ["--s2", "127.0.0.1:1"], "s2": [],
              "combiner": ["--s1", "127.0.0.1:1", "--s2", "127.0.0.1:1"]}[role]  # fmt: skip
     assert main(["two-server", "role", "--role", role, "--listen", "127.0.0.1:0", "--key-file",
@@ -100,11 +106,7 @@ def test_a_two_server_role_on_a_port_in_use_says_so_and_makes_no_data_dir(
     """Was: the role's data dir made (its audit log and key, what it holds), then gRPC's own
     line (`E1207 ... add_port.cc:83] Failed to add port ...`) and "could not listen": as
     `serve`, said before anything is made."""
-    keys = []
-    for name in ("key", "member"):
-        (tmp_path / name).write_text(name * 11)
-        (tmp_path / name).chmod(0o600)
-        keys.append(str(tmp_path / name))
+    keys = _role_keys(tmp_path)
     data = tmp_path / "s2-data"
     with taken_port() as listen:
         done = subprocess.run(
@@ -195,11 +197,7 @@ def test_a_role_whose_port_is_taken_after_its_probe_leaves_no_data_dir(
 ) -> None:
     """Was: "could not listen on ...", and the role's data dir this start made (its audit
     log and key) left behind, half-made."""
-    keys = []
-    for name in ("key", "member"):
-        (tmp_path / name).write_text(name * 11)
-        (tmp_path / name).chmod(0o600)
-        keys.append(str(tmp_path / name))
+    keys = _role_keys(tmp_path)
     data = tmp_path / "s2-data"
     said = _start(["two-server", "role", "--role", "s2", "--listen", taken_after_probe,
                    "--key-file", keys[0], "--member-key-file", keys[1], "--data-dir",
