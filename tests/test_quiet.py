@@ -1,8 +1,8 @@
-"""`-q` says nothing on success on every member command whose result is stored (as `encode -q`
-and `upload -q`): `run`, `index add`, `index sync`, `index remove`; `results -q` its counts
-(a count-only partner's are in no row of its file), `query -q --out` its matches but not that
-it wrote them. Errors still go to stderr,
-with the same exit codes. Against a real matcher on loopback."""
+"""`-q` says nothing on success where a command's result is stored or written (as `encode -q`
+and `upload -q`): `run`, `index add`, `index sync`, `index remove`, `project revoke-token`,
+`user revoke`, `audit export --out`; `results -q` still its counts (a count-only partner's are
+in no row of its file), `query -q --out` its matches but not that it wrote them. Errors still
+go to stderr, with the same exit codes. Against a real matcher on loopback."""
 
 from __future__ import annotations
 
@@ -87,3 +87,25 @@ def test_index_q_says_nothing_and_query_q_only_its_matches(
     assert "Wrote " not in said.out  # was "Wrote 1 row(s) to ..."
     assert said.err == ""
     assert "south" in out.read_text()
+
+
+def test_revocations_and_audit_files_q_say_nothing(
+    matcher: Matcher,
+    project: ProjectTokens,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    net = ["--server", matcher.target, "-q"]
+    north = ["--project", "trial", "--token", project.tokens["north"], *net]
+    with matcher.member(project.tokens["north"]) as admin:
+        admin.add_user("trial", "pc-1")
+    assert main(["user", "revoke", "pc-1", *north]) == 0
+    assert capsys.readouterr() == ("", "")  # was "Revoked user pc-1's token in trial: ..."
+    out = tmp_path / "audit.jsonl"
+    assert main(["audit", "export", *north, "--out", str(out)]) == 0
+    assert capsys.readouterr() == ("", "")  # was "Wrote N audit entries (jsonl) to ..."
+    assert out.read_text().strip()
+    assert main(["project", "revoke-token", "trial", "--member", "south", *net]) == 0
+    assert capsys.readouterr() == ("", "")  # was "Revoked south's token in trial. ..."
