@@ -13,7 +13,9 @@ table at the end.
 people: the generator's largest organisation (north-police holds 35%: ~1,000,000 records at
 2,860,000 people) and its smallest (retail-bcrp, 6%: ~171,600): encode, upload, run, results,
 evaluate. Needs GNU time at /usr/bin/time (Debian: `apt-get install time`). Scratch files
-live in a work dir deleted at the end (`--keep` to inspect it).
+live in a work dir deleted at the end (`--keep` to inspect it: each project's hits, the truth
+`evaluate` read as `PROJECT-truth.csv`, and its members' ENCODED folders, a member of both
+projects' walk folder as `walk-MEMBER.encoded`; what `walkinprocess.py` reads).
 
     .venv/bin/python benchmarks/cliwalk.py --generator households --population 20000 --two-server
 
@@ -310,6 +312,9 @@ def main() -> None:
         print("\n" + _quality(f"{args.population:,} people", counts))
         if big:
             print(big)
+        # The walk's truth stays beside its hits (as big-truth.csv beside big's), for
+        # walkinprocess.py --project walk; the exports go.
+        shutil.copyfile(data / "truth.csv", work / "walk-truth.csv")
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -322,8 +327,11 @@ def _big(
          "--seed", str(args.seed + 1), "--population", str(args.big_population)])  # fmt: skip
     sizes = {m: (data / f"{m}.csv").stat().st_size for m in _orgs(data)}
     members = [max(sizes, key=sizes.__getitem__), min(sizes, key=sizes.__getitem__)]
-    for m in members:  # the first project's encodings are no longer needed
-        shutil.rmtree(work / f"{m}.encoded", ignore_errors=True)
+    for m in members:  # the walk's encodings: kept as walk-M.encoded with --keep
+        if args.keep and not args.two_server and (work / f"{m}.encoded").exists():
+            (work / f"{m}.encoded").rename(work / f"walk-{m}.encoded")
+        else:
+            shutil.rmtree(work / f"{m}.encoded", ignore_errors=True)
     truth = _truth_of(data, members, work / "big-truth.csv")
     mode = "two-server" if args.two_server else ""
     counts = link_members(

@@ -3,9 +3,11 @@
     .venv/bin/python benchmarks/cliwalk.py --population 2000 --big-population 1000000 --keep
     .venv/bin/python benchmarks/walkinprocess.py WORK_DIR [--project big]
 
-`cliwalk.py --keep` leaves its work dir: each member's ENCODED folder (`MEMBER.encoded`), the
-hits `results` wrote (`PROJECT-MEMBER-hits.csv`) and the truth `evaluate` read
-(`big-truth.csv` for the `--big-population` project). This puts the project's members'
+`cliwalk.py --keep` leaves its work dir: each member's ENCODED folder (`MEMBER.encoded`; a
+member of both projects has the walk's as `walk-MEMBER.encoded`), the hits `results` wrote
+(`PROJECT-MEMBER-hits.csv`) and the truth `evaluate` read, of the members that project
+linked (`PROJECT-truth.csv`: `walk-truth.csv`, `big-truth.csv` for the `--big-population`
+project). This puts the project's members'
 CLKs through `matcher.usecases.runs.match` (default blocking, the schema's fallback and
 rule, threshold 0.8: what `run` does with a default project) and prints how many hits the
 two share, `evaluate`'s count of each (over both members' hits, as the walk sums them) and
@@ -37,19 +39,24 @@ THRESHOLD = 0.8
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("work", type=Path, help="the work dir `cliwalk.py --keep` left")
-    parser.add_argument("--project", default="big", help="the walk's project (walk, big)")
+    parser.add_argument(
+        "--project", choices=("walk", "big"), default="big",
+        help="the walk's project: walk, or big (the --big-population project)",
+    )  # fmt: skip
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     work, project = args.work, args.project
-    truth = read_truth(work / ("big-truth.csv" if project == "big" else "data/truth.csv"))
+    truth = read_truth(work / f"{project}-truth.csv")
     names = sorted(p.name.removeprefix(f"{project}-").removesuffix("-hits.csv")
                    for p in work.glob(f"{project}-*-hits.csv"))  # fmt: skip
     clks, ids = [], []
     for name in names:
-        enc = read_encoded(work / f"{name}.encoded")
-        raw = np.fromfile(work / f"{name}.encoded" / "clks.bin", dtype=np.uint8)
+        folder = work / f"{project}-{name}.encoded"  # a member of both: the walk's, renamed
+        folder = folder if folder.is_dir() else work / f"{name}.encoded"
+        enc = read_encoded(folder)
+        raw = np.fromfile(folder / "clks.bin", dtype=np.uint8)
         clks.append(raw.reshape(enc.record_count, enc.clk_bits // 8))
-        with open(work / f"{name}.encoded" / "local" / "ids.csv", newline="") as fh:
+        with open(folder / "local" / "ids.csv", newline="") as fh:
             ids.append([row["record_id"] for row in csv.DictReader(fh)])
         bits, rule = enc.fallback_bits, Rule(*enc.rule) if enc.rule else NO_RULE
     result = runs.match(clks, THRESHOLD, fallback_bits=bits, rule=rule, workers=args.workers)

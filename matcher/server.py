@@ -351,6 +351,7 @@ def create_server(
             call_kinds(service, MATCHER_RPCS),
             streams=streams,
             refusals=refusals,
+            retired=store.retired_token,
         )
         server, health_servicer = _grpc_server(service, authenticator, request_cpus)
         port = add_port(server, address, credentials)

@@ -14,7 +14,8 @@ twoserver_small, watch_stop, twoserver.py's views (twoserver_attacks, twoserver_
 twoserver_roles_check), twoserver_rerun_project (grpcproxy's user; the proxy itself is
 tested below), splink_link (Splink's own environment, benchmarks/.venv-splink), rtgraph (faiss's
 own environment, benchmarks/.venv-faiss; LSH tables need 40,000 rows) and cliwalk
-(some 35 CLI processes, each its own start-up: over a minute at its smallest).
+(some 35 CLI processes, each its own start-up: over a minute at its smallest; run once, small,
+by tests/test_walkinprocess.py, for the work dir walkinprocess.py reads).
 tests/test_docs_benchmarks.py runs every script a page names with `--help`, and parses every
 command a page shows with its script's own parser.
 """

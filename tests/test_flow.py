@@ -77,7 +77,7 @@ def test_cli_flow_finds_the_shared_people(
     capsys.readouterr()
 
     monkeypatch.setenv("BLINDMATCH_TOKEN", tokens["south"])  # --token may come from the env
-    assert cli(matcher, "run", "--project", "trial") == 0
+    assert main(["run", "--project", "trial", "--server", matcher.target]) == 0
     assert "3 of your records are held by a partner" in capsys.readouterr().out
 
     for name in orgs:

@@ -89,7 +89,7 @@ def test_the_cli_maintains_the_index_and_queries_a_person(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    server = ["--server", matcher.target, "--quiet"]
+    server = ["--server", matcher.target]  # (-q: `index` says nothing; tests/test_quiet.py)
     ref_key = tmp_path / "south.refkey"
     south = ["--project", "trial", "--token", project.tokens["south"], "--ref-key", str(ref_key)]
     assert main(["index", "sync", str(encoded["south"].path), *south, *server]) == 0

@@ -233,12 +233,16 @@ def test_the_page_needs_nothing_from_elsewhere(world: World, tmp_path: Path) -> 
     assert page.images and all(src.startswith("data:image/png;base64,") for src in page.images)
 
 
-def test_a_partners_consent_caps_what_the_page_shows(world: World, tmp_path: Path) -> None:
+def test_a_partners_consent_caps_what_the_page_shows(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     project = world.project("capped", "mapping")
     with world.member(project, "south") as south:
         south.set_consent("capped", "hits")
     out = tmp_path / "north.html"
+    capsys.readouterr()
     assert report(world, project, out) == 0
+    assert capsys.readouterr() == ("", "")  # -q: nothing (was "Wrote north.html: run ...")
     _, page = read_page(out)
     assert [r[:2] for r in page.table("partner")[1:]] == [["east", "mapping"], ["south", "hits"]]
     rows = page.table("record_id")

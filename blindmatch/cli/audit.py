@@ -78,7 +78,7 @@ def _write_csv(args: argparse.Namespace, header: Sequence[str], rows: Iterable[l
 
 
 def _said(args: argparse.Namespace, what: str) -> None:
-    if args.out:
+    if args.out and not args.quiet:  # -q: nothing, as `upload -q`
         print(f"Wrote {what} to {args.out}.", file=sys.stderr)
 
 

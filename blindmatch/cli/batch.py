@@ -158,6 +158,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise BlindmatchError(f"run {final.run_id} failed: {final.message}")
     if final.state != "done":
         raise BlindmatchError(f"lost track of run {final.run_id} ({final.state})")
+    if args.quiet:  # nothing, as `upload -q`: exit 0 says it is done (`results` shows it)
+        return 0
     if final.groups:  # the member's own shared records (never the run-wide total)
         print(f"Run {final.run_id} done: {final.groups} of your records are held by a partner.")
     else:
@@ -221,6 +223,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         return "" if level == results.disclosure else f" ({level} only, as {partner} consents)"
 
     counts = ", ".join(f"{p}: {n}{limited(p)}" for p, n in results.counts.items()) or "none"
+    # Said with -q too: a partner that allows counts only is in no row of --out, only here.
     print(
         f"Run {results.run_id} ({results.disclosure}): records shared with partners - {counts}. "
         f"Wrote {rows} row(s) to {args.out}."
@@ -246,10 +249,11 @@ def cmd_report(args: argparse.Namespace) -> int:
             include_records=not args.no_records,
         )
     write_report(args.out, report)
-    print(
-        f"Wrote {args.out}: run {report.run_id} ({report.learnt}), "
-        f"{len(report.partners)} partner(s), {len(report.audit)} audit entries."
-    )
+    if not args.quiet:
+        print(
+            f"Wrote {args.out}: run {report.run_id} ({report.learnt}), "
+            f"{len(report.partners)} partner(s), {len(report.audit)} audit entries."
+        )
     return 0
 
 

@@ -202,6 +202,8 @@ def cmd_revoke_token(args: argparse.Namespace) -> int:
     name = _name(args)
     with connect(args, admin_token()) as client:
         client.revoke_token(name, args.member)
+    if args.quiet:  # nothing, as `upload -q`: exit 0 says it is revoked
+        return 0
     print(
         f"Revoked {args.member}'s token in {name}. Its data stays until it expires or is "
         f"erased; `blindmatch project rotate-token {name} --member {args.member}` issues "

@@ -44,11 +44,10 @@ PERSON_OPTIONS = {
 }
 
 
-def _summary(verb: str, s: IndexSummary) -> str:
-    return (
-        f"{verb}: {s.added} added, {s.replaced} replaced, {s.removed} removed; "
-        f"the index now holds {s.record_count} records."
-    )
+def _summary(args: argparse.Namespace, verb: str, s: IndexSummary) -> None:
+    if not args.quiet:  # -q: nothing, as `upload -q` (exit 0 says it is stored)
+        print(f"{verb}: {s.added} added, {s.replaced} replaced, {s.removed} removed; "
+              f"the index now holds {s.record_count} records.")  # fmt: skip
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:
@@ -61,7 +60,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
         refuse_index_folder(client, args, "index add")  # before a ref key is made
         with ref_key_for_change(path, encoded) as key:
             summary = add_to_index(client, args.project, encoded, key, args.id or None)
-    print(_summary("Index updated", summary))
+    _summary(args, "Index updated", summary)
     return 0
 
 
@@ -71,7 +70,7 @@ def cmd_index_remove(args: argparse.Namespace) -> int:
     key = existing_ref_key(ref_key_path(args))
     with connect(args, member_token(args)) as client:
         summary = remove_from_index(client, args.project, key, args.ids)
-    print(_summary("Index updated", summary))
+    _summary(args, "Index updated", summary)
     return 0
 
 
@@ -108,7 +107,7 @@ def cmd_index_sync(args: argparse.Namespace) -> int:
             finally:  # the last change stored, said even where held back or the sync cut
                 if throttle.held and last is not None:
                     _change_line(last)
-    print(_summary("Index synced" if parts <= 1 else f"Index synced in {parts} changes", summary))
+    _summary(args, "Index synced" if parts <= 1 else f"Index synced in {parts} changes", summary)
     return 0
 
 
@@ -351,9 +350,9 @@ def cmd_query(args: argparse.Namespace) -> int:
             f"  {partner} allows counts only: it holds {answer.counts.get(partner, 0)} of "
             f"the {len(labels)} queried record(s)"
         )
-    if args.out:
+    if args.out and not args.quiet:
         print(f"Wrote {len(rows)} row(s) to {args.out}.")
-    if any(row[2].startswith("bmr-") for row in rows):  # a two-server project's, at mapping
+    if not args.quiet and any(row[2].startswith("bmr-") for row in rows):  # two-server, mapping
         print(f"Each bmr- ref is a request reference: {QUOTE}")
     return 0
 

@@ -32,8 +32,12 @@ cron, CI, systemd, `nohup`) they print plain lines instead, such as `encoding: 2
 rows (20%) after 1m30s` or `run: comparing (3/16 tasks): 42% after 2m00s`: one when a step
 starts, one when it ends, and between them at most one every 30 seconds and 5% of the step
 (about 20 a step at most, one every 30 s while a count of rows read moves). `-q` prints none;
-`encode -q` and `upload -q` print nothing at all (exit 0 says it is done), errors still on
-stderr.
+`encode -q`, `upload -q`, `run -q`, `report -q`, `index add`/`sync`/`remove -q`, `project
+revoke-token -q`, `user revoke -q` and `audit export`/`report --out FILE -q` print nothing at
+all (exit 0 says it is done; `index -q` still says on stderr where it made a new
+ref key, a file to keep), errors still on stderr. `results -q` still prints its counts (a
+partner that allows counts only is in no row of its file), `query -q` and `watch -q` their
+matches (`query -q --out` not that it wrote the file, neither the note on `bmr-` references).
 """
 
 

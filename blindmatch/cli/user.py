@@ -73,6 +73,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     with connect(args, member_token(args)) as client:
         client.revoke_user(args.project, args.name)
+    if args.quiet:  # nothing, as `upload -q`: exit 0 says it is revoked
+        return 0
     print(
         f"Revoked user {args.name}'s token in {args.project}: it stops working now. Their "
         "entries stay in the audit log under their name."

@@ -126,7 +126,7 @@ class Printer:
     def __init__(self, args: argparse.Namespace, labels: list[str]) -> None:
         self.json, self.labels = args.json, labels
         self.out = _open_out(args.out) if args.out else None
-        self.quoted = False
+        self.quoted = bool(args.quiet)  # -q: the note on bmr- refs never said
 
     def __call__(self, e: WatchEvent) -> None:
         at = _now()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -41,6 +42,7 @@ from blindmatch.matcher.rpc.callreads import CallReads
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.streams import OpenStream, StreamGuard
+from blindmatch.matcher.storage.retired_tokens import ROTATED, Retired
 from blindmatch.matcher.storage.store import Store
 
 OPERATOR_CALL, MEMBER_CALL, EITHER_CALL = "operator", "member", "either"
@@ -248,11 +250,13 @@ class Authenticator(grpc.ServerInterceptor):
         kinds: Mapping[str, str],
         streams: StreamGuard | None = None,
         refusals: Refusals | None = None,
+        retired: Callable[[bytes], Retired | None] | None = None,
     ) -> None:
         self._streams = streams
         self._refusals = refusals
         self._admin_hash = token_hash(admin_token)
         self._token_owner = token_owner
+        self._retired = retired
         self._prefix = f"/{service}/"
         self._kinds = dict(kinds)
 
@@ -322,6 +326,9 @@ class Authenticator(grpc.ServerInterceptor):
         owner = self._token_owner(digest)
         if owner is not None:
             return Caller(*owner)
+        gone = self._retired(digest) if self._retired is not None else None
+        if gone is not None:  # the caller holds this token: telling it so tells it nothing
+            raise Unauthenticated(retired_message(gone))
         if kind == OPERATOR_CALL:
             raise Unauthenticated("the operator token is wrong (check BLINDMATCH_ADMIN_TOKEN)")
         # A unary request is in hand already (gRPC reads it before any handler runs):
@@ -330,6 +337,15 @@ class Authenticator(grpc.ServerInterceptor):
         if project:
             raise Unauthenticated(f"the token is not valid for project {project!r}")
         raise Unauthenticated("the token is not valid for any project")
+
+
+def retired_message(gone: Retired) -> str:
+    """What the holder of a revoked or rotated-away token is told (UNAUTHENTICATED)."""
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(gone.at))
+    if gone.reason == ROTATED:
+        return f"this token was replaced by a new one on {when} (ask the project's operator for it)"
+    whom = "your member's administrator" if gone.is_user else "the project's operator"
+    return f"this token was revoked on {when} (ask {whom} for a new one)"
 
 
 def _as_user(user: str, responses: Iterator[Any]) -> Iterator[Any]:

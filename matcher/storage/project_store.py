@@ -15,8 +15,9 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.tokens import new_token, same_hash, token_hash
 from blindmatch.matcher.domain import CLK_MODE, DEFAULT_RETENTION, Level, Project
 from blindmatch.matcher.errors import AlreadyExists, NotFound
-from blindmatch.matcher.storage import sqlite
+from blindmatch.matcher.storage import retired_tokens, sqlite
 from blindmatch.matcher.storage.base import StoreBase
+from blindmatch.matcher.storage.retired_tokens import REVOKED, ROTATED, Retired
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -224,6 +225,7 @@ class ProjectStore(StoreBase):
         with self.db.tx() as tx:
             self.project(project)
             self._require_member(tx, project, member)
+            self._retire_member_token(tx, project, member, ROTATED)
             tx.execute(
                 "UPDATE members SET token_hash=? WHERE project=? AND name=?",
                 (token_hash(token), project, member),
@@ -236,6 +238,7 @@ class ProjectStore(StoreBase):
         with self.db.tx() as tx:
             self.project(project)
             self._require_member(tx, project, member)
+            self._retire_member_token(tx, project, member, REVOKED)
             unusable = token_hash("revoked:" + secrets.token_hex(32))  # no token hashes to this
             tx.execute(
                 "UPDATE members SET token_hash=? WHERE project=? AND name=?",
@@ -252,6 +255,21 @@ class ProjectStore(StoreBase):
                     detail={"users_revoked": users} if users else {},
                 ),
             )
+
+    def _retire_member_token(
+        self, tx: sqlite3.Connection, project: str, member: str, reason: str
+    ) -> None:
+        """Inside `tx`: note `member`'s current token as retired (`reason`), so that its
+        holder is told so (retired_tokens.py)."""
+        (digest,) = tx.execute(
+            "SELECT token_hash FROM members WHERE project=? AND name=?", (project, member)
+        ).fetchone()
+        retired_tokens.retire_in(tx, digest, project, member, reason=reason, at=self.clock())
+
+    def retired_token(self, digest: bytes) -> Retired | None:
+        """How the token whose hash is `digest` stopped working (revoked, rotated away),
+        if it did; None for a token nobody was ever issued."""
+        return retired_tokens.retired(self.db, digest)
 
     def revoke_users_in(self, tx: sqlite3.Connection, project: str, member: str) -> list[str]:
         return []  # user_store.UserStore: named users

@@ -8,6 +8,7 @@
     request_store.py    request references issued from hits, and their resolution
     retention_store.py  erasure of a member, expiry of projects
     user_store.py       named users under a member, their token hashes
+    retired_tokens.py   revoked and rotated-away tokens' hashes, so their holders are told
     outcome_store.py    what a two-server run learned of each pair of uploads (reused)
     ticket_store.py     the two-server uploads a member started and the matcher has not taken
     audit_log.py        the hash-chained audit log (`store.audit`)
@@ -28,6 +29,7 @@ from blindmatch.matcher.storage import (
     project_store,
     request_store,
     retention_store,
+    retired_tokens,
     run_store,
     ticket_store,
     upload_store,
@@ -55,6 +57,7 @@ SCHEMA = (
     + outcome_store.SCHEMA
     + retention_store.SCHEMA
     + ticket_store.SCHEMA
+    + retired_tokens.SCHEMA
 )
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON")
 

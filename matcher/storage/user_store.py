@@ -19,7 +19,9 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.tokens import new_token, token_hash
 from blindmatch.matcher.domain import User, valid_name
 from blindmatch.matcher.errors import AlreadyExists, InvalidArgument, NotFound
+from blindmatch.matcher.storage import retired_tokens
 from blindmatch.matcher.storage.base import StoreBase
+from blindmatch.matcher.storage.retired_tokens import REVOKED
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -71,39 +73,46 @@ class UserStore(StoreBase):
         """User `name`'s token stops working at once."""
         with self.db.tx() as tx:
             self._member_exists(tx, project, member)
-            done = tx.execute(
-                "UPDATE users SET token_hash=?, revoked=? "
+            row = tx.execute(
+                "SELECT token_hash FROM users "
                 "WHERE project=? AND member=? AND name=? AND revoked IS NULL",
-                (_unusable(), self.clock(), project, member, name),
-            ).rowcount
-            if not done:
+                (project, member, name),
+            ).fetchone()
+            if row is None:
                 raise NotFound(f"{member!r} has no user {name!r} holding a token")
+            self._revoke_user_in(tx, project, member, name, row[0])
             self.audit.append_in(
                 tx, audit.Event(member, "user.revoke", project, member, detail={"user": name})
             )
 
     def revoke_users_in(self, tx: sqlite3.Connection, project: str, member: str) -> list[str]:
         """Revoke every user of `member`, inside `tx` (the member's token was revoked)."""
-        names = [
-            r[0]
-            for r in tx.execute(
-                "SELECT name FROM users WHERE project=? AND member=? AND revoked IS NULL",
-                (project, member),
-            )
-        ]
+        held = tx.execute(
+            "SELECT name, token_hash FROM users WHERE project=? AND member=? AND revoked IS NULL",
+            (project, member),
+        ).fetchall()
+        for name, digest in held:
+            self._revoke_user_in(tx, project, member, name, digest)
+        return [name for name, _ in held]
+
+    def _revoke_user_in(
+        self, tx: sqlite3.Connection, project: str, member: str, name: str, digest: bytes
+    ) -> None:
+        """Inside `tx`: user `name`'s token (hash `digest`) stops working, noted as
+        revoked (retired_tokens.py) so that its holder is told so."""
         now = self.clock()
-        for name in names:
-            tx.execute(
-                "UPDATE users SET token_hash=?, revoked=? WHERE project=? AND member=? AND name=?",
-                (_unusable(), now, project, member, name),
-            )
-        return names
+        tx.execute(
+            "UPDATE users SET token_hash=?, revoked=? WHERE project=? AND member=? AND name=?",
+            (_unusable(), now, project, member, name),
+        )
+        retired_tokens.retire_in(tx, digest, project, member, reason=REVOKED, at=now, is_user=True)
 
     def delete_users_in(
         self, tx: sqlite3.Connection, project: str, member: str | None = None
     ) -> int:
         """Delete the user rows of `member` (every member's if None), inside `tx`: their
         names go and their tokens stop working. Returns how many rows went."""
+        retired_tokens.forget_users_in(tx, project, member)
         if member is None:
             return tx.execute("DELETE FROM users WHERE project=?", (project,)).rowcount
         return tx.execute(
