@@ -27,7 +27,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -75,6 +75,46 @@ _MIDNIGHT = re.compile(
 )
 
 
+# strptime's directives that `_read_date` reads itself, in a format of only these and
+# punctuation ("%d/%m/%Y", "%Y-%m-%d", "%Y%m%d"): day and month of exactly two ASCII digits,
+# the year of four, which is how strptime reads them too (its %d and %m try two digits first).
+_NUMERIC = {"%d": r"(?P<d>\d\d)", "%m": r"(?P<m>\d\d)", "%Y": r"(?P<Y>\d\d\d\d)"}
+
+
+@lru_cache(maxsize=256)
+def _numeric_pattern(fmt: str) -> re.Pattern[str] | None:
+    """The pattern of a numeric date format, or None where strptime alone reads `fmt`."""
+    parts = re.split(r"(%[dmY])", fmt)
+    literals = "".join(parts[0::2])
+    if sorted(parts[1::2]) != ["%Y", "%d", "%m"] or any(
+        ch.isalnum() or ch.isspace() or ch == "%" for ch in literals
+    ):
+        return None
+    return re.compile(
+        "".join(_NUMERIC[p] if k % 2 else re.escape(p) for k, p in enumerate(parts)), re.ASCII
+    )
+
+
+def numeric_date(text: str, fmt: str) -> date | None:
+    """The date strptime reads `text` as under `fmt` where `fmt` is numeric ("%d/%m/%Y") and
+    `text` has a two-digit day and month and is a real date; else None (ask strptime)."""
+    pattern = _numeric_pattern(fmt)
+    found = pattern.fullmatch(text) if pattern is not None else None
+    if found is None:
+        return None
+    try:  # year 0, month 13 or 31 February: strptime's error, from strptime
+        return date(int(found["Y"]), int(found["m"]), int(found["d"]))
+    except ValueError:
+        return None
+
+
+def _read_date(text: str, fmt: str) -> date:
+    """`datetime.strptime(text, fmt).date()`, the same date and the same error, faster for a
+    numeric format's usual values (`numeric_date`); any other (one digit, non-ASCII digits,
+    no such day, a month in words) read by strptime."""
+    return numeric_date(text, fmt) or datetime.strptime(text, fmt).date()
+
+
 class InvalidValue(ValueError):
     """A value that cannot be read as its field's kind; encoded as missing."""
 
@@ -99,8 +139,16 @@ class FieldRule:
     sources: tuple[str, ...] = ()
 
 
+# ASCII characters that are not letters or digits: what `normalise_text` drops from ASCII.
+_ASCII_PUNCTUATION = str.maketrans("", "", "".join(
+    chr(c) for c in range(128) if not chr(c).isalnum()
+))  # fmt: skip
+
+
 def fold(value: str) -> str:
     """Case-fold and strip accents: 'ÉLODIE' and 'élodie' both become 'elodie'."""
+    if value.isascii():  # the Unicode steps below leave ASCII as it is, but for its case
+        return value.lower()
     text = unicodedata.normalize("NFKC", value).casefold()
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
@@ -113,6 +161,8 @@ def normalise_text(value: str) -> str:
     Punctuation and whitespace carry no identity in names and postcodes, and
     exports disagree on them ('SW1A 1AA' vs 'SW1A1AA'), so both are dropped.
     """
+    if value.isascii():  # the same as below, by a table (str.isalnum on ASCII)
+        return value.lower().translate(_ASCII_PUNCTUATION)
     return "".join(ch for ch in fold(value) if ch.isalnum())
 
 
@@ -209,7 +259,7 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     unreal = ""  # the first format the value matches, but with a day its month has not
     for fmt in formats:
         try:
-            readings.setdefault(datetime.strptime(text, fmt).date(), fmt)
+            readings.setdefault(_read_date(text, fmt), fmt)
         except ValueError as exc:
             if not unreal and "out of range" in str(exc):
                 unreal = f"matches {fmt} {NOT_A_REAL_DATE}{_no_such_day(text, fmt)}"
@@ -377,7 +427,10 @@ def normalise_value(
     if rule.kind == "ignore":
         return ""
     if rule.kind == "date":
-        return parse_date(value, date_format).strftime(rule.date_format)
+        day = parse_date(value, date_format)
+        if rule.date_format == "%Y-%m-%d" and day.year >= 1000:  # strftime pads no year
+            return day.isoformat()
+        return day.strftime(rule.date_format)
     if rule.kind == "enum":
         return normalise_enum(value, rule.enum_values)
     if rule.kind == "integer":

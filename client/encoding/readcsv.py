@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from clkhash.field_formats import InvalidEntryError
 
+from blindmatch.client.encoding.cells import cell_reader, derived_reader
 from blindmatch.client.encoding.encodereport import (
     FEW_FIELDS,
     PRINT_LIMIT,
@@ -32,12 +32,7 @@ from blindmatch.client.encoding.exportfile import decoded_lines
 from blindmatch.client.encoding.mapping import Mapping
 from blindmatch.client.encoding.normalise import (
     DEFAULT_DATE_FORMATS,
-    AmbiguousValue,
-    InvalidValue,
-    derive,
     is_missing,
-    normalise_value,
-    split_name,
     suggest_date_formats,
 )
 from blindmatch.client.encoding.schema import LinkageSchema
@@ -345,16 +340,23 @@ def read_rows(
     ids: list[str] = []
     rows: list[list[str]] = []
     tallies: list[Counter[str]] = [Counter() for _ in plan]
+    sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
+    index_of = {rule.name: i for i, rule in enumerate(schema.rules)}
+    # The fields read from the export and those derived from them, each with its cached
+    # reader (cells.py: real exports repeat their values).
+    read_plan = [
+        (index, where, cmap, fr, tally, cell_reader(rule, cmap, schema.clk_schema.fields[index]))
+        for (index, where, cmap), fr, tally in zip(plan, report.fields, tallies, strict=True)
+        if not (rule := schema.rules[index]).sources
+    ]
     derived = [
-        (index, fr, tally)
+        (index, fr, tally, derived_reader(schema.rules[index], index_of, sentinels))
         for (index, _w, _c), fr, tally in zip(plan, report.fields, tallies, strict=True)
         if schema.rules[index].sources
     ]
-    sources = {rule.name: i for i, rule in enumerate(schema.rules)}
     seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
     repeats = _Repeats()  # under --on-duplicate-id error
     width = len(header)
-    sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     data_rows = 0
     # Dates without a date_format that no default format reads, and some that one does: a
     # sample of each, to suggest the date_format that reads both.
@@ -364,10 +366,14 @@ def read_rows(
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
     for line_no, record in _numbered(reader, csv_path):
-        if not any(cell.strip() for cell in record):
+        if not "".join(record).strip():
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
             continue
-        if [cell.strip().lstrip("\ufeff") for cell in record] == header:
+        if (
+            header
+            and record[0].strip().lstrip("\ufeff") == header[0]
+            and [cell.strip().lstrip("\ufeff") for cell in record] == header
+        ):
             report.header_rows.append(line_no)  # exports joined together: the next's header
             continue
         data_rows += 1
@@ -395,31 +401,30 @@ def read_rows(
             seen[local_id] = (line_no, cells)
         values = list(sentinels)
         usable = 0
-        for (index, where, cmap), fr, tally in zip(plan, report.fields, tallies, strict=True):
+        for index, where, cmap, fr, tally, read in read_plan:
             rule = schema.rules[index]
-            if rule.sources:
-                continue  # derived below, from the fields' normalised values
-            raw = " ".join(record[c] for c in where)
-            try:
-                if cmap is not None and cmap.split and not is_missing(raw):
-                    if "," in raw and cmap.split != "surname, given":
-                        commas.setdefault((",".join(cmap.columns), cmap.split), set()).add(line_no)
-                    given, surname = split_name(raw, cmap.split)
-                    raw = given if cmap.part == "given" else surname
-                if is_missing(raw):
-                    fr.missing += 1
-                    continue
-                value = normalise_value(rule, raw, cmap.date_format if cmap else None)
-                schema.clk_schema.fields[index].validate(value)
-            except AmbiguousValue as exc:
-                fr.ambiguous += 1
-                fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})
+            raw = record[where[0]] if len(where) == 1 else " ".join(record[c] for c in where)
+            if (
+                cmap
+                and cmap.split
+                and "," in raw
+                and cmap.split != "surname, given"
+                and not is_missing(raw)
+            ):
+                commas.setdefault((",".join(cmap.columns), cmap.split), set()).add(line_no)
+            outcome, value, raw = read(raw)  # split, normalised and validated (cells.py)
+            if outcome == "missing":
+                fr.missing += 1
                 continue
-            except (InvalidValue, InvalidEntryError) as exc:
+            if outcome == "ambiguous":
+                fr.ambiguous += 1
+                fr.ambiguous_rows.append({"row": line_no, "reason": value})
+                continue
+            if outcome == "invalid":
                 if rule.kind == "date":
                     _sample(misdated if cmap and cmap.date_format else undated, rule.name, raw)
                 fr.invalid += 1
-                fr.invalid_rows.append({"row": line_no, "reason": str(exc).split("\n")[0]})
+                fr.invalid_rows.append({"row": line_no, "reason": value})
                 continue
             if rule.kind == "date":
                 _sample(dated, rule.name, raw)
@@ -427,11 +432,8 @@ def read_rows(
             values[index] = value
             tally[value] += 1
             usable += 1
-        for index, fr, tally in derived:
-            rule = schema.rules[index]
-            value = derive(
-                rule, {n: values[i] for n, i in sources.items() if values[i] != sentinels[i]}
-            )
+        for index, fr, tally, derive_from in derived:
+            value = derive_from(values)
             if not value:
                 fr.missing += 1
                 continue

@@ -1,0 +1,91 @@
+"""One export cell to the value it encodes as: a mapped field's raw text (its columns joined)
+cut by the mapping's `split`, checked for missing, normalised (`normalise.normalise_value`,
+under the mapping's date formats) and validated against the clkhash field, as
+`readcsv.read_rows` does for every cell of every row.
+
+The outcome depends on the raw text alone, for a given field and mapping, and real exports
+repeat their values heavily (names, dates, sexes, postcodes), so `cell_reader` remembers the
+outcomes of a field's most recent distinct values (an LRU cache of `CACHE_SIZE`, made anew
+for each read, so nothing outlives it): a repeated value costs a dictionary look-up instead
+of Unicode folding, strptime and validation. What is encoded is the same either way; the
+cache changes only how often the same pure functions run
+(tests/test_readspeed.py holds the CLKs and reports of fixed exports to that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Literal
+
+from clkhash.field_formats import DateSpec, FieldSpec, InvalidEntryError
+
+from blindmatch.client.encoding.mapping import ColumnMap
+from blindmatch.client.encoding.normalise import (
+    AmbiguousValue,
+    FieldRule,
+    InvalidValue,
+    derive,
+    is_missing,
+    normalise_value,
+    numeric_date,
+    split_name,
+)
+
+# Distinct raw values whose outcome a field's reader keeps (per field, per read): a few MB
+# at most, and beyond it the least recently seen are read again, never wrongly.
+CACHE_SIZE = 1 << 16
+
+# What a cell is: missing (blank or a placeholder), a value, or one the field's rule reads
+# two ways (a date under two formats) or not at all; "invalid" and "ambiguous" carry the
+# reason the report gives. Each outcome also carries the raw text the value was read from
+# (after a split name was cut), which the report samples to suggest date formats.
+Outcome = tuple[Literal["missing", "value", "ambiguous", "invalid"], str, str]
+
+
+def read_cell(rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str) -> Outcome:
+    """The outcome of one cell's raw text (uncached): see the module's docstring."""
+    try:
+        if cmap is not None and cmap.split and not is_missing(raw):
+            given, surname = split_name(raw, cmap.split)
+            raw = given if cmap.part == "given" else surname
+        if is_missing(raw):
+            return ("missing", "", raw)
+        value = normalise_value(rule, raw, cmap.date_format if cmap else None)
+        if isinstance(spec, DateSpec) and numeric_date(value, spec.format) is not None:
+            FieldSpec.validate(spec, value)  # DateSpec's strptime would read it: a real date
+        else:
+            spec.validate(value)
+    except AmbiguousValue as exc:
+        return ("ambiguous", str(exc), raw)
+    except (InvalidValue, InvalidEntryError) as exc:
+        return ("invalid", str(exc).split("\n")[0], raw)
+    return ("value", value, raw)
+
+
+def cell_reader(
+    rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec
+) -> Callable[[str], Outcome]:
+    """`read_cell` for one field under one mapping, remembering the outcomes of its last
+    CACHE_SIZE distinct raw values."""
+
+    @lru_cache(maxsize=CACHE_SIZE)
+    def read(raw: str) -> Outcome:
+        return read_cell(rule, cmap, spec, raw)
+
+    return read
+
+
+def derived_reader(
+    rule: FieldRule, index_of: dict[str, int], sentinels: list[str]
+) -> Callable[[list[str]], str]:
+    """A derived field's value (`normalise.derive`) from a row's schema-ordered values (a
+    field's missing sentinel where it is missing), read from its sources' alone. (Not
+    cached: combinations of names rarely repeat.)"""
+    sources = [(name, index_of[name], sentinels[index_of[name]])
+               for name in rule.sources if name in index_of]  # fmt: skip
+
+    def read(values: list[str]) -> str:
+        return derive(rule, {n: values[i] for n, i, missing in sources if values[i] != missing})
+
+    return read
