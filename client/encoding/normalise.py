@@ -147,8 +147,13 @@ _ASCII_PUNCTUATION = str.maketrans("", "", "".join(
 
 def fold(value: str) -> str:
     """Case-fold and strip accents: 'ÉLODIE' and 'élodie' both become 'elodie'."""
-    if value.isascii():  # the Unicode steps below leave ASCII as it is, but for its case
+    if value.isascii():  # the Unicode steps leave ASCII as it is, but for its case
         return value.lower()
+    return _fold_unicode(value)
+
+
+def _fold_unicode(value: str) -> str:
+    """`fold` of any text, step by step (for ASCII text, its lower case)."""
     text = unicodedata.normalize("NFKC", value).casefold()
     text = unicodedata.normalize("NFKD", text)
     text = "".join(ch for ch in text if not unicodedata.combining(ch))

@@ -1,0 +1,187 @@
+"""Reading and normalising an export faster changes nothing that is encoded: the CLKs and
+report of a fixed messy export stay as they were before (digests taken with the code before
+the change), a read with the per-field caches all but off gives the same rows and report,
+and the fast paths (ASCII folding, numeric dates) agree with the slow ones they stand for."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import string
+from datetime import date, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from blindmatch.client.encoding import cells
+from blindmatch.client.encoding.encode import EncodeReport, encode_csv, read_rows
+from blindmatch.client.encoding.mapping import load_mapping
+from blindmatch.client.encoding.normalise import (
+    _fold_unicode,
+    _read_date,
+    fold,
+    normalise_text,
+)
+from blindmatch.client.encoding.schema import load_schema
+from tests.support import PERSON_SCHEMA
+
+SECRET = b"blindmatch read-speed test secret, fixed"
+# Values an export repeats, clean and messy: accents, full-width letters, titles, nicknames,
+# placeholders, dates in several formats, impossible, ambiguous and at midnight.
+GIVEN = ("Siobhán", "BOB", "Mary Ann", "mary-jane", "Élodie", "Zoë", "Łukasz", "Bjørn",
+         "Mr John", "  robert ", "N/A", "", "NULL", "-", "Æthel", "Ｊｏｈｎ", "O'Neil", "Bill",
+         "liz", "Dr. Kate", "ﬁona", "İsmail")  # fmt: skip
+SURNAMES = ("O'Brien", "SMITH-JONES", "van Beethoven", "de la Cruz", "Müller", "nk",
+            "unknown", "", "Straße", "Ø", "Núñez", "MacDonald", "st John")  # fmt: skip
+DATES = ("14/03/1988", "03/04/1980", "04/04/1980", "31/02/1985", "29/02/1981", "29/02/1980",
+         "1988-03-14", "14.03.1988", "1980-04-03 00:00:00.000", "03/04/1980 00:00",
+         "03/04/1980 13:45", "", "N/A", "12/13/1990", "13/12/1990", "1/2/1970", "01/02/70",
+         "32/01/1980", "00/01/1980", "14 Mar 1988", "2/11/1975 12:00:00 AM", "31/04/1990",
+         "30/02/2000", " 02/11/1975 ", "02 / 11 / 1975", "٠٢/١١/١٩٧٥", "02/11/١٩٧٥",
+         "29/02/0000", "05/06/0999")  # fmt: skip
+SEXES = ("M", "F", "Male", "female", "MALE", "x", "U", "", "Mâle", "f ")
+POSTCODES = ("LS6 2AB", "ls62ab", "M14 5RT", " sw1a 1aa ", "N/A", "", "SW1A-1AA",
+             "ＳＷ１Ａ　１ＡＡ", "E1 6AN")  # fmt: skip
+# Per export: (split rule, the mapping's date_format as TOML or None).
+CASES = {
+    "twofmt": ("surname, given", '["%d/%m/%Y", "%m/%d/%Y"]'),
+    "nofmt": ("surname-first", None),
+    "onefmt": ("given-first", '"%d/%m/%Y"'),
+}
+# SHA-256 of each export's CLKs and of its report as local/report.json has it (less its
+# source path), taken with the code before cells.py and the fast paths (commit 20fd204d).
+# A deliberate change to what is encoded or reported updates them, saying so.
+EXPECTED = {
+    "twofmt": (
+        "bd11f6d4748c99beba4089182f6cea55f3979e66e73a5f0e41d68f6d6473a23c",
+        "7f93e5852fc6d79052744ac0920b1bff49e0684081d6bccb78e9e3df7d418819",
+    ),
+    "nofmt": (
+        "414711bf0831df3921c671028aae2e293b8786dcfcbc9510a5b1032cfe300a20",
+        "7fae6d9379fd2c985cd80af18c09abff4d0f1f3d4eae000ab47e5e21e7f7cf2b",
+    ),
+    "onefmt": (
+        "3f93a1517d43fc4332758fec60415de1bbd58562c3d7c306a8c4545fc0173e0d",
+        "c7731d685422bcb7aae33e232a68cbadbfdfdbfce717ea3fee9f80eefa04674d",
+    ),
+}
+
+
+def write_export(folder: Path, name: str, rows: int = 600) -> tuple[Path, Path]:
+    """A fixed messy export and its mapping (the same on every run: a seeded generator)."""
+    split, date_format = CASES[name]
+    rng = random.Random(name)
+    lines = ["id,Full,DOB,Sex,PC"]
+    for i in range(rows):
+        surname, given_name = rng.choice(SURNAMES), rng.choice(GIVEN)
+        full = (
+            f"{surname}, {given_name}" if split == "surname, given" else f"{given_name} {surname}"
+        )
+        cells_ = [f"R{i}", full, rng.choice(DATES), rng.choice(SEXES), rng.choice(POSTCODES)]
+        lines.append(",".join('"' + c.replace('"', '""') + '"' for c in cells_))
+        if i % 97 == 5:
+            lines.append(",,,,")  # a blank row
+    csv_path = folder / f"{name}.csv"
+    csv_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dob = f'{{ column = "DOB", date_format = {date_format} }}' if date_format else '"DOB"'
+    mapping = folder / f"{name}.toml"
+    mapping.write_text(
+        f'id = "id"\n[fields]\ngiven_name = {{ column = "Full", split = "{split}" }}\n'
+        f'surname = {{ column = "Full", split = "{split}" }}\ndob = {dob}\nsex = "Sex"\n'
+        'postcode = "PC"\n',
+        encoding="utf-8",
+    )
+    return csv_path, mapping
+
+
+def digests(folder: Path, name: str) -> tuple[str, str]:
+    csv_path, mapping_path = write_export(folder, name)
+    schema = load_schema(PERSON_SCHEMA)
+    result = encode_csv(csv_path, schema, load_mapping(mapping_path, schema), SECRET,
+                        max_workers=1)  # fmt: skip
+    report = result.report.to_dict()
+    report.pop("source")
+    clks = hashlib.sha256(bytes(memoryview(result.clks).cast("B"))).hexdigest()
+    text = json.dumps(report, sort_keys=True, ensure_ascii=False)
+    return clks, hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_fixed_messy_export_encodes_to_the_clks_and_report_it_did_before(
+    name: str, tmp_path: Path
+) -> None:
+    assert digests(tmp_path, name) == EXPECTED[name]
+
+
+def test_a_read_with_the_caches_all_but_off_gives_the_same_rows_and_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema = load_schema(PERSON_SCHEMA)
+    for name in sorted(CASES):
+        csv_path, mapping_path = write_export(tmp_path, name)
+        mapping = load_mapping(mapping_path, schema)
+        cached = EncodeReport(source="x")
+        ids, rows = read_rows(csv_path, schema, mapping, cached, on_duplicate_id="keep-all")
+        monkeypatch.setattr(cells, "CACHE_SIZE", 1)  # every repeat read again
+        uncached = EncodeReport(source="x")
+        again = read_rows(csv_path, schema, mapping, uncached, on_duplicate_id="keep-all")
+        monkeypatch.undo()
+        assert again == (ids, rows)
+        assert uncached.to_dict() == cached.to_dict()
+        assert cached.fields[0].present and any(f.invalid for f in cached.fields)
+
+
+def test_a_cell_readers_cache_is_bounded() -> None:
+    schema = load_schema(PERSON_SCHEMA)
+    rule, spec = schema.rules[0], schema.clk_schema.fields[0]
+    read = cells.cell_reader(rule, None, spec)
+    assert read.cache_info().maxsize == cells.CACHE_SIZE  # type: ignore[attr-defined]
+    for k in range(50):
+        read(f"name{k}")
+    assert read.cache_info().currsize == 50  # type: ignore[attr-defined]
+
+
+@given(st.text(alphabet=st.characters(max_codepoint=127)))
+def test_fold_and_normalise_text_of_ascii_text_are_the_unicode_paths(value: str) -> None:
+    assert fold(value) == _fold_unicode(value)
+    assert normalise_text(value) == "".join(ch for ch in _fold_unicode(value) if ch.isalnum())
+
+
+NUMERIC_FORMATS = ("%d/%m/%Y", "%m/%d/%Y", "%Y-%m-%d", "%Y%m%d", "%d-%m-%Y", "%d.%m.%Y",
+                   "%Y/%m/%d", "%d%m%Y", "%d %b %Y", "%d-%b-%Y")  # fmt: skip
+
+
+def outcome(read: object, text: str, fmt: str) -> tuple[str, object]:
+    try:
+        return ("date", read(text, fmt))  # type: ignore[operator]
+    except ValueError as exc:
+        return ("error", str(exc))
+
+
+def strptime_date(text: str, fmt: str) -> date:
+    return datetime.strptime(text, fmt).date()
+
+
+@given(
+    st.sampled_from(NUMERIC_FORMATS),
+    st.integers(0, 9999),
+    st.integers(0, 13),
+    st.integers(0, 32),
+)
+def test_numeric_dates_read_as_strptime_reads_them(
+    fmt: str, year: int, month: int, day: int
+) -> None:
+    text = fmt.replace("%Y", f"{year:04d}").replace("%m", f"{month:02d}")
+    text = text.replace("%d", f"{day:02d}").replace("%b", "Mar")
+    assert outcome(_read_date, text, fmt) == outcome(strptime_date, text, fmt)
+
+
+@given(
+    st.sampled_from(NUMERIC_FORMATS),
+    st.text(alphabet=string.digits + "/-. ٠١" + "aM", min_size=4, max_size=12),
+)
+def test_any_text_reads_as_strptime_reads_it(fmt: str, text: str) -> None:
+    assert outcome(_read_date, text, fmt) == outcome(strptime_date, text, fmt)
