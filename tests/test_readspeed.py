@@ -134,14 +134,24 @@ def test_a_read_with_the_caches_all_but_off_gives_the_same_rows_and_report(
         assert cached.fields[0].present and any(f.invalid for f in cached.fields)
 
 
-def test_a_cell_readers_cache_is_bounded() -> None:
+def test_a_cell_readers_cache_is_bounded_and_gives_what_read_cell_gives(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     schema = load_schema(PERSON_SCHEMA)
-    rule, spec = schema.rules[0], schema.clk_schema.fields[0]
+    index = next(i for i, rule in enumerate(schema.rules) if rule.kind == "date")
+    rule, spec = schema.rules[index], schema.clk_schema.fields[index]
+    monkeypatch.setattr(cells, "CACHE_SIZE", 8)
     read = cells.cell_reader(rule, None, spec)
-    assert read.cache_info().maxsize == cells.CACHE_SIZE  # type: ignore[attr-defined]
-    for k in range(50):
-        read(f"name{k}")
-    assert read.cache_info().currsize == 50  # type: ignore[attr-defined]
+    closure = dict(zip(read.__code__.co_freevars, read.__closure__ or (), strict=True))
+    known = closure["known"].cell_contents  # the reader's cache
+    texts = [f"19{k:02d}-01-02" for k in range(30)] + ["1988-02-30", "N/A", "1988-02-30"]
+    for text in texts:
+        got = read(text)
+        assert len(known) <= 8
+        want = cells.read_cell(rule, None, spec, text)
+        assert got == (want[1] if want[0] == "value" else want)
+    assert read("1930-01-02") == "1930-01-02"
+    assert read("1988-02-30")[0] == "invalid"  # type: ignore[index]
 
 
 @given(st.text(alphabet=st.characters(max_codepoint=127)))

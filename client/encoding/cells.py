@@ -5,8 +5,8 @@ under the mapping's date formats) and validated against the clkhash field, as
 
 The outcome depends on the raw text alone, for a given field and mapping, and real exports
 repeat their values heavily (names, dates, sexes, postcodes), so `cell_reader` remembers the
-outcomes of a field's most recent distinct values (an LRU cache of `CACHE_SIZE`, made anew
-for each read, so nothing outlives it): a repeated value costs a dictionary look-up instead
+outcomes of up to `CACHE_SIZE` of a field's distinct values (made anew for each read, so
+nothing outlives it): a repeated value costs a dictionary look-up instead
 of Unicode folding, strptime and validation. What is encoded is the same either way; the
 cache changes only how often the same pure functions run
 (tests/test_readspeed.py holds the CLKs and reports of fixed exports to that).
@@ -15,7 +15,6 @@ cache changes only how often the same pure functions run
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Literal
 
 from clkhash.field_formats import DateSpec, FieldSpec, InvalidEntryError
@@ -65,13 +64,23 @@ def read_cell(rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str
 
 def cell_reader(
     rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec
-) -> Callable[[str], Outcome]:
-    """`read_cell` for one field under one mapping, remembering the outcomes of its last
-    CACHE_SIZE distinct raw values."""
+) -> Callable[[str], str | Outcome]:
+    """`read_cell` for one field under one mapping, remembering the outcomes of up to
+    CACHE_SIZE distinct raw values (then starting again). A value read from the raw text
+    as given (no split name cut) is returned, and kept, as the value alone: a string, which
+    the garbage collector does not track, where a tuple for each of thousands of values would
+    make it collect more often; any other outcome as `read_cell` gives it."""
+    known: dict[str, str | Outcome] = {}
 
-    @lru_cache(maxsize=CACHE_SIZE)
-    def read(raw: str) -> Outcome:
-        return read_cell(rule, cmap, spec, raw)
+    def read(raw: str) -> str | Outcome:
+        got = known.get(raw)
+        if got is None:
+            if len(known) >= CACHE_SIZE:  # bounded: start again
+                known.clear()
+            outcome = read_cell(rule, cmap, spec, raw)
+            got = outcome[1] if outcome[0] == "value" and outcome[2] == raw else outcome
+            known[raw] = got
+        return got
 
     return read
 

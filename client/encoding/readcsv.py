@@ -342,8 +342,7 @@ def read_rows(
     tallies: list[Counter[str]] = [Counter() for _ in plan]
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     index_of = {rule.name: i for i, rule in enumerate(schema.rules)}
-    # The fields read from the export and those derived from them, each with its cached
-    # reader (cells.py: real exports repeat their values).
+    # Each field read from the export, and derived from them, with its reader (cells.py).
     read_plan = [
         (index, where, cmap, fr, tally, cell_reader(rule, cmap, schema.clk_schema.fields[index]))
         for (index, where, cmap), fr, tally in zip(plan, report.fields, tallies, strict=True)
@@ -404,28 +403,28 @@ def read_rows(
         for index, where, cmap, fr, tally, read in read_plan:
             rule = schema.rules[index]
             raw = record[where[0]] if len(where) == 1 else " ".join(record[c] for c in where)
-            if (
-                cmap
-                and cmap.split
-                and "," in raw
-                and cmap.split != "surname, given"
-                and not is_missing(raw)
-            ):
-                commas.setdefault((",".join(cmap.columns), cmap.split), set()).add(line_no)
-            outcome, value, raw = read(raw)  # split, normalised and validated (cells.py)
-            if outcome == "missing":
-                fr.missing += 1
-                continue
-            if outcome == "ambiguous":
-                fr.ambiguous += 1
-                fr.ambiguous_rows.append({"row": line_no, "reason": value})
-                continue
-            if outcome == "invalid":
-                if rule.kind == "date":
-                    _sample(misdated if cmap and cmap.date_format else undated, rule.name, raw)
-                fr.invalid += 1
-                fr.invalid_rows.append({"row": line_no, "reason": value})
-                continue
+            split = cmap.split if cmap else None
+            if split and split != "surname, given" and "," in raw and not is_missing(raw):
+                columns = ",".join(mapping.fields[rule.name].columns)
+                commas.setdefault((columns, split), set()).add(line_no)
+            got = read(raw)  # split, normalised and validated (cells.py): the value, or
+            if isinstance(got, str):  # (outcome, value or why none, the raw text read)
+                value = got
+            else:
+                outcome, value, raw = got
+                if outcome == "missing":
+                    fr.missing += 1
+                    continue
+                if outcome == "ambiguous":
+                    fr.ambiguous += 1
+                    fr.ambiguous_rows.append({"row": line_no, "reason": value})
+                    continue
+                if outcome == "invalid":
+                    if rule.kind == "date":
+                        _sample(misdated if cmap and cmap.date_format else undated, rule.name, raw)
+                    fr.invalid += 1
+                    fr.invalid_rows.append({"row": line_no, "reason": value})
+                    continue
             if rule.kind == "date":
                 _sample(dated, rule.name, raw)
             fr.present += 1
