@@ -26,7 +26,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -77,6 +77,11 @@ _MIDNIGHT = re.compile(
 
 class InvalidValue(ValueError):
     """A value that cannot be read as its field's kind; encoded as missing."""
+
+
+class PlaceholderValue(InvalidValue):
+    """A value systems write for "no value" (a date of 01/01/1900): encoded as missing, and
+    reported as a placeholder, since records sharing it would look alike."""
 
 
 class AmbiguousValue(InvalidValue):
@@ -217,11 +222,21 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         ways = " or ".join(f"{day.isoformat()} ({fmt})" for day, fmt in readings.items())
         raise AmbiguousValue(f"{value!r} is ambiguous: it reads as {ways}")
     if readings:
-        return next(iter(readings))
+        day = next(iter(readings))
+        if day in PLACEHOLDER_DATES:
+            raise PlaceholderValue(f"{value!r} is a placeholder date ({day.isoformat()})")
+        return day
     if unreal:  # (31/02/1980: not a question of its format)
         raise InvalidValue(f"{value!r} {unreal}")
     expected = " or ".join(formats)
-    raise InvalidValue(f"{value!r} is not a date in the format {expected}")
+    serial = ""
+    if text.isdigit() and len(text) == 5:  # a date cell Excel wrote as General: a serial
+        day = EXCEL_EPOCH + timedelta(days=int(text))
+        serial = (
+            f"; it looks like an Excel date serial number ({day.isoformat()}): format the "
+            "column as dates in Excel before saving the CSV"
+        )
+    raise InvalidValue(f"{value!r} is not a date in the format {expected}{serial}")
 
 
 def _no_such_day(text: str, fmt: str) -> str:
@@ -356,8 +371,20 @@ def normalise_integer(value: str) -> str:
         raise InvalidValue(f"{value!r} is not a whole number") from None
 
 
-# Placeholders exports use for "no value"; treated as missing, never encoded as text.
-PLACEHOLDERS = frozenset({"na", "null", "none", "unknown", "notknown", "nk", "nodata"})
+# Placeholders exports use for "no value" (after folding: 'N/K' is 'nk'); treated as
+# missing, never encoded as text, since records sharing one would look alike. The postcode
+# ones: no fixed abode ('NFA'), and the NHS pseudo-postcodes for it and for not known.
+PLACEHOLDERS = frozenset(
+    {"na", "null", "none", "unknown", "notknown", "nk", "nodata", "unk", "notstated",
+     "notgiven", "notrecorded", "tbc", "tba", "nfa", "nofixedabode", "nofixedaddress",
+     "zz993vz", "zz993wz"}
+)  # fmt: skip
+# Dates systems write for "no date" (spreadsheet and database epochs, ends of range).
+PLACEHOLDER_DATES = frozenset(
+    {date(1900, 1, 1), date(1899, 12, 31), date(1899, 12, 30), date(1800, 1, 1),
+     date(1753, 1, 1), date(1, 1, 1), date(9999, 12, 31)}
+)  # fmt: skip
+EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (its serial numbers count from it)
 
 
 def is_missing(value: str) -> bool:

@@ -34,6 +34,7 @@ from blindmatch.client.encoding.normalise import (
     DEFAULT_DATE_FORMATS,
     AmbiguousValue,
     InvalidValue,
+    PlaceholderValue,
     derive,
     is_missing,
     normalise_value,
@@ -364,6 +365,8 @@ def read_rows(
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
     for line_no, record in _numbered(reader, csv_path):
+        if len(record) > width and not "".join(record[width:]).strip():
+            record = record[:width]  # Excel's trailing delimiter: empty cells past the header
         if not any(cell.strip() for cell in record):
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
             continue
@@ -407,10 +410,13 @@ def read_rows(
                     given, surname = split_name(raw, cmap.split)
                     raw = given if cmap.part == "given" else surname
                 if is_missing(raw):
-                    fr.missing += 1
+                    fr.note_missing(line_no, raw)
                     continue
                 value = normalise_value(rule, raw, cmap.date_format if cmap else None)
                 schema.clk_schema.fields[index].validate(value)
+            except PlaceholderValue:
+                fr.note_missing(line_no, raw)
+                continue
             except AmbiguousValue as exc:
                 fr.ambiguous += 1
                 fr.ambiguous_rows.append({"row": line_no, "reason": str(exc)})

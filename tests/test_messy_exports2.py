@@ -1,0 +1,141 @@
+"""Hand-made exports as other organisations' systems write them, through `blindmatch encode`
+(issue 21 item 3): placeholders for "unknown" in names, postcodes and dates are missing, not
+values strangers share, and are reported; Excel's trailing delimiter on data rows is read;
+an Excel date serial number is named as one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli import main
+from tests.support import NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET
+
+HEADER = "URN,Forenames,Surname,DOB,Sex,Postcode"
+
+
+def encode(tmp_path: Path, data: bytes, map_text: str = NORTH_MAP) -> tuple[int, dict]:  # type: ignore[type-arg]
+    export = tmp_path / "export.csv"
+    export.write_bytes(data)
+    mapping = tmp_path / "map.toml"
+    mapping.write_text(map_text, encoding="utf-8")
+    secret = tmp_path / "secret"
+    secret.write_text(STRONG_SECRET, encoding="utf-8")
+    out = tmp_path / "out.encoded"
+    code = main(
+        ["encode", str(export), "--schema", str(PERSON_SCHEMA), "--secret-file", str(secret),
+         "--mapping", str(mapping), "--out", str(out), "-q"]
+    )  # fmt: skip
+    report = out / "local" / "report.json"
+    return code, json.loads(report.read_text()) if report.exists() else {}
+
+
+def clks(tmp_path: Path) -> list[bytes]:
+    folder = tmp_path / "out.encoded"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    size = manifest["clk_bits"] // 8
+    data = (folder / "clks.bin").read_bytes()
+    return [data[i * size : (i + 1) * size] for i in range(manifest["record_count"])]
+
+
+def field(report: dict, name: str) -> dict:  # type: ignore[type-arg]
+    return next(f for f in report["fields"] if f["field"] == name)
+
+
+@pytest.mark.parametrize(
+    ("column", "placeholder"),
+    [
+        ("Postcode", "NFA"),
+        ("Postcode", "No fixed abode"),
+        ("Postcode", "ZZ99 3VZ"),
+        ("Forenames", "Unk"),
+        ("Surname", "Not stated"),
+        ("Forenames", "TBC"),
+    ],
+)
+def test_a_placeholder_is_missing_so_strangers_do_not_share_it(
+    tmp_path: Path, column: str, placeholder: str
+) -> None:
+    people = [["N1", "Ann", "Lee", "01/02/1970", "F", "LS6 2AB"],
+              ["N2", "Bob", "Ray", "05/06/1981", "M", "M14 5RT"]]  # fmt: skip
+    at = HEADER.split(",").index(column)
+    for person in people:
+        person[at] = placeholder
+    rows = "\n".join([HEADER, *(",".join(p) for p in people)]) + "\n"
+    code, report = encode(tmp_path, rows.encode())
+    assert code == 0
+    name = {"Postcode": "postcode", "Forenames": "given_name", "Surname": "surname"}[column]
+    counts = field(report, name)
+    assert (counts["present"], counts["missing"]) == (0, 2)
+    assert counts["placeholders"] == {placeholder: 2}
+    assert counts["placeholder_rows"] == [2, 3]
+    # The same as a blank cell: the placeholder adds nothing to the encoding.
+    first = clks(tmp_path)
+    code, _ = encode(tmp_path, rows.replace(placeholder, "").encode())
+    assert code == 0 and clks(tmp_path) == first
+
+
+@pytest.mark.parametrize("written", ["01/01/1900", "31/12/1899", "01/01/1800", "31/12/9999"])
+def test_a_placeholder_date_is_missing_and_reported(tmp_path: Path, written: str) -> None:
+    rows = f"{HEADER}\nN1,Ann,Lee,{written},F,LS6 2AB\nN2,Bob,Ray,{written},M,M14 5RT\n"
+    code, report = encode(tmp_path, rows.encode())
+    assert code == 0
+    dob = field(report, "dob")
+    assert (dob["present"], dob["missing"], dob["invalid"]) == (0, 2, 0)
+    assert dob["placeholders"] == {written: 2}
+
+
+def test_the_printed_report_names_the_placeholders_and_their_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = (
+        f"{HEADER}\nN1,UNKNOWN,Lee,01/01/1900,F,NFA\nN2,N/K,Ray,05/06/1981,M,NFA\n"
+        "N3,Cy,Po,05/06/1982,M,\n"
+    )
+    export = tmp_path / "export.csv"
+    export.write_text(rows, encoding="utf-8")
+    (tmp_path / "map.toml").write_text(NORTH_MAP, encoding="utf-8")
+    (tmp_path / "secret").write_text(STRONG_SECRET, encoding="utf-8")
+    code = main(
+        ["encode", str(export), "--schema", str(PERSON_SCHEMA), "--secret-file",
+         str(tmp_path / "secret"), "--mapping", str(tmp_path / "map.toml"), "--out",
+         str(tmp_path / "out.encoded")]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    said = "placeholder(s) for 'unknown' encoded as missing:"
+    assert f"given_name: 2 {said} 'UNKNOWN' 1, 'N/K' 1 (rows 2, 3)" in out
+    assert f"postcode: 2 {said} 'NFA' 2 (rows 2, 3)" in out
+    assert f"dob: 1 {said} '01/01/1900' 1 (row 2)" in out
+
+
+def test_a_trailing_delimiter_on_data_rows_only_is_read(tmp_path: Path) -> None:
+    rows = ["N1,Zoë,O'Brien,14/03/1988,F,LS6 2AB", "N2,Bob,Ray,05/06/1981,M,M14 5RT"]
+    code, _ = encode(tmp_path, ("\r\n".join([HEADER, *rows]) + "\r\n").encode())
+    assert code == 0
+    plain = clks(tmp_path)
+    # Excel's trailing comma after each data row, not after the header: empty cells
+    trailing = "\r\n".join([HEADER, *(r + "," for r in rows)]) + "\r\n"
+    code, report = encode(tmp_path, trailing.encode())
+    assert code == 0 and report["rows_encoded"] == 2
+    assert clks(tmp_path) == plain
+
+
+def test_a_cell_with_a_value_past_the_header_is_still_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = f"{HEADER}\nN1,Ann,Lee,01/02/1970,F,LS6 2AB,extra\n"
+    code, _ = encode(tmp_path, rows.encode())
+    assert code == 2
+    assert "row 2 has 7 columns, the header has 6" in capsys.readouterr().err
+
+
+def test_an_excel_date_serial_number_is_named_as_one(tmp_path: Path) -> None:
+    rows = f"{HEADER}\nN1,Ann,Lee,29284,F,LS6 2AB\n"
+    code, report = encode(tmp_path, rows.encode())
+    assert code == 0
+    (reason,) = [r["reason"] for r in field(report, "dob")["invalid_rows"]]
+    assert "Excel date serial number (1980-03-04)" in reason
+    assert "format the column as dates in Excel" in reason
