@@ -139,3 +139,23 @@ def test_an_excel_date_serial_number_is_named_as_one(tmp_path: Path) -> None:
     (reason,) = [r["reason"] for r in field(report, "dob")["invalid_rows"]]
     assert "Excel date serial number (1980-03-04)" in reason
     assert "format the column as dates in Excel" in reason
+
+
+def test_a_title_in_the_forenames_column_is_not_the_given_name(tmp_path: Path) -> None:
+    plain = f"{HEADER}\nN1,John,Smith,01/02/1970,M,LS6 2AB\nN2,Mary Ann,Lee,05/06/1981,F,M14 5RT\n"
+    code, _ = encode(tmp_path, plain.encode())
+    assert code == 0
+    first = clks(tmp_path)
+    titled = plain.replace("John", "Mr John").replace("Mary Ann", "Dr. MARY Ann")
+    code, report = encode(tmp_path, titled.encode())
+    assert code == 0 and field(report, "given_name")["present"] == 2
+    assert clks(tmp_path) == first
+
+
+def test_a_title_alone_is_no_given_name(tmp_path: Path) -> None:
+    rows = f"{HEADER}\nN1,Mr,Smith,01/02/1970,M,LS6 2AB\nN2,MRS.,Lee,05/06/1981,F,M14 5RT\n"
+    code, report = encode(tmp_path, rows.encode())
+    assert code == 0
+    given = field(report, "given_name")
+    assert (given["present"], given["missing"]) == (0, 2)
+    assert given["placeholders"] == {"Mr": 1, "MRS.": 1}

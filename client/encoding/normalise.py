@@ -134,9 +134,10 @@ def nicknames() -> dict[str, str]:
 def first_name(value: str) -> str:
     """The first of several names: 'Mary Jane' -> 'Mary'; 'Mary-Jane Ann' -> 'Mary-Jane'.
 
-    Names are separated by whitespace or commas; a hyphenated name is one name.
+    Names are separated by whitespace or commas; a hyphenated name is one name. Titles
+    before them are no name ('Mr John' -> 'John'; 'Mr' alone -> '').
     """
-    for part in fold(value).replace(",", " ").split():
+    for part in _untitled(fold(value).replace(",", " ").split()):
         if normalise_text(part):
             return part
     return ""
@@ -410,4 +411,6 @@ def normalise_value(
     if rule.kind == "integer":
         return normalise_integer(value)
     text = normalise_name(value, rule.options) if rule.options else normalise_text(value)
+    if not text:  # a title alone ('Mr') in a first-name field: no name given
+        raise PlaceholderValue(f"{value!r} is a title, not a name")
     return text.upper() if rule.upper else text
