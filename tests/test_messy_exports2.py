@@ -159,3 +159,15 @@ def test_a_title_alone_is_no_given_name(tmp_path: Path) -> None:
     given = field(report, "given_name")
     assert (given["present"], given["missing"]) == (0, 2)
     assert given["placeholders"] == {"Mr": 1, "MRS.": 1}
+
+
+@pytest.mark.parametrize("declared", ["", 'encoding = "utf-8"\n'])
+def test_a_latin1_export_read_as_utf8_names_the_byte_and_what_cp1252_reads(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], declared: str
+) -> None:
+    rows = f"{HEADER}\r\nN1,Jürgen,Straße,02/11/1975,M,M14 5RT\r\n"
+    code, _ = encode(tmp_path, rows.encode("latin-1"), declared + NORTH_MAP)
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "out.encoded").exists()
+    assert "line 2 is not valid UTF-8 (byte 5: 0xFC, which cp1252 reads as 'ü')" in err
+    assert 'set encoding = "cp1252" in the mapping' in err
