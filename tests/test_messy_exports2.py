@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 from blindmatch.cli import main
-from tests.support import NORTH_MAP, PERSON_SCHEMA, STRONG_SECRET
+from blindmatch.client import ProjectTokens
+from blindmatch.client.encoding.encode import read_secret
+from tests.support import (
+    NORTH_MAP,
+    PERSON_SCHEMA,
+    PURPOSE,
+    STRONG_SECRET,
+    Matcher,
+    Org,
+    index_all,
+)
+from tests.support import encode as encode_org
 
 HEADER = "URN,Forenames,Surname,DOB,Sex,Postcode"
 
@@ -171,3 +182,31 @@ def test_a_latin1_export_read_as_utf8_names_the_byte_and_what_cp1252_reads(
     assert code == 2 and not (tmp_path / "out.encoded").exists()
     assert "line 2 is not valid UTF-8 (byte 5: 0xFC, which cp1252 reads as 'ü')" in err
     assert 'set encoding = "cp1252" in the mapping' in err
+
+
+def test_a_query_given_a_placeholder_says_it_was_left_out_as_one(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    south = encode_org(orgs["south"], tmp_path / "south.encoded", read_secret(secret_file))
+    with matcher.member(project.tokens["south"]) as member:
+        index_all(member, "trial", south)
+    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
+    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
+    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    peter = [*query, "--given-name", "Mr Peter", "--surname", "Nowak", "--sex", "M"]
+    assert main([*peter, "--dob", "01/01/1900", "--postcode", "NFA"]) == 0
+    out = capsys.readouterr().out
+    assert "query: held by south" in out  # the title is no name, the placeholders no values
+    assert (
+        "missing: date of birth, postcode (given as placeholders for unknown: date of birth "
+        "'01/01/1900', postcode 'NFA')" in out
+    )
+    assert main([*peter, "--dob", "01/01/1900", "--json"]) == 0
+    [result] = json.loads(capsys.readouterr().out)["results"]
+    assert result["missing"] == ["dob", "postcode"]
+    assert result["placeholders"] == {"dob": "01/01/1900"}
