@@ -210,3 +210,16 @@ def test_a_query_given_a_placeholder_says_it_was_left_out_as_one(
     [result] = json.loads(capsys.readouterr().out)["results"]
     assert result["missing"] == ["dob", "postcode"]
     assert result["placeholders"] == {"dob": "01/01/1900"}
+
+
+def test_a_two_digit_year_read_into_the_future_is_invalid_not_encoded(tmp_path: Path) -> None:
+    # %y reads 00-68 as 2000-2068: '4/3/45' would be a date of birth still to come.
+    rows = f"{HEADER}\nN1,Ann,Lee,4/3/80,F,LS6 2AB\nN2,Bob,Ray,4/3/45,M,M14 5RT\n"
+    code, report = encode(tmp_path, rows.encode(), NORTH_MAP.replace("%d/%m/%Y", "%d/%m/%y"))
+    assert code == 0
+    dob = field(report, "dob")
+    assert (dob["present"], dob["invalid"]) == (1, 1)
+    [invalid] = dob["invalid_rows"]
+    assert invalid["row"] == 3
+    assert "'4/3/45' reads as 2045-03-04 under %d/%m/%y, a date still to come" in invalid["reason"]
+    assert "four-digit years (%Y)" in invalid["reason"]

@@ -213,12 +213,22 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         text = _MIDNIGHT.sub("", text)
     readings: dict[date, str] = {}
     unreal = ""  # the first format the value matches, but with a day its month has not
+    to_come = ""  # a two-digit year read into the future ('4/3/45' as 2045 under %y)
     for fmt in formats:
         try:
-            readings.setdefault(datetime.strptime(text, fmt).date(), fmt)
+            day = datetime.strptime(text, fmt).date()
         except ValueError as exc:
             if not unreal and "out of range" in str(exc):
                 unreal = f"matches {fmt} {NOT_A_REAL_DATE}{_no_such_day(text, fmt)}"
+            continue
+        if "%y" in fmt and day > date.today():
+            to_come = to_come or (
+                f"reads as {day.isoformat()} under {fmt}, a date still to come: a two-digit "
+                "year does not say its century (%y reads 00-68 as 2000-2068); have the "
+                "export write four-digit years (%Y)"
+            )
+            continue
+        readings.setdefault(day, fmt)
     if len(readings) > 1:
         ways = " or ".join(f"{day.isoformat()} ({fmt})" for day, fmt in readings.items())
         raise AmbiguousValue(f"{value!r} is ambiguous: it reads as {ways}")
@@ -227,6 +237,8 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         if day in PLACEHOLDER_DATES:
             raise PlaceholderValue(f"{value!r} is a placeholder date ({day.isoformat()})")
         return day
+    if to_come:
+        raise InvalidValue(f"{value!r} {to_come}")
     if unreal:  # (31/02/1980: not a question of its format)
         raise InvalidValue(f"{value!r} {unreal}")
     expected = " or ".join(formats)
