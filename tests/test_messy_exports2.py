@@ -223,3 +223,29 @@ def test_a_two_digit_year_read_into_the_future_is_invalid_not_encoded(tmp_path: 
     assert invalid["row"] == 3
     assert "'4/3/45' reads as 2045-03-04 under %d/%m/%y, a date still to come" in invalid["reason"]
     assert "four-digit years (%Y)" in invalid["reason"]
+
+
+def test_ids_excel_wrote_in_scientific_notation_are_named_not_offered_keep_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = (
+        "NHS,Forenames,Surname,DOB,Sex,Postcode\n9.43477E+09,Ann,Lee,01/02/1970,F,LS6 2AB\n"
+        "9.43477E+09,Bob,Ray,01/02/1971,M,LS6 2AB\n"
+    )
+    code, _ = encode(tmp_path, rows.encode(), NORTH_MAP.replace('"URN"', '"NHS"'))
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "out.encoded").exists()
+    assert "row 3, column NHS: id '9.43477E+09' repeats row 2" in err
+    assert "numbers Excel wrote in scientific notation" in err
+    assert "format the column as Text" in err and "keep-first" not in err
+
+
+def test_unique_ids_in_scientific_notation_are_encoded_with_a_warning(tmp_path: Path) -> None:
+    rows = (
+        "NHS,Forenames,Surname,DOB,Sex,Postcode\n9.43477E+09,Ann,Lee,01/02/1970,F,LS6 2AB\n"
+        "4.01023e+09,Bob,Ray,01/02/1971,M,LS6 2AB\nA-3,Cy,Po,01/02/1972,M,LS6 2AB\n"
+    )
+    code, report = encode(tmp_path, rows.encode(), NORTH_MAP.replace('"URN"', '"NHS"'))
+    assert code == 0 and report["rows_encoded"] == 3
+    [warning] = [w for w in report["warnings"] if "scientific notation" in w]
+    assert "column NHS has ids such as '9.43477E+09', '4.01023e+09'" in warning
