@@ -249,3 +249,37 @@ def test_unique_ids_in_scientific_notation_are_encoded_with_a_warning(tmp_path: 
     assert code == 0 and report["rows_encoded"] == 3
     [warning] = [w for w in report["warnings"] if "scientific notation" in w]
     assert "column NHS has ids such as '9.43477E+09', '4.01023e+09'" in warning
+
+
+def test_the_same_people_encode_identically_whatever_the_exports_form(tmp_path: Path) -> None:
+    plain = (
+        "URN,Forenames,Surname,DOB,Sex,Postcode\n"
+        "P1,John,Smith,1980-03-04,M,SW1A 1AA\n"
+        "P2,Siobhán,O'Brien,1975-11-02,F,LS6 2AB\n"
+        "P3,Mary Ann,Smith-Jones,1990-12-25,F,\n"
+        "P4,Jürgen,Straße,1960-01-31,M,EH1 2NG\n"
+    )
+    plain_map = NORTH_MAP.replace(', date_format = "%d/%m/%Y"', "")
+    code, _ = encode(tmp_path, b"\xef\xbb\xbf" + plain.encode(), plain_map)
+    assert code == 0
+    first = clks(tmp_path)
+    # Excel on Windows: cp1252, its sep= line, ';', CRLF, a full-name column with titles,
+    # dates from two systems, sex in words, postcodes spaced anyhow, a placeholder for no
+    # address, a trailing delimiter after each data row, a blank line at the end.
+    excel = (
+        "sep=;\r\nRef;Full Name;Date of Birth;Gender;Post Code\r\n"
+        'P1;"SMITH, Mr John";04.03.1980;Male;sw1a1aa ;\r\n'
+        "P2;O’BRIEN, Ms SIOBHAN;02/11/1975 00:00:00;female;ls6  2ab;\r\n"
+        "P3;Smith Jones, Dr. Mary Ann;25 Dec 1990;F;No fixed abode;\r\n"
+        "P4;STRASSE, Jurgen;31/01/1960;M;eh1 2ng;\r\n\r\n"
+    )
+    excel_map = (
+        'id = "Ref"\nencoding = "cp1252"\n[fields]\n'
+        'given_name = { column = "Full Name", split = "surname, given" }\n'
+        'surname = { column = "Full Name", split = "surname, given" }\n'
+        'dob = { column = "Date of Birth", date_format = ["%d.%m.%Y", "%d/%m/%Y", "%d %b %Y"] }\n'
+        'sex = "Gender"\npostcode = "Post Code"\n'
+    )
+    code, report = encode(tmp_path, excel.encode("cp1252"), excel_map)
+    assert code == 0 and report["rows_encoded"] == 4
+    assert clks(tmp_path) == first
