@@ -315,6 +315,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                             "record_id": label,
                             "compared_on": list(use.compared_on),
                             "missing": list(use.missing),
+                            "placeholders": dict(use.placeholders),
                             "matches": [
                                 {"partner": m.partner, "refs": m.refs, "scores": m.scores}
                                 for m in matches

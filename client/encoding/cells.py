@@ -24,6 +24,7 @@ from blindmatch.client.encoding.normalise import (
     AmbiguousValue,
     FieldRule,
     InvalidValue,
+    PlaceholderValue,
     derive,
     is_missing,
     normalise_value,
@@ -35,10 +36,11 @@ from blindmatch.client.encoding.normalise import (
 # at most, and beyond it the least recently seen are read again, never wrongly.
 CACHE_SIZE = 1 << 16
 
-# What a cell is: missing (blank or a placeholder), a value, or one the field's rule reads
-# two ways (a date under two formats) or not at all; "invalid" and "ambiguous" carry the
-# reason the report gives. Each outcome also carries the raw text the value was read from
-# (after a split name was cut), which the report samples to suggest date formats.
+# What a cell is: missing (blank, or a placeholder the report lists), a value, or one the
+# field's rule reads two ways (a date under two formats) or not at all; "invalid" and
+# "ambiguous" carry the reason the report gives. Each outcome also carries the raw text the
+# value was read from (after a split name was cut): the report lists placeholders and
+# samples dates by it.
 Outcome = tuple[Literal["missing", "value", "ambiguous", "invalid"], str, str]
 
 
@@ -55,6 +57,8 @@ def read_cell(rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str
             FieldSpec.validate(spec, value)  # DateSpec's strptime would read it: a real date
         else:
             spec.validate(value)
+    except PlaceholderValue:  # "no value" written as one (01/01/1900, 'Mr' alone)
+        return ("missing", "", raw)
     except AmbiguousValue as exc:
         return ("ambiguous", str(exc), raw)
     except (InvalidValue, InvalidEntryError) as exc:

@@ -43,7 +43,8 @@ from blindmatch.client.progress import Progress
 # Below this share of present values a field is called sparse in the report.
 SPARSE_BELOW = 0.8
 # A single value held by more than this share of rows (and FREQUENT_MIN rows) looks like a
-# placeholder ('01/01/1900', 'UNKNOWN'): it makes unrelated records agree.
+# placeholder the encoder does not know ('01/01/1970', 'XXX'): it makes unrelated records
+# agree. (Known ones, such as 01/01/1900 and UNKNOWN, are missing: normalise.PLACEHOLDERS.)
 FREQUENT_SHARE = 0.05
 FREQUENT_MIN = 5
 

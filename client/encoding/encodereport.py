@@ -29,10 +29,34 @@ class FieldReport:
     # Values the declared date formats read as different dates: reported, never guessed.
     ambiguous: int = 0
     ambiguous_rows: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    # Missing values that were placeholders ('UNKNOWN', 'NFA', '01/01/1900'), as written
+    # -> how many, and the first PRINT_LIMIT rows with one.
+    placeholders: dict[str, int] = dataclasses.field(default_factory=dict)
+    placeholder_rows: list[int] = dataclasses.field(default_factory=list)
     distinct: int = 0  # distinct normalised values
     commonest: str = ""  # the most frequent normalised value (local report only)
     commonest_rows: int = 0
     derived_from: list[str] = dataclasses.field(default_factory=list)  # a derived field
+
+    def note_missing(self, row: int, raw: str) -> None:
+        """Count a missing value; one with a letter or digit is a placeholder, listed."""
+        self.missing += 1
+        written = raw.strip()
+        if any(ch.isalnum() for ch in written):
+            self.placeholders[written] = self.placeholders.get(written, 0) + 1
+            if len(self.placeholder_rows) < PRINT_LIMIT:
+                self.placeholder_rows.append(row)
+
+    def placeholder_line(self) -> str:
+        count = sum(self.placeholders.values())
+        common = sorted(self.placeholders.items(), key=lambda item: -item[1])
+        values = ", ".join(f"{value!r} {n}" for value, n in common[:PRINT_LIMIT])
+        rows = ", ".join(map(str, self.placeholder_rows))
+        more = ", ..." if count > len(self.placeholder_rows) else ""
+        return (
+            f"{self.field}: {count} placeholder(s) for 'unknown' encoded as missing: {values} "
+            f"(row{'s' if count > 1 else ''} {rows}{more})"
+        )
 
 
 @dataclass
@@ -89,6 +113,7 @@ class EncodeReport:
                         f"  ... and {len(listed) - PRINT_LIMIT} more {what} {fr.field} "
                         "values (all listed in local/report.json)"
                     )
+        lines.extend(f"  {fr.placeholder_line()}" for fr in self.fields if fr.placeholders)
         if self.duplicate_ids:
             kept = "skipped" if self.on_duplicate_id == "keep-first" else "kept"
             lines.append(

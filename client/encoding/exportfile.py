@@ -29,15 +29,18 @@ def decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
             try:
                 text = raw.decode(encoding)
             except UnicodeDecodeError as exc:
+                byte = raw[exc.start]
                 hint = (
-                    "save the export as UTF-8 CSV, or if it came from Excel, add "
-                    'encoding = "cp1252" to the mapping'
+                    "save the export as UTF-8 CSV, or if it came from Excel, set "
+                    'encoding = "cp1252" in the mapping'
                     if encoding == "utf-8"
                     else "check the mapping's encoding, or save the export as UTF-8 CSV"
                 )
+                seen = bytes([byte]).decode("cp1252", "replace") if encoding == "utf-8" else ""
+                said = f", which cp1252 reads as {seen!r}" if seen.isprintable() and seen else ""
                 raise InputError(
                     f"{path}: line {number} is not valid {_encoding_name(encoding)} "
-                    f"(byte {exc.start + 1}); {hint}"
+                    f"(byte {exc.start + 1}: 0x{byte:02X}{said}); {hint}"
                 ) from None
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]

@@ -26,7 +26,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
@@ -119,6 +119,11 @@ class InvalidValue(ValueError):
     """A value that cannot be read as its field's kind; encoded as missing."""
 
 
+class PlaceholderValue(InvalidValue):
+    """A value systems write for "no value" (a date of 01/01/1900): encoded as missing, and
+    reported as a placeholder, since records sharing it would look alike."""
+
+
 class AmbiguousValue(InvalidValue):
     """A value that reads as different values under the formats given (a date that is
     valid day-first and month-first); reported, never guessed, and encoded as missing."""
@@ -184,9 +189,10 @@ def nicknames() -> dict[str, str]:
 def first_name(value: str) -> str:
     """The first of several names: 'Mary Jane' -> 'Mary'; 'Mary-Jane Ann' -> 'Mary-Jane'.
 
-    Names are separated by whitespace or commas; a hyphenated name is one name.
+    Names are separated by whitespace or commas; a hyphenated name is one name. Titles
+    before them are no name ('Mr John' -> 'John'; 'Mr' alone -> '').
     """
-    for part in fold(value).replace(",", " ").split():
+    for part in _untitled(fold(value).replace(",", " ").split()):
         if normalise_text(part):
             return part
     return ""
@@ -262,21 +268,43 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         text = _MIDNIGHT.sub("", text)
     readings: dict[date, str] = {}
     unreal = ""  # the first format the value matches, but with a day its month has not
+    to_come = ""  # a two-digit year read into the future ('4/3/45' as 2045 under %y)
     for fmt in formats:
         try:
-            readings.setdefault(_read_date(text, fmt), fmt)
+            day = _read_date(text, fmt)
         except ValueError as exc:
             if not unreal and "out of range" in str(exc):
                 unreal = f"matches {fmt} {NOT_A_REAL_DATE}{_no_such_day(text, fmt)}"
+            continue
+        if "%y" in fmt and day > date.today():
+            to_come = to_come or (
+                f"reads as {day.isoformat()} under {fmt}, a date still to come: a two-digit "
+                "year does not say its century (%y reads 00-68 as 2000-2068); have the "
+                "export write four-digit years (%Y)"
+            )
+            continue
+        readings.setdefault(day, fmt)
     if len(readings) > 1:
         ways = " or ".join(f"{day.isoformat()} ({fmt})" for day, fmt in readings.items())
         raise AmbiguousValue(f"{value!r} is ambiguous: it reads as {ways}")
     if readings:
-        return next(iter(readings))
+        day = next(iter(readings))
+        if day in PLACEHOLDER_DATES:
+            raise PlaceholderValue(f"{value!r} is a placeholder date ({day.isoformat()})")
+        return day
+    if to_come:
+        raise InvalidValue(f"{value!r} {to_come}")
     if unreal:  # (31/02/1980: not a question of its format)
         raise InvalidValue(f"{value!r} {unreal}")
     expected = " or ".join(formats)
-    raise InvalidValue(f"{value!r} is not a date in the format {expected}")
+    serial = ""
+    if text.isdigit() and len(text) == 5:  # a date cell Excel wrote as General: a serial
+        day = EXCEL_EPOCH + timedelta(days=int(text))
+        serial = (
+            f"; it looks like an Excel date serial number ({day.isoformat()}): format the "
+            "column as dates in Excel before saving the CSV"
+        )
+    raise InvalidValue(f"{value!r} is not a date in the format {expected}{serial}")
 
 
 def _no_such_day(text: str, fmt: str) -> str:
@@ -411,8 +439,20 @@ def normalise_integer(value: str) -> str:
         raise InvalidValue(f"{value!r} is not a whole number") from None
 
 
-# Placeholders exports use for "no value"; treated as missing, never encoded as text.
-PLACEHOLDERS = frozenset({"na", "null", "none", "unknown", "notknown", "nk", "nodata"})
+# Placeholders exports use for "no value" (after folding: 'N/K' is 'nk'); treated as
+# missing, never encoded as text, since records sharing one would look alike. The postcode
+# ones: no fixed abode ('NFA'), and the NHS pseudo-postcodes for it and for not known.
+PLACEHOLDERS = frozenset(
+    {"na", "null", "none", "unknown", "notknown", "nk", "nodata", "unk", "notstated",
+     "notgiven", "notrecorded", "tbc", "tba", "nfa", "nofixedabode", "nofixedaddress",
+     "zz993vz", "zz993wz"}
+)  # fmt: skip
+# Dates systems write for "no date" (spreadsheet and database epochs, ends of range).
+PLACEHOLDER_DATES = frozenset(
+    {date(1900, 1, 1), date(1899, 12, 31), date(1899, 12, 30), date(1800, 1, 1),
+     date(1753, 1, 1), date(1, 1, 1), date(9999, 12, 31)}
+)  # fmt: skip
+EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (its serial numbers count from it)
 
 
 def is_missing(value: str) -> bool:
@@ -441,4 +481,6 @@ def normalise_value(
     if rule.kind == "integer":
         return normalise_integer(value)
     text = normalise_name(value, rule.options) if rule.options else normalise_text(value)
+    if not text:  # a title alone ('Mr') in a first-name field: no name given
+        raise PlaceholderValue(f"{value!r} is a title, not a name")
     return text.upper() if rule.upper else text

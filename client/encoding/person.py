@@ -192,11 +192,16 @@ class Usable:
 
     compared_on: tuple[str, ...]
     missing: tuple[str, ...]
+    # Missing fields whose value given was a placeholder ('01/01/1900', 'N/K'): (field, value).
+    placeholders: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         text = f"compared on: {', '.join(map(field_label, self.compared_on)) or 'nothing'}"
         if self.missing:
             text += f"; missing: {', '.join(map(field_label, self.missing))}"
+        if self.placeholders:
+            given = ", ".join(f"{field_label(f)} {v!r}" for f, v in self.placeholders)
+            text += f" (given as placeholders for unknown: {given})"
         return text
 
 
@@ -205,7 +210,11 @@ def usable_fields(result: EncodeResult) -> list[Usable]:
     fields = [fr.field for fr in result.report.fields]
     derived = {fr.field for fr in result.report.fields if fr.derived_from}
     out = []
+    # One person (the command line's): the placeholders given are that person's.
+    one = len(result.present) == 1
+    given = tuple((fr.field, v) for fr in result.report.fields if one for v in fr.placeholders)
     for row in result.present:
         have = tuple(f for f, p in zip(fields, row, strict=True) if p and f not in derived)
-        out.append(Usable(have, tuple(f for f in fields if f not in have and f not in derived)))
+        lack = tuple(f for f in fields if f not in have and f not in derived)
+        out.append(Usable(have, lack, given))
     return out

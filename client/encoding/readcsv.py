@@ -19,8 +19,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
-
 from blindmatch.client.encoding.cells import cell_reader, derived_reader
 from blindmatch.client.encoding.encodereport import (
     FEW_FIELDS,
@@ -34,6 +32,13 @@ from blindmatch.client.encoding.normalise import (
     DEFAULT_DATE_FORMATS,
     is_missing,
     suggest_date_formats,
+)
+from blindmatch.client.encoding.recordids import (
+    Repeats,
+    case_twins,
+    case_warning,
+    excel_hint,
+    excel_numbers,
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
@@ -152,39 +157,6 @@ def _suggest_case(absent: list[str], header: list[str], mapping: Mapping) -> str
     )
 
 
-def _case_twins(seen: dict[str, tuple[int, bytes]]) -> list[tuple[int, str, int, str]]:
-    """The ids of `seen` (id -> (first row, ...), in file order) that differ from an earlier
-    one only in case: (row, id, earlier row, earlier id), in file order. Found by a hash of
-    each id case-folded (8 bytes an id, not a second dict of every id); ids whose hashes
-    meet are compared as strings."""
-    folded = np.fromiter((hash(k.casefold()) for k in seen), np.int64, len(seen))
-    values, counts = np.unique(folded, return_counts=True)
-    if not len(values) or counts.max() < 2:
-        return []
-    shared = set(values[counts > 1].tolist())
-    groups: dict[str, list[str]] = {}
-    for k, h in zip(seen, folded.tolist(), strict=True):
-        if h in shared:
-            groups.setdefault(k.casefold(), []).append(k)
-    twins = [(seen[k][0], k, seen[ks[0]][0], ks[0]) for ks in groups.values() for k in ks[1:]]
-    return sorted(twins)
-
-
-def _case_warning(twins: list[tuple[int, str, int, str]], column: str) -> str:
-    """The rows whose record id differs from an earlier row's only in case (encoded as
-    different records, as ids are compared exactly), named with the earlier row."""
-    named = ", ".join(
-        f"row {row} {rid!r} (row {first} {earlier!r})"
-        for row, rid, first, earlier in twins[:PRINT_LIMIT]
-    )
-    more = f", and {len(twins) - PRINT_LIMIT} more" if len(twins) > PRINT_LIMIT else ""
-    return (
-        f"column {column}: {len(twins)} record id(s) differ from an earlier row's only in case, "
-        f"and are encoded as different records: {named}{more}; if each pair is one record, "
-        "give both rows the same id (then --on-duplicate-id applies) or correct the export"
-    )
-
-
 def _refuse_repeated_columns(
     csv_path: Path, header: list[str], mapping: Mapping, mapped_to: dict[str, str]
 ) -> None:
@@ -216,42 +188,6 @@ def _numbered(reader: CsvReader, csv_path: Path) -> Iterator[tuple[int, list[str
                 f"{csv_path}: row {line_no}: {exc}; check quoting in the export"
             ) from None
         yield line_no, record
-
-
-class _Repeats:
-    """The rows whose record id repeats an earlier row's, under `--on-duplicate-id error`:
-    the first PRINT_LIMIT named, all counted, refused together once the file is read."""
-
-    def __init__(self) -> None:
-        self.named: list[tuple[int, str, int, bool]] = []  # (row, id, first row, exact)
-        self.rows = 0
-        self.ids: set[str] = set()
-
-    def add(self, row: int, local_id: str, first_row: int, exact: bool) -> None:
-        self.rows += 1
-        self.ids.add(local_id)
-        if len(self.named) < PRINT_LIMIT:
-            self.named.append((row, local_id, first_row, exact))
-
-    def refuse(self, csv_path: Path, column: str, hint: str | None) -> None:
-        """An InputError naming every repeated row (the first PRINT_LIMIT, then how many
-        more), or nothing where no id repeats."""
-        if not self.rows:
-            return
-        named = "; ".join(
-            f"row {row}, column {column}: id {rid!r} "
-            f"{'is an exact duplicate of' if exact else 'repeats'} row {first}"
-            for row, rid, first, exact in self.named
-        )
-        if self.rows > 1:
-            more = self.rows - len(self.named)
-            named = (f"{self.rows} rows repeat an earlier row's id ({len(self.ids)} id(s)): "
-                     f"{named}{f'; and {more} more' if more else ''}")  # fmt: skip
-        hint = hint or (
-            "or pass --on-duplicate-id keep-first to encode only the first row of each id, "
-            "keep-all to encode every row"
-        )
-        raise InputError(f"{csv_path}: {named}; record ids must be unique ({hint})")
 
 
 def read_rows(
@@ -354,7 +290,7 @@ def read_rows(
         if schema.rules[index].sources
     ]
     seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
-    repeats = _Repeats()  # under --on-duplicate-id error
+    repeats = Repeats()  # under --on-duplicate-id error
     width = len(header)
     data_rows = 0
     # Dates without a date_format that no default format reads, and some that one does: a
@@ -365,6 +301,8 @@ def read_rows(
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
     for line_no, record in _numbered(reader, csv_path):
+        if len(record) > width and not "".join(record[width:]).strip():
+            record = record[:width]  # Excel's trailing delimiter: empty cells past the header
         if not "".join(record).strip():
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
             continue
@@ -412,8 +350,8 @@ def read_rows(
                 value = got
             else:
                 outcome, value, raw = got
-                if outcome == "missing":
-                    fr.missing += 1
+                if outcome == "missing":  # blank, or a placeholder (listed)
+                    fr.note_missing(line_no, raw)
                     continue
                 if outcome == "ambiguous":
                     fr.ambiguous += 1
@@ -451,9 +389,12 @@ def read_rows(
             tick(TICK_ROWS)
     repeats.refuse(csv_path, mapping.id_column, duplicate_hint)
     report.rows_read = data_rows
-    case_twins = _case_twins(seen)  # "a1" after "A1": two records, as written; said
-    if case_twins:
-        report.warnings.append(_case_warning(case_twins, mapping.id_column))
+    twins = case_twins(seen)  # "a1" after "A1": two records, as written; said
+    if twins:
+        report.warnings.append(case_warning(twins, mapping.id_column))
+    excel = excel_numbers(seen)  # unique, but not the ids the member's records have
+    if excel:
+        report.warnings.append(excel_hint(excel, mapping.id_column))
     for (column, rule_name), comma_rows in commas.items():
         report.warnings.append(
             f"column {column}: {len(comma_rows)} full name(s) have a comma, as 'Surname, Given' "
