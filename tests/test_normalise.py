@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blindmatch.client.encoding.normalise import (
+    PLACEHOLDER_DATES,
     FieldRule,
     InvalidValue,
     first_name,
@@ -26,7 +27,10 @@ SEX = FieldRule("sex", "enum", enum_values=("F", "M", "X"))
 names = st.text(
     alphabet=st.characters(categories=("Lu", "Ll", "Nd", "Zs", "Pd", "Po")), max_size=30
 )
-dates = st.dates(min_value=date(1900, 1, 1), max_value=date(2030, 12, 31))
+# Real dates of birth: the placeholders systems write for "no date" (01/01/1900) read as missing.
+dates = st.dates(min_value=date(1900, 1, 1), max_value=date(2030, 12, 31)).filter(
+    lambda day: day not in PLACEHOLDER_DATES
+)
 DATE_FORMATS = ["%d/%m/%Y", "%Y-%m-%d", "%d %b %Y", "%m/%d/%Y", "%Y%m%d", "%d.%m.%Y"]
 
 
