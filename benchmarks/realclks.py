@@ -50,11 +50,12 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -152,10 +153,12 @@ def exports(
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """People [lo, hi) of the population (a chunk), as A and B export those each holds
     (households.py's people in whole households of the chunk, with `generator`)."""
-    style_a, style_b = styles(generator)
+    styled: tuple[Any, Any] = styles(generator)  # each generator's own Org type
+    style_a, style_b = styled
+    row: Callable[[Any, Any, int, random.Random], dict[str, str]]
     if generator == "messy":
         rng = random.Random(f"realclks {seed} {lo}")
-        people: list = population(hi - lo, rng)
+        people: list[Any] = population(hi - lo, rng)
         row = export_row
     else:
         rng = random.Random(f"realclks {generator} {seed} {lo}")
@@ -164,9 +167,9 @@ def exports(
     for k, person in enumerate(people):
         p = lo + k
         if p < n_a:
-            rows_a.append(row(style_a, person, p, rng))  # type: ignore[arg-type]
+            rows_a.append(row(style_a, person, p, rng))
         if p < shared or p >= n_a:
-            rows_b.append(row(style_b, person, p, rng))  # type: ignore[arg-type]
+            rows_b.append(row(style_b, person, p, rng))
     return rows_a, rows_b
 
 
