@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/realclks.py 1000000 1000000 [--seed 0] [--overlap 0.1]
     .venv/bin/python benchmarks/realclks.py 20000 20000 --stats
+    .venv/bin/python benchmarks/realclks.py 200000 200000 --generator households
 
     from benchmarks.realclks import load_realistic, realistic_pair
     a, b = load_realistic(1_000_000, 1_000_000, seed=0)   # (n, clk_bits/8) uint8 each
@@ -22,6 +23,14 @@ CLK only for records that lack a date of birth). `whole=True` gives the whole CL
 uploaded, for what searches both halves: a standing index (matcher/core/fallbackindex.py)
 looks up its fallback half for every query, to find the records that lack one.
 
+`--generator households` (`generator="households"`): the people are drawn by the held-out
+generator `benchmarks/households.py` instead (households sharing a surname and postcode,
+twins, movers, marriages; its own name lists and corruption model), member A exporting as
+its `met-custody` (a `SURNAME, Forenames` column), member B as its `county-police` (upper
+case, separate middle names, compact postcodes): the planners were developed on messy.py's
+encodings, this is data they were not (issue 19's outside check). Same schema, secret,
+`encode_csv` path, chunks and truth; cached under its own name (`real-households-...`).
+
 Scale comes from generating, never from repeating rows: the people are cut into
 chunks, each chunk drawn from its own seed (so the result does not depend on how
 many processes made it) and exported and encoded on a pool of processes. A share
@@ -41,17 +50,19 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import households
 from benchmarks.exports import write_export
 from benchmarks.messy import ORGS, OrgStyle, export_row, population
 
@@ -69,6 +80,11 @@ CHUNK = 10_000  # people per chunk (one seed and one task each)
 # are cached, fallback CLK included).
 VERSION = 2
 STYLE_A, STYLE_B = ORGS[0], ORGS[1]  # north-police, south-police
+GENERATORS = ("messy", "households")
+# households.py's two police forces: a `SURNAME, Forenames` column; upper case, separate
+# middle names, compact postcodes.
+HOUSEHOLD_A, HOUSEHOLD_B = households.ORGS[0], households.ORGS[1]
+Style = OrgStyle | households.Org
 
 Clks = npt.NDArray[np.uint8]
 
@@ -91,7 +107,7 @@ def _encoder() -> tuple[LinkageSchema, dict[str, Mapping]]:
     schema = load_schema(SCHEMA)
     mappings = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for style in (STYLE_A, STYLE_B):
+        for style in (STYLE_A, STYLE_B, HOUSEHOLD_A, HOUSEHOLD_B):
             path = Path(tmp) / f"{style.name}.toml"
             path.write_text(style.mapping_toml(), encoding="utf-8")
             mappings[style.name] = load_mapping(path, schema)
@@ -114,7 +130,14 @@ def layout() -> tuple[int, int]:
     return result.clk_bits, result.fallback_bits
 
 
-def _encode(style: OrgStyle, rows: list[dict[str, str]], folder: Path) -> Clks:
+def styles(generator: str = "messy") -> tuple[Style, Style]:
+    """Member A's and member B's export styles under `generator`."""
+    if generator not in GENERATORS:
+        raise ValueError(f"generator {generator!r}: one of {', '.join(GENERATORS)}")
+    return (STYLE_A, STYLE_B) if generator == "messy" else (HOUSEHOLD_A, HOUSEHOLD_B)
+
+
+def _encode(style: Style, rows: list[dict[str, str]], folder: Path) -> Clks:
     """`blindmatch encode`'s path: the export's CSV, its mapping, the default schema."""
     from blindmatch.client.encoding.encode import encode_csv
 
@@ -126,28 +149,38 @@ def _encode(style: OrgStyle, rows: list[dict[str, str]], folder: Path) -> Clks:
 
 
 def exports(
-    seed: int, lo: int, hi: int, n_a: int, shared: int
+    seed: int, lo: int, hi: int, n_a: int, shared: int, generator: str = "messy"
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """People [lo, hi) of the population (a chunk), as A and B export those each holds."""
-    rng = random.Random(f"realclks {seed} {lo}")
-    people = population(hi - lo, rng)
+    """People [lo, hi) of the population (a chunk), as A and B export those each holds
+    (households.py's people in whole households of the chunk, with `generator`)."""
+    styled: tuple[Any, Any] = styles(generator)  # each generator's own Org type
+    style_a, style_b = styled
+    row: Callable[[Any, Any, int, random.Random], dict[str, str]]
+    if generator == "messy":
+        rng = random.Random(f"realclks {seed} {lo}")
+        people: list[Any] = population(hi - lo, rng)
+        row = export_row
+    else:
+        rng = random.Random(f"realclks {generator} {seed} {lo}")
+        people, row = households.population(hi - lo, rng), households.export_row
     rows_a, rows_b = [], []
     for k, person in enumerate(people):
         p = lo + k
         if p < n_a:
-            rows_a.append(export_row(STYLE_A, person, p, rng))
+            rows_a.append(row(style_a, person, p, rng))
         if p < shared or p >= n_a:
-            rows_b.append(export_row(STYLE_B, person, p, rng))
+            rows_b.append(row(style_b, person, p, rng))
     return rows_a, rows_b
 
 
-def _chunk(job: tuple[int, int, int, int, int]) -> tuple[Clks, Clks]:
+def _chunk(job: tuple[int, int, int, int, int, str]) -> tuple[Clks, Clks]:
     """A's and B's CLKs of a chunk of people."""
     rows_a, rows_b = exports(*job)
+    style_a, style_b = styles(job[-1])
     width = layout()[0] // 8
     with tempfile.TemporaryDirectory() as tmp:
-        a = _encode(STYLE_A, rows_a, Path(tmp)) if rows_a else np.empty((0, width), np.uint8)
-        b = _encode(STYLE_B, rows_b, Path(tmp)) if rows_b else np.empty((0, width), np.uint8)
+        a = _encode(style_a, rows_a, Path(tmp)) if rows_a else np.empty((0, width), np.uint8)
+        b = _encode(style_b, rows_b, Path(tmp)) if rows_b else np.empty((0, width), np.uint8)
     return a, b
 
 
@@ -165,9 +198,12 @@ def _cache_key_schema() -> bytes:
     return SCHEMA.read_bytes()
 
 
-def cache_dir(n_a: int, n_b: int, seed: int, overlap: float) -> Path:
+def cache_dir(n_a: int, n_b: int, seed: int, overlap: float, generator: str = "messy") -> Path:
+    """messy.py's encodings under `real-v...`, another generator's under `real-NAME-v...`."""
+    styles(generator)  # an unknown generator fails here
     schema = hashlib.sha256(_cache_key_schema()).hexdigest()[:10]
-    return CACHE / f"real-v{VERSION}-{schema}-{n_a}x{n_b}-o{overlap:g}-s{seed}"
+    name = "real" if generator == "messy" else f"real-{generator}"
+    return CACHE / f"{name}-v{VERSION}-{schema}-{n_a}x{n_b}-o{overlap:g}-s{seed}"
 
 
 def realistic_pair(
@@ -180,16 +216,18 @@ def realistic_pair(
     cache: bool = True,
     quiet: bool = False,
     whole: bool = False,
+    generator: str = "messy",
 ) -> RealPair:
     """A's n_a and B's n_b CLKs (default schema), `overlap` of A's people also in B: the
     record-level CLKs, or with `whole` the CLKs as uploaded (`layout` says where a
-    fallback CLK starts)."""
+    fallback CLK starts); the people drawn by `generator` (messy, or households)."""
+    styles(generator)  # an unknown generator fails here
     clk_bits, fallback_bits = layout()
-    if cache and not whole and fallback_bits:
+    if cache and not whole and fallback_bits and generator == "messy":
         legacy = _record_level_cache(n_a, n_b, seed, overlap, (clk_bits - fallback_bits) // 8)
         if legacy is not None:
             return legacy
-    pair = _whole_pair(n_a, n_b, seed, overlap, workers, cache, quiet)
+    pair = _whole_pair(n_a, n_b, seed, overlap, workers, cache, quiet, generator)
     if whole or not fallback_bits:
         return pair
     cut = (clk_bits - fallback_bits) // 8
@@ -211,16 +249,19 @@ def _record_level_cache(
 
 
 def _whole_pair(
-    n_a: int, n_b: int, seed: int, overlap: float, workers: int | None, cache: bool, quiet: bool
-) -> RealPair:
-    folder = cache_dir(n_a, n_b, seed, overlap)
+    n_a: int, n_b: int, seed: int, overlap: float, workers: int | None, cache: bool, quiet: bool,
+    generator: str,
+) -> RealPair:  # fmt: skip
+    folder = cache_dir(n_a, n_b, seed, overlap, generator)
     names = ("a", "b", "truth_a", "truth_b")
     if cache and all((folder / f"{n}.npy").exists() for n in names):
         a, b, ta, tb = (np.load(folder / f"{n}.npy") for n in names)
         return RealPair(a, b, ta, tb)
     shared = min(round(n_a * overlap), n_a, n_b)
     total = n_a + n_b - shared  # A holds people [0, n_a); B [0, shared) and [n_a, total)
-    jobs = [(seed, lo, min(lo + CHUNK, total), n_a, shared) for lo in range(0, total, CHUNK)]
+    jobs = [
+        (seed, lo, min(lo + CHUNK, total), n_a, shared, generator) for lo in range(0, total, CHUNK)
+    ]
     t0 = time.perf_counter()
     workers = workers or min(os.cpu_count() or 1, 2)
     parts: list[tuple[Clks, Clks]] = []
@@ -285,11 +326,14 @@ def main() -> int:
     parser.add_argument("--overlap", type=float, default=0.1)
     parser.add_argument("--workers", type=int, default=None, help="processes (default 2)")
     parser.add_argument("--stats", action="store_true", help="print the encodings' statistics")
+    parser.add_argument("--generator", choices=GENERATORS, default="messy",
+                        help="whose people: messy.py or the held-out households.py")  # fmt: skip
     args = parser.parse_args()
     t0 = time.perf_counter()
-    pair = realistic_pair(args.n_a, args.n_b, args.seed, overlap=args.overlap, workers=args.workers)
+    pair = realistic_pair(args.n_a, args.n_b, args.seed, overlap=args.overlap, workers=args.workers,
+                          generator=args.generator)  # fmt: skip
     dt = time.perf_counter() - t0
-    folder = cache_dir(args.n_a, args.n_b, args.seed, args.overlap)
+    folder = cache_dir(args.n_a, args.n_b, args.seed, args.overlap, args.generator)
     print(f"{len(pair.a):,} + {len(pair.b):,} CLKs, {len(pair.truth_a):,} true pairs, "
           f"{dt:.1f} s; cached in {folder}")  # fmt: skip
     if args.stats:

@@ -36,6 +36,9 @@ pairs, D2 for dob-less ones, as benchmarks/rtshare.py), after the timings.
     .venv/bin/python benchmarks/rtlookup.py --cached-pair         # the same rows, default layout
     .venv/bin/python benchmarks/rtlookup.py --first 200000 --schema schemas/person-uk-no-rule.json
     .venv/bin/python benchmarks/rtlookup.py --first 1000000 --recall  # hits against the scan
+    .venv/bin/python benchmarks/rtlookup.py --cached-pair --records 200000 --generator households
+
+`--generator households`: the people drawn by the held-out generator (benchmarks/households.py).
 """
 
 from __future__ import annotations
@@ -69,6 +72,8 @@ def main() -> int:
     parser.add_argument(
         "--recall", action="store_true", help="the hits against the exhaustive scan"
     )
+    parser.add_argument("--generator", choices=("messy", "households"), default="messy",
+                        help="whose people (benchmarks/realclks.py --generator)")  # fmt: skip
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(args.tree.resolve()))
@@ -86,12 +91,12 @@ def main() -> int:
     rng = np.random.default_rng(7)
     if args.record_level:
         clk_bits, fallback_bits = 1024, 0
-        pair = realistic_pair(args.records, args.records)
+        pair = realistic_pair(args.records, args.records, generator=args.generator)
         unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
         others = pair.b[rng.choice(unheld, half, replace=False)]
     elif args.first:
         clk_bits, fallback_bits = layout()
-        whole = realistic_pair(1_000_000, 1_000_000, whole=True)
+        whole = realistic_pair(1_000_000, 1_000_000, whole=True, generator=args.generator)
         a = np.ascontiguousarray(whole.a[: args.first])
         inside = whole.truth_a < args.first
         pair = RealPair(a, whole.b, whole.truth_a[inside], whole.truth_b[inside])
@@ -99,13 +104,15 @@ def main() -> int:
         others = pair.b[rng.choice(unheld, half, replace=False)]
     elif args.cached_pair:
         clk_bits, fallback_bits = layout()
-        pair = realistic_pair(args.records, args.records, whole=True)
+        pair = realistic_pair(args.records, args.records, whole=True, generator=args.generator)
         unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
         others = pair.b[rng.choice(unheld, half, replace=False)]
     else:
         clk_bits, fallback_bits = layout()
-        pair = realistic_pair(args.records, 20_000, seed=1, overlap=0.5, whole=True)
-        others = realistic_pair(max(half, 4_000), 0, seed=1001, overlap=0.0, whole=True).a
+        pair = realistic_pair(args.records, 20_000, seed=1, overlap=0.5, whole=True,
+                              generator=args.generator)  # fmt: skip
+        others = realistic_pair(max(half, 4_000), 0, seed=1001, overlap=0.0, whole=True,
+                                generator=args.generator).a  # fmt: skip
     refs = [f"r{i}" for i in range(len(pair.a))]
     t0 = time.process_time()
     indexes = {

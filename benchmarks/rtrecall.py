@@ -7,12 +7,12 @@ counts; recall is the share the LSH path also finds, with the same score. Costs 
 time (time.process_time) per query, the load average is printed.
 
 `--clks realistic` (the default): real clkhash output of realistic people
-(benchmarks/realclks.py: messy.py's people and corruptions, the shipped default schema,
-cached on disk). The index is member A's N records; the queries are member B's records of
-people A holds too (each corrupted in its own way), people no one holds (another seed's),
-and *graded* copies of indexed records (a share of the set bits, uniform in 12-32%, moved
-elsewhere, so that Dice spreads over about 0.75-0.9 and many pairs sit right at the
-threshold, the hardest case).
+(benchmarks/realclks.py: messy.py's people and corruptions, or with `--generator households`
+the held-out households.py's, the shipped default schema, cached on disk). The index is
+member A's N records; the queries are member B's records of people A holds too (each
+corrupted in its own way), people no one holds (another seed's), and *graded* copies of
+indexed records (a share of the set bits, uniform in 12-32%, moved elsewhere, so that Dice
+spreads over about 0.75-0.9 and many pairs sit right at the threshold, the hardest case).
 
 With a default schema that has a fallback CLK (realclks.layout: each row its first CLK,
 then its fallback CLK), the index is searched as the matcher searches one
@@ -58,6 +58,7 @@ copies and unrelated people.
     .venv/bin/python benchmarks/rtrecall.py --clks record-level [--shared-bands 1]
     .venv/bin/python benchmarks/rtrecall.py --cached-pair         # default layout, seed 0's pair
     .venv/bin/python benchmarks/rtrecall.py --cached-pair --records 200000 [--schema S.json]
+    .venv/bin/python benchmarks/rtrecall.py --cached-pair --records 200000 --generator households
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.lshrecall import schema_rule
-from benchmarks.realclks import layout, realistic_pair
+from benchmarks.realclks import GENERATORS, layout, realistic_pair
 from benchmarks.synthclks import Population
 from blindmatch.matcher.core import fallback, fallbackindex, rtplan
 from blindmatch.matcher.core.lshindex import LshTable
@@ -129,15 +130,15 @@ def realistic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.nd
     if args.cached_pair:
         # The batch benchmarks' N x N pair of seed 0 (10% shared): strangers are B's people
         # A does not hold, so a cached pair needs nothing encoded.
-        pair = realistic_pair(args.records, args.records, whole=True)
+        pair = realistic_pair(args.records, args.records, whole=True, generator=args.generator)
         unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
         strangers = pair.b[rng.choice(unheld, third, replace=False)]
     else:
         # B: 20,000 records, all of people A holds (the same encodings realtime.py uses).
         pair = realistic_pair(args.records, max(third, 20_000), seed=args.seed, overlap=0.5,
-                              whole=True)  # fmt: skip
+                              whole=True, generator=args.generator)  # fmt: skip
         others = realistic_pair(max(third, 4_000), 0, seed=args.seed + 1000, overlap=0.0,
-                                whole=True)  # fmt: skip
+                                whole=True, generator=args.generator)  # fmt: skip
         strangers = others.a[:third]
     b_rows = rng.choice(len(pair.truth_b), third, replace=False)
     indexed = pair.a
@@ -154,7 +155,7 @@ def realistic(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.nd
 def record_level(args: argparse.Namespace, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """A's record-level CLKs indexed; B's of shared people and of others, graded copies."""
     third = args.queries // 3
-    pair = realistic_pair(args.records, args.records)
+    pair = realistic_pair(args.records, args.records, generator=args.generator)
     unheld = np.setdiff1d(np.arange(len(pair.b)), pair.truth_b)
     b_rows = rng.choice(len(pair.truth_b), third, replace=False)
     moved = graded(rng, pair.a[rng.integers(0, len(pair.a), third)], 0.12, 0.32)
@@ -253,6 +254,8 @@ def main() -> int:
     parser.add_argument("--schema", type=Path, default=ROOT / "schemas" / "person-uk.json",
                         help="realistic: whose blindmatch.rule is measured beside no rule "
                              "(person-uk-no-rule.json: no rule only)")  # fmt: skip
+    parser.add_argument("--generator", choices=GENERATORS, default="messy",
+                        help="realistic: whose people (realclks.py --generator)")  # fmt: skip
     parser.add_argument(
         "--shared-bands", default="1,2,3", help="the shared bands rtplan may weigh: 1 or 1,2,3"
     )

@@ -231,6 +231,39 @@ def test_realistic_encodings_are_what_blindmatch_encode_makes(tmp_path: Path) ->
     assert realclks.layout() == (2048, 1024) and np.array_equal(whole.a, uploaded)
 
 
+def test_realclks_draws_the_held_out_households_people_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`generator="households"`: households.py's people, exported by its two police forces,
+    encoded by the same path and cached under their own name; messy.py's are unchanged."""
+    from benchmarks import realclks
+    from blindmatch.matcher.core import kernel
+
+    monkeypatch.setattr(realclks, "CACHE", tmp_path)
+    messy = realclks.realistic_pair(600, 500, seed=5, workers=1, quiet=True)
+    held = realclks.realistic_pair(600, 500, seed=5, workers=1, quiet=True, generator="households")
+    assert held.a.shape == messy.a.shape == (600, 128) and held.b.shape == (500, 128)
+    assert not np.array_equal(held.a, messy.a) and len(held.truth_a) == 60
+    _, ia, ib = kernel.dice_candidates(held.a, held.b, 0.8)
+    found = set(zip(ia.tolist(), ib.tolist(), strict=True))
+    truth = set(zip(held.truth_a.tolist(), held.truth_b.tolist(), strict=True))
+    assert len(found & truth) >= 0.8 * len(truth)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [realclks.cache_dir(600, 500, 5, 0.1).name,
+         realclks.cache_dir(600, 500, 5, 0.1, "households").name]
+    )  # fmt: skip
+    assert realclks.cache_dir(600, 500, 5, 0.1).name.startswith("real-v2-")
+    assert realclks.cache_dir(600, 500, 5, 0.1, "households").name.startswith("real-households-")
+    rows_a, rows_b = realclks.exports(5, 0, 30, 20, 5, "households")
+    assert len(rows_a) == 20 and len(rows_b) == 15
+    assert set(rows_a[0]) == {"CustodyRef", "Name", "DateOfBirth", "Gender", "PostCode"}
+    assert "forename" in rows_b[0] and "," in rows_a[0]["Name"]
+    again = realclks.realistic_pair(600, 500, seed=5, quiet=True, generator="households")
+    assert np.array_equal(again.b, held.b)  # read back from its own cache
+    with pytest.raises(ValueError, match="generator"):
+        realclks.realistic_pair(60, 50, cache=False, generator="census")
+
+
 def test_a_version_1_cache_serves_the_record_level_clks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
