@@ -16,6 +16,7 @@ minute and `make test` (what CI runs) runs all three:
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import shutil
@@ -28,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from benchmarks import realclks
 from benchmarks.messy import ORGS, write_exports
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import encode_csv
@@ -283,3 +285,31 @@ def two_server_members(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pa
     from tests.twoserver_world import encode_members  # (its imports only where it is used)
 
     return encode_members(tmp_path_factory.mktemp("members"))
+
+
+@pytest.fixture(scope="session")
+def real_pair_4000() -> realclks.RealPair:
+    """4,000 + 4,000 real encodings as uploaded (the shipped schema, messy exports, seed 3,
+    30% shared people): tests/test_floorplan.py's, and tests/test_rtplan.py's record-level
+    CLKs are their first part. Encoded once a run (some 5 s of CPU, 10-14 s in a loaded
+    `-n 2` run), not once in each module: by the first xdist worker to ask, into the run's
+    own temp folder (`_tmp_in_ram`), where the other worker reads it (a lock held
+    meanwhile); encoded here where the suite has no such folder. No test writes to it."""
+
+    def encode() -> realclks.RealPair:
+        return realclks.realistic_pair(4_000, 4_000, seed=3, overlap=0.3, workers=1,
+                                       cache=False, quiet=True, whole=True)  # fmt: skip
+
+    run = Path(tempfile.gettempdir())
+    if not run.name.startswith(f"{RUN_TMP}-"):
+        return encode()
+    saved = run / "real-pair-4000.npz"
+    with open(run / "real-pair-4000.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released as the file is closed)
+        if not saved.exists():
+            pair = encode()
+            np.savez(run / "real-pair-4000.part.npz", **vars(pair))
+            os.replace(run / "real-pair-4000.part.npz", saved)
+            return pair
+        with np.load(saved) as arrays:
+            return realclks.RealPair(**{name: arrays[name] for name in arrays.files})

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,7 +47,11 @@ TERMINATED = 128 + signal.SIGTERM
 
 # `main` run with one function replaced by a wait for the signal (the step after the
 # folder's making: it exists while this waits); with HELD_ON, only a call whose first
-# argument names it waits (`serve` renames a file into place before its token's).
+# argument names it waits (`serve` renames a file into place before its token's). The wait
+# is in short sleeps: the kernel may hand SIGTERM to another thread of the process (gRPC's),
+# and then Python runs its handler only when the main thread's sleep ends (a sleep(60) made
+# a test wait the whole minute, 61 s in a whole-suite run, where it took 1-2 s when the
+# signal came to the main thread).
 HELD = """
 import importlib, os, sys, time
 module, name = sys.argv[1], sys.argv[2]
@@ -59,7 +64,7 @@ def held(*args, **kwargs):
     if "HELD_AT" in os.environ:
         open(os.environ["HELD_AT"], "x").close()
     while True:
-        time.sleep(60)
+        time.sleep(0.05)
 setattr(importlib.import_module(module), name, held)
 from blindmatch.cli.app import main
 sys.exit(main(sys.argv[3:]))
@@ -91,6 +96,8 @@ def _terminated(
     try:
         while not (appeared() and holding()):
             assert proc.poll() is None, proc.communicate()[1]
+            if HELD in command:  # (the hold lasts: no need to spin a CPU the process needs)
+                time.sleep(0.01)
         proc.send_signal(signum)
         _, err = proc.communicate(timeout=120)
     finally:

@@ -32,10 +32,10 @@ MILLION = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def split() -> tuple[fallback.Split, int]:
-    """4,000 + 4,000 whole CLKs as uploaded (first CLK, fallback CLK), 30% shared people."""
-    pair = realclks.realistic_pair(4_000, 4_000, seed=3, overlap=0.3, workers=1, cache=False,
-                                   quiet=True, whole=True)  # fmt: skip
+def split(real_pair_4000: realclks.RealPair) -> tuple[fallback.Split, int]:
+    """4,000 + 4,000 whole CLKs as uploaded (first CLK, fallback CLK), 30% shared people
+    (tests/conftest.py `real_pair_4000`)."""
+    pair = real_pair_4000
     _, fallback_bits = realclks.layout()
     return fallback.Split.of([pair.a, pair.b], fallback_bits), fallback_bits
 
