@@ -68,11 +68,12 @@ def test_a_note_in_a_name_cell_is_no_part_of_the_name(
 )
 def test_names_holding_those_letters_stay_as_they_are(written: str) -> None:
     assert read("surname", written) == ("value", written.replace("-", "").lower())
+    assert cell("surname", written)[3] == ()  # and no note reported
 
 
 def test_a_keyword_as_the_first_word_is_a_name_not_a_separator() -> None:
-    assert read("surname", "Nee Jones") == ("value", "neejones")
-    assert read("given_name", "Renee (Ren)") == ("value", "renee")
+    assert cell("surname", "Nee Jones") == ("value", "neejones", "Nee Jones", ())
+    assert cell("given_name", "Renee (Ren)") == ("value", "renee", "Renee", ("Ren",))
 
 
 def test_a_cell_that_is_only_a_note_is_missing() -> None:
@@ -81,7 +82,7 @@ def test_a_cell_that_is_only_a_note_is_missing() -> None:
 
 
 def test_a_postcode_in_brackets_is_no_name_rule_of_it() -> None:
-    assert read("postcode", "LS6 2AB (old)") == ("value", "ls62abold")
+    assert cell("postcode", "LS6 2AB (old)") == ("value", "ls62abold", "LS6 2AB (old)", ())
 
 
 @pytest.mark.parametrize(
@@ -103,6 +104,7 @@ def test_notes_in_a_full_name_are_cut_before_the_name_is(
     family = ColumnMap(("Name",), (), split, "surname")  # type: ignore[arg-type]
     assert read("given_name", written, given) == ("value", given_name)
     assert read("surname", written, family) == ("value", surname)
+    assert cell("given_name", written, given)[3] + cell("surname", written, family)[3]
 
 
 NOTE_TEXT = st.text(
