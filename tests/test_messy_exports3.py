@@ -15,12 +15,10 @@ from hypothesis import strategies as st
 from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.cells import read_cell
-from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.mapping import ColumnMap
 from blindmatch.client.encoding.schema import load_schema
-from tests.support import PERSON_SCHEMA, PURPOSE, Matcher, Org, index_all
-from tests.support import encode as encode_org
-from tests.test_messy_exports2 import HEADER, clks, encode, field
+from tests.support import PERSON_SCHEMA, Matcher, Org
+from tests.test_messy_exports2 import HEADER, clks, encode, field, query_south
 
 SCHEMA = load_schema(PERSON_SCHEMA)
 
@@ -166,12 +164,7 @@ def test_a_query_given_a_note_in_a_name_finds_the_name_and_says_so(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    south = encode_org(orgs["south"], tmp_path / "south.encoded", read_secret(secret_file))
-    with matcher.member(project.tokens["south"]) as member:
-        index_all(member, "trial", south)
-    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
-    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
-    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    query = query_south(matcher, project, orgs, secret_file, tmp_path)
     peter = [*query, "--given-name", "Peter", "--surname", "Nowak (aka Novak)", "--sex", "M"]
     assert main(peter) == 0
     out = capsys.readouterr().out
