@@ -184,6 +184,19 @@ def test_a_latin1_export_read_as_utf8_names_the_byte_and_what_cp1252_reads(
     assert 'set encoding = "cp1252" in the mapping' in err
 
 
+def query_south(
+    matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org], secret_file: Path,
+    tmp_path: Path,
+) -> list[str]:  # fmt: skip
+    """The `query` command line of north against south's indexed encodings (indexed here)."""
+    south = encode_org(orgs["south"], tmp_path / "south.encoded", read_secret(secret_file))
+    with matcher.member(project.tokens["south"]) as member:
+        index_all(member, "trial", south)
+    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
+    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
+    return [*query, "--secret-file", str(secret_file), "--purpose", PURPOSE]
+
+
 def test_a_query_given_a_placeholder_says_it_was_left_out_as_one(
     matcher: Matcher,
     project: ProjectTokens,
@@ -192,12 +205,7 @@ def test_a_query_given_a_placeholder_says_it_was_left_out_as_one(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    south = encode_org(orgs["south"], tmp_path / "south.encoded", read_secret(secret_file))
-    with matcher.member(project.tokens["south"]) as member:
-        index_all(member, "trial", south)
-    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
-    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
-    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    query = query_south(matcher, project, orgs, secret_file, tmp_path)
     peter = [*query, "--given-name", "Mr Peter", "--surname", "Nowak", "--sex", "M"]
     assert main([*peter, "--dob", "01/01/1900", "--postcode", "NFA"]) == 0
     out = capsys.readouterr().out

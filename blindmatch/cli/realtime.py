@@ -316,6 +316,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                             "compared_on": list(use.compared_on),
                             "missing": list(use.missing),
                             "placeholders": dict(use.placeholders),
+                            "notes": [list(note) for note in use.notes],
                             "matches": [
                                 {"partner": m.partner, "refs": m.refs, "scores": m.scores}
                                 for m in matches

@@ -20,6 +20,7 @@ from typing import Literal
 from clkhash.field_formats import DateSpec, FieldSpec, InvalidEntryError
 
 from blindmatch.client.encoding.mapping import ColumnMap
+from blindmatch.client.encoding.namenotes import cut_brackets, cut_keyword, cut_notes, is_name_field
 from blindmatch.client.encoding.normalise import (
     AmbiguousValue,
     FieldRule,
@@ -40,30 +41,49 @@ CACHE_SIZE = 1 << 16
 # field's rule reads two ways (a date under two formats) or not at all; "invalid" and
 # "ambiguous" carry the reason the report gives. Each outcome also carries the raw text the
 # value was read from (after a split name was cut): the report lists placeholders and
-# samples dates by it.
-Outcome = tuple[Literal["missing", "value", "ambiguous", "invalid"], str, str]
+# samples dates by it. Last, the notes cut from a name field's text (namenotes.py), as
+# written: the report lists them.
+Outcome = tuple[Literal["missing", "value", "ambiguous", "invalid"], str, str, tuple[str, ...]]
 
 
 def read_cell(rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str) -> Outcome:
     """The outcome of one cell's raw text (uncached): see the module's docstring."""
+    split = cmap.split if cmap is not None else None
+    names = rule.kind == "text" and is_name_field(rule.name, rule.options, bool(split))
+    notes: list[str] = []
+    if names and split == "surname, given":  # a bracket may hold a comma: cut it first
+        raw, notes = cut_brackets(raw)
+    elif names:  # before a split: a note after the surname would be cut as the surname
+        raw, notes = cut_notes(raw)
+    outcome = _read_value(rule, cmap, spec, raw, names)
+    return (*outcome[:3], (*notes, *outcome[3]))
+
+
+def _read_value(
+    rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str, names: bool
+) -> Outcome:
+    """`read_cell` of a value its whole-cell notes are cut from."""
+    notes: list[str] = []
     try:
         if cmap is not None and cmap.split and not is_missing(raw):
             given, surname = split_name(raw, cmap.split)
             raw = given if cmap.part == "given" else surname
+            if names and cmap.split == "surname, given":  # "Smith nee Jones, Mary"
+                raw, notes = cut_keyword(raw)
         if is_missing(raw):
-            return ("missing", "", raw)
+            return ("missing", "", raw, tuple(notes))
         value = normalise_value(rule, raw, cmap.date_format if cmap else None)
         if isinstance(spec, DateSpec) and numeric_date(value, spec.format) is not None:
             FieldSpec.validate(spec, value)  # DateSpec's strptime would read it: a real date
         else:
             spec.validate(value)
     except PlaceholderValue:  # "no value" written as one (01/01/1900, 'Mr' alone)
-        return ("missing", "", raw)
+        return ("missing", "", raw, tuple(notes))
     except AmbiguousValue as exc:
-        return ("ambiguous", str(exc), raw)
+        return ("ambiguous", str(exc), raw, tuple(notes))
     except (InvalidValue, InvalidEntryError) as exc:
-        return ("invalid", str(exc).split("\n")[0], raw)
-    return ("value", value, raw)
+        return ("invalid", str(exc).split("\n")[0], raw, tuple(notes))
+    return ("value", value, raw, tuple(notes))
 
 
 def cell_reader(
@@ -71,7 +91,7 @@ def cell_reader(
 ) -> Callable[[str], str | Outcome]:
     """`read_cell` for one field under one mapping, remembering the outcomes of up to
     CACHE_SIZE distinct raw values (then starting again). A value read from the raw text
-    as given (no split name cut) is returned, and kept, as the value alone: a string, which
+    as given (no split name cut, no note) is returned, and kept, as the value alone: a string, which
     the garbage collector does not track, where a tuple for each of thousands of values would
     make it collect more often; any other outcome as `read_cell` gives it."""
     known: dict[str, str | Outcome] = {}
@@ -82,7 +102,8 @@ def cell_reader(
             if len(known) >= CACHE_SIZE:  # bounded: start again
                 known.clear()
             outcome = read_cell(rule, cmap, spec, raw)
-            got = outcome[1] if outcome[0] == "value" and outcome[2] == raw else outcome
+            plain = outcome[0] == "value" and outcome[2] == raw and not outcome[3]
+            got = outcome[1] if plain else outcome
             known[raw] = got
         return got
 

@@ -33,6 +33,11 @@ class FieldReport:
     # -> how many, and the first PRINT_LIMIT rows with one.
     placeholders: dict[str, int] = dataclasses.field(default_factory=dict)
     placeholder_rows: list[int] = dataclasses.field(default_factory=list)
+    # Notes cut from names ("nee Jones" of "Smith (nee Jones)", encoding.namenotes), as
+    # written -> how many, and the first PRINT_LIMIT rows with one; in report.json only
+    # where there are some (`to_dict`).
+    notes: dict[str, int] = dataclasses.field(default_factory=dict)
+    note_rows: list[int] = dataclasses.field(default_factory=list)
     distinct: int = 0  # distinct normalised values
     commonest: str = ""  # the most frequent normalised value (local report only)
     commonest_rows: int = 0
@@ -46,6 +51,32 @@ class FieldReport:
             self.placeholders[written] = self.placeholders.get(written, 0) + 1
             if len(self.placeholder_rows) < PRINT_LIMIT:
                 self.placeholder_rows.append(row)
+
+    def note_notes(self, row: int, notes: tuple[str, ...]) -> None:
+        """Count the notes cut from one row's name, listing the row."""
+        for note in notes:
+            self.notes[note] = self.notes.get(note, 0) + 1
+        if len(self.note_rows) < PRINT_LIMIT:
+            self.note_rows.append(row)
+
+    def note_line(self) -> str:
+        count = sum(self.notes.values())
+        common = sorted(self.notes.items(), key=lambda item: -item[1])
+        values = ", ".join(f"{value!r} {n}" for value, n in common[:PRINT_LIMIT])
+        rows = ", ".join(map(str, self.note_rows))
+        more = ", ..." if len(self.notes) > PRINT_LIMIT or count > len(self.note_rows) else ""
+        return (
+            f"{self.field}: {count} note(s) left out of the name: {values} "
+            f"(row{'s' if len(self.note_rows) > 1 else ''} {rows}{more})"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """As report.json has it: notes only where the field had some (a report of an export
+        without any is as it was before notes were cut)."""
+        got = asdict(self)
+        if not self.notes:
+            del got["notes"], got["note_rows"]
+        return got
 
     def placeholder_line(self) -> str:
         count = sum(self.placeholders.values())
@@ -81,7 +112,9 @@ class EncodeReport:
     hardening: str = ""  # what the schema's blindmatch.hardening asks for (encoding.harden)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        got = asdict(self)
+        got["fields"] = [fr.to_dict() for fr in self.fields]
+        return got
 
     def render(self) -> str:
         """The human-readable report the CLI prints."""
@@ -114,6 +147,7 @@ class EncodeReport:
                         "values (all listed in local/report.json)"
                     )
         lines.extend(f"  {fr.placeholder_line()}" for fr in self.fields if fr.placeholders)
+        lines.extend(f"  {fr.note_line()}" for fr in self.fields if fr.notes)
         if self.duplicate_ids:
             kept = "skipped" if self.on_duplicate_id == "keep-first" else "kept"
             lines.append(

@@ -194,6 +194,8 @@ class Usable:
     missing: tuple[str, ...]
     # Missing fields whose value given was a placeholder ('01/01/1900', 'N/K'): (field, value).
     placeholders: tuple[tuple[str, str], ...] = ()
+    # Notes cut from names given ("aka Novak" of "Nowak (aka Novak)"): (field, note).
+    notes: tuple[tuple[str, str], ...] = ()
 
     def describe(self) -> str:
         text = f"compared on: {', '.join(map(field_label, self.compared_on)) or 'nothing'}"
@@ -202,6 +204,9 @@ class Usable:
         if self.placeholders:
             given = ", ".join(f"{field_label(f)} {v!r}" for f, v in self.placeholders)
             text += f" (given as placeholders for unknown: {given})"
+        if self.notes:
+            left = ", ".join(f"{field_label(f)} {v!r}" for f, v in self.notes)
+            text += f" (notes left out of the names: {left})"
         return text
 
 
@@ -213,8 +218,9 @@ def usable_fields(result: EncodeResult) -> list[Usable]:
     # One person (the command line's): the placeholders given are that person's.
     one = len(result.present) == 1
     given = tuple((fr.field, v) for fr in result.report.fields if one for v in fr.placeholders)
+    notes = tuple((fr.field, v) for fr in result.report.fields if one for v in fr.notes)
     for row in result.present:
         have = tuple(f for f, p in zip(fields, row, strict=True) if p and f not in derived)
         lack = tuple(f for f in fields if f not in have and f not in derived)
-        out.append(Usable(have, lack, given))
+        out.append(Usable(have, lack, given, notes))
     return out

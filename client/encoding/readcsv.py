@@ -349,7 +349,9 @@ def read_rows(
             if isinstance(got, str):  # (outcome, value or why none, the raw text read)
                 value = got
             else:
-                outcome, value, raw = got
+                outcome, value, raw, notes = got
+                if notes:  # "Smith (nee Jones)": the name is "Smith", the note listed
+                    fr.note_notes(line_no, notes)
                 if outcome == "missing":  # blank, or a placeholder (listed)
                     fr.note_missing(line_no, raw)
                     continue

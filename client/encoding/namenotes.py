@@ -1,0 +1,78 @@
+"""Notes written inside name cells: "Smith (nee Jones)", "SMITH NEE JONES", "John (Jack)",
+"Smith [deceased]", "Smith aka Jones". UK police and retail exports put them there; read as
+part of the name they would encode "smithneejones", which matches neither the Smith nor the
+Jones record of the same woman elsewhere.
+
+In a name field (`is_name_field`) a bracketed part (`(...)`, `[...]`, or an opening bracket
+left unclosed to the end) is a note, and so is everything from a separating keyword (`nee`,
+`née`, `formerly`, `aka`, `a.k.a.`, `alias`: a whole word, in any case, accents folded) to
+the end; the name is what is left. A keyword as the first word is a name, not a separator
+("Nee", "Alias Smith" stay as they are), and so are names holding those letters inside a word
+("Kneeland", "Renee", "Akamatsu"). A cell that is only a note ("(alias)") is missing. The
+notes cut are returned as written, so the encode report can list them (docs/mapping.md,
+"Notes in name cells").
+"""
+
+from __future__ import annotations
+
+import re
+
+from blindmatch.client.encoding.normalise import Option, normalise_text
+
+# Separating keywords, as `normalise_text` writes them ('Née' -> 'nee', 'a.k.a.' -> 'aka').
+KEYWORDS = frozenset({"nee", "formerly", "aka", "alias"})
+# The schema options only name fields carry.
+_NAME_OPTIONS: frozenset[Option] = frozenset({"first-name", "nicknames"})
+
+# A bracketed part with no bracket inside it (cut repeatedly, so nested ones go too).
+_BRACKETED = re.compile(r"\([^()\[\]]*\)|\[[^()\[\]]*\]")
+_UNCLOSED = re.compile(r"[(\[][^()\[\]]*$")
+# Words: runs of anything but whitespace and the commas that separate names.
+_WORD = re.compile(r"[^\s,]+")
+
+
+def is_name_field(field: str, options: tuple[Option, ...] = (), split: bool = False) -> bool:
+    """Whether the rule applies to a text field: its identifier says it holds a name
+    (given_name, surname, forename, last_name, ...), it carries a name option, or the
+    mapping cuts it from a full name (`split`)."""
+    folded = field.casefold()
+    return split or "name" in folded or bool(_NAME_OPTIONS.intersection(options))
+
+
+def _tidy(text: str) -> str:
+    """`text` with its runs of whitespace made one space, and no comma or space at its end."""
+    return " ".join(text.split()).rstrip(" ,;/-")
+
+
+def cut_brackets(value: str) -> tuple[str, list[str]]:
+    """(`value` without its bracketed parts, the parts' contents as written)."""
+    if "(" not in value and "[" not in value:  # (most names: nothing to look for)
+        return value, []
+    notes: list[str] = []
+    while True:
+        found = _BRACKETED.search(value) or _UNCLOSED.search(value)
+        if found is None:
+            return value, notes
+        notes.append(_tidy(found.group()[1:].rstrip(")]")))
+        value = _tidy(f"{value[: found.start()]} {value[found.end() :]}")
+
+
+def cut_keyword(value: str) -> tuple[str, list[str]]:
+    """(`value` up to its first separating keyword after the first word, [the rest])."""
+    words = list(_WORD.finditer(value))
+    for found in words[1:]:
+        if normalise_text(found.group()) in KEYWORDS:
+            return _tidy(value[: found.start()]), [_tidy(value[found.start() :])]
+    return value, []
+
+
+def cut_notes(value: str) -> tuple[str, list[str]]:
+    """(the name, the notes cut from it): brackets first, then a keyword. "Smith (nee Jones)"
+    -> ("Smith", ["nee Jones"]); "SMITH NEE JONES" -> ("SMITH", ["NEE JONES"]); "Kneeland"
+    -> ("Kneeland", [])."""
+    name, notes = cut_brackets(value)
+    name, rest = cut_keyword(name)
+    return name, [n for n in (*notes, *rest) if n]
+
+
+__all__ = ["KEYWORDS", "cut_brackets", "cut_keyword", "cut_notes", "is_name_field"]
