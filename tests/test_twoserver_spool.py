@@ -129,7 +129,12 @@ def test_a_crash_mid_upload_leaves_nothing_the_store_loads(tmp_path: Path, where
     suffix = ".tmp" if where == "parts" else ".bin"
     assert left and all(n.endswith(suffix) for n in left), left
     report = check_role_dir(data_dir, "s1")
-    assert report.ok and len(report.repairs) == len(left), report.render()
+    # Each file of the upload is named; beside them, a -wal the kill left (when it held
+    # changes) is said to be folded in at the next start (storefix), never a problem.
+    held = [r for r in report.repairs if "twoserver-s1-held/" in r]
+    assert report.ok and len(held) == len(left), report.render()
+    rest = [r for r in report.repairs if r not in held]
+    assert all("-wal: left by a process that did not close" in r for r in rest), report.render()
     store = RoleStore(data_dir, "s1")
     restored = store.load(twoserver_uploads.held_from)
     store.close()
