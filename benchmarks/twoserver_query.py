@@ -142,7 +142,8 @@ def start_roles(
     """S2 and S1: in this process (`create_role`), or each a process of its own (`blindmatch
     two-server role`, as deployed, of this tree); with `kept`, each with a data dir (its audit
     log and uploads on disk, durably); `caps`: S1's `--exhaustive-pairs` and
-    `--small-member-pairs` (None: its defaults; in this process only); (S1's address, S2's,
+    `--small-member-pairs` (None: its defaults; in this process only; given, S1 also runs
+    `--query-band-keys allow`: `--mixed` measures the band-key round); (S1's address, S2's,
     the parties' key, the members' key, stop, the roles' process ids: none in this process,
     S1's service here or None)."""
     data = {r: work / f"{r}-data" for r in ("s1", "s2")} if kept else {"s1": None, "s2": None}
@@ -151,8 +152,8 @@ def start_roles(
         r2 = create_role("s2", "127.0.0.1:0", key, member_key, data_dir=data["s2"])
         exhaustive_, small = caps if caps is not None else (None, None)
         r1 = create_role("s1", "127.0.0.1:0", key, member_key, s2=f"127.0.0.1:{r2.port}",
-                         data_dir=data["s1"], exhaustive=exhaustive_,
-                         small_member=small)  # fmt: skip
+                         data_dir=data["s1"], exhaustive=exhaustive_, small_member=small,
+                         query_band_keys="allow" if caps is not None else None)  # fmt: skip
 
         def stop() -> None:
             r1.stop(grace=None)

@@ -23,6 +23,10 @@ DIGEST_BYTES = 8
 # it, and so does the matcher's, on which the client sends the records again with their keys
 # (docs/protocol.md "A query without band keys").
 BAND_KEYS_NEEDED = "band_keys_needed"
+# Where S1 runs `--query-band-keys refuse` (its default since 2026-12-07) it refuses such a query
+# with this instead, asking for no keys; the matcher tells the member why, in words
+# (docs/protocol.md "A query S1 will not compare by band keys").
+BAND_KEYS_REFUSED = "band_keys_refused"
 # A two-server watch the matcher ends `band_keys_needed` (S1 blocks it against a partner's new
 # upload) names that partner in this trailing metadata, as well as in its message (for people):
 # the client reads the name here, never from the text (docs/realtime.md "Watching in a

@@ -65,6 +65,10 @@ def _block_every_pair(monkeypatch: pytest.MonkeyPatch) -> None:
     tests of unblocked pairs set the cap (tests/test_twoserver_exhaustive.py)."""
     monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", 0)
     monkeypatch.setattr(exhaustive, "DEFAULT_SMALL_PAIRS", 0)  # and no smaller-member cap
+    # and so every query against a partner is over S1's bounds: its band keys asked for, as
+    # under `--query-band-keys allow` (the tests of the shipped "refuse" give it:
+    # tests/test_query_whole_pairs.py)
+    monkeypatch.setattr(exhaustive, "DEFAULT_QUERY_BAND_KEYS", "allow")
 
 
 # Where the suite writes (every tmp_path, and through TMPDIR every process and tempfile it

@@ -7,12 +7,15 @@ records sent without keys (`band_keys_needed`), as it always has. 0: the caps' b
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from benchmarks.exports import Export
+from blindmatch.cli import twoserver_caps
 from blindmatch.cli.app import main
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.matcher.core import exhaustive, linkbit
@@ -20,7 +23,8 @@ from blindmatch.matcher.rpc import twoserver_standcache as standcache
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests import twoserver_world
 from tests.test_twoserver_project import create
-from tests.test_twoserver_query import held_by, members, person_csv, query  # noqa: F401
+from tests.test_twoserver_query import ask, held_by, members, person_csv, query  # noqa: F401
+from tests.test_twoserver_standing_start import audited
 
 pytestmark = pytest.mark.server
 
@@ -96,9 +100,28 @@ def test_the_flag_is_s1s_alone_and_not_negative(
     for role in (["--role", "s2"], ["--role", "combiner", "--s1", "a:1", "--s2", "a:2"]):
         assert main(["two-server", "role", *role, *common, "--query-whole-pairs", "9"]) == 2
         assert "--query-whole-pairs 9: S1's" in capsys.readouterr().err
+        assert main(["two-server", "role", *role, *common, "--query-band-keys", "allow"]) == 2
+        assert "--query-band-keys allow: S1's" in capsys.readouterr().err
     assert main(["two-server", "role", "--role", "s1", "--s2", "127.0.0.1:1", *common,
                  "--query-whole-pairs", "-1"]) == 2  # fmt: skip
     assert "--query-whole-pairs -1: S1's, pairs >= 0" in capsys.readouterr().err
+
+
+def test_query_band_keys_is_refuse_or_allow_and_allow_is_warned_of(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """(S1's alone: refused on S2 and the combiner above.)"""
+    with pytest.raises(SystemExit):
+        main(["two-server", "role", "--role", "s1", "--query-band-keys", "maybe"])
+    assert "invalid choice: 'maybe'" in capsys.readouterr().err
+    shown = argparse.Namespace(role="s1", exhaustive_pairs=None, small_member_pairs=None,
+                               query_whole_pairs=None, query_band_keys="allow")  # fmt: skip
+    assert "Warning: --query-band-keys allow:" in str(twoserver_caps.cap_warning(shown))
+    shown.query_band_keys = None  # refuse, the default: nothing said
+    assert twoserver_caps.cap_warning(shown) is None
+    assert twoserver_caps.query_band_keys(shown) is None  # S1's default: refuse
+    with pytest.raises(ValueError, match="refuse, allow, not 'maybe'"):
+        exhaustive.band_keys_or_default("maybe")
 
 
 @pytest.fixture
@@ -107,27 +130,38 @@ def capped(
     members: dict[str, tuple[Export, Path]],  # noqa: F811
 ) -> Iterator[twoserver_world.World]:
     """S1 whose caps' bound is 100 records (100,000 pairs each), its per-query cap south's
-    records: a query of one record is whole against south's upload, of two is not."""
-    south = read_encoded(members["south"][1]).record_count
-    assert south > 100
-    with twoserver_world.started(tmp_path, 100_000, 100_000, south) as world:
+    records: a query of one record is whole against south's upload, of two is not; started
+    with `--query-band-keys allow` (the keys of a query over it asked for)."""
+    with capped_world(tmp_path, members, "allow") as world:
         yield world
 
 
-def test_over_grpc_s1s_per_query_cap_decides_whether_a_query_sends_its_band_keys(
-    capped: twoserver_world.World,
+@contextmanager
+def capped_world(
+    tmp_path: Path,
     members: dict[str, tuple[Export, Path]],  # noqa: F811
-    capsys: pytest.CaptureFixture[str],
+    band_keys: str,
+) -> Iterator[twoserver_world.World]:
+    """`capped`'s world, S1's `--query-band-keys` `band_keys`."""
+    south = read_encoded(members["south"][1]).record_count
+    assert south > 100
+    with twoserver_world.started(tmp_path, 100_000, 100_000, south,
+                                 query_band_keys=band_keys) as world:  # fmt: skip
+        yield world
+
+
+def uploaded_spied(
+    world: twoserver_world.World,
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    world = capped
-    south = members["south"][0]
+) -> tuple[dict[str, str], list[tuple[int, bool]]]:
+    """north's and south's uploads to a two-server project (the members' tokens), and what S1
+    receives of each query's records after: (band key bytes, all parts withheld)."""
     two = create(world, "shares", "two-server")
     for name in ("north", "south"):
         encoded = str(members[name][1])
         assert world.cli("upload", encoded, "--project", "shares", token=two.tokens[name]) == 0
     s1 = world.roles["s1"].service
-    assert s1.query_whole == read_encoded(members["south"][1]).record_count
     received: list[tuple[int, bool]] = []  # S1's query uploads: band key bytes, withheld
     upload = s1.upload
 
@@ -138,17 +172,65 @@ def test_over_grpc_s1s_per_query_cap_decides_whether_a_query_sends_its_band_keys
         return upload(iter(got), vouched)
 
     monkeypatch.setattr(s1, "upload", seen)
+    return two.tokens, received
+
+
+def test_over_grpc_s1s_per_query_cap_decides_whether_a_query_sends_its_band_keys(
+    capped: twoserver_world.World,
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = capped
+    south = members["south"][0]
+    tokens, received = uploaded_spied(world, members, monkeypatch)
+    s1 = world.roles["s1"].service
+    assert s1.query_whole == read_encoded(members["south"][1]).record_count
     ids = sorted(south.truth)
     # One record x south's = the per-query cap: whole, past the caps' bound of 100 records;
     # not one band key sent.
     one = person_csv(south, ids[:1], world.folder / "one.csv")
-    assert held_by(query(world, "shares", two.tokens["north"], one, south, capsys)) == [["south"]]
+    assert held_by(query(world, "shares", tokens["north"], one, south, capsys)) == [["south"]]
     assert received == [(0, True)]
     # Two records: twice that, over it, blocked (whole under the shipped 1,040,000), so S1
     # refuses the records without keys and the client sends them again with them.
     received.clear()
     pair = person_csv(south, ids[:2], world.folder / "two.csv")
-    answer = query(world, "shares", two.tokens["north"], pair, south, capsys)
+    answer = query(world, "shares", tokens["north"], pair, south, capsys)
     assert held_by(answer) == [["south"], ["south"]]
     assert received[0] == (0, True) and received[1][0] > 0 and not received[1][1]
     assert len(received) == 2
+
+
+def test_under_s1s_default_a_query_over_its_per_query_cap_is_refused_and_no_band_keys_sent(
+    tmp_path: Path,
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18: S1's `--query-band-keys refuse` (its default) refuses a query over its
+    per-query cap, asking for no band keys: the member is told why (FAILED_PRECONDITION, the
+    exit status of a refusal), S1 received the records without keys once and audited its
+    refusal `band_keys_refused`. A query within the cap is answered as before."""
+    south = members["south"][0]
+    with capped_world(tmp_path, members, "refuse") as world:
+        tokens, received = uploaded_spied(world, members, monkeypatch)
+        ids = sorted(south.truth)
+        one = person_csv(south, ids[:1], world.folder / "one.csv")
+        answer = query(world, "shares", tokens["north"], one, south, capsys)
+        assert held_by(answer) == [["south"]] and received == [(0, True)]
+        received.clear()
+        pair = person_csv(south, ids[:2], world.folder / "two.csv")
+        capsys.readouterr()
+        code = ask(world, "shares", tokens["north"], pair, south)
+        said = capsys.readouterr().err
+        refused = audited(world.folder / "s1-data", "s1", "twoserver.refused")
+    assert code == 3, said
+    records = read_encoded(members["south"][1]).record_count
+    assert (f"this query of 2 records against south ({records:,} records) is over S1's "
+            f"--query-whole-pairs {records:,}: compared whole it would cost more than S1 "
+            "allows") in said  # fmt: skip
+    assert "start S1 with --query-band-keys allow" in said and "FAILED_PRECONDITION" in said
+    assert "band_keys_needed" not in said
+    assert received == [(0, True)]  # once, without keys: never asked for them
+    assert [str(d["reason"]).split(":")[0] for d in refused] == ["band_keys_refused"]

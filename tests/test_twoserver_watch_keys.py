@@ -310,3 +310,25 @@ def test_an_upload_the_catch_up_told_is_not_told_again_by_the_reopened_watch(
     upload(world, opened.folder, opened.south)
     until(lambda: len(events) >= 4 or opened.watch.error is not None)
     assert [(e.index, e.caught_up) for e in events[2:]] == [(0, False), (1, False)]
+
+
+def test_under_s1s_refuse_a_watch_over_its_bound_ends_at_that_upload_and_sends_no_keys(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18: S1 under `--query-band-keys refuse` (its default; "allow" in the suite) and
+    a partner's upload that puts the watch over its bound: the watch ends at that upload,
+    saying why, and is not opened again with its keys: S1 received the watched records once,
+    without a band key."""
+    opened = opening(0)  # S1 blocks every pair
+    monkeypatch.setattr(opened.s1, "query_band_keys", "refuse")
+    watch = opened.watch
+    upload(world, opened.folder, opened.south)
+    until(lambda: watch.error is not None)
+    said = str(watch.error)
+    assert "south's new upload could not be compared with this watch: this watch of 2 records " \
+        "against south (" in said  # fmt: skip
+    assert "start S1 with --query-band-keys allow" in said and "band_keys_needed" not in said
+    assert list(opened.received.values()) == [0] and watch.events == []
+    assert not opened.notices  # no re-opening, no catch-up

@@ -82,17 +82,20 @@ def started(
     query_whole: int | None = None,
     convert_ahead: bool = True,
     watch_wait: float = WATCH_WAIT_SECONDS,
+    query_band_keys: str | None = None,
 ) -> Iterator[World]:
     """The world, S1 started with these caps (create_role's; None: S1's defaults); the
     matcher's conversions ahead of queries off where not `convert_ahead` (`combiner_setup`'s,
     `serve --no-two-server-convert-ahead`: a partner's first query starts its conversion);
-    `watch_wait`: `serve --two-server-watch-wait-seconds`."""
+    `watch_wait`: `serve --two-server-watch-wait-seconds`; `query_band_keys`: S1's
+    `--query-band-keys` (None: the default, "allow" in the suite: conftest.py)."""
     key = secrets.token_urlsafe(16)
     # As operations.md deploys them: each role keeps its uploads in a data dir of its own.
     s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY, data_dir=tmp_path / "s2-data")
     s1_role = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}",
                           data_dir=tmp_path / "s1-data", exhaustive=exhaustive,
-                          small_member=small_member, query_whole=query_whole)  # fmt: skip
+                          small_member=small_member, query_whole=query_whole,
+                          query_band_keys=query_band_keys)  # fmt: skip
     roles = {"s1": s1_role, "s2": s2}
     setup = combiner_setup(f"127.0.0.1:{s1_role.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY,
                            convert_ahead=convert_ahead, watch_wait=watch_wait)  # fmt: skip

@@ -37,7 +37,7 @@ from blindmatch.cli.twoparties import (
     peer_options,
     read_key,
 )
-from blindmatch.cli.twoserver_caps import add_cap_options, cap_warning, caps
+from blindmatch.cli.twoserver_caps import add_cap_options, cap_warning, caps, query_band_keys
 from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.matcher.core.querylimit import (
     MEMBER_LIMIT,
@@ -94,6 +94,7 @@ def cmd_role(args: argparse.Namespace) -> int:
     if args.threshold is not None and not MIN_THRESHOLD <= args.threshold <= 1:
         raise InputError(f"--threshold {args.threshold}: a Dice in {THRESHOLD_RANGE}")
     exhaustive, small_member, query_whole = caps(args)
+    band_keys = query_band_keys(args)
     if args.standing_bytes is not None and (args.role == "combiner" or args.standing_bytes < 1):
         raise InputError(
             f"--standing-bytes {args.standing_bytes}: S1's and S2's, a number of bytes >= 1"
@@ -130,7 +131,7 @@ def cmd_role(args: argparse.Namespace) -> int:
                                   data_dir=args.data_dir, threshold=args.threshold,
                                   query_limits=query_limits,
                                   exhaustive=exhaustive, small_member=small_member,
-                                  query_whole=query_whole,
+                                  query_whole=query_whole, query_band_keys=band_keys,
                                   standing_bytes=args.standing_bytes)  # fmt: skip
         except (OSError, ValueError, StartupRefused) as exc:
             if made:  # (no half-made role's data dir left: its audit log, key, held store)

@@ -196,6 +196,47 @@ def query_whole_warning(
     )
 
 
+# S1's `--query-band-keys`: under "refuse" (the default) a query or watch its caps block is
+# refused, its band keys never asked for (`keys_refused`); under "allow" the client sends them
+# and S1 compares the query blocked (docs/privacy-design.md "(b), closed up to what S1 and S2
+# hold": the one view left over issue 18's bar, 1.79-3.58% of a stream of single-record
+# queries re-identified with 50 known pairs).
+QUERY_BAND_KEYS = ("refuse", "allow")
+DEFAULT_QUERY_BAND_KEYS = "refuse"  # S1's (the suite, which blocks every pair, allows)
+PRIVACY_SECTION = 'docs/privacy-design.md "(b), closed up to what S1 and S2 hold"'
+
+
+def band_keys_or_default(mode: str | None) -> str:
+    """S1's `--query-band-keys` `mode` checked, or None: `DEFAULT_QUERY_BAND_KEYS` (read when
+    called)."""
+    mode = DEFAULT_QUERY_BAND_KEYS if mode is None else mode
+    if mode not in QUERY_BAND_KEYS:
+        raise ValueError(f"query band keys: one of {', '.join(QUERY_BAND_KEYS)}, not {mode!r}")
+    return mode
+
+
+def keys_refused(own: int, partner: int, whole: int, cap: int, small: int) -> str:
+    """Why S1 under `--query-band-keys refuse` refuses a query of `own` records blocked
+    against an upload of `partner` records under its caps `cap`, `small` and `whole`
+    (`run_cap`'s): the matcher names the partner in its place (realtime/twopartner.py, after
+    " is over S1's ")."""
+    if cap and small:
+        bound, raise_ = f"--query-whole-pairs {whole:,}", "--standing-bytes and --query-whole-pairs"
+    else:
+        bound = (
+            f"unblocked bound (--exhaustive-pairs {cap:,}, --small-member-pairs "
+            f"{small:,}: a query against up to {max(cap, small) // QUERY_STREAM:,} records)"
+        )
+        raise_ = "--exhaustive-pairs and --small-member-pairs"  # fmt: skip
+    return (
+        f"this query of {own:,} record{'s' if own != 1 else ''} against an upload of "
+        f"{partner:,} records is over S1's {bound}: compared whole it would cost more than S1 "
+        "allows, and compared by band keys it would show S1 the query's band keys "
+        f"({PRIVACY_SECTION}), which S1 refuses (--query-band-keys refuse). Ask S1's operator "
+        f"to raise {raise_}, or to start S1 with --query-band-keys allow"
+    )
+
+
 def run_cap(
     members: Sequence[str],
     cap: int,
@@ -327,8 +368,11 @@ def propose(
 
 __all__ = [
     "DEFAULT_PAIRS",
+    "DEFAULT_QUERY_BAND_KEYS",
     "DEFAULT_QUERY_WHOLE",
     "DEFAULT_SMALL_PAIRS",
+    "PRIVACY_SECTION",
+    "QUERY_BAND_KEYS",
     "QUERY_PAIR_US",
     "QUERY_STREAM",
     "QUERY_WHOLE_PAIRS",
@@ -338,10 +382,12 @@ __all__ = [
     "STANDING_RECORD_BYTES",
     "Part",
     "admits",
+    "band_keys_or_default",
     "check_cap",
     "every_pair",
     "explicit",
     "keys_needed",
+    "keys_refused",
     "lowered_cap_warning",
     "or_default",
     "propose",

@@ -23,7 +23,7 @@ from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import NO_RULE, Encoding, Rule, Upload
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
-from blindmatch.protos.wire import BAND_KEYS_NEEDED, fingerprint_id
+from blindmatch.protos.wire import BAND_KEYS_NEEDED, BAND_KEYS_REFUSED, fingerprint_id
 
 
 def query_links(
@@ -160,6 +160,9 @@ def open_partner(
     try:
         out.described = servers.propose(combiner.lacking(), combiner.cutoffs, combiner.rule)
     except errors.FailedPrecondition as exc:
+        if BAND_KEYS_REFUSED in str(exc):  # S1's --query-band-keys refuse: no keys asked
+            out.close()
+            raise keys_refused(str(exc), records, p) from None
         if BAND_KEYS_NEEDED in str(exc):
             out.keys = str(exc)
         else:
@@ -168,6 +171,20 @@ def open_partner(
         out.close()
         raise
     return out
+
+
+class KeysRefused(errors.FailedPrecondition):
+    """S1 refuses a query (or watch) its caps block, asking for no band keys (its
+    `--query-band-keys refuse`): the member told why, the partner named."""
+
+
+def keys_refused(why: str, records: int, p: Partner) -> KeysRefused:
+    """S1's refusal `why` (core/exhaustive.py `keys_refused`) with the partner named."""
+    over = why.split(" is over S1's ", 1)[-1]
+    return KeysRefused(
+        f"this query of {records:,} record{'s' if records != 1 else ''} against {p.member} "
+        f"({p.records:,} records) is over S1's {over}"
+    )
 
 
 def _not_whole(exc: errors.FailedPrecondition, name: str, p: Partner, opened: Opened) -> str:
@@ -263,12 +280,14 @@ def first_proposed(
 
 __all__ = [
     "PARTS",
+    "KeysRefused",
     "Opened",
     "Partner",
     "PartnerFound",
     "first_proposed",
     "keys_needed",
     "keys_refusal",
+    "keys_refused",
     "open_partner",
     "partner_upload",
     "proposed_query_links",

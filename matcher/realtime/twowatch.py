@@ -57,7 +57,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core.disclose import QueryDisclosure, effective_level
 from blindmatch.matcher.core.segment import Hits
 from blindmatch.matcher.domain import WATCH, Encoding, Project, QueryRecord
-from blindmatch.matcher.realtime import twoquery
+from blindmatch.matcher.realtime import twopartner, twoquery
 from blindmatch.matcher.realtime.twowait import Waits
 from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
 from blindmatch.matcher.storage.store import Store
@@ -349,6 +349,10 @@ class TwoServerWatches:
         except errors.FailedPrecondition as exc:
             if watch.ended or not any(w is watch for w in self.watches.every()):
                 return None  # ended meanwhile, its records forgotten: nothing to tell
+            if isinstance(exc, twopartner.KeysRefused):  # S1 asks for no keys: ended, not sent
+                why = str(exc).replace("this query of", "this watch of", 1)
+                said = f"{partner}'s new upload could not be compared with this watch: {why}"
+                return self._end(watch, errors.FailedPrecondition(said))
             if "the query's records are not at S1 and S2" in str(exc):
                 return self._end(watch, errors.FailedPrecondition(
                     "the watch's records are no longer at S1 and S2, which hold a watch's "

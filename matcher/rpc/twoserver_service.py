@@ -90,7 +90,7 @@ from blindmatch.matcher.rpc.twoserver_shares import SharesService
 from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule, run_lacking
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from blindmatch.protos.wire import BAND_KEYS_NEEDED
+from blindmatch.protos.wire import BAND_KEYS_NEEDED, BAND_KEYS_REFUSED
 
 log = logging.getLogger("blindmatch.matcher.twoserver")
 
@@ -112,6 +112,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         exhaustive: int | None = None,
         small_member: int | None = None,
         query_whole: int | None = None,
+        query_band_keys: str | None = None,
     ) -> None:
         super().__init__("s1", key, member_key, keys, clock)
         self.s2 = s2
@@ -123,6 +124,8 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         self.small_member = exhaustive_.small_or_default(small_member)
         # And a query whose records times its partners' are at most this (`run_cap`).
         self.query_whole = exhaustive_.query_whole_or_default(query_whole)
+        # A query over those: refused ("refuse"), or its band keys asked for ("allow").
+        self.query_band_keys = exhaustive_.band_keys_or_default(query_band_keys)
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
@@ -198,11 +201,19 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         """A run with a member sent without band keys (a query's, `band_keys_withheld`)
         refused where S1 would join keys (core/exhaustive.py `keys_needed`): the client sends
         the records again with them (BAND_KEYS_NEEDED, docs/protocol.md "A query without band
-        keys"). Before the query is counted (`run_held`)."""
+        keys"); under `query_band_keys` "refuse" (the default) refused `band_keys_refused`,
+        no keys asked for. Before the query is counted (`run_held`)."""
         keyless = [m for m, h in zip(members, held, strict=True) if not h.sealed]
         if keyless and exhaustive_.keys_needed(members, self.exhaustive,
                                                [h.records for h in held],
                                                self.small_member, self.query_whole):  # fmt: skip
+            if self.query_band_keys == "refuse":  # no keys asked for (exhaustive.py)
+                reason = f"{BAND_KEYS_REFUSED}: " + exhaustive_.keys_refused(
+                    sum(h.records for h in held if not h.sealed),
+                    max((h.records for h in held if h.sealed), default=0), self.query_whole,
+                    self.exhaustive, self.small_member)  # fmt: skip
+                self.log("combiner", "twoserver.refused", members=members, reason=reason)
+                raise errors.FailedPrecondition(reason)
             reason = (f"{BAND_KEYS_NEEDED}: {keyless[0]!r} came without band keys, but S1 "
                       f"blocks this run (its records times an upload's are over S1's "
                       f"unblocked bound: the {self.exhaustive:,}-pair caps', and "
@@ -413,6 +424,7 @@ def create_role(
     small_member: int | None = None,
     query_whole: int | None = None,
     standing_bytes: int | None = None,
+    query_band_keys: str | None = None,
 ) -> RunningRole:
     """Listen on `address` (port 0: a free one) as `role` ("s1": needs S2's address `s2`;
     "s2"; "combiner": needs both). `key`: this role's (peers are called with it, over TLS
@@ -427,7 +439,9 @@ def create_role(
     pair); `small_member`: and a pair whose smaller member has under `SMALL_MEMBER` records
     of up to this many (None: `DEFAULT_SMALL_PAIRS`, 0: none); `query_whole`: and a query
     whose records times its partners' are at most this many (`run_cap`; None:
-    `DEFAULT_QUERY_WHOLE`, 0: none);
+    `DEFAULT_QUERY_WHOLE`, 0: none); `query_band_keys`: S1's "refuse" (a query over those
+    refused, its band keys never asked for) or "allow" (asked for, the query blocked; None:
+    `DEFAULT_QUERY_BAND_KEYS`);
     `query_limits`: S1's and S2's own limit on queries (core/querylimit.py; None: defaults);
     `standing_bytes`: S1's and S2's bound on the partners they keep converted
     (rpc/twoserver_standcache.py; None: `MOST_BYTES`)."""
@@ -437,7 +451,7 @@ def create_role(
             raise ValueError("S1 needs S2's address")
         service = BlockingService(key, member_key, ShareExchange(s2, key, peer_credentials), keys,
                                   threshold, clock, exhaustive, small_member,
-                                  query_whole)  # fmt: skip
+                                  query_whole, query_band_keys)  # fmt: skip
     elif role == "s2":
         service = SharesService(key, member_key, clock, keys)
     elif role == "combiner":
