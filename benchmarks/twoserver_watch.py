@@ -213,6 +213,7 @@ def bench(args: argparse.Namespace, work: Path) -> int:
                 schema_digest=asked.schema_digest, rule=asked.rule,
                 on_ready=lambda: opens.append(time.perf_counter() - t0),
                 on_notice=notices.append, band_keys=args.band_keys,
+                allow_band_keys=True,  # (it measures the watch opened again with them)
             )  # fmt: skip
             event: WatchEvent
             try:

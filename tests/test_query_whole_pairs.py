@@ -234,3 +234,37 @@ def test_under_s1s_default_a_query_over_its_per_query_cap_is_refused_and_no_band
     assert "band_keys_needed" not in said
     assert received == [(0, True)]  # once, without keys: never asked for them
     assert [str(d["reason"]).split(":")[0] for d in refused] == ["band_keys_refused"]
+
+
+def test_the_members_client_sends_no_band_keys_s1_asks_for_without_allow_band_keys(
+    capped: twoserver_world.World,
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 18, the member's side: S1 started with `--query-band-keys allow` asks for the
+    band keys of a query over its per-query cap, but S1's operator sets that; the member's
+    client holds them back unless `query --allow-band-keys`: refused (exit 3), saying why and
+    what to do, S1 received the records once, without keys. With the flag it is answered as
+    before, the keys sent the second time."""
+    world = capped
+    south = members["south"][0]
+    tokens, received = uploaded_spied(world, members, monkeypatch)
+    pair = person_csv(south, sorted(south.truth)[:2], world.folder / "two.csv")
+    capsys.readouterr()
+    code = ask(world, "shares", tokens["north"], pair, south, keys=False)
+    said = capsys.readouterr().err
+    assert code == 3, said
+    assert ("this query of 2 records against south is over S1's bound: S1 asks for the "
+            "query's band keys, which would show S1 which of south's records share a keyed "
+            "band with them") in said  # fmt: skip
+    assert "docs/privacy-design.md" in said and "Nothing was sent with keys." in said
+    assert ("Rerun with --allow-band-keys to send them, or ask S1's operator to raise "
+            "--standing-bytes and --query-whole-pairs.") in said  # fmt: skip
+    assert received == [(0, True)]  # once, without keys
+    refused = audited(world.folder / "s1-data", "s1", "twoserver.refused")
+    assert [str(d["reason"]).split(":")[0] for d in refused] == ["band_keys_needed"]
+    received.clear()
+    answer = query(world, "shares", tokens["north"], pair, south, capsys)  # --allow-band-keys
+    assert held_by(answer) == [["south"], ["south"]]
+    assert received[0] == (0, True) and received[1][0] > 0 and len(received) == 2

@@ -81,7 +81,7 @@ def records(folder: Path, rows: list[int]) -> tuple[sharing.SharedUpload, dict[s
                                    encoded.fallback_bits)  # fmt: skip
     facts = {"clk_bits": encoded.clk_bits, "fingerprint": encoded.fingerprint,
              "purpose": "case 24/118", "schema_digest": encoded.schema_digest,
-             "rule": encoded.rule}  # fmt: skip
+             "rule": encoded.rule, "allow_band_keys": True}  # fmt: skip
     return upload, facts
 
 

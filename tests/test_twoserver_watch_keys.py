@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.exports import Export
-from blindmatch.client.errors import RejectedError, UnavailableError
+from blindmatch.client.errors import InputError, RejectedError, UnavailableError
 from blindmatch.client.remote import twoserver_realtime
 from blindmatch.client.remote.model import QueryAnswer
 from blindmatch.client.remote.twoserver_realtime import blocked_partner
@@ -60,6 +60,7 @@ class Opened:
         monkeypatch: pytest.MonkeyPatch,
         pairs: int,
         per_day: int = 0,
+        keys: bool = True,  # MatcherClient.watch's allow_band_keys
     ) -> None:
         two = create(world, "shares", "two-server")
         with world.operator() as op:
@@ -72,7 +73,7 @@ class Opened:
         monkeypatch.setattr(self.s1, "small_member", 0)
         self.notices: list[str] = []
         self.watch = Watching(world, two.tokens["north"], self.folder, [0, 1],
-                              on_notice=self.notices.append)  # fmt: skip
+                              on_notice=self.notices.append, allow_band_keys=keys)  # fmt: skip
 
 
 @pytest.fixture
@@ -84,8 +85,8 @@ def opening(
     """`Opened` with this test's world (S1's caps, then the member's day); each closed after."""
     made: list[Opened] = []
 
-    def make(pairs: int, per_day: int = 0) -> Opened:
-        made.append(Opened(world, members, monkeypatch, pairs, per_day))
+    def make(pairs: int, per_day: int = 0, keys: bool = True) -> Opened:
+        made.append(Opened(world, members, monkeypatch, pairs, per_day, keys))
         return made[-1]
 
     yield make
@@ -144,6 +145,32 @@ def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caugh
     assert watch.error is None and not any(e.caught_up for e in watch.events[2:])
     watch.close()  # the re-opened watch closes with the client too
     until(lambda: not realtime.watches.every())
+
+
+def test_without_allow_band_keys_a_watch_s1_blocks_ends_and_sends_s1_no_band_key(
+    world: World,  # noqa: F811
+    opening: Callable[..., Opened],
+) -> None:
+    """Issue 18: the member's client holds a watch's band keys back unless the caller allows
+    them (`allow_band_keys`, `watch --allow-band-keys`): where S1 (started with
+    `--query-band-keys allow`, as the suite's is) asks for them, the watch ends with why and
+    S1 holds none; opening one with them at once is refused before anything is sent."""
+    opened = opening(0, keys=False)  # S1 blocks every pair: keys needed
+    watch = opened.watch
+    assert not opened.s1.held[watch.watch.name].sealed
+    upload(world, opened.folder, opened.south)
+    until(lambda: watch.error is not None)
+    said = str(watch.error)
+    assert isinstance(watch.error, RejectedError), said
+    assert said.startswith("this watch of 2 records against south is over S1's bound: S1 "
+                           "asks for the watch's band keys")  # fmt: skip
+    assert "Nothing was sent with keys. Rerun with --allow-band-keys" in said
+    assert list(opened.received.values()) == [0] and not opened.notices  # never with keys
+    assert not any(h.sealed for name, h in opened.s1.held.items() if "@" in name)
+    with pytest.raises(InputError, match="allow_band_keys"):
+        Watching(world, watch.client.token, opened.folder, [0], band_keys=True,
+                 allow_band_keys=False)  # fmt: skip
+    assert list(opened.received.values()) == [0]
 
 
 def test_a_catch_up_tells_no_match_the_watch_told_before(

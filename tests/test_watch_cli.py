@@ -335,6 +335,7 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
     args = ["watch", str(people), "--mapping", str(export.mapping), "--project", "shares",
             "--schema", str(SCHEMA), "--secret-file", str(folder.parent / "linkage.secret"),
             "--purpose", "case 24/118", "--count", "2", "--out", str(out), "--timeout", "120",
+            "--allow-band-keys",  # (the suite's S1 asks for them)
             "--server", world.target, "--token", two.tokens["north"]]  # fmt: skip
     running = Running(args)
     realtime = world.server.realtime

@@ -21,6 +21,7 @@ from blindmatch.cli.options import (
 )
 from blindmatch.cli.projectmode import index_clk_option, no_index_shown, refuse_index_folder
 from blindmatch.cli.refkey import existing_ref_key, ref_key_for_change, ref_key_path
+from blindmatch.cli.twoserver_caps import allow_band_keys_option
 from blindmatch.client.errors import InputError
 
 if TYPE_CHECKING:
@@ -264,6 +265,7 @@ def _two_server_query(
     return client.query(
         args.project, upload, clk_bits=result.clk_bits, fingerprint=result.fingerprint,
         purpose=args.purpose, schema_digest=result.schema_digest, rule=result.rule,
+        allow_band_keys=args.allow_band_keys,
     )  # fmt: skip
 
 
@@ -391,6 +393,7 @@ def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
         "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975, 02-Nov-1975)",
     )
     p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
+    allow_band_keys_option(p)
 
 
 def register(sub: Subcommands) -> None:

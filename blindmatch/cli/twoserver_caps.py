@@ -54,6 +54,19 @@ def add_cap_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def allow_band_keys_option(p: argparse.ArgumentParser) -> None:
+    """A member's `query` or `watch`: --allow-band-keys (the client's own hold on the keys)."""
+    p.add_argument(
+        "--allow-band-keys",
+        action="store_true",
+        help="two-server project: where S1 asks for the records' band keys (a query or watch "
+        "against a partner over S1's bounds, --query-whole-pairs, and S1 started with "
+        "--query-band-keys allow), send them, showing S1 which of the partner's records share "
+        "a keyed band with them (docs/privacy-design.md (b), closed by default past what S1 "
+        "and S2 hold); without it such a query is refused (exit 3) and nothing is sent with keys",
+    )
+
+
 def query_band_keys(args: argparse.Namespace) -> str | None:
     """`create_role`'s `query_band_keys`, checked: S1's alone (None: its default, refuse)."""
     if args.query_band_keys is not None and args.role != "s1":
@@ -94,4 +107,4 @@ def cap_warning(args: argparse.Namespace) -> str | None:
     return "\n".join(s for s in [*said, allowed] if s) or None
 
 
-__all__ = ["add_cap_options", "cap_warning", "caps", "query_band_keys"]
+__all__ = ["add_cap_options", "allow_band_keys_option", "cap_warning", "caps", "query_band_keys"]

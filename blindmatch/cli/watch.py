@@ -94,7 +94,7 @@ def _stream(
             args.project, shared_records(result, schema, secret),
             clk_bits=result.clk_bits, fingerprint=result.fingerprint, purpose=args.purpose,
             schema_digest=result.schema_digest, rule=result.rule, on_ready=on_ready,
-            on_notice=_notice,
+            on_notice=_notice, allow_band_keys=args.allow_band_keys,
         )  # fmt: skip
     return client.watch(
         args.project, result.clks, clk_bits=result.clk_bits, fingerprint=result.fingerprint,

@@ -332,6 +332,7 @@ class MatcherClient(OperatorCalls):
         schema_digest: str = "",
         s1: str = "",
         s2: str = "",
+        allow_band_keys: bool = False,
     ) -> QueryAnswer:
         """Which partners hold each of `clks` (one CLK, or several), within disclosure.
 
@@ -342,16 +343,18 @@ class MatcherClient(OperatorCalls):
         (`client.encoding.sharing.shared_upload`; its widths say the fallback's), sent to S1
         and S2, never to the matcher (client/remote/twoserver_realtime.py `_query`);
         `schema_digest`, and S1's and S2's addresses where the ticket's are not the ones to
-        use (`s1`, `s2`), go with it only."""
+        use (`s1`, `s2`), go with it only; `allow_band_keys`: S1 may be sent the query's
+        band keys where it asks for them (default: the query is refused instead)."""
         if not isinstance(clks, Sequence):  # (a SharedUpload)
             from blindmatch.client.remote import twoserver_realtime as two
 
             asked = two.two_server_records(
                 self, project, clks, clk_bits=clk_bits, fingerprint=fingerprint,
                 purpose=purpose, schema_digest=schema_digest, rule=rule, s1=s1, s2=s2,
+                allow_band_keys=allow_band_keys,
             )  # fmt: skip
             return two._query(asked)
-        _clks_only(schema_digest, s1, s2)
+        _clks_only(schema_digest, s1, s2, allow_band_keys)
         scoring = (fallback_bits, rule)  # checked against each index's
         request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
         with translate_errors(self.target):
@@ -405,6 +408,7 @@ class MatcherClient(OperatorCalls):
         s2: str = "",
         on_notice: Callable[[str], None] | None = None,
         band_keys: bool = False,
+        allow_band_keys: bool = False,
     ) -> Iterator[WatchEvent]:
         """Events, as partners later index records matching `clks`; runs until closed.
 
@@ -415,7 +419,8 @@ class MatcherClient(OperatorCalls):
         In a project in two-server mode `clks` is a `SharedUpload`, as for `query`
         (client/remote/twoserver_realtime.py `_watch`: a partner's later upload S1 blocks
         against the watch has it opened again with the band keys, and caught up, said to
-        `on_notice`; `band_keys`: with them at once); those options go with it only.
+        `on_notice`; `band_keys`: with them at once; both only with `allow_band_keys`, else
+        the watch ends); those options go with it only.
         """
         if not isinstance(clks, Sequence):  # (a SharedUpload)
             from blindmatch.client.remote import twoserver_realtime as two
@@ -423,11 +428,12 @@ class MatcherClient(OperatorCalls):
             asked = two.two_server_records(
                 self, project, clks, clk_bits=clk_bits, fingerprint=fingerprint,
                 purpose=purpose, schema_digest=schema_digest, rule=rule, s1=s1, s2=s2,
+                allow_band_keys=allow_band_keys,
             )  # fmt: skip
             yield from two._watch(asked, timeout=timeout, on_ready=on_ready, on_notice=on_notice,
                                   band_keys=band_keys)  # fmt: skip
             return
-        _clks_only(schema_digest, s1, s2, on_notice, band_keys)
+        _clks_only(schema_digest, s1, s2, on_notice, band_keys, allow_band_keys)
         scoring = (fallback_bits, rule)  # as `query`
         request = convert.query_request(project, clks, clk_bits, fingerprint, purpose, *scoring)
         with translate_errors(self.target):
@@ -440,6 +446,6 @@ def _clks_only(*two_server_only: object) -> None:
     two-server project's `SharedUpload` only."""
     if any(two_server_only):
         raise ValueError(
-            "schema_digest, s1, s2, on_notice and band_keys go with a two-server project's "
-            "SharedUpload, not with CLKs"
+            "schema_digest, s1, s2, on_notice, band_keys and allow_band_keys go with a "
+            "two-server project's SharedUpload, not with CLKs"
         )

@@ -23,7 +23,12 @@ from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import NO_RULE, Encoding, Rule, Upload
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
-from blindmatch.protos.wire import BAND_KEYS_NEEDED, BAND_KEYS_REFUSED, fingerprint_id
+from blindmatch.protos.wire import (
+    BAND_KEYS_NEEDED,
+    BAND_KEYS_REFUSED,
+    BLOCKED_PARTNER_METADATA,
+    fingerprint_id,
+)
 
 
 def query_links(
@@ -242,11 +247,15 @@ def keys_needed(opened: list[Opened]) -> None:
 
 
 def keys_refusal(partner: str, why: str) -> errors.FailedPrecondition:
-    return errors.FailedPrecondition(
+    """The refusal, naming `partner` in its trailing metadata too (as a watch's end does: the
+    client's `--allow-band-keys` refusal names it)."""
+    exc = errors.FailedPrecondition(
         f"{BAND_KEYS_NEEDED}: S1 blocks this query against {partner}'s upload ({why}), so it "
         "needs the query's band keys, which it was sent without: send the records again with "
-        "them under a fresh query ticket (`blindmatch query` does so)"
+        "them under a fresh query ticket (`blindmatch query --allow-band-keys` does so)"
     )
+    exc.trailing = ((BLOCKED_PARTNER_METADATA, partner),)
+    return exc
 
 
 def first_proposed(
