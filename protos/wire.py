@@ -30,7 +30,7 @@ BAND_KEYS_REFUSED = "band_keys_refused"
 # A two-server watch the matcher ends `band_keys_needed` (S1 blocks it against a partner's new
 # upload) names that partner in this trailing metadata, as well as in its message (for people):
 # the client reads the name here, never from the text (docs/realtime.md "Watching in a
-# two-server project").
+# two-server project"); a query's `band_keys_needed` refusal names it here too (memberkeys).
 BLOCKED_PARTNER_METADATA = "blindmatch-blocked-partner"
 # A query stream (QueryStream) the matcher ends with a question of its client's not read (the
 # matcher is stopping, `QueryStreams.end_all`) says so in this trailing metadata, `1`: that
