@@ -8,6 +8,8 @@ records sent without keys (`band_keys_needed`), as it always has. 0: the caps' b
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -268,3 +270,18 @@ def test_the_members_client_sends_no_band_keys_s1_asks_for_without_allow_band_ke
     answer = query(world, "shares", tokens["north"], pair, south, capsys)  # --allow-band-keys
     assert held_by(answer) == [["south"], ["south"]]
     assert received[0] == (0, True) and received[1][0] > 0 and len(received) == 2
+
+
+def test_s1_as_shipped_refuses_band_keys_and_the_client_holds_them_back() -> None:
+    """The defaults a fresh process gets (tests/conftest.py sets the suite's in-process S1 to
+    allow, since the suite blocks every pair): S1 refuses a query's band keys, and a member's
+    `query` and `watch` send none without --allow-band-keys."""
+    shipped = subprocess.run(
+        [sys.executable, "-c", "from blindmatch.matcher.core import exhaustive as e; "
+         "from blindmatch.cli.app import build_parser as b; p = b(); "
+         "a = ['--project', 'x', '--schema', 's', '--secret-file', 'k', '--purpose', 'p']; "
+         "q = p.parse_args(['query', *a]); w = p.parse_args(['watch', *a]); "
+         "print(e.DEFAULT_QUERY_BAND_KEYS, q.allow_band_keys, w.allow_band_keys)"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert shipped.stdout.split() == ["refuse", "False", "False"]
