@@ -8,6 +8,7 @@ import pytest
 
 from blindmatch.cli import main
 from blindmatch.client.encoding import sharedfiles
+from blindmatch.matcher.core import exhaustive
 
 # The demo starts its own matcher in this process.
 pytestmark = pytest.mark.server
@@ -36,6 +37,11 @@ def test_demo_two_server_runs_the_flow_and_the_matcher_holds_no_clk_or_share(
     # Its uploads read the share files a part at a time (open_shared), as `upload` does;
     # they were read whole (read_shared).
     monkeypatch.setattr(sharedfiles, "load_shared", whole)
+    # S1 as shipped, as `make demo` runs it (the suite's conftest makes S1 block every pair
+    # and allow a query's band keys): its pairs and its queries compared whole, no band keys.
+    monkeypatch.setattr(exhaustive, "DEFAULT_PAIRS", exhaustive.SHIPPED_PAIRS)
+    monkeypatch.setattr(exhaustive, "DEFAULT_SMALL_PAIRS", exhaustive.SHIPPED_SMALL_PAIRS)
+    monkeypatch.setattr(exhaustive, "DEFAULT_QUERY_BAND_KEYS", "refuse")
     assert main(["demo", "--two-server", "--records", "200", "--keep", str(keep)]) == 0
     out = capsys.readouterr().out
     # It says that the three parties share this process for the demo only.
