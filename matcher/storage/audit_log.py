@@ -250,6 +250,46 @@ def read_entries(conn: sqlite3.Connection) -> Iterable[audit.Entry]:
     return (_entry(r) for r in conn.execute("SELECT * FROM audit ORDER BY seq"))
 
 
+_CHAIN_PROBLEMS = 10  # the chain's problems a check names; the rest counted
+
+
+def chain_problems(
+    conn: sqlite3.Connection, key_file: Path, entries: int, *, require_key: bool, log: str,
+    who: str, lister: str,
+) -> list[str]:  # fmt: skip
+    """What `admin check` (storage/integrity.py) and a role's check (storage/role_check.py)
+    say of the keyed chain of the `entries` entries read through `conn`, verified with the
+    key in `key_file`: nothing where it verifies, or where the key is missing and not
+    `require_key` (a backup, whose key is kept apart). `log` names the log in each problem,
+    `who` what refuses to start without the key, `lister` the command that lists them all."""
+    try:
+        key = key_file.read_bytes()
+    except FileNotFoundError:
+        if entries and require_key:
+            return [
+                f"audit key {key_file}: missing, so {who} refuses to start and its "
+                f"{entries} audit entries cannot be verified; restore it from "
+                "where you back it up (or pass --audit-key FILE if it is kept elsewhere)"
+            ]
+        return []
+    if len(key) < 32:
+        return [f"audit key {key_file}: {len(key)} bytes, at least 32 expected"]
+    found = audit.verify(key, read_entries(conn))
+    if found.ok:
+        return []
+    edited = sum(1 for p in found.problems if p.endswith("(edited)"))
+    if found.entries and edited == found.entries:
+        return [
+            f"{log}: none of its {found.entries} entries verifies with {key_file}: "
+            "it is not the key the log was written with; restore the right one"
+        ]
+    problems = [f"{log}: {p}" for p in found.problems[:_CHAIN_PROBLEMS]]
+    if len(found.problems) > _CHAIN_PROBLEMS:
+        more = len(found.problems) - _CHAIN_PROBLEMS
+        problems.append(f"{log}: {more} more (`{lister}` lists all)")
+    return problems
+
+
 def _entry(row: tuple) -> audit.Entry:
     """An entry from its row (a data dir from before named users lacks the `user` column
     until the store's migration adds it; `admin check` may read one)."""

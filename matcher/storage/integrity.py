@@ -46,10 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload
 from blindmatch.matcher.storage import index_store, project_store
-from blindmatch.matcher.storage.audit_log import read_entries
+from blindmatch.matcher.storage.audit_log import chain_problems
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_check import check_erasures, read_erasures
 from blindmatch.matcher.storage.index_audit import check_index_audit
@@ -61,8 +60,6 @@ T = TypeVar("T")
 _UPLOADS_SQL = (
     "SELECT id, project, member, record_count, clk_bits, fingerprint, sha256 FROM uploads"
 )
-# Problems listed from a chain that fails verification, at most.
-_CHAIN_PROBLEMS = 10
 
 
 @dataclass
@@ -265,33 +262,10 @@ def _check_audit(
     db: sqlite3.Connection, report: IntegrityReport, key_file: Path, require_key: bool
 ) -> None:
     report.audit_entries = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
-    try:
-        key = key_file.read_bytes()
-    except FileNotFoundError:
-        if report.audit_entries and require_key:
-            report.problems.append(
-                f"audit key {key_file}: missing, so the matcher refuses to start and the "
-                f"{report.audit_entries} audit entries cannot be verified; restore it from "
-                "where you back it up (or pass --audit-key FILE if it is kept elsewhere)"
-            )
-        return
-    if len(key) < 32:
-        report.problems.append(f"audit key {key_file}: {len(key)} bytes, at least 32 expected")
-        return
-    found = audit.verify(key, read_entries(db))
-    if found.ok:
-        return
-    edited = sum(1 for p in found.problems if p.endswith("(edited)"))
-    if found.entries and edited == found.entries:
-        report.problems.append(
-            f"audit log: none of its {found.entries} entries verifies with {key_file}: "
-            "it is not the key the log was written with; restore the right one"
-        )
-        return
-    report.problems += [f"audit log: {p}" for p in found.problems[:_CHAIN_PROBLEMS]]
-    if len(found.problems) > _CHAIN_PROBLEMS:
-        more = len(found.problems) - _CHAIN_PROBLEMS
-        report.problems.append(f"audit log: {more} more (`blindmatch audit verify` lists all)")
+    report.problems += chain_problems(
+        db, key_file, report.audit_entries, require_key=require_key, log="audit log",
+        who="the matcher", lister="blindmatch audit verify",
+    )  # fmt: skip
 
 
 def _check_upload_rows(db: sqlite3.Connection, report: IntegrityReport) -> None:

@@ -38,15 +38,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from blindmatch.matcher.core import audit
-from blindmatch.matcher.storage.audit_log import read_entries
+from blindmatch.matcher.storage.audit_log import chain_problems
 from blindmatch.matcher.storage.integrity import render_findings
 from blindmatch.matcher.storage.quietread import connect_read_only, left_as_found, wal_notes
 from blindmatch.matcher.storage.role_files import damage, files_of
 from blindmatch.matcher.storage.role_store import LAYOUT, newer_held
 
 ROLE_FILE = re.compile(r"^twoserver-([a-z0-9]+?)(-held)?\.sqlite$")
-_CHAIN_PROBLEMS = 10
 
 
 def roles_in(data_dir: Path) -> list[str]:
@@ -336,7 +334,10 @@ def _check_audit(
             report.problems.append(f"{path}: damaged, so the role will not start on it")
             return
         report.audit_entries = db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
-        _verify_chain(db, path, key_file, report, require_key=require_key)
+        report.problems += chain_problems(
+            db, key_file, report.audit_entries, require_key=require_key,
+            log=f"audit log {path}", who="the role", lister="blindmatch two-server verify-audit",
+        )  # fmt: skip
         _check_logged(db, path, held, report, fresh)
     except sqlite3.DatabaseError as exc:
         report.problems.append(f"{path}: unreadable, not a role's audit log ({exc})")
@@ -410,44 +411,3 @@ def _check_logged(
                 "its log (copied apart from it); a role started on it would hold an upload a "
                 "member had erased"
             )
-
-
-def _verify_chain(
-    db: sqlite3.Connection, path: Path, key_file: Path, report: RoleReport, *,
-    require_key: bool,
-) -> None:  # fmt: skip
-    try:
-        key = key_file.read_bytes()
-    except FileNotFoundError:
-        if report.audit_entries and require_key:
-            report.problems.append(
-                f"audit key {key_file}: missing, so the role refuses to start and its "
-                f"{report.audit_entries} audit entries cannot be verified; restore it from "
-                "where you back it up (or pass --audit-key FILE if it is kept elsewhere)"
-            )
-        return
-    if len(key) < 32:
-        report.problems.append(f"audit key {key_file}: {len(key)} bytes, at least 32 expected")
-        return
-    found = audit.verify(key, read_entries(db))
-    if found.ok:
-        return
-    if (
-        found.entries
-        and all(p.endswith("(edited)") for p in found.problems)
-        and len(found.problems) == found.entries
-    ):
-        report.problems.append(
-            f"audit log {path}: none of its {found.entries} entries verifies with "
-            f"{key_file}: it is not the key the log was written with; restore the right one"
-        )
-        return
-    report.problems += [f"audit log {path}: {p}" for p in found.problems[:_CHAIN_PROBLEMS]]
-    if len(found.problems) > _CHAIN_PROBLEMS:
-        more = len(found.problems) - _CHAIN_PROBLEMS
-        report.problems.append(
-            f"audit log {path}: {more} more (`blindmatch two-server verify-audit` lists all)"
-        )
-
-
-__all__ = ["RoleFiles", "RoleReport", "check_role_dir", "roles_in", "upload_damage"]
