@@ -61,6 +61,26 @@ class Forwarding:
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
         return self.servers.messages(batch)
 
+    def evaluate(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        return self.servers.evaluate(part, circuit, dealt, transcript, clock)
+
+    def evaluate_reach(
+        self,
+        part: PairBatch,
+        circuit: linkbit.Circuit,
+        dealt: linkbit.Deal,
+        transcript: linkbit.Transcript,
+        clock: dict[str, float],
+    ) -> tuple[bytes, bytes]:
+        return self.servers.evaluate_reach(part, circuit, dealt, transcript, clock)
+
 
 class Watched(Forwarding):
     """`servers` telling `ledger` of each batch (core/tworun.py `Servers`)."""

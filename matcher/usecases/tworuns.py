@@ -31,7 +31,7 @@ from blindmatch.matcher.core import audit, linkbit, tickets, tworun
 from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.outcomes import Earlier
 from blindmatch.matcher.core.runjournal import Forwarding
-from blindmatch.matcher.core.twoserver import Combiner, PairBatch, Proposed
+from blindmatch.matcher.core.twoserver import Combiner, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, WATCH_WAIT_SECONDS, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError
 from blindmatch.matcher.storage.store import Store
@@ -232,26 +232,6 @@ class _Progress(Forwarding):
         if self.done == self.total:
             self.report("solve", 0, 1)
         return out
-
-    def evaluate(
-        self,
-        part: PairBatch,
-        circuit: linkbit.Circuit,
-        dealt: linkbit.Deal,
-        transcript: linkbit.Transcript,
-        clock: dict[str, float],
-    ) -> tuple[bytes, bytes]:
-        return self.servers.evaluate(part, circuit, dealt, transcript, clock)
-
-    def evaluate_reach(
-        self,
-        part: PairBatch,
-        circuit: linkbit.Circuit,
-        dealt: linkbit.Deal,
-        transcript: linkbit.Transcript,
-        clock: dict[str, float],
-    ) -> tuple[bytes, bytes]:
-        return self.servers.evaluate_reach(part, circuit, dealt, transcript, clock)
 
 
 def run(
