@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 from blindmatch.cli.errors import start_error
 from blindmatch.cli.options import (
     Subcommands,
+    checked_listen,
     command,
     listen_tls_options,
     outbound_credentials,
-    refuse_taken_port,
     refuse_taken_since,
 )
 from blindmatch.client.errors import InputError
@@ -93,17 +93,8 @@ def cmd_lookup_server(args: argparse.Namespace) -> int:
     from blindmatch.matcher.storage.shard_source import read_lookup_key
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    credentials = tls.server_credentials(
-        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
-    )
-    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
-    host, port = tls.listen_address(args.listen)
     # Said before the data dir's lookup.key is made.
-    refuse_taken_port(
-        args.listen,
-        "a look-up server",
-        f"--data-dir {args.data_dir}" if args.data_dir is not None else "",
-    )
+    credentials, host, port = checked_listen(args, "a look-up server")
     shard, shards = args.shard
     key = None
     if args.data_dir is None:

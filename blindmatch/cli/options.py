@@ -183,6 +183,26 @@ def refuse_taken_port(listen: str, who: str, left: str = "") -> None:
         )
 
 
+def checked_listen(
+    args: argparse.Namespace, who: str
+) -> tuple[grpc.ServerCredentials | None, str, int]:
+    """A look-up server's or a two-server role's `--listen`, checked before its start makes
+    anything: its TLS files (`listen_tls_options`), plaintext refused off loopback without
+    `--insecure`, then the port where it is taken (`refuse_taken_port`, `who` as there; its
+    `--data-dir`, where given, left as it was). The server credentials (None: plaintext), the
+    host and the port."""
+    from blindmatch.client.remote import tls
+
+    credentials = tls.server_credentials(
+        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
+    )
+    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    host, port = tls.listen_address(args.listen)
+    left = f"--data-dir {args.data_dir}" if args.data_dir is not None else ""
+    refuse_taken_port(args.listen, who, left)
+    return credentials, host, port
+
+
 def refuse_taken_since(exc: OSError, listen: str, who: str, left: str = "") -> None:
     """After a server start's bind failed (`exc`: matcher/rpc/listen.py `CannotListen`):
     where the port is taken now (another process took it after `refuse_taken_port`'s probe,

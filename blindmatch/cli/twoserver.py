@@ -24,10 +24,10 @@ from blindmatch.cli.errors import ends_at_sigterm, start_error
 from blindmatch.cli.options import (
     Subcommands,
     actions,
+    checked_listen,
     command,
     listen_tls_options,
     quiet_option,
-    refuse_taken_port,
     refuse_taken_since,
 )
 from blindmatch.cli.twoparties import (
@@ -107,17 +107,8 @@ def cmd_role(args: argparse.Namespace) -> int:
                          "not be able to call the parties' RPCs)")  # fmt: skip
     keys = party_keys(args)
     peer = peer_credentials(args)
-    credentials = tls.server_credentials(
-        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
-    )
-    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
-    host, port = tls.listen_address(args.listen)
     # Said before the role's data dir (its audit log, key and what it holds) is made or opened.
-    refuse_taken_port(
-        args.listen,
-        "a two-server role",
-        f"--data-dir {args.data_dir}" if args.data_dir is not None else "",
-    )
+    credentials, host, port = checked_listen(args, "a two-server role")
     # one role per data dir while it runs: a second start on it is refused (dirlock)
     what = f"two-server role --role {args.role}"
     made = args.data_dir is not None and not os.path.lexists(args.data_dir)
