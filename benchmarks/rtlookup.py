@@ -178,9 +178,9 @@ def recall(
     import numpy as np
 
     from blindmatch.matcher.core import fallback
-    from blindmatch.matcher.core.fallbackindex import _dice as fallback_dice
     from blindmatch.matcher.core.fallbackindex import search_batch
     from blindmatch.matcher.core.segment import Segment, as_words
+    from blindmatch.matcher.core.solve import dice as fallback_dice
 
     if not fallback_bits:
         return "recall: no fallback CLK, not checked"

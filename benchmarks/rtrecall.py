@@ -77,7 +77,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.lshrecall import schema_rule
 from benchmarks.realclks import GENERATORS, layout, realistic_pair
 from benchmarks.synthclks import Population
-from blindmatch.matcher.core import fallback, fallbackindex, rtplan
+from blindmatch.matcher.core import fallback, rtplan, solve
 from blindmatch.matcher.core.lshindex import LshTable
 from blindmatch.matcher.core.segment import Segment, as_words, search
 from blindmatch.matcher.domain import NO_RULE, Rule
@@ -328,7 +328,7 @@ class Layout:
         held = self.words[rows]
         qs = np.broadcast_to(q, held.shape)
         w = self.cut // 8
-        dice = fallbackindex._dice
+        dice = solve.dice
         s = self.rule.score(dice(qs[:, :w], held[:, :w]), dice(qs[:, w:], held[:, w:]))
         return {r: v for r, v in zip(rows, s.tolist(), strict=True) if v >= t}
 

@@ -77,8 +77,8 @@ def main() -> int:
         load_index,
         search_batch,
     )
-    from blindmatch.matcher.core.fallbackindex import _dice as fallback_dice
     from blindmatch.matcher.core.segment import Segment, as_words
+    from blindmatch.matcher.core.solve import dice as fallback_dice
     from blindmatch.matcher.domain import NO_RULE, Rule
 
     assert kernel.NATIVE, "the native kernel is needed"

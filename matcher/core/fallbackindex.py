@@ -45,6 +45,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallback, segment
 from blindmatch.matcher.core.index import MemberIndex, snapshot_rows
 from blindmatch.matcher.core.segment import U64, Hits, Segment, Snapshot
+from blindmatch.matcher.core.solve import dice
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class FallbackSnapshot:
         held = np.stack(rows)
         q = np.broadcast_to(query, held.shape)
         cut = self.cut
-        scores = self.rule.score(_dice(q[:, :cut], held[:, :cut]), _dice(q[:, cut:], held[:, cut:]))
+        scores = self.rule.score(dice(q[:, :cut], held[:, :cut]), dice(q[:, cut:], held[:, cut:]))
         return [(r, float(s)) for r, s in zip(refs, scores.tolist(), strict=True) if s >= threshold]
 
 
@@ -364,17 +365,6 @@ def load_index(
             rule=rule,
         )  # fmt: skip
     return MemberIndex.load(clk_bits, refs, words, threshold=threshold, merge_cpus=merge_cpus)
-
-
-def _dice(a: U64, b: U64) -> npt.NDArray[np.float64]:
-    """Row-wise Dice of 64-bit words (as `solve.dice` of the same bits as bytes)."""
-    both = np.bitwise_count(a & b).sum(axis=1, dtype=np.int64)
-    total = np.bitwise_count(a).sum(axis=1, dtype=np.int64) + np.bitwise_count(b).sum(
-        axis=1, dtype=np.int64
-    )
-    out = np.zeros(len(a), dtype=np.float64)
-    np.divide(2.0 * both, total, out=out, where=total > 0)
-    return out
 
 
 def _halves(words: U64, cut: int) -> tuple[U64, U64]:

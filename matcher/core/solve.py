@@ -164,8 +164,11 @@ def by_datasets(d0: UIntArray, d1: UIntArray) -> Iterator[tuple[int, int, npt.ND
                 yield int(a), int(b), sel
 
 
-def dice(a: npt.NDArray[np.uint8], b: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
-    """Row-wise Dice similarity of two equally shaped (n, clk_bytes) arrays."""
+def dice(
+    a: npt.NDArray[np.unsignedinteger], b: npt.NDArray[np.unsignedinteger]
+) -> npt.NDArray[np.float64]:
+    """Row-wise Dice similarity of two equally shaped (n, clk_bytes) arrays (or the same bits
+    in 64-bit words: core/fallbackindex.py)."""
     both = np.bitwise_count(a & b).sum(axis=1, dtype=np.int64)
     total = np.bitwise_count(a).sum(axis=1, dtype=np.int64) + np.bitwise_count(b).sum(
         axis=1, dtype=np.int64
