@@ -99,7 +99,34 @@ class QueryStream:
     interrupt: Callable[[ServiceError], object] | None = None
 
 
-class QueryStreams:
+class _IdleSweep:
+    """A daemon thread, from `start` until `close`, calling `end_idle` every quarter of
+    `idle_seconds` (at most every `most` seconds)."""
+
+    idle_seconds: float
+
+    def __init__(self, name: str, most: float) -> None:
+        self._most = most
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def end_idle(self) -> int:
+        raise NotImplementedError
+
+    def _loop(self) -> None:
+        while not self._stopped.wait(min(self._most, self.idle_seconds / 4)):
+            self.end_idle()
+
+
+class QueryStreams(_IdleSweep):
     """Open query streams, at most `per_member` a member and `in_all` in all; idle ones ended.
 
     A query stream holds one of the matcher's request threads for as long as it is open,
@@ -123,18 +150,7 @@ class QueryStreams:
         self._lock = threading.Lock()
         self._open: list[QueryStream] = []
         self._ended: ServiceError | None = None  # why, once `end_all` has been called
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name="blindmatch-query-streams", daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        super().__init__("blindmatch-query-streams", 30.0)
 
     @contextmanager
     def open(
@@ -207,10 +223,6 @@ class QueryStreams:
                 s.cancel()
         return len(streams)
 
-    def _loop(self) -> None:
-        while not self._stopped.wait(min(30.0, self.idle_seconds / 4)):
-            self.end_idle()
-
 
 # -- every stream -------------------------------------------------------------------------------
 
@@ -245,7 +257,7 @@ def _whose(key: tuple[str, str]) -> str:
     return f"member {key[1]!r} of {key[0]!r}" if key[1] else "the operator"
 
 
-class StreamGuard:
+class StreamGuard(_IdleSweep):
     """Every open stream: capped per member and RPC (`per_rpc`), per member (`per_member`)
     and in all (`in_all`); ended when idle for `idle_seconds`, or when its member's access
     ends (`end_member`, `end_project`)."""
@@ -267,16 +279,7 @@ class StreamGuard:
         self.per_rpc = dict(STREAMS_PER_RPC if per_rpc is None else per_rpc)
         self._lock = threading.Lock()
         self._open: list[OpenStream] = []
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="blindmatch-streams", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
-        self._stopped.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        super().__init__("blindmatch-streams", 1.0)
 
     # -- opening and closing -------------------------------------------------------------------
 
@@ -413,10 +416,6 @@ class StreamGuard:
             assert s.ended is not None
             s.end(s.ended)
         return len(chosen)
-
-    def _loop(self) -> None:
-        while not self._stopped.wait(min(1.0, self.idle_seconds / 4)):
-            self.end_idle()
 
 
 def ended_because(
