@@ -325,12 +325,7 @@ class RemoteServers:
         transcript: linkbit.Transcript,
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
-        batch = secrets.token_hex(12)
-        rows = dict(rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b))
-        made = [self._batch(batch, part.member_a, part.member_b, part.clk, setup,
-                            circuit.cutoffs, **rows)
-                for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
-        return self._run(made[0], made[1], len(part), circuit, transcript, tagged=False)
+        return self._named(part, circuit, dealt, transcript, circuit.cutoffs)
 
     def evaluate_reach(
         self,
@@ -340,10 +335,17 @@ class RemoteServers:
         transcript: linkbit.Transcript,
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
+        return self._named(part, circuit, dealt, transcript, self._cutoffs, reach=True)
+
+    def _named(
+        self, part: PairBatch, circuit: linkbit.Circuit, dealt: linkbit.Deal,
+        transcript: linkbit.Transcript, cutoffs: tuple[float, ...], **reach: bool,
+    ) -> tuple[bytes, bytes]:  # fmt: skip
+        """A batch of pairs C names, at `cutoffs` (`evaluate`; `evaluate_reach`: the run's,
+        the circuit at its reach cut-off)."""
         batch = secrets.token_hex(12)
-        rows = dict(rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b), reach=True)
-        made = [self._batch(batch, part.member_a, part.member_b, part.clk, setup,
-                            self._cutoffs, **rows)
+        rows = dict(rows_a=from_rows(part.rows_a), rows_b=from_rows(part.rows_b), **reach)
+        made = [self._batch(batch, part.member_a, part.member_b, part.clk, setup, cutoffs, **rows)
                 for setup in (dealt.to_s1, dealt.to_s2)]  # fmt: skip
         return self._run(made[0], made[1], len(part), circuit, transcript, tagged=False)
 
