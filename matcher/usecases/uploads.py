@@ -24,8 +24,10 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.encodings import (
@@ -300,10 +302,9 @@ def receive_upload(
             f"matcher's limit of {max_upload_bytes} bytes per upload"
         )
     store.ensure_room(count * clk_bytes)
-    part = store.new_upload_path()
     digest = hashlib.sha256()
     received = 0
-    try:
+    with _upload_file(store) as part:
         with open(part, "wb") as fh:
             for data in chunks:
                 if data is None:
@@ -341,14 +342,23 @@ def receive_upload(
             check=check,
             schema_digest=header.schema_digest,
         )
+    log.info("%s/%s uploaded %d CLKs", header.project, member, count)
+    return UploadReceipt(upload.id, count, upload.sha256, replayed)
+
+
+@contextmanager
+def _upload_file(store: Store) -> Iterator[Path]:
+    """A new upload's file (`new_upload_path`), gone after (its commit moves it into place),
+    the disk running out refused with RESOURCE_EXHAUSTED."""
+    part = store.new_upload_path()
+    try:
+        yield part
     except OSError as exc:
         if disk_full(exc):
             raise ResourceExhausted(DISK_FULL) from exc
         raise
     finally:
         part.unlink(missing_ok=True)
-    log.info("%s/%s uploaded %d CLKs", header.project, member, count)
-    return UploadReceipt(upload.id, count, upload.sha256, replayed)
 
 
 def _not_emptying_at_commit(
@@ -386,8 +396,7 @@ def _two_server_upload(
             else "clks: only the first message may be a header"
         )
     widths = two_server[1]
-    part = store.new_upload_path()
-    try:
+    with _upload_file(store) as part:
         upload, replayed = store.commit_upload(
             header.project, member, part, record_count=header.record_count, clk_bits=0,
             fingerprint=header.fingerprint, sha256=header.sha256.lower(),
@@ -395,12 +404,6 @@ def _two_server_upload(
             fallback_bits=widths[1] if len(widths) > 1 else 0, rule=header.rule, check=check,
             schema_digest=header.schema_digest, two_server=two_server,
         )  # fmt: skip
-    except OSError as exc:
-        if disk_full(exc):
-            raise ResourceExhausted(DISK_FULL) from exc
-        raise
-    finally:
-        part.unlink(missing_ok=True)
     log.info("%s/%s uploaded a two-server upload (%d records at S1 and S2)", header.project,
              member, header.record_count)  # fmt: skip
     return UploadReceipt(upload.id, header.record_count, upload.sha256, replayed)
