@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from blindmatch.client.tools import synthetic
 from blindmatch.client.tools.privacy import frequencies
 from blindmatch.client.tools.synthetic import holdings, typo
 
@@ -46,13 +47,10 @@ COLUMNS = ("id", "given_name", "surname", "dob", "sex", "postcode")
 
 
 @dataclass(frozen=True)
-class Person:
-    entity: int
-    given: str
-    surname: str
-    dob: date
-    sex: str
-    postcode: str
+class Person(synthetic.Person):
+    """A person as synthetic.py's, and a second postcode of theirs (a move): an export
+    gives it instead with its organisation's `stale_postcode` chance."""
+
     new_postcode: str
 
 
