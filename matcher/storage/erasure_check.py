@@ -36,6 +36,7 @@ from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_log import LoggedErasure, found_in_log, unreferenced_files
 from blindmatch.matcher.storage.index_store import ERASED, left_before
 from blindmatch.matcher.storage.quietread import connect_read_only
+from blindmatch.matcher.storage.retention_store import CutShort
 
 # How long what looks left may take to go before it is reported (an erasure in progress
 # beside a running matcher takes milliseconds, a huge index's a second or so).
@@ -44,11 +45,9 @@ _FIX = "start the matcher to complete the erasure (it deletes what is left befor
 
 
 @dataclass(frozen=True)
-class _Intent:
-    seq: int
-    project: str
-    member: str
-    uploads: tuple[str, ...]
+class _Intent(CutShort):
+    """An erasure intent's row (retention_store.py's `CutShort`), and its project's mode."""
+
     two_server: bool  # S1 and S2 hold its shares too, until asked to forget them
 
 
