@@ -1313,6 +1313,16 @@ static void run_job(job_t *j) {
                 &j->counts[2 * i + 1]);
 }
 
+/* Put the job at the queue's end, not done yet; called with pool_mu held. */
+static void queue_locked(job_t *j) {
+    pthread_cond_init(&j->cv, NULL);
+    j->done = 0;
+    j->next = NULL;
+    if (pool_tail) pool_tail->next = j;
+    else pool_head = j;
+    pool_tail = j;
+}
+
 /* Take the queue's first job and run it outside the lock; called and returns with pool_mu held. */
 static void run_head_locked(void) {
     job_t *j = pool_head;
@@ -1344,12 +1354,7 @@ static void pool_run(job_t *j) {
         run_job(j);
         return;
     }
-    pthread_cond_init(&j->cv, NULL);
-    j->done = 0;
-    j->next = NULL;
-    if (pool_tail) pool_tail->next = j;
-    else pool_head = j;
-    pool_tail = j;
+    queue_locked(j);
     pthread_cond_signal(&pool_cv);
     while (!j->done) pthread_cond_wait(&j->cv, &pool_mu);
     pthread_mutex_unlock(&pool_mu);
@@ -1521,15 +1526,7 @@ static void pool_run_all(job_t *jobs, size_t nj) {
         for (size_t i = 0; i < nj; i++) run_job(&jobs[i]);
         return;
     }
-    for (size_t i = 0; i < nj; i++) {
-        job_t *j = &jobs[i];
-        pthread_cond_init(&j->cv, NULL);
-        j->done = 0;
-        j->next = NULL;
-        if (pool_tail) pool_tail->next = j;
-        else pool_head = j;
-        pool_tail = j;
-    }
+    for (size_t i = 0; i < nj; i++) queue_locked(&jobs[i]);
     if (nj > 1) pthread_cond_broadcast(&pool_cv);
     else pthread_cond_signal(&pool_cv);
     while (pool_head) run_head_locked(); /* help: run queued jobs here until none is left */
