@@ -154,21 +154,16 @@ def reach_bits(
     for lo, hi in sorted({(int(a), int(b)) for a, b in arr[:, [0, 2]].tolist()}):
         sel = np.flatnonzero((arr[:, 0] == lo) & (arr[:, 2] == hi))
         rows_lo, rows_hi = arr[sel, 1].astype(np.uint32), arr[sel, 3].astype(np.uint32)
-        everything = np.ones(len(sel), dtype=bool)
-        on = {RECORD: everything, FALLBACK: ~everything}
-        if lacking is not None:
-            fb = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
-            on = {RECORD: ~fb, FALLBACK: fb}
-        elif combiner.has_fallback:
-            on = {RECORD: everything, FALLBACK: everything}
+        on = clks_named(combiner, lacking, lo, hi, rows_lo, rows_hi)
         for c in (RECORD, FALLBACK):
             pick = np.flatnonzero(on[c])
             batch = PairBatch(lo, hi, c, rows_lo[pick], rows_hi[pick])
             for k, part in enumerate(batch.split(linkbit.BATCH)):
                 at = pick[k * linkbit.BATCH : k * linkbit.BATCH + len(part)]
                 t0 = time.process_time()
-                width2 = servers.bits(FALLBACK) if combiner.rule.active else 0
-                circuit = combiner.reach_circuit(servers.bits(c), c, width2)
+                circuit = combiner.reach_circuit(
+                    servers.bits(c), c, fallback_width(servers, combiner)
+                )
                 dealt = combiner.triples(circuit, len(part))
                 clock["C"] += time.process_time() - t0
                 o1, o2 = servers.evaluate_reach(part, circuit, dealt, transcript, clock)
@@ -176,9 +171,40 @@ def reach_bits(
                 out[sel[at]] |= linkbit.reveal(circuit, o1, o2, len(part))[0]
                 transcript.pairs += len(part)
                 clock["C"] += time.process_time() - t1
-    for role, name in (("C", "combining (C)"), ("S1", "messages (S1)"), ("S2", "messages (S2)")):
-        seconds[name] = seconds.get(name, 0.0) + clock[role]
+    add_clock(seconds, clock)
     return out
 
 
 __all__ = ["complete_groups", "reach_bits"]
+
+
+def clks_named(
+    combiner: Combiner,
+    lacking: list[npt.NDArray[np.bool_]] | None,
+    lo: int,
+    hi: int,
+    rows_lo: npt.NDArray[np.uint32],
+    rows_hi: npt.NDArray[np.uint32],
+) -> dict[int, npt.NDArray[np.bool_]]:
+    """Which of the pairs (rows_lo of member lo, rows_hi of member hi) C names on each CLK:
+    on the CLK the run scores each by where C knows the records lacking fields (`lacking`),
+    on both where only S1 knows (S1 and S2 answer 0 on the other: core/proposal.py), else on
+    the record-level CLK alone."""
+    everything = np.ones(len(rows_lo), dtype=bool)
+    if lacking is not None:
+        fb = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
+        return {RECORD: ~fb, FALLBACK: fb}
+    if combiner.has_fallback:
+        return {RECORD: everything, FALLBACK: everything}
+    return {RECORD: everything, FALLBACK: ~everything}
+
+
+def fallback_width(servers: Servers, combiner: Combiner) -> int:
+    """The fallback CLK's width where the run applies a gap rule (its circuit reads both)."""
+    return servers.bits(FALLBACK) if combiner.rule.active else 0
+
+
+def add_clock(seconds: dict[str, float], clock: dict[str, float]) -> None:
+    """CPU seconds by role (`clock`) into a run's `seconds`, by the names it reports."""
+    for role, name in (("C", "combining (C)"), ("S1", "messages (S1)"), ("S2", "messages (S2)")):
+        seconds[name] = seconds.get(name, 0.0) + clock[role]

@@ -31,7 +31,6 @@ from blindmatch.matcher.core import (
     margincircuit,
     partpath,
 )
-from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.exhaustive import Part
 from blindmatch.matcher.core.margincircuit import Plan
@@ -45,7 +44,14 @@ from blindmatch.matcher.core.outcomes import (
 )
 from blindmatch.matcher.core.runjournal import Watched
 from blindmatch.matcher.core.solve import Links, links_from_groups, solve
-from blindmatch.matcher.core.twocomplete import Pair, complete_groups, reach_bits
+from blindmatch.matcher.core.twocomplete import (
+    Pair,
+    add_clock,
+    clks_named,
+    complete_groups,
+    fallback_width,
+    reach_bits,
+)
 from blindmatch.matcher.core.twoinprocess import InProcess
 from blindmatch.matcher.core.twoserver import (
     BATCH_PAIRS,
@@ -149,25 +155,17 @@ def link_bits(
     for k, part in enumerate(batch.split(linkbit.BATCH)):
         at = k * linkbit.BATCH
         t0 = time.process_time()
-        circuit, dealt = combiner.deal(part, servers.bits(part.clk), _width2(servers, combiner))
+        circuit, dealt = combiner.deal(
+            part, servers.bits(part.clk), fallback_width(servers, combiner)
+        )
         clock["C"] += time.process_time() - t0
         o1, o2 = servers.evaluate(part, circuit, dealt, transcript, clock)
         t1 = time.process_time()
         out[:, at : at + len(part)] = linkbit.reveal(circuit, o1, o2, len(part))
         transcript.pairs += len(part)
         clock["C"] += time.process_time() - t1
-    _add_clock(seconds, clock)
+    add_clock(seconds, clock)
     return out
-
-
-def _width2(servers: Servers, combiner: Combiner) -> int:
-    """The fallback CLK's width where the run applies a gap rule (its circuit reads both)."""
-    return servers.bits(FALLBACK) if combiner.rule.active else 0
-
-
-def _add_clock(seconds: dict[str, float], clock: dict[str, float]) -> None:
-    for role, name in (("C", "combining (C)"), ("S1", "messages (S1)"), ("S2", "messages (S2)")):
-        seconds[name] = seconds.get(name, 0.0) + clock[role]
 
 
 def _dense(
@@ -187,7 +185,9 @@ def _dense(
     prepare = getattr(servers, "prepare_part", None)
     stand = getattr(servers, "prepare_standing", None)
     if part.standing and stand is not None:  # against its partner converted once
-        margin = _margin(servers, combiner, (servers.bits(RECORD), _width2(servers, combiner)))
+        margin = _margin(
+            servers, combiner, (servers.bits(RECORD), fallback_width(servers, combiner))
+        )
         if margin is None or not stand(index, margin, transcript, clock):
             return None  # not converted (no room, too large): by pairs, as its shape takes it
         if part.clk == FALLBACK:  # the kernel's test on the query's fallback-CLK H shares
@@ -196,7 +196,7 @@ def _dense(
     if not part.blocks or prepare is None:
         return None
     t0 = time.process_time()
-    width2 = _width2(servers, combiner) if part.clk == RECORD else 0
+    width2 = fallback_width(servers, combiner) if part.clk == RECORD else 0
     widths = (servers.bits(part.clk), width2) if width2 else (servers.bits(part.clk),)
     # Each block's deal made as the servers read it (over gRPC, as it streams to S2: C holds
     # one block's at a time), its CPU C's.
@@ -256,7 +256,7 @@ def proposed_links(
             circuit, dealt = dense, combiner.triples(dense, count)
         else:
             circuit, dealt = combiner.deal_count(count, n_bits, part.clk,
-                                                 _width2(servers, combiner))  # fmt: skip
+                                                 fallback_width(servers, combiner))  # fmt: skip
         clock["C"] += time.process_time() - t0
         o1, o2 = servers.evaluate_part(index, offset, count, circuit, dealt, transcript, clock)
         t1 = time.process_time()
@@ -271,7 +271,7 @@ def proposed_links(
         ))  # fmt: skip
         transcript.pairs += count
         clock["C"] += time.process_time() - t1
-    _add_clock(seconds, clock)
+    add_clock(seconds, clock)
     return merge(found) if found else Candidates.empty()
 
 
@@ -417,15 +417,7 @@ def drive(
                 if not len(sel):
                     continue
             scores[sel] = 0.0
-            everything = np.ones(len(sel), dtype=bool)
-            on = {RECORD: everything, FALLBACK: ~everything}
-            if lacking is not None:
-                clk = fallback_.on_fallback(lacking[lo][rows_lo], lacking[hi][rows_hi])
-                on = {RECORD: ~clk, FALLBACK: clk}
-            elif combiner.has_fallback:
-                # Only S1 knows which CLK each pair is scored on: C names it on both, and S1
-                # and S2 answer 0 on the other (core/proposal.py).
-                on = {RECORD: everything, FALLBACK: everything}
+            on = clks_named(combiner, lacking, lo, hi, rows_lo, rows_hi)
             for c in (RECORD, FALLBACK):
                 pick = np.flatnonzero(on[c])
                 if not len(pick):
