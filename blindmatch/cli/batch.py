@@ -14,6 +14,7 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
+    encoded_option,
     member_options,
     member_token,
     progress_wanted,
@@ -261,13 +262,7 @@ def register(sub: Subcommands) -> None:
     parents = [connection_options(), member_options()]
     # What fetching results needs, for `results` and `report` alike.
     fetch = argparse.ArgumentParser(add_help=False)
-    fetch.add_argument(
-        "--encoded",
-        metavar="DIR",
-        required=True,
-        type=Path,
-        help="the ENCODED folder that was uploaded",
-    )
+    encoded_option(fetch)
     fetch.add_argument(
         "--purpose",
         help="why you are asking (a case reference); written to the audit log, and required "

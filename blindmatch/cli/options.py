@@ -132,6 +132,17 @@ def quiet_option(parser: argparse._ActionsContainer) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
 
 
+def encoded_option(parser: argparse._ActionsContainer) -> None:
+    """`--encoded DIR`: the uploaded ENCODED folder a member's results and references read."""
+    parser.add_argument(
+        "--encoded",
+        metavar="DIR",
+        required=True,
+        type=Path,
+        help="the ENCODED folder that was uploaded",
+    )
+
+
 def listen_tls_options(parser: argparse._ActionsContainer, travels: str) -> None:
     """A server's TLS options (`serve`, `lookup-server`, `two-server role`): its certificate
     and key, the CA its clients' certificates must be signed by, and the flag that allows

@@ -19,6 +19,7 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
+    encoded_option,
     member_options,
     member_token,
     when,
@@ -201,13 +202,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_request,
         parents=parents,
     )
-    p.add_argument(
-        "--encoded",
-        metavar="DIR",
-        required=True,
-        type=Path,
-        help="the ENCODED folder that was uploaded",
-    )
+    encoded_option(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--record-id", help="your own record id (as in hits.csv's record_id)")
     which.add_argument(
@@ -252,13 +247,7 @@ def register(sub: Subcommands) -> None:
         parents=parents,
     )
     p.add_argument("reference", nargs="+", help="the reference(s) quoted in the request")
-    p.add_argument(
-        "--encoded",
-        metavar="DIR",
-        required=True,
-        type=Path,
-        help="the ENCODED folder that was uploaded",
-    )
+    encoded_option(p)
     p.add_argument(
         "--purpose",
         help="why (the request you are answering); written to the audit log, and required by "
