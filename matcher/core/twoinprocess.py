@@ -122,6 +122,13 @@ class InProcess:
             return described
         return [_with_blocks(d, p) for d, p in zip(described, self.proposal.parts, strict=True)]
 
+    @property
+    def _proposed(self) -> Proposal:
+        """S1's proposal of the run (none before `propose`: refused)."""
+        if self.proposal is None:
+            raise ValueError("S1 has proposed no run")
+        return self.proposal
+
     def prepare_part(self, index: int, deals: Sequence[densearith.BlockDeal],
                      transcript: linkbit.Transcript, clock: dict[str, float],
                      pops: Sequence[ring64.Deal] = ()) -> None:  # fmt: skip
@@ -130,9 +137,7 @@ class InProcess:
         triples are), every pair's H shares; its batches then take them
         (core/denseblock.py). With `pops` (C's deal a block, `margin`), the blocks' records'
         popcounts to additive shares (core/densemargin.py `convert_pops`), checked too."""
-        if self.proposal is None:
-            raise ValueError("S1 has proposed no run")
-        part = self.proposal.parts[index]
+        part = self._proposed.parts[index]
         if not isinstance(part, Cross) or not deals:
             raise ValueError(f"part {index} is not unblocked")
         t0 = time.process_time()  # C's deals, made as they are read (core/densearith.py `Lazy`)
@@ -261,11 +266,10 @@ class InProcess:
         transcript: linkbit.Transcript,
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
-        if self.proposal is None:
-            raise ValueError("S1 has proposed no run")
-        part = self.proposal.part(index, offset, count, circuit.cutoffs)
+        proposal = self._proposed
+        part = proposal.part(index, offset, count, circuit.cutoffs)
         if part.clk == RECORD:  # the run's rule on the first CLKs' pairs (as S1 over gRPC)
-            self.proposal.check_rule(circuit.rule or NO_RULE)
+            proposal.check_rule(circuit.rule or NO_RULE)
         self._part = index  # `_run` takes a part `prepare_part` ran on from its blocks
         try:
             return self._run(part, circuit, dealt, transcript, clock, True, None)
@@ -297,12 +301,11 @@ class InProcess:
         transcript: linkbit.Transcript,
         clock: dict[str, float],
     ) -> tuple[bytes, bytes]:
-        if self.proposal is None:
-            raise ValueError("S1 has proposed no run")
-        run = self.proposal.cutoffs  # the run's cut-offs; the circuit is at its reach
-        checked = self.proposal.check_reach(str(part.member_a), str(part.member_b), part.clk,
-                                            part.rows_a, part.rows_b, run)  # fmt: skip
-        self.proposal.commit_reach(checked)
+        proposal = self._proposed
+        run = proposal.cutoffs  # the run's cut-offs; the circuit is at its reach
+        checked = proposal.check_reach(str(part.member_a), str(part.member_b), part.clk,
+                                       part.rows_a, part.rows_b, run)  # fmt: skip
+        proposal.commit_reach(checked)
         return self._run(part, circuit, dealt, transcript, clock, False, checked.proposed)
 
     def messages(self, batch: PairBatch) -> tuple[Shares, Shares]:
