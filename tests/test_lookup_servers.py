@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -1069,6 +1070,26 @@ def test_look_up_server_options_are_refused_before_anything_starts(
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert refusal in done.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_wrong_look_up_option_is_told_before_a_taken_port(tmp_path: Path) -> None:
+    """An option that is wrong whatever the machine (plaintext to a look-up server off
+    loopback) is told first, even where the matcher's port is also taken: the user fixes the
+    command once, not once per error (before, a busy default port 50051 hid it)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = subprocess.run(
+            [*BLINDMATCH, "serve", "--listen", f"127.0.0.1:{port}",
+             "--lookup-server", "10.1.2.3:50061", "--data-dir", str(tmp_path / "d")],
+            capture_output=True, text=True, cwd=ROOT, timeout=120,
+            env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": "x"},
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "refusing plaintext to a non-loopback look-up server" in done.stderr
+    assert "is taken" not in done.stderr
     assert not (tmp_path / "d").exists()
 
 

@@ -50,13 +50,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     host, port = tls.listen_address(args.listen)
     address = tls.grpc_address(host, port)
-    # In this order, each before the data dir is made or opened: the port, the TLS files
-    # (here and the outbound ones below), the data dir's lock (dirlock), then the start.
-    refuse_taken_port(args.listen, "a matcher", f"--data-dir {args.data_dir}")
-    credentials = tls.server_credentials(
-        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
-    )
-    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    # In this order, each before the data dir is made or opened: the options that need no
+    # file or port (a wrong one is told first, whatever else is wrong), the port, the TLS
+    # files (here and the outbound ones below), the data dir's lock (dirlock), the start.
     most = RPC_THREADS - MIN_UNARY_THREADS
     if not 1 <= args.max_member_streams <= args.max_streams <= most:
         raise InputError(
@@ -71,8 +67,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.stream_idle_seconds <= 0:
         raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
     request_cpu = _request_cpu(args.request_cpu)
-    executor = daskopts.executor(args)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
+    refuse_taken_port(args.listen, "a matcher", f"--data-dir {args.data_dir}")
+    credentials = tls.server_credentials(
+        cert=args.tls_cert, key=args.tls_key, client_ca=args.client_ca
+    )
+    tls.check_listen_address(args.listen, secure=credentials is not None, allow=args.insecure)
+    executor = daskopts.executor(args)
     two_server = twoserveropts.serve_setup(args)
     admin = env("BLINDMATCH_ADMIN_TOKEN")
     made_token = admin is None
