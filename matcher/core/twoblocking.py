@@ -38,7 +38,6 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 Keys = npt.NDArray[np.uint64]
 Shares = npt.NDArray[np.uint8]
 Rows = npt.NDArray[np.uint32]
-Popcounts = npt.NDArray[np.int64]
 Order = npt.NDArray[np.uint32] | npt.NDArray[np.intp]  # positions in a range of keys
 PopShares = npt.NDArray[np.uint32]  # a server's XOR shares of popcounts
 
