@@ -461,10 +461,6 @@ class StandingIndexes:
             if self.forward is not None and (project, member) not in self._indexes:
                 self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
 
-    def erasing(self, project: str, member: str) -> bool:
-        """Whether the member's erased index is still in memory (its deletion failed)."""
-        return (project, member) in self._erasing
-
     def _erase(self, project: str, member: str, refused: str = "") -> None:
         """The deletion (the writer's lock held); failing, Unavailable if `refused`."""
         try:
