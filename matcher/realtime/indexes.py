@@ -436,7 +436,7 @@ class StandingIndexes:
     def erase_member(self, project: str, member: str) -> int:
         """Forget a member's standing index, on disk and in memory (erasure); its records. Searched
         by no query from the start; one whose deletion fails (a full disk) stays in memory,
-        unsearched, until it is deleted (`erasing`: the retry, or the member's next change)."""
+        unsearched, until it is deleted (`_erasing`: the retry, or the member's next change)."""
         with self._write_lock:
             self._erasing.add((project, member))
             held = len(self._indexes.get((project, member)) or ())
