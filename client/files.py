@@ -1,5 +1,5 @@
 """Files the client writes for the user, atomically: the old file or the whole new one;
-and the CSV files it reads from the user (`read_csv`, `read_csv_lines`).
+and the CSV files it reads from the user (`read_csv_lines`, `iter_csv_lines`).
 
 Each is written to a temporary file beside it and renamed into place. The temporary file
 is made readable and writable by its owner only (as `tempfile.mkstemp` makes one), so the
@@ -23,17 +23,13 @@ from blindmatch.client.errors import InputError
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    """A CSV file's rows by column name (the header's names trimmed); an `InputError` naming
-    the file when it is missing, not UTF-8, or lacks one of the `required` columns. A UTF-8
-    byte-order mark (Excel's "CSV UTF-8" writes one) is not part of the first column's name.
-    A row shorter than the header has `None` for the columns it lacks."""
-    return [row for _line, row in read_csv_lines(path, required)]
-
-
 def read_csv_lines(path: Path, required: Sequence[str]) -> list[tuple[int, dict[str, str]]]:
-    """`read_csv`'s rows, each with the line of the file it starts on as an editor numbers
-    them (the header is line 1; blank lines, skipped, are counted), for errors naming a row."""
+    """A CSV file's rows by column name (the header's names trimmed), each with the line of
+    the file it starts on as an editor numbers them (the header is line 1; blank lines, skipped,
+    are counted), for errors naming a row; an `InputError` naming the file when it is missing,
+    not UTF-8, or lacks one of the `required` columns. A UTF-8 byte-order mark (Excel's "CSV
+    UTF-8" writes one) is not part of the first column's name. A row shorter than the header
+    has `None` for the columns it lacks."""
     return list(iter_csv_lines(path, required))
 
 

@@ -18,14 +18,11 @@ Batch runs are not affected: their threads are started elsewhere and keep every 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from blindmatch.matcher.core import kernel
-
-log = logging.getLogger("blindmatch.matcher.placement")
 
 # More look-up threads than this buy nothing: one core of request handling cannot keep
 # more of them busy (docs/performance.md, *Real-time queries*).

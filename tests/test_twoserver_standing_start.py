@@ -297,15 +297,15 @@ def test_a_members_new_upload_takes_the_room_of_its_earlier_ones_conversion() ->
     kept = Conversions(clock=lambda: 0.0)
     kept.told(6_000, 6_000)
     old = ("p/south/aaaaaaaa", 90, (64, 64), (0.8,), b"")
-    assert kept.admit(old, 90, 5_000) == ""
+    assert kept.admit(old, 5_000) == ""
     kept.put(old, ("id-old", None), 5_000)  # type: ignore[arg-type]
     kept.end()
     new = ("p/south/bbbbbbbb", 87, (64, 64), (0.8,), b"")
-    assert kept.admit(new, 87, 5_000) == "" and not kept.holds(old)
+    assert kept.admit(new, 5_000) == "" and not kept.holds(old)
     kept.end()
     other = ("p/north/cccccccc", 90, (64, 64), (0.8,), b"")
     kept.put(new, ("id-new", None), 5_000)  # type: ignore[arg-type]
-    assert "do not fit beside the 5,000" in kept.admit(other, 90, 5_000)
+    assert "do not fit beside the 5,000" in kept.admit(other, 5_000)
 
 
 @pytest.mark.parametrize("when", ["before", "as it starts", "as it asks the bounds"])

@@ -62,7 +62,6 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from blindmatch.client.errors import InputError
 
 SaltPart = Literal["year", "value"]
-Level = Literal["record", "field"]
 
 _SECTION = "blindmatch"
 _KEY = "hardening"

@@ -50,10 +50,6 @@ class FieldEstimate:
     bits: int  # the filter (record-level) or segment (field-level) it is hashed into
     fill: float  # expected share of `bits` set by this field alone
 
-    @property
-    def share_label(self) -> str:
-        return f"{self.fill:.0%}"
-
 
 @dataclass
 class SchemaCheck:

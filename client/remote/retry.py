@@ -48,16 +48,6 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=1)
 
 
-def is_transient(exc: grpc.RpcError) -> bool:
-    """Whether a failed call may succeed if repeated unchanged."""
-    code = exc.code() if hasattr(exc, "code") else None
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return True
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return is_busy(exc)
-    return False
-
-
 def answered(exc: grpc.RpcError) -> bool:
     """Whether the server called ended `exc`'s call with a status of its own."""
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None

@@ -120,7 +120,6 @@ def gather_report(
     purpose: str = "",
     truth: str | Path | None = None,
     include_records: bool = True,
-    now: float | None = None,
 ) -> MemberReport:
     """Ask the matcher for the project, the results and the audit export, and read the
     ENCODED folder. Fetching results is a disclosure: it is audited with `purpose`."""
@@ -152,7 +151,7 @@ def gather_report(
         run_started=started,
         run_finished=finished,
         latest_run=latest,
-        generated=time.time() if now is None else now,
+        generated=time.time(),
         record_count=results.record_count,
         partners=_partners(info, results),
         header=header,

@@ -12,8 +12,8 @@ import warnings
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import anonlink  # noqa: F401
-    from anonlink.concurrency import process_chunk, split_to_chunks
+    from anonlink.concurrency import split_to_chunks
     from anonlink.similarities import dice_coefficient_accelerated
     from anonlink.solving import greedy_solve
 
-__all__ = ["dice_coefficient_accelerated", "greedy_solve", "process_chunk", "split_to_chunks"]
+__all__ = ["dice_coefficient_accelerated", "greedy_solve", "split_to_chunks"]

@@ -195,16 +195,14 @@ def rescored(
     threshold: float,
     workers: int = 1,
     rule: Rule = NO_RULE,
-    progress: PairProgress | None = None,
     found: fallbackpass.FallbackPass | None = None,
 ) -> list[Candidates]:
     """All candidate pairs under the fallback score (see the module docstring), unordered:
     the first CLKs' pairs between records that both have the fields, and the fallback
     CLKs' pairs that involve a record lacking them. With a rule, `first_pairs` are those
     at or above `rule.candidate_floor(threshold)`, and the first kind is kept (and scored)
-    by S >= threshold. `progress(done, total)` follows the fallback CLKs' comparisons;
-    `found`: the fallback CLKs' pairs already found (`fallbackpass.find`, e.g. by LSH),
-    instead of comparing every pair of them here."""
+    by S >= threshold. `found`: the fallback CLKs' pairs already found (`fallbackpass.find`,
+    e.g. by LSH, with its progress), instead of comparing every pair of them here."""
     sides = []
     for dset, rec in ((first_pairs.dset0, first_pairs.rec0), (first_pairs.dset1, first_pairs.rec1)):
         lacks = np.zeros(len(first_pairs), dtype=bool)
@@ -226,7 +224,7 @@ def rescored(
         first_pairs.rec1[keep],
     )
     if found is None:
-        return [both_have, *_fallback_pairs(split, threshold, workers, progress)]
+        return [both_have, *_fallback_pairs(split, threshold, workers)]
     return [both_have, *found.parts]
 
 

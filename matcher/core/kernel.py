@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -182,7 +181,3 @@ def _numpy_candidates(a: Clks, b: Clks, t: float, block: int = 256) -> Found:
         np.concatenate([o[1] for o in out]),
         np.concatenate([o[2] for o in out]),
     )
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 1

@@ -25,18 +25,18 @@ from blindmatch.matcher.core.twoblocking import (
 )
 
 
-def colliding_pairs(keys_a: Keys, keys_b: Keys, band_step: int = BAND_STEP) -> tuple[Rows, Rows]:
+def colliding_pairs(keys_a: Keys, keys_b: Keys) -> tuple[Rows, Rows]:
     """Each pair (row of a, row of b) sharing a key in at least one band, once, in row order:
-    for each run of `band_step` bands, both sides' keys sorted together by value and joined."""
+    for each run of BAND_STEP bands, both sides' keys sorted together by value and joined."""
     if keys_a.ndim != 2 or keys_b.ndim != 2 or keys_a.shape[1] != keys_b.shape[1]:
         raise ValueError("band keys must be (rows, bands) with as many bands on both sides")
     n_a, bands = keys_a.shape
     n_b = len(keys_b)
     found: list[npt.NDArray[np.uint64]] = []
-    for lo in range(0, bands if n_a and n_b else 0, band_step):
-        ka = keys_a[:, lo : lo + band_step].ravel()
-        kb = keys_b[:, lo : lo + band_step].ravel()
-        width = keys_a[:, lo : lo + band_step].shape[1]
+    for lo in range(0, bands if n_a and n_b else 0, BAND_STEP):
+        ka = keys_a[:, lo : lo + BAND_STEP].ravel()
+        kb = keys_b[:, lo : lo + BAND_STEP].ravel()
+        width = keys_a[:, lo : lo + BAND_STEP].shape[1]
         # Both sides sorted: the look-ups of a's keys in b's then walk b in order.
         order_a, order_b = np.argsort(ka), np.argsort(kb)
         sorted_a, sorted_b = ka[order_a], kb[order_b]

@@ -30,7 +30,6 @@ from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.margincircuit import Plan
 
 Steps = Generator[bytes, bytes, None]
-U32 = npt.NDArray[np.uint32]
 U64 = npt.NDArray[np.uint64]
 EMPTY = np.zeros(0, np.uint64)
 

@@ -161,11 +161,6 @@ def plan_of(
     return lsh.plans[task.plan] if isinstance(lsh, blocking_.PairPlans) else lsh
 
 
-def bands_of(lsh: blocking_.LshPlan, start: int, stop: int) -> blocking_.LshPlan:
-    """The plan restricted to bands [start, stop) (their keys are the same)."""
-    return dataclasses.replace(lsh, positions=lsh.positions[start:stop])
-
-
 def run_task(
     task: Task,
     a: Clks,
@@ -239,7 +234,6 @@ __all__ = [
     "Rows",
     "Task",
     "TaskResult",
-    "bands_of",
     "combine",
     "plan_of",
     "plan_tasks",

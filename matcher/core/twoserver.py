@@ -433,18 +433,6 @@ class Combiner:
         out: npt.NDArray[np.float64] = np.asarray((0.0, *self.cutoffs))[reached]
         return out
 
-    def decide_bits(self, batch: PairBatch, bits: npt.NDArray[np.bool_]) -> Candidates:
-        """The batch's pairs whose link bit is set, scored by their bucket."""
-        keep = bits[0]
-        n = int(keep.sum())
-        return Candidates(
-            self.bucket_scores(bits[:, keep]),
-            np.full(n, batch.member_a, dtype=np.uint32),
-            np.full(n, batch.member_b, dtype=np.uint32),
-            batch.rows_a[keep].astype(np.uint32),
-            batch.rows_b[keep].astype(np.uint32),
-        )
-
 
 __all__ = [
     "FALLBACK",

@@ -436,7 +436,7 @@ class StandingIndexes:
     def erase_member(self, project: str, member: str) -> int:
         """Forget a member's standing index, on disk and in memory (erasure); its records. Searched
         by no query from the start; one whose deletion fails (a full disk) stays in memory,
-        unsearched, until it is deleted (`erasing`: the retry, or the member's next change)."""
+        unsearched, until it is deleted (`_erasing`: the retry, or the member's next change)."""
         with self._write_lock:
             self._erasing.add((project, member))
             held = len(self._indexes.get((project, member)) or ())
@@ -460,10 +460,6 @@ class StandingIndexes:
         with self._write_lock:
             if self.forward is not None and (project, member) not in self._indexes:
                 self.forward(ShardChange(project, member, erase=ERASE_MEMBER))
-
-    def erasing(self, project: str, member: str) -> bool:
-        """Whether the member's erased index is still in memory (its deletion failed)."""
-        return (project, member) in self._erasing
 
     def _erase(self, project: str, member: str, refused: str = "") -> None:
         """The deletion (the writer's lock held); failing, Unavailable if `refused`."""

@@ -23,7 +23,7 @@ def uploaded(store: Store, setup: TwoServerSetup | None, project: str, member: s
         return
     upload = store.current_uploads(project).get(member)
     if upload is not None and upload.id == upload_id:
-        _ahead(store, setup, store.project(project), member, upload)
+        _ahead(store, setup, store.project(project), upload)
 
 
 def at_start(store: Store, setup: TwoServerSetup | None) -> None:
@@ -34,13 +34,12 @@ def at_start(store: Store, setup: TwoServerSetup | None) -> None:
         if store.mode_of(name) != TWO_SERVER:
             continue
         project = store.project(name)
-        for member, upload in sorted(store.current_uploads(name).items()):
-            _ahead(store, setup, project, member, upload)
+        for _member, upload in sorted(store.current_uploads(name).items()):
+            _ahead(store, setup, project, upload)
 
 
-def _ahead(store: Store, setup: TwoServerSetup, project: Project, member: str,
-           upload: Upload) -> None:  # fmt: skip
-    """`member`'s `upload` queued where another member may query it (its name at S1 and S2,
+def _ahead(store: Store, setup: TwoServerSetup, project: Project, upload: Upload) -> None:
+    """A member's `upload` queued where another member may query it (its name at S1 and S2,
     widths and rule, as realtime/twopartner.py `partner_upload` reads them for a query
     under the project's schema)."""
     part = store.two_server_part(upload.id)

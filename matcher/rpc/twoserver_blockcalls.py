@@ -42,7 +42,6 @@ from blindmatch.matcher.rpc.twoserver_role import Rows, _Role
 from blindmatch.matcher.rpc.twoserver_uploads import Held, part_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
-Side = tuple[list[np.ndarray], list[np.ndarray]]  # type: ignore[type-arg]
 T = TypeVar("T")
 
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
-import numpy.typing as npt
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import densearith, denseblock, linkbit, ring64, triplecheck
@@ -50,7 +49,6 @@ PART_BYTES = 1 << 22  # a BlockDeal's or BlockMessage's `setup`/`data` part (4 M
 MAX_BLOCKS = 64  # parts' blocks S1 or S2 holds at once (prepared or exchanged)
 MAX_PAIRS = 1 << 24  # and their pairs (H shares: 4 bytes a pair with the rule's two CLKs)
 STALE_SECONDS = 1200.0  # blocks unused this long are dropped (twice a call's limit)
-Rows = npt.NDArray[np.uint32]
 
 
 def digest(m: pb.BlockDeal) -> bytes:

@@ -44,8 +44,8 @@ POLLED_SECONDS = 6.0
 POLL_PERIOD = 0.2  # gRPC's connectivity poll (grpc/_channel.py `_poll_connectivity`)
 
 
-def close_unwatched(c: grpc.Channel, seconds: float = POLLED_SECONDS) -> None:
-    """Close `c` once gRPC no longer polls its connectivity (`seconds` at most). gRPC's poll
+def close_unwatched(c: grpc.Channel) -> None:
+    """Close `c` once gRPC no longer polls its connectivity (POLLED_SECONDS at most). gRPC's poll
     of a channel's state, a thread of its own, outlives the last `unsubscribe` by up to its
     0.2 s period, and one that finds its channel closed raises on that thread ("Cannot
     monitor channel state: Channel closed!"). Whether it still polls is private to gRPC
@@ -57,7 +57,7 @@ def close_unwatched(c: grpc.Channel, seconds: float = POLLED_SECONDS) -> None:
         time.sleep(POLL_PERIOD * 1.5)
         c.close()
         return
-    end = time.monotonic() + seconds
+    end = time.monotonic() + POLLED_SECONDS
     while True:
         with lock:
             if not state.polling or time.monotonic() >= end:

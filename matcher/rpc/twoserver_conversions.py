@@ -193,18 +193,18 @@ class Conversions:
         its error at once, not DROP_SECONDS twice later); `close` waits for it."""
         self._giving.start(remote, m.standing, lambda: give_up(remote, m))
 
-    def admit(self, key: Key, records: int, size: int) -> str:
+    def admit(self, key: Key, size: int) -> str:
         """Start converting `key` (of `size` bytes at each server): "" where admitted (the
         caller then `put`s or `end`s), else why not (the part goes by pairs). Admitted, C
         forgets the conversions the servers drop for it (least recently used, none used
         within RECENT_SECONDS)."""
-        why = self._admit(key, records, size)
+        why = self._admit(key, size)
         if why:
             with self._lock:
                 self.declined += 1
         return why
 
-    def _admit(self, key: Key, records: int, size: int) -> str:
+    def _admit(self, key: Key, size: int) -> str:
         if not self._busy.acquire(blocking=False):
             return BUSY
         self._quiet.clear()  # (before the check: `close` waits for one admitted as it began)

@@ -18,9 +18,7 @@ already; no data of any member's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -28,7 +26,6 @@ import grpc
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.tickets import QUERY_MARK
-from blindmatch.matcher.rpc.twoserver_channel import channel_options
 from blindmatch.matcher.rpc.twoserver_peers import peer_error
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -68,42 +65,27 @@ def answer(role: _Role, request: pb.HoldsRequest) -> pb.HoldsReply:
     return reply
 
 
-@contextmanager
-def role_stub(
-    address: str, who: str, credentials: grpc.ChannelCredentials | None,
-    kept: grpc.Channel | None = None,
-) -> Iterator[Any]:  # fmt: skip
-    """`who`'s (S1's or S2's) stub over the `kept` channel (left open), or over a channel of
-    its own, closed after."""
-    channel = kept or (
-        grpc.insecure_channel(address, options=channel_options())
-        if credentials is None
-        else grpc.secure_channel(address, credentials, options=channel_options())
-    )
-    try:
-        yield (pb_grpc.TwoServerBlockingStub if who == "S1" else pb_grpc.TwoServerSharesStub)(
-            channel
-        )
-    finally:
-        if kept is None:
-            channel.close()
+def role_stub(who: str, kept: grpc.Channel) -> Any:
+    """`who`'s (S1's or S2's) stub over the `kept` channel (left open)."""
+    return (pb_grpc.TwoServerBlockingStub if who == "S1" else pb_grpc.TwoServerSharesStub)(kept)
 
 
 def holds_at(
     address: str,
     who: str,
     key: str,
-    credentials: grpc.ChannelCredentials | None,
     names: list[str],
-    kept: grpc.Channel | None = None,
+    kept: grpc.Channel,
 ) -> tuple[list[bool] | None, str]:
-    """`who`'s (S1's or S2's) answer for `names` over the `kept` channel (None: one of its
-    own); never raises: (None, why) where it cannot be reached in time or refuses (or the
-    `kept` channel is closed: the matcher stopped)."""
+    """`who`'s (S1's or S2's, at `address`) answer for `names` over the `kept` channel; never
+    raises: (None, why) where it cannot be reached in time or refuses (or the `kept` channel
+    is closed: the matcher stopped)."""
     try:
-        with role_stub(address, who, credentials, kept) as stub:
-            reply = stub.Holds(pb.HoldsRequest(names=names), timeout=HOLDS_SECONDS,
-                               metadata=(("authorization", f"Bearer {key}"),))  # fmt: skip
+        reply = role_stub(who, kept).Holds(
+            pb.HoldsRequest(names=names),
+            timeout=HOLDS_SECONDS,
+            metadata=(("authorization", f"Bearer {key}"),),
+        )
     except grpc.RpcError as exc:
         return None, str(peer_error(f"{who} ({address})", exc))
     except ValueError as exc:  # the kept channel closed: the matcher has stopped

@@ -94,22 +94,20 @@ def forget_at(
     address: str,
     who: str,
     key: str,
-    credentials: grpc.ChannelCredentials | None,
     project: str,
     member: str,
-    kept: grpc.Channel | None = None,
+    kept: grpc.Channel,
 ) -> Forgot:
-    """`who`'s (S1's or S2's) Forget of `member`'s uploads in `project` (no member: every
-    upload of the project), with the combiner's `key` (over the `kept` channel, left open;
-    None: a channel of its own); never raises: a server that cannot be reached in time, or
-    refuses, is a `Forgot` saying why (as is a `kept` channel closed: the matcher stopped)."""
+    """`who`'s (S1's or S2's, at `address`) Forget of `member`'s uploads in `project` (no
+    member: every upload of the project), with the combiner's `key` over the `kept` channel
+    (left open); never raises: a server that cannot be reached in time, or refuses, is a
+    `Forgot` saying why (as is a `kept` channel closed: the matcher stopped)."""
     try:
-        with role_stub(address, who, credentials, kept) as stub:
-            reply = stub.Forget(
-                pb.ForgetRequest(project=project, member=member),
-                metadata=(("authorization", f"Bearer {key}"),),
-                timeout=FORGET_SECONDS,
-            )
+        reply = role_stub(who, kept).Forget(
+            pb.ForgetRequest(project=project, member=member),
+            metadata=(("authorization", f"Bearer {key}"),),
+            timeout=FORGET_SECONDS,
+        )
         return Forgot(who, dropped=reply.dropped)
     except grpc.RpcError as exc:
         return Forgot(who, error=str(peer_error(f"{who} ({address})", exc)))
@@ -178,7 +176,7 @@ def combiner_setup(
 
     def forget_one(who: str, project: str, member: str) -> Forgot:
         address, c = (s1, kept.pair()[0]) if who == "S1" else (s2, kept.pair()[1])
-        return forget_at(address, who, key, credentials, project, member, c)
+        return forget_at(address, who, key, project, member, c)
 
     def forget(project: str, member: str) -> list[Forgot]:
         """S1's and S2's Forget at once: one that does not answer in time delays the other's
@@ -188,7 +186,7 @@ def combiner_setup(
 
     def holds(who: str, names: list[str]) -> tuple[list[bool] | None, str]:
         address, c = (s1, kept.pair()[0]) if who == "S1" else (s2, kept.pair()[1])
-        return holds_at(address, who, key, credentials, names, c)
+        return holds_at(address, who, key, names, c)
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
                           queue_ahead, converts_ahead=convert_ahead, disconnect=kept.close,

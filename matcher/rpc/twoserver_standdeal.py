@@ -274,7 +274,7 @@ def start(remote: RemoteServers, conversions: Conversions, key: Key, base: pb.Bl
     records = key[1]
     without = conversions.without_mask(key, records)  # (standq: C decides, S1 and S2 obey)
     size = kept_bytes(records, key[2], mask=not without)
-    why = conversions.admit(key, records, size)
+    why = conversions.admit(key, size)
     if why:
         return why
     try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.matcher.core.fallback import Rule
-from blindmatch.matcher.domain import CHANGE_KEY_SECONDS, DAY, ChangeSummary, Encoding, QueryRecord
+from blindmatch.matcher.domain import CHANGE_KEY_SECONDS, ChangeSummary, Encoding, QueryRecord
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.sqlite import Database, refuse_newer, stamp_layout
 
@@ -370,9 +370,3 @@ class IndexStore:
                 sql + " ORDER BY time", args
             )
         ]
-
-    def prune_log(self, before: float | None = None) -> None:
-        """Drop volume entries older than `before` (default: 30 days ago)."""
-        cutoff = before if before is not None else time.time() - 30 * DAY
-        with self.db.tx() as tx:
-            tx.execute("DELETE FROM query_log WHERE time < ?", (cutoff,))

@@ -38,6 +38,7 @@ DAMAGED = (
 )
 # SQLite's primary result codes for a damaged file.
 _CORRUPT_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+CHECKPOINT_TRIES = 3  # a checkpoint readers hold up is tried this often (`Database.checkpoint`)
 
 T = TypeVar("T")
 log = logging.getLogger("blindmatch.matcher")
@@ -243,14 +244,14 @@ class Database:
             keep=lambda rows: bool(rows) or keep_empty,
         )
 
-    def checkpoint(self, *, tries: int = 3) -> None:
+    def checkpoint(self) -> None:
         """Fold the WAL into the database and truncate it, so deleted pages leave the WAL.
 
         A reader in the middle of a snapshot can hold the checkpoint up (SQLite reports it
         busy after its busy timeout); it is tried again, a bounded number of times, and a
         checkpoint that still cannot finish is logged (the next one folds the same pages)."""
         with self.lock:
-            for attempt in range(tries):
+            for attempt in range(CHECKPOINT_TRIES):
                 busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
                 if not busy:
                     return

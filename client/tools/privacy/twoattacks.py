@@ -165,7 +165,7 @@ def own_pairs(
 
 def attack_view(
     role: str, view: CombinerView, model: Any, count: int,
-    a_people: list[int], b_people: list[int], u_people: list[int],
+    a_people: list[int], u_people: list[int],
     truth_a: npt.NDArray[np.intp], truth_b: npt.NDArray[np.intp], read: str,
 ) -> tuple[AttackResult, float]:  # fmt: skip
     """Trilateration on one view with `count` known pairs of A (B's records of those people

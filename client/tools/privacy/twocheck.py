@@ -280,8 +280,8 @@ def check_members(
             read = (f" (read against {clks * plan.bands / reading:,.0f} bands, the worst of "
                     f"{len(S2_READINGS)} readings)" if reading else "")  # fmt: skip
             for count in known:
-                result, partner = attack_view(role, view, model, count, a_people, b_people,
-                                          u_people, truth_a, truth_b, read)  # fmt: skip
+                result, partner = attack_view(role, view, model, count, a_people, u_people,
+                                              truth_a, truth_b, read)  # fmt: skip
                 if empty:
                     result = not_blocked(result)
                 if reading:
