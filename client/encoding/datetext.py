@@ -1,0 +1,60 @@
+"""A date cell's text made plain before its formats are tried (`plain_date`), so that the
+same date written by different systems reads the same: what a person sees as `1980-04-03`
+is read as that, whatever invisible or look-alike characters the export put in it.
+
+- Unicode compatibility forms become plain ones (NFKC: full-width `１９８０-０４-０３`);
+- invisible format characters go (zero-width space and joiners, a byte-order mark inside the
+  cell, the word joiner, a soft hyphen);
+- dashes and the minus sign become `-` (`1980‑04‑03`, `03–Apr–1980`);
+- runs of whitespace become one space, and spaces and quotes around the date go (`"1980-04-03"`,
+  Excel's text prefix `'1980-04-03`, `‘03/04/1980’`);
+- an ordinal day loses its suffix (`3rd April 1980`, `April 3rd, 1980`), and `Sept` is read as
+  `Sep` (the UK's abbreviation, which strptime's `%b` lacks);
+- a time of day of exactly midnight after the date is dropped, in any zone (`1980-04-03
+  00:00:00.000`, `1980-04-03T00:00:00Z`, `1980-04-03T00:00:00+01:00`, `03/04/1980 12:00:00 AM`)
+  unless the formats read times themselves: the date written is the date meant. Any other
+  time (`1980-04-02T23:00:00Z`, a date shifted by a time zone) is kept, so the value stays
+  invalid and is reported.
+
+Nothing here guesses the order of day and month; `normalise.parse_date` reads the result.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Dashes, the minus sign and small/full-width hyphen-minus (after NFKC: the ones it keeps).
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043", "-"))
+# Quotes around a date: straight, curly, low, the backtick and the acute accent used as one.
+QUOTES = "\"'`\u00b4\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033"
+# A day number's ordinal suffix: 1st, 2nd, 3rd, 4th ... 31st (a whole word after 1-2 digits).
+_ORDINAL = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b", re.IGNORECASE)
+_SEPT = re.compile(r"\bsept\b", re.IGNORECASE)
+# A time of day of exactly midnight after a date, with or without seconds, fractions and a
+# zone (Z or any offset), or 12:00 AM.
+_MIDNIGHT = re.compile(
+    r"[ T](?:00:00(?::00(?:\.0+)?)? ?(?:Z|[+-]\d\d:?\d\d)?|12:00(?::00)? ?AM)$", re.IGNORECASE
+)
+
+
+def _visible(text: str) -> str:
+    """`text` in NFKC, without format characters (category Cf), its dashes as '-'."""
+    text = unicodedata.normalize("NFKC", text)
+    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return kept.translate(_DASHES)
+
+
+def plain_date(value: str, reads_times: bool = False) -> str:
+    """The text of a date cell as its formats should read it (see the module's docstring);
+    `reads_times`: the formats read a time themselves (one has `%H`), so none is dropped."""
+    text = value if value.isascii() else _visible(value)
+    text = " ".join(text.split()).strip(QUOTES).strip()
+    if not text.isdigit():  # (19800403: nothing to look for)
+        text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", text))
+        if not reads_times:
+            text = _MIDNIGHT.sub("", text)
+    return text
+
+
+__all__ = ["QUOTES", "plain_date"]
