@@ -26,10 +26,15 @@ from blindmatch.client.encoding.encodereport import (
     EncodeReport,
     FieldReport,
 )
-from blindmatch.client.encoding.exportfile import decoded_lines
+from blindmatch.client.encoding.exportfile import (
+    C1_CONTROLS,
+    decoded_lines,
+    refuse_control_characters,
+)
 from blindmatch.client.encoding.mapping import Mapping
 from blindmatch.client.encoding.normalise import (
     DEFAULT_DATE_FORMATS,
+    SUGGESTED_DATE_FORMATS,
     is_missing,
     suggest_date_formats,
 )
@@ -113,11 +118,15 @@ def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
 def _misdated(field: str, values: list[str], mapping: Mapping, some_read: bool) -> list[str]:
     """The warning for dates the mapping's date_format does not read but another format
     does (`%d/%m/%Y` declared, `14.03.1988` written): the date_format that reads them."""
-    formats = suggest_date_formats(values)
+    candidates = SUGGESTED_DATE_FORMATS
+    formats = suggest_date_formats(values, candidates)
+    if not formats:  # (1988-03-14 under %d/%m/%Y: a date_format replaces the defaults)
+        candidates = DEFAULT_DATE_FORMATS
+        formats = suggest_date_formats(values, candidates)
     if not formats:  # impossible dates ('31/02/1985'), not another format
         return []
     given = mapping.fields[field].date_format
-    example = next(v for v in values if suggest_date_formats([v])[:1] == formats[:1])
+    example = next(v for v in values if suggest_date_formats([v], candidates)[:1] == formats[:1])
     columns = mapping.fields[field].columns
     where = f'column = "{columns[0]}"' if len(columns) == 1 else f"columns = {list(columns)}"
     swapped = [g.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m") for g in given]
@@ -238,6 +247,8 @@ def read_rows(
     except csv.Error as exc:
         raise InputError(f"{csv_path}: row 1: {exc}") from None
     header = [h.strip() for h in header]
+    if C1_CONTROLS.search("".join(header)):  # a cp1252 header read as latin-1
+        refuse_control_characters(csv_path, mapping.encoding, mapping.path.name, 1, header, [])
     positions = {name: i for i, name in enumerate(header)}
     absent = [c for c in mapping.columns_used() if c not in positions]
     mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
@@ -303,6 +314,11 @@ def read_rows(
     for line_no, record in _numbered(reader, csv_path):
         if len(record) > width and not "".join(record[width:]).strip():
             record = record[:width]  # Excel's trailing delimiter: empty cells past the header
+        joined = "\x1f".join(record)
+        if C1_CONTROLS.search(joined):  # a cp1252 export read as latin-1: refused
+            refuse_control_characters(
+                csv_path, mapping.encoding, mapping.path.name, line_no, record, header
+            )
         if not "".join(record).strip():
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
             continue
@@ -322,7 +338,7 @@ def read_rows(
         local_id = record[id_pos].strip()
         if not local_id:
             raise InputError(f"{csv_path}: row {line_no}, column {mapping.id_column}: empty id")
-        cells = hashlib.blake2b("\x1f".join(record).encode(), digest_size=16).digest()
+        cells = hashlib.blake2b(joined.encode(), digest_size=16).digest()
         if local_id in seen:
             first_row, first_cells = seen[local_id]
             exact = cells == first_cells
