@@ -273,3 +273,21 @@ def test_a_query_in_other_forms_finds_the_same_person(
         [result] = json.loads(capsys.readouterr().out)["results"]
         assert result["missing"] == [], dob
         assert [m["partner"] for m in result["matches"]] == ["south"], result
+
+
+def test_a_header_in_decomposed_unicode_matches_the_mappings_column_names(
+    tmp_path: Path,
+) -> None:
+    """A Mac's export may write 'Prénom' decomposed (e + U+0301); the mapping typed it
+    composed. Was: exit 2, "column(s) 'Prénom' ... not in the header; the header has: ...,
+    Prénom, ...", the two looking the same."""
+    header = "N\u00b0,Pre\u0301nom,Nom,Naissance,Sexe,Code postal"
+    mapping = (
+        'id = "N\u00b0"\n[fields]\ngiven_name = "Pr\u00e9nom"\nsurname = "Nom"\n'
+        'dob = "Naissance"\nsex = "Sexe"\npostcode = "Code postal"\n'
+    )
+    rows = f"{header}\nN1,Ana\u00efs,Le\u0301ger,1980-04-03,F,LS6 2AB\n{header}\nN2,Zo,Li,,F,\n"
+    code, report = encode(tmp_path, rows.encode(), mapping)
+    assert code == 0
+    assert field(report, "given_name")["present"] == 2
+    assert report["header_rows"] == [3]  # the header again, decomposed too: skipped

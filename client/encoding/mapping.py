@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import tomllib
+import unicodedata
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
@@ -71,6 +72,12 @@ class Mapping:
         for cmap in self.fields.values():
             cols.extend(c for c in cmap.columns if c not in cols)
         return cols
+
+
+def column_name(name: str) -> str:
+    """A column's name as it is matched: stripped, and in Unicode's composed form (NFC), so
+    that 'Prénom' typed in the mapping is the 'Pre\u0301nom' a Mac's export may write."""
+    return unicodedata.normalize("NFC", name.strip())
 
 
 def _date_formats(field: str, value: Any, problems: list[str]) -> tuple[str, ...]:
@@ -159,7 +166,7 @@ def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None
     elif "part" in value:
         problems.append(f"fields.{field}: part is only for a split name (split = ...)")
     codes = _codes(field, value.get("values"), problems)
-    return ColumnMap(tuple(columns), date_formats, split, part, codes)
+    return ColumnMap(tuple(map(column_name, columns)), date_formats, split, part, codes)
 
 
 def _codes(field: str, value: Any, problems: list[str]) -> tuple[tuple[str, str], ...]:
@@ -263,6 +270,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
     if not isinstance(id_column, str) or not id_column:
         problems.append("'id' must name the local record id column, e.g. id = \"URN\"")
         id_column = ""
+    id_column = column_name(id_column)
     delimiter = data.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         named = {"tab": "\\t", "comma": ",", "semicolon": ";", "pipe": "|"}

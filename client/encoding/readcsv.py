@@ -31,7 +31,7 @@ from blindmatch.client.encoding.exportfile import (
     decoded_lines,
     refuse_control_characters,
 )
-from blindmatch.client.encoding.mapping import Mapping
+from blindmatch.client.encoding.mapping import Mapping, column_name
 from blindmatch.client.encoding.normalise import (
     DEFAULT_DATE_FORMATS,
     SUGGESTED_DATE_FORMATS,
@@ -73,7 +73,7 @@ def _suggest_delimiter(header_line: str, mapping: Mapping, found: int) -> str:
     for candidate in DELIMITERS:
         if candidate == mapping.delimiter:
             continue
-        names = [h.strip() for h in next(csv.reader([header_line], delimiter=candidate), [])]
+        names = [column_name(h) for h in next(csv.reader([header_line], delimiter=candidate), [])]
         hits = sum(c in names for c in wanted)
         if len(names) > 1 and hits > found and (best is None or hits > best[0]):
             best = (hits, candidate, [c for c in wanted if c not in names])
@@ -118,7 +118,7 @@ def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
 def _misdated(field: str, values: list[str], mapping: Mapping, some_read: bool) -> list[str]:
     """The warning for dates the mapping's date_format does not read but another format
     does (`%d/%m/%Y` declared, `14.03.1988` written): the date_format that reads them."""
-    candidates = SUGGESTED_DATE_FORMATS
+    candidates: tuple[str, ...] = SUGGESTED_DATE_FORMATS
     formats = suggest_date_formats(values, candidates)
     if not formats:  # (1988-03-14 under %d/%m/%Y: a date_format replaces the defaults)
         candidates = DEFAULT_DATE_FORMATS
@@ -246,7 +246,7 @@ def read_rows(
         header = []
     except csv.Error as exc:
         raise InputError(f"{csv_path}: row 1: {exc}") from None
-    header = [h.strip() for h in header]
+    header = [column_name(h) for h in header]
     if C1_CONTROLS.search("".join(header)):  # a cp1252 header read as latin-1
         refuse_control_characters(csv_path, mapping.encoding, mapping.path.name, 1, header, [])
     positions = {name: i for i, name in enumerate(header)}
@@ -324,8 +324,8 @@ def read_rows(
             continue
         if (
             header
-            and record[0].strip().lstrip("\ufeff") == header[0]
-            and [cell.strip().lstrip("\ufeff") for cell in record] == header
+            and column_name(record[0].lstrip("\ufeff")) == header[0]
+            and [column_name(cell.lstrip("\ufeff")) for cell in record] == header
         ):
             report.header_rows.append(line_no)  # exports joined together: the next's header
             continue
