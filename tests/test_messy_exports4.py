@@ -19,6 +19,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.cells import read_cell
 from blindmatch.client.encoding.mapping import ColumnMap
+from blindmatch.client.encoding.normalise import split_name
 from blindmatch.client.encoding.schema import load_schema
 from tests.support import NORTH_MAP, PERSON_SCHEMA, Matcher, Org
 from tests.test_messy_exports2 import HEADER, clks, encode, field, query_south
@@ -291,3 +292,34 @@ def test_a_header_in_decomposed_unicode_matches_the_mappings_column_names(
     assert code == 0
     assert field(report, "given_name")["present"] == 2
     assert report["header_rows"] == [3]  # the header again, decomposed too: skipped
+
+
+@pytest.mark.parametrize(
+    ("written", "rule", "given", "surname"),
+    [
+        ("Siobh\u00e1n N\u00ed Bhriain", "given-first", "Siobh\u00e1n", "N\u00ed Bhriain"),
+        (nfd("Se\u00e1n \u00d3 S\u00failleabh\u00e1in"), "given-first", nfd("Se\u00e1n"),
+         nfd("\u00d3 S\u00failleabh\u00e1in")),
+        ("Dafydd ap Rhys", "given-first", "Dafydd", "ap Rhys"),
+        ("Gwen ferch Llywelyn", "given-first", "Gwen", "ferch Llywelyn"),
+        ("M\u00e1ire Nic Dhonnchadha", "given-first", "M\u00e1ire", "Nic Dhonnchadha"),
+        ("AP RHYS Dafydd", "surname-first", "Dafydd", "AP RHYS"),
+        ("N\u00cd BHRIAIN Siobh\u00e1n", "surname-first", "Siobh\u00e1n", "N\u00cd BHRIAIN"),
+        ("Mary O Brien", "given-first", "Mary O", "Brien"),  # 'O' may be an initial: as before
+    ],
+)  # fmt: skip
+def test_irish_and_welsh_particles_stay_with_the_surname_of_a_split_name(
+    written: str, rule: str, given: str, surname: str
+) -> None:
+    """Was: 'Siobhán Ní Bhriain' cut as ('Siobhán Ní', 'Bhriain'), so her surname encoded
+    'bhriain', unlike 'nibhriain' from another export's surname column."""
+    assert split_name(written, rule) == (given, surname)
+
+
+def test_a_weekday_before_a_date_and_not_specified_are_read() -> None:
+    # Excel's (US) long date; was invalid.
+    assert read("dob", "Thursday, April 3, 1980") == ("value", "1980-04-03")
+    assert read("dob", "Thu 3 Apr 1980") == ("value", "1980-04-03")
+    # The NHS's label for its code 9, in any field: was invalid in sex, the surname 'notspecified'.
+    assert read("sex", "Not specified")[0] == "missing"
+    assert read("surname", "NOT SPECIFIED")[0] == "missing"

@@ -8,8 +8,9 @@ is read as that, whatever invisible or look-alike characters the export put in i
 - dashes and the minus sign become `-` (`1980‑04‑03`, `03–Apr–1980`);
 - runs of whitespace become one space, and spaces and quotes around the date go (`"1980-04-03"`,
   Excel's text prefix `'1980-04-03`, `‘03/04/1980’`);
-- an ordinal day loses its suffix (`3rd April 1980`, `April 3rd, 1980`), and `Sept` is read as
-  `Sep` (the UK's abbreviation, which strptime's `%b` lacks);
+- an ordinal day loses its suffix (`3rd April 1980`, `April 3rd, 1980`), a weekday before the
+  date goes (`Thursday, April 3, 1980`, Excel's long date), and `Sept` is read as `Sep` (the
+  UK's abbreviation, which strptime's `%b` lacks);
 - a time of day of exactly midnight after the date is dropped, in any zone (`1980-04-03
   00:00:00.000`, `1980-04-03T00:00:00Z`, `1980-04-03T00:00:00+01:00`, `03/04/1980 12:00:00 AM`)
   unless the formats read times themselves: the date written is the date meant. Any other
@@ -31,6 +32,12 @@ QUOTES = "\"'`\u00b4\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033
 # A day number's ordinal suffix: 1st, 2nd, 3rd, 4th ... 31st (a whole word after 1-2 digits).
 _ORDINAL = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b", re.IGNORECASE)
 _SEPT = re.compile(r"\bsept\b", re.IGNORECASE)
+# A weekday before the date, as Excel's long date writes it ("Thursday, April 3, 1980").
+_WEEKDAY = re.compile(
+    r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)"
+    r"\.?,? ",
+    re.IGNORECASE,
+)
 # A time of day of exactly midnight after a date, with or without seconds, fractions and a
 # zone (Z or any offset), or 12:00 AM.
 _MIDNIGHT = re.compile(
@@ -51,7 +58,7 @@ def plain_date(value: str, reads_times: bool = False) -> str:
     text = value if value.isascii() else _visible(value)
     text = " ".join(text.split()).strip(QUOTES).strip()
     if not text.isdigit():  # (19800403: nothing to look for)
-        text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", text))
+        text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", _WEEKDAY.sub("", text)))
         if not reads_times:
             text = _MIDNIGHT.sub("", text)
     return text

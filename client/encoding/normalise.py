@@ -346,9 +346,16 @@ def suggest_date_formats(
 SPLITS = ("given-first", "surname-first", "surname, given")
 Part = Literal["given", "surname"]
 # Lower-case words that belong to the surname that follows them ('Ludwig van Beethoven').
+# Irish and Welsh ones too ('Siobhán Ní Bhriain', 'Dafydd ap Rhys'), compared in NFC, so a
+# decomposed 'Ní' is one; not 'O' or 'Ni' without the accent, which are also initials and names.
 _PARTICLES = frozenset(
-    {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "st", "ten"}
-)
+    {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "st", "ten",
+     "ap", "ab", "ferch", "verch", "ní", "nic", "mac", "mhic", "ó", "ua", "uí"}
+)  # fmt: skip
+
+
+def _particle(word: str) -> bool:
+    return unicodedata.normalize("NFC", word).casefold() in _PARTICLES
 
 
 # Titles a full-name column may start the given names with ('Mr John Smith', 'Smith, Dr
@@ -394,12 +401,12 @@ def split_name(value: str, rule: str) -> tuple[str, str]:
         return (" ".join(words), "") if rule == "given-first" else ("", " ".join(words))
     if rule == "given-first":
         cut = len(words) - 1
-        while cut > 1 and words[cut - 1].casefold() in _PARTICLES:
+        while cut > 1 and _particle(words[cut - 1]):
             cut -= 1
         return " ".join(words[:cut]), " ".join(words[cut:])
     if rule == "surname-first":
         cut = 1
-        while cut < len(words) - 1 and words[cut - 1].casefold() in _PARTICLES:
+        while cut < len(words) - 1 and _particle(words[cut - 1]):
             cut += 1
         return " ".join(words[cut:]), " ".join(words[:cut])
     raise ValueError(f"unknown split rule {rule!r}")
@@ -429,8 +436,8 @@ def normalise_integer(value: str) -> str:
 # ones: no fixed abode ('NFA'), and the NHS pseudo-postcodes for it and for not known.
 PLACEHOLDERS = frozenset(
     {"na", "null", "none", "unknown", "notknown", "nk", "nodata", "unk", "notstated",
-     "notgiven", "notrecorded", "tbc", "tba", "nfa", "nofixedabode", "nofixedaddress",
-     "zz993vz", "zz993wz"}
+     "notgiven", "notrecorded", "notspecified", "tbc", "tba", "nfa", "nofixedabode",
+     "nofixedaddress", "zz993vz", "zz993wz"}
 )  # fmt: skip
 # Dates systems write for "no date" (spreadsheet and database epochs, ends of range).
 PLACEHOLDER_DATES = frozenset(
