@@ -14,6 +14,7 @@ import csv
 import hashlib
 import itertools
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -301,6 +302,10 @@ def read_rows(
         if schema.rules[index].sources
     ]
     seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
+    # The header's first name, composed or not: a row starting with it may be the header again.
+    first_names = (
+        {unicodedata.normalize(form, header[0]) for form in ("NFC", "NFD")} if header else set()
+    )
     repeats = Repeats()  # under --on-duplicate-id error
     width = len(header)
     data_rows = 0
@@ -315,7 +320,8 @@ def read_rows(
         if len(record) > width and not "".join(record[width:]).strip():
             record = record[:width]  # Excel's trailing delimiter: empty cells past the header
         joined = "\x1f".join(record)
-        if C1_CONTROLS.search(joined):  # a cp1252 export read as latin-1: refused
+        # A C1 control character (a cp1252 export read as latin-1): refused.
+        if not joined.isascii() and C1_CONTROLS.search(joined):
             refuse_control_characters(
                 csv_path, mapping.encoding, mapping.path.name, line_no, record, header
             )
@@ -324,7 +330,7 @@ def read_rows(
             continue
         if (
             header
-            and column_name(record[0].lstrip("\ufeff")) == header[0]
+            and record[0].strip().lstrip("\ufeff") in first_names
             and [column_name(cell.lstrip("\ufeff")) for cell in record] == header
         ):
             report.header_rows.append(line_no)  # exports joined together: the next's header
