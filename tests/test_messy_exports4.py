@@ -323,3 +323,19 @@ def test_a_weekday_before_a_date_and_not_specified_are_read() -> None:
     # The NHS's label for its code 9, in any field: was invalid in sex, the surname 'notspecified'.
     assert read("sex", "Not specified")[0] == "missing"
     assert read("surname", "NOT SPECIFIED")[0] == "missing"
+
+
+def test_a_byte_order_mark_where_exports_were_joined_is_no_part_of_the_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`cat a.csv b.csv` of two UTF-8 exports with marks, the second without its header: its
+    first id was read as '\\ufeffN2', invisible, unlike 'N2' elsewhere; a repeat of 'N1' so
+    written was not seen as one."""
+    first = f"\ufeff{HEADER}\nN1,Ann,Lee,01/02/1970,F,LS6 2AB\n"
+    code, _ = encode(tmp_path, (first + "\ufeffN2,Bob,Ray,05/06/1981,M,M1 1AA\n").encode())
+    assert code == 0
+    ids = (tmp_path / "out.encoded" / "local" / "ids.csv").read_text(encoding="utf-8")
+    assert ids.splitlines()[1:] == ["0,N1", "1,N2"]
+    code, _ = encode(tmp_path, (first + "\ufeffN1,Bob,Ray,05/06/1981,M,M1 1AA\n").encode())
+    assert code == 2
+    assert "row 3, column URN: id 'N1' repeats row 2" in capsys.readouterr().err

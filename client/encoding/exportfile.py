@@ -50,7 +50,7 @@ def decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                     f"{path}: line {number} is not valid {_encoding_name(encoding)} "
                     f"(byte {exc.start + 1}: 0x{byte:02X}{said}); {hint}"
                 ) from None
-            if number == 1 and text.startswith("\ufeff"):
+            if text.startswith("\ufeff"):  # line 1, or where exports were joined (cat a b)
                 text = text[1:]
             yield text
 
