@@ -109,6 +109,9 @@ DATES = [
     "1980\u201304\u201303",  # en dashes: was invalid
     "\u200b1980-04-03",  # a zero-width space: was invalid
     "1980-04-03\u00a0",
+    "1980-04-03Z",  # XML's date with a zone: was invalid
+    "1980-04-03+01:00",  # was invalid
+    "19800403000000",  # HL7's date-time at midnight: was invalid
 ]
 
 
@@ -131,6 +134,7 @@ def test_the_uk_abbreviation_sept_and_a_declared_format_with_quotes_read() -> No
         "03-APR-80",  # a two-digit year says no century
         "3.4.1980",  # day and month as numbers: either order
         "1980-04-03 13:45",
+        "19800403123000",
     ],
 )
 def test_a_date_that_cannot_be_told_stays_invalid(written: str) -> None:

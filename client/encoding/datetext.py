@@ -12,8 +12,10 @@ is read as that, whatever invisible or look-alike characters the export put in i
   date goes (`Thursday, April 3, 1980`, Excel's long date), and `Sept` is read as `Sep` (the
   UK's abbreviation, which strptime's `%b` lacks);
 - a time of day of exactly midnight after the date is dropped, in any zone (`1980-04-03
-  00:00:00.000`, `1980-04-03T00:00:00Z`, `1980-04-03T00:00:00+01:00`, `03/04/1980 12:00:00 AM`)
-  unless the formats read times themselves: the date written is the date meant. Any other
+  00:00:00.000`, `1980-04-03T00:00:00Z`, `1980-04-03T00:00:00+01:00`, `03/04/1980 12:00:00 AM`,
+  HL7's `19800403000000`), and so is a zone after an ISO date (`1980-04-03Z`,
+  `1980-04-03+01:00`), unless the formats read times themselves: the date written is the date
+  meant. Any other
   time (`1980-04-02T23:00:00Z`, a date shifted by a time zone) is kept, so the value stays
   invalid and is reported.
 
@@ -32,6 +34,10 @@ QUOTES = "\"'`\u00b4\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033
 # A day number's ordinal suffix: 1st, 2nd, 3rd, 4th ... 31st (a whole word after 1-2 digits).
 _ORDINAL = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b", re.IGNORECASE)
 _SEPT = re.compile(r"\bsept\b", re.IGNORECASE)
+# A zone after an ISO date without a time (XML's xs:date: 1980-04-03Z, 1980-04-03+01:00), and
+# HL7's compact date-time at midnight (198004030000, 19800403000000): the date written.
+_DATE_ZONE = re.compile(r"(?<=^\d{4}-\d\d-\d\d)(?:Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
+_COMPACT_MIDNIGHT = re.compile(r"(?<=^\d{8})0000(?:00)?$")
 # A weekday before the date, as Excel's long date writes it ("Thursday, April 3, 1980").
 _WEEKDAY = re.compile(
     r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)"
@@ -57,11 +63,12 @@ def plain_date(value: str, reads_times: bool = False) -> str:
     `reads_times`: the formats read a time themselves (one has `%H`), so none is dropped."""
     text = value if value.isascii() else _visible(value)
     text = " ".join(text.split()).strip(QUOTES).strip()
-    if not text.isdigit():  # (19800403: nothing to look for)
-        text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", _WEEKDAY.sub("", text)))
-        if not reads_times:
-            text = _MIDNIGHT.sub("", text)
-    return text
+    if reads_times:
+        return text
+    if text.isdigit():  # (19800403: nothing else to look for)
+        return _COMPACT_MIDNIGHT.sub("", text)
+    text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", _WEEKDAY.sub("", text)))
+    return _DATE_ZONE.sub("", _MIDNIGHT.sub("", text))
 
 
 __all__ = ["QUOTES", "plain_date"]
