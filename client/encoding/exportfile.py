@@ -137,6 +137,6 @@ def refuse_control_characters(
                 f'encoding = "cp1252" in {mapping_name}'
             )
         raise InputError(
-            f"{path}: {where}, column {column}: {cell.strip()!r} holds U+{ord(char):04X}, a "
+            f"{path}: {where}, column {column}: {cell.strip(' ')!r} holds U+{ord(char):04X}, a "
             f"control character no text holds{as_cp1252}; {fix}"
         )

@@ -247,9 +247,10 @@ def read_rows(
         header = []
     except csv.Error as exc:
         raise InputError(f"{csv_path}: row 1: {exc}") from None
-    header = [column_name(h) for h in header]
-    if C1_CONTROLS.search("".join(header)):  # a cp1252 header read as latin-1
+    if C1_CONTROLS.search("".join(header)):  # a cp1252 header read as latin-1 (before the
+        # strip, which takes U+0085, cp1252's '...', as a space)
         refuse_control_characters(csv_path, mapping.encoding, mapping.path.name, 1, header, [])
+    header = [column_name(h) for h in header]
     positions = {name: i for i, name in enumerate(header)}
     absent = [c for c in mapping.columns_used() if c not in positions]
     mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
