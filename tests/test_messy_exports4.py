@@ -348,3 +348,25 @@ def test_a_byte_order_mark_where_exports_were_joined_is_no_part_of_the_id(
     code, _ = encode(tmp_path, (first + "\ufeffN1,Bob,Ray,05/06/1981,M,M1 1AA\n").encode())
     assert code == 2
     assert "row 3, column URN: id 'N1' repeats row 2" in capsys.readouterr().err
+
+
+def test_a_cp1250_export_declared_cp1252_is_warned_of_by_its_symbols(tmp_path: Path) -> None:
+    """A Polish Excel export (cp1250) under encoding = "cp1252": 'Paweł Łukasiewicz' reads as
+    'Pawe³ £ukasiewicz', which encoded 'pawe3', 'ukasiewicz' with no word said. Now warned."""
+    rows = (
+        f"{HEADER}\r\nN1,Pawe\u0142,\u0141ukasiewicz,01/02/1970,M,LS6 2AB\r\n"
+        "N2,\u017baneta,Kowalska,05/06/1981,F,M1 1AA\r\nN3,Ann,Lee,05/06/1982,F,M1 1AB\r\n"
+    )
+    code, report = encode(tmp_path, rows.encode("cp1250"), LATIN1_MAP.replace("latin-1", "cp1252"))
+    assert code == 0
+    said = [w for w in report["warnings"] if "symbols no name or postcode has" in w]
+    assert said == [
+        "given_name: 2 value(s) hold symbols no name or postcode has, such as 'Pawe\u00b3' (rows "
+        "2, 3): letters of another code page read as cp1252, such as cp1250 (Central European: "
+        "\u0142 as \u00b3, \u0141 as \u00a3, \u017c as \u00bf); check the mapping's encoding",
+        "surname: 1 value(s) hold symbols no name or postcode has, such as '\u00a3ukasiewicz' "
+        "(row 2): letters of another code page read as cp1252, such as cp1250 (Central European: "
+        "\u0142 as \u00b3, \u0141 as \u00a3, \u017c as \u00bf); check the mapping's encoding",
+    ]
+    code, report = encode(tmp_path, rows.encode("cp1250"), LATIN1_MAP.replace("latin-1", "cp1250"))
+    assert code == 0 and not [w for w in report["warnings"] if "symbols" in w]

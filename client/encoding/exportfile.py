@@ -3,7 +3,9 @@ csv reader: in the mapping's encoding, with LF, CRLF or CR-only line ends; a wor
 UTF-16 file, or a UTF-8 file declared as a code page is refused, naming the fix. A cell
 holding a C1 control character, which is what a cp1252 file read as latin-1 gives for its
 curly quotes, dashes and some letters, is refused naming its row and column
-(`refuse_control_characters`)."""
+(`refuse_control_characters`); text holding symbols no name or postcode has, which is what
+a cp1250 (Central European) export read as cp1252 gives for its Polish and Czech letters,
+is warned of (`OddSymbols`)."""
 
 from __future__ import annotations
 
@@ -140,3 +142,37 @@ def refuse_control_characters(
             f"{path}: {where}, column {column}: {cell.strip(' ')!r} holds U+{ord(char):04X}, a "
             f"control character no text holds{as_cp1252}; {fix}"
         )
+
+
+# Symbols no name or postcode holds (U+00A1-U+00BF, the multiplication and division signs):
+# what cp1250 writes as letters reads so in cp1252 or latin-1 (ł as ³, Ł as £, ą as ¹, ż as ¿).
+ODD_SYMBOLS = re.compile("[\u00a1-\u00bf\u00d7\u00f7]")
+
+
+class OddSymbols:
+    """The text values of each field holding `ODD_SYMBOLS`, for one warning per field."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[int, list[int], str]] = {}  # field -> (count, rows, first)
+
+    def note(self, field: str, line: int, raw: str) -> None:
+        count, rows, first = self.found.get(field, (0, [], raw.strip()))
+        if len(rows) < 10:
+            rows.append(line)
+        self.found[field] = (count + 1, rows, first)
+
+    def warnings(self, encoding: str) -> list[str]:
+        code_page = not encoding.startswith("utf")
+        cause = (
+            f"letters of another code page read as {_encoding_name(encoding)}, such as cp1250 "
+            "(Central European: ł as ³, Ł as £, ż as ¿); check the mapping's encoding"
+            if code_page
+            else "letters converted to UTF-8 from the wrong code page (cp1250's ł as ³, say); "
+            "check how the export was made"
+        )
+        return [
+            f"{field}: {count} value(s) hold symbols no name or postcode has, such as "
+            f"{first!r} (row{'s' * (len(rows) > 1)} {', '.join(map(str, rows))}"
+            f"{', ...' * (count > len(rows))}): {cause}"
+            for field, (count, rows, first) in self.found.items()
+        ]

@@ -29,6 +29,8 @@ from blindmatch.client.encoding.encodereport import (
 )
 from blindmatch.client.encoding.exportfile import (
     C1_CONTROLS,
+    ODD_SYMBOLS,
+    OddSymbols,
     decoded_lines,
     refuse_control_characters,
 )
@@ -317,6 +319,7 @@ def read_rows(
     misdated: dict[str, list[str]] = {}  # dates the mapping's own date_format does not read
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
+    odd = OddSymbols()  # text holding symbols no name has ("Pawe³")
     for line_no, record in _numbered(reader, csv_path):
         if len(record) > width and not "".join(record[width:]).strip():
             record = record[:width]  # Excel's trailing delimiter: empty cells past the header
@@ -364,6 +367,8 @@ def read_rows(
         for index, where, cmap, fr, tally, read in read_plan:
             rule = schema.rules[index]
             raw = record[where[0]] if len(where) == 1 else " ".join(record[c] for c in where)
+            if rule.kind == "text" and not raw.isascii() and ODD_SYMBOLS.search(raw):
+                odd.note(rule.name, line_no, raw)  # "Pawe³": cp1250 read as cp1252
             split = cmap.split if cmap else None
             if split and split != "surname, given" and "," in raw and not is_missing(raw):
                 columns = ",".join(mapping.fields[rule.name].columns)
@@ -445,6 +450,7 @@ def read_rows(
         )
     for field, values in misdated.items():
         report.warnings.extend(_misdated(field, values, mapping, field in dated))
+    report.warnings.extend(odd.warnings(mapping.encoding))
     if not rows:
         what = "is empty" if not header else "has a header but no records"
         if not allow_empty:
