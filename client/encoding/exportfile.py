@@ -147,6 +147,8 @@ def refuse_control_characters(
 # Symbols no name or postcode holds (U+00A1-U+00BF, the multiplication and division signs):
 # what cp1250 writes as letters reads so in cp1252 or latin-1 (ł as ³, Ł as £, ą as ¹, ż as ¿).
 ODD_SYMBOLS = re.compile("[\u00a1-\u00bf\u00d7\u00f7]")
+# Either: one search of a row's text, the others only where it finds one.
+SUSPECT = re.compile("[\x80-\x9f\u00a1-\u00bf\u00d7\u00f7]")
 
 
 class OddSymbols:

@@ -30,6 +30,7 @@ from blindmatch.client.encoding.encodereport import (
 from blindmatch.client.encoding.exportfile import (
     C1_CONTROLS,
     ODD_SYMBOLS,
+    SUSPECT,
     OddSymbols,
     decoded_lines,
     refuse_control_characters,
@@ -324,8 +325,10 @@ def read_rows(
         if len(record) > width and not "".join(record[width:]).strip():
             record = record[:width]  # Excel's trailing delimiter: empty cells past the header
         joined = "\x1f".join(record)
-        # A C1 control character (a cp1252 export read as latin-1): refused.
-        if not joined.isascii() and C1_CONTROLS.search(joined):
+        # A C1 control character (a cp1252 export read as latin-1): refused; a symbol no name
+        # has (a cp1250 export read as cp1252): warned of. One search finds either.
+        suspect = not joined.isascii() and SUSPECT.search(joined) is not None
+        if suspect and C1_CONTROLS.search(joined):
             refuse_control_characters(
                 csv_path, mapping.encoding, mapping.path.name, line_no, record, header
             )
@@ -367,7 +370,7 @@ def read_rows(
         for index, where, cmap, fr, tally, read in read_plan:
             rule = schema.rules[index]
             raw = record[where[0]] if len(where) == 1 else " ".join(record[c] for c in where)
-            if rule.kind == "text" and not raw.isascii() and ODD_SYMBOLS.search(raw):
+            if suspect and rule.kind == "text" and ODD_SYMBOLS.search(raw):
                 odd.note(rule.name, line_no, raw)  # "Pawe³": cp1250 read as cp1252
             split = cmap.split if cmap else None
             if split and split != "surname, given" and "," in raw and not is_missing(raw):
