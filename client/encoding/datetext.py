@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Dashes, the minus sign and small/full-width hyphen-minus (after NFKC: the ones it keeps).
 _DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043", "-"))
@@ -34,6 +35,9 @@ QUOTES = "\"'`\u00b4\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033
 # A day number's ordinal suffix: 1st, 2nd, 3rd, 4th ... 31st (a whole word after 1-2 digits).
 _ORDINAL = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b", re.IGNORECASE)
 _SEPT = re.compile(r"\bsept\b", re.IGNORECASE)
+# What a numeric date is written with (14/03/1988, 1988-03-14, 14.03.1988): such a date holds
+# nothing more to make plain.
+_NUMERIC = "0123456789/-."
 # A zone after an ISO date without a time (XML's xs:date: 1980-04-03Z, 1980-04-03+01:00), and
 # HL7's compact date-time at midnight (198004030000, 19800403000000): the date written.
 _DATE_ZONE = re.compile(r"(?<=^\d{4}-\d\d-\d\d)(?:Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
@@ -65,10 +69,29 @@ def plain_date(value: str, reads_times: bool = False) -> str:
     text = " ".join(text.split()).strip(QUOTES).strip()
     if reads_times:
         return text
-    if text.isdigit():  # (19800403: nothing else to look for)
+    if text.isdigit():
         return _COMPACT_MIDNIGHT.sub("", text)
+    if not text.strip(_NUMERIC):  # (14/03/1988: nothing else to look for)
+        return text
     text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", _WEEKDAY.sub("", text)))
     return _DATE_ZONE.sub("", _MIDNIGHT.sub("", text))
 
 
-__all__ = ["QUOTES", "plain_date"]
+@lru_cache(maxsize=256)
+def _needs(fmt: str) -> tuple[frozenset[str], bool]:
+    """What a text must hold for strptime to read it in `fmt`: the format's literal
+    characters (case-folded, as strptime matches them), and whether a letter (a month's name)."""
+    literals = re.sub(r"%.", "", fmt).casefold()
+    return frozenset(literals), bool(re.search(r"%[bB]", fmt))
+
+
+def may_read(chars: frozenset[str], has_letter: bool, fmt: str) -> bool:
+    """Whether `fmt` may read a text of these (case-folded) characters: False where it lacks a
+    literal of the format ('-' for %Y-%m-%d) or a letter for a month's name, which strptime
+    would refuse too. Asking it anyway costs more than the refusal: strptime keeps only 5
+    formats' patterns, so 11 default formats tried in turn compile each pattern every time."""
+    literals, month_name = _needs(fmt)
+    return literals <= chars and (has_letter or not month_name)
+
+
+__all__ = ["QUOTES", "may_read", "plain_date"]

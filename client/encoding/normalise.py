@@ -31,7 +31,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from blindmatch.client.encoding.datetext import plain_date
+from blindmatch.client.encoding.datetext import may_read, plain_date
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
 Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
@@ -254,7 +254,11 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     readings: dict[date, str] = {}
     unreal = ""  # the first format the value matches, but with a day its month has not
     to_come = ""  # a two-digit year read into the future ('4/3/45' as 2045 under %y)
+    chars = frozenset(text.casefold()) if len(formats) > 1 else frozenset()
+    has_letter = any(ch.isalpha() for ch in chars)
     for fmt in formats:
+        if chars and not may_read(chars, has_letter, fmt):  # (strptime would refuse it, slowly)
+            continue
         try:
             day = _read_date(text, fmt)
         except ValueError as exc:
