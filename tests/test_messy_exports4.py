@@ -11,15 +11,23 @@ import csv
 import io
 import json
 import unicodedata
+from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.cells import read_cell
+from blindmatch.client.encoding.datetext import may_read
 from blindmatch.client.encoding.mapping import ColumnMap
-from blindmatch.client.encoding.normalise import split_name
+from blindmatch.client.encoding.normalise import (
+    QUERY_DATE_FORMATS,
+    SUGGESTED_DATE_FORMATS,
+    split_name,
+)
 from blindmatch.client.encoding.schema import load_schema
 from tests.support import NORTH_MAP, PERSON_SCHEMA, Matcher, Org
 from tests.test_messy_exports2 import HEADER, clks, encode, field, query_south
@@ -370,3 +378,18 @@ def test_a_cp1250_export_declared_cp1252_is_warned_of_by_its_symbols(tmp_path: P
     ]
     code, report = encode(tmp_path, rows.encode("cp1250"), LATIN1_MAP.replace("latin-1", "cp1250"))
     assert code == 0 and not [w for w in report["warnings"] if "symbols" in w]
+
+
+FORMATS = sorted({*QUERY_DATE_FORMATS, *SUGGESTED_DATE_FORMATS, "%d/%m/%y", "%Y-%m-%dT%H:%M"})
+
+
+@given(st.dates(min_value=date(1900, 1, 2), max_value=date(2020, 12, 31)), st.sampled_from(FORMATS))
+def test_a_format_skipped_as_unable_to_read_a_date_could_not_have_read_it(
+    day: date, fmt: str
+) -> None:
+    """parse_date asks strptime only the formats whose literals the text holds (may_read): a
+    date written in a format is never skipped by that format, in any case."""
+    for written in (day.strftime(fmt), day.strftime(fmt).upper(), day.strftime(fmt).lower()):
+        chars = frozenset(written.casefold())
+        assert may_read(chars, any(c.isalpha() for c in chars), fmt), (written, fmt)
+        datetime.strptime(written, fmt)  # (which strptime reads)
