@@ -241,7 +241,7 @@ def test_an_unknown_key_in_a_fields_table_is_told_the_keys_it_takes(tmp_path: Pa
     assert "fields.dob: unknown key(s) format (a field's table takes column, columns, " in str(
         err.value
     )
-    assert "date_format, split, part)" in str(err.value)
+    assert "date_format, split, part, values)" in str(err.value)  # values: messywalk2
 
 
 def test_a_mapping_error_lists_only_the_fields_a_mapping_may_name(tmp_path: Path) -> None:

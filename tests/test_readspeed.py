@@ -60,9 +60,13 @@ EXPECTED = {
         "bd11f6d4748c99beba4089182f6cea55f3979e66e73a5f0e41d68f6d6473a23c",
         "ed9cd8cfdb0dce82a9ade559e97fce5bc8b51ba852a2137e3af360d24f82b5f1",
     ),
+    # The report retaken by messywalk2 (2026-12-07), deliberately: the default date formats
+    # gained the month's name between hyphens or first (03-Apr-1980, April 3, 1980), so an
+    # unreadable date's reason lists them too. The CLKs are as before, and the report with the
+    # old list of formats put back in its reasons hashes to the old digest (573f67fb...).
     "nofmt": (
         "414711bf0831df3921c671028aae2e293b8786dcfcbc9510a5b1032cfe300a20",
-        "573f67fbc31e79d27accc668dc545ba6c3ee4905d77fbf8662f90b38f450aac6",
+        "2ab705628b8a3c77291010a2985c4d61bf911b3bd2a3aa68ac6bf1f623c39335",
     ),
     "onefmt": (
         "3f93a1517d43fc4332758fec60415de1bbd58562c3d7c306a8c4545fc0173e0d",

@@ -28,6 +28,7 @@ from blindmatch.client.encoding.normalise import (
     PlaceholderValue,
     derive,
     is_missing,
+    normalise_text,
     normalise_value,
     numeric_date,
     split_name,
@@ -70,6 +71,10 @@ def _read_value(
             raw = given if cmap.part == "given" else surname
             if names and cmap.split == "surname, given":  # "Smith nee Jones, Mary"
                 raw, notes = cut_keyword(raw)
+        if cmap is not None and cmap.values:  # the export's own codes (sex: 1, 2, 9)
+            meant = dict(cmap.values).get(normalise_text(raw))
+            if meant is not None:  # "": a code for not known, listed as a placeholder
+                return ("value", meant, raw, ()) if meant else ("missing", "", raw, ())
         if is_missing(raw):
             return ("missing", "", raw, tuple(notes))
         value = normalise_value(rule, raw, cmap.date_format if cmap else None)

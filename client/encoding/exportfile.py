@@ -1,10 +1,16 @@
 """An export's bytes as lines of text (`decoded_lines`), for `client.encoding.readcsv`'s
 csv reader: in the mapping's encoding, with LF, CRLF or CR-only line ends; a workbook, a
-UTF-16 file, or a UTF-8 file declared as a code page is refused, naming the fix."""
+UTF-16 file, or a UTF-8 file declared as a code page is refused, naming the fix. A cell
+holding a C1 control character, which is what a cp1252 file read as latin-1 gives for its
+curly quotes, dashes and some letters, is refused naming its row and column
+(`refuse_control_characters`); text holding symbols no name or postcode has, which is what
+a cp1250 (Central European) export read as cp1252 gives for its Polish and Czech letters,
+is warned of (`OddSymbols`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -12,6 +18,10 @@ from blindmatch.client.errors import InputError
 
 # Bytes read first to recognise a workbook, UTF-16, UTF-8 or CR-only line ends.
 HEAD_BYTES = 1 << 16
+# C1 control characters (U+0080-U+009F), which no text holds: latin-1 (and the other ISO 8859
+# code pages) decode bytes 0x80-0x9F so, where cp1252, Excel's Windows code page, writes
+# curly quotes, dashes, the euro sign and letters (S, Z, OE and Y with accents) with them.
+C1_CONTROLS = re.compile("[\x80-\x9f]")
 
 
 def decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
@@ -42,7 +52,7 @@ def decoded_lines(path: Path, encoding: str = "utf-8") -> Iterator[str]:
                     f"{path}: line {number} is not valid {_encoding_name(encoding)} "
                     f"(byte {exc.start + 1}: 0x{byte:02X}{said}); {hint}"
                 ) from None
-            if number == 1 and text.startswith("\ufeff"):
+            if text.startswith("\ufeff"):  # line 1, or where exports were joined (cat a b)
                 text = text[1:]
             yield text
 
@@ -75,7 +85,7 @@ def _refuse_binary(path: Path, head: bytes) -> None:
 
 
 def _encoding_name(encoding: str) -> str:
-    return "UTF-8" if encoding == "utf-8" else encoding
+    return {"utf-8": "UTF-8", "iso8859-1": "latin-1"}.get(encoding, encoding)
 
 
 def _refuse_utf8_as_code_page(path: Path, head: bytes, encoding: str) -> None:
@@ -96,3 +106,75 @@ def _refuse_utf8_as_code_page(path: Path, head: bytes, encoding: str) -> None:
         f"{line} has UTF-8 characters, which {encoding} would read garbled); remove encoding "
         "from the mapping"
     )
+
+
+def refuse_control_characters(
+    path: Path, encoding: str, mapping_name: str, line: int, cells: Sequence[str],
+    header: Sequence[str],
+) -> None:  # fmt: skip
+    """Refuse a row (`line`, 1 for the header) with a cell holding a C1 control character:
+    the export is not in the mapping's `encoding` (a cp1252 file declared latin-1, most
+    often). Dropped as punctuation, such a character would lose a letter (Š, ž, Œ) or join
+    words silently; the error names the row, the column and the fix."""
+    for at, cell in enumerate(cells):
+        found = C1_CONTROLS.search(cell)
+        if found is None:
+            continue
+        char = found.group()
+        column = header[at] if at < len(header) and line > 1 else f"{at + 1}"
+        where = "the header" if line == 1 else f"row {line}"
+        seen = char.encode("latin-1").decode("cp1252", "replace")
+        byte = f"0x{ord(char):02X}"
+        as_cp1252 = f"; cp1252 (Excel's Windows code page) writes {seen!r} with byte {byte}" * (
+            seen != "\ufffd"
+        )
+        if encoding.startswith("utf"):
+            fix = (
+                "the file was converted to UTF-8 from a code page as if it were latin-1; "
+                "convert the original again from cp1252, or save the export as UTF-8 CSV"
+            )
+        else:
+            fix = (
+                f"the export is not {_encoding_name(encoding)}: if it came from Excel, set "
+                f'encoding = "cp1252" in {mapping_name}'
+            )
+        raise InputError(
+            f"{path}: {where}, column {column}: {cell.strip(' ')!r} holds U+{ord(char):04X}, a "
+            f"control character no text holds{as_cp1252}; {fix}"
+        )
+
+
+# Symbols no name or postcode holds (U+00A1-U+00BF, the multiplication and division signs):
+# what cp1250 writes as letters reads so in cp1252 or latin-1 (ł as ³, Ł as £, ą as ¹, ż as ¿).
+ODD_SYMBOLS = re.compile("[\u00a1-\u00bf\u00d7\u00f7]")
+# Either: one search of a row's text, the others only where it finds one.
+SUSPECT = re.compile("[\x80-\x9f\u00a1-\u00bf\u00d7\u00f7]")
+
+
+class OddSymbols:
+    """The text values of each field holding `ODD_SYMBOLS`, for one warning per field."""
+
+    def __init__(self) -> None:
+        self.found: dict[str, tuple[int, list[int], str]] = {}  # field -> (count, rows, first)
+
+    def note(self, field: str, line: int, raw: str) -> None:
+        count, rows, first = self.found.get(field, (0, [], raw.strip()))
+        if len(rows) < 10:
+            rows.append(line)
+        self.found[field] = (count + 1, rows, first)
+
+    def warnings(self, encoding: str) -> list[str]:
+        code_page = not encoding.startswith("utf")
+        cause = (
+            f"letters of another code page read as {_encoding_name(encoding)}, such as cp1250 "
+            "(Central European: ł as ³, Ł as £, ż as ¿); check the mapping's encoding"
+            if code_page
+            else "letters converted to UTF-8 from the wrong code page (cp1250's ł as ³, say); "
+            "check how the export was made"
+        )
+        return [
+            f"{field}: {count} value(s) hold symbols no name or postcode has, such as "
+            f"{first!r} (row{'s' * (len(rows) > 1)} {', '.join(map(str, rows))}"
+            f"{', ...' * (count > len(rows))}): {cause}"
+            for field, (count, rows, first) in self.found.items()
+        ]

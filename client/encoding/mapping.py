@@ -11,6 +11,8 @@
     # or one full-name column split by a declared rule:
     # given_name = { column = "Name", split = "surname, given" }
     # surname = { column = "Name", split = "surname, given" }
+    sex = { column = "Gender", values = { "1" = "M", "2" = "F", "9" = "", "0" = "" } }
+    # codes the export writes for an enumeration's values ("" for "not known": missing)
 
 The keys are documented in docs/mapping.md.
 Every problem in the file is collected and reported together.
@@ -20,16 +22,23 @@ from __future__ import annotations
 
 import codecs
 import tomllib
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from blindmatch.client.encoding.normalise import SPLITS, Part
+from blindmatch.client.encoding.normalise import (
+    SPLITS,
+    InvalidValue,
+    Part,
+    normalise_enum,
+    normalise_text,
+)
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
 
-FIELD_KEYS = ("column", "columns", "date_format", "split", "part")
+FIELD_KEYS = ("column", "columns", "date_format", "split", "part", "values")
 TOP_KEYS = ("id", "fields", "delimiter", "encoding")
 # What a field's name says about which part of a split full name it takes.
 _SURNAME_WORDS = ("surname", "last", "family")
@@ -45,6 +54,9 @@ class ColumnMap:
     date_format: tuple[str, ...] = ()  # formats tried in order; () for the defaults
     split: str | None = None  # one of normalise.SPLITS
     part: Part | None = None  # the part of the split name this field takes
+    # An enumeration's codes, as the export writes them (folded as text: " 1 " is "1"), and
+    # the allowed value each stands for, "" for none (missing): the NHS's 1, 2, 9, 0 for sex.
+    values: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,12 @@ class Mapping:
         for cmap in self.fields.values():
             cols.extend(c for c in cmap.columns if c not in cols)
         return cols
+
+
+def column_name(name: str) -> str:
+    """A column's name as it is matched: stripped, and in Unicode's composed form (NFC), so
+    that 'Prénom' typed in the mapping is the 'Pre\u0301nom' a Mac's export may write."""
+    return unicodedata.normalize("NFC", name.strip())
 
 
 def _date_formats(field: str, value: Any, problems: list[str]) -> tuple[str, ...]:
@@ -147,7 +165,52 @@ def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None
             part = _part(field, value, problems)
     elif "part" in value:
         problems.append(f"fields.{field}: part is only for a split name (split = ...)")
-    return ColumnMap(tuple(columns), date_formats, split, part)
+    codes = _codes(field, value.get("values"), problems)
+    return ColumnMap(tuple(map(column_name, columns)), date_formats, split, part, codes)
+
+
+def _codes(field: str, value: Any, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    """`values`: a table of the codes an export writes and the value each stands for."""
+    if value is None:
+        return ()
+    if (
+        not isinstance(value, dict)
+        or not value
+        or not all(isinstance(v, str) and normalise_text(k) for k, v in value.items())
+    ):
+        problems.append(
+            f'fields.{field}: values must be a table of codes, e.g. values = {{ "1" = "M", '
+            '"2" = "F", "9" = "" } ("" for a code that means not known)'
+        )
+        return ()
+    folded: dict[str, str] = {}
+    for code, meant in value.items():
+        if folded.setdefault(normalise_text(code), meant) != meant:
+            problems.append(f"fields.{field}: values gives code {code!r} two meanings")
+    return tuple(folded.items())
+
+
+def _check_codes(
+    field: str, cmap: ColumnMap, schema: LinkageSchema, problems: list[str]
+) -> ColumnMap:
+    """`cmap` with its codes' values as the schema writes them ('m' -> 'M'); a code for a field
+    that is no enumeration, or meaning a value the schema does not allow, is a problem."""
+    if not cmap.values:
+        return cmap
+    rule = next(r for r in schema.rules if r.name == field)
+    if rule.kind != "enum":
+        problems.append(f"fields.{field}: values given, but {field} is not an enumeration field")
+        return cmap
+    codes = []
+    for code, meant in cmap.values:
+        try:
+            codes.append((code, normalise_enum(meant, rule.enum_values) if meant else ""))
+        except InvalidValue:
+            problems.append(
+                f"fields.{field}: values: code {code!r} means {meant!r}, which is not one of "
+                f'{", ".join(rule.enum_values)} (or "" for not known)'
+            )
+    return replace(cmap, values=tuple(codes))
 
 
 def _encoding(value: Any, problems: list[str]) -> str:
@@ -207,6 +270,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
     if not isinstance(id_column, str) or not id_column:
         problems.append("'id' must name the local record id column, e.g. id = \"URN\"")
         id_column = ""
+    id_column = column_name(id_column)
     delimiter = data.get("delimiter", ",")
     if not isinstance(delimiter, str) or len(delimiter) != 1:
         named = {"tab": "\\t", "comma": ",", "semicolon": ";", "pipe": "|"}
@@ -246,7 +310,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
             problems.append(f"fields.{field}: date_format given, but {field} is not a date field")
         if cmap.split and field not in text_fields:
             problems.append(f"fields.{field}: split given, but {field} is not a text field")
-        fields[field] = cmap
+        fields[field] = _check_codes(field, cmap, schema, problems)
 
     if problems:
         raise InputError(f"{path}: " + "; ".join(problems))

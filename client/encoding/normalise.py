@@ -31,6 +31,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
+from blindmatch.client.encoding.datetext import may_read, plain_date
+
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
 Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
 OPTIONS: tuple[Option, ...] = ("first-name", "nicknames", "phonetic", "sorted")
@@ -38,41 +40,26 @@ OPTIONS: tuple[Option, ...] = ("first-name", "nicknames", "phonetic", "sorted")
 DERIVED_OPTIONS: tuple[Option, ...] = ("phonetic", "sorted")
 NICKNAMES_CSV = Path(__file__).resolve().parents[1] / "data" / "nicknames.csv"
 
-# Letters that Unicode does not decompose into a base letter plus accents.
-_UNDECOMPOSED = str.maketrans(
-    {
-        "ø": "o",
-        "đ": "d",
-        "ð": "d",
-        "ł": "l",
-        "æ": "ae",
-        "œ": "oe",
-        "þ": "th",
-        "ı": "i",
-        "ħ": "h",
-        "ŧ": "t",
-    }
-)
+# Letters that Unicode does not decompose into a base letter plus accents; and spacing
+# modifier letters (U+02B0-U+02FF), which Python counts as letters: the apostrophe of O'Neill
+# written with U+02BC, turned commas, primes, stress and tone marks, dropped as the
+# apostrophes they stand for are.
+_UNDECOMPOSED_LETTERS: dict[str | int, str | None] = {
+    "ø": "o", "đ": "d", "ð": "d", "ł": "l", "æ": "ae", "œ": "oe", "þ": "th", "ı": "i",
+    "ħ": "h", "ŧ": "t", **dict.fromkeys(range(0x2B0, 0x300)),
+}  # fmt: skip
+_UNDECOMPOSED = str.maketrans(_UNDECOMPOSED_LETTERS)
 
 # Date formats tried, in order, when a member's mapping declares none: only
-# unambiguous ones (never dd/mm vs mm/dd).
-_UNAMBIGUOUS_DATE_FORMATS = ("%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%m/%d")
+# unambiguous ones (never dd/mm vs mm/dd): numbers with the year first, or a month's name.
+_UNAMBIGUOUS_DATE_FORMATS = (
+    "%Y-%m-%d", "%Y%m%d", "%d %b %Y", "%d %B %Y", "%Y/%m/%d", "%d-%b-%Y", "%d-%B-%Y",
+    "%b %d %Y", "%B %d %Y", "%b %d, %Y", "%B %d, %Y",
+)  # fmt: skip
 DEFAULT_DATE_FORMATS = _UNAMBIGUOUS_DATE_FORMATS
 # Real-time queries (typed by a UK officer) also read the UK's day-first numeric dates:
 # 02/11/1975 is 2 November 1975. Month-first is never tried, so none of these conflict.
-# And the month in words between hyphens, as many UK police and Oracle-based systems show
-# dates (02-NOV-1975, 2-November-1975): a month's name reads one way only.
-QUERY_DATE_FORMATS = (
-    *_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y", "%d-%b-%Y", "%d-%B-%Y"
-)  # fmt: skip
-
-
-# A time of day of exactly midnight after a date (" 00:00", " 00:00:00.000", "T00:00:00Z",
-# " 12:00:00 AM"), dropped before the date is read unless the formats read times themselves.
-# Any other time is kept, so such a value stays invalid.
-_MIDNIGHT = re.compile(
-    r"[ T](?:00:00(?::00(?:\.0+)?)?(?:Z|[+-]00:?00)?|12:00(?::00)? ?AM)$", re.IGNORECASE
-)
+QUERY_DATE_FORMATS = (*_UNAMBIGUOUS_DATE_FORMATS, "%d/%m/%Y", "%d-%m-%Y", "%d.%m.%Y")
 
 
 # strptime's directives that `_read_date` reads itself, in a format of only these and
@@ -261,15 +248,17 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     under `%d/%m/%Y` and `%m/%d/%Y`) is not guessed: it raises `AmbiguousValue`. Formats
     that read it as the same date (04/04/1980) agree, so that is no ambiguity.
     """
-    text = " ".join(value.split())
     formats = _date_formats(date_format)
-    if not any("%H" in fmt for fmt in formats):
-        # A database export's date-time at midnight (1980-04-03 00:00:00.000) is that date.
-        text = _MIDNIGHT.sub("", text)
+    # Full-width digits, invisible characters, dashes, quotes, ordinals, a time at midnight.
+    text = plain_date(value, reads_times=any("%H" in fmt for fmt in formats))
     readings: dict[date, str] = {}
     unreal = ""  # the first format the value matches, but with a day its month has not
     to_come = ""  # a two-digit year read into the future ('4/3/45' as 2045 under %y)
+    chars = frozenset(text.casefold()) if len(formats) > 1 else frozenset()
+    has_letter = any(ch.isalpha() for ch in chars)
     for fmt in formats:
+        if chars and not may_read(chars, has_letter, fmt):  # (strptime would refuse it, slowly)
+            continue
         try:
             day = _read_date(text, fmt)
         except ValueError as exc:
@@ -361,9 +350,16 @@ def suggest_date_formats(
 SPLITS = ("given-first", "surname-first", "surname, given")
 Part = Literal["given", "surname"]
 # Lower-case words that belong to the surname that follows them ('Ludwig van Beethoven').
+# Irish and Welsh ones too ('Siobhán Ní Bhriain', 'Dafydd ap Rhys'), compared in NFC, so a
+# decomposed 'Ní' is one; not 'O' or 'Ni' without the accent, which are also initials and names.
 _PARTICLES = frozenset(
-    {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "st", "ten"}
-)
+    {"van", "von", "der", "den", "de", "del", "della", "di", "da", "du", "la", "le", "st", "ten",
+     "ap", "ab", "ferch", "verch", "ní", "nic", "mac", "mhic", "ó", "ua", "uí"}
+)  # fmt: skip
+
+
+def _particle(word: str) -> bool:
+    return unicodedata.normalize("NFC", word).casefold() in _PARTICLES
 
 
 # Titles a full-name column may start the given names with ('Mr John Smith', 'Smith, Dr
@@ -409,12 +405,12 @@ def split_name(value: str, rule: str) -> tuple[str, str]:
         return (" ".join(words), "") if rule == "given-first" else ("", " ".join(words))
     if rule == "given-first":
         cut = len(words) - 1
-        while cut > 1 and words[cut - 1].casefold() in _PARTICLES:
+        while cut > 1 and _particle(words[cut - 1]):
             cut -= 1
         return " ".join(words[:cut]), " ".join(words[cut:])
     if rule == "surname-first":
         cut = 1
-        while cut < len(words) - 1 and words[cut - 1].casefold() in _PARTICLES:
+        while cut < len(words) - 1 and _particle(words[cut - 1]):
             cut += 1
         return " ".join(words[cut:]), " ".join(words[:cut])
     raise ValueError(f"unknown split rule {rule!r}")
@@ -444,8 +440,8 @@ def normalise_integer(value: str) -> str:
 # ones: no fixed abode ('NFA'), and the NHS pseudo-postcodes for it and for not known.
 PLACEHOLDERS = frozenset(
     {"na", "null", "none", "unknown", "notknown", "nk", "nodata", "unk", "notstated",
-     "notgiven", "notrecorded", "tbc", "tba", "nfa", "nofixedabode", "nofixedaddress",
-     "zz993vz", "zz993wz"}
+     "notgiven", "notrecorded", "notspecified", "tbc", "tba", "nfa", "nofixedabode",
+     "nofixedaddress", "zz993vz", "zz993wz"}
 )  # fmt: skip
 # Dates systems write for "no date" (spreadsheet and database epochs, ends of range).
 PLACEHOLDER_DATES = frozenset(

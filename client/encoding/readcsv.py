@@ -14,6 +14,7 @@ import csv
 import hashlib
 import itertools
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,10 +27,18 @@ from blindmatch.client.encoding.encodereport import (
     EncodeReport,
     FieldReport,
 )
-from blindmatch.client.encoding.exportfile import decoded_lines
-from blindmatch.client.encoding.mapping import Mapping
+from blindmatch.client.encoding.exportfile import (
+    C1_CONTROLS,
+    ODD_SYMBOLS,
+    SUSPECT,
+    OddSymbols,
+    decoded_lines,
+    refuse_control_characters,
+)
+from blindmatch.client.encoding.mapping import Mapping, column_name
 from blindmatch.client.encoding.normalise import (
     DEFAULT_DATE_FORMATS,
+    SUGGESTED_DATE_FORMATS,
     is_missing,
     suggest_date_formats,
 )
@@ -68,7 +77,7 @@ def _suggest_delimiter(header_line: str, mapping: Mapping, found: int) -> str:
     for candidate in DELIMITERS:
         if candidate == mapping.delimiter:
             continue
-        names = [h.strip() for h in next(csv.reader([header_line], delimiter=candidate), [])]
+        names = [column_name(h) for h in next(csv.reader([header_line], delimiter=candidate), [])]
         hits = sum(c in names for c in wanted)
         if len(names) > 1 and hits > found and (best is None or hits > best[0]):
             best = (hits, candidate, [c for c in wanted if c not in names])
@@ -113,11 +122,15 @@ def _sample(samples: dict[str, list[str]], field: str, raw: str) -> None:
 def _misdated(field: str, values: list[str], mapping: Mapping, some_read: bool) -> list[str]:
     """The warning for dates the mapping's date_format does not read but another format
     does (`%d/%m/%Y` declared, `14.03.1988` written): the date_format that reads them."""
-    formats = suggest_date_formats(values)
+    candidates: tuple[str, ...] = SUGGESTED_DATE_FORMATS
+    formats = suggest_date_formats(values, candidates)
+    if not formats:  # (1988-03-14 under %d/%m/%Y: a date_format replaces the defaults)
+        candidates = DEFAULT_DATE_FORMATS
+        formats = suggest_date_formats(values, candidates)
     if not formats:  # impossible dates ('31/02/1985'), not another format
         return []
     given = mapping.fields[field].date_format
-    example = next(v for v in values if suggest_date_formats([v])[:1] == formats[:1])
+    example = next(v for v in values if suggest_date_formats([v], candidates)[:1] == formats[:1])
     columns = mapping.fields[field].columns
     where = f'column = "{columns[0]}"' if len(columns) == 1 else f"columns = {list(columns)}"
     swapped = [g.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m") for g in given]
@@ -237,7 +250,10 @@ def read_rows(
         header = []
     except csv.Error as exc:
         raise InputError(f"{csv_path}: row 1: {exc}") from None
-    header = [h.strip() for h in header]
+    if C1_CONTROLS.search("".join(header)):  # a cp1252 header read as latin-1 (before the
+        # strip, which takes U+0085, cp1252's '...', as a space)
+        refuse_control_characters(csv_path, mapping.encoding, mapping.path.name, 1, header, [])
+    header = [column_name(h) for h in header]
     positions = {name: i for i, name in enumerate(header)}
     absent = [c for c in mapping.columns_used() if c not in positions]
     mapped_to = {c: f for f, cm in mapping.fields.items() for c in cm.columns}
@@ -290,6 +306,10 @@ def read_rows(
         if schema.rules[index].sources
     ]
     seen: dict[str, tuple[int, bytes]] = {}  # id -> (first row, hash of that row's cells)
+    # The header's first name, composed or not: a row starting with it may be the header again.
+    first_names = (
+        {unicodedata.normalize(form, header[0]) for form in ("NFC", "NFD")} if header else set()
+    )
     repeats = Repeats()  # under --on-duplicate-id error
     width = len(header)
     data_rows = 0
@@ -300,16 +320,25 @@ def read_rows(
     misdated: dict[str, list[str]] = {}  # dates the mapping's own date_format does not read
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
+    odd = OddSymbols()  # text holding symbols no name has ("Pawe³")
     for line_no, record in _numbered(reader, csv_path):
         if len(record) > width and not "".join(record[width:]).strip():
             record = record[:width]  # Excel's trailing delimiter: empty cells past the header
+        joined = "\x1f".join(record)
+        # A C1 control character (a cp1252 export read as latin-1): refused; a symbol no name
+        # has (a cp1250 export read as cp1252): warned of. One search finds either.
+        suspect = not joined.isascii() and SUSPECT.search(joined) is not None
+        if suspect and C1_CONTROLS.search(joined):
+            refuse_control_characters(
+                csv_path, mapping.encoding, mapping.path.name, line_no, record, header
+            )
         if not "".join(record).strip():
             report.blank_rows += 1  # a blank line, or a row of empty cells (",,,,")
             continue
         if (
             header
-            and record[0].strip().lstrip("\ufeff") == header[0]
-            and [cell.strip().lstrip("\ufeff") for cell in record] == header
+            and record[0].strip().lstrip("\ufeff") in first_names
+            and [column_name(cell.lstrip("\ufeff")) for cell in record] == header
         ):
             report.header_rows.append(line_no)  # exports joined together: the next's header
             continue
@@ -322,7 +351,7 @@ def read_rows(
         local_id = record[id_pos].strip()
         if not local_id:
             raise InputError(f"{csv_path}: row {line_no}, column {mapping.id_column}: empty id")
-        cells = hashlib.blake2b("\x1f".join(record).encode(), digest_size=16).digest()
+        cells = hashlib.blake2b(joined.encode(), digest_size=16).digest()
         if local_id in seen:
             first_row, first_cells = seen[local_id]
             exact = cells == first_cells
@@ -341,6 +370,8 @@ def read_rows(
         for index, where, cmap, fr, tally, read in read_plan:
             rule = schema.rules[index]
             raw = record[where[0]] if len(where) == 1 else " ".join(record[c] for c in where)
+            if suspect and rule.kind == "text" and ODD_SYMBOLS.search(raw):
+                odd.note(rule.name, line_no, raw)  # "Pawe³": cp1250 read as cp1252
             split = cmap.split if cmap else None
             if split and split != "surname, given" and "," in raw and not is_missing(raw):
                 columns = ",".join(mapping.fields[rule.name].columns)
@@ -422,6 +453,7 @@ def read_rows(
         )
     for field, values in misdated.items():
         report.warnings.extend(_misdated(field, values, mapping, field in dated))
+    report.warnings.extend(odd.warnings(mapping.encoding))
     if not rows:
         what = "is empty" if not header else "has a header but no records"
         if not allow_empty:

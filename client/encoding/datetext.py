@@ -1,0 +1,97 @@
+"""A date cell's text made plain before its formats are tried (`plain_date`), so that the
+same date written by different systems reads the same: what a person sees as `1980-04-03`
+is read as that, whatever invisible or look-alike characters the export put in it.
+
+- Unicode compatibility forms become plain ones (NFKC: full-width `１９８０-０４-０３`);
+- invisible format characters go (zero-width space and joiners, a byte-order mark inside the
+  cell, the word joiner, a soft hyphen);
+- dashes and the minus sign become `-` (`1980‑04‑03`, `03–Apr–1980`);
+- runs of whitespace become one space, and spaces and quotes around the date go (`"1980-04-03"`,
+  Excel's text prefix `'1980-04-03`, `‘03/04/1980’`);
+- an ordinal day loses its suffix (`3rd April 1980`, `April 3rd, 1980`), a weekday before the
+  date goes (`Thursday, April 3, 1980`, Excel's long date), and `Sept` is read as `Sep` (the
+  UK's abbreviation, which strptime's `%b` lacks);
+- a time of day of exactly midnight after the date is dropped, in any zone (`1980-04-03
+  00:00:00.000`, `1980-04-03T00:00:00Z`, `1980-04-03T00:00:00+01:00`, `03/04/1980 12:00:00 AM`,
+  HL7's `19800403000000`), and so is a zone after an ISO date (`1980-04-03Z`,
+  `1980-04-03+01:00`), unless the formats read times themselves: the date written is the date
+  meant. Any other
+  time (`1980-04-02T23:00:00Z`, a date shifted by a time zone) is kept, so the value stays
+  invalid and is reported.
+
+Nothing here guesses the order of day and month; `normalise.parse_date` reads the result.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+# Dashes, the minus sign and small/full-width hyphen-minus (after NFKC: the ones it keeps).
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043", "-"))
+# Quotes around a date: straight, curly, low, the backtick and the acute accent used as one.
+QUOTES = "\"'`\u00b4\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033"
+# A day number's ordinal suffix: 1st, 2nd, 3rd, 4th ... 31st (a whole word after 1-2 digits).
+_ORDINAL = re.compile(r"\b(\d{1,2})(?:st|nd|rd|th)\b", re.IGNORECASE)
+_SEPT = re.compile(r"\bsept\b", re.IGNORECASE)
+# What a numeric date is written with (14/03/1988, 1988-03-14, 14.03.1988): such a date holds
+# nothing more to make plain.
+_NUMERIC = "0123456789/-."
+# A zone after an ISO date without a time (XML's xs:date: 1980-04-03Z, 1980-04-03+01:00), and
+# HL7's compact date-time at midnight (198004030000, 19800403000000): the date written.
+_DATE_ZONE = re.compile(r"(?<=^\d{4}-\d\d-\d\d)(?:Z|[+-]\d\d:?\d\d)$", re.IGNORECASE)
+_COMPACT_MIDNIGHT = re.compile(r"(?<=^\d{8})0000(?:00)?$")
+# A weekday before the date, as Excel's long date writes it ("Thursday, April 3, 1980").
+_WEEKDAY = re.compile(
+    r"^(?:(?:mon|tues|wednes|thurs|fri|satur|sun)day|mon|tue|tues|wed|thu|thur|thurs|fri|sat|sun)"
+    r"\.?,? ",
+    re.IGNORECASE,
+)
+# A time of day of exactly midnight after a date, with or without seconds, fractions and a
+# zone (Z or any offset), or 12:00 AM.
+_MIDNIGHT = re.compile(
+    r"[ T](?:00:00(?::00(?:\.0+)?)? ?(?:Z|[+-]\d\d:?\d\d)?|12:00(?::00)? ?AM)$", re.IGNORECASE
+)
+
+
+def _visible(text: str) -> str:
+    """`text` in NFKC, without format characters (category Cf), its dashes as '-'."""
+    text = unicodedata.normalize("NFKC", text)
+    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return kept.translate(_DASHES)
+
+
+def plain_date(value: str, reads_times: bool = False) -> str:
+    """The text of a date cell as its formats should read it (see the module's docstring);
+    `reads_times`: the formats read a time themselves (one has `%H`), so none is dropped."""
+    text = value if value.isascii() else _visible(value)
+    text = " ".join(text.split()).strip(QUOTES).strip()
+    if reads_times:
+        return text
+    if text.isdigit():
+        return _COMPACT_MIDNIGHT.sub("", text)
+    if not text.strip(_NUMERIC):  # (14/03/1988: nothing else to look for)
+        return text
+    text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", _WEEKDAY.sub("", text)))
+    return _DATE_ZONE.sub("", _MIDNIGHT.sub("", text))
+
+
+@lru_cache(maxsize=256)
+def _needs(fmt: str) -> tuple[frozenset[str], bool]:
+    """What a text must hold for strptime to read it in `fmt`: the format's literal
+    characters (case-folded, as strptime matches them), and whether a letter (a month's name)."""
+    literals = re.sub(r"%.", "", fmt).casefold()
+    return frozenset(literals), bool(re.search(r"%[bB]", fmt))
+
+
+def may_read(chars: frozenset[str], has_letter: bool, fmt: str) -> bool:
+    """Whether `fmt` may read a text of these (case-folded) characters: False where it lacks a
+    literal of the format ('-' for %Y-%m-%d) or a letter for a month's name, which strptime
+    would refuse too. Asking it anyway costs more than the refusal: strptime keeps only 5
+    formats' patterns, so 11 default formats tried in turn compile each pattern every time."""
+    literals, month_name = _needs(fmt)
+    return literals <= chars and (has_letter or not month_name)
+
+
+__all__ = ["QUOTES", "may_read", "plain_date"]
