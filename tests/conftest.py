@@ -20,6 +20,7 @@ import fcntl
 import gc
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -177,14 +178,28 @@ def tmp_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(disk, ignore_errors=True)
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """Python's own Ctrl-C (KeyboardInterrupt) where the run was started with SIGINT ignored:
+    a shell without job control starts a background job so (`make test &` in a script, or
+    under nohup in one), every process inherits it, and the tests that Ctrl-C a command or
+    their own main thread (tests/test_watch_cli.py, test_twoserver_interrupted.py ...) sent
+    a signal nobody took: seven failed, after up to 300 s each (pytest-timeout), 14 minutes
+    of one run's 20. A process that sets a handler of its own passes SIG_DFL on to what it
+    starts, and Python puts its KeyboardInterrupt there."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The suite's temporary files in RAM where there is room (`_tmp_in_ram`), its bytecode
-    there too where none is written beside the sources (`_bytecode_in_tmp`). Each xdist
+    there too where none is written beside the sources (`_bytecode_in_tmp`), Ctrl-C as at a
+    terminal (`_ctrl_c_as_at_a_terminal`). Each xdist
     worker's matchers (in this process and the `serve` processes it starts) keep their
     request threads on a CPU of the worker's own: all on the lowest CPU, the workers'
     matchers queued behind each other there (matcher/placement.py)."""
     _tmp_in_ram(config)
     _bytecode_in_tmp()
+    _ctrl_c_as_at_a_terminal()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit() and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
