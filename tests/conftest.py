@@ -20,6 +20,7 @@ import fcntl
 import gc
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -177,14 +178,28 @@ def tmp_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
         shutil.rmtree(disk, ignore_errors=True)
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    """Python's own Ctrl-C (KeyboardInterrupt) where the run was started with SIGINT ignored:
+    a shell without job control starts a background job so (`make test &` in a script, or
+    under nohup in one), every process inherits it, and the tests that Ctrl-C a command or
+    their own main thread (tests/test_watch_cli.py, test_twoserver_interrupted.py ...) sent
+    a signal nobody took: seven failed, after up to 300 s each (pytest-timeout), 14 minutes
+    of one run's 20. A process that sets a handler of its own passes SIG_DFL on to what it
+    starts, and Python puts its KeyboardInterrupt there."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The suite's temporary files in RAM where there is room (`_tmp_in_ram`), its bytecode
-    there too where none is written beside the sources (`_bytecode_in_tmp`). Each xdist
+    there too where none is written beside the sources (`_bytecode_in_tmp`), Ctrl-C as at a
+    terminal (`_ctrl_c_as_at_a_terminal`). Each xdist
     worker's matchers (in this process and the `serve` processes it starts) keep their
     request threads on a CPU of the worker's own: all on the lowest CPU, the workers'
     matchers queued behind each other there (matcher/placement.py)."""
     _tmp_in_ram(config)
     _bytecode_in_tmp()
+    _ctrl_c_as_at_a_terminal()
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if worker.startswith("gw") and worker[2:].isdigit() and hasattr(os, "sched_getaffinity"):
         cpus = sorted(os.sched_getaffinity(0))
@@ -211,6 +226,27 @@ def pytest_runtest_logfinish(nodeid: str, location: tuple[str, int | None, str])
     if _finished % FREEZE_EVERY == 0:
         gc.collect()
         gc.freeze()
+
+
+# The xdist workers collect one after the other where the run's bytecode is its own
+# (`_bytecode_in_tmp`: empty at the start): each worker imports every test module, and
+# pytest's assert rewriting and the compiling of them and of the project's modules are most
+# of a collection's CPU (~12 s of ~12.5 s here). Side by side, both workers found nothing
+# compiled and both did it all; one after the other, the second reads what the first wrote
+# (a `-n 2` run of two tests: 28.3-29.2 s of CPU before, see the commit for after).
+@pytest.hookimpl(wrapper=True)
+def pytest_collection(session: pytest.Session) -> Iterator[object]:
+    run = Path(tempfile.gettempdir())
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX", "")
+    if not (
+        os.environ.get("PYTEST_XDIST_WORKER")
+        and run.name.startswith(f"{RUN_TMP}-")
+        and prefix == str(run / PYCACHE)
+    ):
+        return (yield)
+    with open(run / "collect.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released as the file is closed)
+        return (yield)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,14 +27,18 @@ def test_leaves_a_folder_and_starts_a_process_that_does() -> None:
 """
 
 
-def _inner_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """A pytest run of LEAVES under this suite's conftest and settings, with TMPDIR
-    `tmp_path`/tmp and no bytecode written beside the sources: the run, and that folder."""
+def _inner_run(
+    tmp_path: Path, *args: str, module: str = LEAVES, sigint: object = signal.SIG_DFL
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """A pytest run of LEAVES (or `module`) under this suite's conftest and settings, with
+    TMPDIR `tmp_path`/tmp, no bytecode written beside the sources, and SIGINT's disposition
+    `sigint` (signal.SIG_IGN: as a shell without job control starts a background job): the
+    run, and that folder."""
     tmp, inner = tmp_path / "tmp", tmp_path / "inner"
     tmp.mkdir()
     inner.mkdir()
     (inner / "conftest.py").write_text("from tests.conftest import *  # noqa: F403\n")
-    (inner / "test_leaves.py").write_text(LEAVES, encoding="utf-8")
+    (inner / "test_leaves.py").write_text(module, encoding="utf-8")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PYTEST_", "PYTHONPYCACHEPREFIX"))}  # fmt: skip
     env.update(TMPDIR=str(tmp), PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(ROOT))
@@ -41,6 +46,7 @@ def _inner_run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c",
          str(ROOT / "pyproject.toml"), "--rootdir", str(inner), *args, str(inner)],
         cwd=inner, env=env, capture_output=True, text=True, timeout=240,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),  # type: ignore[arg-type]
     )  # fmt: skip
     return done, tmp
 
@@ -55,3 +61,26 @@ def test_a_run_leaves_only_pytests_own_folder_in_the_temp_dir(
     own = f"pytest-of-{getpass.getuser()}"  # (made where a test used tmp_path: xdist's do)
     assert {p.name for p in tmp.iterdir()} <= {own}
     assert not (tmp / own).exists() or list((tmp / own).iterdir()) == []  # a green run's
+
+
+# A test module for the inner run: Ctrl-C is Python's own in the test's process and in a
+# command it starts, whatever the run was started with.
+CTRL_C = """
+import signal, subprocess, sys
+
+def test_ctrl_c_is_a_keyboard_interrupt_here_and_in_a_command() -> None:
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    said = subprocess.run([sys.executable, "-c", "import signal; print(signal.getsignal(2))"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "default_int_handler" in said, said
+"""
+
+
+@pytest.mark.slow
+def test_a_run_started_with_ctrl_c_ignored_gives_its_tests_ctrl_c(tmp_path: Path) -> None:
+    """`make test &` in a script (or nohup in one) starts the run with SIGINT ignored, and
+    every process inherits that: the tests that Ctrl-C a command or their own main thread
+    waited for an end that never came, up to 300 s each (tests/conftest.py
+    `_ctrl_c_as_at_a_terminal`)."""
+    done, _tmp = _inner_run(tmp_path, module=CTRL_C, sigint=signal.SIG_IGN)
+    assert done.returncode == 0, done.stdout + done.stderr
