@@ -152,6 +152,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                        bar_format=shares)  # fmt: skip
         try:
             final = _follow(bar, client.watch_run(args.project, started.run_id)) or started
+        except KeyboardInterrupt:  # Ctrl-C stops the watching, not the run
+            bar.close()
+            if not args.quiet:
+                print(f"Run {started.run_id} goes on at the matcher: `blindmatch run --project "
+                      f"{args.project}` follows it again, and `blindmatch results` fetches "
+                      "it once it is done.", file=sys.stderr)  # fmt: skip
+            raise
         finally:
             bar.close()
     if final.state == "failed":
