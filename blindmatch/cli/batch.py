@@ -204,6 +204,8 @@ def _stage_label(status: RunProgress) -> str:
     """What a run's stage is called on its bar and in its lines."""
     if status.stage == "fallback":
         return "comparing the fallback CLKs of records lacking a field"
+    if status.stage == "score":
+        return "scoring the candidate pairs on both CLKs"
     if status.stage == "compare" and status.tasks_total:
         return f"comparing ({status.tasks_done}/{status.tasks_total} tasks)"
     return "comparing" if status.stage == "compare" else status.stage
