@@ -80,3 +80,17 @@ def test_demo_keep_refuses_a_folder_that_is_not_empty(
     assert main(["demo", "--keep", str(tmp_path)]) != 0
     assert f"--keep {tmp_path}: not an empty folder" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["something"]
+
+
+def test_demo_of_too_few_people_for_every_organisation_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--records 5` left retail-bcrp's export empty, and the demo ended in a StopIteration's
+    traceback (freshwalk); 0 and less are refused as any count is."""
+    assert main(["demo", "--records", "5", "--keep", str(tmp_path / "kept")]) == 2
+    err = capsys.readouterr().err
+    assert "Error: --records 5: retail-bcrp's synthetic export holds none" in err
+    assert "give --records 200 or more" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["demo", "--records", "0"])
+    assert "--records: 0: give a whole number of at least 1" in capsys.readouterr().err

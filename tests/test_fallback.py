@@ -344,6 +344,10 @@ def test_a_run_reports_the_fallback_pass_step_by_step_and_its_steps_find_the_sam
           progress=lambda stage, done, total: seen.append((stage, done, total)))  # fmt: skip
     stages = [stage for stage, _, _ in seen]
     assert stages.index("compare") < stages.index("fallback") < stages.index("solve")
+    # and the candidates' scoring on both CLKs after it, a stage of its own (freshwalk)
+    assert stages.index("fallback") < stages.index("score") < stages.index("solve")
+    scored = [(done, total) for stage, done, total in seen if stage == "score"]
+    assert scored[0][0] == 0 and scored[-1][0] == scored[-1][1] > 0
     reported = [(done, total) for stage, done, total in seen if stage == "fallback"]
     assert reported[0][0] == 0 and reported[-1][0] == reported[-1][1] > 0
     split = fallback.Split.of(datasets, SCHEMA.clk_bits)

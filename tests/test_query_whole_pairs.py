@@ -106,7 +106,41 @@ def test_the_flag_is_s1s_alone_and_not_negative(
         assert "--query-band-keys allow: S1's" in capsys.readouterr().err
     assert main(["two-server", "role", "--role", "s1", "--s2", "127.0.0.1:1", *common,
                  "--query-whole-pairs", "-1"]) == 2  # fmt: skip
-    assert "--query-whole-pairs -1: S1's, pairs >= 0" in capsys.readouterr().err
+    assert "--query-whole-pairs -1: S1's cap, a number of pairs: 0 or more" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_cap_or_band_keys_flag_given_another_role_says_whose_it_is_and_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was `Error: --query-band-keys allow: S1's`, a sentence cut short (freshwalk)."""
+    common = ["--listen", "127.0.0.1:0", "--key-file", str(tmp_path / "k"),
+              "--member-key-file", str(tmp_path / "m")]  # fmt: skip
+    assert main(["two-server", "role", "--role", "s2", *common, "--query-band-keys", "allow"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "Error: --query-band-keys allow: S1's option alone; this role is s2, which asks for no "
+        "band keys: leave it out"
+    )
+    assert main(["two-server", "role", "--role", "s2", *common, "--small-member-pairs", "9"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "Error: --small-member-pairs 9: S1's option alone; this role is s2, which proposes no "
+        "pairs: leave it out"
+    )
+
+
+def test_refused_under_exhaustive_pairs_0_the_bound_named_is_no_query_compared_whole() -> None:
+    """S1 at `--exhaustive-pairs 0` blocks every query (`run_cap`), so its refusal of a
+    one-record query against 8 records named a bound of "up to 64,000 records" (the
+    --small-member-pairs one that 0 switches off) and said to raise both caps (freshwalk)."""
+    assert exhaustive.keys_needed(QUERY, 0, [8, 1], SMALL)
+    said = exhaustive.keys_refused(1, 8, exhaustive.QUERY_WHOLE_PAIRS, 0, SMALL)
+    assert "64,000" not in said
+    assert "over S1's unblocked bound (--exhaustive-pairs 0: every query blocked)" in said
+    assert "Ask S1's operator to raise --exhaustive-pairs, or to start S1 with" in said
+    # the caps' bound where only --small-member-pairs is 0, as before
+    said = exhaustive.keys_refused(1, 20_000, exhaustive.QUERY_WHOLE_PAIRS, CAP, 0)
+    assert "--small-member-pairs 0: a query against up to 16,000 records)" in said
 
 
 def test_query_band_keys_is_refuse_or_allow_and_allow_is_warned_of(

@@ -96,6 +96,32 @@ def test_blindmatch_run_says_the_matcher_is_stopping_and_goes_on_once_it_is_back
     assert "Traceback" not in captured.err
 
 
+def test_blindmatch_run_interrupted_says_the_run_goes_on_at_the_matcher(
+    matcher: Matcher,
+    project: ProjectTokens,
+    queued: Run,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C in `blindmatch run` ends the watching only: it said just `Interrupted.`, so a
+    user could take the run for cancelled (freshwalk). The Ctrl-C comes after the matcher's
+    first status, as the user's would."""
+    watch_run = MatcherClient.watch_run
+
+    def interrupted(self: MatcherClient, *args: str) -> Iterator[object]:
+        yield next(watch_run(self, *args))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MatcherClient, "watch_run", interrupted)
+    args = ["run", "--project", "trial", "--token", project.tokens["north"], "--server",
+            matcher.target]  # fmt: skip
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"Run {queued.id} goes on at the matcher: `blindmatch run --project trial`" in err
+    assert err.rstrip().endswith("Interrupted.") and "Traceback" not in err
+    assert matcher.server.store.run(queued.id).state == "queued"  # not cancelled
+
+
 def test_streams_opened_just_as_the_matcher_stops_are_ended_at_once(
     matcher: Matcher, project: ProjectTokens, queued: Run
 ) -> None:

@@ -14,6 +14,7 @@ from blindmatch.cli.options import (
     Subcommands,
     actions,
     admin_token,
+    at_least,
     command,
     connect,
     connection_options,
@@ -215,7 +216,7 @@ def _selection(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--after",
-        type=int,
+        type=at_least(0),
         default=0,
         metavar="SEQ",
         help="only entries after SEQ (default: 0, every entry)",

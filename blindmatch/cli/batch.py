@@ -153,6 +153,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                        bar_format=shares)  # fmt: skip
         try:
             final = _follow(bar, client.watch_run(args.project, started.run_id)) or started
+        except KeyboardInterrupt:  # Ctrl-C stops the watching, not the run
+            bar.close()
+            if not args.quiet:
+                print(f"Run {started.run_id} goes on at the matcher: `blindmatch run --project "
+                      f"{args.project}` follows it again, and `blindmatch results` fetches "
+                      "it once it is done.", file=sys.stderr)  # fmt: skip
+            raise
         finally:
             bar.close()
     if final.state == "failed":
@@ -198,6 +205,8 @@ def _stage_label(status: RunProgress) -> str:
     """What a run's stage is called on its bar and in its lines."""
     if status.stage == "fallback":
         return "comparing the fallback CLKs of records lacking a field"
+    if status.stage == "score":
+        return "scoring the candidate pairs on both CLKs"
     if status.stage == "compare" and status.tasks_total:
         return f"comparing ({status.tasks_done}/{status.tasks_total} tasks)"
     return "comparing" if status.stage == "compare" else status.stage

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blindmatch.cli.errors import ends_at_sigterm
-from blindmatch.cli.options import Subcommands, command
+from blindmatch.cli.options import Subcommands, at_least, command
 
 if TYPE_CHECKING:
     from blindmatch.client.tools.demo import Servers
@@ -129,7 +129,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--records",
-        type=int,
+        type=at_least(1),
         default=2000,
         help="people in the synthetic population (default: 2000)",
     )

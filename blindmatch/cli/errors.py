@@ -115,7 +115,8 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
     thread, so its `finally` blocks run (`blindmatch demo` deletes its temporary folder); the
     handler before is put back after. Off the main thread (where a handler cannot be set:
     `main` run on a thread) SIGTERM is left as it is; in a process forked inside the block
-    (clkhash's encoding workers) it ends the process as before."""
+    (clkhash's encoding workers) it ends the process as before, and so does Ctrl-C (SIGINT),
+    without a traceback."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -131,11 +132,26 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
             return
         _terminate()
 
+    def _interrupted(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a forked encoding worker: ends as at Ctrl-C, unsaid
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+            return
+        signal.default_int_handler(signum, frame)
+
     before = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Ctrl-C at a terminal reaches every process of the command, clkhash's workers too, and
+    # each printed its KeyboardInterrupt's traceback below "Interrupted.". Left as it is
+    # where SIGINT is ignored (a background job) or has a handler of its own.
+    before_int = signal.getsignal(signal.SIGINT)
+    if before_int is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL if before is None else before)
+        if before_int is signal.default_int_handler:
+            signal.signal(signal.SIGINT, before_int)
 
 
 def ends_at_sigterm(handler: Callable[[Any], int]) -> Callable[[Any], int]:
@@ -164,6 +180,22 @@ def _terminated() -> int:
         sys.stdout.flush()
         os._exit(TERMINATED)
     return TERMINATED
+
+
+def _interrupted() -> int:
+    print("Interrupted.", file=sys.stderr, flush=True)
+    clk = sys.modules.get("clkhash.clk")
+    feed = getattr(clk, "iterable_to_queue", None)
+    if feed is not None and any(t.is_alive() and getattr(t, "_target", None) is feed
+                                for t in threading.enumerate()):  # fmt: skip
+        # clkhash's feeder of its encoding workers (10,000 records and more), stuck on a
+        # queue no worker reads now: the exit waited for it for ever (a Ctrl-C'd encode).
+        forked = sys.modules.get("multiprocessing")
+        for child in forked.active_children() if forked else ():
+            child.terminate()
+        sys.stdout.flush()
+        os._exit(130)
+    return 130
 
 
 def say_error(message: str) -> None:
@@ -204,8 +236,7 @@ def run(command: Callable[[], int]) -> int:
     except Terminated:
         return _terminated()
     except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
+        return _interrupted()
 
 
 def _stdout_gone() -> bool:

@@ -66,6 +66,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise InputError(f"--max-auth-failures {args.max_auth_failures}: must be at least 1")
     if args.stream_idle_seconds <= 0:
         raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
+    # (each was a traceback from deep in the start, or taken and failed at the first run)
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers {args.workers}: at least 1 (leave it out for every core)")
+    if args.lookup_threads is not None and args.lookup_threads < 0:
+        raise InputError(f"--lookup-threads {args.lookup_threads}: 0 (no placement) or more")
+    if args.max_streams_per_member < 1:
+        raise InputError(
+            f"--max-streams-per-member {args.max_streams_per_member}: at least 1 (a member "
+            "needs one call in flight)"
+        )
     request_cpu = _request_cpu(args.request_cpu)
     lookup_servers, lookup_credentials = lookup.lookup_options(args)
     refuse_taken_port(args.listen, "a matcher", f"--data-dir {args.data_dir}")

@@ -70,7 +70,10 @@ def allow_band_keys_option(p: argparse.ArgumentParser) -> None:
 def query_band_keys(args: argparse.Namespace) -> str | None:
     """`create_role`'s `query_band_keys`, checked: S1's alone (None: its default, refuse)."""
     if args.query_band_keys is not None and args.role != "s1":
-        raise InputError(f"--query-band-keys {args.query_band_keys}: S1's")
+        raise InputError(
+            f"--query-band-keys {args.query_band_keys}: S1's option alone; this role is "
+            f"{args.role}, which asks for no band keys: leave it out"
+        )
     value: str | None = args.query_band_keys
     return value
 
@@ -80,8 +83,14 @@ def caps(args: argparse.Namespace) -> tuple[int | None, int | None, int | None]:
     checked: S1's alone, pairs >= 0."""
     for flag in FLAGS:
         value = getattr(args, flag)
-        if value is not None and (args.role != "s1" or value < 0):
-            raise InputError(f"--{flag.replace('_', '-')} {value}: S1's, pairs >= 0")
+        name = f"--{flag.replace('_', '-')} {value}"
+        if value is not None and args.role != "s1":
+            raise InputError(
+                f"{name}: S1's option alone; this role is {args.role}, which proposes no "
+                "pairs: leave it out"
+            )
+        if value is not None and value < 0:
+            raise InputError(f"{name}: S1's cap, a number of pairs: 0 or more")
     return args.exhaustive_pairs, args.small_member_pairs, args.query_whole_pairs
 
 

@@ -126,7 +126,13 @@ def encode_members(
     exports = write_org_exports(root / "exports", records, seed)
     for org, (csv_path, map_path, truth) in exports.items():
         with open(csv_path, encoding="utf-8") as fh:
-            header, first = next(csv.reader(fh)), next(csv.reader(fh))
+            header, first = next(csv.reader(fh)), next(csv.reader(fh), None)
+        if first is None:  # (was a StopIteration's traceback)
+            raise InputError(
+                f"--records {records}: {org}'s synthetic export holds none of so few people, "
+                "and the demo needs each of its three organisations to hold some: give "
+                "--records 200 or more (default 2000)"
+            )
         with timing.timed("encode"):
             result = encode_csv(csv_path, schema, load_mapping(map_path, schema), secret)
             encoded = save_encoded(root / f"{org}.encoded", result, schema, secret)

@@ -222,6 +222,9 @@ def keys_refused(own: int, partner: int, whole: int, cap: int, small: int) -> st
     " is over S1's ")."""
     if cap and small:
         bound, raise_ = f"--query-whole-pairs {whole:,}", "--standing-bytes and --query-whole-pairs"
+    elif not cap:  # `run_cap`: no query is compared whole, whatever `small` and `whole`
+        bound = "unblocked bound (--exhaustive-pairs 0: every query blocked)"
+        raise_ = "--exhaustive-pairs"
     else:
         bound = (
             f"unblocked bound (--exhaustive-pairs {cap:,}, --small-member-pairs "
