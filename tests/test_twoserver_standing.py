@@ -580,14 +580,14 @@ def test_the_combiner_takes_the_least_room_the_servers_say_and_admits_within_it(
     kept.told(3_000, 0)
     assert kept.budget == 3_000
     key = ("a", 1, (64,), (0.8,), b"")
-    assert kept.admit(key, 1, 5_000) == ""  # alone: the servers keep one whatever its size
+    assert kept.admit(key, 5_000) == ""  # alone: the servers keep one whatever its size
     kept.put(key, ("id-a", None), 5_000)  # type: ignore[arg-type]
     kept.end()
     other = ("b", 1, (64,), (0.8,), b"")
-    assert "1,000 bytes do not fit beside the 5,000" in kept.admit(other, 1, 1_000)
+    assert "1,000 bytes do not fit beside the 5,000" in kept.admit(other, 1_000)
     now[0] += standdeal.RECENT_SECONDS + 1
-    assert kept.admit(other, 1, 1_000) == "" and kept.get(key) is None
-    assert "another partner's conversion" in kept.admit(key, 1, 1_000)
+    assert kept.admit(other, 1_000) == "" and kept.get(key) is None
+    assert "another partner's conversion" in kept.admit(key, 1_000)
     kept.end()
 
 

@@ -197,14 +197,14 @@ def test_the_combiner_counts_no_room_for_a_partners_conversion_its_next_one_repl
     kept = Conversions()
     kept.told(10_000, 10_000)
     old, new = ("south", 90, (64,), (0.8,), b""), ("south", 87, (64,), (0.8,), b"")
-    assert kept.admit(old, 90, 9_000) == ""
+    assert kept.admit(old, 9_000) == ""
     kept.put(old, ("id-old", None), 9_000)  # type: ignore[arg-type]
     kept.end()
-    assert kept.admit(new, 87, 8_700) == "" and kept.get(old) is None
+    assert kept.admit(new, 8_700) == "" and kept.get(old) is None
     kept.end()
     other = ("east", 90, (64,), (0.8,), b"")  # another partner's: still counted
     kept.put(new, ("id-new", None), 8_700)  # type: ignore[arg-type]
-    assert "do not fit beside the 8,700" in kept.admit(other, 90, 9_000)
+    assert "do not fit beside the 8,700" in kept.admit(other, 9_000)
 
 
 def test_the_servers_make_room_for_a_conversion_as_it_starts_not_when_it_ends(

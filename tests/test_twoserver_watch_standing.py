@@ -329,7 +329,7 @@ def test_a_watch_asks_s1s_and_s2s_bounds_where_c_knows_none_and_waits_for_no_unf
     roles.running["s2"].service.standing.most = kept_bytes(90, bits, mask=False) - 1
     conversions = Conversions()
     ahead = _ahead(roles, conversions)
-    assert conversions.admit(("a query's", 1, bits, (), b""), 1, 1) == ""  # (being made)
+    assert conversions.admit(("a query's", 1, bits, (), b""), 1) == ""  # (being made)
     try:
         ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
         assert not conversions.learned()  # (C knows nothing yet)
