@@ -372,6 +372,8 @@ def test_a_sex_code_given_to_query_is_refused_saying_what_it_takes_and_how_codes
         (["--surname", "Now\x85ak"], "--surname: 'Now\\x85ak' holds U+0085"),
         (["--field", "surname=Now\x9bak"], "--field surname: 'Now\\x9bak' holds U+009B"),
         (["--person-file", "PERSON"], "surname in --person-file PERSON: 'Now\\x85ak' holds"),
+        # (a value over the csv module's cell limit named the file as well)
+        (["--person-file", "LONG"], "surname in --person-file LONG: 200000 characters, more"),
     ],
 )
 def test_a_garbled_query_value_names_its_option_not_a_temporary_file(
@@ -385,7 +387,9 @@ def test_a_garbled_query_value_names_its_option_not_a_temporary_file(
     CSV (/tmp/blindmatch-query-.../query.csv, row 2); it names the option."""
     person = tmp_path / "person.txt"  # (U+0085 is a line end to str.splitlines())
     person.write_text("given_name=Peter\nsurname=Now\x85ak\n", encoding="utf-8")
-    given = [str(person) if g == "PERSON" else g for g in given]
+    long = tmp_path / "long.txt"
+    long.write_text(f"given_name=Peter\nsurname={'a' * 200_000}\n", encoding="utf-8")
+    given = [{"PERSON": str(person), "LONG": str(long)}.get(g, g) for g in given]
     query = ["query", "--project", "trial", "--token", "bm_unused", "--quiet"]
     query += ["--server", "127.0.0.1:9", "--schema", str(PERSON_SCHEMA)]  # (not reached)
     query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
@@ -393,7 +397,8 @@ def test_a_garbled_query_value_names_its_option_not_a_temporary_file(
     assert main([*query, *peter, *given]) == 2
     err = capsys.readouterr().err
     assert err.startswith("Error: cannot read the person to query: "), err
-    assert named.replace("PERSON", str(person)) in err and "nothing was queried" in err
+    named = named.replace("PERSON", str(person)).replace("LONG", str(long))
+    assert named in err and "nothing was queried" in err
     assert "query.csv" not in err and "blindmatch-query-" not in err and "row 2" not in err
 
 

@@ -76,7 +76,10 @@ def encode_person(
             id_column="query_id",
             fields={f: ColumnMap((f,), formats.get(f, ())) for f in fields},
         )
-        result = encode_csv(path, schema, mapping, secret)
+        try:
+            result = encode_csv(path, schema, mapping, secret)
+        except InputError as exc:  # (any other: never the name of a file the user never gave)
+            raise type(exc)(str(exc).replace(f"{path}: row 2", "the person given")) from None
     result.report.source = "the command line"
     refuse_unreadable(result, one_person=True, verb=verb, schema=schema, given=given)
     if not result.present.any():  # '-', 'N/A', '?': given, but no value once normalised
@@ -124,9 +127,16 @@ def _nothing(verb: str) -> str:
 
 def _refuse_garbled(values: Mapping[str, str], given: Mapping[str, str], verb: str) -> None:
     """A value given holding a C1 control character (text converted from cp1252 as if it
-    were latin-1, then pasted) is refused naming how it was given (`given`, else the field):
-    the one-row CSV it is read through is a temporary file the user never named."""
+    were latin-1, then pasted), or longer than a CSV cell may be, is refused naming how it
+    was given (`given`, else the field): the one-row CSV it is read through is a temporary
+    file the user never named."""
     for field, value in values.items():
+        if len(value) > csv.field_size_limit():
+            raise InputError(
+                f"cannot read the person to {verb}: {given.get(field, field)}: "
+                f"{len(value)} characters, more than a value may hold "
+                f"({csv.field_size_limit()}); {_nothing(verb)}"
+            )
         found = C1_CONTROLS.search(value)
         if found is not None:
             char = found.group()
@@ -138,7 +148,9 @@ def _refuse_garbled(values: Mapping[str, str], given: Mapping[str, str], verb: s
             )
 
 
-def _enum_hint(field: str, allowed: Sequence[str], flag: str, mapping: Path | None) -> str:
+def _enum_hint(
+    field: str, allowed: Sequence[str], flag: str, mapping: Path | None, verb: str
+) -> str:
     """How to give a value of the enumeration `field` (allowed: `allowed`), `flag` naming
     the option (one person) or, with `mapping` (a CSV), the codes' fix there."""
     sexes = all(len(v) == 1 for v in allowed) and {"F", "M"} <= set(allowed)
@@ -152,7 +164,7 @@ def _enum_hint(field: str, allowed: Sequence[str], flag: str, mapping: Path | No
         )
     return (
         f" ({flag} takes {', '.join(allowed)}{words}; an export's codes, such as 1 and 2, are "
-        f"read only from a CSV of people to query given with a mapping that says what each "
+        f"read only from a CSV of people to {verb} given with a mapping that says what each "
         f"means: {codes} (docs/mapping.md))"
     )
 
@@ -205,7 +217,7 @@ def refuse_unreadable(
         )
         if coded:
             flag = (given or {}).get(coded, coded)
-            hint += _enum_hint(coded, enums[coded], flag, None)
+            hint += _enum_hint(coded, enums[coded], flag, None, verb)
         raise InputError(f"cannot read the person to {verb}: {shown}{more}; {_nothing(verb)}{hint}")
     source = result.report.source
     in_mapping = f" in {mapping.name}" if mapping else " in the mapping"
@@ -215,7 +227,7 @@ def refuse_unreadable(
         else ""
     )
     if coded:
-        hint += _enum_hint(coded, enums[coded], "", mapping or Path("the mapping"))
+        hint += _enum_hint(coded, enums[coded], "", mapping or Path("the mapping"), verb)
     raise InputError(
         f"{source}: cannot read the records to {verb}: {shown}{more}; {_nothing(verb)} (fix "
         f"or blank those values in {source}{hint})"
