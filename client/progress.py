@@ -29,6 +29,10 @@ LINE_EVERY_S = 30.0
 # ... and at least this share of the stage's total done: at most ~20 lines a stage.
 LINE_STEP = 0.05
 
+# The unit of every count of records (`encode`'s reading and encoding, `upload`): one word,
+# as `encode`'s report counts them ("Encoded 4000 of 4000 rows"; upload said "rec").
+ROWS = " rows"
+
 # The lines' clock (seconds, monotonic); a test moves it to see the throttle work.
 clock: Callable[[], float] = time.monotonic
 

@@ -340,6 +340,30 @@ def test_refused_requests_are_logged_without_the_token_rate_limited_and_reported
     assert bogus not in logged and tokens["north"] not in logged
 
 
+def test_the_query_report_gives_the_no_valid_token_row_no_quota(
+    matcher: Matcher,
+    project: ProjectTokens,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Callers with no valid token are no member's: their row has no daily limit (it said
+    10000, the default quota, which no one holds)."""
+    bogus = "bm_" + secrets.token_urlsafe(24)
+    with (
+        MatcherClient(matcher.target, bogus, retry=NO_RETRY) as stranger,
+        pytest.raises(MatcherError, match="UNAUTHENTICATED"),
+    ):
+        stranger.describe("trial")
+    with matcher.operator() as op:
+        report = {v.member: v for v in op.query_report("trial")}
+    assert report["(no valid token)"].per_day_limit == 0, report
+    assert report["north"].per_day_limit == 10_000  # (the default quota, a member's)
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    assert main(["admin", "query-report", "--project", "trial", "--server", matcher.target]) == 0
+    (row,) = [r for r in capsys.readouterr().out.splitlines() if "(no valid token)" in r]
+    assert row.split()[3:9] == ["0", "0", "0", "0", "-", "0"], row  # (limit/day: none)
+
+
 def test_refusals_of_the_user_request_and_listing_calls_are_logged_and_counted(
     matcher: Matcher, project: ProjectTokens, caplog: pytest.LogCaptureFixture
 ) -> None:

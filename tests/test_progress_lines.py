@@ -122,7 +122,8 @@ def test_upload_and_run_piped_print_progress_lines(
     for name, folder in folders.items():
         assert main(["upload", str(folder), *server, "--token", project.tokens[name]]) == 0
     out, err = capsys.readouterr()
-    assert "uploading: 5/5 rec (100%)" in err.splitlines()
+    # rows, as encode's lines and report count them (it said "5/5 rec")
+    assert "uploading: 5/5 rows (100%)" in err.splitlines()
     assert "waiting for the matcher to store it" in err.splitlines()
     assert "uploading" not in out
     # -q: nothing at all, as `encode -q` and `two-server upload -q` (it still said `Uploaded

@@ -332,6 +332,105 @@ def test_a_person_with_nothing_usable_or_a_bad_value_is_refused_as_it_is(
     assert "nothing was queried" in message and not_said not in message
 
 
+def test_a_sex_code_given_to_query_is_refused_saying_what_it_takes_and_how_codes_are_read(
+    matcher: Matcher,
+    project: ProjectTokens,
+    encoded: dict[str, Encoded],
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--sex 1` was refused with no hint: a mapping's `values` (an export's codes) apply to a
+    CSV of people queried with it, never to the options; the refusal says so."""
+    with matcher.member(project.tokens["south"]) as south:
+        index_all(south, "trial", encoded["south"])
+    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
+    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
+    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    peter = ["--given-name", "Peter", "--surname", "Nowak", "--dob", "14/08/1979"]
+    assert main([*query, *peter, "--sex", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "sex: '1' is not one of F, M, X; nothing was queried (--sex takes F, M, X" in err
+    assert 'a mapping that says what each means: values = { "1" = "M", "2" = "F"' in err
+    people, mapping = tmp_path / "people.csv", tmp_path / "people.toml"
+    people.write_text("id,First,Last,Born,Gender\np1,Peter,Nowak,1979-08-14,1\n", encoding="utf-8")
+    fields = 'given_name = "First"\nsurname = "Last"\ndob = "Born"\n'
+    mapping.write_text(f'id = "id"\n[fields]\n{fields}sex = "Gender"\n', encoding="utf-8")
+    assert main([*query, str(people), "--mapping", str(mapping)]) == 2
+    err = capsys.readouterr().err
+    assert "for sex's codes, say what each means with values = {" in err and "people.toml" in err
+    assert "date_format" not in err  # (it was told how to declare dates, for a sex code)
+    coded = 'sex = { column = "Gender", values = { "1" = "M", "2" = "F" } }\n'
+    mapping.write_text(f'id = "id"\n[fields]\n{fields}{coded}', encoding="utf-8")
+    assert main([*query, str(people), "--mapping", str(mapping)]) == 0
+    assert "p1: held by south" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (["--surname", "Now\x85ak"], "--surname: 'Now\\x85ak' holds U+0085"),
+        (["--field", "surname=Now\x9bak"], "--field surname: 'Now\\x9bak' holds U+009B"),
+        (["--person-file", "PERSON"], "surname in --person-file PERSON: 'Now\\x85ak' holds"),
+        # (a value over the csv module's cell limit named the file as well)
+        (["--person-file", "LONG"], "surname in --person-file LONG: 200000 characters, more"),
+    ],
+)
+def test_a_garbled_query_value_names_its_option_not_a_temporary_file(
+    secret_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    given: list[str],
+    named: str,
+) -> None:
+    """A C1 control character in a value given as an option named the query's temporary
+    CSV (/tmp/blindmatch-query-.../query.csv, row 2); it names the option."""
+    person = tmp_path / "person.txt"  # (U+0085 is a line end to str.splitlines())
+    person.write_text("given_name=Peter\nsurname=Now\x85ak\n", encoding="utf-8")
+    long = tmp_path / "long.txt"
+    long.write_text(f"given_name=Peter\nsurname={'a' * 200_000}\n", encoding="utf-8")
+    given = [{"PERSON": str(person), "LONG": str(long)}.get(g, g) for g in given]
+    query = ["query", "--project", "trial", "--token", "bm_unused", "--quiet"]
+    query += ["--server", "127.0.0.1:9", "--schema", str(PERSON_SCHEMA)]  # (not reached)
+    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    peter = [] if "--person-file" in given else ["--given-name", "Peter"]
+    assert main([*query, *peter, *given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: cannot read the person to query: "), err
+    named = named.replace("PERSON", str(person)).replace("LONG", str(long))
+    assert named in err and "nothing was queried" in err
+    assert "query.csv" not in err and "blindmatch-query-" not in err and "row 2" not in err
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        (["--surname", "Now\udc85ak"], "--surname: holds byte 0x85"),
+        (["--surname", "Nowak", "--purpose=case\udce9"], "--purpose: holds byte 0xE9"),
+        (["--field", "surname=Now\udc85ak"], "--field: holds byte 0x85"),
+    ],
+)
+def test_a_query_value_in_bytes_that_are_not_utf8_is_named_not_a_traceback(
+    matcher: Matcher,
+    project: ProjectTokens,
+    secret_file: Path,
+    capsys: pytest.CaptureFixture[str],
+    given: list[str],
+    named: str,
+) -> None:
+    """argv's bytes that are not UTF-8 (a latin-1 terminal; Python keeps them as surrogates)
+    ended `query` in a UnicodeEncodeError traceback where it sent them as text."""
+    query = ["query", "--project", "trial", "--token", project.tokens["north"], "--quiet"]
+    query += ["--server", matcher.target, "--schema", str(PERSON_SCHEMA)]
+    query += ["--secret-file", str(secret_file), "--purpose", PURPOSE]
+    assert main([*query, "--given-name", "Peter", *given]) == 2
+    err = capsys.readouterr().err
+    why = "the terminal or script passed it in another encoding"
+    assert err == f"Error: {named}, which is not UTF-8 text ({why}): give it as UTF-8\n"
+    with matcher.operator() as op:
+        assert not [e for e in op.audit("trial") if str(e["action"]).startswith("query")]
+
+
 # -- disclosure -----------------------------------------------------------------------------
 
 

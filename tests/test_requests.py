@@ -447,6 +447,34 @@ def test_project_show_checks_an_encoded_folder_against_the_projects_fingerprint(
         member.upload("trial", south_ok)
 
 
+def test_project_show_help_says_the_fingerprint_shown_is_the_earliest_held_not_the_first(
+    matcher: Matcher,
+    project: ProjectTokens,
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """North uploads first, south next, north again: the fingerprint id is shown from
+    south's upload, the earliest held; the help said "set by the first upload"."""
+    assert cli(matcher, "project", "show", "trial", "--token", project.tokens["north"]) == 0
+    assert "encodings: none held (the next upload sets the fingerprint id)" in (
+        capsys.readouterr().out
+    )  # (was "none uploaded yet (the first upload sets ...)": after erasures, none held)
+    north = encode(orgs["north"], tmp_path / "north.encoded")
+    south = encode(orgs["south"], tmp_path / "south.encoded")
+    for name, folder in (("north", north), ("south", south), ("north", north)):
+        with matcher.member(project.tokens[name]) as member:
+            member.upload("trial", folder)
+    assert cli(matcher, "project", "show", "trial", "--token", project.tokens["north"]) == 0
+    assert "(2048-bit CLKs; of south's upload, the earliest held)" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as done:
+        main(["project", "show", "--help"])
+    assert done.value.code == 0
+    told = " ".join(capsys.readouterr().out.split())
+    assert "set by the first upload" not in told
+    assert "shown from the earliest held" in told and "the next upload sets it" in told
+
+
 def test_project_commands_take_the_project_as_name_or_as_option(
     matcher: Matcher,
     project: ProjectTokens,

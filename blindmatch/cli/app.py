@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
 
-    return run(command)
+    return run(command, argv)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -202,9 +202,10 @@ def say_error(message: str) -> None:
     print(f"Error: {message}", file=sys.stderr)
 
 
-def run(command: Callable[[], int]) -> int:
-    """Run a command (parsing its options, then its handler); every failure the user can act
-    on becomes a message. Help and usage errors exit through argparse, as usual."""
+def run(command: Callable[[], int], argv: Sequence[str] | None = None) -> int:
+    """Run a command (parsing its options, then its handler; `argv` its arguments, else
+    sys.argv's); every failure the user can act on becomes a message. Help and usage errors
+    exit through argparse, as usual."""
     try:
         code = int(command())
         sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
@@ -228,6 +229,12 @@ def run(command: Callable[[], int]) -> int:
         name = exc.filename2 if exc.filename2 is not None else exc.filename
         say_error(f"{name}: {exc.strerror or exc}")
         return 2 if exc.errno in LOCAL_INPUT_ERRNOS else 1
+    except UnicodeEncodeError as exc:
+        said = not_utf8(sys.argv[1:] if argv is None else argv)
+        if said is None or "surrogates" not in exc.reason:
+            raise
+        say_error(said)
+        return 2
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] != "clkhash":
             raise
@@ -237,6 +244,28 @@ def run(command: Callable[[], int]) -> int:
         return _terminated()
     except KeyboardInterrupt:
         return _interrupted()
+
+
+def not_utf8(argv: Sequence[str]) -> str | None:
+    """The first argument given in bytes that are not UTF-8 (a terminal or script in another
+    encoding; Python keeps them as surrogates), named by its option, for a value that failed
+    where it is sent as text (a --purpose, a project name): it was a traceback. None: none
+    is. (A path in such bytes opens: it fails nowhere.)"""
+    for i, arg in enumerate(argv):
+        byte = next((ord(c) - 0xDC00 for c in arg if "\udc80" <= c <= "\udcff"), None)
+        if byte is None:
+            continue
+        if arg.startswith("--") and "=" in arg:
+            name = arg.split("=", 1)[0]
+        elif i and argv[i - 1].startswith("-") and not arg.startswith("-"):
+            name = argv[i - 1]
+        else:
+            name = f"argument {i + 1}"
+        return (
+            f"{name}: holds byte 0x{byte:02X}, which is not UTF-8 text (the terminal or script "
+            "passed it in another encoding): give it as UTF-8"
+        )
+    return None
 
 
 def _stdout_gone() -> bool:

@@ -236,7 +236,7 @@ def _show(info: ProjectInfo) -> None:
             + f"of {info.fingerprint_from}'s upload, the earliest held)"
         )
     else:
-        print("  encodings: none uploaded yet (the first upload sets the fingerprint id)")
+        print("  encodings: none held (the next upload sets the fingerprint id)")
     for m in info.members:
         state = upload_state(m)
         consent = f"; consents to {m.consent}" if m.consent else ""
@@ -461,7 +461,9 @@ def register(sub: Subcommands) -> None:
         "show",
         help="a project's settings, members, fingerprint id and latest run (member or operator)",
         description="Show a project: its settings, each member's upload status and consent, "
-        "the encoding fingerprint id every upload must share (set by the first upload), and "
+        "the encoding fingerprint id every upload must share (the uploads held share it: "
+        "shown from the earliest held, which an erasure or a new upload of that member "
+        "changes; with none held, the next upload sets it), and "
         "the latest run. With a member token (--token-file, --token or $BLINDMATCH_TOKEN) as "
         "that member sees it (audited); otherwise, or with --operator, the operator's view "
         "($BLINDMATCH_ADMIN_TOKEN). --encoded checks an ENCODED folder's fingerprint id "

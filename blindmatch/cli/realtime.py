@@ -148,7 +148,8 @@ def _person_file(path: str) -> dict[str, str]:
         raise InputError(f"--person-file {where}: cannot read it ({why})") from None
     text = text.removeprefix("\ufeff")  # the byte-order mark Windows Notepad writes
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    # (lines end at \n or \r alone: splitlines() also splits at U+0085 and U+2028 in a value)
+    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, sep, value = line.partition("=")
@@ -162,22 +163,24 @@ def _person_file(path: str) -> dict[str, str]:
     return values
 
 
-def _query_values(args: argparse.Namespace) -> dict[str, str]:
-    values: dict[str, str] = {}
+def _query_values(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]]:
+    """The person's values by field, and how each was given (`--surname`), for errors."""
+    values, given = dict[str, str](), dict[str, str]()
     if args.person_file:
         if args.field or any(getattr(args, name) is not None for name in PERSON_OPTIONS):
             raise InputError("give the person in --person-file or as options, not both")
-        return _person_file(args.person_file)
+        values = _person_file(args.person_file)
+        return values, {f: f"{f} in --person-file {args.person_file}" for f in values}
     for item in args.field or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise InputError(f"--field {item!r}: expected NAME=VALUE, e.g. surname=Smith")
-        values[name.strip()] = value
-    for name in PERSON_OPTIONS:
+        values[name.strip()], given[name.strip()] = value, f"--field {name.strip()}"
+    for name, flag in PERSON_OPTIONS.items():
         value = getattr(args, name)
         if value is not None:
-            values[name] = value
-    return values
+            values[name], given[name] = value, flag
+    return values, given
 
 
 def encode_query(
@@ -201,7 +204,7 @@ def encode_query(
     secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
     if weak:
         print(f"warning: {weak}", file=sys.stderr)
-    values = _query_values(args)
+    values, given = _query_values(args)
     if args.data:
         if values:
             raise InputError(f"give either a CSV of people to {verb} or fields, not both")
@@ -218,7 +221,7 @@ def encode_query(
             args.data, schema, load_mapping(args.mapping, schema), secret, allow_empty=True,
             duplicate_hint=f"give each person in the CSV its own id to {verb}",
         )  # fmt: skip
-        refuse_unreadable(result, verb=verb, mapping=Path(args.mapping))
+        refuse_unreadable(result, verb=verb, mapping=Path(args.mapping), schema=schema)
         refuse_nothing_usable(result, verb=verb)
         if len(result.ids) > MAX_QUERY_RECORDS:  # refused here, before any CLK is sent
             raise InputError(
@@ -238,7 +241,7 @@ def encode_query(
             formats = {f: [args.date_format] for f in values}
         if args.dob_format:
             formats["dob"] = [args.dob_format]
-        result = encode_person(schema, secret, values, formats, verb=verb)
+        result = encode_person(schema, secret, values, formats, verb=verb, given=given)
         labels = ["query"]
     if not result.ids:
         raise InputError(f"{args.data}: no records to {verb} (the file has none)")

@@ -38,7 +38,7 @@ from blindmatch.client.encoding.readcsv import (
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
-from blindmatch.client.progress import Progress
+from blindmatch.client.progress import ROWS, Progress
 
 # Below this share of present values a field is called sparse in the report.
 SPARSE_BELOW = 0.8
@@ -158,7 +158,7 @@ def encode_csv(
     """Normalise and encode every row of `csv_path`; see the module docstring."""
     csv_path = Path(csv_path)
     report = EncodeReport(source=str(csv_path))
-    reading = Progress("reading", unit=" rows", enabled=progress)
+    reading = Progress("reading", unit=ROWS, enabled=progress)
     try:
         ids, rows = read_rows(
             csv_path, schema, mapping, report, on_duplicate_id=on_duplicate_id,
@@ -209,7 +209,7 @@ def encode_csv(
     # One bar over the rows, as the report counts them, through both passes: with a fallback
     # CLK each of a row's two CLKs is half of it (the second pass used to run after the bar
     # had reached 100%; then the bar counted CLKs, "6/12 CLKs" beside "Encoded 6 of 6 rows").
-    bar = Progress("encoding", len(rows), unit=" rows", enabled=progress)
+    bar = Progress("encoding", len(rows), unit=ROWS, enabled=progress)
     tick = _in_rows(bar.update, 2 if schema.fallback else 1)
     try:
         if schema.field_level:

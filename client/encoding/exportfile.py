@@ -123,11 +123,6 @@ def refuse_control_characters(
         char = found.group()
         column = header[at] if at < len(header) and line > 1 else f"{at + 1}"
         where = "the header" if line == 1 else f"row {line}"
-        seen = char.encode("latin-1").decode("cp1252", "replace")
-        byte = f"0x{ord(char):02X}"
-        as_cp1252 = f"; cp1252 (Excel's Windows code page) writes {seen!r} with byte {byte}" * (
-            seen != "\ufffd"
-        )
         if encoding.startswith("utf"):
             fix = (
                 "the file was converted to UTF-8 from a code page as if it were latin-1; "
@@ -140,8 +135,18 @@ def refuse_control_characters(
             )
         raise InputError(
             f"{path}: {where}, column {column}: {cell.strip(' ')!r} holds U+{ord(char):04X}, a "
-            f"control character no text holds{as_cp1252}; {fix}"
+            f"control character no text holds{as_cp1252(char)}; {fix}"
         )
+
+
+def as_cp1252(char: str) -> str:
+    """What cp1252 writes with the byte of the C1 control `char`, said after it ("" for a
+    byte cp1252 leaves unused)."""
+    seen = char.encode("latin-1").decode("cp1252", "replace")
+    byte = f"0x{ord(char):02X}"
+    return f"; cp1252 (Excel's Windows code page) writes {seen!r} with byte {byte}" * (
+        seen != "\ufffd"
+    )
 
 
 # Symbols no name or postcode holds (U+00A1-U+00BF, the multiplication and division signs):

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.client.encoding.encode import EncodeResult, encode_csv
+from blindmatch.client.encoding.exportfile import C1_CONTROLS, as_cp1252
 from blindmatch.client.encoding.frequency import MIN_VALUES, untiered
 from blindmatch.client.encoding.mapping import ColumnMap
 from blindmatch.client.encoding.mapping import Mapping as ColumnMapping
@@ -33,9 +34,11 @@ def encode_person(
     date_formats: Mapping[str, Sequence[str]] | None = None,
     *,
     verb: str = "query",
+    given: Mapping[str, str] | None = None,
 ) -> EncodeResult:
     """Encode one person given on the command line, exactly as `encode` would (`verb`: what
-    the command does with it, `query` or `watch`, for its errors).
+    the command does with it, `query` or `watch`, for its errors; `given`: how each field's
+    value was given, "--surname", for the errors that name it).
 
     `values` maps schema fields to raw values; it goes through a one-row CSV and the
     same mapping, normalisation and encoder as an export, so the CLK is identical to
@@ -58,6 +61,7 @@ def encode_person(
         )
     if not any(v.strip() for v in values.values()):
         raise InputError(f"give at least one field of the person to {verb}, e.g. --surname")
+    _refuse_garbled(values, given or {}, verb)
     fields = list(values)
     date_fields = {rule.name for rule in schema.rules if rule.kind == "date"}
     formats = {f: tuple((date_formats or {}).get(f) or QUERY_DATE_FORMATS) for f in date_fields}
@@ -72,9 +76,12 @@ def encode_person(
             id_column="query_id",
             fields={f: ColumnMap((f,), formats.get(f, ())) for f in fields},
         )
-        result = encode_csv(path, schema, mapping, secret)
+        try:
+            result = encode_csv(path, schema, mapping, secret)
+        except InputError as exc:  # (any other: never the name of a file the user never gave)
+            raise type(exc)(str(exc).replace(f"{path}: row 2", "the person given")) from None
     result.report.source = "the command line"
-    refuse_unreadable(result, one_person=True, verb=verb, date_fields=date_fields)
+    refuse_unreadable(result, one_person=True, verb=verb, schema=schema, given=given)
     if not result.present.any():  # '-', 'N/A', '?': given, but no value once normalised
         raise InputError(
             f"cannot read the person to {verb}: no value given is usable ({', '.join(fields)}: "
@@ -118,6 +125,50 @@ def _nothing(verb: str) -> str:
     return "nothing was queried" if verb == "query" else "nothing was sent"
 
 
+def _refuse_garbled(values: Mapping[str, str], given: Mapping[str, str], verb: str) -> None:
+    """A value given holding a C1 control character (text converted from cp1252 as if it
+    were latin-1, then pasted), or longer than a CSV cell may be, is refused naming how it
+    was given (`given`, else the field): the one-row CSV it is read through is a temporary
+    file the user never named."""
+    for field, value in values.items():
+        if len(value) > csv.field_size_limit():
+            raise InputError(
+                f"cannot read the person to {verb}: {given.get(field, field)}: "
+                f"{len(value)} characters, more than a value may hold "
+                f"({csv.field_size_limit()}); {_nothing(verb)}"
+            )
+        found = C1_CONTROLS.search(value)
+        if found is not None:
+            char = found.group()
+            raise InputError(
+                f"cannot read the person to {verb}: {given.get(field, field)}: {value!r} holds "
+                f"U+{ord(char):04X}, a control character no text holds{as_cp1252(char)}; it "
+                f"was converted from a code page as if it were latin-1: type the value, or "
+                f"copy it from the original; {_nothing(verb)}"
+            )
+
+
+def _enum_hint(
+    field: str, allowed: Sequence[str], flag: str, mapping: Path | None, verb: str
+) -> str:
+    """How to give a value of the enumeration `field` (allowed: `allowed`), `flag` naming
+    the option (one person) or, with `mapping` (a CSV), the codes' fix there."""
+    sexes = all(len(v) == 1 for v in allowed) and {"F", "M"} <= set(allowed)
+    words = " (or a word starting with one: female reads as F)" * sexes
+    codes = "values = { " + ('"1" = "M", "2" = "F"' if sexes else f'"CODE" = "{allowed[0]}"')
+    codes += ", ... }"
+    if mapping is not None:
+        return (
+            f"; for {field}'s codes, say what each means with {codes} in "
+            f"{mapping.name} (docs/mapping.md)"
+        )
+    return (
+        f" ({flag} takes {', '.join(allowed)}{words}; an export's codes, such as 1 and 2, are "
+        f"read only from a CSV of people to {verb} given with a mapping that says what each "
+        f"means: {codes} (docs/mapping.md))"
+    )
+
+
 def refuse_unreadable(
     result: EncodeResult,
     *,
@@ -125,18 +176,29 @@ def refuse_unreadable(
     verb: str = "query",
     mapping: Path | None = None,
     date_fields: Collection[str] = (),
+    schema: LinkageSchema | None = None,
+    given: Mapping[str, str] | None = None,
 ) -> None:
     """A query must not answer "not held" for a person it could not read: any invalid or
     ambiguous value is an error naming the field (and, for a CSV, the file, row and column,
     and the fix there: the CSV's values and its `mapping`, not the one-person options; for
-    one person, how to give a date only where one of `date_fields` was unreadable)."""
+    one person, how to give a date only where one of `date_fields` was unreadable). With
+    the `schema`, its date fields are `date_fields`, and a value of an enumeration it could
+    not read is told the values it takes (for one person, by its option, `given`) and how
+    an export's codes are read."""
+    if schema is not None:
+        date_fields = {r.name for r in schema.rules if r.kind == "date"}
+    enums = {r.name: r.enum_values for r in (schema.rules if schema else ()) if r.kind == "enum"}
+    coded = ""  # the first enumeration with a value it could not read
     problems = []
     dated = False  # a date that another format would read (not 31/02/1980: no format does)
-    formats = False  # and for a CSV, any value but such a date
+    formats = False  # for a CSV: a value some format may read (of a date field, with `schema`)
     for fr in result.report.fields:
         for item in (*fr.invalid_rows, *fr.ambiguous_rows):
-            formats = formats or NOT_A_REAL_DATE not in item["reason"]
-            dated = dated or (fr.field in date_fields and NOT_A_REAL_DATE not in item["reason"])
+            coded = coded or (fr.field if fr.field in enums else "")
+            readable = NOT_A_REAL_DATE not in item["reason"]  # (by some format)
+            formats = formats or (readable and (schema is None or fr.field in date_fields))
+            dated = dated or (fr.field in date_fields and readable)
             if one_person:
                 problems.append(f"{fr.field}: {item['reason']}")
             else:
@@ -153,6 +215,9 @@ def refuse_unreadable(
             if dated
             else ""
         )
+        if coded:
+            flag = (given or {}).get(coded, coded)
+            hint += _enum_hint(coded, enums[coded], flag, None, verb)
         raise InputError(f"cannot read the person to {verb}: {shown}{more}; {_nothing(verb)}{hint}")
     source = result.report.source
     in_mapping = f" in {mapping.name}" if mapping else " in the mapping"
@@ -161,6 +226,8 @@ def refuse_unreadable(
         if formats
         else ""
     )
+    if coded:
+        hint += _enum_hint(coded, enums[coded], "", mapping or Path("the mapping"), verb)
     raise InputError(
         f"{source}: cannot read the records to {verb}: {shown}{more}; {_nothing(verb)} (fix "
         f"or blank those values in {source}{hint})"

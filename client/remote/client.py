@@ -159,10 +159,10 @@ class MatcherClient(OperatorCalls):
         stores nothing twice. The progress bar counts CLKs sent in the current
         attempt and starts again from zero, saying so, when a retry restarts it.
         """
-        from blindmatch.client.progress import Progress
+        from blindmatch.client.progress import ROWS, Progress
 
         key = upload_id or uuid.uuid4().hex
-        bar = Progress("uploading", encoded.record_count, unit="rec", enabled=progress)
+        bar = Progress("uploading", encoded.record_count, unit=ROWS, enabled=progress)
         attempts = [0]
 
         def messages() -> Iterator[pb.UploadRequest]:

@@ -44,7 +44,7 @@ class QueryVolume:
     records: int
     records_with_hits: int
     peak_per_minute: int
-    per_day_limit: int
+    per_day_limit: int  # 0: none applies (the row of callers with no valid token)
     distinct_purposes: int
     refused: int
     flags: tuple[str, ...]
@@ -111,7 +111,8 @@ def volume_report(
             per_minute[int(e.time // 60)] = per_minute.get(int(e.time // 60), 0) + e.records
         n = records[member]
         hits = sum(e.records_with_hits for e in answered)
-        limit = limits.get(member, DEFAULT_QUOTA)
+        # (a row of no member's, the callers with no valid token, has no quota: limit 0)
+        limit = limits.get(member, DEFAULT_QUOTA) if member in members else None
         flags = []
         others = [records[m] for m in records if m != member]
         baseline = statistics.median(others) if others else median
@@ -120,7 +121,7 @@ def volume_report(
                 f"{n} records queried, over {VOLUME_FACTOR:g}x the other members' median "
                 f"({baseline:g})"
             )
-        if n >= QUOTA_SHARE * limit.per_day * window_days:
+        if limit is not None and n >= QUOTA_SHARE * limit.per_day * window_days:
             flags.append(f"used {n / (limit.per_day * window_days):.0%} of its quota")
         if n >= PROBE_RECORDS and hits <= PROBE_HIT_RATE * n:
             flags.append(f"{hits} of {n} queried records hit: looks like probing")
@@ -147,7 +148,7 @@ def volume_report(
                 records=n,
                 records_with_hits=hits,
                 peak_per_minute=max(per_minute.values(), default=0),
-                per_day_limit=limit.per_day,
+                per_day_limit=limit.per_day if limit is not None else 0,
                 distinct_purposes=len({e.purpose for e in answered}),
                 refused=refused,
                 flags=tuple(flags),

@@ -123,7 +123,8 @@ class LookupServers(ServerStates):
                 for other in calls.values():
                     other.cancel()
                 raise errors.Unavailable(
-                    f"{self._name(i)} did not answer: {wire.reason(exc)}; no answer is given "
+                    f"{self._name(i)} did not answer: "
+                    f"{wire.reason(exc, grpc.StatusCode.UNAVAILABLE)}; no answer is given "
                     "without every shard"
                 ) from None
             why = self._check_state(i, reply.state, rereading.get(i))

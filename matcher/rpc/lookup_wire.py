@@ -124,9 +124,13 @@ def failure_of(call: grpc.Future) -> str:
     return outcome(call)[0]
 
 
-def reason(exc: grpc.RpcError) -> str:
+def reason(exc: grpc.RpcError, said: grpc.StatusCode | None = None) -> str:
+    """`exc`'s detail and its status; the status left out where it is `said`, the one the
+    matcher's own refusal carries (a caller is told it once)."""
     code = code_of(exc)
     detail = exc.details() if hasattr(exc, "details") else str(exc)
+    if code is not None and code == said:
+        return detail
     return f"{detail} [{code.name if code else 'UNKNOWN'}]"
 
 
