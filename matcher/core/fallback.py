@@ -50,7 +50,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import fallbackpass
 from blindmatch.matcher.core.compare import Candidates
-from blindmatch.matcher.core.kernel import Clks
+from blindmatch.matcher.core.kernel import Clks, dice_each
 from blindmatch.matcher.core.solve import by_datasets, dice
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.errors import InvalidArgument
@@ -229,10 +229,12 @@ def rescored(
 
 
 def _rule_scores(
-    pairs: Candidates, split: Split, sel: npt.NDArray[np.intp], rule: Rule
+    pairs: Candidates, split: Split, sel: npt.NDArray[np.intp], rule: Rule, path: str = "auto"
 ) -> npt.NDArray[np.float64]:
     """S of the pairs `sel` (both records have the fields), D1 and D2 recomputed exactly
-    (as `pair_scores`), so that the kernel's and LSH's candidates score alike."""
+    (as `pair_scores`), so that the kernel's and LSH's candidates score alike: by the native
+    kernel's `dice_each` (`path` "numpy": gathered rows in numpy, as before; the same
+    floats, benchmarks/rulescore.py)."""
     out = np.empty(len(sel), dtype=np.float64)
     d0, d1, r0, r1 = pairs.dset0[sel], pairs.dset1[sel], pairs.rec0[sel], pairs.rec1[sel]
     for a, b, part in by_datasets(d0, d1):
@@ -240,13 +242,13 @@ def _rule_scores(
             p = part[lo : lo + _SCORE_CHUNK]
             ra, rb = r0[p], r1[p]
             out[p] = rule.score(
-                dice(split.first[a][ra], split.first[b][rb]),
-                dice(split.second[a][ra], split.second[b][rb]),
+                dice_each(split.first[a], split.first[b], ra, rb, path=path),
+                dice_each(split.second[a], split.second[b], ra, rb, path=path),
             )
     return out
 
 
-_SCORE_CHUNK = 1 << 18  # pairs scored at once: bounds the gathered rows' memory
+_SCORE_CHUNK = 1 << 18  # pairs scored at once: bounds the index copies (numpy: the gathered rows)
 
 
 __all__ = [
