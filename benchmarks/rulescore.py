@@ -16,10 +16,10 @@ out, as `rescored` leaves them out.
 
 `_rule_scores` of those pairs, best of `--repeat`, by each path: "numpy" (the code before),
 then each native path this CPU runs (`kernel.paths()`, "avx512" where it has VPOPCNTQ):
-ns a pair, the ratio to numpy, and whether the scores are the numpy path's bit for bit
-(float64 compared as their 64-bit words). Also the rule's own arithmetic (`Rule.score` on
-arrays as long), the part left in numpy. No timing is asserted anywhere; the figures go to
-docs/performance.md by hand.
+CPU ns a pair (one thread), the ratio to numpy, and whether the scores are the numpy path's
+bit for bit (float64 compared as their 64-bit words). Also the rule's own arithmetic
+(`Rule.score` on arrays as long), the part left in numpy. No timing is asserted anywhere;
+the figures go to docs/performance.md by hand.
 """
 
 from __future__ import annotations
@@ -96,12 +96,13 @@ def both_have(pairs: Candidates, split: Split) -> npt.NDArray[np.intp]:
 def best(
     repeat: int, work: Callable[[], npt.NDArray[np.float64]]
 ) -> tuple[float, npt.NDArray[np.float64]]:
-    """The best wall seconds of `repeat` runs of `work`, and its last answer."""
+    """The best CPU seconds of `repeat` runs of `work` (one thread: on a shared machine the
+    steadier figure than wall time), and its last answer."""
     took, out = float("inf"), None
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = time.process_time()
         out = work()
-        took = min(took, time.perf_counter() - started)
+        took = min(took, time.process_time() - started)
     assert out is not None
     return took, out
 
@@ -124,12 +125,12 @@ def main() -> int:
           f"by S (best of {args.repeat}):")  # fmt: skip
     base, reference = best(args.repeat, lambda: _rule_scores(pairs, split, sel, RULE, "numpy"))
     n = max(len(sel), 1)
-    print(f"  {'numpy':<8} {base:8.3f} s {base / n * 1e9:9.1f} ns a pair")
+    print(f"  {'numpy':<8} {base:8.3f} CPU s {base / n * 1e9:9.1f} ns a pair")
     for path in [p for p in kernel.paths() if p != "numpy"]:
         took, scores = best(args.repeat, functools.partial(_rule_scores, pairs, split, sel,
                                                            RULE, path))  # fmt: skip
         same = np.array_equal(scores.view(np.uint64), reference.view(np.uint64))
-        print(f"  {path:<8} {took:8.3f} s {took / n * 1e9:9.1f} ns a pair  ratio (numpy / "
+        print(f"  {path:<8} {took:8.3f} CPU s {took / n * 1e9:9.1f} ns a pair  ratio (numpy / "
               f"{path}) {base / max(took, 1e-9):7.1f}  scores identical: {same}")  # fmt: skip
     d1 = np.linspace(0.79, 1.0, len(sel))
     took, _ = best(args.repeat, lambda: RULE.score(d1, d1[::-1].copy()))
