@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.realclks import cache_dir, layout, realistic_pair
 from blindmatch.matcher.core import kernel
 from blindmatch.matcher.core.compare import Candidates
-from blindmatch.matcher.core.fallback import Split, _rule_scores, on_fallback
+from blindmatch.matcher.core.fallback import Split, _rule_scores, with_fields
 from blindmatch.matcher.domain import Rule
 
 RULE = Rule(0.25, 0.03, 0.01)  # schemas/person-uk.json
@@ -81,18 +81,6 @@ def candidates(split: Split, want: int) -> tuple[Candidates, float]:
     return Candidates(cat("sims"), cat("dset0"), cat("dset1"), cat("rec0"), cat("rec1")), t
 
 
-def both_have(pairs: Candidates, split: Split) -> npt.NDArray[np.intp]:
-    """The pairs where both records have the fields (the ones `rescored` scores by S)."""
-    sides = []
-    for dset, rec in ((pairs.dset0, pairs.rec0), (pairs.dset1, pairs.rec1)):
-        lacks = np.zeros(len(pairs), dtype=bool)
-        for d, lack in enumerate(split.lacking):
-            sel = np.flatnonzero(dset == d)
-            lacks[sel] = lack[rec[sel]]
-        sides.append(lacks)
-    return np.flatnonzero(~on_fallback(*sides))
-
-
 def best(
     repeat: int, work: Callable[[], npt.NDArray[np.float64]]
 ) -> tuple[float, npt.NDArray[np.float64]]:
@@ -118,7 +106,7 @@ def main() -> int:
     data = datasets(args.pair, args.datasets)
     split = Split.of(data, layout()[1])
     pairs, t = candidates(split, args.pairs)
-    sel = both_have(pairs, split)
+    sel = with_fields(pairs, split)
     sizes = ", ".join(f"{len(d):,}" for d in data)
     print(f"{args.datasets} datasets of {sizes} realistic rows; {len(pairs):,} candidate pairs "
           f"(first CLKs' Dice >= {t:.2f}), {len(sel):,} where both have the fields, scored "

@@ -189,6 +189,19 @@ def _fallback_pairs(
                              progress=progress).parts  # fmt: skip
 
 
+def with_fields(pairs: Candidates, split: Split) -> npt.NDArray[np.intp]:
+    """The positions of the pairs whose two records both have the left-out fields (the pairs
+    `rescored` keeps on their first CLKs, by S under a rule)."""
+    sides = []
+    for dset, rec in ((pairs.dset0, pairs.rec0), (pairs.dset1, pairs.rec1)):
+        lacks = np.zeros(len(pairs), dtype=bool)
+        for a, lack in enumerate(split.lacking):
+            sel = np.flatnonzero(dset == a)
+            lacks[sel] = lack[rec[sel]]
+        sides.append(lacks)
+    return np.flatnonzero(~on_fallback(*sides))
+
+
 def rescored(
     first_pairs: Candidates,
     split: Split,
@@ -203,14 +216,7 @@ def rescored(
     at or above `rule.candidate_floor(threshold)`, and the first kind is kept (and scored)
     by S >= threshold. `found`: the fallback CLKs' pairs already found (`fallbackpass.find`,
     e.g. by LSH, with its progress), instead of comparing every pair of them here."""
-    sides = []
-    for dset, rec in ((first_pairs.dset0, first_pairs.rec0), (first_pairs.dset1, first_pairs.rec1)):
-        lacks = np.zeros(len(first_pairs), dtype=bool)
-        for a, lack in enumerate(split.lacking):
-            sel = np.flatnonzero(dset == a)
-            lacks[sel] = lack[rec[sel]]
-        sides.append(lacks)
-    keep: npt.NDArray[np.intp] = np.flatnonzero(~on_fallback(*sides))
+    keep = with_fields(first_pairs, split)
     sims = first_pairs.sims
     if rule.active:
         sims = np.zeros(len(first_pairs), dtype=np.float64)
@@ -264,4 +270,5 @@ __all__ = [
     "pair_scores",
     "query_hits",
     "rescored",
+    "with_fields",
 ]
