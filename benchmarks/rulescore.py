@@ -2,7 +2,7 @@
 in numpy (gathered rows, as before) beside the native kernel (`kernel.dice_each`), in one run.
 
     .venv/bin/python benchmarks/rulescore.py [--pair 20000] [--datasets 3] [--pairs 3000000]
-        [--repeat 3]
+        [--repeat 3] [--workers 2]
 
 On realistic encodings as uploaded (`benchmarks/realclks.py`: real clkhash output of
 `messy.py` people under the default schema, a record-level CLK followed by its fallback CLK),
@@ -18,8 +18,9 @@ out, as `rescored` leaves them out.
 then each native path this CPU runs (`kernel.paths()`, "avx512" where it has VPOPCNTQ):
 CPU ns a pair (one thread), the ratio to numpy, and whether the scores are the numpy path's
 bit for bit (float64 compared as their 64-bit words). Also the rule's own arithmetic
-(`Rule.score` on arrays as long), the part left in numpy. No timing is asserted anywhere;
-the figures go to docs/performance.md by hand.
+(`Rule.score` on arrays as long), the part left in numpy; and with `--workers` N > 1 the
+default path on N threads (`rescored`'s workers) against one, in wall time. No timing is
+asserted anywhere; the figures go to docs/performance.md by hand.
 """
 
 from __future__ import annotations
@@ -82,15 +83,17 @@ def candidates(split: Split, want: int) -> tuple[Candidates, float]:
 
 
 def best(
-    repeat: int, work: Callable[[], npt.NDArray[np.float64]]
+    repeat: int,
+    work: Callable[[], npt.NDArray[np.float64]],
+    clock: Callable[[], float] = time.process_time,
 ) -> tuple[float, npt.NDArray[np.float64]]:
-    """The best CPU seconds of `repeat` runs of `work` (one thread: on a shared machine the
-    steadier figure than wall time), and its last answer."""
+    """The best seconds of `repeat` runs of `work` by `clock` (CPU: on a shared machine the
+    steadier figure for one thread), and its last answer."""
     took, out = float("inf"), None
     for _ in range(repeat):
-        started = time.process_time()
+        started = clock()
         out = work()
-        took = min(took, time.process_time() - started)
+        took = min(took, clock() - started)
     assert out is not None
     return took, out
 
@@ -102,6 +105,8 @@ def main() -> int:
     parser.add_argument("--datasets", type=int, default=3)
     parser.add_argument("--pairs", type=int, default=3_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="also the default path on this many threads, wall time")  # fmt: skip
     args = parser.parse_args()
     data = datasets(args.pair, args.datasets)
     split = Split.of(data, layout()[1])
@@ -120,6 +125,14 @@ def main() -> int:
         same = np.array_equal(scores.view(np.uint64), reference.view(np.uint64))
         print(f"  {path:<8} {took:8.3f} CPU s {took / n * 1e9:9.1f} ns a pair  ratio (numpy / "
               f"{path}) {base / max(took, 1e-9):7.1f}  scores identical: {same}")  # fmt: skip
+    if args.workers > 1:
+        run = functools.partial(_rule_scores, pairs, split, sel, RULE, workers=args.workers)
+        wall1, _ = best(args.repeat, functools.partial(_rule_scores, pairs, split, sel, RULE),
+                        time.perf_counter)  # fmt: skip
+        wall, scores = best(args.repeat, run, time.perf_counter)
+        same = np.array_equal(scores.view(np.uint64), reference.view(np.uint64))
+        print(f"  auto on {args.workers} threads: {wall:.3f} s wall against {wall1:.3f} s on one "
+              f"({wall1 / max(wall, 1e-9):.2f}x)  scores identical: {same}")  # fmt: skip
     d1 = np.linspace(0.79, 1.0, len(sel))
     took, _ = best(args.repeat, lambda: RULE.score(d1, d1[::-1].copy()))
     print(

@@ -65,6 +65,7 @@ def test_the_rule_scores_by_the_native_kernel_are_the_numpy_paths_bit_for_bit(
     reference = fallback._rule_scores(pairs, split, sel, rule, "numpy")
     for path in ["auto", *NATIVE_PATHS]:
         assert same_floats(fallback._rule_scores(pairs, split, sel, rule, path), reference), path
+    assert same_floats(fallback._rule_scores(pairs, split, sel, rule, workers=3), reference)
 
 
 @settings(max_examples=200, deadline=None)
@@ -90,7 +91,7 @@ def test_two_empty_rows_score_zero_and_a_row_with_itself_one() -> None:
         assert got.tolist() == [0.0, 1.0, 0.0], path
 
 
-def test_the_chunks_of_a_long_run_each_land_on_their_own_pairs(
+def test_the_chunks_of_a_long_run_each_land_on_their_own_pairs_on_one_thread_or_several(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     rng = np.random.default_rng(5)
@@ -107,6 +108,9 @@ def test_the_chunks_of_a_long_run_each_land_on_their_own_pairs(
     monkeypatch.setattr(fallback, "_SCORE_CHUNK", 7)
     assert same_floats(fallback._rule_scores(pairs, split, sel, DEFAULT), whole)
     assert same_floats(fallback._rule_scores(pairs, split, sel, DEFAULT, "numpy"), whole)
+    for workers in (2, 5):  # chunks on threads, each writing its own pairs
+        assert same_floats(fallback._rule_scores(pairs, split, sel, DEFAULT, workers=workers),
+                           whole)  # fmt: skip
 
 
 @pytest.mark.skipif(not NATIVE_PATHS, reason="the native kernel is not built")

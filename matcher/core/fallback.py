@@ -43,6 +43,7 @@ the first's (docs/privacy.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,7 +221,7 @@ def rescored(
     sims = first_pairs.sims
     if rule.active:
         sims = np.zeros(len(first_pairs), dtype=np.float64)
-        sims[keep] = _rule_scores(first_pairs, split, keep, rule)
+        sims[keep] = _rule_scores(first_pairs, split, keep, rule, workers=workers)
         keep = keep[sims[keep] >= threshold]
     both_have = Candidates(
         sims[keep],
@@ -235,22 +236,40 @@ def rescored(
 
 
 def _rule_scores(
-    pairs: Candidates, split: Split, sel: npt.NDArray[np.intp], rule: Rule, path: str = "auto"
+    pairs: Candidates,
+    split: Split,
+    sel: npt.NDArray[np.intp],
+    rule: Rule,
+    path: str = "auto",
+    workers: int = 1,
 ) -> npt.NDArray[np.float64]:
     """S of the pairs `sel` (both records have the fields), D1 and D2 recomputed exactly
     (as `pair_scores`), so that the kernel's and LSH's candidates score alike: by the native
     kernel's `dice_each` (`path` "numpy": gathered rows in numpy, as before; the same
-    floats, benchmarks/rulescore.py)."""
+    floats, benchmarks/rulescore.py), chunks on up to `workers` threads (the kernel runs
+    without the GIL; each chunk writes its own pairs' scores)."""
     out = np.empty(len(sel), dtype=np.float64)
     d0, d1, r0, r1 = pairs.dset0[sel], pairs.dset1[sel], pairs.rec0[sel], pairs.rec1[sel]
-    for a, b, part in by_datasets(d0, d1):
-        for lo in range(0, len(part), _SCORE_CHUNK):
-            p = part[lo : lo + _SCORE_CHUNK]
-            ra, rb = r0[p], r1[p]
-            out[p] = rule.score(
-                dice_each(split.first[a], split.first[b], ra, rb, path=path),
-                dice_each(split.second[a], split.second[b], ra, rb, path=path),
-            )
+    chunks = [
+        (a, b, part[lo : lo + _SCORE_CHUNK])
+        for a, b, part in by_datasets(d0, d1)
+        for lo in range(0, len(part), _SCORE_CHUNK)
+    ]
+
+    def score(chunk: tuple[int, int, npt.NDArray[np.intp]]) -> None:
+        a, b, p = chunk
+        ra, rb = r0[p], r1[p]
+        out[p] = rule.score(
+            dice_each(split.first[a], split.first[b], ra, rb, path=path),
+            dice_each(split.second[a], split.second[b], ra, rb, path=path),
+        )
+
+    if workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+            list(pool.map(score, chunks))
+    else:
+        for chunk in chunks:
+            score(chunk)
     return out
 
 
