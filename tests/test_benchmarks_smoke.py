@@ -96,9 +96,9 @@ def test_the_two_server_grpc_and_audit_log_benchmarks_run(tmp_path: Path) -> Non
 
 def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
     """kernelpeak, rulespeed and fallbackspeed read a cached realistic pair (1,000,000 records
-    by default): `--pair` makes a small one; encodespeed checks that blindmatch's first CLKs are
-    clkhash's (the default schema's uploads carry a fallback CLK after them); recall encodes
-    its routes' schemas (docs/evaluation.md "The recall gap ...")."""
+    by default), rulescore one of 20,000: `--pair` makes a small one; encodespeed checks that
+    blindmatch's first CLKs are clkhash's (the default schema's uploads carry a fallback CLK
+    after them); recall encodes its routes' schemas (docs/evaluation.md "The recall gap ...")."""
     out = run_all(
         [
             ("encodespeed", ["--records", "20", "--repeats", "1"]),
@@ -110,6 +110,7 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
             ("rulefloor", ["--seeds", "messy:2103", "--population", "500", "--floors", "0.7",
                            "--cache", str(tmp_path / "rule2d")]),
             ("fallbackspeed", ["--sizes", "300", "--pair", "300"]),
+            ("rulescore", ["--pair", "300", "--pairs", "3000", "--repeat", "1"]),
             # (its routes' schemas: `swap` added the default's own `names` feature again)
             ("recall", ["--seeds", "31", "--population", "1000"]),
         ],
@@ -123,6 +124,8 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
         "scores identical: True; pairs LSH found that exhaustive did not: 0" in out["fallbackspeed"]
     )
     assert "| dob-bigrams+swap |" in out["recall"]
+    said = out["rulescore"]
+    assert said.count("scores identical: True") == said.count("scores identical") >= 1
 
 
 def test_the_s2_proxy_reaches_s2_restarted_on_its_address_once_reconnected() -> None:

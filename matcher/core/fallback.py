@@ -43,6 +43,7 @@ the first's (docs/privacy.md).
 from __future__ import annotations
 
 from collections.abc import Callable, Container, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core import fallbackpass
 from blindmatch.matcher.core.compare import Candidates
-from blindmatch.matcher.core.kernel import Clks
+from blindmatch.matcher.core.kernel import Clks, dice_each
 from blindmatch.matcher.core.solve import by_datasets, dice
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.errors import InvalidArgument
@@ -189,6 +190,19 @@ def _fallback_pairs(
                              progress=progress).parts  # fmt: skip
 
 
+def with_fields(pairs: Candidates, split: Split) -> npt.NDArray[np.intp]:
+    """The positions of the pairs whose two records both have the left-out fields (the pairs
+    `rescored` keeps on their first CLKs, by S under a rule)."""
+    sides = []
+    for dset, rec in ((pairs.dset0, pairs.rec0), (pairs.dset1, pairs.rec1)):
+        lacks = np.zeros(len(pairs), dtype=bool)
+        for a, lack in enumerate(split.lacking):
+            sel = np.flatnonzero(dset == a)
+            lacks[sel] = lack[rec[sel]]
+        sides.append(lacks)
+    return np.flatnonzero(~on_fallback(*sides))
+
+
 def rescored(
     first_pairs: Candidates,
     split: Split,
@@ -203,18 +217,11 @@ def rescored(
     at or above `rule.candidate_floor(threshold)`, and the first kind is kept (and scored)
     by S >= threshold. `found`: the fallback CLKs' pairs already found (`fallbackpass.find`,
     e.g. by LSH, with its progress), instead of comparing every pair of them here."""
-    sides = []
-    for dset, rec in ((first_pairs.dset0, first_pairs.rec0), (first_pairs.dset1, first_pairs.rec1)):
-        lacks = np.zeros(len(first_pairs), dtype=bool)
-        for a, lack in enumerate(split.lacking):
-            sel = np.flatnonzero(dset == a)
-            lacks[sel] = lack[rec[sel]]
-        sides.append(lacks)
-    keep: npt.NDArray[np.intp] = np.flatnonzero(~on_fallback(*sides))
+    keep = with_fields(first_pairs, split)
     sims = first_pairs.sims
     if rule.active:
         sims = np.zeros(len(first_pairs), dtype=np.float64)
-        sims[keep] = _rule_scores(first_pairs, split, keep, rule)
+        sims[keep] = _rule_scores(first_pairs, split, keep, rule, workers=workers)
         keep = keep[sims[keep] >= threshold]
     both_have = Candidates(
         sims[keep],
@@ -229,24 +236,44 @@ def rescored(
 
 
 def _rule_scores(
-    pairs: Candidates, split: Split, sel: npt.NDArray[np.intp], rule: Rule
+    pairs: Candidates,
+    split: Split,
+    sel: npt.NDArray[np.intp],
+    rule: Rule,
+    path: str = "auto",
+    workers: int = 1,
 ) -> npt.NDArray[np.float64]:
     """S of the pairs `sel` (both records have the fields), D1 and D2 recomputed exactly
-    (as `pair_scores`), so that the kernel's and LSH's candidates score alike."""
+    (as `pair_scores`), so that the kernel's and LSH's candidates score alike: by the native
+    kernel's `dice_each` (`path` "numpy": gathered rows in numpy, as before; the same
+    floats, benchmarks/rulescore.py), chunks on up to `workers` threads (the kernel runs
+    without the GIL; each chunk writes its own pairs' scores)."""
     out = np.empty(len(sel), dtype=np.float64)
     d0, d1, r0, r1 = pairs.dset0[sel], pairs.dset1[sel], pairs.rec0[sel], pairs.rec1[sel]
-    for a, b, part in by_datasets(d0, d1):
-        for lo in range(0, len(part), _SCORE_CHUNK):
-            p = part[lo : lo + _SCORE_CHUNK]
-            ra, rb = r0[p], r1[p]
-            out[p] = rule.score(
-                dice(split.first[a][ra], split.first[b][rb]),
-                dice(split.second[a][ra], split.second[b][rb]),
-            )
+    chunks = [
+        (a, b, part[lo : lo + _SCORE_CHUNK])
+        for a, b, part in by_datasets(d0, d1)
+        for lo in range(0, len(part), _SCORE_CHUNK)
+    ]
+
+    def score(chunk: tuple[int, int, npt.NDArray[np.intp]]) -> None:
+        a, b, p = chunk
+        ra, rb = r0[p], r1[p]
+        out[p] = rule.score(
+            dice_each(split.first[a], split.first[b], ra, rb, path=path),
+            dice_each(split.second[a], split.second[b], ra, rb, path=path),
+        )
+
+    if workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, len(chunks))) as pool:
+            list(pool.map(score, chunks))
+    else:
+        for chunk in chunks:
+            score(chunk)
     return out
 
 
-_SCORE_CHUNK = 1 << 18  # pairs scored at once: bounds the gathered rows' memory
+_SCORE_CHUNK = 1 << 18  # pairs scored at once: bounds the index copies (numpy: the gathered rows)
 
 
 __all__ = [
@@ -262,4 +289,5 @@ __all__ = [
     "pair_scores",
     "query_hits",
     "rescored",
+    "with_fields",
 ]

@@ -134,6 +134,34 @@ def dice_pairs(
     )
 
 
+def dice_each(
+    a: Clks,
+    b: Clks,
+    ia: npt.NDArray[np.unsignedinteger],
+    ib: npt.NDArray[np.unsignedinteger],
+    *,
+    path: str = "auto",
+) -> npt.NDArray[np.float64]:
+    """Dice(a[ia[k]], b[ib[k]]) of every pair, no threshold: 2 |a & b| / (|a| + |b|), 0.0
+    where both rows are empty, bit for bit as `solve.dice` of the gathered rows (which is
+    the path "numpy", and the fallback without the extension). Native: no rows gathered,
+    without the GIL; `path` as `dice_candidates`'s."""
+    words = _words(a, b)
+    ia = np.ascontiguousarray(ia, dtype=np.uint32)
+    ib = np.ascontiguousarray(ib, dtype=np.uint32)
+    if len(ia) != len(ib):
+        raise ValueError("ia and ib must have one length")
+    if path == "numpy" or (path == "auto" and not NATIVE):
+        from blindmatch.matcher.core.solve import dice  # (solve imports this module)
+
+        return dice(a[ia], b[ib])
+    if not NATIVE:
+        raise RuntimeError("the native Dice kernel is not built; reinstall with `make install`")
+    out = np.empty(len(ia), dtype=np.float64)
+    _kernel.dice_each(_native_input(a), _native_input(b), words, ia, ib, out, path)
+    return out
+
+
 def popcounts(clks: Clks) -> npt.NDArray[np.int64]:
     """Bits set in each CLK."""
     return np.bitwise_count(clks).sum(axis=1, dtype=np.int64)

@@ -156,12 +156,23 @@ def dice_scorer(datasets: Sequence[npt.NDArray[np.uint8]]) -> PairScorer:
 
 def by_datasets(d0: UIntArray, d1: UIntArray) -> Iterator[tuple[int, int, npt.NDArray[np.intp]]]:
     """The pairs (positions) of each pair of datasets present, as (dataset, dataset, positions):
-    how a scorer gathers rows one dataset pair at a time."""
-    for a in np.unique(d0):
-        for b in np.unique(d1):
-            sel = np.flatnonzero((d0 == a) & (d1 == b))
-            if len(sel):
-                yield int(a), int(b), sel
+    how a scorer gathers rows one dataset pair at a time, in order of (a, b), each one's
+    positions ascending. One stable sort of the pairs' (a, b) keys (a radix sort while they
+    fit 16 bits), not a pass over all pairs for each (a, b): a run's millions of candidates
+    among several datasets (benchmarks/rulescore.py)."""
+    if not len(d0):
+        return
+    width = int(d1.max()) + 1
+    key = d0.astype(np.int64) * width + d1
+    counts = np.bincount(key)
+    present = np.flatnonzero(counts)
+    if len(present) == 1:
+        yield int(present[0]) // width, int(present[0]) % width, np.arange(len(key))
+        return
+    order = np.argsort(key.astype(np.uint16) if present[-1] < 1 << 16 else key, kind="stable")
+    ends = np.cumsum(counts[present]).tolist()
+    for k, lo, hi in zip(present.tolist(), [0, *ends[:-1]], ends, strict=True):
+        yield k // width, k % width, order[lo:hi]
 
 
 def dice(

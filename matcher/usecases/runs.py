@@ -183,8 +183,9 @@ def match(
     if split is not None:
         passed = _fallback_pass(split, threshold, n_workers, banded, report)
         # A stage of its own: under the rule each candidate is scored on both CLKs, about 2 us
-        # a pair, minutes where an export's near-duplicates crowd the floor (freshwalk: 6
-        # minutes at 120,000 x 120,000 with the bar left at the fallback pass's 100%).
+        # a pair in numpy, minutes where an export's near-duplicates crowd the floor (freshwalk:
+        # 6 minutes at 120,000 x 120,000 with the bar left at the fallback pass's 100%); since
+        # 2026-12-07 by the native kernel, about 13x less (benchmarks/rulescore.py).
         scored = len(candidates)
         report("score", 0, scored)
         candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers, rule,
