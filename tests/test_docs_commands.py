@@ -90,4 +90,4 @@ def test_a_command_is_read_whole_and_a_sketch_is_left_out() -> None:
     ]
     assert refusal("blindmatch run --project p --token-file t") is None
     said = refusal("blindmatch admin query-report --project p --hours weekly")
-    assert said is not None and "invalid int value" in said
+    assert said is not None and "--hours: weekly: not a whole number" in said

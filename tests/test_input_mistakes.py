@@ -147,3 +147,35 @@ def test_results_and_report_say_that_an_existing_out_file_is_replaced(
     done = run_cli(command, "--help", cwd=tmp_path)
     assert done.returncode == 0
     assert "an existing file is replaced" in " ".join(done.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # Was: a traceback (ValueError: Value out of range: -5, building the request).
+        (["admin", "query-limits", "--project", "p", "--per-minute", "-5"],
+         "argument --per-minute: -5: give a whole number of at least 1"),
+        # Was: taken, and the limit silently kept (0 on the wire keeps the current one).
+        (["admin", "query-limits", "--project", "p", "--per-day", "0"],
+         "argument --per-day: 0: give a whole number of at least 1"),
+        (["admin", "query-limits", "--project", "p", "--per-day", str(2**64)],
+         "give a whole number of at most 18,446,744,073,709,551,615"),
+        # Was: a traceback (the request's uint32 out of range).
+        (["admin", "query-report", "--project", "p", "--hours", "-3"],
+         "argument --hours: -3: give a whole number of at least 1"),
+        # Was: "invalid _positive_int value: 'many'", naming a function of the code.
+        (["watch", "--project", "p", "--token", "t", "--schema", "s.json", "--secret-file",
+          "k", "--purpose", "c", "--surname", "Smith", "--count", "many"],
+         "argument --count: many: not a whole number"),
+        (["watch", "--project", "p", "--token", "t", "--schema", "s.json", "--secret-file",
+          "k", "--purpose", "c", "--surname", "Smith", "--timeout", "soon"],
+         "argument --timeout: soon: not a number of seconds"),
+    ],
+)  # fmt: skip
+def test_a_count_out_of_range_is_told_as_the_option_s_own_mistake(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """Refused by argparse, before the matcher is connected to: none is running here."""
+    done = run_cli(*args, "--server", "127.0.0.1:9", cwd=tmp_path)
+    refused(done, said)
+    assert "_positive" not in done.stderr

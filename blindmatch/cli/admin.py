@@ -13,6 +13,7 @@ from blindmatch.cli.options import (
     Subcommands,
     actions,
     admin_token,
+    at_least,
     command,
     connect,
     connection_options,
@@ -404,8 +405,9 @@ def register(sub: Subcommands) -> None:
     )
     project_option(al)
     al.add_argument("--member", help="only this member (default: the project's default)")
-    al.add_argument("--per-minute", type=int, help="records a member may query per minute")
-    al.add_argument("--per-day", type=int, help="records a member may query per 24 hours")
+    limit = at_least(1, most=2**64 - 1)  # (0 on the wire keeps the current limit)
+    al.add_argument("--per-minute", type=limit, help="records a member may query per minute")
+    al.add_argument("--per-day", type=limit, help="records a member may query per 24 hours")
     al.add_argument(
         "--allow-watch",
         action=argparse.BooleanOptionalAction,
@@ -423,5 +425,10 @@ def register(sub: Subcommands) -> None:
         parents=[net],
     )
     project_option(ar)
-    ar.add_argument("--hours", type=int, default=24, help="window (default: %(default)s)")
+    ar.add_argument(
+        "--hours",
+        type=at_least(1, most=2**32 - 1),
+        default=24,
+        help="window (default: %(default)s)",
+    )
     ar.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -83,8 +83,9 @@ def non_negative(text: str) -> float:
     return value
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An integer option's type: a whole number of at least `minimum`."""
+def at_least(minimum: int, most: int | None = None) -> Callable[[str], int]:
+    """An integer option's type: a whole number of at least `minimum` (and at most `most`, the
+    largest its field on the wire holds)."""
 
     def parse(text: str) -> int:
         try:
@@ -93,6 +94,8 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text}: not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{text}: give a whole number of at least {minimum}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text}: give a whole number of at most {most:,}")
         return value
 
     return parse
