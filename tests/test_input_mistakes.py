@@ -170,12 +170,22 @@ def test_results_and_report_say_that_an_existing_out_file_is_replaced(
         (["watch", "--project", "p", "--token", "t", "--schema", "s.json", "--secret-file",
           "k", "--purpose", "c", "--surname", "Smith", "--timeout", "soon"],
          "argument --timeout: soon: not a number of seconds"),
+        # Was: a traceback (StopIteration: a synthetic member given no records).
+        (["demo", "--records", "10"], "argument --records: 10: give a whole number of at "
+         "least 100"),
+        # Was: taken, and the combiner connected to (exit 4 here, none running).
+        (["two-server", "run", "--combiner", "127.0.0.1:9", "--key-file", "k", "--threshold",
+          "1.5", "--out", "links.csv"], "argument --threshold: 1.5: give a number above 0"),
+        (["two-server", "run", "--combiner", "127.0.0.1:9", "--key-file", "k", "--threshold",
+          "0.8", "--bucket", "2", "--out", "links.csv"], "argument --bucket: 2: give a number "
+         "above 0"),
     ],
 )  # fmt: skip
 def test_a_count_out_of_range_is_told_as_the_option_s_own_mistake(
     tmp_path: Path, args: list[str], said: str
 ) -> None:
-    """Refused by argparse, before the matcher is connected to: none is running here."""
-    done = run_cli(*args, "--server", "127.0.0.1:9", cwd=tmp_path)
+    """Refused by argparse, before anything is connected to or made: none is running here."""
+    server = [] if args[0] in ("demo", "two-server") else ["--server", "127.0.0.1:9"]
+    done = run_cli(*args, *server, cwd=tmp_path)
     refused(done, said)
     assert "_positive" not in done.stderr

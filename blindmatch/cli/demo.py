@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blindmatch.cli.errors import ends_at_sigterm
-from blindmatch.cli.options import Subcommands, command
+from blindmatch.cli.options import Subcommands, at_least, command
 
 if TYPE_CHECKING:
     from blindmatch.client.tools.demo import Servers
@@ -129,9 +129,9 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--records",
-        type=int,
+        type=at_least(100),  # fewer can leave a member none (was a traceback)
         default=2000,
-        help="people in the synthetic population (default: 2000)",
+        help="people in the synthetic population, at least 100 (default: 2000)",
     )
     p.add_argument(
         "--seed",
