@@ -189,3 +189,17 @@ def test_a_count_out_of_range_is_told_as_the_option_s_own_mistake(
     done = run_cli(*args, *server, cwd=tmp_path)
     refused(done, said)
     assert "_positive" not in done.stderr
+
+
+@pytest.mark.parametrize("secret", ["", "\n\n"])
+def test_an_empty_secret_file_is_told_the_command_that_makes_one(member: Path, secret: str) -> None:
+    """Was: `python3 -c 'import secrets; ...'`, where a too-short secret was already told
+    `blindmatch secret new`, which writes it owner-only and gives its id to compare."""
+    (member / "north.toml").write_text(NORTH_MAP)
+    (member / "linkage.secret").write_text(secret)
+    done = run_cli(
+        "encode", "north.csv", "--schema", "schema.json", "--secret-file", "linkage.secret",
+        "--mapping", "north.toml", "--out", "north.encoded", cwd=member,
+    )  # fmt: skip
+    refused(done, "linkage.secret: the secret file is empty", "`blindmatch secret new FILE`")
+    assert not (member / "north.encoded").exists()
