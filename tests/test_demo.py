@@ -8,6 +8,8 @@ import pytest
 
 from blindmatch.cli import main
 from blindmatch.client.encoding import sharedfiles
+from blindmatch.client.errors import InputError
+from blindmatch.client.tools.demo import encode_members
 from blindmatch.matcher.core import exhaustive
 
 # The demo starts its own matcher in this process.
@@ -86,11 +88,13 @@ def test_demo_of_too_few_people_for_every_organisation_says_so(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--records 5` left retail-bcrp's export empty, and the demo ended in a StopIteration's
-    traceback (freshwalk); 0 and less are refused as any count is."""
-    assert main(["demo", "--records", "5", "--keep", str(tmp_path / "kept")]) == 2
-    err = capsys.readouterr().err
-    assert "Error: --records 5: retail-bcrp's synthetic export holds none" in err
-    assert "give --records 200 or more" in err and "Traceback" not in err
-    with pytest.raises(SystemExit):
-        main(["demo", "--records", "0"])
-    assert "--records: 0: give a whole number of at least 1" in capsys.readouterr().err
+    traceback (freshwalk): under 100 is refused as a usage error (inputwalk), and an
+    organisation left without records by a count the option allows is told so, not a
+    traceback."""
+    for few in ("5", "0"):
+        with pytest.raises(SystemExit):
+            main(["demo", "--records", few])
+        assert f"--records: {few}: give a whole number of at least 100" in capsys.readouterr().err
+    with pytest.raises(InputError, match="retail-bcrp's synthetic export holds none") as said:
+        encode_members(tmp_path, 5, seed=7)
+    assert "give --records 200 or more" in str(said.value)

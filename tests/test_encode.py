@@ -226,8 +226,11 @@ def test_mapping_problems_are_reported_together(tmp_path: Path) -> None:
     message = str(err.value)
     assert "'id' must name" in message
     assert "fields.surnme: not a field of the schema" in message
-    # strptime: what reads the dates, as docs/mapping.md says (was "strftime").
-    assert "fields.dob: date_format must be a strptime format" in message
+    # strptime: what reads the dates, as docs/mapping.md says (was "strftime"); the format
+    # meant is named, and that it lacks a year (since 2026-12-07).
+    assert "fields.dob: date_format 'dd/mm' is not a strptime format; '%d/%m' has no year" in (
+        message
+    )
 
 
 def test_an_unknown_key_in_a_fields_table_is_told_the_keys_it_takes(tmp_path: Path) -> None:

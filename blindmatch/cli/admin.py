@@ -261,7 +261,7 @@ def cmd_query_report(args: argparse.Namespace) -> int:
     for v in report:
         print(
             f"  {v.member:<16} {v.queries:>8} {v.records:>8} {v.records_with_hits:>6} "
-            f"{v.peak_per_minute:>8} {v.per_day_limit or '-':>9} {v.distinct_purposes:>8} "
+            f"{v.peak_per_minute:>8} {v.per_day_limit:>9} {v.distinct_purposes:>8} "
             f"{v.refused:>7}"
         )
         for u in v.users:
@@ -405,8 +405,9 @@ def register(sub: Subcommands) -> None:
     )
     project_option(al)
     al.add_argument("--member", help="only this member (default: the project's default)")
-    al.add_argument("--per-minute", type=at_least(1), help="records a member may query per minute")
-    al.add_argument("--per-day", type=at_least(1), help="records a member may query per 24 hours")
+    limit = at_least(1, most=2**64 - 1)  # (0 on the wire keeps the current limit)
+    al.add_argument("--per-minute", type=limit, help="records a member may query per minute")
+    al.add_argument("--per-day", type=limit, help="records a member may query per 24 hours")
     al.add_argument(
         "--allow-watch",
         action=argparse.BooleanOptionalAction,
@@ -424,5 +425,10 @@ def register(sub: Subcommands) -> None:
         parents=[net],
     )
     project_option(ar)
-    ar.add_argument("--hours", type=at_least(1), default=24, help="window (default: %(default)s)")
+    ar.add_argument(
+        "--hours",
+        type=at_least(1, most=2**32 - 1),
+        default=24,
+        help="window (default: %(default)s)",
+    )
     ar.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -338,7 +338,11 @@ def register(sub: Subcommands) -> None:
         parents=[*parents, fetch],
     )
     p.add_argument(
-        "--out", metavar="FILE", required=True, type=Path, help="CSV to write (e.g. hits.csv)"
+        "--out",
+        metavar="FILE",
+        required=True,
+        type=Path,
+        help="CSV to write (e.g. hits.csv); an existing file is replaced",
     )
 
     p = command(
@@ -355,7 +359,13 @@ def register(sub: Subcommands) -> None:
         handler=cmd_report,
         parents=[*parents, fetch],
     )
-    p.add_argument("--out", metavar="FILE", required=True, type=Path, help="HTML file to write")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        required=True,
+        type=Path,
+        help="HTML file to write; an existing file is replaced",
+    )
     p.add_argument(
         "--truth",
         metavar="FILE",

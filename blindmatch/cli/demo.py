@@ -129,9 +129,9 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--records",
-        type=at_least(1),
+        type=at_least(100),  # fewer can leave a member none (was a traceback)
         default=2000,
-        help="people in the synthetic population (default: 2000)",
+        help="people in the synthetic population, at least 100 (default: 2000)",
     )
     p.add_argument(
         "--seed",

@@ -72,8 +72,20 @@ def unit_interval(text: str) -> float:
     return value
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An integer option's type: a whole number of at least `minimum`."""
+def non_negative(text: str) -> float:
+    """A size option's value: a finite number, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a number") from None
+    if not 0.0 <= value < float("inf"):  # NaN too
+        raise argparse.ArgumentTypeError(f"{text}: give a number of 0 or more")
+    return value
+
+
+def at_least(minimum: int, most: int | None = None) -> Callable[[str], int]:
+    """An integer option's type: a whole number of at least `minimum` (and at most `most`, the
+    largest its field on the wire holds)."""
 
     def parse(text: str) -> int:
         try:
@@ -82,9 +94,21 @@ def at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text}: not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{text}: give a whole number of at least {minimum}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"{text}: give a whole number of at most {most:,}")
         return value
 
     return parse
+
+
+def date_format(text: str) -> str:
+    """A date format option's value: a strptime format that can read a date."""
+    from blindmatch.client.encoding.datetext import format_problem
+
+    problem = format_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def env(name: str) -> str | None:

@@ -15,6 +15,7 @@ from blindmatch.cli.options import (
     command,
     connect,
     connection_options,
+    date_format,
     member_options,
     member_token,
     schema_secret_options,
@@ -392,10 +393,12 @@ def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
     )
     p.add_argument(
         "--date-format",
+        type=date_format,
         help="how dates are written, e.g. %%m/%%d/%%Y (default: ISO 1975-11-02, 2 Nov 1975, "
         "or UK day-first 02/11/1975, 02-11-1975, 02.11.1975, 02-Nov-1975)",
     )
-    p.add_argument("--dob-format", help="how --dob is written (as --date-format, for dob only)")
+    dob_help = "how --dob is written (as --date-format, for dob only)"
+    p.add_argument("--dob-format", type=date_format, help=dob_help)
     allow_band_keys_option(p)
 
 

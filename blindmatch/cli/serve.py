@@ -13,9 +13,11 @@ from blindmatch.cli import daskopts, lookup, twoserveropts
 from blindmatch.cli.errors import sigterm_as_ctrl_c, start_error
 from blindmatch.cli.options import (
     Subcommands,
+    at_least,
     command,
     env,
     listen_tls_options,
+    non_negative,
     refuse_taken_port,
     refuse_taken_since,
 )
@@ -276,10 +278,12 @@ def register(sub: Subcommands) -> None:
         "(default: %(default)s)",
     )
     listen_tls_options(p, "tokens and encodings")
-    p.add_argument("--workers", type=int, help="threads for comparisons (default: all cores)")
+    p.add_argument(
+        "--workers", type=at_least(1), help="threads for comparisons (default: all cores)"
+    )
     p.add_argument(
         "--lookup-threads",
-        type=int,
+        type=at_least(0),
         help="real-time look-up threads, run on the cores the request threads leave free; "
         "0: no placement, every thread anywhere (default: one per other core, at most 4)",
     )
@@ -343,7 +347,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--min-free-mb",
-        type=float,
+        type=non_negative,
         default=0.0,
         help="refuse an upload that would leave less free disk than this (default: %(default)s)",
     )

@@ -29,6 +29,7 @@ from blindmatch.cli.options import (
     listen_tls_options,
     quiet_option,
     refuse_taken_since,
+    unit_interval,
 )
 from blindmatch.cli.twoparties import (
     ROLES,
@@ -323,7 +324,7 @@ def register(sub: Subcommands) -> None:
     )
     p.add_argument(
         "--threshold",
-        type=float,
+        type=unit_interval,
         help="S1: the only threshold it proposes runs at (default: the one the combiner "
         "asks for; the circuit's cut-offs follow from it)",
     )
@@ -412,10 +413,10 @@ def register(sub: Subcommands) -> None:
     )
     r.add_argument("--combiner", required=True, metavar="HOST:PORT", help="the combiner")
     r.add_argument("--key-file", required=True, type=Path, metavar="FILE", help=RUN_KEY_HELP)
-    r.add_argument("--threshold", required=True, type=float, help="Dice at or above which a "
-                   "pair links")  # fmt: skip
+    r.add_argument("--threshold", required=True, type=unit_interval,
+                   help="Dice at or above which a pair links")  # fmt: skip
     r.add_argument("--member", action="append", help="a member in the run (repeat; default all)")
-    r.add_argument("--bucket", action="append", type=float,
+    r.add_argument("--bucket", action="append", type=unit_interval,
                    help="a score cut-off above the threshold (repeat; default three)")  # fmt: skip
     r.add_argument("--out", metavar="FILE", required=True, type=Path, help="the links CSV to write")
     r.add_argument("--force", action="store_true", help="replace --out if it exists")

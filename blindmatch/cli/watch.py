@@ -25,6 +25,7 @@ from typing import IO, TYPE_CHECKING, Any
 from blindmatch.cli.errors import Terminated, ends_at_sigterm
 from blindmatch.cli.options import (
     Subcommands,
+    at_least,
     command,
     connect,
     connection_options,
@@ -273,15 +274,11 @@ def _watching(args: argparse.Namespace, labels: list[str], usable: list[Any]) ->
     return "\n".join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give a whole number of at least 1")
-    return value
-
-
 def _positive_seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text}: give a number of seconds above 0")
     return value
@@ -316,9 +313,7 @@ def register(sub: Subcommands) -> None:
         parents=[connection_options(), member_options()],
     )
     person_arguments(p, "watch")
-    p.add_argument(
-        "--count", type=_positive_int, metavar="N", help="close the watch after N events"
-    )
+    p.add_argument("--count", type=at_least(1), metavar="N", help="close the watch after N events")
     p.add_argument(
         "--timeout",
         type=_positive_seconds,

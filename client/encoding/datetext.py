@@ -95,3 +95,33 @@ def may_read(chars: frozenset[str], has_letter: bool, fmt: str) -> bool:
 
 
 __all__ = ["QUOTES", "may_read", "plain_date"]
+
+
+# A date format written as a spreadsheet or a form writes it (DD/MM/YYYY, yyyy-mm-dd, D MMM
+# YYYY, DD-MON-YYYY) and the strptime directive each token stands for.
+_TOKENS = re.compile(r"Y{4}|Y{2}|M{4}|M{3}|MON|M{2}|M|D{2}|D", re.IGNORECASE)
+_DIRECTIVES = {"yyyy": "%Y", "yy": "%y", "mmmm": "%B", "mmm": "%b", "mon": "%b", "mm": "%m",
+               "m": "%m", "dd": "%d", "d": "%d"}  # fmt: skip
+
+
+def format_problem(fmt: str) -> str | None:
+    """Why `fmt` cannot read dates as a `strptime` format, with the format meant where it is
+    written as a spreadsheet writes one (`DD/MM/YYYY`: '%d/%m/%Y'); None if it can."""
+    from datetime import date, datetime
+
+    if "%" not in fmt:
+        meant = _TOKENS.sub(lambda m: _DIRECTIVES[m.group().casefold()], fmt)
+        if meant != fmt and not re.search(r"[A-Za-z]", re.sub(r"%.", "", meant)):
+            problem = format_problem(meant)
+            if problem:
+                return f"{fmt!r} is not a strptime format; {problem}"
+            return f"{fmt!r} is not a strptime format: write it as {meant!r}"
+        return f"{fmt!r} is not a strptime format: write it as one, such as '%d/%m/%Y'"
+    try:
+        written = date(1987, 11, 23).strftime(fmt)
+        datetime.strptime(written, fmt)
+    except ValueError as exc:
+        return f"{fmt!r} is not a strptime format ({exc})"
+    if not re.search(r"%[YyGcx]", fmt):
+        return f"{fmt!r} has no year (%Y or %y): strptime would read every date as in 1900"
+    return None

@@ -79,8 +79,9 @@ def read_secret(path: str | Path) -> bytes:
         raise InputError(f"{path}: is a folder, not a secret file") from None
     if not secret:
         raise InputError(
-            f"{path}: the secret file is empty; all members need the same secret, e.g. "
-            "made once with `python3 -c 'import secrets; print(secrets.token_hex(32))'`"
+            f"{path}: the secret file is empty; all members need the same secret, made once "
+            "with `blindmatch secret new FILE` and sent to the others sealed (`blindmatch "
+            "secret seal`)"
         )
     from blindmatch.client.encoding.sharedsecret import NOT_A_SECRET, format_problem
 

@@ -24,10 +24,10 @@ import codecs
 import tomllib
 import unicodedata
 from dataclasses import dataclass, replace
-from datetime import date
 from pathlib import Path
 from typing import Any
 
+from blindmatch.client.encoding.datetext import format_problem
 from blindmatch.client.encoding.normalise import (
     SPLITS,
     InvalidValue,
@@ -80,28 +80,26 @@ def column_name(name: str) -> str:
     return unicodedata.normalize("NFC", name.strip())
 
 
-def _date_formats(field: str, value: Any, problems: list[str]) -> tuple[str, ...]:
+def _date_formats(field: str, value: Any, problems: list[str], date_field: bool) -> tuple[str, ...]:
     """`date_format`: one strptime format (how the dates are read), or a list of them tried in
-    order."""
+    order; each checked as one for a date field (another is refused for taking any)."""
     if value is None:
         return ()
     formats = [value] if isinstance(value, str) else value
     if (
         not isinstance(formats, list)
         or not formats
-        or not all(isinstance(f, str) and "%" in f for f in formats)
+        or not all(isinstance(f, str) and f for f in formats)
     ):
         problems.append(
             f"fields.{field}: date_format must be a strptime format such as '%d/%m/%Y', or a "
             "list of them tried in order"
         )
         return ()
-    probe = date(1987, 11, 23)
-    for fmt in formats:
-        try:
-            probe.strftime(fmt)
-        except ValueError as exc:
-            problems.append(f"fields.{field}: date_format {fmt!r} is invalid: {exc}")
+    for fmt in formats if date_field else ():
+        problem = format_problem(fmt)
+        if problem:
+            problems.append(f"fields.{field}: date_format {problem}")
             return ()
     return tuple(formats)
 
@@ -126,7 +124,7 @@ def _part(field: str, value: dict[str, Any], problems: list[str]) -> Part | None
     return None
 
 
-def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None:
+def _column_map(field: str, value: Any, problems: list[str], date_field: bool) -> ColumnMap | None:
     if isinstance(value, str):
         return ColumnMap((value,))
     if not isinstance(value, dict):
@@ -152,7 +150,7 @@ def _column_map(field: str, value: Any, problems: list[str]) -> ColumnMap | None
     ):
         problems.append(f"fields.{field}: columns must be non-empty column names")
         return None
-    date_formats = _date_formats(field, value.get("date_format"), problems)
+    date_formats = _date_formats(field, value.get("date_format"), problems, date_field)
     split = value.get("split")
     part = None
     if split is not None:
@@ -303,7 +301,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
                 f"(the fields to map are: {', '.join(schema.mapped_fields())})"
             )
             continue
-        cmap = _column_map(field, value, problems)
+        cmap = _column_map(field, value, problems, field in date_fields)
         if cmap is None:
             continue
         if cmap.date_format and field not in date_fields:

@@ -133,9 +133,13 @@ def load_schema(path: str | Path) -> LinkageSchema:
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(raw, dict) or raw.get("version") != 3:
-        found = raw.get("version") if isinstance(raw, dict) else type(raw).__name__
+        found = (
+            f"version is {raw.get('version')!r}"
+            if isinstance(raw, dict)
+            else f"the file holds a JSON {type(raw).__name__}, not an object"
+        )
         raise InputError(
-            f"{path}: not a clkhash v3 linkage schema (version is {found!r}, expected 3); "
+            f"{path}: not a clkhash v3 linkage schema ({found}, expected version 3); "
             "convert it with clkhash or start from schemas/ in blindmatch"
         )
     try:
