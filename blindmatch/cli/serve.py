@@ -69,10 +69,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.stream_idle_seconds <= 0:
         raise InputError(f"--stream-idle-seconds {args.stream_idle_seconds:g}: must be positive")
     # (each was a traceback from deep in the start, or taken and failed at the first run)
-    if args.workers is not None and args.workers < 1:
-        raise InputError(f"--workers {args.workers}: at least 1 (leave it out for every core)")
-    if args.lookup_threads is not None and args.lookup_threads < 0:
-        raise InputError(f"--lookup-threads {args.lookup_threads}: 0 (no placement) or more")
     if args.max_streams_per_member < 1:
         raise InputError(
             f"--max-streams-per-member {args.max_streams_per_member}: at least 1 (a member "
