@@ -20,6 +20,7 @@ from blindmatch.cli.options import (
     member_token,
     schema_secret_options,
 )
+from blindmatch.cli.person import PERSON_OPTIONS, query_values
 from blindmatch.cli.projectmode import index_clk_option, no_index_shown, refuse_index_folder
 from blindmatch.cli.refkey import existing_ref_key, ref_key_for_change, ref_key_path
 from blindmatch.cli.twoserver_caps import allow_band_keys_option
@@ -37,13 +38,6 @@ QUOTE = (
     "with `blindmatch resolve REFERENCE --project P --encoded ITS.encoded` (audited, and you "
     "see it resolved). A hit is a lead, not an identification (docs/requests.md)."
 )
-PERSON_OPTIONS = {
-    "given_name": "--given-name",
-    "surname": "--surname",
-    "dob": "--dob",
-    "sex": "--sex",
-    "postcode": "--postcode",
-}
 
 
 def _summary(args: argparse.Namespace, verb: str, s: IndexSummary) -> None:
@@ -134,56 +128,6 @@ def cmd_index_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _person_file(path: str) -> dict[str, str]:
-    """--person-file: NAME=VALUE lines (the names of --field, or given_name, surname, dob,
-    sex, postcode), from a file or, for `-`, standard input; blank and # lines skipped."""
-    where = "standard input" if path == "-" else path
-    try:
-        if path == "-":
-            text = sys.stdin.read()
-        else:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text; save it as UTF-8"
-        raise InputError(f"--person-file {where}: cannot read it ({why})") from None
-    text = text.removeprefix("\ufeff")  # the byte-order mark Windows Notepad writes
-    values: dict[str, str] = {}
-    # (lines end at \n or \r alone: splitlines() also splits at U+0085 and U+2028 in a value)
-    for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, sep, value = line.partition("=")
-        if not sep or not name.strip():
-            raise InputError(
-                f"--person-file {where}, line {number}: expected NAME=VALUE, e.g. surname=Smith"
-            )
-        values[name.strip()] = value.strip()
-    if not values:
-        raise InputError(f"--person-file {where}: no NAME=VALUE lines")
-    return values
-
-
-def _query_values(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, str]]:
-    """The person's values by field, and how each was given (`--surname`), for errors."""
-    values, given = dict[str, str](), dict[str, str]()
-    if args.person_file:
-        if args.field or any(getattr(args, name) is not None for name in PERSON_OPTIONS):
-            raise InputError("give the person in --person-file or as options, not both")
-        values = _person_file(args.person_file)
-        return values, {f: f"{f} in --person-file {args.person_file}" for f in values}
-    for item in args.field or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise InputError(f"--field {item!r}: expected NAME=VALUE, e.g. surname=Smith")
-        values[name.strip()], given[name.strip()] = value, f"--field {name.strip()}"
-    for name, flag in PERSON_OPTIONS.items():
-        value = getattr(args, name)
-        if value is not None:
-            values[name], given[name] = value, flag
-    return values, given
-
-
 def encode_query(
     args: argparse.Namespace, verb: str = "query"
 ) -> tuple[EncodeResult, list[str], Any, bytes]:
@@ -205,7 +149,7 @@ def encode_query(
     secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
     if weak:
         print(f"warning: {weak}", file=sys.stderr)
-    values, given = _query_values(args)
+    values, given = query_values(args)
     if args.data:
         if values:
             raise InputError(f"give either a CSV of people to {verb} or fields, not both")
