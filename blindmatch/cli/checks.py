@@ -197,7 +197,8 @@ def register(sub: Subcommands) -> None:
         "--out-dir",
         metavar="DIR",
         type=Path,
-        help="where to write sweep.csv and the PNG plots (default: RESULTS-evaluation/ beside it)",
+        help="where to write sweep.csv and the PNG plots, replacing any there (default: "
+        "RESULTS-evaluation/ beside it)",
     )
     p.add_argument(
         "--threshold",

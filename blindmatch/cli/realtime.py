@@ -441,6 +441,6 @@ def register(sub: Subcommands) -> None:
         "--out",
         metavar="FILE",
         type=Path,
-        help="also write record_id,partner,partner_ref,score CSV",
+        help="also write record_id,partner,partner_ref,score CSV (an existing FILE is replaced)",
     )
     p.add_argument("--json", action="store_true", help="print the answer as JSON")
