@@ -261,7 +261,7 @@ def cmd_query_report(args: argparse.Namespace) -> int:
     for v in report:
         print(
             f"  {v.member:<16} {v.queries:>8} {v.records:>8} {v.records_with_hits:>6} "
-            f"{v.peak_per_minute:>8} {v.per_day_limit:>9} {v.distinct_purposes:>8} "
+            f"{v.peak_per_minute:>8} {v.per_day_limit or '-':>9} {v.distinct_purposes:>8} "
             f"{v.refused:>7}"
         )
         for u in v.users:
