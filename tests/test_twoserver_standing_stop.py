@@ -177,7 +177,9 @@ def test_a_give_up_on_channels_the_stop_closed_is_not_sent_and_says_so_once_at_i
     finally:
         remote.close()
     assert warnings(caplog) == []
-    (line,) = [r.getMessage() for r in caplog.records]
+    # Only the lines about this conversion: S1's own sort of south's band keys logs from a
+    # role thread to the same logger and may land after the clear (a CI run caught that).
+    (line,) = [r.getMessage() for r in caplog.records if "c0ffee" in r.getMessage()]
     assert line.startswith(f"{remote.names[1]} and {remote.names[0]} not told to drop the "
                            "conversion c0ffee of south's upload")  # fmt: skip
     assert "drops it itself once stale" in line and failed_threads == []
