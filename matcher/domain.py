@@ -32,11 +32,15 @@ DEFAULT_THRESHOLD = 0.8  # Dice similarity (a match probability for field-level 
 MIN_THRESHOLD = 0.01
 THRESHOLD_RANGE = f"[{MIN_THRESHOLD}, 1]"
 MAX_MEMBERS = 64
+TWO_MEMBERS_RULE = "a project needs at least two distinct members"  # said by both sides
 DEFAULT_RETENTION = 180 * DAY  # a project's data is deleted this long after its creation
 MAX_RETENTION = 3653 * DAY  # ten years
 # Names, refs and ids are matched whole (`fullmatch`): a pattern ending in `$` under
 # `re.match` would accept a trailing newline.
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")  # project and member names
+# NAME_RE said in words, where a name is refused (by the matcher, and by `project create`
+# before it asks: cli/projectargs.py).
+NAME_RULE = "lower-case letters, digits, '_', '.', '-'; at most 64; starting with a letter or digit"
 
 # -- encodings and uploads -----------------------------------------------------------------------
 
@@ -126,6 +130,12 @@ class IndexPuts(Sequence[tuple[str, bytes]]):
     def __iter__(self) -> Iterator[tuple[str, bytes]]:
         for i in range(len(self.refs)):
             yield self[i]
+
+
+def counted(n: int, one: str, many: str = "") -> str:
+    """`n` and its noun, singular for 1 (`counted(1, "query", "queries")`: "1 query"); the
+    plural is `one` + "s" unless given. For messages the matcher and the command line say."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def valid_name(name: str) -> bool:

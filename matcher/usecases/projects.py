@@ -23,7 +23,9 @@ from blindmatch.matcher.domain import (
     MAX_RETENTION,
     MIN_THRESHOLD,
     MODES,
+    NAME_RULE,
     THRESHOLD_RANGE,
+    TWO_MEMBERS_RULE,
     TWO_SERVER,
     Level,
     Project,
@@ -64,10 +66,6 @@ class ProjectRequest:
     mode: str = ""  # "": the matcher's default
 
 
-# What a project or member name may be (domain.NAME_RE), said when one is refused.
-NAME_RULE = "lower-case letters, digits, '_', '.', '-'; at most 64; starting with a letter or digit"
-
-
 def create_project(
     store: Store,
     request: ProjectRequest,
@@ -91,9 +89,12 @@ def create_project(
             "e.g. north-police)"
         )
     if len(set(members)) != len(members):
-        raise InvalidArgument("members: names repeat")
+        again = sorted({m for m in members if members.count(m) > 1})
+        raise InvalidArgument(
+            f"members: names repeat ({', '.join(map(repr, again))}): {TWO_MEMBERS_RULE}"
+        )
     if len(members) < 2:
-        raise InvalidArgument("members: a project needs at least two members")
+        raise InvalidArgument(f"members: {TWO_MEMBERS_RULE}")
     disclosure = request.disclosure or Level.HITS
     mode = request.mode or default_mode
     if mode not in MODES:
