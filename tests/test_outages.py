@@ -116,7 +116,7 @@ def test_a_watch_refused_where_watching_is_off_is_reported_as_such_not_as_bad_in
     refusals.flush()
     (north,) = volume_report(got, ["north"], {}, 24)
     assert north.flags == (
-        "1 requests refused for a bad token or bad input (FAILED_PRECONDITION 1)",
+        "1 request refused for a bad token or bad input (FAILED_PRECONDITION 1)",
         "3 watches refused: watching is not allowed in this project (`admin query-limits "
         "--allow-watch`); by user pc-1 2",
     )

@@ -21,6 +21,7 @@ from blindmatch.cli.options import (
     project_option,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
+from blindmatch.matcher.domain import counted
 from blindmatch.matcher.storage import dirlock
 
 ROLES = ("s1", "s2", "combiner")  # two-server roles' data dirs (`two-server role --data-dir`)
@@ -253,7 +254,7 @@ def cmd_query_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(v) for v in report], indent=2))
         return 0
-    print(f"Query volume in {project}, last {args.hours} hours:")
+    print(f"Query volume in {project}, last {counted(args.hours, 'hour')}:")
     print(
         f"  {'member':<16} {'queries':>8} {'records':>8} {'hits':>6} {'peak/min':>8} "
         f"{'limit/day':>9} {'purposes':>8} {'refused':>7}"
@@ -266,8 +267,9 @@ def cmd_query_report(args: argparse.Namespace) -> int:
         )
         for u in v.users:
             print(
-                f"      user {u.user}: {u.queries} queries, {u.records} records "
-                f"({u.records_with_hits} with hits), {u.refused} refused for limits, "
+                f"      user {u.user}: {counted(u.queries, 'query', 'queries')}, "
+                f"{counted(u.records, 'record')} ({u.records_with_hits} with hits), "
+                f"{u.refused} refused for limits, "
                 f"{u.bad_requests} refused for a bad token or bad input"
                 + (f", {u.unanswered} not answered (UNAVAILABLE)" if u.unanswered else "")
             )
@@ -275,8 +277,8 @@ def cmd_query_report(args: argparse.Namespace) -> int:
             print(f"      UNUSUAL: {flag}")
         if v.unanswered:
             print(
-                f"      not answered: {v.unanswered} queries refused UNAVAILABLE (a look-up "
-                "server down or being loaded; audited, no quota used)"
+                f"      not answered: {counted(v.unanswered, 'query', 'queries')} refused "
+                "UNAVAILABLE (a look-up server down or being loaded; audited, no quota used)"
             )
     return 0
 

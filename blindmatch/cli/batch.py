@@ -76,6 +76,7 @@ def _emptying(args: argparse.Namespace, encoded: Encoded) -> Iterator[None]:
     """The matcher's refusal of a folder of no records that would replace this member's
     upload of some (without --allow-empty; nothing sent, nothing replaced), said as bad local
     input naming the folder and the records (the matcher's trailing metadata, not its text)."""
+    from blindmatch.matcher.domain import counted
     from blindmatch.protos.wire import REPLACES_RECORDS_METADATA
 
     try:
@@ -87,7 +88,7 @@ def _emptying(args: argparse.Namespace, encoded: Encoded) -> Iterator[None]:
         n = int(replaced)
         raise InputError(
             f"{args.encoded} holds no records: uploading it would replace your current upload "
-            f"to {args.project} ({n} record{'s' if n != 1 else ''}) with none. Nothing was "
+            f"to {args.project} ({counted(n, 'record')}) with none. Nothing was "
             "sent or replaced. Pass --allow-empty to replace it with no records (or check that "
             "you encoded the right export)"
         ) from None

@@ -19,6 +19,7 @@ from blindmatch.matcher.domain import (
     WATCH_NOT_ALLOWED,
     QueryQuota,
     QueryRecord,
+    counted,
 )
 
 
@@ -118,8 +119,8 @@ def volume_report(
         baseline = statistics.median(others) if others else median
         if n >= MIN_FLAGGED and n > VOLUME_FACTOR * baseline:
             flags.append(
-                f"{n} records queried, over {VOLUME_FACTOR:g}x the other members' median "
-                f"({baseline:g})"
+                f"{counted(n, 'record')} queried, over {VOLUME_FACTOR:g}x the other members' "
+                f"median ({baseline:g})"
             )
         if limit is not None and n >= QUOTA_SHARE * limit.per_day * window_days:
             flags.append(f"used {n / (limit.per_day * window_days):.0%} of its quota")
@@ -127,13 +128,13 @@ def volume_report(
             flags.append(f"{hits} of {n} queried records hit: looks like probing")
         refused = len(es) - len(answered)
         if refused:
-            flags.append(f"{refused} queries refused for exceeding limits")
+            flags.append(f"{counted(refused, 'query', 'queries')} refused for exceeding limits")
         if member in bad:
             statuses = ", ".join(f"{s} {n}" for s, n in sorted(bad[member].items()))
             users = bad_users.get(member, Counter())
             by = "; by user " + ", ".join(f"{u} {n}" for u, n in sorted(users.items()))
             flags.append(
-                f"{sum(bad[member].values())} requests refused for a bad token or bad "
+                f"{counted(sum(bad[member].values()), 'request')} refused for a bad token or bad "
                 f"input ({statuses}{by if users else ''})"
             )
         if member in off:
@@ -161,7 +162,8 @@ def volume_report(
 def _watches_refused(by_user: Counter[str]) -> str:
     users = ", ".join(f"{u} {n}" for u, n in sorted(by_user.items()) if u)
     return (
-        f"{sum(by_user.values())} watches refused: watching is not allowed in this project "
+        f"{counted(sum(by_user.values()), 'watch', 'watches')} refused: watching is not allowed "
+        "in this project "
         f"(`admin query-limits --allow-watch`){'; by user ' + users if users else ''}"
     )
 
