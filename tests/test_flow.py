@@ -253,8 +253,9 @@ def test_an_upload_with_the_wrong_clk_length_is_refused(
     with pytest.raises(grpc.RpcError) as err:
         raw_upload(matcher, project.tokens["south"], header, [clks])
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "CLKs of 512 bits, but north's upload (the first in this project) has 2048-bit" in str(
-        err.value.details()
+    assert (
+        "CLKs of 512 bits, but north's upload (the earliest held in this project) has 2048-bit"
+        in str(err.value.details())
     )
     assert stored_files(matcher) == before
 

@@ -438,10 +438,10 @@ def test_project_show_checks_an_encoded_folder_against_the_projects_fingerprint(
     out = capsys.readouterr().out
     assert f"{fingerprint_id(south_bad.fingerprint)} (2048-bit CLKs) differs" in out
     assert "do not upload it" in out
-    # ... and the matcher would refuse it the same way, naming north's first upload.
+    # ... and the matcher would refuse it the same way, naming north's upload, the earliest held.
     with matcher.member(token) as member:
         with pytest.raises(
-            RejectedError, match=r"than north's upload \(the first in this project\)"
+            RejectedError, match=r"than north's upload \(the earliest held in this project\)"
         ):
             member.upload("trial", south_bad)
         member.upload("trial", south_ok)

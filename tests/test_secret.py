@@ -128,7 +128,10 @@ def test_a_refused_upload_shows_no_fingerprint_bits(
     message = str(err.value)
     # It names whose upload set the project's encodings and both fingerprint ids (which
     # `project show --encoded` prints too), never any other part of a fingerprint.
-    assert "different schema or secret than north's upload (the first in this project)" in message
+    assert (
+        "different schema or secret than north's upload (the earliest held in this project)"
+        in message
+    )
     assert "the schema is the same, so the secret differs" in message
     assert f"their fingerprint id is {fingerprint_id(south.fingerprint)}" in message
     assert f"the project's is {fingerprint_id(north.fingerprint)}" in message

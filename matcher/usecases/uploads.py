@@ -43,6 +43,7 @@ from blindmatch.matcher.domain import (
     MAX_RECORDS,
     TWO_SERVER,
     Encoding,
+    counted,
     retried_upload,
 )
 from blindmatch.matcher.errors import (
@@ -215,7 +216,7 @@ def check_not_emptying(
     n = current.record_count
     exc = FailedPrecondition(
         f"{field}.record_count: an upload of no records would replace {member}'s current "
-        f"upload of {n} record{'s' if n != 1 else ''} (upload {current.id}); set "
+        f"upload of {counted(n, 'record')} (upload {current.id}); set "
         f"{field}.allow_empty to replace it with none (`blindmatch upload --allow-empty`)"
     )
     exc.trailing = ((REPLACES_RECORDS_METADATA, str(n)),)
@@ -245,7 +246,7 @@ def check_matches_project(store: Store, header: UploadHeader, member: str) -> No
         header_encoding(header),
         [
             Held(
-                f"{first_member}'s upload (the first in this project{matching})",
+                f"{first_member}'s upload (the earliest held in this project{matching})",
                 store.upload_encoding(first),
                 ident=fingerprint_id(first.fingerprint),
                 schema_digest=store.schema_digest(first.id),
