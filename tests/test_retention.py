@@ -11,7 +11,7 @@ import pytest
 
 from benchmarks.knownclks import population, write
 from blindmatch.cli import main
-from blindmatch.cli.project import parse_expiry
+from blindmatch.cli.projectargs import parse_expiry
 from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import AuthError, InputError, NotFoundError, RejectedError

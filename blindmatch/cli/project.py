@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +28,16 @@ from blindmatch.cli.options import (
     unit_interval,
     when,
 )
+from blindmatch.cli.projectargs import (
+    check_tokens_dir,
+    member_given,
+    members_of,
+    name_argument,
+    new_project_name,
+    parse_expiry,
+    project_of,
+    said_with_hint,
+)
 from blindmatch.cli.projectencoded import check_encoded, compare_encoded
 from blindmatch.cli.projectmode import clk_notice
 from blindmatch.cli.projectstate import as_json as upload_json
@@ -40,63 +48,14 @@ from blindmatch.client.remote.model import said_blocking
 if TYPE_CHECKING:
     from blindmatch.client.remote.model import ProjectInfo
 
-_DURATION = re.compile(r"(\d+)\s*([hdwy])")
-_UNIT_SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-
-
-def parse_expiry(text: str, now: float | None = None) -> int:
-    """`--expires-in`: a duration (12h, 90d, 8w, 1y) or a UTC date (2026-12-31) -> unix time."""
-    import datetime as dt
-
-    now = time.time() if now is None else now
-    text = text.strip().lower()
-    if m := _DURATION.fullmatch(text):
-        amount = int(m.group(1))
-        if amount < 1:
-            raise InputError(f"--expires-in {text}: must be at least 1{m.group(2)}")
-        return int(now + amount * _UNIT_SECONDS[m.group(2)])
-    try:
-        day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
-    except ValueError:
-        raise InputError(
-            f"--expires-in {text!r}: give a duration such as 90d, 12h, 8w or 1y, "
-            "or a date such as 2026-12-31"
-        ) from None
-    expires = int(day.timestamp())
-    if expires <= now:
-        raise InputError(f"--expires-in {text}: that date has passed")
-    return expires
-
-
-def _name_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("name", nargs="?", metavar="NAME", help="project name")
-    parser.add_argument(
-        "--project",
-        dest="project_option",
-        metavar="NAME",
-        help="the same, as other commands take it",
-    )
-
-
-def _name(args: argparse.Namespace) -> str:
-    """The project, given as NAME or as --project NAME (not two different ones)."""
-    if args.name and args.project_option and args.name != args.project_option:
-        raise InputError(
-            f"two projects given ({args.name} and --project {args.project_option}): give one"
-        )
-    found = args.name or args.project_option
-    if not found:
-        raise InputError("which project? give its NAME (or --project NAME)")
-    return str(found)
-
 
 @ends_at_sigterm  # --tokens-dir: a token file half-written deleted (`write_tokens`)
 def cmd_create(args: argparse.Namespace) -> int:
-    name = _name(args)
-    members = [m.strip() for m in args.members.split(",") if m.strip()]
+    name = new_project_name(args)
+    members = members_of(args.members)
     expires = parse_expiry(args.expires_in) if args.expires_in else 0
     check_tokens_dir(args)
-    with connect(args, admin_token()) as client:
+    with connect(args, admin_token()) as client, said_with_hint(client, name):
         created = client.create_project(
             name,
             members,
@@ -146,13 +105,6 @@ def cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def check_tokens_dir(args: argparse.Namespace) -> None:
-    """--tokens-dir that is a file: refused before the call, whose tokens are shown once (a
-    project made, or a token rotated, with nowhere to write them left them nowhere)."""
-    if args.tokens_dir and Path(args.tokens_dir).exists() and not Path(args.tokens_dir).is_dir():
-        raise InputError(f"--tokens-dir {args.tokens_dir}: is a file; give a folder")
-
-
 def write_tokens(folder: str, tokens: dict[str, str], project: str) -> dict[str, str]:
     """Each member's token to FOLDER/MEMBER.token, owner-only (the folder too, if made here).
     A SIGTERM part-way leaves each file whole or absent, and says whose are absent: their
@@ -178,9 +130,10 @@ def write_tokens(folder: str, tokens: dict[str, str], project: str) -> dict[str,
 
 @ends_at_sigterm  # --tokens-dir: the token file half-written deleted
 def cmd_rotate_token(args: argparse.Namespace) -> int:
-    name = _name(args)
+    name = project_of(args)
+    args.member = member_given(args)
     check_tokens_dir(args)
-    with connect(args, admin_token()) as client:
+    with connect(args, admin_token()) as client, said_with_hint(client, name, args.member):
         token = client.rotate_token(name, args.member)
     if args.tokens_dir:
         path = write_tokens(args.tokens_dir, {args.member: token}, name)[args.member]
@@ -199,8 +152,9 @@ def cmd_rotate_token(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke_token(args: argparse.Namespace) -> int:
-    name = _name(args)
-    with connect(args, admin_token()) as client:
+    name = project_of(args)
+    args.member = member_given(args)
+    with connect(args, admin_token()) as client, said_with_hint(client, name, args.member):
         client.revoke_token(name, args.member)
     if args.quiet:  # nothing, as `upload -q`: exit 0 says it is revoked
         return 0
@@ -278,7 +232,7 @@ def _as_dict(info: ProjectInfo) -> dict[str, object]:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    name = _name(args)
+    name = project_of(args)
     token = None if args.operator else given_token(args)
     if not token and not args.operator and not env("BLINDMATCH_ADMIN_TOKEN"):
         raise InputError(
@@ -286,7 +240,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             "member's view, or set BLINDMATCH_ADMIN_TOKEN for the operator's"
         )
     with connect(args, token or admin_token()) as client:
-        info = client.describe(name) if token else client.list_projects(name)[0]
+        if token:
+            info = client.describe(name)
+        else:
+            with said_with_hint(client, name):
+                info = client.list_projects(name)[0]
     if not args.json:
         _show(info)
         return compare_encoded(info, args.encoded) if args.encoded else 0
@@ -352,8 +310,13 @@ def register(sub: Subcommands) -> None:
         handler=cmd_create,
         parents=[net],
     )
-    _name_argument(pc)
-    pc.add_argument("--members", required=True, help="comma-separated member names, e.g. a,b,c")
+    name_argument(pc)
+    pc.add_argument(
+        "--members",
+        required=True,
+        help="comma-separated member names, e.g. north,south,east: at least two, each once "
+        "(lower-case letters, digits, '_', '.', '-'; spaces around a name dropped)",
+    )
     pc.add_argument(
         "--disclose",
         choices=LEVELS,
@@ -422,7 +385,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_rotate_token,
         parents=[net],
     )
-    _name_argument(pr)
+    name_argument(pr)
     pr.add_argument("--member", required=True, help="the member whose token to replace")
     pr.add_argument("--json", action="store_true", help="print {project, member, token} as JSON")
     pr.add_argument(
@@ -440,7 +403,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_revoke_token,
         parents=[net],
     )
-    _name_argument(pv)
+    name_argument(pv)
     pv.add_argument("--member", required=True, help="the member whose token to revoke")
 
     pl = command(
@@ -478,7 +441,7 @@ def register(sub: Subcommands) -> None:
         handler=cmd_show,
         parents=[net],
     )
-    _name_argument(ps)
+    name_argument(ps)
     token_options(ps)
     ps.add_argument(
         "--operator",
