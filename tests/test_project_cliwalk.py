@@ -179,3 +179,36 @@ def test_an_upload_refused_names_the_earliest_held_upload_not_the_first(
         done.stderr
     )
     assert east.record_count  # (refused for its encodings, not for being empty)
+
+
+def test_a_tokens_dir_that_cannot_be_made_is_refused_before_any_token_is_issued(
+    served: str, tmp_path: Path
+) -> None:
+    """`--tokens-dir` under a file (or /proc): the project was made, or north's token
+    rotated, and then the tokens could be written nowhere (exit 2 after the fact)."""
+    made = blindmatch(served, "project", "create", "rotated", "--members", "north,south",
+                      "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    north = json.loads(made.stdout)["tokens"]["north"]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    nowhere = str(blocker / "tokens")
+    for args in (["create", "unwritten", "--members", "north,south"],
+                 ["rotate-token", "rotated", "--member", "north"]):  # fmt: skip
+        done = blindmatch(served, "project", *args, "--tokens-dir", nowhere)
+        assert done.returncode == 2, done.stderr
+        assert f"--tokens-dir {nowhere}: cannot make it" in done.stderr
+        assert "no token was issued" in done.stderr
+    assert "unwritten" not in projects(served)
+    (token := tmp_path / "north.token").write_text(north + "\n")
+    shown = blindmatch(served, "project", "show", "rotated", "--token-file", str(token))
+    assert shown.returncode == 0, shown.stderr  # north's token was not replaced
+
+
+def test_expires_in_past_ten_years_is_refused_before_the_matcher_is_asked(served: str) -> None:
+    done = blindmatch(served, "project", "create", "forever", "--members", "a,b",
+                      "--expires-in", "20y")  # fmt: skip
+    assert done.returncode == 2, done.stderr  # was 3: the matcher's INVALID_ARGUMENT
+    assert "--expires-in 20y: a project's data is kept at most 3653 days (ten years)" in (
+        done.stderr
+    )

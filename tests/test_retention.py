@@ -190,12 +190,20 @@ def test_expires_in_takes_a_duration(text: str, seconds: int) -> None:
 
 
 def test_expires_in_takes_a_utc_date() -> None:
-    assert parse_expiry("2030-01-01", now=0) == 1893456000
+    assert parse_expiry("2030-01-01", now=1_800_000_000) == 1893456000  # (now: 2027)
 
 
 @pytest.mark.parametrize("text", ["0d", "soon", "90", "2001-01-01", "2030-13-01"])
 def test_expires_in_refuses_nonsense(text: str) -> None:
     with pytest.raises(InputError, match="--expires-in"):
+        parse_expiry(text)
+
+
+@pytest.mark.parametrize("text", ["11y", "3660d", "2099-01-01"])
+def test_expires_in_past_ten_years_is_a_usage_error(text: str) -> None:
+    """It went to the matcher, which refused it in unix seconds (`expires_unix: 2427373826 is
+    not between now and ten years from now`, exit 3)."""
+    with pytest.raises(InputError, match=rf"--expires-in {text}: a project's data is kept at most"):
         parse_expiry(text)
 
 

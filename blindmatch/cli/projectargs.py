@@ -1,5 +1,6 @@
 """What `blindmatch project ...` is given, checked before the matcher is asked (the names,
---members, --expires-in, --tokens-dir), and the matcher's refusals of names said with what
+--members, --expires-in, --tokens-dir: one that cannot be written is refused before a token
+is issued), and the matcher's refusals of names said with what
 to do. Split out of cli/project.py, which keeps the commands.
 
 `project create`'s NAME and `--members` are checked here by the matcher's own rule
@@ -14,6 +15,7 @@ the command that shows what there is (`project list`, `project show --operator`)
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -40,7 +42,7 @@ def parse_expiry(text: str, now: float | None = None) -> int:
         amount = int(m.group(1))
         if amount < 1:
             raise InputError(f"--expires-in {text}: must be at least 1{m.group(2)}")
-        return int(now + amount * _UNIT_SECONDS[m.group(2)])
+        return _at_most_ten_years(text, int(now + amount * _UNIT_SECONDS[m.group(2)]), now)
     try:
         day = dt.datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=dt.UTC)
     except ValueError:
@@ -51,14 +53,44 @@ def parse_expiry(text: str, now: float | None = None) -> int:
     expires = int(day.timestamp())
     if expires <= now:
         raise InputError(f"--expires-in {text}: that date has passed")
+    return _at_most_ten_years(text, expires, now)
+
+
+def _at_most_ten_years(text: str, expires: int, now: float) -> int:
+    """The matcher's bound on a project's life (domain.MAX_RETENTION), refused here as a
+    usage error: it was the matcher's INVALID_ARGUMENT in unix seconds (exit 3)."""
+    from blindmatch.matcher.domain import DAY, MAX_RETENTION
+
+    if expires > now + MAX_RETENTION:
+        raise InputError(
+            f"--expires-in {text}: a project's data is kept at most {MAX_RETENTION / DAY:.0f} "
+            "days (ten years); give a shorter time or an earlier date"
+        )
     return expires
 
 
 def check_tokens_dir(args: argparse.Namespace) -> None:
-    """--tokens-dir that is a file: refused before the call, whose tokens are shown once (a
-    project made, or a token rotated, with nowhere to write them left them nowhere)."""
-    if args.tokens_dir and Path(args.tokens_dir).exists() and not Path(args.tokens_dir).is_dir():
+    """--tokens-dir that is a file, or a folder that cannot be made or written: refused
+    before the call, whose tokens are shown once (a project made, or a token rotated, with
+    nowhere to write them left them nowhere). The folder is made here (owner-only), as
+    `write_tokens` would."""
+    if not args.tokens_dir:
+        return
+    folder = Path(args.tokens_dir)
+    if folder.exists() and not folder.is_dir():
         raise InputError(f"--tokens-dir {args.tokens_dir}: is a file; give a folder")
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"--tokens-dir {args.tokens_dir}: cannot make it ({exc.strerror or exc}); give a "
+            "folder you can write (nothing was sent: no token was issued)"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(
+            f"--tokens-dir {args.tokens_dir}: you cannot write in it; give a folder you can "
+            "(nothing was sent: no token was issued)"
+        )
 
 
 def name_argument(parser: argparse.ArgumentParser) -> None:
