@@ -212,3 +212,19 @@ def test_expires_in_past_ten_years_is_refused_before_the_matcher_is_asked(served
     assert "--expires-in 20y: a project's data is kept at most 3653 days (ten years)" in (
         done.stderr
     )
+
+
+def test_create_does_not_replace_another_projects_token_files(served: str, tmp_path: Path) -> None:
+    """Two projects' tokens into one --tokens-dir: the second replaced the first's
+    north.token and south.token, those tokens kept nowhere."""
+    folder = tmp_path / "tokens"
+    first = blindmatch(served, "project", "create", "first", "--members", "north,south",
+                       "--tokens-dir", str(folder))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    held = {p.name: p.read_text() for p in folder.iterdir()}
+    done = blindmatch(served, "project", "create", "second", "--members", "east,north,south",
+                      "--tokens-dir", str(folder))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert f"--tokens-dir {folder}: north.token, south.token are there already" in done.stderr
+    assert "second" not in projects(served)
+    assert {p.name: p.read_text() for p in folder.iterdir()} == held

@@ -29,6 +29,7 @@ from blindmatch.cli.options import (
     when,
 )
 from blindmatch.cli.projectargs import (
+    check_new_tokens,
     check_tokens_dir,
     member_given,
     members_of,
@@ -54,7 +55,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     name = new_project_name(args)
     members = members_of(args.members)
     expires = parse_expiry(args.expires_in) if args.expires_in else 0
-    check_tokens_dir(args)
+    check_new_tokens(args, members)
     with connect(args, admin_token()) as client, said_with_hint(client, name):
         created = client.create_project(
             name,
@@ -374,7 +375,8 @@ def register(sub: Subcommands) -> None:
         "--tokens-dir",
         metavar="DIR",
         help="write each member's token to DIR/MEMBER.token, readable by you only, instead "
-        "of printing it (--json then prints {project, token_files, mode})",
+        "of printing it (--json then prints {project, token_files, mode}); a MEMBER.token "
+        "already there (another project's) is not replaced: refused before the project is made",
     )
 
     pr = command(

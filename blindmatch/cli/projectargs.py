@@ -69,6 +69,23 @@ def _at_most_ten_years(text: str, expires: int, now: float) -> int:
     return expires
 
 
+def check_new_tokens(args: argparse.Namespace, members: list[str]) -> None:
+    """`project create --tokens-dir DIR`: DIR/MEMBER.token already there is another
+    project's token (or this name's before): refused before the call, which would replace
+    it with no copy kept. (`rotate-token` replaces its member's file: that token is dead.)"""
+    check_tokens_dir(args)
+    if not args.tokens_dir:
+        return
+    there = [f"{m}.token" for m in members if (Path(args.tokens_dir) / f"{m}.token").exists()]
+    if there:
+        raise InputError(
+            f"--tokens-dir {args.tokens_dir}: {', '.join(there)} "
+            f"{'is' if len(there) == 1 else 'are'} there already (another project's "
+            "tokens?), which this would replace; give a folder of this project's own "
+            "(nothing was sent: no token was issued)"
+        )
+
+
 def check_tokens_dir(args: argparse.Namespace) -> None:
     """--tokens-dir that is a file, or a folder that cannot be made or written: refused
     before the call, whose tokens are shown once (a project made, or a token rotated, with
