@@ -12,7 +12,9 @@ at least each `--reaches` score (the run's own scores: the rule over both CLKs, 
 fallback CLK's Dice where a record lacks the date of birth). P/R/F1 of the hits each gives
 beside the greedy solver's alone. A run uses bridge = threshold + solve.BRIDGE (0.85) and
 reach = threshold - solve.REACH (0.70): chosen on the messy seeds, reported on households.
-Figures: docs/evaluation.md, "Completing groups".
+Figures: docs/evaluation.md, "Completing groups". Each seed also says how many pairs the run's
+scorer (`fallback.pair_scores`) is asked for at the run's cut-offs: in how many calls by
+`complete`, and in the one call of `links_from_groups` (docs/performance.md, "rulescore").
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -30,6 +33,8 @@ from benchmarks.rule2d import DEFAULT, Seed, load, prf
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.solve import Group, PairScorer, complete, links_from_groups, solve
+
+Scores = npt.NDArray[np.float64]
 
 THRESHOLD = 0.8
 RULE = fallback_.Rule(0.25, 0.03, 0.01)  # the default schema's blindmatch.rule
@@ -71,6 +76,17 @@ def main() -> int:
         greedy = solve(cands)
 
         print(f"{spec}: greedy {quality(s, greedy, scorer)}", flush=True)
+        asked: list[int] = []
+
+        def counted(
+            *pairs: npt.NDArray[np.uint32], asked: list[int] = asked, scorer: PairScorer = scorer
+        ) -> Scores:
+            asked.append(len(pairs[0]))
+            return scorer(*pairs)
+
+        links = links_from_groups(complete(greedy, cands, counted, THRESHOLD), [], scorer)
+        print(f"  pair_scores at the run's cut-offs: {len(asked)} calls of {sum(asked)} pairs "
+              f"by the completion, one of {len(links.dset)} pairs for the links")  # fmt: skip
         for bridge in args.bridges:
             for reach in args.reaches:
                 done = complete(greedy, cands, scorer, THRESHOLD,

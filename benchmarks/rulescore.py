@@ -2,7 +2,7 @@
 in numpy (gathered rows, as before) beside the native kernel (`kernel.dice_each`), in one run.
 
     .venv/bin/python benchmarks/rulescore.py [--pair 20000] [--datasets 3] [--pairs 3000000]
-        [--repeat 3] [--workers 2]
+        [--repeat 3] [--workers 2] [--pair-scores]
 
 On realistic encodings as uploaded (`benchmarks/realclks.py`: real clkhash output of
 `messy.py` people under the default schema, a record-level CLK followed by its fallback CLK),
@@ -21,6 +21,14 @@ bit for bit (float64 compared as their 64-bit words). Also the rule's own arithm
 (`Rule.score` on arrays as long), the part left in numpy; and with `--workers` N > 1 the
 default path on N threads (`rescored`'s workers) against one, in wall time. No timing is
 asserted anywhere; the figures go to docs/performance.md by hand.
+
+`--pair-scores`: also `fallback.pair_scores` (the scores of the solver's completion and of a
+run's links, matcher/core/solve.py `complete`, `links_from_groups`) of the same pairs (500,000
+of them at most, evenly spread), the lacking ones too (their fallback CLKs' Dice), by each
+path: CPU ns a pair in one call of them all (as `links_from_groups` calls it), CPU us a call
+of 2 pairs (as `complete` calls it, a call for each pair it tries across two groups), the
+ratio to numpy, and whether the scores are the numpy path's bit for bit. How many pairs a
+run gives it: benchmarks/completion.py.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.realclks import cache_dir, layout, realistic_pair
 from blindmatch.matcher.core import kernel
 from blindmatch.matcher.core.compare import Candidates
-from blindmatch.matcher.core.fallback import Split, _rule_scores, with_fields
+from blindmatch.matcher.core.fallback import Split, _rule_scores, pair_scores, with_fields
 from blindmatch.matcher.domain import Rule
 
 RULE = Rule(0.25, 0.03, 0.01)  # schemas/person-uk.json
@@ -107,6 +115,8 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2,
                         help="also the default path on this many threads, wall time")  # fmt: skip
+    parser.add_argument("--pair-scores", action="store_true",
+                        help="also fallback.pair_scores (completion, links)")  # fmt: skip
     args = parser.parse_args()
     data = datasets(args.pair, args.datasets)
     split = Split.of(data, layout()[1])
@@ -138,7 +148,49 @@ def main() -> int:
     print(
         f"  of which the rule's own arithmetic (Rule.score, numpy): {took / n * 1e9:.1f} ns a pair"
     )
+    if args.pair_scores:
+        by_pair_scores(split, pairs, args.repeat)
     return 0
+
+
+SMALL_CALLS = 2000  # calls of 2 pairs each, as `complete` makes them
+ONE_CALL = 500_000  # pairs in the one call at most (a run's links: some 8,000 at 20,000 people;
+# numpy gathers every pair's rows at once, 3,000,000 pairs' took the run past 4 GB)
+
+
+def by_pair_scores(split: Split, pairs: Candidates, repeat: int) -> None:
+    """`pair_scores` of `pairs` in one call, and in calls of 2, by each path against numpy."""
+    some = np.unique(np.linspace(0, len(pairs) - 1, min(len(pairs), ONE_CALL)).astype(np.intp))
+    pairs = Candidates(pairs.sims[some], pairs.dset0[some], pairs.dset1[some],
+                       pairs.rec0[some], pairs.rec1[some])  # fmt: skip
+    p = (pairs.dset0, pairs.rec0, pairs.dset1, pairs.rec1)
+    lacking = len(pairs) - len(with_fields(pairs, split))
+    calls = min(SMALL_CALLS, len(pairs) // 2)
+    small = [tuple(x[2 * k : 2 * k + 2] for x in p) for k in range(calls)]
+    print(f"pair_scores of {len(pairs):,} of those pairs ({lacking:,} with a record lacking "
+          f"the fields), in one call and in {calls:,} calls of 2 (best of {repeat}):")  # fmt: skip
+
+    def one(path: str) -> npt.NDArray[np.float64]:
+        return pair_scores(split, *p, rule=RULE, path=path)
+
+    def each(path: str) -> npt.NDArray[np.float64]:
+        return np.concatenate([pair_scores(split, *c, rule=RULE, path=path) for c in small])
+
+    base, reference = best(repeat, functools.partial(one, "numpy"))
+    base_small, reference_small = best(repeat, functools.partial(each, "numpy"))
+    n, c = max(len(pairs), 1), max(calls, 1)
+    print(f"  {'numpy':<8} {base / n * 1e9:9.1f} ns a pair {'':>23}{base_small / c * 1e6:7.1f} us "
+          "a call of 2")  # fmt: skip
+    for path in [p for p in kernel.paths() if p != "numpy"]:
+        took, scores = best(repeat, functools.partial(one, path))
+        took_small, scores_small = best(repeat, functools.partial(each, path))
+        same = np.array_equal(scores.view(np.uint64), reference.view(np.uint64)) and (
+            np.array_equal(scores_small.view(np.uint64), reference_small.view(np.uint64))
+        )
+        print(f"  {path:<8} {took / n * 1e9:9.1f} ns a pair (numpy / {path} "
+              f"{base / max(took, 1e-9):5.1f}), {took_small / c * 1e6:7.1f} us a call of 2 "
+              f"(numpy / {path} {base_small / max(took_small, 1e-9):5.1f})  "
+              f"scores identical: {same}")  # fmt: skip
 
 
 if __name__ == "__main__":

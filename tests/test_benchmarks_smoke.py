@@ -96,7 +96,8 @@ def test_the_two_server_grpc_and_audit_log_benchmarks_run(tmp_path: Path) -> Non
 
 def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
     """kernelpeak, rulespeed and fallbackspeed read a cached realistic pair (1,000,000 records
-    by default), rulescore one of 20,000: `--pair` makes a small one; encodespeed checks that
+    by default), rulescore one of 20,000: `--pair` makes a small one; completion (as rulefloor)
+    rule2d's encodings of 500 people; encodespeed checks that
     blindmatch's first CLKs are clkhash's (the default schema's uploads carry a fallback CLK
     after them); recall encodes its routes' schemas (docs/evaluation.md "The recall gap ...")."""
     out = run_all(
@@ -110,7 +111,9 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
             ("rulefloor", ["--seeds", "messy:2103", "--population", "500", "--floors", "0.7",
                            "--cache", str(tmp_path / "rule2d")]),
             ("fallbackspeed", ["--sizes", "300", "--pair", "300"]),
-            ("rulescore", ["--pair", "300", "--pairs", "3000", "--repeat", "1"]),
+            ("rulescore", ["--pair", "300", "--pairs", "3000", "--repeat", "1", "--pair-scores"]),
+            ("completion", ["--seeds", "messy:2103", "--population", "500", "--bridges", "0.85",
+                            "--reaches", "0.7", "--cache", str(tmp_path / "rule2d")]),
             # (its routes' schemas: `swap` added the default's own `names` feature again)
             ("recall", ["--seeds", "31", "--population", "1000"]),
         ],
@@ -126,6 +129,8 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
     assert "| dob-bigrams+swap |" in out["recall"]
     said = out["rulescore"]
     assert said.count("scores identical: True") == said.count("scores identical") >= 1
+    assert "us a call of 2" in said  # --pair-scores: pair_scores by each path
+    assert "pair_scores at the run's cut-offs" in out["completion"]
 
 
 def test_the_s2_proxy_reaches_s2_restarted_on_its_address_once_reconnected() -> None:

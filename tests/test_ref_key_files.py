@@ -6,11 +6,13 @@ or more was taken as the key. Against a real matcher on loopback; its index is l
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
+from blindmatch.client.encoding import refs
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from tests.support import Matcher, Org, encode
@@ -65,3 +67,57 @@ def test_the_linkage_secret_a_sealed_secret_a_key_or_a_csv_is_refused_as_a_ref_k
     by_hand = tmp_path / "by-hand.refkey"
     by_hand.write_text("a passphrase, of my own choosing\n", encoding="utf-8")
     assert sync(matcher, project, south, by_hand) == 0
+
+
+def test_the_linkage_secret_check_runs_once_a_key_and_secret_and_is_noted_beside_the_key(
+    matcher: Matcher,
+    project: ProjectTokens,
+    south: Encoded,
+    orgs: dict[str, Org],
+    secret_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The check is one scrypt of 128 MiB (0.45 s); before, every `add`/`sync` with a key that
+    was there paid it. Now a key that passed is noted in `KEY.checked` (an HMAC under the key,
+    never the key), and only another key or another folder's secret is checked again."""
+    from blindmatch.client.encoding import fingerprint as fp
+
+    asked: list[bytes] = []  # the secrets the fingerprint was derived under (the real one)
+    real = fp.fingerprint
+
+    def spied(schema: dict[str, Any], key: bytes) -> bytes:
+        asked.append(key)
+        return real(schema, key)
+
+    monkeypatch.setattr(fp, "fingerprint", spied)
+
+    def paid(key: Path) -> bool:
+        return key.read_bytes().strip() in asked
+
+    # The linkage secret is refused every time, and nothing is noted of it.
+    for _ in range(2):
+        assert sync(matcher, project, south, secret_file) == 2
+        assert "it is the linkage secret" in capsys.readouterr().err
+    assert not refs.checked_file(secret_file).exists()
+    # A key made by `sync` is noted when made: no check then, none the next time.
+    made = tmp_path / "south.refkey"
+    assert sync(matcher, project, south, made) == 0 and made.exists()
+    assert sync(matcher, project, south, made) == 0
+    assert not paid(made) and refs.checked_file(made).exists()
+    # A key of one's own is checked on its first change only, and again once it is changed.
+    by_hand = tmp_path / "by-hand.refkey"
+    by_hand.write_text("a passphrase, of my own choosing\n", encoding="utf-8")
+    assert sync(matcher, project, south, by_hand) == 0 and paid(by_hand)
+    asked.clear()
+    assert sync(matcher, project, south, by_hand) == 0 and not paid(by_hand)
+    noted = refs.checked_file(by_hand).read_text()
+    assert b"passphrase" not in noted.encode() and by_hand.read_bytes().hex() not in noted
+    by_hand.write_text("another passphrase, also my own\n", encoding="utf-8")
+    assert sync(matcher, project, south, by_hand) == 0 and paid(by_hand)
+    # A noted key is still refused for a folder encoded with it as the linkage secret.
+    again = encode(orgs["south"], tmp_path / "again.encoded", read_secret(made))
+    assert sync(matcher, project, again, made) == 2
+    err = capsys.readouterr().err
+    assert f"it is the linkage secret {again.path} was encoded with" in err

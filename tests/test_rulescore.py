@@ -1,4 +1,5 @@
-"""The rule's S of a run's candidates (fallback._rule_scores, a run's `score` stage) by the
+"""The rule's S of a run's candidates (fallback._rule_scores, a run's `score` stage), and the
+scores of the completion's and the links' pairs (fallback.pair_scores), by the
 native kernel's `dice_each`: the same float64 scores, bit for bit, as the numpy path it
 replaced (rows gathered, `solve.dice`), on every kernel path this CPU runs."""
 
@@ -66,6 +67,34 @@ def test_the_rule_scores_by_the_native_kernel_are_the_numpy_paths_bit_for_bit(
     for path in ["auto", *NATIVE_PATHS]:
         assert same_floats(fallback._rule_scores(pairs, split, sel, rule, path), reference), path
     assert same_floats(fallback._rule_scores(pairs, split, sel, rule, workers=3), reference)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    run=runs(),
+    rule=st.sampled_from([fallback.NO_RULE, DEFAULT, Rule(4.0, -0.5, 0.0)]),
+    share=st.sampled_from([0.0, 0.4, 1.0]),
+)
+def test_pair_scores_by_the_native_kernel_are_the_numpy_paths_bit_for_bit(
+    run: tuple[fallback.Split, Candidates], rule: Rule, share: float
+) -> None:
+    """The completion's and the links' scores (`pair_scores`): the first CLKs' Dice (S under a
+    rule) where both records have the fields, the fallback CLKs' where either lacks them."""
+    split, pairs = run
+    rng = np.random.default_rng(len(pairs))
+    lacking = [rng.random(len(f)) < share for f in split.first]
+    split = fallback.Split(split.first, split.second, lacking)
+    p = (pairs.dset0, pairs.rec0, pairs.dset1, pairs.rec1)
+    reference = fallback.pair_scores(split, *p, rule=rule, path="numpy")
+    for path in ["auto", *NATIVE_PATHS]:
+        assert same_floats(fallback.pair_scores(split, *p, rule=rule, path=path), reference), path
+    # the numpy path is the code before: each pair's score by the rule from the gathered rows
+    for k in range(len(pairs)):
+        a, ra, b, rb = (int(x[k]) for x in p)
+        d1 = dice(split.first[a][[ra]], split.first[b][[rb]])
+        d2 = dice(split.second[a][[ra]], split.second[b][[rb]])
+        lacks = lacking[a][ra] or lacking[b][rb]
+        assert same_floats(reference[[k]], d2 if lacks else rule.score(d1, d2)), k
 
 
 @settings(max_examples=200, deadline=None)

@@ -43,23 +43,28 @@ def ref_key_for_change(
 ) -> Iterator[bytes]:
     """The ref key at `path`, made if missing, for the index change(s) of `encoded` the block
     sends; one that was there refused where it is the linkage secret `encoded` was encoded
-    with (`refs.check_not_linkage_secret`). A key
+    with (`refs.check_not_linkage_secret`: its scrypt once a key and folder's secret, noted
+    in `NAME.checked` beside the key; a key made here is noted without it). A key
     made here is removed again if the matcher refuses the change (another schema's
     fingerprint or rule, a token not allowed, no such project) before `stored()` changes
     are stored under it: before 2026-12-06 it was kept, said as "Made a new ref key", and a
     later sync from another folder used it. Kept where the change may have been stored (a
     connection lost), as an older key always is."""
-    from blindmatch.client.encoding.refs import check_not_linkage_secret, load_ref_key
+    from blindmatch.client.encoding.refs import (
+        check_not_linkage_secret,
+        checked_file,
+        load_ref_key,
+    )
 
     with sigterm_as_ctrl_c():  # a SIGTERM: the key whole or absent, no temporary file
         key, made = load_ref_key(path, create=True)
-    if not made:
-        check_not_linkage_secret(path, key, encoded)
+        check_not_linkage_secret(path, key, encoded, made=made)  # (noted beside it, likewise)
     try:
         yield key
     except (RejectedError, AuthError, NotFoundError):
         if made and not stored():
             Path(path).unlink(missing_ok=True)
+            checked_file(path).unlink(missing_ok=True)
             made = False
         raise
     finally:

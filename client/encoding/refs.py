@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,23 +82,61 @@ def ref_key_problem(key: bytes) -> str | None:
     return None
 
 
-def check_not_linkage_secret(path: str | Path, key: bytes, encoded: Encoded) -> None:
+def check_not_linkage_secret(
+    path: str | Path, key: bytes, encoded: Encoded, *, made: bool = False
+) -> None:
     """Refuse a ref key that is the linkage secret `encoded` was encoded with: partners hold
     that secret, so they could test a guessed local id against its references. Known where
     the folder's schema is one blindmatch ships (its digest names it): that schema's
-    fingerprint under `key` is then the folder's. One scrypt (the fingerprint's 128 MiB):
-    asked of a key that was there, never of one just made."""
+    fingerprint under `key` is then the folder's. One scrypt (the fingerprint's 128 MiB,
+    about 0.45 s of a core): asked once of a key and a folder's (schema, secret), never of a
+    key just made (`made`); a key that passed is noted in the file beside it
+    (`checked_file`), so a later `index add` or `sync` with that key and a folder of that
+    schema and secret does not ask it again. The note is the answer's own, not a weaker
+    test: another key (the file changed) or another folder's fingerprint is checked anew."""
     from blindmatch.client.encoding.encoded import shipped_schema
     from blindmatch.client.encoding.fingerprint import fingerprint
 
     schema = shipped_schema(encoded.schema_digest)
-    if schema is None or not hmac.compare_digest(fingerprint(schema, key), encoded.fingerprint):
+    if schema is None:
         return
-    raise InputError(
-        f"{path}: not a ref key: it is the linkage secret {encoded.path} was encoded with, "
-        "which your partners hold (they could test a guessed id against your references). "
-        f"{REF_KEY_IS}"
-    )
+    mark = _checked_mark(key, encoded)
+    marks = _checked_marks(path)
+    if mark in marks:
+        return
+    if not made and hmac.compare_digest(fingerprint(schema, key), encoded.fingerprint):
+        raise InputError(
+            f"{path}: not a ref key: it is the linkage secret {encoded.path} was encoded "
+            "with, which your partners hold (they could test a guessed id against your "
+            f"references). {REF_KEY_IS}"
+        )
+    kept = [*marks[-(CHECKED_KEPT - 1) :], mark]
+    with suppress(OSError, InputError):  # only a saving: unwritten, the next change checks
+        write_bytes(checked_file(path), "".join(f"{m}\n" for m in kept).encode())
+
+
+CHECKED_KEPT = 16  # (schema, secret)s noted beside one ref key, the latest kept
+
+
+def checked_file(path: str | Path) -> Path:
+    """Beside the ref key at `path` (`NAME.checked`): one line for each folder's (schema,
+    secret) the key was found not to be the secret of, HMAC-SHA256 under the key of that
+    folder's schema digest and fingerprint (never the key, nor anything of it without it)."""
+    path = Path(path)
+    return path.with_name(path.name + ".checked")
+
+
+def _checked_mark(key: bytes, encoded: Encoded) -> str:
+    what = b"blindmatch ref key is not the secret v1\0" + encoded.schema_digest.encode()
+    return hmac.new(key, what + b"\0" + encoded.fingerprint, hashlib.sha256).hexdigest()
+
+
+def _checked_marks(path: str | Path) -> list[str]:
+    try:
+        text = checked_file(path).read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):  # none yet, or unreadable: checked anew
+        return []
+    return text.split()
 
 
 def row_refs(ids: Iterable[str], key: bytes) -> list[str]:

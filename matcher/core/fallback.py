@@ -52,7 +52,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import fallbackpass
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.kernel import Clks, dice_each
-from blindmatch.matcher.core.solve import by_datasets, dice
+from blindmatch.matcher.core.solve import by_datasets
 from blindmatch.matcher.domain import NO_RULE, Rule
 from blindmatch.matcher.errors import InvalidArgument
 
@@ -162,18 +162,24 @@ def pair_scores(
     r1: npt.NDArray[np.uint32],
     *,
     rule: Rule = NO_RULE,
+    path: str = "auto",
 ) -> npt.NDArray[np.float64]:
     """The score of each pair: fallback Dice when either record lacks the fields, else Dice
-    of the first CLKs (with a rule, its score S over both)."""
+    of the first CLKs (with a rule, its score S over both). By the native kernel's
+    `dice_each`, no rows gathered (`path` "numpy": gathered rows in numpy, as before 2026-12-07;
+    the same floats, tests/test_rulescore.py, benchmarks/rulescore.py --pair-scores)."""
     out = np.empty(len(d0), dtype=np.float64)
     for a, b, sel in by_datasets(d0, d1):
         ra, rb = r0[sel], r1[sel]
         either = on_fallback(split.lacking[a][ra], split.lacking[b][rb])
-        scores = dice(split.first[a][ra], split.first[b][rb])
+        scores = dice_each(split.first[a], split.first[b], ra, rb, path=path)
         if rule.active:
-            scores = rule.score(scores, dice(split.second[a][ra], split.second[b][rb]))
-        if either.any():
-            scores[either] = dice(split.second[a][ra[either]], split.second[b][rb[either]])
+            second = dice_each(split.second[a], split.second[b], ra, rb, path=path)
+            scores = rule.score(scores, second)
+            scores[either] = second[either]
+        elif either.any():
+            fa, fb = ra[either], rb[either]
+            scores[either] = dice_each(split.second[a], split.second[b], fa, fb, path=path)
         out[sel] = scores
     return out
 
