@@ -275,7 +275,6 @@ def test_under_s1s_default_a_query_over_its_per_query_cap_is_refused_and_no_band
 def test_a_query_s1s_caps_refuse_is_on_the_query_report_as_s1s_refusal_not_bad_input(
     tmp_path: Path,
     members: dict[str, tuple[Export, Path]],  # noqa: F811
-    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A query S1 refuses over its caps under `--query-band-keys refuse`: the operator's
@@ -287,7 +286,6 @@ def test_a_query_s1s_caps_refuse_is_on_the_query_report_as_s1s_refusal_not_bad_i
         tokens, _ = uploaded_spied(world, members, monkeypatch)
         pair = person_csv(south, sorted(south.truth)[:2], world.folder / "two.csv")
         assert ask(world, "shares", tokens["north"], pair, south) == 3
-        capsys.readouterr()
         with world.operator() as op:
             rows = {v.member: v for v in op.query_report("shares", hours=24)}
     assert rows["north"].flags == [
