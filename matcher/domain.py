@@ -377,6 +377,13 @@ REFUSED_REQUEST = "request"
 # `admin query-report` says it as such, not as a bad token or bad input.
 WATCHING_OFF = "watching is not allowed"
 WATCH_NOT_ALLOWED = "WATCH_NOT_ALLOWED"
+# A query (or a watch's comparison) S1 refuses over its caps, asking for none of its band
+# keys (S1's `--query-band-keys refuse`): words its refusal carries (core/exhaustive.py
+# `keys_refused`), and its `refused` in place of the status (FAILED_PRECONDITION) in the
+# volume log, so that `admin query-report` says it as S1's refusal, not as the member's bad
+# input (a row stored under the status alone could not be told apart later).
+S1_REFUSES_KEYS = "--query-band-keys refuse"
+OVER_S1_CAPS = "OVER_S1_CAPS"
 # How a query the matcher could not answer (UNAVAILABLE: a look-up server down, behind or
 # being loaded) is recorded: `refused` is this, then the reason naming the server. Audited
 # like any query, never counted against the quota, not the member's doing (not flagged).

@@ -272,6 +272,30 @@ def test_under_s1s_default_a_query_over_its_per_query_cap_is_refused_and_no_band
     assert [str(d["reason"]).split(":")[0] for d in refused] == ["band_keys_refused"]
 
 
+def test_a_query_s1s_caps_refuse_is_on_the_query_report_as_s1s_refusal_not_bad_input(
+    tmp_path: Path,
+    members: dict[str, tuple[Export, Path]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A query S1 refuses over its caps under `--query-band-keys refuse`: the operator's
+    query report flags it on the member's row as S1's refusal (before: "1 requests refused
+    for a bad token or bad input (FAILED_PRECONDITION 1)", stored under the status alone, so
+    no later report could tell it from the member's bad input)."""
+    south = members["south"][0]
+    with capped_world(tmp_path, members, "refuse") as world:
+        tokens, _ = uploaded_spied(world, members, monkeypatch)
+        pair = person_csv(south, sorted(south.truth)[:2], world.folder / "two.csv")
+        assert ask(world, "shares", tokens["north"], pair, south) == 3
+        with world.operator() as op:
+            rows = {v.member: v for v in op.query_report("shares", hours=24)}
+    assert rows["north"].flags == [
+        "1 query refused by S1 over its caps, taking no band keys (its --query-band-keys "
+        "refuse: S1's operator's setting, not the member's input)"
+    ]
+    assert (rows["north"].queries, rows["north"].refused) == (0, 0)
+    assert rows["south"].flags == [] and rows["west"].flags == []
+
+
 def test_the_members_client_sends_no_band_keys_s1_asks_for_without_allow_band_keys(
     capped: twoserver_world.World,
     members: dict[str, tuple[Export, Path]],  # noqa: F811

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,9 +19,10 @@ from benchmarks.knownclks import CLK_BITS, FINGERPRINT, population
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.matcher.storage import quietread
 from blindmatch.matcher.storage.integrity import check_data_dir
 from blindmatch.matcher.storage.quietread import left_as_found, read_as_immutable, wal_left
-from blindmatch.matcher.storage.sqlite import layout_of
+from blindmatch.matcher.storage.sqlite import layout_of, newer_layout
 from tests.support import files_of
 
 pytestmark = pytest.mark.on_disk  # kills: tmp_path on the disk (tests/conftest.py)
@@ -119,6 +121,43 @@ def test_a_layout_a_killed_process_left_in_its_wal_is_read_and_nothing_written(
     before = files_of(tmp_path)
     assert layout_of(db) == 7
     assert files_of(tmp_path) == before
+
+
+# A matcher started on a database and stopped again: its layout set, its close folding the
+# -wal into the database and deleting the -wal and -shm.
+STARTED_AND_STOPPED = (
+    "import sqlite3, sys\nconn = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "conn.execute('PRAGMA journal_mode=WAL')\nconn.execute('PRAGMA user_version = 8')\n"
+    "conn.close()\n"
+)
+
+
+@pytest.mark.parametrize("before", ["the database", "its -wal"])
+def test_a_layout_read_from_a_copy_whose_wal_a_start_folds_meanwhile_is_read_again(
+    before: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store a killed matcher left with changes in its -wal is read from a copy; a matcher
+    started and stopped (its layout recorded, the -wal folded in and deleted as it closed)
+    before the database, or its -wal, is copied: the layout read is read again as then
+    found, the new one, nothing written beside it (before: the copy of the -wal it no
+    longer found raised FileNotFoundError out of `layout_of` and `newer_layout`, as out of
+    any read `left_as_found` makes: `admin check`, `admin backup`, a look-up server's
+    Reload)."""
+    db = tmp_path / "store.sqlite"
+    _killed_with_layout(db, 7)
+    copyfile, ran = quietread.shutil.copyfile, []
+    first = db if before == "the database" else Path(f"{db}-wal")
+
+    def started_meanwhile(src: Any, dst: Any, **kw: Any) -> Any:
+        if Path(src) == first and not ran:  # (the forced order: the start, then the copy)
+            ran.append(subprocess.run([sys.executable, "-c", STARTED_AND_STOPPED, str(db)],
+                                      check=True, timeout=60))  # fmt: skip
+        return copyfile(src, dst, **kw)
+
+    monkeypatch.setattr(quietread.shutil, "copyfile", started_meanwhile)
+    assert layout_of(db) == 8 and len(ran) == 1
+    assert newer_layout(db, 7) == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["store.sqlite"]
 
 
 def test_a_database_a_process_has_open_is_read_through_its_wal_even_with_its_wal_empty(

@@ -338,7 +338,7 @@ def test_a_conversion_ahead_that_meets_the_matchers_stop_ends_in_one_line_and_ke
             stop()
         return setup.servers(names, records, widths)
 
-    if when == "before":  # (queued after the stop: the set-up's conversions anew)
+    if when == "before":  # (queued after the stop: the set-up's conversions, stopped)
         stop()
         conversions = setup.servers(["south"], [90], list(bits)).conversions
     learn = conversions.learn

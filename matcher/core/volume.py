@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from blindmatch.matcher.domain import (
     DEFAULT_QUOTA,
+    OVER_S1_CAPS,
     REFUSED_REQUEST,
     UNANSWERED,
     WATCH_NOT_ALLOWED,
@@ -76,7 +77,8 @@ def volume_report(
     on the caller's row (a token nobody holds has a row of its own). Queries the matcher
     could not answer (refused `UNANSWERED`) are counted apart, in `unanswered`, and not
     flagged. Watches refused where watching is not allowed (`WATCH_NOT_ALLOWED`) are
-    flagged as such, not as bad input (a user's share named in the flag alone). Each
+    flagged as such, not as bad input (a user's share named in the flag alone), as are
+    queries S1 refused over its caps, taking no band keys (`OVER_S1_CAPS`). Each
     named user's share of its member's row is in `users`, its unanswered
     queries included."""
     by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
@@ -84,6 +86,7 @@ def volume_report(
     bad_users: dict[str, Counter[str]] = {}
     unanswered: Counter[str] = Counter()
     off: dict[str, Counter[str]] = {}  # watches refused, not allowed: by user ("" none)
+    capped: dict[str, Counter[str]] = {}  # refused by S1's caps, no band keys: by user
     unanswered_users: dict[str, Counter[str]] = {}
     for e in entries:
         if e.refused.startswith(UNANSWERED):
@@ -93,6 +96,9 @@ def volume_report(
             by_member.setdefault(e.member, [])
         elif e.kind == REFUSED_REQUEST and e.refused == WATCH_NOT_ALLOWED:
             off.setdefault(e.member, Counter())[e.user] += e.records
+            by_member.setdefault(e.member, [])
+        elif e.kind == REFUSED_REQUEST and e.refused == OVER_S1_CAPS:
+            capped.setdefault(e.member, Counter())[e.user] += e.records
             by_member.setdefault(e.member, [])
         elif e.kind == REFUSED_REQUEST:
             bad.setdefault(e.member, Counter())[e.refused] += e.records
@@ -139,6 +145,8 @@ def volume_report(
             )
         if member in off:
             flags.append(_watches_refused(off[member]))
+        if member in capped:
+            flags.append(_over_s1_caps(capped[member]))
         report.append(
             QueryVolume(
                 users=_users(
@@ -165,6 +173,16 @@ def _watches_refused(by_user: Counter[str]) -> str:
         f"{counted(sum(by_user.values()), 'watch', 'watches')} refused: watching is not allowed "
         "in this project "
         f"(`admin query-limits --allow-watch`){'; by user ' + users if users else ''}"
+    )
+
+
+def _over_s1_caps(by_user: Counter[str]) -> str:
+    users = ", ".join(f"{u} {n}" for u, n in sorted(by_user.items()) if u)
+    n = sum(by_user.values())
+    return (
+        f"{n} quer{'y' if n == 1 else 'ies'} refused by S1 over its caps, taking no band keys "
+        "(its --query-band-keys refuse: S1's operator's setting, not the member's input)"
+        f"{'; by user ' + users if users else ''}"
     )
 
 

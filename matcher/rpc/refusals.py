@@ -43,7 +43,9 @@ from typing import TypeVar
 
 from blindmatch.matcher.domain import (
     AUTH_FAILURES_PER_MINUTE,
+    OVER_S1_CAPS,
     REFUSED_REQUEST,
+    S1_REFUSES_KEYS,
     WATCH_NOT_ALLOWED,
     WATCHING_OFF,
     QueryRecord,
@@ -126,6 +128,8 @@ class Refusals:
             return
         if rpc == "Watch" and status == "FAILED_PRECONDITION" and WATCHING_OFF in message:
             status = WATCH_NOT_ALLOWED  # counted as what it is (core/volume.py)
+        elif status == "FAILED_PRECONDITION" and S1_REFUSES_KEYS in message:
+            status = OVER_S1_CAPS  # S1's refusal, not the member's bad input (core/volume.py)
         # What the client sent (the project named, the message quoting its fields) is cut
         # for the log, each string to MAX_LOGGED_BYTES, saying so (`shown`).
         who = f"{shown(project or '?')}/{shown(member)}" if member else UNKNOWN_CALLER

@@ -149,8 +149,11 @@ def combiner_setup(
 
     # The partners converted once for queries compared whole against them (their seeds:
     # rpc/twoserver_standdeal.py), for the matcher's life; not kept across a restart. The
-    # matcher's stop (`close`) stops them, and a matcher started again on this set-up holds
-    # none, as after a restart.
+    # matcher's stop (`close`) stops them; they stay the set-up's until a matcher is started
+    # again on it (`connect`), which holds none, as after a restart. (Replaced at the stop,
+    # a query or watch the stop had not ended yet, or a conversion queued meanwhile, would
+    # have been admitted on new ones no stop waits for, and a conversion ending during the
+    # stop counted where no one looks.)
     conversions = [Conversions()]
 
     def servers(names: list[str], records: list[int], bits: list[int]) -> RemoteServers:
@@ -167,8 +170,12 @@ def combiner_setup(
 
     def close() -> None:
         ahead.close()
-        stopping, conversions[0] = conversions[0], Conversions()
-        stopping.close()
+        conversions[0].close()
+
+    def connect() -> None:
+        kept.open()
+        if conversions[0].stopping():  # (a matcher started again on this set-up)
+            conversions[0] = Conversions()
 
     def check() -> None:
         reachable(s1, "S1", credentials, (kept, 0))
@@ -190,7 +197,7 @@ def combiner_setup(
 
     return TwoServerSetup(s1, s2, member_key, servers, check, forget, forget_one, holds, close,
                           queue_ahead, converts_ahead=convert_ahead, disconnect=kept.close,
-                          connect=kept.open, when_converted=ahead.when_made,
+                          connect=connect, when_converted=ahead.when_made,
                           watch_wait=watch_wait)  # fmt: skip
 
 

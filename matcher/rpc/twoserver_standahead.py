@@ -224,7 +224,8 @@ class Ahead:
                 stopped = epoch != self._epoch or conversions.stopping()
             if conversions.holds(key):
                 return  # (a query converted it meanwhile)
-            if stopped:
+            if stopped:  # (queued as the stop began, or after: C's conversions stopped)
+                log.info("%s's upload not converted ahead of its queries: %s", name, STOPPED)
                 self._made_or_not(name, False, STOPPED)
                 return
             remote = self._servers([name], [records], list(bits))

@@ -22,7 +22,9 @@ one byte of its -shm (`_DMS_BYTE`) while it is open, which `fcntl`'s F_GETLK see
 another process; one this process opened (storage/sqlite.py `Database`) is counted here,
 as F_GETLK does not report a process's own locks. Should a database read as found at rest
 be opened or changed meanwhile (a matcher started during the read), what was read may be
-torn: `read()` is done again, reading it as one in use.
+torn: `read()` is done again, reading it as one in use. One whose -wal is gone before it
+is copied (a matcher started and stopped meanwhile: its close folded the -wal into the
+database and deleted it) is looked at again as then found.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 # SQLite's unix VFS: the -shm byte each connection holds a shared lock on while it is open
@@ -55,6 +57,10 @@ _READ_AS: ContextVar[Mapping[str, str]] = ContextVar(
 )
 # Those read from a copy of their database and -wal (the changes a killed matcher left).
 _WAL_LEFT: ContextVar[frozenset[str]] = ContextVar("blindmatch_wal_left", default=frozenset())
+# How often `left_as_found` looks at a database again where the -wal it was to copy was gone
+# (folded in by a process that opened and closed it), before reading it as one in use.
+QUIET_TRIES = 3
+_CHANGED, _COPY_GONE = object(), object()  # `_quietly`: read again as in use; look again
 _open_here: Counter[str] = Counter()
 _open_lock = threading.Lock()
 
@@ -154,7 +160,24 @@ def left_as_found(paths: Sequence[Path], read: Callable[[], T]) -> T:
     """`read()`, whose `connect_read_only` connections leave the folder of the databases
     `paths` as they found it (the module's docstring: as immutable, from a copy, or through
     the WAL of a process that has it open). A path an enclosing call reads already is read
-    as it decided."""
+    as it decided. Where one was opened, changed or closed during the read, what was read
+    may be torn: it is read again as one in use. Where a -wal to be copied was gone (folded
+    in by a process that opened and closed the database meanwhile), the database is looked
+    at again, QUIET_TRIES times at most (then read as one in use)."""
+    for _ in range(QUIET_TRIES):
+        result = _quietly(paths, read)
+        if result is not _COPY_GONE:
+            break
+    if result is _CHANGED or result is _COPY_GONE:
+        return read()
+    return cast(T, result)
+
+
+def _quietly(paths: Sequence[Path], read: Callable[[], T]) -> T | object:
+    """`read()` as `left_as_found` decides for each of `paths` as found now; `_CHANGED`
+    where one was opened, changed or closed before it ended; `_COPY_GONE` where a file to
+    be copied was gone (a process opened the database and closed it again: its close
+    folded the -wal into it and deleted it), before anything was read."""
     outer = _READ_AS.get()
     found: dict[str, tuple[Path, State]] = {}
     uris: dict[str, str] = {}
@@ -166,7 +189,13 @@ def left_as_found(paths: Sequence[Path], read: Callable[[], T]) -> T:
                 continue
             found[key] = (path, state)
             if state[1] is not None and state[1][1] > 0:  # (a -wal holding changes)
-                uris[key] = _uri(copies.enter_context(_copied(path)), immutable=False)
+                try:
+                    copy = copies.enter_context(_copied(path))
+                except FileNotFoundError:
+                    if _unopened(path) == state:
+                        raise
+                    return _COPY_GONE
+                uris[key] = _uri(copy, immutable=False)
                 left.add(key)
             else:
                 uris[key] = _uri(path, immutable=True)
@@ -183,4 +212,4 @@ def left_as_found(paths: Sequence[Path], read: Callable[[], T]) -> T:
         finally:
             _WAL_LEFT.reset(wal_token)
             _READ_AS.reset(token)
-    return read()
+    return _CHANGED
