@@ -178,10 +178,9 @@ def _watches_refused(by_user: Counter[str]) -> str:
 
 def _over_s1_caps(by_user: Counter[str]) -> str:
     users = ", ".join(f"{u} {n}" for u, n in sorted(by_user.items()) if u)
-    n = sum(by_user.values())
     return (
-        f"{n} quer{'y' if n == 1 else 'ies'} refused by S1 over its caps, taking no band keys "
-        "(its --query-band-keys refuse: S1's operator's setting, not the member's input)"
+        f"{counted(sum(by_user.values()), 'query', 'queries')} refused by S1 over its caps, "
+        "taking no band keys (its --query-band-keys refuse: S1's operator's setting, not the member's input)"
         f"{'; by user ' + users if users else ''}"
     )
 
