@@ -180,7 +180,8 @@ def _over_s1_caps(by_user: Counter[str]) -> str:
     users = ", ".join(f"{u} {n}" for u, n in sorted(by_user.items()) if u)
     return (
         f"{counted(sum(by_user.values()), 'query', 'queries')} refused by S1 over its caps, "
-        "taking no band keys (its --query-band-keys refuse: S1's operator's setting, not the member's input)"
+        "taking no band keys (its --query-band-keys refuse: S1's operator's setting, "
+        "not the member's input)"
         f"{'; by user ' + users if users else ''}"
     )
 
