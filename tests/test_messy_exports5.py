@@ -199,6 +199,7 @@ def test_a_welsh_or_irish_date_reads_as_its_english_one(
     written = case(written if accents else bare(written))
     assert parse_date(written, fmt) == day
     assert parse_date(written, None) == day
+    assert parse_date(written, QUERY_DATE_FORMATS) == day  # (query --dob)
 
 
 DIGITS = {
@@ -246,13 +247,14 @@ def test_a_date_in_any_scripts_digits_reads_as_in_ascii(day: date, fmt: str, dig
     assert parse_date(in_script(day.strftime(fmt), digits), fmt) == day
 
 
-# Real names written in cp1252 with ð, þ or Ð (Icelandic, Faroese; Vietnamese with Ð for Đ)
-# beside other accented letters, none a Baltic name: no warning for any.
+# Real names written in cp1252 with ð, þ or Ð (Icelandic, Faroese; Vietnamese, Serbian and
+# Croatian with Ð for Đ) beside other accented letters, none a Baltic name: no warning.
 CP1252_NAMES = [
     "Guðrún Sigurðardóttir", "Þórunn Hallgrímsdóttir", "Arnþór Björnsson", "Sæþór Jóhannsson",
     "Hallbjörn Guðmundsson", "Þuríður Ævarsdóttir", "Høgni Jákupsson", "Guðrið Ólavsdóttir",
     "Ðoàn Văn", "Ðào Thị Hồng", "Ðinh Quốc", "Ðức Nguyễn", "Hélène Müller", "Zoë Noël",
     "Jérôme Lemaître", "Niccolò Bellò", "Cîrstea Mîndru", "Çlirim Berisha", "Gaëtan Sørensen",
+    "Ðorðe Ðurišic", "Mlaðen Ðokovic", "Žaklina Ðukic",
 ]  # fmt: skip
 
 

@@ -158,11 +158,13 @@ ODD_SYMBOLS = re.compile("[\u00a1-\u00bf\u00d7\u00f7]")
 SUSPECT = re.compile("[\x80-\x9f\u00a1-\u00bf\u00d7\u00f7\u00d0\u00de\u00f0\u00fe]")
 
 # Names written in cp1252 hold ð or þ in Icelandic and Faroese, beside no other letters than
-# theirs, and in Vietnamese written with Ð for Đ, which starts a word (a syllable), beside
-# Vietnamese vowels. cp1257 (Baltic) writes š and ž with the bytes cp1252 reads as ð and þ,
-# and ū, ė, ī, ē, ņ, č, ą, ę, į with those of û, ë, î, ç, ò, è, à, æ, á: a word holding ð or
-# þ beside a letter none of those languages has beside them is a Baltic name read as cp1252.
-_NORDIC = frozenset("áéíóúýæöøðþ")
+# theirs; in Vietnamese written with Ð for Đ, which starts a word (a syllable), beside
+# Vietnamese vowels; and in Serbian and Croatian written with Ð and ð for Đ and đ, beside š and
+# ž (cp1252 has them; cp1257 writes ˇ and ˛ with their bytes). cp1257 (Baltic) writes š and ž
+# with the bytes cp1252 reads as ð and þ, and ū, ė, ī, ē, ņ, č, ą, ę, į with those of û, ë, î,
+# ç, ò, è, à, æ, á: a word holding ð or þ beside a letter none of those has beside them is a
+# Baltic name read as cp1252.
+_NORDIC = frozenset("áéíóúýæöøðþšž")
 _VIETNAMESE = frozenset("àáâãèéêìíòóôõùúý")
 _WORDS = re.compile(r"[^\W\d_]+")
 
