@@ -17,7 +17,16 @@ is read as that, whatever invisible or look-alike characters the export put in i
   `1980-04-03+01:00`), unless the formats read times themselves: the date written is the date
   meant. Any other
   time (`1980-04-02T23:00:00Z`, a date shifted by a time zone) is kept, so the value stays
-  invalid and is reported.
+  invalid and is reported;
+- digits of other scripts (Arabic-Indic `١٩٨٠`, Extended Arabic-Indic `۱۹۸۰`, Devanagari
+  `१९८०`: any Unicode decimal digit, as `int()` reads them) become ASCII digits;
+- a Welsh or Irish month's name (`3 Ebrill 1980`, `3 Mis Ebrill 1980`, `3 Aibreán 1980`,
+  `03-EBR-1980`), with or without its accents, is read as the English one (`plain_dates`): a
+  full name where `%B` reads it, an abbreviation (CLDR's: `Ebr`, `Aib`) where `%b` does, as
+  English names are; a Welsh or Irish weekday before it (`dydd Mawrth, 4 Ebrill 1980`, `Dé
+  Máirt 4 Aibreán 1980`) and a Welsh or Irish ordinal day (`4ydd`, `4ú`) go. No such word is
+  an English month's name or abbreviation, so no date read before reads otherwise; Welsh
+  `Mawrth` (March, and Tuesday) is a weekday only after `dydd`.
 
 Nothing here guesses the order of day and month; `normalise.parse_date` reads the result.
 """
@@ -56,25 +65,22 @@ _MIDNIGHT = re.compile(
 
 
 def _visible(text: str) -> str:
-    """`text` in NFKC, without format characters (category Cf), its dashes as '-'."""
+    """`text` in NFKC, without format characters (category Cf), its dashes as '-' and its
+    digits (any script's, as `int()` reads them: '١٩٨٠') as ASCII ones."""
     text = unicodedata.normalize("NFKC", text)
-    kept = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    kept = "".join(
+        str(unicodedata.decimal(ch)) if ch.isdecimal() else ch
+        for ch in text
+        if unicodedata.category(ch) != "Cf"
+    )
     return kept.translate(_DASHES)
 
 
 def plain_date(value: str, reads_times: bool = False) -> str:
-    """The text of a date cell as its formats should read it (see the module's docstring);
+    """The text of a date cell as its formats should read it (see the module's docstring),
+    a Welsh or Irish month's full name as English's (`plain_dates`: as `%b` reads one too);
     `reads_times`: the formats read a time themselves (one has `%H`), so none is dropped."""
-    text = value if value.isascii() else _visible(value)
-    text = " ".join(text.split()).strip(QUOTES).strip()
-    if reads_times:
-        return text
-    if text.isdigit():
-        return _COMPACT_MIDNIGHT.sub("", text)
-    if not text.strip(_NUMERIC):  # (14/03/1988: nothing else to look for)
-        return text
-    text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", _WEEKDAY.sub("", text)))
-    return _DATE_ZONE.sub("", _MIDNIGHT.sub("", text))
+    return plain_dates(value, reads_times)[0]
 
 
 @lru_cache(maxsize=256)
@@ -94,7 +100,81 @@ def may_read(chars: frozenset[str], has_letter: bool, fmt: str) -> bool:
     return literals <= chars and (has_letter or not month_name)
 
 
-__all__ = ["QUOTES", "may_read", "plain_date"]
+_ENGLISH = (
+    ("January", "Jan"), ("February", "Feb"), ("March", "Mar"), ("April", "Apr"), ("May", "May"),
+    ("June", "Jun"), ("July", "Jul"), ("August", "Aug"), ("September", "Sep"),
+    ("October", "Oct"), ("November", "Nov"), ("December", "Dec"),
+)  # fmt: skip
+# Welsh and Irish months' names, January to December: the full name, and CLDR's abbreviation
+# (the same word for Welsh Mai, Awst and Medi, and Irish Márta and Iúil).
+_WELSH = (
+    ("Ionawr", "Ion"), ("Chwefror", "Chwef"), ("Mawrth", "Maw"), ("Ebrill", "Ebr"),
+    ("Mai", "Mai"), ("Mehefin", "Meh"), ("Gorffennaf", "Gorff"), ("Awst", "Awst"),
+    ("Medi", "Medi"), ("Hydref", "Hyd"), ("Tachwedd", "Tach"), ("Rhagfyr", "Rhag"),
+)  # fmt: skip
+_IRISH = (
+    ("Eanáir", "Ean"), ("Feabhra", "Feabh"), ("Márta", "Márta"), ("Aibreán", "Aib"),
+    ("Bealtaine", "Beal"), ("Meitheamh", "Meith"), ("Iúil", "Iúil"), ("Lúnasa", "Lún"),
+    ("Meán Fómhair", "MFómh"), ("Deireadh Fómhair", "DFómh"), ("Samhain", "Samh"),
+    ("Nollaig", "Noll"),
+)  # fmt: skip
+
+
+def _bare(word: str) -> str:
+    """`word` case-folded, without accents and with one space between its words."""
+    letters = unicodedata.normalize("NFD", word.casefold())
+    return " ".join("".join(ch for ch in letters if not unicodedata.combining(ch)).split())
+
+
+# Each Welsh or Irish name (bare) -> (what %B formats read, what %b formats read): the
+# English full name for a full name, the abbreviation for an abbreviation.
+_OTHER_MONTHS: dict[str, tuple[str, str]] = {}
+for _names in (_WELSH, _IRISH):
+    for (_full, _short), (_english, _english_short) in zip(_names, _ENGLISH, strict=True):
+        _OTHER_MONTHS[_bare(_short)] = (_english_short, _english_short)
+        _OTHER_MONTHS[_bare(_full)] = (_english, _english if _full != _short else _english_short)
+# A Welsh or Irish month's name (bare), after "mis" (Welsh: month) or "mi" (Irish) if either.
+_OTHER_MONTH = re.compile(
+    r"\b(?:(?:mis|mi) )?(" + "|".join(sorted(_OTHER_MONTHS, key=len, reverse=True)) + r")\b"
+)
+# The words of those names: a date holding none of them (as every English one) is not
+# searched for them, which would cost more than the rest of its reading.
+_LETTERS = re.compile(r"[^\W\d_]+")
+_OTHER_WORDS = frozenset(word for name in _OTHER_MONTHS for word in name.split())
+# A Welsh or Irish weekday before the date (CLDR's long date: "dydd Mawrth, 4 Ebrill 1980",
+# "Dé Máirt 4 Aibreán 1980"); Welsh Mawrth is a weekday only so, after "dydd".
+_OTHER_WEEKDAY = re.compile(
+    r"^(?:dydd (?:sul|llun|mawrth|mercher|iau|gwener|sadwrn)|deardaoin"
+    r"|de (?:domhnaigh|luain|mairt|ceadaoin|haoine|sathairn)),? "
+)
+# A Welsh or Irish ordinal day (1af, 2il, 3ydd, 5ed, 7fed, 11eg, 21ain; Irish 3ú).
+_OTHER_ORDINAL = re.compile(r"\b(\d{1,2})(?:af|il|ydd|ed|fed|eg|ain|u)\b")
+
+
+def plain_dates(value: str, reads_times: bool = False) -> tuple[str, str]:
+    """The text of a date cell as formats without `%b` should read it, and as formats with
+    `%b` should (see the module's docstring): the same, but where it names a Welsh or Irish
+    month, whose full name is English's full one and whose abbreviation English's (in lower
+    case and without accents: strptime reads month names in any case)."""
+    text = value if value.isascii() else _visible(value)
+    text = " ".join(text.split()).strip(QUOTES).strip()
+    if text.isdigit() and not reads_times:
+        text = _COMPACT_MIDNIGHT.sub("", text)
+        return text, text
+    if not text.strip(_NUMERIC):  # (14/03/1988: nothing else to look for)
+        return text, text
+    if not reads_times:
+        text = _SEPT.sub("Sep", _ORDINAL.sub(r"\1", _WEEKDAY.sub("", text)))
+        text = _DATE_ZONE.sub("", _MIDNIGHT.sub("", text))
+    words = _LETTERS.findall(text.casefold() if text.isascii() else _bare(text))
+    if _OTHER_WORDS.isdisjoint(words):
+        return text, text
+    bare = _OTHER_ORDINAL.sub(r"\1", _OTHER_WEEKDAY.sub("", _bare(text)))
+    full = _OTHER_MONTH.sub(lambda m: _OTHER_MONTHS[m[1]][0], bare)
+    return full, _OTHER_MONTH.sub(lambda m: _OTHER_MONTHS[m[1]][1], bare)
+
+
+__all__ = ["QUOTES", "may_read", "plain_date", "plain_dates"]
 
 
 # A date format written as a spreadsheet or a form writes it (DD/MM/YYYY, yyyy-mm-dd, D MMM

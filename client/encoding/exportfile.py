@@ -5,7 +5,8 @@ holding a C1 control character, which is what a cp1252 file read as latin-1 give
 curly quotes, dashes and some letters, is refused naming its row and column
 (`refuse_control_characters`); text holding symbols no name or postcode has, which is what
 a cp1250 (Central European) export read as cp1252 gives for its Polish and Czech letters,
-is warned of (`OddSymbols`)."""
+is warned of (`OddSymbols`), and so is a word that only a cp1257 (Baltic) export read as cp1252
+gives (`baltic_word`: 'Ðarûnas' for Šarūnas)."""
 
 from __future__ import annotations
 
@@ -152,12 +153,38 @@ def as_cp1252(char: str) -> str:
 # Symbols no name or postcode holds (U+00A1-U+00BF, the multiplication and division signs):
 # what cp1250 writes as letters reads so in cp1252 or latin-1 (ł as ³, Ł as £, ą as ¹, ż as ¿).
 ODD_SYMBOLS = re.compile("[\u00a1-\u00bf\u00d7\u00f7]")
-# Either: one search of a row's text, the others only where it finds one.
-SUSPECT = re.compile("[\x80-\x9f\u00a1-\u00bf\u00d7\u00f7]")
+# Any of these or an eth or thorn (`baltic_word`): one search of a row's text, the others
+# only where it finds one.
+SUSPECT = re.compile("[\x80-\x9f\u00a1-\u00bf\u00d7\u00f7\u00d0\u00de\u00f0\u00fe]")
+
+# Names written in cp1252 hold ð or þ in Icelandic and Faroese, beside no other letters than
+# theirs; in Vietnamese written with Ð for Đ, which starts a word (a syllable), beside
+# Vietnamese vowels; and in Serbian and Croatian written with Ð and ð for Đ and đ, beside š and
+# ž (cp1252 has them; cp1257 writes ˇ and ˛ with their bytes). cp1257 (Baltic) writes š and ž
+# with the bytes cp1252 reads as ð and þ, and ū, ė, ī, ē, ņ, č, ą, ę, į with those of û, ë, î,
+# ç, ò, è, à, æ, á: a word holding ð or þ beside a letter none of those has beside them is a
+# Baltic name read as cp1252.
+_NORDIC = frozenset("áéíóúýæöøðþšž")
+_VIETNAMESE = frozenset("àáâãèéêìíòóôõùúý")
+_WORDS = re.compile(r"[^\W\d_]+")
+
+
+def baltic_word(text: str) -> bool:
+    """Whether `text` holds a word (letters) with ð or þ that no name written in cp1252 has:
+    one that cp1257 letters read as cp1252 give ('Ðarûnas', 'Kalniòð' for Šarūnas, Kalniņš).
+    Most such words hold letters real names hold too ('Jânis' for Jānis): not noticed."""
+    for word in _WORDS.findall(text.casefold()):
+        if "ð" in word or "þ" in word:
+            allowed = _NORDIC | _VIETNAMESE if word[0] == "ð" else _NORDIC
+            if any(ch not in allowed and not ch.isascii() for ch in word):
+                return True
+    return False
 
 
 class OddSymbols:
     """The text values of each field holding `ODD_SYMBOLS`, for one warning per field."""
+
+    what = "symbols no name or postcode has"
 
     def __init__(self) -> None:
         self.found: dict[str, tuple[int, list[int], str]] = {}  # field -> (count, rows, first)
@@ -168,18 +195,40 @@ class OddSymbols:
             rows.append(line)
         self.found[field] = (count + 1, rows, first)
 
-    def warnings(self, encoding: str) -> list[str]:
-        code_page = not encoding.startswith("utf")
-        cause = (
-            f"letters of another code page read as {_encoding_name(encoding)}, such as cp1250 "
-            "(Central European: ł as ³, Ł as £, ż as ¿); check the mapping's encoding"
-            if code_page
-            else "letters converted to UTF-8 from the wrong code page (cp1250's ł as ³, say); "
+    def cause(self, encoding: str) -> str:
+        if not encoding.startswith("utf"):
+            return (
+                f"letters of another code page read as {_encoding_name(encoding)}, such as "
+                "cp1250 (Central European: ł as ³, Ł as £, ż as ¿); check the mapping's encoding"
+            )
+        return (
+            "letters converted to UTF-8 from the wrong code page (cp1250's ł as ³, say); "
             "check how the export was made"
         )
+
+    def warnings(self, encoding: str) -> list[str]:
+        cause = self.cause(encoding)
         return [
-            f"{field}: {count} value(s) hold symbols no name or postcode has, such as "
+            f"{field}: {count} value(s) hold {self.what}, such as "
             f"{first!r} (row{'s' * (len(rows) > 1)} {', '.join(map(str, rows))}"
             f"{', ...' * (count > len(rows))}): {cause}"
             for field, (count, rows, first) in self.found.items()
         ]
+
+
+class BalticLetters(OddSymbols):
+    """The text values of each field holding a `baltic_word`, for one warning per field."""
+
+    what = "letters together that no name written in cp1252 has"
+
+    def cause(self, encoding: str) -> str:
+        if not encoding.startswith("utf"):
+            return (
+                f"letters of a Baltic code page read as {_encoding_name(encoding)}: cp1257 "
+                "(Lithuanian, Latvian: š as ð, ž as þ, ū as û, ė as ë, ņ as ò); if the export "
+                'is Baltic, set encoding = "cp1257" in the mapping'
+            )
+        return (
+            "letters converted to UTF-8 from the wrong code page (cp1257's š as ð, say); "
+            "check how the export was made"
+        )

@@ -31,7 +31,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from blindmatch.client.encoding.datetext import may_read, plain_date
+from blindmatch.client.encoding.datetext import may_read, plain_dates
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
 Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
@@ -249,8 +249,9 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     that read it as the same date (04/04/1980) agree, so that is no ambiguity.
     """
     formats = _date_formats(date_format)
-    # Full-width digits, invisible characters, dashes, quotes, ordinals, a time at midnight.
-    text = plain_date(value, reads_times=any("%H" in fmt for fmt in formats))
+    # Full-width digits, invisible characters, dashes, quotes, ordinals, a time at midnight;
+    # a Welsh or Irish month as English's, full for %B and abbreviated for %b (`shortened`).
+    text, shortened = plain_dates(value, reads_times=any("%H" in fmt for fmt in formats))
     readings: dict[date, str] = {}
     unreal = ""  # the first format the value matches, but with a day its month has not
     to_come = ""  # a two-digit year read into the future ('4/3/45' as 2045 under %y)
@@ -259,11 +260,12 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
     for fmt in formats:
         if chars and not may_read(chars, has_letter, fmt):  # (strptime would refuse it, slowly)
             continue
+        read = shortened if "%b" in fmt else text
         try:
-            day = _read_date(text, fmt)
+            day = _read_date(read, fmt)
         except ValueError as exc:
             if not unreal and "out of range" in str(exc):
-                unreal = f"matches {fmt} {NOT_A_REAL_DATE}{_no_such_day(text, fmt)}"
+                unreal = f"matches {fmt} {NOT_A_REAL_DATE}{_no_such_day(read, fmt)}"
             continue
         if "%y" in fmt and day > date.today():
             to_come = to_come or (

@@ -31,7 +31,9 @@ from blindmatch.client.encoding.exportfile import (
     C1_CONTROLS,
     ODD_SYMBOLS,
     SUSPECT,
+    BalticLetters,
     OddSymbols,
+    baltic_word,
     decoded_lines,
     refuse_control_characters,
 )
@@ -321,12 +323,14 @@ def read_rows(
     # Rows of full names with a comma under a rule that ignores it, per (column(s), rule).
     commas: dict[tuple[str, str], set[int]] = {}
     odd = OddSymbols()  # text holding symbols no name has ("Pawe³")
+    baltic = BalticLetters()  # words no name has ("Ðarûnas")
     for line_no, record in _numbered(reader, csv_path):
         if len(record) > width and not "".join(record[width:]).strip():
             record = record[:width]  # Excel's trailing delimiter: empty cells past the header
         joined = "\x1f".join(record)
         # A C1 control character (a cp1252 export read as latin-1): refused; a symbol no name
-        # has (a cp1250 export read as cp1252): warned of. One search finds either.
+        # has (a cp1250 export read as cp1252) or an eth or thorn beside letters no name has
+        # beside them (cp1257 read as cp1252): warned of. One search finds any.
         suspect = not joined.isascii() and SUSPECT.search(joined) is not None
         if suspect and C1_CONTROLS.search(joined):
             refuse_control_characters(
@@ -372,6 +376,8 @@ def read_rows(
             raw = record[where[0]] if len(where) == 1 else " ".join(record[c] for c in where)
             if suspect and rule.kind == "text" and ODD_SYMBOLS.search(raw):
                 odd.note(rule.name, line_no, raw)  # "Pawe³": cp1250 read as cp1252
+            elif suspect and rule.kind == "text" and baltic_word(raw):
+                baltic.note(rule.name, line_no, raw)  # "Ðarûnas": cp1257 read as cp1252
             split = cmap.split if cmap else None
             if split and split != "surname, given" and "," in raw and not is_missing(raw):
                 columns = ",".join(mapping.fields[rule.name].columns)
@@ -453,7 +459,7 @@ def read_rows(
         )
     for field, values in misdated.items():
         report.warnings.extend(_misdated(field, values, mapping, field in dated))
-    report.warnings.extend(odd.warnings(mapping.encoding))
+    report.warnings.extend(odd.warnings(mapping.encoding) + baltic.warnings(mapping.encoding))
     if not rows:
         what = "is empty" if not header else "has a header but no records"
         if not allow_empty:
