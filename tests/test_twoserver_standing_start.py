@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +288,35 @@ def test_c_converts_one_partner_at_a_time_and_leaves_one_a_query_converted(
     assert ahead.started == 0 and conversions.converted == 1 and roles.conversions() == [1, 1]
     ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
     assert ahead.idle(600) and ahead.started == 0 and roles.conversions() == [1, 1]
+
+
+def test_c_ahead_takes_a_querys_conversion_made_after_it_looked_and_converts_none_again(
+    roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """C's `Ahead` finds south not converted; before its admission a query converts south
+    (piece 0 within it, the rest in the background, made). `Ahead` then deals nothing,
+    declines nothing, and tells a watch waiting on it that C holds south's conversion.
+    (Before: S1 and S2 converted south a second time.)"""
+    roles.upload("south", shares["south"])
+
+    class QueriedMeanwhile(Conversions):
+        armed = True
+
+        def learn(self, remote: RemoteServers) -> None:  # (`_made` asks the bounds first)
+            if self.armed and threading.current_thread().name == "standing-ahead":
+                self.armed = False
+                ask(roles, shares["query"], shares["south"], self)  # (settled: made)
+            super().learn(remote)
+
+    conversions, told = QueriedMeanwhile(), list[tuple[bool, str]]()
+    ahead = _ahead(roles, conversions)
+    bits = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
+    assert ahead.when_made("south", lambda held, why: told.append((held, why)))
+    assert ahead.idle(600) and not conversions.armed  # (a bound on a hang, not a timing)
+    assert (ahead.started, ahead.declined, conversions.declined) == (0, 0, 0)
+    assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    assert told == [(True, "")]
 
 
 def test_a_members_new_upload_takes_the_room_of_its_earlier_ones_conversion() -> None:
