@@ -36,6 +36,7 @@ from tests.test_twoserver_standing import (
     Roles,
     _later,
     ask,
+    combiner_conversions,
     held_at_piece_1,
     older_roles,
     query,
@@ -74,6 +75,12 @@ def queries_dealt(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return queried
 
 
+def held_at_c(world: Any) -> None:
+    """C's conversion made (kept, its end told), not only counted at S1 and S2: S1 answers C
+    the last piece after it counts it, so a query sent at once could find none at C yet."""
+    assert combiner_conversions(world).idle(600)  # (a bound on a hang, not a timing)
+
+
 def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -88,6 +95,7 @@ def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
     queried = queries_dealt(monkeypatch)
     with uploaded(tmp_path) as (world, project, south, secret):
         until(lambda: made(world) == [2, 2])  # north and south, one at a time
+        held_at_c(world)
         for role in ROLES:
             started = audited(tmp_path / f"{role}-data", role, "twoserver.standing_started")
             assert len(started) == 2 and not any(e["query"] for e in started)
@@ -115,6 +123,7 @@ def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
         world.server = create_server("127.0.0.1:0", world.data_dir, ADMIN_TOKEN, workers=2,
                                      two_server=setup, clock=world.clock)  # fmt: skip
         until(lambda: made(world) == [4, 4])
+        held_at_c(world)
         del queried[:]
         people = person_csv(south, sorted(south.truth)[2:4], tmp_path / "again.csv")
         assert query(world, project, south, people, secret) == 0
@@ -154,7 +163,8 @@ def test_with_the_switch_off_an_upload_converts_nothing_and_the_first_query_star
             assert held_by(json.loads(capsys.readouterr().out)) == [["south"], ["south"]]
             if k == 0:  # by pairs, its conversion of south started and then made
                 assert not queried
-                until(lambda: made(world) == [1, 1])
+                held_at_c(world)
+                assert made(world) == [1, 1]
         assert queried and made(world) == [1, 1]  # the second: standing
         for role in ROLES:
             (started,) = audited(tmp_path / f"{role}-data", role, "twoserver.standing_started")
