@@ -177,5 +177,9 @@ def test_a_stream_read_after_its_call_ended_is_not_logged_as_a_matcher_error(
 
     with caplog.at_level(logging.INFO, "blindmatch.matcher"), pytest.raises(grpc.RpcError):
         list(QueryStream(object(), None, _EndedCall()))
-    assert [r.levelno for r in caplog.records] == [logging.INFO]
-    assert "the call ended while its handler ran" in caplog.text
+    # This call's lines only: another test's daemon thread (a role's sweep, a conversion) may
+    # log to a blindmatch.matcher logger meanwhile in the same worker.
+    said = [r for r in caplog.records if r.getMessage().startswith("QueryStream")]
+    assert [(r.levelno, r.getMessage()) for r in said] == [
+        (logging.INFO, "QueryStream: the call ended while its handler ran")
+    ]

@@ -189,6 +189,51 @@ def test_a_background_conversion_waits_while_a_query_is_answered_pause_seconds_a
     assert conversions.converted == 2 and conversions.paused == 3 and not never.closed
 
 
+class LookedBefore(Conversions):
+    """C's conversions, where the first part of the query `arm`ed for finds none held and,
+    before it asks for admission (`start` asks S1's and S2's bounds first: `learn`), the
+    conversion being made goes on to its end (`gate` set) and is kept."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate, self.armed = gate, False
+
+    def learn(self, remote: RemoteServers) -> None:
+        if self.armed:
+            self.armed = False
+            self.gate.set()
+            assert self.idle(600)  # (a bound on a hang, not a timing)
+        super().learn(remote)
+
+
+def test_a_query_that_looked_as_the_conversion_ended_uses_it_and_converts_none_again(
+    roles: Roles, shares: dict[str, client.SharedUpload], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next query comes while south's conversion deals its last piece: a part finds none
+    held, and the conversion ends whole before that part is admitted. The part uses it
+    (standing, the same answer) and S1 and S2 convert south once. (Before: admitted, it
+    converted south again: two conversions at S1 and S2, minutes of their CPU at 1M
+    records; the matcher's test of two queries counted 2 in one CI run under load.)"""
+    roles.upload("south", shares["south"])
+    by_pairs, _ = ask(roles, shares["query"], shares["south"], None)
+    gate, at_last, dealt = threading.Event(), threading.Event(), standdeal._deal
+
+    def deal(remote: Any, conv: Any, m: pb.BlockDeal, *rest: Any) -> int:
+        if m.standing_piece == 2:  # the last (past the pause: no query is being answered)
+            at_last.set()
+            assert gate.wait(600)  # (a bound on a hang, not a timing)
+        return dealt(remote, conv, m, *rest)
+
+    monkeypatch.setattr(standdeal, "_deal", deal)
+    conversions = LookedBefore(gate)
+    assert ask(roles, shares["query"], shares["south"], conversions, settle=False)[0] == by_pairs
+    assert at_last.wait(600) and conversions.converted == 0  # (a bound on a hang)
+    conversions.armed = True
+    assert ask(roles, shares["query"], shares["south"], conversions)[0] == by_pairs
+    assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    assert conversions.queried >= 1 and not conversions.armed
+
+
 def test_the_combiner_counts_no_room_for_a_partners_conversion_its_next_one_replaces() -> None:
     """`Conversions.admit`: a partner's new conversion (its upload replaced: another number of
     records) is admitted where S1's and S2's room holds it alone, the earlier one of the same

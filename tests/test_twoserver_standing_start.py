@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.test_twoserver_standing import (
     Roles,
     _later,
     ask,
+    combiner_conversions,
     held_at_piece_1,
     older_roles,
     query,
@@ -73,6 +75,12 @@ def queries_dealt(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return queried
 
 
+def held_at_c(world: Any) -> None:
+    """C's conversion made (kept, its end told), not only counted at S1 and S2: S1 answers C
+    the last piece after it counts it, so a query sent at once could find none at C yet."""
+    assert combiner_conversions(world).idle(600)  # (a bound on a hang, not a timing)
+
+
 def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -87,6 +95,7 @@ def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
     queried = queries_dealt(monkeypatch)
     with uploaded(tmp_path) as (world, project, south, secret):
         until(lambda: made(world) == [2, 2])  # north and south, one at a time
+        held_at_c(world)
         for role in ROLES:
             started = audited(tmp_path / f"{role}-data", role, "twoserver.standing_started")
             assert len(started) == 2 and not any(e["query"] for e in started)
@@ -114,6 +123,7 @@ def test_an_upload_is_converted_with_no_query_and_the_first_query_goes_standing(
         world.server = create_server("127.0.0.1:0", world.data_dir, ADMIN_TOKEN, workers=2,
                                      two_server=setup, clock=world.clock)  # fmt: skip
         until(lambda: made(world) == [4, 4])
+        held_at_c(world)
         del queried[:]
         people = person_csv(south, sorted(south.truth)[2:4], tmp_path / "again.csv")
         assert query(world, project, south, people, secret) == 0
@@ -153,7 +163,8 @@ def test_with_the_switch_off_an_upload_converts_nothing_and_the_first_query_star
             assert held_by(json.loads(capsys.readouterr().out)) == [["south"], ["south"]]
             if k == 0:  # by pairs, its conversion of south started and then made
                 assert not queried
-                until(lambda: made(world) == [1, 1])
+                held_at_c(world)
+                assert made(world) == [1, 1]
         assert queried and made(world) == [1, 1]  # the second: standing
         for role in ROLES:
             (started,) = audited(tmp_path / f"{role}-data", role, "twoserver.standing_started")
@@ -287,6 +298,35 @@ def test_c_converts_one_partner_at_a_time_and_leaves_one_a_query_converted(
     assert ahead.started == 0 and conversions.converted == 1 and roles.conversions() == [1, 1]
     ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
     assert ahead.idle(600) and ahead.started == 0 and roles.conversions() == [1, 1]
+
+
+def test_c_ahead_takes_a_querys_conversion_made_after_it_looked_and_converts_none_again(
+    roles: Roles, shares: dict[str, client.SharedUpload]
+) -> None:
+    """C's `Ahead` finds south not converted; before its admission a query converts south
+    (piece 0 within it, the rest in the background, made). `Ahead` then deals nothing,
+    declines nothing, and tells a watch waiting on it that C holds south's conversion.
+    (Before: S1 and S2 converted south a second time.)"""
+    roles.upload("south", shares["south"])
+
+    class QueriedMeanwhile(Conversions):
+        armed = True
+
+        def learn(self, remote: RemoteServers) -> None:  # (`_made` asks the bounds first)
+            if self.armed and threading.current_thread().name == "standing-ahead":
+                self.armed = False
+                ask(roles, shares["query"], shares["south"], self)  # (settled: made)
+            super().learn(remote)
+
+    conversions, told = QueriedMeanwhile(), list[tuple[bool, str]]()
+    ahead = _ahead(roles, conversions)
+    bits = tuple(8 * int(x.shape[1]) for x in shares["south"].s1.shares)
+    ahead.convert(Partner("south", 90, bits, THRESHOLD, Rule(*RULE)))
+    assert ahead.when_made("south", lambda held, why: told.append((held, why)))
+    assert ahead.idle(600) and not conversions.armed  # (a bound on a hang, not a timing)
+    assert (ahead.started, ahead.declined, conversions.declined) == (0, 0, 0)
+    assert conversions.converted == 1 and roles.conversions() == [1, 1]
+    assert told == [(True, "")]
 
 
 def test_a_members_new_upload_takes_the_room_of_its_earlier_ones_conversion() -> None:

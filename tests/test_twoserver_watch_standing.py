@@ -37,6 +37,7 @@ from tests.support import PERSON_SCHEMA, dead_port
 from tests.test_twoserver_blocks import RULE, THRESHOLD
 from tests.test_twoserver_kept_channels import key_files
 from tests.test_twoserver_standing import Roles, uploaded
+from tests.test_twoserver_standing import combiner_conversions as conversions
 from tests.test_twoserver_standing import roles as roles  # the fixtures
 from tests.test_twoserver_standing import shares as shares
 from tests.test_twoserver_standing_caps import SHIPPED
@@ -93,13 +94,6 @@ def upload_south(world: Any, project: Any, folder: Path, member: str = "south",
     encoded = encoded or folder / f"{member}.encoded"
     assert world.cli("upload", str(encoded), "--project", "ruled", "--quiet",
                      token=project.tokens[member]) == 0  # fmt: skip
-
-
-def conversions(world: Any) -> Any:
-    """C's conversions (the set-up's, as its queries' servers carry them)."""
-    servers = world.server.realtime.two_server.servers([], [], [])
-    servers.close()  # (the set-up's kept channels stay open)
-    return servers.conversions
 
 
 def notified(world: Any) -> int:

@@ -44,6 +44,11 @@ PAUSE_SECONDS = 60.0
 CLOSE_SECONDS = 30.0
 Key = tuple[str, int, tuple[int, ...], tuple[float, ...], bytes]
 BUSY = "another partner's conversion is being made"  # `admit`'s answer while one is made
+# `admit`'s answer where C came to hold the partner's conversion after its caller looked
+# (`get`, `holds`) and before it was admitted: the one being made ended whole meanwhile. The
+# caller uses it (a query's part goes standing); converting again would make S1 and S2 convert
+# the same upload twice (minutes of their CPU at 1M records; flaky, 2026-12-07).
+HELD = "the partner's conversion is held already"
 # `admit`'s answer once the matcher's stop began, and rpc/twoserver_standdeal.py `start`'s for
 # a conversion the stop ended before its piece 0 (`Cancelled`)
 STOPPING = "the matcher is stopping"
@@ -195,11 +200,12 @@ class Conversions:
 
     def admit(self, key: Key, size: int) -> str:
         """Start converting `key` (of `size` bytes at each server): "" where admitted (the
-        caller then `put`s or `end`s), else why not (the part goes by pairs). Admitted, C
-        forgets the conversions the servers drop for it (least recently used, none used
-        within RECENT_SECONDS)."""
+        caller then `put`s or `end`s), HELD where C holds `key`'s conversion by now (the one
+        being made as the caller looked ended whole: the caller `get`s it), else why not (the
+        part goes by pairs). Admitted, C forgets the conversions the servers drop for it
+        (least recently used, none used within RECENT_SECONDS)."""
         why = self._admit(key, size)
-        if why:
+        if why and why != HELD:
             with self._lock:
                 self.declined += 1
         return why
@@ -212,6 +218,9 @@ class Conversions:
             self.end()
             return STOPPING
         with self._lock:
+            if key in self._held:  # (made whole since the caller looked: HELD)
+                self.end()
+                return HELD
             now, budget = self.clock(), self.room()
             # (the partner's own other conversions, of an earlier upload or other terms, are
             # not counted: S1 and S2 drop them when this one's piece 0 comes)
@@ -310,6 +319,7 @@ class Conversions:
 __all__ = [
     "BUSY",
     "CLOSE_SECONDS",
+    "HELD",
     "MOST_PARTNERS",
     "PAUSE_SECONDS",
     "RECENT_SECONDS",

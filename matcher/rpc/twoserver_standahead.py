@@ -27,7 +27,13 @@ from blindmatch.matcher.core import linkbit, margincircuit, partpath
 from blindmatch.matcher.core.twoserver import Combiner
 from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc import twoserver_standdeal as standdeal
-from blindmatch.matcher.rpc.twoserver_conversions import BUSY, STOPPING, Conversions, partner_of
+from blindmatch.matcher.rpc.twoserver_conversions import (
+    BUSY,
+    HELD,
+    STOPPING,
+    Conversions,
+    partner_of,
+)
 from blindmatch.matcher.rpc.twoserver_peers import wire_rule
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -267,6 +273,8 @@ class Ahead:
                     "it): %s", key[0], exc)  # fmt: skip
             self._made_or_not(key[0], False, f"S1 or S2 {'refused' if refused else 'failed'} "
                                              f"it at piece 0: {exc}")  # fmt: skip
+            return ""
+        if made == HELD:  # (a query's conversion of it ended whole since `_convert` looked)
             return ""
         if isinstance(made, str):
             if made == STOPPING:  # (the stop began since: before or during its piece 0)

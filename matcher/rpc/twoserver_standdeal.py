@@ -26,6 +26,7 @@ from blindmatch.matcher.domain import Rule
 from blindmatch.matcher.rpc.twoserver_blocks import cut, largest_batch
 from blindmatch.matcher.rpc.twoserver_conversions import (
     CLOSE_SECONDS,
+    HELD,
     MOST_PARTNERS,
     PAUSE_SECONDS,
     RECENT_SECONDS,
@@ -297,6 +298,26 @@ def start(remote: RemoteServers, conversions: Conversions, key: Key, base: pb.Bl
     return started, size
 
 
+def _held(remote: RemoteServers, conversions: Conversions, key: Key, index: int, p: Plan,
+          transcript: linkbit.Transcript, clock: dict[str, float],
+          ) -> tuple[str, int] | None:  # fmt: skip
+    """Part `index` dealt against `key`'s conversion where C holds it (`_query`); None where
+    C holds none, or S1 or S2 no longer does (`STANDING_NEEDED`: C drops its own)."""
+    got = conversions.get(key)
+    if got is None:
+        return None
+    try:
+        return _query(remote, conversions, index, p, got, transcript, clock)
+    except errors.FailedPrecondition as exc:
+        # (a server restarted, or dropped the conversion for room or for another of the
+        # same partner)
+        if STANDING_NEEDED not in str(exc):
+            raise
+        log.info("converting %s's upload again: %s", key[0], exc)
+        conversions.drop(key, got[0])
+        return None
+
+
 def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int, p: Plan,
                      transcript: linkbit.Transcript, clock: dict[str, float],
                      ) -> tuple[str, int] | None:  # fmt: skip
@@ -306,24 +327,19 @@ def prepare_standing(remote: RemoteServers, conversions: Conversions, index: int
     does), and starts one where admitted (`start`): piece 0 within this query (S1 checks it
     against the query's proposal), the rest in the background (standbg: a query never waits
     for a conversion), the next query going standing. (Most conversions start before any
-    query since standahead; this is the fallback: after a drop or a refused start.)"""
+    query since standahead; this is the fallback: after a drop or a refused start.) One that
+    ended whole between this part's look and its admission (`HELD`) is used, not made again."""
     part = remote._parts[index]
     records = remote.records[part.member_b]
     key = key_of(remote.members[part.member_b], records, remote._bits, remote._cutoffs,
                  remote._rule)  # fmt: skip
     conversions.asking(remote)
-    got = conversions.get(key)
-    if got is not None:
-        try:
-            return _query(remote, conversions, index, p, got, transcript, clock)
-        except errors.FailedPrecondition as exc:
-            # (a server restarted, or dropped the conversion for room or for another of the
-            # same partner)
-            if STANDING_NEEDED not in str(exc):
-                raise
-            log.info("converting %s's upload again: %s", key[0], exc)
-            conversions.drop(key, got[0])
+    queried = _held(remote, conversions, key, index, p, transcript, clock)
+    if queried is not None:
+        return queried
     made = start(remote, conversions, key, _base(remote, index, ""), p, transcript, clock)
+    if made == HELD:  # (the conversion being made as this looked ended whole since: used)
+        return _held(remote, conversions, key, index, p, transcript, clock)
     if isinstance(made, str):
         log.info("%s's part goes by pairs, not converted as a standing partner: %s",
                  key[0], made)  # fmt: skip

@@ -35,7 +35,8 @@ over gRPC" and "A conversion started ahead of its queries"):
   least bound they said, asked before C's first deal: capsfirst, `Conversions.learn`), beside
   the conversions used within `RECENT_SECONDS`, and one conversion at a time (a query's or
   one ahead of the queries; standfix); a part not admitted goes by pairs, so no query pushes
-  out a conversion the next needs.
+  out a conversion the next needs. A partner whose conversion ended whole after C looked and
+  before it admitted another is not converted again (`HELD`: it is used; flaky).
 - A query never waits for a conversion (standbg): one that finds none deals piece 0 (S1
   checks it against the query's proposal) and goes by pairs; C deals the later pieces on a
   background thread, pausing while a query is being answered (`PAUSE_SECONDS` at most), and
