@@ -133,9 +133,10 @@ class IndexPuts(Sequence[tuple[str, bytes]]):
 
 
 def counted(n: int, one: str, many: str = "") -> str:
-    """`n` and its noun, singular for 1 (`counted(1, "query", "queries")`: "1 query"); the
-    plural is `one` + "s" unless given. For messages the matcher and the command line say."""
-    return f"{n} {one if n == 1 else many or one + 's'}"
+    """`n` (thousands grouped: "1,234") and its noun, singular for 1 (`counted(1, "query",
+    "queries")`: "1 query"); the plural is `one` + "s" unless given. For messages the
+    matcher and the command line say."""
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def valid_name(name: str) -> bool:
@@ -384,6 +385,16 @@ WATCH_NOT_ALLOWED = "WATCH_NOT_ALLOWED"
 # input (a row stored under the status alone could not be told apart later).
 S1_REFUSES_KEYS = "--query-band-keys refuse"
 OVER_S1_CAPS = "OVER_S1_CAPS"
+WATCH_OVER_S1_CAPS = "WATCH_OVER_S1_CAPS"  # a watch S1's caps ended (its comparison's refusal)
+# A query whose records S1 and S2 no longer hold when the matcher searches (they keep a
+# query's and a watch's records in memory only: one of them restarted since they were sent):
+# words its refusal carries (realtime/twopartner.py), and so does the end of a watch for the
+# same (realtime/twowatch.py), and its `refused` in the volume log in place of the status
+# (FAILED_PRECONDITION): not the member's bad input, and the query took no quota.
+RECORDS_NOT_HELD = "the query's records are not at S1 and S2"
+WATCH_RECORDS_NOT_HELD = "the watch's records are no longer at S1 and S2"
+RECORDS_LOST = "RECORDS_LOST"
+WATCH_RECORDS_LOST = "WATCH_RECORDS_LOST"
 # How a query the matcher could not answer (UNAVAILABLE: a look-up server down, behind or
 # being loaded) is recorded: `refused` is this, then the reason naming the server. Audited
 # like any query, never counted against the quota, not the member's doing (not flagged).

@@ -60,6 +60,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import kernel
 from blindmatch.matcher.core.kernel import dice_pairs
 from blindmatch.matcher.core.pairdedupe import dedupe, dedupe_numpy  # noqa: F401 (re-exported)
+from blindmatch.matcher.domain import counted
 
 Clks = npt.NDArray[np.uint8]
 
@@ -320,13 +321,13 @@ class PairPlans:
         """One line per plan (and one for the pairs compared exhaustively), for the log."""
         used = [sum(1 for k in self.pairs.values() if k == i) for i in range(len(self.plans))]
         lines = [
-            f"{n} pair{'s' * (n != 1)} of members: {p.describe()}"
+            f"{counted(n, 'pair')} of members: {p.describe()}"
             for n, p in zip(used, self.plans, strict=True)
         ]
         if self.exhaustive:
             why = next(iter(self.exhaustive.values())).message
             n = len(self.exhaustive)
-            lines.append(f"{n} pair{'s' * (n != 1)} of members: {why}")
+            lines.append(f"{counted(n, 'pair')} of members: {why}")
         return lines
 
 

@@ -43,7 +43,7 @@ import numpy.typing as npt
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.crosspart import Cross, cross_parts
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD, PairBatch
-from blindmatch.matcher.domain import MAX_QUERY_RECORDS, S1_REFUSES_KEYS
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, S1_REFUSES_KEYS, counted
 
 SHIPPED_PAIRS = 16_000_000  # a pair of members of at most this many pairs: no blocking
 DEFAULT_PAIRS = SHIPPED_PAIRS  # S1's (the test suite sets it to 0: tests/conftest.py)
@@ -232,9 +232,9 @@ def keys_refused(own: int, partner: int, whole: int, cap: int, small: int) -> st
         )
         raise_ = "--exhaustive-pairs and --small-member-pairs"  # fmt: skip
     return (
-        f"this query of {own:,} record{'s' if own != 1 else ''} against an upload of "
-        f"{partner:,} records is over S1's {bound}: compared whole it would cost more than S1 "
-        "allows, and compared by band keys it would show S1 the query's band keys "
+        f"this query of {counted(own, 'record')} against an upload of "
+        f"{counted(partner, 'record')} is over S1's {bound}: compared whole it would cost "
+        "more than S1 allows, and compared by band keys it would show S1 the query's band keys "
         f"({PRIVACY_SECTION}), which S1 refuses ({S1_REFUSES_KEYS}). Ask S1's operator "
         f"to raise {raise_}, or to start S1 with --query-band-keys allow"
     )

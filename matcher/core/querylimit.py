@@ -30,6 +30,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from blindmatch.matcher.domain import counted
 from blindmatch.matcher.errors import ResourceExhausted
 
 PERIODS = {"minute": 60.0, "hour": 3600.0, "day": 86400.0, "week": 7 * 86400.0}
@@ -155,16 +156,19 @@ class QueryCounter:
                 )
                 if records > limit.records:  # (never evaluated, however long it waits)
                     raise ResourceExhausted(
-                        f"query limit: {self.role} evaluates at most {limit.records} query "
-                        f"records a {limit.period} for {who} (its {flag}), and this query has "
+                        f"query limit: {self.role} evaluates at most "
+                        f"{counted(limit.records, 'query record')} a {limit.period} for {who} "
+                        f"(its {flag}), and this query has "
                         f"{records}, more than that: it is refused whenever it is sent; split "
-                        f"it into queries of at most {limit.records} records, or ask S1's and "
+                        f"it into queries of at most {counted(limit.records, 'record')}, or ask "
+                        "S1's and "
                         "S2's operators to raise the limit"
                     )
                 if used + records > limit.records:
                     raise ResourceExhausted(
-                        f"query limit: {self.role} evaluates at most {limit.records} query "
-                        f"records a {limit.period} for {who} (its {flag}), {used} in the "
+                        f"query limit: {self.role} evaluates at most "
+                        f"{counted(limit.records, 'query record')} a {limit.period} for {who} "
+                        f"(its {flag}), {used} in the "
                         f"last {limit.period}, so "
                         f"{records} more would exceed it; this is {self.role}'s own limit, beside "
                         "the matcher's quota: try again later, or ask S1's and S2's operators"

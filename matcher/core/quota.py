@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from blindmatch.matcher.domain import QueryQuota
+from blindmatch.matcher.domain import QueryQuota, counted
 from blindmatch.matcher.errors import ResourceExhausted
 
 
@@ -102,26 +102,27 @@ class QueryMeter:
                                      ("query quota", limits.per_day, "per 24 hours")):  # fmt: skip
                 if records > limit:  # (never answered, however long it waits)
                     raise ResourceExhausted(
-                        f"{what}: {member} may query {limit} records {per} in project "
+                        f"{what}: {member} may query {counted(limit, 'record')} {per} in project "
                         f"{project!r}, and this query has {records}, more than that: it is "
                         f"refused whenever it is sent; split it into queries of at most "
-                        f"{limit} records, or ask the operator to raise the limit (`blindmatch "
-                        "admin query-limits`)"
+                        f"{counted(limit, 'record')}, or ask the operator to raise the limit "
+                        "(`blindmatch admin query-limits`)"
                     )
             if minute + records > limits.per_minute:
                 wait = usage.seconds_until_minute_frees(now, records, limits.per_minute)
                 raise ResourceExhausted(
-                    f"query rate limit: {member} may query {limits.per_minute} records per "
-                    f"minute in project {project!r} and has queried {minute} in the last "
-                    f"minute, so these {records} would exceed it; try again in {wait} s "
-                    "(the operator sets limits with `blindmatch admin query-limits`)"
+                    f"query rate limit: {member} may query "
+                    f"{counted(limits.per_minute, 'record')} per minute in project {project!r} "
+                    f"and has queried {minute} in the last minute, so these {records} would "
+                    f"exceed it; try again in {wait} s (the operator sets limits with "
+                    "`blindmatch admin query-limits`)"
                 )
             if day + records > limits.per_day:
                 raise ResourceExhausted(
-                    f"query quota: {member} may query {limits.per_day} records per 24 hours in "
-                    f"project {project!r} and has queried {day}, so these {records} would "
-                    "exceed it; ask the operator to raise it (`blindmatch admin query-limits`) "
-                    "or try again later"
+                    f"query quota: {member} may query {counted(limits.per_day, 'record')} per "
+                    f"24 hours in project {project!r} and has queried {day}, so these {records} "
+                    "would exceed it; ask the operator to raise it (`blindmatch admin "
+                    "query-limits`) or try again later"
                 )
             usage.add(now, records)
 

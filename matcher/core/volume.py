@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from blindmatch.matcher.domain import (
     DEFAULT_QUOTA,
     OVER_S1_CAPS,
+    RECORDS_LOST,
     REFUSED_REQUEST,
     UNANSWERED,
     WATCH_NOT_ALLOWED,
+    WATCH_OVER_S1_CAPS,
+    WATCH_RECORDS_LOST,
     QueryQuota,
     QueryRecord,
     counted,
@@ -78,7 +81,9 @@ def volume_report(
     could not answer (refused `UNANSWERED`) are counted apart, in `unanswered`, and not
     flagged. Watches refused where watching is not allowed (`WATCH_NOT_ALLOWED`) are
     flagged as such, not as bad input (a user's share named in the flag alone), as are
-    queries S1 refused over its caps, taking no band keys (`OVER_S1_CAPS`). Each
+    queries S1 refused over its caps, taking no band keys (`OVER_S1_CAPS`), and the other
+    two-server refusals not of the member's doing (`APART`: watches S1's caps ended, queries
+    and watches whose records S1 and S2 no longer held). Each
     named user's share of its member's row is in `users`, its unanswered
     queries included."""
     by_member: dict[str, list[QueryRecord]] = {m: [] for m in members}
@@ -86,7 +91,7 @@ def volume_report(
     bad_users: dict[str, Counter[str]] = {}
     unanswered: Counter[str] = Counter()
     off: dict[str, Counter[str]] = {}  # watches refused, not allowed: by user ("" none)
-    capped: dict[str, Counter[str]] = {}  # refused by S1's caps, no band keys: by user
+    apart: dict[str, dict[str, Counter[str]]] = {}  # `APART`'s, by label then user
     unanswered_users: dict[str, Counter[str]] = {}
     for e in entries:
         if e.refused.startswith(UNANSWERED):
@@ -97,8 +102,8 @@ def volume_report(
         elif e.kind == REFUSED_REQUEST and e.refused == WATCH_NOT_ALLOWED:
             off.setdefault(e.member, Counter())[e.user] += e.records
             by_member.setdefault(e.member, [])
-        elif e.kind == REFUSED_REQUEST and e.refused == OVER_S1_CAPS:
-            capped.setdefault(e.member, Counter())[e.user] += e.records
+        elif e.kind == REFUSED_REQUEST and e.refused in APART:
+            apart.setdefault(e.member, {}).setdefault(e.refused, Counter())[e.user] += e.records
             by_member.setdefault(e.member, [])
         elif e.kind == REFUSED_REQUEST:
             bad.setdefault(e.member, Counter())[e.refused] += e.records
@@ -145,8 +150,8 @@ def volume_report(
             )
         if member in off:
             flags.append(_watches_refused(off[member]))
-        if member in capped:
-            flags.append(_over_s1_caps(capped[member]))
+        mine = apart.get(member, {})
+        flags.extend(_refused_apart(label, mine[label]) for label in APART if label in mine)
         report.append(
             QueryVolume(
                 users=_users(
@@ -176,13 +181,36 @@ def _watches_refused(by_user: Counter[str]) -> str:
     )
 
 
-def _over_s1_caps(by_user: Counter[str]) -> str:
+_S1_CAPS = (
+    "over its caps, taking no band keys (its --query-band-keys refuse: S1's operator's "
+    "setting, not the member's input)"
+)
+_LOST = "the records were no longer at S1 and S2"
+# Two-server refusals not of the member's doing, each flagged apart (not as bad input) on the
+# member's row: what is refused, counted (one, many), then why.
+APART = {
+    OVER_S1_CAPS: ("query", "queries", f"refused by S1 {_S1_CAPS}"),
+    WATCH_OVER_S1_CAPS: ("watch", "watches", f"ended by S1 {_S1_CAPS}"),
+    RECORDS_LOST: (
+        "query",
+        "queries",
+        f"refused: {_LOST} when searched (S1 or S2 restarted since they were sent?): not "
+        "the member's doing, no quota used",
+    ),
+    WATCH_RECORDS_LOST: (
+        "watch",
+        "watches",
+        f"ended: {_LOST} at a partner's upload (S1 or S2 restarted since the opening?): "
+        "not the member's doing",
+    ),
+}
+
+
+def _refused_apart(label: str, by_user: Counter[str]) -> str:
+    one, many, why = APART[label]
     users = ", ".join(f"{u} {n}" for u, n in sorted(by_user.items()) if u)
     return (
-        f"{counted(sum(by_user.values()), 'query', 'queries')} refused by S1 over its caps, "
-        "taking no band keys (its --query-band-keys refuse: S1's operator's setting, "
-        "not the member's input)"
-        f"{'; by user ' + users if users else ''}"
+        f"{counted(sum(by_user.values()), one, many)} {why}{'; by user ' + users if users else ''}"
     )
 
 

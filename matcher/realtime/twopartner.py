@@ -20,7 +20,14 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, partpath, tworun
 from blindmatch.matcher.core.compare import Candidates, merge
 from blindmatch.matcher.core.twoserver import Combiner
-from blindmatch.matcher.domain import NO_RULE, Encoding, Rule, Upload
+from blindmatch.matcher.domain import (
+    NO_RULE,
+    RECORDS_NOT_HELD,
+    Encoding,
+    Rule,
+    Upload,
+    counted,
+)
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.tworuns import TwoServerSetup
 from blindmatch.protos.wire import (
@@ -187,8 +194,8 @@ def keys_refused(why: str, records: int, p: Partner) -> KeysRefused:
     """S1's refusal `why` (core/exhaustive.py `keys_refused`) with the partner named."""
     over = why.split(" is over S1's ", 1)[-1]
     return KeysRefused(
-        f"this query of {records:,} record{'s' if records != 1 else ''} against {p.member} "
-        f"({p.records:,} records) is over S1's {over}"
+        f"this query of {counted(records, 'record')} against {p.member} "
+        f"({counted(p.records, 'record')}) is over S1's {over}"
     )
 
 
@@ -200,8 +207,7 @@ def _not_whole(exc: errors.FailedPrecondition, name: str, p: Partner, opened: Op
     opened.close()
     if f"holds no upload of {name!r}" in str(exc):
         raise errors.FailedPrecondition(
-            f"the query's records are not at S1 and S2 ({exc}): send them again under "
-            "a fresh query ticket"
+            f"{RECORDS_NOT_HELD} ({exc}): send them again under a fresh query ticket"
         ) from None
     raise exc
 

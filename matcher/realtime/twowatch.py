@@ -56,7 +56,14 @@ import numpy as np
 from blindmatch.matcher import errors
 from blindmatch.matcher.core.disclose import QueryDisclosure, effective_level
 from blindmatch.matcher.core.segment import Hits
-from blindmatch.matcher.domain import WATCH, Encoding, Project, QueryRecord
+from blindmatch.matcher.domain import (
+    RECORDS_NOT_HELD,
+    WATCH,
+    WATCH_RECORDS_NOT_HELD,
+    Encoding,
+    Project,
+    QueryRecord,
+)
 from blindmatch.matcher.realtime import twopartner, twoquery
 from blindmatch.matcher.realtime.twowait import Waits
 from blindmatch.matcher.realtime.watches import Watch, Watches, deliver
@@ -353,9 +360,9 @@ class TwoServerWatches:
                 why = str(exc).replace("this query of", "this watch of", 1)
                 said = f"{partner}'s new upload could not be compared with this watch: {why}"
                 return self._end(watch, errors.FailedPrecondition(said))
-            if "the query's records are not at S1 and S2" in str(exc):
+            if RECORDS_NOT_HELD in str(exc):
                 return self._end(watch, errors.FailedPrecondition(
-                    "the watch's records are no longer at S1 and S2, which hold a watch's "
+                    f"{WATCH_RECORDS_NOT_HELD}, which hold a watch's "
                     "records in memory only (S1 or S2 restarted since the watch was opened?): "
                     f"open it again (`blindmatch watch`, a fresh query ticket) ({exc})"
                 ))  # fmt: skip

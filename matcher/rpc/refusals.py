@@ -29,7 +29,10 @@ log (realtime/querylog.py), and so do queries the matcher could not answer (UNAV
 Except a query or watch refused FAILED_PRECONDITION (`QUERY_METHODS`): CLKs of another
 length, schema or secret than the project's, or a watch where watching is not allowed, is
 bad input, counted here, so that every query refused after its token was checked is on
-the operator's report (docs/realtime.md, "Which refused queries are audited").
+the operator's report (docs/realtime.md, "Which refused queries are audited"). In two-server
+mode a query or watch refused (or a watch ended) by S1's caps, or because S1 and S2 no longer
+hold its records (one restarted), is counted under a label of its own in place of the status
+(`OVER_S1_CAPS`, `RECORDS_LOST`, and their watches'), not as the member's bad input.
 """
 
 from __future__ import annotations
@@ -44,11 +47,17 @@ from typing import TypeVar
 from blindmatch.matcher.domain import (
     AUTH_FAILURES_PER_MINUTE,
     OVER_S1_CAPS,
+    RECORDS_LOST,
+    RECORDS_NOT_HELD,
     REFUSED_REQUEST,
     S1_REFUSES_KEYS,
     WATCH_NOT_ALLOWED,
+    WATCH_OVER_S1_CAPS,
+    WATCH_RECORDS_LOST,
+    WATCH_RECORDS_NOT_HELD,
     WATCHING_OFF,
     QueryRecord,
+    counted,
     valid_name,
 )
 from blindmatch.matcher.errors import Unauthenticated
@@ -129,7 +138,12 @@ class Refusals:
         if rpc == "Watch" and status == "FAILED_PRECONDITION" and WATCHING_OFF in message:
             status = WATCH_NOT_ALLOWED  # counted as what it is (core/volume.py)
         elif status == "FAILED_PRECONDITION" and S1_REFUSES_KEYS in message:
-            status = OVER_S1_CAPS  # S1's refusal, not the member's bad input (core/volume.py)
+            # S1's refusal, not the member's bad input (core/volume.py); a watch's, its end
+            status = WATCH_OVER_S1_CAPS if rpc == "Watch" else OVER_S1_CAPS
+        elif status == "FAILED_PRECONDITION" and message.startswith(RECORDS_NOT_HELD):
+            status = RECORDS_LOST  # S1 or S2 restarted since they were sent: nobody's input
+        elif status == "FAILED_PRECONDITION" and message.startswith(WATCH_RECORDS_NOT_HELD):
+            status = WATCH_RECORDS_LOST  # (a watch ended for the same)
         # What the client sent (the project named, the message quoting its fields) is cut
         # for the log, each string to MAX_LOGGED_BYTES, saying so (`shown`).
         who = f"{shown(project or '?')}/{shown(member)}" if member else UNKNOWN_CALLER
@@ -225,10 +239,11 @@ class Strangers:
             refusals = sum(1 for t in self._refused.get(address, ()) if now - t < self.WINDOW)
             if refusals < self.per_minute or now - self._good.get(digest, -1e18) < self.WINDOW:
                 return
+        were, their = ("was", "its") if refusals == 1 else ("were", "their")
         raise Unauthenticated(
-            f"{refusals} calls from this address were refused for their token in the last "
-            "minute (the matcher's limit, serve --max-auth-failures); this one is refused "
-            "unread: wait a minute and check the token"
+            f"{counted(refusals, 'call')} from this address {were} refused for {their} token in "
+            "the last minute (the matcher's limit, serve --max-auth-failures); this one is "
+            "refused unread: wait a minute and check the token"
         )
 
     def refused(self, address: str) -> None:

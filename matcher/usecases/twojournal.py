@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 from blindmatch.matcher.core.outcomes import Outcome
+from blindmatch.matcher.domain import counted
 from blindmatch.matcher.errors import FailedPrecondition
 from blindmatch.matcher.storage.store import Store
 
@@ -140,7 +141,7 @@ def spent_at_s1(message: str, members: Sequence[str], names: Sequence[str]) -> s
 
 
 def _count(n: int) -> str:
-    return f"{n} pair{'' if n == 1 else 's'} of members"
+    return f"{counted(n, 'pair')} of members"
 
 
 def _pairs(pairs: list[tuple[str, str]]) -> str:
