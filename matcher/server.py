@@ -312,6 +312,8 @@ def create_server(
         if realtime.left is not None:
             realtime.left.first_passes()
         sweeper.start()  # expired data goes before the first request is served
+        if reserve := store.reserve_warning():
+            log.warning("%s", reserve)
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background
         runs = RunManager(store, workers=workers, executor=executor, two_server=two_server)

@@ -170,11 +170,29 @@ class UploadStore(StoreBase):
         free = shutil.disk_usage(self.files.root).free
         if free - nbytes < self.min_free_bytes:
             mib = 1024 * 1024
+            log.warning(  # the operator's to act on: the member is told only to ask them
+                "refused an upload of %.1f MiB: %.1f MiB free on %s's disk, %.1f MiB kept in "
+                "reserve (serve --min-free-mb); free space there or lower --min-free-mb",
+                nbytes / mib, free / mib, self.files.root, self.min_free_bytes / mib,
+            )  # fmt: skip
             raise ResourceExhausted(
                 f"not enough disk space on the matcher for this upload ({nbytes / mib:.1f} MiB "
                 f"needed, {free / mib:.1f} MiB free, {self.min_free_bytes / mib:.1f} MiB kept "
                 "in reserve); nothing was stored; ask the operator to free space"
             )
+
+    def reserve_warning(self) -> str:
+        """What to tell the operator at start when the free disk is already under the reserve
+        (every upload would be refused); "" when it is not."""
+        free = shutil.disk_usage(self.files.root).free
+        if free >= self.min_free_bytes:
+            return ""
+        mib = 1024 * 1024
+        return (
+            f"{free / mib:.1f} MiB free on {self.files.root}'s disk, under the "
+            f"{self.min_free_bytes / mib:.1f} MiB --min-free-mb keeps in reserve: every "
+            "upload will be refused until space is freed there or --min-free-mb lowered"
+        )
 
     def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
         """The upload acknowledged earlier under this client-chosen id, if it is still the

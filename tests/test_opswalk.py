@@ -1,0 +1,126 @@
+"""What an operator walking docs/operations.md met (opswalk, 2026-12-07): each against a real
+matcher on loopback or a real data dir, through the commands the doc gives."""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+from benchmarks.knownclks import population, write
+from blindmatch.cli import main
+from blindmatch.client import ProjectTokens
+from blindmatch.client.errors import RejectedError
+from blindmatch.matcher.server import create_server
+from tests.support import ADMIN_TOKEN, Matcher
+
+DISK_REFUSAL = "refused an upload of"
+RESERVE = 1 << 60  # more than any disk has free
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+# -- admin backup --key-out --------------------------------------------------------------------
+
+
+def test_a_key_out_in_folders_not_there_yet_is_written_into_them_owner_only(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The doc's `--key-out /keys/audit-DATE.key` on a host with no /keys: the backup was made
+    and verified, then failed at the key (`Error: ...: No such file or directory`, exit 2),
+    while `--out` made its own missing folders."""
+    key_out = tmp_path / "keys" / "2026" / "audit.key"
+    argv = ["admin", "backup", "--data-dir", str(matcher.data_dir), "--out",
+            str(tmp_path / "backups" / "b1"), "--key-out", str(key_out)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert key_out.read_bytes() == (matcher.data_dir / "audit.key").read_bytes()
+    assert mode_of(key_out) == 0o600
+    assert mode_of(key_out.parent) == mode_of(key_out.parent.parent) == 0o700
+    assert (tmp_path / "backups" / "b1" / "blindmatch.sqlite").is_file()
+
+
+def test_a_key_out_below_a_file_is_refused_before_anything_is_written(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused first, naming the flag, not after a whole backup with the OS's words."""
+    plain = tmp_path / "notes.txt"
+    plain.write_text("not a folder\n")
+    out = tmp_path / "b2"
+    argv = ["admin", "backup", "--data-dir", str(matcher.data_dir), "--out", str(out),
+            "--key-out", str(plain / "audit.key")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--key-out {plain / 'audit.key'}: {plain} is not a folder (nothing written)" in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".b2")) == []
+
+
+# -- audit verify --anchor ---------------------------------------------------------------------
+
+
+def test_an_anchor_past_the_logs_end_says_where_the_log_ends(
+    matcher: Matcher,
+    project: ProjectTokens,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """It said `(the log was cut short after it)` of an entry the log never reached, and
+    `(1 problems)`."""
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
+    with matcher.operator() as op:
+        head = op.verify_audit(None).head_seq + 1  # (that verify is logged: one entry more)
+    argv = ["audit", "verify", "--server", matcher.target, "--anchor", f"{head + 70}:{'0' * 64}"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert (
+        f"anchor entry {head + 70} is not in the log (the log ends at entry {head}: the "
+        "entries after it were removed, or the anchor is another log's)"
+    ) in err
+    assert "Error: the audit log fails verification (1 problem)\n" in err
+
+
+# -- serve --min-free-mb ---------------------------------------------------------------------
+
+
+@pytest.mark.server
+def test_a_reserve_over_the_free_disk_is_said_at_start_and_each_refusal_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An upload refused for `--min-free-mb` was told to the member only ("ask the operator
+    to free space"): the matcher's log said nothing, at start or at the refusal."""
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, min_free_bytes=RESERVE)
+    try:
+        said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert any("every upload will be refused" in line for line in said), said
+        assert any("--min-free-mb" in line for line in said)
+        matcher = Matcher(server, tmp_path / "data", ADMIN_TOKEN)
+        with matcher.operator() as op:
+            tokens = op.create_project("trial", ["north", "south"]).tokens
+        caplog.clear()
+        with (
+            matcher.member(tokens["north"]) as member,
+            pytest.raises(RejectedError, match="not enough disk space on the matcher"),
+        ):
+            member.upload("trial", write(population(2, 50, 0.3, seed=3)[0], tmp_path / "n"))
+        refused = [r for r in caplog.records if DISK_REFUSAL in r.getMessage()]
+        assert [r.levelno for r in refused] == [logging.WARNING]
+        assert "free space there or lower --min-free-mb" in refused[0].getMessage()
+    finally:
+        server.stop(grace=None)
+
+
+@pytest.mark.server
+def test_a_reserve_under_the_free_disk_says_nothing_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, min_free_bytes=1)
+    try:
+        assert not [r for r in caplog.records if "--min-free-mb" in r.getMessage()]
+    finally:
+        server.stop(grace=None)
