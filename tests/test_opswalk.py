@@ -14,6 +14,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.errors import RejectedError
 from blindmatch.matcher.server import create_server
+from tests import support
 from tests.support import ADMIN_TOKEN, Matcher
 
 DISK_REFUSAL = "refused an upload of"
@@ -124,3 +125,30 @@ def test_a_reserve_under_the_free_disk_says_nothing_at_start(
         assert not [r for r in caplog.records if "--min-free-mb" in r.getMessage()]
     finally:
         server.stop(grace=None)
+
+
+@pytest.mark.server
+def test_a_write_a_full_disk_refuses_is_logged_for_the_operator(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real full disk: the caller was told `the matcher's disk is full`, and the matcher's
+    log, where the operator who must free the space looks, said nothing at all."""
+    with support.small_disk(tmp_path / "small-disk", "3m") as disk:
+        server = create_server("127.0.0.1:0", disk / "data", ADMIN_TOKEN)
+        try:
+            matcher = Matcher(server, disk / "data", ADMIN_TOKEN)
+            filler = support.fill_disk(disk)
+            caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+            with (
+                matcher.operator() as op,
+                pytest.raises(RejectedError, match="the matcher's disk is full"),
+            ):
+                op.create_project("trial", ["north", "south"])
+            said = [r for r in caplog.records if "the data dir's disk is full" in r.getMessage()]
+            assert [r.levelno for r in said] == [logging.ERROR]
+            assert "free space on its filesystem" in said[0].getMessage()
+            filler.unlink()
+            with matcher.operator() as op:  # space again: the same call goes through
+                assert op.create_project("trial", ["north", "south"]).project == "trial"
+        finally:
+            server.stop(grace=None)

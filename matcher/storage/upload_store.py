@@ -39,7 +39,7 @@ from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
 from blindmatch.matcher.storage.outcome_store import forget_outcomes
-from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
+from blindmatch.matcher.storage.sqlite import disk_full, full_disk
 from blindmatch.matcher.storage.ticket_store import settle
 
 SCHEMA = """
@@ -172,8 +172,9 @@ class UploadStore(StoreBase):
             mib = 1024 * 1024
             log.warning(  # the operator's to act on: the member is told only to ask them
                 "refused an upload of %.1f MiB: %.1f MiB free on %s's disk, %.1f MiB kept in "
-                "reserve (serve --min-free-mb); free space there or lower --min-free-mb",
+                "reserve (serve --min-free-mb); free space there%s",
                 nbytes / mib, free / mib, self.files.root, self.min_free_bytes / mib,
+                " or lower --min-free-mb" if self.min_free_bytes else "",
             )  # fmt: skip
             raise ResourceExhausted(
                 f"not enough disk space on the matcher for this upload ({nbytes / mib:.1f} MiB "
@@ -329,7 +330,7 @@ class UploadStore(StoreBase):
         except BaseException as exc:
             final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
             if disk_full(exc):
-                raise ResourceExhausted(DISK_FULL) from exc
+                raise full_disk(exc) from exc
             raise
         self._collect_garbage()
         return upload, False
