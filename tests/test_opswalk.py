@@ -14,6 +14,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.errors import RejectedError
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.integrity import check_data_dir
 from tests import support
 from tests.support import ADMIN_TOKEN, Matcher
 
@@ -152,3 +153,42 @@ def test_a_write_a_full_disk_refuses_is_logged_for_the_operator(
                 assert op.create_project("trial", ["north", "south"]).project == "trial"
         finally:
             server.stop(grace=None)
+
+
+# -- a damaged upload, uploaded again --------------------------------------------------------
+
+
+@pytest.mark.server
+def test_a_damaged_upload_sent_again_from_the_same_folder_is_stored_anew(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`admin check` and the failed run say `south must upload its data again (blindmatch
+    upload)`; south ran `blindmatch upload` on the same ENCODED folder, whose upload id the
+    matcher knew, and was told `the matcher had it already, nothing was stored twice`: the
+    damaged file stayed current, and every run failed again."""
+    token = tmp_path / "south.token"
+    token.write_text(project.tokens["south"] + "\n")
+    token.chmod(0o600)
+    folder = tmp_path / "south.encoded"
+    write(population(2, 50, 0.3, seed=4)[1], folder)
+    argv = ["upload", str(folder), "--project", "trial", "--token-file", str(token),
+            "--server", matcher.target]  # fmt: skip
+    assert main(argv) == 0
+    (first,) = (matcher.data_dir / "clks").iterdir()
+    with first.open("r+b") as fh:  # a flipped byte, its size kept
+        fh.seek(10)
+        byte = fh.read(1)
+        fh.seek(10)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    assert not check_data_dir(matcher.data_dir).ok
+    capsys.readouterr()
+
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "nothing was stored twice" not in said
+    (stored,) = (matcher.data_dir / "clks").iterdir()
+    assert stored.name != first.name
+    report = check_data_dir(matcher.data_dir)
+    assert report.ok, report.render()
+    assert main(argv) == 0  # and sent once more, the stored one, whole, is acknowledged again
+    assert "nothing was stored twice" in capsys.readouterr().out

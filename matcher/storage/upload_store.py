@@ -182,29 +182,26 @@ class UploadStore(StoreBase):
                 "in reserve); nothing was stored; ask the operator to free space"
             )
 
-    def reserve_warning(self) -> str:
-        """What to tell the operator at start when the free disk is already under the reserve
-        (every upload would be refused); "" when it is not."""
-        free = shutil.disk_usage(self.files.root).free
-        if free >= self.min_free_bytes:
-            return ""
-        mib = 1024 * 1024
-        return (
-            f"{free / mib:.1f} MiB free on {self.files.root}'s disk, under the "
-            f"{self.min_free_bytes / mib:.1f} MiB --min-free-mb keeps in reserve: every "
-            "upload will be refused until space is freed there or --min-free-mb lowered"
-        )
-
     def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
         """The upload acknowledged earlier under this client-chosen id, if it is still the
         member's current one. (One the member has since replaced is not acknowledged
-        again: its file may be gone, and sending it again means making it current again.)"""
+        again: its file may be gone, and sending it again means making it current again.)
+        Nor is one whose file is damaged: the member told to upload again sends the same
+        folder, under the same id, and it is stored anew."""
         rows = self.db.query(
             "SELECT k.upload_id FROM upload_keys k JOIN uploads u ON u.id=k.upload_id "
             "WHERE k.project=? AND k.member=? AND k.client_upload_id=? AND u.current=1",
             (project, member, client_upload_id),
         )
-        return self.upload(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        earlier = self.upload(rows[0][0])
+        damage = upload_damage(self.files.clk_file(earlier.id), earlier)
+        if damage is not None:
+            log.warning("%s/%s sent upload %s again, whose stored file is damaged (%s): "
+                        "stored anew", project, member, earlier.id, damage)  # fmt: skip
+            return None
+        return earlier
 
     def current_uploads(self, project: str) -> dict[str, Upload]:
         """Each member's current upload, earliest first (the first set the encoding)."""
