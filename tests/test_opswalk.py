@@ -192,3 +192,22 @@ def test_a_damaged_upload_sent_again_from_the_same_folder_is_stored_anew(
     assert report.ok, report.render()
     assert main(argv) == 0  # and sent once more, the stored one, whole, is acknowledged again
     assert "nothing was stored twice" in capsys.readouterr().out
+
+
+@pytest.mark.server
+def test_a_backup_of_a_data_dir_with_a_damaged_upload_says_where_the_damage_is(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said only `the copy failed its integrity check`, naming files of a staging folder
+    it had removed: the operator took the backup for broken, not the data dir."""
+    with matcher.member(project.tokens["north"]) as north:
+        north.upload("trial", write(population(2, 50, 0.3, seed=4)[0], tmp_path / "n"))
+    (stored,) = (matcher.data_dir / "clks").iterdir()
+    stored.write_bytes(bytes(stored.stat().st_size))  # its size kept, its bytes not
+    out = tmp_path / "b"
+    assert main(["admin", "backup", "--data-dir", str(matcher.data_dir), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"so no backup was made (no --out {out})" in err
+    assert f"`blindmatch admin check --data-dir {matcher.data_dir}`" in err
+    assert "north must upload again" in err
+    assert not out.exists()

@@ -343,7 +343,12 @@ def converge(
                 continue  # an upload was replaced while we copied: take a new snapshot
             report = check(staging)
             if not report.ok:
-                raise BackupError("the copy failed its integrity check:\n" + report.render())
+                raise BackupError(
+                    f"the copy failed its integrity check, so no backup was made (no --out "
+                    f"{dest}); what it found was copied from {data_dir}, unless `blindmatch "
+                    f"admin check --data-dir {data_dir}` passes (a damaged upload: its member "
+                    "uploads again, then back up again):\n" + report.render()
+                )
             if key_out is not None:
                 copy_key(key, key_out, dest)
             fsync_path(staging)
