@@ -211,3 +211,24 @@ def test_a_backup_of_a_data_dir_with_a_damaged_upload_says_where_the_damage_is(
     assert f"`blindmatch admin check --data-dir {matcher.data_dir}`" in err
     assert "north must upload again" in err
     assert not out.exists()
+
+
+# -- admin restore of a matcher's backup -----------------------------------------------------
+
+
+def test_admin_restore_of_a_matchers_backup_says_how_to_restore_it(
+    matcher: Matcher, project: ProjectTokens, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said only `a matcher's backup is restored by copying it`: how, and with which key,
+    was on a page the operator had not found."""
+    backup = tmp_path / "b"
+    assert main(["admin", "backup", "--data-dir", str(matcher.data_dir), "--out", str(backup)]) == 0
+    capsys.readouterr()
+    new = tmp_path / "restored"
+    argv = ["admin", "restore", "--backup", str(backup), "--data-dir", str(new), "--no-previous"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"`cp -a {backup} {new}`, its audit key copied to {new / 'audit.key'}" in err
+    assert f"`blindmatch admin check --data-dir {new}`" in err
+    assert "nothing was written" in err
+    assert not new.exists()
