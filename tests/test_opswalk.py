@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,36 @@ def test_admin_restore_of_a_matchers_backup_says_how_to_restore_it(
     assert f"`blindmatch admin check --data-dir {new}`" in err
     assert "nothing was written" in err
     assert not new.exists()
+
+
+# -- admin check: a project past its expiry --------------------------------------------------
+
+
+@pytest.mark.server
+def test_admin_check_says_a_project_past_its_expiry_still_holds_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A matcher down when a project expired keeps its uploads until its next start; `admin
+    check` said `OK: no problems found` and counted them as stored uploads, nothing more."""
+    day = 86400.0
+    server = create_server(  # its clock two days back: the project expires a day ago, for real
+        "127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, clock=lambda: time.time() - 2 * day
+    )
+    try:
+        matcher = Matcher(server, tmp_path / "data", ADMIN_TOKEN)
+        with matcher.operator() as op:
+            tokens = op.create_project(
+                "trial", ["north", "south"], expires_unix=int(time.time() - day)
+            ).tokens
+        with matcher.member(tokens["north"]) as north:
+            north.upload("trial", write(population(2, 50, 0.3, seed=4)[0], tmp_path / "n"))
+    finally:
+        server.stop(grace=None)
+    assert main(["admin", "check", "--data-dir", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "will be repaired by the matcher" in out
+    assert "project trial expired at " in out
+    assert (
+        "but its data (1 upload, its runs and results) is still in the data dir: the matcher "
+        "deletes it at its next start"
+    ) in out
