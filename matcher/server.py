@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent import futures
@@ -312,6 +313,8 @@ def create_server(
         if realtime.left is not None:
             realtime.left.first_passes()
         sweeper.start()  # expired data goes before the first request is served
+        if reserve := _reserve_warning(store.files.root, min_free_bytes):
+            log.warning("%s", reserve)
         scrubber = Scrubber(store, scrub_interval)
         scrubber.start()  # sizes now; hashes in the background
         runs = RunManager(store, workers=workers, executor=executor, two_server=two_server)
@@ -374,6 +377,20 @@ def create_server(
     log.info("matcher listening on port %d, data in %s", port, store.files.root)
     return RunningServer(
         server, port, store, runs, realtime, sweeper, query_streams, scrubber, streams, erasures
+    )
+
+
+def _reserve_warning(root: Path, min_free_bytes: int) -> str:
+    """What to tell the operator at start when the free disk is already under the reserve
+    (every upload would be refused); "" when it is not."""
+    free = shutil.disk_usage(root).free
+    if free >= min_free_bytes:
+        return ""
+    mib = 1024 * 1024
+    return (
+        f"{free / mib:.1f} MiB free on {root}'s disk, under the {min_free_bytes / mib:.1f} MiB "
+        "--min-free-mb keeps in reserve: every upload will be refused until space is freed "
+        "there or --min-free-mb lowered"
     )
 
 

@@ -186,7 +186,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise InputError(
             f"--backup {args.backup}: " + (f"holds roles {', '.join(found)}; say which with "
             "--role" if found else "not a two-server role's backup (`admin backup` of a "
-            "`two-server role --data-dir`); a matcher's backup is restored by copying it")
+            "`two-server role --data-dir`); a matcher's backup is restored by copying it, "
+            f"stopped: `cp -a {args.backup} {args.data_dir}`, its audit key copied to "
+            f"{Path(args.data_dir) / 'audit.key'}, then `blindmatch admin check --data-dir "
+            f"{args.data_dir}` (docs/operations.md, Backup and restore); nothing was written")
         )  # fmt: skip
     if (args.previous is None) == (not args.no_previous):
         raise InputError(

@@ -22,6 +22,7 @@ from blindmatch.cli.options import (
     token_options,
 )
 from blindmatch.client.errors import BlindmatchError, InputError
+from blindmatch.matcher.domain import counted
 
 FORMATS = ("jsonl", "csv", "html")
 
@@ -131,7 +132,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if not check.ok:
         for problem in check.problems:
             print(f"  {problem}", file=sys.stderr)
-        raise BlindmatchError(f"the audit log fails verification ({len(check.problems)} problems)")
+        raise BlindmatchError(
+            f"the audit log fails verification ({counted(len(check.problems), 'problem')})"
+        )
     print(
         f"Audit log intact: {check.entries} entries. Head {check.head_seq}:{check.head_hash}\n"
         "Record the head elsewhere and pass it as --anchor next time to catch a cut-off tail."

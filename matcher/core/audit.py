@@ -263,9 +263,12 @@ def verify(
         prev, expected_seq = entry.hash, entry.seq + 1
         head_seq, head_hash = entry.seq, entry.hash
     if anchor and not anchor_seen:
-        problems.append(
-            f"anchor entry {anchor[0]} is not in the log (the log was cut short after it)"
-        )
+        if anchor[0] > head_seq:  # the tail was cut off: from head_seq + 1 on, the anchor's too
+            what = (f"the log ends at entry {head_seq}: the entries after it were removed, "
+                    "or the anchor is another log's")  # fmt: skip
+        else:
+            what = "it was removed"
+        problems.append(f"anchor entry {anchor[0]} is not in the log ({what})")
     return Verification(not problems, count, head_seq, head_hash, problems)
 
 

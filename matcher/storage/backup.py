@@ -127,10 +127,28 @@ def check_key_out(source: Path, key_out: Path, dest: Path) -> None:
         )
     if key_out.exists() or key_out.is_symlink():
         raise BackupRefused(f"--key-out {key_out}: already exists; choose a new file")
+    missing = _missing_folders(key_out)
+    nearest = missing[-1].parent if missing else key_out.absolute().parent
+    if not nearest.is_dir():  # a file where a folder above the key would be
+        raise BackupRefused(f"--key-out {key_out}: {nearest} is not a folder (nothing written)")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise BackupRefused(f"--key-out {key_out}: {nearest} is not writable by this user "
+                            "(nothing written)")  # fmt: skip
+
+
+def _missing_folders(key_out: Path) -> list[Path]:
+    """The folders above `key_out` that are not there yet, the innermost first."""
+    missing, folder = [], key_out.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def copy_key(source: Path, key_out: Path, dest: Path) -> None:
     check_key_out(source, key_out, dest)
+    for folder in reversed(_missing_folders(key_out)):  # made, owner-only (they hold a key)
+        make_private_dir(folder)
     try:
         copy_private(source, key_out)
     except FileExistsError:
@@ -325,7 +343,12 @@ def converge(
                 continue  # an upload was replaced while we copied: take a new snapshot
             report = check(staging)
             if not report.ok:
-                raise BackupError("the copy failed its integrity check:\n" + report.render())
+                raise BackupError(
+                    f"the copy failed its integrity check, so no backup was made (no --out "
+                    f"{dest}); what it found was copied from {data_dir}, unless `blindmatch "
+                    f"admin check --data-dir {data_dir}` passes (a damaged upload: its member "
+                    "uploads again, then back up again):\n" + report.render()
+                )
             if key_out is not None:
                 copy_key(key, key_out, dest)
             fsync_path(staging)

@@ -41,12 +41,13 @@ meanwhile is never reported missing or orphaned.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload
+from blindmatch.matcher.domain import ACTIVE, DONE, RUN_STATES, Upload, counted
 from blindmatch.matcher.storage import index_store, project_store
 from blindmatch.matcher.storage.audit_log import chain_problems
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
@@ -203,6 +204,7 @@ def _check(
         problems, repairs = check_erasures(files, erasures, grace=0.0 if in_backup else None)
         report.problems += [] if in_backup else problems
         report.repairs += repairs + (problems if in_backup else [])
+        _read(files.db, report, lambda db: _past_expiry(db, report))
     tmp = files.tmp
     report.in_flight = sum(1 for _ in tmp.iterdir()) if tmp.is_dir() else 0
     if report.in_flight:
@@ -244,6 +246,24 @@ def _read(
         return None
     finally:
         db.close()
+
+
+def _past_expiry(db: sqlite3.Connection, report: IntegrityReport) -> None:
+    """Projects past their expiry whose data the matcher has not deleted yet (it was down at
+    the moment, or its sweep, every minute, is to come): repairs, saying when and what."""
+    if "expires" not in {r[1] for r in db.execute("PRAGMA table_info(projects)")}:
+        return
+    for name, expires, uploads in db.execute(
+        "SELECT p.name, p.expires, (SELECT COUNT(*) FROM uploads u WHERE u.project=p.name) "
+        "FROM projects p WHERE p.erased IS NULL AND p.expires <= ? ORDER BY p.name",
+        (time.time(),),
+    ):
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+        report.repairs.append(
+            f"project {name} expired at {when}, but its data ({counted(uploads, 'upload')}, "
+            "its runs and results) is still in the data dir: the matcher deletes it at its "
+            "next start, or within a minute while it serves"
+        )
 
 
 def _check_main(

@@ -54,6 +54,14 @@ def disk_full(exc: BaseException) -> bool:
     return False
 
 
+def full_disk(exc: BaseException) -> ResourceExhausted:
+    """The refusal of a write the disk had no room for (`disk_full(exc)`), logged for the
+    operator: the caller is told only that the matcher's disk is full."""
+    log.error("the data dir's disk is full (%s): a write was refused and nothing of it was "
+              "stored; free space on its filesystem", exc)  # fmt: skip
+    return ResourceExhausted(DISK_FULL)
+
+
 def damaged(exc: BaseException) -> bool:
     """Whether `exc` says a database file is damaged (a corrupt page, not a database)."""
     if not isinstance(exc, sqlite3.DatabaseError):
@@ -188,7 +196,7 @@ class Database:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
                 if disk_full(exc):
-                    raise ResourceExhausted(DISK_FULL) from exc
+                    raise full_disk(exc) from exc
                 raise
             finally:
                 if clears_cache:

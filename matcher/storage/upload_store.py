@@ -39,7 +39,7 @@ from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
 from blindmatch.matcher.storage.outcome_store import forget_outcomes
-from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
+from blindmatch.matcher.storage.sqlite import disk_full, full_disk
 from blindmatch.matcher.storage.ticket_store import settle
 
 SCHEMA = """
@@ -170,6 +170,12 @@ class UploadStore(StoreBase):
         free = shutil.disk_usage(self.files.root).free
         if free - nbytes < self.min_free_bytes:
             mib = 1024 * 1024
+            log.warning(  # the operator's to act on: the member is told only to ask them
+                "refused an upload of %.1f MiB: %.1f MiB free on %s's disk, %.1f MiB kept in "
+                "reserve (serve --min-free-mb); free space there%s",
+                nbytes / mib, free / mib, self.files.root, self.min_free_bytes / mib,
+                " or lower --min-free-mb" if self.min_free_bytes else "",
+            )  # fmt: skip
             raise ResourceExhausted(
                 f"not enough disk space on the matcher for this upload ({nbytes / mib:.1f} MiB "
                 f"needed, {free / mib:.1f} MiB free, {self.min_free_bytes / mib:.1f} MiB kept "
@@ -179,13 +185,23 @@ class UploadStore(StoreBase):
     def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
         """The upload acknowledged earlier under this client-chosen id, if it is still the
         member's current one. (One the member has since replaced is not acknowledged
-        again: its file may be gone, and sending it again means making it current again.)"""
+        again: its file may be gone, and sending it again means making it current again.)
+        Nor is one whose file is damaged: the member told to upload again sends the same
+        folder, under the same id, and it is stored anew."""
         rows = self.db.query(
             "SELECT k.upload_id FROM upload_keys k JOIN uploads u ON u.id=k.upload_id "
             "WHERE k.project=? AND k.member=? AND k.client_upload_id=? AND u.current=1",
             (project, member, client_upload_id),
         )
-        return self.upload(rows[0][0]) if rows else None
+        if not rows:
+            return None
+        earlier = self.upload(rows[0][0])
+        damage = upload_damage(self.files.clk_file(earlier.id), earlier)
+        if damage is not None:
+            log.warning("%s/%s sent upload %s again, whose stored file is damaged (%s): "
+                        "stored anew", project, member, earlier.id, damage)  # fmt: skip
+            return None
+        return earlier
 
     def current_uploads(self, project: str) -> dict[str, Upload]:
         """Each member's current upload, earliest first (the first set the encoding)."""
@@ -311,7 +327,7 @@ class UploadStore(StoreBase):
         except BaseException as exc:
             final.unlink(missing_ok=True)  # a new name: never an acknowledged upload's file
             if disk_full(exc):
-                raise ResourceExhausted(DISK_FULL) from exc
+                raise full_disk(exc) from exc
             raise
         self._collect_garbage()
         return upload, False

@@ -52,7 +52,7 @@ from blindmatch.matcher.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from blindmatch.matcher.storage.sqlite import DISK_FULL, disk_full
+from blindmatch.matcher.storage.sqlite import disk_full, full_disk
 from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import REPLACES_RECORDS_METADATA, fingerprint_id
 
@@ -356,7 +356,7 @@ def _upload_file(store: Store) -> Iterator[Path]:
         yield part
     except OSError as exc:
         if disk_full(exc):
-            raise ResourceExhausted(DISK_FULL) from exc
+            raise full_disk(exc) from exc
         raise
     finally:
         part.unlink(missing_ok=True)
