@@ -38,6 +38,13 @@ FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop 
 FORGETTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm-forget")
 
 
+def not_started(who: str) -> str:
+    """How a run or query refused for `who` (S1 or S2) unreachable ends: what to do (said
+    nowhere before, twowalk 2026-12-07; `serve`'s start-up warning says its own)."""
+    return (f"nothing was started: run again once {who} answers (is it started, and at the "
+            f"matcher's --two-server-{who.lower()}?)")  # fmt: skip
+
+
 def reachable(
     address: str,
     who: str,
@@ -77,12 +84,12 @@ def reachable(
                 raise errors.Unavailable(
                     f"{who} ({address}) is unreachable: a two-server run needs it (every "
                     f"connection failed for {FAILING_SECONDS:g} s: refused, reset or its TLS "
-                    "handshake failed); nothing was started"
+                    f"handshake failed); {not_started(who)}"
                 )
             if now >= deadline:
                 raise errors.Unavailable(
                     f"{who} ({address}) is unreachable: a two-server run needs it (no answer "
-                    f"in {REACH_SECONDS:g} s); nothing was started"
+                    f"in {REACH_SECONDS:g} s); {not_started(who)}"
                 )
     finally:
         own.unsubscribe(watch)
@@ -201,4 +208,4 @@ def combiner_setup(
                           watch_wait=watch_wait)  # fmt: skip
 
 
-__all__ = ["Stopping", "combiner_setup", "forget_at", "reachable"]
+__all__ = ["Stopping", "combiner_setup", "forget_at", "not_started", "reachable"]

@@ -1,0 +1,156 @@
+"""Two-server mode walked as a new user would (twowalk, 2026-12-07: docs/operations.md "A
+project in two-server mode", on loopback): what S1, S2 and the matcher say where their keys
+or addresses disagree. Each case on real roles and a real matcher on loopback.
+
+- `serve` started with a --two-server-key-file that is not S1's and S2's key served and said
+  nothing; a member's run then failed `S1 answers Propose only with the combiner's key`,
+  and a query exit 3 the same, neither saying which key. The start-up probe warns now, and
+  a role's refusal of an unknown key names the flags to compare.
+- A matcher whose --two-server-member-key-file is not S1's --member-key-file: each upload
+  and query refused `S1 refused the upload: an upload ticket not signed with the members'
+  key`, naming no flag. It names both now.
+- S1 or S2 down (or a wrong address): `cannot reach S1 at ADDR: failed to connect ...`,
+  saying nothing of what to do. It says to check that the role is started and its address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from blindmatch.client.encoding import sharing
+from blindmatch.client.errors import MatcherError, UnavailableError
+from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.matcher.core import tickets
+from blindmatch.matcher.rpc.twoserver_service import create_role
+from blindmatch.matcher.server import create_server
+from tests.portheld import dead_port
+from tests.support import ADMIN_TOKEN
+from tests.test_twoserver_standing_life import until
+
+pytestmark = pytest.mark.server
+
+MEMBER_KEY = "the members' key of the twowalk roles"
+FORGED = "an upload ticket not signed with the members' key"  # (core/tickets.py)
+
+
+def small_upload() -> sharing.SharedUpload:
+    clks = np.random.default_rng(5).integers(0, 256, (4, 128), dtype=np.uint8)
+    return sharing.shared_upload(clks, b"s", sharing.BandPlan(4, 4))
+
+
+def test_serves_probe_warns_where_s1_and_s2_refuse_the_matchers_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from blindmatch.cli import twoserveropts
+
+    roles_key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", roles_key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", roles_key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    keys = []
+    for name, text in (("combiner.key", "not the roles' key"), ("members.key", MEMBER_KEY)):
+        keys.append(tmp_path / name)
+        keys[-1].write_text(text + "\n")
+        keys[-1].chmod(0o600)
+    args = argparse.Namespace(
+        two_server_s1=f"127.0.0.1:{s1.port}", two_server_s2=f"127.0.0.1:{s2.port}",
+        two_server_key_file=keys[0], two_server_member_key_file=keys[1], two_server_ca=None,
+        two_server_cert=None, two_server_key=None, two_server_insecure=False,
+        default_mode=None,
+    )  # fmt: skip
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+
+    def warned() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                and "two-server projects: " in r.getMessage()]  # fmt: skip
+
+    setup = twoserveropts.serve_setup(args)  # (its probe on a thread of its own)
+    assert setup is not None
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
+    try:
+        until(lambda: len(warned()) == 2)
+    finally:
+        server.stop(grace=None)
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    assert len(warned()) == 2, warned()
+    for who, line in zip(("S1", "S2"), sorted(warned()), strict=True):
+        assert line.startswith(f"two-server projects: {who} (127.0.0.1:"), line
+        assert (
+            f"{who} answers Holds only with the combiner's key: the key presented is none "
+            f"that {who} was started with" in line
+        ), line
+        assert "--two-server-key-file" in line and "runs and queries fail" in line, line
+
+
+def test_serves_probe_says_nothing_where_s1_and_s2_take_its_key(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from blindmatch.cli import twoserveropts
+    from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    try:
+        twoserveropts.warn_unreachable(setup)
+    finally:
+        server.stop(grace=None)
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_ticket_of_another_members_key_names_both_flags() -> None:
+    s2 = create_role("s2", "127.0.0.1:0", secrets.token_urlsafe(16), MEMBER_KEY)
+    name = "p/north/00ff00ff"
+    ticket = tickets.issue("the matcher's other members' key", name, 2**40)
+    try:
+        with (
+            RoleClient("s2", f"127.0.0.1:{s2.port}", ticket) as client,
+            pytest.raises(MatcherError) as refused,
+        ):
+            client.upload(name, small_upload())
+    finally:
+        s2.stop(grace=None)
+    said = str(refused.value)
+    assert said.startswith(f"S2 refused the upload: {FORGED} that S2 holds: "), said
+    assert "--member-key-file" in said and "--two-server-member-key-file" in said, said
+
+
+def test_an_s1_nobody_answers_at_says_what_to_check() -> None:
+    with dead_port() as port:
+        target = f"127.0.0.1:{port}"
+        with (
+            RoleClient("s1", target, MEMBER_KEY) as client,
+            pytest.raises(UnavailableError) as refused,
+        ):
+            client.upload("north", small_upload())
+    said = str(refused.value)
+    assert said.startswith(f"cannot reach S1 at {target}: "), said
+    assert f"Is S1 started (`blindmatch two-server role --role s1`), and is {target} its " in said
+    assert "--two-server-s1" in said and said.endswith("[UNAVAILABLE]"), said
+
+
+def test_a_run_refused_for_an_s1_nobody_answers_at_says_what_to_do() -> None:
+    """`blindmatch run` with S1 down: `S1 (ADDR) is unreachable: a two-server run needs it
+    (...); nothing was started`, six times over its retries, and no word of what to do."""
+    from blindmatch.matcher import errors
+    from blindmatch.matcher.rpc.twoserver_project import reachable
+
+    with dead_port() as port, pytest.raises(errors.Unavailable) as refused:
+        reachable(f"127.0.0.1:{port}", "S1", None)
+    said = str(refused.value)
+    assert said.startswith(f"S1 (127.0.0.1:{port}) is unreachable: a two-server run needs it")
+    assert said.endswith(
+        "; nothing was started: run again once S1 answers (is it started, and at the "
+        "matcher's --two-server-s1?)"
+    ), said
