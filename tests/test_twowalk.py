@@ -154,3 +154,37 @@ def test_a_run_refused_for_an_s1_nobody_answers_at_says_what_to_do() -> None:
         "; nothing was started: run again once S1 answers (is it started, and at the "
         "matcher's --two-server-s1?)"
     ), said
+
+
+def test_s1_started_with_a_wrong_s2_warns_in_its_log(caplog: pytest.LogCaptureFixture) -> None:
+    """`two-server role --role s1 --s2 WRONG` started and said nothing; a member's run then
+    failed `S1 (...): S2 (WRONG) is unreachable`. Its start-up probe warns now, as `serve`'s
+    (the function the role's start runs on a thread of its own, cli/twoserver.py)."""
+    from blindmatch.cli.twoparties import warn_peers_unreachable
+
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    with dead_port() as port:
+        warn_peers_unreachable("s1", "", f"127.0.0.1:{port}", None)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warned == [
+        f"S2 (127.0.0.1:{port}) is unreachable: a two-server run needs it (every connection "
+        "failed for 2 s: refused, reset or its TLS handshake failed); runs and queries fail "
+        "until it answers (check --s2 and that S2 is started)"
+    ]
+
+
+def test_a_combiner_role_whose_s1_and_s2_answer_says_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from blindmatch.cli.twoparties import warn_peers_unreachable
+
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    try:
+        warn_peers_unreachable("combiner", f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", None)
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     import grpc
 
 ROLES = ("s1", "s2", "combiner")
+# How long a role's stop waits for its start-up probe of the parties it calls: a party's
+# wait (rpc/twoserver_project.py REACH_SECONDS, 5 s), then its channel's close (6 s at most)
+PROBE_SECONDS = 12.0
 
 
 def read_key(path: Path, flag: str = "--key-file", risk: str = "") -> str:
@@ -86,3 +89,28 @@ def peer_options(p: argparse.ArgumentParser, what: str) -> None:
         action="store_true",
         help="allow plaintext to a party not on loopback (a test network only)",
     )
+
+
+def warn_peers_unreachable(
+    role: str, s1: str, s2: str, credentials: grpc.ChannelCredentials | None
+) -> None:
+    """At a role's start, a warning in its log where a party it calls does not answer (S1's
+    S2, the combiner's S1 and S2: a wrong --s1/--s2, a role not started yet), as `serve`'s
+    probe of its S1 and S2 (cli/twoserveropts.py `warn_unreachable`). S1 started with a
+    wrong --s2 said nothing until a run failed (twowalk, 2026-12-07). The role serves all
+    the same (the other may start later)."""
+    import logging
+
+    from blindmatch.matcher import errors
+    from blindmatch.matcher.rpc.twoserver_project import reachable
+
+    calls = {"s1": [("S2", s2, "--s2")], "combiner": [("S1", s1, "--s1"), ("S2", s2, "--s2")]}
+    for who, address, flag in calls.get(role, []):
+        try:
+            reachable(address, who, credentials)
+        except errors.Unavailable as exc:
+            logging.getLogger("blindmatch.matcher").warning(
+                "%s; runs and queries fail until it answers (check %s and that %s is started)",
+                str(exc).split("; nothing was started")[0], flag, who,
+            )  # fmt: skip
+            return
