@@ -15,9 +15,10 @@ or addresses disagree. Each case on real roles and a real matcher on loopback.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
 from tests.portheld import dead_port
 from tests.support import ADMIN_TOKEN
+from tests.test_twoserver_kept_channels import key_files, serve_args
 from tests.test_twoserver_standing_life import until
 
 pytestmark = pytest.mark.server
@@ -44,40 +46,37 @@ def small_upload() -> sharing.SharedUpload:
     return sharing.shared_upload(clks, b"s", sharing.BandPlan(4, 4))
 
 
+@contextmanager
+def roles(key: str) -> Iterator[tuple[str, str]]:
+    """S2 and S1 on loopback, started with the parties' `key`: their addresses."""
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    try:
+        yield f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}"
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+
+
 def test_serves_probe_warns_where_s1_and_s2_refuse_the_matchers_key(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from blindmatch.cli import twoserveropts
 
-    roles_key = secrets.token_urlsafe(16)
-    s2 = create_role("s2", "127.0.0.1:0", roles_key, MEMBER_KEY)
-    s1 = create_role("s1", "127.0.0.1:0", roles_key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
-    keys = []
-    for name, text in (("combiner.key", "not the roles' key"), ("members.key", MEMBER_KEY)):
-        keys.append(tmp_path / name)
-        keys[-1].write_text(text + "\n")
-        keys[-1].chmod(0o600)
-    args = argparse.Namespace(
-        two_server_s1=f"127.0.0.1:{s1.port}", two_server_s2=f"127.0.0.1:{s2.port}",
-        two_server_key_file=keys[0], two_server_member_key_file=keys[1], two_server_ca=None,
-        two_server_cert=None, two_server_key=None, two_server_insecure=False,
-        default_mode=None,
-    )  # fmt: skip
     caplog.set_level(logging.INFO, logger="blindmatch.matcher")
 
     def warned() -> list[str]:
         return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
                 and "two-server projects: " in r.getMessage()]  # fmt: skip
 
-    setup = twoserveropts.serve_setup(args)  # (its probe on a thread of its own)
-    assert setup is not None
-    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
-    try:
-        until(lambda: len(warned()) == 2)
-    finally:
-        server.stop(grace=None)
-        s1.stop(grace=None)
-        s2.stop(grace=None)
+    with roles(secrets.token_urlsafe(16)) as (s1, s2):  # (key_files: other keys)
+        setup = twoserveropts.serve_setup(serve_args(s1, s2, key_files(tmp_path)))
+        assert setup is not None  # (its probe on a thread of its own)
+        server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
+        try:
+            until(lambda: len(warned()) == 2)
+        finally:
+            server.stop(grace=None)
     assert len(warned()) == 2, warned()
     for who, line in zip(("S1", "S2"), sorted(warned()), strict=True):
         assert line.startswith(f"two-server projects: {who} (127.0.0.1:"), line
@@ -95,17 +94,14 @@ def test_serves_probe_says_nothing_where_s1_and_s2_take_its_key(
     from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 
     key = secrets.token_urlsafe(16)
-    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
-    setup = combiner_setup(f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", key, MEMBER_KEY)
-    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
     caplog.set_level(logging.INFO, logger="blindmatch.matcher")
-    try:
-        twoserveropts.warn_unreachable(setup)
-    finally:
-        server.stop(grace=None)
-        s1.stop(grace=None)
-        s2.stop(grace=None)
+    with roles(key) as (s1, s2):
+        setup = combiner_setup(s1, s2, key, MEMBER_KEY)
+        server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, two_server=setup)
+        try:
+            twoserveropts.warn_unreachable(setup)
+        finally:
+            server.stop(grace=None)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
@@ -178,13 +174,7 @@ def test_a_combiner_role_whose_s1_and_s2_answer_says_nothing(
 ) -> None:
     from blindmatch.cli.twoparties import warn_peers_unreachable
 
-    key = secrets.token_urlsafe(16)
-    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
     caplog.set_level(logging.INFO, logger="blindmatch.matcher")
-    try:
-        warn_peers_unreachable("combiner", f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}", None)
-    finally:
-        s1.stop(grace=None)
-        s2.stop(grace=None)
+    with roles(secrets.token_urlsafe(16)) as (s1, s2):
+        warn_peers_unreachable("combiner", s1, s2, None)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
