@@ -160,7 +160,7 @@ def test_s1_started_with_a_wrong_s2_warns_in_its_log(caplog: pytest.LogCaptureFi
 
     caplog.set_level(logging.INFO, logger="blindmatch.matcher")
     with dead_port() as port:
-        warn_peers_unreachable("s1", "", f"127.0.0.1:{port}", None)
+        warn_peers_unreachable("s1", "", f"127.0.0.1:{port}", "S1's key", None)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warned == [
         f"S2 (127.0.0.1:{port}) is unreachable: a two-server run needs it (every connection "
@@ -175,9 +175,59 @@ def test_a_combiner_role_whose_s1_and_s2_answer_says_nothing(
     from blindmatch.cli.twoparties import warn_peers_unreachable
 
     caplog.set_level(logging.INFO, logger="blindmatch.matcher")
-    with roles(secrets.token_urlsafe(16)) as (s1, s2):
-        warn_peers_unreachable("combiner", s1, s2, None)
+    key = secrets.token_urlsafe(16)
+    with roles(key) as (s1, s2):
+        warn_peers_unreachable("combiner", s1, s2, key, None)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_combiner_role_whose_key_s1_and_s2_do_not_hold_warns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from blindmatch.cli.twoparties import warn_peers_unreachable
+
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    with roles(secrets.token_urlsafe(16)) as (s1, s2):
+        warn_peers_unreachable("combiner", s1, s2, "another key", None)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(" (127.0.0.1:")[0] for w in warned] == ["S1", "S2"], warned
+    for who, line in zip(("S1", "S2"), warned, strict=True):
+        assert (
+            f"{who} answers Holds only with the combiner's key: the key presented is none " in line
+        )
+        assert line.endswith("runs and queries fail until it takes this role's --key-file"), line
+
+
+@pytest.mark.parametrize("right", [True, False])
+def test_s1_whose_key_s2_does_not_hold_for_it_warns_at_its_start(
+    right: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each party its own key: S1's --key-file not the one S2 holds for it (`--party-key
+    s1=`). Nothing said at any start; the first run failed at S2's Exchange, having spent the
+    pairs of the batch that was out (every pair's member uploads again). S1's start asks S2
+    an Exchange of no messages with its key: refused for the key, a warning; with the right
+    key S2 refuses the empty exchange itself, and nothing is said."""
+    from blindmatch.cli.twoparties import warn_peers_unreachable
+
+    s1_key, combiner_key = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", secrets.token_urlsafe(16), MEMBER_KEY,
+                     keys={"s1": s1_key, "combiner": combiner_key})  # fmt: skip
+    caplog.set_level(logging.INFO, logger="blindmatch.matcher")
+    try:
+        address = f"127.0.0.1:{s2.port}"
+        warn_peers_unreachable("s1", "", address, s1_key if right else "not S1's key", None)
+    finally:
+        s2.stop(grace=None)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+              and r.getMessage().startswith("S2 (")]  # fmt: skip
+    if right:
+        assert not warned
+        return
+    assert warned == [
+        f"S2 ({address}): S2 answers Exchange only with S1's key: the key presented is none "
+        "that S2 was started with (its --key-file and --party-key; the matcher's is its "
+        "--two-server-key-file); runs and queries fail until it takes this role's --key-file"
+    ]
 
 
 def test_encode_of_a_small_export_says_its_privacy_check_is_of_synthetic_people(

@@ -145,7 +145,7 @@ def cmd_role(args: argparse.Namespace) -> int:
 
         # its probe of the parties it calls, said in its log; waited for at its stop
         probe = threading.Thread(target=warn_peers_unreachable, daemon=True,
-                                 args=(args.role, args.s1, args.s2, peer),
+                                 args=(args.role, args.s1, args.s2, key, peer),
                                  name="bm-two-server-probe")  # fmt: skip
 
         def announce() -> None:

@@ -45,6 +45,34 @@ def not_started(who: str) -> str:
             f"matcher's --two-server-{who.lower()}?)")  # fmt: skip
 
 
+def refused_key(
+    caller: str,
+    address: str,
+    who: str,
+    key: str,
+    credentials: grpc.ChannelCredentials | None,
+) -> str:
+    """Why `who` (S1 or S2, at `address`, reached) refuses `caller`'s `key` ("" where it takes
+    it, or says anything else): a call that changes nothing, on a channel of its own. The
+    combiner's is `Holds` naming no upload (its bounds); S1's, at S2, an `Exchange` of no
+    messages, which S2 refuses `INVALID_ARGUMENT` once the key is S1's, before any state
+    and unlogged. A role's start (cli/twoparties.py) and `serve`'s ask it, so that keys that
+    disagree are said before a run spends a batch's pairs on them (twowalk, 2026-12-07)."""
+    c = channel(address, credentials)
+    try:
+        metadata = (("authorization", f"Bearer {key}"),)
+        if caller == "s1":
+            list(role_stub(who, c).Exchange(iter(()), metadata=metadata, timeout=REACH_SECONDS))
+        else:
+            role_stub(who, c).Holds(pb.HoldsRequest(), metadata=metadata, timeout=REACH_SECONDS)
+    except grpc.RpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return str(peer_error(f"{who} ({address})", exc))
+    finally:
+        c.close()
+    return ""
+
+
 def reachable(
     address: str,
     who: str,
@@ -208,4 +236,4 @@ def combiner_setup(
                           watch_wait=watch_wait)  # fmt: skip
 
 
-__all__ = ["Stopping", "combiner_setup", "forget_at", "not_started", "reachable"]
+__all__ = ["Stopping", "combiner_setup", "forget_at", "not_started", "reachable", "refused_key"]
