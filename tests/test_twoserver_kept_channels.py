@@ -47,6 +47,16 @@ def key_files(folder: Path) -> list[Path]:
     return keys
 
 
+def serve_args(s1: str, s2: str, keys: list[Path]) -> argparse.Namespace:
+    """`serve`'s two-server options (cli/twoserveropts.py `serve_setup`): S1's and S2's
+    addresses, and the `key_files`, plaintext on loopback."""
+    return argparse.Namespace(
+        two_server_s1=s1, two_server_s2=s2, two_server_key_file=keys[0],
+        two_server_member_key_file=keys[1], two_server_ca=None, two_server_cert=None,
+        two_server_key=None, two_server_insecure=False, default_mode=None,
+    )  # fmt: skip
+
+
 def test_a_stopped_matcher_closes_its_channels_to_s1_and_s2_and_one_started_again_opens_others(
     tmp_path: Path,
 ) -> None:
@@ -95,12 +105,7 @@ def test_the_matchers_stop_ends_serves_probe_of_s1_and_s2_unsaid(
     monkeypatch.setattr(twoserver_project, "FAILING_SECONDS", 600.0)
     keys = key_files(tmp_path)
     with dead_port() as s1, dead_port() as s2:  # nothing there all the while
-        args = argparse.Namespace(
-            two_server_s1=f"127.0.0.1:{s1}", two_server_s2=f"127.0.0.1:{s2}",
-            two_server_key_file=keys[0], two_server_member_key_file=keys[1], two_server_ca=None,
-            two_server_cert=None, two_server_key=None, two_server_insecure=False,
-            default_mode=None,
-        )  # fmt: skip
+        args = serve_args(f"127.0.0.1:{s1}", f"127.0.0.1:{s2}", keys)
         caplog.set_level(logging.INFO, logger="blindmatch.matcher")
         before = set(threading.enumerate())
         setup = twoserveropts.serve_setup(args)

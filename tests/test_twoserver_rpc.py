@@ -612,7 +612,12 @@ def test_with_a_key_a_party_each_rpc_refuses_every_other_caller_naming_it() -> N
             with pytest.raises(grpc.RpcError) as refused:
                 call(auth("a key nobody holds"))
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert refused.value.details() == f"{name} answers {rpc} only with {whose[caller]} key"
+            flags = ("its --member-key-file" if caller == "member" else "its --key-file and "
+                     "--party-key; the matcher's is its --two-server-key-file")  # fmt: skip
+            assert refused.value.details() == (
+                f"{name} answers {rpc} only with {whose[caller]} key: the key presented is none "
+                f"that {name} was started with ({flags})"
+            )
         assert "east" not in c.service.held
         assert {"north", "south"} <= set(s1.service.held) & set(s2.service.held)  # none forgot
     finally:

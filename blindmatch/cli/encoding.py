@@ -58,6 +58,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
             f"{small}: `blindmatch privacy-check {args.data} --mapping {args.mapping} "
             f"--secret-file {args.secret_file} --mode two-server`"
         )
+    elif small:  # the bare command attacks synthetic people: said so (twowalk, 2026-12-07)
+        small = small.replace(
+            " on this export before uploading",
+            f" before uploading (without DATA: synthetic people; this export's "
+            f"{len(result.ids):,} records are under the {PRIVACY_CHECK_MIN} a check of it needs)",
+        )
     if small:
         result.report.warnings.append(small)
     if args.two_server:  # the CLK-mode warnings say what a matcher holding the CLKs learns

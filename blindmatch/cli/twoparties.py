@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     import grpc
 
 ROLES = ("s1", "s2", "combiner")
+# How long a role's stop waits for its start-up probe of the parties it calls: a party's
+# wait (rpc/twoserver_project.py REACH_SECONDS, 5 s), then its channel's close (6 s at most)
+PROBE_SECONDS = 12.0
 
 
 def read_key(path: Path, flag: str = "--key-file", risk: str = "") -> str:
@@ -86,3 +89,33 @@ def peer_options(p: argparse.ArgumentParser, what: str) -> None:
         action="store_true",
         help="allow plaintext to a party not on loopback (a test network only)",
     )
+
+
+def warn_peers_unreachable(
+    role: str, s1: str, s2: str, key: str, credentials: grpc.ChannelCredentials | None
+) -> None:
+    """At a role's start, a warning in its log where a party it calls does not answer (S1's
+    S2, the combiner's S1 and S2: a wrong --s1/--s2, a role not started yet), or answers but
+    refuses this role's `key` (rpc/twoserver_project.py `refused_key`), as `serve`'s probe of
+    its S1 and S2 (cli/twoserveropts.py `warn_unreachable`). S1 started with a wrong --s2, or
+    a key S2 does not hold for it, said nothing until a run failed, and the run spent the
+    pairs of its batch (twowalk, 2026-12-07). The role serves all the same."""
+    import logging
+
+    from blindmatch.matcher import errors
+    from blindmatch.matcher.rpc.twoserver_project import reachable, refused_key
+
+    log = logging.getLogger("blindmatch.matcher")
+    calls = {"s1": [("S2", s2, "--s2")], "combiner": [("S1", s1, "--s1"), ("S2", s2, "--s2")]}
+    for who, address, flag in calls.get(role, []):
+        try:
+            reachable(address, who, credentials)
+        except errors.Unavailable as exc:
+            log.warning(
+                "%s; runs and queries fail until it answers (check %s and that %s is started)",
+                str(exc).split("; nothing was started")[0], flag, who,
+            )  # fmt: skip
+            return
+        if why := refused_key(role, address, who, key, credentials):
+            log.warning("%s; runs and queries fail until it takes this role's --key-file",
+                        why)  # fmt: skip

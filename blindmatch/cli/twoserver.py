@@ -15,6 +15,7 @@ import argparse
 import os
 import shutil
 import sys
+import threading
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -32,11 +33,13 @@ from blindmatch.cli.options import (
     unit_interval,
 )
 from blindmatch.cli.twoparties import (
+    PROBE_SECONDS,
     ROLES,
     party_keys,
     peer_credentials,
     peer_options,
     read_key,
+    warn_peers_unreachable,
 )
 from blindmatch.cli.twoserver_caps import add_cap_options, cap_warning, caps, query_band_keys
 from blindmatch.client.errors import BlindmatchError, InputError
@@ -140,12 +143,20 @@ def cmd_role(args: argparse.Namespace) -> int:
         name = {"s1": "S1 (blocking)", "s2": "S2 (shares)", "combiner": "combiner"}[args.role]
         lowered = cap_warning(args)
 
+        # its probe of the parties it calls, said in its log; waited for at its stop
+        probe = threading.Thread(target=warn_peers_unreachable, daemon=True,
+                                 args=(args.role, args.s1, args.s2, key, peer),
+                                 name="bm-two-server-probe")  # fmt: skip
+
         def announce() -> None:
             shown = tls.grpc_address(host, running.port)
             print(f"blindmatch two-server {name} listening on {shown}"
                   + (f"\n{lowered}" if lowered else ""), file=sys.stderr, flush=True)  # fmt: skip
+            probe.start()
 
         serve_forever(running, ready=announce)
+        if probe.is_alive():
+            probe.join(PROBE_SECONDS)
     return 0
 
 

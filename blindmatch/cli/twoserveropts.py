@@ -138,8 +138,25 @@ def warn_unreachable(setup: TwoServerSetup) -> None:
     try:
         setup.reachable()
     except Stopping:
-        pass
+        return
     except errors.Unavailable as exc:
         log.warning("two-server projects: %s; members' uploads, queries and runs fail until "
                     "it answers (check --two-server-s1/-s2 and that the role is started)",
-                    str(exc).replace("; nothing was started", ""))  # fmt: skip
+                    str(exc).split("; nothing was started")[0])  # fmt: skip
+        return
+    warn_refused(setup)
+
+
+def warn_refused(setup: TwoServerSetup) -> None:
+    """A warning where S1 or S2, reached, refuses the matcher's call (its `Holds` naming no
+    upload, as C asks before a standing deal): a --two-server-key-file that is not the key
+    the role was started with was said first by a member's failed run or query (twowalk,
+    2026-12-07; uploads go on, on the members' key). Nothing said where it answers, or where
+    the matcher stopped meanwhile."""
+    if setup.holds is None:
+        return
+    for who in ("S1", "S2"):
+        _, why = setup.holds(who, [])
+        if why and "closed channel" not in why:
+            log.warning("two-server projects: %s; members' runs and queries fail until it "
+                        "answers the matcher", why)  # fmt: skip

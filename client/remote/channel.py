@@ -115,13 +115,26 @@ def translate_errors(target: str, party: str = "the matcher") -> Iterator[None]:
         # An UNAVAILABLE the matcher answered (a part of it down: a look-up server, S1 or
         # S2 behind the combiner) is said as it is; one gRPC made up is "cannot reach".
         if cls is UnavailableError and not answered(exc):
-            hint = TLS_HINT if _looks_like_tls(detail) else ""
+            hint = TLS_HINT if _looks_like_tls(detail) else party_hint(party, target)
             detail = f"cannot reach {party} at {target}: {detail}{hint}"
         error = cls(f"{detail} [{code.name}]")
         trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
         error.trailing = {k: v for k, v in trailing or () if k.startswith("blindmatch-")
                           and isinstance(v, str)}  # fmt: skip
         raise error from None
+
+
+def party_hint(party: str, target: str) -> str:
+    """What to do where S1 or S2 (a project's, at the address its matcher gave) does not
+    answer: said nowhere before (twowalk, 2026-12-07); nothing for the matcher, whose own
+    line says it (`check_reachable`)."""
+    if party not in ("S1", "S2"):
+        return ""
+    return (
+        f". Is {party} started (`blindmatch two-server role --role {party.lower()}`), and "
+        f"is {target} its address (a project's: the matcher's --two-server-{party.lower()}, "
+        "set by its operator)? Try again once it answers"
+    )
 
 
 def check_reachable(channel: grpc.Channel, target: str, timeout: float = REACH_SECONDS) -> None:

@@ -45,6 +45,9 @@ def issue(key: str, name: str, expires: float) -> str:
     return f"{PREFIX}{payload}.{_mac(key, payload)}"
 
 
+FORGED = "an upload ticket not signed with the members' key"
+
+
 def is_ticket(token: str | None) -> bool:
     return bool(token) and str(token).startswith(PREFIX)
 
@@ -56,7 +59,7 @@ def verify(key: str, ticket: str, now: float) -> tuple[str, int]:
     if not ticket.startswith(PREFIX) or not payload or not mac:
         raise ValueError("not an upload ticket")
     if not hmac.compare_digest(mac, _mac(key, payload)):
-        raise ValueError("an upload ticket not signed with the members' key")
+        raise ValueError(FORGED)
     try:
         body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
         name, expires = str(body["name"]), int(body["expires"])

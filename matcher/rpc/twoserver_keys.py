@@ -88,8 +88,12 @@ class Keys:
             w for w, d in self.digests.items() if w != caller and hmac.compare_digest(got, d)
         ]
         wanted = f"{name} answers {rpc} only with {LABELS[caller]} key"
-        if not holders:
-            raise errors.Unauthenticated(wanted)
+        if not holders:  # (a key file that is not the one the role was started with)
+            flags = ("its --member-key-file" if caller == "member" else "its --key-file and "
+                     "--party-key; the matcher's is its --two-server-key-file")  # fmt: skip
+            raise errors.Unauthenticated(
+                f"{wanted}: the key presented is none that {name} was started with ({flags})"
+            )
         whose = LABELS[holders[0]] if len(holders) == 1 else "the parties'"
         raise errors.PermissionDenied(f"{wanted}, not with {whose}")
 
@@ -107,7 +111,11 @@ class Keys:
         try:
             held, _ = tickets.verify(self.ticket_key, str(token), time.time())
         except ValueError as exc:
-            raise errors.Unauthenticated(f"{name} refused the upload: {exc}") from None
+            why = str(exc)
+            if why == tickets.FORGED:  # (or the matcher and the role hold different keys)
+                why += (f" that {name} holds: its --member-key-file and the matcher's "
+                        "--two-server-member-key-file must be one key")  # fmt: skip
+            raise errors.Unauthenticated(f"{name} refused the upload: {why}") from None
         return held
 
 

@@ -38,6 +38,41 @@ FORGET_SECONDS = 5.0  # how long an erasure waits for each of S1 and S2 to drop 
 FORGETTING = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bm-forget")
 
 
+def not_started(who: str) -> str:
+    """How a run or query refused for `who` (S1 or S2) unreachable ends: what to do (said
+    nowhere before, twowalk 2026-12-07; `serve`'s start-up warning says its own)."""
+    return (f"nothing was started: run again once {who} answers (is it started, and at the "
+            f"matcher's --two-server-{who.lower()}?)")  # fmt: skip
+
+
+def refused_key(
+    caller: str,
+    address: str,
+    who: str,
+    key: str,
+    credentials: grpc.ChannelCredentials | None,
+) -> str:
+    """Why `who` (S1 or S2, at `address`, reached) refuses `caller`'s `key` ("" where it takes
+    it, or says anything else): a call that changes nothing, on a channel of its own. The
+    combiner's is `Holds` naming no upload (its bounds); S1's, at S2, an `Exchange` of no
+    messages, which S2 refuses `INVALID_ARGUMENT` once the key is S1's, before any state
+    and unlogged. A role's start (cli/twoparties.py) and `serve`'s ask it, so that keys that
+    disagree are said before a run spends a batch's pairs on them (twowalk, 2026-12-07)."""
+    c = channel(address, credentials)
+    try:
+        metadata = (("authorization", f"Bearer {key}"),)
+        if caller == "s1":
+            list(role_stub(who, c).Exchange(iter(()), metadata=metadata, timeout=REACH_SECONDS))
+        else:
+            role_stub(who, c).Holds(pb.HoldsRequest(), metadata=metadata, timeout=REACH_SECONDS)
+    except grpc.RpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            return str(peer_error(f"{who} ({address})", exc))
+    finally:
+        c.close()
+    return ""
+
+
 def reachable(
     address: str,
     who: str,
@@ -77,12 +112,12 @@ def reachable(
                 raise errors.Unavailable(
                     f"{who} ({address}) is unreachable: a two-server run needs it (every "
                     f"connection failed for {FAILING_SECONDS:g} s: refused, reset or its TLS "
-                    "handshake failed); nothing was started"
+                    f"handshake failed); {not_started(who)}"
                 )
             if now >= deadline:
                 raise errors.Unavailable(
                     f"{who} ({address}) is unreachable: a two-server run needs it (no answer "
-                    f"in {REACH_SECONDS:g} s); nothing was started"
+                    f"in {REACH_SECONDS:g} s); {not_started(who)}"
                 )
     finally:
         own.unsubscribe(watch)
@@ -201,4 +236,4 @@ def combiner_setup(
                           watch_wait=watch_wait)  # fmt: skip
 
 
-__all__ = ["Stopping", "combiner_setup", "forget_at", "reachable"]
+__all__ = ["Stopping", "combiner_setup", "forget_at", "not_started", "reachable", "refused_key"]
