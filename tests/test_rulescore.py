@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.rulescore import kept
 from blindmatch.matcher.core import fallback, kernel
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.solve import by_datasets, dice
@@ -167,3 +168,31 @@ def test_pairs_are_grouped_by_their_two_datasets_in_order_positions_ascending(
     for a, b, sel in groups:
         assert type(a) is int and type(b) is int
         assert sel.tolist() == np.flatnonzero((d0 == a) & (d1 == b)).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=4), want=st.integers(0, 120),
+       block=st.integers(1, 16), seed=st.integers(0, 2**32 - 1))  # fmt: skip
+def test_the_benchmarks_kept_pairs_are_want_distinct_positions_of_each_count_ascending(
+    counts: list[int], want: int, block: int, seed: int
+) -> None:
+    """benchmarks/rulescore.py `kept` (leftovers): the benchmark keeps its `want` candidate
+    pairs without holding every pair of every pair of datasets at once (4.6 GB before, at 143
+    million of them): `want` positions in all (every one where fewer), distinct, ascending
+    and within each pair of datasets' count, drawn a block at a time."""
+    picks = kept(counts, want, np.random.default_rng(seed), block)
+    assert len(picks) == len(counts)
+    assert sum(len(p) for p in picks) == min(want, sum(counts))
+    for p, n in zip(picks, counts, strict=True):
+        assert p.dtype == np.intp and np.all(np.diff(p) > 0) and np.all((p >= 0) & (p < n))
+
+
+def test_the_benchmarks_kept_pairs_fall_evenly_over_the_positions() -> None:
+    """Each position as likely as any (a uniform sample, as the permutation before): over many
+    draws of 10 of 2 x 25 positions in blocks of 4, each is kept about 10 / 50 of the time."""
+    rng, seen = np.random.default_rng(7), np.zeros(50)
+    for _ in range(4_000):
+        a, b = kept([25, 25], 10, rng, 4)
+        seen[a] += 1
+        seen[25 + b] += 1
+    assert np.all(np.abs(seen / 4_000 - 0.2) < 0.04)

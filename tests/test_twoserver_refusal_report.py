@@ -185,8 +185,9 @@ def test_the_two_server_refusals_count_their_records_and_pairs_in_the_right_numb
 
 
 def test_a_limit_of_one_record_or_one_call_is_said_in_the_singular() -> None:
-    """Was "may query 1 records per minute", "at most 1 query records a hour", "1 calls
-    from this address were refused" (matcher/core/quota.py, querylimit.py, rpc/refusals.py)."""
+    """Was "may query 1 records per minute", "at most 1 query records a hour" (then "1 query
+    record a hour": its article, leftovers), "1 calls from this address were refused"
+    (matcher/core/quota.py, querylimit.py, rpc/refusals.py)."""
     with pytest.raises(errors.ResourceExhausted) as over:
         QueryMeter().take("p", "north", 2, QueryQuota(per_minute=1, per_day=1), 0.0)
     assert "may query 1 record per minute" in str(over.value)
@@ -194,7 +195,7 @@ def test_a_limit_of_one_record_or_one_call_is_said_in_the_singular() -> None:
     counter = QueryCounter(QueryLimits(Limit(1, "hour"), Limit(10, "hour")), "S1")
     with pytest.raises(errors.ResourceExhausted) as over:
         counter.admit("p/north@a1/a1", "p", "north", 2, 1_000_000.0)
-    assert "S1 evaluates at most 1 query record a hour" in str(over.value)
+    assert "S1 evaluates at most 1 query record an hour" in str(over.value)
     assert "queries of at most 1 record," in str(over.value)
     strangers = Strangers(1)
     strangers.refused("ipv4:10.0.0.9")

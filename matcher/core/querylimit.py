@@ -51,6 +51,10 @@ class Limit:
     def text(self) -> str:
         return f"{self.records}/{self.period}"
 
+    def per(self) -> str:
+        """The period with its article: "an hour", "a day" (was "a hour": leftovers)."""
+        return f"{'an' if self.period == 'hour' else 'a'} {self.period}"
+
 
 def parse_limit(text: str) -> Limit:
     """`N/PERIOD` (PERIOD: minute, hour, day or week; N >= 1); ValueError saying why not."""
@@ -157,7 +161,7 @@ class QueryCounter:
                 if records > limit.records:  # (never evaluated, however long it waits)
                     raise ResourceExhausted(
                         f"query limit: {self.role} evaluates at most "
-                        f"{counted(limit.records, 'query record')} a {limit.period} for {who} "
+                        f"{counted(limit.records, 'query record')} {limit.per()} for {who} "
                         f"(its {flag}), and this query has "
                         f"{records}, more than that: it is refused whenever it is sent; split "
                         f"it into queries of at most {counted(limit.records, 'record')}, or ask "
@@ -167,7 +171,7 @@ class QueryCounter:
                 if used + records > limit.records:
                     raise ResourceExhausted(
                         f"query limit: {self.role} evaluates at most "
-                        f"{counted(limit.records, 'query record')} a {limit.period} for {who} "
+                        f"{counted(limit.records, 'query record')} {limit.per()} for {who} "
                         f"(its {flag}), {used} in the "
                         f"last {limit.period}, so "
                         f"{records} more would exceed it; this is {self.role}'s own limit, beside "

@@ -6,7 +6,9 @@ when piece 0 came: one replaced or forgotten drops it, `forget`), bounded by `MO
 conversion not held is refused FAILED_PRECONDITION with `STANDING_NEEDED`: C converts again.
 A half-made conversion is dropped (standfix2) when one of its pieces fails here, when C gives
 it up (`BlockDeal.standing_drop`), or when no piece of it has come for STALE_SECONDS (C
-stopped dealing: killed, or its link down); each drop audited `twoserver.standing_dropped`.
+stopped dealing: killed, or its link down); so is any conversion of a partner whose piece 0
+of another comes (its reason names the new one: of the same upload, or a newer one); each drop
+logged and audited `twoserver.standing_dropped`.
 """
 
 from __future__ import annotations
@@ -111,8 +113,9 @@ class Standings:
     """S1's or S2's standing partners by C's conversion id (a cache: `MOST_BYTES` at most,
     least recently used dropped; gone on a restart; a half-made one dropped where it fails,
     C gives it up or it goes stale). `conversions`: partners converted whole (tests, the
-    benchmark); `dropped`: conversions dropped half-made (or whole, given up by C), not for
-    room or a replaced upload, each counted once its audit entry is written; `audit`: the
+    benchmark); `dropped`: conversions dropped half-made (or whole, given up by C, or
+    replaced by a piece 0 of the same partner), not for room or a replaced upload, each
+    counted once its audit entry is written; `audit`: the
     role's audit log (`_Role.log`), each drop's entry."""
 
     def __init__(self, most: int | None = None, clock: Callable[[], float] = time.monotonic,
@@ -215,8 +218,8 @@ class Standings:
     def piece(self, m: pb.BlockDeal, upload: Upload, p: Plan, widths: tuple[int, ...],
               role: int) -> Entry:  # fmt: skip
         """The conversion `m.standing` for its piece: piece 0 starts it (dropping any other of
-        the same partner); a later piece continues it (`FailedPrecondition` where it is
-        not held, for this version of the upload)."""
+        the same partner, logged and audited: `_dropped`); a later piece continues it
+        (`FailedPrecondition` where it is not held, for this version of the upload)."""
         self.sweep()
         with self._lock:
             self._arm()
@@ -229,12 +232,17 @@ class Standings:
                         f"{entry.conv.done} done"
                     )
                 return entry
-            for k in [k for k, e in self._held.items() if e.member == m.member_b]:
+            gone = [(k, e) for k, e in self._held.items() if e.member == m.member_b]
+            for k, _ in gone:
                 del self._held[k]
             now, mask = self.clock(), self.keeps(m, upload.records, widths)
             conv = Converting(role, widths, p, m.standing_pieces, upload.records, keep_mask=mask)
             entry = Entry(m.member_b, weakref.ref(upload), terms(m), conv, now, now, m.member_a)
             self._held[m.standing] = entry
+        for k, e in gone:  # logged and audited (leftovers: before, dropped without a word)
+            why = "a new conversion of the same upload" if e.upload() is upload else (
+                "a newer upload")  # fmt: skip
+            self._dropped([(k, e)], f"conversion {m.standing} started: {why}")
         if self.audit is not None:  # a query's piece 0, or one ahead of any query (standahead)
             self.audit("combiner", "twoserver.standing_started", members=[m.member_a, m.member_b],
                        standing=m.standing, records=upload.records, pieces=m.standing_pieces,
