@@ -87,6 +87,8 @@ def walked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walked]:
         erased = blindmatch("erase", "--project", "trial", "--token-file", str(token_file),
                             "--yes", "--server", target)  # fmt: skip
         assert erased.returncode == 0, erased.stderr
+        with MatcherClient(target, ADMIN_TOKEN) as op:  # not replayed: said, to do again
+            op.revoke_token("trial", "south")
         served = blindmatch("admin", "restore", "--backup", str(backup), "--data-dir",
                             str(root / "while-served"), "--previous", str(data))  # fmt: skip
     old = root / "data.old"
@@ -104,7 +106,13 @@ def test_the_backup_holds_north_again_and_the_restore_erases_it_again(
     argv = ["admin", "restore", "--backup", str(walked.backup), "--data-dir", str(new),
             "--previous", str(walked.old)]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    (revoked,) = rows(walked.old / "blindmatch.sqlite",
+                      "SELECT seq FROM audit WHERE action='token.revoke'")  # fmt: skip
+    assert (
+        f"warning: not replayed, do it again: entry {revoked[0]}: token.revoke: the member's "
+        "token works again: `blindmatch project revoke-token trial --member south` again"
+    ) in err
     said = "erase trial/north (1 upload, 0 result rows, 50 standing-index records deleted)"
     assert f"replayed entry {walked.erase_seq}: {said}" in out
     assert uploads_of(new, "north") == []

@@ -274,6 +274,8 @@ def restore_matcher(args: argparse.Namespace) -> int:
         print(f"  skipped {line}")
     for line in done.pending:
         print(f"  left for the matcher's start: {line}")
+    for line in done.redo:
+        print(f"warning: not replayed, do it again: {line}", file=sys.stderr)
     return 0
 
 

@@ -57,6 +57,20 @@ LOST = (
 )
 
 
+# What the replaced dir's log records after the backup that the restore does not make again
+# (the backup holds it as it was before): each said, with how to do it again by hand.
+REDO = {
+    "token.revoke": "the member's token works again: `blindmatch project revoke-token {p} "
+    "--member {m}` again",
+    "token.rotate": "the member's token from before the rotation works again, the new one not: "
+    "`blindmatch project rotate-token {p} --member {m}` again",
+    "user.revoke": "user {u}'s token works again: {m} runs `blindmatch user revoke {u} "
+    "--project {p}` again",
+    "consent.set": "{m}'s consent is back to what it was: {m} runs `blindmatch consent set "
+    "--level {level} --project {p}` again",
+}
+
+
 @dataclass
 class RestoreReport:
     dest: Path
@@ -66,6 +80,7 @@ class RestoreReport:
     replayed: list[str] = field(default_factory=list)  # "seq N: erase PROJECT/MEMBER (...)"
     skipped: list[str] = field(default_factory=list)  # nothing of it in the backup
     pending: list[str] = field(default_factory=list)  # left for the matcher's start
+    redo: list[str] = field(default_factory=list)  # not replayed: to do again by hand (REDO)
     uploads: int = 0  # held by the restored dir
     erasures: int = 0  # replayed
     expiries: int = 0  # made (those replayed, and any past their date since)
@@ -165,9 +180,16 @@ def _replay(
             for entry in after:
                 if entry.action == "erase":
                     _erase_again(store, realtime, entry, report)
+                elif entry.action in REDO:
+                    said = REDO[entry.action].format(
+                        p=entry.project, m=entry.member, u=entry.detail.get("user", ""),
+                        level=entry.detail.get("level", ""),
+                    )  # fmt: skip
+                    report.redo.append(f"entry {entry.seq}: {entry.action}: {said}")
             store.audit.append(audit.Event(audit.OPERATOR, "restore", detail={
                 "backup_head": report.backup_head, "after": report.after,
                 "replayed": report.replayed, "skipped": report.skipped,
+                "not_replayed": report.redo,
             }))  # fmt: skip
         finally:
             realtime.close()
@@ -193,4 +215,4 @@ def _erase_again(
     report.pending += [f"{what}: {p}" for p in erased.pending]
 
 
-__all__ = ["LOST", "RestoreReport", "restore_data_dir"]
+__all__ = ["LOST", "REDO", "RestoreReport", "restore_data_dir"]
