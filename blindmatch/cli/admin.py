@@ -174,6 +174,7 @@ def refuse_served(args: argparse.Namespace) -> None:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    from blindmatch.matcher.storage.datadir import DataDir
     from blindmatch.matcher.storage.role_check import roles_in
     from blindmatch.matcher.storage.role_restore import RestoreError, restore_role_dir
 
@@ -181,15 +182,15 @@ def cmd_restore(args: argparse.Namespace) -> int:
     existing_dir(args.backup, "--backup")
     if args.previous is not None:
         existing_dir(args.previous, "--previous")
+    if not args.role and DataDir(args.backup).db.is_file():
+        return restore_matcher(args)
     found = [args.role] if args.role else roles_in(args.backup)
     if len(found) != 1:
         raise InputError(
             f"--backup {args.backup}: " + (f"holds roles {', '.join(found)}; say which with "
-            "--role" if found else "not a two-server role's backup (`admin backup` of a "
-            "`two-server role --data-dir`); a matcher's backup is restored by copying it, "
-            f"stopped: `cp -a {args.backup} {args.data_dir}`, its audit key copied to "
-            f"{Path(args.data_dir) / 'audit.key'}, then `blindmatch admin check --data-dir "
-            f"{args.data_dir}` (docs/operations.md, Backup and restore); nothing was written")
+            "--role" if found else "neither a matcher's backup nor a two-server role's "
+            "(`admin backup` of a `serve --data-dir` or a `two-server role --data-dir`); "
+            "nothing was written")
         )  # fmt: skip
     if (args.previous is None) == (not args.no_previous):
         raise InputError(
@@ -230,6 +231,51 @@ def cmd_restore(args: argparse.Namespace) -> int:
         )
     if args.forget:
         print(f"--forget {' '.join(args.forget)}: dropped {', '.join(done.dropped) or 'none'}.")
+    return 0
+
+
+def restore_matcher(args: argparse.Namespace) -> int:
+    """`admin restore` of a matcher's backup: the erasures and expiries since replayed from
+    `--previous`'s audit log (usecases/restore.py); refused without it."""
+    from blindmatch.matcher.storage.role_restore import RestoreError
+    from blindmatch.matcher.usecases.restore import restore_data_dir
+
+    if args.forget:
+        raise InputError("--forget: a two-server role's restore only (a matcher's replays "
+                         "the erasures from --previous's log); nothing was written")  # fmt: skip
+    if args.previous is None:
+        new = Path(args.data_dir)
+        raise InputError(
+            f"--backup {args.backup} is a matcher's backup: give --previous DIR, the data dir "
+            "it replaces (moved aside, its matcher stopped): the erasures and expiries its "
+            "audit log records after the backup are made again; restored without them, a "
+            "member's erased data would be served again. If DIR is lost, restore by hand, "
+            f"stopped: `cp -a {args.backup} {new}`, its audit key copied to "
+            f"{new / 'audit.key'}, then `blindmatch admin check --data-dir {new}`, and list "
+            "the erasures since the backup from whatever is left of the old audit log "
+            "(docs/operations.md, Backup and restore); nothing was written"
+        )
+    try:
+        done = restore_data_dir(args.backup, args.data_dir, previous=args.previous,
+                                key_file=args.audit_key)  # fmt: skip
+    except RestoreError as exc:
+        raise refused_or_failed(exc) from None
+    print(
+        f"Restored the matcher's data dir {done.dest} from {args.backup} (audit head "
+        f"{done.backup_head or 'none'}): {counted(done.uploads, 'upload')} held, checked. "
+        f"From {done.previous}'s audit log ({counted(done.after, 'entry', 'entries')} after "
+        f"the backup): {counted(done.erasures, 'erasure')} and "
+        f"{counted(done.expiries, 'expiry', 'expiries')} made again; the uploads made "
+        "since are not in it (their members upload again)."
+    )
+    for line in done.replayed:
+        print(f"  replayed {line}")
+    for line in done.skipped:
+        print(f"  skipped {line}")
+    for line in done.pending:
+        print(f"  left for the matcher's start: {line}")
+    for line in done.redo:
+        print(f"warning: not replayed, do it again: {line}", file=sys.stderr)
     return 0
 
 
@@ -366,37 +412,41 @@ def register(sub: Subcommands) -> None:
     rs = command(
         asub,
         "restore",
-        help="make a two-server role's data dir from its `admin backup`, replaying what the "
-        "role did after it (its forgets and queries) from the replaced dir's audit log",
+        help="make a data dir (the matcher's, or a two-server role's) from its `admin "
+        "backup`, replaying what was done after it (erasures, expiries; a role's forgets and "
+        "queries) from the replaced dir's audit log",
         example="blindmatch admin restore --backup /backup/s1-2026-06-01 --data-dir /srv/s1 "
         "--previous /srv/s1.broken --audit-key /keys/s1-2026-06-01.key",
         handler=cmd_restore,
     )
     rs.add_argument(
-        "--backup", metavar="DIR", required=True, type=Path, help="the role's backup (admin backup)"
-    )
+        "--backup", metavar="DIR", required=True, type=Path,
+        help="the matcher's or the role's backup (admin backup)",
+    )  # fmt: skip
     rs.add_argument(
         "--data-dir", metavar="DIR", required=True, type=Path, help="the new data dir (not there)"
     )
     role_option(rs)
     rs.add_argument(
         "--audit-key", metavar="FILE", type=Path,
-        help="the role's audit key (admin backup --key-out; default: the one in --previous)",
+        help="the audit key (admin backup --key-out; default: the one in --previous)",
     )  # fmt: skip
     rs.add_argument(
         "--forget", action="append", default=[], metavar="PROJECT[/MEMBER]",
-        help="also drop the restored uploads of this project (or project member): an "
-        "erasure or expiry since the backup, from the matcher's audit log (repeatable)",
+        help="a role's: also drop the restored uploads of this project (or project member): "
+        "an erasure or expiry since the backup, from the matcher's audit log (repeatable)",
     )  # fmt: skip
     prev = rs.add_mutually_exclusive_group()
     prev.add_argument(
         "--previous", type=Path, metavar="DIR",
-        help="the data dir being replaced, moved aside: its audit log (if it verifies and "
-        "continues the backup's) is adopted and its forgets and queries since are replayed",
+        help="the data dir being replaced, moved aside (required for a matcher's backup): "
+        "if its audit log verifies and continues the backup's, what it records since is "
+        "replayed (the matcher's erasures and expiries; a role's log is adopted, its forgets "
+        "and queries replayed)",
     )  # fmt: skip
     prev.add_argument(
         "--no-previous", action="store_true",
-        help="the replaced dir is lost: replay nothing (forgotten uploads come back)",
+        help="a role's replaced dir is lost: replay nothing (forgotten uploads come back)",
     )  # fmt: skip
 
     al = command(

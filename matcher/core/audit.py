@@ -80,6 +80,8 @@ ACTIONS = {
     "twoserver.forget": "S1 or S2 dropped a project member's uploads (erasure, expiry)",
     "twoserver.restored": "a two-server role started holding what its data dir kept",
     "twoserver.restore": "a two-server role's data dir made from its backup (admin restore)",
+    "restore": "the matcher's data dir made from its backup (admin restore), the erasures and "
+    "expiries since replayed from the replaced dir's log",
     "twoserver.query": "S1 or S2 counted a query against its own query limit",
     "twoserver.query.refused": "S1 or S2 refused a query beyond its own query limit",
 }

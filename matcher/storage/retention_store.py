@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from blindmatch.matcher.core import audit
@@ -61,7 +61,11 @@ class RetentionStore(ProjectStore, UploadStore):
     unreferenced_at_start: frozenset[str] = frozenset()
 
     def erase_member(
-        self, project: str, member: str, then: Callable[[], object] | None = None
+        self,
+        project: str,
+        member: str,
+        then: Callable[[], object] | None = None,
+        replay_of: Mapping[str, object] | None = None,
     ) -> Erasure:
         """Delete `member`'s uploads and every link that involves its rows, now.
 
@@ -70,6 +74,9 @@ class RetentionStore(ProjectStore, UploadStore):
         nothing of it), so a member starting runs in a loop cannot hold an erasure off.
         `then` runs inside the transaction once the erasure goes ahead (to end the member's
         streams, so that none commits after it).
+        `replay_of`: the entry of a replaced data dir's log this erasure replays (`admin
+        restore --previous`, usecases/restore.py): its `erase` entry is the operator's, saying
+        so.
 
         The erasure's intent is kept beside its `erase` entry until the caller has deleted
         the rest (`erasure_done`): the member's standing index, in another database. One
@@ -115,16 +122,14 @@ class RetentionStore(ProjectStore, UploadStore):
             )
             uploads = self._forget_uploads(tx, project, member)
             users = self.delete_users_in(tx, project, member)  # their tokens stop working
-            detail = {"uploads": len(uploads), "links": links}
+            detail: dict[str, object] = {"uploads": len(uploads), "links": links}
+            if users:
+                detail["users"] = users
+            if replay_of is not None:
+                detail["replay_of"] = dict(replay_of)
+            actor = member if replay_of is None else audit.OPERATOR
             (entry,) = self.audit.append_in(
-                tx,
-                audit.Event(
-                    member,
-                    "erase",
-                    project,
-                    member,
-                    detail=detail | ({"users": users} if users else {}),
-                ),
+                tx, audit.Event(actor, "erase", project, member, detail=detail)
             )
             tx.execute(
                 "INSERT INTO erasure_intents VALUES (?,?,?,?)",
@@ -236,8 +241,12 @@ class RetentionStore(ProjectStore, UploadStore):
         )
         return [r[0] for r in rows]
 
-    def expire_projects(self) -> list[str]:
+    def expire_projects(
+        self, replays: Mapping[str, Mapping[str, object]] | None = None
+    ) -> list[str]:
         """Delete every expired project's encodings and results; returns their names.
+        `replays`: by project, the `project.expire` entry of a replaced data dir's log that
+        its expiry replays (`admin restore --previous`: its entry says so).
 
         The project's name, members and token hashes stay (so a late caller is
         told it expired, and the name is not reused); its uploads, runs,
@@ -254,15 +263,14 @@ class RetentionStore(ProjectStore, UploadStore):
                 uploads = self._forget_uploads(tx, name)
                 users = self.delete_users_in(tx, name)
                 tx.execute("UPDATE projects SET erased=? WHERE name=?", (self.clock(), name))
+                detail: dict[str, object] = {"uploads": len(uploads), "runs": run_count,
+                                             "links": links}  # fmt: skip
+                if users:
+                    detail["users"] = users
+                if replays and name in replays:
+                    detail["replay_of"] = dict(replays[name])
                 self.audit.append_in(
-                    tx,
-                    audit.Event(
-                        audit.MATCHER,
-                        "project.expire",
-                        name,
-                        detail={"uploads": len(uploads), "runs": run_count, "links": links}
-                        | ({"users": users} if users else {}),
-                    ),
+                    tx, audit.Event(audit.MATCHER, "project.expire", name, detail=detail)
                 )
             self._unlink_uploads(uploads)
             done.append(name)

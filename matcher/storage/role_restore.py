@@ -35,7 +35,6 @@ from typing import TypeVar
 
 from blindmatch.matcher.core import audit, tickets
 from blindmatch.matcher.core.rowledger import KINDS
-from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.audit_log import KEY_BYTES, read_entries
 from blindmatch.matcher.storage.backup import copy_database, not_new
 from blindmatch.matcher.storage.datadir import copy_private, fsync_path
@@ -72,18 +71,19 @@ class RoleRestoreReport:
     ledger: int = 0  # S1's ledger entries (core/rowledger.py) the restored dir holds
 
 
-def _head(log: Path) -> tuple[int, str] | None:
+def log_head(log: Path) -> tuple[int, str] | None:
+    """The (seq, hash) of the last entry of the audit log `log` (None: no log, or empty)."""
     if not log.is_file():
         return None
-    row = _reading(log, lambda db: db.execute(
+    row = reading(log, lambda db: db.execute(
         "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone())  # fmt: skip
     return (int(row[0]), str(row[1])) if row else None
 
 
-def _reading(log: Path, read: Callable[[sqlite3.Connection], T]) -> T:
+def reading(log: Path, read: Callable[[sqlite3.Connection], T]) -> T:
     """`read` of the audit log `log` (WAL mode), leaving its folder as it was found (the
     backup, or the `--previous` dir moved aside: no -wal or -shm made; sqlite.py
-    `left_as_found`)."""
+    `left_as_found`). The matcher's restore (usecases/restore.py) reads its logs so too."""
 
     def once() -> T:
         db = connect_read_only(log)
@@ -99,29 +99,31 @@ def _upto(log: Path) -> list[audit.Entry]:
     """The backup's own log's entries (none without one)."""
     if not log.is_file():
         return []
-    return _reading(log, lambda db: list(read_entries(db)))
+    return reading(log, lambda db: list(read_entries(db)))
 
 
 def _adopt(log: Path, key: bytes, head: tuple[int, str] | None, into: Path) -> list[audit.Entry]:
-    """The entries of the `--previous` dir's `log` after the backup's `head` (`_after`), and
-    the log copied to `into` (backup.py `copy_database`), both of one moment of it, its
-    folder left as it was found."""
+    """The entries of the `--previous` dir's `log` after the backup's `head`
+    (`entries_after`), and the log copied to `into` (backup.py `copy_database`), both of one
+    moment of it, its folder left as it was found."""
 
     def read(db: sqlite3.Connection) -> list[audit.Entry]:
         db.execute("BEGIN")  # (the entries checked are the ones copied)
-        after = _after(log, key, head, db)
+        after = entries_after(log, key, head, db, NO_PREVIOUS)
         copy_database(db, into)  # the longer history, adopted (replacing the backup's)
         return after
 
-    return _reading(log, read)
+    return reading(log, read)
 
 
-def _after(
-    log: Path, key: bytes, head: tuple[int, str] | None, db: sqlite3.Connection
+NO_PREVIOUS = "; or restore without it (--no-previous), replaying nothing"
+
+
+def entries_after(
+    log: Path, key: bytes, head: tuple[int, str] | None, db: sqlite3.Connection, fix: str
 ) -> list[audit.Entry]:
     """The entries of `log` (read through `db`) after the backup's `head`, once the whole
-    chain verifies and holds that head."""
-    fix = "; or restore without it (--no-previous), replaying nothing"
+    chain verifies and holds that head; `fix` ends each refusal (what to do instead)."""
     try:
         entries = list(read_entries(db))
     except sqlite3.Error as exc:
@@ -241,7 +243,7 @@ def restore_role_dir(
             "dir; give the one this backup was taken of, or restore with --no-previous"
         )
     key_path = Path(key_file) if key_file else (prev.audit_key if prev else None)
-    head = _head(source.audit_db)
+    head = log_head(source.audit_db)
     if head is not None and (key_path is None or not key_path.is_file()):
         raise RestoreRefused(
             f"{source.audit_db} holds {head[0]} audit entries: give the role's audit key "
@@ -253,8 +255,8 @@ def restore_role_dir(
             f"(at least {KEY_BYTES}); give the one `admin backup --key-out` wrote"
         )
     staging = RoleFiles(dest.with_name(f".{dest.name}.partial"), role)
-    shutil.rmtree(staging.root, ignore_errors=True)
-    try:
+
+    def make() -> RoleRestoreReport:
         shutil.copytree(source.root, staging.root)  # (owner-only modes kept)
         if key_path is not None and key_path.is_file():
             copy_private(key_path, staging.audit_key)
@@ -267,15 +269,28 @@ def restore_role_dir(
         check = check_role_dir(staging.root, role)
         if not check.ok:
             raise RestoreError("the restored dir failed its integrity check:\n" + check.render())
-    except (RestoreError, OSError, sqlite3.Error, StartupRefused) as exc:
-        shutil.rmtree(staging.root, ignore_errors=True)
-        if isinstance(exc, RestoreError):
+        return report
+
+    return staged(backup, staging.root, dest, make)
+
+
+def staged(backup: str | Path, staging: Path, dest: Path, make: Callable[[], T]) -> T:
+    """What `make()` returns, once it has built a restored data dir in `staging` (beside
+    `dest`, emptied first: what a killed restore left) and that is renamed to `dest`. A
+    failure (any, an interrupt too) leaves neither; one that is not a `RestoreError` is
+    raised as one (the restore failed). The matcher's restore (usecases/restore.py) too."""
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        made = make()
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, RestoreError) or not isinstance(exc, Exception):
             raise
         raise RestoreError(f"restoring {backup} failed: {exc}") from exc
-    fsync_path(staging.root)
-    staging.root.rename(dest)
+    fsync_path(staging)
+    staging.rename(dest)
     fsync_path(dest.parent)
-    return report
+    return made
 
 
 def _apply(
@@ -311,4 +326,13 @@ def _apply(
                              queries, sum(ledger.values()))  # fmt: skip
 
 
-__all__ = ["RestoreError", "RestoreRefused", "RoleRestoreReport", "restore_role_dir"]
+__all__ = [
+    "RestoreError",
+    "RestoreRefused",
+    "RoleRestoreReport",
+    "entries_after",
+    "log_head",
+    "reading",
+    "restore_role_dir",
+    "staged",
+]

@@ -26,7 +26,7 @@ erasure left.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
 
@@ -71,6 +71,7 @@ def erase(
     then: Callable[[], object] | None = None,
     also: Callable[[], set[str]] | None = None,
     retries: ErasureRetries | None = None,
+    replay_of: Mapping[str, object] | None = None,
 ) -> Erasure:
     """Erase `member`'s data in `project`; `then` runs inside the erasure's transaction once
     it goes ahead (the matcher ends the member's open streams there: none commits after);
@@ -78,8 +79,10 @@ def erase(
     complete (in a two-server project, S1's and S2's Forget: `tworuns.forget`), returning
     the servers that did not forget. What fails after the transaction (a full disk, S1 or
     S2 down) keeps the erasure's intent and is named in `pending`, and `retries` finishes
-    it in the background (usecases/erasure_retry.py); without `retries`, the next start."""
-    erased = store.erase_member(project, member, then)
+    it in the background (usecases/erasure_retry.py); without `retries`, the next start.
+    `replay_of`: the replaced data dir's `erase` entry this one replays (usecases/restore.py:
+    its entry the operator's, naming that one)."""
+    erased = store.erase_member(project, member, then, replay_of)
     pending = list(erased.pending)
     try:
         erased = replace(erased, index_records=realtime.erase_member(project, member))

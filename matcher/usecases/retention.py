@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from blindmatch.matcher.storage.store import Store
 
@@ -29,8 +29,10 @@ class Sweeper:
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="blindmatch-sweep", daemon=True)
 
-    def sweep(self) -> list[str]:
-        expired = self.store.expire_projects()
+    def sweep(self, replays: Mapping[str, Mapping[str, object]] | None = None) -> list[str]:
+        """Expire what is past its date now; `replays`: by project, the entry of a replaced
+        data dir's log its expiry replays (usecases/restore.py)."""
+        expired = self.store.expire_projects(replays)
         for name in expired:
             for hook in self.on_expired:
                 hook(name)
