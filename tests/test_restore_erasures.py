@@ -23,8 +23,11 @@ import pytest
 from benchmarks.knownclks import population, write
 from blindmatch.cli import main
 from blindmatch.client import MatcherClient
+from blindmatch.client.errors import AuthError
+from blindmatch.matcher.core import audit
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.crashpoint import ENV as CRASH_AT
+from blindmatch.matcher.storage.store import Store
 from tests.support import ADMIN_TOKEN, ROOT, Clock, cli_server, index_all, start
 
 DAY = 86400.0
@@ -39,6 +42,8 @@ class Walked:
     old: Path
     key: Path  # the audit key, kept apart (admin backup --key-out)
     erase_seq: int  # north's `erase` entry in the old dir's log
+    south: str  # south's token, revoked after the backup
+    desk: str  # south's named user's token, revoked after the backup
     while_served: tuple[int, str]  # a restore naming the served dir as --previous: code, stderr
 
 
@@ -79,6 +84,9 @@ def walked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walked]:
                 encoded = write(ds, root / f"{member}.encoded")
                 client.upload("trial", encoded)
                 index_all(client, "trial", encoded)  # its standing index, erased with it
+        with MatcherClient(target, tokens["south"]) as south:
+            south.set_consent("trial", "mapping")
+            desk = south.add_user("trial", "desk")
         assert main(["admin", "backup", "--data-dir", str(data), "--out", str(backup),
                      "--key-out", str(key)]) == 0  # fmt: skip
         token_file = root / "north.token"
@@ -87,7 +95,10 @@ def walked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walked]:
         erased = blindmatch("erase", "--project", "trial", "--token-file", str(token_file),
                             "--yes", "--server", target)  # fmt: skip
         assert erased.returncode == 0, erased.stderr
-        with MatcherClient(target, ADMIN_TOKEN) as op:  # not replayed: said, to do again
+        with MatcherClient(target, tokens["south"]) as south:  # each replayed
+            south.set_consent("trial", "count")  # lowered
+            south.revoke_user("trial", "desk")
+        with MatcherClient(target, ADMIN_TOKEN) as op:
             op.revoke_token("trial", "south")
         served = blindmatch("admin", "restore", "--backup", str(backup), "--data-dir",
                             str(root / "while-served"), "--previous", str(data))  # fmt: skip
@@ -95,7 +106,8 @@ def walked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walked]:
     data.rename(old)
     (seq,) = rows(old / "blindmatch.sqlite",
                   "SELECT seq FROM audit WHERE action='erase' AND member='north'")  # fmt: skip
-    yield Walked(backup, old, key, seq[0], (served.returncode, served.stderr))
+    yield Walked(backup, old, key, seq[0], tokens["south"], desk,
+                 (served.returncode, served.stderr))  # fmt: skip
 
 
 def test_the_backup_holds_north_again_and_the_restore_erases_it_again(
@@ -107,12 +119,7 @@ def test_the_backup_holds_north_again_and_the_restore_erases_it_again(
             "--previous", str(walked.old)]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     out, err = capsys.readouterr()
-    (revoked,) = rows(walked.old / "blindmatch.sqlite",
-                      "SELECT seq FROM audit WHERE action='token.revoke'")  # fmt: skip
-    assert (
-        f"warning: not replayed, do it again: entry {revoked[0]}: token.revoke: the member's "
-        "token works again: `blindmatch project revoke-token trial --member south` again"
-    ) in err
+    assert "warning" not in err  # south's revocations and consent made again: below
     said = "erase trial/north (1 upload, 0 result rows, 50 standing-index records deleted)"
     assert f"replayed entry {walked.erase_seq}: {said}" in out
     assert uploads_of(new, "north") == []
@@ -144,6 +151,117 @@ def test_the_backup_holds_north_again_and_the_restore_erases_it_again(
         server.stop(grace=None)
     held = {m.name: m.uploaded for m in shown.members}
     assert held == {"north": False, "south": True}
+
+
+def refused(target: str, token: str) -> str:
+    with MatcherClient(target, token) as member, pytest.raises(AuthError) as err:
+        member.describe("trial")
+    return str(err.value)
+
+
+def test_tokens_revoked_and_a_consent_lowered_after_the_backup_are_so_again_in_the_restore(
+    walked: Walked, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: said on stderr only (`not replayed, do it again`), the restored matcher taking
+    south's revoked token and desk's, and south's consent back to `mapping`."""
+    before = "SELECT name, consent FROM members WHERE project='trial'"
+    assert dict(rows(walked.backup / "blindmatch.sqlite", before))["south"] == 3  # mapping
+    old = dict(rows(walked.old / "blindmatch.sqlite", "SELECT action, seq FROM audit"))
+    new = tmp_path / "data"
+    argv = ["admin", "restore", "--backup", str(walked.backup), "--data-dir", str(new),
+            "--previous", str(walked.old)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    for action, done in (("consent.set trial/south", "set to count again"),
+                         ("user.revoke trial/south user desk", "its token revoked again"),
+                         ("token.revoke trial/south", "its token revoked again")):  # fmt: skip
+        seq = old[action.split()[0]]
+        assert f"  replayed entry {seq}: {action} ({done})" in out, out
+    log = rows(new / "blindmatch.sqlite", "SELECT actor, action, detail FROM audit ORDER BY seq")
+    replays = {a: json.loads(d)["replay_of"] for _, a, d in log if "replay_of" in json.loads(d)}
+    assert {a: r["seq"] for a, r in replays.items()} == {
+        "erase": walked.erase_seq, **{a: old[a] for a in ("consent.set", "user.revoke",
+                                                          "token.revoke")},
+    }  # fmt: skip
+    assert replays["token.revoke"]["action"] == "token.revoke"
+    assert {actor for actor, _, d in log if "replay_of" in json.loads(d)} == {"operator"}
+    restored = json.loads(log[-1][2])
+    assert restored["not_replayed"] == restored["to_do"] == []
+    server = create_server("127.0.0.1:0", new, ADMIN_TOKEN)
+    try:
+        target = f"127.0.0.1:{server.port}"
+        assert "this token was revoked on" in refused(target, walked.south)
+        assert "this token was revoked on" in refused(target, walked.desk)
+        with MatcherClient(target, ADMIN_TOKEN) as op:
+            (shown,) = op.list_projects("trial")
+    finally:
+        server.stop(grace=None)
+    assert {m.name: m.consent for m in shown.members}["south"] == "count"
+
+
+def test_a_rotation_after_the_backup_revokes_the_old_token_and_says_to_rotate_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The new token is not in the backup: the old one revoked (its named users kept, as the
+    rotation kept them), and the operator told to give the member a new one; not so for a
+    member revoked after its rotation."""
+    clock, data, backup = Clock(), tmp_path / "data", tmp_path / "backup"
+    matcher = start(data, clock)
+    try:
+        with matcher.operator() as op:
+            tokens = op.create_project("trial", ["east", "west"]).tokens
+        with matcher.member(tokens["west"]) as west:
+            desk = west.add_user("trial", "desk")
+        assert main(["admin", "backup", "--data-dir", str(data), "--out", str(backup)]) == 0
+        with matcher.operator() as op:
+            rotated = op.rotate_token("trial", "west")
+            op.rotate_token("trial", "east")
+            op.revoke_token("trial", "east")
+    finally:
+        matcher.server.stop(grace=None)
+    store = Store(data)  # a level this blindmatch does not know (a newer one's): said, not set
+    try:
+        store.audit.append(audit.Event("east", "consent.set", "trial", "east",
+                                       detail={"level": "all"}))  # fmt: skip
+    finally:
+        store.close()
+    seqs = rows(data / "blindmatch.sqlite", "SELECT seq, member FROM audit WHERE "
+                "action='token.rotate' ORDER BY seq")  # fmt: skip
+    new = tmp_path / "new"
+    argv = ["admin", "restore", "--backup", str(backup), "--data-dir", str(new),
+            "--previous", str(data)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert f"replayed entry {seqs[0][0]}: token.rotate trial/west (its token from before the " \
+        "rotation revoked)" in out  # fmt: skip
+    todo = (
+        f"warning: to do now: entry {seqs[0][0]}: token.rotate trial/west: its token from "
+        "before the rotation is revoked and the new one is not in the backup: give west a "
+        "new one, `blindmatch project rotate-token trial --member west`, before members are "
+        "told the matcher is back"
+    )
+    assert todo in err
+    assert "--member east" not in err
+    (unknown,) = rows(data / "blindmatch.sqlite", "SELECT MAX(seq) FROM audit")
+    assert (
+        f"warning: not replayed, do it again: entry {unknown[0]}: consent.set: east's consent "
+        "is back to what it was: the entry names no level this blindmatch knows ('all'): east "
+        "runs `blindmatch consent set --level LEVEL --project trial` again"
+    ) in err
+    log = rows(new / "blindmatch.sqlite", "SELECT member, action, detail FROM audit ORDER BY seq")
+    west = [json.loads(d) for m, a, d in log if m == "west" and a == "token.revoke"]
+    assert west == [{"replay_of": {**west[0]["replay_of"], "action": "token.rotate"}}]
+    assert west[0]["replay_of"]["seq"] == seqs[0][0]  # (no users_revoked: desk kept)
+    assert json.loads(log[-1][2])["to_do"] == [todo.removeprefix("warning: to do now: ")]
+    restored = start(new, clock)
+    try:
+        for token in (tokens["west"], tokens["east"]):
+            assert "this token was revoked on" in refused(restored.target, token)
+        assert "not valid" in refused(restored.target, rotated)  # not in the backup
+        with restored.member(desk) as user:
+            assert user.describe("trial").member == "west"
+    finally:
+        restored.server.stop(grace=None)
 
 
 def test_a_previous_dir_of_another_matcher_is_refused(

@@ -276,6 +276,8 @@ def restore_matcher(args: argparse.Namespace) -> int:
         print(f"  left for the matcher's start: {line}")
     for line in done.redo:
         print(f"warning: not replayed, do it again: {line}", file=sys.stderr)
+    for line in done.to_do:
+        print(f"warning: to do now: {line}", file=sys.stderr)
     return 0
 
 

@@ -80,8 +80,8 @@ ACTIONS = {
     "twoserver.forget": "S1 or S2 dropped a project member's uploads (erasure, expiry)",
     "twoserver.restored": "a two-server role started holding what its data dir kept",
     "twoserver.restore": "a two-server role's data dir made from its backup (admin restore)",
-    "restore": "the matcher's data dir made from its backup (admin restore), the erasures and "
-    "expiries since replayed from the replaced dir's log",
+    "restore": "the matcher's data dir made from its backup (admin restore), the erasures, "
+    "expiries, token and consent changes since replayed from the replaced dir's log",
     "twoserver.query": "S1 or S2 counted a query against its own query limit",
     "twoserver.query.refused": "S1 or S2 refused a query beyond its own query limit",
 }
@@ -127,6 +127,22 @@ class Event:
     def __post_init__(self) -> None:
         if self.action not in ACTIONS:
             raise ValueError(f"unknown audit action {self.action!r}")
+
+
+def maybe_replayed(
+    actor: str,
+    action: str,
+    project: str,
+    member: str,
+    detail: Mapping[str, object],
+    replay_of: Mapping[str, object] | None,
+) -> Event:
+    """The event of a change made live by `actor`, or made again by `admin restore` from the
+    replaced data dir's entry `replay_of` (usecases/restore.py): then the operator's, its
+    detail naming that entry."""
+    if replay_of is None:
+        return Event(actor, action, project, member, detail=detail)
+    return Event(OPERATOR, action, project, member, detail={**detail, "replay_of": dict(replay_of)})
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from blindmatch.matcher.core import audit
@@ -207,16 +208,23 @@ class ProjectStore(StoreBase):
         )
         return {name: None if c is None else Level(c) for name, c in rows}
 
-    def set_consent(self, project: str, member: str, level: Level) -> None:
+    def set_consent(
+        self,
+        project: str,
+        member: str,
+        level: Level,
+        replay_of: Mapping[str, object] | None = None,
+    ) -> None:
+        """`replay_of`: the replaced data dir's entry this one makes again (`admin restore`)."""
         with self.db.tx() as tx:
             self._require_member(tx, project, member)
             tx.execute(
                 "UPDATE members SET consent=? WHERE project=? AND name=?",
                 (int(level), project, member),
             )
+            detail = {"level": level.label}
             self.audit.append_in(
-                tx,
-                audit.Event(member, "consent.set", project, member, detail={"level": level.label}),
+                tx, audit.maybe_replayed(member, "consent.set", project, member, detail, replay_of)
             )
 
     def rotate_token(self, project: str, member: str) -> str:
@@ -233,8 +241,17 @@ class ProjectStore(StoreBase):
             self.audit.append_in(tx, audit.Event(audit.OPERATOR, "token.rotate", project, member))
         return token
 
-    def revoke_token(self, project: str, member: str) -> None:
-        """`member`'s token stops working; nobody holds a token for it until a rotation."""
+    def revoke_token(
+        self,
+        project: str,
+        member: str,
+        replay_of: Mapping[str, object] | None = None,
+        *,
+        users: bool = True,
+    ) -> None:
+        """`member`'s token stops working; nobody holds a token for it until a rotation.
+        `replay_of`: the replaced data dir's entry this one makes again (`admin restore`);
+        `users`: False keeps its named users' tokens (a rotation made again: it kept them)."""
         with self.db.tx() as tx:
             self.project(project)
             self._require_member(tx, project, member)
@@ -244,15 +261,12 @@ class ProjectStore(StoreBase):
                 "UPDATE members SET token_hash=? WHERE project=? AND name=?",
                 (unusable, project, member),
             )
-            users = self.revoke_users_in(tx, project, member)
+            revoked = self.revoke_users_in(tx, project, member) if users else []
+            detail = {"users_revoked": revoked} if revoked else {}
             self.audit.append_in(
                 tx,
-                audit.Event(
-                    audit.OPERATOR,
-                    "token.revoke",
-                    project,
-                    member,
-                    detail={"users_revoked": users} if users else {},
+                audit.maybe_replayed(
+                    audit.OPERATOR, "token.revoke", project, member, detail, replay_of
                 ),
             )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+from collections.abc import Mapping
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.tokens import new_token, token_hash
@@ -69,8 +70,11 @@ class UserStore(StoreBase):
             )
         return token
 
-    def revoke_user(self, project: str, member: str, name: str) -> None:
-        """User `name`'s token stops working at once."""
+    def revoke_user(
+        self, project: str, member: str, name: str, replay_of: Mapping[str, object] | None = None
+    ) -> None:
+        """User `name`'s token stops working at once. `replay_of`: the replaced data dir's
+        entry this one makes again (`admin restore`)."""
         with self.db.tx() as tx:
             self._member_exists(tx, project, member)
             row = tx.execute(
@@ -82,7 +86,10 @@ class UserStore(StoreBase):
                 raise NotFound(f"{member!r} has no user {name!r} holding a token")
             self._revoke_user_in(tx, project, member, name, row[0])
             self.audit.append_in(
-                tx, audit.Event(member, "user.revoke", project, member, detail={"user": name})
+                tx,
+                audit.maybe_replayed(
+                    member, "user.revoke", project, member, {"user": name}, replay_of
+                ),
             )
 
     def revoke_users_in(self, tx: sqlite3.Connection, project: str, member: str) -> list[str]:

@@ -13,6 +13,7 @@ only score buckets, never a Dice value).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from blindmatch.matcher.core import audit
@@ -153,8 +154,18 @@ def rotate_token(store: Store, project: str, member: str) -> str:
     return token
 
 
-def revoke_token(store: Store, project: str, member: str) -> None:
-    store.revoke_token(*_token_request(project, member))
+def revoke_token(
+    store: Store,
+    project: str,
+    member: str,
+    *,
+    replay_of: Mapping[str, object] | None = None,
+    users: bool = True,
+) -> None:
+    """`replay_of`: the replaced data dir's entry this revocation makes again (usecases/
+    restore.py: a `token.revoke`, or a `token.rotate` whose new token the backup lacks, its
+    named users kept: `users` False)."""
+    store.revoke_token(*_token_request(project, member), replay_of, users=users)
     log.info("%s/%s: token revoked", project, member)
 
 
@@ -166,10 +177,18 @@ def _token_request(project: str, member: str) -> tuple[str, str]:
     return project, member
 
 
-def set_consent(store: Store, project: str, member: str, level: Level) -> None:
-    """The most `member` lets its partners learn about it from now on."""
+def set_consent(
+    store: Store,
+    project: str,
+    member: str,
+    level: Level,
+    *,
+    replay_of: Mapping[str, object] | None = None,
+) -> None:
+    """The most `member` lets its partners learn about it from now on. `replay_of`: the
+    replaced data dir's entry this one makes again (usecases/restore.py)."""
     store.project(project)
-    store.set_consent(project, member, level)
+    store.set_consent(project, member, level, replay_of)
     log.info("%s/%s: consent set to %s", project, member, level.label)
 
 

@@ -15,6 +15,15 @@ the operator's, each naming the one it replays (`replay_of`: its seq, hash and t
 `restore` entry sums it up. S1 and S2 are not asked to forget again: they forgot when the
 member erased (their own dirs restored: `admin restore --role`, role_restore.py).
 
+The token and consent changes since are made again the same way (restorefix2): restored as
+the backup held them, a token revoked after it worked again and a consent lowered after it
+was back to the higher level. Each `token.revoke`, `user.revoke` and `consent.set` through
+the use case its live RPC runs (usecases/projects.py, users.py), with `replay_of`; a
+`token.rotate` as a revocation of the token from before it (its named users kept), the new
+token not being in the backup: the operator is told to rotate the member's token (`to_do`).
+What cannot be made again safely (a consent level this blindmatch does not know) is said
+with the command that does it (`REDO`).
+
 Everything is made in a staging folder beside the new data dir (`.NAME.partial`), checked
 (storage/integrity.py), and only then renamed into place: a restore that fails or is killed
 leaves no data dir (the next one removes the staging folder first).
@@ -29,8 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.domain import counted
-from blindmatch.matcher.errors import NotFound
+from blindmatch.matcher.domain import Level, counted
+from blindmatch.matcher.errors import InvalidArgument, NotFound
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.storage.audit_log import KEY_BYTES
 from blindmatch.matcher.storage.backup import not_new
@@ -46,6 +55,7 @@ from blindmatch.matcher.storage.role_restore import (
     staged,
 )
 from blindmatch.matcher.storage.store import Store
+from blindmatch.matcher.usecases import projects, users
 from blindmatch.matcher.usecases.erasure import erase
 from blindmatch.matcher.usecases.retention import Sweeper
 
@@ -57,18 +67,20 @@ LOST = (
 )
 
 
-# What the replaced dir's log records after the backup that the restore does not make again
-# (the backup holds it as it was before): each said, with how to do it again by hand.
+# What the replaced dir's log records after the backup that the restore cannot make again
+# (the backup lacks what it made): each said, with how to do it again by hand.
 REDO = {
-    "token.revoke": "the member's token works again: `blindmatch project revoke-token {p} "
-    "--member {m}` again",
-    "token.rotate": "the member's token from before the rotation works again, the new one not: "
-    "`blindmatch project rotate-token {p} --member {m}` again",
-    "user.revoke": "user {u}'s token works again: {m} runs `blindmatch user revoke {u} "
-    "--project {p}` again",
-    "consent.set": "{m}'s consent is back to what it was: {m} runs `blindmatch consent set "
-    "--level {level} --project {p}` again",
+    "consent.set": "{m}'s consent is back to what it was: the entry names no level this "
+    "blindmatch knows ({level!r}): {m} runs `blindmatch consent set --level LEVEL --project "
+    "{p}` again",
 }
+
+# A rotation made again: the token from before it revoked, the new one not in the backup.
+ROTATE = (
+    "{p}/{m}: its token from before the rotation is revoked and the new one is not in the "
+    "backup: give {m} a new one, `blindmatch project rotate-token {p} --member {m}`, before "
+    "members are told the matcher is back"
+)
 
 
 @dataclass
@@ -81,6 +93,7 @@ class RestoreReport:
     skipped: list[str] = field(default_factory=list)  # nothing of it in the backup
     pending: list[str] = field(default_factory=list)  # left for the matcher's start
     redo: list[str] = field(default_factory=list)  # not replayed: to do again by hand (REDO)
+    to_do: list[str] = field(default_factory=list)  # replayed, then for the operator (ROTATE)
     uploads: int = 0  # held by the restored dir
     erasures: int = 0  # replayed
     expiries: int = 0  # made (those replayed, and any past their date since)
@@ -88,7 +101,7 @@ class RestoreReport:
 
 def _origin(entry: audit.Entry) -> dict[str, object]:
     """What a replayed entry names of the one it replays."""
-    return {"seq": entry.seq, "hash": entry.hash, "time": entry.time}
+    return {"seq": entry.seq, "action": entry.action, "hash": entry.hash, "time": entry.time}
 
 
 def restore_data_dir(
@@ -180,16 +193,20 @@ def _replay(
             for entry in after:
                 if entry.action == "erase":
                     _erase_again(store, realtime, entry, report)
-                elif entry.action in REDO:
-                    said = REDO[entry.action].format(
-                        p=entry.project, m=entry.member, u=entry.detail.get("user", ""),
-                        level=entry.detail.get("level", ""),
-                    )  # fmt: skip
-                    report.redo.append(f"entry {entry.seq}: {entry.action}: {said}")
+                elif entry.action in AGAIN:
+                    _again(store, entry, report)
+            rotated = {}  # (project, member) -> its last token change, if a rotation
+            for entry in after:
+                if entry.action in ("token.rotate", "token.revoke"):
+                    rotated[entry.project, entry.member] = entry
+            for entry in rotated.values():
+                if entry.action == "token.rotate" and _replayed(entry, report):
+                    said = ROTATE.format(p=entry.project, m=entry.member)
+                    report.to_do.append(f"entry {entry.seq}: token.rotate {said}")
             store.audit.append(audit.Event(audit.OPERATOR, "restore", detail={
                 "backup_head": report.backup_head, "after": report.after,
                 "replayed": report.replayed, "skipped": report.skipped,
-                "not_replayed": report.redo,
+                "not_replayed": report.redo, "to_do": report.to_do,
             }))  # fmt: skip
         finally:
             realtime.close()
@@ -215,4 +232,44 @@ def _erase_again(
     report.pending += [f"{what}: {p}" for p in erased.pending]
 
 
-__all__ = ["LOST", "REDO", "RestoreReport", "restore_data_dir"]
+def _again(store: Store, entry: audit.Entry, report: RestoreReport) -> None:
+    """`entry` (a token, user or consent change of the replaced dir's log) made again
+    through the use case its live RPC runs, its new entry naming it (`replay_of`), or said
+    in `report.redo` where the backup lacks what it made."""
+    p, m, user = entry.project, entry.member, str(entry.detail.get("user", ""))
+    what = f"entry {entry.seq}: {entry.action} {p}/{m}" + (f" user {user}" if user else "")
+    origin = _origin(entry)
+    level = str(entry.detail.get("level", ""))
+    try:
+        if entry.action == "token.revoke":
+            projects.revoke_token(store, p, m, replay_of=origin)
+            done = "its token revoked again"
+        elif entry.action == "token.rotate":  # the new token is not in the backup
+            projects.revoke_token(store, p, m, replay_of=origin, users=False)
+            done = "its token from before the rotation revoked"
+        elif entry.action == "user.revoke":
+            users.revoke_user(store, p, m, user, replay_of=origin)
+            done = "its token revoked again"
+        elif entry.action == "consent.set" and level in LEVELS:
+            projects.set_consent(store, p, m, LEVELS[level], replay_of=origin)
+            done = f"set to {level} again"
+        else:
+            said = REDO[entry.action].format(p=p, m=m, u=user, level=level)
+            report.redo.append(f"entry {entry.seq}: {entry.action}: {said}")
+            return
+    except (NotFound, InvalidArgument) as exc:  # made after the backup, expired or erased since
+        report.skipped.append(f"{what} ({exc}: nothing to make again)")
+        return
+    report.replayed.append(f"{what} ({done})")
+
+
+def _replayed(entry: audit.Entry, report: RestoreReport) -> bool:
+    """Whether `entry` was made again (not skipped)."""
+    return any(line.startswith(f"entry {entry.seq}: ") for line in report.replayed)
+
+
+# The actions made again by `_again` (or said in REDO where they cannot be).
+AGAIN = {"token.revoke", "token.rotate", "user.revoke", "consent.set", *REDO}
+LEVELS = {level.label: level for level in Level}
+
+__all__ = ["AGAIN", "LOST", "REDO", "ROTATE", "RestoreReport", "restore_data_dir"]

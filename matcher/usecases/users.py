@@ -6,6 +6,7 @@ disclosed). Storage: storage/user_store.py; who may call: rpc/auth.py."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from blindmatch.matcher.domain import User
 from blindmatch.matcher.errors import InvalidArgument
@@ -24,11 +25,19 @@ def add_user(store: Store, project: str, member: str, name: str) -> str:
     return token
 
 
-def revoke_user(store: Store, project: str, member: str, name: str) -> None:
+def revoke_user(
+    store: Store,
+    project: str,
+    member: str,
+    name: str,
+    *,
+    replay_of: Mapping[str, object] | None = None,
+) -> None:
+    """`replay_of`: the replaced data dir's entry this one makes again (usecases/restore.py)."""
     store.project(project)
     if not name:
         raise InvalidArgument("user: required")
-    store.revoke_user(project, member, name)
+    store.revoke_user(project, member, name, replay_of)
     log.info("%s/%s: user %s revoked", project, member, name)
 
 
