@@ -437,7 +437,7 @@ def connect(args: argparse.Namespace, token: str | None) -> MatcherClient:
         credentials=credentials,
         on_retry=say_retrying,
         insecure=args.insecure,
-        on_wait=say_waiting,
+        on_wait=None if getattr(args, "quiet", False) else say_waiting,
     )
     try:
         client.check_reachable()

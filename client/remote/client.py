@@ -41,7 +41,7 @@ from blindmatch.client.remote.model import (
     WatchEvent,
 )
 from blindmatch.client.remote.operator_calls import OperatorCalls
-from blindmatch.client.remote.peers import drop_peer_channels
+from blindmatch.client.remote.peers import WAIT_SAID_SECONDS, drop_peer_channels
 from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -193,9 +193,22 @@ class MatcherClient(OperatorCalls):
             bar.close()
 
     def start_run(self, project: str) -> RunProgress:
-        """Start a run, or get the one already queued or running (so safe to retry)."""
+        """Start a run, or get the one already queued or running (so safe to retry). Where
+        the matcher has not answered in WAIT_SAID_SECONDS, `on_wait` is told once what it
+        waits for: in a two-server project the matcher first reaches S1 and S2 (up to its
+        REACH_SECONDS, 5, each try), which said nothing before (twoleft, 2026-12-07)."""
         request = pb.StartRunRequest(project=project)
-        status = self._retrying("start run", lambda: self._unary("StartRun", request))
+        said = threading.Timer(WAIT_SAID_SECONDS, self.on_wait or (lambda _: None), args=(
+            "run: waiting for the matcher to start it (in a two-server project it first "
+            "reaches S1 and S2, and gives up on one that does not answer in 5 s) ...",
+        ))  # fmt: skip
+        said.daemon = True
+        if self.on_wait is not None:
+            said.start()
+        try:
+            status = self._retrying("start run", lambda: self._unary("StartRun", request))
+        finally:
+            said.cancel()
         return convert.run_progress(status)
 
     def watch_run(self, project: str, run_id: str = "") -> Iterator[RunProgress]:
