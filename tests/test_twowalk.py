@@ -339,12 +339,22 @@ def test_a_run_failed_before_it_finished_a_pair_says_nothing_of_kept_outcomes(
 
 
 @contextmanager
-def silent_port() -> Iterator[int]:
-    """A loopback port that accepts connections (the kernel's backlog) and never answers."""
+def silent_port(port: int = 0) -> Iterator[int]:
+    """A loopback port (`port`, a stopped server's; 0: a free one) that accepts connections
+    (the kernel's backlog) and never answers."""
     with socket.socket() as held:
-        held.bind(("127.0.0.1", 0))
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        until(lambda: _bound(held, port))
         held.listen(16)
         yield held.getsockname()[1]
+
+
+def _bound(held: socket.socket, port: int) -> bool:
+    try:
+        held.bind(("127.0.0.1", port))
+    except OSError:  # (the stopped server's socket not gone yet)
+        return False
+    return True
 
 
 def test_an_upload_to_an_s1_that_never_answers_says_what_it_waits_for() -> None:
@@ -412,3 +422,35 @@ def test_a_run_with_s1_down_says_its_retries_once(
     assert len(retries) == 1, retries
     assert retries[0].startswith("start run: S1 (127.0.0.1:"), retries
     assert retries[0].endswith("(attempt 2 of 3; said again only if the failure changes)")
+
+
+def test_a_run_whose_s1_never_answers_says_what_it_waits_for(
+    tmp_path: Path, two_server_members: dict[str, Path]
+) -> None:
+    """`blindmatch run` with S1's address accepting connections but never answering: the
+    matcher waits for S1 (its REACH_SECONDS, each try) and nothing was said until the first
+    retry's warning. The wait is said once first, then the matcher's refusal as before."""
+    from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.client.remote.retry import NO_RETRY
+
+    key, said = secrets.token_urlsafe(16), []
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    try:
+        with matcher_of(tmp_path, key, f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}") as world:
+            project = uploaded(world, "silent", two_server_members)
+            s1.stop(grace=None)
+            with (
+                silent_port(s1.port),
+                MatcherClient(world.target, project.tokens["north"], retry=NO_RETRY,
+                              on_wait=said.append) as north,
+                pytest.raises(UnavailableError, match=r"S1 \(127.0.0.1:\d+\) is unreachable"),
+            ):  # fmt: skip
+                north.start_run("silent")
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+    assert said == [
+        "run: waiting for the matcher to start it (in a two-server project it first reaches "
+        "S1 and S2, and gives up on one that does not answer in 5 s) ..."
+    ]
