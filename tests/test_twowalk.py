@@ -392,6 +392,25 @@ def test_an_upload_to_an_s1_that_answers_says_no_wait() -> None:
     assert said == []
 
 
+@contextmanager
+def s1_stopped(
+    tmp_path: Path, encoded: dict[str, Path]
+) -> Iterator[tuple[World, dict[str, str], int]]:
+    """S1, S2 and their matcher; project "down" with every member's upload; then S1 stopped:
+    the matcher, the members' tokens and S1's port (nothing listens there)."""
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    try:
+        with matcher_of(tmp_path, key, f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}") as world:
+            project = uploaded(world, "down", encoded)
+            s1.stop(grace=None)
+            yield world, project.tokens, s1.port
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+
+
 def test_a_run_with_s1_down_says_its_retries_once(
     tmp_path: Path, two_server_members: dict[str, Path]
 ) -> None:
@@ -400,25 +419,15 @@ def test_a_run_with_s1_down_says_its_retries_once(
     from blindmatch.client.remote.client import MatcherClient
     from blindmatch.client.remote.retry import RetryPolicy
 
-    key = secrets.token_urlsafe(16)
     retries: list[str] = []
-    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
-    try:
-        with matcher_of(tmp_path, key, f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}") as world:
-            project = uploaded(world, "down", two_server_members)
-            s1.stop(grace=None)
-            quick = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
-            with (
-                port_held(s1.port),
-                MatcherClient(world.target, project.tokens["north"], retry=quick,
-                              on_retry=retries.append) as north,
-                pytest.raises(UnavailableError, match=r"S1 .* is unreachable"),
-            ):  # fmt: skip
-                north.start_run("down")
-    finally:
-        s1.stop(grace=None)
-        s2.stop(grace=None)
+    quick = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
+    with (
+        s1_stopped(tmp_path, two_server_members) as (world, tokens, port), port_held(port),
+        MatcherClient(world.target, tokens["north"], retry=quick,
+                      on_retry=retries.append) as north,
+        pytest.raises(UnavailableError, match=r"S1 .* is unreachable"),
+    ):  # fmt: skip
+        north.start_run("down")
     assert len(retries) == 1, retries
     assert retries[0].startswith("start run: S1 (127.0.0.1:"), retries
     assert retries[0].endswith("(attempt 2 of 3; said again only if the failure changes)")
@@ -433,23 +442,14 @@ def test_a_run_whose_s1_never_answers_says_what_it_waits_for(
     from blindmatch.client.remote.client import MatcherClient
     from blindmatch.client.remote.retry import NO_RETRY
 
-    key, said = secrets.token_urlsafe(16), []
-    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
-    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
-    try:
-        with matcher_of(tmp_path, key, f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}") as world:
-            project = uploaded(world, "silent", two_server_members)
-            s1.stop(grace=None)
-            with (
-                silent_port(s1.port),
-                MatcherClient(world.target, project.tokens["north"], retry=NO_RETRY,
-                              on_wait=said.append) as north,
-                pytest.raises(UnavailableError, match=r"S1 \(127.0.0.1:\d+\) is unreachable"),
-            ):  # fmt: skip
-                north.start_run("silent")
-    finally:
-        s1.stop(grace=None)
-        s2.stop(grace=None)
+    said: list[str] = []
+    with (
+        s1_stopped(tmp_path, two_server_members) as (world, tokens, port), silent_port(port),
+        MatcherClient(world.target, tokens["north"], retry=NO_RETRY,
+                      on_wait=said.append) as north,
+        pytest.raises(UnavailableError, match=r"S1 \(127.0.0.1:\d+\) is unreachable"),
+    ):  # fmt: skip
+        north.start_run("down")
     assert said == [
         "run: waiting for the matcher to start it (in a two-server project it first reaches "
         "S1 and S2, and gives up on one that does not answer in 5 s) ..."
