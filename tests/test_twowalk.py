@@ -17,23 +17,27 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
+from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding import sharing
 from blindmatch.client.errors import MatcherError, UnavailableError
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.matcher.server import create_server
-from tests.portheld import dead_port
+from tests.portheld import dead_port, port_held
 from tests.support import ADMIN_TOKEN
 from tests.test_twoserver_kept_channels import key_files, serve_args
 from tests.test_twoserver_standing_life import until
+from tests.twoserver_world import NAMES, Ahead, World, create
 
 pytestmark = pytest.mark.server
 
@@ -259,3 +263,194 @@ def test_encode_of_a_small_export_says_its_privacy_check_is_of_synthetic_people(
         f"synthetic people; this export's {records:,} records are under the 500 a check of it "
         "needs)"
     ) in " ".join(said.split()), said
+
+
+@contextmanager
+def matcher_of(tmp_path: Path, key: str, s1: str, s2: str) -> Iterator[World]:
+    """A matcher, the combiner of S1 and S2 at these addresses, with `key`."""
+    from blindmatch.matcher.rpc.twoserver_project import combiner_setup
+
+    setup = combiner_setup(s1, s2, key, MEMBER_KEY)
+    server = create_server("127.0.0.1:0", tmp_path / "matcher-data", ADMIN_TOKEN,
+                           two_server=setup)  # fmt: skip
+    try:
+        yield World({}, server, tmp_path / "matcher-data", tmp_path, Ahead())
+    finally:
+        server.stop(grace=None)
+
+
+def uploaded(world: World, project: str, encoded: dict[str, Path]) -> ProjectTokens:
+    """`project`, each member's upload to it sent (`encoded`: conftest.py's
+    `two_server_members`)."""
+    made = create(world, project, "two-server")
+    for name in NAMES:
+        assert world.cli("upload", str(encoded[name]), "--project", project, "--quiet",
+                         token=made.tokens[name]) == 0  # fmt: skip
+    return made
+
+
+def test_a_run_s1_refuses_the_key_of_says_which_flags_agree_not_run_again(
+    tmp_path: Path, two_server_members: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The matcher's --two-server-key-file not S1's and S2's key: each member's `run` failed
+    `S1 (...): S1 answers Propose only with the combiner's key: ...; Nothing this run learned
+    is lost: the outcomes of the 0 pairs of members it finished are kept, and a plain rerun
+    ... sends only the others`: a rerun fails the same way until the keys agree."""
+    with (
+        roles(secrets.token_urlsafe(16)) as (s1, s2),
+        matcher_of(tmp_path, "not the key S1 and S2 were started with", s1, s2) as world,
+    ):
+        project = uploaded(world, "keys", two_server_members)
+        capsys.readouterr()
+        assert world.cli("run", "--project", "keys", token=project.tokens["north"]) != 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "S1 answers Propose only with the combiner's key: the key presented is none" in err
+    assert "--two-server-key-file" in err, err
+    assert "run again" not in err and "plain rerun" not in err, err
+    assert "0 pairs" not in err and "are kept" not in err, err
+    assert err.endswith(
+        "(its --key-file and --party-key; the matcher's is its --two-server-key-file). A rerun "
+        "fails the same way until those keys agree"
+    ), err
+
+
+def test_a_run_failed_before_it_finished_a_pair_says_nothing_of_kept_outcomes(
+    tmp_path: Path,
+) -> None:
+    """A run failed before it finished any pair of members said `Nothing this run learned
+    is lost: the outcomes of the 0 pairs of members it finished are kept`."""
+    from blindmatch.matcher.storage.store import Store
+    from blindmatch.matcher.usecases.twojournal import StoreJournal
+
+    store = Store(tmp_path / "data")
+    try:
+        journal = StoreJournal(store, "keys", "keys-run-1", (0.9,), "", ["north", "south"],
+                               ["keys/north/00", "keys/south/11"])  # fmt: skip
+        said = journal.after_failure("S2 (127.0.0.1:1) is unreachable (UNAVAILABLE: down)")
+        again = journal.after_failure("north's upload is not whole", ["north"])
+    finally:
+        store.close()
+    assert said == (
+        "S2 (127.0.0.1:1) is unreachable (UNAVAILABLE: down). S1 and S2 evaluated no pair of "
+        "members whose outcome the matcher lacks: a plain rerun (`blindmatch run`, no upload "
+        "needed) starts it again"
+    )
+    assert again == "north's upload is not whole. Once north uploaded again, run again"
+
+
+@contextmanager
+def silent_port(port: int = 0) -> Iterator[int]:
+    """A loopback port (`port`, a stopped server's; 0: a free one) that accepts connections
+    (the kernel's backlog) and never answers."""
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        until(lambda: _bound(held, port))
+        held.listen(16)
+        yield held.getsockname()[1]
+
+
+def _bound(held: socket.socket, port: int) -> bool:
+    try:
+        held.bind(("127.0.0.1", port))
+    except OSError:  # (the stopped server's socket not gone yet)
+        return False
+    return True
+
+
+def test_an_upload_to_an_s1_that_never_answers_says_what_it_waits_for() -> None:
+    """An S1 address that accepts connections but never answers: a member's `upload` (and a
+    query's records, the same `RoleClient.upload`) waited gRPC's ~20 s handshake with nothing
+    said, then failed `cannot reach S1 at ADDR`. It says once what it waits for first. (The
+    channel here gives up after 3 s, not gRPC's 20: `grpc.min_reconnect_backoff_ms` is the
+    connect timeout.)"""
+    said: list[str] = []
+    with silent_port() as port:
+        target = f"127.0.0.1:{port}"
+        channel = grpc.insecure_channel(target, options=[("grpc.min_reconnect_backoff_ms", 3000)])
+        try:
+            with (
+                RoleClient("s1", target, MEMBER_KEY, channel=channel, on_wait=said.append) as c,
+                pytest.raises(UnavailableError) as refused,
+            ):
+                c.upload("north", small_upload())
+        finally:
+            channel.close()
+    assert said == [
+        f"waiting for S1 at {target} (it accepted the connection but has not answered yet; "
+        "gRPC gives up after about 20 s) ..."
+    ]
+    assert str(refused.value).startswith(f"cannot reach S1 at {target}: "), refused.value
+    assert "Is S1 started (`blindmatch two-server role --role s1`)" in str(refused.value)
+
+
+def test_an_upload_to_an_s1_that_answers_says_no_wait() -> None:
+    said: list[str] = []
+    with roles(secrets.token_urlsafe(16)) as (s1, _):
+        ticket = tickets.issue(MEMBER_KEY, "p/north/00ff00ff", 2**40)
+        with RoleClient("s1", s1, ticket, on_wait=said.append) as client:
+            assert client.upload("p/north/00ff00ff", small_upload()) == 4
+    assert said == []
+
+
+@contextmanager
+def s1_stopped(
+    tmp_path: Path, encoded: dict[str, Path]
+) -> Iterator[tuple[World, dict[str, str], int]]:
+    """S1, S2 and their matcher; project "down" with every member's upload; then S1 stopped:
+    the matcher, the members' tokens and S1's port (nothing listens there)."""
+    key = secrets.token_urlsafe(16)
+    s2 = create_role("s2", "127.0.0.1:0", key, MEMBER_KEY)
+    s1 = create_role("s1", "127.0.0.1:0", key, MEMBER_KEY, s2=f"127.0.0.1:{s2.port}")
+    try:
+        with matcher_of(tmp_path, key, f"127.0.0.1:{s1.port}", f"127.0.0.1:{s2.port}") as world:
+            project = uploaded(world, "down", encoded)
+            s1.stop(grace=None)
+            yield world, project.tokens, s1.port
+    finally:
+        s1.stop(grace=None)
+        s2.stop(grace=None)
+
+
+def test_a_run_with_s1_down_says_its_retries_once(
+    tmp_path: Path, two_server_members: dict[str, Path]
+) -> None:
+    """`blindmatch run` with S1 down printed `Warning: start run: S1 (ADDR) is unreachable:
+    ...; retrying in ...` at each of its retries, the same line over ~20 s. Said once now."""
+    from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.client.remote.retry import RetryPolicy
+
+    retries: list[str] = []
+    quick = RetryPolicy(attempts=3, initial_delay=0.01, max_delay=0.02)
+    with (
+        s1_stopped(tmp_path, two_server_members) as (world, tokens, port), port_held(port),
+        MatcherClient(world.target, tokens["north"], retry=quick,
+                      on_retry=retries.append) as north,
+        pytest.raises(UnavailableError, match=r"S1 .* is unreachable"),
+    ):  # fmt: skip
+        north.start_run("down")
+    assert len(retries) == 1, retries
+    assert retries[0].startswith("start run: S1 (127.0.0.1:"), retries
+    assert retries[0].endswith("(attempt 2 of 3; said again only if the failure changes)")
+
+
+def test_a_run_whose_s1_never_answers_says_what_it_waits_for(
+    tmp_path: Path, two_server_members: dict[str, Path]
+) -> None:
+    """`blindmatch run` with S1's address accepting connections but never answering: the
+    matcher waits for S1 (its REACH_SECONDS, each try) and nothing was said until the first
+    retry's warning. The wait is said once first, then the matcher's refusal as before."""
+    from blindmatch.client.remote.client import MatcherClient
+    from blindmatch.client.remote.retry import NO_RETRY
+
+    said: list[str] = []
+    with (
+        s1_stopped(tmp_path, two_server_members) as (world, tokens, port), silent_port(port),
+        MatcherClient(world.target, tokens["north"], retry=NO_RETRY,
+                      on_wait=said.append) as north,
+        pytest.raises(UnavailableError, match=r"S1 \(127.0.0.1:\d+\) is unreachable"),
+    ):  # fmt: skip
+        north.start_run("down")
+    assert said == [
+        "run: waiting for the matcher to start it (in a two-server project it first reaches "
+        "S1 and S2, and gives up on one that does not answer in 5 s) ..."
+    ]

@@ -428,12 +428,16 @@ def connect(args: argparse.Namespace, token: str | None) -> MatcherClient:
     def say_retrying(message: str) -> None:
         print(f"Warning: {message}", file=sys.stderr)
 
+    def say_waiting(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     client = MatcherClient(
         args.server,
         token,
         credentials=credentials,
         on_retry=say_retrying,
         insecure=args.insecure,
+        on_wait=None if getattr(args, "quiet", False) else say_waiting,
     )
     try:
         client.check_reachable()

@@ -41,7 +41,7 @@ from blindmatch.client.remote.model import (
     WatchEvent,
 )
 from blindmatch.client.remote.operator_calls import OperatorCalls
-from blindmatch.client.remote.peers import drop_peer_channels
+from blindmatch.client.remote.peers import WAIT_SAID_SECONDS, drop_peer_channels
 from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -70,15 +70,18 @@ class MatcherClient(OperatorCalls):
         retry: RetryPolicy | None = None,
         on_retry: Callable[[str], None] | None = None,
         insecure: bool = False,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         """`credentials` None: plaintext, which is refused here (`InputError`, before any
         connection) for a target off this machine unless `insecure`; a `grpcs://` target
-        is TLS with the system's trusted CAs."""
+        is TLS with the system's trusted CAs. `on_retry`: told of a retry (once while a
+        call fails the same way, `_retrying`); `on_wait`: told once where a call waits for
+        S1 or S2 to answer (client/remote/peers.py `say_waiting`)."""
         self.target = target
         self.token = token
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.on_retry = on_retry
+        self.on_retry, self.on_wait = on_retry, on_wait
         self.credentials = credentials
         self.insecure = insecure
         self._channel = open_channel(target, credentials, insecure=insecure)
@@ -107,9 +110,12 @@ class MatcherClient(OperatorCalls):
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
     def _retrying(self, what: str, attempt: Callable[[], T]) -> T:
-        """Run `attempt` until it succeeds, fails for good, or the retry policy runs out."""
+        """Run `attempt` until it succeeds, fails for good, or the retry policy runs out.
+        A retry is told (`on_retry`) where its failure differs from the last one told: a
+        call failing the same way is said once, not at each attempt (a run with S1 down said
+        the same line six times over its ~20 s before twoleft, 2026-12-07)."""
         delays = self.retry.delays()
-        tries = 1
+        tries, told = 1, ""
         while True:
             try:
                 with translate_errors(self.target):
@@ -119,10 +125,12 @@ class MatcherClient(OperatorCalls):
                 if delay is None:
                     raise
                 tries += 1
-                if self.on_retry:
+                if self.on_retry and str(exc) != told:
+                    told = str(exc)
                     self.on_retry(
                         f"{what}: {exc}; retrying in {delay:.1f}s "
-                        f"(attempt {tries} of {self.retry.attempts})"
+                        f"(attempt {tries} of {self.retry.attempts}; said again only if the "
+                        "failure changes)"
                     )
                 time.sleep(delay)
 
@@ -185,9 +193,22 @@ class MatcherClient(OperatorCalls):
             bar.close()
 
     def start_run(self, project: str) -> RunProgress:
-        """Start a run, or get the one already queued or running (so safe to retry)."""
+        """Start a run, or get the one already queued or running (so safe to retry). Where
+        the matcher has not answered in WAIT_SAID_SECONDS, `on_wait` is told once what it
+        waits for: in a two-server project the matcher first reaches S1 and S2 (up to its
+        REACH_SECONDS, 5, each try), which said nothing before (twoleft, 2026-12-07)."""
         request = pb.StartRunRequest(project=project)
-        status = self._retrying("start run", lambda: self._unary("StartRun", request))
+        said = threading.Timer(WAIT_SAID_SECONDS, self.on_wait or (lambda _: None), args=(
+            "run: waiting for the matcher to start it (in a two-server project it first "
+            "reaches S1 and S2, and gives up on one that does not answer in 5 s) ...",
+        ))  # fmt: skip
+        said.daemon = True
+        if self.on_wait is not None:
+            said.start()
+        try:
+            status = self._retrying("start run", lambda: self._unary("StartRun", request))
+        finally:
+            said.cancel()
         return convert.run_progress(status)
 
     def watch_run(self, project: str, run_id: str = "") -> Iterator[RunProgress]:

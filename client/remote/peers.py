@@ -5,6 +5,8 @@ in a two-server project")."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import grpc
@@ -45,6 +47,45 @@ def peer_channel(client: MatcherClient, target: str) -> grpc.Channel:
         return kept
 
 
+# A role not connected to in this long is said to be waited for (`say_waiting`) ...
+WAIT_SAID_SECONDS = 1.0
+LOOK_SECONDS = 0.02  # ... its channel's state looked at this often meanwhile
+
+
+def say_waiting(
+    channel: grpc.Channel, party: str, target: str, on_wait: Callable[[str], None] | None
+) -> None:
+    """Before a call to `party` (S1 or S2) at `target` on `channel`: where the channel is
+    neither connected nor failed within WAIT_SAID_SECONDS (an address that accepts
+    connections but never answers, which gRPC gives its ~20 s handshake before the call
+    fails: `translate_errors`' "cannot reach"), `on_wait` is told once what the call waits
+    for. Before (twoleft, 2026-12-07) those seconds passed with nothing said.
+
+    The state is looked at, not subscribed to: a subscription's poll, a thread of gRPC's,
+    outlives the unsubscribe by up to 0.2 s and raises on that thread where the channel is
+    closed meanwhile (a query's kept channels, `drop_peer_channels`). gRPC's look is private
+    (`Channel._channel.check_connectivity_state`); where a gRPC lacks it nothing is said."""
+    look = getattr(getattr(channel, "_channel", None), "check_connectivity_state", None)
+    if on_wait is None or look is None:
+        return
+    from grpc._common import CYGRPC_CONNECTIVITY_STATE_TO_CHANNEL_CONNECTIVITY as STATES
+
+    settled = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+               grpc.ChannelConnectivity.SHUTDOWN)  # fmt: skip
+    end = time.monotonic() + WAIT_SAID_SECONDS
+    try:
+        state = STATES.get(look(True))  # (asks an idle channel to connect)
+        while state not in settled:
+            if time.monotonic() >= end:
+                on_wait(f"waiting for {party} at {target} (it accepted the connection but "
+                        "has not answered yet; gRPC gives up after about 20 s) ...")  # fmt: skip
+                return
+            time.sleep(LOOK_SECONDS)
+            state = STATES.get(look(False))
+    except ValueError:  # (a channel closed already: the call says so)
+        return
+
+
 def drop_peer_channels(client: MatcherClient) -> None:
     """Close the channels `client` keeps to S1 and S2 (a later query opens new ones)."""
     with client._peers_lock:
@@ -53,4 +94,11 @@ def drop_peer_channels(client: MatcherClient) -> None:
         c.close()
 
 
-__all__ = ["CHANNEL_OPTIONS", "drop_peer_channels", "peer_channel", "role_channel"]
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "WAIT_SAID_SECONDS",
+    "drop_peer_channels",
+    "peer_channel",
+    "role_channel",
+    "say_waiting",
+]

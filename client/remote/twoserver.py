@@ -33,7 +33,7 @@ from blindmatch.client.errors import InputError, MatcherError
 from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.convert import score_rule
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
-from blindmatch.client.remote.peers import role_channel
+from blindmatch.client.remote.peers import role_channel, say_waiting
 from blindmatch.client.remote.twoserver_parts import ROLES, upload_parts
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -73,14 +73,16 @@ class RoleClient:
         *,
         insecure: bool = False,
         channel: grpc.Channel | None = None,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         """`channel`: to `target`, kept by the caller (`close` leaves it open: `peer_channel`);
-        None: one of its own, closed by `close`."""
+        None: one of its own, closed by `close`. `on_wait`: told once where an upload waits
+        for the role to answer (`say_waiting`)."""
         if role not in ROLES:
             raise ValueError(f"a role is one of {', '.join(ROLES)}, not {role!r}")
         self.role, self.target = role, target
         self.party = {"s1": "S1", "s2": "S2", "combiner": "the combiner"}[role]
-        self._own = channel is None
+        self._own, self._on_wait = channel is None, on_wait
         self._channel = channel or role_channel(target, credentials, insecure)
         self._metadata = (("authorization", f"Bearer {key}"),)
         # Made here, not at the call: a call on a thread of its own may find the channel
@@ -131,6 +133,7 @@ class RoleClient:
             bar.stage(f"waiting for {self.party} to store it")
 
         try:
+            say_waiting(self._channel, self.party, self.target, self._on_wait)
             with translate_errors(self.target, self.party):
                 reply = self._stub.Upload(counted(), metadata=self._metadata)
         finally:
@@ -272,7 +275,7 @@ def project_upload(
     try:
         for role in ("s1", "s2"):
             with RoleClient(role, where[role], t.ticket, client.credentials,
-                            insecure=client.insecure) as c:  # fmt: skip
+                            insecure=client.insecure, on_wait=client.on_wait) as c:  # fmt: skip
                 held = c.upload(t.name, upload, encoded.rule, progress=progress)
             holding.append(f"{c.party} ({where[role]})")
             if say is not None:

@@ -57,7 +57,8 @@ def send_records(
     where = {"s1": s1 or t.s1, "s2": s2 or t.s2}
     roles = {role: RoleClient(role, where[role], t.ticket, client.credentials,
                               insecure=client.insecure,
-                              channel=peer_channel(client, where[role]))
+                              channel=peer_channel(client, where[role]),
+                              on_wait=client.on_wait)
              for role in ("s1", "s2")}  # fmt: skip
     failed: dict[str, BaseException] = {}
 

@@ -73,11 +73,20 @@ class StoreJournal:
         names, _ = self._row(ends)
         return _resumable_rows(self.store, self.project, names[0], names[1])
 
-    def after_failure(self, message: str, again: Sequence[str] = ()) -> str:
+    def after_failure(
+        self, message: str, again: Sequence[str] = (), refused_key: bool = False
+    ) -> str:
         """A failed run's `message`, saying what the next run needs: where a pair of members
         had a batch out when it failed (pending), a plain rerun resumes it if the journal holds
         every batch of it but that one (usecases/twobatches.py), otherwise one of its members
-        uploads again; `again`, the members the message tells to upload again already."""
+        uploads again; `again`, the members the message tells to upload again already.
+        `refused_key`: S1 or S2 refused a key (UNAUTHENTICATED, its message naming the flags
+        that must agree, rpc/twoserver_keys.py): a rerun fails the same way until they do, so
+        no rerun is advised (twoleft, 2026-12-07)."""
+        if refused_key:
+            message = f"{message}. A rerun fails the same way until those keys agree"
+            if not self.open:
+                return message + _kept(len(self.kept), "; ")
         if self.open and all(self._resumable(ends) for ends in self.open):
             pairs = sorted((self.members[i], self.members[j]) for i, j in self.open)
             return (
@@ -87,17 +96,23 @@ class StoreJournal:
                 "(`blindmatch run`, no upload needed) asks that batch again by its id and the "
                 "rest of those pairs of members, or, where S1 and S2 hold neither (a party "
                 "restarted without its data dir), names "
-                'who uploads again (docs/operations.md "A run cut mid-batch"; the outcomes of '
-                f"the {_count(len(self.kept))} this run finished are kept)"
+                f'who uploads again (docs/operations.md "A run cut mid-batch"'
+                f"{_kept(len(self.kept), '; ')})"
             )
         if self.open:
             pairs = sorted((self.members[i], self.members[j]) for i, j in self.open)
             return (
                 f"{message}. S1 and S2 may have evaluated pairs of {_pairs(pairs)} that the "
                 "matcher holds no outcome of, and evaluate each pair once an upload: "
-                f"{_who(pairs)} must upload again before the next run (the outcomes of the "
-                f"{_count(len(self.kept))} this run finished are kept)"
+                f"{_who(pairs)} must upload again before the next run"
+                f"{_kept(len(self.kept), ' (')}{')' if self.kept else ''}"
             )
+        if not self.kept:  # (nothing finished: no outcome kept to speak of)
+            if again:
+                return f"{message}. Once {', '.join(again)} uploaded again, run again"
+            return (f"{message}. S1 and S2 evaluated no pair of members whose outcome the "
+                    "matcher lacks: a plain rerun (`blindmatch run`, no upload needed) "
+                    "starts it again")  # fmt: skip
         kept = (f"{message}. Nothing this run learned is lost: the outcomes of the "
                 f"{_count(len(self.kept))} it finished are kept")  # fmt: skip
         if again:
@@ -142,6 +157,12 @@ def spent_at_s1(message: str, members: Sequence[str], names: Sequence[str]) -> s
 
 def _count(n: int) -> str:
     return f"{counted(n, 'pair')} of members"
+
+
+def _kept(n: int, before: str) -> str:
+    """`before` and that the outcomes of the `n` pairs of members a failed run finished are
+    kept; nothing where it finished none."""
+    return f"{before}the outcomes of the {_count(n)} this run finished are kept" if n else ""
 
 
 def _pairs(pairs: list[tuple[str, str]]) -> str:

@@ -33,7 +33,7 @@ from blindmatch.matcher.core.outcomes import Earlier
 from blindmatch.matcher.core.runjournal import Forwarding
 from blindmatch.matcher.core.twoserver import Combiner, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, WATCH_WAIT_SECONDS, Rule, Upload
-from blindmatch.matcher.errors import FailedPrecondition, ServiceError
+from blindmatch.matcher.errors import FailedPrecondition, ServiceError, Unauthenticated
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases.twobatches import (
     BatchJournal,
@@ -301,7 +301,8 @@ def run(
                     f"{member}'s upload is not whole: {message}. {member} must upload again "
                     "(`blindmatch upload` sends all three parts)"
                 )
-        raise type(exc)(journal.after_failure(message, again)) from None
+        refused = isinstance(exc, Unauthenticated)  # S1's or S2's of a key (its flags)
+        raise type(exc)(journal.after_failure(message, again, refused)) from None
     finally:
         close = getattr(servers, "close", None)
         if close is not None:
