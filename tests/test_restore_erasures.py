@@ -357,3 +357,50 @@ def test_a_project_expired_after_the_backup_is_expired_again_by_its_entry(
     (detail,) = rows(new / "blindmatch.sqlite",
                      "SELECT detail FROM audit WHERE action='project.expire'")  # fmt: skip
     assert json.loads(detail[0])["replay_of"]["seq"] == seq[0]
+
+
+def test_query_limits_lowered_after_the_backup_are_so_again_in_the_restore(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: the backup's limits back (restorefix3): a per-day limit lowered after it was the
+    higher one again, watching turned off was on, a member's own limit set since was gone."""
+    clock, data, backup = Clock(), tmp_path / "data", tmp_path / "backup"
+    matcher = start(data, clock)
+    try:
+        with matcher.operator() as op:
+            op.create_project("trial", ["east", "west"])
+            op.set_query_limits("trial", per_minute=600, per_day=5000, allow_watch=True)
+        assert main(["admin", "backup", "--data-dir", str(data), "--out", str(backup)]) == 0
+        with matcher.operator() as op:
+            op.set_query_limits("trial", per_day=100, allow_watch=False)  # lowered
+            op.set_query_limits("trial", member="west", per_day=50)
+    finally:
+        matcher.server.stop(grace=None)
+    seqs = [s for (s,) in rows(data / "blindmatch.sqlite", "SELECT seq FROM audit WHERE "
+                               "action='query.limits' ORDER BY seq")]  # fmt: skip
+    watching = "SELECT project FROM query_settings WHERE allow_watch"
+    assert rows(backup / "index.sqlite", watching) == [("trial",)]
+    new = tmp_path / "new"
+    argv = ["admin", "restore", "--backup", str(backup), "--data-dir", str(new),
+            "--previous", str(data)]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"replayed entry {seqs[1]}: query.limits trial/* (set again: 600 records per " \
+        "minute, 100 per day, watching off)" in out  # fmt: skip
+    assert f"replayed entry {seqs[2]}: query.limits trial/west (set again: 600 records per " \
+        "minute, 50 per day)" in out  # fmt: skip
+    log = rows(new / "blindmatch.sqlite", "SELECT actor, member, detail FROM audit WHERE "
+               "action='query.limits' ORDER BY seq")  # fmt: skip
+    replays = [(a, m, json.loads(d)) for a, m, d in log if "replay_of" in json.loads(d)]
+    assert [(a, m, d["replay_of"]["seq"]) for a, m, d in replays] == [
+        ("operator", "", seqs[1]), ("operator", "west", seqs[2])
+    ]  # fmt: skip
+    assert replays[0][2]["per_day"] == 100 and replays[0][2]["allow_watch"] is False
+    assert rows(new / "index.sqlite", watching) == []
+    restored = start(new, clock)
+    try:
+        with restored.operator() as op:
+            report = op.query_report("trial")
+    finally:
+        restored.server.stop(grace=None)
+    assert {v.member: v.per_day_limit for v in report} == {"east": 100, "west": 50}

@@ -3,7 +3,7 @@ the volume report: part of `Realtime` (engine.py), which holds the stores they r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import audit
@@ -37,8 +37,16 @@ class LimitCalls:
         )
 
     def set_limits(
-        self, project: str, member: str, per_minute: int, per_day: int, allow_watch: bool | None
+        self,
+        project: str,
+        member: str,
+        per_minute: int,
+        per_day: int,
+        allow_watch: bool | None,
+        replay_of: Mapping[str, object] | None = None,
     ) -> QueryQuota:
+        """`replay_of`: the replaced data dir's `query.limits` entry this one makes again
+        (`admin restore`, usecases/restore.py)."""
         self.store.project(project)  # NotFound for an unknown project
         if member and member not in self.store.members(project):
             raise errors.NotFound(f"no member {member!r} in project {project!r}")
@@ -51,18 +59,9 @@ class LimitCalls:
         per_minute, per_day = per_minute or current[0], per_day or current[1]
         # Recorded first: no change without its entry (a crash between the two leaves an
         # entry for limits the operator was never told were set, and retries).
+        detail = {"per_minute": per_minute, "per_day": per_day, "allow_watch": allow_watch}
         self.store.audit.append(
-            audit.Event(
-                audit.OPERATOR,
-                "query.limits",
-                project,
-                member,
-                detail={
-                    "per_minute": per_minute,
-                    "per_day": per_day,
-                    "allow_watch": allow_watch,
-                },
-            )
+            audit.maybe_replayed(audit.OPERATOR, "query.limits", project, member, detail, replay_of)
         )
         self.index_store.set_limits(project, member, per_minute, per_day)
         if allow_watch is not None:

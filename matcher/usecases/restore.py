@@ -22,7 +22,10 @@ the use case its live RPC runs (usecases/projects.py, users.py), with `replay_of
 `token.rotate` as a revocation of the token from before it (its named users kept), the new
 token not being in the backup: the operator is told to rotate the member's token (`to_do`).
 What cannot be made again safely (a consent level this blindmatch does not know) is said
-with the command that does it (`REDO`).
+with the command that does it (`REDO`). The operator's query limits too (restorefix3): each
+`query.limits` entry (`admin query-limits`: a limit lowered, watching turned off) set again
+through the live setting (realtime/limits.py `set_limits`), else the backup's higher limit
+and its watching were back.
 
 Everything is made in a staging folder beside the new data dir (`.NAME.partial`), checked
 (storage/integrity.py), and only then renamed into place: a restore that fails or is killed
@@ -195,6 +198,8 @@ def _replay(
                     _erase_again(store, realtime, entry, report)
                 elif entry.action in AGAIN:
                     _again(store, entry, report)
+                elif entry.action == "query.limits":
+                    _limits_again(realtime, entry, report)
             rotated = {}  # (project, member) -> its last token change, if a rotation
             for entry in after:
                 if entry.action in ("token.rotate", "token.revoke"):
@@ -261,6 +266,30 @@ def _again(store: Store, entry: audit.Entry, report: RestoreReport) -> None:
         report.skipped.append(f"{what} ({exc}: nothing to make again)")
         return
     report.replayed.append(f"{what} ({done})")
+
+
+def _limits_again(realtime: Realtime, entry: audit.Entry, report: RestoreReport) -> None:
+    """`entry` (a `query.limits` of the replaced dir's log) made again through the setting
+    its live RPC makes (`SetQueryLimits`), its new entry naming it (`replay_of`)."""
+    p, m, d = entry.project, entry.member, entry.detail
+    what = f"entry {entry.seq}: query.limits {p}/{m or '*'}"
+    watch = d.get("allow_watch")
+    per_minute, per_day = (
+        v if isinstance(v, int) else 0 for v in (d.get("per_minute"), d.get("per_day"))
+    )
+    try:
+        quota = realtime.set_limits(
+            p, m, per_minute, per_day, watch if isinstance(watch, bool) else None,
+            replay_of=_origin(entry),
+        )  # fmt: skip
+    except (NotFound, InvalidArgument) as exc:  # made after the backup, expired since
+        report.skipped.append(f"{what} ({exc}: nothing to set again)")
+        return
+    watching = "" if not isinstance(watch, bool) else f", watching {'on' if watch else 'off'}"
+    report.replayed.append(
+        f"{what} (set again: {quota.per_minute:,} records per minute, {quota.per_day:,} per "
+        f"day{watching})"
+    )
 
 
 def _replayed(entry: audit.Entry, report: RestoreReport) -> bool:
