@@ -142,6 +142,26 @@ def test_help_exits_zero(command: str, capsys: pytest.CaptureFixture[str]) -> No
     assert f"usage: blindmatch {command}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("args", "command", "unknown"),
+    [
+        (("admin", "backup", "--data-dir", "d", "--out", "o", "-q"), "admin backup", "-q"),
+        (("admin", "--quiet", "backup", "--data-dir", "d", "--out", "o"), "admin", "--quiet"),
+        (("project", "show", "trial", "--no-such-flag"), "project show", "--no-such-flag"),
+    ],
+)
+def test_an_unknown_option_is_refused_with_its_commands_usage(
+    args: tuple[str, ...], command: str, unknown: str
+) -> None:
+    """Was: `blindmatch: error: unrecognized arguments: -q` under the top-level usage, naming
+    neither the command nor the options it takes (restorefix3)."""
+    done = run_cli(*args)
+    assert done.returncode == 2
+    usage, *_, said = done.stderr.strip().splitlines()
+    assert usage.startswith(f"usage: blindmatch {command} ["), done.stderr
+    assert said == f"blindmatch {command}: error: unrecognized arguments: {unknown}"
+
+
 def test_the_cli_reference_page_matches_the_help() -> None:
     page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
     assert page == render(), "docs/cli.md is stale: run `make cli-docs`"

@@ -49,6 +49,22 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser (`admin`, `admin backup`, ...): an option it does not know is
+    refused with its own usage, not passed up to `blindmatch`'s (whose "unrecognized
+    arguments: -q" named neither the command nor its options). The innermost command
+    parses first, so it is the one that says it; its nested commands' parsers are of this
+    class too (`add_subparsers` makes them of its parser's class)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blindmatch",
@@ -57,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/cli.md has them all.",
     )
     parser.add_argument("--version", action=_Version)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
     for group in GROUPS:
         group.register(sub)
     return parser
