@@ -300,11 +300,21 @@ def at_threshold(
             "judged on the results of a project created with --disclose scores"
         )
     if threshold < min(scores):
+        # With three or more members a link completing a group is reported with its own
+        # pair's score, which can be under the floor: the lowest score is then not the floor.
+        grouped = len({s.hit[2] for s in scored}) > 1
         raise InputError(
             f"--threshold {threshold:g}: under the lowest score in {results} "
             f"({min(scores):.4f}); the project reported no pair under its own threshold (its "
-            "floor), so what a lower threshold would add is unknown: judge thresholds from "
-            f"{min(scores):.4f} up, or create a project with a lower --threshold"
+            + (
+                "floor) but links completing a group of three or more, each with its own "
+                "pair's score, so what a lower threshold would add is unknown: judge thresholds "
+                "from the project's own --threshold up"
+                if grouped
+                else f"floor), so what a lower threshold would add is unknown: judge thresholds "
+                f"from {min(scores):.4f} up"
+            )
+            + ", or create a project with a lower --threshold"
         )
     kept = [s.hit for s in scored if s.score is not None and s.score >= threshold]
     return AtThreshold(threshold, quality(kept, truth, member), per_partner(kept, truth, member))
@@ -348,7 +358,8 @@ class Evaluation:
         if self.at and len(self.partners) > 1:
             lines.append(
                 "  (with three or more members, a close estimate of what a project at that "
-                "threshold reports, not an exact replay: docs/evaluation.md)"
+                "threshold reports, not an exact replay; one under the project's own threshold "
+                "cannot be judged: docs/evaluation.md)"
             )
         if not self.sweep:
             lines.append(
