@@ -61,3 +61,13 @@ def test_a_threshold_under_a_grouped_floor_is_judged_from_the_projects_own(
     assert "links completing a group of three or more" in err, err
     assert "judge thresholds from the project's own --threshold up" in err, err
     assert "from 0.5200 up" not in err, err
+
+
+def test_a_wrong_member_is_told_whose_the_ids_are(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out_dir = evaluate(tmp_path, GROUPED, "--member", "south")
+    err = capsys.readouterr().err
+    assert code == 2 and not out_dir.exists(), err
+    assert "record id 'N1' is not in the truth file" in err, err
+    assert "these ids are north's: pass --member north, or leave --member out" in err, err

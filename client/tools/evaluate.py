@@ -243,9 +243,17 @@ def check_scored(
     held = truth.known(member, [s.hit[1] for s in scored]).tolist()
     unknown = [i for i, known in enumerate(held) if not known]
     if unknown:
+        ids = [s.hit[1] for s in scored]
+        # --member naming the wrong member: say whose the ids are, if one member's
+        owners = [m for m in sorted(truth.members) if m != member and truth.known(m, ids).all()]
+        hint = (
+            f"; these ids are {owners[0]}'s: pass --member {owners[0]}, or leave --member out"
+            if len(owners) == 1
+            else ""
+        )
         raise InputError(
             f"{where(unknown[0])}: record id {scored[unknown[0]].hit[1]!r} is not in the truth "
-            f"file {truth_path} for {member} ({len(unknown)} unknown ids)"
+            f"file {truth_path} for {member} ({len(unknown)} unknown ids){hint}"
         )
     strangers = [i for i, s in enumerate(scored) if s.hit[2] not in truth.records]
     if strangers:
