@@ -52,22 +52,24 @@ def test_claims_are_counted_in_the_singular_too() -> None:
     assert claims_text(0, 0) == "no claims"
 
 
-def test_a_threshold_under_a_grouped_floor_is_judged_from_the_projects_own(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out_dir = evaluate(tmp_path, GROUPED, "--threshold", "0.5")
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        # a link completing a group scores under the floor: the lowest score is not the floor
+        (("--threshold", "0.5"), ("links completing a group of three or more",
+                                  "judge thresholds from the project's own --threshold up")),
+        # --member naming the wrong one: whose the ids are
+        (("--member", "south"), ("record id 'N1' is not in the truth file",
+                                 "these ids are north's: pass --member north, or leave "
+                                 "--member out")),
+    ],
+)  # fmt: skip
+def test_a_refusal_says_what_to_do_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...],
+    said: tuple[str, ...],
+) -> None:  # fmt: skip
+    code, out_dir = evaluate(tmp_path, GROUPED, *extra)
     err = capsys.readouterr().err
     assert code == 2 and not out_dir.exists(), err
-    assert "links completing a group of three or more" in err, err
-    assert "judge thresholds from the project's own --threshold up" in err, err
+    assert all(words in err for words in said), err
     assert "from 0.5200 up" not in err, err
-
-
-def test_a_wrong_member_is_told_whose_the_ids_are(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code, out_dir = evaluate(tmp_path, GROUPED, "--member", "south")
-    err = capsys.readouterr().err
-    assert code == 2 and not out_dir.exists(), err
-    assert "record id 'N1' is not in the truth file" in err, err
-    assert "these ids are north's: pass --member north, or leave --member out" in err, err
