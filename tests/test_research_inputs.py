@@ -150,7 +150,7 @@ def test_a_graph_leak_on_a_small_sample_needs_ten_people() -> None:
     assert "at least 10 people" in lucky.verdict()
     real = CheckReport("x.csv", 40, "none", [graph(2, 2, "10 known"), graph(36, 40)], [])
     assert real.verdict().startswith(
-        "LEAKS: graph matching (blind) on record+fallback encodings of (record) re-identified "
+        "LEAKS: graph matching (blind) on record+fallback encodings re-identified "
         "90.0% of records (36 of 40)"
     )
 

@@ -63,6 +63,7 @@ def cmd_privacy_check(args: argparse.Namespace) -> int:
         overrides[name] = read_list(Path(path))
     if args.mode == "two-server":
         report = _two_server_check(args, schema, hardening)
+        report.synthetic = args.data is None
         json_path, png_path = write_outputs(report, args.out)
         print(report.render())
         print(f"Wrote {json_path} and {png_path}")

@@ -243,9 +243,17 @@ def check_scored(
     held = truth.known(member, [s.hit[1] for s in scored]).tolist()
     unknown = [i for i, known in enumerate(held) if not known]
     if unknown:
+        ids = [s.hit[1] for s in scored]
+        # --member naming the wrong member: say whose the ids are, if one member's
+        owners = [m for m in sorted(truth.members) if m != member and truth.known(m, ids).all()]
+        hint = (
+            f"; these ids are {owners[0]}'s: pass --member {owners[0]}, or leave --member out"
+            if len(owners) == 1
+            else ""
+        )
         raise InputError(
             f"{where(unknown[0])}: record id {scored[unknown[0]].hit[1]!r} is not in the truth "
-            f"file {truth_path} for {member} ({len(unknown)} unknown ids)"
+            f"file {truth_path} for {member} ({len(unknown)} unknown ids){hint}"
         )
     strangers = [i for i, s in enumerate(scored) if s.hit[2] not in truth.records]
     if strangers:
@@ -300,11 +308,21 @@ def at_threshold(
             "judged on the results of a project created with --disclose scores"
         )
     if threshold < min(scores):
+        # With three or more members a link completing a group is reported with its own
+        # pair's score, which can be under the floor: the lowest score is then not the floor.
+        grouped = len({s.hit[2] for s in scored}) > 1
         raise InputError(
             f"--threshold {threshold:g}: under the lowest score in {results} "
             f"({min(scores):.4f}); the project reported no pair under its own threshold (its "
-            "floor), so what a lower threshold would add is unknown: judge thresholds from "
-            f"{min(scores):.4f} up, or create a project with a lower --threshold"
+            + (
+                "floor) but links completing a group of three or more, each with its own "
+                "pair's score, so what a lower threshold would add is unknown: judge thresholds "
+                "from the project's own --threshold up"
+                if grouped
+                else f"floor), so what a lower threshold would add is unknown: judge thresholds "
+                f"from {min(scores):.4f} up"
+            )
+            + ", or create a project with a lower --threshold"
         )
     kept = [s.hit for s in scored if s.score is not None and s.score >= threshold]
     return AtThreshold(threshold, quality(kept, truth, member), per_partner(kept, truth, member))
@@ -348,7 +366,8 @@ class Evaluation:
         if self.at and len(self.partners) > 1:
             lines.append(
                 "  (with three or more members, a close estimate of what a project at that "
-                "threshold reports, not an exact replay: docs/evaluation.md)"
+                "threshold reports, not an exact replay; one under the project's own threshold "
+                "cannot be judged: docs/evaluation.md)"
             )
         if not self.sweep:
             lines.append(

@@ -382,6 +382,7 @@ def check_synthetic(
                 )
             )  # fmt: skip
     report.source = f"synthetic data ({records} people, seed {seed})"
+    report.synthetic = True
     return report
 
 

@@ -35,6 +35,14 @@ class CheckReport:
     limit: float = LIMIT
     field_level: bool = False  # what the checked schema uploads, for the advice
     fallback: tuple[str, ...] = ()
+    synthetic: bool = False  # the seeded synthetic data (no DATA): the advice on a small sample
+
+    def larger(self, minimum: int, option: str) -> str:
+        """What to check instead of a sample too small for a verdict: on the synthetic data
+        more of it (pointing a synthetic run at the synthetic data helps no one)."""
+        if self.synthetic:
+            return f"check a larger sample ({option} {minimum:,} or more)"
+        return "check a larger export, or the synthetic data (no DATA argument)"
 
     @property
     def worst(self) -> AttackResult | None:
@@ -100,13 +108,14 @@ class CheckReport:
                     if graph
                     else ""
                 )
-                + "); check a larger export, or the synthetic data (no DATA argument)"
+                + f"); {self.larger(MIN_RECORDS, '--records')}"
             )
         if not self.too_few:  # a graph attack on a handful of records decides nothing
             worst = max(self.counted, key=lambda r: r.record_share, default=None)
         if worst is None:
             return "NO VERDICT: no field could be attacked (no text or date field with a value)"
-        where = f"{worst.attack} on {worst.encoding} encodings of {worst.field}"
+        of = "" if worst.field == "(record)" else f" of {worst.field}"  # graph matching
+        where = f"{worst.attack} on {worst.encoding} encodings{of}"
         if self.passed:
             graphs = [r for r in self.results if r.attack.startswith("graph")]
             return (

@@ -119,7 +119,9 @@ def not_blocked(result: AttackResult) -> AttackResult:
 
 
 def claims_text(right: int, made: int) -> str:
-    return f"{made} claims, precision {right / made:.1%}" if made else "no claims"
+    if not made:
+        return "no claims"
+    return f"{made} claim{'' if made == 1 else 's'}, precision {right / made:.1%}"
 
 
 def own_pairs(

@@ -120,9 +120,10 @@ class TwoServerReport(CheckReport):
             return (
                 f"NO VERDICT: {self.records} records of member A are too few to mean anything "
                 f"(at least {MIN_SAMPLE:,}: below, one record is 0.2% or more of a share, and a "
-                "claim right by chance decides the verdict), so no view was attacked; check a "
-                "larger export or --sample, or the synthetic data (no DATA argument)"
-            )
+                "claim right by chance decides the verdict), so no view was attacked; "
+                + (self.larger(MIN_SAMPLE, "--sample") if self.synthetic else "check a larger "
+                   "export or --sample, or the synthetic data (no DATA argument)")
+            )  # fmt: skip
         worst = self.worst
         if worst is None:
             return "NO VERDICT: no view was attacked"

@@ -1,0 +1,75 @@
+"""A researcher's walk through docs/evaluation.md and docs/privacy.md (issue 21 item 5), what
+it found wrong: `privacy-check` on its own synthetic data too small for a verdict pointed at
+"the synthetic data (no DATA argument)" (already the data checked) rather than at a larger
+`--records` or `--sample`; "1 claims"; a graph leak read "encodings of (record)"
+(tests/test_research_inputs.py); and
+`evaluate --threshold` under the lowest score of a three-member floor project said to judge
+from that score up, though a link completing a group can score under the project's floor."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blindmatch.cli import main
+from blindmatch.client.tools.privacy.twoattacks import claims_text
+from tests.test_research_inputs import evaluate
+
+# e1 in all three members, e2 in north and south, e3 in north and retail (test_research's
+# TRUTH); N3-retail is a link completing a group, scored under the floor of 0.6.
+GROUPED = """record_id,partner,partner_row,score
+N1,south,0,0.99
+N1,retail,0,0.95
+N2,retail,1,0.70
+N3,retail,1,0.52
+"""
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "advice"),
+    [("clk", "--records", "check a larger sample (--records 1,000 or more)"),
+     ("two-server", "--sample", "check a larger sample (--sample 500 or more)")],
+)  # fmt: skip
+def test_a_small_synthetic_check_asks_for_more_of_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, size: str, advice: str
+) -> None:
+    out = tmp_path / "pc"
+    args = ["privacy-check", "--mode", mode, size, "60", "--seed", "1", "--out", str(out)]
+    code = main([*args, *(["--graph-records", "0"] if mode == "clk" else []), "--strict"])
+    printed = capsys.readouterr().out
+    assert code == 1, printed
+    verdict = json.loads((out / "privacy-check.json").read_text())["verdict"]
+    assert verdict.startswith("NO VERDICT: 60 records"), verdict
+    assert advice in verdict, verdict
+    assert "no DATA argument" not in verdict, verdict
+
+
+def test_claims_are_counted_in_the_singular_too() -> None:
+    assert claims_text(0, 1) == "1 claim, precision 0.0%"
+    assert claims_text(1, 2) == "2 claims, precision 50.0%"
+    assert claims_text(0, 0) == "no claims"
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        # a link completing a group scores under the floor: the lowest score is not the floor
+        (("--threshold", "0.5"), ("links completing a group of three or more",
+                                  "judge thresholds from the project's own --threshold up")),
+        # --member naming the wrong one: whose the ids are
+        (("--member", "south"), ("record id 'N1' is not in the truth file",
+                                 "these ids are north's: pass --member north, or leave "
+                                 "--member out")),
+    ],
+)  # fmt: skip
+def test_a_refusal_says_what_to_do_instead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...],
+    said: tuple[str, ...],
+) -> None:  # fmt: skip
+    code, out_dir = evaluate(tmp_path, GROUPED, *extra)
+    err = capsys.readouterr().err
+    assert code == 2 and not out_dir.exists(), err
+    assert all(words in err for words in said), err
+    assert "from 0.5200 up" not in err, err
