@@ -56,6 +56,7 @@ FINGERPRINT_BYTES = 32  # the keyed (schema, secret) fingerprint every encoding 
 MAX_RECORDS = 50_000_000  # per upload
 MAX_UPLOAD_BYTES = 16 * 1024**3  # per upload, on disk (memory use is one message at a time)
 CLIENT_UPLOAD_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+HEX_DIGITS = frozenset("0123456789abcdef")  # a SHA-256 in hex, once lower-cased
 
 # -- real-time -----------------------------------------------------------------------------------
 

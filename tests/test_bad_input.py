@@ -355,6 +355,16 @@ CASES: list[Case] = [
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1), catch_up_ticket="bmt1.x"), metadata=c.north)),
      "INVALID_ARGUMENT", "catch_up_ticket: a query's"),
+    # two_server_records in a CLK project was ignored, while two_server_ticket was refused
+    # (protowalk).
+    ("query-records-in-clk-project", lambda c: c.stub.Query(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32), clks=clks(1),
+        two_server_records=1), metadata=c.north),
+     "INVALID_ARGUMENT", "two_server_records: project 'trial' is not a two-server project"),
+    ("qwatch-records-in-clk-project", lambda c: list(c.stub.Watch(pb.QueryRequest(
+        project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32), clks=clks(1),
+        two_server_records=1), metadata=c.north)),
+     "INVALID_ARGUMENT", "two_server_records: project 'trial' is not a two-server project"),
     ("qwatch-not-allowed", lambda c: list(c.stub.Watch(pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)), metadata=c.north)), "FAILED_PRECONDITION", "watch"),
@@ -393,6 +403,17 @@ CASES: list[Case] = [
     ("issues-before-a-run", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
         project="trial", upload_sha256="0" * 64, hits=[pb.HitRows(rows=[0], partner="south")]),
         metadata=c.north), "FAILED_PRECONDITION", "no finished run"),
+    # A malformed upload_sha256 was FAILED_PRECONDITION "a different upload of yours"
+    # (protowalk): its form is checked first, as Upload checks header.sha256.
+    ("issue-malformed-upload", lambda c: c.stub.IssueRequestRef(pb.IssueRefRequest(
+        project="trial", rows=[0], upload_sha256="nothex"), metadata=c.north),
+     "INVALID_ARGUMENT", "upload_sha256: 'nothex' is not a SHA-256 (64 hex digits"),
+    ("issues-malformed-upload", lambda c: c.stub.IssueRequestRefs(pb.IssueRefsRequest(
+        project="trial", upload_sha256="0" * 63, hits=[pb.HitRows(rows=[0], partner="south")]),
+        metadata=c.north), "INVALID_ARGUMENT", "upload_sha256: '000"),
+    ("resolve-malformed-upload", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
+        project="trial", reference="bmr-" + "a" * 26, upload_sha256="xyz"), metadata=c.north),
+     "INVALID_ARGUMENT", "upload_sha256: 'xyz' is not a SHA-256"),
     ("resolve-no-project", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
         reference="bmr-" + "a" * 26), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
     ("resolve-malformed", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(

@@ -265,6 +265,7 @@ class Realtime(Admission):
             return self._two_server_query(project, member, purpose, encoding, clks,
                                           two_server_ticket, records, catch_up_ticket)  # fmt: skip
         for field_, value in (("two_server_ticket", two_server_ticket),
+                              ("two_server_records", records),  # was ignored (protowalk)
                               ("catch_up_ticket", catch_up_ticket)):  # fmt: skip
             if value:
                 raise errors.InvalidArgument(
@@ -399,10 +400,10 @@ class Realtime(Admission):
             self.unclaimed.claim(project.name, member, two_server_ticket)
             watch = self.two_watches.open(project, member, purpose, encoding, clks,
                                           two_server_ticket, records, user)  # fmt: skip
-        elif two_server_ticket:
+        elif two_server_ticket or records:  # records were ignored (protowalk)
             raise errors.InvalidArgument(
-                f"two_server_ticket: project {project.name!r} is not a two-server project "
-                "(its watches send CLKs)"
+                f"{'two_server_ticket' if two_server_ticket else 'two_server_records'}: "
+                f"project {project.name!r} is not a two-server project (its watches send CLKs)"
             )
         try:
             if project.name not in self.index_store.allow_watch():

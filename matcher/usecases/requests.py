@@ -12,7 +12,7 @@ import logging
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import effective_levels
 from blindmatch.matcher.core.references import MAX_HITS, MAX_ROWS, RequestRef, check_reference
-from blindmatch.matcher.domain import MAX_RECORDS
+from blindmatch.matcher.domain import HEX_DIGITS, MAX_RECORDS
 from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.storage.store import Store
 
@@ -28,6 +28,21 @@ def _check_positions(rows: list[int], field: str) -> None:
                 f"{field}: {row} is not a row position (0 to {MAX_RECORDS - 1:,}: an upload "
                 f"holds at most {MAX_RECORDS:,} records)"
             )
+
+
+def _upload_sha256(value: str, missing: str) -> str:
+    """The upload a request names, in lower case as the matcher stores it (`Upload` takes its
+    sha256 in either case). Before protowalk a malformed one was refused as another upload's
+    (FAILED_PRECONDITION), and `ResolveRequestRef` refused an upper-case one so too."""
+    if not value:
+        raise InvalidArgument(f"upload_sha256: required {missing}")
+    sha256 = value.lower()
+    if len(sha256) != 64 or set(sha256) - HEX_DIGITS:
+        raise InvalidArgument(
+            f"upload_sha256: {value[:80]!r} is not a SHA-256 (64 hex digits, as "
+            "UploadReply.sha256 and ResultsHeader.upload_sha256 give it)"
+        )
+    return sha256
 
 
 def issue(
@@ -48,8 +63,7 @@ def issue(
     if len(rows) > MAX_ROWS:
         raise InvalidArgument(f"rows: {len(rows)} rows; at most {MAX_ROWS} for one record")
     _check_positions(rows, "rows")
-    if not upload_sha256:
-        raise InvalidArgument("upload_sha256: required (the upload your rows are of)")
+    upload_sha256 = _upload_sha256(upload_sha256, "(the upload your rows are of)")
     if partner and (partner == member or partner not in store.members(project.name)):
         raise InvalidArgument(f"partner: {partner!r} is not another member of this project")
     levels = effective_levels(project.disclosure, store.consents(project.name), member)
@@ -76,8 +90,7 @@ def issue_for_hits(
         raise InvalidArgument("hits: required (one per record and partner)")
     if len(hits) > MAX_HITS:
         raise InvalidArgument(f"hits: {len(hits)}; at most {MAX_HITS} in one request")
-    if not upload_sha256:
-        raise InvalidArgument("upload_sha256: required (the upload your rows are of)")
+    upload_sha256 = _upload_sha256(upload_sha256, "(the upload your rows are of)")
     members = store.members(project.name)
     for i, (rows, partner) in enumerate(hits):
         if not rows:
@@ -121,12 +134,12 @@ def resolve(
     project = store.project(project_name)
     purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
     reference = check_reference(reference)
-    if not upload_sha256:
-        raise InvalidArgument(
-            "upload_sha256: required (the SHA-256 the matcher acknowledged your --encoded "
-            "folder's upload with; a reference resolves only against the upload it points "
-            "into). A blindmatch client older than this matcher sends none: update it"
-        )
+    upload_sha256 = _upload_sha256(
+        upload_sha256,
+        "(the SHA-256 the matcher acknowledged your --encoded folder's upload with; a "
+        "reference resolves only against the upload it points into). A blindmatch client "
+        "older than this matcher sends none: update it",
+    )
 
     def same_upload(ref: RequestRef) -> None:
         if ref.partner_sha256 != upload_sha256:

@@ -40,6 +40,7 @@ from blindmatch.matcher.core.encodings import (
 from blindmatch.matcher.core.fallback import NO_RULE, Rule, checked_rule
 from blindmatch.matcher.domain import (
     CLIENT_UPLOAD_ID_RE,
+    HEX_DIGITS,
     MAX_RECORDS,
     TWO_SERVER,
     Encoding,
@@ -57,8 +58,6 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.protos.wire import REPLACES_RECORDS_METADATA, fingerprint_id
 
 log = logging.getLogger("blindmatch.matcher")
-
-_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass(frozen=True)
@@ -98,7 +97,7 @@ def check_header(header: UploadHeader, two_server: bool = False) -> str:
         )
     check_fingerprint(header.fingerprint, "header.fingerprint")
     sha256 = header.sha256.lower()
-    if len(sha256) != 64 or set(sha256) - _HEX:
+    if len(sha256) != 64 or set(sha256) - HEX_DIGITS:
         raise InvalidArgument("header.sha256: must be 64 hex digits")
     fields = header.field_bits
     if fields and (sum(fields) != bits or any(b == 0 or b % 64 for b in fields)):
@@ -116,7 +115,7 @@ def check_header(header: UploadHeader, two_server: bool = False) -> str:
         fallback = header.two_server_bits[1] if len(header.two_server_bits) > 1 else 0
     checked_rule(rule.gap, rule.offset, rule.reach, fallback, "header.rule")
     schema = header.schema_digest
-    if schema and (len(schema) != 64 or set(schema) - _HEX):
+    if schema and (len(schema) != 64 or set(schema) - HEX_DIGITS):
         raise InvalidArgument("header.schema_digest: 64 lower-case hex digits, or empty")
     key = header.client_upload_id
     if key and not CLIENT_UPLOAD_ID_RE.fullmatch(key):
@@ -192,7 +191,7 @@ def check_planned_two_server(
     widths = two_server_widths(header, "upload")
     check_fingerprint(header.fingerprint, "upload.fingerprint")
     schema = header.schema_digest
-    if schema and (len(schema) != 64 or set(schema) - _HEX):
+    if schema and (len(schema) != 64 or set(schema) - HEX_DIGITS):
         raise InvalidArgument("upload.schema_digest: 64 lower-case hex digits, or empty")
     rule = header.rule
     checked_rule(rule.gap, rule.offset, rule.reach, widths[1] if len(widths) > 1 else 0,
