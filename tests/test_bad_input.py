@@ -104,6 +104,9 @@ CASES: list[Case] = [
      "INVALID_ARGUMENT", "at most 64"),
     ("create-unknown-level", lambda c: create(c, disclosure=9), "INVALID_ARGUMENT",
      "disclosure: 9 is not a disclosure level"),
+    # Was "blocking: unknown value 7", naming no value a client could send (protowalk).
+    ("create-unknown-blocking", lambda c: create(c, blocking=7), "INVALID_ARGUMENT",
+     "blocking: 7 is not a blocking method (auto=1, exhaustive=2, lsh=3; 0 means auto)"),
     ("create-bad-threshold", lambda c: create(c, threshold=1.5), "INVALID_ARGUMENT",
      "threshold: 1.5"),
     # Accepted, then its link-bit circuits failed (OverflowError: 1/threshold) in the log
@@ -165,7 +168,7 @@ CASES: list[Case] = [
      "header.sha256"),
     ("upload-wrong-sha256", lambda c: upload(
         c, [header(sha256="0" * 64), pb.UploadRequest(clks=clks(2))]),
-     "INVALID_ARGUMENT", "does not match header.sha256"),
+     "INVALID_ARGUMENT", "not header.sha256 00000000000000"),
     ("upload-partial-clk", lambda c: upload(c, [header(), pb.UploadRequest(clks=bytes(130))]),
      "INVALID_ARGUMENT", "not a whole number of 1024-bit CLKs"),
     ("upload-more-than-promised", lambda c: upload(c, [header(), pb.UploadRequest(clks=clks(3))]),
@@ -185,8 +188,9 @@ CASES: list[Case] = [
      "FAILED_PRECONDITION", "CLKs of 512 bits"),
     ("upload-ticket-to-clk-project", lambda c: upload(c, [header(two_server_ticket="bmt1.a.b")]),
      "FAILED_PRECONDITION", "header.two_server_ticket: project 'trial' is not a two-server"),
+    # named header.two_server_ticket, a field the request left empty (protowalk)
     ("upload-widths-to-clk-project", lambda c: upload(c, [header(two_server_bits=[1024])]),
-     "FAILED_PRECONDITION", "is not a two-server project"),
+     "FAILED_PRECONDITION", "header.two_server_bits: project 'trial' is not a two-server"),
     # Was: stored, north's 3 records replaced by none without a word (the new user's walk).
     ("upload-empty-replacing", lambda c: upload(c, [header(record_count=0, sha256=hashlib.sha256(
         b"").hexdigest())]), "FAILED_PRECONDITION", "header.record_count: an upload of no "

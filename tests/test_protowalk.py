@@ -127,3 +127,26 @@ def test_the_limits_table_says_what_the_matcher_enforces() -> None:
     assert limits["CLKs per query or watch"] == f"{MAX_QUERY_RECORDS:,}"
     assert limits["records per upload"].startswith(f"{MAX_RECORDS:,},")
     assert limits["gRPC message size, each direction"] == f"{MAX_MESSAGE_BYTES // 2**20} MiB"
+
+
+@pytest.mark.parametrize("value", [None, "Token {token}", "{token}"])
+def test_a_call_without_a_bearer_token_is_told_the_metadata_it_needs(
+    matcher: Matcher, project: ProjectTokens, value: str | None
+) -> None:
+    """Without `authorization: Bearer <token>` (none, another scheme, a bare token) a member
+    call was told `no token: pass --token or set BLINDMATCH_TOKEN`: the command line's
+    options, not what a client written from the page had left out."""
+    metadata = [] if value is None else [("authorization", value.format(token="bm_x"))]
+    with grpc.insecure_channel(matcher.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        for call in (
+            lambda: stub.DescribeProject(pb.DescribeProjectRequest(project="trial"),
+                                         metadata=metadata),
+            lambda: stub.ListProjects(pb.ListProjectsRequest(), metadata=metadata),
+        ):  # fmt: skip
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert refused.value.details().startswith(
+                "no token: the call carries no `authorization: Bearer <token>` metadata"
+            )

@@ -318,10 +318,15 @@ class Authenticator(grpc.ServerInterceptor):
 
     def _known(self, token: str | None, digest: bytes, kind: str, request: object) -> Caller:
         if token is None:
+            # Said of the metadata too, for a client written from docs/protocol.md: one that
+            # sent `Token ...` or a bare token was told only the command line's options.
             raise Unauthenticated(
-                "no token: set BLINDMATCH_ADMIN_TOKEN to the operator token"
-                if kind == OPERATOR_CALL
-                else "no token: pass --token or set BLINDMATCH_TOKEN"
+                "no token: the call carries no `authorization: Bearer <token>` metadata ("
+                + (
+                    "blindmatch commands: set BLINDMATCH_ADMIN_TOKEN to the operator token)"
+                    if kind == OPERATOR_CALL
+                    else "blindmatch commands: pass --token or set BLINDMATCH_TOKEN)"
+                )
             )
         owner = self._token_owner(digest)
         if owner is not None:

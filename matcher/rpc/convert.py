@@ -84,7 +84,10 @@ def project_request(request: pb.CreateProjectRequest) -> ProjectRequest:
     disclosure = level_of(request.disclosure, "disclosure")
     blocking = _BLOCKING.get(request.blocking)
     if blocking is None:
-        raise InvalidArgument(f"blocking: unknown value {request.blocking}")
+        numbers = ", ".join(f"{name}={int(number)}" for name, number in _PB_BLOCKING.items())
+        raise InvalidArgument(
+            f"blocking: {request.blocking} is not a blocking method ({numbers}; 0 means auto)"
+        )  # was "unknown value 7", naming no value a client could send (protowalk)
     return ProjectRequest(
         name=request.name,
         members=list(request.members),

@@ -276,9 +276,10 @@ def receive_upload(
         if not header.two_server_ticket:
             raise FailedPrecondition(CLK_REFUSED.format(project=project.name))
         two_server = two_server_name(header, member, ticket_key, time.time())
-    elif header.two_server_ticket or header.two_server_bits:
+    elif header.two_server_ticket or header.two_server_bits:  # the field sent (protowalk)
+        field = "two_server_ticket" if header.two_server_ticket else "two_server_bits"
         raise FailedPrecondition(
-            f"header.two_server_ticket: project {project.name!r} is not a two-server project "
+            f"header.{field}: project {project.name!r} is not a two-server project "
             "(its members upload CLKs: `blindmatch upload` without a two-server ticket)"
         )
     sha256 = check_header(header, two_server is not None)
@@ -326,7 +327,11 @@ def receive_upload(
                 f"clks: the upload ended after {received} of {count} CLKs; nothing was stored"
             )
         if digest.hexdigest() != sha256:
-            raise InvalidArgument("clks: content does not match header.sha256")
+            raise InvalidArgument(  # was only "content does not match" (protowalk)
+                f"clks: their SHA-256 is {digest.hexdigest()[:16]}..., not header.sha256 "
+                f"{sha256[:16]}...: header.sha256 must be the SHA-256 of every CLK byte sent, "
+                "in order; nothing was stored (send the upload again)"
+            )
         upload, replayed = store.commit_upload(
             header.project,
             member,
