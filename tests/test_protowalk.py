@@ -5,8 +5,11 @@ protos/ and the page alone, driving a real matcher on loopback with the generate
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -14,10 +17,10 @@ import pytest
 
 from blindmatch.client import ProjectTokens
 from blindmatch.matcher.domain import MAX_PURPOSE, MAX_QUERY_RECORDS, MAX_RECORDS, RPC_THREADS
-from blindmatch.matcher.server import MAX_MESSAGE_BYTES
+from blindmatch.matcher.server import MAX_MESSAGE_BYTES, create_server
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
-from tests.support import Matcher, auth, upload_messages
+from tests.support import ADMIN_TOKEN, Matcher, auth, upload_messages
 
 PROTOCOL = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 CLK = 128  # bytes of a 1024-bit CLK
@@ -150,3 +153,37 @@ def test_a_call_without_a_bearer_token_is_told_the_metadata_it_needs(
             assert refused.value.details().startswith(
                 "no token: the call carries no `authorization: Bearer <token>` metadata"
             )
+
+
+def test_an_upload_ended_as_idle_says_the_matcher_ended_it(tmp_path: Path) -> None:
+    """An upload whose client sends its header and then nothing is ended after
+    `--stream-idle-seconds` with DEADLINE_EXCEEDED and the matcher's words, but without
+    `blindmatch-status`: by docs/protocol.md "Who answered", a status gRPC made up for want
+    of an answer (the stream was cancelled from the idle sweep, not ended by its handler)."""
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, stream_idle=1)
+    released = threading.Event()
+
+    def header_then_silence(project: str) -> Iterator[pb.UploadRequest]:
+        data = secrets.token_bytes(CLK)
+        yield pb.UploadRequest(header=pb.UploadHeader(
+            project=project, clk_bits=1024, record_count=1, fingerprint=bytes(32),
+            sha256=hashlib.sha256(data).hexdigest()))  # fmt: skip
+        released.wait()
+
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = pb_grpc.MatcherStub(channel)
+            made = stub.CreateProject(pb.CreateProjectRequest(name="trial", members=["a", "b"]),
+                                      metadata=auth(ADMIN_TOKEN))  # fmt: skip
+            call = stub.Upload.future(header_then_silence("trial"),
+                                      metadata=auth(made.tokens["a"]), timeout=60)  # fmt: skip
+            try:
+                error = call.exception()
+            finally:
+                released.set()
+            assert isinstance(error, grpc.RpcError)
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "no message from the client for 1 s" in error.details()
+            assert ("blindmatch-status", "DEADLINE_EXCEEDED") in tuple(error.trailing_metadata())
+    finally:
+        server.stop(grace=None)

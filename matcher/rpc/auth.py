@@ -415,7 +415,7 @@ def _authenticated(
                 return _as(caller.user, behavior, request, call, handler.response_streaming)
             assert streams is not None
             try:
-                stream = streams.open(caller.project, caller.member, method, call.end, caller.user)
+                stream = streams.open(caller.project, caller.member, method, call.stop, caller.user)
             except ServiceError as exc:
                 abort(context, exc)
             call.stream = stream

@@ -42,6 +42,25 @@ class CallReads:
         except (AttributeError, TypeError):
             self._context.cancel()
 
+    def stop(self, exc: ServiceError) -> None:
+        """End the call with `exc` from any thread (rpc/streams.py: a stream idle, its
+        caller's access ended): where the handler waits for the client's next message, as
+        `interrupt` does, so that the status carries its trailing metadata (`blindmatch-status`:
+        the matcher answered, docs/protocol.md "Who answered"); otherwise at once (`end`: the
+        status and message only, for a handler busy or sending to a client that takes
+        nothing). Before protowalk every such end was `end`'s: an upload idle for
+        `--stream-idle-seconds` ended DEADLINE_EXCEEDED as if gRPC had made it up."""
+        state: Any = getattr(self._context, "_state", None)
+        condition = getattr(state, "condition", None)
+        if isinstance(condition, threading.Condition) and hasattr(state, "request"):
+            with condition:
+                if self._reading and state.request is None and self._interrupted is None:
+                    self._interrupted = exc
+                    state.request = _WOKEN
+                    condition.notify_all()
+                    return
+        self.end(exc)
+
     def interrupt(self, exc: ServiceError) -> None:
         """End a request stream's call with `exc`, from any thread, as the handler would
         raise it (its status, message and trailing metadata: rpc/status.py `abort`), not a
