@@ -1494,6 +1494,9 @@ PROJECT_CASES: list[tuple[str, Callable[[ProjectCtx, SharedUpload], Any], str, s
         project="shares", upload=pb.UploadHeader(fingerprint=bytes(32), two_server_bits=[1024])),
         metadata=c.north), "FAILED_PRECONDITION", "upload.record_count: an upload of no records "
      "would replace north's current upload of"),
+    # Another project in the planned header was ignored: the ticket was issued (protowalk).
+    ("tsticket-other-project", lambda c, u: south_ticket(c, project="trial"), "INVALID_ARGUMENT",
+     "upload.project: 'trial', but this ticket is for project 'shares'"),
     ("tsticket-clk-bits", lambda c, u: south_ticket(c, clk_bits=1024), "INVALID_ARGUMENT",
      "upload.clk_bits: 1024, but a two-server upload sends the matcher no records"),
     ("tsticket-bad-width", lambda c, u: south_ticket(c, two_server_bits=[1000]),

@@ -335,6 +335,12 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         self, request: pb.TwoServerTicketRequest, context: Call
     ) -> pb.TwoServerTicketReply:
         member = self._member(context, request.project)
+        if request.upload.project not in ("", request.project):  # was ignored (protowalk)
+            raise InvalidArgument(
+                f"upload.project: {request.upload.project!r}, but this ticket is for project "
+                f"{request.project!r}; the upload's header names the project it is sent to "
+                "(or leave upload.project empty)"
+            )
         planned = convert.upload_header(request.upload) if request.HasField("upload") else None
         if request.query:  # S1 and S2 have forgotten what a killed matcher left (twoforget.py)
             self.realtime.query_ticket(request.project)
