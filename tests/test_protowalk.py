@@ -187,3 +187,35 @@ def test_an_upload_ended_as_idle_says_the_matcher_ended_it(tmp_path: Path) -> No
             assert ("blindmatch-status", "DEADLINE_EXCEEDED") in tuple(error.trailing_metadata())
     finally:
         server.stop(grace=None)
+
+
+def test_a_row_past_the_upload_is_refused_as_not_a_row(
+    matcher: Matcher, project: ProjectTokens
+) -> None:
+    """North's upload holds 4 records; asking a reference for row 4 (an off-by-one: rows
+    count from 0) was FAILED_PRECONDITION "the latest run found no match for this record",
+    a client's mistake told as a fact about the partners."""
+    with grpc.insecure_channel(matcher.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        shas = _finished_run(stub, project)
+        north = auth(project.tokens["north"])
+        calls = (
+            lambda: stub.IssueRequestRef(
+                pb.IssueRefRequest(project="trial", rows=[0, 4], upload_sha256=shas["north"]),
+                metadata=north,
+            ),
+            lambda: stub.IssueRequestRefs(
+                pb.IssueRefsRequest(project="trial", upload_sha256=shas["north"],
+                                    hits=[pb.HitRows(rows=[0], partner="south"),
+                                          pb.HitRows(rows=[4], partner="south")]),
+                metadata=north,
+            ),
+        )  # fmt: skip
+        for call, field in zip(calls, ("rows", "hits[1].rows"), strict=True):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert refused.value.details().startswith(
+                f"{field}: 4 is not a row of your upload that the latest run used (4 records: "
+                "rows 0 to 3)"
+            )

@@ -17,6 +17,7 @@ from blindmatch.matcher.core.references import RequestRef, new_reference, refera
 from blindmatch.matcher.domain import Level
 from blindmatch.matcher.errors import (
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
     PermissionDenied,
     ServiceError,
@@ -39,9 +40,24 @@ CREATE INDEX IF NOT EXISTS request_refs_by_project ON request_refs (project);
 """
 
 _INPUT_SHA = (
-    "SELECT u.sha256 FROM run_inputs ri JOIN uploads u ON u.id=ri.upload_id "
+    "SELECT u.sha256, u.record_count FROM run_inputs ri JOIN uploads u ON u.id=ri.upload_id "
     "WHERE ri.run_id=? AND ri.member=?"
 )
+
+
+def _check_rows(hits: Sequence[tuple[list[int], str]], count: int, numbered: bool) -> None:
+    """Every row a row of the caller's upload the run used (`count` records): one past it
+    was refused as a record with no match ("check the record id against your results"),
+    a client's off-by-one told as a fact about the partners (protowalk)."""
+    for i, (rows, _) in enumerate(hits):
+        for row in rows:
+            if row >= count:
+                field = f"hits[{i}].rows" if numbered else "rows"
+                held = f"{count} records: rows 0 to {count - 1}" if count else "no records"
+                raise InvalidArgument(
+                    f"{field}: {row} is not a row of your upload that the latest run used "
+                    f"({held}); rows count from 0, in the order the upload sent its CLKs"
+                )
 
 
 class RequestStore(RunStore):
@@ -99,6 +115,7 @@ class RequestStore(RunStore):
                     "yours than this encoded folder; pass the --encoded folder that was "
                     "uploaded for it"
                 )
+            _check_rows(hits, own[1], numbered)
             issued: list[dict[str, str]] = []
             for i, (rows, partner) in enumerate(hits):
                 try:
