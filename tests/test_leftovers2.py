@@ -147,3 +147,38 @@ def test_report_and_results_say_one_partner_and_one_row_in_the_singular(
     assert main(["erase", *north, "--yes"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("Erased from trial: 1 upload, ") and "(s)" not in out, out
+
+
+def test_a_project_create_whose_tokens_cannot_be_written_leaves_no_folder_and_says_whose(
+    matcher: Matcher, tmp_path: Path
+) -> None:
+    """The project made, then no token file could be written (here: no byte may be written,
+    as on a full disk, by the process's file-size limit): the folder made for them was left
+    empty, and nothing said whose tokens were in no file. Now it is removed, no temporary
+    file is left, and the tokens to get again are named."""
+    import os
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def no_bytes() -> None:  # in the child: a write past 0 bytes fails (EFBIG), no signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))
+
+    root = tmp_path / "out"
+    root.mkdir()
+    made = root / "new" / "tokens"
+    done = subprocess.run(
+        [sys.executable, "-m", "blindmatch", "project", "create", "fresh", "--members",
+         "north,south", "--tokens-dir", str(made), "--server", matcher.target],
+        capture_output=True, text=True, preexec_fn=no_bytes, timeout=120,
+        env={**os.environ, "BLINDMATCH_ADMIN_TOKEN": matcher.admin_token,
+             "PYTHONDONTWRITEBYTECODE": "1"},
+    )  # fmt: skip
+    assert done.returncode != 0, done.stdout
+    assert "Token files not written for north, south" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(root.iterdir()) == []  # the folders it made, removed; nothing half-written
+    with matcher.operator() as op:  # (the project was made: its tokens are to rotate)
+        assert "fresh" in [p.project for p in op.list_projects()]
