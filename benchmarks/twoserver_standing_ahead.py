@@ -70,7 +70,7 @@ def first_query(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  #
     finally:
         rpc._stop(roles)
         for r in roles.values():  # (the next run's peak RSS not this one's too)
-            r.service.standing.forget({rpc.NAMES[0], rpc.NAMES[1]})
+            r.service.standing.forget({rpc.NAMES[0], rpc.NAMES[1]}, "the benchmark's next run")
         memory.release_free_memory()
 
 

@@ -421,8 +421,8 @@ def stopped(n: int, a: list[np.ndarray], b: list[np.ndarray], rule: Rule,  # typ
                   f"(S1/S2 held {held[0]:,}/{held[1]:,} B of it); C's stop "
                   f"{1e3 * wall:.1f} ms wall, ended {ended}; S1/S2 hold "
                   f"{after[0]:,}/{after[1]:,} B after", flush=True)  # fmt: skip
-            roles["s1"].service.standing.forget({NAMES[1]})
-            roles["s2"].service.standing.forget({NAMES[1]})
+            roles["s1"].service.standing.forget({NAMES[1]}, "the benchmark's next case")
+            roles["s2"].service.standing.forget({NAMES[1]}, "the benchmark's next case")
     finally:
         standdeal.give_up = quiet
         _stop(roles)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import word
 
 # A temporary file's opening: made here or refused, never a link followed.
 _NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -42,9 +43,9 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
             missing = [c for c in required if c not in header]
             if missing:
                 raise InputError(
-                    f"{path}: column(s) {', '.join(missing)} missing; the header must start "
-                    f"with {','.join(required)} (it is {','.join(header) or 'empty'})"
-                    + _other_separator(header)
+                    f"{path}: {word(len(missing), 'column')} {', '.join(missing)} missing; the "
+                    f"header must start with {','.join(required)} (it is "
+                    f"{','.join(header) or 'empty'})" + _other_separator(header)
                 )
             while True:  # DictReader's rows, but it would not say which line each starts on
                 line = reader.reader.line_num + 1

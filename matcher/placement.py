@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from blindmatch.matcher.core import kernel
+from blindmatch.matcher.domain import counted
 
 # More look-up threads than this buy nothing: one core of request handling cannot keep
 # more of them busy (docs/performance.md, *Real-time queries*).
@@ -37,8 +38,8 @@ class Placement:
 
     def describe(self) -> str:
         return (
-            f"request handling on CPU {_cpus(self.request_cpus)}, {self.lookup_threads} "
-            f"look-up thread(s) on CPU {_cpus(self.lookup_cpus)}"
+            f"request handling on CPU {_cpus(self.request_cpus)}, "
+            f"{counted(self.lookup_threads, 'look-up thread')} on CPU {_cpus(self.lookup_cpus)}"
         )
 
 

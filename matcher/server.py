@@ -31,6 +31,7 @@ from blindmatch.matcher.domain import (
     STREAM_IDLE_SECONDS,
     STREAMS_IN_ALL,
     TWO_SERVER,
+    counted,
 )
 from blindmatch.matcher.errors import NotFound, Unavailable
 from blindmatch.matcher.placement import (
@@ -152,11 +153,10 @@ class RunningServer:
         queries = self.query_streams.end_all(unasked)
         if watches or runs or queries:
             log.info(
-                "the matcher is stopping: %d watch(es), %d run watch(es) and %d query "
-                "stream(s) ended",
-                watches,
-                runs,
-                queries,
+                "the matcher is stopping: %s, %s and %s ended",
+                counted(watches, "watch", "watches"),
+                counted(runs, "run watch", "run watches"),
+                counted(queries, "query stream"),
             )
         return watches + runs + queries
 

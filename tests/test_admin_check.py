@@ -193,7 +193,7 @@ def test_check_reports_what_start_up_repairs_as_such_and_start_up_repairs_it(
     assert main(["admin", "check", "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
     assert "will be repaired by the matcher (4; not problems):" in out
-    for repair in ("tmp: 1 file(s)", "0123abcd.bin", "region-run-2: running", "cut-short"):
+    for repair in ("tmp: 1 file of uploads", "0123abcd.bin", "region-run-2: running", "cut-short"):
         assert repair in out
     assert "OK: no problems found" in out
 

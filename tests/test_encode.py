@@ -173,7 +173,7 @@ def test_every_repeated_record_id_is_named_not_only_the_first(
     out = tmp_path / "out.encoded"
     code = encode_cli(orgs["north"], secret_file, out)
     assert_refused(
-        capsys, code, out, "north.csv: 13 rows repeat an earlier row's id (3 id(s)): "
+        capsys, code, out, "north.csv: 13 rows repeat an earlier row's id (3 ids): "
         "row 7, column URN: id 'N2' repeats row 3; row 8, column URN: id 'N4' is an exact "
         "duplicate of row 5; row 9, column URN: id 'N1' repeats row 2; ",
         "; row 16, column URN: id 'N2' repeats row 3; and 3 more; record ids must be unique",
@@ -241,7 +241,7 @@ def test_an_unknown_key_in_a_fields_table_is_told_the_keys_it_takes(tmp_path: Pa
     bad.write_text(NORTH_MAP.replace("date_format", "format"))
     with pytest.raises(InputError) as err:
         load_mapping(bad, load_schema(PERSON_SCHEMA))
-    assert "fields.dob: unknown key(s) format (a field's table takes column, columns, " in str(
+    assert "fields.dob: unknown key format (a field's table takes column, columns, " in str(
         err.value
     )
     assert "date_format, split, part, values)" in str(err.value)  # values: messywalk2
@@ -335,7 +335,7 @@ def test_the_report_flags_placeholders_and_records_with_few_fields(
         "'1970-01-01' appears in 20 rows" in w and "placeholder" in w for w in report.warnings
     )
     assert report.few_fields_records == 2
-    assert "2 record(s) have fewer than 3 usable fields" in report.render()
+    assert "2 records have fewer than 3 usable fields" in report.render()
 
 
 def test_the_report_says_what_a_sparse_field_does_under_the_schema(

@@ -82,7 +82,7 @@ def test_an_erasure_s2_missed_is_retried_while_the_matcher_runs_once_s2_is_back(
         assert main(["erase", "--project", "shares", "--server", target,
                      "--token", tokens["west"], "--yes"]) == 4  # fmt: skip
         said = capsys.readouterr()
-        assert "Erased from shares: 1 upload(s)" in said.out
+        assert "Erased from shares: 1 upload," in said.out
         assert "warning: S2 did not drop your shares" in said.err
         assert "the matcher asks it again in the background until it does" in said.err
         assert "the erasure is not complete yet: S2 has not forgotten its shares yet" in said.err

@@ -130,7 +130,7 @@ def test_a_truth_or_results_file_saved_with_semicolons_is_told_to_use_commas(
         argv = ["evaluate", "--results", str(given["hits"]), "--truth", str(given["truth"])]
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert f"{other}: column(s) " in err, err
+        assert f"{other}: column" in err, err
         assert f"; the file looks {said}-separated: save it comma-separated" in err, err
 
 

@@ -99,7 +99,7 @@ def test_encode_warns_of_a_tiered_field_with_too_few_values_naming_it_and_the_co
     small = tmp_path / "small.encoded"
     assert main([*encode, str(export(tmp_path, ROWS[:50])), "--out", str(small)]) == 0
     out, err = capsys.readouterr()
-    said = "surname: only 50 present value(s), fewer than the 100 the schema's frequency tiers"
+    said = "surname: only 50 present values, fewer than the 100 the schema's frequency tiers"
     assert said in err and "middle tier" in err
     assert f"warning: {said}" in out
     report = json.loads((small / "local" / "report.json").read_text())

@@ -173,8 +173,8 @@ def test_keep_first_encodes_the_first_row_of_each_id_and_lists_the_rest(
     assert encode(tmp_path, DUPLICATED, NORTH_MAP, "--on-duplicate-id", "keep-first") == 0
     printed = capsys.readouterr().out
     assert "Encoded 5 of 7 rows" in printed
-    assert "2 row(s) repeat an earlier row's record id and were skipped" in printed
-    assert "1 row(s) are exact duplicates of an earlier row" in printed
+    assert "2 rows repeat an earlier row's record id and were skipped" in printed
+    assert "1 row is an exact duplicate of an earlier row" in printed
     assert "row 8 = row 3" in printed
     assert read_encoded(tmp_path / "out.encoded").read_ids() == ["N1", "N2", "N3", "N4", "N5"]
 
@@ -196,9 +196,7 @@ def test_ids_that_differ_only_in_case_are_two_records_and_a_warning_names_both_r
     text = NORTH_CSV + "n2,Jim,Smith,17/11/1990,M,M1 2AB\nn1,Mary,Jones,01/02/1980,F,M2 3CD\n"
     assert encode(tmp_path, text, NORTH_MAP) == 0
     printed = capsys.readouterr().out
-    assert (
-        "warning: column URN: 2 record id(s) differ from an earlier row's only in case" in printed
-    )
+    assert "warning: column URN: 2 record ids differ from an earlier row's only in case" in printed
     assert "row 7 'n2' (row 3 'N2'), row 8 'n1' (row 2 'N1')" in printed
     assert read_encoded(tmp_path / "out.encoded").read_ids()[-2:] == ["n2", "n1"]
 

@@ -116,10 +116,10 @@ def test_the_printed_report_names_the_placeholders_and_their_rows(
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    said = "placeholder(s) for 'unknown' encoded as missing:"
-    assert f"given_name: 2 {said} 'UNKNOWN' 1, 'N/K' 1 (rows 2, 3)" in out
-    assert f"postcode: 2 {said} 'NFA' 2 (rows 2, 3)" in out
-    assert f"dob: 1 {said} '01/01/1900' 1 (row 2)" in out
+    said = "for 'unknown' encoded as missing:"
+    assert f"given_name: 2 placeholders {said} 'UNKNOWN' 1, 'N/K' 1 (rows 2, 3)" in out
+    assert f"postcode: 2 placeholders {said} 'NFA' 2 (rows 2, 3)" in out
+    assert f"dob: 1 placeholder {said} '01/01/1900' 1 (row 2)" in out
 
 
 def test_a_trailing_delimiter_on_data_rows_only_is_read(tmp_path: Path) -> None:

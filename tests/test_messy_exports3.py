@@ -150,10 +150,10 @@ def test_the_report_lists_the_notes_left_out_and_their_rows(
     assert code == 0
     printed = capsys.readouterr().out
     assert (
-        "surname: 3 note(s) left out of the name: 'nee Jones' 1, 'NEE JONES' 1, 'alias' 1 "
+        "surname: 3 notes left out of the name: 'nee Jones' 1, 'NEE JONES' 1, 'alias' 1 "
         "(rows 2, 4, 5)" in printed
     )
-    assert "given_name: 1 note(s) left out of the name: 'Jack' 1 (row 4)" in printed
+    assert "given_name: 1 note left out of the name: 'Jack' 1 (row 4)" in printed
 
 
 def test_a_query_given_a_note_in_a_name_finds_the_name_and_says_so(

@@ -369,10 +369,10 @@ def test_a_cp1250_export_declared_cp1252_is_warned_of_by_its_symbols(tmp_path: P
     assert code == 0
     said = [w for w in report["warnings"] if "symbols no name or postcode has" in w]
     assert said == [
-        "given_name: 2 value(s) hold symbols no name or postcode has, such as 'Pawe\u00b3' (rows "
+        "given_name: 2 values hold symbols no name or postcode has, such as 'Pawe\u00b3' (rows "
         "2, 3): letters of another code page read as cp1252, such as cp1250 (Central European: "
         "\u0142 as \u00b3, \u0141 as \u00a3, \u017c as \u00bf); check the mapping's encoding",
-        "surname: 1 value(s) hold symbols no name or postcode has, such as '\u00a3ukasiewicz' "
+        "surname: 1 value holds symbols no name or postcode has, such as '\u00a3ukasiewicz' "
         "(row 2): letters of another code page read as cp1252, such as cp1250 (Central European: "
         "\u0142 as \u00b3, \u0141 as \u00a3, \u017c as \u00bf); check the mapping's encoding",
     ]

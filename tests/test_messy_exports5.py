@@ -285,9 +285,9 @@ def test_a_cp1257_export_declared_cp1252_is_warned_of_by_its_words(tmp_path: Pat
         'export is Baltic, set encoding = "cp1257" in the mapping'
     )
     assert said == [
-        "given_name: 1 value(s) hold letters together that no name written in cp1252 has, "
+        "given_name: 1 value holds letters together that no name written in cp1252 has, "
         f"such as '\u00d0ar\u00fbnas' (row 2): {cause}",
-        "surname: 4 value(s) hold letters together that no name written in cp1252 has, such "
+        "surname: 4 values hold letters together that no name written in cp1252 has, such "
         f"as 'B\u00e7rzi\u00f2\u00f0' (rows 3, 4, 5, 6): {cause}",
     ]
     code, report = encode(sub(tmp_path, "b"), data, CP1252_MAP.replace("cp1252", "cp1257"))

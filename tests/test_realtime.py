@@ -224,7 +224,7 @@ def test_a_csv_row_with_nothing_usable_is_refused_before_anything_is_sent(
     assert main(args) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert f"{people}: 12 record(s) to query have no usable value" in captured.err
+    assert f"{people}: 12 records to query have no usable value" in captured.err
     assert "(row 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 and 2 more: every mapped column" in captured.err
     assert "nothing was queried" in captured.err
     with matcher.operator() as op:
@@ -598,7 +598,7 @@ def test_the_quota_refuses_with_resource_exhausted(
     assert "RESOURCE_EXHAUSTED" in message
     assert "query quota: north may query 3 records per 24 hours in project 'trial'" in message
     # The log line and the operator's report name the user whose token was refused.
-    assert any("query refused: trial/north (user pc-1), 1 record(s)" in r.getMessage()
+    assert any("query refused: trial/north (user pc-1), 1 record," in r.getMessage()
                for r in caplog.records), caplog.text  # fmt: skip
     with matcher.operator() as op:
         [north_row] = [v for v in op.query_report("trial") if v.member == "north"]
@@ -720,7 +720,7 @@ def test_bad_changes_are_refused_and_change_nothing(
             south.change_index(
                 "trial", clk_bits=1024, fingerprint=fp, removes=[next(iter(before)), "nope"]
             )
-        assert "1 reference(s) not in your index: 'nope'; nothing was changed" in str(unknown.value)
+        assert "1 reference not in your index: 'nope'; nothing was changed" in str(unknown.value)
         wrong = encode(orgs["south"], tmp_path / "wrong.encoded", b"another secret")
         with pytest.raises(RejectedError) as other_secret:
             sync_index(south, "trial", wrong, KEY)

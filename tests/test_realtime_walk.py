@@ -51,7 +51,7 @@ def test_index_remove_of_an_id_the_index_does_not_hold_names_the_id(
     (before: only its opaque reference, which the user never saw), and nothing is removed."""
     assert main(["index", "remove", "S-11", "NOT-THERE", *south, *ref_key(tmp_path)]) == 3
     err = capsys.readouterr().err
-    assert "not in your index of trial: id(s) 'NOT-THERE'; nothing was removed" in err, err
+    assert "not in your index of trial: id 'NOT-THERE'; nothing was removed" in err, err
     assert "holds 4 records" in index_size(south, capsys)
 
 
@@ -63,7 +63,7 @@ def test_erase_says_it_deleted_the_members_standing_index(
     erased), and the index holds none after."""
     assert main(["erase", *south, "--yes"]) == 0
     out = capsys.readouterr().out
-    assert "your standing index of 4 record(s)" in out, out
+    assert "your standing index of 4 records" in out, out
     assert "holds 0 records" in index_size(south, capsys)
 
 

@@ -329,8 +329,8 @@ def test_a_partner_you_learn_only_counts_about_is_said_to_lower_recall(
     assert report(world, project, out, "--truth", str(world.tmp / "truth.csv")) == 0
     _, page = read_page(out)
     rows = {r[0]: r[1:] for r in page.table("against")[1:]}
-    assert rows["with south"] == [
-        "1.0000", "0.0000", "0.0000", "0", "0", "3",
+    assert rows["with south"] == [  # no hit claimed: precision undefined (was 1.0000)
+        "undefined", "0.0000", "0.0000", "0", "0", "3",
         "you learn only counts about it: its true hits count as missed",
     ]  # fmt: skip
     assert rows["all partners"][:3] == ["1.0000", "0.5000", "0.6667"]

@@ -317,7 +317,8 @@ def test_request_hits_makes_one_reference_per_row_of_a_results_file_all_or_none(
     # The whole file: one reference per row, in its order, each resolvable by its partner.
     assert request(matcher, north, "--encoded", folder, "--hits", str(hits), "--out", str(out),
                    "--purpose", "REQ-117") == 0  # fmt: skip
-    assert f"Request references for {len(listed)} hit(s) of {hits}" in capsys.readouterr().out
+    said = f"Request references for {len(listed)} hit{'s' * (len(listed) != 1)} of {hits}"
+    assert said in capsys.readouterr().out
     with out.open(newline="") as fh:
         written = list(csv.DictReader(fh))
     assert [(r["record_id"], r["partner"]) for r in written] == listed

@@ -96,7 +96,7 @@ def test_a_partner_no_result_names_is_pointed_out(
     code, _ = evaluate(tmp_path, "record_id,partner\nN3,retail\n")
     assert code == 0
     out = capsys.readouterr().out
-    assert "with south: precision 1.0000, recall 0.0000" in out
+    assert "with south: precision undefined (no hits claimed), recall 0.0000" in out
     assert "in none of these results: if south was not a member of this project" in out
     assert "if retail" not in out
 

@@ -246,7 +246,7 @@ def test_a_member_erases_its_uploads_and_results(
     assert _uploads_of(matcher, "north")
     assert main([*args, "--server", matcher.target, "--quiet", "--yes"]) == 0
     out = capsys.readouterr().out
-    assert "2 upload(s), 6 result row(s) involving your records and 1 named user(s)" in out
+    assert "2 uploads, 6 result rows involving your records and 1 named user" in out
     # The user it counted is gone: its token no longer works.
     with matcher.member(pc) as gone, pytest.raises(AuthError):
         gone.describe("trial")

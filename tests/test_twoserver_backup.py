@@ -264,7 +264,7 @@ def test_restore_replays_the_forgets_and_new_uploads_the_replaced_dirs_log_has_s
     assert "does not continue the backup's" in capsys.readouterr().err and not s1.exists()
     assert admin(*restore, "--previous", str(tmp_path / "s1.broken")) == 0
     out = capsys.readouterr().out
-    assert f"2 restored upload(s) dropped (forgotten or uploaded again since: {names[2]}, " \
+    assert f"2 restored uploads dropped (forgotten or uploaded again since: {names[2]}, " \
         f"{names[0]})" in out  # fmt: skip
     report = check_role_dir(s1, "s1")
     assert report.ok and report.uploads_checked == 1 and report.sealed == 1

@@ -68,7 +68,7 @@ def test_restored_s1_and_s2_answer_queries_and_a_rerun_reuses_the_matchers_outco
                          str(tmp_path / "keys" / role), "--previous",
                          str(tmp_path / f"{role}.lost")]) == 0  # fmt: skip
             # The query made after the backup is counted again (from the replaced log).
-            assert "0 restored upload(s) dropped" in capsys.readouterr().out
+            assert "0 restored uploads dropped" in capsys.readouterr().out
             assert check_role_dir(tmp_path / role, role).queries == 1
         world.roles = _serve(tmp_path, key, ports)
         sealed = sorted(world.roles["s1"].service.held)

@@ -401,7 +401,7 @@ def test_a_two_server_project_runs_after_s1_and_s2_restart_with_the_clk_projects
         assert refusal(capsys.readouterr().err) == before
         # An erasure: off S1's and S2's disks, not back after a restart.
         assert world.cli("erase", "--project", "shares", "--yes", token=two.tokens["west"]) == 0
-        assert "S1 dropped 1 upload(s), S2 dropped 1 upload(s)" in capsys.readouterr().out
+        assert "S1 dropped 1 upload, S2 dropped 1 upload" in capsys.readouterr().out
         restart()
         assert held(world, "shares") == {"s1": ["north", "south"], "s2": ["north", "south"]}
     finally:

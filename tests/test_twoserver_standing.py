@@ -360,7 +360,7 @@ def test_a_servers_partners_are_dropped_least_recently_used_past_its_bound() -> 
     with pytest.raises(errors.FailedPrecondition, match="standing_needed: conversion 'b'"):
         kept.partner(pb.BlockDeal(member_b="b", standing="b", cutoffs=[THRESHOLD]),
                      uploads["b"])  # type: ignore[arg-type]  # fmt: skip
-    kept.forget({"a", "c"})
+    kept.forget({"a", "c"}, "their uploads replaced")
     assert kept.bytes_kept() == 0
 
 

@@ -9,13 +9,17 @@ upload twice left no trace in either server's log)."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
+import grpc
 import pytest
 
 from blindmatch.client.encoding import sharing as client
+from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.rpc.twoserver_standdeal import Conversions
-from tests.test_twoserver_blocks import entries
+from tests.test_twoserver_blocks import KEY, MEMBER_KEY, RULE, entries
 from tests.test_twoserver_standing import NAMES, Roles, ask
 from tests.test_twoserver_standing import roles as roles  # the fixtures
 from tests.test_twoserver_standing import shares as shares
@@ -58,3 +62,50 @@ def test_a_partner_converted_again_drops_the_old_conversion_logged_and_audited_a
         assert len(lines) == 2 and all("south" in x and why in x for x in lines)  # S1's, S2's
     assert ask(roles, shares["query"], shares["south"], conversions)[0] == first
     assert conversions.queried == 1  # standing, against the second conversion
+
+
+def test_a_partner_whose_upload_is_replaced_or_forgotten_drops_its_conversion_logged_and_audited(
+    tmp_path: Path, roles: Roles, shares: dict[str, client.SharedUpload],
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """South converted whole, then uploaded again: each server dropped the conversion of the
+    replaced upload without a word (leftovers2; the upload itself is audited). Now one info
+    line and a `twoserver.standing_dropped` entry each, saying why; the same for a partner
+    whose upload a Forget drops (an erasure or expiry), over the combiner's RPC."""
+    from blindmatch.matcher.rpc.twoserver_project import forget_at
+
+    roles.upload("south", shares["south"])
+    ask(roles, shares["query"], shares["south"], Conversions())
+    old = {r: held_ids(roles, r) for r in ROLES}
+    with caplog.at_level(logging.INFO, logger="blindmatch.matcher.twoserver"):
+        roles.upload("south", shares["later"])
+    why = "its upload replaced by a new upload of south"
+    for role in ROLES:
+        assert held_ids(roles, role) == []
+        (dropped,) = entries(tmp_path, role, "twoserver.standing_dropped")
+        assert dropped["standing"] == old[role][0] and dropped["reason"] == why
+        assert dropped["members"] == NAMES and dropped["pieces"] == 3
+    lines = [r.getMessage() for r in caplog.records if why in r.getMessage()]
+    assert len(lines) == 2 and all("dropped standing partner south" in x for x in lines)
+    # A partner's upload forgotten (the project member erased), through the combiner's call.
+    caplog.clear()
+    erased = "p/east/00ff00ff"
+    for role, running in roles.running.items():  # under the ticket the matcher signs
+        ticket = tickets.issue(MEMBER_KEY, erased, time.time() + 600)
+        with RoleClient(role, f"127.0.0.1:{running.port}", ticket) as rc:
+            rc.upload(erased, shares["south"], RULE)
+    ask(roles, shares["query"], shares["south"], Conversions(), name=erased)
+    old = {r: held_ids(roles, r) for r in ROLES}
+    with caplog.at_level(logging.INFO, logger="blindmatch.matcher.twoserver"):
+        for role in ROLES:
+            target = f"127.0.0.1:{roles.running[role].port}"
+            with grpc.insecure_channel(target) as kept:
+                forgot = forget_at(target, role.upper(), KEY, "p", "east", kept)
+            assert forgot.dropped == 1 and not forgot.error
+    why = "its upload forgotten (Forget of p/east/: an erasure or expiry)"
+    for role in ROLES:
+        assert held_ids(roles, role) == []
+        dropped = entries(tmp_path, role, "twoserver.standing_dropped")[-1]
+        assert dropped["standing"] == old[role][0] and dropped["reason"] == why
+        assert dropped["members"] == [NAMES[0], erased]
+    assert len([r for r in caplog.records if why in r.getMessage()]) == 2

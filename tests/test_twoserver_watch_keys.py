@@ -134,7 +134,7 @@ def test_an_upload_s1_blocks_the_watch_against_reopens_it_with_keys_and_is_caugh
         ("south", 0, True), ("south", 1, True)
     ]  # fmt: skip
     assert "south's new upload is over S1's unblocked bound" in notices[0]
-    assert "Caught up on south's upload: 2 event(s)" in notices[-1]
+    assert "Caught up on south's upload: 2 events" in notices[-1]
     again = [w for w in realtime.watches.every() if w.member == "north"]
     assert len(again) == 1 and again[0] is not first and s1.held[again[0].name].sealed
     # Three uploads to S1: the watch without keys, the watch again and the query with.
@@ -190,7 +190,7 @@ def test_a_catch_up_tells_no_match_the_watch_told_before(
     upload(world, opened.folder, opened.south)
     until(lambda: any("Caught up on" in n for n in notices) or watch.error is not None)
     assert watch.error is None
-    assert "Caught up on south's upload: 0 event(s)" in notices[-1]
+    assert "Caught up on south's upload: 0 events" in notices[-1]
     assert "(2 more this watch had told already, not told again)" in notices[-1]
     assert [(e.partner, e.index, e.caught_up) for e in watch.events] == [
         ("south", 0, False), ("south", 1, False)
@@ -317,7 +317,7 @@ def test_an_upload_the_reopened_watch_told_before_its_catch_up_is_not_told_again
     assert [(e.partner, e.index, e.caught_up) for e in events[:2]] == [
         ("south", 0, False), ("south", 1, False)
     ]  # fmt: skip
-    assert "Caught up on south's upload: 0 event(s)" in opened.notices[-1]
+    assert "Caught up on south's upload: 0 events" in opened.notices[-1]
 
 
 def test_an_upload_the_catch_up_told_is_not_told_again_by_the_reopened_watch(

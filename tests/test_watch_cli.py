@@ -142,8 +142,8 @@ def test_a_csv_of_people_is_watched_and_each_partner_match_printed_as_a_json_lin
     assert sorted(e["record_id"] for e in events) == ["N1", "N4", "N5"]
     assert all(e["partner"] == "south" and e["refs"] == [] == e["scores"] for e in events)
     assert all(time.strptime(e["time"], "%Y-%m-%dT%H:%M:%SZ") for e in events)
-    assert "Watching 5 record(s) in trial" in captured.err
-    assert "Watch closed: 3 event(s), as --count asked; 3 event(s) received." in captured.err
+    assert "Watching 5 records in trial" in captured.err
+    assert "Watch closed: 3 events, as --count asked; 3 events received." in captured.err
     with open(out, newline="", encoding="utf-8") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == CSV_HEADER
@@ -184,7 +184,7 @@ def test_a_watch_ends_at_its_timeout_and_says_why_when_the_matcher_ends_it(
     assert main([*args, "--timeout", "1"]) == 0
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert "Watch closed: --timeout 1 s reached; 0 event(s) received." in captured.err
+    assert "Watch closed: --timeout 1 s reached; 0 events received." in captured.err
     until(lambda: open_watches(matcher) == 0)
     # The operator rotates north's token: the matcher ends the watch; said, exit 3.
     running = Running(args)
@@ -193,7 +193,7 @@ def test_a_watch_ends_at_its_timeout_and_says_why_when_the_matcher_ends_it(
         op.rotate_token("trial", "north")
     assert running.wait() == 3
     err = capsys.readouterr().err
-    assert "Error: the watch ended after 0 event(s): " in err and "rotated" in err
+    assert "Error: the watch ended after 0 events: " in err and "rotated" in err
     # The matcher stops (to restart, say): it ends the watch at once, UNAVAILABLE (not after
     # the 5 s grace given to calls in flight); said, exit non-zero.
     until(lambda: open_watches(matcher) == 0)
@@ -202,7 +202,7 @@ def test_a_watch_ends_at_its_timeout_and_says_why_when_the_matcher_ends_it(
     matcher.server.stop(grace=5)
     assert running.wait() == 4  # as any matcher that cannot be reached
     err = capsys.readouterr().err
-    assert "Error: the watch ended after 0 event(s): the matcher is stopping; the watch is " in err
+    assert "Error: the watch ended after 0 events: the matcher is stopping; the watch is " in err
     assert "open it again once the matcher is back [UNAVAILABLE]" in err
     assert "Traceback" not in err
 
@@ -248,7 +248,7 @@ def test_a_watch_in_a_shell_prints_each_match_and_ctrl_c_or_sigterm_closes_it(
             reader.join(30)
             err = stderr.read()
     assert len(lines) == 1 and lines[0].rstrip().endswith("  query: now held by south")
-    assert f"Watch closed: stopped ({said}); 1 event(s) received." in err
+    assert f"Watch closed: stopped ({said}); 1 event received." in err
     assert "Traceback" not in err
     until(lambda: open_watches(matcher) == 0)  # the matcher no longer holds it
     assert watch_entries(matcher) == ["watch", "watch.notify"]
@@ -292,7 +292,7 @@ def test_a_watch_whose_output_is_closed_closes_the_watch(
             reader.join(30)
             err = stderr.read()
     assert json.loads(first[0])["partner"] == "south"
-    assert "Watch closed: standard output closed; 2 event(s) received." in err
+    assert "Watch closed: standard output closed; 2 events received." in err
     assert "Traceback" not in err and "BrokenPipe" not in err
     until(lambda: open_watches(matcher) == 0)
 
@@ -345,11 +345,11 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
                      token=two.tokens["south"]) == 0  # fmt: skip
     assert running.wait(120) == 0
     captured = capsys.readouterr()
-    assert "Watching 2 record(s) in shares" in captured.err
+    assert "Watching 2 records in shares" in captured.err
     # S1 blocks every pair in the suite: the watch, sent without band keys, was opened again
     # with them at south's upload, and a query of the same records caught up on it.
     assert "south's new upload is over S1's unblocked bound" in captured.err
-    assert "Caught up on south's upload: 2 event(s)" in captured.err
+    assert "Caught up on south's upload: 2 events" in captured.err
     told = [line.split("  ", 1)[1] for line in captured.out.splitlines() if "now held" in line]
     assert sorted(told) == [f"{i}: now held by south (caught up by a query)" for i in watched]
     with open(out, newline="", encoding="utf-8") as fh:
@@ -372,5 +372,5 @@ def test_in_a_two_server_project_a_watch_is_told_of_a_partners_later_upload(
                      token=two.tokens["south"]) == 0  # fmt: skip
     assert running.wait(120) == 3
     err = capsys.readouterr().err
-    assert "Error: the watch ended after 0 event(s): " in err and "--query-limit 1/day" in err, err
+    assert "Error: the watch ended after 0 events: " in err and "--query-limit 1/day" in err, err
     until(lambda: len(realtime.watches) == 0 and not realtime.two_watches._names)

@@ -218,7 +218,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if done.previous is not None:
         print(
             f"Replayed {done.replayed} audit entries of {done.previous} made after the backup: "
-            f"{len(done.dropped)} restored upload(s) dropped (forgotten or uploaded again "
+            f"{counted(len(done.dropped), 'restored upload')} dropped (forgotten or uploaded again "
             f"since: {', '.join(done.dropped) or 'none'}), {done.queries} queries counted again."
         )
     else:
@@ -334,11 +334,15 @@ def cmd_query_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def role_option(parser: argparse.ArgumentParser) -> None:
+def role_option(parser: argparse.ArgumentParser, folder: str = "--data-dir") -> None:
+    """--role, which the files in `folder` stand in for where it is not given (leftovers2:
+    its help said "default: the matcher's ...", which read as a role of that name)."""
+    what = "backup" if folder == "--backup" else "data dir"
     parser.add_argument(
         "--role", choices=ROLES,
-        help="--data-dir is this two-server role's (default: the matcher's, or the role "
-        "whose files are there)",
+        help=f"the two-server role whose {what} {folder} is. Without it, the files in "
+        f"{folder} say: the matcher's {what} where the matcher's database (blindmatch.sqlite) "
+        "is there, else the one role whose files are there (two roles' files: give --role)",
     )  # fmt: skip
 
 
@@ -428,7 +432,7 @@ def register(sub: Subcommands) -> None:
     rs.add_argument(
         "--data-dir", metavar="DIR", required=True, type=Path, help="the new data dir (not there)"
     )
-    role_option(rs)
+    role_option(rs, "--backup")
     rs.add_argument(
         "--audit-key", metavar="FILE", type=Path,
         help="the audit key (admin backup --key-out; default: the one in --previous)",

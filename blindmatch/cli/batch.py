@@ -21,6 +21,7 @@ from blindmatch.cli.options import (
 )
 from blindmatch.cli.plotconfig import plots
 from blindmatch.client.errors import BlindmatchError, InputError, MatcherError
+from blindmatch.matcher.domain import counted
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -76,7 +77,6 @@ def _emptying(args: argparse.Namespace, encoded: Encoded) -> Iterator[None]:
     """The matcher's refusal of a folder of no records that would replace this member's
     upload of some (without --allow-empty; nothing sent, nothing replaced), said as bad local
     input naming the folder and the records (the matcher's trailing metadata, not its text)."""
-    from blindmatch.matcher.domain import counted
     from blindmatch.protos.wire import REPLACES_RECORDS_METADATA
 
     try:
@@ -237,7 +237,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     # Said with -q too: a partner that allows counts only is in no row of --out, only here.
     print(
         f"Run {results.run_id} ({results.disclosure}): records shared with partners - {counts}. "
-        f"Wrote {rows} row(s) to {args.out}."
+        f"Wrote {counted(rows, 'row')} to {args.out}."
     )
     return 0
 
@@ -263,7 +263,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(
             f"Wrote {args.out}: run {report.run_id} ({report.learnt}), "
-            f"{len(report.partners)} partner(s), {len(report.audit)} audit entries."
+            f"{counted(len(report.partners), 'partner')}, "
+            f"{counted(len(report.audit), 'audit entry', 'audit entries')}."
         )
     return 0
 

@@ -16,6 +16,7 @@ from blindmatch.cli.options import (
     member_token,
 )
 from blindmatch.client.errors import InputError
+from blindmatch.matcher.domain import counted
 
 
 def cmd_consent_set(args: argparse.Namespace) -> int:
@@ -49,12 +50,13 @@ def cmd_erase(args: argparse.Namespace) -> int:
     confirm_erase(args)
     with connect(args, member_token(args)) as client:
         erased = client.erase(args.project)
-    index = (f", your standing index of {erased.index_records} record(s)"
+    index = (f", your standing index of {counted(erased.index_records, 'record')}"
              if erased.index_records else "")  # fmt: skip
     print(
-        f"Erased from {args.project}: {erased.uploads} upload(s), {erased.links} result "
-        f"row(s) involving your records{index} and {erased.users} named user(s) (their "
-        "tokens no longer work). The audit log keeps the fact, not the data."
+        f"Erased from {args.project}: {counted(erased.uploads, 'upload')}, "
+        f"{counted(erased.links, 'result row')} involving your records{index} and "
+        f"{counted(erased.users, 'named user')} (their tokens no longer work). The audit log "
+        "keeps the fact, not the data."
     )
     failed = _two_server(erased.two_server, retried=bool(erased.pending))
     if erased.pending:
@@ -71,7 +73,7 @@ def _two_server(forgot: tuple[tuple[str, int, str], ...], retried: bool) -> bool
     (unreachable, or a refusal) keeps them until it is asked again (the matcher asks it
     in the background, `retried`; an older matcher did not: erase again once it is back);
     a warning, and exit 4. Whether one could not."""
-    done = [f"{server} dropped {n} upload(s)" for server, n, error in forgot if not error]
+    done = [f"{server} dropped {counted(n, 'upload')}" for server, n, error in forgot if not error]
     if done:
         print(f"Your shares at the two-server servers: {', '.join(done)}.")
     failed = [(server, error) for server, _, error in forgot if error]

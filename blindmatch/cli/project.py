@@ -30,7 +30,6 @@ from blindmatch.cli.options import (
 )
 from blindmatch.cli.projectargs import (
     check_new_tokens,
-    check_tokens_dir,
     member_given,
     members_of,
     name_argument,
@@ -38,6 +37,7 @@ from blindmatch.cli.projectargs import (
     parse_expiry,
     project_of,
     said_with_hint,
+    tokens_folder,
 )
 from blindmatch.cli.projectencoded import check_encoded, compare_encoded
 from blindmatch.cli.projectmode import clk_notice
@@ -55,7 +55,12 @@ def cmd_create(args: argparse.Namespace) -> int:
     name = new_project_name(args)
     members = members_of(args.members)
     expires = parse_expiry(args.expires_in) if args.expires_in else 0
-    check_new_tokens(args, members)
+    with tokens_folder(args):  # the folder made for the tokens removed if it stays empty
+        check_new_tokens(args, members)
+        return _create(args, name, members, expires)
+
+
+def _create(args: argparse.Namespace, name: str, members: list[str], expires: int) -> int:
     with connect(args, admin_token()) as client, said_with_hint(client, name):
         created = client.create_project(
             name,
@@ -119,7 +124,7 @@ def write_tokens(folder: str, tokens: dict[str, str], project: str) -> dict[str,
         path = root / f"{member}.token"
         try:
             write_text(path, token + "\n")  # owner-only from the first byte
-        except Terminated:
+        except (Terminated, OSError):  # (an OSError too: a full disk; leftovers2)
             absent = [m for m in tokens if m not in files]
             print(f"Token files not written for {', '.join(absent)}: get each a new token with "
                   f"`blindmatch project rotate-token {project} --member MEMBER "
@@ -133,11 +138,13 @@ def write_tokens(folder: str, tokens: dict[str, str], project: str) -> dict[str,
 def cmd_rotate_token(args: argparse.Namespace) -> int:
     name = project_of(args)
     args.member = member_given(args)
-    check_tokens_dir(args)
-    with connect(args, admin_token()) as client, said_with_hint(client, name, args.member):
-        token = client.rotate_token(name, args.member)
+    with tokens_folder(args):  # the folder made for the token removed if it stays empty
+        with connect(args, admin_token()) as client, said_with_hint(client, name, args.member):
+            token = client.rotate_token(name, args.member)
+        path = ""
+        if args.tokens_dir:
+            path = write_tokens(args.tokens_dir, {args.member: token}, name)[args.member]
     if args.tokens_dir:
-        path = write_tokens(args.tokens_dir, {args.member: token}, name)[args.member]
         if args.json:
             print(json.dumps({"project": name, "member": args.member, "token_file": path}))
         else:

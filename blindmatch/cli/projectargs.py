@@ -110,6 +110,30 @@ def check_tokens_dir(args: argparse.Namespace) -> None:
         )
 
 
+@contextmanager
+def tokens_folder(args: argparse.Namespace) -> Iterator[None]:
+    """`check_tokens_dir` (which makes --tokens-dir), and the folders it made removed again
+    where the command then fails (the matcher refuses, a token file cannot be written, Ctrl-C)
+    and they hold nothing: only those made here, deepest first; one holding a token written
+    is kept. Before (leftovers2), a refused `project create --tokens-dir NEW` left NEW empty."""
+    made: list[Path] = []
+    if args.tokens_dir:
+        folder = Path(args.tokens_dir).absolute()
+        while not folder.exists() and folder != folder.parent:
+            made.append(folder)
+            folder = folder.parent
+    check_tokens_dir(args)
+    try:
+        yield
+    except BaseException:
+        for folder in made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (a token written), or gone: left as it is
+                break
+        raise
+
+
 def name_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", metavar="NAME", help="project name")
     parser.add_argument(

@@ -25,6 +25,7 @@ from blindmatch.cli.projectmode import index_clk_option, no_index_shown, refuse_
 from blindmatch.cli.refkey import existing_ref_key, ref_key_for_change, ref_key_path
 from blindmatch.cli.twoserver_caps import allow_band_keys_option
 from blindmatch.client.errors import InputError
+from blindmatch.matcher.domain import counted
 
 if TYPE_CHECKING:
     from blindmatch.client.encoding.encode import EncodeResult
@@ -296,14 +297,14 @@ def cmd_query(args: argparse.Namespace) -> int:
             for i, ref in enumerate(m.refs):
                 score = f" (score {m.scores[i]:.4f})" if m.scores else ""
                 print(f"      {m.partner} ref {ref}{score}")
-    counted = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
-    for partner in counted:
+    count_only = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
+    for partner in count_only:
         print(
             f"  {partner} allows counts only: it holds {answer.counts.get(partner, 0)} of "
-            f"the {len(labels)} queried record(s)"
+            f"the {counted(len(labels), 'queried record')}"
         )
     if args.out and not args.quiet:
-        print(f"Wrote {len(rows)} row(s) to {args.out}.")
+        print(f"Wrote {counted(len(rows), 'row')} to {args.out}.")
     if not args.quiet and any(row[2].startswith("bmr-") for row in rows):  # two-server, mapping
         print(f"Each bmr- ref is a request reference: {QUOTE}")
     return 0

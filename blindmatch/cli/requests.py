@@ -25,6 +25,7 @@ from blindmatch.cli.options import (
     when,
 )
 from blindmatch.client.errors import InputError, MatcherError
+from blindmatch.matcher.domain import counted
 
 HOW_TO_QUOTE = (
     "Quote each in your formal request to that partner only; it resolves it to its own "
@@ -122,7 +123,7 @@ def _request_hits(args: argparse.Namespace) -> int:
         )
         return 0
     print(
-        f"Request references for {len(rows)} hit(s) of {args.hits} (run {issued.run_id}), "
+        f"Request references for {counted(len(rows), 'hit')} of {args.hits} (run {issued.run_id}), "
         f"one per row, written to {args.out} (record_id,partner,reference)."
     )
     if not args.quiet:

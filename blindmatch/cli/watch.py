@@ -34,6 +34,7 @@ from blindmatch.cli.options import (
 )
 from blindmatch.cli.realtime import QUOTE, encode_query, person_arguments, shared_records
 from blindmatch.client.errors import InputError, MatcherError, UnavailableError
+from blindmatch.matcher.domain import counted
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -168,7 +169,7 @@ class Printer:
 def _ended(error: BaseException | None, seen: int) -> BaseException:
     """The matcher ended the watch (it was not asked to): why, as the same kind of error, so
     the exit status is the one that kind maps to."""
-    told = f"after {seen} event(s)"
+    told = f"after {counted(seen, 'event')}"
     if error is None:
         return UnavailableError(
             f"the matcher ended the watch {told} without saying why (it may have stopped); "
@@ -244,7 +245,7 @@ def _watch(args: argparse.Namespace) -> int:
                     else:  # refused before it opened: the refusal, as `query` says one
                         raise got.error
                 else:
-                    why = f"{seen} event(s), as --count asked"
+                    why = f"{counted(seen, 'event')}, as --count asked"
             except KeyboardInterrupt as stop:
                 if not opened:
                     raise
@@ -253,7 +254,7 @@ def _watch(args: argparse.Namespace) -> int:
             # drops the watch (and has S1 and S2 forget its records).
     finally:
         printer.close()
-    _say(args, f"Watch closed: {why}; {seen} event(s) received.")
+    _say(args, f"Watch closed: {why}; {counted(seen, 'event')} received.")
     return 0
 
 
@@ -267,7 +268,7 @@ def _quiet_stdout() -> None:
 
 def _watching(args: argparse.Namespace, labels: list[str], usable: list[Any]) -> str:
     lines = [
-        f"Watching {len(labels)} record(s) in {args.project} for partners' later matches "
+        f"Watching {counted(len(labels), 'record')} in {args.project} for partners' later matches "
         "(Ctrl-C to stop):"
     ]
     lines += [f"  {label} ({use.describe()})" for label, use in zip(labels, usable, strict=True)]

@@ -39,6 +39,7 @@ from blindmatch.client.encoding.readcsv import (
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
 from blindmatch.client.progress import ROWS, Progress
+from blindmatch.client.words import counted
 
 # Below this share of present values a field is called sparse in the report.
 SPARSE_BELOW = 0.8
@@ -133,12 +134,12 @@ def _quality_warnings(report: EncodeReport, schema: LinkageSchema) -> None:
             check = {"date": "the column and any date_format", "text": "the column and any split"}
             check_what = check.get(kinds.get(fr.field, ""), "the column")
             report.warnings.append(
-                f"{fr.field}: {fr.invalid} value(s) ({fr.invalid / rows:.0%}) could "
+                f"{fr.field}: {counted(fr.invalid, 'value')} ({fr.invalid / rows:.0%}) could "
                 f"not be read; check {check_what} in the mapping"
             )
         if fr.ambiguous:
             report.warnings.append(
-                f"{fr.field}: {fr.ambiguous} value(s) ({fr.ambiguous / rows:.0%}) read as "
+                f"{fr.field}: {counted(fr.ambiguous, 'value')} ({fr.ambiguous / rows:.0%}) read as "
                 "different dates under the mapping's date formats and were encoded as "
                 "missing; if the export writes one order only, declare just that format"
             )

@@ -10,6 +10,8 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from blindmatch.client.words import counted, word
+
 # Invalid rows listed per field in the printed report (all of them go to report.json).
 PRINT_LIMIT = 10
 # Records with fewer usable fields than this rarely match confidently.
@@ -66,7 +68,7 @@ class FieldReport:
         rows = ", ".join(map(str, self.note_rows))
         more = ", ..." if len(self.notes) > PRINT_LIMIT or count > len(self.note_rows) else ""
         return (
-            f"{self.field}: {count} note(s) left out of the name: {values} "
+            f"{self.field}: {counted(count, 'note')} left out of the name: {values} "
             f"(row{'s' if len(self.note_rows) > 1 else ''} {rows}{more})"
         )
 
@@ -85,8 +87,8 @@ class FieldReport:
         rows = ", ".join(map(str, self.placeholder_rows))
         more = ", ..." if count > len(self.placeholder_rows) else ""
         return (
-            f"{self.field}: {count} placeholder(s) for 'unknown' encoded as missing: {values} "
-            f"(row{'s' if count > 1 else ''} {rows}{more})"
+            f"{self.field}: {counted(count, 'placeholder')} for 'unknown' encoded as missing: "
+            f"{values} (row{'s' if count > 1 else ''} {rows}{more})"
         )
 
 
@@ -150,18 +152,21 @@ class EncodeReport:
         lines.extend(f"  {fr.note_line()}" for fr in self.fields if fr.notes)
         if self.duplicate_ids:
             kept = "skipped" if self.on_duplicate_id == "keep-first" else "kept"
+            n = len(self.duplicate_ids)
             lines.append(
-                f"  {len(self.duplicate_ids)} row(s) repeat an earlier row's record id and were "
-                f"{kept} (--on-duplicate-id {self.on_duplicate_id}):"
+                f"  {counted(n, 'row')} {word(n, 'repeats', 'repeat')} an earlier row's record "
+                f"id and {word(n, 'was', 'were')} {kept} (--on-duplicate-id "
+                f"{self.on_duplicate_id}):"
             )
             lines.extend(
                 f"    row {d['row']}: id {d['id']!r} first at row {d['first_row']}"
                 for d in self.duplicate_ids[:PRINT_LIMIT]
             )
         if self.exact_duplicates:
+            n = len(self.exact_duplicates)
             lines.append(
-                f"  {len(self.exact_duplicates)} row(s) are exact duplicates of an earlier row "
-                "(every column the same): "
+                f"  {counted(n, 'row')} {word(n, 'is an exact duplicate', 'are exact duplicates')}"
+                " of an earlier row (every column the same): "
                 + ", ".join(
                     f"row {d['row']} = row {d['same_as']}"
                     for d in self.exact_duplicates[:PRINT_LIMIT]
@@ -169,23 +174,26 @@ class EncodeReport:
             )
         if self.header_rows:
             repeats = ", ".join(map(str, self.header_rows[:PRINT_LIMIT]))
+            n = len(self.header_rows)
             lines.append(
-                f"  {len(self.header_rows)} row(s) repeat the header and were skipped (exports "
-                f"joined together?): row {repeats}"
+                f"  {counted(n, 'row')} {word(n, 'repeats', 'repeat')} the header and "
+                f"{word(n, 'was', 'were')} skipped (exports joined together?): row {repeats}"
             )
         if self.blank_rows:
             lines.append(
-                f"  {self.blank_rows} blank row(s) skipped (no value in any column; not "
+                f"  {counted(self.blank_rows, 'blank row')} skipped (no value in any column; not "
                 "counted as rows)"
             )
         if self.empty_records:
             lines.append(
-                f"  {self.empty_records} record(s) had no usable value at all and cannot match"
+                f"  {counted(self.empty_records, 'record')} had no usable value at all and "
+                "cannot match"
             )
         if self.few_fields_records:
+            n = self.few_fields_records
             lines.append(
-                f"  {self.few_fields_records} record(s) have fewer than {FEW_FIELDS} usable "
-                "fields and will rarely match with confidence"
+                f"  {counted(n, 'record')} {word(n, 'has', 'have')} fewer than {FEW_FIELDS} "
+                "usable fields and will rarely match with confidence"
             )
         if self.hardening:
             lines.append(f"  hardening: {self.hardening}")

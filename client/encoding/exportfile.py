@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import counted
+from blindmatch.client.words import word as agrees
 
 # Bytes read first to recognise a workbook, UTF-16, UTF-8 or CR-only line ends.
 HEAD_BYTES = 1 << 16
@@ -209,8 +211,8 @@ class OddSymbols:
     def warnings(self, encoding: str) -> list[str]:
         cause = self.cause(encoding)
         return [
-            f"{field}: {count} value(s) hold {self.what}, such as "
-            f"{first!r} (row{'s' * (len(rows) > 1)} {', '.join(map(str, rows))}"
+            f"{field}: {counted(count, 'value')} {agrees(count, 'holds', 'hold')} {self.what}, "
+            f"such as {first!r} (row{'s' * (len(rows) > 1)} {', '.join(map(str, rows))}"
             f"{', ...' * (count > len(rows))}): {cause}"
             for field, (count, rows, first) in self.found.items()
         ]

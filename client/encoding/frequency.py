@@ -41,6 +41,7 @@ from clkhash import field_formats
 from clkhash.schema import Schema
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import counted
 
 # Below this many present values of a field, its tiers are not used (middle tier for all).
 MIN_VALUES = 100
@@ -164,7 +165,7 @@ def untiered(
 def untiered_warning(tier: FrequencyTiers, count: int) -> str:
     """What `blindmatch encode` warns (report and stderr) for a field `untiered` found."""
     return (
-        f"{tier.field}: only {count} present value(s), fewer than the {MIN_VALUES} the "
+        f"{tier.field}: only {counted(count, 'present value')}, fewer than the {MIN_VALUES} the "
         "schema's frequency tiers (blindmatch.frequency) need: all were encoded at the "
         f"middle tier ({tier.base_bits} bits per feature), so a value rare in a partner's "
         "larger export has fewer bits here than there and its matches score lower; encoded "

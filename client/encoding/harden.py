@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import word
 
 SaltPart = Literal["year", "value"]
 
@@ -162,7 +163,7 @@ def hardening_from_raw(raw: dict[str, Any], where: str = "schema") -> Hardening:
     problems = []
     unknown = sorted(set(spec) - {"salt", "blip", "balance", "xorFolds"})
     if unknown:
-        problems.append(f"unknown key(s) {', '.join(unknown)}")
+        problems.append(f"unknown {word(len(unknown), 'key')} {', '.join(unknown)}")
     salt_field, salt_part = None, "year"
     if "salt" in spec:
         salt = spec["salt"]

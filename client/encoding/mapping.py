@@ -37,6 +37,7 @@ from blindmatch.client.encoding.normalise import (
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import word
 
 FIELD_KEYS = ("column", "columns", "date_format", "split", "part", "values")
 TOP_KEYS = ("id", "fields", "delimiter", "encoding")
@@ -133,8 +134,8 @@ def _column_map(field: str, value: Any, problems: list[str], date_field: bool) -
     unknown = sorted(set(value) - set(FIELD_KEYS))
     if unknown:
         problems.append(
-            f"fields.{field}: unknown key(s) {', '.join(unknown)} (a field's table takes "
-            f"{', '.join(FIELD_KEYS)})"
+            f"fields.{field}: unknown {word(len(unknown), 'key')} {', '.join(unknown)} (a field's "
+            f"table takes {', '.join(FIELD_KEYS)})"
         )
     if ("column" in value) == ("columns" in value):
         problems.append(f"fields.{field}: give exactly one of 'column' or 'columns'")
@@ -263,7 +264,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
     problems: list[str] = []
     unknown = sorted(set(data) - set(TOP_KEYS))
     if unknown:
-        problems.append(f"unknown top-level key(s) {', '.join(unknown)}")
+        problems.append(f"unknown top-level {word(len(unknown), 'key')} {', '.join(unknown)}")
     id_column = data.get("id")
     if not isinstance(id_column, str) or not id_column:
         problems.append("'id' must name the local record id column, e.g. id = \"URN\"")

@@ -18,6 +18,7 @@ from blindmatch.client.encoding.mapping import Mapping as ColumnMapping
 from blindmatch.client.encoding.normalise import NOT_A_REAL_DATE, QUERY_DATE_FORMATS
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import counted, word
 
 # How a field is named in a query's reply ("compared on: given name, surname; ...").
 FIELD_LABELS = {"dob": "date of birth", "given_name": "given name"}
@@ -246,7 +247,8 @@ def refuse_nothing_usable(result: EncodeResult, *, verb: str = "query") -> None:
     more = report.empty_records - len(report.empty_rows)
     listed = f"{rows} and {more} more" if more > 0 else rows
     raise InputError(
-        f"{report.source}: {report.empty_records} record(s) to {verb} have no usable value "
+        f"{report.source}: {counted(report.empty_records, 'record')} to {verb} "
+        f"{word(report.empty_records, 'has', 'have')} no usable value "
         f"(row {listed}: every mapped column blank once normalised, as punctuation or a "
         f"placeholder such as N/A is); {_nothing(verb)} (give each person at least one "
         f"value, or leave those rows out)"

@@ -53,6 +53,7 @@ from blindmatch.client.encoding.recordids import (
 )
 from blindmatch.client.encoding.schema import LinkageSchema
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import counted, word
 
 if TYPE_CHECKING:
     from _csv import Reader as CsvReader
@@ -265,7 +266,8 @@ def read_rows(
             for c in absent
         ]
         raise InputError(
-            f"{csv_path}: column(s) {', '.join(described)} not in the header; "
+            f"{csv_path}: {word(len(described), 'column')} {', '.join(described)} not in the "
+            "header; "
             f"the header has: {', '.join(header)}"
             + _suggest_delimiter(
                 first_line[0] if first_line else "",
@@ -436,7 +438,8 @@ def read_rows(
         report.warnings.append(excel_hint(excel, mapping.id_column))
     for (column, rule_name), comma_rows in commas.items():
         report.warnings.append(
-            f"column {column}: {len(comma_rows)} full name(s) have a comma, as 'Surname, Given' "
+            f"column {column}: {counted(len(comma_rows), 'full name')} "
+            f"{word(len(comma_rows), 'has', 'have')} a comma, as 'Surname, Given' "
             f'is written, but {mapping.path.name} says split = "{rule_name}", which ignores '
             'it; if the export writes the surname first with a comma, use split = "surname, '
             'given"'

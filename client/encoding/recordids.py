@@ -13,6 +13,7 @@ import numpy as np
 
 from blindmatch.client.encoding.encodereport import PRINT_LIMIT
 from blindmatch.client.errors import InputError
+from blindmatch.client.words import counted, word
 
 # A number Excel shows (and saves as CSV) in scientific notation: '9.43477E+09'.
 _SCIENTIFIC = re.compile(r"[0-9](\.[0-9]+)?E\+[0-9]+", re.IGNORECASE)
@@ -45,8 +46,10 @@ def case_warning(twins: list[tuple[int, str, int, str]], column: str) -> str:
     )
     more = f", and {len(twins) - PRINT_LIMIT} more" if len(twins) > PRINT_LIMIT else ""
     return (
-        f"column {column}: {len(twins)} record id(s) differ from an earlier row's only in case, "
-        f"and are encoded as different records: {named}{more}; if each pair is one record, "
+        f"column {column}: {counted(len(twins), 'record id')} "
+        f"{word(len(twins), 'differs', 'differ')} from an earlier row's only in case, and "
+        f"{word(len(twins), 'is', 'are')} encoded as different records: {named}{more}; if each "
+        "pair is one record, "
         "give both rows the same id (then --on-duplicate-id applies) or correct the export"
     )
 
@@ -78,7 +81,8 @@ class Repeats:
         )
         if self.rows > 1:
             more = self.rows - len(self.named)
-            named = (f"{self.rows} rows repeat an earlier row's id ({len(self.ids)} id(s)): "
+            ids = counted(len(self.ids), "id")
+            named = (f"{self.rows} rows repeat an earlier row's id ({ids}): "
                      f"{named}{f'; and {more} more' if more else ''}")  # fmt: skip
         excel = excel_numbers([rid for _row, rid, _first, _exact in self.named])
         if excel:  # not a choice of which row to keep: the ids lost their digits

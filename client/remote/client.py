@@ -196,12 +196,21 @@ class MatcherClient(OperatorCalls):
         """Start a run, or get the one already queued or running (so safe to retry). Where
         the matcher has not answered in WAIT_SAID_SECONDS, `on_wait` is told once what it
         waits for: in a two-server project the matcher first reaches S1 and S2 (up to its
-        REACH_SECONDS, 5, each try), which said nothing before (twoleft, 2026-12-07)."""
+        REACH_SECONDS, 5, each try), which said nothing before (twoleft, 2026-12-07). The
+        project's mode is asked first where `on_wait` is set (its settings alone: neither
+        audited nor counted), so that a CLK project's wait is not said as a two-server
+        one's (leftovers2)."""
         request = pb.StartRunRequest(project=project)
-        said = threading.Timer(WAIT_SAID_SECONDS, self.on_wait or (lambda _: None), args=(
-            "run: waiting for the matcher to start it (in a two-server project it first "
-            "reaches S1 and S2, and gives up on one that does not answer in 5 s) ...",
-        ))  # fmt: skip
+        waiting = "run: waiting for the matcher to start it ..."
+        if self.on_wait is not None and (
+            self.describe(project, settings_only=True).mode == "two-server"
+        ):  # fmt: skip
+            waiting = (
+                "run: waiting for the matcher to start it (in a two-server project it first "
+                "reaches S1 and S2, and gives up on one that does not answer in 5 s) ..."
+            )
+        said = threading.Timer(WAIT_SAID_SECONDS, self.on_wait or (lambda _: None),
+                               args=(waiting,))  # fmt: skip
         said.daemon = True
         if self.on_wait is not None:
             said.start()

@@ -20,6 +20,7 @@ from blindmatch.client.encoding.refs import SyncPlan, plan_sync, row_refs
 from blindmatch.client.errors import InputError, NotFoundError, RejectedError
 from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.model import IndexSummary
+from blindmatch.client.words import word
 from blindmatch.protos.wire import clk_digest
 
 
@@ -139,7 +140,8 @@ def add_to_index(
     unknown = [i for i in wanted if i not in clks]
     if unknown:
         raise InputError(
-            f"{encoded.path}: no record with id(s) {', '.join(map(repr, unknown[:5]))}"
+            f"{encoded.path}: no record with {word(len(unknown), 'id')} "
+            f"{', '.join(map(repr, unknown[:5]))}"
         )
     refs = row_refs(wanted, key)
     return client.change_index(
@@ -168,6 +170,7 @@ def remove_from_index(
             " (none of the ids given is: is this the ref key the index was built with?)"
         )  # fmt: skip
         raise NotFoundError(
-            f"not in your index of {project}: id(s) {', '.join(repr(i) for i in missing)}"
+            f"not in your index of {project}: {word(len(missing), 'id')} "
+            f"{', '.join(repr(i) for i in missing)}"
             f"{every}; nothing was removed ({exc})"
         ) from None

@@ -20,6 +20,7 @@ from blindmatch.client.remote.convert import query_answer, score_rule, watch_eve
 from blindmatch.client.remote.model import QueryAnswer, TwoServerTicket, WatchEvent
 from blindmatch.client.remote.peers import drop_peer_channels, peer_channel
 from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
+from blindmatch.client.words import counted
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos.wire import BAND_KEYS_NEEDED, BLOCKED_PARTNER_METADATA, WATCH_COMPARES
 
@@ -293,8 +294,8 @@ def _watch(
         events = untold(found, told)
         again = len(found) - len(events)
         already = f" ({again} more this watch had told already, not told again)" if again else ""
-        notice(f"Caught up on {partner}'s upload: {len(events)} event(s) from the query of "
-               f"every partner's current upload{already}; the watch goes on with the band "
+        notice(f"Caught up on {partner}'s upload: {counted(len(events), 'event')} from the query "
+               f"of every partner's current upload{already}; the watch goes on with the band "
                "keys")  # fmt: skip
         yield from events
 

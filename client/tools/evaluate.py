@@ -23,6 +23,7 @@ from pathlib import Path
 from blindmatch.client.errors import InputError
 from blindmatch.client.files import check_writable, read_csv_lines, write_csv
 from blindmatch.client.tools.truth import Hit, Truth, read_truth
+from blindmatch.client.words import counted
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,19 @@ class Scored:
     line: int = dataclasses.field(default=0, compare=False)
 
 
+# How a measure nothing defines is said (`Quality.said`): precision with no hit claimed,
+# recall with no true hit, F1 with neither (leftovers2: they were said 1.0000, "(0 of 0)").
+UNDEFINED = "undefined"
+MEASURES = ("precision", "recall", "f1")
+
+
 @dataclass(frozen=True)
 class Quality:
+    """Hits claimed (`predicted`), those true, and the true hits there are (`actual`). The
+    float properties keep the old convention where a measure is undefined (precision 1.0
+    with no hit claimed, recall 1.0 with no true hit: what the sweep's choice and plots
+    rank by); `defined` and `said`, what is printed and written, say it is undefined."""
+
     true_positives: int
     predicted: int
     actual: int
@@ -54,12 +66,25 @@ class Quality:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    def defined(self, measure: str) -> float | None:
+        """`measure` ("precision", "recall", "f1"); None: no hit claimed, no true hit, neither."""
+        if measure == "precision":
+            return self.precision if self.predicted else None
+        if measure == "recall":
+            return self.recall if self.actual else None
+        return self.f1 if self.predicted + self.actual else None  # (2 TP / (claimed + true))
+
+    def said(self, measure: str, spec: str = ".4f", undefined: str = UNDEFINED) -> str:
+        value = self.defined(measure)
+        return undefined if value is None else format(value, spec)
+
     def __str__(self) -> str:
-        return (
-            f"precision {self.precision:.4f}, recall {self.recall:.4f}, F1 {self.f1:.4f} "
-            f"({self.true_positives} of {self.predicted} reported hits true; "
-            f"{self.actual} true hits)"
-        )
+        p = self.said("precision") if self.predicted else f"{UNDEFINED} (no hits claimed)"
+        r = self.said("recall") if self.actual else f"{UNDEFINED} (no true hits)"
+        claimed = f"{self.true_positives} of {self.predicted} reported hits true"
+        claimed = claimed if self.predicted else "no hits reported"
+        f1 = self.said("f1")
+        return f"precision {p}, recall {r}, F1 {f1} ({claimed}; {self.actual} true hits)"
 
 
 # A results file at the count level (client/results.py HEADERS): how many records each
@@ -261,8 +286,8 @@ def check_scored(
         count = sum(1 for s in scored if s.hit[2] == partner)
         raise InputError(
             f"{where(strangers[0])}: partner {partner!r} is not in the truth file {truth_path} "
-            f"(members: {members}), so its {count} hit(s) cannot be judged; the truth file "
-            "lists every record of every member of the project, the partners' too"
+            f"(members: {members}), so its {counted(count, 'hit')} cannot be judged; the truth "
+            "file lists every record of every member of the project, the partners' too"
         )
 
 
@@ -382,8 +407,8 @@ class Evaluation:
                 q = point.quality
                 mark = "  <- recommended" if point is self.recommended else ""
                 lines.append(
-                    f"  {point.threshold:>10.4f} {q.precision:>9.4f} {q.recall:>7.4f} "
-                    f"{q.f1:>7.4f}{mark}"
+                    f"  {point.threshold:>10.4f} {q.said('precision'):>9} {q.said('recall'):>7} "
+                    f"{q.said('f1'):>7}{mark}"
                 )
             if self.recommended is not None:
                 lines.append(
@@ -460,9 +485,9 @@ def evaluate_files(
         write_csv(  # whole or not at all, as each plot is written
             sweep_csv,
             ["threshold", "precision", "recall", "f1", "reported", "true"],
-            [[f"{p.threshold:.6f}", f"{p.quality.precision:.6f}", f"{p.quality.recall:.6f}",
-              f"{p.quality.f1:.6f}", str(p.quality.predicted), str(p.quality.true_positives)]
-             for p in points],
+            [[f"{p.threshold:.6f}", *(p.quality.said(m, ".6f", "") for m in MEASURES),
+              str(p.quality.predicted), str(p.quality.true_positives)]
+             for p in points],  # (an undefined measure empty: recall with no true hit)
         )  # fmt: skip
         files.append(sweep_csv)
         threshold = best.threshold if best else None

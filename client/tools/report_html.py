@@ -19,6 +19,7 @@ from blindmatch.client.files import write_text
 from blindmatch.client.tools import charts
 from blindmatch.client.tools.evaluate import table_rows
 from blindmatch.client.tools.report import MemberReport
+from blindmatch.client.words import counted, word
 
 # Per-record rows shown on the page; the results CSV holds them all.
 MAX_ROWS = 2000
@@ -228,7 +229,7 @@ def _evaluation(r: MemberReport) -> str:
     table = _table(
         ("against", "precision", "recall", "F1", "true hits reported", "hits reported",
          "true hits", "note"),
-        ((who, f"{q.precision:.4f}", f"{q.recall:.4f}", f"{q.f1:.4f}", q.true_positives,
+        ((who, q.said("precision"), q.said("recall"), q.said("f1"), q.true_positives,
           q.predicted, q.actual, note) for who, q, note in rows),
         numeric=(1, 2, 3, 4, 5, 6),
     )  # fmt: skip
@@ -275,9 +276,9 @@ def _scores(r: MemberReport) -> str:
                 (
                     (
                         f"{p.threshold:.4f}",
-                        f"{p.quality.precision:.4f}",
-                        f"{p.quality.recall:.4f}",
-                        f"{p.quality.f1:.4f}",
+                        p.quality.said("precision"),
+                        p.quality.said("recall"),
+                        p.quality.said("f1"),
                         "recommended" if p is ev.recommended else "",
                     )
                     for p in shown
@@ -303,14 +304,17 @@ def _rows_not_encoded(enc: dict[str, Any]) -> str:
     repeats = enc.get("duplicate_ids") or []
     if repeats:
         kept = "skipped" if enc.get("on_duplicate_id") == "keep-first" else "kept"
-        said.append(f"{len(repeats)} row(s) repeat an earlier row's record id ({kept})")
+        said.append(
+            f"{counted(len(repeats), 'row')} {word(len(repeats), 'repeats', 'repeat')} an earlier "
+            f"row's record id ({kept})"
+        )
     if enc.get("blank_rows"):
-        said.append(f"{enc['blank_rows']} blank row(s) skipped")
+        said.append(f"{counted(int(enc['blank_rows']), 'blank row')} skipped")
     if enc.get("header_rows"):
-        said.append(f"{len(enc['header_rows'])} row(s) repeating the header skipped")
+        said.append(f"{counted(len(enc['header_rows']), 'row')} repeating the header skipped")
     ambiguous = sum(int(f.get("ambiguous", 0)) for f in enc.get("fields") or [])
     if ambiguous:
-        said.append(f"{ambiguous} ambiguous date(s) encoded as missing")
+        said.append(f"{counted(ambiguous, 'ambiguous date')} encoded as missing")
     return f"<p>{escape('; '.join(said))}.</p>" if said else ""
 
 
@@ -358,7 +362,7 @@ def _data_quality(r: MemberReport) -> str:
         f"<p>{escape(str(enc.get('rows_encoded', 0)))} of {escape(str(enc.get('rows_read', 0)))} "
         f"rows encoded from {escape(str(enc.get('source', '')))}; hardening: "
         f"{escape(str(enc.get('hardening') or 'not recorded'))}; "
-        f"{escape(str(enc.get('empty_records', 0)))} record(s) with no usable value; "
+        f"{counted(int(enc.get('empty_records', 0)), 'record')} with no usable value; "
         f"{escape(str(enc.get('few_fields_records', 0)))} with fewer than 3 usable fields.</p>"
         + _rows_not_encoded(enc)
     )
@@ -470,5 +474,5 @@ def _learnt(entry: dict[str, Any]) -> str:
         for p, lvl in sorted((entry.get("disclosed") or {}).items())
     ]
     if "records" in detail:
-        parts.append(f"{detail['records']} record(s) asked")
+        parts.append(f"{counted(int(detail['records']), 'record')} asked")
     return "; ".join(parts) or "nothing"

@@ -70,7 +70,7 @@ ACTIONS = {
     "twoserver.standing": "S1 and S2 converted a partner's upload once for the queries against it",
     "twoserver.standing_dropped": "S1 or S2 dropped a half-made standing conversion (it failed, "
     "the combiner gave it up, or no piece came), or one a new conversion of the partner "
-    "replaced",
+    "replaced, or one whose upload was replaced or forgotten",
     "twoserver.standing_started": "S1 or S2 started converting a partner's upload (at a query, "
     "or ahead of any: standahead)",
     "twoserver.resume": "the combiner asked S1 or S2 for a batch's output shares again",

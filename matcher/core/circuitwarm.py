@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from blindmatch.matcher.core.twoblocking import FALLBACK, RECORD
 from blindmatch.matcher.core.twoserver import Combiner
-from blindmatch.matcher.domain import DEFAULT_THRESHOLD, NO_RULE, Rule
+from blindmatch.matcher.domain import DEFAULT_THRESHOLD, NO_RULE, Rule, counted
 
 log = logging.getLogger("blindmatch.matcher")
 
@@ -84,8 +84,9 @@ def warm(
         except Exception:  # a warm-up never stops a party: the first call builds it
             log.exception("%s: link-bit circuits not built ahead", who)
             return
-        log.info("%s: link-bit circuits of %d threshold(s) and upload shape(s) built ahead "
-                 "in %.0f ms CPU", who, built, 1000 * (time.thread_time() - start))  # fmt: skip
+        circuits = counted(built, "link-bit circuit")
+        log.info("%s: %s (a threshold and upload shape each) built ahead in %.0f ms CPU", who,
+                 circuits, 1000 * (time.thread_time() - start))  # fmt: skip
 
     thread = threading.Thread(target=run, name="bm-circuits", daemon=True)
     thread.start()

@@ -39,6 +39,7 @@ from blindmatch.matcher.domain import (
     MAX_INDEX_RECORDS,
     ChangeSummary,
     Encoding,
+    counted,
     retried_change,
 )
 from blindmatch.matcher.realtime.indexchecks import check_refs, check_restated, digest_of
@@ -113,9 +114,9 @@ class StandingIndexes:
         if cut_short:
             self.store.audit.void(cut_short)
             log.warning(
-                "%d index change(s) announced in the audit log were cut short before they "
-                "were stored; the log now says so (%s)",
-                len(cut_short),
+                "%s announced in the audit log and never stored (cut short); the log now "
+                "says so (%s)",
+                counted(len(cut_short), "index change"),
                 VOID,
             )
 
@@ -277,7 +278,7 @@ class StandingIndexes:
                     shown = ", ".join(repr(r) for r in unknown[:5])
                     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
                     raise errors.NotFound(
-                        f"remove.refs: {len(unknown)} reference(s) not in your index: "
+                        f"remove.refs: {counted(len(unknown), 'reference')} not in your index: "
                         f"{shown}{more}; nothing was changed"
                     )
             if puts:

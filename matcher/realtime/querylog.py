@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.domain import NOTIFY, QUERY, WATCH, QueryRecord
+from blindmatch.matcher.domain import NOTIFY, QUERY, WATCH, QueryRecord, counted
 from blindmatch.matcher.errors import ResourceExhausted
 from blindmatch.matcher.storage.index_store import IndexStore
 
@@ -70,11 +70,11 @@ def _log(record: QueryRecord) -> None:
     who = f"{record.member} (user {record.user})" if record.user else record.member
     if record.refused:
         log.warning(
-            "%s refused: %s/%s, %d record(s), purpose %r: %s",
+            "%s refused: %s/%s, %s, purpose %r: %s",
             record.kind,
             record.project,
             who,
-            record.records,
+            counted(record.records, "record"),
             record.purpose,
             record.refused,
         )
@@ -82,11 +82,11 @@ def _log(record: QueryRecord) -> None:
     if not log.isEnabledFor(logging.DEBUG):
         return
     log.debug(
-        "%s: %s/%s, %d record(s), purpose %r, disclosed %s",
+        "%s: %s/%s, %s, purpose %r, disclosed %s",
         record.kind,
         record.project,
         who,
-        record.records,
+        counted(record.records, "record"),
         record.purpose,
         ", ".join(f"{p} ({lvl})" for p, lvl in sorted(record.disclosed.items())) or "nothing",
     )
@@ -245,7 +245,7 @@ class QueryLog:
             try:
                 self._audit_sink(events)
             except ResourceExhausted as exc:
-                log.error("%d request(s) not answered: %s", len(records), exc)
+                log.error("%s not answered: %s", counted(len(records), "request"), exc)
                 raise ResourceExhausted(NOT_AUDITED) from exc
         for record in records:
             _log(record)

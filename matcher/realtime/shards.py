@@ -48,7 +48,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.core.fallbackindex import FallbackIndex, load_index
 from blindmatch.matcher.core.index import MemberIndex, as_words
-from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.domain import Encoding, counted
 from blindmatch.matcher.realtime.lookups import Answer, Lookups
 from blindmatch.matcher.storage.shard_source import (
     NewerLayout,
@@ -489,7 +489,7 @@ def _layout(encoding: Encoding) -> tuple[int, int, Rule]:
 def describe_shards(addresses: Sequence[str]) -> str:
     """How the matcher's indexes are spread, for its log."""
     return (
-        f"real-time look-ups go to {len(addresses)} look-up server(s), each index split by "
-        f"ref into {len(addresses)} shard(s): "
+        f"real-time look-ups go to {counted(len(addresses), 'look-up server')}, each index "
+        f"split by ref into {counted(len(addresses), 'shard')}: "
         + ", ".join(f"shard {i} at {a}" for i, a in enumerate(addresses))
     )

@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import tickets
+from blindmatch.matcher.domain import counted
 from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup
 
 log = logging.getLogger("blindmatch.matcher.realtime")
@@ -130,10 +131,10 @@ class LeftRecords:
             pending = self._pending(server)
             (log.warning if n == 1 or n % WARN_EVERY == 0 else log.info)(
                 "at start-up: %s has not forgotten the queries' and watches' records a matcher "
-                "stopped without closing left there, in %d project(s) (%s): %s; asking again in "
+                "stopped without closing left there, in %s (%s): %s; asking again in "
                 "%.0f s (attempt %d); until then no query ticket of those projects is issued "
-                "unless %s answers", server, len(pending), ", ".join(pending[:5]), error, wait, n,
-                server,
+                "unless %s answers", server, counted(len(pending), "project"),
+                ", ".join(pending[:5]), error, wait, n, server,
             )  # fmt: skip
             self._stop.wait(wait)
 

@@ -45,7 +45,7 @@ from typing import TypeVar
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, tickets
 from blindmatch.matcher.core.disclose import QueryDisclosure
-from blindmatch.matcher.domain import MAX_QUERY_RECORDS, Encoding, Project
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, Encoding, Project, counted
 from blindmatch.matcher.realtime import twopartner
 from blindmatch.matcher.realtime.twopartner import (
     Opened,
@@ -172,8 +172,9 @@ def search(
         forgot = setup.forget(project.name, name.split("/")[1])
     out.forgot = forgot
     log.info(
-        "%s/%s: a two-server query of %d record(s): %d partner(s) searched, %d not, %d pairs "
-        "through the circuit, %d rounds", project.name, member, records, len(out.partners),
+        "%s/%s: a two-server query of %s: %s searched, %d not, %d pairs "
+        "through the circuit, %d rounds", project.name, member, counted(records, "record"),
+        counted(len(out.partners), "partner"),
         len(out.not_searched), out.pairs, out.transcript.rounds,
     )  # fmt: skip
     return out

@@ -63,6 +63,7 @@ from blindmatch.matcher.domain import (
     Encoding,
     Project,
     QueryRecord,
+    counted,
 )
 from blindmatch.matcher.realtime import twopartner, twoquery
 from blindmatch.matcher.realtime.twowait import Waits
@@ -297,8 +298,9 @@ class TwoServerWatches:
             self.compared += 1
             self.stood += standing
         log.info(
-            "%s/%s's upload compared with %d two-server watch(es): %d notification(s) in %.0f ms",
-            project_name, partner, len(watches), sent, 1000 * (time.perf_counter() - start),
+            "%s/%s's upload compared with %s: %s in %.0f ms", project_name, partner,
+            counted(len(watches), "two-server watch", "two-server watches"),
+            counted(sent, "notification"), 1000 * (time.perf_counter() - start),
         )  # fmt: skip
 
     def _busy(

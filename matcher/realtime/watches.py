@@ -25,7 +25,7 @@ from blindmatch.matcher.core.disclose import Match, QueryDisclosure, disclose_qu
 from blindmatch.matcher.core.fallback import NO_RULE, Rule
 from blindmatch.matcher.core.fallbackindex import searchable
 from blindmatch.matcher.core.segment import Hits
-from blindmatch.matcher.domain import NOTIFY, Encoding, Level, Project, QueryRecord
+from blindmatch.matcher.domain import NOTIFY, Encoding, Level, Project, QueryRecord, counted
 
 log = logging.getLogger("blindmatch.matcher.realtime")
 
@@ -213,7 +213,7 @@ def deliver(
     try:
         record(records)  # durable in the audit log first
     except Exception:
-        log.exception("%d watch notification(s) not recorded, so not sent", len(events))
+        log.exception("%s not recorded, so not sent", counted(len(events), "watch notification"))
         return 0
     for watch, event in events:
         watch.events.put(event)

@@ -21,6 +21,7 @@ from blindmatch.matcher.domain import (
     MAX_INDEX_CHANGE_BYTES,
     MAX_UPLOAD_BYTES,
     TWO_SERVER,
+    counted,
 )
 from blindmatch.matcher.errors import (
     Busy,
@@ -218,7 +219,8 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             user,
         )
         if ended:
-            log.info("%s/%s: %s %s, %d open stream(s) ended", project, member, whose, what, ended)
+            log.info("%s/%s: %s %s, %s ended", project, member, whose, what,
+                     counted(ended, "open stream"))  # fmt: skip
 
     @operator_call
     def ListProjects(self, request: pb.ListProjectsRequest, context: Call) -> pb.ProjectList:

@@ -29,7 +29,7 @@ import numpy as np
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import densearith, denseblock, linkbit, ring64, triplecheck
 from blindmatch.matcher.core.proposal import Refused, run_cutoffs
-from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.domain import Rule, counted
 from blindmatch.matcher.rpc.twoserver_margin import Dense
 from blindmatch.matcher.rpc.twoserver_peers import (
     CALL_SECONDS,
@@ -100,8 +100,8 @@ def setups(m: pb.BlockDeal, blocks: Sequence[densearith.Shape], role: int,
              for k, s in enumerate(blocks)]  # fmt: skip
     if len(setup) != sum(sizes):
         raise errors.InvalidArgument(
-            f"setup: {len(setup):,} bytes for {len(blocks)} block(s) of {m.blocks!r}; their "
-            f"deal to {('S1', 'S2')[role]} is {sum(sizes):,}"
+            f"setup: {len(setup):,} bytes for {counted(len(blocks), 'block')} of {m.blocks!r}; "
+            f"their deal to {('S1', 'S2')[role]} is {sum(sizes):,}"
         )
     out, at = [], 0
     for n in sizes:

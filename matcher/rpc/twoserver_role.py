@@ -27,6 +27,7 @@ from blindmatch.matcher.core.querylimit import QueryLimits
 from blindmatch.matcher.core.rowledger import KINDS, RowLedger
 from blindmatch.matcher.core.tickets import QUERY_MARK
 from blindmatch.matcher.core.twoserver import PairBatch, ShareServer, reach_cutoff
+from blindmatch.matcher.domain import counted
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_blocks import HeldBlocks, widths
@@ -182,16 +183,17 @@ class _Role:
                      queries=queries, sealed=len(restored.sealed),
                      backup_taken=restored.backup_taken, seconds=seconds,
                      **({"ledger": ledger} if self.role == "s1" else {}))  # fmt: skip
-            log.info("%s restored %d upload(s), %d pairs evaluated and %d ledger entries from "
-                     "%s in %.1f s", NAMES[self.role], len(self.held), self.budget.pairs(),
+            log.info("%s restored %s, %d pairs evaluated and %d ledger entries from "
+                     "%s in %.1f s", NAMES[self.role], counted(len(self.held), "upload"),
+                     self.budget.pairs(),
                      sum(ledger.values()), self.store.path, seconds)  # fmt: skip
         if restored.sealed:
             log.warning(  # docs/operations.md "Backing up S1 and S2"
-                "%s holds %d upload(s) restored from a backup taken at %s: every pair of two "
+                "%s holds %s restored from a backup taken at %s: every pair of two "
                 "of them counts as evaluated (the uploads it forgot and the queries it counted "
                 "after that backup are in it only if `admin restore --previous` replayed "
                 "them)", NAMES[self.role],
-                len(restored.sealed), time.strftime("%Y-%m-%d %H:%M:%S UTC",
+                counted(len(restored.sealed), "upload"), time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                     time.gmtime(restored.backup_taken or 0)),
             )  # fmt: skip
 
@@ -279,7 +281,7 @@ class _Role:
             self.batches.forget({member, *old})
             self.inputs.forget({member, *old})
             self.dense.forget({member, *old})
-            self.standing.forget({member, *old})
+            self.standing.forget({member, *old}, f"its upload replaced by a new upload of {member}")
             self.end_proposals({member, *old})  # a run proposed over an earlier upload ends
 
     def forget(self, request: pb.ForgetRequest) -> list[str]:
@@ -311,12 +313,15 @@ class _Role:
             self.batches.forget(dropped)
             self.inputs.forget(dropped)
             self.dense.forget(set(dropped))
-            self.standing.forget(set(dropped))
+            self.standing.forget(set(dropped), f"its upload forgotten (Forget of {prefix}: an "
+                                 "erasure or expiry)")  # fmt: skip
             self.end_proposals(set(dropped))
             self.runs = {r for r in self.runs if not set(r[1:]) & set(dropped)}
             self.log("combiner", "twoserver.forget", prefix, dropped=len(dropped),
                      names=dropped)  # fmt: skip
-        log.info("%s dropped %d upload(s) under %s", NAMES[self.role], len(dropped), prefix)
+        log.info(
+            "%s dropped %s under %s", NAMES[self.role], counted(len(dropped), "upload"), prefix
+        )
         return dropped
 
     def vouched(self, context: Any) -> str:

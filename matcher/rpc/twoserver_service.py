@@ -58,7 +58,7 @@ from blindmatch.matcher.core.twoserver import (
     Combiner,
     PairBatch,
 )
-from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE
+from blindmatch.matcher.domain import MIN_THRESHOLD, NO_RULE, THRESHOLD_RANGE, counted
 from blindmatch.matcher.rpc import twoserver_holds as holds
 from blindmatch.matcher.rpc.listen import EXCLUSIVE_PORT, add_port, cannot_listen
 from blindmatch.matcher.rpc.twoserver_blockcalls import batch_party, dense_inputs, s1_prepare
@@ -332,9 +332,10 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
             detail.update(over_quota=checked.over_quota, quota=checked.quota, quota_used=used)
         self.log("combiner", "twoserver." + ("reach" if reach else "extras"), "", **detail)
         if checked.capped or checked.over_quota:
-            log.info("S1 answered 0, unevaluated, %d %s pair(s) of %s x %s in run %s: %d past "
+            log.info("S1 answered 0, unevaluated, %s of %s x %s in run %s: %d past "
                      "its per-upload cap, %d beyond the reach quota (audited)",
-                     checked.capped + checked.over_quota, kind, *members, proposal.id,
+                     counted(checked.capped + checked.over_quota, f"{kind} pair"), *members,
+                     proposal.id,
                      checked.capped, checked.over_quota)  # fmt: skip
 
 

@@ -7,7 +7,8 @@ conversion not held is refused FAILED_PRECONDITION with `STANDING_NEEDED`: C con
 A half-made conversion is dropped (standfix2) when one of its pieces fails here, when C gives
 it up (`BlockDeal.standing_drop`), or when no piece of it has come for STALE_SECONDS (C
 stopped dealing: killed, or its link down); so is any conversion of a partner whose piece 0
-of another comes (its reason names the new one: of the same upload, or a newer one); each drop
+of another comes (its reason names the new one: of the same upload, or a newer one), and so
+is any of an upload replaced or forgotten (`forget`: its reason says which); each drop
 logged and audited `twoserver.standing_dropped`.
 """
 
@@ -159,10 +160,13 @@ class Standings:
                 del self._held[k]
         self._dropped(stale, f"no piece for {STALE_SECONDS:g} s (the combiner stopped)")
 
-    def _dropped(self, gone: list[tuple[str, Entry]], why: str) -> None:
+    def _dropped(self, gone: list[tuple[str, Entry]], why: str, replaced: bool = False) -> None:
+        """Each of `gone` logged and audited with `why`; counted and its arrays freed, but
+        not where its upload was `replaced` or forgotten (`forget`)."""
         for ident, entry in gone:
             freed = entry.conv.bytes_kept()
-            entry.conv.side = None  # its arrays freed now, whoever still holds the entry
+            if not replaced:
+                entry.conv.side = None  # its arrays freed now, whoever still holds the entry
             log.info("dropped standing partner %s (%s, %d of %d pieces converted, %d bytes): "
                      "%s", entry.member, ident, entry.conv.done, entry.conv.pieces, freed,
                      why)  # fmt: skip
@@ -172,7 +176,7 @@ class Standings:
                            done=entry.conv.done, pieces=entry.conv.pieces, bytes=freed,
                            reason=why)  # fmt: skip
             with self._lock:  # counted once audited, so a reader of `dropped` finds the entry
-                self.dropped += 1
+                self.dropped += not replaced
 
     def _arm(self, after: float | None = None) -> None:
         """A sweep `after` seconds from now (STALE_SECONDS), where none is due (a daemon
@@ -311,11 +315,15 @@ class Standings:
                          oldest)  # fmt: skip
                 del self._held[oldest]
 
-    def forget(self, names: set[str]) -> None:
-        """Drop the partners of any of `names` (uploads replaced or dropped)."""
+    def forget(self, names: set[str], why: str) -> None:
+        """Drop the partners of any of `names` (uploads replaced or dropped), logged and
+        audited with `why` (leftovers2: before, without a word at S1 and S2). Not counted
+        in `dropped`, and their arrays left to whoever still holds them (a piece under way)."""
         with self._lock:
-            for k in [k for k, e in self._held.items() if e.member in names]:
+            gone = [(k, e) for k, e in self._held.items() if e.member in names]
+            for k, _ in gone:
                 del self._held[k]
+        self._dropped(gone, why, replaced=True)
 
 
 __all__ = ["AHEAD_SECONDS", "MOST_BYTES", "STALE_SECONDS", "STANDING_NEEDED", "STANDING_ROOM",

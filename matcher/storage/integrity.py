@@ -209,8 +209,8 @@ def _check(
     report.in_flight = sum(1 for _ in tmp.iterdir()) if tmp.is_dir() else 0
     if report.in_flight:
         report.repairs.append(
-            f"{tmp}: {report.in_flight} file(s) of uploads in flight, or cut short by a crash "
-            "(emptied at start-up)"
+            f"{tmp}: {counted(report.in_flight, 'file')} of uploads in flight, or cut short by a "
+            "crash (emptied at start-up)"
         )
     report.repairs += wal_notes([files.db, files.index_db])  # (a stopped matcher's, killed)
     return report
@@ -471,7 +471,7 @@ def render_findings(head: str, repairer: str, repairs: list[str], problems: list
         lines.append(f"will be repaired by {repairer} ({len(repairs)}; not problems):")
         lines += [f"  - {r}" for r in repairs]
     if problems:
-        lines.append(f"FAILED: {len(problems)} problem(s):")
+        lines.append(f"FAILED: {counted(len(problems), 'problem')}:")
         lines += [f"  - {p}" for p in problems]
     else:
         lines.append("OK: no problems found")

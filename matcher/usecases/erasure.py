@@ -29,9 +29,10 @@ import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import replace
+from typing import cast
 
 from blindmatch.matcher.core import audit
-from blindmatch.matcher.domain import TWO_SERVER, Erasure
+from blindmatch.matcher.domain import TWO_SERVER, Erasure, counted
 from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG, LoggedErasure, found_in_log
@@ -233,8 +234,9 @@ def _complete_found_in_log(
         log.warning(
             "%s/%s: the erasure logged as audit entry %d was cut short by a matcher from before "
             "erasure intents (found from the audit log); completed now: %d standing-index "
-            "records and %d upload file(s) deleted",
-            cut.project, cut.member, cut.seq, erased.index_records or 0, len(erased.upload_files),
+            "records and %s deleted",
+            cut.project, cut.member, cut.seq, erased.index_records or 0,
+            counted(len(erased.upload_files), "upload file"),
         )  # fmt: skip
     return done
 
@@ -282,8 +284,9 @@ def complete_cut_short(
         done.append({"project": cut.project, "member": cut.member, **detail})
         log.warning(
             "%s/%s: the erasure logged as audit entry %d was cut short (the matcher stopped "
-            "part-way); completed now: %d standing-index records and %s upload file(s) deleted",
-            cut.project, cut.member, cut.seq, left or 0, detail["upload_files"],
+            "part-way); completed now: %d standing-index records and %s deleted",
+            cut.project, cut.member, cut.seq, left or 0,
+            counted(cast(int, detail["upload_files"]), "upload file"),
         )  # fmt: skip
     done += _complete_found_in_log(store, realtime, logged, retries, answers)
     for name in realtime.index_store.projects():

@@ -22,8 +22,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
-from blindmatch.matcher.domain import TWO_SERVER
+from blindmatch.matcher.domain import TWO_SERVER, counted
 from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.realtime.twoforget import RETRY_WAITS, SERVERS, WARN_EVERY
@@ -189,10 +190,10 @@ class ErasureRetries:
             more["twoserver"] = dict(sorted(p.dropped.items()))
         detail = self.store.complete_erasure(cut, p.index_records, more, p.why)
         log.info(
-            "%s/%s: the erasure logged as audit entry %d is complete, after %d attempt(s) in "
-            "the background: %d standing-index records and %s upload file(s) deleted%s",
-            cut.project, cut.member, cut.seq, p.attempts, p.index_records,
-            detail["upload_files"],
+            "%s/%s: the erasure logged as audit entry %d is complete, after %s in the "
+            "background: %d standing-index records and %s deleted%s",
+            cut.project, cut.member, cut.seq, counted(p.attempts, "attempt"), p.index_records,
+            counted(cast(int, detail["upload_files"]), "upload file"),
             f", {', '.join(f'{s} {d}' for s, d in sorted(p.dropped.items()))}" if p.dropped
             else "",
         )  # fmt: skip

@@ -86,7 +86,8 @@ def create_project(
     bad = [m for m in members if not valid_name(m)]
     if bad:
         raise InvalidArgument(
-            f"members: invalid member name(s) {', '.join(map(repr, bad))} ({NAME_RULE}; "
+            f"members: invalid member {'name' if len(bad) == 1 else 'names'} "
+            f"{', '.join(map(repr, bad))} ({NAME_RULE}; "
             "e.g. north-police)"
         )
     if len(set(members)) != len(members):

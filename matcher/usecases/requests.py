@@ -12,7 +12,7 @@ import logging
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import effective_levels
 from blindmatch.matcher.core.references import MAX_HITS, MAX_ROWS, RequestRef, check_reference
-from blindmatch.matcher.domain import HEX_DIGITS, MAX_RECORDS
+from blindmatch.matcher.domain import HEX_DIGITS, MAX_RECORDS, counted
 from blindmatch.matcher.errors import InvalidArgument
 from blindmatch.matcher.storage.store import Store
 
@@ -70,7 +70,7 @@ def issue(
     run_id, refs = store.issue_refs(
         project.name, member, rows, partner, upload_sha256, levels, project.disclosure, purpose
     )
-    log.info("%s/%s: %d request reference(s) issued", project.name, member, len(refs))
+    log.info("%s/%s: %s issued", project.name, member, counted(len(refs), "request reference"))
     return run_id, refs
 
 
@@ -115,7 +115,7 @@ def issue_for_hits(
         purpose,
         numbered=True,
     )
-    log.info("%s/%s: %d request reference(s) issued", project.name, member, len(issued))
+    log.info("%s/%s: %s issued", project.name, member, counted(len(issued), "request reference"))
     return run_id, [refs[partner] for refs, (_, partner) in zip(issued, hits, strict=True)]
 
 

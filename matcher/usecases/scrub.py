@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from blindmatch.matcher.domain import DAY, Upload
+from blindmatch.matcher.domain import DAY, Upload, counted
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.storage.upload_store import upload_damage
 
@@ -90,8 +90,8 @@ class Scrubber:
         report.seconds = time.monotonic() - started
         self.last = report
         log.info(
-            "scrub: %d upload(s) %s (%.0f MiB hashed) in %.1f s; %d damaged",
-            report.uploads,
+            "scrub: %s %s (%.0f MiB hashed) in %.1f s; %d damaged",
+            counted(report.uploads, "upload"),
             "hashed" if hash_files else "present, of their sizes,",
             report.bytes_hashed / (1 << 20),
             report.seconds,
