@@ -286,27 +286,41 @@ def cmd_query(args: argparse.Namespace) -> int:
     print(f"Searched partners: {searched}.")
     for partner, why in answer.not_searched.items():
         print(f"Not searched: {partner}: {why}.")
+    counted = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
     for label, matches, use in zip(labels, answer.results, usable, strict=True):
         holders = ", ".join(m.partner for m in matches)
-        print(
-            f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'} "
-            f"({use.describe()})"
-        )
+        said = f"held by {holders}" if holders else _no_holder(answer.partners, counted)
+        print(f"  {label}: {said} ({use.describe()})")
         for m in matches:
             for i, ref in enumerate(m.refs):
                 score = f" (score {m.scores[i]:.4f})" if m.scores else ""
                 print(f"      {m.partner} ref {ref}{score}")
-    counted = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
     for partner in counted:
         print(
             f"  {partner} allows counts only: it holds {answer.counts.get(partner, 0)} of "
             f"the {len(labels)} queried record(s)"
         )
     if args.out and not args.quiet:
-        print(f"Wrote {len(rows)} row(s) to {args.out}.")
+        only = f" ({', '.join(counted)}: counts only, no rows)" if counted else ""
+        print(f"Wrote {len(rows)} row(s) to {args.out}{only}.")
     if not args.quiet and any(row[2].startswith("bmr-") for row in rows):  # two-server, mapping
         print(f"Each bmr- ref is a request reference: {QUOTE}")
     return 0
+
+
+def _no_holder(searched: list[str], counted: list[str]) -> str:
+    """A record's line when no partner is shown holding it, in words that are never read as
+    "no partner holds this person" where a partner was not searched, or answers in counts
+    only (which the record's line cannot show)."""
+    if not searched:
+        return "no partner searched"
+    per_record = [p for p in searched if p not in counted]
+    only = f"{', '.join(counted)} allow{'s' if len(counted) == 1 else ''} counts only"
+    if not per_record:
+        return f"not told per record: {only}"
+    if counted:
+        return f"no match disclosed by {', '.join(per_record)}; {only}"
+    return "no partner match disclosed"
 
 
 def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
@@ -323,8 +337,12 @@ def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
         help=f"{verb} with a secret that fails the strength rule (tests only)",
     )
     p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
+    words = {"dob": "date of birth (ISO, UK day-first or with the month in words; written "
+                    "otherwise: say how with --dob-format)",
+             "sex": "sex: F, M or X (or a word starting with one: female)"}  # fmt: skip
     for name, flag in PERSON_OPTIONS.items():
-        p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
+        word = words.get(name, name.replace("_", " "))
+        p.add_argument(flag, dest=name, help=f"the person's {word}")
     p.add_argument(
         "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
     )
@@ -421,8 +439,9 @@ def register(sub: Subcommands) -> None:
         "line or in a file (--person-file, kept out of `ps`), or each person of a small CSV, "
         "and print what the disclosure levels allow. Every query is logged with its --purpose. "
         "In a two-server project it searches the partners' latest uploads at S1 and S2 "
-        "instead (the records go to S1 and S2 as shares, never to the matcher) and names the "
-        "partners that could not be searched.",
+        "instead (the records go to S1 and S2 as shares, never to the matcher). Partners "
+        "that could not be searched (no standing index; in a two-server project, no upload) "
+        "are named, so that their silence is not read as not holding the person.",
         example=[
             "blindmatch query --project burglary --schema person-uk.json --secret-file "
             "linkage.secret --token-file north.token --purpose 'case 24/118' --person-file "
