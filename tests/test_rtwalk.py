@@ -11,6 +11,9 @@ import pytest
 from blindmatch.cli import main
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.matcher.core.quota import QueryMeter
+from blindmatch.matcher.domain import QueryQuota
+from blindmatch.matcher.errors import ResourceExhausted
 from blindmatch.matcher.realtime.engine import NO_INDEX
 from tests.support import (
     GRACE,
@@ -142,3 +145,21 @@ def _refused_before_sending(
     assert "surname given twice (--field surname and --surname); nothing was sent" in err
     assert main([*query, "--field", "dob=1969-05-11", "--field", "dob=1969-11-05"]) == 2
     assert "dob given twice (--field dob and --field dob)" in capsys.readouterr().err
+
+
+def test_the_24_hour_quotas_refusal_says_when_to_ask_again() -> None:
+    """Before, it said "try again later" (the minute's refusal says in how many seconds): an
+    analyst could not tell a wait of minutes from one of a day."""
+    meter, quota = QueryMeter(), QueryQuota(per_minute=1_000, per_day=4)
+    meter.take("trial", "north", 3, quota, now=0.0)
+    meter.take("trial", "north", 1, quota, now=3_600.0)
+    with pytest.raises(ResourceExhausted) as refused:
+        meter.take("trial", "north", 2, quota, now=7_200.0)
+    # The 3 of minute 0 leave the window 1,440 minutes on: 22 hours after the refusal.
+    assert (
+        "has queried 4, so these 2 would exceed it; try again in about 22 h 0 min, once "
+        "enough of them are 24 hours old, or ask the operator" in str(refused.value)
+    )
+    with pytest.raises(ResourceExhausted, match=r"try again in about 1 min, once"):
+        meter.take("trial", "north", 1, quota, now=86_340.0)  # minute 0 ages out at 86,400
+    meter.take("trial", "north", 1, quota, now=86_400.0)
