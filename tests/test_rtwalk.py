@@ -11,6 +11,7 @@ import pytest
 from blindmatch.cli import main
 from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
+from blindmatch.matcher.core.querylimit import Limit, QueryCounter, QueryLimits
 from blindmatch.matcher.core.quota import QueryMeter
 from blindmatch.matcher.domain import QueryQuota
 from blindmatch.matcher.errors import ResourceExhausted
@@ -160,6 +161,23 @@ def test_the_24_hour_quotas_refusal_says_when_to_ask_again() -> None:
         "has queried 4, so these 2 would exceed it; try again in about 22 h 0 min, once "
         "enough of them are 24 hours old, or ask the operator" in str(refused.value)
     )
-    with pytest.raises(ResourceExhausted, match=r"try again in about 1 min, once"):
+    with pytest.raises(ResourceExhausted, match=r"try again in about 60 s, once"):
         meter.take("trial", "north", 1, quota, now=86_340.0)  # minute 0 ages out at 86,400
     meter.take("trial", "north", 1, quota, now=86_400.0)
+
+
+def test_s1s_query_limit_refusal_says_when_to_ask_again() -> None:
+    """S1's and S2's own limit said "try again later" too, a member's or a project's."""
+    s1 = QueryCounter(QueryLimits(member=Limit(2, "day")), role="S1")
+    s1.admit("p/north@a/a", "p", "north", 1, now=0.0)
+    s1.admit("p/north@b/b", "p", "north", 1, now=3_600.0)
+    with pytest.raises(ResourceExhausted) as refused:
+        s1.admit("p/north@c/c", "p", "north", 1, now=7_200.0)
+    assert "try again in about 22 h 0 min, once enough of them have left the window" in str(
+        refused.value
+    )
+    s2 = QueryCounter(QueryLimits(Limit(10, "hour"), Limit(2, "hour")), role="S2")
+    s2.admit("p/north@a/a", "p", "north", 1, now=0.0)
+    s2.admit("p/south@b/b", "p", "south", 1, now=600.0)
+    with pytest.raises(ResourceExhausted, match=r"all its members.*try again in about 40 min,"):
+        s2.admit("p/west@c/c", "p", "west", 1, now=1_200.0)

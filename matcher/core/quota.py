@@ -14,6 +14,7 @@ does not reset anyone's quota.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 
@@ -90,8 +91,11 @@ class _Usage:
         return 1440
 
 
-def _hours(minutes: int) -> str:
-    """`minutes` said as a person reads a wait: 45 min, 3 h 5 min."""
+def said_wait(seconds: float) -> str:
+    """A wait said as a person reads one: 40 s, 45 min, 3 h 5 min (rounded up)."""
+    if seconds < 120:
+        return f"{max(1, math.ceil(seconds))} s"
+    minutes = math.ceil(seconds / 60)
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
 
 
@@ -132,11 +136,11 @@ class QueryMeter:
                     "`blindmatch admin query-limits`)"
                 )
             if day + records > limits.per_day:
-                wait = usage.minutes_until_day_frees(now, records, limits.per_day)
+                after = said_wait(60 * usage.minutes_until_day_frees(now, records, limits.per_day))
                 raise ResourceExhausted(
                     f"query quota: {member} may query {counted(limits.per_day, 'record')} per "
                     f"24 hours in project {project!r} and has queried {day}, so these {records} "
-                    f"would exceed it; try again in about {_hours(wait)}, once enough of them "
+                    f"would exceed it; try again in about {after}, once enough of them "
                     "are 24 hours old, or ask the operator to raise it (`blindmatch admin "
                     "query-limits`)"
                 )
