@@ -108,8 +108,12 @@ def test_a_records_line_does_not_say_no_match_where_a_partner_answers_in_counts_
         assert west.set_consent("mixed", "count") == "count"
         index_all(west, "mixed", encoded["north"])  # north's export holds Grace too
     query = _query(matcher.target, mixed["north"], "mixed", secret_file)
-    assert main([*query, *NOBODY]) == 0
+    assert main([*query, *NOBODY, "--out", str(out_csv)]) == 0
     out = capsys.readouterr().out
+    assert (
+        f"Wrote 0 row(s) to {out_csv} (1 of the 1 record(s) in no row: no match disclosed; "
+        "west: counts only, no rows)."
+    ) in out
     assert "  query: no match disclosed by south; west allows counts only (compared on:" in out
     assert "  west allows counts only: it holds 0 of the 1 queried record(s)" in out
     assert main([*query, *GRACE_ARGS]) == 0

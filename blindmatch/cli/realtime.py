@@ -301,8 +301,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             f"the {len(labels)} queried record(s)"
         )
     if args.out and not args.quiet:
-        only = f" ({', '.join(counted)}: counts only, no rows)" if counted else ""
-        print(f"Wrote {len(rows)} row(s) to {args.out}{only}.")
+        print(f"Wrote {len(rows)} row(s) to {args.out}{_unwritten(answer, counted)}.")
     if not args.quiet and any(row[2].startswith("bmr-") for row in rows):  # two-server, mapping
         print(f"Each bmr- ref is a request reference: {QUOTE}")
     return 0
@@ -321,6 +320,18 @@ def _no_holder(searched: list[str], counted: list[str]) -> str:
     if counted:
         return f"no match disclosed by {', '.join(per_record)}; {only}"
     return "no partner match disclosed"
+
+
+def _unwritten(answer: QueryAnswer, counted: list[str]) -> str:
+    """What `--out`'s rows leave out (a row is a record and a partner shown holding it), so
+    that a record in no row is not read as one not asked about, or not held."""
+    said = []
+    none = sum(1 for matches in answer.results if not matches)
+    if none and any(p not in counted for p in answer.partners):
+        said.append(f"{none} of the {len(answer.results)} record(s) in no row: no match disclosed")
+    if counted:
+        said.append(f"{', '.join(counted)}: counts only, no rows")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
