@@ -31,6 +31,7 @@ from blindmatch.client.remote.client import MatcherClient
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import exhaustive, linkbit, tworun, twoserver
 from blindmatch.matcher.realtime import twoquery
+from blindmatch.matcher.realtime.engine import NO_INDEX
 from blindmatch.matcher.rpc.twoserver_client import RemoteServers
 from blindmatch.matcher.rpc.twoserver_service import create_role
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -159,7 +160,8 @@ def test_a_person_a_partner_holds_is_reported_as_in_a_clk_project_and_nothing_is
     assert all(r["compared_on"] for r in got["results"])  # the same context as in CLK mode
     same = query(world, "clks", clk.tokens["north"], people, south, capsys)
     assert held_by(same) == held_by(got)
-    assert same["partners"] == ["south"] and same["not_searched"] == {}
+    # ... and west, with no standing index, named as not searched there too (rtwalk)
+    assert same["partners"] == ["south"] and same["not_searched"] == {"west": NO_INDEX}
 
     assert held_by(query(world, "shares", two.tokens["north"], stranger, west, capsys)) == [[]]
     assert held_by(query(world, "clks", clk.tokens["north"], stranger, west, capsys)) == [[]]

@@ -33,6 +33,7 @@ def person_file(path: str) -> dict[str, str]:
         raise InputError(f"--person-file {where}: cannot read it ({why})") from None
     text = text.removeprefix("\ufeff")  # the byte-order mark Windows Notepad writes
     values: dict[str, str] = {}
+    lines: dict[str, int] = {}  # the line that gave each name
     # (lines end at \n or \r alone: splitlines() also splits at U+0085 and U+2028 in a value)
     for number, line in enumerate(text.replace("\r\n", "\n").replace("\r", "\n").split("\n"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -42,7 +43,12 @@ def person_file(path: str) -> dict[str, str]:
             raise InputError(
                 f"--person-file {where}, line {number}: expected NAME=VALUE, e.g. surname=Smith"
             )
-        values[name.strip()] = value.strip()
+        if name.strip() in lines:  # which of two values is the person's is not guessed
+            raise InputError(
+                f"--person-file {where}, line {number}: {name.strip()} again (line "
+                f"{lines[name.strip()]} gave it); nothing was sent: give each field once"
+            )
+        values[name.strip()], lines[name.strip()] = value.strip(), number
     if not values:
         raise InputError(f"--person-file {where}: no NAME=VALUE lines")
     return values
@@ -60,9 +66,19 @@ def query_values(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, st
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise InputError(f"--field {item!r}: expected NAME=VALUE, e.g. surname=Smith")
-        values[name.strip()], given[name.strip()] = value, f"--field {name.strip()}"
+        _give(values, given, name.strip(), value, f"--field {name.strip()}")
     for name, flag in PERSON_OPTIONS.items():
         value = getattr(args, name)
         if value is not None:
-            values[name], given[name] = value, flag
+            _give(values, given, name, value, flag)
     return values, given
+
+
+def _give(values: dict[str, str], given: dict[str, str], name: str, value: str, how: str) -> None:
+    """`values[name] = value`, refused where the field was given already (`--field surname=`
+    and `--surname`, or `--field` twice): one of the two would be dropped without a word."""
+    if name in values:
+        raise InputError(
+            f"{name} given twice ({given[name]} and {how}); nothing was sent: give each field once"
+        )
+    values[name], given[name] = value, how

@@ -287,27 +287,54 @@ def cmd_query(args: argparse.Namespace) -> int:
     print(f"Searched partners: {searched}.")
     for partner, why in answer.not_searched.items():
         print(f"Not searched: {partner}: {why}.")
+    count_only = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
     for label, matches, use in zip(labels, answer.results, usable, strict=True):
         holders = ", ".join(m.partner for m in matches)
-        print(
-            f"  {label}: {'held by ' + holders if holders else 'no partner match disclosed'} "
-            f"({use.describe()})"
-        )
+        said = f"held by {holders}" if holders else _no_holder(answer.partners, count_only)
+        print(f"  {label}: {said} ({use.describe()})")
         for m in matches:
             for i, ref in enumerate(m.refs):
                 score = f" (score {m.scores[i]:.4f})" if m.scores else ""
                 print(f"      {m.partner} ref {ref}{score}")
-    count_only = [p for p, lvl in answer.partner_levels.items() if lvl == "count"]
     for partner in count_only:
         print(
             f"  {partner} allows counts only: it holds {answer.counts.get(partner, 0)} of "
             f"the {counted(len(labels), 'queried record')}"
         )
     if args.out and not args.quiet:
-        print(f"Wrote {counted(len(rows), 'row')} to {args.out}.")
+        print(f"Wrote {counted(len(rows), 'row')} to {args.out}{_unwritten(answer, count_only)}.")
     if not args.quiet and any(row[2].startswith("bmr-") for row in rows):  # two-server, mapping
         print(f"Each bmr- ref is a request reference: {QUOTE}")
     return 0
+
+
+def _no_holder(searched: list[str], count_only: list[str]) -> str:
+    """A record's line when no partner is shown holding it, in words that are never read as
+    "no partner holds this person" where a partner was not searched, or answers in counts
+    only (which the record's line cannot show)."""
+    if not searched:
+        return "no partner searched"
+    per_record = [p for p in searched if p not in count_only]
+    only = f"{', '.join(count_only)} allow{'s' if len(count_only) == 1 else ''} counts only"
+    if not per_record:
+        return f"not told per record: {only}"
+    if count_only:
+        return f"no match disclosed by {', '.join(per_record)}; {only}"
+    return "no partner match disclosed"
+
+
+def _unwritten(answer: QueryAnswer, count_only: list[str]) -> str:
+    """What `--out`'s rows leave out (a row is a record and a partner shown holding it), so
+    that a record in no row is not read as one not asked about, or not held."""
+    said = []
+    none = sum(1 for matches in answer.results if not matches)
+    if none and any(p not in count_only for p in answer.partners):
+        said.append(
+            f"{none} of the {counted(len(answer.results), 'record')} in no row: no match disclosed"
+        )
+    if count_only:
+        said.append(f"{', '.join(count_only)}: counts only, no rows")
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
@@ -324,8 +351,12 @@ def person_arguments(p: argparse.ArgumentParser, verb: str) -> None:
         help=f"{verb} with a secret that fails the strength rule (tests only)",
     )
     p.add_argument("--purpose", required=True, help="why you ask (a case reference); logged")
+    words = {"dob": "date of birth (ISO, UK day-first or with the month in words; written "
+                    "otherwise: say how with --dob-format)",
+             "sex": "sex: F, M or X (or a word starting with one: female)"}  # fmt: skip
     for name, flag in PERSON_OPTIONS.items():
-        p.add_argument(flag, dest=name, help=f"the person's {name.replace('_', ' ')}")
+        word = words.get(name, name.replace("_", " "))
+        p.add_argument(flag, dest=name, help=f"the person's {word}")
     p.add_argument(
         "--field", action="append", metavar="NAME=VALUE", help="any schema field (repeatable)"
     )
@@ -422,8 +453,9 @@ def register(sub: Subcommands) -> None:
         "line or in a file (--person-file, kept out of `ps`), or each person of a small CSV, "
         "and print what the disclosure levels allow. Every query is logged with its --purpose. "
         "In a two-server project it searches the partners' latest uploads at S1 and S2 "
-        "instead (the records go to S1 and S2 as shares, never to the matcher) and names the "
-        "partners that could not be searched.",
+        "instead (the records go to S1 and S2 as shares, never to the matcher). Partners "
+        "that could not be searched (no standing index; in a two-server project, no upload) "
+        "are named, so that their silence is not read as not holding the person.",
         example=[
             "blindmatch query --project burglary --schema person-uk.json --secret-file "
             "linkage.secret --token-file north.token --purpose 'case 24/118' --person-file "

@@ -111,8 +111,10 @@ def ask(target: str, project: ProjectTokens, members: dict[str, Member]) -> None
     say(f"\nA real-time query in the two-server project: {org} asks about {len(asked)} "
         f"people (their shares to S1 and S2; {took * 1000:.0f} ms):")  # fmt: skip
     for rid, matches in zip(asked, answer.results, strict=True):
-        partners = ", ".join(sorted(m.partner for m in matches)) or "no partner"
-        say(f"  {rid}  {names[rid]:<28} -> held by {partners}")
+        partners = ", ".join(sorted(m.partner for m in matches))  # ("held by no partner"
+        # read as known to none: a hit/no-hit answer is no match, never "not known", rtwalk)
+        said = f"held by {partners}" if partners else "no partner match disclosed"
+        say(f"  {rid}  {names[rid]:<28} -> {said}")
 
 
 def learned(target: str, admin: str) -> str:

@@ -30,6 +30,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+from blindmatch.matcher.core.quota import said_wait
 from blindmatch.matcher.domain import counted
 from blindmatch.matcher.errors import ResourceExhausted
 
@@ -169,18 +170,33 @@ class QueryCounter:
                         "S2's operators to raise the limit"
                     )
                 if used + records > limit.records:
+                    whose = None if who.startswith("project") else member
+                    wait = self._wait(project, whose, limit, used + records, now)
                     raise ResourceExhausted(
                         f"query limit: {self.role} evaluates at most "
                         f"{counted(limit.records, 'query record')} {limit.per()} for {who} "
                         f"(its {flag}), {used} in the "
                         f"last {limit.period}, so "
                         f"{records} more would exceed it; this is {self.role}'s own limit, beside "
-                        "the matcher's quota: try again later, or ask S1's and S2's operators"
+                        f"the matcher's quota: try again in about {said_wait(wait)}, once enough "
+                        "of them have left the window, or ask S1's and S2's operators"
                     )
             c = Counted(name, project, member, records, now)
             self._events.append(c)
             self._names.add(name)
             return c
+
+    def _wait(
+        self, project: str, member: str | None, limit: Limit, total: int, now: float
+    ) -> float:
+        """Seconds until `total` (the records used and asked) falls to the limit, as the
+        project's (or, `member`, the member's) counted queries leave its window."""
+        for c in self._events:  # oldest first
+            if c.project == project and member in (None, c.member) and c.at > now - limit.seconds:
+                total -= c.records
+                if total <= limit.records:
+                    return c.at + limit.seconds - now
+        return limit.seconds
 
 
 __all__ = [

@@ -14,6 +14,7 @@ does not reset anyone's quota.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 
@@ -80,6 +81,23 @@ class _Usage:
                 return max(1, second + 60 - int(now))
         return 60
 
+    def minutes_until_day_frees(self, now: float, needed: int, limit: int) -> int:
+        """How long until `needed` more records fit in the 24-hour window, in minutes."""
+        total = sum(n for _, n in self.minutes)
+        for minute, n in self.minutes:
+            total -= n
+            if total + needed <= limit:
+                return max(1, minute + 1440 - int(now // 60))
+        return 1440
+
+
+def said_wait(seconds: float) -> str:
+    """A wait said as a person reads one: 40 s, 45 min, 3 h 5 min (rounded up)."""
+    if seconds < 120:
+        return f"{max(1, math.ceil(seconds))} s"
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+
 
 class QueryMeter:
     """Counts each member's queried records and refuses what would exceed its limits."""
@@ -118,11 +136,13 @@ class QueryMeter:
                     "`blindmatch admin query-limits`)"
                 )
             if day + records > limits.per_day:
+                after = said_wait(60 * usage.minutes_until_day_frees(now, records, limits.per_day))
                 raise ResourceExhausted(
                     f"query quota: {member} may query {counted(limits.per_day, 'record')} per "
                     f"24 hours in project {project!r} and has queried {day}, so these {records} "
-                    "would exceed it; ask the operator to raise it (`blindmatch admin "
-                    "query-limits`) or try again later"
+                    f"would exceed it; try again in about {after}, once enough of them "
+                    "are 24 hours old, or ask the operator to raise it (`blindmatch admin "
+                    "query-limits`)"
                 )
             usage.add(now, records)
 

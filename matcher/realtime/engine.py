@@ -81,7 +81,12 @@ class QueryResult:
     disclosed: QueryDisclosure
     partners: list[str]  # whose standing indexes (two-server: current uploads) were searched
     level: Level  # the project's disclosure level
-    not_searched: dict[str, str] = field(default_factory=dict)  # partner -> why (two-server)
+    not_searched: dict[str, str] = field(default_factory=dict)  # partner -> why
+
+
+# A CLK project's partner that keeps no standing index: named, as a two-server partner with no
+# upload is, so that an answer without it is never read as "it does not hold the person".
+NO_INDEX = "no standing index (its records are searched once it keeps one: `blindmatch index sync`)"
 
 
 def takes_clks(project: Project) -> Project:
@@ -278,9 +283,8 @@ class Realtime(Admission):
         user = audit.current_user()  # this request's, taken on its own thread
 
         def finish(found: list[dict[str, Hits]]) -> tuple[QueryResult, QueryRecord]:
-            levels = effective_levels(
-                project.disclosure, self.store.consents(project.name), member, snapshots
-            )
+            consents = self.store.consents(project.name)  # every member's (cached)
+            levels = effective_levels(project.disclosure, consents, member, snapshots)
             answer = disclose_query(found, levels)
             record = QueryRecord(
                 self.clock(),
@@ -293,7 +297,8 @@ class Realtime(Admission):
                 disclosed={p: answer.levels[p].label for p, n in answer.counts.items() if n},
                 user=user,
             )
-            return QueryResult(answer, list(snapshots), project.disclosure), record
+            unsearched = {p: NO_INDEX for p in consents if p != member and p not in snapshots}
+            return QueryResult(answer, list(snapshots), project.disclosure, unsearched), record
 
         try:
             if self.remote is not None:  # every shard of every partner's index, merged
