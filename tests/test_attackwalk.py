@@ -1,0 +1,218 @@
+"""A malicious member and a malicious network client against a real matcher (attackwalk,
+2026-12-07): what they tried that worked, each fixed here.
+
+- Uploads started together each passed the disk check alone (free space less the
+  reserve), then filled the disk between them: two members' uploads of most of the free
+  space were both admitted and ate `--min-free-mb`'s reserve, which keeps room for the
+  databases and the audit log. Room is now promised to an upload while it is received
+  (storage/diskroom.py).
+- The audit log's tail cut off on disk while the matcher ran verified intact (a shorter
+  chain is a valid chain); the matcher now remembers the latest entry it knows was
+  committed and `audit verify` fails when it is gone or replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import grpc
+import pytest
+
+from blindmatch.matcher.server import create_server
+from blindmatch.protos import blindmatch_pb2 as pb
+from tests import support
+from tests.support import ADMIN_TOKEN, Matcher, auth, upload_messages
+
+MIB = 1024 * 1024
+CLK = 128  # bytes of a 1,024-bit CLK
+
+
+def _header(project: str, clks: bytes) -> pb.UploadRequest:
+    return upload_messages(project, clks)[0]
+
+
+def _held_upload(project: str, clks: bytes, go: threading.Event) -> Iterator[pb.UploadRequest]:
+    """An upload that sends its header and first MiB, then waits for `go`."""
+    yield _header(project, clks)
+    yield pb.UploadRequest(clks=clks[:MIB])
+    go.wait()
+    for at in range(MIB, len(clks), MIB):
+        yield pb.UploadRequest(clks=clks[at : at + MIB])
+
+
+def _part_written(data_dir: Path, nbytes: int) -> bool:
+    return any(p.stat().st_size >= nbytes for p in (data_dir / "tmp").glob("*.part"))
+
+
+@pytest.mark.server
+def test_uploads_in_flight_cannot_share_out_the_reserve(tmp_path: Path) -> None:
+    """North's upload of 10 MiB is being received on a 24 MiB disk with 6 MiB kept in
+    reserve; south's of 10 MiB more would leave 3.5 MiB. It was admitted (each checked
+    against the free space alone) and the reserve eaten; it is refused before a byte."""
+    with support.small_disk(tmp_path / "disk", "24m") as disk:
+        data = disk / "data"
+        server = create_server("127.0.0.1:0", data, ADMIN_TOKEN, min_free_bytes=6 * MIB)
+        matcher = Matcher(server, data, ADMIN_TOKEN)
+        try:
+            with closing(grpc.insecure_channel(matcher.target)) as channel:
+                stub = support.stub(channel)
+                made = stub.CreateProject(
+                    pb.CreateProjectRequest(name="trial", members=["north", "south"]),
+                    metadata=auth(ADMIN_TOKEN),
+                )
+                north, south = auth(made.tokens["north"]), auth(made.tokens["south"])
+                go = threading.Event()
+                big = bytes(range(256)) * (10 * MIB // 256)
+                answers: list[object] = []
+
+                def send_north() -> None:
+                    try:
+                        answers.append(stub.Upload(_held_upload("trial", big, go), metadata=north))
+                    except grpc.RpcError as exc:
+                        answers.append(exc)
+
+                sender = threading.Thread(target=send_north)
+                sender.start()
+                try:
+                    deadline = time.monotonic() + 30
+                    while not _part_written(data, MIB) and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                    assert _part_written(data, MIB)
+                    other = big[::-1]
+                    with pytest.raises(grpc.RpcError) as refused:
+                        stub.Upload(iter(upload_messages("trial", other)), metadata=south)
+                    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                    assert "promised to uploads in progress" in str(refused.value.details())
+                    # The matcher stays up for everyone else meanwhile.
+                    shown = stub.DescribeProject(
+                        pb.DescribeProjectRequest(project="trial"), metadata=south
+                    )
+                    assert shown.member == "south"
+                finally:
+                    go.set()
+                    sender.join()
+                [reply] = answers
+                assert isinstance(reply, pb.UploadReply), reply
+                assert reply.sha256 == hashlib.sha256(big).hexdigest()
+                free = shutil.disk_usage(disk).free
+                assert free >= 6 * MIB, free
+                small = other[: 2 * MIB]  # what the reserve still allows is taken
+                stub.Upload(iter(upload_messages("trial", small)), metadata=south)
+        finally:
+            server.stop(grace=None)
+
+
+def _verify(stub: object) -> pb.VerifyAuditReply:
+    return stub.VerifyAudit(pb.VerifyAuditRequest(), metadata=auth(ADMIN_TOKEN))  # type: ignore[attr-defined,no-any-return]
+
+
+def _cut_tail(data_dir: Path, entries: int) -> None:
+    """Delete the log's last `entries` entries, as someone with the database (not the key)
+    could, while the matcher runs."""
+    with closing(sqlite3.connect(data_dir / "blindmatch.sqlite")) as db, db:
+        [(head,)] = db.execute("SELECT MAX(seq) FROM audit").fetchall()
+        db.execute("DELETE FROM audit WHERE seq > ?", (head - entries,))
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(
+    ("cut", "then_more", "said"),
+    [
+        (3, 0, "entries were cut off its end on disk"),
+        (1, 1, "not the entry this matcher wrote there"),
+    ],
+    ids=["cut", "cut-and-written-again"],
+)
+def test_a_tail_cut_off_the_audit_log_on_disk_fails_verify(
+    matcher: Matcher, cut: int, then_more: int, said: str
+) -> None:
+    """A shorter chain is a valid chain: before, cutting entries off the end while the
+    matcher ran (and letting it write new ones over their seqs) verified intact unless the
+    operator passed an anchor. The matcher remembers the latest entry it knows committed."""
+    with closing(grpc.insecure_channel(matcher.target)) as channel:
+        stub = support.stub(channel)
+        for name in ("one", "two"):
+            stub.CreateProject(
+                pb.CreateProjectRequest(name=name, members=["north", "south"]),
+                metadata=auth(ADMIN_TOKEN),
+            )
+        assert _verify(stub).ok
+        _cut_tail(matcher.data_dir, cut)
+        for k in range(then_more):
+            stub.CreateProject(
+                pb.CreateProjectRequest(name=f"more{k}", members=["north", "south"]),
+                metadata=auth(ADMIN_TOKEN),
+            )
+        found = _verify(stub)
+        assert not found.ok
+        assert any(said in p for p in found.problems), found.problems
+        assert not _verify(stub).ok  # and it goes on failing
+
+
+@pytest.mark.server
+def test_a_log_left_whole_still_verifies_after_many_writes(matcher: Matcher) -> None:
+    """The remembered entry follows the log: entries written in other transactions (a
+    project made), group commits (a verify's own entry) and verifies all leave it intact."""
+    with closing(grpc.insecure_channel(matcher.target)) as channel:
+        stub = support.stub(channel)
+        for k in range(3):
+            stub.CreateProject(
+                pb.CreateProjectRequest(name=f"p{k}", members=["north", "south"]),
+                metadata=auth(ADMIN_TOKEN),
+            )
+            found = _verify(stub)
+            assert found.ok, found.problems
+
+
+def _index_change(project: str, records: int, tag: str) -> Iterator[pb.IndexChange]:
+    yield pb.IndexChange(
+        header=pb.IndexHeader(
+            project=project, clk_bits=1024, fingerprint=bytes(32), end_follows=True
+        )
+    )
+    step = 8192  # 1 MiB of CLKs a message
+    for at in range(0, records, step):
+        n = min(step, records - at)
+        refs = [f"{tag}-{k}" for k in range(at, at + n)]
+        clks = hashlib.shake_256(f"{tag}{at}".encode()).digest(n * CLK)
+        yield pb.IndexChange(put=pb.IndexPut(refs=refs, clks=clks))
+    yield pb.IndexChange(end=pb.IndexEnd(put_refs=records))
+
+
+@pytest.mark.server
+def test_an_index_change_keeps_the_reserve(tmp_path: Path) -> None:
+    """`--min-free-mb` kept uploads out of the reserve, but an index change was never
+    checked: a member could grow index.sqlite into it (and past it, change after change).
+    A change whose records (twice: the write-ahead log, then the database) would leave less
+    than the reserve free is refused whole, before anything is stored; a small one is not."""
+    with support.small_disk(tmp_path / "disk", "24m") as disk:
+        data = disk / "data"
+        reserve = 16 * MIB
+        server = create_server("127.0.0.1:0", data, ADMIN_TOKEN, min_free_bytes=reserve)
+        matcher = Matcher(server, data, ADMIN_TOKEN)
+        try:
+            with closing(grpc.insecure_channel(matcher.target)) as channel:
+                stub = support.stub(channel)
+                made = stub.CreateProject(
+                    pb.CreateProjectRequest(name="trial", members=["north", "south"]),
+                    metadata=auth(ADMIN_TOKEN),
+                )
+                north = auth(made.tokens["north"])
+                with pytest.raises(grpc.RpcError) as refused:
+                    stub.ChangeIndex(_index_change("trial", 4 * 8192, "big"), metadata=north)
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "for this index change" in str(refused.value.details())
+                assert shutil.disk_usage(disk).free >= reserve
+                listed = list(stub.ListIndex(pb.ListIndexRequest(project="trial"), metadata=north))
+                assert sum(len(m.refs) for m in listed) == 0
+                done = stub.ChangeIndex(_index_change("trial", 100, "small"), metadata=north)
+                assert done.added == 100
+        finally:
+            server.stop(grace=None)
