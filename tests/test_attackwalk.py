@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import grpc
@@ -27,6 +27,7 @@ import pytest
 
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import support
 from tests.support import ADMIN_TOKEN, Matcher, auth, upload_messages
 
@@ -51,66 +52,76 @@ def _part_written(data_dir: Path, nbytes: int) -> bool:
     return any(p.stat().st_size >= nbytes for p in (data_dir / "tmp").glob("*.part"))
 
 
-@pytest.mark.server
-def test_uploads_in_flight_cannot_share_out_the_reserve(tmp_path: Path) -> None:
-    """North's upload of 10 MiB is being received on a 24 MiB disk with 6 MiB kept in
-    reserve; south's of 10 MiB more would leave 3.5 MiB. It was admitted (each checked
-    against the free space alone) and the reserve eaten; it is refused before a byte."""
+@contextmanager
+def _on_small_disk(
+    tmp_path: Path, reserve: int
+) -> Iterator[tuple[Path, pb_grpc.MatcherStub, dict[str, str]]]:
+    """A matcher on a 24 MiB file system keeping `reserve` free, with project "trial" of
+    north and south: (the disk, a stub, each member's token)."""
     with support.small_disk(tmp_path / "disk", "24m") as disk:
-        data = disk / "data"
-        server = create_server("127.0.0.1:0", data, ADMIN_TOKEN, min_free_bytes=6 * MIB)
-        matcher = Matcher(server, data, ADMIN_TOKEN)
+        server = create_server("127.0.0.1:0", disk / "data", ADMIN_TOKEN, min_free_bytes=reserve)
         try:
-            with closing(grpc.insecure_channel(matcher.target)) as channel:
+            with closing(grpc.insecure_channel(f"127.0.0.1:{server.port}")) as channel:
                 stub = support.stub(channel)
                 made = stub.CreateProject(
                     pb.CreateProjectRequest(name="trial", members=["north", "south"]),
                     metadata=auth(ADMIN_TOKEN),
                 )
-                north, south = auth(made.tokens["north"]), auth(made.tokens["south"])
-                go = threading.Event()
-                big = bytes(range(256)) * (10 * MIB // 256)
-                answers: list[object] = []
-
-                def send_north() -> None:
-                    try:
-                        answers.append(stub.Upload(_held_upload("trial", big, go), metadata=north))
-                    except grpc.RpcError as exc:
-                        answers.append(exc)
-
-                sender = threading.Thread(target=send_north)
-                sender.start()
-                try:
-                    deadline = time.monotonic() + 30
-                    while not _part_written(data, MIB) and time.monotonic() < deadline:
-                        time.sleep(0.02)
-                    assert _part_written(data, MIB)
-                    other = big[::-1]
-                    with pytest.raises(grpc.RpcError) as refused:
-                        stub.Upload(iter(upload_messages("trial", other)), metadata=south)
-                    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                    assert "promised to uploads in progress" in str(refused.value.details())
-                    # The matcher stays up for everyone else meanwhile.
-                    shown = stub.DescribeProject(
-                        pb.DescribeProjectRequest(project="trial"), metadata=south
-                    )
-                    assert shown.member == "south"
-                finally:
-                    go.set()
-                    sender.join()
-                [reply] = answers
-                assert isinstance(reply, pb.UploadReply), reply
-                assert reply.sha256 == hashlib.sha256(big).hexdigest()
-                free = shutil.disk_usage(disk).free
-                assert free >= 6 * MIB, free
-                small = other[: 2 * MIB]  # what the reserve still allows is taken
-                stub.Upload(iter(upload_messages("trial", small)), metadata=south)
+                yield disk, stub, dict(made.tokens)
         finally:
             server.stop(grace=None)
 
 
-def _verify(stub: object) -> pb.VerifyAuditReply:
-    return stub.VerifyAudit(pb.VerifyAuditRequest(), metadata=auth(ADMIN_TOKEN))  # type: ignore[attr-defined,no-any-return]
+@pytest.mark.server
+def test_uploads_in_flight_cannot_share_out_the_reserve(tmp_path: Path) -> None:
+    """North's upload of 10 MiB is being received on a 24 MiB disk with 6 MiB kept in
+    reserve; south's of 10 MiB more would leave 3.5 MiB. It was admitted (each checked
+    against the free space alone) and the reserve eaten; it is refused before a byte."""
+    with _on_small_disk(tmp_path, 6 * MIB) as (disk, stub, tokens):
+        data = disk / "data"
+        north, south = auth(tokens["north"]), auth(tokens["south"])
+        go = threading.Event()
+        big = bytes(range(256)) * (10 * MIB // 256)
+        answers: list[object] = []
+
+        def send_north() -> None:
+            try:
+                answers.append(stub.Upload(_held_upload("trial", big, go), metadata=north))
+            except grpc.RpcError as exc:
+                answers.append(exc)
+
+        sender = threading.Thread(target=send_north)
+        sender.start()
+        try:
+            deadline = time.monotonic() + 30
+            while not _part_written(data, MIB) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert _part_written(data, MIB)
+            other = big[::-1]
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Upload(iter(upload_messages("trial", other)), metadata=south)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "promised to uploads in progress" in str(refused.value.details())
+            # The matcher stays up for everyone else meanwhile.
+            shown = stub.DescribeProject(pb.DescribeProjectRequest(project="trial"), metadata=south)
+            assert shown.member == "south"
+        finally:
+            go.set()
+            sender.join()
+        [reply] = answers
+        assert isinstance(reply, pb.UploadReply), reply
+        assert reply.sha256 == hashlib.sha256(big).hexdigest()
+        free = shutil.disk_usage(disk).free
+        assert free >= 6 * MIB, free
+        small = other[: 2 * MIB]  # what the reserve still allows is taken
+        stub.Upload(iter(upload_messages("trial", small)), metadata=south)
+
+
+def _verify(stub: pb_grpc.MatcherStub) -> pb.VerifyAuditReply:
+    reply: pb.VerifyAuditReply = stub.VerifyAudit(
+        pb.VerifyAuditRequest(), metadata=auth(ADMIN_TOKEN)
+    )
+    return reply
 
 
 def _cut_tail(data_dir: Path, entries: int) -> None:
@@ -192,27 +203,15 @@ def test_an_index_change_keeps_the_reserve(tmp_path: Path) -> None:
     checked: a member could grow index.sqlite into it (and past it, change after change).
     A change whose records (twice: the write-ahead log, then the database) would leave less
     than the reserve free is refused whole, before anything is stored; a small one is not."""
-    with support.small_disk(tmp_path / "disk", "24m") as disk:
-        data = disk / "data"
-        reserve = 16 * MIB
-        server = create_server("127.0.0.1:0", data, ADMIN_TOKEN, min_free_bytes=reserve)
-        matcher = Matcher(server, data, ADMIN_TOKEN)
-        try:
-            with closing(grpc.insecure_channel(matcher.target)) as channel:
-                stub = support.stub(channel)
-                made = stub.CreateProject(
-                    pb.CreateProjectRequest(name="trial", members=["north", "south"]),
-                    metadata=auth(ADMIN_TOKEN),
-                )
-                north = auth(made.tokens["north"])
-                with pytest.raises(grpc.RpcError) as refused:
-                    stub.ChangeIndex(_index_change("trial", 4 * 8192, "big"), metadata=north)
-                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-                assert "for this index change" in str(refused.value.details())
-                assert shutil.disk_usage(disk).free >= reserve
-                listed = list(stub.ListIndex(pb.ListIndexRequest(project="trial"), metadata=north))
-                assert sum(len(m.refs) for m in listed) == 0
-                done = stub.ChangeIndex(_index_change("trial", 100, "small"), metadata=north)
-                assert done.added == 100
-        finally:
-            server.stop(grace=None)
+    reserve = 16 * MIB
+    with _on_small_disk(tmp_path, reserve) as (disk, stub, tokens):
+        north = auth(tokens["north"])
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.ChangeIndex(_index_change("trial", 4 * 8192, "big"), metadata=north)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "for this index change" in str(refused.value.details())
+        assert shutil.disk_usage(disk).free >= reserve
+        listed = list(stub.ListIndex(pb.ListIndexRequest(project="trial"), metadata=north))
+        assert sum(len(m.refs) for m in listed) == 0
+        done = stub.ChangeIndex(_index_change("trial", 100, "small"), metadata=north)
+        assert done.added == 100
