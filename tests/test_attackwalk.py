@@ -215,3 +215,54 @@ def test_an_index_change_keeps_the_reserve(tmp_path: Path) -> None:
         assert sum(len(m.refs) for m in listed) == 0
         done = stub.ChangeIndex(_index_change("trial", 100, "small"), metadata=north)
         assert done.added == 100
+
+
+HIDDEN_IN_PURPOSES = [
+    "case \x9b2J",  # C1 CSI: an escape sequence in a terminal showing `audit export`
+    "case \u202e7-PO",  # right-to-left override: the rest of the line shown reversed
+    "case \u2066x\u2069",  # bidi isolates
+    "case\u200b 1",  # zero-width space: two purposes that look the same
+    "case \U000e0041",  # a tag character (invisible ASCII)
+    "case\u2028two lines",  # line separator
+    "case\xad1",  # soft hyphen
+]
+
+
+@pytest.mark.server
+def test_a_purpose_cannot_hide_or_reorder_what_the_audit_log_shows(matcher: Matcher) -> None:
+    """`check_purpose` refused C0 controls only: a member's purpose could carry C1 controls
+    (U+009B starts an escape sequence in the operator's terminal), bidi overrides and
+    invisible characters into the audit log, changing how the log reads where it is shown.
+    Each is refused, naming the character; letters of any script, and joiners, still pass."""
+    with closing(grpc.insecure_channel(matcher.target)) as channel:
+        stub = support.stub(channel)
+        made = stub.CreateProject(
+            pb.CreateProjectRequest(name="trial", members=["north", "south"]),
+            metadata=auth(ADMIN_TOKEN),
+        )
+        north = auth(made.tokens["north"])
+
+        def query(purpose: str) -> pb.QueryReply:
+            reply: pb.QueryReply = stub.Query(
+                pb.QueryRequest(
+                    project="trial", purpose=purpose, clk_bits=1024, fingerprint=bytes(32),
+                    clks=bytes(CLK),
+                ),
+                metadata=north,
+            )  # fmt: skip
+            return reply
+
+        for purpose in HIDDEN_IN_PURPOSES:
+            with pytest.raises(grpc.RpcError) as refused:
+                query(purpose)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, purpose
+            assert "U+" in str(refused.value.details()), refused.value.details()
+        plain = ["Ärende 7", "قضية\u200c1", "案件 12"]
+        for purpose in plain:
+            query(purpose)
+        logged = [
+            e.purpose
+            for e in stub.ExportAudit(pb.ExportAuditRequest(), metadata=auth(ADMIN_TOKEN))
+            if e.purpose
+        ]
+        assert logged == plain

@@ -23,6 +23,7 @@ import datetime
 import hmac
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -109,6 +110,23 @@ def reset_current_user(token: contextvars.Token[str]) -> None:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Besides those: C1 controls (U+0080-U+009F: U+009B is a terminal's CSI, an escape sequence
+# in the operator's `audit export`), format characters that reorder or hide text (bidi
+# overrides and isolates, zero-width space, word joiner, BOM, tag characters) and line and
+# paragraph separators. Joiners (ZWNJ, ZWJ) stay: scripts need them. Before attackwalk
+# (2026-12-07) a member's purpose could carry any of these into the log.
+_JOINERS = frozenset("\u200c\u200d")
+_UNSHOWN = frozenset(("Cc", "Cf", "Zl", "Zp"))
+
+
+def unshown(text: str) -> str:
+    """The first character of `text` that a purpose may not hold, as `U+202E (RIGHT-TO-LEFT
+    OVERRIDE)`; empty when there is none."""
+    for char in text:
+        if char not in _JOINERS and unicodedata.category(char) in _UNSHOWN:
+            name = unicodedata.name(char, "a control character")
+            return f"U+{ord(char):04X} ({name})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -432,6 +450,12 @@ def check_purpose(purpose: str, *, required: bool, project: str) -> str:
         raise InvalidArgument(f"purpose: {len(purpose)} characters; at most {MAX_PURPOSE}")
     if _CONTROL.search(purpose):
         raise InvalidArgument("purpose: control characters (newlines, tabs, ...) are not allowed")
+    if hidden := unshown(purpose):
+        raise InvalidArgument(
+            f"purpose: {hidden} is not allowed: control characters and invisible format "
+            "characters would change how the audit log reads where it is shown (a terminal, a "
+            "report); write the purpose in plain text"
+        )
     if required and not purpose:
         raise InvalidArgument(
             f"purpose: project {project!r} requires a purpose (a case reference, say) for "
