@@ -266,3 +266,67 @@ def test_a_purpose_cannot_hide_or_reorder_what_the_audit_log_shows(matcher: Matc
             if e.purpose
         ]
         assert logged == plain
+
+
+def _put_one(stub: pb_grpc.MatcherStub, token: list[tuple[str, str]], clk: bytes, ref: str) -> None:
+    stub.ChangeIndex(
+        iter(
+            [
+                pb.IndexChange(
+                    header=pb.IndexHeader(
+                        project="trial", clk_bits=1024, fingerprint=bytes(32), end_follows=True
+                    )
+                ),
+                pb.IndexChange(put=pb.IndexPut(refs=[ref], clks=clk)),
+                pb.IndexChange(end=pb.IndexEnd(put_refs=1)),
+            ]
+        ),
+        metadata=token,
+    )
+
+
+@pytest.mark.server
+def test_a_members_audit_view_does_not_count_what_others_wrote(matcher: Matcher) -> None:
+    """A member's view carried the log's own seqs and prev_hashes: South puts a record in
+    its index and looks at the project; where North's watch matched the record, North's
+    notification entry lay between the two, and South's view showed the gap (seq + 2, and a
+    prev_hash that was not its index change's hash): South learnt at once that a partner
+    watches that person. The view is numbered by its own order and withholds prev_hash."""
+    with closing(grpc.insecure_channel(matcher.target)) as channel:
+        stub = support.stub(channel)
+        made = stub.CreateProject(
+            pb.CreateProjectRequest(name="trial", members=["north", "south"]),
+            metadata=auth(ADMIN_TOKEN),
+        )
+        north, south = auth(made.tokens["north"]), auth(made.tokens["south"])
+        stub.SetQueryLimits(
+            pb.QueryLimits(project="trial", allow_watch=True), metadata=auth(ADMIN_TOKEN)
+        )
+        watched = hashlib.shake_256(b"the watched person").digest(CLK)
+        watch = stub.Watch(
+            pb.QueryRequest(
+                project="trial", purpose="op-1", clk_bits=1024, fingerprint=bytes(32),
+                clks=watched,
+            ),
+            metadata=north,
+        )  # fmt: skip
+        try:
+            assert next(watch).ready
+            other = hashlib.shake_256(b"somebody else").digest(CLK)
+            _put_one(stub, south, other, "r-other")
+            stub.DescribeProject(pb.DescribeProjectRequest(project="trial"), metadata=south)
+            _put_one(stub, south, watched, "r-watched")
+            assert next(watch).HasField("result")  # North was notified (and it was logged)
+            stub.DescribeProject(pb.DescribeProjectRequest(project="trial"), metadata=south)
+        finally:
+            watch.cancel()
+        view = list(stub.ExportAudit(pb.ExportAuditRequest(project="trial"), metadata=south))
+        full = list(stub.ExportAudit(pb.ExportAuditRequest(), metadata=auth(ADMIN_TOKEN)))
+    notified = [e for e in full if e.actor == "north" and e.action == "watch.notify"]
+    assert len(notified) == 1  # the operator's log holds North's notification
+    assert [e.seq for e in view] == list(range(1, len(view) + 1))
+    assert {e.prev_hash for e in view} == {""}
+    steps = [(e.action, e.seq) for e in view if e.action in ("index.change", "project.describe")]
+    assert [a for a, _ in steps] == ["index.change", "project.describe"] * 2
+    gaps = [steps[k + 1][1] - steps[k][1] for k in (0, 2)]
+    assert gaps == [1, 1]  # the same whether or not a partner's watch matched

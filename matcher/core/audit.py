@@ -352,6 +352,14 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
     A day's line has no hash (it is not an entry of the chain) and takes the seq of the
     first entry of this view after the day (the caller's own `audit.export` entry, written
     before the view is read, is always one): paging with `after` sees it once.
+
+    The view numbers its entries 1, 2, 3... in order (`seq`: the entry's place in this
+    view, the same at every export, since entries are only appended) and withholds
+    `prev_hash`: the log's own seqs, and a prev_hash that is not the hash of the view's
+    entry before, told a member how many entries others wrote between two of its own, so
+    that an index change followed by a gap told it at once that a partner's watch matched
+    the record it had put (attackwalk, 2026-12-07). `hash` stays (an anchor for the
+    operator to find).
     """
     view: list[Entry] = []
     days: dict[tuple[int, str], list[Entry]] = {}
@@ -368,7 +376,11 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
                 days.setdefault((int(entry.time // DAY), entry.actor), []).append(entry)
         elif not entry.member:
             view.append(_project_wide(entry))
-    return _with_days(view, days, project, member, now)
+    numbered = [
+        Entry(**{**entry.__dict__, "seq": place, "prev_hash": ""})
+        for place, entry in enumerate(view, 1)
+    ]
+    return _with_days(numbered, days, project, member, now)
 
 
 def _on_own_request(entry: Entry, member: str) -> bool:
