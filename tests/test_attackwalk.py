@@ -23,6 +23,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from blindmatch.matcher.server import create_server
@@ -330,3 +331,56 @@ def test_a_members_audit_view_does_not_count_what_others_wrote(matcher: Matcher)
     assert [a for a, _ in steps] == ["index.change", "project.describe"] * 2
     gaps = [steps[k + 1][1] - steps[k][1] for k in (0, 2)]
     assert gaps == [1, 1]  # the same whether or not a partner's watch matched
+
+
+def _people(seed: int, n: int) -> bytes:
+    """`n` CLKs of 1,024 bits, about a quarter of the bits set, as a member's records."""
+    rng = np.random.default_rng(seed)
+    return np.packbits(rng.random((n, 1024)) < 0.25, axis=1).tobytes()
+
+
+def _run_as_north_sees(stub: pb_grpc.MatcherStub, name: str, shared: int) -> list[pb.RunStatus]:
+    """North (one record, sharing nobody) and east and south, 100 records each, `shared` of
+    them the same people: every status of the run North watches, and its latest as North's
+    DescribeProject shows it."""
+    made = stub.CreateProject(
+        pb.CreateProjectRequest(
+            name=name, members=["north", "south", "east"], disclosure=pb.DISCLOSURE_COUNT
+        ),
+        metadata=auth(ADMIN_TOKEN),
+    )
+    tokens = {m: auth(t) for m, t in made.tokens.items()}
+    both = _people(1, shared)
+    uploads = {
+        "north": _people(2, 1),
+        "east": both + _people(3, 100 - shared),
+        "south": both + _people(4, 100 - shared),
+    }
+    for member, clks in uploads.items():
+        stub.Upload(iter(upload_messages(name, clks)), metadata=tokens[member])
+    run = stub.StartRun(pb.StartRunRequest(project=name), metadata=tokens["north"])
+    seen = list(
+        stub.WatchRun(pb.WatchRunRequest(project=name, run_id=run.run_id), metadata=tokens["north"])
+    )
+    assert seen[-1].state == pb.RUN_STATE_DONE
+    shown = stub.DescribeProject(pb.DescribeProjectRequest(project=name), metadata=tokens["north"])
+    return [*seen, shown.latest_run]
+
+
+@pytest.mark.server
+def test_a_run_s_progress_does_not_tell_a_member_what_others_share(matcher: Matcher) -> None:
+    """RunStatus.work_done and work_total were the run's own counts (pairs compared, then
+    solved), every pair of members': North, one record sharing nobody, read in them how many
+    people east and south share (0, 50: 0 and 50 comparisons). A member sees thousandths."""
+    with closing(grpc.insecure_channel(matcher.target)) as channel:
+        stub = support.stub(channel)
+        apart = _run_as_north_sees(stub, "apart", 0)
+        close = _run_as_north_sees(stub, "close", 50)
+    for seen in (apart, close):
+        final = seen[-1]
+        assert (final.work_done, final.work_total, final.groups) == (1000, 1000, 0)
+        assert {s.work_total for s in seen if s.stage} == {1000}
+    assert (apart[-2].work_done, apart[-2].work_total) == (
+        close[-2].work_done,
+        close[-2].work_total,
+    )
