@@ -230,6 +230,13 @@ CASES: list[Case] = [
     ("results-purpose-newline", lambda c: list(c.stub.GetResults(
         pb.ResultsRequest(project="trial", purpose="a\nb"), metadata=c.north)),
      "INVALID_ARGUMENT", "control characters"),
+    # (attackwalk: C1 controls and invisible format characters reached the audit log)
+    ("results-purpose-c1-csi", lambda c: list(c.stub.GetResults(
+        pb.ResultsRequest(project="trial", purpose="a\x9b2Jb"), metadata=c.north)),
+     "INVALID_ARGUMENT", "U+009B"),
+    ("results-purpose-bidi", lambda c: list(c.stub.GetResults(
+        pb.ResultsRequest(project="trial", purpose="case \u202e1"), metadata=c.north)),
+     "INVALID_ARGUMENT", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
     ("results-unknown-project", lambda c: list(c.stub.GetResults(
         pb.ResultsRequest(project="nope"), metadata=c.north)), "PERMISSION_DENIED", NOPE),
     # SetConsent / Erase
@@ -330,6 +337,9 @@ CASES: list[Case] = [
     ("query-no-purpose", lambda c: c.stub.Query(pb.QueryRequest(
         project="trial", clk_bits=1024, fingerprint=bytes(32), clks=clks(1)), metadata=c.north),
      "INVALID_ARGUMENT", "purpose: required"),
+    ("query-purpose-tag-characters", lambda c: c.stub.Query(pb.QueryRequest(
+        project="trial", purpose="case \U000e0041", clk_bits=1024, fingerprint=bytes(32),
+        clks=clks(1)), metadata=c.north), "INVALID_ARGUMENT", "U+E0041"),
     ("query-wrong-length", lambda c: c.stub.Query(pb.QueryRequest(
         project="trial", purpose="case 1", clk_bits=1024, fingerprint=bytes(32),
         clks=clks(1)[:100]), metadata=c.north), "INVALID_ARGUMENT", "clks"),

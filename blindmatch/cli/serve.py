@@ -345,7 +345,8 @@ def register(sub: Subcommands) -> None:
         "--min-free-mb",
         type=non_negative,
         default=0.0,
-        help="refuse an upload that would leave less free disk than this (default: %(default)s)",
+        help="refuse an upload or index change that would leave less free disk than this, "
+        "counting what the uploads in progress have still to write (default: %(default)s)",
     )
     daskopts.add_arguments(p)
     lookup.add_arguments(p)

@@ -406,10 +406,11 @@ def _audit(r: MemberReport) -> str:
     parts = [
         head,
         f"<p>{len(entries)} entries concern {escape(me)} in this project, "
-        f"{_iso(entries[0]['time'])} to {_iso(last['time'])}. The newest is "
-        f"<code>{escape(str(last['seq']))}:{escape(str(last['hash']))}</code>: record it "
-        "elsewhere and ask the operator to check it with <code>blindmatch audit verify "
-        "--anchor</code>.</p>",
+        f"{_iso(entries[0]['time'])} to {_iso(last['time'])}. The newest entry's hash is "
+        f"<code>{escape(str(last['hash']))}</code>: record it elsewhere and ask the "
+        "operator to find it in the log and check it with <code>blindmatch audit verify "
+        "--anchor SEQ:HASH</code> (your view numbers its entries by itself, not by the "
+        "log's seq).</p>",
         _table(("action", "entries"), sorted(actions.items()), numeric=(1,)),
         f"<h3>Your information disclosed to partners ({len(about_me)} partner-days)</h3>",
         "<p>One line per partner per UTC day, once that UTC day is over: how many of the "

@@ -23,6 +23,7 @@ import datetime
 import hmac
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -109,6 +110,23 @@ def reset_current_user(token: contextvars.Token[str]) -> None:
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Besides those: C1 controls (U+0080-U+009F: U+009B is a terminal's CSI, an escape sequence
+# in the operator's `audit export`), format characters that reorder or hide text (bidi
+# overrides and isolates, zero-width space, word joiner, BOM, tag characters) and line and
+# paragraph separators. Joiners (ZWNJ, ZWJ) stay: scripts need them. Before attackwalk
+# (2026-12-07) a member's purpose could carry any of these into the log.
+_JOINERS = frozenset("\u200c\u200d")
+_UNSHOWN = frozenset(("Cc", "Cf", "Zl", "Zp"))
+
+
+def unshown(text: str) -> str:
+    """The first character of `text` that a purpose may not hold, as `U+202E (RIGHT-TO-LEFT
+    OVERRIDE)`; empty when there is none."""
+    for char in text:
+        if char not in _JOINERS and unicodedata.category(char) in _UNSHOWN:
+            name = unicodedata.name(char, "a control character")
+            return f"U+{ord(char):04X} ({name})"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -334,6 +352,14 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
     A day's line has no hash (it is not an entry of the chain) and takes the seq of the
     first entry of this view after the day (the caller's own `audit.export` entry, written
     before the view is read, is always one): paging with `after` sees it once.
+
+    The view numbers its entries 1, 2, 3... in order (`seq`: the entry's place in this
+    view, the same at every export, since entries are only appended) and withholds
+    `prev_hash`: the log's own seqs, and a prev_hash that is not the hash of the view's
+    entry before, told a member how many entries others wrote between two of its own, so
+    that an index change followed by a gap told it at once that a partner's watch matched
+    the record it had put (attackwalk, 2026-12-07). `hash` stays (an anchor for the
+    operator to find).
     """
     view: list[Entry] = []
     days: dict[tuple[int, str], list[Entry]] = {}
@@ -350,7 +376,11 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
                 days.setdefault((int(entry.time // DAY), entry.actor), []).append(entry)
         elif not entry.member:
             view.append(_project_wide(entry))
-    return _with_days(view, days, project, member, now)
+    numbered = [
+        Entry(**{**entry.__dict__, "seq": place, "prev_hash": ""})
+        for place, entry in enumerate(view, 1)
+    ]
+    return _with_days(numbered, days, project, member, now)
 
 
 def _on_own_request(entry: Entry, member: str) -> bool:
@@ -432,6 +462,12 @@ def check_purpose(purpose: str, *, required: bool, project: str) -> str:
         raise InvalidArgument(f"purpose: {len(purpose)} characters; at most {MAX_PURPOSE}")
     if _CONTROL.search(purpose):
         raise InvalidArgument("purpose: control characters (newlines, tabs, ...) are not allowed")
+    if hidden := unshown(purpose):
+        raise InvalidArgument(
+            f"purpose: {hidden} is not allowed: control characters and invisible format "
+            "characters would change how the audit log reads where it is shown (a terminal, a "
+            "report); write the purpose in plain text"
+        )
     if required and not purpose:
         raise InvalidArgument(
             f"purpose: project {project!r} requires a purpose (a case reference, say) for "

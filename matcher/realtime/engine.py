@@ -30,6 +30,7 @@ stream is open, and only in projects where the operator allowed watching.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from blindmatch.matcher.domain import (
     WATCH,
     WATCHING_OFF,
     Encoding,
+    IndexPuts,
     Level,
     Project,
     QueryRecord,
@@ -201,9 +203,17 @@ class Realtime(Admission):
         and whether the change was a retry of one already stored (acknowledged again).
         `check` runs inside the transaction that announces the change, and may refuse it."""
         takes_clks(self.store.project(project))  # expired: NotFound, like every member call
-        summary, put_words, replayed = self.indexes.change(
-            project, member, encoding, puts, removes, client_change_id, check
+        # Room for what it puts (twice: SQLite's write-ahead log, then the database), as an
+        # upload's, within `serve --min-free-mb` (attackwalk: it was never checked).
+        room = (
+            self.store.room.claim(2 * put_bytes(puts), "index change")
+            if puts
+            else contextlib.nullcontext()
         )
+        with room:
+            summary, put_words, replayed = self.indexes.change(
+                project, member, encoding, puts, removes, client_change_id, check
+            )
         if put_words is None:  # an empty change, or a retry: nothing happened now
             return summary, replayed
         if puts and self.watches.watching(project, besides=member):
@@ -447,3 +457,10 @@ class Realtime(Admission):
         self.watches.remove(watch)
         if watch.name:
             self.two_watches.forget(watch)
+
+
+def put_bytes(puts: Sequence[tuple[str, bytes]]) -> int:
+    """The bytes of an index change's references and CLKs (IndexPuts's without a copy)."""
+    if isinstance(puts, IndexPuts):
+        return len(puts.clks) + sum(map(len, puts.refs))
+    return sum(len(ref) + len(clk) for ref, clk in puts)

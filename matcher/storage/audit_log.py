@@ -22,11 +22,15 @@ start-up (`read_key`): a new key would make every earlier entry fail verificatio
 
 from __future__ import annotations
 
+import dataclasses
+import hmac
 import json
+import logging
 import os
 import secrets
 import sqlite3
 import stat
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -58,6 +62,8 @@ CREATE TABLE IF NOT EXISTS audit_intents (
 """
 
 VOID = "index.change.void"
+
+log = logging.getLogger("blindmatch.matcher")
 
 # The disclosed and detail columns (built once: json.dumps with options builds an encoder
 # on every call).
@@ -113,6 +119,14 @@ class AuditLog:
         self._key = key
         self._clock = clock
         self._group: GroupCommit[audit.Event] = GroupCommit(self._write)
+        # The latest entry this process knows is committed (at its start, at each of its own
+        # group commits, at each verify): `verify` checks it is still there, unchanged, so
+        # a tail cut off (or replaced) on disk while the matcher runs fails verification
+        # without an anchor (attackwalk, 2026-12-07; before, such a log verified intact).
+        self._seen_lock = threading.Lock()
+        last = db.query("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        self._seen: tuple[int, str] = (last[0][0], last[0][1]) if last else (0, audit.GENESIS)
+        self._lost: list[str] = []  # what a verify found of it, once found
 
     def append_in(self, tx: sqlite3.Connection, *events: audit.Event) -> list[audit.Entry]:
         """Append events in order to the chain, inside the caller's transaction `tx`."""
@@ -159,7 +173,13 @@ class AuditLog:
 
     def _write(self, events: list[audit.Event]) -> None:
         with self._db.tx(clears_cache=False) as tx:
-            self.append_in(tx, *events)
+            entries = self.append_in(tx, *events)
+        self._saw(entries[-1].seq, entries[-1].hash)  # committed
+
+    def _saw(self, seq: int, digest: str) -> None:
+        with self._seen_lock:
+            if seq > self._seen[0]:
+                self._seen = (seq, digest)
 
     @property
     def group_commits(self) -> tuple[int, int]:
@@ -242,7 +262,44 @@ class AuditLog:
         return [_entry(r) for r in self._db.query(sql + " ORDER BY seq", args)]
 
     def verify(self, anchor: tuple[int, str] | None = None) -> audit.Verification:
-        return audit.verify(self._key, self.entries(), anchor)
+        """The chain verified (with `anchor`, if given), and the latest entry this process
+        knew committed checked to be still there, unchanged."""
+        with self._seen_lock:
+            seen = self._seen  # read before the entries: every entry up to it is in them
+        entries = self.entries()
+        found = audit.verify(self._key, entries, anchor)
+        if not self._lost and (problems := seen_problems(entries, seen)):
+            log.error("audit log: %s", "; ".join(problems))
+            self._lost = problems  # said at every verify from now on (entries go on after)
+        if self._lost:
+            return dataclasses.replace(found, ok=False, problems=found.problems + self._lost)
+        if found.ok:
+            self._saw(found.head_seq, found.head_hash)
+        return found
+
+
+def seen_problems(entries: Sequence[audit.Entry], seen: tuple[int, str]) -> list[str]:
+    """What is wrong with `entries` (the whole log, in seq order) given that entry
+    `seen` (seq, hash) was committed to it earlier by this matcher: nothing, or that the
+    log was cut short before it, or that it was replaced."""
+    seq, digest = seen
+    if not seq:
+        return []
+    for entry in reversed(entries):
+        if entry.seq == seq:
+            if hmac.compare_digest(entry.hash, digest):
+                return []
+            return [
+                f"entry {seq}: not the entry this matcher wrote there (hash {digest[:16]}...): "
+                "the log's tail was cut off on disk and written again since"
+            ]
+        if entry.seq < seq:
+            break
+    head = entries[-1].seq if entries else 0
+    return [
+        f"the log ends at entry {head}, but this matcher wrote up to entry {seq} since it "
+        "started: entries were cut off its end on disk"
+    ]
 
 
 def read_entries(conn: sqlite3.Connection) -> Iterable[audit.Entry]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from blindmatch.matcher.domain import ACTIVE
 from blindmatch.matcher.storage.audit_log import AuditLog
 from blindmatch.matcher.storage.datadir import DataDir
+from blindmatch.matcher.storage.diskroom import DiskRoom
 from blindmatch.matcher.storage.sqlite import Database
 
 # Runs in these states read their inputs' CLK files: "state IN ('queued','running')".
@@ -25,3 +26,4 @@ class StoreBase:
     audit: AuditLog
     clock: Callable[[], float]
     min_free_bytes: int
+    room: DiskRoom  # the disk space uploads in flight were promised (diskroom.py)

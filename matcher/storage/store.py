@@ -38,6 +38,7 @@ from blindmatch.matcher.storage import (
 from blindmatch.matcher.storage.audit_log import AuditLog, entry_count, read_key
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.dirowner import MATCHER, refuse_others
+from blindmatch.matcher.storage.diskroom import DiskRoom
 from blindmatch.matcher.storage.erasure_log import unreferenced_files
 from blindmatch.matcher.storage.index_store import refuse_newer_index
 from blindmatch.matcher.storage.outcome_store import OutcomeStore
@@ -84,6 +85,7 @@ class Store(UserStore, RequestStore, RetentionStore, OutcomeStore, StartedUpload
         if self.files.index_db.is_file():  # (the real-time side's, opened after this)
             refuse_newer_index(self.files.index_db)
         self.min_free_bytes = min_free_bytes
+        self.room = DiskRoom(self.files.root, min_free_bytes)
         self.clock = clock
         refuse_others(self.files.root, MATCHER)  # S1's, S2's or the combiner's: not this one
         self.files.check_private()

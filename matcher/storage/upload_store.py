@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import sqlite3
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +35,10 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.encodings import Held, check_compatible, same_scoring
 from blindmatch.matcher.core.fallback import NO_RULE, Rule
 from blindmatch.matcher.domain import Encoding, Upload, retried_upload
-from blindmatch.matcher.errors import DataLoss, NotFound, ResourceExhausted
+from blindmatch.matcher.errors import DataLoss, NotFound
 from blindmatch.matcher.storage.base import ACTIVE_SQL, StoreBase
 from blindmatch.matcher.storage.datadir import create_private_file, fsync_path, upload_id_of
+from blindmatch.matcher.storage.diskroom import Claim
 from blindmatch.matcher.storage.outcome_store import forget_outcomes
 from blindmatch.matcher.storage.sqlite import disk_full, full_disk
 from blindmatch.matcher.storage.ticket_store import settle
@@ -165,22 +166,11 @@ class UploadStore(StoreBase):
         create_private_file(path)
         return path
 
-    def ensure_room(self, nbytes: int) -> None:
-        """Refuse an upload of `nbytes` that would leave less than `min_free_bytes` free."""
-        free = shutil.disk_usage(self.files.root).free
-        if free - nbytes < self.min_free_bytes:
-            mib = 1024 * 1024
-            log.warning(  # the operator's to act on: the member is told only to ask them
-                "refused an upload of %.1f MiB: %.1f MiB free on %s's disk, %.1f MiB kept in "
-                "reserve (serve --min-free-mb); free space there%s",
-                nbytes / mib, free / mib, self.files.root, self.min_free_bytes / mib,
-                " or lower --min-free-mb" if self.min_free_bytes else "",
-            )  # fmt: skip
-            raise ResourceExhausted(
-                f"not enough disk space on the matcher for this upload ({nbytes / mib:.1f} MiB "
-                f"needed, {free / mib:.1f} MiB free, {self.min_free_bytes / mib:.1f} MiB kept "
-                "in reserve); nothing was stored; ask the operator to free space"
-            )
+    def ensure_room(self, nbytes: int) -> AbstractContextManager[Claim]:
+        """Room for an upload of `nbytes`, held while it is received (storage/diskroom.py):
+        refused where it would leave less than `min_free_bytes` free, counting what the
+        uploads in flight were promised and have not written yet."""
+        return self.room.claim(nbytes)
 
     def keyed_upload(self, project: str, member: str, client_upload_id: str) -> Upload | None:
         """The upload acknowledged earlier under this client-chosen id, if it is still the

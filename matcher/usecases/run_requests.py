@@ -25,16 +25,37 @@ log = logging.getLogger("blindmatch.matcher")
 FOLLOW_POLL_SECONDS = 0.5
 
 
+# A member sees a stage's progress as thousandths of it, never its count (`as_seen_by`).
+PROGRESS_SCALE = 1000
+
+
 def as_seen_by(store: Store, run: Run, member: str) -> Run:
     """`run` as `member` may see it: `groups` is the number of its own records some partner
     holds, when it can work that out from its results anyway (every partner at `hits` or
-    above, or a single partner); otherwise 0."""
+    above, or a single partner); otherwise 0. A stage's progress is in thousandths
+    (`work_total` PROGRESS_SCALE once a stage is under way): its count of pairs compared or
+    solved is the run's, every pair of members', and told a member that shares nobody how
+    many people two others share (attackwalk, 2026-12-07)."""
+    run = _scaled(run)
     if run.state != DONE or not run.groups:
         return dataclasses.replace(run, groups=0)
     project = store.project(run.project)
     levels = effective_levels(project.disclosure, store.consents(project.name), member)
     own = len(levels) <= 1 or all(level >= Level.HITS for level in levels.values())
     return dataclasses.replace(run, groups=store.linked_rows(run.id, member) if own else 0)
+
+
+def _scaled(run: Run) -> Run:
+    """`run` with its stage's progress as thousandths: none before a stage has begun, none
+    yet for a stage with nothing to count (as for one just begun), all once the run is done
+    (so that neither tells a count of 0)."""
+    if not run.stage:
+        return dataclasses.replace(run, work_done=0, work_total=0)
+    if run.state == DONE:
+        done = PROGRESS_SCALE
+    else:
+        done = run.work_done * PROGRESS_SCALE // run.work_total if run.work_total else 0
+    return dataclasses.replace(run, work_done=min(done, PROGRESS_SCALE), work_total=PROGRESS_SCALE)
 
 
 def start_run(store: Store, runs: RunManager, project: str, member: str) -> Run:

@@ -302,10 +302,9 @@ def receive_upload(
             f"header: {count} CLKs of {bits} bits is {count * clk_bytes} bytes, over this "
             f"matcher's limit of {max_upload_bytes} bytes per upload"
         )
-    store.ensure_room(count * clk_bytes)
     digest = hashlib.sha256()
     received = 0
-    with _upload_file(store) as part:
+    with store.ensure_room(count * clk_bytes) as room, _upload_file(store) as part:
         with open(part, "wb") as fh:
             for data in chunks:
                 if data is None:
@@ -320,6 +319,7 @@ def receive_upload(
                     raise InvalidArgument(f"clks: more CLKs than header.record_count ({count})")
                 digest.update(data)
                 fh.write(data)
+                room.wrote(len(data))
             fh.flush()
             os.fsync(fh.fileno())
         if received != count:
