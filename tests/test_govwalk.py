@@ -62,3 +62,26 @@ def test_no_query_purpose_reaches_the_server_log(
     audited = {(row[3], row[6]) for row in db_rows(matcher.data_dir, "audit")}
     assert ("query", CASE + " answered") in audited
     assert ("query.refused", CASE + " refused") in audited
+
+
+def test_an_erasure_leaves_no_user_name_in_the_query_logs_refusal_counts(
+    matcher: Matcher, project: ProjectTokens, secret_file: Path
+) -> None:
+    """processing.md: a member's erasure blanks the named users of its queries logged until
+    then. A named user's refused request (bad input) is counted in memory and written to the
+    query log up to ten seconds later, stamped with the time it is written: one refused just
+    before the erasure was written after it, its user's name kept until the project expired."""
+    grace = person(secret_file, **GRACE)
+    with matcher.member(project.tokens["north"]) as north:
+        user = north.add_user("trial", "pc-1")
+    with matcher.member(user) as pc1, pytest.raises(RejectedError, match="INVALID_ARGUMENT"):
+        pc1.query("trial", grace[0], clk_bits=grace[1], fingerprint=grace[2], purpose="")
+    with matcher.member(project.tokens["north"]) as north:
+        north.erase("trial")
+    with matcher.operator() as op:
+        op.query_report("trial")  # writes the refusals counted so far (else within 10 s)
+    rows = db_rows(matcher.data_dir, "query_log", "index.sqlite")
+    assert rows, "the refused request is counted in the query log"
+    # (time, project, member, kind, purpose, records, records_with_hits, refused, user)
+    assert [r for r in rows if r[8] == "pc-1"] == []
+    assert {(r[2], r[7], r[8]) for r in rows} == {("north", "INVALID_ARGUMENT", "(erased)")}
