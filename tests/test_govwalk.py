@@ -17,31 +17,22 @@ import pytest
 
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encode import read_secret
-from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import RejectedError
 from tests.support import GRACE, Matcher, Org, db_rows, encode, index_all, person
 
 CASE = "custody 24/118 PC 1234 govwalk-case"  # as sharing-models.md suggests an integrator sends
 
 
-@pytest.fixture
-def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
-    secret = read_secret(secret_file)
-    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
-
-
 def test_no_query_purpose_reaches_the_server_log(
-    matcher: Matcher,
-    project: ProjectTokens,
-    encoded: dict[str, Encoded],
-    secret_file: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+    matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org], secret_file: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
     caplog.set_level(logging.DEBUG, logger="blindmatch.matcher")
+    south_encoded = encode(orgs["south"], tmp_path / "south.encoded", read_secret(secret_file))
     with matcher.operator() as op:
         op.set_query_limits("trial", member="north", per_minute=100, per_day=1)
     with matcher.member(project.tokens["south"]) as south:
-        index_all(south, "trial", encoded["south"])
+        index_all(south, "trial", south_encoded)
     grace = person(secret_file, **GRACE)
     with matcher.member(project.tokens["north"]) as north:
         user = north.add_user("trial", "pc-1")
