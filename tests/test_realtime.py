@@ -598,7 +598,7 @@ def test_the_quota_refuses_with_resource_exhausted(
     assert "RESOURCE_EXHAUSTED" in message
     assert "query quota: north may query 3 records per 24 hours in project 'trial'" in message
     # The log line and the operator's report name the user whose token was refused.
-    assert any("query refused: trial/north (user pc-1), 1 record," in r.getMessage()
+    assert any("query refused: trial/north (user pc-1), 1 record:" in r.getMessage()
                for r in caplog.records), caplog.text  # fmt: skip
     with matcher.operator() as op:
         [north_row] = [v for v in op.query_report("trial") if v.member == "north"]

@@ -66,28 +66,29 @@ def audit_event(record: QueryRecord) -> audit.Event:
 def _log(record: QueryRecord) -> None:
     """The server log's line: refusals at WARNING, answered queries at DEBUG (the query
     log and the audit log hold every one, and a line per query on the server log would
-    cost the query path a lock and a write each, at thousands a second)."""
+    cost the query path a lock and a write each, at thousands a second). Neither holds the
+    purpose: a case reference (or a custody and collar number) that the audit entry and the
+    query log keep, the query log's blanked when the member erases (usecases/erasure.py); a
+    server log goes to the operator's log collection, under its own retention (govwalk)."""
     who = f"{record.member} (user {record.user})" if record.user else record.member
     if record.refused:
         log.warning(
-            "%s refused: %s/%s, %s, purpose %r: %s",
+            "%s refused: %s/%s, %s: %s",
             record.kind,
             record.project,
             who,
             counted(record.records, "record"),
-            record.purpose,
             record.refused,
         )
         return
     if not log.isEnabledFor(logging.DEBUG):
         return
     log.debug(
-        "%s: %s/%s, %s, purpose %r, disclosed %s",
+        "%s: %s/%s, %s, disclosed %s",
         record.kind,
         record.project,
         who,
         counted(record.records, "record"),
-        record.purpose,
         ", ".join(f"{p} ({lvl})" for p, lvl in sorted(record.disclosed.items())) or "nothing",
     )
 

@@ -426,6 +426,11 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
             "`blindmatch watch` again (a new watch, logged with its purpose)",
         )
         two_server = self.store.project(request.project).mode == TWO_SERVER
+        if self.refusals is not None:
+            # The refused requests counted so far go into the query log now, stamped before the
+            # erasure, so that it blanks their users' names too (govwalk; else written up to
+            # FLUSH_SECONDS later, after it, a named user's name kept until expiry).
+            self.refusals.flush()
         # Then S1 and S2 drop its shares; one that cannot does not undo the erasure here:
         # the reply names it, and the matcher asks it again in the background until it
         # answers (`self.erasures`; a matcher stopped before that asks at its next start).
