@@ -13,6 +13,7 @@ from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from tests.support import Matcher, Org, encode, uploaded_and_run
+from tests.test_report import Page, read_page
 
 
 @pytest.fixture
@@ -124,3 +125,49 @@ def test_a_reference_to_a_partner_that_erased_since_the_run_says_so(
             "--encoded", str(tmp_path / "east.encoded"), "--record-id", "N1"]  # fmt: skip
     assert cli(matcher, *east) == 3
     assert "(you erased it); upload again and start a new run" in capsys.readouterr().err
+
+
+def test_the_report_page_lists_references_issued_and_resolved_both_ways(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """docs/report.md: the audit summary shows every disclosure of the member's information
+    to a partner. A partner resolving the member's reference learns which of its records the
+    member holds a match for; the page showed only `request.issue 1` in its action counts."""
+    uploaded_and_run(matcher, trio, encoded)
+    with matcher.member(trio.tokens["north"]) as north:
+        refs = north.issue_request_refs("trial", [0], encoded["north"].sha256, purpose="REQ-117")
+    ref = refs.refs["south"]
+    assert cli(matcher, "resolve", ref, "--project", "trial", "--token", trio.tokens["south"],
+               "--encoded", str(tmp_path / "south.encoded"),
+               "--purpose", "answering REQ-117") == 0  # fmt: skip
+
+    def page(member: str) -> Page:
+        out = tmp_path / f"{member}.html"
+        assert cli(matcher, "report", "--project", "trial", "--token", trio.tokens[member],
+                   "--encoded", str(tmp_path / f"{member}.encoded"), "--out", str(out),
+                   "--quiet") == 0  # fmt: skip
+        return read_page(out)[1]
+
+    north_page = page("north")
+    text = " ".join(north_page.text)
+    assert "You issued 2 reference(s) in 1 request(s); partners resolved yours 1 time(s)" in text
+    _, *resolved = north_page.table("time", "resolved by")
+    assert [row[1:6] for row in resolved] == [
+        ["south", "north", ref, refs.run_id, "(withheld: the partner's)"]
+    ]
+    assert "answering REQ-117" not in text  # south's purpose is south's
+    [_, issued] = north_page.table("time", "purpose", "run", "references")
+    assert issued[1:3] == ["REQ-117", refs.run_id] and f"south: {ref}" in issued[3]
+
+    south_page = page("south")
+    [_, mine] = south_page.table("time", "resolved by")
+    assert mine[1:] == ["south", "north", ref, refs.run_id, "answering REQ-117", "1"]
+    assert "You resolved references partners sent you 1 time(s)." in " ".join(south_page.text)
+    assert not south_page.table("time", "purpose", "run", "references")  # north's issue
+    # east, which took no part, has no such section.
+    assert "Request references" not in " ".join(page("east").text)
+    capsys.readouterr()
