@@ -171,3 +171,29 @@ def test_the_report_page_lists_references_issued_and_resolved_both_ways(
     # east, which took no part, has no such section.
     assert "Request references" not in " ".join(page("east").text)
     capsys.readouterr()
+
+
+def test_a_request_from_a_folder_uploaded_since_the_run_says_to_run_first(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    orgs: dict[str, Org],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """north erased a person the subject-rights way (encode without them, upload) and asked
+    for a reference from the new folder before running: told only to pass the folder the
+    run used, the one it had just replaced."""
+    uploaded_and_run(matcher, trio, encoded)
+    csv = orgs["north"].csv.read_text().splitlines(keepends=True)
+    erased = Org(tmp_path / "north2.csv", orgs["north"].mapping)
+    erased.csv.write_text("".join(line for line in csv if not line.startswith("N2,")))
+    newer = encode(erased, tmp_path / "north2.encoded")
+    with matcher.member(trio.tokens["north"]) as north:
+        north.upload("trial", newer)
+    capsys.readouterr()
+    assert cli(matcher, "request", "--project", "trial", "--token", trio.tokens["north"],
+               "--encoded", str(newer.path), "--record-id", "N1") == 3  # fmt: skip
+    err = capsys.readouterr().err
+    assert "used a different upload of yours than this encoded folder" in err
+    assert "start a run (`blindmatch run`) and fetch its results first" in err

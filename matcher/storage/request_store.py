@@ -114,7 +114,8 @@ class RequestStore(RunStore):
                 raise FailedPrecondition(
                     f"upload_sha256: the latest run ({run_id}) used a different upload of "
                     "yours than this encoded folder; pass the --encoded folder that was "
-                    "uploaded for it"
+                    "uploaded for it, or, where this folder is a newer upload (a person "
+                    "erased, say), start a run (`blindmatch run`) and fetch its results first"
                 )
             _check_rows(hits, own[1], numbered)
             issued: list[dict[str, str]] = []
