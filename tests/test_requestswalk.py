@@ -197,3 +197,22 @@ def test_a_request_from_a_folder_uploaded_since_the_run_says_to_run_first(
     err = capsys.readouterr().err
     assert "used a different upload of yours than this encoded folder" in err
     assert "start a run (`blindmatch run`) and fetch its results first" in err
+
+
+def test_a_resolution_without_a_required_purpose_is_told_it_needs_one_too(
+    matcher: Matcher,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A project created with --require-purpose refused a `resolve` without one as "for every
+    results request": the partner answering a request was not asking for results."""
+    with matcher.operator() as op:
+        project = op.create_project("trial", ["north", "south", "east"], require_purpose=True)
+    uploaded_and_run(matcher, project, encoded)
+    with matcher.member(project.tokens["north"]) as north:
+        ref = north.issue_request_refs("trial", [0], encoded["north"].sha256, purpose="R").refs
+    capsys.readouterr()
+    south = ["--token", project.tokens["south"], "--encoded", str(tmp_path / "south.encoded")]
+    assert cli(matcher, "resolve", ref["south"], "--project", "trial", *south) == 3
+    assert "every request reference issued or resolved" in capsys.readouterr().err
