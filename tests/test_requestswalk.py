@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from tests.support import Matcher, Org, encode, uploaded_and_run
 from tests.test_report import Page, read_page
+from tests.test_requests import cli, encoded  # noqa: F401 (encoded: a fixture)
 
 
 @pytest.fixture
@@ -23,21 +23,10 @@ def trio(matcher: Matcher) -> ProjectTokens:
         return op.create_project("trial", ["north", "south", "east"])
 
 
-@pytest.fixture
-def encoded(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
-    out = {name: encode(org, tmp_path / f"{name}.encoded") for name, org in orgs.items()}
-    out["east"] = encode(orgs["north"], tmp_path / "east.encoded")
-    return out
-
-
-def cli(matcher: Matcher, *args: str) -> int:
-    return main([*args, "--server", matcher.target])
-
-
 def test_resolving_several_references_prints_those_resolved_before_one_is_refused(
     matcher: Matcher,
     trio: ProjectTokens,
-    encoded: dict[str, Encoded],
+    encoded: dict[str, Encoded],  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -70,7 +59,7 @@ def test_resolving_several_references_prints_those_resolved_before_one_is_refuse
 def test_a_refused_hit_says_no_reference_was_issued_before_the_status_code(
     matcher: Matcher,
     trio: ProjectTokens,
-    encoded: dict[str, Encoded],
+    encoded: dict[str, Encoded],  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -90,7 +79,7 @@ def test_a_refused_hit_says_no_reference_was_issued_before_the_status_code(
 def test_a_reference_to_a_partner_that_erased_since_the_run_says_so(
     matcher: Matcher,
     trio: ProjectTokens,
-    encoded: dict[str, Encoded],
+    encoded: dict[str, Encoded],  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -130,7 +119,7 @@ def test_a_reference_to_a_partner_that_erased_since_the_run_says_so(
 def test_the_report_page_lists_references_issued_and_resolved_both_ways(
     matcher: Matcher,
     trio: ProjectTokens,
-    encoded: dict[str, Encoded],
+    encoded: dict[str, Encoded],  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -176,7 +165,7 @@ def test_the_report_page_lists_references_issued_and_resolved_both_ways(
 def test_a_request_from_a_folder_uploaded_since_the_run_says_to_run_first(
     matcher: Matcher,
     trio: ProjectTokens,
-    encoded: dict[str, Encoded],
+    encoded: dict[str, Encoded],  # noqa: F811
     orgs: dict[str, Org],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -201,7 +190,7 @@ def test_a_request_from_a_folder_uploaded_since_the_run_says_to_run_first(
 
 def test_a_resolution_without_a_required_purpose_is_told_it_needs_one_too(
     matcher: Matcher,
-    encoded: dict[str, Encoded],
+    encoded: dict[str, Encoded],  # noqa: F811
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
