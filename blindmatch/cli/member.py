@@ -55,8 +55,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
     print(
         f"Erased from {args.project}: {counted(erased.uploads, 'upload')}, "
         f"{counted(erased.links, 'result row')} involving your records{index} and "
-        f"{counted(erased.users, 'named user')} (their tokens no longer work). The audit log "
-        "keeps the fact, not the data."
+        f"{counted(erased.users, 'named user')} (their tokens no longer work), with every "
+        "request reference you issued or were sent. The audit log keeps the fact, not the data."
     )
     failed = _two_server(erased.two_server, retried=bool(erased.pending))
     if erased.pending:
@@ -119,8 +119,9 @@ def register(sub: Subcommands) -> None:
         "erase",
         help="delete your uploads and results from the matcher",
         description="Delete this member's uploads and every result involving them from the "
-        "project, now, with its standing index and its named users (their tokens stop "
-        "working). Asks first (it cannot be undone); --yes answers for scripts. The audit "
+        "project, now, with its standing index, its named users (their tokens stop "
+        "working) and the request references it issued or was sent. Asks first (it "
+        "cannot be undone); --yes answers for scripts. The audit "
         "log keeps the fact, not the data, and its earlier entries as they are. In a "
         "two-server project S1 and S2 drop your shares too. Where part of it fails (S1 or S2 "
         "cannot be reached, the matcher's disk is full) the rest is erased, a warning names "

@@ -361,7 +361,8 @@ def register(sub: Subcommands) -> None:
     pc.add_argument(
         "--require-purpose",
         action="store_true",
-        help="every results request must give --purpose (a case reference), kept in the audit log",
+        help="every results request (results, report) and request reference (request, "
+        "resolve) must give --purpose (a case reference), kept in the audit log",
     )
     pc.add_argument(
         "--require-users",

@@ -12,6 +12,7 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
@@ -26,6 +27,9 @@ from blindmatch.cli.options import (
 )
 from blindmatch.client.errors import InputError, MatcherError
 from blindmatch.matcher.domain import counted
+
+if TYPE_CHECKING:
+    from blindmatch.client.remote.model import ResolvedRef
 
 HOW_TO_QUOTE = (
     "Quote each in your formal request to that partner only; it resolves it to its own "
@@ -105,7 +109,8 @@ def _request_hits(args: argparse.Namespace) -> int:
             raise
         hit = hits[int(told[1])]
         where = f"{args.hits}: row {hit.line} ({hit.record_id} at {hit.partner})"
-        raise type(exc)(f"{where}: {told[2]}; no reference was issued") from None
+        said = _told_before_code(told[2], "; no reference was issued")
+        raise type(exc)(f"{where}: {said}") from None
     rows = [[h.record_id, h.partner, ref] for h, ref in zip(hits, issued.references, strict=True)]
     write_csv(args.out, ["record_id", "partner", "reference"], rows)
     if args.json:
@@ -131,22 +136,49 @@ def _request_hits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _told_before_code(told: str, more: str) -> str:
+    """`more` added to a matcher's refusal before its trailing ` [CODE]` (it read
+    `... [FAILED_PRECONDITION]; no reference was issued`: requestswalk)."""
+    code = re.search(r" \[[A-Z_]+\]\Z", told)
+    at = code.start() if code else len(told)
+    return told[:at] + more + told[at:]
+
+
 def cmd_resolve(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.encoded import read_encoded
     from blindmatch.client.remote.twoserver import acknowledged_sha256
     from blindmatch.client.requests import local_ids
 
     encoded = read_encoded(args.encoded, verify=False)
-    found = []
+    found: list[tuple[ResolvedRef, list[str]]] = []
     with connect(args, member_token(args)) as client:
         # The matcher resolves a reference only against the upload it points into, so a
         # wrong folder is refused before the resolution is recorded (docs/requests.md).
         sha256 = acknowledged_sha256(client, args.project, encoded)
         for reference in args.reference:
-            resolved = client.resolve_request_ref(
-                args.project, reference, sha256, args.purpose or ""
-            )
+            try:
+                resolved = client.resolve_request_ref(
+                    args.project, reference, sha256, args.purpose or ""
+                )
+            except MatcherError as exc:
+                if not found:
+                    raise
+                # The ones before it are resolved, and the requester's audit view says so
+                # already: printed, not lost behind the error (requestswalk).
+                _print_resolved(args, found)
+                raise type(exc)(
+                    _told_before_code(
+                        str(exc),
+                        f" ({counted(len(found), 'reference')} before {reference} resolved and "
+                        "recorded, printed above; give the rest again)",
+                    )
+                ) from None
             found.append((resolved, local_ids(resolved, encoded, sha256)))
+    _print_resolved(args, found)
+    return 0
+
+
+def _print_resolved(args: argparse.Namespace, found: list[tuple[ResolvedRef, list[str]]]) -> None:
     if args.json:
         print(
             json.dumps(
@@ -162,7 +194,7 @@ def cmd_resolve(args: argparse.Namespace) -> int:
                 ]
             )
         )
-        return 0
+        return
     for r, ids in found:
         yours = ("your records " if len(ids) > 1 else "your record ") + ", ".join(ids)
         # Issued with a two-server query's answer or a watch's event (walk2s: it named the
@@ -182,7 +214,6 @@ def cmd_resolve(args: argparse.Namespace) -> int:
             "requester before deciding what, if anything, to disclose "
             "(docs/governance/acting-on-a-hit.md)."
         )
-    return 0
 
 
 def register(sub: Subcommands) -> None:

@@ -19,6 +19,7 @@ from blindmatch.client.files import write_text
 from blindmatch.client.tools import charts
 from blindmatch.client.tools.evaluate import table_rows
 from blindmatch.client.tools.report import MemberReport
+from blindmatch.client.tools.report_requests import ISSUED_HEADER, RESOLVED_HEADER, request_tables
 from blindmatch.client.words import counted, word
 
 # Per-record rows shown on the page; the results CSV holds them all.
@@ -449,7 +450,12 @@ def _audit(r: MemberReport) -> str:
         )
     else:
         parts.append("<p>None recorded.</p>")
-    more = max(len(about_me), len(mine)) - MAX_AUDIT_ROWS
+    refs = request_tables(entries, me, MAX_AUDIT_ROWS)
+    if refs.summary:
+        parts += ["<h3>Request references</h3>", f"<p>{escape(refs.summary)}</p>"]
+        parts += [_table(RESOLVED_HEADER, refs.resolved)] if refs.resolved else []
+        parts += [_table(ISSUED_HEADER, refs.issued)] if refs.issued else []
+    more = max(len(about_me), len(mine), refs.shown_of) - MAX_AUDIT_ROWS
     if more > 0:
         parts.append(
             f'<p class="muted">The newest {MAX_AUDIT_ROWS} of each are shown; '

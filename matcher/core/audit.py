@@ -471,6 +471,7 @@ def check_purpose(purpose: str, *, required: bool, project: str) -> str:
     if required and not purpose:
         raise InvalidArgument(
             f"purpose: project {project!r} requires a purpose (a case reference, say) for "
-            'every results request; pass --purpose "..."'
+            "every results request and every request reference issued or resolved; pass "
+            '--purpose "..."'
         )
     return purpose

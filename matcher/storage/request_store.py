@@ -107,13 +107,15 @@ class RequestStore(RunStore):
             own = tx.execute(_INPUT_SHA, (run_id, member)).fetchone()
             if own is None:
                 raise FailedPrecondition(
-                    f"the latest run ({run_id}) holds no data of yours (you erased it)"
+                    f"the latest run ({run_id}) holds no data of yours (you erased it); "
+                    "upload again and start a new run"
                 )
             if own[0] != upload_sha256.lower():
                 raise FailedPrecondition(
                     f"upload_sha256: the latest run ({run_id}) used a different upload of "
                     "yours than this encoded folder; pass the --encoded folder that was "
-                    "uploaded for it"
+                    "uploaded for it, or, where this folder is a newer upload (a person "
+                    "erased, say), start a run (`blindmatch run`) and fetch its results first"
                 )
             _check_rows(hits, own[1], numbered)
             issued: list[dict[str, str]] = []
@@ -157,6 +159,14 @@ class RequestStore(RunStore):
         project_level: Level,
     ) -> dict[str, str]:
         """Inside `tx`: the references for one record of `member` in run `run_id`."""
+        # Its links went with its data: told as "no match ... check the record id against
+        # your results", which sent the requester to check the wrong thing (requestswalk).
+        # `project show` says it is not uploaded too.
+        if partner in levels and tx.execute(_INPUT_SHA, (run_id, partner)).fetchone() is None:
+            raise FailedPrecondition(
+                f"{partner} erased its data from this project since run {run_id} (or took "
+                "no part in it): it holds no record of the run to refer to"
+            )
         marks = ",".join("?" * len(rows))
         links = tx.execute(
             f"SELECT row, partner, partner_row FROM links WHERE run_id=? AND member=? "
