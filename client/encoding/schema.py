@@ -13,6 +13,11 @@ from clkhash import schema as clk_schema
 
 from blindmatch.client.encoding.frequency import FrequencyTiers, parse_frequency
 from blindmatch.client.encoding.normalise import DERIVED_OPTIONS, OPTIONS, FieldRule
+from blindmatch.client.encoding.schemakeys import (
+    check_blindmatch_keys,
+    check_hardening,
+    clkhash_problem,
+)
 from blindmatch.client.errors import InputError
 
 
@@ -145,11 +150,13 @@ def load_schema(path: str | Path) -> LinkageSchema:
     try:
         parsed = clk_schema.from_json_dict(copy.deepcopy(raw))
     except clk_schema.SchemaError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:6] if line.strip())
-        raise InputError(f"{path}: invalid clkhash v3 schema: {detail}") from None
+        raise InputError(
+            f"{path}: invalid clkhash v3 schema: {clkhash_problem(exc, raw)} "
+            "(the shipped schemas/person-uk.json shows each part; docs/schema.md)"
+        ) from None
     if parsed.l % 64:
         raise InputError(f"{path}: clkConfig.l is {parsed.l}; blindmatch needs a multiple of 64")
+    check_blindmatch_keys(raw, path)
     names = [spec.identifier for spec in parsed.fields]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -164,6 +171,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
     twoserver = _twoserver(raw, bool(field_bits), path)
     frequency = parse_frequency(raw, parsed, [r.kind for r in rules], bool(field_bits), path)
     rule = _rule(raw, fallback, path)
+    check_hardening(raw, rules, fallback, bool(field_bits), path)
     return LinkageSchema(
         path=path,
         raw=raw,
@@ -208,7 +216,7 @@ def _fallback(
     spec = ext.get("fallback") if isinstance(ext, dict) else None
     if spec is None:
         return ()
-    without = spec.get("without") if isinstance(spec, dict) else None
+    without = spec.get("without") if isinstance(spec, dict) and set(spec) == {"without"} else None
     hashed = [rule.name for rule in rules if rule.kind != "ignore"]
     if (
         not isinstance(without, list)

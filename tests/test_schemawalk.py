@@ -1,0 +1,225 @@
+"""docs/schema.md walked as a member's engineer adapting the schema: what clkhash accepts
+but blindmatch cannot use is refused at load (so `schema check` says it, exit 2), naming
+the file, the JSON path and what to do."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blindmatch.cli import main
+from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA
+
+DEFAULT: dict[str, Any] = json.loads(PERSON_SCHEMA.read_text())
+
+
+def check(tmp_path: Path, raw: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> str:
+    """`schema check` on `raw`: must exit 2 with one `Error:` line naming the file."""
+    path = tmp_path / "member.json"
+    path.write_text(json.dumps(raw))
+    code = main(["schema", "check", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"Error: {path}: "), err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_hardening_salt_field_the_schema_lacks_is_refused_at_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before: schema check said valid, and encode read the whole export and then died
+    # with a ValueError traceback ('dobb' is not in list).
+    raw = copy.deepcopy(DEFAULT)
+    raw["blindmatch"]["hardening"] = {"salt": {"field": "dobb", "part": "year"}}
+    err = check(tmp_path, raw, capsys)
+    assert "blindmatch.hardening.salt.field is 'dobb', not a hashed field" in err
+
+
+def test_salting_by_a_field_the_fallback_leaves_out_is_refused_by_schema_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["blindmatch"]["hardening"] = {"salt": {"field": "dob"}}
+    assert "which the fallback CLK (blindmatch.fallback) leaves out" in check(tmp_path, raw, capsys)
+
+
+def test_bad_hardening_settings_are_refused_by_schema_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["blindmatch"]["hardening"] = {"blip": {"epsilon": -1}}
+    assert "blindmatch.hardening: blip must be" in check(tmp_path, raw, capsys)
+
+
+def test_hardening_a_field_level_schema_is_refused_by_schema_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = json.loads(FIELD_LEVEL_SCHEMA.read_text())
+    raw["blindmatch"]["hardening"] = {"salt": {"field": "dob"}}
+    assert "not supported with field-level schemas" in check(tmp_path, raw, capsys)
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [("top", "fallbak"), ("feature", "normalize")],
+)
+def test_a_misspelt_blindmatch_key_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, key: str
+) -> None:
+    # clkhash ignores unknown keys, so the typo was silently another schema (no fallback
+    # CLK, no nicknames), refused only later by the partners' fingerprints.
+    raw = copy.deepcopy(DEFAULT)
+    section = raw["blindmatch"] if where == "top" else raw["features"][0]["blindmatch"]
+    section[key] = section.pop("fallback" if where == "top" else "normalise")
+    err = check(tmp_path, raw, capsys)
+    path = "blindmatch" if where == "top" else "features[0] ('given_name').blindmatch"
+    assert f"{path}: unknown key(s) '{key}'" in err
+
+
+def test_a_blindmatch_section_that_is_not_an_object_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["blindmatch"] = ["record-level"]
+    assert "blindmatch must be an object, not list" in check(tmp_path, raw, capsys)
+
+
+@pytest.mark.parametrize("schema", [PERSON_SCHEMA, FIELD_LEVEL_SCHEMA])
+def test_clkconfig_xor_folds_which_clkhash_ignores_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], schema: Path
+) -> None:
+    # clkhash 0.18 validates clkConfig.xorFolds but reads `xor_folds`: the CLKs came out
+    # unfolded, byte for byte those of the schema without it.
+    raw = json.loads(schema.read_text())
+    raw["clkConfig"]["xorFolds"] = 1
+    err = check(tmp_path, raw, capsys)
+    assert "clkConfig.xorFolds is 1: clkhash accepts it but does not fold" in err
+    assert "blindmatch.hardening" in err
+
+
+def test_an_upper_case_text_pattern_no_normalised_value_can_match_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every value was invalid (encoded as missing) and encode exited 0.
+    raw = copy.deepcopy(DEFAULT)
+    raw["features"][4]["format"] = {"type": "string", "pattern": "[A-Z]{1,2}[0-9][A-Z0-9]?"}
+    err = check(tmp_path, raw, capsys)
+    assert "features[4] ('postcode').format.pattern" in err
+    assert "Write the pattern in lower case" in err
+    raw["features"][4]["format"] = {"type": "string", "pattern": r"[a-z]{1,2}\d[a-z0-9]?\d\w+"}
+    path = tmp_path / "lower.json"
+    path.write_text(json.dumps(raw))
+    assert main(["schema", "check", str(path)]) == 0
+
+
+def test_a_clkhash_validation_error_names_the_feature_and_the_types_allowed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["features"][3]["format"]["type"] = "boolean"
+    err = check(tmp_path, raw, capsys)
+    assert "features[3] ('sex').format: type 'boolean' is not one of" in err
+    assert "'string'" in err
+    raw = copy.deepcopy(DEFAULT)
+    raw["features"][1]["hashing"]["comparison"]["type"] = "soundex"
+    err = check(tmp_path, raw, capsys)
+    assert "features[1] ('surname').hashing.comparison: type 'soundex'" in err
+
+
+def test_an_invalid_regular_expression_is_named_not_just_schema_was_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["features"][0]["format"] = {"type": "string", "pattern": "[a-"}
+    err = check(tmp_path, raw, capsys)
+    assert "features[0] ('given_name'): Invalid regular expression" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "date_format", "said"),
+    [("surname", None, "a text field, with no year"), ("dob", "%d/%m/%Y", "its year is not")],
+)
+def test_salting_by_the_year_of_a_value_without_one_is_refused(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+    date_format: str | None,
+    said: str,
+) -> None:
+    # harden.salt_value("smith", "year") is "": every record was salted alike, i.e. not at
+    # all, and the encode report still said "hardening: salt=surname:year".
+    raw = copy.deepcopy(DEFAULT)
+    del raw["blindmatch"]["fallback"], raw["blindmatch"]["rule"]
+    if date_format:
+        raw["features"][2]["format"]["format"] = date_format
+    raw["blindmatch"]["hardening"] = {"salt": {"field": field}}
+    err = check(tmp_path, raw, capsys)
+    assert 'salt.part is "year" (the default)' in err and said in err
+    raw["blindmatch"]["hardening"] = {"salt": {"field": field, "part": "value"}}
+    path = tmp_path / "value.json"
+    path.write_text(json.dumps(raw))
+    assert main(["schema", "check", str(path)]) == 0
+
+
+def test_a_segment_length_in_a_record_level_schema_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["features"][1]["blindmatch"] = {"bits": 256}
+    err = check(tmp_path, raw, capsys)
+    assert "features[1] ('surname').blindmatch.bits is for field-level schemas only" in err
+
+
+def test_normalise_options_on_a_feature_that_is_not_text_are_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["features"][3]["blindmatch"] = {"normalise": ["first-name"]}
+    err = check(tmp_path, raw, capsys)
+    assert "features[3] ('sex').blindmatch.normalise is for text features" in err
+
+
+def test_mapping_a_field_the_schema_ignores_says_it_is_ignored_not_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blindmatch.client.encoding.mapping import load_mapping
+    from blindmatch.client.encoding.schema import load_schema
+    from blindmatch.client.errors import InputError
+
+    raw = copy.deepcopy(DEFAULT)
+    raw["features"][3] = {"identifier": "sex", "ignored": True}
+    schema_path = tmp_path / "no-sex.json"
+    schema_path.write_text(json.dumps(raw))
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('id = "id"\n[fields]\nsurname = "Surname"\nsex = "Sex"\n')
+    with pytest.raises(InputError) as refused:
+        load_mapping(mapping, load_schema(schema_path))
+    said = str(refused.value)
+    assert "fields.sex: the schema no-sex.json ignores it (not hashed" in said, said
+    assert "not a field of the schema" not in said
+
+
+def test_schema_check_prints_the_hardening_a_schema_sets(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["blindmatch"]["hardening"] = {"blip": {"epsilon": 3}, "balance": True}
+    path = tmp_path / "hardened.json"
+    path.write_text(json.dumps(raw))
+    assert main(["schema", "check", str(path)]) == 0
+    assert "  hardening: BLIP eps=3 (flip 4.74%), balanced (as the encode report" in (
+        capsys.readouterr().out
+    )
+
+
+def test_a_fallback_with_a_key_besides_without_is_refused_not_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    raw["blindmatch"]["fallback"] = {"without": ["dob"], "bits": 512}
+    assert 'blindmatch.fallback must be {"without": [FIELD, ...]}' in check(tmp_path, raw, capsys)
