@@ -16,6 +16,7 @@ from pathlib import Path
 
 from clkhash import comparators, field_formats
 
+from blindmatch.client.encoding.harden import hardening_from_raw
 from blindmatch.client.encoding.schema import LinkageSchema, load_schema
 
 # Typical characters per value, by the words in a field's name (else TYPICAL_TEXT).
@@ -89,6 +90,11 @@ class SchemaCheck:
             lines.append(
                 f"  two-server keyed blocking: {bands:,} bands of {bits} bits a CLK "
                 f"({8 * bands:,} bytes of band keys a CLK, docs/privacy-design.md)"
+            )
+        if "hardening" in (s.raw.get("blindmatch") or {}):
+            lines.append(
+                f"  hardening: {hardening_from_raw(s.raw, str(s.path)).describe()} "
+                "(as the encode report says it; docs/privacy.md)"
             )
         lines.extend(f"  warning: {w}" for w in self.warnings)
         if not self.warnings:
