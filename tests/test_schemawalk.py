@@ -223,3 +223,35 @@ def test_a_fallback_with_a_key_besides_without_is_refused_not_ignored(
     raw = copy.deepcopy(DEFAULT)
     raw["blindmatch"]["fallback"] = {"without": ["dob"], "bits": 512}
     assert 'blindmatch.fallback must be {"without": [FIELD, ...]}' in check(tmp_path, raw, capsys)
+
+
+def test_encode_two_server_refuses_a_field_level_schema_before_reading_the_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It wrote ENCODED/twoserver/ (shares of the concatenated segments, which S1 and S2
+    # would score by one Dice) and exited 0, though privacy-check says such a schema has no
+    # two-server upload. The export here does not exist: the schema is refused first.
+    from tests.support import NORTH_MAP, STRONG_SECRET
+
+    (tmp_path / "map.toml").write_text(NORTH_MAP)
+    (tmp_path / "secret").write_text(STRONG_SECRET)
+    out = tmp_path / "enc"
+    code = main(
+        [
+            "encode",
+            str(tmp_path / "absent.csv"),
+            "--schema",
+            str(FIELD_LEVEL_SCHEMA),
+            "--secret-file",
+            str(tmp_path / "secret"),
+            "--mapping",
+            str(tmp_path / "map.toml"),
+            "--out",
+            str(out),
+            "--two-server",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"Error: {FIELD_LEVEL_SCHEMA}: a field-level schema has no two-server upload" in err
+    assert not out.exists()
