@@ -255,3 +255,47 @@ def test_encode_two_server_refuses_a_field_level_schema_before_reading_the_expor
     assert code == 2, err
     assert f"Error: {FIELD_LEVEL_SCHEMA}: a field-level schema has no two-server upload" in err
     assert not out.exists()
+
+
+V2 = {
+    "version": 2,
+    "clkConfig": {"l": 1024, "kdf": {"type": "HKDF", "hash": "SHA256", "keySize": 64}},
+    "features": [
+        {
+            "identifier": "given_name",
+            "format": {"type": "string", "encoding": "utf-8"},
+            "hashing": {"ngram": 2, "strategy": {"numBits": 200}, "hash": {"type": "blakeHash"}},
+        },
+        {
+            "identifier": "dob",
+            "format": {"type": "date", "format": "%Y-%m-%d"},
+            "hashing": {
+                "ngram": 1,
+                "positional": True,
+                "strategy": {"numBits": 300},
+                "hash": {"type": "blakeHash"},
+            },
+        },
+    ],
+}
+
+
+def test_a_v2_schema_is_told_the_command_that_converts_it_and_that_command_works(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+
+    err = check(tmp_path, V2, capsys)
+    assert "(version is 2, expected version 3); convert it with clkhash" in err
+    command = err.split("file): ", 1)[1].strip()  # python -c '...' PATH > v3.json
+    assert command.startswith("python -c '") and command.endswith("> v3.json"), command
+    script = command.split("'")[1]
+    converted = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "member.json")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (tmp_path / "v3.json").write_text(converted)
+    assert main(["schema", "check", str(tmp_path / "v3.json")]) == 0

@@ -143,9 +143,16 @@ def load_schema(path: str | Path) -> LinkageSchema:
             if isinstance(raw, dict)
             else f"the file holds a JSON {type(raw).__name__}, not an object"
         )
+        how = (
+            "convert it with clkhash (every member must then use the converted file): "
+            "python -c 'import json, sys; from clkhash.schema import convert_to_latest_version "
+            f"as c; json.dump(c(json.load(open(sys.argv[1]))), sys.stdout, indent=2)' {path} "
+            "> v3.json"
+            if isinstance(raw, dict) and raw.get("version") in (1, 2)
+            else "start from schemas/ in blindmatch"
+        )
         raise InputError(
-            f"{path}: not a clkhash v3 linkage schema ({found}, expected version 3); "
-            "convert it with clkhash or start from schemas/ in blindmatch"
+            f"{path}: not a clkhash v3 linkage schema ({found}, expected version 3); {how}"
         )
     try:
         parsed = clk_schema.from_json_dict(copy.deepcopy(raw))
