@@ -299,3 +299,29 @@ def test_a_v2_schema_is_told_the_command_that_converts_it_and_that_command_works
     ).stdout
     (tmp_path / "v3.json").write_text(converted)
     assert main(["schema", "check", str(tmp_path / "v3.json")]) == 0
+
+
+def test_a_schema_saved_with_a_byte_order_mark_loads_as_a_mapping_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from blindmatch.client.encoding.fingerprint import schema_digest
+    from blindmatch.client.encoding.schema import load_schema
+
+    path = tmp_path / "notepad.json"
+    path.write_bytes(b"\xef\xbb\xbf" + PERSON_SCHEMA.read_bytes())
+    assert main(["schema", "check", str(path)]) == 0, capsys.readouterr().err
+    assert schema_digest(load_schema(path).raw) == schema_digest(DEFAULT)  # same fingerprint
+
+
+def test_an_empty_or_utf16_schema_file_is_named_as_such(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "member.json"
+    path.write_text("\n")
+    assert main(["schema", "check", str(path)]) == 2
+    assert "the schema file is empty" in capsys.readouterr().err
+    path.write_bytes(PERSON_SCHEMA.read_text().encode("utf-16"))
+    assert main(["schema", "check", str(path)]) == 2
+    assert "not UTF-8 text (invalid start byte at byte 0): save it as UTF-8" in (
+        capsys.readouterr().err
+    )

@@ -130,12 +130,20 @@ def load_schema(path: str | Path) -> LinkageSchema:
     """Read and validate a clkhash v3 schema; every problem names the file."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows Notepad writes one) is skipped, as a mapping's is
+        text = path.read_bytes().decode("utf-8-sig")
+        if not text.strip():
+            raise InputError(f"{path}: the schema file is empty (expected clkhash v3 JSON)")
+        raw = json.loads(text)
     except FileNotFoundError:
         raise InputError(f"{path}: schema file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, not a schema file (JSON)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+        ) from None
+    except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(raw, dict) or raw.get("version") != 3:
         found = (
