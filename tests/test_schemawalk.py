@@ -208,11 +208,14 @@ def test_schema_check_prints_the_hardening_a_schema_sets(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     raw = copy.deepcopy(DEFAULT)
-    raw["blindmatch"]["hardening"] = {"blip": {"epsilon": 3}, "balance": True}
+    raw["blindmatch"]["hardening"] = {
+        "blip": {"epsilon": 3},
+        "salt": {"field": "surname", "part": "value"},
+    }
     path = tmp_path / "hardened.json"
     path.write_text(json.dumps(raw))
     assert main(["schema", "check", str(path)]) == 0
-    assert "  hardening: BLIP eps=3 (flip 4.74%), balanced (as the encode report" in (
+    assert "  hardening: salt=surname:value, BLIP eps=3 (flip 4.74%) (as the encode" in (
         capsys.readouterr().out
     )
 
@@ -325,3 +328,37 @@ def test_an_empty_or_utf16_schema_file_is_named_as_such(
     assert "not UTF-8 text (invalid start byte at byte 0): save it as UTF-8" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize(
+    ("hardening", "said"),
+    [
+        ({"balance": True}, "hardening.balance with blindmatch.fallback"),
+        ({"xorFolds": 1}, "hardening.xorFolds with blindmatch.fallback"),
+    ],
+)
+def test_balancing_or_folding_with_a_fallback_clk_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], hardening: dict[str, Any], said: str
+) -> None:
+    # Balanced, every record's two CLKs have the same popcount, so the matcher read every
+    # record as lacking dob and scored every pair by the fallback CLK.
+    raw = copy.deepcopy(DEFAULT)
+    raw["blindmatch"]["hardening"] = hardening
+    assert said in check(tmp_path, raw, capsys)
+    del raw["blindmatch"]["fallback"], raw["blindmatch"]["rule"]
+    path = tmp_path / "no-fallback.json"
+    path.write_text(json.dumps(raw))
+    assert main(["schema", "check", str(path)]) == 0
+
+
+def test_schema_check_warns_of_strong_blip_beside_a_fallback_clk(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = copy.deepcopy(DEFAULT)
+    for epsilon, warned in ((1, True), (3, False)):
+        raw["blindmatch"]["hardening"] = {"blip": {"epsilon": epsilon}}
+        path = tmp_path / f"blip{epsilon}.json"
+        path.write_text(json.dumps(raw))
+        assert main(["schema", "check", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert (f"warning: BLIP epsilon {epsilon} with a fallback CLK" in out) is warned, out

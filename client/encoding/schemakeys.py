@@ -144,6 +144,24 @@ def check_hardening(
             f"{path}: blindmatch.hardening is not supported with field-level schemas; "
             'remove it or set "hardening": "none"'
         )
+    blurred = [
+        what
+        for what, on in (("balance", hardening.balance), ("xorFolds", hardening.xor_folds))
+        if on
+    ]
+    if fallback and blurred:
+        # The matcher tells a record lacking the fallback's fields by its two CLKs' popcount
+        # ratio (matcher/core/fallback.py LACKING_RATIO): balancing makes every ratio 1, so
+        # every record reads as lacking them (its date never counts); one XOR fold misread
+        # 103 of 700 south-police records of benchmarks/messy.py (--population 2000 --seed 7).
+        raise InputError(
+            f"{path}: blindmatch.hardening.{' and '.join(blurred)} with blindmatch.fallback: "
+            "the matcher tells which records lack the fallback's left-out fields by how much "
+            "fuller the first CLK is than the fallback CLK, and "
+            f"{'balancing sets exactly half of each' if hardening.balance else 'folding blurs'}"
+            " that, so records would be scored by the wrong CLK. Drop one of them "
+            "(schemas/person-uk-no-fallback.json has no fallback CLK)"
+        )
     salt = hardening.salt_field
     if salt is None:
         return
