@@ -29,6 +29,12 @@ def check(tmp_path: Path, raw: dict[str, Any], capsys: pytest.CaptureFixture[str
     return err
 
 
+def passes(path: Path, raw: dict[str, Any]) -> None:
+    """`schema check` on `raw`, written to `path`: valid (exit 0)."""
+    path.write_text(json.dumps(raw))
+    assert main(["schema", "check", str(path)]) == 0
+
+
 def test_a_hardening_salt_field_the_schema_lacks_is_refused_at_load(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -112,9 +118,7 @@ def test_an_upper_case_text_pattern_no_normalised_value_can_match_is_refused(
     assert "features[4] ('postcode').format.pattern" in err
     assert "Write the pattern in lower case" in err
     raw["features"][4]["format"] = {"type": "string", "pattern": r"[a-z]{1,2}\d[a-z0-9]?\d\w+"}
-    path = tmp_path / "lower.json"
-    path.write_text(json.dumps(raw))
-    assert main(["schema", "check", str(path)]) == 0
+    passes(tmp_path / "lower.json", raw)
 
 
 def test_a_clkhash_validation_error_names_the_feature_and_the_types_allowed(
@@ -161,9 +165,7 @@ def test_salting_by_the_year_of_a_value_without_one_is_refused(
     err = check(tmp_path, raw, capsys)
     assert 'salt.part is "year" (the default)' in err and said in err
     raw["blindmatch"]["hardening"] = {"salt": {"field": field, "part": "value"}}
-    path = tmp_path / "value.json"
-    path.write_text(json.dumps(raw))
-    assert main(["schema", "check", str(path)]) == 0
+    passes(tmp_path / "value.json", raw)
 
 
 def test_a_segment_length_in_a_record_level_schema_is_refused_not_ignored(
@@ -212,9 +214,7 @@ def test_schema_check_prints_the_hardening_a_schema_sets(
         "blip": {"epsilon": 3},
         "salt": {"field": "surname", "part": "value"},
     }
-    path = tmp_path / "hardened.json"
-    path.write_text(json.dumps(raw))
-    assert main(["schema", "check", str(path)]) == 0
+    passes(tmp_path / "hardened.json", raw)
     assert "  hardening: salt=surname:value, BLIP eps=3 (flip 4.74%) (as the encode" in (
         capsys.readouterr().out
     )
@@ -346,9 +346,7 @@ def test_balancing_or_folding_with_a_fallback_clk_is_refused(
     raw["blindmatch"]["hardening"] = hardening
     assert said in check(tmp_path, raw, capsys)
     del raw["blindmatch"]["fallback"], raw["blindmatch"]["rule"]
-    path = tmp_path / "no-fallback.json"
-    path.write_text(json.dumps(raw))
-    assert main(["schema", "check", str(path)]) == 0
+    passes(tmp_path / "no-fallback.json", raw)
 
 
 def test_schema_check_warns_of_strong_blip_beside_a_fallback_clk(
@@ -357,8 +355,6 @@ def test_schema_check_warns_of_strong_blip_beside_a_fallback_clk(
     raw = copy.deepcopy(DEFAULT)
     for epsilon, warned in ((1, True), (3, False)):
         raw["blindmatch"]["hardening"] = {"blip": {"epsilon": epsilon}}
-        path = tmp_path / f"blip{epsilon}.json"
-        path.write_text(json.dumps(raw))
-        assert main(["schema", "check", str(path)]) == 0
+        passes(tmp_path / f"blip{epsilon}.json", raw)
         out = capsys.readouterr().out
         assert (f"warning: BLIP epsilon {epsilon} with a fallback CLK" in out) is warned, out
