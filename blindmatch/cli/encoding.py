@@ -33,6 +33,13 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from blindmatch.client.encoding.sharing import SHARED_FOLDER, small_member_warning
 
     schema = load_schema(args.schema)
+    if args.two_server and schema.field_level:  # S1, S2 and the combiner score one Dice a CLK
+        raise InputError(
+            f"{schema.path}: a field-level schema has no two-server upload (S1 and S2 compare "
+            "whole record-level CLKs, not Fellegi-Sunter weights over segments): nothing was "
+            "written. Use a record-level schema (schemas/person-uk.json) for a project in "
+            "two-server mode, or encode without --two-server for a CLK project"
+        )
     mapping = load_mapping(args.mapping, schema)
     secret, weak = read_checked(args.secret_file, args.allow_weak_secret)
     result = encode_csv(

@@ -297,8 +297,14 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
             )
             continue
         if field not in hashed:
+            what = (
+                f"the schema {schema.path.name} ignores it (not hashed: nothing of it is "
+                "encoded); remove it from the mapping"
+                if field in schema.field_names
+                else f"not a field of the schema {schema.path.name}"
+            )
             problems.append(
-                f"fields.{field}: not a field of the schema {schema.path.name} "
+                f"fields.{field}: {what} "
                 f"(the fields to map are: {', '.join(schema.mapped_fields())})"
             )
             continue

@@ -13,6 +13,11 @@ from clkhash import schema as clk_schema
 
 from blindmatch.client.encoding.frequency import FrequencyTiers, parse_frequency
 from blindmatch.client.encoding.normalise import DERIVED_OPTIONS, OPTIONS, FieldRule
+from blindmatch.client.encoding.schemakeys import (
+    check_blindmatch_keys,
+    check_hardening,
+    clkhash_problem,
+)
 from blindmatch.client.errors import InputError
 
 
@@ -125,12 +130,20 @@ def load_schema(path: str | Path) -> LinkageSchema:
     """Read and validate a clkhash v3 schema; every problem names the file."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark (Windows Notepad writes one) is skipped, as a mapping's is
+        text = path.read_bytes().decode("utf-8-sig")
+        if not text.strip():
+            raise InputError(f"{path}: the schema file is empty (expected clkhash v3 JSON)")
+        raw = json.loads(text)
     except FileNotFoundError:
         raise InputError(f"{path}: schema file not found") from None
     except IsADirectoryError:
         raise InputError(f"{path}: is a folder, not a schema file (JSON)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+        ) from None
+    except json.JSONDecodeError as exc:
         raise InputError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(raw, dict) or raw.get("version") != 3:
         found = (
@@ -138,18 +151,27 @@ def load_schema(path: str | Path) -> LinkageSchema:
             if isinstance(raw, dict)
             else f"the file holds a JSON {type(raw).__name__}, not an object"
         )
+        how = (
+            "convert it with clkhash (every member must then use the converted file): "
+            "python -c 'import json, sys; from clkhash.schema import convert_to_latest_version "
+            f"as c; json.dump(c(json.load(open(sys.argv[1]))), sys.stdout, indent=2)' {path} "
+            "> v3.json"
+            if isinstance(raw, dict) and raw.get("version") in (1, 2)
+            else "start from schemas/ in blindmatch"
+        )
         raise InputError(
-            f"{path}: not a clkhash v3 linkage schema ({found}, expected version 3); "
-            "convert it with clkhash or start from schemas/ in blindmatch"
+            f"{path}: not a clkhash v3 linkage schema ({found}, expected version 3); {how}"
         )
     try:
         parsed = clk_schema.from_json_dict(copy.deepcopy(raw))
     except clk_schema.SchemaError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:6] if line.strip())
-        raise InputError(f"{path}: invalid clkhash v3 schema: {detail}") from None
+        raise InputError(
+            f"{path}: invalid clkhash v3 schema: {clkhash_problem(exc, raw)} "
+            "(the shipped schemas/person-uk.json shows each part; docs/schema.md)"
+        ) from None
     if parsed.l % 64:
         raise InputError(f"{path}: clkConfig.l is {parsed.l}; blindmatch needs a multiple of 64")
+    check_blindmatch_keys(raw, path)
     names = [spec.identifier for spec in parsed.fields]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -164,6 +186,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
     twoserver = _twoserver(raw, bool(field_bits), path)
     frequency = parse_frequency(raw, parsed, [r.kind for r in rules], bool(field_bits), path)
     rule = _rule(raw, fallback, path)
+    check_hardening(raw, rules, fallback, bool(field_bits), path)
     return LinkageSchema(
         path=path,
         raw=raw,
@@ -208,7 +231,7 @@ def _fallback(
     spec = ext.get("fallback") if isinstance(ext, dict) else None
     if spec is None:
         return ()
-    without = spec.get("without") if isinstance(spec, dict) else None
+    without = spec.get("without") if isinstance(spec, dict) and set(spec) == {"without"} else None
     hashed = [rule.name for rule in rules if rule.kind != "ignore"]
     if (
         not isinstance(without, list)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from clkhash import comparators, field_formats
 
+from blindmatch.client.encoding.harden import hardening_from_raw
 from blindmatch.client.encoding.schema import LinkageSchema, load_schema
 
 # Typical characters per value, by the words in a field's name (else TYPICAL_TEXT).
@@ -90,6 +91,11 @@ class SchemaCheck:
                 f"  two-server keyed blocking: {bands:,} bands of {bits} bits a CLK "
                 f"({8 * bands:,} bytes of band keys a CLK, docs/privacy-design.md)"
             )
+        if "hardening" in (s.raw.get("blindmatch") or {}):
+            lines.append(
+                f"  hardening: {hardening_from_raw(s.raw, str(s.path)).describe()} "
+                "(as the encode report says it; docs/privacy.md)"
+            )
         lines.extend(f"  warning: {w}" for w in self.warnings)
         if not self.warnings:
             lines.append("  no warnings")
@@ -135,6 +141,10 @@ def _insertions(spec: field_formats.FieldSpec, tokens: float) -> float:
 # A fallback CLK's left-out fields must carry at least this share of a record's insertions
 # for the matcher to tell, from popcounts, which records lack them (matcher/fallback.py).
 FALLBACK_MIN_SHARE = 0.25
+
+
+# BLIP below this blurs the fallback CLK's popcount test (measured: see `check`).
+FALLBACK_MIN_EPSILON = 3.0
 
 
 def check(schema: LinkageSchema) -> SchemaCheck:
@@ -199,6 +209,16 @@ def check(schema: LinkageSchema) -> SchemaCheck:
                 f"{f.name} is compared exactly but takes {share:.0%} of the bit budget; "
                 "a field with few values (sex, say) carries little identity"
             )
+    blip = hardening_from_raw(schema.raw, str(schema.path)).blip_epsilon
+    if schema.fallback and blip is not None and blip < FALLBACK_MIN_EPSILON:
+        # BLIP pulls both CLKs' popcounts towards half: at epsilon 2, 9 of 700 records of a
+        # benchmarks/messy.py export were misread as lacking dob or not, at 1, 340 (none at 3).
+        warn(
+            f"BLIP epsilon {blip:g} with a fallback CLK: flipping {1 / (1 + math.exp(blip)):.0%} "
+            "of the bits blurs the popcounts by which the matcher tells records lacking "
+            f"{'/'.join(schema.fallback)}, so some are scored by the wrong CLK; use epsilon "
+            f"{FALLBACK_MIN_EPSILON:g} or more"
+        )
     for t in schema.frequency:
         tiers = [
             f"rare {t.rare_bits}" if t.rare_bits else "",
