@@ -38,7 +38,8 @@ MATCHER = "matcher"
 ACTIONS = {
     "project.create": "the operator created a project",
     "project.describe": "a member read the project's state (partners' upload status)",
-    "project.expire": "the retention sweep deleted an expired project's encodings and results",
+    "project.expire": "the retention sweep deleted an expired project's encodings and results "
+    "(or the operator ended the project before its date, with a reason)",
     "token.rotate": "the operator issued a member a new token (the old one stopped working)",
     "token.revoke": "the operator revoked a member's token",
     "consent.set": "a member changed the most it lets partners learn about it",
@@ -318,7 +319,7 @@ _DISCLOSED_ORDER = ("upload status", "count", "hits", "mapping", "scores")
 # the detail keys a member may see of each (the rest is the operator's).
 _PROJECT_WIDE_DETAIL = {
     "run.done": ("run_id",),
-    "project.expire": (),
+    "project.expire": ("ended_by", "reason"),  # the operator ended it: why (not the counts)
     "twoserver.run": ("run_id", "s1", "s2", "members"),  # not its pairs, links or bytes
 }
 # A partner's action on a request the member made itself (its `detail["requester"]`): shown to
