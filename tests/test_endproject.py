@@ -259,3 +259,27 @@ def test_ending_a_two_server_project_has_s1_and_s2_forget_it(
     forgot = [json.loads(r[8]) for r in db_rows(world.data_dir, "audit")
               if r[3] == "twoserver.forget" and r[4] == "pact"]  # fmt: skip
     assert forgot == [{"S1": "dropped 1", "S2": "dropped 1"}]
+
+
+@pytest.mark.server
+def test_a_server_that_cannot_forget_is_named_and_the_command_exits_4(
+    world: World,
+    shared: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """S2 down: the matcher's data and S1's shares go; S2's remain, the command says so."""
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", twoserver_world.ADMIN_TOKEN)
+    pact = create(world, "pact", "two-server")
+    assert world.cli("upload", str(shared["north"]), "--project", "pact",
+                     token=pact.tokens["north"]) == 0  # fmt: skip
+    world.roles["s2"].server.stop(None).wait()
+    capsys.readouterr()
+    assert end(world.target, "pact", "--yes") == 4
+    captured = capsys.readouterr()
+    assert "Ended pact: 1 upload" in captured.out
+    assert "S1 dropped 1 upload of its shares." in captured.out
+    s2 = f"S2 (127.0.0.1:{world.roles['s2'].port}) is unreachable"
+    assert f"warning: S2 did not forget the project's shares: {s2}" in captured.err
+    assert held(world, "pact") == {"s1": [], "s2": ["north"]}
+    assert uploads_in(world.data_dir, "pact") == []

@@ -68,10 +68,12 @@ def cmd_end_project(args: argparse.Namespace) -> int:
     for server, dropped, error in ended.two_server:
         if error:
             failed = True
-            print(f"warning: {server} did not forget the project's shares: {error}. They "
-                  f"remain there (a server started without --data-dir drops them when it "
-                  "restarts); docs/operations.md, \"Ending a project early\", says what to do.",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {server} did not forget the project's shares: {error}. They remain "
+                "there (a server started without --data-dir drops them when it restarts); "
+                'docs/operations.md, "Ending a project early", says what else to do.',
+                file=sys.stderr,
+            )
         else:
             print(f"{server} dropped {counted(dropped, 'upload')} of its shares.")
     return 4 if failed else 0
