@@ -24,6 +24,7 @@ from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.protos import blindmatch_pb2 as pb
 from tests import twoserver_world
 from tests.support import (
+    ADMIN_TOKEN,
     Clock,
     Matcher,
     auth,
@@ -40,6 +41,12 @@ REASON = "ISA terminated by north's DPO, letter of 2026-12-01"
 
 world = twoserver_world.world  # the fixture
 shared = twoserver_world.encoded  # the fixture (the members' two-server encodings)
+
+
+@pytest.fixture(autouse=True)
+def _operator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`admin end-project` reads the operator's token from the environment."""
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
 
 
 @pytest.fixture
@@ -60,6 +67,15 @@ def expire_entries(data_dir: Path, project: str) -> list[tuple[str, dict[str, ob
 
 def uploads_in(data_dir: Path, project: str) -> list[str]:
     return [r[0] for r in db_rows(data_dir, "uploads") if r[1] == project]
+
+
+def north_uploads(world: World, shared: dict[str, Path], *names: str) -> list[ProjectTokens]:
+    """Two-server projects `names`, north's shares uploaded to each."""
+    made = [create(world, name, "two-server") for name in names]
+    for project in made:
+        assert world.cli("upload", str(shared["north"]), "--project", project.project,
+                         token=project.tokens["north"]) == 0  # fmt: skip
+    return made
 
 
 def indexed(data_dir: Path) -> set[tuple[str, str]]:
@@ -85,10 +101,8 @@ def test_ending_a_project_deletes_its_data_as_its_expiry_would(
     matcher: Matcher,
     project: ProjectTokens,
     encoded: dict[str, Encoded],
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
     uploaded_and_run(matcher, project, encoded)
     with matcher.operator() as op:
         kept = op.create_project("kept", ["north", "south"])
@@ -142,7 +156,6 @@ def test_an_ended_or_unknown_project_is_refused_and_nothing_changes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
     assert end(matcher.target, "trial", "--yes") == 0
     capsys.readouterr()
     assert end(matcher.target, "trial", "--yes") != 0
@@ -173,7 +186,6 @@ def test_it_says_what_goes_and_asks_first(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
     monkeypatch.setattr("sys.stdin", _Terminal("n\n"))
     assert end(matcher.target, "trial") != 0
     err = capsys.readouterr().err
@@ -233,14 +245,9 @@ def test_restore_previous_ends_an_ended_project_again(
 def test_ending_a_two_server_project_has_s1_and_s2_forget_it(
     world: World,
     shared: dict[str, Path],
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", twoserver_world.ADMIN_TOKEN)
-    pact, kept = create(world, "pact", "two-server"), create(world, "kept", "two-server")
-    for project in (pact, kept):
-        assert world.cli("upload", str(shared["north"]), "--project", project.project,
-                         token=project.tokens["north"]) == 0  # fmt: skip
+    pact, _ = north_uploads(world, shared, "pact", "kept")
     assert held(world, "pact") == {"s1": ["north"], "s2": ["north"]}
     capsys.readouterr()
     assert end(world.target, "pact", "--yes") == 0
@@ -265,14 +272,10 @@ def test_ending_a_two_server_project_has_s1_and_s2_forget_it(
 def test_a_server_that_cannot_forget_is_named_and_the_command_exits_4(
     world: World,
     shared: dict[str, Path],
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """S2 down: the matcher's data and S1's shares go; S2's remain, the command says so."""
-    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", twoserver_world.ADMIN_TOKEN)
-    pact = create(world, "pact", "two-server")
-    assert world.cli("upload", str(shared["north"]), "--project", "pact",
-                     token=pact.tokens["north"]) == 0  # fmt: skip
+    north_uploads(world, shared, "pact")
     world.roles["s2"].server.stop(None).wait()
     capsys.readouterr()
     assert end(world.target, "pact", "--yes") == 4
