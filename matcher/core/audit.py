@@ -319,7 +319,7 @@ _DISCLOSED_ORDER = ("upload status", "count", "hits", "mapping", "scores")
 # the detail keys a member may see of each (the rest is the operator's).
 _PROJECT_WIDE_DETAIL = {
     "run.done": ("run_id",),
-    "project.expire": ("ended_by", "reason"),  # the operator ended it: why (not the counts)
+    "project.expire": (),
     "twoserver.run": ("run_id", "s1", "s2", "members"),  # not its pairs, links or bytes
 }
 # A partner's action on a request the member made itself (its `detail["requester"]`): shown to
