@@ -62,7 +62,7 @@ from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
 from blindmatch.matcher.usecases.retention import SWEEP_INTERVAL, Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.scrub import SCRUB_INTERVAL, Scrubber
-from blindmatch.matcher.usecases.tworuns import TwoServerSetup, forget, warm_circuits
+from blindmatch.matcher.usecases.tworuns import Forgot, TwoServerSetup, forget, warm_circuits
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from blindmatch.protos.wire import UNASKED_METADATA
@@ -296,12 +296,14 @@ def create_server(
         sweeper.on_expired.append(end_streams)
         if two_server is not None:  # S1 and S2 drop an expired two-server project's shares
 
-            def forget_shares(name: str) -> None:
+            def forget_shares(name: str) -> list[Forgot]:  # (EndProject's reply names them)
                 if store.mode_of(name) != TWO_SERVER:
-                    return  # a CLK project's data never reached S1 or S2
-                for f in forget(store, two_server, name, quiet=True):
+                    return []  # a CLK project's data never reached S1 or S2
+                forgot = forget(store, two_server, name, quiet=True)
+                for f in forgot:
                     if f.error:
                         log.warning("project %s expired, but %s", name, f.error)
+                return forgot
 
             sweeper.on_expired.append(forget_shares)
         # Erasures a stopped matcher left part-way, and indexes of projects expired while
@@ -339,6 +341,7 @@ def create_server(
             store,
             runs,
             realtime=realtime,
+            sweeper=sweeper,
             limiter=MemberLimiter(streams_per_member),
             query_streams=query_streams,
             streams=streams,

@@ -708,6 +708,32 @@ class EraseReply(_message.Message):
     index_records_deleted: int
     def __init__(self, uploads_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ..., two_server: _Optional[_Iterable[_Union[ServerForgot, _Mapping]]] = ..., pending: _Optional[_Iterable[str]] = ..., index_records_deleted: _Optional[int] = ...) -> None: ...
 
+class EndProjectRequest(_message.Message):
+    __slots__ = ("project", "reason")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    reason: str
+    def __init__(self, project: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EndProjectReply(_message.Message):
+    __slots__ = ("project", "uploads_deleted", "runs_deleted", "links_deleted", "users_deleted", "two_server", "audit_seq")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    UPLOADS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    RUNS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    LINKS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    USERS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    TWO_SERVER_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_SEQ_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    uploads_deleted: int
+    runs_deleted: int
+    links_deleted: int
+    users_deleted: int
+    two_server: _containers.RepeatedCompositeFieldContainer[ServerForgot]
+    audit_seq: int
+    def __init__(self, project: _Optional[str] = ..., uploads_deleted: _Optional[int] = ..., runs_deleted: _Optional[int] = ..., links_deleted: _Optional[int] = ..., users_deleted: _Optional[int] = ..., two_server: _Optional[_Iterable[_Union[ServerForgot, _Mapping]]] = ..., audit_seq: _Optional[int] = ...) -> None: ...
+
 class ServerForgot(_message.Message):
     __slots__ = ("server", "dropped", "error")
     SERVER_FIELD_NUMBER: _ClassVar[int]

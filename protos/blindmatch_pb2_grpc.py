@@ -154,6 +154,11 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
                 _registered_method=True)
+        self.EndProject = channel.unary_unary(
+                '/blindmatch.v1.Matcher/EndProject',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.EndProjectRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.EndProjectReply.FromString,
+                _registered_method=True)
         self.AddUser = channel.unary_unary(
                 '/blindmatch.v1.Matcher/AddUser',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.UserRequest.SerializeToString,
@@ -359,6 +364,16 @@ class MatcherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EndProject(self, request, context):
+        """Operator: end a project now, before its date (an information-sharing agreement
+        terminated): it expires as at its date, through the same retention sweep (its uploads,
+        results, indexes and request references deleted; in two-server mode S1 and S2 forget
+        it), its `project.expire` audit entry naming the operator and the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AddUser(self, request, context):
         """Named users under a member (DPA 2018 s.62: the log names the person). Member, with the
         member's own token (its administrator's), not a user token:
@@ -504,6 +519,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.VerifyAudit,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.SerializeToString,
+            ),
+            'EndProject': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndProject,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.EndProjectRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.EndProjectReply.SerializeToString,
             ),
             'AddUser': grpc.unary_unary_rpc_method_handler(
                     servicer.AddUser,
@@ -1169,6 +1189,33 @@ class Matcher:
             '/blindmatch.v1.Matcher/VerifyAudit',
             blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.VerifyAuditReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndProject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/EndProject',
+            blindmatch_dot_protos_dot_blindmatch__pb2.EndProjectRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.EndProjectReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -132,6 +132,9 @@ CALLS: dict[str, Call] = {
     "RevokeToken": lambda w, md: w.stub.RevokeToken(
         pb.TokenRequest(project=w.project, member="south"), metadata=md
     ),
+    "EndProject": lambda w, md: w.stub.EndProject(
+        pb.EndProjectRequest(project=w.project, reason="ISA terminated"), metadata=md
+    ),
     "VerifyAudit": lambda w, md: w.stub.VerifyAudit(pb.VerifyAuditRequest(), metadata=md),
     "ExportAudit": lambda w, md: list(
         w.stub.ExportAudit(pb.ExportAuditRequest(project=w.project), metadata=md)

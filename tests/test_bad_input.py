@@ -449,6 +449,25 @@ CASES: list[Case] = [
     ("limits-huge-per-minute", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(
         project="trial", member="north", records_per_minute=2**63), metadata=c.admin),
      "INVALID_ARGUMENT", "records_per_minute: 9223372036854775808; at most"),
+    # EndProject (admin end-project): refused, nothing deleted
+    ("end-no-reason", lambda c: c.stub.EndProject(
+        pb.EndProjectRequest(project="trial"), metadata=c.admin), "INVALID_ARGUMENT",
+     "reason: required"),
+    ("end-blank-reason", lambda c: c.stub.EndProject(
+        pb.EndProjectRequest(project="trial", reason=" \n"), metadata=c.admin),
+     "INVALID_ARGUMENT", "reason: required"),
+    ("end-long-reason", lambda c: c.stub.EndProject(
+        pb.EndProjectRequest(project="trial", reason="x" * 1001), metadata=c.admin),
+     "INVALID_ARGUMENT", "reason: at most 1000 characters"),
+    ("end-no-project", lambda c: c.stub.EndProject(
+        pb.EndProjectRequest(reason="ISA ended"), metadata=c.admin), "INVALID_ARGUMENT",
+     "project: required"),
+    ("end-unknown-project", lambda c: c.stub.EndProject(
+        pb.EndProjectRequest(project="nope", reason="ISA ended"), metadata=c.admin),
+     "NOT_FOUND", "no project named 'nope'"),
+    ("end-member-token", lambda c: c.stub.EndProject(
+        pb.EndProjectRequest(project="trial", reason="ISA ended"), metadata=c.north),
+     "PERMISSION_DENIED", "only the operator may do this"),
     ("report-no-project", lambda c: c.stub.GetQueryReport(pb.QueryReportRequest(),
                                                            metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
@@ -482,7 +501,7 @@ def test_every_rpc_has_bad_input_cases() -> None:
         "limits": "SetQueryLimits", "report": "GetQueryReport", "projects": "ListProjects",
         "issue": "IssueRequestRef", "issues": "IssueRequestRefs", "resolve": "ResolveRequestRef",
         "useradd": "AddUser", "userlist": "ListUsers", "userrevoke": "RevokeUser",
-        "ticket": "TwoServerTicket",
+        "ticket": "TwoServerTicket", "end": "EndProject",
     }  # fmt: skip
     assert {prefixes[case[0].split("-")[0]] for case in CASES} == rpcs
 

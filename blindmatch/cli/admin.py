@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from blindmatch.cli.admin_end import register_end
 from blindmatch.cli.options import (
     Subcommands,
     actions,
@@ -352,7 +353,7 @@ def register(sub: Subcommands) -> None:
         sub,
         "admin",
         help="operator tools: data-dir check, backup and (a two-server role's) restore, query "
-        "limits and reports",
+        "limits and reports, ending a project early",
         example="blindmatch admin check --data-dir /var/lib/blindmatch",
     )
     asub = actions(group, "admin_command")
@@ -493,3 +494,4 @@ def register(sub: Subcommands) -> None:
         help="window (default: %(default)s)",
     )
     ar.add_argument("--json", action="store_true", help="print the report as JSON")
+    register_end(asub, net)

@@ -17,6 +17,7 @@ import grpc
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.remote.model import (
     AuditCheck,
+    Ended,
     Erased,
     HitRefs,
     IndexSummary,
@@ -280,6 +281,18 @@ def erased(reply: pb.EraseReply) -> Erased:
         tuple((f.server, f.dropped, f.error) for f in reply.two_server),
         tuple(reply.pending),
         reply.index_records_deleted,
+    )
+
+
+def ended(reply: pb.EndProjectReply) -> Ended:
+    return Ended(
+        reply.project,
+        reply.uploads_deleted,
+        reply.runs_deleted,
+        reply.links_deleted,
+        reply.users_deleted,
+        tuple((f.server, f.dropped, f.error) for f in reply.two_server),
+        reply.audit_seq,
     )
 
 

@@ -149,6 +149,20 @@ class Erased:
 
 
 @dataclass(frozen=True)
+class Ended:
+    """A project the operator ended before its date (`EndProject`): what was deleted."""
+
+    project: str
+    uploads: int
+    runs: int
+    links: int
+    users: int
+    # A two-server project: (server, uploads it dropped, why it could not: "" when it did)
+    two_server: tuple[tuple[str, int, str], ...]
+    audit_seq: int  # its `project.expire` entry
+
+
+@dataclass(frozen=True)
 class AuditCheck:
     ok: bool
     entries: int

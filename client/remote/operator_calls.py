@@ -14,6 +14,7 @@ from blindmatch.client.remote import convert
 from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.model import (
     AuditCheck,
+    Ended,
     Erased,
     MemberVolume,
     ProjectInfo,
@@ -118,6 +119,12 @@ class OperatorCalls:
     def erase(self, project: str) -> Erased:
         """Member: delete this member's uploads and every result involving them, now."""
         return convert.erased(self._unary("Erase", pb.EraseRequest(project=project)))
+
+    def end_project(self, project: str, reason: str) -> Ended:
+        """Operator: end `project` now, before its date, for `reason` (kept in the audit
+        log): its data deleted as at its expiry, at S1 and S2 too in a two-server project."""
+        request = pb.EndProjectRequest(project=project, reason=reason)
+        return convert.ended(self._unary("EndProject", request))
 
     def set_query_limits(
         self,

@@ -38,7 +38,8 @@ MATCHER = "matcher"
 ACTIONS = {
     "project.create": "the operator created a project",
     "project.describe": "a member read the project's state (partners' upload status)",
-    "project.expire": "the retention sweep deleted an expired project's encodings and results",
+    "project.expire": "the retention sweep deleted an expired project's encodings and results "
+    "(or the operator ended the project before its date, with a reason)",
     "token.rotate": "the operator issued a member a new token (the old one stopped working)",
     "token.revoke": "the operator revoked a member's token",
     "consent.set": "a member changed the most it lets partners learn about it",

@@ -31,6 +31,7 @@ from blindmatch.matcher.errors import (
 )
 from blindmatch.matcher.realtime.engine import Realtime
 from blindmatch.matcher.rpc import convert
+from blindmatch.matcher.rpc.admin_calls import AdminCalls
 from blindmatch.matcher.rpc.auth import (
     Call,
     caller_name,
@@ -63,6 +64,7 @@ from blindmatch.matcher.usecases import (
 )
 from blindmatch.matcher.usecases.erasure import erase
 from blindmatch.matcher.usecases.erasure_retry import ErasureRetries
+from blindmatch.matcher.usecases.retention import Sweeper
 from blindmatch.matcher.usecases.runs import RunManager
 from blindmatch.matcher.usecases.uploads import receive_upload
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -78,13 +80,14 @@ MEMBER_CONSULTATIONS_PER_MINUTE = 240  # all of a member's tokens together
 MEMBER_CONSULTATION_BURST = 80
 
 
-class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
+class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
     def __init__(
         self,
         store: Store,
         runs: RunManager,
         *,
         realtime: Realtime,
+        sweeper: Sweeper,
         limiter: MemberLimiter | None = None,
         query_streams: QueryStreams | None = None,
         streams: StreamGuard | None = None,
@@ -105,6 +108,7 @@ class MatcherService(RealtimeCalls, pb_grpc.MatcherServicer):
         self.store = store
         self.runs = runs
         self.realtime = realtime
+        self.sweeper = sweeper  # a project's expiry, and the operator's EndProject
         self.limiter = limiter or MemberLimiter()
         self.query_streams = query_streams or QueryStreams()
         self.streams = streams or StreamGuard()

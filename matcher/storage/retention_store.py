@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -242,19 +243,30 @@ class RetentionStore(ProjectStore, UploadStore):
         return [r[0] for r in rows]
 
     def expire_projects(
-        self, replays: Mapping[str, Mapping[str, object]] | None = None
+        self,
+        replays: Mapping[str, Mapping[str, object]] | None = None,
+        ending: Mapping[str, str] | None = None,
+        told: dict[str, dict[str, object]] | None = None,
     ) -> list[str]:
         """Delete every expired project's encodings and results; returns their names.
         `replays`: by project, the `project.expire` entry of a replaced data dir's log that
         its expiry replays (`admin restore --previous`: its entry says so).
+        `ending`: by project, the operator's reason for ending it now, before its date
+        (`admin end-project`, usecases/retention.py `Sweeper.end`): it expires with the
+        others, its date set to now in the same transaction, its entry saying so (a name
+        not live is skipped). `told`, if given, gets each expired project's entry detail,
+        with its `seq`.
 
         The project's name, members and token hashes stay (so a late caller is
         told it expired, and the name is not reused); its uploads, runs,
         links, request references and named users go, rows and files.
         """
         done = []
-        for name in self.expired_projects():
+        ending = ending or {}
+        for name in sorted(set(self.expired_projects()) | set(ending)):
             with self.db.tx() as tx:
+                if name in ending and not self._end_now(tx, name):
+                    continue
                 runs = "SELECT id FROM runs WHERE project=?"
                 links = tx.execute(f"DELETE FROM links WHERE run_id IN ({runs})", (name,)).rowcount
                 tx.execute(f"DELETE FROM run_inputs WHERE run_id IN ({runs})", (name,))
@@ -267,14 +279,29 @@ class RetentionStore(ProjectStore, UploadStore):
                                              "links": links}  # fmt: skip
                 if users:
                     detail["users"] = users
+                if name in ending:
+                    detail.update(ended_by=audit.OPERATOR, reason=ending[name])
                 if replays and name in replays:
                     detail["replay_of"] = dict(replays[name])
-                self.audit.append_in(
-                    tx, audit.Event(audit.MATCHER, "project.expire", name, detail=detail)
+                actor = audit.OPERATOR if name in ending else audit.MATCHER
+                (entry,) = self.audit.append_in(
+                    tx, audit.Event(actor, "project.expire", name, detail=detail)
                 )
+            if told is not None:
+                told[name] = {**detail, "seq": entry.seq}
             self._unlink_uploads(uploads)
             done.append(name)
         if done:
             self._collect_garbage()
             self.db.checkpoint()
         return done
+
+    def _end_now(self, tx: sqlite3.Connection, name: str) -> bool:
+        """Bring project `name`'s date forward to now, inside `tx` (it is ended); False
+        where there is no such project or it was deleted already."""
+        return bool(
+            tx.execute(
+                "UPDATE projects SET expires=MIN(expires, ?) WHERE name=? AND erased IS NULL",
+                (self.clock(), name),
+            ).rowcount
+        )

@@ -10,7 +10,8 @@ replaced (`previous`, moved aside), verifies its audit log with the key and chec
 continues the backup's chain (its entry at the backup's head is the same: else it is not the
 dir this backup was taken of), and replays each `erase` entry after that head through the
 same use case the live `Erase` runs (usecases/erasure.py `erase`), and each `project.expire`
-through the retention sweep (usecases/retention.py): their entries in the restored log are
+through the retention sweep (usecases/retention.py; one the operator ended before its date,
+`admin end-project`, ended again with its reason): their entries in the restored log are
 the operator's, each naming the one it replays (`replay_of`: its seq, hash and time), and a
 `restore` entry sums it up. S1 and S2 are not asked to forget again: they forgot when the
 member erased (their own dirs restored: `admin restore --role`, role_restore.py).
@@ -186,10 +187,14 @@ def _replay(
         try:
             # Expiry is by date: every project past its date expires (those the replaced
             # dir's log says expired, and any the restored matcher would expire at its start).
+            # A project the operator ended before its date (`admin end-project`) is ended
+            # again, with its reason: by date it would come back.
             expiries = {e.project: e for e in after if e.action == "project.expire"}
+            ended = {p: str(e.detail["reason"]) for p, e in expiries.items()
+                     if e.detail.get("ended_by") == audit.OPERATOR}  # fmt: skip
             sweeper = Sweeper(store)
             sweeper.on_expired.append(realtime.erase_project)
-            for name in sweeper.sweep({p: _origin(e) for p, e in expiries.items()}):
+            for name in sweeper.sweep({p: _origin(e) for p, e in expiries.items()}, ended):
                 seq = f"entry {expiries[name].seq}: " if name in expiries else ""
                 report.replayed.append(f"{seq}project.expire {name}")
                 report.expiries += 1
