@@ -5,7 +5,9 @@ upload tickets and a curious combiner holding the parties' key (docs/governance/
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,11 +20,13 @@ from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
 from blindmatch.client.remote.twoserver import RoleClient
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS
+from blindmatch.matcher.rpc.status import RETRYABLE_METADATA
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.rpc.twoserver_uploadguard import IN_ALL, PER_MEMBER
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import twoserver_world
-from tests.twoserver_world import MEMBER_KEY
+from tests.twoserver_world import MEMBER_KEY, World, create, flow
 
 pytestmark = pytest.mark.server
 
@@ -101,6 +105,10 @@ def test_a_combiner_cannot_run_members_of_two_projects_against_each_other(
         assert "'one', 'two'" in str(refused.value.details())
 
 
+def answered_retryable(exc: grpc.RpcError) -> bool:
+    return RETRYABLE_METADATA in tuple(exc.trailing_metadata() or ())
+
+
 def _parts(name: str, rows: int) -> Iterator[pb.SharedPart]:
     """S2's parts of an upload of `rows` records (zero shares: S2 checks only their sizes)."""
     seal = bytes(32)
@@ -131,3 +139,71 @@ def test_a_query_ticket_admits_no_more_records_than_a_query_holds(roles: Roles) 
         assert name not in roles.s2.service.held
         got = s2.Upload(_parts(name, MAX_QUERY_RECORDS), metadata=metadata, timeout=60)
         assert got.records == MAX_QUERY_RECORDS
+
+
+def test_idle_upload_streams_cannot_take_every_thread_of_a_role(roles: Roles) -> None:
+    """Before, a member holding upload tickets opened S1's sixteen request threads' worth of
+    upload streams that sent nothing, and the combiner's calls (Holds here; Propose,
+    Evaluate) waited for a thread: every project at S1 stopped. Now S1 keeps at most
+    IN_ALL members' uploads open (PER_MEMBER of one project member) and refuses the next
+    at once, RESOURCE_EXHAUSTED marked retryable; the parties' calls are answered."""
+    done = threading.Event()
+
+    def idle(name: str) -> Iterator[pb.SharedPart]:
+        yield pb.SharedPart(member=name, clk=0, clk_bits=1024, bands=1)
+        done.wait()
+
+    def bad(name: str) -> Iterator[pb.SharedPart]:
+        yield pb.SharedPart(member=name, clk=7)  # refused at once, were it read
+
+    with grpc.insecure_channel(f"127.0.0.1:{roles.s1.port}") as ch:
+        s1 = pb_grpc.TwoServerBlockingStub(ch)
+
+        def upload(name: str, parts: Iterator[pb.SharedPart]) -> grpc.Future:
+            token = (("authorization", f"Bearer {roles.ticket(name)}"),)
+            return s1.Upload.future(parts, metadata=token, timeout=120)
+
+        names = [f"one/m{k // PER_MEMBER}/{k:08x}" for k in range(IN_ALL)]
+        opened = [upload(n, idle(n)) for n in names]
+        try:
+            guard = roles.s1.service.upload_guard  # made at the first upload
+            while guard.open_uploads() < IN_ALL:
+                done.wait(0.05)
+            for name in ("one/m0/ffffffff", "one/other/ffffffff"):
+                with pytest.raises(grpc.RpcError) as refused:
+                    upload(name, bad(name)).result()
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, name
+                said = str(refused.value.details())
+                assert "S1 refused this upload" in said and "retry" in said
+                assert answered_retryable(refused.value)
+            metadata = (("authorization", f"Bearer {roles.key}"),)
+            assert s1.Holds(pb.HoldsRequest(names=names[:1]), metadata=metadata).held == [False]
+        finally:
+            done.set()
+            for f in opened:
+                with contextlib.suppress(grpc.RpcError):
+                    f.result()
+
+
+world = twoserver_world.world  # the fixture: S1, S2 and a matcher that is their combiner
+
+
+def test_halves_of_different_sizes_name_the_member_who_must_upload_again(
+    world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """north's ticket replayed after the matcher took its upload: S1 now holds west's shares
+    under north's name (60-odd records where the matcher and S2 hold north's). The run is
+    refused at S1, and the message said a plain rerun would start it again (it fails the same
+    way); it names north, who must upload again, now."""
+    project = create(world, "halves", "two-server")
+    flow(world, project, encoded)
+    name = next(n for n in world.roles["s1"].service.held if n.startswith("halves/north/"))
+    replayed = tickets.issue(MEMBER_KEY, name, time.time() + tickets.TTL_SECONDS)
+    with RoleClient("s1", f"127.0.0.1:{world.roles['s1'].port}", replayed) as s1:
+        s1.upload(name, read_shared(encoded["west"] / SHARED_FOLDER))
+    capsys.readouterr()
+    assert world.cli("run", "--project", "halves", token=project.tokens["south"]) == 1
+    err = capsys.readouterr().err
+    assert "(the uploads differ)" in err, err
+    assert "north's upload is not whole" in err and "north uploaded again" in err, err
+    assert "a plain rerun" not in err, err
