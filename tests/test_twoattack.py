@@ -16,8 +16,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.encoding.sharing import SHARED_FOLDER, read_shared
-from blindmatch.client.remote.twoserver import RoleClient
+from blindmatch.client.errors import RejectedError
+from blindmatch.client.remote.client import MatcherClient
+from blindmatch.client.remote.convert import score_rule
+from blindmatch.client.remote.twoserver import RoleClient, shares_sha256, ticket
 from blindmatch.matcher.core import tickets
 from blindmatch.matcher.domain import MAX_QUERY_RECORDS
 from blindmatch.matcher.rpc.status import RETRYABLE_METADATA
@@ -188,19 +192,41 @@ def test_idle_upload_streams_cannot_take_every_thread_of_a_role(roles: Roles) ->
 world = twoserver_world.world  # the fixture: S1, S2 and a matcher that is their combiner
 
 
-def test_halves_of_different_sizes_name_the_member_who_must_upload_again(
+def test_a_replayed_ticket_is_refused_and_halves_of_different_sizes_name_the_member(
     world: World, encoded: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """north's ticket replayed after the matcher took its upload: S1 now holds west's shares
-    under north's name (60-odd records where the matcher and S2 hold north's). The run is
-    refused at S1, and the message said a plain rerun would start it again (it fails the same
-    way); it names north, who must upload again, now."""
+    """north's ticket replayed after the matcher took its upload: before, S1 then held other
+    shares under the name whose header the matcher holds (here west's, 24 records for 140).
+    A ticket admits one upload to each role now (FAILED_PRECONDITION). Halves of different
+    sizes sent under a fresh ticket are refused at the run, and the message said a plain
+    rerun would start it again (it fails the same way); it names north, who must upload
+    again, now."""
     project = create(world, "halves", "two-server")
     flow(world, project, encoded)
+    s1_at = f"127.0.0.1:{world.roles['s1'].port}"
     name = next(n for n in world.roles["s1"].service.held if n.startswith("halves/north/"))
+    west = read_shared(encoded["west"] / SHARED_FOLDER)
     replayed = tickets.issue(MEMBER_KEY, name, time.time() + tickets.TTL_SECONDS)
-    with RoleClient("s1", f"127.0.0.1:{world.roles['s1'].port}", replayed) as s1:
-        s1.upload(name, read_shared(encoded["west"] / SHARED_FOLDER))
+    with RoleClient("s1", s1_at, replayed) as s1, pytest.raises(RejectedError) as refused:
+        s1.upload(name, west)
+    assert "a ticket admits one upload to each role" in str(refused.value)
+    # A fresh ticket: S1 gets west's shares, S2 north's, the matcher north's header.
+    north = read_shared(encoded["north"] / SHARED_FOLDER)
+    folder = read_encoded(encoded["north"])
+    with MatcherClient(world.target, project.tokens["north"]) as client:
+        t = ticket(client, "halves")
+        for role, sent in (("s1", west), ("s2", north)):
+            with RoleClient(role, getattr(t, role), t.ticket) as c:
+                c.upload(t.name, sent, folder.rule)
+        header = pb.UploadHeader(
+            project="halves", clk_bits=0, record_count=len(north),
+            fingerprint=folder.fingerprint, sha256=shares_sha256(north.s2.shares),
+            schema_digest=folder.schema_digest, rule=score_rule(folder.rule),
+            two_server_bits=[8 * s.shape[1] for s in north.s2.shares],
+            client_upload_id="halves-north", two_server_ticket=t.ticket,
+        )  # fmt: skip
+        requests = iter([pb.UploadRequest(header=header)])
+        client._stub.Upload(requests, metadata=client._metadata())
     capsys.readouterr()
     assert world.cli("run", "--project", "halves", token=project.tokens["south"]) == 1
     err = capsys.readouterr().err

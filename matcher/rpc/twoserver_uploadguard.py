@@ -9,7 +9,13 @@ and every project's runs, queries and uploads at that role stopped. Now a role k
 `PER_MEMBER` of one project member (by its ticket's name), refusing the next at once with
 `Busy` (RESOURCE_EXHAUSTED, marked retryable); and it ends an upload whose client sent
 nothing for `STREAM_IDLE_SECONDS` (DEADLINE_EXCEEDED; nothing of it is kept), as the
-matcher's own streams are (rpc/streams.py)."""
+matcher's own streams are (rpc/streams.py).
+
+A ticket admits one upload to each role: a second under a name the role holds, or is
+receiving, is refused FAILED_PRECONDITION. Before, a member's ticket replayed within its hour
+after the matcher took the upload replaced what S1 or S2 held under that name, unseen by the
+matcher, whose header (its count, the SHA-256 of S2's shares) then described other shares.
+The members' key (stand-alone roles) admits an upload under a name held, which replaces it."""
 
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blindmatch.matcher.domain import STREAM_IDLE_SECONDS
-from blindmatch.matcher.errors import Busy, DeadlineExceeded
+from blindmatch.matcher.errors import Busy, DeadlineExceeded, FailedPrecondition
 from blindmatch.matcher.rpc.callreads import CallReads
 from blindmatch.matcher.rpc.streams import _IdleSweep
 from blindmatch.matcher.rpc.twoserver_role import NAMES
@@ -33,6 +39,7 @@ PER_MEMBER = 4  # of one project member (a ticket's project/member)
 @dataclass(eq=False)
 class _Open:
     who: str  # project/member of the ticket; "" for the members' key (stand-alone)
+    name: str  # the ticket's name (project/member/tag); ""
     reads: CallReads
     waiting_since: float | None = field(default=None)
 
@@ -52,6 +59,11 @@ class UploadGuard(_IdleSweep):
         key), counted in now (`Busy` past a cap) and out when the block ends."""
         who = "/".join(vouched.split("/")[:2]) if vouched else ""
         with self._lock:
+            if vouched and any(s.name == vouched for s in self._open):
+                raise FailedPrecondition(
+                    f"member: {self.party} is receiving an upload under {vouched!r} already (a "
+                    "ticket admits one upload to each role): ask the matcher for a new ticket"
+                )
             mine = sum(1 for s in self._open if who and s.who == who)
             if who and mine >= PER_MEMBER:
                 raise Busy(f"{self.party} refused this upload: {who} has {mine} uploads open, "
@@ -62,7 +74,7 @@ class UploadGuard(_IdleSweep):
                     f"open, at most {IN_ALL} (the rest of its threads are the parties'); retry "
                     "shortly"
                 )
-            stream = _Open(who, CallReads(context))
+            stream = _Open(who, vouched, CallReads(context))
             self._open.append(stream)
         try:
             yield self._read(stream, stream.reads.reading(parts))
@@ -117,6 +129,12 @@ def guarded_upload(service: Any, parts: Iterator[Any], context: Any) -> Any:
             guard = service.upload_guard = UploadGuard(NAMES[service.role])
             guard.start()
     with guard.guarded(vouched, context, parts) as guarded:
+        if vouched and vouched in service.held:  # (a ticket whose upload the role holds)
+            raise FailedPrecondition(
+                f"member: {NAMES[service.role]} holds an upload under {vouched!r} already, and "
+                "a ticket admits one upload to each role (the matcher may have taken it): ask "
+                "the matcher for a new ticket (`blindmatch upload` does)"
+            )
         return service.upload(guarded, vouched)
 
 
