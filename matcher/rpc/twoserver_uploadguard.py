@@ -12,9 +12,11 @@ nothing for `STREAM_IDLE_SECONDS` (DEADLINE_EXCEEDED; nothing of it is kept), as
 matcher's own streams are (rpc/streams.py).
 
 A ticket admits one upload to each role: a second under a name the role holds, or is
-receiving, is refused FAILED_PRECONDITION. Before, a member's ticket replayed within its hour
-after the matcher took the upload replaced what S1 or S2 held under that name, unseen by the
-matcher, whose header (its count, the SHA-256 of S2's shares) then described other shares.
+receiving, is refused FAILED_PRECONDITION (a query ticket's records may be sent again until
+a query counts them: rpc/twoserver_queries.py `check_upload`). Before, a member's ticket
+replayed within its hour after the matcher took the upload replaced what S1 or S2 held under
+that name, unseen by the matcher, whose header (its count, the SHA-256 of S2's shares) then
+described other shares.
 The members' key (stand-alone roles) admits an upload under a name held, which replaces it."""
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.domain import STREAM_IDLE_SECONDS
 from blindmatch.matcher.errors import Busy, DeadlineExceeded, FailedPrecondition
 from blindmatch.matcher.rpc.callreads import CallReads
@@ -59,7 +62,11 @@ class UploadGuard(_IdleSweep):
         key), counted in now (`Busy` past a cap) and out when the block ends."""
         who = "/".join(vouched.split("/")[:2]) if vouched else ""
         with self._lock:
-            if vouched and any(s.name == vouched for s in self._open):
+            if (
+                vouched
+                and not tickets.is_query(vouched)
+                and any(s.name == vouched for s in self._open)
+            ):
                 raise FailedPrecondition(
                     f"member: {self.party} is receiving an upload under {vouched!r} already (a "
                     "ticket admits one upload to each role): ask the matcher for a new ticket"
@@ -129,7 +136,7 @@ def guarded_upload(service: Any, parts: Iterator[Any], context: Any) -> Any:
             guard = service.upload_guard = UploadGuard(NAMES[service.role])
             guard.start()
     with guard.guarded(vouched, context, parts) as guarded:
-        if vouched and vouched in service.held:  # (a ticket whose upload the role holds)
+        if vouched in service.held and not tickets.is_query(vouched):  # (a ticket replayed)
             raise FailedPrecondition(
                 f"member: {NAMES[service.role]} holds an upload under {vouched!r} already, and "
                 "a ticket admits one upload to each role (the matcher may have taken it): ask "
