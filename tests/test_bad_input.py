@@ -748,13 +748,19 @@ def keyless(c: RolesCtx, *changes: dict[str, Any]) -> Any:
 
 
 def keyless_proposed(c: RolesCtx) -> Any:
-    """A query's records at S1 without band keys, proposed against south, which S1 blocks
-    (every query here: tests/conftest.py); the records forgotten after."""
+    """A query's records at S1 without band keys, proposed against a member of its project
+    (north's records as p's south: S1 compares a project's uploads with its own project's
+    only, twoattack), which S1 blocks (every query here: tests/conftest.py); the records
+    forgotten after."""
     keyless(c)
+    south = "p/south/0f0f0f0f"
+    parts = upload_parts(south, "s1", c.upload, None, True)
+    c.s1.Upload(parts, metadata=auth(tickets.issue(member_key(c), south, 2**40)))
     try:
-        return propose(c, members=[QUERY, "south"])
+        return propose(c, members=[QUERY, south])
     finally:
-        c.s1.Forget(pb.ForgetRequest(project="p", member="north@00ff00ff"), metadata=c.key)
+        for member in ("north@00ff00ff", "south"):
+            c.s1.Forget(pb.ForgetRequest(project="p", member=member), metadata=c.key)
 
 
 def cut_band(c: RolesCtx, swap: bool = False, **fields: Any) -> Any:

@@ -109,17 +109,19 @@ def roles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Roles]:
 
 def ask(roles: Roles, query: client.SharedUpload, partner: client.SharedUpload,
         conversions: Conversions | None, fresh: bool = True, name: str = NAMES[1],
-        settle: bool = True) -> tuple[Found, linkbit.Transcript]:  # fmt: skip
+        settle: bool = True, asking: str = NAMES[0],
+        ) -> tuple[Found, linkbit.Transcript]:  # fmt: skip
     """The query's records uploaded afresh (a fresh pair budget) and compared whole against
     partner `name`'s upload (`partner`'s records) at S1 and S2: by the standing path with
     C's `conversions`, else by the query's shape (by pairs); (rows and buckets of the
     links, the calls' transcript). With `settle`, once answered, any conversion it started
-    in the background made (so the next query's path is known)."""
+    in the background made (so the next query's path is known). `asking`: the query's
+    upload's name (uploaded afresh only under NAMES[0])."""
     if fresh:
         roles.upload(NAMES[0], query)
     bits = [8 * int(x.shape[1]) for x in query.s1.shares]
     servers = RemoteServers(f"127.0.0.1:{roles.running['s1'].port}",
-                            f"127.0.0.1:{roles.running['s2'].port}", KEY, [NAMES[0], name],
+                            f"127.0.0.1:{roles.running['s2'].port}", KEY, [asking, name],
                             [len(query.s1.shares[0]), len(partner.s1.shares[0])], bits)  # fmt: skip
     servers.conversions = conversions
     combiner = twoserver.Combiner(None, THRESHOLD, clks=2, rule=Rule(*RULE))

@@ -89,12 +89,14 @@ def test_a_partner_whose_upload_is_replaced_or_forgotten_drops_its_conversion_lo
     assert len(lines) == 2 and all("dropped standing partner south" in x for x in lines)
     # A partner's upload forgotten (the project member erased), through the combiner's call.
     caplog.clear()
-    erased = "p/east/00ff00ff"
-    for role, running in roles.running.items():  # under the ticket the matcher signs
-        ticket = tickets.issue(MEMBER_KEY, erased, time.time() + 600)
-        with RoleClient(role, f"127.0.0.1:{running.port}", ticket) as rc:
-            rc.upload(erased, shares["south"], RULE)
-    ask(roles, shares["query"], shares["south"], Conversions(), name=erased)
+    # (the query a member of p's too: S1 and S2 compare one project's uploads only, twoattack)
+    erased, asking = "p/east/00ff00ff", "p/north/00aa00aa"
+    for role, running in roles.running.items():  # under the tickets the matcher signs
+        for name, sent in ((erased, shares["south"]), (asking, shares["query"])):
+            ticket = tickets.issue(MEMBER_KEY, name, time.time() + 600)
+            with RoleClient(role, f"127.0.0.1:{running.port}", ticket) as rc:
+                rc.upload(name, sent, RULE)
+    ask(roles, shares["query"], shares["south"], Conversions(), False, erased, asking=asking)
     old = {r: held_ids(roles, r) for r in ROLES}
     with caplog.at_level(logging.INFO, logger="blindmatch.matcher.twoserver"):
         for role in ROLES:
@@ -107,5 +109,5 @@ def test_a_partner_whose_upload_is_replaced_or_forgotten_drops_its_conversion_lo
         assert held_ids(roles, role) == []
         dropped = entries(tmp_path, role, "twoserver.standing_dropped")[-1]
         assert dropped["standing"] == old[role][0] and dropped["reason"] == why
-        assert dropped["members"] == [NAMES[0], erased]
+        assert dropped["members"] == [asking, erased]
     assert len([r for r in caplog.records if why in r.getMessage()]) == 2

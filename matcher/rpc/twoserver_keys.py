@@ -119,4 +119,17 @@ class Keys:
         return held
 
 
-__all__ = ["DIGEST", "LABELS", "PARTIES", "Keys", "digest"]
+def one_project(names: list[str], party: str) -> None:
+    """Refuse a run or batch whose members are not of one project (twoattack): a project's
+    uploads (project/member/tag, the matcher's tickets) are compared with that project's
+    only, and never with a stand-alone deployment's members (no "/"), so that a C holding
+    several projects cannot link members who never agreed to share with each other."""
+    projects = {n.split("/", 1)[0] if "/" in n else "" for n in names}
+    if len(projects) > 1:
+        said = ", ".join(repr(p) if p else "stand-alone" for p in sorted(projects))
+        raise errors.PermissionDenied(
+            f"members: uploads of {said}; {party} compares the uploads of one project only"
+        )
+
+
+__all__ = ["DIGEST", "LABELS", "PARTIES", "Keys", "digest", "one_project"]

@@ -31,7 +31,7 @@ from blindmatch.matcher.domain import counted
 from blindmatch.matcher.rpc.auth import bearer_token
 from blindmatch.matcher.rpc.status import abort, rpc_errors
 from blindmatch.matcher.rpc.twoserver_blocks import HeldBlocks, widths
-from blindmatch.matcher.rpc.twoserver_keys import Keys
+from blindmatch.matcher.rpc.twoserver_keys import Keys, one_project
 from blindmatch.matcher.rpc.twoserver_margin import Dense, Runner, margin_batch
 from blindmatch.matcher.rpc.twoserver_peers import to_rows
 from blindmatch.matcher.rpc.twoserver_presort import Presorter
@@ -341,6 +341,7 @@ class _Role:
             raise errors.InvalidArgument("members: two or more, each named once")
         if len(request.records) != len(members):
             raise errors.InvalidArgument("records: one count a member")
+        one_project(members, NAMES[self.role])
         held = [self.member(m, "members") for m in members]
         for name, h, records in zip(members, held, request.records, strict=True):
             if h.records != records:
@@ -365,6 +366,7 @@ class _Role:
         """A batch's (or a block deal's) two members' uploads, as many records as C holds."""
         if m.member_a == m.member_b:
             raise errors.InvalidArgument("member_a/member_b: two members")
+        one_project([m.member_a, m.member_b], NAMES[self.role])
         held = [self.member(m.member_a, "member_a"), self.member(m.member_b, "member_b")]
         for name, h, records in (("a", held[0], m.records_a), ("b", held[1], m.records_b)):
             if h.records != records:

@@ -87,6 +87,7 @@ from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
 from blindmatch.matcher.rpc.twoserver_shares import MAX_PENDING as MAX_PENDING
 from blindmatch.matcher.rpc.twoserver_shares import STALE_SECONDS as STALE_SECONDS
 from blindmatch.matcher.rpc.twoserver_shares import SharesService
+from blindmatch.matcher.rpc.twoserver_uploadguard import close_guard, guarded_upload
 from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule, run_lacking
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -129,7 +130,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request, self.vouched(context))
+        return guarded_upload(self, request, context)
 
     @_from("combiner")
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
@@ -355,7 +356,7 @@ class CombinerService(_Role, pb_grpc.TwoServerCombinerServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request, self.vouched(context))
+        return guarded_upload(self, request, context)
 
     @_from("operator")
     def Run(self, request: pb.TwoServerRunRequest, context: Any) -> pb.TwoServerRunReply:
@@ -403,6 +404,7 @@ class RunningRole:
 
     def stop(self, grace: float | None = 1.0) -> None:
         self.server.stop(grace).wait()
+        close_guard(self.service)
         self.service.close()
 
 

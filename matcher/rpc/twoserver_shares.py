@@ -50,6 +50,7 @@ from blindmatch.matcher.rpc.twoserver_role import (
     _Role,
     batch_digest,
 )
+from blindmatch.matcher.rpc.twoserver_uploadguard import guarded_upload
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -84,7 +85,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
 
     @_from("member")
     def Upload(self, request: Iterator[pb.SharedPart], context: Any) -> pb.SharedReceipt:
-        return self.upload(request, self.vouched(context))
+        return guarded_upload(self, request, context)
 
     @_from("s1")
     def Expand(

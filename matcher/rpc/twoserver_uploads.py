@@ -21,7 +21,7 @@ from blindmatch.matcher.core import tickets
 from blindmatch.matcher.core.encodings import check_clk_bits
 from blindmatch.matcher.core.fallback import checked_rule
 from blindmatch.matcher.core.twoblocking import MAX_CLASS, SEAL_KEY_BYTES, Sealed, sealed_size
-from blindmatch.matcher.domain import NO_RULE, Rule
+from blindmatch.matcher.domain import MAX_QUERY_RECORDS, MAX_RECORDS, NO_RULE, Rule
 from blindmatch.matcher.rpc.twoserver_spool import SPILL_BYTES, Kept, Spool
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -358,6 +358,12 @@ def read_upload(
         if role == "s1":
             _sealed_part(p, clk, where)
         clk["rows"] += p.rows
+        most = MAX_QUERY_RECORDS if tickets.is_query(member) else MAX_RECORDS
+        if clk["rows"] > most:  # (twoattack: an endless stream held every part it sent)
+            raise errors.InvalidArgument(
+                f"rows ({where}): CLK {p.clk} past {most:,} records, the most "
+                f"{'a query' if most == MAX_QUERY_RECORDS else 'an upload'} holds"
+            )
         clk["shares"] += p.shares
         clk["popshares"] += p.popcount_shares
         if role == "s1" and p.clk == 1:

@@ -295,7 +295,11 @@ def run(
     except ServiceError as exc:
         message, again = spent_at_s1(str(exc), members, names), []
         for member, name in zip(members, names, strict=True):
-            if f"holds no upload of {name!r}" in message:
+            # (or holds as many records as the matcher does not: the member sent S1 and S2
+            # halves of different sizes, twoattack; a rerun would fail the same way)
+            if f"holds no upload of {name!r}" in message or (
+                f"of {name!r} at the combiner, but" in message
+            ):
                 again.append(member)
                 message = (
                     f"{member}'s upload is not whole: {message}. {member} must upload again "
