@@ -233,3 +233,54 @@ def test_a_replayed_ticket_is_refused_and_halves_of_different_sizes_name_the_mem
     assert "(the uploads differ)" in err, err
     assert "north's upload is not whole" in err and "north uploaded again" in err, err
     assert "a plain rerun" not in err, err
+
+
+def test_an_upload_refused_as_busy_is_sent_again_once_a_place_is_free(
+    roles: Roles, encoded: dict[str, Path]
+) -> None:
+    """With IN_ALL members' uploads open at S1 (many members' queries at once, say), the next
+    is refused as busy: the client sent it once and failed (the member saw RESOURCE_EXHAUSTED
+    and had to ask again). RoleClient now sends it again after a backoff, and it is stored
+    once a place is free."""
+    done = threading.Event()
+
+    def idle(name: str) -> Iterator[pb.SharedPart]:
+        yield pb.SharedPart(member=name, clk=0, clk_bits=1024, bands=1)
+        done.wait()
+
+    shared = read_shared(encoded["west"] / SHARED_FOLDER)
+    stored: list[int] = []
+    failed: list[BaseException] = []
+
+    def send() -> None:
+        name = "one/west/00000001"
+        try:
+            with RoleClient("s1", f"127.0.0.1:{roles.s1.port}", roles.ticket(name)) as c:
+                stored.append(c.upload(name, shared))
+        except BaseException as exc:  # reported below
+            failed.append(exc)
+
+    with grpc.insecure_channel(f"127.0.0.1:{roles.s1.port}") as ch:
+        s1 = pb_grpc.TwoServerBlockingStub(ch)
+        names = [f"one/m{k // PER_MEMBER}/{k:08x}" for k in range(IN_ALL)]
+        opened = [
+            s1.Upload.future(idle(n), metadata=(("authorization", f"Bearer {roles.ticket(n)}"),))
+            for n in names
+        ]
+        sender = threading.Thread(target=send)
+        try:
+            guard = roles.s1.service.upload_guard
+            while guard.open_uploads() < IN_ALL:
+                done.wait(0.05)
+            sender.start()
+            while guard.refused == 0 and sender.is_alive():  # refused as busy at least once
+                done.wait(0.02)
+        finally:
+            done.set()
+            for f in opened:
+                with contextlib.suppress(grpc.RpcError):
+                    f.result()
+        sender.join(timeout=60)
+    assert not failed, failed
+    assert stored == [len(shared)]
+    assert guard.refused >= 1

@@ -16,6 +16,7 @@ watch's records are sent, and the matcher asked, in client/remote/twoserver_real
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,11 +35,16 @@ from blindmatch.client.remote.channel import translate_errors
 from blindmatch.client.remote.convert import score_rule
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
 from blindmatch.client.remote.peers import role_channel, say_waiting
+from blindmatch.client.remote.retry import RetryPolicy, is_busy
 from blindmatch.client.remote.twoserver_parts import ROLES, upload_parts
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 RUN_SECONDS = 24 * 3600.0
+# An upload S1 or S2 refuses as busy (RESOURCE_EXHAUSTED marked retryable: its members'
+# uploads open at once are capped, rpc/twoserver_uploadguard.py) is sent again after a
+# backoff, about 20 s in all: many members' queries at once then wait rather than fail.
+BUSY_RETRY = RetryPolicy(attempts=8, initial_delay=0.2, max_delay=5.0)
 
 if TYPE_CHECKING:
     from blindmatch.client.remote.client import MatcherClient
@@ -135,10 +141,23 @@ class RoleClient:
         try:
             say_waiting(self._channel, self.party, self.target, self._on_wait)
             with translate_errors(self.target, self.party):
-                reply = self._stub.Upload(counted(), metadata=self._metadata)
+                reply = self._upload_when_free(counted)
         finally:
             bar.close()
         return int(reply.records)
+
+    def _upload_when_free(self, parts: Callable[[], Iterator[pb.SharedPart]]) -> pb.SharedReceipt:
+        """The upload of `parts()`, sent again (a new stream) while the role refuses it as
+        busy, up to `BUSY_RETRY`'s attempts; any other failure at once."""
+        delays = BUSY_RETRY.delays()
+        while True:
+            try:
+                return self._stub.Upload(parts(), metadata=self._metadata)
+            except grpc.RpcError as exc:
+                delay = next(delays, None) if is_busy(exc) else None
+                if delay is None:
+                    raise
+                time.sleep(delay)
 
     def run(
         self, threshold: float, members: Sequence[str] = (), buckets: Sequence[float] = ()

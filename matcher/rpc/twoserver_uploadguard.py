@@ -54,6 +54,7 @@ class UploadGuard(_IdleSweep):
         self.party, self.idle_seconds = party, idle_seconds
         self._lock = threading.Lock()
         self._open: list[_Open] = []
+        self.refused = 0  # uploads refused as busy since the role started
         super().__init__(f"bm-{party}-uploads", 1.0)
 
     @contextmanager
@@ -73,9 +74,11 @@ class UploadGuard(_IdleSweep):
                 )
             mine = sum(1 for s in self._open if who and s.who == who)
             if who and mine >= PER_MEMBER:
+                self.refused += 1
                 raise Busy(f"{self.party} refused this upload: {who} has {mine} uploads open, "
                            f"at most {PER_MEMBER}; retry once one has ended")  # fmt: skip
             if len(self._open) >= IN_ALL:
+                self.refused += 1
                 raise Busy(
                     f"{self.party} refused this upload: {len(self._open)} members' uploads are "
                     f"open, at most {IN_ALL} (the rest of its threads are the parties'); retry "
