@@ -19,7 +19,7 @@ from blindmatch.client import ProjectTokens
 from blindmatch.matcher.rpc.status import ANSWERED_METADATA
 from blindmatch.matcher.server import create_server
 from blindmatch.protos import blindmatch_pb2 as pb
-from tests.support import ADMIN_TOKEN, Clock, Matcher, auth, start, stub
+from tests.support import ADMIN_TOKEN, Clock, Matcher, Org, auth, encode, start, stub
 
 FINGERPRINT = bytes(range(32))
 pytestmark = pytest.mark.server
@@ -101,6 +101,35 @@ def test_a_watch_ended_by_expiry_or_by_the_operator_says_the_matcher_answered(
             answered_as(ended(watch), grpc.StatusCode.NOT_FOUND, "trial2")
     finally:
         matcher.server.stop(grace=None)
+
+
+def test_a_run_watch_ended_by_revocation_or_the_operator_says_the_matcher_answered(
+    matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org], tmp_path: Path
+) -> None:
+    """A run queued and never handed to the runs: its watch waits until the matcher ends it."""
+    for name, org in orgs.items():
+        with matcher.member(project.tokens[name]) as member:
+            member.upload("trial", encode(org, tmp_path / f"{name}.encoded"))
+    run, _ = matcher.server.store.create_run("trial")
+
+    def watch_run(channel: grpc.Channel, token: str) -> grpc.Call:
+        statuses = stub(channel).WatchRun(
+            pb.WatchRunRequest(project="trial", run_id=run.id), metadata=auth(token), timeout=30
+        )
+        next(statuses)
+        return statuses
+
+    with grpc.insecure_channel(matcher.target) as channel:
+        statuses = watch_run(channel, project.tokens["north"])
+        with matcher.operator() as op:
+            op.revoke_token("trial", "north")
+        answered_as(ended(statuses), grpc.StatusCode.UNAUTHENTICATED, "revoked")
+        statuses = watch_run(channel, project.tokens["south"])
+        stub(channel).EndProject(
+            pb.EndProjectRequest(project="trial", reason="agreement terminated"),
+            metadata=auth(ADMIN_TOKEN), timeout=30,
+        )  # fmt: skip
+        answered_as(ended(statuses), grpc.StatusCode.NOT_FOUND, "trial")
 
 
 # As the client's channel, but without BDP probing: with it the transport's window can grow to
