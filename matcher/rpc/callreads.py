@@ -16,6 +16,14 @@ from typing import Any
 import grpc
 
 from blindmatch.matcher.errors import ServiceError
+from blindmatch.matcher.rpc.status import bounded, trailing_of
+
+try:  # grpc's server call state, which `answer` ends a call through (grpcio 1.x)
+    from grpc import _server as grpc_server
+
+    _CANCELLED: Any = grpc_server._CANCELLED
+except (ImportError, AttributeError):  # pragma: no cover - another grpc: `end` only
+    grpc_server, _CANCELLED = None, object()
 
 # What `CallReads.interrupt` hands a read waiting for the client's next message; what
 # `reading` gets at the end of the client's messages.
@@ -29,6 +37,7 @@ class CallReads:
         self._context = context
         self._interrupted: ServiceError | None = None  # `interrupt`'s error, once called
         self._reading = False  # the handler waits for the client's next message (`reading`)
+        self._answered = False  # `answer` sent the call's status
 
     def end(self, exc: ServiceError) -> None:
         """End the call now, from any thread, with `exc`'s status and message (a thread
@@ -42,14 +51,46 @@ class CallReads:
         except (AttributeError, TypeError):
             self._context.cancel()
 
+    def answer(self, exc: ServiceError) -> bool:
+        """Send `exc`'s status, message and trailing metadata (rpc/status.py `trailing_of`)
+        now, from any thread, as the handler's own end would; False where it cannot (the
+        call over, its status sent, another grpc). The call is then over for grpc and the
+        handler alike (`is_active()` false, anything it sends or ends with afterwards
+        dropped: no second status). A status sent while a message waits for a client that
+        takes nothing follows that message; `stop` again cancels the call (`end`)."""
+        state: Any = getattr(self._context, "_state", None)
+        call = getattr(getattr(self._context, "_rpc_event", None), "call", None)
+        condition = getattr(state, "condition", None)
+        if grpc_server is None or call is None or not isinstance(condition, threading.Condition):
+            return False
+        with condition:
+            if getattr(state, "client", _CANCELLED) is _CANCELLED or state.statused:
+                return False
+            state.trailing_metadata = trailing_of(exc)
+            state.code = getattr(grpc.StatusCode, exc.status_name)
+            state.details = bounded(str(exc)).encode("utf-8")
+            # grpc's own abort (grpcio 1.x `_server._abort`): the initial metadata if not
+            # sent yet, then the status with `state`'s code, details and trailing metadata.
+            grpc_server._abort(state, call, None, state.details)
+            state.initial_metadata_allowed = False
+            # As if the client had cancelled: grpc then sends nothing more (`_status`,
+            # `_abort` and `_send_response` look at `client`), and wakes what waits.
+            state.client = _CANCELLED
+            condition.notify_all()
+        self._answered = True
+        return True
+
     def stop(self, exc: ServiceError) -> None:
         """End the call with `exc` from any thread (rpc/streams.py: a stream idle, its
         caller's access ended): where the handler waits for the client's next message, as
         `interrupt` does, so that the status carries its trailing metadata (`blindmatch-status`:
-        the matcher answered, docs/protocol.md "Who answered"); otherwise at once (`end`: the
-        status and message only, for a handler busy or sending to a client that takes
-        nothing). Before protowalk every such end was `end`'s: an upload idle for
-        `--stream-idle-seconds` ended DEADLINE_EXCEEDED as if gRPC had made it up."""
+        the matcher answered, docs/protocol.md "Who answered"); otherwise (a response
+        stream's handler waiting for news or sending, a busy request stream's) with the
+        status sent from here (`answer`: its trailing metadata too); `stop` again, or
+        without grpc's call state, at once (`end`: the status and message only). Before
+        protowalk every such end was `end`'s (an upload idle for `--stream-idle-seconds`
+        ended DEADLINE_EXCEEDED as if gRPC had made it up), before streamstatus a response
+        stream's."""
         state: Any = getattr(self._context, "_state", None)
         condition = getattr(state, "condition", None)
         if isinstance(condition, threading.Condition) and hasattr(state, "request"):
@@ -59,7 +100,8 @@ class CallReads:
                     state.request = _WOKEN
                     condition.notify_all()
                     return
-        self.end(exc)
+        if self._answered or not self.answer(exc):
+            self.end(exc)
 
     def interrupt(self, exc: ServiceError) -> None:
         """End a request stream's call with `exc`, from any thread, as the handler would

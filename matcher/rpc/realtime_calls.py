@@ -19,7 +19,8 @@ from blindmatch.matcher.rpc.auth import (
     member_call,
     require_consulting_member,
 )
-from blindmatch.matcher.rpc.streams import HeldChanges, QueryStreams
+from blindmatch.matcher.rpc.heldchanges import HeldChanges
+from blindmatch.matcher.rpc.streams import QueryStreams
 from blindmatch.matcher.storage.store import Store
 from blindmatch.protos import blindmatch_pb2 as pb
 

@@ -42,10 +42,10 @@ from blindmatch.matcher.rpc.auth import (
     require_consulting_member,
     require_member,
 )
+from blindmatch.matcher.rpc.heldchanges import HeldChanges
 from blindmatch.matcher.rpc.realtime_calls import RealtimeCalls
 from blindmatch.matcher.rpc.refusals import Refusals
 from blindmatch.matcher.rpc.streams import (
-    HeldChanges,
     MemberLimiter,
     QueryStreams,
     StreamGuard,

@@ -60,10 +60,16 @@ def bounded(message: str, limit: int = MAX_DETAIL_BYTES) -> str:
     return f"{kept}... ({len(message) - len(kept):,} more characters left out)"
 
 
+def trailing_of(exc: ServiceError) -> tuple[tuple[str, str], ...]:
+    """The trailing metadata `exc`'s status goes with: `blindmatch-status`, its facts, and
+    `blindmatch-retryable` where it is momentary."""
+    trailing = ((ANSWERED_METADATA, exc.status_name), *exc.trailing)
+    return trailing + ((RETRYABLE_METADATA,) if exc.retryable else ())
+
+
 def abort(context: Aborts, exc: ServiceError) -> NoReturn:
     """End the call with `exc`'s status and message (`bounded`), marked as the service's own."""
-    trailing = ((ANSWERED_METADATA, exc.status_name), *exc.trailing)
-    context.set_trailing_metadata(trailing + ((RETRYABLE_METADATA,) if exc.retryable else ()))
+    context.set_trailing_metadata(trailing_of(exc))
     context.abort(getattr(grpc.StatusCode, exc.status_name), bounded(str(exc)))
 
 

@@ -30,8 +30,6 @@ from typing import Any
 
 from blindmatch.matcher.domain import (
     DEFAULT_STREAMS_PER_MEMBER,
-    INDEX_CHANGES_HELD,
-    MAX_INDEX_CHANGE_BYTES,
     MEMBER_STREAMS,
     QUERY_STREAM_IDLE_SECONDS,
     QUERY_STREAMS_IN_ALL,
@@ -43,7 +41,6 @@ from blindmatch.matcher.domain import (
 from blindmatch.matcher.errors import (
     Busy,
     DeadlineExceeded,
-    ResourceExhausted,
     ServiceError,
 )
 
@@ -244,6 +241,7 @@ class OpenStream:
     waiting_since: float | None = None  # for the client's next message
     sending_since: float | None = None  # for the client to take a message sent
     ended: ServiceError | None = None  # why the matcher ended it
+    ended_at: float = 0.0  # when (its status then waits for the client, at most so long)
     closed: bool = False
 
     def check(self) -> None:
@@ -359,6 +357,12 @@ class StreamGuard(_IdleSweep):
                 if s.key == (project, member) and (method is None or s.method == method)
             )
 
+    def ended_streams(self, project: str, member: str) -> int:
+        """How many of the member's streams the matcher ended that are still open (their
+        status waits for the client to take what was sent before it)."""
+        with self._lock:
+            return sum(1 for s in self._open if s.key == (project, member) and s.ended)
+
     def end_member(
         self,
         project: str,
@@ -403,15 +407,24 @@ class StreamGuard(_IdleSweep):
                 "and nothing it sent is kept"
             )
 
+        # A stream ended with its status (rpc/callreads.py `answer`) whose status still waits
+        # behind a message its client does not take is cancelled (`end` again).
+        with self._lock:
+            stuck = [s for s in self._open if s.ended is not None and 0 < s.ended_at < sent]
+            for s in stuck:
+                s.ended_at = -1.0
+        for s in stuck:
+            s.end(s.ended)  # type: ignore[arg-type]
         return self._end(idle, why)
 
     def _end(
         self, which: Callable[[OpenStream], bool], why: Callable[[OpenStream], ServiceError]
     ) -> int:
+        now = time.monotonic()
         with self._lock:
             chosen = [s for s in self._open if s.ended is None and which(s)]
             for s in chosen:
-                s.ended = why(s)
+                s.ended, s.ended_at = why(s), now
         for s in chosen:
             assert s.ended is not None
             s.end(s.ended)
@@ -436,58 +449,3 @@ def ended_because(
                     "acknowledged is kept")  # fmt: skip
 
     return why
-
-
-# -- what index changes hold --------------------------------------------------------------------
-
-
-def _mib(n: int) -> str:
-    return f"{n / 1024**2:g} MiB"
-
-
-class HeldChanges:
-    """Bytes of references and CLKs that index changes being received hold: at most
-    `per_change` one change (more is refused, naming the limit: nothing of it is applied),
-    `INDEX_CHANGES_HELD` times that all changes at once (more waits: refused as busy)."""
-
-    def __init__(self, per_change: int = MAX_INDEX_CHANGE_BYTES) -> None:
-        if per_change < 1:
-            raise ValueError("index changes: the limit must be positive")
-        self.per_change = per_change
-        self.in_all = per_change * INDEX_CHANGES_HELD
-        self._lock = threading.Lock()
-        self._held = 0
-
-    @property
-    def held(self) -> int:
-        with self._lock:
-            return self._held
-
-    @contextmanager
-    def holding(self) -> Iterator[Callable[[int], None]]:
-        """A function to call with each message's size before keeping it; what it counted
-        is released when the change is done."""
-        mine = 0
-
-        def hold(size: int) -> None:
-            nonlocal mine
-            if mine + size > self.per_change:
-                raise ResourceExhausted(
-                    f"the index change carries more than {_mib(self.per_change)} of references "
-                    "and CLKs, this matcher's limit for one change (serve "
-                    "--max-index-change-mib); nothing was changed: send it as several changes"
-                )
-            with self._lock:
-                if self._held + size > self.in_all:
-                    raise Busy(
-                        f"index changes being received hold {_mib(self._held)} already, at "
-                        f"most {_mib(self.in_all)} together; nothing was changed: retry shortly"
-                    )
-                self._held += size
-            mine += size
-
-        try:
-            yield hold
-        finally:
-            with self._lock:
-                self._held -= mine
