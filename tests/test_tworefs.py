@@ -99,3 +99,18 @@ def test_the_clients_own_check_of_a_query_reference_names_the_upload_current_whe
     assert "the query searched or the watch compared" in str(told.value)
     assert "of your last upload before 2026-12-07 " in str(told.value)
     assert "before that query (your upload then)" not in str(told.value)
+
+
+def test_the_reports_request_tables_name_a_reference_of_no_run_as_a_query_or_watch() -> None:
+    """report's audit summary named a watch's reference (no run) "a query's answer", as
+    `resolve` did before 2026-12-06."""
+    from blindmatch.client.tools.report_requests import request_tables
+
+    entries = [
+        {"action": "request.issue", "actor": "north", "time": 1796666400.0, "purpose": "W1",
+         "detail": {"run_id": "", "query": True, "references": {"south": ["bmr-" + "b" * 26]}}},
+        {"action": "request.resolve", "actor": "south", "time": 1796666460.0,
+         "detail": {"reference": "bmr-" + "b" * 26, "requester": "north", "run_id": ""}},
+    ]  # fmt: skip
+    tables = request_tables(entries, "north", 10)
+    assert [row[4] for row in tables.resolved] == ["a query's or a watch's answer"]
