@@ -4,6 +4,7 @@ its own record ids. Both read `ENCODED/local/ids.csv`, which never leaves the ma
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,12 +71,19 @@ def local_ids(resolved: ResolvedRef, encoded: Encoded, also_sha256: str = "") ->
     """This member's record ids a resolved reference points at, in row order, once each.
     `also_sha256`: the folder's two-server upload's, as the matcher acknowledged it."""
     if resolved.upload_sha256 not in (encoded.sha256, also_sha256 or encoded.sha256):
-        used, which = (f"run {resolved.run_id} used", "for that run") if resolved.run_id else (
-            "the query searched", "before that query (your upload then)")  # fmt: skip
+        # As the matcher's refusal (matcher/usecases/requests.py `upload_meant`): a watch's
+        # reference is to the upload that fired it, not to one before (tworefs).
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(resolved.issued_unix))
+        used, which = (
+            (f"run {resolved.run_id} used", "you uploaded for that run")
+            if resolved.run_id
+            else ("the query searched or the watch compared",
+                  f"of your last upload before {when}, when the reference was issued")
+        )  # fmt: skip
         raise InputError(
             f"{encoded.path}: reference {resolved.reference} is to the upload that {used} "
             f"(SHA-256 {resolved.upload_sha256[:16]}...), not to this encoded folder "
-            f"({encoded.sha256[:16]}...); pass the --encoded folder you uploaded {which}"
+            f"({encoded.sha256[:16]}...); pass the --encoded folder {which}"
         )
     ids = encoded.read_ids()
     found: list[str] = []

@@ -34,10 +34,11 @@ if TYPE_CHECKING:
     from blindmatch.client.remote.index import SyncPart
     from blindmatch.client.remote.model import IndexSummary, QueryAnswer
 
+# (`.format(project=...)`: before tworefs it said `--project P`, where `request` names it)
 QUOTE = (
     "quote it in your formal request to that partner only; it resolves it to its own record "
-    "with `blindmatch resolve REFERENCE --project P --encoded ITS.encoded` (audited, and you "
-    "see it resolved). A hit is a lead, not an identification (docs/requests.md)."
+    "with `blindmatch resolve REFERENCE --project {project} --encoded ITS.encoded` (audited, "
+    "and you see it resolved). A hit is a lead, not an identification (docs/requests.md)."
 )
 
 
@@ -304,7 +305,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     if args.out and not args.quiet:
         print(f"Wrote {counted(len(rows), 'row')} to {args.out}{_unwritten(answer, count_only)}.")
     if not args.quiet and any(row[2].startswith("bmr-") for row in rows):  # two-server, mapping
-        print(f"Each bmr- ref is a request reference: {QUOTE}")
+        print(f"Each bmr- ref is a request reference: {QUOTE.format(project=args.project)}")
     return 0
 
 

@@ -129,6 +129,7 @@ class Printer:
         self.json, self.labels = args.json, labels
         self.out = _open_out(args.out) if args.out else None
         self.quoted = bool(args.quiet)  # -q: the note on bmr- refs never said
+        self.quote = QUOTE.format(project=args.project)
 
     def __call__(self, e: WatchEvent) -> None:
         at = _now()
@@ -159,7 +160,7 @@ class Printer:
             print(f"      {e.partner} ref {ref}{score}", flush=True)
         if not self.quoted and any(ref.startswith("bmr-") for ref in refs):
             self.quoted = True
-            print(f"Each bmr- ref is a request reference: {QUOTE}", file=sys.stderr)
+            print(f"Each bmr- ref is a request reference: {self.quote}", file=sys.stderr)
 
     def close(self) -> None:
         if self.out:

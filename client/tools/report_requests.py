@@ -33,7 +33,10 @@ def _iso(unix: float) -> str:
 
 
 def _run(detail: dict[str, Any]) -> str:
-    return str(detail.get("run_id") or "a query's answer")
+    """A reference's run, or what issued it where none did: a two-server query's answer or a
+    watch's event, which its entries do not tell apart (before tworefs: "a query's answer" of
+    a watch's too, as `resolve` said before 2026-12-06)."""
+    return str(detail.get("run_id") or "a query's or a watch's answer")
 
 
 def request_tables(entries: Sequence[dict[str, Any]], me: str, limit: int) -> RequestTables:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from blindmatch.matcher.domain import Level
@@ -62,6 +62,7 @@ def referable(
     partner: str,
     levels: Mapping[str, Level],
     project_level: Level,
+    gone: Sequence[str] = (),
 ) -> dict[str, list[int]]:
     """For one record's `links` (own row, partner, partner row), the partners a reference
     may be issued for (only `partner`, when given), each with its matched rows.
@@ -86,6 +87,14 @@ def referable(
             raise FailedPrecondition(
                 f"{partner} consents only to counts: you learn no record of yours it holds, "
                 "so there is nothing to refer to"
+            )
+        if gone:  # asked of every partner; before tworefs: "check the record id", which was right
+            who = gone[0] if len(gone) == 1 else f"{', '.join(gone[:-1])} and {gone[-1]} each"
+            raise FailedPrecondition(
+                "the latest run found no match for this record that you may learn at the "
+                f"partners whose data it still holds; {who} erased its data from this "
+                "project since that run (or took no part in it), and a match there went with "
+                "it: no reference can be issued for it"
             )
         whom = partner or "any partner"
         raise FailedPrecondition(

@@ -173,7 +173,12 @@ class RequestStore(RunStore):
             f"AND row IN ({marks})",
             (run_id, member, *rows),
         ).fetchall()
-        found = referable(links, partner, levels, project_level)
+        # Asked of every partner: those that hold no data of the run are named where nothing
+        # is found, rather than "check the record id" (tworefs).
+        gone = [] if partner else [
+            p for p in sorted(levels) if tx.execute(_INPUT_SHA, (run_id, p)).fetchone() is None
+        ]  # fmt: skip
+        found = referable(links, partner, levels, project_level, gone)
         now = self.clock()
         refs: dict[str, str] = {}
         for p, partner_rows in found.items():

@@ -8,6 +8,7 @@ purpose, required where the project requires one for results.
 from __future__ import annotations
 
 import logging
+import time
 
 from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import effective_levels
@@ -43,6 +44,21 @@ def _upload_sha256(value: str, missing: str) -> str:
             "UploadReply.sha256 and ResultsHeader.upload_sha256 give it)"
         )
     return sha256
+
+
+def upload_meant(run_id: str, issued: float) -> tuple[str, str]:
+    """What a reference's upload was, and which folder that is, in a refusal's words. A
+    query's or a watch's (no run) is the partner's upload current when it was issued: the one
+    the query searched, or the one whose arrival the watch was told. Before tworefs this said
+    "you uploaded before that query" of a watch's too, which sent the partner to the folder
+    before the upload that fired the watch, the wrong one."""
+    if run_id:
+        return f"run {run_id} used", "you uploaded for that run"
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(issued))
+    return (
+        "the query searched or the watch compared",
+        f"of your last upload before {when}, when the reference was issued",
+    )
 
 
 def issue(
@@ -143,15 +159,11 @@ def resolve(
 
     def same_upload(ref: RequestRef) -> None:
         if ref.partner_sha256 != upload_sha256:
-            used, which = (
-                (f"run {ref.run_id} used", "for that run")
-                if ref.run_id
-                else ("the query searched", "before that query (your upload then)")
-            )
+            used, which = upload_meant(ref.run_id, ref.issued)
             raise InvalidArgument(
                 f"reference {ref.reference} is to the upload that {used} (SHA-256 "
                 f"{ref.partner_sha256[:16]}...), not to this encoded folder's "
-                f"({upload_sha256[:16]}...); pass the --encoded folder you uploaded {which}. "
+                f"({upload_sha256[:16]}...); pass the --encoded folder {which}. "
                 "Nothing was recorded"
             )
 
