@@ -43,7 +43,8 @@ class Progress:
     of the same step, `close` at the end. `prefix` starts each line (not the bar);
     `counts=False` shows shares only (work units that mean nothing to the reader);
     `in_bytes=True` counts bytes, shown in MB (in kB under one: a part of less than a
-    megabyte is shown too, where a count in whole megabytes never moved)."""
+    megabyte is shown too, where a count in whole megabytes never moved), "of" the total's
+    where one is given."""
 
     def __init__(
         self,
@@ -139,12 +140,15 @@ class Progress:
 
     def _line(self, elapsed: bool = False) -> None:
         text = f"{self._prefix}{self.desc}"
-        if self.total and self._counts:
+        if self.total and self._in_bytes:  # "12 MB of 44 MB (27%)": sizes, not raw bytes
+            share = 100 * self.n // self.total
+            text += f": {size_text(self.n)} of {size_text(self.total)} ({share}%)"
+        elif self.total and self._counts:
             text += f": {self.n}/{self.total}{self._unit} ({100 * self.n // self.total}%)"
         elif self.total:
             text += f": {100 * self.n // self.total}%"
         elif self.n and self._in_bytes:
-            text += f": {self.n >> 20} MB" if self.n >= 2**20 else f": {-(-self.n // 1024)} kB"
+            text += f": {size_text(self.n)}"
         elif self.n:
             text += f": {self.n}{self._unit}"
         now = clock()
@@ -152,6 +156,12 @@ class Progress:
             text += f" after {_duration(now - self._started)}"
         print(text, file=self._stream, flush=True)
         self._last_time, self._last_n, self._waiting = now, self.n, False
+
+
+def size_text(n: int) -> str:
+    """Bytes in MB (of 2**20, as the bar's), in kB under one (a part of less than a megabyte
+    is shown too, where a count in whole megabytes never moved)."""
+    return f"{n >> 20} MB" if n >= 2**20 else f"{-(-n // 1024)} kB"
 
 
 class Throttle:

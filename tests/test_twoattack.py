@@ -30,7 +30,7 @@ from blindmatch.matcher.rpc.twoserver_uploadguard import IN_ALL, PER_MEMBER
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests import twoserver_world
-from tests.twoserver_world import MEMBER_KEY, World, create, flow
+from tests.twoserver_world import MEMBER_KEY, World, create, flow, uploads_held_open
 
 pytestmark = pytest.mark.server
 
@@ -242,12 +242,6 @@ def test_an_upload_refused_as_busy_is_sent_again_once_a_place_is_free(
     is refused as busy: the client sent it once and failed (the member saw RESOURCE_EXHAUSTED
     and had to ask again). RoleClient now sends it again after a backoff, and it is stored
     once a place is free."""
-    done = threading.Event()
-
-    def idle(name: str) -> Iterator[pb.SharedPart]:
-        yield pb.SharedPart(member=name, clk=0, clk_bits=1024, bands=1)
-        done.wait()
-
     shared = read_shared(encoded["west"] / SHARED_FOLDER)
     stored: list[int] = []
     failed: list[BaseException] = []
@@ -260,27 +254,13 @@ def test_an_upload_refused_as_busy_is_sent_again_once_a_place_is_free(
         except BaseException as exc:  # reported below
             failed.append(exc)
 
-    with grpc.insecure_channel(f"127.0.0.1:{roles.s1.port}") as ch:
-        s1 = pb_grpc.TwoServerBlockingStub(ch)
-        names = [f"one/m{k // PER_MEMBER}/{k:08x}" for k in range(IN_ALL)]
-        opened = [
-            s1.Upload.future(idle(n), metadata=(("authorization", f"Bearer {roles.ticket(n)}"),))
-            for n in names
-        ]
-        sender = threading.Thread(target=send)
-        try:
-            guard = roles.s1.service.upload_guard
-            while guard.open_uploads() < IN_ALL:
-                done.wait(0.05)
-            sender.start()
-            while guard.refused == 0 and sender.is_alive():  # refused as busy at least once
-                done.wait(0.02)
-        finally:
-            done.set()
-            for f in opened:
-                with contextlib.suppress(grpc.RpcError):
-                    f.result()
-        sender.join(timeout=60)
+    sender = threading.Thread(target=send)
+    with uploads_held_open(roles.s1) as done:
+        guard = roles.s1.service.upload_guard
+        sender.start()
+        while guard.refused == 0 and sender.is_alive():  # refused as busy at least once
+            done.wait(0.02)
+    sender.join(timeout=60)
     assert not failed, failed
     assert stored == [len(shared)]
     assert guard.refused >= 1

@@ -5,24 +5,31 @@ encoded `--two-server`."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import pytest
 
 from benchmarks.messy import write_exports
 from blindmatch.cli.app import main
 from blindmatch.client import ProjectTokens
 from blindmatch.client.remote.client import MatcherClient
+from blindmatch.matcher.core import tickets
 from blindmatch.matcher.domain import WATCH_WAIT_SECONDS
 from blindmatch.matcher.rpc.twoserver_project import combiner_setup
 from blindmatch.matcher.rpc.twoserver_service import RunningRole, create_role
+from blindmatch.matcher.rpc.twoserver_uploadguard import IN_ALL, PER_MEMBER
 from blindmatch.matcher.server import RunningServer, create_server
+from blindmatch.protos import blindmatch_pb2 as pb
+from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 from tests.support import ADMIN_TOKEN, ROOT, STRONG_SECRET
 
 MEMBER_KEY = "the members' key: the matcher and the roles hold it, never a member"
@@ -166,3 +173,37 @@ def held(world: World, project: str) -> dict[str, list[str]]:
     """Whose uploads of `project` S1 and S2 hold (the member of each project/member/tag)."""
     return {role: sorted(m.split("/")[1] for m in r.service.held if m.startswith(project + "/"))
             for role, r in world.roles.items()}  # fmt: skip
+
+
+def member_ticket(name: str) -> str:
+    """The matcher's ticket for `name` (project/member/tag), as it signs one."""
+    return tickets.issue(MEMBER_KEY, name, time.time() + tickets.TTL_SECONDS)
+
+
+@contextmanager
+def uploads_held_open(s1: RunningRole) -> Iterator[threading.Event]:
+    """IN_ALL members' uploads held open at `s1` (many members' queries at once, say), so
+    that the next is refused as busy, until the block ends; yields an event to wait on."""
+    done = threading.Event()
+
+    def idle(name: str) -> Iterator[pb.SharedPart]:
+        yield pb.SharedPart(member=name, clk=0, clk_bits=1024, bands=1)
+        done.wait()
+
+    with grpc.insecure_channel(f"127.0.0.1:{s1.port}") as ch:
+        stub = pb_grpc.TwoServerBlockingStub(ch)
+        names = [f"one/m{k // PER_MEMBER}/{k:08x}" for k in range(IN_ALL)]
+        auth = [(("authorization", f"Bearer {member_ticket(n)}"),) for n in names]
+        opened = [stub.Upload.future(idle(n), metadata=a) for n, a in zip(names, auth, strict=True)]
+        try:
+            # The guard is made at the role's first upload: these may not have reached it yet.
+            while (guard := getattr(s1.service, "upload_guard", None)) is None or (
+                guard.open_uploads() < IN_ALL
+            ):
+                done.wait(0.05)
+            yield done
+        finally:
+            done.set()
+            for f in opened:
+                with contextlib.suppress(grpc.RpcError):
+                    f.result()

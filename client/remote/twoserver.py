@@ -36,7 +36,7 @@ from blindmatch.client.remote.convert import score_rule
 from blindmatch.client.remote.model import TwoServerTicket, UploadReceipt
 from blindmatch.client.remote.peers import role_channel, say_waiting
 from blindmatch.client.remote.retry import RetryPolicy, is_busy
-from blindmatch.client.remote.twoserver_parts import ROLES, upload_parts
+from blindmatch.client.remote.twoserver_parts import ROLES, part_bytes, upload_bytes, upload_parts
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
@@ -122,20 +122,29 @@ class RoleClient:
     ) -> int:
         """Send `member`'s upload (this role's part of it, with the schema's `rule`; to S1
         without band keys unless `keys`, `upload_parts`); the records the role holds. With
-        `progress`, the megabytes sent so far on stderr (S1's part of a project upload is
-        sealed as it goes, about three times its file of about 42 kB a record: 76 MB for 600
-        records; 12 s for 6,000 on loopback), then a line while the role stores it."""
+        `progress`, the bytes sent so far of all this role's part (`upload_bytes`: its shares
+        and, to S1, its band keys as sealed, which they are as they go, about three times its
+        file of about 42 kB a record: 76 MB for 600 records; 12 s for 6,000 on loopback),
+        counted afresh when a busy role's refusal sends it again, then a line while the role
+        stores it."""
         from blindmatch.client.progress import Progress
 
         # In bytes: S2's part (no band keys) is under a megabyte for a few thousand records,
         # and a count in whole megabytes never showed it (before 2026-12-06).
-        bar = Progress(f"uploading to {self.party}", enabled=progress, in_bytes=True)
+        what = "bytes as sent, band keys sealed" if self.role == "s1" and keys else "bytes as sent"
+        desc = f"uploading to {self.party} ({what})"
+        total = upload_bytes(self.role, upload, keys) if progress else None
+        bar = Progress(desc, total or None, enabled=progress, in_bytes=True)
+        tries = 0
 
         def counted() -> Iterator[pb.SharedPart]:
+            nonlocal tries
+            tries += 1
+            if tries > 1:  # a busy role's refusal: sent again, from its first byte
+                bar.stage(f"{desc} again ({self.party} was busy)", total or None)
             for part in upload_parts(member, self.role, upload, rule, keys):
                 yield part
-                bar.update(sum(map(len, (part.shares, part.popcount_shares, part.sealed,
-                                         part.band_keys, part.classes))))  # fmt: skip
+                bar.update(part_bytes(part))
             bar.stage(f"waiting for {self.party} to store it")
 
         try:

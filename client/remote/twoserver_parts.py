@@ -45,6 +45,34 @@ def upload_parts(
         yield part
 
 
+def part_bytes(part: pb.SharedPart) -> int:
+    """The bytes of a part's records (`RoleClient.upload`'s progress counts them): its shares,
+    popcounts' shares, which records lack the fallback's fields, and band keys, classes and
+    their tokens as sealed; not the few bytes of its other fields."""
+    fields = (part.shares, part.popcount_shares, part.lacking, part.band_keys, part.classes,
+              part.sealed)  # fmt: skip
+    return sum(map(len, fields))
+
+
+def upload_bytes(role: str, upload: SharedUpload | UploadRows, keys: bool = True) -> int:
+    """What `part_bytes` comes to over `upload_parts(..., role, upload, keys=keys)`, known
+    before a part is made: the sealed band keys' tokens by `token_ends` (to S1, about three
+    times its file: they are sealed as they are sent)."""
+    if role == "combiner":
+        return 0
+    up, total = rows_of(upload), 0
+    for clk in range(len(up.popcounts)):
+        rows, width = up.shares["s1" if role == "s1" else "s2"][clk].shape
+        total += rows * (width + 4)  # the shares, and the popcount's (<u4)
+        step = max(1, PART_BYTES // width)
+        if role == "s1" and clk == 1 and up.lacking is not None:
+            total += sum(-(-(min(lo + step, rows) - lo) // 8) for lo in range(0, rows, step))
+        if role == "s1" and keys:
+            bands = up.bands[clk]
+            total += int(token_ends(bands)[-1]) + KEY_BYTES * int(np.sum(bands.counts))
+    return total
+
+
 def _parts(
     member: str, role: str, upload: SharedUpload | UploadRows, keys: bool
 ) -> Iterator[pb.SharedPart]:
@@ -116,4 +144,4 @@ def _sealed_parts(
         )  # fmt: skip
 
 
-__all__ = ["PART_BYTES", "ROLES", "upload_parts"]
+__all__ = ["PART_BYTES", "ROLES", "part_bytes", "upload_bytes", "upload_parts"]
