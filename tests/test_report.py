@@ -319,6 +319,25 @@ def test_a_truth_file_at_hits_shows_precision_recall_overall_and_per_partner(
     assert "Scores of the" not in html and not page.table("threshold") and not page.images
 
 
+def test_a_non_members_truth_rows_are_left_out_of_the_overall_figures_and_counted(
+    world: World, tmp_path: Path
+) -> None:
+    """Before 2026-12-07 west's rows (not a member of the project) counted its true hit with
+    north's N2 as missed in the overall recall (0.8571, 6 of 7), though west's own row said
+    "not a member". The overall figures now leave its rows out, and say how many."""
+    out, truth = tmp_path / "north.html", tmp_path / "truth.csv"
+    truth.write_text(TRUTH + "west,W-1,james\nwest,W-2,nobody\n", encoding="utf-8")
+    assert report(world, world.projects["hits"], out, "--truth", str(truth)) == 0
+    html, page = read_page(out)
+    assert "precision 1.0000, recall 1.0000, F1 1.0000 (6 of 6 reported hits true" in html
+    rows = {r[0]: r[1:] for r in page.table("against")[1:]}
+    assert rows["all partners"] == [
+        "1.0000", "1.0000", "1.0000", "6", "6", "6",
+        "leaves out 2 rows of the truth file, of west: not a member of this project",
+    ]  # fmt: skip
+    assert rows["with west"][-1].startswith("not a member of this project"), rows
+
+
 def test_a_partner_you_learn_only_counts_about_is_said_to_lower_recall(
     world: World, tmp_path: Path
 ) -> None:

@@ -76,6 +76,9 @@ class EvaluationSummary:
     plots: list[tuple[str, bytes]]  # (title, PNG)
     warning: str = ""  # the recommended threshold rests on too little (`thin_evidence`)
     partners: dict[str, Quality] = field(default_factory=dict)  # as `evaluate` prints them
+    # The truth file's rows of members not in the project, left out of the overall figures
+    # (before 2026-12-07 their records counted as true hits missed), by member.
+    left_out: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -133,7 +136,9 @@ def gather_report(
     header = [] if results.disclosure == "count" else HEADERS[results.disclosure]
     rows = joined if header else []
     scores = [float(r[-1]) for r in rows if header[-1:] == ["score"] and r[-1]]
-    evaluation = _evaluate(truth, member, header, rows) if truth else None
+    partners = _partners(info, results)
+    members = {member, *(p.name for p in partners)}
+    evaluation = _evaluate(truth, member, header, rows, members) if truth else None
     started, finished = _run_times(audit, results.run_id)
     run = info.latest_run
     latest = f"{run.run_id}: {run.state}" if run is not None else ""
@@ -153,7 +158,7 @@ def gather_report(
         latest_run=latest,
         generated=time.time(),
         record_count=results.record_count,
-        partners=_partners(info, results),
+        partners=partners,
         header=header,
         rows=rows if include_records else [],
         records_left_out=bool(header) and not include_records,
@@ -197,11 +202,16 @@ def _run_times(audit: Iterable[dict[str, Any]], run_id: str) -> tuple[float | No
 
 
 def _evaluate(
-    truth_path: str | Path, member: str, header: list[str], rows: list[list[str]]
-) -> EvaluationSummary:
+    truth_path: str | Path, member: str, header: list[str], rows: list[list[str]],
+    members: set[str],
+) -> EvaluationSummary:  # fmt: skip
+    """`members`: the project's; the truth file's rows of others are left out of the overall
+    figures (and the sweep), kept in the per-partner table, which says "not a member"."""
     if not header:
         raise InputError("--truth: at the count level there are no per-record results to evaluate")
-    truth = read_truth(truth_path)
+    full = read_truth(truth_path)
+    left_out = {m: len(full.records[m].ids) for m in sorted(full.members - members)}
+    truth = full.only(members) if left_out else full
     has_score = header[-1] == "score"
     scored = [
         Scored((member, r[0], r[1]), float(r[-1]) if has_score and r[-1] else None) for r in rows
@@ -229,7 +239,8 @@ def _evaluate(
                 png_bytes(precision_recall_figure(points, recommended=best)),
             )
         )
-    partners = per_partner((s.hit for s in scored), truth, member)
+    partners = per_partner((s.hit for s in scored), full, member)
     return EvaluationSummary(
-        str(truth_path), quality, points, best, plots, thin_evidence(points, best), partners
-    )
+        str(truth_path), quality, points, best, plots, thin_evidence(points, best), partners,
+        left_out,
+    )  # fmt: skip

@@ -217,7 +217,7 @@ def _evaluation(r: MemberReport) -> str:
     if ev is None:
         return ""
     levels = {p.name: p.level for p in r.partners}
-    rows = [("all partners", ev.quality, "")]
+    rows = [("all partners", ev.quality, _left_out(ev.left_out))]
     for name, q in ev.partners.items():
         note = ""
         if name not in levels:
@@ -240,6 +240,16 @@ def _evaluation(r: MemberReport) -> str:
         '<p class="muted">A true hit: one of your records and a partner holding a record of '
         "the same person in the truth file. Judged on synthetic or consented data only.</p>"
     )
+
+
+def _left_out(left_out: dict[str, int]) -> str:
+    """The overall row's note: the truth file's rows of members not in the project, which
+    it leaves out (a non-member's true hits are no one's to find here)."""
+    if not left_out:
+        return ""
+    rows = counted(sum(left_out.values()), "row")
+    return (f"leaves out {rows} of the truth file, of {', '.join(left_out)}: not "
+            f"{'a member' if len(left_out) == 1 else 'members'} of this project")  # fmt: skip
 
 
 def _scores(r: MemberReport) -> str:

@@ -57,6 +57,12 @@ class Truth:
     def members(self) -> frozenset[str]:
         return frozenset(self.records)
 
+    def only(self, members: Iterable[str]) -> Truth:
+        """The truth of `members` alone: another's rows (a member not in the project) left
+        out, so that its records count as no one's true hits."""
+        keep = set(members)
+        return Truth({m: r for m, r in self.records.items() if m in keep}, self.entity_ids)
+
     def held(self, member: str) -> Codes:
         """The entity codes `member` holds a record of, sorted, each once."""
         if member not in self._held:
