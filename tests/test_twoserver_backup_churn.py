@@ -36,7 +36,10 @@ from tests.support import auth
 
 pytestmark = [pytest.mark.server, pytest.mark.on_disk]  # (tests/conftest.py `tmp_path`)
 PARTIES_KEY, MEMBER_KEY = "the parties' key of this test", "the members' key"
-WEST, EAST = "p/west/0000000a", "q/east/0000000b"
+# west uploads again and again under one name: a stand-alone member's (no project: the
+# members' key replaces what a name holds), since a project member's ticket admits one upload
+# to each role (twoattack) and a new upload comes under a new ticket's name.
+WEST, EAST = "west", "q/east/0000000b"
 BACKUPS = 12
 RNG = np.random.default_rng(3)
 UPLOADS = [
@@ -56,8 +59,10 @@ def s2(tmp_path: Path) -> Iterator[RunningRole]:
 
 
 def send(role: RunningRole, name: str, up: client.SharedUpload) -> None:
-    ticket = tickets.issue(MEMBER_KEY, name, int(time.time()) + 600)
-    with RoleClient("s2", f"127.0.0.1:{role.port}", ticket) as c:
+    """`up` under `name`: a project member's with a ticket of its own, a stand-alone
+    member's (no "/") with the members' key."""
+    key = tickets.issue(MEMBER_KEY, name, int(time.time()) + 600) if "/" in name else MEMBER_KEY
+    with RoleClient("s2", f"127.0.0.1:{role.port}", key) as c:
         assert c.upload(name, up) == len(up)
 
 
