@@ -142,6 +142,14 @@ def encode_all(orgs: dict[str, Org], tmp_path: Path) -> dict[str, Encoded]:
     return {name: encode(org, tmp_path / f"{name}.encoded") for name, org in orgs.items()}
 
 
+@pytest.fixture
+def orgs_encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
+    """The fixture `orgs`, each encoded with `secret_file`'s secret (a module takes it as its
+    `encoded`: `encoded = orgs_encoded`)."""
+    secret = read_secret(secret_file)
+    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+
+
 def uploaded_and_run(matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]) -> None:
     for name, enc in encoded.items():
         with matcher.member(project.tokens[name]) as member:

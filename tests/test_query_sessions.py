@@ -13,7 +13,6 @@ import grpc
 import pytest
 
 from blindmatch.client import MatcherClient, ProjectTokens
-from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.refs import row_refs
 from blindmatch.client.errors import AuthError, RejectedError, UnavailableError
@@ -35,19 +34,14 @@ from tests.support import (
     PETER,
     PURPOSE,
     Matcher,
-    Org,
     db_rows,
-    encode,
     index_all,
+    orgs_encoded,
     person,
     port_held,
 )
 
-
-@pytest.fixture
-def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
-    secret = read_secret(secret_file)
-    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+encoded = orgs_encoded  # the fixture: each org encoded with the test secret
 
 
 @pytest.fixture

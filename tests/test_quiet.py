@@ -12,15 +12,10 @@ import pytest
 
 from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
-from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
-from tests.support import PERSON_SCHEMA, PURPOSE, Matcher, Org, encode
+from tests.support import PERSON_SCHEMA, PURPOSE, Matcher, orgs_encoded
 
-
-@pytest.fixture
-def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
-    secret = read_secret(secret_file)
-    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+encoded = orgs_encoded  # the fixture: each org encoded with the test secret
 
 
 def test_run_and_results_q_say_nothing_and_errors_still_do(

@@ -36,15 +36,12 @@ from tests.support import (
     encode,
     index_all,
     low_change_limit,
+    orgs_encoded,
     person,
     uploaded_and_run,
 )
 
-
-@pytest.fixture
-def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
-    secret = read_secret(secret_file)
-    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+encoded = orgs_encoded  # the fixture: each org encoded with the test secret
 
 
 # -- the core promise -------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from blindmatch.client import ProjectTokens
-from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import NotFoundError
 from blindmatch.matcher.core.audit import ACTIONS
@@ -19,20 +18,15 @@ from tests.support import (
     PURPOSE,
     Clock,
     Matcher,
-    Org,
     ask,
     db_rows,
-    encode,
     index_all,
+    orgs_encoded,
     person,
     start,
 )
 
-
-@pytest.fixture
-def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
-    secret = read_secret(secret_file)
-    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+encoded = orgs_encoded  # the fixture: each org encoded with the test secret
 
 
 def audit_rows(data_dir: Path) -> list[tuple]:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from blindmatch.cli import main
-from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.matcher.core.querylimit import Limit, QueryCounter, QueryLimits
 from blindmatch.matcher.core.quota import QueryMeter
@@ -21,18 +20,13 @@ from tests.support import (
     PERSON_SCHEMA,
     PURPOSE,
     Matcher,
-    Org,
     dead_port,
-    encode,
     index_all,
+    orgs_encoded,
     person,
 )
 
-
-@pytest.fixture
-def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
-    secret = read_secret(secret_file)
-    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+encoded = orgs_encoded  # the fixture: each org encoded with the test secret
 
 
 def _query(target: str, token: str, project: str, secret_file: Path) -> list[str]:

@@ -16,26 +16,20 @@ import pytest
 
 from blindmatch.cli import main
 from blindmatch.client import ProjectTokens
-from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import AuthError
 from tests.support import (
     GRACE,
     PURPOSE,
     Matcher,
-    Org,
     ask,
-    encode,
     first_notification,
     index_all,
+    orgs_encoded,
     person,
 )
 
-
-@pytest.fixture
-def encoded(orgs: dict[str, Org], secret_file: Path, tmp_path: Path) -> dict[str, Encoded]:
-    secret = read_secret(secret_file)
-    return {n: encode(o, tmp_path / f"{n}.encoded", secret) for n, o in orgs.items()}
+encoded = orgs_encoded  # the fixture: each org encoded with the test secret
 
 
 def users_project(matcher: Matcher, *, require: bool) -> ProjectTokens:
