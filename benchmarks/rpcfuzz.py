@@ -1,7 +1,8 @@
 """Fuzz every RPC of blindmatch/protos/blindmatch.proto as a hostile or buggy member, client
 or party would: requests built by mutating valid ones (benchmarks/rpcfuzz_mutate.py), sent to
 real servers on loopback in this process (the matcher, S1, S2, a combiner role and two look-up
-servers: benchmarks/rpcfuzz_world.py), each reply classified.
+servers: benchmarks/rpcfuzz_world.py; the valid requests: benchmarks/rpcfuzz_seeds.py), each
+reply classified.
 
     .venv/bin/python benchmarks/rpcfuzz.py --seconds 600           # every RPC, ten minutes
     .venv/bin/python benchmarks/rpcfuzz.py --seconds 60 --rpc Upload --rpc Query
@@ -42,8 +43,10 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import rpcfuzz_seeds as seeds
 from benchmarks import rpcfuzz_world as worlds
 from benchmarks.rpcfuzz_mutate import Mutator
+from benchmarks.rpcfuzz_requests import ADMIN, auth
 from benchmarks.workdir import add_keep, work_dir
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -150,7 +153,7 @@ class Fuzzer:
             [
                 "",
                 "garbage",
-                worlds.ADMIN,
+                ADMIN,
                 w.key,
                 w.member_key,
                 w.tokens["runs", "r2"],
@@ -215,7 +218,7 @@ class Fuzzer:
                 raise RuntimeError("the fuzzer cuts the stream")  # gRPC cancels the call
             yield m
 
-    def one(self, service: str, method: str, seed: worlds.Seed, logged: Logged) -> None:
+    def one(self, service: str, method: str, seed: seeds.Seed, logged: Logged) -> None:
         name = method if service == "Matcher" else f"{service}.{method}"
         try:
             request, good = seed(self.w)
@@ -235,6 +238,7 @@ class Fuzzer:
         token = self.token(good)
         if token != good:
             what.append("token: " + ("none" if not token else token[:12]))
+        what += seeds.spared(self.w, method, request, token)
         if self.trace is not None:  # before the call: the last line names one that never ended
             size = (
                 sum(m.ByteSize() for m in request)
@@ -324,9 +328,7 @@ class Fuzzer:
                 request_serializer=pb.TokenRequest.SerializeToString,
                 response_deserializer=pb.RotateTokenReply.FromString,
             )
-            w.tokens[request.project, request.member] = stub(
-                request, metadata=worlds.auth(worlds.ADMIN)
-            ).token
+            w.tokens[request.project, request.member] = stub(request, metadata=auth(ADMIN)).token
         elif service == "Matcher" and method == "StartRun":
             worlds.run_done(w, self.channel(w.target("Matcher")), request.project, reply.run_id)
         elif service == "Matcher" and method == "SetQueryLimits":
@@ -402,7 +404,7 @@ def main() -> int:
                 fuzzer.trace = open(args.trace, "w", encoding="utf-8")  # noqa: SIM115
             chosen = [
                 (k, s)
-                for k, s in worlds.seeds().items()
+                for k, s in seeds.seeds().items()
                 if not args.rpc or any(r in f"{k[0]}.{k[1]}" for r in args.rpc)
             ]
             began = time.monotonic()
