@@ -164,18 +164,25 @@ class OutcomeStore(StoreBase):
     def journal_two_server_batch(
         self, project: str, name_a: str, name_b: str, batch: str, clk: int, pairs: int,
         found: Outcome | None = None, refused: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> bool:  # fmt: skip
         """A batch of the pair of uploads out (`found` None), answered, or `refused` (the
-        `answered` column: 0, 1, 2)."""
+        `answered` column: 0, 1, 2). Only while both uploads are current: whether it was
+        journaled (before fuzzend a batch of a run whose project the operator ended, or one
+        of whose members erased, while the batch was out was journaled after the deletion:
+        the pair's link bits stayed in the data dir)."""
         blob = (found or Outcome.of(Candidates.empty(), _NONE, _NONE)).to_bytes()
         state = 2 if refused else int(found is not None)
         with self.db.tx() as tx:
+            current = {r[0] for r in tx.execute(_CURRENT_NAMES, (project,))}
+            if name_a not in current or name_b not in current:
+                return False
             tx.execute(
                 "INSERT INTO twoserver_batches VALUES (?,?,?,?,?,?,?,?) ON CONFLICT "
                 "(project, name_a, name_b, batch) DO UPDATE SET answered=excluded.answered, "
                 "found=excluded.found",
                 (project, name_a, name_b, batch, clk, pairs, state, blob),
             )
+        return True
 
     def drop_two_server_batch(self, project: str, name_a: str, name_b: str, batch: str) -> None:
         """A batch that failed before S1 had it (nothing of it evaluated)."""

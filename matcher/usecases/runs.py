@@ -235,6 +235,13 @@ def _fallback_pass(
     return passed
 
 
+class RunEnded(Exception):
+    """A run's progress found it no longer queued or running (its project ended, or a
+    member's erasure cancelled it): it stops at once, in the stage named, rather than
+    computing what would not be stored (before fuzzend it ran to its end; `finish_run`
+    then stored nothing)."""
+
+
 class RunManager:
     """Executes queued runs on one background thread, in order."""
 
@@ -314,6 +321,9 @@ class RunManager:
         while (run_id := self._queue.get()) is not None:
             try:
                 self._execute(run_id)
+            except RunEnded as ended:
+                log.info("run %s stopped in its %s stage: its project was ended or a member "
+                         "erased its data; nothing of it is stored", run_id, ended)  # fmt: skip
             except (ServiceError, ClusterError) as exc:  # its message says what to do
                 log.error("run %s failed: %s", run_id, exc)
                 self.store.fail_run(run_id, without_locations(str(exc)))
@@ -334,7 +344,8 @@ class RunManager:
         # A two-server run blocks first (S1 proposes the pairs, usecases/tworuns.py): its
         # first stage is "block", not "compare" (which `blindmatch run` said before "block").
         first = "block" if two_server else "compare"
-        self.store.update_run(run_id, state="running", stage=first)
+        if not self.store.update_run(run_id, state="running", stage=first):
+            raise RunEnded("queued")  # ended or cancelled as it was taken from the queue
         self._notify()
         last = [0.0]
         tasks = [0, 0]  # comparison tasks done, of this many: written with the progress
@@ -343,10 +354,11 @@ class RunManager:
             # At most ~100 progress writes per stage.
             if done in (0, total) or (total and (done - last[0]) / total >= 0.01):
                 last[0] = done
-                self.store.update_run(
+                if not self.store.update_run(
                     run_id, stage=stage, work_done=done, work_total=total, tasks_done=tasks[0],
                     tasks_total=tasks[1],
-                )  # fmt: skip
+                ):  # fmt: skip
+                    raise RunEnded(stage)  # its project ended, or an erasure cancelled it
                 self._notify()
 
         def task_progress(done: int, total: int) -> None:
