@@ -321,6 +321,9 @@ _PROJECT_WIDE_DETAIL = {
     "run.done": ("run_id",),
     "project.expire": (),
     "twoserver.run": ("run_id", "s1", "s2", "members"),  # not its pairs, links or bytes
+    # The operator's export: that it happened, not how many entries the project's log held
+    # nor from which of the log's seqs (two exports counted what partners wrote between).
+    "audit.export": (),
 }
 # A partner's action on a request the member made itself (its `detail["requester"]`): shown to
 # that requester as it happens, with only these detail keys (not the partner's user, purpose or
