@@ -21,6 +21,8 @@ from blindmatch.client.encoding.encode import read_secret
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.encoding.fingerprint import canonical_json, fingerprint
 from blindmatch.client.encoding.schema import load_schema
+from blindmatch.client.remote.model import WatchEvent
+from blindmatch.matcher.core.audit import Entry, member_entries
 from blindmatch.matcher.core.tokens import token_hash
 from tests.support import (
     GRACE,
@@ -36,6 +38,7 @@ from tests.support import (
     ask,
     encode,
     files_of,
+    first_notification,
     index_all,
     person,
     uploaded_and_run,
@@ -209,3 +212,80 @@ def test_the_fingerprint_is_an_hmac_under_a_key_scrypt_stretched_at_the_document
     assert fingerprint(schema, secret) == expected
     other = secrets.token_hex(32).encode()
     assert fingerprint(schema, other) != expected
+
+
+def entry(seq: int, actor: str, action: str, member: str, **detail: object) -> Entry:
+    return Entry(seq, 1000.0 + seq, actor, action, "trial", member, "", {}, detail, "", "h")
+
+
+def test_a_members_view_names_its_own_earlier_entries_by_the_views_numbers_not_the_logs() -> None:
+    """security.md, "Export": a member's view is numbered by itself, so that it cannot count
+    what others wrote between two of its entries. An index change voided at a start-up
+    (`index.change.void`, `announced`) and an erasure completed at one (`erase.complete`,
+    `erased`) named the member's own entry by the log's seq: the gap between that seq and
+    the view's number counted its partners' entries before it. They name it by the view's
+    number now, so a member can also find it in its own export."""
+    log = [
+        entry(1, "operator", "project.create", ""),
+        entry(2, "south", "index.change", "south", change_id="c1"),
+        entry(3, "north", "query", "north"),  # a partner's: outside south's view
+        entry(4, "north", "upload", "north"),
+        entry(5, "south", "index.change", "south", change_id="c2"),
+        entry(6, "matcher", "index.change.void", "south", announced=5, change_id="c2"),
+        entry(7, "north", "query", "north"),
+        entry(8, "south", "erase", "south", uploads=0, links=0),
+        entry(9, "matcher", "erase.complete", "south", erased=8, upload_files=0),
+        entry(10, "matcher", "erase.complete", "north", erased=4, upload_files=0),
+    ]
+    view = member_entries(log, "trial", "south", now=2000.0)
+    assert [(e.seq, e.action) for e in view] == [
+        (1, "project.create"),
+        (2, "index.change"),
+        (3, "index.change"),
+        (4, "index.change.void"),
+        (5, "erase"),
+        (6, "erase.complete"),
+    ]
+    assert view[3].detail == {"change_id": "c2", "announced": 3}
+    assert view[5].detail == {"upload_files": 0, "erased": 5}
+    # An entry named that the view does not hold is left out, not shown by the log's seq.
+    stray = entry(11, "matcher", "erase.complete", "south", erased=4, upload_files=0)
+    assert member_entries([*log, stray], "trial", "south", now=2000.0)[-1].detail == {
+        "upload_files": 0
+    }
+    # The operator's export shows the log as written.
+    assert log[5].detail["announced"] == 5
+
+
+@pytest.mark.parametrize("consent", ["count", "hits", "scores"])
+def test_a_watch_is_told_no_more_than_the_indexing_partner_consented_to(
+    matcher: Matcher, secret_file: Path, marked: dict[str, Encoded], consent: str
+) -> None:
+    """security.md, "Disclosure levels and per-member consent": the lesser of the project's
+    level and the partner's consent is "the same for batch results, queries and watches".
+    In a `scores` project, a watch on a person south then indexes is told at south's
+    consent: at `count` only that a partner holds one watched record (not which record, nor
+    south's reference), at `hits` the record and south, at `scores` south's reference and
+    score too."""
+    with matcher.operator() as op:
+        project = op.create_project("trial", ["north", "south"], disclosure="scores")
+        op.set_query_limits("trial", allow_watch=True)
+    with matcher.member(project.tokens["south"]) as south:
+        assert south.set_consent("trial", consent) == consent
+
+    def south_indexes() -> None:
+        with matcher.member(project.tokens["south"]) as south:
+            index_all(south, "trial", marked["south"])
+
+    grace = person(secret_file, **GRACE)
+    [told] = first_notification(matcher, project.tokens["north"], "trial", grace, south_indexes)
+    assert isinstance(told, WatchEvent) and told.partner == "south"
+    if consent == "count":
+        assert told.index is None and told.match is None
+        return
+    assert told.index == 0 and told.match is not None
+    refs, scores = told.match.refs, told.match.scores
+    if consent == "hits":
+        assert (refs, scores) == ((), ())
+    else:
+        assert len(refs) == 1 and len(scores) == 1 and scores[0] >= 0.8
