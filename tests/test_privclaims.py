@@ -224,7 +224,8 @@ def test_a_members_view_names_its_own_earlier_entries_by_the_views_numbers_not_t
     (`index.change.void`, `announced`) and an erasure completed at one (`erase.complete`,
     `erased`) named the member's own entry by the log's seq: the gap between that seq and
     the view's number counted its partners' entries before it. They name it by the view's
-    number now, so a member can also find it in its own export."""
+    number now, so a member can also find it in its own export; a replayed entry's
+    `replay_of` leaves out the replaced log's seq."""
     log = [
         entry(1, "operator", "project.create", ""),
         entry(2, "south", "index.change", "south", change_id="c1"),
@@ -253,8 +254,14 @@ def test_a_members_view_names_its_own_earlier_entries_by_the_views_numbers_not_t
     assert member_entries([*log, stray], "trial", "south", now=2000.0)[-1].detail == {
         "upload_files": 0
     }
-    # The operator's export shows the log as written.
-    assert log[5].detail["announced"] == 5
+    # An entry `admin restore --previous` replayed names the replaced log's entry without its
+    # seq (that log's count of entries then); the operator's export shows the log as written.
+    origin = {"seq": 8, "action": "consent.set", "hash": "ab" * 32, "time": 1008.0}
+    replayed = entry(12, "operator", "consent.set", "south", level="count", replay_of=origin)
+    seen = member_entries([*log, replayed], "trial", "south", now=2000.0)[-1]
+    assert seen.detail == {"level": "count", "replay_of": {"action": "consent.set",
+                           "hash": "ab" * 32, "time": 1008.0}}  # fmt: skip
+    assert log[5].detail["announced"] == 5 and replayed.detail["replay_of"] == origin
 
 
 @pytest.mark.parametrize("consent", ["count", "hits", "scores"])

@@ -331,7 +331,8 @@ _PROJECT_WIDE_DETAIL = {
 _ON_OWN_REQUEST_DETAIL = {"request.resolve": ("reference", "run_id", "requester")}
 # Detail that names an earlier entry of the member's own by the log's seq: shown by that
 # entry's number in the view, as every seq the view shows (the log's own told a member how
-# many entries others wrote before it), or left out where the view does not hold it.
+# many entries others wrote before it), or left out where the view does not hold it; and
+# an entry replayed by `admin restore --previous` names the replaced log's entry without its seq.
 _SEQ_DETAIL = {"index.change.void": "announced", "erase.complete": "erased"}
 
 
@@ -395,6 +396,8 @@ def _renumbered(entry: Entry, places: dict[int, int]) -> Entry:
     seq = detail.pop(key, None)
     if isinstance(seq, int) and seq in places:
         detail[key] = places[seq]
+    if isinstance(origin := detail.get("replay_of"), dict):  # the replaced log's seq, likewise
+        detail["replay_of"] = {k: v for k, v in origin.items() if k != "seq"}
     return Entry(**{**entry.__dict__, "seq": places[entry.seq], "prev_hash": "", "detail": detail})
 
 
