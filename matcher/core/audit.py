@@ -321,11 +321,19 @@ _PROJECT_WIDE_DETAIL = {
     "run.done": ("run_id",),
     "project.expire": (),
     "twoserver.run": ("run_id", "s1", "s2", "members"),  # not its pairs, links or bytes
+    # The operator's export: that it happened, not how many entries the project's log held
+    # nor from which of the log's seqs (two exports counted what partners wrote between).
+    "audit.export": (),
 }
 # A partner's action on a request the member made itself (its `detail["requester"]`): shown to
 # that requester as it happens, with only these detail keys (not the partner's user, purpose or
 # how many of its records the reference pointed at).
 _ON_OWN_REQUEST_DETAIL = {"request.resolve": ("reference", "run_id", "requester")}
+# Detail that names an earlier entry of the member's own by the log's seq: shown by that
+# entry's number in the view, as every seq the view shows (the log's own told a member how
+# many entries others wrote before it), or left out where the view does not hold it; and
+# an entry replayed by `admin restore --previous` names the replaced log's entry without its seq.
+_SEQ_DETAIL = {"index.change.void": "announced", "erase.complete": "erased"}
 
 
 def member_entries(entries: Iterable[Entry], project: str, member: str, now: float) -> list[Entry]:
@@ -377,11 +385,20 @@ def member_entries(entries: Iterable[Entry], project: str, member: str, now: flo
                 days.setdefault((int(entry.time // DAY), entry.actor), []).append(entry)
         elif not entry.member:
             view.append(_project_wide(entry))
-    numbered = [
-        Entry(**{**entry.__dict__, "seq": place, "prev_hash": ""})
-        for place, entry in enumerate(view, 1)
-    ]
+    places = {entry.seq: place for place, entry in enumerate(view, 1)}
+    numbered = [_renumbered(entry, places) for entry in view]
     return _with_days(numbered, days, project, member, now)
+
+
+def _renumbered(entry: Entry, places: dict[int, int]) -> Entry:
+    """The entry as the view shows it (`places`: the log's seq -> the view's)."""
+    detail, key = dict(entry.detail), _SEQ_DETAIL.get(entry.action, "")
+    seq = detail.pop(key, None)
+    if isinstance(seq, int) and seq in places:
+        detail[key] = places[seq]
+    if isinstance(origin := detail.get("replay_of"), dict):  # the replaced log's seq, likewise
+        detail["replay_of"] = {k: v for k, v in origin.items() if k != "seq"}
+    return Entry(**{**entry.__dict__, "seq": places[entry.seq], "prev_hash": "", "detail": detail})
 
 
 def _on_own_request(entry: Entry, member: str) -> bool:
