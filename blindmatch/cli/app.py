@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -61,8 +62,39 @@ class _CommandParser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}" + _unknown_hint(self, extras))
         return parsed, extras
+
+
+def _unknown_hint(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """What to do about the first option in `extras` that `parser` does not take: the option
+    of its own it is close to (a typo), else the commands that take it (an option of another
+    command: `run --encoded`, `encode --project`), and where its own options are listed."""
+    option = next((e.split("=", 1)[0] for e in extras if e.startswith("-") and e != "-"), None)
+    if option is None:
+        return ""
+    from blindmatch.cli.reference import commands  # (it imports this module)
+
+    command = parser.prog.removeprefix("blindmatch").strip()
+    own = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    close = difflib.get_close_matches(option, own, n=1, cutoff=0.75)
+    takers = [
+        " ".join(path)
+        for path, sub in commands(build_parser())
+        if path
+        and " ".join(path) != command
+        and any(option in a.option_strings for a in sub._actions)
+    ]
+    if close:
+        why = f"did you mean {close[0]}?"
+    elif takers:
+        shown = [*takers[:4], f"{len(takers) - 4} more"] if len(takers) > 5 else takers
+        named = " and ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
+        why = f"{option} is an option of {named}, not of {command}"
+    else:
+        why = f"no blindmatch command takes {option}"
+    stop = " " if why.endswith("?") else "; "
+    return f" ({why}{stop}`{parser.prog} --help` lists its options)"
 
 
 def build_parser() -> argparse.ArgumentParser:
