@@ -151,3 +151,33 @@ def test_the_member_examples_use_the_project_and_token_files_the_create_example_
             )
             if member_command and n == 0:  # (later ones may show $BLINDMATCH_TOKEN's use)
                 assert "--token-file" in example, (path, example)
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("uplod", "north.encoded"), "; did you mean 'upload'?"),
+        (("project", "shw", "pilot"), "; did you mean 'show'?"),
+        (
+            ("--project", "pilot", "upload", "north.encoded"),
+            "blindmatch: error: --project comes before the command: a command's options go "
+            "after its name, e.g. blindmatch upload ... --project ...",
+        ),
+    ],
+)
+def test_a_mistyped_command_or_an_option_before_it_says_what_was_meant(
+    args: tuple[str, ...], said: str
+) -> None:
+    """Was: `invalid choice: 'uplod' (choose from ...)` with 25 names to scan, and for
+    `blindmatch --project pilot upload ...` `invalid choice: 'pilot'`: the project's name
+    refused as a command, the misplaced option unmentioned."""
+    done = run_cli(*args)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(said)
+    assert "Traceback" not in done.stderr
+
+
+def test_the_version_and_help_still_come_before_a_command() -> None:
+    assert run_cli("--version").returncode == 0
+    assert run_cli("--help").returncode == 0
+    assert run_cli("-h", "upload").returncode == 0

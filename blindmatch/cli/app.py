@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from blindmatch.cli import (
     admin,
@@ -50,7 +51,43 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-class _CommandParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """`blindmatch`'s parsers: a command mistyped is refused with the one it is close to
+    (`uplod`: did you mean 'upload'?), as well as the list argparse gives."""
+
+    def error(self, message: str) -> NoReturn:
+        chosen = re.match(r"argument [A-Z]+: invalid choice: '(.*?)' \(", message)
+        names = [n for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                 for n in a.choices]  # fmt: skip
+        close = difflib.get_close_matches(chosen[1], names, n=1) if chosen else []
+        if close:
+            message += f"; did you mean '{close[0]}'?"
+        super().error(message)
+
+
+class _RootParser(_Parser):
+    """`blindmatch` itself: an option given before the command (`blindmatch --project b
+    upload ...`) is said to go after it, rather than its value refused as a command."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        first = words[0].split("=", 1)[0] if words else ""
+        if first.startswith("-") and not any(
+            own.startswith(first) for own in ("-h", "--help", "--version")
+        ):
+            names = [n for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                     for n in a.choices]  # fmt: skip
+            named = next((w for w in words if w in names), "COMMAND")
+            self.error(
+                f"{first} comes before the command: a command's options go after its name, "
+                f"e.g. blindmatch {named} ... {first} ..."
+            )
+        return super().parse_known_args(words, namespace)
+
+
+class _CommandParser(_Parser):
     """A command's parser (`admin`, `admin backup`, ...): an option it does not know is
     refused with its own usage, not passed up to `blindmatch`'s (whose "unrecognized
     arguments: -q" named neither the command nor its options). The innermost command
@@ -98,7 +135,7 @@ def _unknown_hint(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _RootParser(
         prog="blindmatch",
         description="Find who else holds a record about the same person, without showing records.",
         epilog="`blindmatch COMMAND --help` explains each command, with an example; "
