@@ -126,14 +126,17 @@ def _examples(parser_help: str) -> list[list[str]]:
 
 
 def test_the_member_examples_use_the_project_and_token_files_the_create_example_makes() -> None:
-    """Was: `project create`'s examples printed the tokens to the terminal while every member
-    example passes `--token-file north.token`, which nothing had written; `report`'s named
-    project `pilot` where the others name `burglary`; `consent`'s and `user`'s own examples
-    left the token out (refused: no member token) where their actions' examples give it."""
+    """Was: `project create`'s (and `rotate-token`'s) examples printed the tokens to the
+    terminal while every member example passes `--token-file north.token`, which nothing had
+    written; `report`'s named project `pilot` where the others name `burglary`; `consent`'s
+    and `user`'s own examples left the token out (refused: no member token) where their
+    actions' examples give it."""
     walked = dict(commands(build_parser()))
     created = _examples(walked[("project", "create")].format_help())[0]
     assert created[:4] == ["blindmatch", "project", "create", "burglary"]
     assert "--tokens-dir" in created  # north.token, south.token, east.token, as used below
+    rotated = _examples(walked[("project", "rotate-token")].format_help())[0]
+    assert "--tokens-dir" in rotated  # the new north.token, never the terminal
     members = {"north", "south", "east"}
     for path, parser in walked.items():
         if not path or path[0] in {"two-server", "serve", "lookup-server", "admin", "demo"}:

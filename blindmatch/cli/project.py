@@ -392,7 +392,7 @@ def register(sub: Subcommands) -> None:
         psub,
         "rotate-token",
         help="issue a member a new token; the old one stops working (operator)",
-        example="blindmatch project rotate-token burglary --member north",
+        example="blindmatch project rotate-token burglary --member north --tokens-dir .",
         handler=cmd_rotate_token,
         parents=[net],
     )
