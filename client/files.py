@@ -45,7 +45,9 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
                 raise InputError(
                     f"{path}: {word(len(missing), 'column')} {', '.join(missing)} missing; the "
                     f"header must start with {','.join(required)} (it is "
-                    f"{','.join(header) or 'empty'})" + _other_separator(header)
+                    f"{','.join(header) or 'empty'})"
+                    + _other_separator(header)
+                    + _other_kind(header, required)
                 )
             while True:  # DictReader's rows, but it would not say which line each starts on
                 line = reader.reader.line_num + 1
@@ -63,6 +65,24 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
         raise InputError(f"{path}: file not found") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a UTF-8 CSV file") from None
+
+
+# The CSV files blindmatch reads, by the header each starts with: one given for another (a
+# results file as --truth, say) is named as what it looks like.
+_KINDS = (
+    (("member", "record_id", "entity_id"), "a truth file (member,record_id,entity_id), which "
+     "`evaluate` and `report` take as --truth"),
+    (("record_id", "partner"), "a results file (record_id,partner, as `blindmatch results` "
+     "writes it), which `evaluate` takes as --results and `request` as --hits"),
+)  # fmt: skip
+
+
+def _other_kind(header: list[str], required: Sequence[str]) -> str:
+    """A hint when the header is that of another of blindmatch's CSV files."""
+    for columns, kind in _KINDS:
+        if tuple(header[: len(columns)]) == columns and tuple(required) != columns:
+            return f"; it looks like {kind}"
+    return ""
 
 
 def _other_separator(header: list[str]) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import re
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from blindmatch.cli import (
     admin,
@@ -49,7 +51,43 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-class _CommandParser(argparse.ArgumentParser):
+class _Parser(argparse.ArgumentParser):
+    """`blindmatch`'s parsers: a command mistyped is refused with the one it is close to
+    (`uplod`: did you mean 'upload'?), as well as the list argparse gives."""
+
+    def error(self, message: str) -> NoReturn:
+        chosen = re.match(r"argument [A-Z]+: invalid choice: '(.*?)' \(", message)
+        names = [n for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                 for n in a.choices]  # fmt: skip
+        close = difflib.get_close_matches(chosen[1], names, n=1) if chosen else []
+        if close:
+            message += f"; did you mean '{close[0]}'?"
+        super().error(message)
+
+
+class _RootParser(_Parser):
+    """`blindmatch` itself: an option given before the command (`blindmatch --project b
+    upload ...`) is said to go after it, rather than its value refused as a command."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        words = list(sys.argv[1:] if args is None else args)
+        first = words[0].split("=", 1)[0] if words else ""
+        if first.startswith("-") and not any(
+            own.startswith(first) for own in ("-h", "--help", "--version")
+        ):
+            names = [n for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                     for n in a.choices]  # fmt: skip
+            named = next((w for w in words if w in names), "COMMAND")
+            self.error(
+                f"{first} comes before the command: a command's options go after its name, "
+                f"e.g. blindmatch {named} ... {first} ..."
+            )
+        return super().parse_known_args(words, namespace)
+
+
+class _CommandParser(_Parser):
     """A command's parser (`admin`, `admin backup`, ...): an option it does not know is
     refused with its own usage, not passed up to `blindmatch`'s (whose "unrecognized
     arguments: -q" named neither the command nor its options). The innermost command
@@ -61,12 +99,43 @@ class _CommandParser(argparse.ArgumentParser):
     ) -> tuple[argparse.Namespace, list[str]]:
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
+            self.error(f"unrecognized arguments: {' '.join(extras)}" + _unknown_hint(self, extras))
         return parsed, extras
 
 
+def _unknown_hint(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """What to do about the first option in `extras` that `parser` does not take: the option
+    of its own it is close to (a typo), else the commands that take it (an option of another
+    command: `run --encoded`, `encode --project`), and where its own options are listed."""
+    option = next((e.split("=", 1)[0] for e in extras if e.startswith("-") and e != "-"), None)
+    if option is None:
+        return ""
+    from blindmatch.cli.reference import commands  # (it imports this module)
+
+    command = parser.prog.removeprefix("blindmatch").strip()
+    own = [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
+    close = difflib.get_close_matches(option, own, n=1, cutoff=0.75)
+    takers = [
+        " ".join(path)
+        for path, sub in commands(build_parser())
+        if path
+        and " ".join(path) != command
+        and any(option in a.option_strings for a in sub._actions)
+    ]
+    if close:
+        why = f"did you mean {close[0]}?"
+    elif takers:
+        shown = [*takers[:4], f"{len(takers) - 4} more"] if len(takers) > 5 else takers
+        named = " and ".join([", ".join(shown[:-1]), shown[-1]] if len(shown) > 1 else shown)
+        why = f"{option} is an option of {named}, not of {command}"
+    else:
+        why = f"no blindmatch command takes {option}"
+    stop = " " if why.endswith("?") else "; "
+    return f" ({why}{stop}`{parser.prog} --help` lists its options)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _RootParser(
         prog="blindmatch",
         description="Find who else holds a record about the same person, without showing records.",
         epilog="`blindmatch COMMAND --help` explains each command, with an example; "

@@ -356,7 +356,7 @@ def register(sub: Subcommands) -> None:
         "per partner with a chart, per-record results where your level allows, the encode "
         "report of ENCODED, the audit summary and, at the scores level, the evaluation. "
         "See docs/report.md.",
-        example="blindmatch report --project pilot --token-file north.token --encoded "
+        example="blindmatch report --project burglary --token-file north.token --encoded "
         "north.encoded --out report.html --purpose 'OP-2291'",
         handler=cmd_report,
         parents=[*parents, fetch],

@@ -94,7 +94,7 @@ def register(sub: Subcommands) -> None:
         sub,
         "consent",
         help="limit what partners learn about your records (member)",
-        example="blindmatch consent set --level count --project burglary",
+        example="blindmatch consent set --level count --project burglary --token-file north.token",
     )
     cs = command(
         actions(group, "consent_command"),

@@ -300,7 +300,7 @@ def register(sub: Subcommands) -> None:
         sub,
         "project",
         help="create or inspect projects",
-        example="blindmatch project create burglary --members north,south --disclose hits",
+        example="blindmatch project create burglary --members north,south --tokens-dir .",
     )
     psub = actions(group, "project_command")
 
@@ -311,7 +311,8 @@ def register(sub: Subcommands) -> None:
         description="Create a project and print each member's token, once (operator: "
         "$BLINDMATCH_ADMIN_TOKEN). The disclosure level decides the most any member learns.",
         example=[
-            "blindmatch project create burglary --members north,south,east --disclose hits",
+            "blindmatch project create burglary --members north,south,east --disclose hits "
+            "--tokens-dir .",
             "blindmatch project create study --members a,b --disclose scores --mode clk "
             "--expires-in 30d --json",
         ],
@@ -391,7 +392,7 @@ def register(sub: Subcommands) -> None:
         psub,
         "rotate-token",
         help="issue a member a new token; the old one stops working (operator)",
-        example="blindmatch project rotate-token burglary --member north",
+        example="blindmatch project rotate-token burglary --member north --tokens-dir .",
         handler=cmd_rotate_token,
         parents=[net],
     )

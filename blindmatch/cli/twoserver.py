@@ -257,7 +257,8 @@ def _link_rows(links: TwoServerLinks) -> Iterator[list[object]]:
 
 KEY_HELP = (
     "this party's key, owner-only: what it presents to the parties it calls; without "
-    "--party-key, the one key S1, S2, the combiner and the operator share (never a member's)"
+    "--party-key, the one key S1, S2, the combiner and the operator share (never a member's); "
+    "make one with `blindmatch secret new FILE`"
 )
 RUN_KEY_HELP = (
     "the operator's key, owner-only (the combiner's --party-key operator=...; the parties' "
@@ -272,7 +273,10 @@ PARTY_KEY_HELP = (
     "Evaluate, S2's Prepare and Collect, and both servers' Holds, Forget, Resume, Acknowledge "
     "and PrepareBlocks)"
 )
-MEMBER_KEY_HELP = "the members' key, owner-only: it admits uploads and nothing else"
+MEMBER_KEY_HELP = (
+    "the members' key, owner-only: it admits uploads and nothing else (make one with "
+    "`blindmatch secret new FILE`)"
+)
 
 
 def register(sub: Subcommands) -> None:

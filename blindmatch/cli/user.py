@@ -93,7 +93,8 @@ def register(sub: Subcommands) -> None:
         "token (its administrator's) adds, lists and revokes them; a project created with "
         "--require-users accepts only users' tokens for results, request references, queries "
         "and watches.",
-        example="blindmatch user add pc-4471 --project burglary --out pc-4471.token",
+        example="blindmatch user add pc-4471 --project burglary --token-file north.token "
+        "--out pc-4471.token",
     )
     usub = actions(group, "user_command")
     ua = command(

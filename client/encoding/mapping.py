@@ -242,6 +242,24 @@ def _encoding(value: Any, problems: list[str]) -> str:
     return name
 
 
+def _schema_hint(path: Path) -> str:
+    """A linkage schema (JSON with `version` and `features`) given where the mapping goes,
+    as when --mapping and --schema are swapped: say so, rather than only that it is not
+    TOML."""
+    import json
+
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (ValueError, OSError):
+        return ""
+    if not isinstance(data, dict) or ("features" not in data and "version" not in data):
+        return ""
+    return (
+        "; it looks like the linkage schema (JSON), not a mapping: give it as --schema, and "
+        "this member's mapping of its columns (TOML, docs/mapping.md) as --mapping"
+    )
+
+
 def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
     """Read MAP.toml and check it against the schema; all problems at once."""
     path = Path(path)
@@ -259,7 +277,7 @@ def load_mapping(path: str | Path, schema: LinkageSchema) -> Mapping:
             "encoding)"
         ) from None
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not a valid TOML file ({exc})") from None
+        raise InputError(f"{path}: not a valid TOML file ({exc})" + _schema_hint(path)) from None
 
     problems: list[str] = []
     unknown = sorted(set(data) - set(TOP_KEYS))

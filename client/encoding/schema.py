@@ -126,6 +126,24 @@ def _rule_for(
     return FieldRule(name, "text", upper=upper, options=options, sources=sources)
 
 
+def _mapping_hint(text: str) -> str:
+    """What to give instead of a file that is not JSON; where it is a member's mapping (TOML
+    with `id` or `[fields]`), as when --schema and --mapping are swapped, say so."""
+    import tomllib
+
+    shared = "the schema is the shared clkhash v3 JSON file (such as schemas/person-uk.json)"
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return f"; {shared}"
+    if "fields" not in data and "id" not in data:
+        return f"; {shared}"
+    return (
+        f"; it looks like a member's mapping (TOML), not a linkage schema: {shared}, and a "
+        "mapping goes to --mapping"
+    )
+
+
 def load_schema(path: str | Path) -> LinkageSchema:
     """Read and validate a clkhash v3 schema; every problem names the file."""
     path = Path(path)
@@ -144,7 +162,7 @@ def load_schema(path: str | Path) -> LinkageSchema:
             f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
         ) from None
     except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not a JSON file ({exc})") from None
+        raise InputError(f"{path}: not a JSON file ({exc})" + _mapping_hint(text)) from None
     if not isinstance(raw, dict) or raw.get("version") != 3:
         found = (
             f"version is {raw.get('version')!r}"
