@@ -64,7 +64,7 @@ def test_a_store_of_a_newer_layout_refuses_the_start_and_is_left_unchanged(
     said = str(refused.value)
     assert f"{db}: held store layout {LAYOUT + 1}, written by a newer blindmatch" in said
     assert f"this one knows layout {LAYOUT} and older" in said
-    assert "upgrade blindmatch, or move the store aside" in said
+    assert "run the blindmatch that wrote it (or a newer one). To roll back" in said
     assert files_of(tmp_path / "s2") == before
     # The command line: exit 2 with that message, the store as it was.
     keys = {}
