@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
+import grpc
 import pytest
 
 from blindmatch.cli.app import main
 from blindmatch.client.errors import BlindmatchError
 from blindmatch.matcher.errors import StartupRefused
+from blindmatch.matcher.rpc.twoserver_holds import holds_at
 from blindmatch.matcher.storage.datadir import DataDir
 from blindmatch.matcher.storage.role_store import RoleStore
 from tests.support import ADMIN_TOKEN, Clock, set_layout, start
@@ -136,3 +139,24 @@ def test_a_rolled_back_role_refuses_the_newer_held_store_naming_its_restore(
         f"{folder}`" in said
     )
     assert "have every member upload again" not in said
+
+
+def test_an_s1_older_than_the_matchers_calls_is_named_as_an_older_blindmatch() -> None:
+    """A 2026-12-04 S1 or S2 knows no `Holds`: the matcher's start said only `S1 (ADDR): Method
+    not found!` (walked, upgradewalk). A server that serves none of the roles' calls stands
+    for it here (grpc answers UNIMPLEMENTED for a method it does not know, as the old role
+    did)."""
+    older = grpc.server(ThreadPoolExecutor(max_workers=1))
+    port = older.add_insecure_port("127.0.0.1:0")
+    older.start()
+    address = f"127.0.0.1:{port}"
+    try:
+        with grpc.insecure_channel(address) as kept:
+            held, why = holds_at(address, "S1", "a-key", [], kept)
+    finally:
+        older.stop(grace=None)
+    assert held is None
+    assert why == (
+        f"S1 ({address}) does not know the call Holds (UNIMPLEMENTED): it runs an older "
+        "blindmatch than the matcher's; upgrade S1 and S2 together to the matcher's version"
+    )
