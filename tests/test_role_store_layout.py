@@ -161,7 +161,15 @@ def test_a_restore_leaves_the_previous_dir_and_the_backup_byte_for_byte(
     capsys.readouterr()
     assert main(["admin", "restore", "--backup", str(backup), "--data-dir", str(data_dir),
                  "--role", "s2", "--previous", str(aside)]) == 0  # fmt: skip
-    assert f"Replayed 1 audit entries of {aside}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    # (counts in words: it said `1 uploads held`, `1 audit entries`, `1 queries`: upgradewalk)
+    assert "s2's data dir" in said and ": 1 upload held, 1 of them sealed" in said
+    assert f"Replayed 1 audit entry of {aside}" in said
+    assert "0 restored uploads dropped" in said and "1 query counted again." in said
     assert files_of(aside) == before
     assert files_of(backup) == kept
-    assert check_role_dir(data_dir, "s2").ok
+    checked = check_role_dir(data_dir, "s2")
+    assert checked.ok
+    assert f"{data_dir} (two-server role s2): 1 upload verified (64 bytes hashed), 0 pairs " \
+        "evaluated in the pair budget, 1 upload restored from a backup (sealed), 1 query " \
+        "counted, " in checked.render()  # fmt: skip
