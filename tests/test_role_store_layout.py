@@ -64,7 +64,7 @@ def test_a_store_of_a_newer_layout_refuses_the_start_and_is_left_unchanged(
     said = str(refused.value)
     assert f"{db}: held store layout {LAYOUT + 1}, written by a newer blindmatch" in said
     assert f"this one knows layout {LAYOUT} and older" in said
-    assert "upgrade blindmatch, or move the store aside" in said
+    assert "run the blindmatch that wrote it (or a newer one). To roll back" in said
     assert files_of(tmp_path / "s2") == before
     # The command line: exit 2 with that message, the store as it was.
     keys = {}
@@ -161,7 +161,15 @@ def test_a_restore_leaves_the_previous_dir_and_the_backup_byte_for_byte(
     capsys.readouterr()
     assert main(["admin", "restore", "--backup", str(backup), "--data-dir", str(data_dir),
                  "--role", "s2", "--previous", str(aside)]) == 0  # fmt: skip
-    assert f"Replayed 1 audit entries of {aside}" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    # (counts in words: it said `1 uploads held`, `1 audit entries`, `1 queries`: upgradewalk)
+    assert "s2's data dir" in said and ": 1 upload held, 1 of them sealed" in said
+    assert f"Replayed 1 audit entry of {aside}" in said
+    assert "0 restored uploads dropped" in said and "1 query counted again." in said
     assert files_of(aside) == before
     assert files_of(backup) == kept
-    assert check_role_dir(data_dir, "s2").ok
+    checked = check_role_dir(data_dir, "s2")
+    assert checked.ok
+    assert f"{data_dir} (two-server role s2): 1 upload verified (64 bytes hashed), 0 pairs " \
+        "evaluated in the pair budget, 1 upload restored from a backup (sealed), 1 query " \
+        "counted, " in checked.render()  # fmt: skip

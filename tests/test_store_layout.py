@@ -102,7 +102,7 @@ def test_a_store_of_a_newer_layout_refuses_serve_and_is_left_unchanged(
     said = str(refused.value)
     assert f"{db}: store layout {known + 1}, written by a newer blindmatch" in said
     assert f"this one knows layout {known} and older" in said
-    assert "The matcher will not start on it and has changed nothing: upgrade blindmatch" in said
+    assert "The matcher will not start on it and has changed nothing: run the blindmatch" in said
     assert files_of(data_dir) == before
     if name == "index.sqlite":  # and its own opening, the real-time side's
         with pytest.raises(StartupRefused, match="written by a newer blindmatch"):

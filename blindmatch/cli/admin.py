@@ -211,16 +211,19 @@ def cmd_restore(args: argparse.Namespace) -> int:
     )
     print(
         f"Restored role {done.role}'s data dir {done.dest} from {args.backup} ({taken}): "
-        f"{done.uploads} uploads held, {done.sealed} of them sealed (no pair of two of them is "
-        "evaluated again), checked."
-        + (f" S1's ledger: {done.ledger} entries (its per-upload cap, core/rowledger.py)."
+        f"{counted(done.uploads, 'upload')} held, {done.sealed} of them sealed (no pair of two "
+        "of them is evaluated again), checked."
+        + (f" S1's ledger: {counted(done.ledger, 'entry', 'entries')} (its per-upload cap, "
+           "core/rowledger.py)."
            if done.role == "s1" else "")
     )  # fmt: skip
     if done.previous is not None:
         print(
-            f"Replayed {done.replayed} audit entries of {done.previous} made after the backup: "
+            f"Replayed {counted(done.replayed, 'audit entry', 'audit entries')} of "
+            f"{done.previous} made after the backup: "
             f"{counted(len(done.dropped), 'restored upload')} dropped (forgotten or uploaded again "
-            f"since: {', '.join(done.dropped) or 'none'}), {done.queries} queries counted again."
+            f"since: {', '.join(done.dropped) or 'none'}), "
+            f"{counted(done.queries, 'query', 'queries')} counted again."
         )
     else:
         print(

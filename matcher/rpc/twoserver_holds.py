@@ -70,6 +70,15 @@ def role_stub(who: str, kept: grpc.Channel) -> Any:
     return (pb_grpc.TwoServerBlockingStub if who == "S1" else pb_grpc.TwoServerSharesStub)(kept)
 
 
+def older_role(who: str, address: str, rpc: str) -> str:
+    """What is said of S1 or S2 that does not know a call the matcher makes: a role of an
+    older blindmatch than the matcher's (docs/operations.md "Upgrade": a mixed fleet)."""
+    return (
+        f"{who} ({address}) does not know the call {rpc} (UNIMPLEMENTED): it runs an older "
+        "blindmatch than the matcher's; upgrade S1 and S2 together to the matcher's version"
+    )
+
+
 def holds_at(
     address: str,
     who: str,
@@ -87,6 +96,8 @@ def holds_at(
             metadata=(("authorization", f"Bearer {key}"),),
         )
     except grpc.RpcError as exc:
+        if exc.code() is grpc.StatusCode.UNIMPLEMENTED:  # (said `Method not found!` alone)
+            return None, older_role(who, address, "Holds")
         return None, str(peer_error(f"{who} ({address})", exc))
     except ValueError as exc:  # the kept channel closed: the matcher has stopped
         return None, f"{who} ({address}): {exc}"

@@ -230,7 +230,8 @@ class _Role:
                 self.store.discard(file, apart)
             raise
         self.presort(member, held)  # the reply does not wait for it
-        log.info("%s holds %s's upload (%d records)", NAMES[self.role], member, held.records)
+        log.info("%s holds %s's upload (%s)", NAMES[self.role], member,
+                 counted(held.records, "record"))  # fmt: skip
         return pb.SharedReceipt(member=member, records=held.records, clks=len(held.bits))
 
     def _admit(self, member: str, vouched: str) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.domain import CHANGE_KEY_SECONDS, ChangeSummary, Encoding, QueryRecord
 from blindmatch.matcher.storage.datadir import DataDir
-from blindmatch.matcher.storage.sqlite import Database, refuse_newer, stamp_layout
+from blindmatch.matcher.storage.sqlite import Database, refuse_newer, roll_back, stamp_layout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS index_meta (
@@ -91,16 +91,18 @@ PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
 # there; a file from before the marker reads 0, layout 1. A file of a newer layout refuses
 # the start (`refuse_newer_index`, from store.py before anything in the data dir changes).
 LAYOUT = 1
+# Columns added after the first release: (table, column, declaration).
+_COLUMNS_ADDED = (
+    ("index_meta", "fallback_bits", "INTEGER NOT NULL DEFAULT 0"),
+    ("index_meta", "rule", "TEXT NOT NULL DEFAULT ''"),
+    ("query_log", "user", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 def refuse_newer_index(path: Path) -> None:
     """`StartupRefused` for an index.sqlite of a layout this blindmatch does not know."""
-    refuse_newer(
-        path,
-        LAYOUT,
-        "upgrade blindmatch (it holds the standing indexes that blindmatch.sqlite's audit log "
-        "accounts for: not to be moved aside alone)",
-    )
+    refuse_newer(path, LAYOUT, roll_back(path.parent))  # (never moved aside alone: its
+    # standing indexes are what blindmatch.sqlite's audit log accounts for)
 
 
 @dataclass(frozen=True)
@@ -144,17 +146,15 @@ class IndexStore:
             refuse_newer_index(files.index_db)
         files.make()
         self.db = Database(files.index_db, SCHEMA, pragmas=PRAGMAS)
+        added: list[str] = []
         with self.db.tx() as tx:  # a data dir from before fallback_bits, or query_log's user
-            stamp_layout(tx, LAYOUT)
-            have = {r[1] for r in tx.execute("PRAGMA table_info(index_meta)")}
-            if "fallback_bits" not in have:
-                tx.execute(
-                    "ALTER TABLE index_meta ADD COLUMN fallback_bits INTEGER NOT NULL DEFAULT 0"
-                )
-            if "rule" not in have:
-                tx.execute("ALTER TABLE index_meta ADD COLUMN rule TEXT NOT NULL DEFAULT ''")
-            if "user" not in {r[1] for r in tx.execute("PRAGMA table_info(query_log)")}:
-                tx.execute("ALTER TABLE query_log ADD COLUMN user TEXT NOT NULL DEFAULT ''")
+            if stamp_layout(tx, LAYOUT):
+                added.append("the layout marker")
+            for table, column, decl in _COLUMNS_ADDED:
+                if column not in {r[1] for r in tx.execute(f"PRAGMA table_info({table})")}:
+                    tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                    added.append(f"column {table}.{column}")
+        self.db.say_upgrade(LAYOUT, *added)
 
     def close(self) -> None:
         self.db.close()

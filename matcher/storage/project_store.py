@@ -69,26 +69,25 @@ LAYOUT = 1
 def refuse_newer(path: Path) -> None:
     """`StartupRefused` for a store of a layout this blindmatch does not know, before
     anything in its data dir is opened to write."""
-    sqlite.refuse_newer(
-        path,
-        LAYOUT,
-        f"upgrade blindmatch, or move the store aside (the data dir {path.parent}: a matcher "
-        "started on a new one holds no project)",
-    )
+    sqlite.refuse_newer(path, LAYOUT, sqlite.roll_back(path.parent))
 
 
 class ProjectStore(StoreBase):
     def _migrate(self) -> None:
+        added: list[str] = []
         with self.db.tx() as tx:
-            sqlite.stamp_layout(tx, LAYOUT)
+            if sqlite.stamp_layout(tx, LAYOUT):
+                added.append("the layout marker")
             for table, column, decl in MIGRATIONS:
                 have = {r[1] for r in tx.execute(f"PRAGMA table_info({table})")}
                 if column not in have:
                     tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                    added.append(f"column {table}.{column}")
             tx.execute(
                 "UPDATE projects SET expires = created + ? WHERE expires IS NULL",
                 (DEFAULT_RETENTION,),
             )
+        self.db.say_upgrade(LAYOUT, *added)  # (once committed)
 
     def create_project(
         self,

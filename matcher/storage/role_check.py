@@ -105,10 +105,12 @@ class RoleReport:
             f"{self.data_dir} (two-server role {self.role}): held store not read "
             f"({self.held_not_read}), {self.audit_entries} audit entries"
             if self.held_not_read is not None  # (its counts, all 0, were never read: opsleft)
-            else f"{self.data_dir} (two-server role {self.role}): {self.uploads_checked} uploads "
-            f"verified ({self.bytes_hashed} bytes hashed), {self.pairs_spent} pairs evaluated "
-            f"in the pair budget, {self.sealed} uploads restored from a backup (sealed), "
-            f"{self.queries} queries counted, {self.audit_entries} audit entries"
+            else f"{self.data_dir} (two-server role {self.role}): "
+            f"{_n(self.uploads_checked, 'upload')} verified ({self.bytes_hashed} bytes hashed), "
+            f"{_n(self.pairs_spent, 'pair')} evaluated in the pair budget, "
+            f"{_n(self.sealed, 'upload')} restored from a backup (sealed), "
+            f"{_n(self.queries, 'query', 'queries')} counted, "
+            f"{_n(self.audit_entries, 'audit entry', 'audit entries')}"
         )
         return render_findings(head, "the role", self.repairs, self.problems)
 
@@ -411,3 +413,8 @@ def _check_logged(
                 "its log (copied apart from it); a role started on it would hold an upload a "
                 "member had erased"
             )
+
+
+def _n(n: int, one: str, many: str = "") -> str:
+    """`n` and its noun, singular for 1 (the counts as they were: no thousands separator)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"

@@ -57,7 +57,7 @@ import numpy.typing as npt
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, fsync_path, make_private_dir
 from blindmatch.matcher.storage.role_files import apart_file, apart_of, damage, digest_of
-from blindmatch.matcher.storage.sqlite import Database, newer_layout
+from blindmatch.matcher.storage.sqlite import Database, newer_layout, roll_back
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
 SCHEMA = """
@@ -152,9 +152,13 @@ def refuse_newer(path: Path, folder: Path) -> None:
     if found is not None:
         raise StartupRefused(
             f"{newer_held(path, found)}. The role will not start on it and has changed "
-            f"nothing: upgrade blindmatch, or move the store aside ({path.name} and the "
-            f"folder {folder.name}/) and have every member upload again"
+            f"nothing: {roll_back(path.parent, _role_of(path))}"
         )
+
+
+def _role_of(held: Path) -> str:
+    """The role whose held store is `held` (DIR/twoserver-ROLE-held.sqlite)."""
+    return held.name.removeprefix("twoserver-").removesuffix("-held.sqlite")
 
 
 def newer_held(path: Path, found: int) -> str:
@@ -206,6 +210,7 @@ class RoleStore:
             if made:
                 with self.db.tx() as conn:
                     conn.execute(f"PRAGMA user_version = {LAYOUT}")
+            self.db.say_upgrade(LAYOUT)
         except StartupRefused as exc:
             if exc.__cause__ is None:
                 raise

@@ -131,6 +131,21 @@ def newer_store(path: Path, found: int, known: int) -> str:
     )
 
 
+def roll_back(data_dir: Path, role: str = "") -> str:
+    """How an operator who rolled blindmatch back (docs/operations.md "Upgrade") gets a data
+    dir this one serves: the backup taken before the upgrade, restored by this blindmatch
+    with what was done since replayed from `data_dir`'s audit log (`role`: a two-server
+    role's, `s1`, `s2`, `combiner`)."""
+    flag = f" --role {role}" if role else ""
+    return (
+        "run the blindmatch that wrote it (or a newer one). To roll back to this one, "
+        "restore the backup taken before the upgrade with this one (it makes again what "
+        f"{data_dir}'s audit log records since): `blindmatch admin restore{flag} --backup "
+        f"BACKUP --data-dir NEW_DIR --previous {data_dir}`, then start on NEW_DIR "
+        "(docs/operations.md, Upgrade)"
+    )
+
+
 def refuse_newer(path: Path, known: int, remedy: str) -> None:
     """`StartupRefused` for a store of a layout newer than `known`, before anything in its
     data dir is opened to write; `remedy`: what the operator can do."""
@@ -142,11 +157,17 @@ def refuse_newer(path: Path, known: int, remedy: str) -> None:
         )
 
 
-def stamp_layout(conn: sqlite3.Connection, layout: int) -> None:
+def stamp_layout(conn: sqlite3.Connection, layout: int) -> bool:
     """Record `layout` in a store's header where it holds an older one (0: a store written
-    before the marker), in the caller's write transaction."""
+    before the marker), in the caller's write transaction; whether it did."""
     if int(conn.execute("PRAGMA user_version").fetchone()[0]) < layout:
         conn.execute(f"PRAGMA user_version = {layout}")
+        return True
+    return False
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
 class Database:
@@ -166,7 +187,12 @@ class Database:
             found = [r[0] for r in self._conn.execute("PRAGMA quick_check")]
             if found != ["ok"]:
                 raise refuse_damaged(path, found)
+            before = _tables(self._conn)
             self._conn.executescript(schema)
+            # What opening it added to a store an older blindmatch wrote (none to a new one):
+            # said in the log with what the caller's migration adds (`say_upgrade`).
+            self.made = not before
+            self.upgrades = [f"table {t}" for t in sorted(_tables(self._conn) - before) if before]
         except sqlite3.DatabaseError as exc:
             self.close()
             if damaged(exc):
@@ -175,6 +201,21 @@ class Database:
         except StartupRefused:
             self.close()
             raise
+
+    def say_upgrade(self, layout: int, *added: str) -> None:
+        """Log what this start added to a store an older blindmatch wrote: the tables its
+        opening made, and `added` (the caller's migration: columns, the layout marker), in one
+        line (docs/operations.md "Upgrade"); nothing for a new store or one already current."""
+        done = [*self.upgrades, *added]
+        if done and not self.made:
+            log.info(
+                "%s: written by an older blindmatch, brought up to date at this start "
+                "(layout %d): added %s",
+                self.path,
+                layout,
+                ", ".join(done),
+            )
+        self.upgrades = []
 
     def close(self) -> None:
         with self.lock:
