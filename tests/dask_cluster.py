@@ -74,11 +74,12 @@ class Cluster:
             task_comparisons=task_comparisons,
         )
 
-    def add_worker(self) -> subprocess.Popen[bytes]:
+    def add_worker(self, *extra: str) -> subprocess.Popen[bytes]:
+        """One more worker (`extra`: more `dask worker` options, a `--preload FILE` say)."""
         with open(self.root / f"worker-{len(self.workers)}.log", "wb") as log:
             proc = subprocess.Popen(
                 [DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--host",
-                 "127.0.0.1", "--no-dashboard", *self.tls("worker")],
+                 "127.0.0.1", "--no-dashboard", *self.tls("worker"), *extra],
                 stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, env=scratch(self.root),
             )  # fmt: skip
         self.workers.append(proc)

@@ -1,6 +1,7 @@
 """The Dask executor itself, on a real cluster (tests/dask_cluster.py): the same candidates as
 the matcher's threads, pair for pair and score for score; a stale copy of the upload files
-refused; slices lost with a worker sent again, and a lost scheduler failing the run."""
+refused; a worker running another blindmatch refused; slices lost with a worker sent again,
+and a lost scheduler failing the run."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ import numpy as np
 import pytest
 
 from blindmatch.matcher.core import blocking
-from blindmatch.matcher.core.cluster import ClusterError, DaskExecutor, DaskSettings
-from blindmatch.matcher.core.compare import merge
+from blindmatch.matcher.core.cluster import ClusterError, DaskExecutor, DaskSettings, compare_remote
+from blindmatch.matcher.core.clusterbuild import build
+from blindmatch.matcher.core.compare import Chunk, merge
 from blindmatch.matcher.core.executor import ClkFile, CompareJob, Executor, ThreadExecutor
+from blindmatch.matcher.core.tasks import DenseTask
 from tests import dask_cluster
 from tests.dask_cluster import DASK, Cluster, scratch, stop
 from tests.support import ROOT
@@ -98,6 +101,55 @@ def test_a_stale_copy_of_the_upload_files_fails_the_run(cluster: Cluster, tmp_pa
     (tmp_path / "u2.bin").unlink()
     with pytest.raises(ClusterError, match=r"a Dask worker cannot read .*u2\.bin"):
         _candidates(DaskExecutor(cluster.settings(str(tmp_path))), job)
+
+
+# A worker's preload: its blindmatch compares with a threshold a little above the one asked
+# (a worker left on an older kernel, say). Its answers differ; its version does not.
+# (Dask runs a preload file more than once: it patches the kernel once.)
+OTHER_KERNEL = """
+from blindmatch.matcher.core import tasks
+
+if not hasattr(tasks, "older"):
+    tasks.older = tasks.compare_slices
+    tasks.compare_slices = lambda chunk, a, b, threshold: tasks.older(chunk, a, b, threshold + 0.05)
+"""
+
+
+def test_a_worker_running_another_blindmatch_fails_the_run_naming_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    from distributed import Client
+
+    job = _job(tmp_path, "exhaustive")
+    executor = DaskExecutor(cluster.settings(str(tmp_path)))
+    preload = tmp_path / "other_kernel.py"
+    preload.write_text(OTHER_KERNEL)
+    other = cluster.add_worker("--preload", str(preload))
+    try:
+        cluster.wait_for_workers(3)
+        # Before: the run went on, the tasks that worker took answering by its own rule.
+        with pytest.raises(
+            ClusterError,
+            match=r"^1 of the 3 Dask workers runs another blindmatch than the matcher "
+            r"\(blindmatch .*\): tls://127\.0\.0\.1:\d+: blindmatch [^;]*, answers [0-9a-f]+; "
+            r"their comparisons could differ; install the matcher's blindmatch .* on every "
+            r"worker .*nothing was stored$",
+        ):
+            _candidates(executor, job)
+        # A worker that joins once the run has checked them refuses each task it is given.
+        with Client(cluster.address, security=executor.security(), timeout=30) as client:
+            (address,) = (a for a, b in client.run(build).items() if b != build())
+            task = DenseTask(Chunk(0, 0, 4, 1, 0, 4))
+            clks = job.datasets[0][:4]
+            sent = client.submit(
+                compare_remote, task, clks, clks, 0.75, None, build(), workers=[address]
+            )
+            with pytest.raises(ClusterError, match=f"^the Dask worker at {address} runs another"):
+                sent.result(timeout=60)
+    finally:
+        stop(other)
+        cluster.workers.remove(other)
+        cluster.wait_for_workers(2)
 
 
 @pytest.mark.slow  # its own scheduler and workers, as processes

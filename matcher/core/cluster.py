@@ -18,7 +18,8 @@ one of two ways (`--dask-clks`):
 
 Faults: a worker lost mid-run has its tasks rerun by Dask (a lost scattered
 slice is sent again); the scheduler unreachable or lost fails the run with a
-`ClusterError` saying so, storing nothing, and the run can be started again.
+`ClusterError` saying so, storing nothing, and the run can be started again; so
+does a worker running another blindmatch than the matcher's (core.clusterbuild).
 The distributed package is imported only when a run uses the cluster: the
 plain install never needs it.
 """
@@ -41,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import blocking as blocking_
+from blindmatch.matcher.core.clusterbuild import ClusterError, check_workers, refuse_other_build
 from blindmatch.matcher.core.compare import Candidates
 from blindmatch.matcher.core.executor import (
     BANDS_PER_TASK,
@@ -74,11 +76,6 @@ READ_BLOCK = 8 * 1024 * 1024  # bytes read at a time when checking a file
 RESUBMITS = 3  # times one task is sent again after its scattered inputs were lost
 PLAINTEXT = ("tcp", "ws")
 ENCRYPTED = ("tls", "wss")
-
-
-class ClusterError(Exception):
-    """The cluster is misconfigured, unreachable or lost: the run fails with this message
-    and nothing it would have stored is stored."""
 
 
 @dataclass(frozen=True)
@@ -242,8 +239,11 @@ def compare_remote(
     b: SharedRows | Clks,
     threshold: float,
     lsh: blocking_.LshPlan | blocking_.PairPlans | None,
+    build: str,
 ) -> TaskResult:
-    """One task on a worker: its rows (read here, or scattered to it) in, candidates out."""
+    """One task on a worker: its rows (read here, or scattered to it) in, candidates out;
+    refused by a worker whose blindmatch is not the matcher's `build` (core.clusterbuild)."""
+    refuse_other_build(build)
     keep_freed_memory()
     ra = read_rows(a) if isinstance(a, SharedRows) else a
     rb = read_rows(b) if isinstance(b, SharedRows) else b
@@ -396,6 +396,7 @@ class DaskExecutor:
             nthreads,
             dashboard,
         )
+        build = check_workers(client)  # every worker runs the matcher's blindmatch
         sources = _Sources(client, job, s.clks, planned)
         if not sources.scatter:
             self._check_files(client, job, sources)
@@ -405,8 +406,8 @@ class DaskExecutor:
             lsh = blocking_.PairPlans(lsh.plans, {}, {})
         plan = client.submit(_identity, lsh, key=f"blindmatch-plan-{secrets.token_hex(6)}")
         tally = Tally(planned, progress, tasks)
-        results = list(self._run(client, planned, sources, job.threshold, plan, tally, nthreads))
-        return combine(results)
+        shared = (job.threshold, plan, build)
+        return combine(list(self._run(client, planned, sources, shared, tally, nthreads)))
 
     def _check_files(self, client: Client, job: CompareJob, sources: _Sources) -> None:
         assert job.files is not None
@@ -426,8 +427,7 @@ class DaskExecutor:
         client: Client,
         planned: Sequence[Task],
         sources: _Sources,
-        threshold: float,
-        plan: Future,
+        shared: tuple[float, Future, str],  # every task's threshold, plan and build
         tally: Tally,
         nthreads: int,
     ) -> Iterator[TaskResult]:
@@ -442,7 +442,7 @@ class DaskExecutor:
         def submit(i: int, task: Task, attempt: int = 0) -> None:
             a, b = (sources.get(r) for r in task.inputs)
             fut = client.submit(
-                compare_remote, task, a, b, threshold, plan,
+                compare_remote, task, a, b, *shared,
                 key=f"blindmatch-compare-{token}-{i}-{attempt}", pure=False,
             )  # fmt: skip
             task_of[fut.key] = (i, task, attempt)
