@@ -58,3 +58,19 @@ def fingerprint_id(fingerprint: bytes) -> str:
     digest = hashlib.sha256(b"blindmatch fingerprint id v1\0" + fingerprint).digest()[:5]
     text = base64.b32encode(digest).decode().lower()
     return f"fp-{text[:4]}-{text[4:]}"
+
+
+def limits_conflict(per_minute: int, per_day: int, kept: str = "") -> str:
+    """Why query limits of `per_minute` records a minute and `per_day` a day cannot be meant
+    (a day's quota below a minute's rate: the minute's could never be used), in the words
+    both the matcher's refusal of `SetQueryLimits` (INVALID_ARGUMENT) and `admin
+    query-limits` (exit 2, before it calls) say; "" when they can. `kept`: whose value the
+    call left in force beside the one it gave ("the project's records_per_day, kept")."""
+    if not per_minute or not per_day or per_day >= per_minute:
+        return ""
+    said = f" ({kept})" if kept else ""
+    return (
+        f"records_per_day {per_day:,} is below records_per_minute {per_minute:,}{said}: a "
+        "day's quota under a minute's rate cannot be meant; give records_per_day at least "
+        "records_per_minute"
+    )

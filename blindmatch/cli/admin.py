@@ -24,6 +24,7 @@ from blindmatch.cli.options import (
 from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.matcher.domain import counted
 from blindmatch.matcher.storage import dirlock
+from blindmatch.protos.wire import limits_conflict
 
 ROLES = ("s1", "s2", "combiner")  # two-server roles' data dirs (`two-server role --data-dir`)
 
@@ -283,6 +284,8 @@ def restore_matcher(args: argparse.Namespace) -> int:
 
 
 def cmd_query_limits(args: argparse.Namespace) -> int:
+    if problem := limits_conflict(args.per_minute or 0, args.per_day or 0):
+        raise InputError(f"--per-day/--per-minute: {problem}")  # the matcher's words: exit 2
     with connect(args, admin_token()) as client:
         limits = client.set_query_limits(
             project_name(args),

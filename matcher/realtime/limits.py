@@ -12,10 +12,51 @@ from blindmatch.matcher.domain import DEFAULT_QUOTA, QUERY, REFUSED_REQUEST, WAT
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.store import Store
+from blindmatch.protos.wire import limits_conflict
 
 # The most a query limit may be set to (records a minute or a day): far beyond any real
 # quota, and well inside SQLite's 64-bit INTEGER (a uint64 on the wire may not be).
 MAX_QUERY_LIMIT = 10**12
+
+
+def check_consistent(
+    table: Mapping[tuple[str, str], tuple[int, int]],
+    project: str,
+    member: str,
+    per_minute: int,
+    per_day: int,
+) -> None:
+    """InvalidArgument where setting (`per_minute`, `per_day`; 0 keeps) for `member` of
+    `project` ("": the project's default) would leave limits in force that cannot be meant
+    (`wire.limits_conflict`: a day's quota below a minute's rate): the scope's own, or, for
+    the project's default, those of every member that takes a value from it. Before
+    srvleft a daily limit below the per-minute one was taken, and the minute's rate could
+    never be used."""
+    own = table.get((project, member), (0, 0))
+    new = (per_minute or own[0], per_day or own[1])
+    default = new if not member else table.get((project, ""), (0, 0))
+    scopes = [(member, new)]
+    if not member:  # members with limits of their own take the rest from the default
+        scopes += [(m, lim) for (p, m), lim in sorted(table.items()) if p == project and m]
+    given = (per_minute, per_day)
+    built_in = (DEFAULT_QUOTA.per_minute, DEFAULT_QUOTA.per_day)
+    for who, lim in scopes:
+        values, notes = [], []
+        for i, field in enumerate(("records_per_minute", "records_per_day")):
+            values.append(lim[i] or default[i] or built_in[i])
+            if who == member and given[i]:
+                continue  # given by this call
+            whose = (
+                (f"{who}'s own" if who else "the project's") if lim[i]
+                else "the project's default" if who and default[i]
+                else "the built-in default"
+            )  # fmt: skip
+            notes.append(f"{field}: {whose}, kept" if who == member else f"{field}: {whose}")
+        kept = "; ".join(notes)
+        if who != member:  # a member's own limit beside the default this call sets
+            kept = f"member {who}'s limits with this default; {kept}"
+        if problem := limits_conflict(values[0], values[1], kept):
+            raise errors.InvalidArgument(problem)
 
 
 class LimitCalls:
@@ -55,7 +96,9 @@ class LimitCalls:
                 raise errors.InvalidArgument(
                     f"{field}: {value}; at most {MAX_QUERY_LIMIT:,} (0 keeps the current value)"
                 )
-        current = self.index_store.limits().get((project, member), (0, 0))
+        table = self.index_store.limits()
+        current = table.get((project, member), (0, 0))
+        check_consistent(table, project, member, per_minute, per_day)  # before its entry
         per_minute, per_day = per_minute or current[0], per_day or current[1]
         # Recorded first: no change without its entry (a crash between the two leaves an
         # entry for limits the operator was never told were set, and retries).
