@@ -387,7 +387,7 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
     @member_call
     def IssueRequestRef(self, request: pb.IssueRefRequest, context: Call) -> pb.IssueRefReply:
         member = require_consulting_member(context.caller, request.project, self.store)
-        run_id, refs = requests.issue(
+        run_id, refs, erased = requests.issue(
             self.store,
             request.project,
             member,
@@ -396,7 +396,7 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
             request.upload_sha256,
             request.purpose,
         )
-        return convert.issue_ref_reply(run_id, refs)
+        return convert.issue_ref_reply(run_id, refs, erased)
 
     @member_call
     def IssueRequestRefs(self, request: pb.IssueRefsRequest, context: Call) -> pb.IssueRefsReply:
