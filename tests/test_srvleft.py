@@ -6,6 +6,7 @@ the run. Each test fails on the code before."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 from pathlib import Path
@@ -195,3 +196,42 @@ def test_a_request_of_every_partner_names_each_partner_that_erased_since_the_run
     with matcher.member(four.tokens["north"]) as north:
         only = north.issue_request_refs("trial", [0], encoded["north"].sha256, partner="south")
     assert list(only.refs) == ["south"] and only.erased == []
+
+
+def test_a_member_watching_a_run_sees_no_stage_and_no_progress_the_operator_sees_them(
+    matcher: Matcher, orgs: dict[str, Org], tmp_path: Path
+) -> None:
+    """A member's watch got each stage (compare, solve, store) as the run reached it, and
+    its thousandths as they moved: timed by their arrival, the solving stage's seconds grew
+    with the people two other members share (benchmarks/stagetimes.py). It sees one stage,
+    "running", with no counts, one status per change of what it sees; `project show`'s
+    latest run alike. The operator's view keeps the run's own stage and counts."""
+    with matcher.operator() as op:
+        three = op.create_project("trial", ["north", "south", "east"])
+    encoded = {
+        name: encode(orgs[name], tmp_path / f"{name}.encoded") for name in ("north", "south")
+    }
+    encoded["east"] = encode(orgs["north"], tmp_path / "east.encoded")
+    for name, enc in encoded.items():
+        with matcher.member(three.tokens[name]) as member:
+            member.upload("trial", enc)
+    with grpc.insecure_channel(matcher.target) as channel:
+        stub = pb_grpc.MatcherStub(channel)
+        south = auth(three.tokens["south"])
+        run = stub.StartRun(pb.StartRunRequest(project="trial"), metadata=south)
+        watched = pb.WatchRunRequest(project="trial", run_id=run.run_id)
+        seen = [run, *stub.WatchRun(watched, metadata=south)]
+        shown = stub.DescribeProject(pb.DescribeProjectRequest(project="trial"), metadata=south)
+        listed = stub.ListProjects(
+            pb.ListProjectsRequest(project="trial"), metadata=auth(ADMIN_TOKEN)
+        )
+    assert seen[-1].state == pb.RUN_STATE_DONE
+    for status in [*seen, shown.latest_run]:
+        assert status.stage in ("", "running", "done"), status
+        counts = (status.work_done, status.work_total, status.tasks_done, status.tasks_total)
+        assert counts == (0, 0, 0, 0), status
+    watch = seen[1:]
+    assert all(a != b for a, b in itertools.pairwise(watch)), watch  # no repeats
+    assert len(watch) <= 3  # at most queued, running, done
+    exact = listed.projects[0].latest_run  # the operator's
+    assert exact.stage == "done" and exact.work_total > 0 and exact.tasks_total > 0

@@ -372,10 +372,10 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
     def WatchRun(self, request: pb.WatchRunRequest, context: Call) -> Iterator[pb.RunStatus]:
         member = self._member(context, request.project)
         with self.limiter.slot(request.project, member, "run watch"):
-            for run in run_requests.follow_run(
-                self.store, self.runs, request.project, request.run_id, context.is_active
+            for seen in run_requests.follow_as_seen_by(
+                self.store, self.runs, request.project, request.run_id, context.is_active, member
             ):
-                yield convert.run_status(run_requests.as_seen_by(self.store, run, member))
+                yield convert.run_status(seen)
 
     @member_call
     def GetResults(self, request: pb.ResultsRequest, context: Call) -> Iterator[pb.ResultsChunk]:
