@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.knownclks import CLK_BYTES, Dataset, _noisy, write
-from benchmarks.workdir import work_dir
+from benchmarks.workdir import add_keep, work_dir
 from blindmatch.client import MatcherClient
 from blindmatch.matcher.server import create_server
 
@@ -81,10 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--b-sizes", type=int, nargs="*", default=[],
                         help="b's records in further cells (overlap 0)")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
+    add_keep(parser)
     args = parser.parse_args(argv)
     cells = [(f"overlap {o:g}", o, args.records) for o in args.overlaps]
     cells += [(f"b of {s}", 0.0, s) for s in args.b_sizes]
-    with work_dir("bm-stagetimes-") as root:
+    with work_dir("bm-stagetimes-", keep=args.keep) as root:
         n, rows = 0, []
         for label, overlap, b_records in cells:
             runs = []
