@@ -32,63 +32,51 @@ def limits(matcher: Matcher, *args: str) -> int:
     return main(["admin", "query-limits", "--project", "trial", *args, "--server", matcher.target])
 
 
-def test_query_limits_whose_day_is_below_their_minute_are_refused_naming_both(
+def test_query_limits_that_cannot_be_meant_are_refused_naming_the_fields(
     matcher: Matcher,
     project: ProjectTokens,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A daily quota below the per-minute rate was taken (the minute's rate could never be
-    used): the matcher refuses it INVALID_ARGUMENT naming the fields and values, whether the
-    call gives both or one beside a value it keeps (its own, the project's default, the
-    built-in one), and for a project default that a member's own limit would clash with;
-    nothing is set. The command refuses what it can tell itself, exit 2, before it calls."""
+    """Both given, a daily quota below the per-minute rate was set (the minute's rate could
+    never be used: the two swapped, say), and `allow_watch` for one member was dropped
+    without a word (watching is project-wide). Both are refused INVALID_ARGUMENT naming the
+    fields and values, and nothing is set; the command refuses them itself, exit 2, in the
+    same words, before it calls. A day's quota given alone below the minute's rate it keeps
+    is what is meant (a small daily quota) and is set."""
     with matcher.operator() as op:
         with pytest.raises(RejectedError) as both:
             op.set_query_limits("trial", per_minute=500, per_day=100)
-        assert "records_per_day 100 is below records_per_minute 500" in str(both.value)
-        assert str(both.value).endswith("[INVALID_ARGUMENT]")
-        # One given: the other is the built-in default's (1,000 a minute, 10,000 a day).
-        refused = (
-            ({"per_day": 999}, "999 is below records_per_minute 1,000 "
-             "(records_per_minute: the built-in default, kept)"),
-            ({"per_minute": 20_000}, "10,000 is below records_per_minute 20,000 "
-             "(records_per_day: the built-in default, kept)"),
-        )  # fmt: skip
-        for given, said in refused:
-            with pytest.raises(RejectedError) as caught:
-                op.set_query_limits("trial", **given)
-            assert f"records_per_day {said}" in str(caught.value)
-        # A member's own minute with the project's day: a default under it is refused too.
-        assert op.set_query_limits("trial", per_minute=100).per_minute == 100
-        assert op.set_query_limits("trial", member="north", per_minute=300).per_minute == 300
-        with pytest.raises(RejectedError) as caught:
-            op.set_query_limits("trial", per_day=200)
-        assert (
-            "records_per_day 200 is below records_per_minute 300 (member north's limits with "
-            "this default; records_per_minute: north's own; records_per_day: the project's default)"
-            in str(caught.value)
+        assert str(both.value).startswith(
+            "records_per_day 100 is below records_per_minute 500: a day's quota under a "
+            "minute's rate cannot be meant"
+        ) and str(both.value).endswith("[INVALID_ARGUMENT]")
+        with pytest.raises(RejectedError) as one:
+            op.set_query_limits("trial", member="north", allow_watch=True)
+        assert "allow_watch: project-wide, so it cannot be set for member 'north' alone" in str(
+            one.value
         )
-        with pytest.raises(RejectedError) as caught:
-            op.set_query_limits("trial", member="north", per_day=250)
-        assert (
-            "records_per_day 250 is below records_per_minute 300 (records_per_minute: "
-            "north's own, kept)" in str(caught.value)
-        )
-        # Nothing was set by the refused calls; consistent limits still are.
-        south = op.set_query_limits("trial", member="south", per_minute=50, per_day=50)
-        assert (south.per_minute, south.per_day) == (50, 50)
-        north = op.set_query_limits("trial", member="north", per_day=400)
-        assert (north.per_minute, north.per_day) == (300, 400)
+        # Nothing was set by the refused calls; a lone small daily quota is.
+        kept = op.set_query_limits("trial")
+        assert (kept.per_minute, kept.per_day, kept.allow_watch) == (1000, 10_000, False)
+        north = op.set_query_limits("trial", member="north", per_day=3)
+        assert (north.per_minute, north.per_day) == (1000, 3)
+        assert op.set_query_limits("trial", per_minute=50, per_day=50).per_day == 50
     monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
-    capsys.readouterr()
-    assert limits(matcher, "--per-minute", "60", "--per-day", "30") == 2
-    err = capsys.readouterr().err
-    assert "--per-day/--per-minute: records_per_day 30 is below records_per_minute 60" in err
-    assert "Traceback" not in err
-    with matcher.operator() as op:  # the command did not call: the default is as it was
-        assert op.set_query_limits("trial").per_day == 10_000
-        assert op.set_query_limits("trial").per_minute == 100
+    for argv, said in (
+        (
+            ["--per-minute", "60", "--per-day", "30"],
+            "records_per_day 30 is below records_per_minute 60",
+        ),
+        (["--member", "south", "--allow-watch"], "allow_watch: project-wide"),
+    ):
+        capsys.readouterr()
+        assert limits(matcher, *argv) == 2
+        err = capsys.readouterr().err
+        assert said in err and "Traceback" not in err, err
+    with matcher.operator() as op:  # the command did not call: nothing changed
+        now = op.set_query_limits("trial")
+        assert (now.per_day, now.allow_watch) == (50, False)
 
 
 def _twice(token: str, second: str) -> list[tuple[str, str]]:

@@ -19,46 +19,6 @@ from blindmatch.protos.wire import limits_conflict
 MAX_QUERY_LIMIT = 10**12
 
 
-def check_consistent(
-    table: Mapping[tuple[str, str], tuple[int, int]],
-    project: str,
-    member: str,
-    per_minute: int,
-    per_day: int,
-) -> None:
-    """InvalidArgument where setting (`per_minute`, `per_day`; 0 keeps) for `member` of
-    `project` ("": the project's default) would leave limits in force that cannot be meant
-    (`wire.limits_conflict`: a day's quota below a minute's rate): the scope's own, or, for
-    the project's default, those of every member that takes a value from it. Before
-    srvleft a daily limit below the per-minute one was taken, and the minute's rate could
-    never be used."""
-    own = table.get((project, member), (0, 0))
-    new = (per_minute or own[0], per_day or own[1])
-    default = new if not member else table.get((project, ""), (0, 0))
-    scopes = [(member, new)]
-    if not member:  # members with limits of their own take the rest from the default
-        scopes += [(m, lim) for (p, m), lim in sorted(table.items()) if p == project and m]
-    given = (per_minute, per_day)
-    built_in = (DEFAULT_QUOTA.per_minute, DEFAULT_QUOTA.per_day)
-    for who, lim in scopes:
-        values, notes = [], []
-        for i, field in enumerate(("records_per_minute", "records_per_day")):
-            values.append(lim[i] or default[i] or built_in[i])
-            if who == member and given[i]:
-                continue  # given by this call
-            whose = (
-                (f"{who}'s own" if who else "the project's") if lim[i]
-                else "the project's default" if who and default[i]
-                else "the built-in default"
-            )  # fmt: skip
-            notes.append(f"{field}: {whose}, kept" if who == member else f"{field}: {whose}")
-        kept = "; ".join(notes)
-        if who != member:  # a member's own limit beside the default this call sets
-            kept = f"member {who}'s limits with this default; {kept}"
-        if problem := limits_conflict(values[0], values[1], kept):
-            raise errors.InvalidArgument(problem)
-
-
 class LimitCalls:
     """Mixed into `Realtime`, which provides the attributes below."""
 
@@ -96,9 +56,12 @@ class LimitCalls:
                 raise errors.InvalidArgument(
                     f"{field}: {value}; at most {MAX_QUERY_LIMIT:,} (0 keeps the current value)"
                 )
-        table = self.index_store.limits()
-        current = table.get((project, member), (0, 0))
-        check_consistent(table, project, member, per_minute, per_day)  # before its entry
+        # Refused before its entry: nothing written (srvleft; before, set as given). Not a
+        # replay's: its entry holds the limits then in force, both, as they were set.
+        problem = limits_conflict(per_minute, per_day, member, allow_watch is not None)
+        if problem and replay_of is None:
+            raise errors.InvalidArgument(problem)
+        current = self.index_store.limits().get((project, member), (0, 0))
         per_minute, per_day = per_minute or current[0], per_day or current[1]
         # Recorded first: no change without its entry (a crash between the two leaves an
         # entry for limits the operator was never told were set, and retries).

@@ -262,7 +262,7 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
             request.member,
             request.records_per_minute,
             request.records_per_day,
-            request.allow_watch if request.HasField("allow_watch") and not request.member else None,
+            request.allow_watch if request.HasField("allow_watch") else None,
         )
         log.info(
             "query limits for %s/%s: %d per minute, %d per day",
