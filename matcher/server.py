@@ -291,7 +291,7 @@ def create_server(
         sweeper.on_expired.append(realtime.erase_project)
 
         def end_streams(name: str) -> None:
-            streams.end_project(name, NotFound(f"project {name!r} expired; its data is deleted"))
+            streams.end_project(name, NotFound(store.why_gone(name)))  # expired, or ended
 
         sweeper.on_expired.append(end_streams)
         if two_server is not None:  # S1 and S2 drop an expired two-server project's shares

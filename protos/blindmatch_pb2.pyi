@@ -363,12 +363,14 @@ class IssuedRef(_message.Message):
     def __init__(self, partner: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class IssueRefReply(_message.Message):
-    __slots__ = ("run_id", "refs")
+    __slots__ = ("run_id", "refs", "erased_partners")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     REFS_FIELD_NUMBER: _ClassVar[int]
+    ERASED_PARTNERS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     refs: _containers.RepeatedCompositeFieldContainer[IssuedRef]
-    def __init__(self, run_id: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[IssuedRef, _Mapping]]] = ...) -> None: ...
+    erased_partners: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., refs: _Optional[_Iterable[_Union[IssuedRef, _Mapping]]] = ..., erased_partners: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HitRows(_message.Message):
     __slots__ = ("rows", "partner")

@@ -58,3 +58,25 @@ def fingerprint_id(fingerprint: bytes) -> str:
     digest = hashlib.sha256(b"blindmatch fingerprint id v1\0" + fingerprint).digest()[:5]
     text = base64.b32encode(digest).decode().lower()
     return f"fp-{text[:4]}-{text[4:]}"
+
+
+def limits_conflict(per_minute: int, per_day: int, member: str = "", watch: bool = False) -> str:
+    """Why a `SetQueryLimits` call giving these cannot be meant (0: a value not given), in
+    the words both the matcher's refusal (INVALID_ARGUMENT) and `admin query-limits` (exit 2,
+    before it calls) say; "" when it can. Both a minute's rate and a day's quota given, the
+    day's below the minute's: the minute's could never be used (the two swapped, say). A
+    value given alone may be below one it keeps (a day's quota lowered under the minute's
+    rate kept: the day's is what is meant). `watch` (allow_watch set) for one `member`:
+    watching is project-wide, and the call ignored it."""
+    if watch and member:
+        return (
+            f"allow_watch: project-wide, so it cannot be set for member {member!r} alone; "
+            "set it without a member"
+        )
+    if not per_minute or not per_day or per_day >= per_minute:
+        return ""
+    return (
+        f"records_per_day {per_day:,} is below records_per_minute {per_minute:,}: a day's "
+        "quota under a minute's rate cannot be meant (the minute's could never be used); "
+        "give records_per_day at least records_per_minute"
+    )

@@ -38,6 +38,12 @@ from tests.support import (
 from tests.twoserver_world import World, create, held
 
 REASON = "ISA terminated by north's DPO, letter of 2026-12-01"
+# What a member (and the operator ending it again) is told of the ended project: who ended it
+# and when, never the reason (the operator's, in the audit log), never "expired" (srvleft).
+ENDED = (
+    r"project 'trial' was ended by the operator at \d{4}-\d\d-\d\d \d\d:\d\d UTC "
+    r"\(before its date\); its encodings and results are deleted"
+)
 
 world = twoserver_world.world  # the fixture
 shared = twoserver_world.encoded  # the fixture (the members' two-server encodings)
@@ -128,15 +134,16 @@ def test_ending_a_project_deletes_its_data_as_its_expiry_would(
     assert [r for r in db_rows(matcher.data_dir, "runs") if r[1] == "trial"] == []
     assert indexed(matcher.data_dir) == set()
     assert [r for r in db_rows(matcher.data_dir, "users") if r[0] == "trial"] == []
-    # The open watch ended as at an expiry; the members are refused as for an expired project.
+    # The open watch ended as at an expiry; the members are refused, told it was ended.
     with pytest.raises(grpc.RpcError) as ended:
         next(watch)
     assert ended.value.code() is grpc.StatusCode.NOT_FOUND
-    assert "project 'trial' expired" in (ended.value.details() or "")
+    assert "project 'trial' was ended by the operator at" in (ended.value.details() or "")
     for token in project.tokens.values():
-        with matcher.member(token) as member, pytest.raises(NotFoundError, match="expired at"):
+        with matcher.member(token) as member, pytest.raises(NotFoundError, match=ENDED) as said:
             member.results("trial")
-        with matcher.member(token) as member, pytest.raises(NotFoundError, match="expired at"):
+        assert REASON not in str(said.value) and "expired" not in str(said.value)
+        with matcher.member(token) as member, pytest.raises(NotFoundError, match=ENDED):
             member.describe("trial")
     with matcher.member(kept.tokens["south"]) as south:
         assert south.describe("kept").project == "kept"
@@ -159,7 +166,7 @@ def test_an_ended_or_unknown_project_is_refused_and_nothing_changes(
     assert end(matcher.target, "trial", "--yes") == 0
     capsys.readouterr()
     assert end(matcher.target, "trial", "--yes") != 0
-    assert "project 'trial' expired at" in capsys.readouterr().err
+    assert "project 'trial' was ended by the operator at" in capsys.readouterr().err
     assert end(matcher.target, "nope", "--yes") != 0
     assert "no project named 'nope'" in capsys.readouterr().err
     assert len(expire_entries(matcher.data_dir, "trial")) == 1  # ended once
@@ -257,10 +264,10 @@ def test_ending_a_two_server_project_has_s1_and_s2_forget_it(
     assert "S2 dropped 1 upload of its shares." in out
     assert held(world, "pact") == {"s1": [], "s2": []}
     assert held(world, "kept") == {"s1": ["north"], "s2": ["north"]}
-    # A member's next upload is refused as for an expired project.
+    # A member's next upload is refused, told the project was ended.
     assert world.cli("upload", str(shared["south"]), "--project", "pact",
                      token=pact.tokens["south"]) != 0  # fmt: skip
-    assert "project 'pact' expired at" in capsys.readouterr().err
+    assert "project 'pact' was ended by the operator at" in capsys.readouterr().err
     ((actor, detail),) = expire_entries(world.data_dir, "pact")
     assert actor == "operator" and detail["reason"] == REASON
     forgot = [json.loads(r[8]) for r in db_rows(world.data_dir, "audit")

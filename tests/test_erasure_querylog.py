@@ -57,7 +57,7 @@ def test_an_erasure_blanks_its_logged_purposes_and_keeps_counts_limits_and_audit
     server, tokens = started_with_north_indexed(data_dir)
     try:
         with MatcherClient(f"127.0.0.1:{server.port}", ADMIN_TOKEN) as op:
-            op.set_query_limits("p", member="south", per_minute=100, per_day=50)
+            op.set_query_limits("p", member="south", per_day=50)
         queried(server.port, tokens["south"], 3, CASE)
         queried(server.port, tokens["north"], 2, "north's own case")
         with MatcherClient(f"127.0.0.1:{server.port}", tokens["south"]) as south:

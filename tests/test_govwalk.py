@@ -30,7 +30,7 @@ def test_no_query_purpose_reaches_the_server_log(
     caplog.set_level(logging.DEBUG, logger="blindmatch.matcher")
     south_encoded = encode(orgs["south"], tmp_path / "south.encoded", read_secret(secret_file))
     with matcher.operator() as op:
-        op.set_query_limits("trial", member="north", per_minute=100, per_day=1)
+        op.set_query_limits("trial", member="north", per_day=1)
     with matcher.member(project.tokens["south"]) as south:
         index_all(south, "trial", south_encoded)
     grace = person(secret_file, **GRACE)

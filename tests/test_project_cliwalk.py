@@ -137,7 +137,7 @@ def test_query_report_says_one_in_the_singular(
     """It said "1 queries, 1 records", "1 queries refused for exceeding limits" and "last 1
     hours"."""
     with matcher.operator() as op:
-        op.set_query_limits("trial", member="north", per_minute=100, per_day=1)
+        op.set_query_limits("trial", member="north", per_day=1)
     grace = person(secret_file, **GRACE)
     with matcher.member(project.tokens["north"]) as north:
         user = north.add_user("trial", "pc-1")

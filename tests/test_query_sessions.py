@@ -133,7 +133,7 @@ def test_an_exhausted_quota_is_refused_on_a_session_and_the_session_goes_on(
     matcher: Matcher, project: ProjectTokens, indexed: None, secret_file: Path
 ) -> None:
     with matcher.operator() as op:
-        op.set_query_limits("trial", member="north", per_minute=100, per_day=3)
+        op.set_query_limits("trial", member="north", per_day=3)
     grace = person(secret_file, **GRACE)
     with (
         matcher.member(project.tokens["north"]) as north,
@@ -147,7 +147,7 @@ def test_an_exhausted_quota_is_refused_on_a_session_and_the_session_goes_on(
             assert "RESOURCE_EXHAUSTED" in str(refused.value)
             assert "north may query 3 records per 24 hours" in str(refused.value)
         with matcher.operator() as op:
-            op.set_query_limits("trial", member="north", per_minute=100, per_day=10)
+            op.set_query_limits("trial", member="north", per_day=10)
         assert partners(session.query(grace[0], purpose=PURPOSE)) == ["south"]
 
 

@@ -582,7 +582,7 @@ def test_the_quota_refuses_with_resource_exhausted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with matcher.operator() as op:
-        op.set_query_limits("trial", member="north", per_minute=100, per_day=3)
+        op.set_query_limits("trial", member="north", per_day=3)  # its minute: 1,000
     grace = person(secret_file, **GRACE)
     with matcher.member(project.tokens["north"]) as north:
         user = north.add_user("trial", "pc-1")  # the member's quota is its users' too
@@ -657,7 +657,7 @@ def test_the_operator_report_flags_unusual_volume(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with matcher.operator() as op:
-        op.set_query_limits("trial", per_minute=1000, per_day=150)
+        op.set_query_limits("trial", per_day=150)  # the minute: 1,000
     probe = person(secret_file, given_name="Guess", surname="Work", dob="1980-01-01")
     with matcher.member(project.tokens["north"]) as north:
         north.query(

@@ -77,7 +77,8 @@ def test_a_query_larger_than_the_rate_limit_is_not_told_to_try_again(
     for per_minute, many, limit in ((2, 3, "2 records per minute"),
                                     (10, 6, "5 records per 24 hours")):  # fmt: skip
         with matcher.operator() as op:
-            op.set_query_limits("trial", per_minute=per_minute, per_day=5)
+            op.set_query_limits("trial", per_minute=per_minute)  # (both at once, 10 a
+            op.set_query_limits("trial", per_day=5)  # minute over 5 a day, is refused)
         with matcher.member(project.tokens["north"]) as north, pytest.raises(RejectedError) as no:
             north.query("trial", [clks] * many, clk_bits=bits, fingerprint=fingerprint,
                         purpose=PURPOSE)  # fmt: skip

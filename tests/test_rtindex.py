@@ -388,11 +388,11 @@ def test_a_limit_change_applies_to_the_next_query(
         ask()
         ask()
         with matcher.operator() as op:
-            op.set_query_limits("lim", member="west", per_minute=100, per_day=2)
+            op.set_query_limits("lim", member="west", per_day=2)
         with pytest.raises(RejectedError, match="query quota"):
             ask()
         with matcher.operator() as op:
-            op.set_query_limits("lim", member="west", per_minute=100, per_day=5)
+            op.set_query_limits("lim", member="west", per_day=5)
         ask()
 
 

@@ -93,9 +93,6 @@ def test_report_names_the_mode_and_s1s_blocking_and_show_the_earliest_upload_hel
     assert "(of south's upload, the earliest held)" in capsys.readouterr().out
 
 
-STAGES = ("block", "comparing", "solve", "store", "done")  # a two-server run's, in order
-
-
 def test_run_says_a_two_server_runs_stages_in_the_order_it_goes_through_them(
     world: World,
     encoded: dict[str, Path],
@@ -126,9 +123,9 @@ def test_run_says_a_two_server_runs_stages_in_the_order_it_goes_through_them(
     assert written[:2] == ["block", "compare"], written  # was ["compare", "block", ...]
     err = capsys.readouterr().err.splitlines()
     lines = [line[len("run: ") :] for line in err if line.startswith("run: ")]
-    said = [next(i for i, s in enumerate(STAGES) if line.startswith(s)) for line in lines
-            if line.startswith(STAGES)]  # fmt: skip
-    assert said == sorted(said) and said, err  # the watch sees some stages, in order
+    # A member's watch sees none of these stages since srvleft (their times told it about
+    # what others share, tests/test_srvleft.py): one, "running", then "done".
+    assert lines and all(line.startswith(("running", "done")) for line in lines), err
 
 
 def test_audit_report_says_a_query_searched_partners_records_not_indexes() -> None:

@@ -24,6 +24,7 @@ from blindmatch.cli.options import (
 from blindmatch.client.errors import BlindmatchError, InputError
 from blindmatch.matcher.domain import counted
 from blindmatch.matcher.storage import dirlock
+from blindmatch.protos.wire import limits_conflict
 
 ROLES = ("s1", "s2", "combiner")  # two-server roles' data dirs (`two-server role --data-dir`)
 
@@ -286,14 +287,14 @@ def restore_matcher(args: argparse.Namespace) -> int:
 
 
 def cmd_query_limits(args: argparse.Namespace) -> int:
+    given = (args.per_minute or 0, args.per_day or 0, args.member or "")
+    if problem := limits_conflict(*given, args.allow_watch is not None):  # exit 2, not sent
+        raise InputError(problem)  # (in the matcher's words)
     with connect(args, admin_token()) as client:
         limits = client.set_query_limits(
-            project_name(args),
-            member=args.member or "",
-            per_minute=args.per_minute or 0,
-            per_day=args.per_day or 0,
+            project_name(args), member=given[2], per_minute=given[0], per_day=given[1],
             allow_watch=args.allow_watch,
-        )
+        )  # fmt: skip
     who = limits.member or "every member without its own limits"
     print(
         f"Query limits in {limits.project} for {who}: {limits.per_minute} records per minute, "

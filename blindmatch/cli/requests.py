@@ -67,6 +67,7 @@ def cmd_request(args: argparse.Namespace) -> int:
                     "record_id": args.record_id,
                     "run_id": issued.run_id,
                     "references": issued.refs,
+                    "erased_partners": issued.erased,
                 }
             )
         )
@@ -74,9 +75,21 @@ def cmd_request(args: argparse.Namespace) -> int:
     print(f"Request references for your record {args.record_id} (run {issued.run_id}):")
     for partner, reference in issued.refs.items():
         print(f"  {partner}: {reference}")
+    if issued.erased:  # before srvleft: not a word of them
+        print(f"  {erased_line(issued.erased, issued.run_id)}")
     if not args.quiet:
         print(HOW_TO_QUOTE.format(project=args.project))
     return 0
+
+
+def erased_line(erased: list[str], run_id: str) -> str:
+    """The line naming the partners whose data of run `run_id` is gone: no reference for them."""
+    who = erased[0] if len(erased) == 1 else f"{', '.join(erased[:-1])} and {erased[-1]}"
+    each = "" if len(erased) == 1 else " each"
+    return (
+        f"none for {who}: {who}{each} erased its data from this project since run {run_id} "
+        "(or took no part in it), and a match there went with it"
+    )
 
 
 def _request_hits(args: argparse.Namespace) -> int:

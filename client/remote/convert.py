@@ -228,7 +228,9 @@ def project_info(msg: pb.ProjectInfo) -> ProjectInfo:
 
 
 def issued_refs(reply: pb.IssueRefReply) -> IssuedRefs:
-    return IssuedRefs(reply.run_id, {r.partner: r.reference for r in reply.refs})
+    return IssuedRefs(
+        reply.run_id, {r.partner: r.reference for r in reply.refs}, list(reply.erased_partners)
+    )
 
 
 def issue_ref_request(

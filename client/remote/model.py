@@ -284,6 +284,9 @@ class IssuedRefs:
 
     run_id: str
     refs: dict[str, str]
+    # Asked of every partner: those whose data of the run is gone (erased since it), whom
+    # no reference could be issued for (empty from a matcher older than the field).
+    erased: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -254,7 +254,7 @@ class Realtime(Admission):
     def erase_project(self, project: str) -> None:
         """Forget every index, watch and query record of an expired project."""
         self.indexes.erase_project(project)
-        self.watches.end_project(project, f"project {project!r} expired; its encodings are deleted")
+        self.watches.end_project(project, self.store.why_gone(project))  # expired, or ended
 
     # -- queries and watches ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from blindmatch.matcher.domain import DEFAULT_QUOTA, QUERY, REFUSED_REQUEST, WAT
 from blindmatch.matcher.realtime.querylog import QueryLog
 from blindmatch.matcher.storage.index_store import IndexStore
 from blindmatch.matcher.storage.store import Store
+from blindmatch.protos.wire import limits_conflict
 
 # The most a query limit may be set to (records a minute or a day): far beyond any real
 # quota, and well inside SQLite's 64-bit INTEGER (a uint64 on the wire may not be).
@@ -55,6 +56,11 @@ class LimitCalls:
                 raise errors.InvalidArgument(
                     f"{field}: {value}; at most {MAX_QUERY_LIMIT:,} (0 keeps the current value)"
                 )
+        # Refused before its entry: nothing written (srvleft; before, set as given). Not a
+        # replay's: its entry holds the limits then in force, both, as they were set.
+        problem = limits_conflict(per_minute, per_day, member, allow_watch is not None)
+        if problem and replay_of is None:
+            raise errors.InvalidArgument(problem)
         current = self.index_store.limits().get((project, member), (0, 0))
         per_minute, per_day = per_minute or current[0], per_day or current[1]
         # Recorded first: no change without its entry (a crash between the two leaves an

@@ -123,13 +123,29 @@ class Call(CallReads):
 
 
 def bearer_token(metadata: object) -> str | None:
-    """The token from `authorization: Bearer <token>` call metadata, if any."""
-    for key, value in metadata or ():  # type: ignore[attr-defined]
-        if key == "authorization" and isinstance(value, str):
+    """The token from `authorization: Bearer <token>` call metadata, if any.
+    Unauthenticated where the call carries more than one `authorization` entry (two tokens,
+    or an empty one beside another): which one is meant cannot be told, and before srvleft
+    the first one that held a token was taken, whatever else the call carried."""
+    entries = [value for key, value in metadata or () if key == "authorization"]  # type: ignore[attr-defined]
+    if len(entries) > 1:
+        raise Unauthenticated(more_than_one(entries))
+    for value in entries:
+        if isinstance(value, str):
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
     return None
+
+
+def more_than_one(entries: list[object]) -> str:
+    """Why a call carrying these `authorization` entries is refused (never a token)."""
+    empty = sum(1 for v in entries if not isinstance(v, str) or not v.partition(" ")[2].strip())
+    which = f", {empty} of them without a token" if empty else ""
+    return (
+        f"the call carries {len(entries)} `authorization` metadata entries{which}: send "
+        "exactly one, `authorization: Bearer <token>` (which one was meant cannot be told)"
+    )
 
 
 # -- authorisation, per RPC ------------------------------------------------------------------
@@ -271,13 +287,16 @@ class Authenticator(grpc.ServerInterceptor):
             return handler
         name = method[len(self._prefix) :]
         kind = self._kinds[name]
-        token = bearer_token(details.invocation_metadata)
+        try:
+            token, ambiguous = bearer_token(details.invocation_metadata), None
+        except Unauthenticated as exc:  # refused on the call's own thread (`_known`)
+            token, ambiguous = None, exc
         digest = token_hash(token or "")  # once a call, however many requests it carries
         # This runs on gRPC's serving thread: the look-up of the token waits for the
         # call's own thread, in `_authenticated`.
         return _authenticated(
             handler,
-            lambda request, peer=None: self._caller(token, digest, kind, request, peer),
+            lambda request, peer=None: self._caller(token, digest, kind, request, peer, ambiguous),
             lambda request, context, exc: self._refused(method, request, context, exc),
             name,
             self._streams,
@@ -304,6 +323,7 @@ class Authenticator(grpc.ServerInterceptor):
         kind: str,
         request: object,
         peer: str | None = None,
+        ambiguous: Unauthenticated | None = None,
     ) -> Caller:
         """The caller `token` (whose hash is `digest`) makes; `peer` (the client's address,
         for a call's first authentication) has its refusals counted by `Refusals.at_door`
@@ -311,12 +331,21 @@ class Authenticator(grpc.ServerInterceptor):
         if token is not None and same_hash(digest, self._admin_hash):
             return OPERATOR  # no look-up to save: never refused for its address
         if peer is None or self._refusals is None:  # a recheck inside an open call
-            return self._known(token, digest, kind, request)
+            return self._known(token, digest, kind, request, ambiguous)
         return self._refusals.at_door(
-            peer, digest, lambda: self._known(token, digest, kind, request)
+            peer, digest, lambda: self._known(token, digest, kind, request, ambiguous)
         )
 
-    def _known(self, token: str | None, digest: bytes, kind: str, request: object) -> Caller:
+    def _known(
+        self,
+        token: str | None,
+        digest: bytes,
+        kind: str,
+        request: object,
+        ambiguous: Unauthenticated | None = None,
+    ) -> Caller:
+        if ambiguous is not None:  # more than one `authorization` entry (`bearer_token`)
+            raise ambiguous
         if token is None:
             # Said of the metadata too, for a client written from docs/protocol.md: one that
             # sent `Token ...` or a bare token was told only the command line's options.

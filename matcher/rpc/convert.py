@@ -244,8 +244,10 @@ def project_info(view: ProjectView) -> pb.ProjectInfo:
     return info
 
 
-def issue_ref_reply(run_id: str, refs: dict[str, str]) -> pb.IssueRefReply:
-    reply = pb.IssueRefReply(run_id=run_id)
+def issue_ref_reply(
+    run_id: str, refs: dict[str, str], erased: list[str] | None = None
+) -> pb.IssueRefReply:
+    reply = pb.IssueRefReply(run_id=run_id, erased_partners=erased or [])
     for partner, reference in refs.items():
         reply.refs.add(partner=partner, reference=reference)
     return reply

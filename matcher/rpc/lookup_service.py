@@ -66,7 +66,10 @@ def _keyed(method: F) -> F:
 
     @functools.wraps(method)
     def call(self: LookupService, request: Any, context: Any) -> Any:
-        token = bearer_token(context.invocation_metadata()) or ""
+        try:  # two `authorization` entries: Unauthenticated (`bearer_token`)
+            token = bearer_token(context.invocation_metadata()) or ""
+        except errors.Unauthenticated as exc:
+            abort(context, exc)
         if not hmac.compare_digest(token.encode(), self.key.encode()):
             abort(
                 context,

@@ -262,7 +262,7 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
             request.member,
             request.records_per_minute,
             request.records_per_day,
-            request.allow_watch if request.HasField("allow_watch") and not request.member else None,
+            request.allow_watch if request.HasField("allow_watch") else None,
         )
         log.info(
             "query limits for %s/%s: %d per minute, %d per day",
@@ -372,10 +372,10 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
     def WatchRun(self, request: pb.WatchRunRequest, context: Call) -> Iterator[pb.RunStatus]:
         member = self._member(context, request.project)
         with self.limiter.slot(request.project, member, "run watch"):
-            for run in run_requests.follow_run(
-                self.store, self.runs, request.project, request.run_id, context.is_active
+            for seen in run_requests.follow_as_seen_by(
+                self.store, self.runs, request.project, request.run_id, context.is_active, member
             ):
-                yield convert.run_status(run_requests.as_seen_by(self.store, run, member))
+                yield convert.run_status(seen)
 
     @member_call
     def GetResults(self, request: pb.ResultsRequest, context: Call) -> Iterator[pb.ResultsChunk]:
@@ -387,7 +387,7 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
     @member_call
     def IssueRequestRef(self, request: pb.IssueRefRequest, context: Call) -> pb.IssueRefReply:
         member = require_consulting_member(context.caller, request.project, self.store)
-        run_id, refs = requests.issue(
+        run_id, refs, erased = requests.issue(
             self.store,
             request.project,
             member,
@@ -396,7 +396,7 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
             request.upload_sha256,
             request.purpose,
         )
-        return convert.issue_ref_reply(run_id, refs)
+        return convert.issue_ref_reply(run_id, refs, erased)
 
     @member_call
     def IssueRequestRefs(self, request: pb.IssueRefsRequest, context: Call) -> pb.IssueRefsReply:

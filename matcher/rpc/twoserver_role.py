@@ -61,8 +61,8 @@ def _from(caller: str) -> Callable[[F], F]:
 
         @functools.wraps(method)
         def call(self: _Role, request: Any, context: Any) -> Any:
-            token = bearer_token(context.invocation_metadata())
-            try:
+            try:  # two `authorization` entries: Unauthenticated (`bearer_token`)
+                token = bearer_token(context.invocation_metadata())
                 self.keys.check(NAMES[self.role], method.__name__, caller, token)
             except errors.ServiceError as exc:
                 abort(context, exc)

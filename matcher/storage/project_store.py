@@ -6,6 +6,7 @@ late caller is told the project expired, and the name is never reused.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 import time
@@ -163,11 +164,39 @@ class ProjectStore(StoreBase):
             raise NotFound(f"no project named {name!r}")
         n, d, t, b, purpose, expires, erased, users, mode = rows[0]
         if erased is not None or expires <= self.clock():
-            when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
-            raise NotFound(
-                f"project {name!r} expired at {when}; its encodings and results are deleted"
-            )
+            raise NotFound(self.gone_message(name, expires, erased is not None))
         return Project(n, Level(d), t, b, bool(purpose), expires, bool(users), mode)
+
+    def gone_message(self, name: str, expires: float, erased: bool = True) -> str:
+        """Why project `name` (its date `expires`) is refused: ended by the operator
+        (`admin end-project`: its deletion's `project.expire` entry says `ended_by`), or
+        expired at its date. Never the operator's reason (the operator's own, in the audit
+        log): a member is told only who ended it and when. Before srvleft an ended project
+        was said to have expired, as if its date had come."""
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expires))
+        if erased and self._ended_by_operator(name):  # `expires` was set to the end's time
+            return (
+                f"project {name!r} was ended by the operator at {when} (before its date); "
+                "its encodings and results are deleted"
+            )
+        return f"project {name!r} expired at {when}; its encodings and results are deleted"
+
+    def why_gone(self, name: str) -> str:
+        """What a caller of project `name`, expired or ended, is told (`gone_message`)."""
+        try:
+            self.project(name)
+        except NotFound as exc:
+            return str(exc)
+        return f"project {name!r} expired; its encodings and results are deleted"
+
+    def _ended_by_operator(self, name: str) -> bool:
+        """Whether the latest deletion of project `name`'s data was the operator's ending."""
+        row = self.db.query(
+            "SELECT detail FROM audit WHERE project=? AND action='project.expire' "
+            "ORDER BY seq DESC LIMIT 1",
+            (name,),
+        )
+        return bool(row) and json.loads(row[0][0]).get("ended_by") == audit.OPERATOR
 
     def token_owner(self, token: str) -> tuple[str, str, str] | None:
         """(project, member, user) holding `token` (user empty for the member's own

@@ -147,6 +147,10 @@ class RequestStore(RunStore):
             )
         return run_id, issued
 
+    def gone_from_run(self, run_id: str, partners: list[str]) -> list[str]:
+        """Those of `partners` that hold no data of run `run_id` any more (erased since)."""
+        return [p for p in partners if self.db.query(_INPUT_SHA, (run_id, p)) == []]
+
     def _issue_in(
         self,
         tx: sqlite3.Connection,

@@ -69,9 +69,12 @@ def issue(
     partner: str,
     upload_sha256: str,
     purpose: str,
-) -> tuple[str, dict[str, str]]:
+) -> tuple[str, dict[str, str], list[str]]:
     """References to `member`'s record at `rows` for `partner` (or for every partner
-    holding it): the run's id and partner -> reference."""
+    holding it): the run's id, partner -> reference, and (asked of every partner) the
+    partners whose data of the run is gone (erased since it: a match there went with it).
+    Before srvleft the reply named none of them: the member saw the references of those
+    left and no word of the others."""
     project = store.project(project_name)
     purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
     if not rows:
@@ -87,7 +90,8 @@ def issue(
         project.name, member, rows, partner, upload_sha256, levels, project.disclosure, purpose
     )
     log.info("%s/%s: %s issued", project.name, member, counted(len(refs), "request reference"))
-    return run_id, refs
+    erased = [] if partner else store.gone_from_run(run_id, sorted(set(levels) - set(refs)))
+    return run_id, refs, erased
 
 
 def issue_for_hits(

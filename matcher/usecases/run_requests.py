@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 from blindmatch.matcher.core.disclose import effective_levels
 from blindmatch.matcher.core.encodings import same_scoring, scoring
-from blindmatch.matcher.domain import DAY, DONE, FAILED, Level, Run
+from blindmatch.matcher.domain import DAY, DONE, FAILED, QUEUED, Level, Run
 from blindmatch.matcher.errors import FailedPrecondition, NotFound
 from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import tworuns
@@ -25,18 +25,20 @@ log = logging.getLogger("blindmatch.matcher")
 FOLLOW_POLL_SECONDS = 0.5
 
 
-# A member sees a stage's progress as thousandths of it, never its count (`as_seen_by`).
-PROGRESS_SCALE = 1000
+# The one stage a member sees of a running run (`as_seen_by`): never the run's own stages.
+MEMBER_STAGE = "running"
 
 
 def as_seen_by(store: Store, run: Run, member: str) -> Run:
     """`run` as `member` may see it: `groups` is the number of its own records some partner
     holds, when it can work that out from its results anyway (every partner at `hits` or
-    above, or a single partner); otherwise 0. A stage's progress is in thousandths
-    (`work_total` PROGRESS_SCALE once a stage is under way): its count of pairs compared or
-    solved is the run's, every pair of members', and told a member that shares nobody how
-    many people two others share (attackwalk, 2026-12-07)."""
-    run = _scaled(run)
+    above, or a single partner); otherwise 0. A running run is one stage, MEMBER_STAGE,
+    with no progress (`_unstaged`): its stages' counts of pairs compared or solved were the
+    run's, every pair of members', and told a member that shares nobody how many people two
+    others share (attackwalk, 2026-12-07); their thousandths, which replaced them, still
+    told it when each stage began and ended, and the solving stage's time grows with the
+    pairs two others share (benchmarks/stagetimes.py, srvleft)."""
+    run = _unstaged(run)
     if run.state != DONE or not run.groups:
         return dataclasses.replace(run, groups=0)
     project = store.project(run.project)
@@ -45,17 +47,32 @@ def as_seen_by(store: Store, run: Run, member: str) -> Run:
     return dataclasses.replace(run, groups=store.linked_rows(run.id, member) if own else 0)
 
 
-def _scaled(run: Run) -> Run:
-    """`run` with its stage's progress as thousandths: none before a stage has begun, none
-    yet for a stage with nothing to count (as for one just begun), all once the run is done
-    (so that neither tells a count of 0)."""
-    if not run.stage:
-        return dataclasses.replace(run, work_done=0, work_total=0)
-    if run.state == DONE:
-        done = PROGRESS_SCALE
-    else:
-        done = run.work_done * PROGRESS_SCALE // run.work_total if run.work_total else 0
-    return dataclasses.replace(run, work_done=min(done, PROGRESS_SCALE), work_total=PROGRESS_SCALE)
+def _unstaged(run: Run) -> Run:
+    """`run` with no stage of its own and no progress: "" while queued, MEMBER_STAGE from
+    its start until it ends (failed too), "done" once done; no work or task counts."""
+    stage = "" if run.state == QUEUED else "done" if run.state == DONE else MEMBER_STAGE
+    return dataclasses.replace(
+        run, stage=stage, work_done=0, work_total=0, tasks_done=0, tasks_total=0
+    )
+
+
+def follow_as_seen_by(
+    store: Store,
+    runs: RunManager,
+    project: str,
+    run_id: str,
+    is_active: Callable[[], bool],
+    member: str,
+) -> Iterator[Run]:
+    """`follow_run` as `member` sees it (`as_seen_by`): a status only when what it sees
+    changes, so that neither the statuses' number nor their times tell the run's stages
+    and progress (each of which the run writes as it goes)."""
+    last: Run | None = None
+    for run in follow_run(store, runs, project, run_id, is_active):
+        seen = as_seen_by(store, run, member)
+        if seen != last:
+            yield seen
+            last = seen
 
 
 def start_run(store: Store, runs: RunManager, project: str, member: str) -> Run:
