@@ -77,7 +77,9 @@ def ended_in_compare(target: str, project: str, tokens: dict[str, str], hold: He
     with MatcherClient(target, ADMIN_TOKEN) as op:
         op.end_project(project, REASON)
     hold.release.set()
-    answered_as(ended(statuses), grpc.StatusCode.NOT_FOUND, f"project {project!r} expired")
+    answered_as(
+        ended(statuses), grpc.StatusCode.NOT_FOUND, f"project {project!r} was ended by the operator"
+    )
 
 
 def next_run_finishes(target: str, tmp_path: Path) -> None:

@@ -148,7 +148,11 @@ def erase(matcher: Matcher, tokens: dict[str, str]) -> None:
 
 ENDINGS = {
     "revoked": (revoke, grpc.StatusCode.UNAUTHENTICATED, "revoked"),
-    "project ended": (end_project, grpc.StatusCode.NOT_FOUND, "project 'trial' expired"),
+    "project ended": (
+        end_project,
+        grpc.StatusCode.NOT_FOUND,
+        "project 'trial' was ended by the operator",
+    ),
     "erased": (erase, grpc.StatusCode.FAILED_PRECONDITION, "erased its data"),
 }
 
