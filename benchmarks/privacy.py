@@ -13,8 +13,11 @@ realistic export), and the pair F1 of linking (a) three
 organisations drawn from a realistic population (client/tools/privacy/population.py,
 our own seeded generator: the quality branch's generator was not merged when
 this was written) and (b) Febrl4, at the default threshold, against the same
-schema unhardened (a salt with dob, which the default's fallback CLK leaves out: the default
-without its fallback CLK, schemas/person-uk-no-fallback.json). Then, per setting, what
+schema unhardened. Each hardened schema is read by `load_schema`, as a member's would be:
+a setting it refuses beside the default's fallback CLK (a salt with dob, which the fallback
+CLK leaves out; balancing; XOR folding) is measured on the default without its fallback CLK,
+schemas/person-uk-no-fallback.json, marked `*`, its ΔF1 against that unhardened. Then, per
+setting, what
 q-gram alignment (the strongest attack, client/tools/privacy/qgram.py) re-identified of
 surnames: share of records and of distinct values, on field-level filters and on the
 record-level CLKs.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import secrets
 import sys
 import tempfile
@@ -39,6 +43,8 @@ from blindmatch.client.encoding.encode import encode_csv
 from blindmatch.client.encoding.harden import NONE, RECOMMENDED, Hardening, with_hardening
 from blindmatch.client.encoding.mapping import load_mapping
 from blindmatch.client.encoding.schema import LinkageSchema, load_schema
+from blindmatch.client.encoding.schemacheck import fallback_blip_warning
+from blindmatch.client.errors import InputError
 from blindmatch.client.tools.privacy import population
 from blindmatch.client.tools.privacy.check import ATTACKS, check_synthetic
 from blindmatch.matcher.domain import DEFAULT_THRESHOLD
@@ -46,10 +52,11 @@ from blindmatch.matcher.usecases.runs import match
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSON = ROOT / "schemas" / "person-uk.json"
-# A salt with a field the default's fallback CLK leaves out (dob) would salt no fallback CLK
-# (encode_fallback refuses it): such a setting is measured on the default without its
-# fallback CLK and rule, the first CLK alone.
+# Settings the schema loader refuses beside a fallback CLK (a salt with a field it leaves out,
+# dob; balancing; XOR folding: schemakeys.check_hardening) are measured on the default
+# without its fallback CLK and rule, the first CLK alone, and marked so.
 PERSON_FIRST_ONLY = ROOT / "schemas" / "person-uk-no-fallback.json"
+FIRST_ONLY_MARK = " *"
 FEBRL4 = ROOT / "tests" / "data" / "febrl4"
 
 SETTINGS: list[tuple[str, Hardening]] = [
@@ -64,18 +71,25 @@ SETTINGS: list[tuple[str, Hardening]] = [
 ]
 
 
-def hardened(schema: LinkageSchema, hardening: Hardening) -> LinkageSchema:
-    return dataclasses.replace(schema, raw=with_hardening(schema.raw, hardening))
+def hardened(schema: LinkageSchema, hardening: Hardening, folder: Path) -> LinkageSchema:
+    """`schema` with `hardening`, written to a file in `folder` and read back by
+    `load_schema`, as a member's would be: InputError where the loader refuses it."""
+    path = folder / f"{schema.path.stem}-{len(list(folder.iterdir()))}.json"
+    path.write_text(json.dumps(with_hardening(schema.raw, hardening)), encoding="utf-8")
+    return load_schema(path)
 
 
 def measured(
-    person: LinkageSchema, first_only: LinkageSchema, hardening: Hardening
-) -> LinkageSchema:
-    """The schema a setting is measured on, hardened: the default (`person`), or without its
-    fallback CLK (`first_only`) where the salt's field is one the fallback CLK leaves out."""
-    if hardening.salt_field is not None and hardening.salt_field in person.fallback:
-        return hardened(first_only, hardening)
-    return hardened(person, hardening)
+    person: LinkageSchema, first_only: LinkageSchema, hardening: Hardening, folder: Path
+) -> tuple[LinkageSchema, str]:
+    """The schema a setting is measured on, hardened, and why not the default where it is
+    not: the default (`person`), or without its fallback CLK (`first_only`) where the loader
+    refuses the setting beside the fallback CLK (a salt with a field it leaves out, balancing,
+    folding: schemakeys.check_hardening)."""
+    try:
+        return hardened(person, hardening, folder), ""
+    except InputError as exc:
+        return hardened(first_only, hardening, folder), str(exc).split(": ", 1)[1]
 
 
 def pair_f1(
@@ -150,13 +164,24 @@ def main() -> int:
         rows = []
         qgram_rows = []
         graph_rows: list[tuple[str, list]] = []
+        schemas = Path(tmp) / "schemas"
+        schemas.mkdir()
+        # ΔF1 against the schema a row is measured on, unhardened (the first CLK alone: the
+        # default without its fallback, measured once where a row needs it).
+        base_first_only: float | None = None
         for label, h in chosen:
             started = time.monotonic()
-            schema = measured(person, first_only, h)
-            if schema.fallback != person.fallback:
-                print(f"  ({label}: the fallback CLK leaves {h.salt_field} out: measured on "
+            schema, refused = measured(person, first_only, h, schemas)
+            if refused:
+                label += FIRST_ONLY_MARK
+                print(f"  ({label}: the default refuses it ({refused[:120]}...): measured on "
                       f"{PERSON_FIRST_ONLY.name}, the first CLK alone)",
                       file=sys.stderr)  # fmt: skip
+                if base_first_only is None:
+                    base_first_only = pair_f1(first_only, orgs, threshold)
+            blurred = fallback_blip_warning(schema)
+            if blurred:  # as schema check and the encode report warn
+                print(f"  ({label}: {blurred})", file=sys.stderr)
             # Record-level: what the default schema uploads (first and fallback CLKs); field-level:
             # one filter per field, as the opt-in field-level schema would upload them.
             report = check_synthetic(
@@ -168,7 +193,7 @@ def main() -> int:
             f1_orgs = pair_f1(schema, orgs, threshold)
             f1_febrl = pair_f1(
                 hardened(febrl, h if h.salt_field is None else dataclasses.replace(
-                    h, salt_field="date_of_birth")), febrl_members, threshold,
+                    h, salt_field="date_of_birth"), schemas), febrl_members, threshold,
             )  # fmt: skip
             field_worst = max(
                 (r for r in report.results if r.encoding == "field"), key=lambda r: r.record_share
@@ -182,7 +207,8 @@ def main() -> int:
                 (r.encoding, r.field): r for r in report.results if r.attack == "q-gram alignment"
             }
             qgram_rows.append((label, qgram[("field", "surname")], qgram[("record", "surname")]))
-            rows.append((label, record_worst, field_worst, f1_orgs, f1_febrl))
+            base = base_first_only if refused else None
+            rows.append((label, record_worst, field_worst, f1_orgs, f1_febrl, base))
             print(
                 f"  ({label}: {time.monotonic() - started:.0f}s; "
                 f"worst {worst.field if worst else 'none'})",
@@ -197,16 +223,22 @@ def main() -> int:
         f"{'hardening':<28} {'record-level':>13} {'field-level':>22} {'F1 3-org':>9} "
         f"{'dF1':>6} {'F1 Febrl4':>9} {'dF1':>6}"
     )
-    for label, rec, fld, f_orgs, f_febrl in rows:
+    for label, rec, fld, f_orgs, f_febrl, base in rows:
         print(
             f"{label:<28} {rec.record_share:>12.2%} {fld.record_share:>8.2%} ({fld.field:<11}) "
-            f"{f_orgs:>9.4f} {100 * (f_orgs - base_orgs):>+6.2f} {f_febrl:>9.4f} "
+            f"{f_orgs:>9.4f} {100 * (f_orgs - (base or base_orgs)):>+6.2f} {f_febrl:>9.4f} "
             f"{100 * (f_febrl - base_febrl):>+6.2f}"
         )
     print(
         "record-/field-level: worst share of records re-identified by any bit-level attack; "
         "dF1 in points"
     )
+    if base_first_only is not None:
+        print(
+            f"{FIRST_ONLY_MARK.strip()} the default ({PERSON.name}) refuses it beside its fallback "
+            f"CLK: measured on {PERSON_FIRST_ONLY.name} (the first CLK alone), dF1 3-org "
+            f"against that unhardened (F1 {base_first_only:.4f})"
+        )
     if args.graph_records:
         print()
         print(

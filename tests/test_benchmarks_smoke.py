@@ -217,10 +217,14 @@ def test_twoserver_roles_view_with_dummies_ends_at_no_verdict_on_too_few_records
     assert "NO VERDICT: 300 records of member A are too few" in capsys.readouterr().out
 
 
-def test_the_privacy_benchmark_encodes_every_setting(tmp_path: Path) -> None:
+def test_the_privacy_benchmark_encodes_every_setting_as_the_schema_loader_reads_it(
+    tmp_path: Path,
+) -> None:
     """`salt dob:year` salted the default's fallback CLK too, which leaves dob out: encoding
-    refused it and benchmarks/privacy.py stopped at its third setting. A salt with a field the
-    fallback leaves out is measured on the default without its fallback CLK."""
+    refused it and benchmarks/privacy.py stopped at its third setting. Then balancing and XOR
+    folding were measured beside the fallback CLK, a schema `load_schema` refuses (it hardened
+    the loaded schema's JSON past the loader). Each hardened schema is now read back by the
+    loader; one it refuses beside the fallback is measured on the first CLK alone, saying why."""
     from benchmarks import privacy
     from blindmatch.client.encoding.encode import encode_csv
     from blindmatch.client.encoding.mapping import load_mapping
@@ -229,8 +233,13 @@ def test_the_privacy_benchmark_encodes_every_setting(tmp_path: Path) -> None:
 
     export = next(iter(population.write_exports(tmp_path, 1, 60).values()))
     person, first_only = load_schema(privacy.PERSON), load_schema(privacy.PERSON_FIRST_ONLY)
+    folder = tmp_path / "schemas"
+    folder.mkdir()
     for label, hardening in privacy.SETTINGS:
-        schema = privacy.measured(person, first_only, hardening)
+        schema, refused = privacy.measured(person, first_only, hardening, folder)
+        assert load_schema(schema.path).raw == schema.raw, label  # a file the loader reads
         done = encode_csv(export.csv, schema, load_mapping(export.mapping, schema), b"k" * 32)
         assert done.ids, label
-        assert (schema.fallback == ()) == (hardening.salt_field == "dob"), label
+        loader_refuses = hardening.salt_field == "dob" or hardening.balance or hardening.xor_folds
+        assert (schema.fallback == ()) == bool(loader_refuses) == bool(refused), label
+        assert "blindmatch.fallback" in refused or not refused, label

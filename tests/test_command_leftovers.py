@@ -283,13 +283,14 @@ def north(
 @pytest.mark.parametrize(
     "command, old",
     [(["results"], b"record_id,partner\n"), (["results"], None), (["report"], b"<html>\n"),
-     (["request", "--hits", "HITS"], b"record_id,partner,reference\n")],
+     (["request", "--hits", "HITS", "--force"], b"record_id,partner,reference\n")],
     ids=["results", "results-anew", "report", "request-hits"],
 )  # fmt: skip
 def test_a_command_writing_out_ended_by_sigterm_leaves_the_old_file_and_no_temporary_one(
     tmp: Path, tmp_path: Path, north: list[str], command: list[str], old: bytes | None
 ) -> None:
-    """Held with the new file written whole beside --out, not yet renamed into place."""
+    """Held with the new file written whole beside --out, not yet renamed into place
+    (`request --hits` replaces an --out there only with --force since clileft)."""
     hits = tmp_path / "hits.csv"
     hits.write_text("record_id,partner\nN1,south\n")
     folder = tmp_path / "out"

@@ -27,8 +27,9 @@ SEX = FieldRule("sex", "enum", enum_values=("F", "M", "X"))
 names = st.text(
     alphabet=st.characters(categories=("Lu", "Ll", "Nd", "Zs", "Pd", "Po")), max_size=30
 )
-# Real dates of birth: the placeholders systems write for "no date" (01/01/1900) read as missing.
-dates = st.dates(min_value=date(1900, 1, 1), max_value=date(2030, 12, 31)).filter(
+# Real dates of birth (past ones: a date to come is invalid), but the placeholders systems write
+# for "no date" (01/01/1900), which read as missing.
+dates = st.dates(min_value=date(1900, 1, 1), max_value=date(2025, 12, 31)).filter(
     lambda day: day not in PLACEHOLDER_DATES
 )
 DATE_FORMATS = ["%d/%m/%Y", "%Y-%m-%d", "%d %b %Y", "%m/%d/%Y", "%Y%m%d", "%d.%m.%Y"]

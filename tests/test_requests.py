@@ -573,3 +573,36 @@ def test_request_references_go_with_the_projects_data_when_it_expires(
         assert db_rows(matcher.data_dir, "request_refs") == []
     finally:
         matcher.server.stop(grace=None)
+
+
+def test_request_hits_keeps_an_earlier_references_file_unless_forced(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Before, the same --out was replaced: the references issued before (quoted to partners
+    # already, say) lost, and with them the only record of which own record each was for
+    # (the audit log names the partner and the reference alone).
+    uploaded_and_run(matcher, trio, encoded)
+    north = trio.tokens["north"]
+    folder = str(tmp_path / "north.encoded")
+    hits, out = tmp_path / "hits.csv", tmp_path / "refs.csv"
+    assert cli(matcher, "results", "--project", "trial", "--token", north, "--encoded", folder,
+               "--out", str(hits), "--purpose", "REQ-117") == 0  # fmt: skip
+    ask = ["--encoded", folder, "--hits", str(hits), "--out", str(out), "--purpose", "REQ-117"]
+    assert request(matcher, north, *ask) == 0
+    before = out.read_bytes()
+    issued = len(db_rows(matcher.data_dir, "request_refs"))
+    capsys.readouterr()
+    assert request(matcher, north, *ask) == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: exists (--force to replace it)" in err and "nothing was issued" in err
+    assert out.read_bytes() == before and len(db_rows(matcher.data_dir, "request_refs")) == issued
+    assert request(matcher, north, *ask, "--force") == 0
+    assert out.read_bytes() != before and len(db_rows(matcher.data_dir, "request_refs")) > issued
+    # --force says what it replaces: it goes with --hits --out only.
+    capsys.readouterr()
+    assert request(matcher, north, "--encoded", folder, "--record-id", "N1", "--force") == 2
+    assert "--force goes with --hits" in capsys.readouterr().err

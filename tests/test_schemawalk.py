@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from blindmatch.cli import main
-from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA
+from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, Org, encode_cli
 
 DEFAULT: dict[str, Any] = json.loads(PERSON_SCHEMA.read_text())
 
@@ -358,3 +358,27 @@ def test_schema_check_warns_of_strong_blip_beside_a_fallback_clk(
         passes(tmp_path / f"blip{epsilon}.json", raw)
         out = capsys.readouterr().out
         assert (f"warning: BLIP epsilon {epsilon} with a fallback CLK" in out) is warned, out
+
+
+def test_encode_reports_schema_checks_warning_of_strong_blip_beside_a_fallback_clk(
+    orgs: dict[str, Org], secret_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before, only `schema check` said it: `encode` with the same schema, whose report is what
+    # a member reads before uploading, said nothing of records scored by the wrong CLK.
+    raw = copy.deepcopy(DEFAULT)
+    for epsilon, warned in ((2, True), (3, False)):
+        raw["blindmatch"]["hardening"] = {"blip": {"epsilon": epsilon}}
+        schema = tmp_path / f"blip{epsilon}.json"
+        passes(schema, raw)
+        checked = [
+            line.strip().removeprefix("warning: ")
+            for line in capsys.readouterr().out.splitlines()
+            if "BLIP epsilon" in line and "fallback CLK" in line
+        ]
+        out = tmp_path / f"blip{epsilon}.encoded"
+        assert encode_cli(orgs["north"], secret_file, out, schema) == 0, capsys.readouterr().err
+        printed = capsys.readouterr().out
+        report = json.loads((out / "local" / "report.json").read_text())
+        blurred = [w for w in report["warnings"] if "with a fallback CLK: flipping" in w]
+        assert blurred == checked == ([blurred[0]] if warned else []), (checked, blurred)
+        assert all(w in printed for w in blurred), printed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,8 +48,9 @@ def cmd_request(args: argparse.Namespace) -> int:
 
     if args.hits is not None:
         return _request_hits(args)
-    if args.out is not None:
-        raise InputError("--out goes with --hits (one reference per hit, written to a file)")
+    if args.out is not None or args.force:
+        flag = "--out" if args.out is not None else "--force"
+        raise InputError(f"{flag} goes with --hits (one reference per hit, written to a file)")
     encoded = read_encoded(args.encoded, verify=False)
     rows = rows_of(encoded, args.record_id)
     with connect(args, member_token(args)) as client:
@@ -96,7 +98,7 @@ def _request_hits(args: argparse.Namespace) -> int:
     """`request --hits FILE --out FILE`: every hit checked here first, then one request
     for them all at the matcher (all issued or none), then the references written."""
     from blindmatch.client.encoding.encoded import read_encoded
-    from blindmatch.client.files import write_csv
+    from blindmatch.client.files import check_writable, write_csv, write_csv_rows
     from blindmatch.client.remote.twoserver import acknowledged_sha256
     from blindmatch.client.requests import read_hits
 
@@ -106,6 +108,13 @@ def _request_hits(args: argparse.Namespace) -> int:
         raise InputError("--partner goes with --record-id; with --hits, each row names one")
     if args.out.is_dir() or args.out.resolve() == args.hits.resolve():
         raise InputError(f"--out {args.out}: give a new file (not a folder, not the --hits file)")
+    if args.out.exists() and not args.force:  # (its references: the only record of which
+        # own record each was issued for; the matcher's audit log names the partner alone)
+        raise InputError(
+            f"--out {args.out}: exists (--force to replace it); it may hold references issued "
+            "before, which only it ties to your records: give another file; nothing was issued"
+        )
+    check_writable(args.out)  # before the matcher issues (and audits) any reference
     encoded = read_encoded(args.encoded, verify=False)
     hits = read_hits(args.hits, encoded)
     try:
@@ -125,7 +134,16 @@ def _request_hits(args: argparse.Namespace) -> int:
         said = _told_before_code(told[2], "; no reference was issued")
         raise type(exc)(f"{where}: {said}") from None
     rows = [[h.record_id, h.partner, ref] for h, ref in zip(hits, issued.references, strict=True)]
-    write_csv(args.out, ["record_id", "partner", "reference"], rows)
+    header = ["record_id", "partner", "reference"]
+    try:
+        write_csv(args.out, header, rows, replace=args.force)
+    except FileExistsError:  # made since the check above: kept, and the references printed
+        write_csv_rows(sys.stdout, header, rows, lineterminator="\n")
+        raise InputError(
+            f"--out {args.out}: made by something else while the references were issued; it "
+            f"was left as it is, and the {counted(len(rows), 'reference')} are printed above "
+            "instead (save them)"
+        ) from None
     if args.json:
         print(
             json.dumps(
@@ -261,7 +279,13 @@ def register(sub: Subcommands) -> None:
         "--out",
         metavar="FILE",
         type=Path,
-        help="with --hits: the file to write, record_id,partner,reference (one row per hit)",
+        help="with --hits: the file to write, record_id,partner,reference (one row per hit); "
+        "refused if it exists",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --hits: replace --out if it exists (its references are then lost)",
     )
     p.add_argument("--partner", help="only this partner (default: every partner holding it)")
     p.add_argument(

@@ -15,6 +15,7 @@ cache changes only how often the same pure functions run
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
 from typing import Literal
 
 from clkhash.field_formats import DateSpec, FieldSpec, InvalidEntryError
@@ -47,8 +48,11 @@ CACHE_SIZE = 1 << 16
 Outcome = tuple[Literal["missing", "value", "ambiguous", "invalid"], str, str, tuple[str, ...]]
 
 
-def read_cell(rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str) -> Outcome:
-    """The outcome of one cell's raw text (uncached): see the module's docstring."""
+def read_cell(
+    rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str, today: date | None = None
+) -> Outcome:
+    """The outcome of one cell's raw text (uncached), a date read on `today` (by default
+    today's date): see the module's docstring."""
     split = cmap.split if cmap is not None else None
     names = rule.kind == "text" and is_name_field(rule.name, rule.options, bool(split))
     notes: list[str] = []
@@ -56,12 +60,17 @@ def read_cell(rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str
         raw, notes = cut_brackets(raw)
     elif names:  # before a split: a note after the surname would be cut as the surname
         raw, notes = cut_notes(raw)
-    outcome = _read_value(rule, cmap, spec, raw, names)
+    outcome = _read_value(rule, cmap, spec, raw, names, today)
     return (*outcome[:3], (*notes, *outcome[3]))
 
 
 def _read_value(
-    rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, raw: str, names: bool
+    rule: FieldRule,
+    cmap: ColumnMap | None,
+    spec: FieldSpec,
+    raw: str,
+    names: bool,
+    today: date | None,
 ) -> Outcome:
     """`read_cell` of a value its whole-cell notes are cut from."""
     notes: list[str] = []
@@ -77,7 +86,7 @@ def _read_value(
                 return ("value", meant, raw, ()) if meant else ("missing", "", raw, ())
         if is_missing(raw):
             return ("missing", "", raw, tuple(notes))
-        value = normalise_value(rule, raw, cmap.date_format if cmap else None)
+        value = normalise_value(rule, raw, cmap.date_format if cmap else None, today)
         if isinstance(spec, DateSpec) and numeric_date(value, spec.format) is not None:
             FieldSpec.validate(spec, value)  # DateSpec's strptime would read it: a real date
         else:
@@ -92,7 +101,7 @@ def _read_value(
 
 
 def cell_reader(
-    rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec
+    rule: FieldRule, cmap: ColumnMap | None, spec: FieldSpec, today: date | None = None
 ) -> Callable[[str], str | Outcome]:
     """`read_cell` for one field under one mapping, remembering the outcomes of up to
     CACHE_SIZE distinct raw values (then starting again). A value read from the raw text
@@ -106,7 +115,7 @@ def cell_reader(
         if got is None:
             if len(known) >= CACHE_SIZE:  # bounded: start again
                 known.clear()
-            outcome = read_cell(rule, cmap, spec, raw)
+            outcome = read_cell(rule, cmap, spec, raw, today)
             plain = outcome[0] == "value" and outcome[2] == raw and not outcome[3]
             got = outcome[1] if plain else outcome
             known[raw] = got

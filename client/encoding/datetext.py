@@ -29,12 +29,15 @@ is read as that, whatever invisible or look-alike characters the export put in i
   `Mawrth` (March, and Tuesday) is a weekday only after `dydd`.
 
 Nothing here guesses the order of day and month; `normalise.parse_date` reads the result.
+A date read that no living person was born on (after today, or over `MAX_AGE` years ago) is
+invalid (`lifetime_problem`).
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import date
 from functools import lru_cache
 
 # Dashes, the minus sign and small/full-width hyphen-minus (after NFKC: the ones it keeps).
@@ -174,7 +177,34 @@ def plain_dates(value: str, reads_times: bool = False) -> tuple[str, str]:
     return full, _OTHER_MONTH.sub(lambda m: _OTHER_MONTHS[m[1]][1], bare)
 
 
-__all__ = ["QUOTES", "may_read", "plain_date", "plain_dates"]
+# A date field holds a living person's date (of birth): one after the day it is read, or more
+# than MAX_AGE years before it (a century mistyped: 1088, 0198), is no one's: invalid.
+MAX_AGE = 150
+NO_ONES_DATE = "no living person's date of birth"
+
+
+def lifetime_problem(day: date, today: date) -> str | None:
+    """Why `day` is no living person's date of birth, read on `today`: after it, or more
+    than MAX_AGE years before it; None where it may be one."""
+    if day > today:
+        return f"reads as {day.isoformat()}, after today: {NO_ONES_DATE}"
+    if (day.year + MAX_AGE, day.month, day.day) < (today.year, today.month, today.day):
+        return (
+            f"reads as {day.isoformat()}, more than {MAX_AGE} years ago: {NO_ONES_DATE} "
+            "(check the century)"
+        )
+    return None
+
+
+__all__ = [
+    "MAX_AGE",
+    "NO_ONES_DATE",
+    "QUOTES",
+    "lifetime_problem",
+    "may_read",
+    "plain_date",
+    "plain_dates",
+]
 
 
 # A date format written as a spreadsheet or a form writes it (DD/MM/YYYY, yyyy-mm-dd, D MMM
@@ -187,7 +217,7 @@ _DIRECTIVES = {"yyyy": "%Y", "yy": "%y", "mmmm": "%B", "mmm": "%b", "mon": "%b",
 def format_problem(fmt: str) -> str | None:
     """Why `fmt` cannot read dates as a `strptime` format, with the format meant where it is
     written as a spreadsheet writes one (`DD/MM/YYYY`: '%d/%m/%Y'); None if it can."""
-    from datetime import date, datetime
+    from datetime import datetime
 
     if "%" not in fmt:
         meant = _TOKENS.sub(lambda m: _DIRECTIVES[m.group().casefold()], fmt)

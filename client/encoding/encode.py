@@ -37,6 +37,7 @@ from blindmatch.client.encoding.readcsv import (
     read_rows,
 )
 from blindmatch.client.encoding.schema import LinkageSchema
+from blindmatch.client.encoding.schemacheck import fallback_blip_warning
 from blindmatch.client.errors import InputError
 from blindmatch.client.progress import ROWS, Progress
 from blindmatch.client.words import counted
@@ -190,6 +191,9 @@ def encode_csv(
             "blindmatch.fallback (for the default: schemas/person-uk-no-fallback.json) costs "
             f"about 1 F1 point where records lack {'/'.join(schema.fallback)}"
         )
+    blurred = fallback_blip_warning(schema)  # (schema check's words: one source)
+    if blurred:
+        report.warnings.append(blurred)
     if schema.frequency:
         report.warnings.append(
             "weaker privacy: frequency tiers (blindmatch.frequency on "

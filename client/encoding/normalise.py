@@ -31,7 +31,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from blindmatch.client.encoding.datetext import may_read, plain_dates
+from blindmatch.client.encoding.datetext import lifetime_problem, may_read, plain_dates
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
 Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
@@ -460,17 +460,23 @@ def is_missing(value: str) -> bool:
 
 
 def normalise_value(
-    rule: FieldRule, value: str, date_format: str | Sequence[str] | None = None
+    rule: FieldRule,
+    value: str,
+    date_format: str | Sequence[str] | None = None,
+    today: date | None = None,
 ) -> str:
     """Normalise one present value of `rule`'s field (see `is_missing` first).
 
-    `date_format` is the member's own format(s) for this column (from its mapping).
+    `date_format` is the member's own format(s) for this column (from its mapping); `today`
+    the day a date is read on (by default today's date: `datetext.lifetime_problem`).
     Raises `InvalidValue` when the value cannot be read as the field's kind.
     """
     if rule.kind == "ignore":
         return ""
     if rule.kind == "date":
         day = parse_date(value, date_format)
+        if problem := lifetime_problem(day, today or date.today()):  # (after today, say)
+            raise InvalidValue(f"{value!r} {problem}")
         if rule.date_format == "%Y-%m-%d" and day.year >= 1000:  # strftime pads no year
             return day.isoformat()
         return day.strftime(rule.date_format)

@@ -10,6 +10,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from blindmatch.client.encoding.datetext import NO_ONES_DATE
 from blindmatch.client.encoding.encode import EncodeResult, encode_csv
 from blindmatch.client.encoding.exportfile import C1_CONTROLS, as_cp1252
 from blindmatch.client.encoding.frequency import MIN_VALUES, untiered
@@ -197,7 +198,8 @@ def refuse_unreadable(
     for fr in result.report.fields:
         for item in (*fr.invalid_rows, *fr.ambiguous_rows):
             coded = coded or (fr.field if fr.field in enums else "")
-            readable = NOT_A_REAL_DATE not in item["reason"]  # (by some format)
+            reason = item["reason"]  # readable by some format: not 31/02/1980, nor 2090
+            readable = NOT_A_REAL_DATE not in reason and NO_ONES_DATE not in reason
             formats = formats or (readable and (schema is None or fr.field in date_fields))
             dated = dated or (fr.field in date_fields and readable)
             if one_person:

@@ -17,10 +17,12 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from blindmatch.client.encoding.cells import cell_reader, derived_reader
+from blindmatch.client.encoding.datetext import NO_ONES_DATE
 from blindmatch.client.encoding.encodereport import (
     FEW_FIELDS,
     PRINT_LIMIT,
@@ -298,9 +300,11 @@ def read_rows(
     tallies: list[Counter[str]] = [Counter() for _ in plan]
     sentinels = [schema.missing_sentinel(i) for i in range(len(schema.rules))]
     index_of = {rule.name: i for i, rule in enumerate(schema.rules)}
-    # Each field read from the export, and derived from them, with its reader (cells.py).
+    # Each field read from the export, and derived from them, with its reader (cells.py); its
+    # dates read on one day (after it: invalid), even where the reading runs past midnight.
+    specs, today = schema.clk_schema.fields, date.today()
     read_plan = [
-        (index, where, cmap, fr, tally, cell_reader(rule, cmap, schema.clk_schema.fields[index]))
+        (index, where, cmap, fr, tally, cell_reader(rule, cmap, specs[index], today))
         for (index, where, cmap), fr, tally in zip(plan, report.fields, tallies, strict=True)
         if not (rule := schema.rules[index]).sources
     ]
@@ -399,7 +403,7 @@ def read_rows(
                     fr.ambiguous_rows.append({"row": line_no, "reason": value})
                     continue
                 if outcome == "invalid":
-                    if rule.kind == "date":
+                    if rule.kind == "date" and NO_ONES_DATE not in value:  # (read, but no DOB)
                         _sample(misdated if cmap and cmap.date_format else undated, rule.name, raw)
                     fr.invalid += 1
                     fr.invalid_rows.append({"row": line_no, "reason": value})

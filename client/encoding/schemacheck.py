@@ -147,6 +147,22 @@ FALLBACK_MIN_SHARE = 0.25
 FALLBACK_MIN_EPSILON = 3.0
 
 
+def fallback_blip_warning(schema: LinkageSchema) -> str | None:
+    """The warning for BLIP under FALLBACK_MIN_EPSILON beside a fallback CLK, which `schema
+    check` and `encode`'s report both give; None where the schema has no such pair."""
+    blip = hardening_from_raw(schema.raw, str(schema.path)).blip_epsilon
+    if not schema.fallback or blip is None or blip >= FALLBACK_MIN_EPSILON:
+        return None
+    # BLIP pulls both CLKs' popcounts towards half: at epsilon 2, 9 of 700 records of a
+    # benchmarks/messy.py export were misread as lacking dob or not, at 1, 340 (none at 3).
+    return (
+        f"BLIP epsilon {blip:g} with a fallback CLK: flipping {1 / (1 + math.exp(blip)):.0%} "
+        "of the bits blurs the popcounts by which the matcher tells records lacking "
+        f"{'/'.join(schema.fallback)}, so some are scored by the wrong CLK; use epsilon "
+        f"{FALLBACK_MIN_EPSILON:g} or more"
+    )
+
+
 def check(schema: LinkageSchema) -> SchemaCheck:
     """Estimates and warnings for a schema that already loaded (so is valid)."""
     result = SchemaCheck(schema)
@@ -209,16 +225,9 @@ def check(schema: LinkageSchema) -> SchemaCheck:
                 f"{f.name} is compared exactly but takes {share:.0%} of the bit budget; "
                 "a field with few values (sex, say) carries little identity"
             )
-    blip = hardening_from_raw(schema.raw, str(schema.path)).blip_epsilon
-    if schema.fallback and blip is not None and blip < FALLBACK_MIN_EPSILON:
-        # BLIP pulls both CLKs' popcounts towards half: at epsilon 2, 9 of 700 records of a
-        # benchmarks/messy.py export were misread as lacking dob or not, at 1, 340 (none at 3).
-        warn(
-            f"BLIP epsilon {blip:g} with a fallback CLK: flipping {1 / (1 + math.exp(blip)):.0%} "
-            "of the bits blurs the popcounts by which the matcher tells records lacking "
-            f"{'/'.join(schema.fallback)}, so some are scored by the wrong CLK; use epsilon "
-            f"{FALLBACK_MIN_EPSILON:g} or more"
-        )
+    blurred = fallback_blip_warning(schema)
+    if blurred:
+        warn(blurred)
     for t in schema.frequency:
         tiers = [
             f"rare {t.rare_bits}" if t.rare_bits else "",
