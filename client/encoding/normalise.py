@@ -287,8 +287,19 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         raise InvalidValue(f"{value!r} {to_come}")
     if unreal:  # (31/02/1980: not a question of its format)
         raise InvalidValue(f"{value!r} {unreal}")
+    digits = [ch for ch in text if ch.isdigit()]
+    if digits and set(digits) == {"0"} and not any(ch.isalpha() for ch in text):
+        # 00/00/0000, 0000-00-00 (MySQL's zero date), 00000000: no date, written as one
+        raise PlaceholderValue(f"{value!r} is a placeholder date (all zeros)")
     expected = " or ".join(formats)
     serial = ""
+    clock = _CLOCK.search(text)
+    if clock:  # '03/01/1980 13:45': a time other than midnight (a date shifted by a zone?)
+        serial = (
+            f"; it has a time of day, {clock.group(1)}, other than midnight: a date shifted "
+            "by a time zone (1980-01-02T23:00:00Z for 3 January) would be read as the wrong "
+            "day, so none is read; have the export write the date alone"
+        )
     if text.isdigit() and len(text) == 5:  # a date cell Excel wrote as General: a serial
         day = EXCEL_EPOCH + timedelta(days=int(text))
         serial = (
@@ -450,6 +461,9 @@ PLACEHOLDER_DATES = frozenset(
     {date(1900, 1, 1), date(1899, 12, 31), date(1899, 12, 30), date(1800, 1, 1),
      date(1753, 1, 1), date(1, 1, 1), date(9999, 12, 31)}
 )  # fmt: skip
+# A time of day after a date ('1980-01-03 13:45', '1980-01-02T23:00:00Z'), once a time at
+# midnight has gone (datetext.plain_dates).
+_CLOCK = re.compile(r"[ T](\d{1,2}:\d\d(?::\d\d(?:\.\d+)?)?(?: ?[AP]M)?)", re.IGNORECASE)
 EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (its serial numbers count from it)
 
 
