@@ -26,12 +26,12 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from blindmatch.client.encoding.datetext import may_read, plain_dates
+from blindmatch.client.encoding.datetext import may_read, plain_dates, why_unread
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
 Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
@@ -292,21 +292,7 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         # 00/00/0000, 0000-00-00 (MySQL's zero date), 00000000: no date, written as one
         raise PlaceholderValue(f"{value!r} is a placeholder date (all zeros)")
     expected = " or ".join(formats)
-    serial = ""
-    clock = _CLOCK.search(text)
-    if clock:  # '03/01/1980 13:45': a time other than midnight (a date shifted by a zone?)
-        serial = (
-            f"; it has a time of day, {clock.group(1)}, other than midnight: a date shifted "
-            "by a time zone (1980-01-02T23:00:00Z for 3 January) would be read as the wrong "
-            "day, so none is read; have the export write the date alone"
-        )
-    if text.isdigit() and len(text) == 5:  # a date cell Excel wrote as General: a serial
-        day = EXCEL_EPOCH + timedelta(days=int(text))
-        serial = (
-            f"; it looks like an Excel date serial number ({day.isoformat()}): format the "
-            "column as dates in Excel before saving the CSV"
-        )
-    raise InvalidValue(f"{value!r} is not a date in the format {expected}{serial}")
+    raise InvalidValue(f"{value!r} is not a date in the format {expected}{why_unread(text)}")
 
 
 def _no_such_day(text: str, fmt: str) -> str:
@@ -461,10 +447,6 @@ PLACEHOLDER_DATES = frozenset(
     {date(1900, 1, 1), date(1899, 12, 31), date(1899, 12, 30), date(1800, 1, 1),
      date(1753, 1, 1), date(1, 1, 1), date(9999, 12, 31)}
 )  # fmt: skip
-# A time of day after a date ('1980-01-03 13:45', '1980-01-02T23:00:00Z'), once a time at
-# midnight has gone (datetext.plain_dates).
-_CLOCK = re.compile(r"[ T](\d{1,2}:\d\d(?::\d\d(?:\.\d+)?)?(?: ?[AP]M)?)", re.IGNORECASE)
-EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (its serial numbers count from it)
 
 
 def is_missing(value: str) -> bool:
