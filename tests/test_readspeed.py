@@ -63,10 +63,14 @@ CASES = {
 # The reports retaken by the lead (stop 56), deliberately: leftovers2 counts in words ("486
 # values", was "486 value(s)"); the CLKs are as before, and the reports differ from the earlier
 # ones in those words only (diffed against 25ad9fb's).
+# All three reports retaken by exportwalk (2026-12-07), deliberately: the reason of a date with
+# a time of day other than midnight ('03/04/1980 13:45') says so ("; it has a time of day,
+# 13:45, other than midnight: ..."). The CLKs are as before, and each report with that clause
+# taken out of its reasons hashes to the digest before (c0fabc0a..., 5be2c6cc..., 1d12f6d3...).
 EXPECTED = {
     "twofmt": (
         "bd11f6d4748c99beba4089182f6cea55f3979e66e73a5f0e41d68f6d6473a23c",
-        "c0fabc0ac99798f484f6583e32e4ec94060c70a347802cde82b0ebe2fbdcecbc",
+        "9160c647197bff6871c6c42c9c449fe1b4d1903a0a47261bf9c8687b2b7df80d",
     ),
     # The report retaken by messywalk2 (2026-12-07), deliberately: the default date formats
     # gained the month's name between hyphens or first (03-Apr-1980, April 3, 1980), so an
@@ -74,15 +78,17 @@ EXPECTED = {
     # old list of formats put back in its reasons hashes to the old digest (573f67fb...).
     "nofmt": (
         "414711bf0831df3921c671028aae2e293b8786dcfcbc9510a5b1032cfe300a20",
-        "5be2c6cc3584b07a42265ffc19b9cf029dff931c8c66713374e067218912676f",
+        "eefa10bb6522041095e5d45b0ea3ebbd937f25a680ab1f8c39d0d5120df7c582",
     ),
     # The report retaken by clileft (2026-12-07), deliberately: a date of birth over 150 years
     # ago is invalid for that ('05/06/0999' reads as 0999-06-05, more than 150 years ago: ...),
     # where clkhash's validation refused it before ("time data '999-06-05' does not match
     # format"): the reason of those 19 rows alone differs (diffed), the CLKs are as before.
+    # Retaken by the lead at the merge of clileft and exportwalk: both changes' reasons at once
+    # (0f24829a... with clileft's alone, 88c3661b... with exportwalk's alone).
     "onefmt": (
         "245452d28a9adaab4dfb0617ec2a824c3076b2a208acef71c73d91b38ca51e08",
-        "0f24829a89bfcf6e44522f653529ba4ff60e2afd46d2c3b3a7c5a890d4e20bab",
+        "d88926c8aa23f8089e368c2d490e5b06fd4912e87dec66a6bf4a557618f47d86",
     ),
 }
 

@@ -21,7 +21,7 @@ from typing import Literal
 from clkhash.field_formats import DateSpec, FieldSpec, InvalidEntryError
 
 from blindmatch.client.encoding.mapping import ColumnMap
-from blindmatch.client.encoding.namenotes import cut_brackets, cut_keyword, cut_notes, is_name_field
+from blindmatch.client.encoding.namenotes import cut_brackets, cut_notes, cut_words, is_name_field
 from blindmatch.client.encoding.normalise import (
     AmbiguousValue,
     FieldRule,
@@ -79,7 +79,7 @@ def _read_value(
             given, surname = split_name(raw, cmap.split)
             raw = given if cmap.part == "given" else surname
             if names and cmap.split == "surname, given":  # "Smith nee Jones, Mary"
-                raw, notes = cut_keyword(raw)
+                raw, notes = cut_words(raw)
         if cmap is not None and cmap.values:  # the export's own codes (sex: 1, 2, 9)
             meant = dict(cmap.values).get(normalise_text(raw))
             if meant is not None:  # "": a code for not known, listed as a placeholder

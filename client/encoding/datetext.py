@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date
+from datetime import date, timedelta
 from functools import lru_cache
 
 # Dashes, the minus sign and small/full-width hyphen-minus (after NFKC: the ones it keeps).
@@ -204,6 +204,7 @@ __all__ = [
     "may_read",
     "plain_date",
     "plain_dates",
+    "why_unread",
 ]
 
 
@@ -235,3 +236,30 @@ def format_problem(fmt: str) -> str | None:
     if not re.search(r"%[YyGcx]", fmt):
         return f"{fmt!r} has no year (%Y or %y): strptime would read every date as in 1900"
     return None
+
+
+EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (its serial numbers count from it)
+# A time of day after a date ('1980-01-03 13:45', '1980-01-02T23:00:00Z'), once a time at
+# midnight has gone (`plain_dates`).
+_CLOCK = re.compile(r"[ T](\d{1,2}:\d\d(?::\d\d(?:\.\d+)?)?(?: ?[AP]M)?)", re.IGNORECASE)
+
+
+def why_unread(text: str) -> str:
+    """What a date's plain `text` that no format read looks like, said after the reason ("" if
+    nothing): an Excel serial number ('29284', a date cell saved as General: not read as one,
+    since nothing in the file says it is one), or a date with a time of day other than
+    midnight ('03/01/1980 13:45': a date shifted by a time zone is not read back)."""
+    if text.isdigit() and len(text) == 5:
+        day = EXCEL_EPOCH + timedelta(days=int(text))
+        return (
+            f"; it looks like an Excel date serial number ({day.isoformat()}): format the "
+            "column as dates in Excel before saving the CSV"
+        )
+    clock = _CLOCK.search(text)
+    if clock:
+        return (
+            f"; it has a time of day, {clock.group(1)}, other than midnight: a date shifted "
+            "by a time zone (1980-01-02T23:00:00Z for 3 January) would be read as the wrong "
+            "day, so none is read; have the export write the date alone"
+        )
+    return ""

@@ -154,7 +154,9 @@ def as_cp1252(char: str) -> str:
 
 # Symbols no name or postcode holds (U+00A1-U+00BF, the multiplication and division signs):
 # what cp1250 writes as letters reads so in cp1252 or latin-1 (ł as ³, Ł as £, ą as ¹, ż as ¿).
-ODD_SYMBOLS = re.compile("[\u00a1-\u00bf\u00d7\u00f7]")
+# Not the soft hyphen (U+00AD), which every code page writes with the same byte: an invisible
+# break a word processor puts in a name ('Ann\u00adMarie'), dropped as punctuation is.
+ODD_SYMBOLS = re.compile("[\u00a1-\u00ac\u00ae-\u00bf\u00d7\u00f7]")
 # Any of these or an eth or thorn (`baltic_word`): one search of a row's text, the others
 # only where it finds one.
 SUSPECT = re.compile("[\x80-\x9f\u00a1-\u00bf\u00d7\u00f7\u00d0\u00de\u00f0\u00fe]")

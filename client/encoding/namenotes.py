@@ -8,7 +8,9 @@ left unclosed to the end) is a note, and so is everything from a separating keyw
 `née`, `formerly`, `aka`, `a.k.a.`, `alias`: a whole word, in any case, accents folded) to
 the end; the name is what is left. A keyword as the first word is a name, not a separator
 ("Nee", "Alias Smith" stay as they are), and so are names holding those letters inside a word
-("Kneeland", "Renee", "Akamatsu"). A cell that is only a note ("(alias)") is missing. The
+("Kneeland", "Renee", "Akamatsu"). A generational suffix ending a name of more than one word
+(`Jr`, `Jnr`, `Sr`, `Snr`, `II`, `III`, `IV`, with or without a dot: "SMITH JNR", "John Smith
+Jr.") is a note too, not the surname. A cell that is only a note ("(alias)") is missing. The
 notes cut are returned as written, so the encode report can list them (docs/mapping.md,
 "Notes in name cells").
 """
@@ -21,6 +23,10 @@ from blindmatch.client.encoding.normalise import Option, normalise_text
 
 # Separating keywords, as `normalise_text` writes them ('Née' -> 'nee', 'a.k.a.' -> 'aka').
 KEYWORDS = frozenset({"nee", "formerly", "aka", "alias"})
+# Generational suffixes, as `normalise_text` writes them ('Jnr.' -> 'jnr'): a note when they
+# end a name of more than one word. Not 'Junior' or 'Senior', which are names too ('Olive
+# Senior'), nor 'V' or 'I', which are initials.
+SUFFIXES = frozenset({"jr", "jnr", "sr", "snr", "ii", "iii", "iv"})
 # The schema options only name fields carry.
 _NAME_OPTIONS: frozenset[Option] = frozenset({"first-name", "nicknames"})
 
@@ -66,13 +72,38 @@ def cut_keyword(value: str) -> tuple[str, list[str]]:
     return value, []
 
 
+def cut_suffix(value: str) -> tuple[str, list[str]]:
+    """(`value` without a generational suffix ending it after another word, [the suffix]):
+    "SMITH JNR" -> ("SMITH", ["JNR"]); "Smith, Jr." -> ("Smith", ["Jr."]); "Jr" -> ("Jr", [])."""
+    words = list(_WORD.finditer(value))
+    if len(words) > 1 and normalise_text(words[-1].group()) in SUFFIXES:
+        return _tidy(value[: words[-1].start()]), [words[-1].group()]
+    return value, []
+
+
+def cut_words(value: str) -> tuple[str, list[str]]:
+    """`cut_keyword`, then `cut_suffix` of what is left: the notes written as words."""
+    name, notes = cut_keyword(value)
+    name, suffix = cut_suffix(name)
+    return name, [*suffix, *notes]
+
+
 def cut_notes(value: str) -> tuple[str, list[str]]:
     """(the name, the notes cut from it): brackets first, then a keyword. "Smith (nee Jones)"
     -> ("Smith", ["nee Jones"]); "SMITH NEE JONES" -> ("SMITH", ["NEE JONES"]); "Kneeland"
-    -> ("Kneeland", [])."""
+    -> ("Kneeland", []); "MR JOHN SMITH JNR" -> ("MR JOHN SMITH", ["JNR"])."""
     name, notes = cut_brackets(value)
-    name, rest = cut_keyword(name)
+    name, rest = cut_words(name)
     return name, [n for n in (*notes, *rest) if n]
 
 
-__all__ = ["KEYWORDS", "cut_brackets", "cut_keyword", "cut_notes", "is_name_field"]
+__all__ = [
+    "KEYWORDS",
+    "SUFFIXES",
+    "cut_brackets",
+    "cut_keyword",
+    "cut_notes",
+    "cut_suffix",
+    "cut_words",
+    "is_name_field",
+]

@@ -26,12 +26,17 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Literal
 
-from blindmatch.client.encoding.datetext import lifetime_problem, may_read, plain_dates
+from blindmatch.client.encoding.datetext import (
+    lifetime_problem,
+    may_read,
+    plain_dates,
+    why_unread,
+)
 
 Kind = Literal["text", "date", "enum", "integer", "ignore"]
 Option = Literal["first-name", "nicknames", "phonetic", "sorted"]
@@ -287,15 +292,12 @@ def parse_date(value: str, date_format: str | Sequence[str] | None) -> date:
         raise InvalidValue(f"{value!r} {to_come}")
     if unreal:  # (31/02/1980: not a question of its format)
         raise InvalidValue(f"{value!r} {unreal}")
+    digits = [ch for ch in text if ch.isdigit()]
+    if digits and set(digits) == {"0"} and not any(ch.isalpha() for ch in text):
+        # 00/00/0000, 0000-00-00 (MySQL's zero date), 00000000: no date, written as one
+        raise PlaceholderValue(f"{value!r} is a placeholder date (all zeros)")
     expected = " or ".join(formats)
-    serial = ""
-    if text.isdigit() and len(text) == 5:  # a date cell Excel wrote as General: a serial
-        day = EXCEL_EPOCH + timedelta(days=int(text))
-        serial = (
-            f"; it looks like an Excel date serial number ({day.isoformat()}): format the "
-            "column as dates in Excel before saving the CSV"
-        )
-    raise InvalidValue(f"{value!r} is not a date in the format {expected}{serial}")
+    raise InvalidValue(f"{value!r} is not a date in the format {expected}{why_unread(text)}")
 
 
 def _no_such_day(text: str, fmt: str) -> str:
@@ -450,7 +452,6 @@ PLACEHOLDER_DATES = frozenset(
     {date(1900, 1, 1), date(1899, 12, 31), date(1899, 12, 30), date(1800, 1, 1),
      date(1753, 1, 1), date(1, 1, 1), date(9999, 12, 31)}
 )  # fmt: skip
-EXCEL_EPOCH = date(1899, 12, 30)  # Excel's day 0 (its serial numbers count from it)
 
 
 def is_missing(value: str) -> bool:
