@@ -296,7 +296,9 @@ def test_erasure_cancels_a_queued_run(
         assert [(r.state, r.message) for r in cancelled] == [("failed", ERASED_DURING_RUN)]
     assert len(clk_files(matcher.data_dir)) == 1
     failed = [r for r in db_rows(matcher.data_dir, "audit") if r[3] == "run.failed"]
-    assert len(failed) == 1 and "erased its data" in failed[0][8]
+    # The operator's entry names the member whose erasure cancelled it (members' do not:
+    # tests/test_member_failure_words.py).
+    assert len(failed) == 1 and '"erased_by": "north"' in failed[0][8]
 
 
 @pytest.mark.server

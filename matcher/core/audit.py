@@ -319,6 +319,8 @@ _DISCLOSED_ORDER = ("upload status", "count", "hits", "mapping", "scores")
 # the detail keys a member may see of each (the rest is the operator's).
 _PROJECT_WIDE_DETAIL = {
     "run.done": ("run_id",),
+    # Not who erased its data where an erasure cancelled the run (`erased_by`, privtests2).
+    "run.failed": ("run_id", "message"),
     "project.expire": (),
     "twoserver.run": ("run_id", "s1", "s2", "members"),  # not its pairs, links or bytes
     # The operator's export: that it happened, not how many entries the project's log held

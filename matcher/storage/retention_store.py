@@ -38,9 +38,14 @@ CUT_SHORT = (
     "deleted; start-up deleted what was left"
 )
 
+# What every member is told of a run an erasure cancelled (its status and its `run.failed`
+# entry): that it must run again, not that a partner erased (docs/security.md, the member's
+# view; privtests2: it said "a member erased its data"). The operator's entry says so
+# (`erased_by`, withheld from members: core/audit.py); the erasing member's own `erase` entry
+# names the runs it cancelled (`runs_cancelled`).
 ERASED_DURING_RUN = (
-    "cancelled: a member erased its data while this run was queued or running, so nothing "
-    "it found is stored; start a new run"
+    "cancelled: the project's uploads changed while this run was queued or running, so "
+    "nothing it found is stored; start a new run"
 )
 
 
@@ -104,7 +109,11 @@ class RetentionStore(ProjectStore, UploadStore):
                         audit.MATCHER,
                         "run.failed",
                         project,
-                        detail={"run_id": run_id, "message": ERASED_DURING_RUN},
+                        detail={
+                            "run_id": run_id,
+                            "message": ERASED_DURING_RUN,
+                            "erased_by": member,
+                        },
                     ),
                 )
             if then is not None:
@@ -124,6 +133,8 @@ class RetentionStore(ProjectStore, UploadStore):
             uploads = self._forget_uploads(tx, project, member)
             users = self.delete_users_in(tx, project, member)  # their tokens stop working
             detail: dict[str, object] = {"uploads": len(uploads), "links": links}
+            if cancelled:
+                detail["runs_cancelled"] = cancelled
             if users:
                 detail["users"] = users
             if replay_of is not None:

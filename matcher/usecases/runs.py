@@ -59,17 +59,28 @@ INTERNAL_FAILURE = (
     "internal error on the matcher; nothing of this run was stored. The operator's log has "
     "the details (run {run_id})"
 )
-# A URL of a file (file://, s3://, ...), not a Dask scheduler's address (tcp://, tls://),
-# which the message names so that the operator can be told which one failed.
+# A URL of a file (file://, s3://, ...); not a Dask address (tcp://, tls://, ...: _ADDRESS).
 _URL = re.compile(
     r"\b(?!(?:tcp|tls|ws|wss|inproc|ucx)://)[a-z][a-z0-9+.-]*://[^\s'\"),;]+", re.IGNORECASE
 )
 _PATH = re.compile(r"(?<![\w.~:/-])(?:~|\.{1,2})?/[^\s'\"),;:]+")
+# A Dask scheduler's or worker's address, or another host's (tls://10.0.0.5:8786,
+# tcp://[::1]:40123, a bare 10.0.0.5:8786, sched.example.org:8786, localhost:8786): the
+# operator's infrastructure, not a member's to learn (privtests2; its log names them).
+_ADDRESS = re.compile(
+    r"\b(?:tcp|tls|ws|wss|inproc|ucx)://[\w.%\[\]:-]*[\w\]]"
+    r"|\[[0-9a-f.]*:[0-9a-f:.]*\](?::\d+)?"
+    r"|(?<![\w.:-])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\w.-])"
+    r"|(?<![\w.:-])(?:localhost|[a-z][\w-]*(?:\.[a-z0-9][\w-]*)+):\d{1,5}\b",
+    re.IGNORECASE,
+)
 
 
 def without_locations(message: str) -> str:
     """A failure's message as a member may read it: the matcher's file paths and URLs
-    (a data dir, a worker's file://...) replaced by what they are."""
+    (a data dir, a worker's file://...) and its Dask cluster's addresses replaced by what
+    they are (the operator's log keeps the message whole)."""
+    message = _ADDRESS.sub("[an address on the operator's network]", message)
     return _PATH.sub("[a path on the matcher]", _URL.sub("[a location on the matcher]", message))
 
 
