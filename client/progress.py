@@ -5,10 +5,12 @@ is a `Progress`. On a terminal it is a tqdm bar, redrawn in place. Where stderr 
 terminal (a log file, a pipe, cron, CI, systemd, `nohup`) a bar writes nothing a reader can
 use, so it prints complete lines instead, throttled here and nowhere else:
 
-- one line when a stage starts: when its count first moves (`encoding: 1000/2000 rows
-  (50%)`; a command refused before has printed only its error), or at once for a step
-  `stage` starts (`waiting for the matcher to store it`); one when it ends, if it moved
-  since its last line (`encoding: 2000/2000 rows (100%) after 3s`);
+- one line when a stage starts: as its count first moves, what begins and its total
+  (`encoding: 0/2000 rows (0%)`; a command refused before has printed only its error), or
+  at once for a step `stage` starts (`waiting for the matcher to store it`); one when it
+  ends, if it moved since its last line (`encoding: 2000/2000 rows (100%) after 3s`). A
+  stage without a total (rows being read) starts with its first count (`reading: 1000
+  rows`), as does one whose count is read from elsewhere (`run`'s, `moveto`);
 - in between, at most one line every `LINE_EVERY_S` seconds, and only once the count has
   moved `LINE_STEP` of the total since the last line: at most about 20 lines a stage
   whatever its length, one every 30 s or rarer. A stage without a total (rows being read)
@@ -78,7 +80,11 @@ class Progress:
         self._waiting = self._lines  # its first line when its count first moves
 
     def update(self, n: int = 1) -> None:
-        """`n` more done (a callback's tick)."""
+        """`n` more done (a callback's tick). As lines, a stage with a total starts with
+        one at its first tick, before the count moves: what begins and its total
+        (`encoding: 0/8 rows (0%)`); a count read from elsewhere (`moveto`) does not."""
+        if self._waiting and self.total:
+            self._line()
         self.n += n
         if self._bar is not None:
             self._bar.update(n)

@@ -369,3 +369,38 @@ def test_a_cut_tail_is_detected_against_a_recorded_head(logged: Matcher) -> None
         cut = op.verify_audit((head.head_seq, head.head_hash))
     assert not cut.ok  # ...and so does the head recorded earlier
     assert any("is not in the log" in p for p in cut.problems)
+
+
+def test_export_after_the_last_entry_says_on_stderr_that_none_follows_and_where_they_end(
+    matcher: Matcher,
+    project: ProjectTokens,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`audit export --after N` with N past the last entry printed nothing and exited 0, as
+    if the log had nothing new, whatever N: it says so on stderr with the number of the last
+    entry the caller may see (the operator's log's, a member's view's), still exit 0 and
+    nothing on stdout; -q says nothing."""
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    monkeypatch.delenv("BLINDMATCH_TOKEN", raising=False)
+    server = ["--server", matcher.target]
+    with matcher.operator() as op:
+        last = max(int(e["seq"]) for e in op.audit())  # (this export audited after it)
+    assert main(["audit", "export", "--after", str(last + 1000), *server]) == 0
+    out, err = capsys.readouterr()
+    # the last the operator may see: the export's own entry, made as it was answered
+    assert out == "" and err == (
+        f"No audit entry follows --after {last + 1000}: the last entry you may see is {last + 2}.\n"
+    )
+    member = ["--project", "trial", "--token", project.tokens["north"]]
+    assert main(["audit", "export", *member, "--after", "500", *server]) == 0
+    out, err = capsys.readouterr()
+    seen = re.fullmatch(r"No audit entry follows --after 500: the last entry you may see is "
+                        r"(\d+)\.\n", err)  # fmt: skip
+    assert out == "" and seen, err
+    assert main(["audit", "export", *member, "--after", str(int(seen[1]) - 1), *server]) == 0
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["seq"] for line in out.splitlines()][:1] == [int(seen[1])], out
+    assert err == ""
+    assert main(["audit", "export", *member, "--after", "500", *server, "-q"]) == 0
+    assert capsys.readouterr() == ("", "")

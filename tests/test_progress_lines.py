@@ -34,14 +34,16 @@ def _ticking_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_many_ticks_give_a_few_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     """100,000 ticks of one stage: at most ~20 lines however often the clock allows one,
-    two (its start, its end) when it never does; a stage without a total, one a look."""
+    two (its start, its end) when it never does; a stage without a total, one a look. A
+    stage with a total starts with what begins and its total, not mid-step (it said
+    `encoding: 1/100000` and, a stage of one tick, only its 100%)."""
     stream = io.StringIO()
     bar = Progress("encoding", 100_000, unit="CLKs", stream=stream)
     for _ in range(100_000):
         bar.update(1)
     bar.close()
     lines = stream.getvalue().splitlines()  # the test takes far less than 30 s
-    assert lines[0] == "encoding: 1/100000 CLKs (0%)"  # once it moves
+    assert lines[0] == "encoding: 0/100000 CLKs (0%)"  # as it first moves: its start
     assert lines[1].startswith("encoding: 100000/100000 CLKs (100%) after ")
     assert len(lines) == 2
 
@@ -54,7 +56,7 @@ def test_many_ticks_give_a_few_lines(monkeypatch: pytest.MonkeyPatch) -> None:
     bar.close()
     lines = stream.getvalue().splitlines()
     assert 20 <= len(lines) <= 23  # start, every 5%, "waiting"
-    assert "encoding: 50001/100000 CLKs (50%) after " in stream.getvalue()
+    assert "encoding: 50000/100000 CLKs (50%) after " in stream.getvalue()  # 5% from 0
     assert lines[-1] == "waiting"
 
     stream = io.StringIO()
@@ -94,7 +96,7 @@ def test_encode_piped_prints_progress_lines_and_quiet_none(
     assert sum(line.startswith("reading: 4000 rows after ") for line in lines) == 1
     # Rows, as the report counts them (was "/8000 CLKs": both CLKs, beside "Encoded 4000 of
     # 4000 rows"): each of a row's two CLKs half a row.
-    assert lines[4].startswith("encoding: ") and "/4000 rows (" in lines[4]
+    assert lines[4] == "encoding: 0/4000 rows (0%)"  # its start and total (was "4/8 ...")
     assert sum(line.startswith("encoding: 4000/4000 rows (100%)") for line in lines) == 1
     assert "Encoded 4000 of 4000 rows" in out
     assert "encoding:" not in out and "reading" not in out  # stdout: the report alone
@@ -122,9 +124,11 @@ def test_upload_and_run_piped_print_progress_lines(
     for name, folder in folders.items():
         assert main(["upload", str(folder), *server, "--token", project.tokens[name]]) == 0
     out, err = capsys.readouterr()
-    # rows, as encode's lines and report count them (it said "5/5 rec")
-    assert "uploading: 5/5 rows (100%)" in err.splitlines()
-    assert "waiting for the matcher to store it" in err.splitlines()
+    # rows, as encode's lines and report count them (it said "5/5 rec"); a start line with
+    # the total, then the end (it said only "uploading: 5/5 rows (100%)", no start)
+    assert err.splitlines()[0] == "uploading: 0/5 rows (0%)", err
+    assert err.splitlines()[1].startswith("uploading: 5/5 rows (100%) after "), err
+    assert err.splitlines()[2] == "waiting for the matcher to store it", err
     assert "uploading" not in out
     # -q: nothing at all, as `encode -q` and `two-server upload -q` (it still said `Uploaded
     # 5 encodings to ...`; opsleft, 2026-12-07); exit 0 says it is stored

@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from blindmatch.cli import main
-from blindmatch.client import ProjectTokens
+from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
-from blindmatch.client.errors import RejectedError
+from blindmatch.client.errors import MatcherError, RejectedError
+from blindmatch.client.remote.retry import NO_RETRY
 from tests.portheld import dead_port
 from tests.support import (
     ADMIN_TOKEN,
@@ -152,6 +153,31 @@ def test_query_report_says_one_in_the_singular(
     assert "Query volume in trial, last 1 hour:" in shown
     assert "user pc-1: 1 query, 1 record (" in shown
     assert "UNUSUAL: 1 query refused for exceeding limits" in shown
+
+
+def test_query_report_column_counts_what_it_is_named_for_beside_bad_token_refusals(
+    matcher: Matcher,
+    project: ProjectTokens,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The column was headed "refused" but counts only the queries refused for exceeding
+    limits, so a row showed 0 refused beside "UNUSUAL: 1 request refused for a bad token or
+    bad input": it is headed for what it counts (over-limit), and the row agrees."""
+    with (
+        MatcherClient(matcher.target, project.tokens["north"], retry=NO_RETRY) as north,
+        pytest.raises(MatcherError, match="INVALID_ARGUMENT"),
+    ):
+        north.resolve_request_ref("trial", "bmr-nonsense", "0" * 64)  # bad input, refused
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", matcher.admin_token)
+    assert main(["admin", "query-report", "--project", "trial", "--hours", "1",
+                 "--server", matcher.target]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[1].split()
+    assert header[-1] == "over-limit" and "refused" not in header, lines
+    row = next(i for i, line in enumerate(lines) if line.split()[:1] == ["north"])
+    assert dict(zip(header, lines[row].split(), strict=True))["over-limit"] == "0", lines
+    assert "UNUSUAL: 1 request refused for a bad token or bad input" in lines[row + 1], lines
 
 
 def test_an_upload_refused_names_the_earliest_held_upload_not_the_first(

@@ -42,8 +42,24 @@ def _entries(args: argparse.Namespace) -> Iterator[tuple[Counted, str]]:
         check_writable(args.out)
     scope = "project " + args.project if args.project else "every project"
     with connect(args, token or admin_token()) as client:
-        entries = Counted(client.audit(args.project or "", after=args.after))
+        entries = Counted(
+            client.audit(args.project or "", after=args.after,
+                         on_none=lambda last: _none_after(args, last))
+        )  # fmt: skip
         yield entries, scope + ("" if token else ", the operator's whole log")
+
+
+def _none_after(args: argparse.Namespace, last: int | None) -> None:
+    """No entry follows --after: said on stderr (exit 0, the output as before), with the
+    number of the last entry the caller may see, where the matcher says it; -q: nothing."""
+    if not args.after or args.quiet:
+        return  # no --after: an empty log (or view) is no surprise
+    where = (
+        "" if last is None  # (a matcher from before 2026-12-07 does not say)
+        else f": the last entry you may see is {last}" if last
+        else ": you may see none yet"
+    )  # fmt: skip
+    print(f"No audit entry follows --after {args.after}{where}.", file=sys.stderr)
 
 
 class Counted:

@@ -30,8 +30,9 @@ Progress goes to stderr; stdout keeps only what a command prints as its result. 
 `encode`, `upload` and `run` draw bars. Where stderr is not a terminal (a log file, a pipe,
 cron, CI, systemd, `nohup`) they print plain lines instead, such as `encoding: 210000/1001000
 rows (20%) after 1m30s` (`run` says `run: running`, then `run: done`: a member sees no stage
-and no progress of a run, docs/privacy-design.md): one when a step starts, one when it ends,
-and between them at most one every 30 seconds and 5% of the step
+and no progress of a run, docs/privacy-design.md): one when a step starts (`encoding:
+0/1001000 rows (0%)`, `uploading: 0/5000 rows (0%)`: what begins and its total), one when it
+ends, and between them at most one every 30 seconds and 5% of the step
 (about 20 a step at most, one every 30 s while a count of rows read moves). `-q` prints none;
 `encode -q`, `upload -q`, `run -q`, `report -q`, `index add`/`sync`/`remove -q`, `project
 revoke-token -q`, `user revoke -q` and `audit export`/`report --out FILE -q` print nothing at

@@ -26,6 +26,8 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+# ExportAudit's trailer where no entry follows after_seq (matcher/rpc/servicer.py)
+AUDIT_LAST_METADATA = "blindmatch-audit-last"
 
 
 class OperatorCalls:
@@ -87,16 +89,26 @@ class OperatorCalls:
             reply = self._stub.VerifyAudit(request, metadata=self._metadata(), timeout=600)
         return convert.audit_check(reply)
 
-    def audit(self, project: str = "", after: int = 0) -> Iterator[dict[str, object]]:
+    def audit(
+        self, project: str = "", after: int = 0, on_none: Callable[[int | None], None] | None = None
+    ) -> Iterator[dict[str, object]]:
         """Audit entries as plain dicts, oldest first: all for the operator (or one
-        project's), those that concern it for a member."""
+        project's), those that concern it for a member. Where none follows `after`,
+        `on_none` is told the number of the last entry the caller may see (0: none; None
+        from a matcher that does not say, before 2026-12-07)."""
         with translate_errors(self.target):
-            for e in self._stub.ExportAudit(
+            call = self._stub.ExportAudit(
                 pb.ExportAuditRequest(project=project, after_seq=after),
                 metadata=self._metadata(),
                 timeout=3600,
-            ):
+            )
+            none = True
+            for e in call:
+                none = False
                 yield convert.audit_entry(e)
+            if none and on_none is not None:
+                said = dict(call.trailing_metadata() or ()).get(AUDIT_LAST_METADATA)
+                on_none(int(said) if said is not None and said.isdigit() else None)
 
     def add_user(self, project: str, user: str) -> str:
         """Member (its own token): a token for a new named user (returned once)."""

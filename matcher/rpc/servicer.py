@@ -71,6 +71,8 @@ from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
 
 log = logging.getLogger("blindmatch.matcher")
+# ExportAudit's trailer where no entry follows after_seq: the last the caller may see
+AUDIT_LAST_METADATA = "blindmatch-audit-last"
 
 # A member's DescribeProject and ExportAudit calls (each an fsynced audit entry): a burst,
 # then this many a minute, per member and RPC; past it the call is refused as busy.
@@ -250,6 +252,9 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
         caller = caller_name(context.caller, request.project, self.store)
         self._consulting(context, "ExportAudit")
         entries = audit_access.export_audit(self.store, caller, request.project, request.after_seq)
+        if not entries:  # none after after_seq: where the caller's numbers end, in the trailer
+            last = audit_access.last_seen(self.store, caller, request.project)
+            context.set_trailing_metadata(((AUDIT_LAST_METADATA, str(last)),))
         for entry in entries:
             yield convert.audit_entry(entry)
 

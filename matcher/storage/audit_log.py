@@ -261,6 +261,12 @@ class AuditLog:
             args += (project,)
         return [_entry(r) for r in self._db.query(sql + " ORDER BY seq", args)]
 
+    def last_seq(self, *, project: str = "") -> int:
+        """The last entry's seq (of one project's entries, if given); 0 where there is none."""
+        sql = "SELECT MAX(seq) FROM audit" + (" WHERE project=?" if project else "")
+        rows = self._db.query(sql, (project,) if project else ())
+        return int(rows[0][0] or 0) if rows else 0
+
     def verify(self, anchor: tuple[int, str] | None = None) -> audit.Verification:
         """The chain verified (with `anchor`, if given), and the latest entry this process
         knew committed checked to be still there, unchanged."""

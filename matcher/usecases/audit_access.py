@@ -17,7 +17,8 @@ MAX_SEQ = 2**63 - 1  # SQLite's largest INTEGER: no entry's seq is above it
 
 
 def export_audit(store: Store, caller: str, project: str, after: int) -> list[audit.Entry]:
-    """The entries `caller` (audit.OPERATOR, or a member of `project`) may see."""
+    """The entries `caller` (audit.OPERATOR, or a member of `project`) may see after
+    `after` (`last_seen` says where they end when none is)."""
     if after > MAX_SEQ:  # a uint64 past SQLite's INTEGER was INTERNAL (benchmarks/rpcfuzz.py)
         raise InvalidArgument(f"after_seq: {after}; at most {MAX_SEQ} (a seq is a 64-bit integer)")
     if caller != audit.OPERATOR:
@@ -42,6 +43,19 @@ def export_audit(store: Store, caller: str, project: str, after: int) -> list[au
         )
     )
     return entries
+
+
+def last_seen(store: Store, caller: str, project: str) -> int:
+    """The number of the last entry `caller` may see (0: none): the operator's, the log's
+    last seq (of `project`'s entries, if given); a member's, its view's last (its view is
+    numbered 1, 2, 3...: core/audit.py `member_entries`). For an export after it, which
+    returns none: the caller is told where its numbers end."""
+    if caller == audit.OPERATOR:
+        return store.audit.last_seq(project=project)
+    seen = audit.member_entries(
+        store.audit.entries(project=project), project, caller, store.clock()
+    )
+    return seen[-1].seq if seen else 0
 
 
 def verify_audit(store: Store, anchor_seq: int = 0, anchor_hash: str = "") -> audit.Verification:
