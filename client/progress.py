@@ -123,6 +123,19 @@ class Progress:
             self._last_n = self.n
             self._line()  # a step said to start: at once
 
+    def still(self) -> None:
+        """The step goes on with nothing new to count (a run a member sees only as
+        `running`, docs/privacy-design.md): the bar redraws its elapsed time; as lines, one
+        saying how long it has gone on (`run: running after 2m00s`), at most one every
+        `LINE_EVERY_S` seconds and rarer as it goes on (a fifth of its time so far between
+        two: about 20 lines in a long wait)."""
+        if self._bar is not None:
+            self._bar.refresh()
+        elif self._lines and not self._waiting:
+            now = clock()
+            if now - self._last_time >= max(LINE_EVERY_S, (now - self._started) / 5):
+                self._line(elapsed=True)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import itertools
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,50 @@ def test_a_runs_counted_stage_it_moved_on_from_ends_at_100(
     _follow(bar, [status("running", "compare", 3, 4), status("failed", "compare", 3, 4)])
     bar.close()
     assert stream.getvalue().splitlines()[-1].startswith("run: comparing: 75% after ")
+
+
+def test_a_run_seen_only_as_running_still_shows_it_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A member's watch says `running` once and nothing more until the run ends (srvleft: the
+    stages' times told it what others share), so `run` piped to a log printed `run: running`
+    and then nothing, for minutes, as a hung command would. While no status comes it says
+    how long the run has gone on: a line at most every `LINE_EVERY_S` seconds, rarer as the
+    wait grows, none after the run ends."""
+    import time
+
+    from blindmatch.cli import batch
+    from blindmatch.client.remote.model import RunProgress
+
+    monkeypatch.setattr(batch, "PAUSE_S", 0.02)
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.1)
+
+    def statuses() -> Iterator[RunProgress]:
+        yield RunProgress("r1", "running", "running", 0, 0, 0, "")
+        time.sleep(1.0)  # the run goes on at the matcher; the watch says nothing
+        yield RunProgress("r1", "done", "done", 0, 0, 3, "")
+
+    stream = io.StringIO()
+    bar = Progress("", prefix="run", counts=False, stream=stream)
+    final = batch._follow(bar, statuses())
+    bar.close()
+    assert final is not None and final.state == "done"
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "run: running", lines
+    goes_on = [line for line in lines[1:] if line.startswith("run: running after ")]
+    assert 2 <= len(goes_on) <= 10, lines  # about every 0.1 s, then a fifth of the time
+    assert lines[-1] == "run: done", lines
+
+
+def test_a_failed_watch_is_raised_where_run_follows_it() -> None:
+    """The watch is read on a thread (so the wait can be shown): its error still ends
+    `run` as before, not the thread alone."""
+    from blindmatch.cli import batch
+    from blindmatch.client.errors import MatcherError
+    from blindmatch.client.remote.model import RunProgress
+
+    def statuses() -> Iterator[RunProgress]:
+        yield RunProgress("r1", "running", "running", 0, 0, 0, "")
+        raise MatcherError("the matcher at 127.0.0.1:1 is unreachable")
+
+    bar = Progress("", prefix="run", counts=False, stream=io.StringIO())
+    with pytest.raises(MatcherError, match="unreachable"):
+        batch._follow(bar, statuses())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blindmatch.cli.errors import ends_at_sigterm
 from blindmatch.cli.options import (
@@ -176,13 +178,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# How long `run` waits for a status before it shows that the run goes on (`Progress.still`).
+PAUSE_S = 5.0
+
+
+def _with_pauses(statuses: Iterable[RunProgress]) -> Iterator[RunProgress | None]:
+    """`statuses` as they come, and None after each `PAUSE_S` seconds without one, read on a
+    thread. A member's watch says `running` once and then nothing until the run ends (its
+    stages' times told it what others share: srvleft), so without these `run` showed no sign
+    of life for the whole run, however long."""
+    box: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def read() -> None:
+        try:
+            for status in statuses:
+                box.put(("status", status))
+            box.put(("end", None))
+        except BaseException as exc:  # raised where `run` follows the run
+            box.put(("error", exc))
+
+    threading.Thread(target=read, name="run-watch", daemon=True).start()
+    while True:
+        try:
+            kind, item = box.get(timeout=PAUSE_S)
+        except queue.Empty:
+            yield None
+            continue
+        if kind == "end":
+            return
+        if kind == "error":
+            raise item
+        yield item
+
+
 def _follow(bar: Progress, statuses: Iterable[RunProgress]) -> RunProgress | None:
     """Each status of the run on `bar`; the last. The watch sees the run's progress at its
     looks only, so a counted stage the run has moved on from (or ended in: done) is shown
     complete: its last count seen may be short of it (a two-server run's last batches and
-    its solving between two looks ended on "comparing: 75% after 0s")."""
+    its solving between two looks ended on "comparing: 75% after 0s"). While no status
+    comes, the bar shows the run goes on (`Progress.still`)."""
     final, shown, counted = None, "", 0
-    for status in statuses:
+    for status in _with_pauses(statuses):
+        if status is None:
+            if shown:
+                bar.still()
+            continue
         final = status
         ended = status.state == "done"
         if counted and (ended or status.stage not in ("", shown)):
