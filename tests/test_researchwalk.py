@@ -73,3 +73,32 @@ def test_a_refusal_says_what_to_do_instead(
     assert code == 2 and not out_dir.exists(), err
     assert all(words in err for words in said), err
     assert "from 0.5200 up" not in err, err
+
+
+def test_one_true_hit_and_one_reported_hit_are_said_in_the_singular(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: "(1 of 1 reported hits true; 1 true hits)" for a partner sharing one person."""
+    truth = "member,record_id,entity_id\nnorth,N1,e1\nnorth,N2,e2\nsouth,S1,e1\nsouth,S2,e9\n"
+    code, _ = evaluate(tmp_path, "record_id,partner\nN1,south\n", truth=truth)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "with south: precision 1.0000, recall 1.0000, F1 1.0000 (1 of 1 reported hit " in out
+    assert "(1 of 1 reported hit true; 1 true hit)" in out, out
+    assert "1 true hits" not in out and "1 reported hits" not in out, out
+
+
+def test_a_two_member_sweep_is_not_called_an_estimate_because_the_truth_lists_a_third(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A project of north and south judged against the generator's whole truth file (retail
+    too, which the docs say to leave out): `--threshold` replays a two-member project
+    exactly, but was said to be "a close estimate" because the truth file named two
+    partners."""
+    code, _ = evaluate(tmp_path, "record_id,partner,partner_row,score\nN1,south,0,0.99\n"
+                       "N2,south,1,0.70\nN3,south,2,0.65\n", "--threshold", "0.8")  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "at threshold 0.8: precision 1.0000, recall 0.2500" in out, out
+    assert "if retail was not a member of this project, leave its rows out" in out, out
+    assert "a close estimate" not in out, out
