@@ -44,7 +44,7 @@ def iter_csv_lines(path: Path, required: Sequence[str]) -> Iterator[tuple[int, d
             if missing:
                 raise InputError(
                     f"{path}: {word(len(missing), 'column')} {', '.join(missing)} missing; the "
-                    f"header must start with {','.join(required)} (it is "
+                    f"header must name {','.join(required)}, in any order (it is "
                     f"{','.join(header) or 'empty'})"
                     + _other_separator(header)
                     + _other_kind(header, required)

@@ -23,7 +23,7 @@ from pathlib import Path
 from blindmatch.client.errors import InputError
 from blindmatch.client.files import check_writable, read_csv_lines, write_csv
 from blindmatch.client.tools.truth import Hit, Truth, read_truth
-from blindmatch.client.words import counted
+from blindmatch.client.words import counted, word
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,10 @@ class Quality:
     def __str__(self) -> str:
         p = self.said("precision") if self.predicted else f"{UNDEFINED} (no hits claimed)"
         r = self.said("recall") if self.actual else f"{UNDEFINED} (no true hits)"
-        claimed = f"{self.true_positives} of {self.predicted} reported hits true"
-        claimed = claimed if self.predicted else "no hits reported"
-        f1 = self.said("f1")
-        return f"precision {p}, recall {r}, F1 {f1} ({claimed}; {self.actual} true hits)"
+        n, t = self.predicted, self.actual  # each counted in words (was "1 true hits")
+        claimed = f"{self.true_positives} of {n} reported {word(n, 'hit')} true" if n else ""
+        claimed, f1, true = claimed or "no hits reported", self.said("f1"), word(t, "hit")
+        return f"precision {p}, recall {r}, F1 {f1} ({claimed}; {t} true {true})"
 
 
 # A results file at the count level (client/results.py HEADERS): how many records each
@@ -388,7 +388,7 @@ class Evaluation:
         for at in self.at:
             lines.append(f"  at threshold {at.threshold:g}: {at.quality}")
             lines.extend(_partner_lines(at.partners, "    "))
-        if self.at and len(self.partners) > 1:
+        if self.at and sum(q.predicted > 0 for q in self.partners.values()) > 1:  # named
             lines.append(
                 "  (with three or more members, a close estimate of what a project at that "
                 "threshold reports, not an exact replay; one under the project's own threshold "

@@ -163,7 +163,7 @@ def read_truth(path: str | Path) -> Truth:
     entity_ids, codes = np.unique(ents, return_inverse=True)
     del ents
     records: dict[str, Records] = {}
-    repeat: tuple[int, str, str] | None = None  # (line, record id, member) of the first repeat
+    repeat: tuple[int, str, str, int] | None = None  # (line, id, member, its first line)
     for name, k in names.items():
         mine = np.flatnonzero(member == k)
         mine = mine[np.argsort(ids[mine], kind="stable")]  # equal ids stay in file order
@@ -172,11 +172,13 @@ def read_truth(path: str | Path) -> Truth:
         if len(again):
             first = again[np.argmin(lines[mine[again]])]
             if repeat is None or lines[mine[first]] < repeat[0]:
-                repeat = (int(lines[mine[first]]), sorted_ids[first].decode(), name)
+                repeat = (int(lines[mine[first]]), sorted_ids[first].decode(), name,
+                          int(lines[mine[first - 1]]))  # fmt: skip
         records[name] = Records(sorted_ids, codes[mine].astype(np.int64))
     if repeat is not None:
         raise InputError(
-            f"{path}: row {repeat[0]}: record {repeat[1]!r} of {repeat[2]} listed twice"
+            f"{path}: row {repeat[0]}: record {repeat[1]!r} of {repeat[2]} listed twice (first "
+            f"on row {repeat[3]}); the truth file lists each record once"
         )
     if missing:
         raise InputError(f"{path}: row {missing}: member, record_id and entity_id are required")

@@ -97,9 +97,13 @@ def _public_list(
 
 
 def targets_for(
-    schema: LinkageSchema, rows: Sequence[Sequence[str]], overrides: dict[str, FrequencyList]
+    schema: LinkageSchema,
+    rows: Sequence[Sequence[str]],
+    overrides: dict[str, FrequencyList],
+    field: bool = True,
 ) -> tuple[list[tuple[int, Target]], list[str]]:
-    """The fields worth attacking (text and dates), each with its public list."""
+    """The fields worth attacking (text and dates), each with its public list; `field`:
+    field-level filters are attacked (what the skipped fields' note speaks of)."""
     targets, skipped = [], []
     for index, rule in enumerate(schema.rules):
         if rule.kind == "ignore":
@@ -107,9 +111,14 @@ def targets_for(
         truth = [row[index] for row in rows]
         if rule.kind not in ("text", "date"):
             distinct = len({v for v in truth if v})
+            shows = (  # (was the field-level words whatever the schema checked)
+                "a field-level filter shows which records share a value"
+                if field
+                else "hashed into the record-level CLKs with the other fields"
+            )
             skipped.append(
-                f"{rule.name} ({rule.kind}, {distinct} values: a field-level filter shows "
-                "which records share a value, but a value this common identifies no one)"
+                f"{rule.name} ({rule.kind}, {distinct} values: {shows}, but a value this "
+                "common identifies no one)"
             )
             continue
         if not any(truth):
@@ -141,7 +150,7 @@ def attack_encodings(
     """Encode `rows` (normalised, schema order) and run every attack; plaintext only scores."""
     if level == "schema":
         level = "field" if schema.field_level else "record"
-    targets, skipped = targets_for(schema, rows, overrides or {})
+    targets, skipped = targets_for(schema, rows, overrides or {}, field=level != "record")
     enc_schema = schema.for_encoding()
     results: list[AttackResult] = []
     if level in ("record", "both") and targets:
