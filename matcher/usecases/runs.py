@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core import blocking as blocking_
-from blindmatch.matcher.core import crowd, fallbackpass
+from blindmatch.matcher.core import candidateload, crowd, fallbackpass
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.cluster import ClusterError
 from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, merge
@@ -165,6 +165,10 @@ def match(
         rule = fallback_.NO_RULE  # the rule is over a pair's two CLKs
     # With a rule, the first CLKs' candidates reach under the threshold (core.fallback).
     floor = rule.candidate_floor(threshold)
+    # A threshold under what unrelated records score by chance (febrl06: Febrl4 at 0.6) makes
+    # nearly every pair a candidate: said at the start, not after minutes of silence.
+    if note := candidateload.warning(candidateload.estimate(to_compare, floor), floor):
+        log.warning("%s", note)
     lsh = None
     banded = method == "lsh"  # the fallback pass plans its own LSH, whatever the first's
     if method == "lsh":
