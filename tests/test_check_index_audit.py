@@ -147,3 +147,29 @@ def test_a_healthy_data_dir_passes_beside_a_member_changing_its_index(
         south.erase("region")
     final = check_data_dir(matcher.data_dir)
     assert final.ok, final.render()
+
+
+def test_a_project_the_operator_ended_is_said_ended_where_its_indexes_were_left(
+    matcher: Matcher,
+    project: ProjectTokens,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A copy whose index was taken before `admin end-project` and its database after holds
+    the ended project's standing index, as an ending cut short does. Was: "project region
+    expired", though the audit log says the operator ended it (`ended_by`)."""
+    monkeypatch.setenv("BLINDMATCH_ADMIN_TOKEN", ADMIN_TOKEN)
+    change(matcher, project, "first", 0, 10)
+    ending = ["admin", "end-project", "--project", "region", "--reason", "ISA ended",
+              "--server", matcher.target, "--yes"]  # fmt: skip
+    copy = copied_apart(matcher.data_dir, tmp_path / "copy", "index",
+                        lambda: main(ending))  # fmt: skip
+    capsys.readouterr()
+    left = [p for p in check_data_dir(copy).problems if "still holds its standing" in p]
+    assert left == [
+        "project region was ended by the operator (admin end-project), but index.sqlite still "
+        "holds its standing indexes (10 records): its ending was cut short (the matcher "
+        "stopped part-way); start the matcher to complete the ending (it deletes them before "
+        "it serves anything)"
+    ]

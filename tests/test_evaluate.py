@@ -239,3 +239,19 @@ def test_count_level_results_are_said_to_be_unscorable_not_missing_a_column(
         "level"
     )
     assert "missing" not in err
+
+
+def test_a_row_naming_the_member_itself_as_its_partner_is_refused_not_counted_false(
+    files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: scored as a false hit (precision 0.6000), the truth file holding north's own
+    records: a results file of north lists hits with the other members only."""
+    results = tmp_path / "north.csv"
+    results.write_text(HITS + "N2,north\n", encoding="utf-8")
+    assert main(["evaluate", "--results", str(results), "--truth", str(files["truth"])]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"Error: {results}: row 6: record 'N2' names north itself as its partner; a results "
+        "file of north lists hits with the other members only"
+    )
+    assert "Traceback" not in err and not (tmp_path / "north-evaluation").exists()

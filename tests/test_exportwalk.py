@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 
 from blindmatch.client.encoding.cells import read_cell
 from blindmatch.client.encoding.mapping import ColumnMap
+from blindmatch.client.encoding.namenotes import cut_after_surname
+from blindmatch.client.encoding.normalise import split_name
 from blindmatch.client.encoding.schema import load_schema
 from tests.support import NORTH_MAP, PERSON_SCHEMA
 from tests.test_messy_exports2 import HEADER, clks, encode, field
@@ -67,6 +69,8 @@ def test_a_suffix_after_the_surname_is_left_out_and_listed(tmp_path: Path) -> No
         ("given-first", "MR JOHN SMITH JNR", ["given_name", "surname"]),
         ("given-first", "John Smith Jr.", ["given_name", "surname"]),
         ("surname-first", "SMITH John Jnr", ["given_name", "surname"]),
+        # next to the surname, before the given names (leftovers57: the given name 'jnr')
+        ("surname-first", "SMITH JNR John", ["given_name", "surname"]),
         # after the cut at the comma: listed under the field of the part it ends
         ("surname, given", "Smith Jr, John", ["surname"]),
         ("surname, given", "SMITH, Mr John Snr", ["given_name"]),
@@ -148,3 +152,20 @@ def test_a_date_with_a_time_of_day_says_so_in_its_reason(tmp_path: Path) -> None
     (invalid,) = dob["invalid_rows"]
     assert invalid["row"] == 2
     assert "it has a time of day, 13:45, other than midnight" in invalid["reason"]
+
+
+@pytest.mark.parametrize(
+    ("written", "name", "notes"),
+    [
+        ("SMITH JNR John", "SMITH John", ["JNR"]),
+        ("van der Berg Jr. John Paul", "van der Berg John Paul", ["Jr."]),
+        ("SMITH, Snr Mary", "SMITH, Mary", ["Snr"]),
+        ("SMITH JNR", "SMITH JNR", []),  # ending the name: cut_suffix's (no given name after)
+        ("SMITH Junior John", "SMITH Junior John", []),  # a name too ('Olive Senior')
+        ("II John", "II John", []),  # the surname itself
+    ],
+)
+def test_under_surname_first_a_suffix_right_after_the_surname_is_a_note(
+    written: str, name: str, notes: list[str]
+) -> None:
+    assert cut_after_surname(written, split_name(written, "surname-first")[1]) == (name, notes)

@@ -25,6 +25,7 @@ from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.matcher.core.cluster import DaskExecutor, DaskSettings
 from blindmatch.matcher.server import create_server
+from blindmatch.matcher.storage.retention_store import ERASED_DURING_RUN
 from blindmatch.matcher.usecases.runs import without_locations
 from tests.support import ADMIN_TOKEN, Matcher, Org, encode_all
 
@@ -68,6 +69,33 @@ def test_a_run_cancelled_by_an_erasure_tells_partners_to_run_again_not_who_erase
     with matcher.member(project.tokens["north"]) as north:
         (erased,) = [e for e in north.audit("trial") if e["action"] == "erase"]
     assert erased["detail"]["runs_cancelled"] == [run.id]
+
+
+# What the code before privtests2 wrote, in a cancelled run's row and its `run.failed` entry.
+BEFORE = (
+    "cancelled: a member erased its data while this run was queued or running, so nothing "
+    "it found is stored; start a new run"
+)
+
+
+def test_a_run_an_erasure_cancelled_before_today_is_worded_as_today_where_members_read_it(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    """A data dir from before privtests2 holds the old words in the run's row and its hashed
+    `run.failed` entry (both written by `fail_run`, as that code's erasure did). Was: status
+    and audit view still told members "a member erased its data"."""
+    upload_both(matcher, project, encoded)
+    run, _ = matcher.server.store.create_run("trial")  # queued, never handed to the runs
+    matcher.server.store.fail_run(run.id, BEFORE)
+    with matcher.member(project.tokens["south"]) as south:
+        (status,) = south.watch_run("trial", run.id)
+        (failed,) = [e for e in south.audit("trial") if e["action"] == "run.failed"]
+    assert (status.state, status.message) == ("failed", ERASED_DURING_RUN)
+    assert failed["detail"] == {"run_id": run.id, "message": ERASED_DURING_RUN}
+    # The operator's log is as it was written (and its chain still verifies).
+    with matcher.operator() as op:
+        (logged,) = [e for e in op.audit("trial") if e["action"] == "run.failed"]
+        assert logged["detail"]["message"] == BEFORE
 
 
 def test_a_run_failed_on_the_dask_cluster_tells_members_no_address_and_the_operator_all(

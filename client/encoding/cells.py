@@ -21,7 +21,13 @@ from typing import Literal
 from clkhash.field_formats import DateSpec, FieldSpec, InvalidEntryError
 
 from blindmatch.client.encoding.mapping import ColumnMap
-from blindmatch.client.encoding.namenotes import cut_brackets, cut_notes, cut_words, is_name_field
+from blindmatch.client.encoding.namenotes import (
+    cut_after_surname,
+    cut_brackets,
+    cut_notes,
+    cut_words,
+    is_name_field,
+)
 from blindmatch.client.encoding.normalise import (
     AmbiguousValue,
     FieldRule,
@@ -60,6 +66,9 @@ def read_cell(
         raw, notes = cut_brackets(raw)
     elif names:  # before a split: a note after the surname would be cut as the surname
         raw, notes = cut_notes(raw)
+        if split == "surname-first" and not is_missing(raw):  # 'SMITH JNR John'
+            raw, suffix = cut_after_surname(raw, split_name(raw, split)[1])
+            notes = [*notes, *suffix]
     outcome = _read_value(rule, cmap, spec, raw, names, today)
     return (*outcome[:3], (*notes, *outcome[3]))
 

@@ -10,9 +10,10 @@ the end; the name is what is left. A keyword as the first word is a name, not a 
 ("Nee", "Alias Smith" stay as they are), and so are names holding those letters inside a word
 ("Kneeland", "Renee", "Akamatsu"). A generational suffix ending a name of more than one word
 (`Jr`, `Jnr`, `Sr`, `Snr`, `II`, `III`, `IV`, with or without a dot: "SMITH JNR", "John Smith
-Jr.") is a note too, not the surname. A cell that is only a note ("(alias)") is missing. The
-notes cut are returned as written, so the encode report can list them (docs/mapping.md,
-"Notes in name cells").
+Jr.") is a note too, not the surname, and so is one right after the surname of a full name
+written surname first ("SMITH JNR John": `cut_after_surname`), not a given name. A cell that
+is only a note ("(alias)") is missing. The notes cut are returned as written, so the encode
+report can list them (docs/mapping.md, "Notes in name cells").
 """
 
 from __future__ import annotations
@@ -81,6 +82,18 @@ def cut_suffix(value: str) -> tuple[str, list[str]]:
     return value, []
 
 
+def cut_after_surname(value: str, surname: str) -> tuple[str, list[str]]:
+    """Under `split = "surname-first"`, (`value` without a generational suffix right after
+    its surname `surname` (as `split_name` cut it) and before the given names, [the suffix]):
+    "SMITH JNR John" -> ("SMITH John", ["JNR"]) (before leftovers57: the given name 'jnr')."""
+    words, cut = list(_WORD.finditer(value)), surname.replace(",", " ").split()
+    texts = [w.group() for w in words]
+    at = next((i + len(cut) for i in range(len(texts)) if texts[i : i + len(cut)] == cut), 0)
+    if cut and 0 < at < len(words) - 1 and normalise_text(texts[at]) in SUFFIXES:
+        return _tidy(f"{value[: words[at].start()]} {value[words[at].end() :]}"), [texts[at]]
+    return value, []
+
+
 def cut_words(value: str) -> tuple[str, list[str]]:
     """`cut_keyword`, then `cut_suffix` of what is left: the notes written as words."""
     name, notes = cut_keyword(value)
@@ -100,6 +113,7 @@ def cut_notes(value: str) -> tuple[str, list[str]]:
 __all__ = [
     "KEYWORDS",
     "SUFFIXES",
+    "cut_after_surname",
     "cut_brackets",
     "cut_keyword",
     "cut_notes",

@@ -8,12 +8,12 @@ partner holds a record of the same entity.
 
 Results are a member's `blindmatch results` file: `record_id,partner` (hits),
 with `partner_row` (mapping) and `score` (scores) when the project disclosed
-them. Plain functions only; the plots live in `client.tools.plots`.
+them, read by `client.tools.resultsfile`. Plain functions only; the plots live in
+`client.tools.plots`.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
@@ -21,20 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindmatch.client.errors import InputError
-from blindmatch.client.files import check_writable, read_csv_lines, write_csv
+from blindmatch.client.files import check_writable, write_csv
+from blindmatch.client.tools.resultsfile import Scored, read_results
 from blindmatch.client.tools.truth import Hit, Truth, read_truth
 from blindmatch.client.words import counted, word
-
-
-@dataclass(frozen=True)
-class Scored:
-    """One row of a results file, with its score when the project disclosed scores, and the
-    line of the file it is on (0: not read from a file)."""
-
-    hit: Hit
-    score: float | None = None
-    line: int = dataclasses.field(default=0, compare=False)
-
 
 # How a measure nothing defines is said (`Quality.said`): precision with no hit claimed,
 # recall with no true hit, F1 with neither (leftovers2: they were said 1.0000, "(0 of 0)").
@@ -85,74 +75,6 @@ class Quality:
         claimed = f"{self.true_positives} of {n} reported {word(n, 'hit')} true" if n else ""
         claimed, f1, true = claimed or "no hits reported", self.said("f1"), word(t, "hit")
         return f"precision {p}, recall {r}, F1 {f1} ({claimed}; {t} true {true})"
-
-
-# A results file at the count level (client/results.py HEADERS): how many records each
-# partner shares, never which.
-COUNT_HEADER = ["partner", "shared_subjects"]
-
-
-def _refuse_counts(path: Path) -> None:
-    """A count-level results file, said as such: it names no record, so no hit of it can be
-    scored (was: "column(s) record_id missing", as for a file of another kind)."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = [h.strip() for h in next(csv.reader(fh), [])]
-    except (OSError, UnicodeDecodeError):
-        return  # (read_csv_lines says what is wrong with it)
-    if header[: len(COUNT_HEADER)] == COUNT_HEADER:
-        raise InputError(
-            f"{path}: count-level results (partner,shared_subjects: how many of your records "
-            "each partner shares, the project's `count` disclosure) name no record, so they "
-            "cannot be scored against a truth file. evaluate scores results at the hits, "
-            "mapping or scores level (record_id,partner,...): a project created with "
-            "--disclose hits, mapping or scores (scores for a threshold sweep)"
-        )
-
-
-def read_results(path: str | Path, member: str) -> list[Scored]:
-    """A results file (hits, mapping or scores level) as scored hits of `member`, in file
-    order, each with its line in the file (as an editor numbers them). A row without a
-    record id or partner, a score that is not a finite number, a file that scores some rows
-    and not others, and a (record, partner) listed twice are each an `InputError` naming
-    the row."""
-    path = Path(path)
-    _refuse_counts(path)
-    rows = read_csv_lines(path, ("record_id", "partner"))
-    out: list[Scored] = []
-    seen: dict[tuple[str, str], int] = {}
-    for line, row in rows:
-        record_id, partner = (row["record_id"] or "").strip(), (row["partner"] or "").strip()
-        if not record_id or not partner:
-            raise InputError(f"{path}: row {line}: record_id and partner are both required")
-        if (record_id, partner) in seen:
-            raise InputError(
-                f"{path}: row {line}: record {record_id!r} with {partner} is already on row "
-                f"{seen[record_id, partner]}; a results file lists each hit once (is it two "
-                "files joined?)"
-            )
-        seen[record_id, partner] = line
-        text = (row.get("score") or "").strip()
-        score = None
-        if text:
-            try:
-                score = float(text)
-            except ValueError:
-                score = math.nan
-            if not math.isfinite(score):
-                raise InputError(f"{path}: row {line}: score {text!r} is not a number")
-        if out and (score is None) != (out[0].score is None):
-            raise InputError(
-                f"{path}: row {line}: "
-                + (
-                    f"no score, but row {out[0].line} has one"
-                    if score is None
-                    else f"a score, but row {out[0].line} has none"
-                )
-                + "; a results file scores every row (--disclose scores) or none"
-            )
-        out.append(Scored((member, record_id, partner), score, line))
-    return out
 
 
 def quality(
@@ -255,8 +177,9 @@ def recommend(points: Sequence[SweepPoint], min_precision: float = 0.98) -> Swee
 def check_scored(
     scored: Sequence[Scored], truth: Truth, member: str, *, truth_path: object, results: object
 ) -> None:
-    """Refuse a member the truth file does not list, a result it has no record of, or a
-    partner it does not list (its hits could not be judged: each would count as false).
+    """Refuse a member the truth file does not list, a result it has no record of, one naming
+    the member itself as its partner, or a partner it does not list (its hits could not be
+    judged: each would count as false).
     When `results` is a file, `Scored.line` is each item's line in it."""
     members = ", ".join(sorted(truth.members))
     if member not in truth.members:
@@ -279,6 +202,13 @@ def check_scored(
         raise InputError(
             f"{where(unknown[0])}: record id {scored[unknown[0]].hit[1]!r} is not in the truth "
             f"file {truth_path} for {member} ({len(unknown)} unknown ids){hint}"
+        )
+    selves = [i for i, s in enumerate(scored) if s.hit[2] == member]
+    if selves:  # (was counted as a false hit: the truth file has the member's own records)
+        raise InputError(
+            f"{where(selves[0])}: record {scored[selves[0]].hit[1]!r} names {member} itself as "
+            f"its partner; a results file of {member} lists hits with the other members only "
+            "(is --member right, or is it another member's file?)"
         )
     strangers = [i for i, s in enumerate(scored) if s.hit[2] not in truth.records]
     if strangers:

@@ -27,6 +27,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from blindmatch.matcher.core.runwords import detail_as_read
 from blindmatch.matcher.domain import MAX_PURPOSE
 from blindmatch.matcher.errors import InvalidArgument
 
@@ -416,7 +417,9 @@ def _as_requester_sees(entry: Entry) -> Entry:
 def _project_wide(entry: Entry) -> Entry:
     keep = _PROJECT_WIDE_DETAIL.get(entry.action)
     detail = (
-        entry.detail if keep is None else {k: entry.detail[k] for k in keep if k in entry.detail}
+        entry.detail
+        if keep is None
+        else {k: detail_as_read(k, entry.detail[k]) for k in keep if k in entry.detail}
     )
     return Entry(**{**entry.__dict__, "detail": detail, "user": "", "purpose": ""})
 

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import TWO_SERVER
 from blindmatch.matcher.storage.datadir import DataDir, upload_id_of
 from blindmatch.matcher.storage.erasure_log import LoggedErasure, found_in_log, unreferenced_files
@@ -51,8 +52,9 @@ class _Intent(CutShort):
     two_server: bool  # S1 and S2 hold its shares too, until asked to forget them
 
 
-def _read_db(path: Path) -> tuple[list[_Intent], list[str]]:
-    """The erasure intents, and the expired projects, at one moment."""
+def _read_db(path: Path) -> tuple[list[_Intent], list[str], set[str]]:
+    """The erasure intents, the expired projects, and those of them the operator ended
+    (`admin end-project`: the latest `project.expire` entry says `ended_by`), at one moment."""
     db = connect_read_only(path)
     try:
         db.execute("BEGIN")
@@ -72,9 +74,18 @@ def _read_db(path: Path) -> tuple[list[_Intent], list[str]]:
             else []
         )
         expired = [r[0] for r in db.execute("SELECT name FROM projects WHERE erased IS NOT NULL")]
+        ended = set()
+        for project in expired if "audit" in tables else []:
+            row = db.execute(
+                "SELECT detail FROM audit WHERE project=? AND action='project.expire' "
+                "ORDER BY seq DESC LIMIT 1",
+                (project,),
+            ).fetchone()
+            if row and json.loads(row[0]).get("ended_by") == audit.OPERATOR:
+                ended.add(project)
     finally:
         db.close()
-    return intents, expired
+    return intents, expired, ended
 
 
 def _left(files: DataDir, intents: list[_Intent], expired: list[str]
@@ -175,6 +186,7 @@ class Erasures:
     records: dict[str, int]  # expired project -> its indexes' records still kept
     logged: list[LoggedErasure] = field(default_factory=list)
     queries: dict[tuple[str, str], int] = field(default_factory=dict)  # `_unblanked`
+    ended: set[str] = field(default_factory=set)  # expired projects the operator ended
 
     def suspects(self) -> set[object]:
         """What looks left: intents' seqs (a two-server one always: S1's and S2's shares
@@ -188,13 +200,13 @@ class Erasures:
 def read_erasures(files: DataDir) -> Erasures | None:
     """What the erasures and expiries left, now (None: a database unreadable)."""
     try:
-        intents, expired = _read_db(files.db)
+        intents, expired, ended = _read_db(files.db)
         left, records = _left(files, intents, expired)
         logged = _read_log(files)
         queries = _unblanked(files)
     except sqlite3.DatabaseError:
         return None  # (the databases' own checks report it)
-    return Erasures(intents, left, records, logged, queries)
+    return Erasures(intents, left, records, logged, queries, ended)
 
 
 def check_erasures(
@@ -267,11 +279,18 @@ def check_erasures(
             )
     for project, n in sorted(now.records.items()):
         if project in both:
+            # An ended project is said to be ended (its `project.expire` entry says
+            # `ended_by`), as members are told: before leftovers57, "expired" for it too.
+            gone, ending = (
+                ("was ended by the operator (admin end-project)", "ending")
+                if project in now.ended
+                else ("expired", "expiry")
+            )
             problems.append(
-                f"project {project} expired, but index.sqlite still holds its standing "
-                f"indexes ({n} records): its expiry was cut short (the matcher stopped "
-                "part-way); start the matcher to complete the expiry (it deletes them before "
-                "it serves anything)"
+                f"project {project} {gone}, but index.sqlite still holds its standing "
+                f"indexes ({n} records): its {ending} was cut short (the matcher stopped "
+                f"part-way); start the matcher to complete the {ending} (it deletes them "
+                "before it serves anything)"
             )
     return problems, repairs
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from blindmatch.matcher.core import audit
+from blindmatch.matcher.core.runwords import ERASED_DURING_RUN
 from blindmatch.matcher.domain import Erasure
 from blindmatch.matcher.storage.base import ACTIVE_SQL
 from blindmatch.matcher.storage.crashpoint import crash_point
@@ -43,10 +44,7 @@ CUT_SHORT = (
 # view; privtests2: it said "a member erased its data"). The operator's entry says so
 # (`erased_by`, withheld from members: core/audit.py); the erasing member's own `erase` entry
 # names the runs it cancelled (`runs_cancelled`).
-ERASED_DURING_RUN = (
-    "cancelled: the project's uploads changed while this run was queued or running, so "
-    "nothing it found is stored; start a new run"
-)
+# (core/runwords.py: the same words for such runs from before, where a member reads them.)
 
 
 @dataclass(frozen=True)
