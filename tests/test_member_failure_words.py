@@ -161,6 +161,13 @@ def test_a_run_failed_on_the_dask_cluster_tells_members_no_address_and_the_opera
             "(CommClosedError('in <TLS (closed) ConnectionPool.gather local=[an address on the "
             "operator's network] remote=[an address on the operator's network]>'))",
         ),
+        # S1's and S2's addresses, which the members upload to: kept where the message names
+        # the role (the project resume tests read which role was unreachable, and where).
+        (
+            "S1 (127.0.0.1:40019) is unreachable; the Dask worker at 10.0.0.7:40123 is not",
+            "S1 (127.0.0.1:40019) is unreachable; the Dask worker at [an address on the "
+            "operator's network] is not",
+        ),
         # Not addresses: left as they are (the paths as before).
         (
             "upload u2 of run 2026-12-07 12:30:05 (version 1.2.3): a Dask worker cannot read "
@@ -169,7 +176,7 @@ def test_a_run_failed_on_the_dask_cluster_tells_members_no_address_and_the_opera
             "[a path on the matcher]",
         ),
     ],
-    ids=["worker-build", "ipv6-worker", "hostname", "lost-scheduler", "no-address"],
+    ids=["worker-build", "ipv6-worker", "hostname", "lost-scheduler", "s1", "no-address"],
 )
 def test_a_members_failure_message_names_no_cluster_address(said: str, told: str) -> None:
     assert without_locations(said) == told

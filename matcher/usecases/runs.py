@@ -76,11 +76,23 @@ _ADDRESS = re.compile(
 )
 
 
+# S1's and S2's own addresses, which a two-server project's members upload to themselves:
+# kept where a failure names the role ("S1 (127.0.0.1:40019) is unreachable").
+_ROLE_BEFORE = ("S1 (", "S2 (")
+
+
+def _hidden(address: re.Match[str]) -> str:
+    if address.string[max(0, address.start() - 4) : address.start()] in _ROLE_BEFORE:
+        return address[0]
+    return "[an address on the operator's network]"
+
+
 def without_locations(message: str) -> str:
     """A failure's message as a member may read it: the matcher's file paths and URLs
     (a data dir, a worker's file://...) and its Dask cluster's addresses replaced by what
-    they are (the operator's log keeps the message whole)."""
-    message = _ADDRESS.sub("[an address on the operator's network]", message)
+    they are (the operator's log keeps the message whole); S1's and S2's addresses, which
+    the members upload to, are kept where the message names the role."""
+    message = _ADDRESS.sub(_hidden, message)
     return _PATH.sub("[a path on the matcher]", _URL.sub("[a location on the matcher]", message))
 
 
