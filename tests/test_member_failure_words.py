@@ -8,8 +8,10 @@ it needs to run again.
   operator's entry names the member that erased; the erasing member's own `erase` entry names
   the runs it cancelled.
 - A run that failed on the Dask cluster told members the scheduler's and workers' addresses
-  (`tls://10.0.0.5:8786`): the operator's infrastructure. Members read it without them; the
-  operator's log keeps them.
+  (`tls://10.0.0.5:8786`), and how many workers the operator runs: the operator's
+  infrastructure. Members read only that it failed on the operator's side and to ask the
+  operator (srvcarry); the operator's log and audit entry keep the words whole. Any other
+  failure is read without the operator's addresses and paths.
 
 Real matcher on loopback, real uploads; each test fails on the code before."""
 
@@ -24,9 +26,9 @@ import pytest
 from blindmatch.client import ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.matcher.core.cluster import DaskExecutor, DaskSettings
+from blindmatch.matcher.core.runwords import without_locations
 from blindmatch.matcher.server import create_server
 from blindmatch.matcher.storage.retention_store import ERASED_DURING_RUN
-from blindmatch.matcher.usecases.runs import without_locations
 from tests.support import ADMIN_TOKEN, Matcher, Org, encode_all
 
 pytestmark = pytest.mark.server
@@ -98,9 +100,21 @@ def test_a_run_an_erasure_cancelled_before_today_is_worded_as_today_where_member
         assert logged["detail"]["message"] == BEFORE
 
 
-def test_a_run_failed_on_the_dask_cluster_tells_members_no_address_and_the_operator_all(
+# What a member reads of a run that failed on the operator's Dask cluster (core/runwords.py).
+OPERATOR_SIDE = (
+    "the run failed on the operator's side (the matcher's compute cluster) and nothing of it "
+    "was stored: ask the operator, whose log has the details, and start it again once they "
+    "say so"
+)
+
+
+def test_a_run_failed_on_the_dask_cluster_tells_members_only_to_ask_the_operator(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, encoded: dict[str, Encoded]
 ) -> None:
+    """Was (srvcarry): members read the Dask cluster's own words, which name how many workers
+    the operator runs ("1 of the 3 Dask workers runs another blindmatch"), or its
+    scheduler. Now only that the run failed on the operator's side, and to ask the
+    operator; the operator's log and audit entry keep the words whole."""
     # Nothing listens there: the run fails at once, naming the scheduler to the operator.
     gone = DaskSettings("tcp://127.0.0.1:9", "scatter", connect_timeout=0.5)
     data_dir = tmp_path / "matcher-data"
@@ -118,18 +132,46 @@ def test_a_run_failed_on_the_dask_cluster_tells_members_no_address_and_the_opera
             run = north.start_run("trial")
             final = list(north.watch_run("trial", run.run_id))[-1]
             view = list(north.audit("trial"))
+        with matcher.operator() as op:
+            (logged,) = [e for e in op.audit("trial") if e["action"] == "run.failed"]
     finally:
         server.stop(grace=None)
-    assert final.state == "failed"
-    assert final.message.startswith(
-        "cannot reach the Dask scheduler at [an address on the operator's network] ("
-    ), final.message
-    assert "start it again once the cluster is up" in final.message
-    assert "127.0.0.1" not in final.message and "tcp://" not in final.message
+    assert (final.state, final.message) == ("failed", OPERATOR_SIDE)
     (failed,) = [e for e in view if e["action"] == "run.failed"]
-    assert "127.0.0.1" not in json.dumps(failed) and "tcp://" not in json.dumps(failed)
-    # The operator's log names it, to be fixed.
+    assert failed["detail"] == {"run_id": run.run_id, "message": OPERATOR_SIDE}
+    # The operator's log and audit entry name it, to be fixed.
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in caplog.text
+    assert logged["detail"]["cause"].startswith(
+        "cannot reach the Dask scheduler at tcp://127.0.0.1:9"
+    )
+
+
+# What the code before srvcarry stored of a worker on another build (core/clusterbuild.py).
+WORKER_BUILD_BEFORE = (
+    "1 of the 3 Dask workers runs another blindmatch than the matcher (blindmatch 1.4, code "
+    "1a2b, answers 3c4d): [an address on the operator's network]: blindmatch 1.3, code 9f, "
+    "answers e1; their comparisons could differ; install the matcher's blindmatch (with its "
+    "native kernel) on every worker (docs/operations.md#running-on-a-cluster); the run failed "
+    "and nothing was stored"
+)
+
+
+def test_a_worker_build_failure_stored_before_tells_members_no_worker_count(
+    matcher: Matcher, project: ProjectTokens, encoded: dict[str, Encoded]
+) -> None:
+    """A data dir from before srvcarry holds the cluster's words in the run's row and its
+    `run.failed` entry: members read them as today's, the operator's entry as written."""
+    upload_both(matcher, project, encoded)
+    run, _ = matcher.server.store.create_run("trial")  # queued, never handed to the runs
+    matcher.server.store.fail_run(run.id, WORKER_BUILD_BEFORE)
+    with matcher.member(project.tokens["south"]) as south:
+        (status,) = south.watch_run("trial", run.id)
+        (failed,) = [e for e in south.audit("trial") if e["action"] == "run.failed"]
+    assert (status.state, status.message) == ("failed", OPERATOR_SIDE)
+    assert failed["detail"] == {"run_id": run.id, "message": OPERATOR_SIDE}
+    with matcher.operator() as op:
+        (logged,) = [e for e in op.audit("trial") if e["action"] == "run.failed"]
+    assert logged["detail"]["message"] == WORKER_BUILD_BEFORE
 
 
 @pytest.mark.parametrize(

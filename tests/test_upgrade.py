@@ -158,5 +158,27 @@ def test_an_s1_older_than_the_matchers_calls_is_named_as_an_older_blindmatch() -
     assert held is None
     assert why == (
         f"S1 ({address}) does not know the call Holds (UNIMPLEMENTED): it runs an older "
-        "blindmatch than the matcher's; upgrade S1 and S2 together to the matcher's version"
+        "blindmatch than the matcher's; upgrade the matcher, S1 and S2 together to the "
+        'matcher\'s version (docs/operations.md "Upgrade")'
     )
+
+
+def test_a_roles_held_store_from_before_the_layout_marker_is_stamped_at_its_first_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was (srvcarry): a role's held store written before the marker (user_version 0) was
+    opened as layout 1 but never stamped, so a later downgrade check could not tell what
+    wrote it. Now stamped at the first start, and said in the log as the matcher's is."""
+    folder = tmp_path / "s2"
+    RoleStore(folder, "s2").close()
+    held = folder / "twoserver-s2-held.sqlite"
+    set_layout(held, 0)  # as a role from before the marker left it
+    with caplog.at_level(logging.INFO, "blindmatch.matcher"):
+        RoleStore(folder, "s2").close()
+    with closing(sqlite3.connect(held)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert _upgrade_lines(caplog) == [f"{held}: {UPGRADED}the layout marker"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, "blindmatch.matcher"):
+        RoleStore(folder, "s2").close()  # the next start: nothing more to say
+    assert _upgrade_lines(caplog) == []

@@ -14,7 +14,7 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.core.disclose import Match, QueryDisclosure
 from blindmatch.matcher.core.fallback import Rule
 from blindmatch.matcher.core.references import RequestRef
-from blindmatch.matcher.core.runwords import as_members_read
+from blindmatch.matcher.core.runwords import for_members
 from blindmatch.matcher.core.volume import QueryVolume
 from blindmatch.matcher.domain import (
     CLK_MODE,
@@ -282,7 +282,7 @@ def run_status(run: Run) -> pb.RunStatus:
         work_done=run.work_done,
         work_total=run.work_total,
         groups=run.groups,
-        message=as_members_read(run.message),  # (an old erasure's, in today's words)
+        message=for_members(run.message),  # (one stored before today's words: in them)
         tasks_done=run.tasks_done,
         tasks_total=run.tasks_total,
         started_unix=run.started,

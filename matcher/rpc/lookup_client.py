@@ -48,6 +48,7 @@ from blindmatch.matcher.realtime.lookups import Answer
 from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange, shard_of
 from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_load import BEING_LOADED, ServerStates
+from blindmatch.matcher.rpc.older_peer import LOOKUP_FLEET, is_older, older_peer_error
 from blindmatch.matcher.rpc.status import answered
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -122,6 +123,8 @@ class LookupServers(ServerStates):
                         continue
                 for other in calls.values():
                     other.cancel()
+                if is_older(exc):  # (a refusal to act on an older server, not an outage)
+                    raise older_peer_error(self._name(i), "Search", LOOKUP_FLEET) from None
                 raise errors.Unavailable(
                     f"{self._name(i)} did not answer: "
                     f"{wire.reason(exc, grpc.StatusCode.UNAVAILABLE)}; no answer is given "

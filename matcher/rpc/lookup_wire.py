@@ -10,6 +10,7 @@ import grpc
 
 from blindmatch.matcher.domain import Encoding
 from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ERASE_PROJECT, ShardChange
+from blindmatch.matcher.rpc.older_peer import LOOKUP_FLEET, is_older, older_peer
 from blindmatch.matcher.storage.shard_source import ShardRecords
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -126,8 +127,11 @@ def failure_of(call: grpc.Future) -> str:
 
 def reason(exc: grpc.RpcError, said: grpc.StatusCode | None = None) -> str:
     """`exc`'s detail and its status; the status left out where it is `said`, the one the
-    matcher's own refusal carries (a caller is told it once)."""
+    matcher's own refusal carries (a caller is told it once). UNIMPLEMENTED, a call the
+    server does not know: that it runs an older blindmatch (rpc/older_peer.py)."""
     code = code_of(exc)
+    if is_older(exc):  # a call the server does not know: an older blindmatch
+        return older_peer("it", fleet=LOOKUP_FLEET)
     detail = exc.details() if hasattr(exc, "details") else str(exc)
     if code is not None and code == said:
         return detail

@@ -26,6 +26,7 @@ import grpc
 from blindmatch.matcher import errors
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.tickets import QUERY_MARK
+from blindmatch.matcher.rpc.older_peer import older_peer
 from blindmatch.matcher.rpc.twoserver_peers import peer_error
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -73,10 +74,7 @@ def role_stub(who: str, kept: grpc.Channel) -> Any:
 def older_role(who: str, address: str, rpc: str) -> str:
     """What is said of S1 or S2 that does not know a call the matcher makes: a role of an
     older blindmatch than the matcher's (docs/operations.md "Upgrade": a mixed fleet)."""
-    return (
-        f"{who} ({address}) does not know the call {rpc} (UNIMPLEMENTED): it runs an older "
-        "blindmatch than the matcher's; upgrade S1 and S2 together to the matcher's version"
-    )
+    return older_peer(f"{who} ({address})", rpc)
 
 
 def holds_at(

@@ -26,6 +26,7 @@ from blindmatch.matcher import errors
 from blindmatch.matcher.core import linkbit, marginrounds
 from blindmatch.matcher.core.twoserver import Matched, PairBatch, Rows
 from blindmatch.matcher.domain import Rule
+from blindmatch.matcher.rpc.older_peer import is_older, older_peer_error
 from blindmatch.matcher.rpc.status import answered, never_sent, retryable
 from blindmatch.matcher.rpc.twoserver_channel import (
     KeptChannels,
@@ -67,8 +68,11 @@ def peer_error(who: str, exc: grpc.RpcError) -> errors.ServiceError:
     UNAVAILABLE or DEADLINE_EXCEEDED is the party unreachable (`Unavailable` naming it, its
     `sent` False where no connection carried the call: rpc/status.py `never_sent`); a
     status the party answered keeps its kind, its message prefixed with the party (a
-    RESOURCE_EXHAUSTED marked retryable stays so: `Busy`)."""
+    RESOURCE_EXHAUSTED marked retryable stays so: `Busy`); UNIMPLEMENTED, a call the party
+    does not know, is its older blindmatch (rpc/older_peer.py)."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    if is_older(exc):  # a call the party does not know: it runs an older blindmatch
+        return older_peer_error(who)
     details = (exc.details() if hasattr(exc, "details") else "") or code.name
     if code in UNREACHED and not answered(exc):
         error = errors.Unavailable(f"{who} is unreachable ({code.name}: {details})")

@@ -57,7 +57,7 @@ import numpy.typing as npt
 from blindmatch.matcher.errors import StartupRefused
 from blindmatch.matcher.storage.datadir import FILE_MODE, fsync_path, make_private_dir
 from blindmatch.matcher.storage.role_files import apart_file, apart_of, damage, digest_of
-from blindmatch.matcher.storage.sqlite import Database, newer_layout, roll_back
+from blindmatch.matcher.storage.sqlite import Database, newer_layout, roll_back, stamp_layout
 
 PRAGMAS = ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON")
 SCHEMA = """
@@ -101,9 +101,9 @@ CREATE TABLE IF NOT EXISTS queries (
 );
 """
 # The held store's layout, kept in its header (`PRAGMA user_version`): written when the store
-# is made, read before it is opened. A store written before the marker reads 0: layout 1. A
-# later blindmatch that changes the layout raises it; this one refuses a store of a layout it
-# does not know, changing nothing.
+# is made, and at the first start on one written before the marker (which reads 0: layout 1);
+# read before it is opened. A later blindmatch that changes the layout raises it; this one
+# refuses a store of a layout it does not know, changing nothing.
 LAYOUT = 1
 DTYPES = ("|u1", "|b1", "<u4", "<i8", "<u8")  # what an upload's arrays are
 READ_BYTES = 1 << 24  # a piece of an array written
@@ -207,10 +207,11 @@ class RoleStore:
                     f"start again:\n  chmod -R go-rwx {self.folder} {self.path}"
                 )
             self.db = Database(self.path, SCHEMA, pragmas=PRAGMAS)
-            if made:
-                with self.db.tx() as conn:
-                    conn.execute(f"PRAGMA user_version = {LAYOUT}")
-            self.db.say_upgrade(LAYOUT)
+            # A new store, and one from before the marker (0): stamped, so that an older
+            # blindmatch's start can tell it (the latter said in the log, as the matcher's).
+            with self.db.tx() as conn:
+                stamped = stamp_layout(conn, LAYOUT)
+            self.db.say_upgrade(LAYOUT, *(["the layout marker"] if stamped else []))
         except StartupRefused as exc:
             if exc.__cause__ is None:
                 raise

@@ -225,8 +225,10 @@ class RunStore(ProjectStore, UploadStore):
         self._collect_garbage()
         return True
 
-    def fail_run(self, run_id: str, message: str) -> None:
-        """Mark a queued or running run failed (one already ended keeps its message)."""
+    def fail_run(self, run_id: str, message: str, cause: str = "") -> None:
+        """Mark a queued or running run failed (one already ended keeps its message).
+        `cause`: what the operator's audit view keeps beside the members' `message` (the
+        Dask cluster's failure whole: core/runwords.py), not shown to members."""
         with self.db.tx() as tx:
             found = tx.execute(
                 f"SELECT project FROM runs WHERE id=? AND state IN {ACTIVE_SQL}", (run_id,)
@@ -241,7 +243,8 @@ class RunStore(ProjectStore, UploadStore):
                         audit.MATCHER,
                         "run.failed",
                         found[0],
-                        detail={"run_id": run_id, "message": message},
+                        detail={"run_id": run_id, "message": message}
+                        | ({"cause": cause} if cause else {}),
                     ),
                 )
         self._collect_garbage()

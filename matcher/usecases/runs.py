@@ -15,7 +15,6 @@ import functools
 import logging
 import os
 import queue
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from blindmatch.matcher.core.executor import (
     ThreadExecutor,
 )
 from blindmatch.matcher.core.fieldlevel import scored_candidates
+from blindmatch.matcher.core.runwords import OPERATOR_SIDE, for_members
 from blindmatch.matcher.core.solve import (
     Links,
     PairScorer,
@@ -59,43 +59,6 @@ INTERNAL_FAILURE = (
     "internal error on the matcher; nothing of this run was stored. The operator's log has "
     "the details (run {run_id})"
 )
-# A URL of a file (file://, s3://, ...); not a Dask address (tcp://, tls://, ...: _ADDRESS).
-_URL = re.compile(
-    r"\b(?!(?:tcp|tls|ws|wss|inproc|ucx)://)[a-z][a-z0-9+.-]*://[^\s'\"),;]+", re.IGNORECASE
-)
-_PATH = re.compile(r"(?<![\w.~:/-])(?:~|\.{1,2})?/[^\s'\"),;:]+")
-# A Dask scheduler's or worker's address, or another host's (tls://10.0.0.5:8786,
-# tcp://[::1]:40123, a bare 10.0.0.5:8786, sched.example.org:8786, localhost:8786): the
-# operator's infrastructure, not a member's to learn (privtests2; its log names them).
-_ADDRESS = re.compile(
-    r"\b(?:tcp|tls|ws|wss|inproc|ucx)://[\w.%\[\]:-]*[\w\]]"
-    r"|\[[0-9a-f.]*:[0-9a-f:.]*\](?::\d+)?"
-    r"|(?<![\w.:-])(?:\d{1,3}\.){3}\d{1,3}(?::\d{1,5})?(?![\w.-])"
-    r"|(?<![\w.:-])(?:localhost|[a-z][\w-]*(?:\.[a-z0-9][\w-]*)+):\d{1,5}\b",
-    re.IGNORECASE,
-)
-
-
-# S1's and S2's own addresses, which a two-server project's members upload to themselves:
-# kept where a failure names the role ("S1 (127.0.0.1:40019) is unreachable").
-_ROLE_BEFORE = ("S1 (", "S2 (")
-
-
-def _hidden(address: re.Match[str]) -> str:
-    if address.string[max(0, address.start() - 4) : address.start()] in _ROLE_BEFORE:
-        return address[0]
-    return "[an address on the operator's network]"
-
-
-def without_locations(message: str) -> str:
-    """A failure's message as a member may read it: the matcher's file paths and URLs
-    (a data dir, a worker's file://...) and its Dask cluster's addresses replaced by what
-    they are (the operator's log keeps the message whole); S1's and S2's addresses, which
-    the members upload to, are kept where the message names the role."""
-    message = _ADDRESS.sub(_hidden, message)
-    return _PATH.sub("[a path on the matcher]", _URL.sub("[a location on the matcher]", message))
-
-
 BLOCKING = ("auto", "exhaustive", "lsh")
 # `auto` compares all pairs up to this many per pair of members (100k x 100k; the
 # kernel's speed is in docs/performance.md) and blocks with LSH above it.
@@ -351,9 +314,12 @@ class RunManager:
             except RunEnded as ended:
                 log.info("run %s stopped in its %s stage: its project was ended or a member "
                          "erased its data; nothing of it is stored", run_id, ended)  # fmt: skip
-            except (ServiceError, ClusterError) as exc:  # its message says what to do
+            except ClusterError as exc:  # the operator's to fix: only its log says how
+                log.error("run %s failed on the Dask cluster: %s", run_id, exc)
+                self.store.fail_run(run_id, OPERATOR_SIDE, cause=str(exc))
+            except ServiceError as exc:  # its message says what to do
                 log.error("run %s failed: %s", run_id, exc)
-                self.store.fail_run(run_id, without_locations(str(exc)))
+                self.store.fail_run(run_id, for_members(str(exc)))
             except Exception:  # a failed run must not stop the loop
                 log.exception("run %s failed", run_id)
                 self.store.fail_run(run_id, INTERNAL_FAILURE.format(run_id=run_id))

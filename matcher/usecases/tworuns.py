@@ -31,6 +31,7 @@ from blindmatch.matcher.core import audit, linkbit, tickets, tworun
 from blindmatch.matcher.core.circuitwarm import Shape, warm
 from blindmatch.matcher.core.outcomes import Earlier
 from blindmatch.matcher.core.runjournal import Forwarding
+from blindmatch.matcher.core.runwords import for_members
 from blindmatch.matcher.core.twoserver import Combiner, Proposed
 from blindmatch.matcher.domain import NO_RULE, TWO_SERVER, WATCH_WAIT_SECONDS, Rule, Upload
 from blindmatch.matcher.errors import FailedPrecondition, ServiceError, Unauthenticated
@@ -170,7 +171,11 @@ def check_can_run(store: Store, setup: TwoServerSetup | None, project: str) -> N
         return
     if setup is None:
         raise not_set_up("project")
-    setup.reachable()
+    try:
+        setup.reachable()
+    except ServiceError as exc:  # read as a run's failure is (S1's and S2's addresses kept)
+        exc.args = (for_members(str(exc)),)
+        raise
 
 
 def forget(

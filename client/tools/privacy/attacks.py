@@ -73,6 +73,9 @@ class AttackResult:
     values_reidentified: int
     # Graph matching claims identities (some wrongly): how many it claimed; None for the rest.
     claims: int | None = None
+    # The member's records the attack stood for, where not the whole export checked (graph
+    # matching's sample, known pairs included); 0: the export's (`CheckReport.records`).
+    sample: int = 0
 
     @property
     def precision(self) -> float | None:

@@ -127,6 +127,7 @@ def graph_attacks(
                 values=scored.overlapping,
                 values_reidentified=scored.right,
                 claims=scored.claims,
+                sample=len(victim_people),
             )
         )
     return results

@@ -44,9 +44,18 @@ class CheckReport:
             return f"check a larger sample ({option} {minimum:,} or more)"
         return "check a larger export, or the synthetic data (no DATA argument)"
 
+    def share_of_all(self, r: AttackResult) -> float:
+        """The member's records `r` re-identified, as a share of all of them (of its sample's,
+        graph matching's): what ranks the attacks, so that the worst is the one that names
+        the most of the member's people, not the one right most often on the few it tried
+        (50 known pairs: 69 of the 70 left is 57.5% of 120 records, under the blind attack's
+        118)."""
+        total = r.sample or self.records
+        return r.records_reidentified / total if total else 0.0
+
     @property
     def worst(self) -> AttackResult | None:
-        return max(self.results, key=lambda r: r.record_share, default=None)
+        return max(self.results, key=self.share_of_all, default=None)
 
     @staticmethod
     def inconclusive(r: AttackResult) -> bool:
@@ -94,7 +103,7 @@ class CheckReport:
             worst = max(
                 (r for r in self.results if r.attack.startswith("graph")
                  and r.records_reidentified >= MIN_LEAKED),
-                key=lambda r: r.record_share,
+                key=self.share_of_all,
             )  # fmt: skip
         if self.too_few and not self.graph_leak:
             graph = any(r.attack.startswith("graph") for r in self.results)
@@ -111,7 +120,7 @@ class CheckReport:
                 + f"); {self.larger(MIN_RECORDS, '--records')}"
             )
         if not self.too_few:  # a graph attack on a handful of records decides nothing
-            worst = max(self.counted, key=lambda r: r.record_share, default=None)
+            worst = max(self.counted, key=self.share_of_all, default=None)
         if worst is None:
             return "NO VERDICT: no field could be attacked (no text or date field with a value)"
         of = "" if worst.field == "(record)" else f" of {worst.field}"  # graph matching
@@ -122,10 +131,14 @@ class CheckReport:
                 f"PASS: every attack re-identified under {self.limit:.0%} of records "
                 f"(worst: {worst.record_share:.2%}, {where})" + self._graph_caveat(graphs)
             )
+        total = worst.sample or self.records
+        of_all = (
+            f", {self.share_of_all(worst):.1%} of all {total:,}" if total != worst.records else ""
+        )
         return (
             f"LEAKS: {where} re-identified {worst.record_share:.1%} of records "
-            f"({worst.records_reidentified} of {worst.records}); the limit is {self.limit:.0%}. "
-            + self.advice(worst)
+            f"({worst.records_reidentified} of {worst.records}{of_all}); the limit is "
+            f"{self.limit:.0%}. " + self.advice(worst)
         )
 
     def _graph_caveat(self, graphs: list[AttackResult]) -> str:
@@ -217,6 +230,7 @@ class CheckReport:
                 {
                     **dataclasses.asdict(r),
                     "record_share": r.record_share,
+                    "share_of_all_records": self.share_of_all(r),
                     "value_share": r.value_share,
                     "precision": r.precision,
                 }
