@@ -96,19 +96,51 @@ def compare_slices(
     )
 
 
+def concat(parts: Sequence[Candidates]) -> Candidates:
+    """The parts' candidates as one set, unordered: what a filter whose result does not
+    depend on order (core.crowd) reads before `merge` sorts what it keeps."""
+    parts = [p for p in parts if len(p)]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return Candidates.empty()
+    return Candidates(
+        np.concatenate([p.sims for p in parts]),
+        np.concatenate([p.dset0 for p in parts]),
+        np.concatenate([p.dset1 for p in parts]),
+        np.concatenate([p.rec0 for p in parts]),
+        np.concatenate([p.rec1 for p in parts]),
+    )
+
+
 def merge(parts: Sequence[Candidates]) -> Candidates:
     """One candidate set, ordered as anonlink's solvers expect.
 
     Decreasing similarity, ties broken by dataset then row indices, so the
     result is the same however the work was chunked.
     """
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return Candidates.empty()
-    sims = np.concatenate([p.sims for p in parts])
-    d0 = np.concatenate([p.dset0 for p in parts])
-    d1 = np.concatenate([p.dset1 for p in parts])
-    r0 = np.concatenate([p.rec0 for p in parts])
-    r1 = np.concatenate([p.rec1 for p in parts])
-    order = np.lexsort((r1, r0, d1, d0, -sims))
+    whole = concat(parts)
+    sims, d0, d1, r0, r1 = whole.sims, whole.dset0, whole.dset1, whole.rec0, whole.rec1
+    if not len(sims):
+        return whole
+    key = _packed(d0, d1, r0, r1)
+    if key is None:
+        order = np.lexsort((r1, r0, d1, d0, -sims))
+    else:  # lowfloor: the four index keys as one, then a stable sort by score (2x faster)
+        order = np.argsort(key)
+        order = order[np.argsort(-sims[order], kind="stable")]
     return Candidates(sims[order], d0[order], d1[order], r0[order], r1[order])
+
+
+def _packed(*columns: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64] | None:
+    """The columns as one uint64 key ordered as they are lexicographically (the first
+    most significant), or None when their values need more than 64 bits together. Rows with
+    equal keys are equal in every column, so an unstable sort of the key is safe."""
+    widths = [int(c.max(initial=0)).bit_length() for c in columns]
+    if sum(widths) > 64:
+        return None
+    key = np.zeros(len(columns[0]), dtype=np.uint64)
+    for column, width in zip(columns, widths, strict=True):
+        key <<= np.uint64(width)
+        key |= column.astype(np.uint64)
+    return key
