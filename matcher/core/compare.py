@@ -123,19 +123,39 @@ def merge(parts: Sequence[Candidates]) -> Candidates:
     sims, d0, d1, r0, r1 = whole.sims, whole.dset0, whole.dset1, whole.rec0, whole.rec1
     if not len(sims):
         return whole
-    key = _packed(d0, d1, r0, r1)
-    if key is None:
-        order = np.lexsort((r1, r0, d1, d0, -sims))
-    else:  # lowfloor: the four index keys as one, then a stable sort by score (2x faster)
-        order = np.argsort(key)
+    packed = _packed(d0, d1, r0, r1)
+    order = None if packed is None else _one_sort(sims, *packed)
+    if order is None and packed is not None:  # the index keys as one, then stably by score
+        order = np.argsort(packed[0])
         order = order[np.argsort(-sims[order], kind="stable")]
+    if order is None:
+        order = np.lexsort((r1, r0, d1, d0, -sims))
     return Candidates(sims[order], d0[order], d1[order], r0[order], r1[order])
 
 
-def _packed(*columns: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64] | None:
+def _one_sort(
+    sims: npt.NDArray[np.float64], key: npt.NDArray[np.uint64], bits: int
+) -> npt.NDArray[np.intp] | None:
+    """The merge's order by one sort (lowfloor): each score's rank on a scale of the bits the
+    index key leaves free (a monotone map: a higher score never gets a higher rank number),
+    above the key. The order is the merge's exactly when the scores come out non-increasing
+    (two rows in order either score apart or tie, and then the key orders them); where two
+    scores shared a step of the scale and came out the wrong way round, None."""
+    free = min(64 - bits, 52)
+    lo, hi = float(sims.min()), float(sims.max())
+    if free < 16 or not np.isfinite(lo) or not np.isfinite(hi):
+        return None
+    scale = ((1 << free) - 2) / (hi - lo) if hi > lo else 0.0
+    rank = ((hi - sims) * scale).astype(np.uint64)
+    order = np.argsort((rank << np.uint64(bits)) | key)
+    ordered = sims[order]
+    return None if (ordered[1:] > ordered[:-1]).any() else order
+
+
+def _packed(*columns: npt.NDArray[np.uint32]) -> tuple[npt.NDArray[np.uint64], int] | None:
     """The columns as one uint64 key ordered as they are lexicographically (the first
-    most significant), or None when their values need more than 64 bits together. Rows with
-    equal keys are equal in every column, so an unstable sort of the key is safe."""
+    most significant) and the bits it takes, or None when their values need more than 64 bits
+    together. Rows with equal keys are equal in every column, so an unstable sort is safe."""
     widths = [int(c.max(initial=0)).bit_length() for c in columns]
     if sum(widths) > 64:
         return None
@@ -143,4 +163,4 @@ def _packed(*columns: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint64] | None:
     for column, width in zip(columns, widths, strict=True):
         key <<= np.uint64(width)
         key |= column.astype(np.uint64)
-    return key
+    return key, sum(widths)
