@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from blindmatch.matcher.core import crowd
 from blindmatch.matcher.core._anonlink import greedy_solve
-from blindmatch.matcher.core.compare import Candidates, concat, merge
+from blindmatch.matcher.core.compare import Candidates, _one_sort, _packed, concat, merge
 from blindmatch.matcher.core.kernel import NATIVE
 from blindmatch.matcher.core.solve import _two_members, solve
 
@@ -148,3 +148,17 @@ def test_the_crowd_cut_before_the_merge_keeps_what_it_kept_after(seed: int) -> N
     now = merge([crowd.lifted(concat(parts), 0.6, [n, n])])
     assert len(before) < n * n  # the cut moved
     assert _same(now, before)
+
+
+def test_scores_sharing_a_step_of_the_merges_scale_are_still_ordered_by_score() -> None:
+    # Rows near 2^23 leave the score's rank 16 bits: 0.700001 and 0.7 share a step, and the
+    # row key alone would put the lower score first; the merge sorts again by score.
+    rows = np.array([2**23, 2**23 + 1, 5, 0], dtype=np.uint32)
+    zero = np.zeros(4, dtype=np.uint32)
+    c = Candidates(np.array([0.7, 0.700001, 0.0, 1.0]), zero, zero.copy(), rows, rows.copy())
+    key, bits = _packed(c.dset0, c.dset1, c.rec0, c.rec1) or (None, 0)
+    assert key is not None and bits == 48
+    assert _one_sort(c.sims, key, bits) is None  # one sort came out the wrong way round
+    got = merge([c])
+    assert got.sims.tolist() == [1.0, 0.700001, 0.7, 0.0]
+    assert _same(got, _lexsorted(c))
