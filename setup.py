@@ -17,6 +17,7 @@ setup(
                 "matcher/core/_lshbatch.c",
                 "matcher/core/_pairperm.c",
                 "matcher/core/_standing.c",
+                "matcher/core/_greedy.c",
             ],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-parameter"],
             optional=True,

@@ -99,7 +99,8 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
     by default), rulescore one of 20,000: `--pair` makes a small one; completion (as rulefloor)
     rule2d's encodings of 500 people; encodespeed checks that
     blindmatch's first CLKs are clkhash's (the default schema's uploads carry a fallback CLK
-    after them); recall encodes its routes' schemas (docs/evaluation.md "The recall gap ...")."""
+    after them); recall encodes its routes' schemas (docs/evaluation.md "The recall gap ...");
+    lowfloor checks its two paths give the same links."""
     out = run_all(
         [
             ("encodespeed", ["--records", "20", "--repeats", "1"]),
@@ -116,6 +117,7 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
                             "--reaches", "0.7", "--cache", str(tmp_path / "rule2d")]),
             # (its routes' schemas: `swap` added the default's own `names` feature again)
             ("recall", ["--seeds", "31", "--population", "1000"]),
+            ("lowfloor", ["--records", "300", "--floors", "0.8", "0.6"]),
         ],
         tmp_path / "cache",
     )  # fmt: skip
@@ -131,6 +133,7 @@ def test_the_realistic_encoding_benchmarks_run(tmp_path: Path) -> None:
     assert said.count("scores identical: True") == said.count("scores identical") >= 1
     assert "us a call of 2" in said  # --pair-scores: pair_scores by each path
     assert "pair_scores at the run's cut-offs" in out["completion"]
+    assert "groups and links byte-identical to main's at every floor" in out["lowfloor"]
 
 
 def test_the_s2_proxy_reaches_s2_restarted_on_its_address_once_reconnected() -> None:

@@ -645,6 +645,7 @@ done:
 #include "_lshbatch.c"
 #include "_pairperm.c"
 #include "_standing.c"
+#include "_greedy.c"
 
 /* ---- one query against a standing index ----------------------------------------
  *
@@ -1883,6 +1884,8 @@ static PyMethodDef methods[] = {
      "dabit_converted(bits, p, q, t, spare, pad, masked, role, out, check, width=8): fused"},
     {"dabit_deal", py_dabit_deal, METH_VARARGS,
      "dabit_deal(x, y, p1, x_, y_, q1, out_p, out_q, width=8): C's explicit daBit values"},
+    {"greedy_pairs", py_greedy_pairs, METH_VARARGS,
+     "greedy_pairs(x, y, n_x, n_y, out) -> pairs chosen, -1 or -2 (_greedy.c)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

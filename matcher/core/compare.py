@@ -96,19 +96,71 @@ def compare_slices(
     )
 
 
+def concat(parts: Sequence[Candidates]) -> Candidates:
+    """The parts' candidates as one set, unordered: what a filter whose result does not
+    depend on order (core.crowd) reads before `merge` sorts what it keeps."""
+    parts = [p for p in parts if len(p)]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        return Candidates.empty()
+    return Candidates(
+        np.concatenate([p.sims for p in parts]),
+        np.concatenate([p.dset0 for p in parts]),
+        np.concatenate([p.dset1 for p in parts]),
+        np.concatenate([p.rec0 for p in parts]),
+        np.concatenate([p.rec1 for p in parts]),
+    )
+
+
 def merge(parts: Sequence[Candidates]) -> Candidates:
     """One candidate set, ordered as anonlink's solvers expect.
 
     Decreasing similarity, ties broken by dataset then row indices, so the
     result is the same however the work was chunked.
     """
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return Candidates.empty()
-    sims = np.concatenate([p.sims for p in parts])
-    d0 = np.concatenate([p.dset0 for p in parts])
-    d1 = np.concatenate([p.dset1 for p in parts])
-    r0 = np.concatenate([p.rec0 for p in parts])
-    r1 = np.concatenate([p.rec1 for p in parts])
-    order = np.lexsort((r1, r0, d1, d0, -sims))
+    whole = concat(parts)
+    sims, d0, d1, r0, r1 = whole.sims, whole.dset0, whole.dset1, whole.rec0, whole.rec1
+    if not len(sims):
+        return whole
+    packed = _packed(d0, d1, r0, r1)
+    order = None if packed is None else _one_sort(sims, *packed)
+    if order is None and packed is not None:  # the index keys as one, then stably by score
+        order = np.argsort(packed[0])
+        order = order[np.argsort(-sims[order], kind="stable")]
+    if order is None:
+        order = np.lexsort((r1, r0, d1, d0, -sims))
     return Candidates(sims[order], d0[order], d1[order], r0[order], r1[order])
+
+
+def _one_sort(
+    sims: npt.NDArray[np.float64], key: npt.NDArray[np.uint64], bits: int
+) -> npt.NDArray[np.intp] | None:
+    """The merge's order by one sort (lowfloor): each score's rank on a scale of the bits the
+    index key leaves free (a monotone map: a higher score never gets a higher rank number),
+    above the key. The order is the merge's exactly when the scores come out non-increasing
+    (two rows in order either score apart or tie, and then the key orders them); where two
+    scores shared a step of the scale and came out the wrong way round, None."""
+    free = min(64 - bits, 52)
+    lo, hi = float(sims.min()), float(sims.max())
+    if free < 16 or not np.isfinite(lo) or not np.isfinite(hi):
+        return None
+    scale = ((1 << free) - 2) / (hi - lo) if hi > lo else 0.0
+    rank = ((hi - sims) * scale).astype(np.uint64)
+    order = np.argsort((rank << np.uint64(bits)) | key)
+    ordered = sims[order]
+    return None if (ordered[1:] > ordered[:-1]).any() else order
+
+
+def _packed(*columns: npt.NDArray[np.uint32]) -> tuple[npt.NDArray[np.uint64], int] | None:
+    """The columns as one uint64 key ordered as they are lexicographically (the first
+    most significant) and the bits it takes, or None when their values need more than 64 bits
+    together. Rows with equal keys are equal in every column, so an unstable sort is safe."""
+    widths = [int(c.max(initial=0)).bit_length() for c in columns]
+    if sum(widths) > 64:
+        return None
+    key = np.zeros(len(columns[0]), dtype=np.uint64)
+    for column, width in zip(columns, widths, strict=True):
+        key <<= np.uint64(width)
+        key |= column.astype(np.uint64)
+    return key, sum(widths)

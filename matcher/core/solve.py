@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from blindmatch.matcher.core._anonlink import greedy_solve
 from blindmatch.matcher.core.compare import Candidates
+from blindmatch.matcher.core.kernel import NATIVE, _kernel
 
 Group = tuple[tuple[int, int], ...]
 UIntArray = npt.NDArray[np.uint32]
@@ -40,9 +41,16 @@ class Links:
 
 
 def solve(candidates: Candidates) -> list[Group]:
-    """Greedy 1:1 (multi-party) solving of sorted candidate pairs."""
+    """Greedy 1:1 (multi-party) solving of sorted candidate pairs.
+
+    Two members' candidates, each pair given once, are solved in one native pass
+    (`_two_members`); anything else by anonlink's solver. The groups are the same either way;
+    their order is not (callers do not depend on it: anonlink's follows its hash map)."""
     if not len(candidates):
         return []
+    two = _two_members(candidates)
+    if two is not None:
+        return two
     groups = greedy_solve(
         (
             candidates.sims,
@@ -51,6 +59,39 @@ def solve(candidates: Candidates) -> list[Group]:
         )
     )
     return [tuple(sorted((int(d), int(r)) for d, r in g)) for g in groups]
+
+
+def _two_members(candidates: Candidates) -> list[Group] | None:
+    """anonlink's greedy solve where every pair joins a record of one member to one of
+    another, the same two members throughout, and no pair is given twice; None elsewhere.
+
+    There a pair's two records join exactly when neither is joined yet: anonlink joins two
+    groups only when every pair between them is a candidate (its merge threshold 1), and
+    between a joined pair and a third record of either member, or between two joined pairs,
+    only one or two of the two or four pairs are across members, the others within one
+    member, never candidates; a record it holds alone (met a joined record first) is as
+    free as one it has not met. A pair given twice is counted twice there and can join a
+    third record, hence the check. One pass, linear (anonlink's keeps a count for every pair
+    between two groups: lowfloor measured it superlinear at a low floor, docs/performance.md).
+    """
+    if not NATIVE:
+        return None
+    d0, d1 = candidates.dset0, candidates.dset1
+    lo, hi = int(min(d0.min(), d1.min())), int(max(d0.max(), d1.max()))
+    if lo == hi or not (((d0 == lo) & (d1 == hi)) | ((d0 == hi) & (d1 == lo))).all():
+        return None
+    flip = d0 == hi
+    x = np.ascontiguousarray(np.where(flip, candidates.rec1, candidates.rec0), dtype=np.uint32)
+    y = np.ascontiguousarray(np.where(flip, candidates.rec0, candidates.rec1), dtype=np.uint32)
+    n_x, n_y = int(x.max()) + 1, int(y.max()) + 1
+    joined = np.zeros(len(x), dtype=np.uint8)
+    chosen = _kernel.greedy_pairs(x, y, n_x, n_y, joined)
+    if chosen == -1:
+        return None
+    if chosen == -2 and len(np.unique(x.astype(np.uint64) * np.uint64(n_y) + y)) < len(x):
+        return None
+    k = np.flatnonzero(joined)
+    return [((lo, a), (hi, b)) for a, b in zip(x[k].tolist(), y[k].tolist(), strict=True)]
 
 
 # Completing groups (`complete`): a candidate pair at least BRIDGE over the threshold that the

@@ -27,7 +27,7 @@ from blindmatch.matcher.core import blocking as blocking_
 from blindmatch.matcher.core import candidateload, crowd, fallbackpass
 from blindmatch.matcher.core import fallback as fallback_
 from blindmatch.matcher.core.cluster import ClusterError
-from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, merge
+from blindmatch.matcher.core.compare import CHUNK_COMPARISONS, concat, merge
 from blindmatch.matcher.core.executor import (
     ClkFile,
     CompareJob,
@@ -166,7 +166,9 @@ def match(
         lsh=lsh,
     )
     parts, comparisons = executor.compare(job, report, task_progress or (lambda done, total: None))
-    candidates = merge(parts)
+    # Unsorted until the crowd cut has run (lowfloor): its cut does not depend on order, and
+    # at a low floor it leaves a fraction of the candidates for `merge` to sort.
+    candidates = concat(parts)
     del parts
     pair_scorer: PairScorer | None = None
     passed = None
@@ -178,8 +180,8 @@ def match(
         # 2026-12-07 by the native kernel, about 13x less (benchmarks/rulescore.py).
         scored = len(candidates)
         report("score", 0, scored)
-        candidates = merge(fallback_.rescored(candidates, split, threshold, n_workers, rule,
-                                              found=passed))  # fmt: skip
+        candidates = concat(fallback_.rescored(candidates, split, threshold, n_workers, rule,
+                                               found=passed))  # fmt: skip
         pair_scorer = functools.partial(fallback_.pair_scores, split, rule=rule)
         method += "+fallback" + ("+rule" if rule.active else "")
     # Where chance candidates crowd the bands just over the threshold (a large partner), the
@@ -193,6 +195,7 @@ def match(
             "crowded bands over the threshold: %d candidate pairs under their cut",
             kept - len(candidates),
         )
+    candidates = merge([candidates])
     if split is not None:
         report("score", scored, scored)
     report("solve", 0, len(candidates))
