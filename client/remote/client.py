@@ -39,6 +39,7 @@ from blindmatch.client.remote.model import (
     RunProgress,
     UploadReceipt,
     WatchEvent,
+    WithdrawnRef,
 )
 from blindmatch.client.remote.operator_calls import OperatorCalls
 from blindmatch.client.remote.peers import WAIT_SAID_SECONDS, drop_peer_channels
@@ -293,6 +294,11 @@ class MatcherClient(OperatorCalls):
             project=project, reference=reference, purpose=purpose, upload_sha256=sha256
         )
         return convert.resolved_ref(self._unary("ResolveRequestRef", request))
+
+    def withdraw_request_ref(self, project: str, reference: str, purpose: str = "") -> WithdrawnRef:
+        """Member: withdraw a reference it was issued; its partner can resolve it no more."""
+        request = pb.WithdrawRefRequest(project=project, reference=reference, purpose=purpose)
+        return convert.withdrawn_ref(self._unary("WithdrawRequestRef", request))
 
     # -- real-time: standing index and queries (docs/realtime.md) -----------------------
 
