@@ -35,6 +35,7 @@ from blindmatch.client.remote.model import (
     ProjectInfo,
     QueryAnswer,
     ResolvedRef,
+    ResultHit,
     Results,
     RunProgress,
     UploadReceipt,
@@ -252,19 +253,43 @@ class MatcherClient(OperatorCalls):
         """
         return self._retrying("fetch results", lambda: self._results_once(project, purpose))
 
-    def _results_once(self, project: str, purpose: str) -> Results:
-        results: Results | None = None
-        for chunk in self._stub.GetResults(
-            pb.ResultsRequest(project=project, purpose=purpose),
-            metadata=self._metadata(),
-            timeout=3600,
-        ):
-            if chunk.HasField("header"):
-                results = convert.results_header(chunk.header)
-            elif results is not None:
-                results.hits.extend(convert.result_hits(chunk.hits))
-        if results is None:
+    def results_to(
+        self, project: str, purpose: str, consume: Callable[[Results, Iterator[ResultHit]], T]
+    ) -> T:
+        """`results`, without holding the hits: `consume(header, hits)` is given the results'
+        header (its `hits` empty) and the hits as they arrive, batch by batch, and what it
+        returns is returned. A dropped stream is fetched again from the start: the error
+        passes through `consume` (which must then drop what it made of the hits so far: an
+        `atomic_open` file, say) and `consume` is called again, never stitched together.
+        `blindmatch results` writes its file so (since 2026-12-08, refcarry: before, every
+        hit was held in memory first, about 0.5 GiB a million)."""
+        return self._retrying(
+            "fetch results", lambda: consume(*self._results_stream(project, purpose))
+        )
+
+    def _results_stream(self, project: str, purpose: str) -> tuple[Results, Iterator[ResultHit]]:
+        chunks = iter(
+            self._stub.GetResults(
+                pb.ResultsRequest(project=project, purpose=purpose),
+                metadata=self._metadata(),
+                timeout=3600,
+            )
+        )
+        first = next(chunks, None)
+        if first is None or not first.HasField("header"):
             raise MatcherError("the matcher sent no results header")
+
+        def hits() -> Iterator[ResultHit]:
+            for chunk in chunks:
+                if chunk.HasField("header"):
+                    raise MatcherError("the matcher sent a second results header")
+                yield from convert.result_hits(chunk.hits)
+
+        return convert.results_header(first.header), hits()
+
+    def _results_once(self, project: str, purpose: str) -> Results:
+        results, hits = self._results_stream(project, purpose)
+        results.hits.extend(hits)
         return results
 
     def issue_request_refs(
