@@ -97,6 +97,11 @@ def test_a_withdrawn_reference_no_longer_resolves_and_the_partner_is_told_it_was
         ]
     stored = [row for row in db_rows(matcher.data_dir, "request_refs") if row[0] == ref]
     assert stored[0][-1] is not None  # (withdrawn, the last column)
+    # `audit report` (who in my organisation looked at what) lists it.
+    capsys.readouterr()
+    assert main(["audit", "report", "--project", "trial", "--token", north,
+                 "--server", matcher.target]) == 0  # fmt: skip
+    assert "withdrew a request reference it was issued" in capsys.readouterr().out
 
 
 def test_a_reference_already_resolved_can_be_withdrawn_and_resolves_no_more(
