@@ -11,7 +11,7 @@ north's at every partner: `--records` x `--partners` hits. A real matcher on loo
 this process, its data dir in a work dir deleted at the end) runs them (LSH blocking), then
 each checkout's `blindmatch results --out` runs in a process of its own (the baseline's
 tree `git archive`d into the work dir, run through PYTHONPATH) against that matcher: printed
-for each, its peak RSS (`ru_maxrss` of the process, read as it exits), its wall time, the
+for each, its peak RSS (VmHWM, read as it exits), its wall time, the
 rows it wrote and a SHA-256 of the file (checked equal: the same file, byte for byte); then
 the ratio, this checkout's peak over the baseline's. The anchor is the baseline, in the same
 run, on the same matcher.
@@ -39,14 +39,16 @@ from blindmatch.matcher.server import create_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# In the checkout's own process: `blindmatch results` (argv[1:]), then its peak RSS (KiB).
+# In the checkout's own process: `blindmatch results` (argv[1:]), then its peak RSS (KiB):
+# VmHWM, its own address space's (`ru_maxrss` keeps the forking parent's across exec: this
+# process's, which holds the matcher and the uploads).
 WORKER = """
-import json, resource, sys, time
+import json, re, sys, time
 from blindmatch.cli import main
 t0 = time.perf_counter()
 rc = main(sys.argv[1:])
 wall = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())[1])
 print(json.dumps({"rc": rc, "peak_kib": peak, "wall": wall}), file=sys.stderr)
 """
 
