@@ -29,21 +29,18 @@ from blindmatch.client.remote.channel import (
     translate_errors,
 )
 from blindmatch.client.remote.model import (
-    HitRefs,
     IndexSummary,
-    IssuedRefs,
     ProjectInfo,
     QueryAnswer,
-    ResolvedRef,
     ResultHit,
     Results,
     RunProgress,
     UploadReceipt,
     WatchEvent,
-    WithdrawnRef,
 )
 from blindmatch.client.remote.operator_calls import OperatorCalls
 from blindmatch.client.remote.peers import WAIT_SAID_SECONDS, drop_peer_channels
+from blindmatch.client.remote.request_calls import RequestCalls
 from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -59,7 +56,7 @@ UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 T = TypeVar("T")
 
 
-class MatcherClient(OperatorCalls):
+class MatcherClient(RequestCalls, OperatorCalls):
     """One connection to a matcher, with one token (operator's or a member's)."""
 
     def __init__(
@@ -291,39 +288,6 @@ class MatcherClient(OperatorCalls):
         results, hits = self._results_stream(project, purpose)
         results.hits.extend(hits)
         return results
-
-    def issue_request_refs(
-        self, project: str, rows: Sequence[int], sha256: str,
-        *, partner: str = "", purpose: str = "",
-    ) -> IssuedRefs:  # fmt: skip
-        """Member: references for its record at `rows` of its upload `sha256`, for `partner`
-        (or every partner the latest run found holds it)."""
-        request = convert.issue_ref_request(project, rows, sha256, partner, purpose)
-        return convert.issued_refs(self._unary("IssueRequestRef", request))
-
-    def issue_hit_refs(
-        self, project: str, hits: Sequence[tuple[Sequence[int], str]], sha256: str,
-        *, purpose: str = "",
-    ) -> HitRefs:  # fmt: skip
-        """Member: one reference per hit (rows of its upload `sha256`, partner), all or none."""
-        request = convert.issue_refs_request(project, hits, sha256, purpose)
-        return convert.hit_refs(self._unary("IssueRequestRefs", request))
-
-    def resolve_request_ref(
-        self, project: str, reference: str, sha256: str, purpose: str = ""
-    ) -> ResolvedRef:
-        """Member: its own rows that a reference addressed to it points at, in its upload
-        `sha256` (as the matcher acknowledged it); a reference to another upload is refused
-        and nothing is recorded."""
-        request = pb.ResolveRefRequest(
-            project=project, reference=reference, purpose=purpose, upload_sha256=sha256
-        )
-        return convert.resolved_ref(self._unary("ResolveRequestRef", request))
-
-    def withdraw_request_ref(self, project: str, reference: str, purpose: str = "") -> WithdrawnRef:
-        """Member: withdraw a reference it was issued; its partner can resolve it no more."""
-        request = pb.WithdrawRefRequest(project=project, reference=reference, purpose=purpose)
-        return convert.withdrawn_ref(self._unary("WithdrawRequestRef", request))
 
     # -- real-time: standing index and queries (docs/realtime.md) -----------------------
 
