@@ -82,6 +82,10 @@ MATCHER: dict[str, Seed] = {
         ),
         _m(w, "runs", "r1"),
     ),
+    "WithdrawRequestRef": lambda w: (
+        pb.WithdrawRefRequest(project="runs", reference=w.refs["withdrawn"], purpose="c-5"),
+        _m(w, "runs", "r1"),
+    ),
     "TwoServerTicket": lambda w: (
         pb.TwoServerTicketRequest(
             project="shares",

@@ -167,6 +167,13 @@ def prepare(w: World) -> None:
             metadata=auth(w.tokens["runs", "r1"]),
         )
         w.refs["ref"] = issued.refs[0].reference
+        again = m.IssueRequestRef(  # for WithdrawRequestRef (so "ref" stays resolvable)
+            pb.IssueRefRequest(
+                project="runs", rows=[0], partner="r2", upload_sha256=w.refs["r1"], purpose="case-5"
+            ),
+            metadata=auth(w.tokens["runs", "r1"]),
+        )
+        w.refs["withdrawn"] = again.refs[0].reference
     plan = BandPlan(bits=4, bands=4)
     rng = np.random.default_rng(3)
     w.uploads = [

@@ -412,6 +412,32 @@ class ResolveRefRequest(_message.Message):
     upload_sha256: str
     def __init__(self, project: _Optional[str] = ..., reference: _Optional[str] = ..., purpose: _Optional[str] = ..., upload_sha256: _Optional[str] = ...) -> None: ...
 
+class WithdrawRefRequest(_message.Message):
+    __slots__ = ("project", "reference", "purpose")
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PURPOSE_FIELD_NUMBER: _ClassVar[int]
+    project: str
+    reference: str
+    purpose: str
+    def __init__(self, project: _Optional[str] = ..., reference: _Optional[str] = ..., purpose: _Optional[str] = ...) -> None: ...
+
+class WithdrawRefReply(_message.Message):
+    __slots__ = ("reference", "partner", "run_id", "issued_unix", "withdrawn_unix", "resolved")
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    PARTNER_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_UNIX_FIELD_NUMBER: _ClassVar[int]
+    WITHDRAWN_UNIX_FIELD_NUMBER: _ClassVar[int]
+    RESOLVED_FIELD_NUMBER: _ClassVar[int]
+    reference: str
+    partner: str
+    run_id: str
+    issued_unix: float
+    withdrawn_unix: float
+    resolved: bool
+    def __init__(self, reference: _Optional[str] = ..., partner: _Optional[str] = ..., run_id: _Optional[str] = ..., issued_unix: _Optional[float] = ..., withdrawn_unix: _Optional[float] = ..., resolved: _Optional[bool] = ...) -> None: ...
+
 class ResolveRefReply(_message.Message):
     __slots__ = ("reference", "requester", "run_id", "issued_unix", "rows", "upload_sha256")
     REFERENCE_FIELD_NUMBER: _ClassVar[int]

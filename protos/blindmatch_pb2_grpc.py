@@ -84,6 +84,11 @@ class MatcherStub:
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.SerializeToString,
                 response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.FromString,
                 _registered_method=True)
+        self.WithdrawRequestRef = channel.unary_unary(
+                '/blindmatch.v1.Matcher/WithdrawRequestRef',
+                request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.WithdrawRefRequest.SerializeToString,
+                response_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.WithdrawRefReply.FromString,
+                _registered_method=True)
         self.TwoServerTicket = channel.unary_unary(
                 '/blindmatch.v1.Matcher/TwoServerTicket',
                 request_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.TwoServerTicketRequest.SerializeToString,
@@ -252,6 +257,17 @@ class MatcherServicer:
     def IssueRequestRefs(self, request, context):
         """Member: one reference per hit (record and partner) at once, all or none: a hit with
         nothing to refer to refuses the whole request, naming it, and nothing is issued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawRequestRef(self, request, context):
+        """Member: withdraw a reference it was issued (by mistake, or its case closed): the partner's
+        ResolveRequestRef of it is refused from then on, saying it was withdrawn and when. Only
+        the member it was issued to may withdraw it (another member is told, as of an unknown
+        reference, that there is none); a second withdrawal is refused as already withdrawn.
+        Audited (the member's own view). Since 2026-12-08 (refcarry).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -449,6 +465,11 @@ def add_MatcherServicer_to_server(servicer, server):
                     servicer.IssueRequestRefs,
                     request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.FromString,
                     response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.SerializeToString,
+            ),
+            'WithdrawRequestRef': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawRequestRef,
+                    request_deserializer=blindmatch_dot_protos_dot_blindmatch__pb2.WithdrawRefRequest.FromString,
+                    response_serializer=blindmatch_dot_protos_dot_blindmatch__pb2.WithdrawRefReply.SerializeToString,
             ),
             'TwoServerTicket': grpc.unary_unary_rpc_method_handler(
                     servicer.TwoServerTicket,
@@ -811,6 +832,33 @@ class Matcher:
             '/blindmatch.v1.Matcher/IssueRequestRefs',
             blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsRequest.SerializeToString,
             blindmatch_dot_protos_dot_blindmatch__pb2.IssueRefsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawRequestRef(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blindmatch.v1.Matcher/WithdrawRequestRef',
+            blindmatch_dot_protos_dot_blindmatch__pb2.WithdrawRefRequest.SerializeToString,
+            blindmatch_dot_protos_dot_blindmatch__pb2.WithdrawRefReply.FromString,
             options,
             channel_credentials,
             insecure,

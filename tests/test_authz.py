@@ -175,6 +175,20 @@ CALLS: dict[str, Call] = {
         ),
         metadata=md,
     ),
+    # A fresh reference north issued (a second withdrawal of one is refused), withdrawn by
+    # the caller.
+    "WithdrawRequestRef": lambda w, md: w.stub.WithdrawRequestRef(
+        pb.WithdrawRefRequest(
+            project=w.project,
+            reference=w.stub.IssueRequestRef(
+                pb.IssueRefRequest(project=w.project, rows=[0], upload_sha256=w.north_sha256),
+                metadata=auth(w.tokens["member of the project"]),
+            )
+            .refs[0]
+            .reference,
+        ),
+        metadata=md,
+    ),
     "ChangeIndex": lambda w, md: w.stub.ChangeIndex(
         iter(
             [

@@ -439,6 +439,15 @@ CASES: list[Case] = [
     ("resolve-unknown", lambda c: c.stub.ResolveRequestRef(pb.ResolveRefRequest(
         project="trial", reference="bmr-" + "a" * 26, upload_sha256="0" * 64),
         metadata=c.north), "NOT_FOUND", "no request reference bmr-aaaa"),
+    # WithdrawRequestRef (since refcarry): a reference's form, and one never issued.
+    ("withdraw-no-project", lambda c: c.stub.WithdrawRequestRef(pb.WithdrawRefRequest(
+        reference="bmr-" + "a" * 26), metadata=c.north), "INVALID_ARGUMENT", "project: required"),
+    ("withdraw-malformed", lambda c: c.stub.WithdrawRequestRef(pb.WithdrawRefRequest(
+        project="trial", reference="N1"), metadata=c.north),
+     "INVALID_ARGUMENT", "'N1' is not a request reference"),
+    ("withdraw-unknown", lambda c: c.stub.WithdrawRequestRef(pb.WithdrawRefRequest(
+        project="trial", reference="bmr-" + "a" * 26), metadata=c.north),
+     "NOT_FOUND", "no request reference bmr-aaaa"),
     ("limits-no-project", lambda c: c.stub.SetQueryLimits(pb.QueryLimits(), metadata=c.admin),
      "INVALID_ARGUMENT", "project: required"),
     # A uint64 past SQLite's INTEGER was INTERNAL, after the limits' audit entry was written
@@ -500,6 +509,7 @@ def test_every_rpc_has_bad_input_cases() -> None:
         "qstream": "QueryStream",
         "limits": "SetQueryLimits", "report": "GetQueryReport", "projects": "ListProjects",
         "issue": "IssueRequestRef", "issues": "IssueRequestRefs", "resolve": "ResolveRequestRef",
+        "withdraw": "WithdrawRequestRef",
         "useradd": "AddUser", "userlist": "ListUsers", "userrevoke": "RevokeUser",
         "ticket": "TwoServerTicket", "end": "EndProject",
     }  # fmt: skip

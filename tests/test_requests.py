@@ -357,8 +357,8 @@ def test_resolving_needs_the_folder_that_was_uploaded_and_erasure_deletes_refere
     assert f"the upload that run {run_id} used" in told
     assert audit(matcher, south, "request.resolve") == []
     assert audit(matcher, north, "request.resolve") == []
-    stored = db_rows(matcher.data_dir, "request_refs")  # (..., partner 4th, resolved last)
-    assert [row[-1] for row in stored if row[3] == "south"] == [None]
+    stored = db_rows(matcher.data_dir, "request_refs")  # (..., partner 4th, resolved 9th)
+    assert [row[8] for row in stored if row[3] == "south"] == [None]
     # So is a client that names no upload (one older than the matcher): refused, unrecorded.
     with (
         matcher.member(south) as member,

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from blindmatch.client.encoding.encoded import Encoded
     from blindmatch.client.progress import Progress
     from blindmatch.client.remote.client import MatcherClient
-    from blindmatch.client.remote.model import RunProgress
+    from blindmatch.client.remote.model import ResultHit, Results, RunProgress
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
@@ -262,12 +262,18 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     encoded = read_encoded(args.encoded, verify=False)
     check_writable(args.out)  # before the fetch, which is audited
+
+    def write(results: Results, hits: Iterator[ResultHit]) -> tuple[Results, int]:
+        also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
+        joined = result_rows(results, encoded, also, hits)  # (the upload checked here)
+        return results, write_csv(args.out, HEADERS[results.disclosure], joined)
+
+    # Each hit is joined to its id and written as it arrives, to a temporary file renamed
+    # over --out at the end (client/files.py `write_csv`): a dropped stream leaves no file
+    # and is fetched again from the start (`results_to`). Before refcarry (2026-12-08) every
+    # hit was held in memory first.
     with connect(args, member_token(args)) as client:
-        results = client.results(args.project, purpose=args.purpose or "")
-    also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
-    # The results are in memory (`client.results` refetches a dropped stream whole); their
-    # rows are joined to the ids and written one at a time (client/files.py `write_csv`).
-    rows = write_csv(args.out, HEADERS[results.disclosure], result_rows(results, encoded, also))
+        results, rows = client.results_to(args.project, args.purpose or "", write)
 
     def limited(partner: str) -> str:
         level = results.level_of(partner)

@@ -156,12 +156,13 @@ def quiet_option(parser: argparse._ActionsContainer) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
 
 
-def encoded_option(parser: argparse._ActionsContainer) -> None:
-    """`--encoded DIR`: the uploaded ENCODED folder a member's results and references read."""
+def encoded_option(parser: argparse._ActionsContainer, *, required: bool = True) -> None:
+    """`--encoded DIR`: the uploaded ENCODED folder a member's results and references read
+    (not `required` where one form of the command reads none: `request --withdraw`)."""
     parser.add_argument(
         "--encoded",
         metavar="DIR",
-        required=True,
+        required=required,
         type=Path,
         help="the ENCODED folder that was uploaded",
     )

@@ -46,6 +46,13 @@ def cmd_request(args: argparse.Namespace) -> int:
     from blindmatch.client.remote.twoserver import acknowledged_sha256
     from blindmatch.client.requests import rows_of
 
+    if args.withdraw is not None:
+        return _withdraw(args)
+    if args.encoded is None:  # (optional for --withdraw alone)
+        raise InputError(
+            "--encoded DIR: required with --record-id and --hits (the ENCODED folder that was "
+            "uploaded for the latest run)"
+        )
     if args.hits is not None:
         return _request_hits(args)
     if args.out is not None or args.force:
@@ -81,6 +88,51 @@ def cmd_request(args: argparse.Namespace) -> int:
         print(f"  {erased_line(issued.erased, issued.run_id)}")
     if not args.quiet:
         print(HOW_TO_QUOTE.format(project=args.project))
+    return 0
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    """`request --withdraw REFERENCE`: a reference this member was issued withdrawn at the
+    matcher (audited); its partner's `resolve` is refused from then on (since refcarry)."""
+    for flag, given in (
+        ("--encoded", args.encoded is not None),
+        ("--partner", bool(args.partner)),
+        ("--out", args.out is not None),
+        ("--force", args.force),
+    ):
+        if given:
+            raise InputError(
+                f"{flag} goes with --record-id or --hits; --withdraw needs only the reference "
+                "(nothing was withdrawn)"
+            )
+    with connect(args, member_token(args)) as client:
+        gone = client.withdraw_request_ref(args.project, args.withdraw, args.purpose or "")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "project": args.project,
+                    "reference": gone.reference,
+                    "partner": gone.partner,
+                    "run_id": gone.run_id,
+                    "issued": when(gone.issued_unix),
+                    "withdrawn": when(gone.withdrawn_unix),
+                    "resolved": gone.resolved,
+                }
+            )
+        )
+        return 0
+    source = f"run {gone.run_id}" if gone.run_id else "a query's or a watch's answer"
+    print(
+        f"Withdrew request reference {gone.reference} (for {gone.partner}; {source}; issued "
+        f"{when(gone.issued_unix)}): {gone.partner} can no longer resolve it, and is told you "
+        "withdrew it if it tries."
+    )
+    if gone.resolved:
+        print(
+            f"{gone.partner} had resolved it already: what it learnt then stays learnt; tell it "
+            "that your request is withdrawn."
+        )
     return 0
 
 
@@ -258,16 +310,23 @@ def register(sub: Subcommands) -> None:
         "request; or, with --hits, one reference per row of a results file, all at once "
         "(all issued or none), written to --out. It is opaque: it tells you nothing about the "
         "partner's record, and only that partner can resolve it (`blindmatch resolve`). "
-        "Audited; needs --purpose where the project requires one. See docs/requests.md.",
+        "Audited; needs --purpose where the project requires one. --withdraw REFERENCE takes "
+        "one back: the partner can resolve it no more. See docs/requests.md.",
         example="blindmatch request --project burglary --token-file pc-4471.token --encoded "
         "north.encoded --record-id "
         "NP-1003 --partner south --purpose 'REQ-2024-117'",
         handler=cmd_request,
         parents=parents,
     )
-    encoded_option(p)
+    encoded_option(p, required=False)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--record-id", help="your own record id (as in hits.csv's record_id)")
+    which.add_argument(
+        "--withdraw",
+        metavar="REFERENCE",
+        help="withdraw a reference you were issued (sent by mistake, or the case closed): its "
+        "partner can no longer resolve it; audited. Needs no --encoded",
+    )
     which.add_argument(
         "--hits",
         metavar="FILE",
@@ -297,7 +356,8 @@ def register(sub: Subcommands) -> None:
         "--json",
         action="store_true",
         help="print {project, record_id, run_id, references} (with --hits: {project, run_id, "
-        "out, references: [{record_id, partner, reference}]})",
+        "out, references: [{record_id, partner, reference}]}; with --withdraw: {project, "
+        "reference, partner, run_id, issued, withdrawn, resolved})",
     )
 
     p = command(

@@ -29,12 +29,10 @@ from blindmatch.client.remote.channel import (
     translate_errors,
 )
 from blindmatch.client.remote.model import (
-    HitRefs,
     IndexSummary,
-    IssuedRefs,
     ProjectInfo,
     QueryAnswer,
-    ResolvedRef,
+    ResultHit,
     Results,
     RunProgress,
     UploadReceipt,
@@ -42,6 +40,7 @@ from blindmatch.client.remote.model import (
 )
 from blindmatch.client.remote.operator_calls import OperatorCalls
 from blindmatch.client.remote.peers import WAIT_SAID_SECONDS, drop_peer_channels
+from blindmatch.client.remote.request_calls import RequestCalls
 from blindmatch.client.remote.retry import RetryPolicy
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -57,7 +56,7 @@ UPLOAD_BYTES_PER_MESSAGE = 2 * 1024 * 1024
 T = TypeVar("T")
 
 
-class MatcherClient(OperatorCalls):
+class MatcherClient(RequestCalls, OperatorCalls):
     """One connection to a matcher, with one token (operator's or a member's)."""
 
     def __init__(
@@ -251,48 +250,44 @@ class MatcherClient(OperatorCalls):
         """
         return self._retrying("fetch results", lambda: self._results_once(project, purpose))
 
-    def _results_once(self, project: str, purpose: str) -> Results:
-        results: Results | None = None
-        for chunk in self._stub.GetResults(
-            pb.ResultsRequest(project=project, purpose=purpose),
-            metadata=self._metadata(),
-            timeout=3600,
-        ):
-            if chunk.HasField("header"):
-                results = convert.results_header(chunk.header)
-            elif results is not None:
-                results.hits.extend(convert.result_hits(chunk.hits))
-        if results is None:
-            raise MatcherError("the matcher sent no results header")
-        return results
-
-    def issue_request_refs(
-        self, project: str, rows: Sequence[int], sha256: str,
-        *, partner: str = "", purpose: str = "",
-    ) -> IssuedRefs:  # fmt: skip
-        """Member: references for its record at `rows` of its upload `sha256`, for `partner`
-        (or every partner the latest run found holds it)."""
-        request = convert.issue_ref_request(project, rows, sha256, partner, purpose)
-        return convert.issued_refs(self._unary("IssueRequestRef", request))
-
-    def issue_hit_refs(
-        self, project: str, hits: Sequence[tuple[Sequence[int], str]], sha256: str,
-        *, purpose: str = "",
-    ) -> HitRefs:  # fmt: skip
-        """Member: one reference per hit (rows of its upload `sha256`, partner), all or none."""
-        request = convert.issue_refs_request(project, hits, sha256, purpose)
-        return convert.hit_refs(self._unary("IssueRequestRefs", request))
-
-    def resolve_request_ref(
-        self, project: str, reference: str, sha256: str, purpose: str = ""
-    ) -> ResolvedRef:
-        """Member: its own rows that a reference addressed to it points at, in its upload
-        `sha256` (as the matcher acknowledged it); a reference to another upload is refused
-        and nothing is recorded."""
-        request = pb.ResolveRefRequest(
-            project=project, reference=reference, purpose=purpose, upload_sha256=sha256
+    def results_to(
+        self, project: str, purpose: str, consume: Callable[[Results, Iterator[ResultHit]], T]
+    ) -> T:
+        """`results`, without holding the hits: `consume(header, hits)` is given the results'
+        header (its `hits` empty) and the hits as they arrive, batch by batch, and what it
+        returns is returned. A dropped stream is fetched again from the start: the error
+        passes through `consume` (which must then drop what it made of the hits so far: an
+        `atomic_open` file, say) and `consume` is called again, never stitched together.
+        `blindmatch results` writes its file so (since 2026-12-08, refcarry: before, every
+        hit was held in memory first, about 0.5 GiB a million)."""
+        return self._retrying(
+            "fetch results", lambda: consume(*self._results_stream(project, purpose))
         )
-        return convert.resolved_ref(self._unary("ResolveRequestRef", request))
+
+    def _results_stream(self, project: str, purpose: str) -> tuple[Results, Iterator[ResultHit]]:
+        chunks = iter(
+            self._stub.GetResults(
+                pb.ResultsRequest(project=project, purpose=purpose),
+                metadata=self._metadata(),
+                timeout=3600,
+            )
+        )
+        first = next(chunks, None)
+        if first is None or not first.HasField("header"):
+            raise MatcherError("the matcher sent no results header")
+
+        def hits() -> Iterator[ResultHit]:
+            for chunk in chunks:
+                if chunk.HasField("header"):
+                    raise MatcherError("the matcher sent a second results header")
+                yield from convert.result_hits(chunk.hits)
+
+        return convert.results_header(first.header), hits()
+
+    def _results_once(self, project: str, purpose: str) -> Results:
+        results, hits = self._results_stream(project, purpose)
+        results.hits.extend(hits)
+        return results
 
     # -- real-time: standing index and queries (docs/realtime.md) -----------------------
 

@@ -37,6 +37,7 @@ from blindmatch.client.remote.model import (
     UserInfo,
     UserVolume,
     WatchEvent,
+    WithdrawnRef,
 )
 from blindmatch.protos import blindmatch_pb2 as pb
 
@@ -264,6 +265,17 @@ def resolved_ref(reply: pb.ResolveRefReply) -> ResolvedRef:
         reply.issued_unix,
         tuple(reply.rows),
         reply.upload_sha256,
+    )
+
+
+def withdrawn_ref(reply: pb.WithdrawRefReply) -> WithdrawnRef:
+    return WithdrawnRef(
+        reply.reference,
+        reply.partner,
+        reply.run_id,
+        reply.issued_unix,
+        reply.withdrawn_unix,
+        reply.resolved,
     )
 
 

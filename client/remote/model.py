@@ -307,3 +307,15 @@ class ResolvedRef:
     issued_unix: float
     rows: tuple[int, ...]
     upload_sha256: str  # this member's upload the rows are of
+
+
+@dataclass(frozen=True)
+class WithdrawnRef:
+    """A reference this member withdrew: its partner can resolve it no more."""
+
+    reference: str
+    partner: str
+    run_id: str  # "" for one a two-server query's answer carried
+    issued_unix: float
+    withdrawn_unix: float
+    resolved: bool  # the partner had resolved it before

@@ -37,6 +37,7 @@ CONSULTATIONS = {
     "project.describe": "looked at the project's upload status",
     "request.issue": "was issued request references for a hit",
     "request.resolve": "resolved a partner's request reference",
+    "request.withdraw": "withdrew a request reference it was issued",
 }
 ORGANISATION_TOKEN = "(organisation token)"
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")

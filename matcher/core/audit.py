@@ -1,18 +1,17 @@
 """The audit log's rules: events, the keyed hash chain, verification, member views.
 
-Pure functions and dataclasses. storage/audit_log.py keeps the entries in SQLite,
-each appended in the same transaction as the change it records, so a change and
-its entry are stored together or not at all (a standing-index change, kept in the
-other database, is announced first and voided if it was never stored); a
-disclosure is durable in the log before a single result leaves the matcher.
+Pure functions and dataclasses. storage/audit_log.py keeps the entries in SQLite, each
+appended in the same transaction as the change it records, so a change and its entry are
+stored together or not at all (a standing-index change, kept in the other database, is
+announced first and voided if it was never stored); a disclosure is durable in the log
+before a single result leaves the matcher.
 
-The chain: entry n carries `prev_hash` (entry n-1's hash; `GENESIS` for the
-first) and `hash = HMAC-SHA256(key, canonical(entry n))`, where the canonical
-form covers every field including `seq` and `prev_hash`. Editing an entry
-breaks its own hash; deleting or moving one breaks the `seq` run and the next
-entry's `prev_hash`; forging a replacement needs the key, which lives in a file
-beside (or away from) the database. Cutting entries off the *end* leaves a
-valid shorter chain, which only an anchor recorded elsewhere can expose (see
+The chain: entry n carries `prev_hash` (entry n-1's hash; `GENESIS` for the first) and
+`hash = HMAC-SHA256(key, canonical(entry n))`, where the canonical form covers every field
+including `seq` and `prev_hash`. Editing an entry breaks its own hash; deleting or moving
+one breaks the `seq` run and the next entry's `prev_hash`; forging a replacement needs the
+key, which lives in a file beside (or away from) the database. Cutting entries off the
+*end* leaves a valid shorter chain, which only an anchor recorded elsewhere can expose (see
 `verify`). docs/security.md explains the choice.
 """
 
@@ -51,6 +50,7 @@ ACTIONS = {
     "results.disclose": "results were disclosed to a member (who learnt what about whom)",
     "request.issue": "a member was issued request references for one of its hits",
     "request.resolve": "a partner resolved a request reference addressed to it to its own rows",
+    "request.withdraw": "a member withdrew a request reference it was issued (no longer resolves)",
     "erase": "a member erased its uploads and the results involving them",
     "erase.complete": "start-up deleted what an erasure or expiry cut short had left (counts)",
     "index.change": "a member added, replaced or removed records of its standing index (counts)",

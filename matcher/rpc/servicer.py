@@ -45,6 +45,7 @@ from blindmatch.matcher.rpc.auth import (
 from blindmatch.matcher.rpc.heldchanges import HeldChanges
 from blindmatch.matcher.rpc.realtime_calls import RealtimeCalls
 from blindmatch.matcher.rpc.refusals import Refusals
+from blindmatch.matcher.rpc.request_calls import RequestCalls
 from blindmatch.matcher.rpc.streams import (
     MemberLimiter,
     QueryStreams,
@@ -56,7 +57,6 @@ from blindmatch.matcher.storage.store import Store
 from blindmatch.matcher.usecases import (
     audit_access,
     projects,
-    requests,
     results,
     run_requests,
     tworuns,
@@ -82,7 +82,7 @@ MEMBER_CONSULTATIONS_PER_MINUTE = 240  # all of a member's tokens together
 MEMBER_CONSULTATION_BURST = 80
 
 
-class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
+class MatcherService(RealtimeCalls, RequestCalls, AdminCalls, pb_grpc.MatcherServicer):
     def __init__(
         self,
         store: Store,
@@ -388,42 +388,6 @@ class MatcherService(RealtimeCalls, AdminCalls, pb_grpc.MatcherServicer):
         with self.limiter.slot(request.project, member, "results fetch"):
             found = results.member_results(self.store, request.project, member, request.purpose)
             yield from convert.results_chunks(found)
-
-    @member_call
-    def IssueRequestRef(self, request: pb.IssueRefRequest, context: Call) -> pb.IssueRefReply:
-        member = require_consulting_member(context.caller, request.project, self.store)
-        run_id, refs, erased = requests.issue(
-            self.store,
-            request.project,
-            member,
-            list(request.rows),
-            request.partner,
-            request.upload_sha256,
-            request.purpose,
-        )
-        return convert.issue_ref_reply(run_id, refs, erased)
-
-    @member_call
-    def IssueRequestRefs(self, request: pb.IssueRefsRequest, context: Call) -> pb.IssueRefsReply:
-        member = require_consulting_member(context.caller, request.project, self.store)
-        hits = [(list(h.rows), h.partner) for h in request.hits]
-        run_id, refs = requests.issue_for_hits(
-            self.store, request.project, member, hits, request.upload_sha256, request.purpose
-        )
-        return pb.IssueRefsReply(run_id=run_id, references=refs)
-
-    @member_call
-    def ResolveRequestRef(self, request: pb.ResolveRefRequest, context: Call) -> pb.ResolveRefReply:
-        member = require_consulting_member(context.caller, request.project, self.store)
-        ref = requests.resolve(
-            self.store,
-            request.project,
-            member,
-            request.reference,
-            request.purpose,
-            request.upload_sha256,
-        )
-        return convert.resolve_ref_reply(ref)
 
     @member_call
     def Erase(self, request: pb.EraseRequest, context: Call) -> pb.EraseReply:

@@ -54,6 +54,7 @@ MIGRATIONS = [
     ("projects", "require_users", "INTEGER NOT NULL DEFAULT 0"),
     ("projects", "mode", "TEXT NOT NULL DEFAULT 'clk'"),
     ("twoserver_outcomes", "pending", "INTEGER NOT NULL DEFAULT 0"),
+    ("request_refs", "withdrawn", "REAL"),  # since refcarry
 ]
 
 

@@ -10,6 +10,7 @@ the reference was issued for and appends its entry in the same transaction it is
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 
 from blindmatch.matcher.core import audit
@@ -34,7 +35,8 @@ CREATE TABLE IF NOT EXISTS request_refs (
     partner_rows TEXT NOT NULL,
     partner_sha256 TEXT NOT NULL,
     issued REAL NOT NULL,
-    resolved REAL
+    resolved REAL,
+    withdrawn REAL
 );
 CREATE INDEX IF NOT EXISTS request_refs_by_project ON request_refs (project);
 """
@@ -191,7 +193,7 @@ class RequestStore(RunStore):
                 continue
             refs[p] = new_reference()
             tx.execute(
-                "INSERT INTO request_refs VALUES (?,?,?,?,?,?,?,?,NULL)",
+                "INSERT INTO request_refs VALUES (?,?,?,?,?,?,?,?,NULL,NULL)",
                 (
                     refs[p], project, member, p, run_id,
                     ",".join(map(str, partner_rows)), theirs[0], now,
@@ -218,7 +220,7 @@ class RequestStore(RunStore):
         with self.db.tx() as tx:
             for ref, (partner, row, sha256) in zip(refs, hits, strict=True):
                 tx.execute(
-                    "INSERT INTO request_refs VALUES (?,?,?,?,'',?,?,?,NULL)",
+                    "INSERT INTO request_refs VALUES (?,?,?,?,'',?,?,?,NULL,NULL)",
                     (ref, project, member, partner, str(row), sha256, now),
                 )
                 issued.setdefault(partner, []).append(ref)
@@ -247,33 +249,18 @@ class RequestStore(RunStore):
         `check` has passed it (it may refuse: nothing is written) and the resolution is in
         the audit log."""
         with self.db.tx() as tx:
-            row = tx.execute(
-                "SELECT reference, project, requester, partner, run_id, partner_rows, "
-                "partner_sha256, issued FROM request_refs WHERE reference=? AND project=?",
-                (reference, project),
-            ).fetchone()
-            if row is None:
-                raise NotFound(
-                    f"reference: no request reference {reference} in project {project!r} (check "
-                    "it was copied whole and names this project; references go when the "
-                    "project expires or either member erases its data)"
-                )
-            reference, _, requester, partner, run_id, rows, sha256, issued = row
-            ref = RequestRef(
-                reference,
-                project,
-                requester,
-                partner,
-                run_id,
-                tuple(int(r) for r in rows.split(",")),
-                sha256,
-                issued,
-            )
+            ref, _, withdrawn = _read_ref(tx, project, reference)
             if ref.partner != member:
                 mine = " (you issued it)" if ref.requester == member else ""
                 raise PermissionDenied(
                     f"reference: {reference} is addressed to another member{mine}; only the "
                     "member it was issued for can resolve it"
+                )
+            if withdrawn is not None:  # before refcarry a reference could not be withdrawn
+                raise FailedPrecondition(
+                    f"reference: {reference} was withdrawn by {ref.requester}, which was issued "
+                    f"it, on {utc(withdrawn)}: it resolves no more (ask {ref.requester} whether "
+                    "its request still stands). Nothing was recorded"
                 )
             check(ref)
             tx.execute(
@@ -297,3 +284,69 @@ class RequestStore(RunStore):
                 ),
             )
         return ref
+
+    def withdraw_ref(
+        self, project: str, member: str, reference: str, purpose: str
+    ) -> tuple[RequestRef, float, bool]:
+        """`member`'s own reference withdrawn (its partner's resolution refused from now on),
+        with its `request.withdraw` entry, in one transaction: the reference, when it was
+        withdrawn, and whether the partner had resolved it. Another member's reference is
+        refused as one that does not exist (a withdrawal tells no one a reference exists)."""
+        with self.db.tx() as tx:
+            ref, resolved, withdrawn = _read_ref(tx, project, reference)
+            if ref.requester != member:
+                raise NotFound(_no_such(reference, project))
+            if withdrawn is not None:
+                raise FailedPrecondition(
+                    f"reference: {reference} was already withdrawn, on {utc(withdrawn)}; its "
+                    f"partner {ref.partner} cannot resolve it. Nothing was changed"
+                )
+            now = self.clock()
+            tx.execute("UPDATE request_refs SET withdrawn=? WHERE reference=?", (now, reference))
+            self.audit.append_in(
+                tx,
+                audit.Event(
+                    member,
+                    "request.withdraw",
+                    project,
+                    member,
+                    purpose=purpose,
+                    detail={
+                        "reference": reference,
+                        "partner": ref.partner,
+                        "run_id": ref.run_id,
+                        "resolved": resolved is not None,
+                    },
+                ),
+            )
+        return ref, now, resolved is not None
+
+
+def utc(when: float) -> str:
+    """A time in a message: `2026-12-08 09:14:03 UTC`."""
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(when))
+
+
+def _no_such(reference: str, project: str) -> str:
+    return (
+        f"reference: no request reference {reference} in project {project!r} (check it was "
+        "copied whole and names this project; references go when the project expires or "
+        "either member erases its data)"
+    )
+
+
+def _read_ref(
+    tx: sqlite3.Connection, project: str, reference: str
+) -> tuple[RequestRef, float | None, float | None]:
+    """Inside `tx`: the reference, when it was resolved (last) and withdrawn, or NotFound."""
+    row = tx.execute(
+        "SELECT requester, partner, run_id, partner_rows, partner_sha256, issued, resolved, "
+        "withdrawn FROM request_refs WHERE reference=? AND project=?",
+        (reference, project),
+    ).fetchone()
+    if row is None:
+        raise NotFound(_no_such(reference, project))
+    requester, partner, run_id, rows, sha256, issued, resolved, withdrawn = row
+    rows_at = tuple(int(r) for r in rows.split(","))
+    ref = RequestRef(reference, project, requester, partner, run_id, rows_at, sha256, issued)
+    return ref, resolved, withdrawn

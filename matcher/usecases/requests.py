@@ -174,3 +174,18 @@ def resolve(
     ref = store.resolve_ref(project.name, member, reference, purpose, same_upload)
     log.info("%s/%s: request reference resolved", project.name, member)
     return ref
+
+
+def withdraw(
+    store: Store, project_name: str, member: str, reference: str, purpose: str
+) -> tuple[RequestRef, float, bool]:
+    """`member` withdraws a reference it was issued: its partner can resolve it no more
+    (refused, saying it was withdrawn and when). Audited (`request.withdraw`, the member's
+    own view). Only the member it was issued to may; to anyone else it does not exist.
+    Before refcarry a reference stayed resolvable until the project's data expired."""
+    project = store.project(project_name)
+    purpose = audit.check_purpose(purpose, required=project.require_purpose, project=project.name)
+    reference = check_reference(reference)
+    ref, withdrawn, resolved = store.withdraw_ref(project.name, member, reference, purpose)
+    log.info("%s/%s: request reference withdrawn", project.name, member)
+    return ref, withdrawn, resolved
