@@ -12,6 +12,7 @@ same data, its pages made at the same instant."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import stat
 import subprocess
 import sys
@@ -30,7 +31,19 @@ from blindmatch.client.files import write_chunks, write_csv
 from blindmatch.client.remote.model import ResultHit, Results
 from blindmatch.client.results import HEADERS, result_rows
 from blindmatch.client.tools import auditfiles
-from tests.support import ROOT, Matcher, Org, encode_all, uploaded_and_run
+from blindmatch.matcher.server import create_server
+from tests.support import (
+    ADMIN_TOKEN,
+    NORTH_CSV,
+    NORTH_MAP,
+    ROOT,
+    SOUTH_CSV,
+    SOUTH_MAP,
+    Matcher,
+    Org,
+    encode_all,
+    uploaded_and_run,
+)
 from tests.test_command_leftovers import tmp  # noqa: F401
 from tests.test_twoserver_run_out import LIMITED, terminated_at_rows
 
@@ -188,19 +201,47 @@ def test_a_results_row_beyond_the_id_list_part_way_leaves_the_old_file_and_no_te
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == {"hits.csv": OLD}
 
 
+@pytest.fixture(scope="module")
+def stocked(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ProjectTokens, Path]:
+    """A stopped matcher's data dir whose project `trial` has north's and south's uploads
+    (tests/support.py's two small exports, encoded) and a finished run, made once for the
+    module (the encoding, uploads and run were most of each test's set-up); its tokens, and
+    the folder of the members' ENCODED folders (only read)."""
+    folder = tmp_path_factory.mktemp("stocked")
+    orgs = {}
+    for name, data, mapping in (("north", NORTH_CSV, NORTH_MAP), ("south", SOUTH_CSV, SOUTH_MAP)):
+        (folder / f"{name}.csv").write_text(data, encoding="utf-8")
+        (folder / f"{name}.toml").write_text(mapping, encoding="utf-8")
+        orgs[name] = Org(folder / f"{name}.csv", folder / f"{name}.toml")
+    server = create_server("127.0.0.1:0", folder / "data", ADMIN_TOKEN, workers=2)
+    try:
+        matcher = Matcher(server, folder / "data", ADMIN_TOKEN)
+        with matcher.operator() as op:
+            project = op.create_project("trial", ["north", "south"])
+        uploaded_and_run(matcher, project, encode_all(orgs, folder))
+    finally:
+        server.stop(grace=None)
+    return folder / "data", project, folder
+
+
 @pytest.fixture
-def member(matcher: Matcher, project: ProjectTokens, orgs: dict[str, Org],
-           tmp_path: Path) -> list[str]:  # fmt: skip
+def member(stocked: tuple[Path, ProjectTokens, Path], tmp_path: Path) -> Iterator[list[str]]:
     """north's options at a matcher with an audit log (an upload, a run, its results
-    fetched: `results --out` at a real matcher, its three hits written as main wrote them)."""
-    uploaded_and_run(matcher, project, encode_all(orgs, tmp_path))
-    options = ["--server", matcher.target, "--project", project.project,
-               "--token", project.tokens["north"]]  # fmt: skip
-    hits = tmp_path / "hits.csv"
-    encoded = tmp_path / "north.encoded"
-    assert main(["results", *options, "--encoded", str(encoded), "--out", str(hits)]) == 0
-    assert hits.read_bytes() == b"record_id,partner\nN1,south\nN4,south\nN5,south\n"
-    return options
+    fetched: `results --out` at a real matcher, its three hits written as main wrote them):
+    the matcher serves the test's own copy of `stocked`'s data dir (modes and all)."""
+    source, project, folder = stocked
+    shutil.copytree(source, tmp_path / "data", symlinks=True)
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, workers=2)
+    try:
+        options = ["--server", f"127.0.0.1:{server.port}", "--project", project.project,
+                   "--token", project.tokens["north"]]  # fmt: skip
+        hits = tmp_path / "hits.csv"
+        encoded = folder / "north.encoded"
+        assert main(["results", *options, "--encoded", str(encoded), "--out", str(hits)]) == 0
+        assert hits.read_bytes() == b"record_id,partner\nN1,south\nN4,south\nN5,south\n"
+        yield options
+    finally:
+        server.stop(grace=None)
 
 
 @pytest.mark.parametrize("command", [["export", "--format", "csv"], ["export"],

@@ -10,6 +10,7 @@ run's are (a real run of this many records would take minutes)."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,19 +33,15 @@ RECORDS = 60_000  # each member's, every one linked: 6 messages of 10,000 hits
 REASON = "agreement terminated"
 
 
-@pytest.fixture
-def linked(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> Iterator[tuple[Matcher, dict[str, str]]]:
-    """A matcher whose project `trial` holds what the test's stream sends: for `GetResults`
-    a finished run linking each of north's records to south's, for `ExportAudit` north's
-    long view of the log; either fills the flow-control windows of a client that reads
-    nothing. (Each is built only where it is read: building both took half of each test.)"""
-    callspec = getattr(request.node, "callspec", None)
-    method = callspec.params["method"] if callspec else "GetResults"
+def _stock(data_dir: Path, method: str) -> dict[str, str]:
+    """A stopped matcher's data dir whose project `trial` holds what the test's stream sends:
+    for `GetResults` a finished run linking each of north's records to south's, for
+    `ExportAudit` north's long view of the log; either fills the flow-control windows of a
+    client that reads nothing. Its members' tokens. (Each is built only where it is read:
+    building both took half of each test.)"""
     records = RECORDS if method == "GetResults" else 10
-    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, workers=1)
-    matcher = Matcher(server, tmp_path / "data", ADMIN_TOKEN)
+    server = create_server("127.0.0.1:0", data_dir, ADMIN_TOKEN, workers=1)
+    matcher = Matcher(server, data_dir, ADMIN_TOKEN)
     try:
         with matcher.operator() as op:
             tokens = op.create_project("trial", ["north", "south"]).tokens
@@ -63,8 +60,7 @@ def linked(
                             detail={"after_seq": 0, "note": "x" * 200})
                 for _ in range(ENTRIES)
             ])  # fmt: skip
-            yield matcher, tokens
-            return
+            return tokens
         run, _ = store.create_run("trial")
         rows = np.arange(RECORDS, dtype=np.uint32)
         zeros, ones = np.zeros(RECORDS, np.uint32), np.ones(RECORDS, np.uint32)
@@ -76,7 +72,44 @@ def linked(
             score=np.full(2 * RECORDS, 0.95),
         )
         assert store.finish_run(run.id, ["north", "south"], links, RECORDS)
-        yield matcher, tokens
+        return tokens
+    finally:
+        server.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def stocked(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[str], tuple[Path, dict[str, str]]]:
+    """`_stock`'s data dir for a method, made once for the module (the uploads, the links or
+    the entries: most of a test's time); each test serves a copy of it, which its ending
+    changes (`linked`)."""
+    made: dict[str, tuple[Path, dict[str, str]]] = {}
+
+    def stocked_for(method: str) -> tuple[Path, dict[str, str]]:
+        if method not in made:
+            data_dir = tmp_path_factory.mktemp(f"stocked-{method}") / "data"
+            made[method] = data_dir, _stock(data_dir, method)
+        return made[method]
+
+    return stocked_for
+
+
+@pytest.fixture
+def linked(
+    stocked: Callable[[str], tuple[Path, dict[str, str]]],
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[Matcher, dict[str, str]]]:
+    """A matcher serving a copy of `stocked`'s data dir for the test's method (modes and
+    all, as `cp -a`)."""
+    callspec = getattr(request.node, "callspec", None)
+    method = callspec.params["method"] if callspec else "GetResults"
+    source, tokens = stocked(method)
+    shutil.copytree(source, tmp_path / "data", symlinks=True)
+    server = create_server("127.0.0.1:0", tmp_path / "data", ADMIN_TOKEN, workers=1)
+    try:
+        yield Matcher(server, tmp_path / "data", ADMIN_TOKEN), tokens
     finally:
         server.stop(grace=None)
 
