@@ -9,9 +9,11 @@ anything, as the CLK check does.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from blindmatch.client.tools.privacy.twocheck import (
     check_members,
     synthetic_members,
 )
+from blindmatch.client.tools.privacy.twomembers import Member
 from blindmatch.matcher.core import exhaustive
 from blindmatch.matcher.core.twoviews import role_views
 from tests.support import FIELD_LEVEL_SCHEMA, PERSON_SCHEMA, STRONG_SECRET
@@ -116,10 +119,21 @@ def test_a_seed_repeats_a_run_keys_and_all(tmp_path: Path, seeded_check: tuple[s
     assert any(r["claims"] for r in got[0]["results"])  # the attacks made claims to repeat
 
 
-def test_the_same_people_fall_to_a_matcher_holding_their_clks(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def members(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Member]]:
+    """`synthetic_members` at seed 1 and the smallest sample (the people `--seed 1` checks),
+    read once for the module: the tests below only read them (check_members and the graph
+    attack copy what they change)."""
+    made = synthetic_members(tmp_path_factory.mktemp("members"), 1, MIN_SAMPLE, SCHEMA)
+    kept = copy.deepcopy(made)
+    yield made
+    assert made == kept, "a test changed the shared members"
+
+
+def test_the_same_people_fall_to_a_matcher_holding_their_clks(members: list[Member]) -> None:
     # The CLK-mode view of the test above's member A (the same seed and size): graph matching
     # with 10 known pairs re-identifies most of it.
-    (a_rows, a_people), _b, (u_rows, u_people) = synthetic_members(tmp_path, 1, MIN_SAMPLE, SCHEMA)
+    (a_rows, a_people), _b, (u_rows, u_people) = members
     (found,) = graph_attacks(SCHEMA, a_rows, u_rows, a_people, u_people, b"\x07" * 32, NONE,
                              known=(10,))  # fmt: skip
     assert found.record_share > 0.5, found
@@ -211,11 +225,12 @@ def test_a_members_own_export_is_checked_as_member_a(
     assert all(s < 0.01 for s in data["roles"]["C"].values()), data
 
 
-def test_decoy_rows_are_attacked_but_count_in_no_share(tmp_path: Path) -> None:
+def test_decoy_rows_are_attacked_but_count_in_no_share(
+    tmp_path: Path, members: list[Member]
+) -> None:
     # Members padded with decoy people (benchmarks/twoserver.py --pad-to): rows whose person
     # the attacker's plaintext lacks. Every role's view holds them and the attacks run over
     # them (a claim on one is never right), but a share counts A's real records only.
-    members = synthetic_members(tmp_path / "real", 1, MIN_SAMPLE, SCHEMA)
     fake = synthetic_members(tmp_path / "fake", 2, 200, SCHEMA)
     padded = []
     for (rows, people), (extra, others) in zip(members[:2], fake[:2], strict=True):
@@ -238,12 +253,11 @@ def test_decoy_rows_are_attacked_but_count_in_no_share(tmp_path: Path) -> None:
 
 
 def test_members_compared_without_blocking_give_s1_and_s2_nothing_and_the_report_says_so(
-    tmp_path: Path,
+    members: list[Member],
 ) -> None:
     # A pair of members within S1's cap of pairs is not blocked (matcher/core/exhaustive.py):
     # S1's and S2's views are empty by construction, which the rows say rather than "0 pairs",
     # and S2 has no counts to read four ways.
-    members = synthetic_members(tmp_path, 1, MIN_SAMPLE, SCHEMA)
     views = functools.partial(role_views, exhaustive=10**6, clear=True)
     report = check_members(members, SCHEMA, STRONG_SECRET.encode(), views, source="synthetic",
                            known=(0,), third=False)  # fmt: skip
@@ -256,12 +270,13 @@ def test_members_compared_without_blocking_give_s1_and_s2_nothing_and_the_report
     assert "pairs;" in c.public_list and NOT_BLOCKED not in c.public_list
 
 
-def test_a_blocked_pair_with_empty_views_is_not_reported_as_not_blocked(tmp_path: Path) -> None:
+def test_a_blocked_pair_with_empty_views_is_not_reported_as_not_blocked(
+    members: list[Member],
+) -> None:
     # S1's and S2's views empty, but the pair of members blocked (no candidate at all): the
     # views name no pair of members not blocked (matcher/core/twoviews.py NOT_BLOCKED), so
     # the rows are attacked as any, S2's counts read four ways, and none says "not blocked"
     # (it used to, from the two empty views alone). The pair not blocked: the test above.
-    members = synthetic_members(tmp_path, 1, MIN_SAMPLE, SCHEMA)
     nothing = (np.empty((0, 2), np.intp), np.empty(0))
 
     def views(uploads: object, threshold: float, rule: object) -> dict[str, object]:
