@@ -24,8 +24,9 @@ demo: $(STAMP)
 
 # Every tier (what CI runs): unit, server, and slow (processes, a fresh venv, benchmark data),
 # on two workers (pytest-xdist): every test starts its own servers on free loopback ports.
+# The 30 longest tests are listed at the end, so that each CI log says where the time went.
 test: $(STAMP) lint check-protos
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --durations=30
 
 # Day to day: unit tests and tests against a real in-process matcher (tests/conftest.py).
 test-fast: $(STAMP)
