@@ -19,6 +19,7 @@ from blindmatch.matcher.core.linkbit import SEED_BYTES
 from blindmatch.matcher.core.proposal import Refused
 from blindmatch.matcher.core.twoserver import PairBatch
 from blindmatch.matcher.rpc import twoserver_standing as standing_calls
+from blindmatch.matcher.rpc import twoserver_trim
 from blindmatch.matcher.rpc.twoserver_blocks import (
     Stream,
     cut,
@@ -81,6 +82,8 @@ class _Sides:
         return got
 
     def party(self, k: int) -> densearith.Party:
+        if k:  # the block before's temporaries given back (rpc/twoserver_trim.py)
+            twoserver_trim.trim()
         m, held = self.m, self.held
         clks = (0, 1) if len(widths(held[0].bits, m.clk, part_rule(m, "blocks"))) == 2 else (m.clk,)
         shares = tuple([h.shares[c] for c in clks] for h in held)

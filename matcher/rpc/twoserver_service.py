@@ -87,6 +87,7 @@ from blindmatch.matcher.rpc.twoserver_role import batch_digest as batch_digest
 from blindmatch.matcher.rpc.twoserver_shares import MAX_PENDING as MAX_PENDING
 from blindmatch.matcher.rpc.twoserver_shares import STALE_SECONDS as STALE_SECONDS
 from blindmatch.matcher.rpc.twoserver_shares import SharesService
+from blindmatch.matcher.rpc.twoserver_trim import trimmed
 from blindmatch.matcher.rpc.twoserver_uploadguard import close_guard, guarded_upload
 from blindmatch.matcher.rpc.twoserver_uploads import Held, only_pairs, part_rule, run_lacking
 from blindmatch.protos import blindmatch_pb2 as pb
@@ -133,6 +134,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         return guarded_upload(self, request, context)
 
     @_from("combiner")
+    @trimmed  # the join's and expansion's temporaries given back (rpc/twoserver_trim.py)
     def Propose(self, request: pb.ProposeRequest, context: Any) -> Iterator[pb.CandidatePairs]:
         members, held = self.run_held(request, self.keys_check)
         only = only_pairs(request)
@@ -241,6 +243,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         return rows_a, rows_b, checked.proposed, checked
 
     @_from("combiner")
+    @trimmed
     def Evaluate(self, request: pb.CircuitBatch, context: Any) -> pb.OutputShares:
         held, circuit, _ = self.batch(request)
         members = [request.member_a, request.member_b]
@@ -305,6 +308,7 @@ class BlockingService(_Role, pb_grpc.TwoServerBlockingServicer):
         return acknowledge(self, request)
 
     @_from("combiner")
+    @trimmed
     def PrepareBlocks(self, request: pb.BlockDeal, context: Any) -> pb.BlocksReply:
         return s1_prepare(self, self.s2, request)
 

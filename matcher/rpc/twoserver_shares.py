@@ -50,6 +50,7 @@ from blindmatch.matcher.rpc.twoserver_role import (
     _Role,
     batch_digest,
 )
+from blindmatch.matcher.rpc.twoserver_trim import trimmed
 from blindmatch.matcher.rpc.twoserver_uploadguard import guarded_upload
 from blindmatch.protos import blindmatch_pb2 as pb
 from blindmatch.protos import blindmatch_pb2_grpc as pb_grpc
@@ -88,6 +89,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         return guarded_upload(self, request, context)
 
     @_from("s1")
+    @trimmed
     def Expand(
         self, request: Iterator[pb.SealedMatches], context: Any
     ) -> Iterator[pb.ExpandedPairs]:
@@ -195,6 +197,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         return m, party, drop
 
     @_from("s1")
+    @trimmed
     def Exchange(
         self, request: Iterator[pb.RoundMessage], context: Any
     ) -> Iterator[pb.RoundMessage]:
@@ -282,6 +285,7 @@ class SharesService(_Role, pb_grpc.TwoServerSharesServicer):
         return s2_prepare(self, request)
 
     @_from("s1")
+    @trimmed
     def BlockExchange(
         self, request: Iterator[pb.BlockMessage], context: Any
     ) -> Iterator[pb.BlockMessage]:
