@@ -9,6 +9,7 @@ as grpc answers UNIMPLEMENTED for a method a server does not know."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,7 +18,10 @@ import numpy as np
 import pytest
 
 from blindmatch.matcher import errors
+from blindmatch.matcher.domain import Encoding
+from blindmatch.matcher.realtime.shards import ShardChange, Shards
 from blindmatch.matcher.rpc.lookup_client import LookupServers
+from blindmatch.matcher.rpc.lookup_service import LookupService
 from blindmatch.matcher.rpc.twoserver_holds import holds_at
 from blindmatch.matcher.rpc.twoserver_peers import call_party
 from blindmatch.matcher.rpc.twoserver_project import forget_at
@@ -95,3 +99,74 @@ def test_an_older_lookup_servers_missing_search_names_it_as_an_older_blindmatch(
         f"look-up server {address} (shard 0 of 1)", "the matcher and its look-up servers",
         "Search",
     )  # fmt: skip
+
+
+LOOKUP_KEY = "bm_lookup_" + "k" * 43
+LOOKUP_FLEET = "the matcher and its look-up servers"
+
+
+@pytest.fixture
+def older_lookup() -> Iterator[str]:
+    """A look-up server of an older blindmatch: the real service (rpc/lookup_service.py),
+    holding its shard (empty), that knows `Search` and `Describe` but none of the calls the
+    matcher forwards changes and loads with (`Apply`, `Reload`, `Load`): its address."""
+    held = Shards(None, 0, 1)
+    held.replace({}, {}, None)
+    service = LookupService(held, LOOKUP_KEY)
+    known = {
+        "Search": grpc.unary_unary_rpc_method_handler(
+            service.Search,
+            request_deserializer=pb.ShardSearchRequest.FromString,
+            response_serializer=pb.ShardSearchReply.SerializeToString,
+        ),
+        "Describe": grpc.unary_unary_rpc_method_handler(
+            service.Describe,
+            request_deserializer=pb.ShardDescribeRequest.FromString,
+            response_serializer=pb.ShardState.SerializeToString,
+        ),
+    }
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("blindmatch.v1.LookupServer", known),)
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=None)
+
+
+def test_an_older_lookup_server_missing_a_forwarded_change_is_named_as_an_older_blindmatch(
+    older_lookup: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A change forwarded to a look-up server that does not know `Apply`, and the `Reload`
+    the next query asks it for, were said as a server down: the log `did not take a change
+    ... (it does not know a call the matcher makes ...)`, then queries refused UNAVAILABLE
+    with `missed an index change and cannot be asked to read its shards again: ...; start
+    it`. Now the log and the refusal name the server and the call, as an older blindmatch,
+    FAILED_PRECONDITION (as `Search` does); with the matcher's own copy, queries are answered
+    from it meanwhile."""
+    servers = LookupServers([older_lookup], LOOKUP_KEY)
+    name = f"look-up server {older_lookup} (shard 0 of 1)"
+    queries = np.zeros((1, 16), dtype=np.uint64)
+    change = ShardChange("trial", "north", Encoding(1024, b"f" * 32), 0.8,
+                         [("north-1", b"\xff" * 128)])  # fmt: skip
+    mine = [{"north": [("north-1", 1.0)]}]
+    try:
+        assert servers.search("trial", ["north"], queries, 0.8) == [{"north": []}]  # known
+        with caplog.at_level(logging.WARNING, logger="blindmatch.matcher"):
+            servers.forward(change)
+            assert servers.behind() == [name]
+            assert servers.search("trial", ["north"], queries, 0.8, local=lambda: mine) == mine
+            with pytest.raises(errors.FailedPrecondition) as refused:
+                servers.search("trial", ["north"], queries, 0.8)
+    finally:
+        servers.close()
+    kept = "; until then no query is answered through it (its shards are searched in the " \
+        "matcher's own copy)"  # fmt: skip
+    assert caplog.messages == [
+        older(name, LOOKUP_FLEET, "Apply") + kept,
+        older(name, LOOKUP_FLEET, "Reload") + kept,
+    ]
+    assert str(refused.value) == older(name, LOOKUP_FLEET, "Reload")

@@ -167,6 +167,30 @@ def test_the_verdict_names_the_role_whose_view_leaks() -> None:
     }
 
 
+def test_the_worst_view_is_the_one_that_reidentifies_most_of_member_as_records() -> None:
+    """As the CLK check (report.py, srvcarry): the worst attack is the one that names the most
+    of A's records, of all of them, and its verdict keeps both figures. With 50 known pairs
+    S2's attack was right on 940 of the 950 records it tried (98.9%, 94.0% of all 1,000), the
+    blind one on C's view on 945 of 1,000; the verdict said only `(940 of 950)`."""
+    known = AttackResult(ATTACKS[2], "S2", "(record)", "a view", 950, 940, 950, 940, 940)
+    blind = AttackResult(ATTACKS[0], "C", "(record)", "a view", 1000, 945, 1000, 945, 945)
+    report = TwoServerReport("data", 1000, "none", [known, blind], [])
+    assert report.worst is blind
+    assert report.verdict() == (
+        "LEAKS: trilateration (blind) on C's view re-identified 94.5% of records (945 of "
+        "1000); the limit is 1% (docs/privacy-design.md)"
+    )
+    only_known = TwoServerReport("data", 1000, "none", [known], [])
+    assert only_known.verdict() == (
+        "LEAKS: trilateration (50 known) on S2's view re-identified 98.9% of records (940 of "
+        "950, 94.0% of all 1,000); the limit is 1% (docs/privacy-design.md)"
+    )
+    # privacy-check.json: each result's share of all of A's records, as the CLK check's
+    results = report.to_dict()["results"]
+    assert [r["share_of_all_records"] for r in results] == [0.94, 0.945]
+    assert only_known.to_dict()["verdict"] == only_known.verdict()
+
+
 def test_a_sample_too_small_gives_no_verdict_as_the_clk_check_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

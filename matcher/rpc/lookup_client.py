@@ -84,8 +84,7 @@ class LookupServers(ServerStates):
                 aside.setdefault(i, self._resting.get(i, why))
             rereading = dict(self._rereading)
         if aside and local is None:
-            i, why = next(iter(aside.items()))
-            raise errors.Unavailable(f"{self._name(i)} {why}")
+            raise self.refusal(*next(iter(aside.items())))
         request = pb.ShardSearchRequest(
             project=project,
             members=list(members),
@@ -132,7 +131,7 @@ class LookupServers(ServerStates):
                 ) from None
             why = self._check_state(i, reply.state, rereading.get(i))
             if why and local is None:
-                raise errors.Unavailable(f"{self._name(i)} {why}")
+                raise self.refusal(i, why)
             if why:  # (behind since: it missed a change)
                 aside[i] = why
                 continue
@@ -251,7 +250,7 @@ class LookupServers(ServerStates):
             if not call.done():
                 left.append((erased, call))
                 continue
-            failure = wire.failure_of(call)
+            failure, code = wire.outcome(call, "Apply")
             if not failure:
                 # (behind for another change: this one it took; not one reading its shards,
                 # which queues it: it holds the member's until that read is in)
@@ -261,8 +260,10 @@ class LookupServers(ServerStates):
                 continue
             self._took.get(i, set()).discard(erased)
             if i in self._behind and i not in self._loading:
-                self._behind[i] = (f"missed an index change ({failure}) and has not read its "
-                                   "shards again yet")  # fmt: skip
+                older = code is grpc.StatusCode.UNIMPLEMENTED  # (an older blindmatch)
+                self._behind[i] = self._older(i, "Apply") if older else (
+                    f"missed an index change ({failure}) and has not read its shards again yet"
+                )  # fmt: skip
             log.warning("%s did not take %s's erasure in project %s (%s): it holds their "
                         "shards until it reads them again", self._name(i), erased[1],
                         erased[0], failure)  # fmt: skip
@@ -301,7 +302,7 @@ class LookupServers(ServerStates):
                     wait_for_ready=True,  # a server just started: its channel reconnects
                 )
                 asked[i] = (ask, call)
-        ended = {i: wire.outcome(call) for i, (_, call) in asked.items()}  # (each waited for)
+        ended = {i: wire.outcome(call, "Reload") for i, (_, call) in asked.items()}  # (waited)
         for i, (_, code) in ended.items():
             if code == grpc.StatusCode.DEADLINE_EXCEEDED:
                 self._rest(i, f"did not answer in {wire.RELOAD_SECONDS:g} s when asked to read "
@@ -325,6 +326,8 @@ class LookupServers(ServerStates):
                     self._rereading[i] = ask  # (until it is seen done: `_check_state`)
                 elif code == grpc.StatusCode.FAILED_PRECONDITION:  # no data dir
                     self._start_load(i)
+                elif code == grpc.StatusCode.UNIMPLEMENTED:  # an older blindmatch, not down
+                    self._behind[i] = self._older(i, "Reload")
                 else:
                     self._behind[i] = (
                         f"missed an index change and cannot be asked to read its shards "
@@ -430,13 +433,16 @@ class LookupServers(ServerStates):
                 calls.append((i, call))
             erased = (change.project, change.member)
             for i, call in calls:
-                failure = wire.failure_of(call)
+                failure, code = wire.outcome(call, "Apply")
                 if not failure:
                     if i in self._rereading and call.result().ready:  # (its read is in)
                         del self._rereading[i]
                         log.info("%s has read its shards again: queries ask it", self._name(i))
                     continue
                 self._took.get(i, set()).discard(erased)
+                if code is grpc.StatusCode.UNIMPLEMENTED:  # an older blindmatch, not down
+                    self._behind[i] = self._older(i, "Apply")
+                    continue
                 self._behind[i] = self._missed(i, change, failure)
 
     def _missed(self, i: int, change: ShardChange, failure: str) -> str:

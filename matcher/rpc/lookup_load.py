@@ -23,9 +23,11 @@ from pathlib import Path
 
 import grpc
 
+from blindmatch.matcher import errors
 from blindmatch.matcher.realtime.shards import ShardChange, ShardSource, describe_shards
 from blindmatch.matcher.rpc import lookup_wire as wire
 from blindmatch.matcher.rpc.lookup_service import MAX_MESSAGE_BYTES
+from blindmatch.matcher.rpc.older_peer import LOOKUP_FLEET, is_older, older_why
 from blindmatch.matcher.storage.shard_source import (
     NOTHING_MISSED,
     LastStop,
@@ -115,6 +117,9 @@ class ServerStates:
         # its shards from the matcher's own copy meanwhile
         self._rereading: dict[int, int] = {}
         self._closed = threading.Event()  # (ends the probes)
+        # server that answered a call of the matcher's UNIMPLEMENTED -> why (`_older`): an
+        # older blindmatch, said so while that is why it is behind
+        self._older_ones: dict[int, str] = {}
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._recorded = False  # the servers behind recorded at `close` (a forward after: void)
         everyone = set(range(len(self.addresses)))
@@ -150,7 +155,12 @@ class ServerStates:
         for i, call in enumerate(calls):
             try:
                 state = call.result()
-            except (grpc.RpcError, ValueError):  # not up, or the matcher is stopping
+            except grpc.RpcError as exc:  # not up (asked at the first query), or older
+                if is_older(exc):
+                    with self._lock:
+                        self._older(i, "Describe")
+                continue
+            except ValueError:  # the matcher is stopping
                 continue
             if (state.shard, state.shards) != (i, len(self.addresses)):
                 continue
@@ -273,6 +283,7 @@ class ServerStates:
         out ends the load under the lock once (`_replay`, `_end_load`): a load started
         after that is another's."""
         started = time.perf_counter()
+        rpc = "Describe"
         try:
             # Every change stored in memory before this point is in these rows; every one
             # forwarded after `_start_load` is in the queue (some in both: harmless).
@@ -281,6 +292,7 @@ class ServerStates:
             # Found empty just now (it started): this channel may still be reconnecting.
             self._stubs[i].Describe(pb.ShardDescribeRequest(), timeout=wire.RELOAD_SECONDS,
                                     metadata=self._metadata, wait_for_ready=True)  # fmt: skip
+            rpc = "Load"
             self._stubs[i].Load(
                 wire.load_parts(i, len(self.addresses), indexes, thresholds, after),
                 timeout=wire.LOAD_SECONDS,
@@ -290,6 +302,11 @@ class ServerStates:
             self._end_load(i, "is not loaded: the matcher is stopping")
             return
         except grpc.RpcError as exc:
+            if is_older(exc):  # (an older blindmatch, not a server down)
+                with self._lock:
+                    why = self._older(i, rpc)
+                self._end_load(i, why)
+                return
             why = f"could not be loaded: {wire.reason(exc)}"
             log.warning("%s %s", self._name(i), why)
             self._end_load(i, f"{why}; the matcher tries again at the next query")
@@ -336,6 +353,11 @@ class ServerStates:
                     self._end_load(i, "is not loaded: the matcher is stopping")
                     return None
                 except grpc.RpcError as exc:
+                    if is_older(exc):
+                        with self._lock:
+                            why = self._older(i, "Apply")
+                        self._end_load(i, why)
+                        return None
                     log.warning("%s did not take a change made during its load: %s",
                                 self._name(i), wire.reason(exc))  # fmt: skip
                     self._end_load(
@@ -345,6 +367,25 @@ class ServerStates:
                     )
                     return None
                 replayed += 1
+
+    def _older(self, i: int, rpc: str) -> str:
+        """Server i answered the call `rpc` UNIMPLEMENTED: it runs an older blindmatch than the
+        matcher's (rpc/older_peer.py), which is why it is behind, not that it is down. Logged
+        (once while it stays so), and returned: what the caller records as why it is behind,
+        and what a query it refuses says (`refusal`). The lock is held."""
+        why = older_why(rpc, LOOKUP_FLEET)
+        if self._older_ones.get(i) != why or self._behind.get(i) != why:
+            log.warning("%s %s; until then no query is answered through it (its shards are "
+                        "searched in the matcher's own copy)", self._name(i), why)  # fmt: skip
+        self._older_ones[i] = why
+        return why
+
+    def refusal(self, i: int, why: str) -> errors.ServiceError:
+        """A query refused for want of server i, behind for `why`: FAILED_PRECONDITION where
+        it is an older blindmatch (as a `Search` it does not know is), else UNAVAILABLE."""
+        if self._older_ones.get(i) == why:
+            return errors.FailedPrecondition(f"{self._name(i)} {why}")
+        return errors.Unavailable(f"{self._name(i)} {why}")
 
     def _end_load(self, i: int, why: str) -> None:
         """A load that did not bring server i up to date: it stays behind, saying why."""

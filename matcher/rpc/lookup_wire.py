@@ -111,27 +111,29 @@ def code_of(exc: grpc.RpcError) -> grpc.StatusCode | None:
     return exc.code() if hasattr(exc, "code") else None
 
 
-def outcome(call: grpc.Future) -> tuple[str, grpc.StatusCode | None]:
-    """Why `call` failed, once it has ended, and its status ("", None: it did not)."""
+def outcome(call: grpc.Future, rpc: str = "") -> tuple[str, grpc.StatusCode | None]:
+    """Why `call` (of the method `rpc`, where given) failed, once it has ended, and its
+    status ("", None: it did not)."""
     try:
         exc = call.exception()
     except grpc.FutureCancelledError:  # (its channel closed: the matcher is stopping)
         return "cancelled: the matcher is stopping", grpc.StatusCode.CANCELLED
-    return ("", None) if exc is None else (reason(exc), code_of(exc))
+    return ("", None) if exc is None else (reason(exc, rpc=rpc), code_of(exc))
 
 
-def failure_of(call: grpc.Future) -> str:
+def failure_of(call: grpc.Future, rpc: str = "") -> str:
     """Why `call` failed, once it has ended ("": it did not)."""
-    return outcome(call)[0]
+    return outcome(call, rpc)[0]
 
 
-def reason(exc: grpc.RpcError, said: grpc.StatusCode | None = None) -> str:
+def reason(exc: grpc.RpcError, said: grpc.StatusCode | None = None, rpc: str = "") -> str:
     """`exc`'s detail and its status; the status left out where it is `said`, the one the
     matcher's own refusal carries (a caller is told it once). UNIMPLEMENTED, a call the
-    server does not know: that it runs an older blindmatch (rpc/older_peer.py)."""
+    server does not know (`rpc`, where given): that it runs an older blindmatch
+    (rpc/older_peer.py)."""
     code = code_of(exc)
     if is_older(exc):  # a call the server does not know: an older blindmatch
-        return older_peer("it", fleet=LOOKUP_FLEET)
+        return older_peer("it", rpc, LOOKUP_FLEET)
     detail = exc.details() if hasattr(exc, "details") else str(exc)
     if code is not None and code == said:
         return detail

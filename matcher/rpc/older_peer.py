@@ -25,9 +25,15 @@ def is_older(exc: grpc.RpcError) -> bool:
 def older_peer(who: str, rpc: str = "", fleet: str = "the matcher, S1 and S2") -> str:
     """What is said of `who` (named with its host:port) that does not know the call `rpc`
     (one the matcher makes, where not known: gRPC's answer does not name it)."""
+    return f"{who} {older_why(rpc, fleet)}"
+
+
+def older_why(rpc: str = "", fleet: str = "the matcher, S1 and S2") -> str:
+    """`older_peer` without the peer's name: what follows it where a peer's state is said
+    after its name (a look-up server's, rpc/lookup_load.py `_older`)."""
     call = f"the call {rpc}" if rpc else "a call the matcher makes"
     return (
-        f"{who} does not know {call} (UNIMPLEMENTED): it runs an older blindmatch than the "
+        f"does not know {call} (UNIMPLEMENTED): it runs an older blindmatch than the "
         f"matcher's; upgrade {fleet} together to the matcher's version ({UPGRADE})"
     )
 
@@ -41,4 +47,4 @@ def older_peer_error(
 
 LOOKUP_FLEET = "the matcher and its look-up servers"
 
-__all__ = ["LOOKUP_FLEET", "is_older", "older_peer", "older_peer_error"]
+__all__ = ["LOOKUP_FLEET", "is_older", "older_peer", "older_peer_error", "older_why"]

@@ -53,6 +53,14 @@ class CheckReport:
         total = r.sample or self.records
         return r.records_reidentified / total if total else 0.0
 
+    def reidentified(self, r: AttackResult) -> str:
+        """What `r` re-identified, as a verdict says it: its share of the records it attacked,
+        and where those are not all of the member's, its share of all (`share_of_all`):
+        `98.6% of records (69 of 70, 57.5% of all 120)`."""
+        total = r.sample or self.records
+        of_all = f", {self.share_of_all(r):.1%} of all {total:,}" if total != r.records else ""
+        return f"{r.record_share:.1%} of records ({r.records_reidentified} of {r.records}{of_all})"
+
     @property
     def worst(self) -> AttackResult | None:
         return max(self.results, key=self.share_of_all, default=None)
@@ -131,13 +139,8 @@ class CheckReport:
                 f"PASS: every attack re-identified under {self.limit:.0%} of records "
                 f"(worst: {worst.record_share:.2%}, {where})" + self._graph_caveat(graphs)
             )
-        total = worst.sample or self.records
-        of_all = (
-            f", {self.share_of_all(worst):.1%} of all {total:,}" if total != worst.records else ""
-        )
         return (
-            f"LEAKS: {where} re-identified {worst.record_share:.1%} of records "
-            f"({worst.records_reidentified} of {worst.records}{of_all}); the limit is "
+            f"LEAKS: {where} re-identified {self.reidentified(worst)}; the limit is "
             f"{self.limit:.0%}. " + self.advice(worst)
         )
 

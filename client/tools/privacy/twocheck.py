@@ -136,8 +136,8 @@ class TwoServerReport(CheckReport):
             )
         return (
             f"LEAKS: {worst.attack} on {worst.encoding}'s view re-identified "
-            f"{worst.record_share:.1%} of records ({worst.records_reidentified} of "
-            f"{worst.records}); the limit is {self.limit:.0%} (docs/privacy-design.md)"
+            f"{self.reidentified(worst)}; the limit is {self.limit:.0%} "
+            "(docs/privacy-design.md)"
         )
 
     def render(self) -> str:
@@ -287,7 +287,10 @@ def check_members(
                     result = not_blocked(result)
                 if reading:
                     report.readings.setdefault(result.attack, {})[reading] = result.record_share
-                if count not in worst or result.record_share > worst[count][0].record_share:
+                # (ranked as the verdict ranks: by the share of all of A's records)
+                if count not in worst or (
+                    report.share_of_all(result) > report.share_of_all(worst[count][0])
+                ):
                     worst[count] = (result, partner, reading)
         for count in known:
             result, partner, reading = worst[count]
