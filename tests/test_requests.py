@@ -190,14 +190,21 @@ def test_only_the_partner_a_reference_is_addressed_to_can_resolve_it(
     ref = issued.refs["south"]
     capsys.readouterr()
 
-    for member, folder, says in (
-        ("east", "east.encoded", "addressed to another member;"),
-        ("north", "north.encoded", "addressed to another member (you issued it)"),
-    ):
-        code = resolve(matcher, trio.tokens[member], ref, "--encoded", str(tmp_path / folder),
-                       "--purpose", "x")  # fmt: skip
-        assert code == 3
-        assert says in capsys.readouterr().err
+    # The requester, which knows it exists, is told it is not its own to resolve.
+    assert resolve(matcher, trio.tokens["north"], ref, "--encoded",
+                   str(tmp_path / "north.encoded"), "--purpose", "x") == 3  # fmt: skip
+    assert "addressed to another member (you issued it)" in capsys.readouterr().err
+    # A third member is answered as for a reference never issued: resolving cannot be used
+    # to test whether one exists.
+    never = "bmr-" + "a" * 26
+    answers = []
+    for tried in (ref, never):
+        assert resolve(matcher, trio.tokens["east"], tried, "--encoded",
+                       str(tmp_path / "east.encoded"), "--purpose", "x") == 3  # fmt: skip
+        answers.append(capsys.readouterr().err.replace(tried, "REF"))
+    assert answers[0] == answers[1]
+    assert "no request reference REF in project 'trial'" in answers[0]
+    assert "another member" not in answers[0]
     # Refused resolutions are not recorded as resolutions.
     assert audit(matcher, trio.tokens["north"], "request.resolve") == []
 

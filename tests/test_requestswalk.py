@@ -42,9 +42,9 @@ def test_resolving_several_references_prints_those_resolved_before_one_is_refuse
     assert cli(matcher, *args, "--token", trio.tokens["south"]) == 3
     said = capsys.readouterr()
     assert f"{refs['south']}: north's record matched your record S-10" in said.out
-    assert "is addressed to another member" in said.err
+    assert f"no request reference {refs['east']} in project 'trial'" in said.err
     assert f"1 reference before {refs['east']} resolved and recorded" in said.err
-    assert said.err.rstrip().endswith("[PERMISSION_DENIED]")
+    assert said.err.rstrip().endswith("[NOT_FOUND]")
     # --json: the list of those resolved, on stdout, as a script reads it.
     assert cli(matcher, *args, "--json", "--token", trio.tokens["south"]) == 3
     [resolved] = json.loads(capsys.readouterr().out)

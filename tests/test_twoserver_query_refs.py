@@ -63,7 +63,7 @@ def test_a_mapping_query_answers_with_references_only_the_partner_resolves_to_it
     assert resolve(world, tokens["north"], members["north"][1], refs[0]) == 3
     assert "(you issued it)" in capsys.readouterr().err
     assert resolve(world, tokens["west"], south_encoded, refs[0]) == 3
-    assert "addressed to another member" in capsys.readouterr().err
+    assert f"no request reference {refs[0]}" in capsys.readouterr().err
     assert resolve(world, tokens["south"], members["north"][1], refs[0]) == 3
     told = capsys.readouterr().err
     assert "the upload that the query searched" in told and "Nothing was recorded" in told

@@ -9,6 +9,7 @@ the reference was issued for and appends its entry in the same transaction it is
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,8 @@ from blindmatch.matcher.errors import (
     ServiceError,
 )
 from blindmatch.matcher.storage.run_store import RunStore
+
+log = logging.getLogger("blindmatch.matcher")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS request_refs (
@@ -250,11 +253,20 @@ class RequestStore(RunStore):
         the audit log."""
         with self.db.tx() as tx:
             ref, _, withdrawn = _read_ref(tx, project, reference)
+            if ref.partner != member and ref.requester != member:
+                # Answered as a reference never issued, so that resolving cannot test whether
+                # one exists (as a withdrawal by another member is); the operator's log says
+                # what it was (and the refusal is counted on `admin query-report`).
+                log.warning(
+                    "%s/%s: refused to resolve request reference %s, addressed to %s (issued "
+                    "to %s); answered as one never issued",
+                    project, member, reference, ref.partner, ref.requester,
+                )  # fmt: skip
+                raise NotFound(_no_such(reference, project))
             if ref.partner != member:
-                mine = " (you issued it)" if ref.requester == member else ""
                 raise PermissionDenied(
-                    f"reference: {reference} is addressed to another member{mine}; only the "
-                    "member it was issued for can resolve it"
+                    f"reference: {reference} is addressed to another member (you issued it); "
+                    "only the member it was issued for can resolve it"
                 )
             if withdrawn is not None:  # before refcarry a reference could not be withdrawn
                 raise FailedPrecondition(
