@@ -15,6 +15,7 @@ from blindmatch.client import MatcherClient, ProjectTokens
 from blindmatch.client.encoding.encoded import Encoded
 from blindmatch.client.errors import NotFoundError, RejectedError
 from tests.support import Matcher, Org, db_rows, encode, uploaded_and_run
+from tests.test_report import Page, read_page
 
 
 @pytest.fixture
@@ -185,3 +186,36 @@ def test_withdraw_takes_the_reference_alone(
     assert cli(matcher, "request", north, "--record-id", "N1", "--purpose", "x") == 2
     assert "--encoded DIR: required with --record-id and --hits" in capsys.readouterr().err
     assert audit(matcher, north, "request.withdraw") == []
+
+
+def test_the_report_page_counts_and_lists_the_references_the_member_withdrew(
+    matcher: Matcher,
+    trio: ProjectTokens,
+    encoded: dict[str, Encoded],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The report page's request references (docs/report.md) counted issues and resolutions,
+    not withdrawals: a reference withdrawn was shown as still standing."""
+    uploaded_and_run(matcher, trio, encoded)
+    ref = issued(matcher, trio, encoded)
+    north = trio.tokens["north"]
+    assert cli(matcher, "request", north, "--withdraw", ref, "--purpose", "case closed") == 0
+
+    def page(member: str) -> Page:
+        out = tmp_path / f"{member}.html"
+        folder = str(tmp_path / f"{member}.encoded")
+        args = ("--encoded", folder, "--out", str(out), "--quiet", "--purpose", "review")
+        assert cli(matcher, "report", trio.tokens[member], *args) == 0
+        return read_page(out)[1]
+
+    north_page = page("north")
+    text = " ".join(north_page.text)
+    assert "You issued 1 reference in 1 request; you withdrew 1 reference you were issued" in text
+    [_, row] = north_page.table("time", "purpose", "reference", "partner")
+    assert row[1:] == ["case closed", ref, "south", row[4], "no"] and row[4].startswith("trial-")
+    # south, its partner, sees neither the issue nor the withdrawal.
+    south_page = page("south")
+    assert "withdrew" not in " ".join(south_page.text)
+    assert not south_page.table("time", "purpose", "reference", "partner")
+    capsys.readouterr()

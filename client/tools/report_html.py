@@ -18,12 +18,11 @@ from blindmatch import __version__
 from blindmatch.client.files import write_text
 from blindmatch.client.tools import charts
 from blindmatch.client.tools.evaluate import table_rows
-from blindmatch.client.tools.report import MemberReport
-from blindmatch.client.tools.report_requests import ISSUED_HEADER, RESOLVED_HEADER, request_tables
+from blindmatch.client.tools.report import MAX_ROWS, MemberReport
+from blindmatch.client.tools.report_requests import request_tables
 from blindmatch.client.words import counted, word
 
 # Per-record rows shown on the page; the results CSV holds them all.
-MAX_ROWS = 2000
 # Rows of each audit table, newest first.
 MAX_AUDIT_ROWS = 50
 # Invalid row numbers listed per field.
@@ -197,9 +196,9 @@ def _records(r: MemberReport) -> str:
         )
     shown = r.rows[:MAX_ROWS]
     more = (
-        f'<p class="muted">The first {MAX_ROWS} of {len(r.rows)} rows; '
+        f'<p class="muted">The first {MAX_ROWS} of {r.row_count} rows; '
         "<code>blindmatch results</code> writes them all to a CSV.</p>"
-        if len(r.rows) > MAX_ROWS
+        if r.row_count > MAX_ROWS
         else ""
     )
     blank = (
@@ -207,7 +206,7 @@ def _records(r: MemberReport) -> str:
         if len(r.header) > 2
         else ""
     )
-    return f"<h2>Per-record results ({len(r.rows)})</h2>{_table(r.header, shown)}{more}{blank}"
+    return f"<h2>Per-record results ({r.row_count})</h2>{_table(r.header, shown)}{more}{blank}"
 
 
 def _evaluation(r: MemberReport) -> str:
@@ -463,8 +462,7 @@ def _audit(r: MemberReport) -> str:
     refs = request_tables(entries, me, MAX_AUDIT_ROWS)
     if refs.summary:
         parts += ["<h3>Request references</h3>", f"<p>{escape(refs.summary)}</p>"]
-        parts += [_table(RESOLVED_HEADER, refs.resolved)] if refs.resolved else []
-        parts += [_table(ISSUED_HEADER, refs.issued)] if refs.issued else []
+        parts += [_table(header, rows) for header, rows in refs.tables()]
     more = max(len(about_me), len(mine), refs.shown_of) - MAX_AUDIT_ROWS
     if more > 0:
         parts.append(

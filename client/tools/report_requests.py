@@ -1,5 +1,6 @@
 """The report page's request references (docs/report.md, docs/requests.md): from a member's
-own audit export, the references it issued and every resolution it can see, both ways.
+own audit export, the references it issued, every resolution it can see, both ways, and its
+withdrawals.
 
 A partner resolving one of the member's references learns which of its records the member
 holds a match for: a disclosure of the member's information that the page's audit summary
@@ -18,6 +19,7 @@ from blindmatch.client.words import counted
 
 RESOLVED_HEADER = ("time", "resolved by", "issued by", "reference", "run", "purpose", "records")
 ISSUED_HEADER = ("time", "purpose", "run", "references")
+WITHDRAWN_HEADER = ("time", "purpose", "reference", "partner", "run", "resolved before")
 
 
 @dataclass
@@ -25,7 +27,14 @@ class RequestTables:
     summary: str = ""  # one sentence of counts; empty: no reference in the export
     resolved: list[tuple[str, ...]] = field(default_factory=list)  # newest first
     issued: list[tuple[str, ...]] = field(default_factory=list)  # newest first
-    shown_of: int = 0  # the longer of the two lists before `limit` cut it
+    withdrawn: list[tuple[str, ...]] = field(default_factory=list)  # newest first
+    shown_of: int = 0  # the longest of the lists before `limit` cut it
+
+    def tables(self) -> list[tuple[tuple[str, ...], list[tuple[str, ...]]]]:
+        """(header, rows) of each table that has rows, in the page's order."""
+        every = ((RESOLVED_HEADER, self.resolved), (ISSUED_HEADER, self.issued),
+                 (WITHDRAWN_HEADER, self.withdrawn))  # fmt: skip
+        return [(header, rows) for header, rows in every if rows]
 
 
 def _iso(unix: float) -> str:
@@ -40,12 +49,14 @@ def _run(detail: dict[str, Any]) -> str:
 
 
 def request_tables(entries: Sequence[dict[str, Any]], me: str, limit: int) -> RequestTables:
-    """`me`'s references issued (`request.issue`) and resolutions (`request.resolve`: its
+    """`me`'s references issued (`request.issue`), resolutions (`request.resolve`: its
     partners' of its references, without their purpose or record count, which its export
-    withholds; and its own of references sent to it), the newest `limit` of each."""
+    withholds; and its own of references sent to it) and withdrawals (`request.withdraw`,
+    its own: before 2026-12-08 the page counted none), the newest `limit` of each."""
     issued = [e for e in entries if e["action"] == "request.issue" and e["actor"] == me]
     resolved = [e for e in entries if e["action"] == "request.resolve"]
-    if not issued and not resolved:
+    withdrawn = [e for e in entries if e["action"] == "request.withdraw" and e["actor"] == me]
+    if not issued and not resolved and not withdrawn:
         return RequestTables()
     count = sum(
         len(refs) if isinstance(refs, list) else 1
@@ -67,8 +78,14 @@ def request_tables(entries: Sequence[dict[str, Any]], me: str, limit: int) -> Re
         said.append(
             f"you resolved references partners sent you {counted(len(resolved) - theirs, 'time')}"
         )
+    if withdrawn:
+        said.append(
+            f"you withdrew {counted(len(withdrawn), 'reference')} you were issued, which "
+            "their partners can resolve no more"
+        )
     summary = "; ".join(said) + "."
-    out = RequestTables(summary[0].upper() + summary[1:], shown_of=max(len(resolved), len(issued)))
+    longest = max(len(resolved), len(issued), len(withdrawn))
+    out = RequestTables(summary[0].upper() + summary[1:], shown_of=longest)
     for e in reversed(resolved[-limit:]):
         detail = e.get("detail") or {}
         records = detail.get("records")
@@ -90,4 +107,16 @@ def request_tables(entries: Sequence[dict[str, Any]], me: str, limit: int) -> Re
             f"{p}: {', '.join(r) if isinstance(r, list) else r}" for p, r in sorted(refs.items())
         )
         out.issued.append((_iso(e["time"]), str(e.get("purpose", "")), _run(detail), listed))
+    for e in reversed(withdrawn[-limit:]):
+        detail = e.get("detail") or {}
+        out.withdrawn.append(
+            (
+                _iso(e["time"]),
+                str(e.get("purpose", "")),
+                str(detail.get("reference", "")),
+                str(detail.get("partner", "")),
+                _run(detail),
+                "yes" if detail.get("resolved") else "no",
+            )
+        )
     return out
