@@ -466,3 +466,30 @@ def test_an_unwritable_out_is_refused_before_the_results_are_fetched(
         assert report(world, project, out) == 2
         assert f"{out}: {why}" in capsys.readouterr().err
     assert disclosed() == before
+
+
+def test_the_page_keeps_only_the_rows_it_shows_counting_the_rest(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`report` streams the results, as `results` does: of a run's rows it keeps those the
+    page shows (here 4 of 6), their count and the scores, not every hit and every row (before
+    2026-12-08 it fetched them whole, its memory growing with the results)."""
+    from blindmatch.client.tools import report as gathering
+    from blindmatch.client.tools import report_html
+
+    monkeypatch.setattr(gathering, "MAX_ROWS", 4, raising=False)
+    monkeypatch.setattr(report_html, "MAX_ROWS", 4)
+    project = world.projects["scores"]
+    with world.member(project, "north") as north:
+        gathered = gathering.gather_report(north, project.project, world.encoded["north"].path)
+    assert len(gathered.rows) == 4 and gathered.row_count == 6
+    assert len(gathered.scores) == 6  # the histogram's, every hit's
+    html = report_html.render_html(gathered)
+    assert "Per-record results (6)" in html and "The first 4 of 6 rows" in html
+    assert "Scores of the 6 hits" in html
+    # A truth file's evaluation needs every row: all are kept.
+    with world.member(project, "north") as north:
+        whole = gathering.gather_report(
+            north, project.project, world.encoded["north"].path, truth=world.tmp / "truth.csv"
+        )
+    assert len(whole.rows) == 6 and whole.row_count == 6

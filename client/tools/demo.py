@@ -171,6 +171,9 @@ def project_flow(target: str, project: ProjectTokens, members: dict[str, Member]
         outcome.run_id, outcome.state = run.run_id, run.state
         for status in first.watch_run(name, run.run_id):
             outcome.run_id, outcome.state = status.run_id, status.state
+    # Fetched whole (`results`, not `results_to` as `results` and `report` stream them): the
+    # demo scores every hit against the truth, so it holds them all anyway, and its people
+    # are generated in memory beside them (its encode result holds more than its hits).
     with outcome.timed("results"):
         for org, member in members.items():
             with MatcherClient(target, project.tokens[org]) as client:

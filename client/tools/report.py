@@ -30,7 +30,7 @@ is a pure function of what was gathered.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +38,9 @@ from typing import Any
 from blindmatch.client.encoding.encoded import read_encoded
 from blindmatch.client.errors import InputError
 from blindmatch.client.remote.client import MatcherClient
-from blindmatch.client.remote.model import LEVELS, ProjectInfo, Results
+from blindmatch.client.remote.model import LEVELS, ProjectInfo, ResultHit, Results
 from blindmatch.client.remote.twoserver import folder_sha256
-from blindmatch.client.results import HEADERS, join_results
+from blindmatch.client.results import HEADERS, result_rows
 from blindmatch.client.tools.evaluate import (
     Quality,
     Scored,
@@ -51,6 +51,8 @@ from blindmatch.client.tools.evaluate import (
     read_truth,
     thin_evidence,
 )
+
+MAX_ROWS = 2000  # per-record rows on the page (`results` writes them all)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,13 @@ class MemberReport:
     evaluation: EvaluationSummary | None = None
     purpose: str = ""
     mode: str = "clk"  # the project's: clk or two-server
+    # The per-record rows the results joined to; `rows` holds the first `MAX_ROWS` of them
+    # only, unless a truth file needs them all (None: `len(rows)`, a report made by hand).
+    rows_total: int | None = None
+
+    @property
+    def row_count(self) -> int:
+        return len(self.rows) if self.rows_total is None else self.rows_total
 
 
 # -- gathering ---------------------------------------------------------------------------
@@ -125,17 +134,39 @@ def gather_report(
     include_records: bool = True,
 ) -> MemberReport:
     """Ask the matcher for the project, the results and the audit export, and read the
-    ENCODED folder. Fetching results is a disclosure: it is audited with `purpose`."""
+    ENCODED folder. Fetching results is a disclosure: it is audited with `purpose`.
+
+    The results are streamed (`MatcherClient.results_to`, as `blindmatch results` writes
+    them): of the joined rows the page keeps the first `MAX_ROWS` (those it shows), a count,
+    and the scores for the histogram; all of them only for a truth file's evaluation.
+    Before 2026-12-08 every hit was held, then every row, whatever the page showed."""
     encoded = read_encoded(encoded_path, verify=False)
     info = client.describe(project)
-    results = client.results(project, purpose=purpose)
-    also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
-    joined = join_results(results, encoded, also)  # refuses results of another upload
+
+    def consume(
+        results: Results, hits: Iterator[ResultHit]
+    ) -> tuple[Results, list[list[str]], int, list[float]]:
+        also = folder_sha256(encoded) if results.upload_sha256 != encoded.sha256 else ""
+        joined = result_rows(results, encoded, also, hits)  # refuses another upload's
+        if results.disclosure == "count":
+            return results, [], 0, []
+        keep = MAX_ROWS if truth is None else None
+        scored = HEADERS[results.disclosure][-1] == "score"
+        rows: list[list[str]] = []
+        scores: list[float] = []
+        count = 0
+        for row in joined:
+            if keep is None or count < keep:
+                rows.append(row)
+            if scored and row[-1]:
+                scores.append(float(row[-1]))
+            count += 1
+        return results, rows, count, scores
+
+    results, rows, count, scores = client.results_to(project, purpose, consume)
     audit = list(client.audit(project))  # after the results: their disclosure is in it
     member = info.member
     header = [] if results.disclosure == "count" else HEADERS[results.disclosure]
-    rows = joined if header else []
-    scores = [float(r[-1]) for r in rows if header[-1:] == ["score"] and r[-1]]
     partners = _partners(info, results)
     members = {member, *(p.name for p in partners)}
     evaluation = _evaluate(truth, member, header, rows, members) if truth else None
@@ -161,6 +192,7 @@ def gather_report(
         partners=partners,
         header=header,
         rows=rows if include_records else [],
+        rows_total=count,
         records_left_out=bool(header) and not include_records,
         scores=scores,
         encode=encoded.read_report(),
