@@ -19,7 +19,7 @@ import pytest
 
 from blindmatch.matcher import errors
 from blindmatch.matcher.domain import Encoding
-from blindmatch.matcher.realtime.shards import ShardChange, Shards
+from blindmatch.matcher.realtime.shards import ERASE_MEMBER, ShardChange, Shards
 from blindmatch.matcher.rpc.lookup_client import LookupServers
 from blindmatch.matcher.rpc.lookup_service import LookupService
 from blindmatch.matcher.rpc.twoserver_holds import holds_at
@@ -170,3 +170,28 @@ def test_an_older_lookup_server_missing_a_forwarded_change_is_named_as_an_older_
         older(name, LOOKUP_FLEET, "Reload") + kept,
     ]
     assert str(refused.value) == older(name, LOOKUP_FLEET, "Reload")
+
+
+def test_an_erasure_names_an_older_lookup_server_that_may_still_hold_the_index_as_one(
+    older_lookup: str,
+) -> None:
+    """An erasure's reply named a look-up server that may still hold the member's standing
+    index by its name alone ("... may still hold its standing index in memory (it missed the
+    erasure, or is being loaded again; ...)"), where the server could not take the erasure
+    because it runs an older blindmatch. Now it says so, as a query it refuses does."""
+    from blindmatch.matcher.usecases.erasure import lookups_pending
+
+    servers = LookupServers([older_lookup], LOOKUP_KEY)
+    name = f"look-up server {older_lookup} (shard 0 of 1)"
+    change = ShardChange("trial", "north", Encoding(1024, b"f" * 32), 0.8,
+                         [("north-1", b"\xff" * 128)])  # fmt: skip
+    try:
+        servers.forward(change)  # (it does not know Apply: behind, as an older blindmatch)
+        servers.forward(ShardChange("trial", "north", erase=ERASE_MEMBER))  # (the erasure's)
+        said = lookups_pending(servers, "trial", "north")
+    finally:
+        servers.close()
+    assert said == [
+        f"{name} may still hold its standing index in memory, since it "
+        + older("", LOOKUP_FLEET, "Apply").lstrip()
+    ]

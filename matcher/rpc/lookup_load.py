@@ -251,6 +251,15 @@ class ServerStates:
     def _name(self, i: int) -> str:
         return f"look-up server {self.addresses[i]} (shard {i} of {len(self.addresses)})"
 
+    def older_of(self, names: Sequence[str]) -> dict[str, str]:
+        """Of `names` (as `holding` or `behind` name them), those behind because they run an
+        older blindmatch than the matcher's, each with what is said of it after its name
+        (`older_why`, as a query it refuses says)."""
+        with self._lock:
+            named = {self._name(i): why for i, why in self._older_ones.items()
+                     if self._behind.get(i) == why}  # fmt: skip
+        return {name: named[name] for name in names if name in named}
+
     def _start_load(self, i: int, *, empty: bool = False) -> None:
         """Load server i in a thread (unless one is at it); the lock is held. Changes
         forwarded from now on are queued for it (`forward`), replayed after the load.

@@ -35,6 +35,7 @@ from blindmatch.matcher.core import audit
 from blindmatch.matcher.domain import TWO_SERVER, Erasure, counted
 from blindmatch.matcher.errors import NotFound
 from blindmatch.matcher.realtime.engine import Realtime
+from blindmatch.matcher.realtime.shards import RemoteLookups
 from blindmatch.matcher.storage.erasure_log import FOUND_IN_LOG, LoggedErasure, found_in_log
 from blindmatch.matcher.storage.retention_store import COMPLETED, CutShort
 from blindmatch.matcher.storage.store import Store
@@ -62,6 +63,29 @@ EXPIRED_INDEX = (
     "the project's standing indexes were still kept after it expired (the matcher stopped "
     "part-way through its expiry, or was down when it expired); start-up deleted them"
 )
+
+
+def lookups_pending(remote: RemoteLookups, project: str, member: str) -> list[str]:
+    """What an erasure says of the look-up servers that may still hold the member's standing
+    index (`holding`): one of an older blindmatch is said to be so, as a query refused for
+    want of it says (rpc/older_peer.py `older_why`; before 2026-12-08 named alone)."""
+    # (a server behind for another change took it too, unless it is down: usecases/erasure_retry)
+    lookups = remote.holding(project, member)
+    older = remote.older_of(lookups) if lookups else {}
+    others = [name for name in lookups if name not in older]
+    said = []
+    if others:  # (it searches nothing until it has read its shards again: no query is
+        # answered without it; what it holds in memory goes then)
+        said.append(
+            f"{', '.join(others)} may still hold its standing index in memory (it missed the "
+            "erasure, or is being loaded again; no query is answered until it has read its "
+            "shards again)"
+        )
+    said += [
+        f"{name} may still hold its standing index in memory, since it {why}"
+        for name, why in older.items()
+    ]
+    return said
 
 
 def erase(
@@ -95,15 +119,8 @@ def erase(
     except Exception as exc:  # the same
         log.exception("%s/%s: the erasure's logged queries could not be blanked", project, member)
         pending.append(f"its logged queries' purposes are not blanked yet ({exc})")
-    # (a server behind for another change took it too, unless it is down: usecases/erasure_retry)
-    lookups = realtime.remote.holding(project, member) if realtime.remote is not None else []
-    if lookups:  # (it searches nothing until it has read its shards again: no query is
-        # answered without it; what it holds in memory goes then)
-        pending.append(
-            f"{', '.join(lookups)} may still hold its standing index in memory (it missed the "
-            "erasure, or is being loaded again; no query is answered until it has read its "
-            "shards again)"
-        )
+    if realtime.remote is not None:
+        pending += lookups_pending(realtime.remote, project, member)
     try:
         servers = also() if also is not None else set()
     except Exception:  # (its audit entry refused: a full disk) asked again, both
