@@ -195,12 +195,15 @@ def main() -> int:
                 hardened(febrl, h if h.salt_field is None else dataclasses.replace(
                     h, salt_field="date_of_birth"), schemas), febrl_members, threshold,
             )  # fmt: skip
+            # Ranked, and said, by the share of all the member's records, as privacy-check's
+            # verdict ranks them (`CheckReport.share_of_all`; before 2026-12-08 by the share of
+            # the records each attacked, so the two could name different worst attacks).
             field_worst = max(
-                (r for r in report.results if r.encoding == "field"), key=lambda r: r.record_share
+                (r for r in report.results if r.encoding == "field"), key=report.share_of_all
             )
             record_worst = max(
                 (r for r in report.results if r.encoding != "field" and r.claims is None),
-                key=lambda r: r.record_share,
+                key=report.share_of_all,
             )
             graph_rows.append((label, [r for r in report.results if r.claims is not None]))
             qgram = {
@@ -208,13 +211,14 @@ def main() -> int:
             }
             qgram_rows.append((label, qgram[("field", "surname")], qgram[("record", "surname")]))
             base = base_first_only if refused else None
-            rows.append((label, record_worst, field_worst, f1_orgs, f1_febrl, base))
+            rec_share, fld_share = map(report.share_of_all, (record_worst, field_worst))
+            rows.append((label, rec_share, field_worst.field, fld_share, f1_orgs, f1_febrl, base))
             print(
                 f"  ({label}: {time.monotonic() - started:.0f}s; "
                 f"worst {worst.field if worst else 'none'})",
                 file=sys.stderr,
             )
-    base_orgs, base_febrl = rows[0][3], rows[0][4]
+    base_orgs, base_febrl = rows[0][4], rows[0][5]
     print(
         f"Attacks on {args.attack_records} synthetic records (seed {args.seed}); F1 on "
         f"{args.population:,}-person three-organisation data and Febrl4, threshold {threshold}"
@@ -223,15 +227,15 @@ def main() -> int:
         f"{'hardening':<28} {'record-level':>13} {'field-level':>22} {'F1 3-org':>9} "
         f"{'dF1':>6} {'F1 Febrl4':>9} {'dF1':>6}"
     )
-    for label, rec, fld, f_orgs, f_febrl, base in rows:
+    for label, rec, fld_field, fld, f_orgs, f_febrl, base in rows:
         print(
-            f"{label:<28} {rec.record_share:>12.2%} {fld.record_share:>8.2%} ({fld.field:<11}) "
+            f"{label:<28} {rec:>12.2%} {fld:>8.2%} ({fld_field:<11}) "
             f"{f_orgs:>9.4f} {100 * (f_orgs - (base or base_orgs)):>+6.2f} {f_febrl:>9.4f} "
             f"{100 * (f_febrl - base_febrl):>+6.2f}"
         )
     print(
-        "record-/field-level: worst share of records re-identified by any bit-level attack; "
-        "dF1 in points"
+        "record-/field-level: worst share of all records re-identified by any bit-level attack "
+        "(privacy-check's `share_of_all`); dF1 in points"
     )
     if base_first_only is not None:
         print(

@@ -45,7 +45,8 @@ files:
   `--one-secret` encodes every flow of a cell under one secret (default: a fresh one a flow),
   so that flows whose CLKs are the same bits differ only by how they are scored.
 - **privacy** (in the grid, at corruption 1): `privacy-check` of the default encoding of
-  the largest export: the share of records its worst attack re-identifies.
+  the largest export: the share of all its records its worst attack re-identifies (as
+  privacy-check ranks attacks: `CheckReport.share_of_all`).
 
 Precision, recall and F1 are over (record, partner) hits of all members.
 """
@@ -225,7 +226,9 @@ def blindmatch_flow(
 
 
 def privacy(folder: Path, generator: str, schema: Path = SCHEMA) -> tuple[float, str]:
-    """The worst attack's share of records on the default encoding of the largest export."""
+    """The worst attack's share of all records on the default encoding of the largest export,
+    as privacy-check ranks and says it (`CheckReport.share_of_all`; before 2026-12-08 the
+    share of the records that attack tried, which a graph attack on a sample overstated)."""
     from blindmatch.client.encoding.schema import load_schema
     from blindmatch.client.tools.privacy.check import check_csv
 
@@ -233,7 +236,7 @@ def privacy(folder: Path, generator: str, schema: Path = SCHEMA) -> tuple[float,
     report = check_csv(csv_path, load_schema(schema), mapping, secrets.token_bytes(32))
     worst = report.worst
     where = f"{worst.attack}, {worst.encoding} {worst.field}" if worst else "-"
-    return (worst.record_share if worst else 0.0), where
+    return (report.share_of_all(worst) if worst else 0.0), where
 
 
 def _row(cells: list[object]) -> str:

@@ -424,10 +424,10 @@ def privacy(folder: Path, gen: str, schemas: dict[str, LinkageSchema], secret: b
                  "dob-bigrams", "dob-bigrams+swap", "dob-bigrams+phonetic+swap"):  # fmt: skip
         report = check_csv(csv_path, schemas[name], mapping, secret)
         worst: dict[str, tuple[float, str]] = {}
-        for r in report.results:
-            key = f"{r.encoding}"
-            if r.record_share >= worst.get(key, (0.0, ""))[0]:
-                worst[key] = (r.record_share, f"{r.attack} {r.field}")
+        for r in report.results:  # ranked as privacy-check ranks them (`share_of_all`)
+            key, share = f"{r.encoding}", report.share_of_all(r)
+            if share >= worst.get(key, (0.0, ""))[0]:
+                worst[key] = (share, f"{r.attack} {r.field}")
         shown = "; ".join(f"{k}: {v[0]:.2%} ({v[1]})" for k, v in worst.items())
         print(f"  privacy {gen} {name:<14} {report.records} records: {shown}", flush=True)
 
