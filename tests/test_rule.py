@@ -262,7 +262,14 @@ def with_fallback(first: list[npt.NDArray[np.uint8]], seed: int) -> list[npt.NDA
 
 
 def test_exhaustive_and_lsh_runs_under_the_rule_find_the_same_links() -> None:
-    datasets = with_fallback(members(3, 20_000, overlap=0.2, seed=9), seed=31)
+    # Three members of 8,000 (was 20,000: 51 s of CPU, 233 s at load 18, near pytest-timeout's
+    # 300 s; now 16 s). The claims are LSH's recall of the rule's links and that the rule
+    # decides otherwise somewhere, not the size: with these seeds LSH finds all 8,122 of the
+    # exhaustive run's links (all 20,216 at 20,000; 8 may be missed), 1,597 groups (4,000),
+    # and the rule drops 1,298 of today's links (3,296). It still fails at this size when
+    # LSH is planned for 0.89 rather than the floor (14 links missed, 2 not the exhaustive
+    # run's) or the rule scores S = D1 (the same links as today's).
+    datasets = with_fallback(members(3, 8_000, overlap=0.2, seed=9), seed=31)
     bits = datasets[0].shape[1] * 8 // 2
     assert not fallback.Split.of(datasets, bits).lacking[0].any()
     full = match(datasets, 0.8, blocking="exhaustive", fallback_bits=bits, rule=RULE)
@@ -279,7 +286,7 @@ def test_exhaustive_and_lsh_runs_under_the_rule_find_the_same_links() -> None:
 
     # LSH is planned for the rule's candidate floor (0.79), at the planner's design recall.
     assert len(link(lsh) & link(full)) >= 0.999 * len(link(full)) and link(lsh) <= link(full)
-    assert full.groups >= 3000
+    assert full.groups >= 1200  # three in four of the 1,600 shared people (was 3,000 of 4,000)
     assert link(full) != link(old)  # the rule decides differently from today's somewhere
 
 
