@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core._anonlink import split_to_chunks
-from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.kernel import NATIVE, _kernel, dice_candidates
 
 # About this many comparisons per chunk: big enough to amortise the call (the
 # kernel sorts and re-lays out both slices), small enough for steady progress
@@ -126,7 +126,7 @@ def merge(parts: Sequence[Candidates]) -> Candidates:
     packed = _packed(d0, d1, r0, r1)
     order = None if packed is None else _one_sort(sims, *packed)
     if order is None and packed is not None:  # the index keys as one, then stably by score
-        order = np.argsort(packed[0])
+        order = argsort_u64(packed[0])
         order = order[np.argsort(-sims[order], kind="stable")]
     if order is None:
         order = np.lexsort((r1, r0, d1, d0, -sims))
@@ -140,16 +140,30 @@ def _one_sort(
     index key leaves free (a monotone map: a higher score never gets a higher rank number),
     above the key. The order is the merge's exactly when the scores come out non-increasing
     (two rows in order either score apart or tie, and then the key orders them); where two
-    scores shared a step of the scale and came out the wrong way round, None."""
+    scores shared a step of the scale and came out the wrong way round, None. The sort is
+    `argsort_u64`'s (crowdcut): stable where np.argsort is not, which changes nothing (two rows
+    with equal keys are the same pair at the same rank: the same bytes where their scores tie,
+    and where they do not, the check above)."""
     free = min(64 - bits, 52)
     lo, hi = float(sims.min()), float(sims.max())
     if free < 16 or not np.isfinite(lo) or not np.isfinite(hi):
         return None
     scale = ((1 << free) - 2) / (hi - lo) if hi > lo else 0.0
     rank = ((hi - sims) * scale).astype(np.uint64)
-    order = np.argsort((rank << np.uint64(bits)) | key)
+    order = argsort_u64((rank << np.uint64(bits)) | key)
     ordered = sims[order]
     return None if (ordered[1:] > ordered[:-1]).any() else order
+
+
+def argsort_u64(key: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+    """The order sorting `key` (written over: pass a scratch array), equal keys in their first
+    order by: the native radix sort (`_radix.c`, crowdcut); without the native module np.argsort
+    (not stable: equal keys in any order, which `merge` allows)."""
+    if not NATIVE or len(key) < 2:
+        return np.argsort(key)
+    order = np.empty(len(key), dtype=np.int64)
+    _kernel.radix_order(np.ascontiguousarray(key, dtype=np.uint64), order)
+    return order.astype(np.intp, copy=False)
 
 
 def _packed(*columns: npt.NDArray[np.uint32]) -> tuple[npt.NDArray[np.uint64], int] | None:
