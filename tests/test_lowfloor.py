@@ -13,13 +13,14 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.lowfloor_was import lifted_was
 from blindmatch.matcher.core import crowd
 from blindmatch.matcher.core._anonlink import greedy_solve
 from blindmatch.matcher.core.compare import (
     Candidates,
     _one_sort,
     _packed,
-    argsort_u64,
+    sort_u64,
     concat,
     merge,
 )
@@ -186,13 +187,17 @@ def test_the_radix_order_is_numpys_stable_argsort(values: list[int]) -> None:
     # Ties, empty and one key included; keys using every bit, and keys whose digits are all
     # the same in some pass (skipped there).
     key = np.array(values, dtype=np.uint64)
-    assert argsort_u64(key.copy()).tolist() == np.argsort(key, kind="stable").tolist()
+    order, ordered = sort_u64(key.copy())
+    assert order.tolist() == np.argsort(key, kind="stable").tolist()
+    assert ordered.tolist() == sorted(values)
 
 
 def test_the_radix_order_sorts_a_million_keys_of_a_few_values_stably() -> None:
     rng = np.random.default_rng(7)
     key = rng.integers(0, 5, 1_000_000).astype(np.uint64) << np.uint64(40)
-    assert np.array_equal(argsort_u64(key.copy()), np.argsort(key, kind="stable"))
+    order, ordered = sort_u64(key.copy())
+    assert np.array_equal(order, np.argsort(key, kind="stable"))
+    assert np.array_equal(ordered, np.sort(key))
 
 
 def _band_masks(scores, los, his, chance, dominated):  # type: ignore[no-untyped-def]
@@ -230,106 +235,6 @@ def test_the_bands_counts_are_the_ones_a_mask_for_each_band_counted(
     assert got == _band_masks(scores, los, his, chance, dominated)
 
 
-# crowd.band_cut and crowd.lifted as they were before crowdcut: the reference.
-def _band_cut_as_before(
-    scores: npt.NDArray[np.float64],
-    chance: npt.NDArray[np.bool_],
-    exposure: float,
-    comparisons: int,
-    threshold: float,
-    *,
-    anchor: float = crowd.ANCHOR,
-    width: float = crowd.WIDTH,
-    evidence: int = crowd.EVIDENCE,
-    dominated: npt.NDArray[np.bool_] | None = None,
-) -> float:
-    cut = threshold
-    if not exposure:
-        return cut
-    for k in range(round(anchor / width)):
-        lo = round(threshold + k * width, 6)  # 0.83, not 0.8300000000000001
-        band = (scores >= lo) & (scores < round(lo + width, 6))
-        sure = int(np.count_nonzero(band & chance))
-        expected = sure / exposure * comparisons  # the band's chance pairs, estimated
-        gone = int(np.count_nonzero(band & dominated)) if dominated is not None else 0
-        if sure < evidence or expected - gone < 0.5 * (int(np.count_nonzero(band)) - gone):
-            break
-        cut = round(lo + width, 6)
-    return cut
-
-
-def _lifted_as_before(
-    candidates: Candidates,
-    threshold: float,
-    sizes: list[int],
-    lacking: list[npt.NDArray[np.bool_]] | None = None,
-    *,
-    links: bool = False,
-) -> Candidates:
-    if not len(candidates):
-        return candidates
-    lack = lacking or [np.zeros(n, dtype=bool) for n in sizes]
-    d = (candidates.dset0, candidates.dset1)
-    r = (candidates.rec0, candidates.rec1)
-    lacks = [np.zeros(len(candidates), dtype=bool) for _ in range(2)]
-    for side in range(2):
-        for m, x in enumerate(lack):
-            sel = d[side] == m
-            lacks[side][sel] = x[r[side][sel]]
-    on_fallback = lacks[0] | lacks[1]
-    keep = np.ones(len(candidates), dtype=bool)
-    members = len(sizes)
-    for key in np.unique(d[0].astype(np.int64) * members + d[1]).tolist():
-        ab = divmod(key, members)
-        pair = (d[0] == ab[0]) & (d[1] == ab[1])
-        n_lack = [int(lack[m].sum()) for m in ab]
-        n_have = [sizes[m] - k for m, k in zip(ab, n_lack, strict=True)]
-        for kind in (False, True):  # scored on the fallback CLK (either record lacks) or not
-            sel = np.flatnonzero(pair & (on_fallback == kind))
-            if not len(sel):
-                continue
-            if kind:  # a lacking record against every record, a full one against lacking ones
-                comparisons = n_lack[0] * sizes[ab[1]] + n_have[0] * n_lack[1]
-            else:
-                comparisons = n_have[0] * n_have[1]
-            chance = np.zeros(len(sel), dtype=bool)
-            exposure = 0  # the comparisons the anchored records' other candidates came from
-            for side in range(2):
-                others, anchored = crowd._anchored_others(
-                    r[side][sel], candidates.sims[sel], threshold
-                )
-                chance |= others
-                own = lack[ab[side]][anchored]
-                other = 1 - side
-                if kind:
-                    exposure += (
-                        int(own.sum()) * sizes[ab[other]] + int((~own).sum()) * n_lack[other]
-                    )
-                else:
-                    exposure += len(anchored) * n_have[other]
-            dominated = None
-            if links:
-                dominated = np.zeros(len(sel), dtype=bool)
-                for side in range(2):
-                    mine = np.flatnonzero(pair)
-                    best = np.zeros(int(r[side][mine].max()) + 1, dtype=np.float64)
-                    np.maximum.at(best, r[side][mine], candidates.sims[mine])
-                    dominated |= candidates.sims[sel] < best[r[side][sel]]
-            cut = _band_cut_as_before(
-                candidates.sims[sel], chance, exposure, comparisons, threshold, dominated=dominated
-            )
-            keep[sel[candidates.sims[sel] < cut]] = False
-    if keep.all():
-        return candidates
-    return Candidates(
-        candidates.sims[keep],
-        candidates.dset0[keep],
-        candidates.dset1[keep],
-        candidates.rec0[keep],
-        candidates.rec1[keep],
-    )
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     st.integers(0, 2**32 - 1),
@@ -355,11 +260,11 @@ def test_the_crowd_cut_keeps_what_it_kept_before_crowdcut(
     c = _take(c, rng.permutation(n * n)[: rng.integers(1, n * n + 1)])
     sizes = [n] * members
     lacking = [rng.random(n) < 0.2 for _ in sizes] if with_lacking else None
-    want = _lifted_as_before(c, 0.6, sizes, lacking, links=links)
+    want = lifted_was(c, 0.6, sizes, lacking, links=links)
     assert _same(crowd.lifted(c, 0.6, sizes, lacking, links=links), want)
 
 
 def test_the_crowd_cut_of_one_candidate_keeps_it() -> None:
     c = Candidates(np.array([0.65]), *(np.array([k], dtype=np.uint32) for k in (0, 1, 3, 4)))
     assert _same(crowd.lifted(c, 0.6, [5, 5]), c)
-    assert _same(crowd.lifted(c, 0.6, [5, 5]), _lifted_as_before(c, 0.6, [5, 5]))
+    assert _same(crowd.lifted(c, 0.6, [5, 5]), lifted_was(c, 0.6, [5, 5]))

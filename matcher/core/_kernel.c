@@ -1888,7 +1888,7 @@ static PyMethodDef methods[] = {
     {"greedy_pairs", py_greedy_pairs, METH_VARARGS,
      "greedy_pairs(x, y, n_x, n_y, out) -> pairs chosen, -1 or -2 (_greedy.c)"},
     {"radix_order", py_radix_order, METH_VARARGS,
-     "radix_order(key, out): out the stable order sorting key (uint64, scratch) (_radix.c)"},
+     "radix_order(key, out): out the stable order sorting key (uint64), key sorted (_radix.c)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };
