@@ -20,9 +20,9 @@ from blindmatch.matcher.core.compare import (
     Candidates,
     _one_sort,
     _packed,
-    sort_u64,
     concat,
     merge,
+    sort_u64,
 )
 from blindmatch.matcher.core.kernel import NATIVE
 from blindmatch.matcher.core.solve import _two_members, solve
