@@ -9,7 +9,7 @@ CLKHASH := clkhash==0.18.3
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py matcher/core/_kernel.c matcher/core/_lshbatch.c matcher/core/_pairperm.c matcher/core/_standing.c matcher/core/_greedy.c Makefile
+$(STAMP): pyproject.toml setup.py matcher/core/_kernel.c matcher/core/_lshbatch.c matcher/core/_pairperm.c matcher/core/_standing.c matcher/core/_greedy.c matcher/core/_radix.c Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -18,6 +18,7 @@ setup(
                 "matcher/core/_pairperm.c",
                 "matcher/core/_standing.c",
                 "matcher/core/_greedy.c",
+                "matcher/core/_radix.c",
             ],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wno-unused-parameter"],
             optional=True,

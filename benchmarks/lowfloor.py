@@ -10,7 +10,9 @@ encoded by `blindmatch encode`'s path with tests/data/febrl4's schema and mappin
 the candidates run through a run's stages after the kernel (core.compare, core.crowd,
 core.solve, as `usecases.runs.match` does) twice: as main did before lowfloor (the whole
 merge sorted by five keys, the crowd cut after it, anonlink's greedy solver) and as the run
-does now (the crowd cut on the kernel's unsorted output, `compare.merge`, `solve.solve`).
+does now (the crowd cut on the kernel's unsorted output, `compare.merge`, `solve.solve`); and
+the crowd cut and merge as lowfloor left them (`benchmarks/lowfloor_was.py`: a mask for each
+band, np.argsort), beside the run's (crowdcut: the bands counted in one pass, a radix sort).
 Each stage's CPU seconds are printed with its candidates, and beside anonlink's own greedy
 solver on the same candidates (`anonlink.solving.greedy_solve`, the anchor) as ratios. The
 two paths' groups and links (what the hits, mapping and scores files are written from) must be
@@ -32,6 +34,7 @@ import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.lowfloor_was import lifted_was, merge_was
 from blindmatch.matcher.core import crowd
 from blindmatch.matcher.core._anonlink import greedy_solve
 from blindmatch.matcher.core.compare import Candidates, compare_chunk, concat, merge, plan_chunks
@@ -114,9 +117,15 @@ def one(datasets: list[Clks], floor: float, with_main: bool = True) -> dict[str,
     parts = [clock("compare", compare_chunk, c, datasets, floor) for c in plan_chunks(sizes)]
     found = sum(len(p) for p in parts)
     scorer = dice_scorer(datasets)
+    # Main at lowfloor, before crowdcut: its crowd cut and merge (benchmarks/lowfloor_was.py).
+    cut_was = clock("was crowd", lifted_was, concat(parts), floor, sizes)
+    cut_was = clock("was merge", merge_was, [cut_was])
     if not with_main:  # the run's path alone (main's solve takes minutes at Febrl4's 0.6)
         now = clock("crowd", crowd.lifted, clock("concat", concat, parts), floor, sizes)
         now = clock("merge", merge, [now])
+        if not all(getattr(now, f).tobytes() == getattr(cut_was, f).tobytes()
+                   for f in ("sims", "dset0", "dset1", "rec0", "rec1")):  # fmt: skip
+            raise SystemExit(f"floor {floor}: the run's candidates differ from lowfloor's")
         groups = clock("solve", solve_now, now)
         groups = clock("complete", complete, groups, now, scorer, floor)
         clock("links", links_from_groups, groups, datasets)
@@ -137,6 +146,7 @@ def one(datasets: list[Clks], floor: float, with_main: bool = True) -> dict[str,
     # main's solve (its input is byte-identical to the run's now: checked below).
     clock.seconds["anchor"] = clock.seconds["main solve"]
     same = all(getattr(now, f).tobytes() == getattr(was, f).tobytes()
+               == getattr(cut_was, f).tobytes()
                for f in ("sims", "dset0", "dset1", "rec0", "rec1"))  # fmt: skip
     same = (
         same
@@ -166,10 +176,11 @@ def main() -> int:
     args = parser.parse_args()
     load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"lowfloor: {args.records:,} x {args.records:,} records, load {' '.join(load)}")
-    stages = ["compare", "main merge", "main crowd", "main solve", "concat", "crowd", "merge",
-              "solve", "complete", "links"]  # fmt: skip
+    stages = ["compare", "main merge", "main crowd", "main solve", "was crowd", "was merge",
+              "concat", "crowd", "merge", "solve", "complete", "links"]  # fmt: skip
     head = f"{'set':<10} {'floor':>5} {'candidates':>11} {'kept':>10} {'groups':>6}"
-    print(head + "".join(f" {s:>10}" for s in stages) + f" {'main':>7} {'now':>7} {'main/now':>8}")
+    print(head + "".join(f" {s:>10}" for s in stages) + f" {'main':>7} {'now':>7} {'main/now':>8}"
+          f" {'was/now':>8}")  # fmt: skip
     for name in args.sets:
         datasets = febrl4(args.records) if name == "febrl4" else households(args.records)
         for floor in args.floors:
@@ -181,14 +192,17 @@ def main() -> int:
             anchor = max(s["anchor"], 1e-6)
             cells = "".join(f" {s[k]:>6.2f}/{s[k] / anchor:<3.1f}" for k in stages)
             ratio = main_s / max(now_s, 1e-6)
+            cut = s["crowd"] + s["merge"]
+            was = (s["was crowd"] + s["was merge"]) / max(cut, 1e-6)
             print(f"{name:<10} {floor:>5} {r['found']:>11,} {r['kept']:>10,} {r['groups']:>6,}"
-                  f"{cells} {main_s:>7.2f} {now_s:>7.2f} {ratio:>8.1f}")  # fmt: skip
+                  f"{cells} {main_s:>7.2f} {now_s:>7.2f} {ratio:>8.1f} {was:>8.1f}")  # fmt: skip
             sys.stdout.flush()
     print(
         "cells: CPU seconds / ratio to the anchor (anonlink's greedy_solve on the same "
         "candidates); main: merge+crowd+solve as before lowfloor; now: concat+crowd+merge+"
-        "solve; "
-        + ("--no-main: nothing compared" if args.no_main else
+        "solve; was/now: crowd+merge as on main before crowdcut (lowfloor_was.py) against the "
+        "run's; "
+        + ("--no-main: candidates byte-identical to lowfloor's" if args.no_main else
            "candidates, groups and links byte-identical to main's at every floor")
     )  # fmt: skip
     return 0

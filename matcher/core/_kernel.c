@@ -646,6 +646,7 @@ done:
 #include "_pairperm.c"
 #include "_standing.c"
 #include "_greedy.c"
+#include "_radix.c"
 
 /* ---- one query against a standing index ----------------------------------------
  *
@@ -1886,6 +1887,8 @@ static PyMethodDef methods[] = {
      "dabit_deal(x, y, p1, x_, y_, q1, out_p, out_q, width=8): C's explicit daBit values"},
     {"greedy_pairs", py_greedy_pairs, METH_VARARGS,
      "greedy_pairs(x, y, n_x, n_y, out) -> pairs chosen, -1 or -2 (_greedy.c)"},
+    {"radix_order", py_radix_order, METH_VARARGS,
+     "radix_order(key, out): out the stable order sorting key (uint64), key sorted (_radix.c)"},
     {"paths", py_paths, METH_NOARGS, "The kernel paths this CPU can run, best first."},
     {NULL, NULL, 0, NULL},
 };

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from blindmatch.matcher.core._anonlink import split_to_chunks
-from blindmatch.matcher.core.kernel import dice_candidates
+from blindmatch.matcher.core.kernel import NATIVE, _kernel, dice_candidates
 
 # About this many comparisons per chunk: big enough to amortise the call (the
 # kernel sorts and re-lays out both slices), small enough for steady progress
@@ -124,9 +124,20 @@ def merge(parts: Sequence[Candidates]) -> Candidates:
     if not len(sims):
         return whole
     packed = _packed(d0, d1, r0, r1)
-    order = None if packed is None else _one_sort(sims, *packed)
-    if order is None and packed is not None:  # the index keys as one, then stably by score
-        order = np.argsort(packed[0])
+    one = None if packed is None else _one_sorted(sims, *packed)
+    if one is not None:  # the index columns read back from the sorted key (crowdcut)
+        columns = (d0, d1, r0, r1)
+        widths = [int(c.max(initial=0)).bit_length() for c in columns]
+        shift = sum(widths)
+        back = []
+        for column, width in zip(columns, widths, strict=True):
+            shift -= width
+            mask = np.uint64((1 << width) - 1)
+            back.append(((one[2] >> np.uint64(shift)) & mask).astype(column.dtype))
+        return Candidates(one[1], *back)
+    order = None
+    if packed is not None:  # the index keys as one, then stably by score
+        order = sort_u64(packed[0])[0]
         order = order[np.argsort(-sims[order], kind="stable")]
     if order is None:
         order = np.lexsort((r1, r0, d1, d0, -sims))
@@ -136,20 +147,46 @@ def merge(parts: Sequence[Candidates]) -> Candidates:
 def _one_sort(
     sims: npt.NDArray[np.float64], key: npt.NDArray[np.uint64], bits: int
 ) -> npt.NDArray[np.intp] | None:
+    """`_one_sorted`'s order, or None."""
+    one = _one_sorted(sims, key, bits)
+    return None if one is None else one[0]
+
+
+def _one_sorted(
+    sims: npt.NDArray[np.float64], key: npt.NDArray[np.uint64], bits: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64], npt.NDArray[np.uint64]] | None:
     """The merge's order by one sort (lowfloor): each score's rank on a scale of the bits the
     index key leaves free (a monotone map: a higher score never gets a higher rank number),
     above the key. The order is the merge's exactly when the scores come out non-increasing
     (two rows in order either score apart or tie, and then the key orders them); where two
-    scores shared a step of the scale and came out the wrong way round, None."""
+    scores shared a step of the scale and came out the wrong way round, None. Else (the order,
+    the scores in it, the sorted key). The sort is `sort_u64`'s (crowdcut): stable where
+    np.argsort is not, which changes nothing (two rows with equal keys are the same pair at the
+    same rank: the same bytes where their scores tie, and where they do not, the check above)."""
     free = min(64 - bits, 52)
     lo, hi = float(sims.min()), float(sims.max())
     if free < 16 or not np.isfinite(lo) or not np.isfinite(hi):
         return None
     scale = ((1 << free) - 2) / (hi - lo) if hi > lo else 0.0
     rank = ((hi - sims) * scale).astype(np.uint64)
-    order = np.argsort((rank << np.uint64(bits)) | key)
+    order, combined = sort_u64((rank << np.uint64(bits)) | key)
     ordered = sims[order]
-    return None if (ordered[1:] > ordered[:-1]).any() else order
+    return None if (ordered[1:] > ordered[:-1]).any() else (order, ordered, combined)
+
+
+def sort_u64(
+    key: npt.NDArray[np.uint64],
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint64]]:
+    """(the order sorting `key`, `key` in it). The native radix sort (`_radix.c`, crowdcut):
+    equal keys in their first order, `key` sorted in place (pass a scratch array); without the
+    native module np.argsort (not stable: equal keys in any order, which `merge` allows)."""
+    if not NATIVE or len(key) < 2:
+        order = np.argsort(key)
+        return order, key[order]
+    key = np.ascontiguousarray(key, dtype=np.uint64)
+    order = np.empty(len(key), dtype=np.int64)
+    _kernel.radix_order(key, order)
+    return order.astype(np.intp, copy=False), key
 
 
 def _packed(*columns: npt.NDArray[np.uint32]) -> tuple[npt.NDArray[np.uint64], int] | None:
