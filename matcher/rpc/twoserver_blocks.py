@@ -440,7 +440,7 @@ def release_blocks(remote: RemoteServers, index: int) -> None:
     if blocks is None:
         return
     request = pb.AcknowledgeRequest(blocks=[blocks])
-    for who, stub in zip(remote.names, (remote._s1, remote._s2), strict=True):
+    for who, stub in ((remote.names[0], remote._s1), (remote.names[1], remote._s2)):
         try:
             call_party(who, stub.Acknowledge, request, metadata=remote._metadata,
                        timeout=30.0)  # fmt: skip
