@@ -1336,16 +1336,20 @@ class ResumeRequest(_message.Message):
     def __init__(self, batch: _Optional[str] = ...) -> None: ...
 
 class AcknowledgeRequest(_message.Message):
-    __slots__ = ("batches",)
+    __slots__ = ("batches", "blocks")
     BATCHES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
     batches: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, batches: _Optional[_Iterable[str]] = ...) -> None: ...
+    blocks: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, batches: _Optional[_Iterable[str]] = ..., blocks: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AcknowledgeReply(_message.Message):
-    __slots__ = ("dropped",)
+    __slots__ = ("dropped", "blocks_dropped")
     DROPPED_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     dropped: int
-    def __init__(self, dropped: _Optional[int] = ...) -> None: ...
+    blocks_dropped: int
+    def __init__(self, dropped: _Optional[int] = ..., blocks_dropped: _Optional[int] = ...) -> None: ...
 
 class ForgetRequest(_message.Message):
     __slots__ = ("project", "member")

@@ -145,6 +145,19 @@ def test_blocks_over_grpc_give_the_pairs_links_with_under_75_percent_of_the_byte
         assert not entries(tmp_path, role, "twoserver.deal")
 
 
+def test_after_a_run_by_blocks_s1_and_s2_hold_none_of_its_blocks(
+    tmp_path: Path, roles: dict[str, RunningRole], uploads: list[client.SharedUpload],
+) -> None:  # fmt: skip
+    """Each part's blocks (every pair's H shares, up to 2^24 pairs' worth) let go once its
+    last batch is answered, not held until they have been idle 20 minutes."""
+    upload(roles, uploads)
+    got = drive(roles, uploads, dense=True)
+    assert len([p for p in got.proposed if p.pairs]) >= 3  # parts by blocks were held
+    assert len(entries(tmp_path, "s1", "twoserver.blocks")) >= 3
+    for role in ("s1", "s2"):
+        assert roles[role].service.dense.held() == 0, role
+
+
 def test_a_combiner_dealing_a_wrong_block_is_refused_over_grpc_naming_it(
     tmp_path: Path, roles: dict[str, RunningRole], uploads: list[client.SharedUpload],
     monkeypatch: pytest.MonkeyPatch,
@@ -200,6 +213,8 @@ def test_a_batch_by_blocks_cut_during_its_rounds_runs_again_after_s2_restarts(
     down.restart()
     assert not world.roles["s2"].service.dense._held  # S2's blocks went with it
     assert run_hits(world, project, encoded) == whole
+    for role in ("s1", "s2"):  # the resumed run's parts' blocks let go as each part ended
+        assert world.roles[role].service.dense.held() == 0, role
     assert world.roles["s2"].service.budget.pairs() - before == whole_spent
     (again,) = role_audit(world, "s2", "twoserver.rerun")
     assert again["pairs"] > 0

@@ -49,6 +49,12 @@ class Forwarding:
         return getattr(self.servers, "prepare_part", None)
 
     @property
+    def part_done(self) -> Callable[[int], None] | None:
+        """The servers' (core/tworun.py `proposed_links`: a part's blocks let go once its
+        batches are done); None: they hold none."""
+        return getattr(self.servers, "part_done", None)
+
+    @property
     def margin(self) -> bool:
         """Whether the servers take a part's blocks by the rule's margin (core/densemargin.py)."""
         return bool(getattr(self.servers, "margin", False))

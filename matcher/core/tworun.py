@@ -271,6 +271,9 @@ def proposed_links(
         ))  # fmt: skip
         transcript.pairs += count
         clock["C"] += time.process_time() - t1
+    done = getattr(servers, "part_done", None)
+    if dense is not None and done is not None:  # S1 and S2 let its blocks go now
+        done(index)
     add_clock(seconds, clock)
     return merge(found) if found else Candidates.empty()
 

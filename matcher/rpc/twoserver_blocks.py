@@ -7,14 +7,17 @@ C tells S2 its deal first (S2's `PrepareBlocks`, a stream: S2's setups are ~100 
 opens `BlockExchange` with S2 (rpc/twoserver_blockcalls.py): the rows of each block, the
 nonces, then each block's two messages each way (core/denseblock.py `exchange`) in parts.
 Both then hold every pair's H shares (`HeldBlocks`, by C's id) for the part's batches
-(`CircuitBatch.blocks`), until the same part's blocks are dealt again, the uploads go,
-STALE_SECONDS pass unused, or newer parts' need the room (MAX_BLOCKS, MAX_PAIRS).
+(`CircuitBatch.blocks`), until C says the part's batches are done (`Acknowledge`'s `blocks`,
+sent once a part's last batch is answered: `release_blocks`), the same part's blocks are dealt
+again, the uploads go, STALE_SECONDS pass unused (a combiner gone mid-part), or newer parts'
+need the room (MAX_BLOCKS, MAX_PAIRS).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import queue
 import secrets
 import threading
@@ -44,6 +47,8 @@ if TYPE_CHECKING:
     from blindmatch.matcher.core.proposal import Proposal
     from blindmatch.matcher.rpc.twoserver_client import RemoteServers
     from blindmatch.matcher.rpc.twoserver_role import _Role
+
+log = logging.getLogger("blindmatch.matcher.twoserver")
 
 PART_BYTES = 1 << 22  # a BlockDeal's or BlockMessage's `setup`/`data` part (4 MiB)
 MAX_BLOCKS = 64  # parts' blocks S1 or S2 holds at once (prepared or exchanged)
@@ -326,9 +331,16 @@ class HeldBlocks:
             held.since = self.clock()
             return held
 
-    def drop(self, blocks: str) -> None:
+    def drop(self, blocks: str) -> bool:
+        """Drop `blocks`; whether they were held."""
         with self._lock:
-            self._held.pop(blocks, None)
+            return self._held.pop(blocks, None) is not None
+
+    def held(self) -> int:
+        """How many parts' blocks are held (the stale ones dropped first)."""
+        with self._lock:
+            self._expire()
+            return len(self._held)
 
     def side(self, blocks: str, member_a: str, member_b: str, part: int,
              run: str) -> denseblock.Blocks:  # fmt: skip
@@ -419,6 +431,23 @@ def prepare_blocks(
     return m.blocks, largest_batch(reply.largest_batch, at_s2.largest_batch)
 
 
+def release_blocks(remote: RemoteServers, index: int) -> None:
+    """C: part `index`'s batches all answered, S1 and S2 told to drop its blocks' H shares
+    now (`Acknowledge`'s `blocks`; up to MAX_PAIRS pairs' worth each, else held until
+    STALE_SECONDS pass); a party not reached keeps them until then (logged). Nothing for a
+    part by pairs."""
+    blocks = remote._blocks.pop(index, None)
+    if blocks is None:
+        return
+    request = pb.AcknowledgeRequest(blocks=[blocks])
+    for who, stub in ((remote.names[0], remote._s1), (remote.names[1], remote._s2)):
+        try:
+            call_party(who, stub.Acknowledge, request, metadata=remote._metadata,
+                       timeout=30.0)  # fmt: skip
+        except errors.ServiceError as exc:
+            log.info("%s keeps part %d's blocks until they expire: %s", who, index, exc)
+
+
 def largest_batch(*said: int) -> int:
     """The most pairs C puts in a batch on a part's blocks: the least of its own limit and
     what S1 and S2 said (`largest_batch`, unset by a role older than it: linkbit.BATCH)."""
@@ -437,5 +466,6 @@ __all__ = [
     "later_setup",
     "prepare_blocks",
     "proposed_part",
+    "release_blocks",
     "s1_exchange",
 ]

@@ -292,6 +292,13 @@ class RemoteServers:
         self._blocks[index], self._batch_pairs[index] = got
         return True
 
+    def part_done(self, index: int) -> None:
+        """Part `index`'s batches all answered: S1 and S2 drop its blocks now
+        (rpc/twoserver_blocks.py `release_blocks`)."""
+        from blindmatch.matcher.rpc.twoserver_blocks import release_blocks
+
+        release_blocks(self, index)
+
     def batch_pairs(self, index: int) -> int:
         """The most pairs a batch of part `index` may have (larger on its blocks where S1
         and S2 both take it: rpc/twoserver_blocks.py `largest_batch`)."""

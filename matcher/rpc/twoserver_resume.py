@@ -172,10 +172,13 @@ def acknowledge(
     role: _Role, request: pb.AcknowledgeRequest | pb.CircuitBatch
 ) -> pb.AcknowledgeReply:
     """Drop the batches C holds the answers of: `Acknowledge`'s, or those a batch carries
-    (`CircuitBatch.acknowledged`: the next batch's message acknowledges the last ones)."""
+    (`CircuitBatch.acknowledged`: the next batch's message acknowledges the last ones); and
+    `Acknowledge`'s `blocks`, the parts' blocks whose batches C has all run."""
     ids = request.batches if isinstance(request, pb.AcknowledgeRequest) else request.acknowledged
     role.inputs.acknowledge(ids)
-    return pb.AcknowledgeReply(dropped=role.batches.acknowledge(ids))
+    blocks = request.blocks if isinstance(request, pb.AcknowledgeRequest) else ()
+    return pb.AcknowledgeReply(dropped=role.batches.acknowledge(ids),
+                               blocks_dropped=sum(role.dense.drop(b) for b in blocks))  # fmt: skip
 
 
 __all__ = [
